@@ -1,0 +1,264 @@
+"""`convmixer-tasks <step>`: the front door a person uses by hand, with the ModelZoo reference scripts' flag names.
+
+Each sub-command parses flags, calls one library function and prints its JSON-able result. Library modules are
+imported inside the handlers so `--help` and light commands never pay for torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from convmixer_tasks.errors import ConvMixerError
+from convmixer_tasks.fileio import to_jsonable
+
+
+def _print_result(result: Any) -> None:
+    print(json.dumps(to_jsonable(result), indent=2, sort_keys=True))
+
+
+# --- handlers -----------------------------------------------------------------------------------------------------
+
+def _preprocess(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.preprocess import parse_shard, preprocess
+
+    return preprocess(
+        image_dir=args.image_path,
+        out_dir=args.prep_image,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        workers=args.workers,
+        shard=parse_shard(args.shard),
+        label_file=args.label_file,
+        limit=args.limit,
+    )
+
+
+def _export(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.export import export_and_validate
+
+    if args.source is None and not args.random_weights:
+        raise ConvMixerError("export needs --source CHECKPOINT (or --random-weights to export an untrained model)")
+    return export_and_validate(
+        source=args.source,
+        target=args.target,
+        variant=args.model,
+        opset=args.opset,
+        dynamo=args.dynamo,
+        tolerance=args.tolerance,
+    )
+
+
+def _eval(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.evaluate import evaluate
+
+    return evaluate(
+        output_dir=args.folder_davinci_target,
+        label_file=args.annotation_file_path,
+        prep_dir=args.prep_image,
+        batch_size=args.batch_size,
+        result_json=Path(args.result_json_path) / args.json_file_name,
+    )
+
+
+def _backend(args: argparse.Namespace):
+    from convmixer_tasks.backends.base import get_backend
+
+    settings = {}
+    if args.backend == "ascend":
+        settings = {"device_id": args.device, "cann_set_env": args.cann_set_env}
+    return get_backend(args.backend, **settings)
+
+
+def _compile(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.backends.base import CompileOptions
+
+    options = CompileOptions(
+        input_dtype=args.input_dtype,
+        soc_version=args.soc_version,
+        precision_mode=args.precision_mode,
+    )
+    return _backend(args).compile(args.onnx, args.batch_size, args.output, options)
+
+
+def _load_artifact(args: argparse.Namespace):
+    from convmixer_tasks.backends.base import Artifact
+
+    artifact = Artifact.load(args.model)
+    if args.batch_size is not None and args.batch_size != artifact.batch_size:
+        raise ConvMixerError(
+            f"--batch-size {args.batch_size} does not match the model {args.model}, compiled for batch "
+            f"{artifact.batch_size}; compile it for {args.batch_size} or drop the flag"
+        )
+    return artifact
+
+
+def _infer(args: argparse.Namespace) -> Any:
+    return _backend(args).infer(_load_artifact(args), args.input, args.output)
+
+
+def _benchmark(args: argparse.Namespace) -> Any:
+    return _backend(args).benchmark(_load_artifact(args), loop=args.loop, warmup=args.warmup)
+
+
+def _demo_dataset(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.demo import make_demo_dataset
+
+    kwargs = {"count": args.count}
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    return make_demo_dataset(args.output, **kwargs)
+
+
+def _run(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.pipeline import run_chain
+
+    return run_chain(
+        work_dir=args.work_dir,
+        image_dir=args.image_path,
+        label_file=args.annotation_file_path,
+        checkpoint=args.source,
+        variant=args.model,
+        batch_sizes=args.batch_size,
+        backend=args.backend,
+        input_dtype=args.dtype,
+        limit=args.limit,
+        loop=args.loop,
+    )
+
+
+def _metrics_upgrade(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.metrics import resolve_metrics_url, upgrade
+
+    url = resolve_metrics_url(args.url)
+    upgrade(url)
+    return {"metrics_db": url, "upgraded": True}
+
+
+def _metrics_show(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.metrics import query_runs, resolve_metrics_url
+
+    rows, total = query_runs(resolve_metrics_url(args.url), limit=args.limit)
+    return {"total": total, "rows": rows}
+
+
+# --- parser -------------------------------------------------------------------------------------------------------
+
+def _add(sub, name: str, handler: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=["onnxruntime", "ascend"], default="onnxruntime")
+    parser.add_argument("--device", type=int, default=0, help="NPU device id (ascend)")
+    parser.add_argument("--cann-set-env", default=None,
+                        help="CANN set_env.sh to source (ascend; default /usr/local/Ascend/ascend-toolkit/set_env.sh)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convmixer-tasks", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<step>")
+
+    p = _add(sub, "preprocess", _preprocess, "ImageNet val JPEGs -> batched input_XXXXX.bin files + manifest.json")
+    p.add_argument("--image-path", "--image-dir", required=True, help="folder of ILSVRC2012_val_*.JPEG (flat or synset dirs)")
+    p.add_argument("--prep-image", "--out-dir", required=True, help="output folder for the .bin files")
+    p.add_argument("--batch-size", type=int, required=True, help="images per .bin file")
+    p.add_argument("--dtype", choices=["float32", "uint8"], default="float32",
+                   help="float32 NCHW normalised (reference) or uint8 NHWC pixels (normalised by AIPP / the model)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--shard", default="0/1", help="i/n: write only the i-th of n contiguous ranges of files")
+    p.add_argument("--label-file", "--annotation-file-path", default=None, help="val_label.txt, to validate against")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images (quick runs)")
+
+    p = _add(sub, "export", _export, "checkpoint -> ONNX, validated against PyTorch (parity report beside it)")
+    p.add_argument("--source", default=None, help="checkpoint (.pth.tar; released or timm key layout)")
+    p.add_argument("--target", required=True, help="ONNX file to write")
+    p.add_argument("--model", default="convmixer_1536_20", help="model variant")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (ATC accepts <= 18)")
+    p.add_argument("--dynamo", action="store_true", help="use torch's dynamo exporter (slower GELU under ORT)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| ONNX Runtime vs PyTorch")
+    p.add_argument("--random-weights", action="store_true", help="export without a checkpoint (architecture checks)")
+
+    p = _add(sub, "eval", _eval, "top-1/top-5 from outputs in ais_bench layout against val_label.txt")
+    p.add_argument("--folder-davinci-target", "--outputs", required=True, help="folder of input_XXXXX_0.{bin,npy,txt}")
+    p.add_argument("--annotation-file-path", "--label-file", required=True, help="val_label.txt")
+    p.add_argument("--result-json-path", required=True, help="folder for the result JSON")
+    p.add_argument("--json-file-name", default="result.json")
+    p.add_argument("--batch-size", type=int, default=None, help="rows per output file (needed without --prep-image)")
+    p.add_argument("--prep-image", default=None, help="prep folder whose manifest maps rows to images (recommended)")
+
+    p = _add(sub, "compile", _compile, "ONNX -> fixed-batch artifact (OM via ATC, or optimised ONNX for ORT); cached")
+    _backend_flags(p)
+    p.add_argument("--onnx", required=True)
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--output", required=True, help="artifact cache folder")
+    p.add_argument("--soc-version", default="auto", help="auto (from npu-smi) or e.g. Ascend310P3")
+    p.add_argument("--input-dtype", choices=["float32", "uint8"], default="float32")
+    p.add_argument("--precision-mode", default=None, help="ATC --precision_mode (e.g. force_fp32)")
+
+    p = _add(sub, "infer", _infer, "run a compiled artifact over a prep folder; outputs in ais_bench layout")
+    _backend_flags(p)
+    p.add_argument("--model", required=True, help="compiled artifact (.om / .onnx from `compile`)")
+    p.add_argument("--input", required=True, help="prep folder")
+    p.add_argument("--output", required=True, help="output folder (summary written beside it)")
+    p.add_argument("--batch-size", type=int, default=None, help="checked against the artifact")
+
+    p = _add(sub, "benchmark", _benchmark, "pure-inference throughput: 1000 x batch / mean compute ms")
+    _backend_flags(p)
+    p.add_argument("--model", required=True, help="compiled artifact")
+    p.add_argument("--batch-size", type=int, default=None, help="checked against the artifact")
+    p.add_argument("--loop", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=5)
+
+    p = _add(sub, "demo-dataset", _demo_dataset, "generate the ImageNet-shaped demo set (images/ + val_label.txt)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--count", type=int, default=250)
+    p.add_argument("--seed", type=int, default=None)
+
+    p = _add(sub, "run", _run, "the whole chain in one process (default: demo set + demo model on ONNX Runtime)")
+    p.add_argument("--work-dir", default="work", help="folder for prep, ONNX, artifacts, outputs")
+    p.add_argument("--image-path", default=None, help="default: the demo set, generated into the work dir")
+    p.add_argument("--annotation-file-path", default=None)
+    p.add_argument("--source", default=None, help="checkpoint; default: the committed demo model")
+    p.add_argument("--model", default=None, help="variant; default: convmixer_demo")
+    p.add_argument("--batch-size", type=int, nargs="+", default=[4])
+    p.add_argument("--backend", choices=["onnxruntime", "ascend"], default="onnxruntime")
+    p.add_argument("--dtype", choices=["float32", "uint8"], default="float32")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--loop", type=int, default=20, help="benchmark loops per batch size")
+
+    p = _add(sub, "metrics-upgrade", _metrics_upgrade, "create/upgrade the metrics table (Alembic)")
+    p.add_argument("--url", default=None, help="SQLAlchemy URL (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
+
+    p = _add(sub, "metrics-show", _metrics_show, "print the newest metrics rows")
+    p.add_argument("--url", default=None)
+    p.add_argument("--limit", type=int, default=20)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        result = args.handler(args)
+    except ConvMixerError as exc:
+        # One readable line, no traceback: these are errors the user can fix.
+        print(f"convmixer-tasks {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    _print_result(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The demo: a generated ImageNet-shaped val set and a small ConvMixer trained on it, so the whole chain runs (and
+its accuracy means something) without ImageNet or the 200 MB release.
+
+The images are synthetic textures from ten visually distinct classes, each mapped to a real ImageNet class id, in
+the sizes and colour modes real val images come in (landscape/portrait, tiny, extreme aspect ratio, grayscale,
+CMYK). The committed demo model scores clearly high but below 100% on the val set, so a label or ordering bug
+shows up as a drop to chance (10%).
+
+Regenerate the committed assets with ``python -m convmixer_tasks.demo train``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from .errors import ConfigError
+from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+
+DEMO_VARIANT = "convmixer_demo"
+DEMO_VAL_SEED = 20240601
+DEMO_TRAIN_SEED = 7
+DEMO_VAL_COUNT = 250  # not a multiple of 4, 8 or 16: the last batch is partial for the usual batch sizes
+ASSETS_DIR = Path(__file__).resolve().parent / "demo_assets"
+MARKER_NAME = "demo_dataset.json"  # marks a folder as ours, so regenerating may replace its images
+
+Field = np.ndarray  # (H, W) float in [0, 1]: where a pattern shows its second colour
+
+
+# --- the classes: each draws a texture field on an (H, W) grid -----------------------------------------------------
+
+def _rotated(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates rotated by a random angle about a random offset (u across, v along)."""
+    theta = rng.uniform(0, np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    xx -= rng.uniform(0, w)
+    yy -= rng.uniform(0, h)
+    return xx * np.cos(theta) + yy * np.sin(theta), -xx * np.sin(theta) + yy * np.cos(theta)
+
+
+def _radius(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distance and angle from a random centre near the middle (the centre crop keeps it), plus dy."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    dx = xx - w * rng.uniform(0.3, 0.7)
+    dy = yy - h * rng.uniform(0.3, 0.7)
+    return np.hypot(dx, dy), np.arctan2(dy, dx), dy
+
+
+def _soft(wave: np.ndarray, rng: np.random.Generator) -> Field:
+    """A sine in [-1, 1] to a field with a random edge sharpness (smooth bands to hard edges)."""
+    return 0.5 + 0.5 * np.tanh(wave * rng.uniform(1.0, 6.0))
+
+
+def stripes(rng, h, w):
+    u, _ = _rotated(rng, h, w)
+    return _soft(np.sin(2 * np.pi * u / (min(h, w) * rng.uniform(0.05, 0.14))), rng)
+
+
+def checkerboard(rng, h, w):
+    u, v = _rotated(rng, h, w)
+    cell = min(h, w) * rng.uniform(0.06, 0.16)
+    return ((np.floor(u / cell) + np.floor(v / cell)) % 2).astype(np.float32)
+
+
+def rings(rng, h, w):
+    r, _, _ = _radius(rng, h, w)
+    return _soft(np.sin(2 * np.pi * r / (min(h, w) * rng.uniform(0.05, 0.14))), rng)
+
+
+def sunburst(rng, h, w):
+    _, angle, _ = _radius(rng, h, w)
+    return _soft(np.sin(angle * int(rng.integers(6, 16)) + rng.uniform(0, np.pi)), rng)
+
+
+def dots(rng, h, w):
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    field = np.zeros((h, w), np.float32)
+    radius = min(h, w) * rng.uniform(0.02, 0.05)
+    for _ in range(int(rng.integers(25, 70))):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        field = np.maximum(field, ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2).astype(np.float32))
+    return field
+
+
+def blobs(rng, h, w):
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    field = np.zeros((h, w), np.float32)
+    for _ in range(int(rng.integers(2, 5))):
+        sigma = min(h, w) * rng.uniform(0.08, 0.22)
+        cy, cx = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
+        field += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+    return np.clip(field, 0, 1)
+
+
+def gradient(rng, h, w):
+    u, _ = _rotated(rng, h, w)
+    return (u - u.min()) / max(float(np.ptp(u)), 1.0)
+
+
+def grid(rng, h, w):
+    u, v = _rotated(rng, h, w)
+    cell = min(h, w) * rng.uniform(0.08, 0.2)
+    width = cell * rng.uniform(0.08, 0.2)
+    return ((np.mod(u, cell) < width) | (np.mod(v, cell) < width)).astype(np.float32)
+
+
+def mosaic(rng, h, w):
+    block = max(2, int(min(h, w) * rng.uniform(0.04, 0.1)))
+    coarse = rng.random((h // block + 1, w // block + 1)).astype(np.float32)
+    return np.repeat(np.repeat(coarse, block, axis=0), block, axis=1)[:h, :w]
+
+
+def waves(rng, h, w):
+    u, v = _rotated(rng, h, w)
+    size = min(h, w)
+    bend = size * rng.uniform(0.02, 0.06) * np.sin(2 * np.pi * v / (size * rng.uniform(0.15, 0.35)))
+    return _soft(np.sin(2 * np.pi * (u + bend) / (size * rng.uniform(0.05, 0.14))), rng)
+
+
+# Class -> ImageNet class id. The ids are arbitrary but real (spread over 0..999, 65 being val image 1's label).
+CLASSES: tuple[tuple[str, Callable[..., Field], int], ...] = (
+    ("stripes", stripes, 340),
+    ("checkerboard", checkerboard, 918),
+    ("rings", rings, 640),
+    ("sunburst", sunburst, 65),
+    ("dots", dots, 301),
+    ("blobs", blobs, 107),
+    ("gradient", gradient, 978),
+    ("grid", grid, 457),
+    ("mosaic", mosaic, 813),
+    ("waves", waves, 586),
+)
+CLASS_IDS = tuple(class_id for _, _, class_id in CLASSES)
+
+# (width, height) and weight: mostly ImageNet's common shapes, plus tiny and extreme aspect ratios.
+SIZES: tuple[tuple[tuple[int, int], float], ...] = (
+    ((500, 375), 0.30), ((375, 500), 0.15), ((500, 333), 0.12), ((333, 500), 0.06), ((300, 300), 0.10),
+    ((640, 480), 0.05), ((224, 224), 0.04), ((233, 350), 0.04), ((120, 90), 0.05), ((90, 120), 0.03),
+    ((1000, 150), 0.03), ((150, 700), 0.03),
+)
+MODES: tuple[tuple[str, float], ...] = (("RGB", 0.86), ("L", 0.08), ("CMYK", 0.06))
+
+
+def _pick(rng: np.random.Generator, choices: tuple[tuple[object, float], ...]):
+    weights = np.array([weight for _, weight in choices])
+    return choices[int(rng.choice(len(choices), p=weights / weights.sum()))][0]
+
+
+def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two random colours that differ enough for the pattern to show (colour alone says nothing of the class)."""
+    while True:
+        first, second = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+        if np.abs(first - second).mean() > 0.3:
+            return first.astype(np.float32), second.astype(np.float32)
+
+
+def render_image(seed: int, index: int) -> tuple[Image.Image, int, int]:
+    """Image ``index`` (1-based) of the set with ``seed``: (PIL image, ImageNet label, JPEG quality).
+
+    Each image has its own generator seeded from (seed, index), so image N is the same whatever the count.
+    """
+    rng = np.random.default_rng([seed, index])
+    _, draw, label = CLASSES[int(rng.integers(len(CLASSES)))]
+    width, height = _pick(rng, SIZES)
+    field = draw(rng, height, width)[..., None]
+    first, second = _colours(rng)
+    pixels = first * (1 - field) + second * field
+    # Uneven lighting and sensor noise: the class must be read from the pattern, not from clean pixel values.
+    shade, _ = _rotated(rng, height, width)
+    pixels *= 1 - rng.uniform(0, 0.35) * (shade - shade.min())[..., None] / max(float(np.ptp(shade)), 1.0)
+    pixels += rng.normal(0, rng.uniform(0.02, 0.12), pixels.shape).astype(np.float32)
+    image = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), "RGB")
+    mode = _pick(rng, MODES)
+    if mode != "RGB":
+        image = image.convert(mode)
+    return image, label, int(rng.choice([75, 90, 95]))
+
+
+def image_name(index: int) -> str:
+    return f"ILSVRC2012_val_{index:08d}.JPEG"
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    root: Path
+    image_dir: Path
+    label_file: Path
+    count: int
+    seed: int
+    class_ids: tuple[int, ...]
+
+
+def make_demo_dataset(out_dir: str | os.PathLike, count: int = DEMO_VAL_COUNT, seed: int = DEMO_VAL_SEED) -> DemoDataset:
+    """Write ``out_dir/images/ILSVRC2012_val_XXXXXXXX.JPEG`` and ``out_dir/val_label.txt``; same bytes every run.
+
+    The images are written to a temporary folder and swapped in whole, so an interrupted run leaves the previous
+    set (or none), never a mix. A folder that already holds images but is not a demo set is refused.
+    """
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ConfigError(f"demo dataset count must be a positive number of images, got {count!r}")
+    root = Path(out_dir)
+    image_dir, label_file = root / "images", root / "val_label.txt"
+    if image_dir.exists() and any(image_dir.iterdir()) and not (root / MARKER_NAME).is_file():
+        raise ConfigError(f"{image_dir} already holds files and is not a generated demo set; "
+                          "pass an empty or new --output folder")
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".images.", dir=root))
+    try:
+        lines = []
+        for index in range(1, count + 1):
+            image, label, quality = render_image(seed, index)
+            image.save(staging / image_name(index), "JPEG", quality=quality)
+            lines.append(f"{image_name(index)} {label}\n")
+        (root / MARKER_NAME).unlink(missing_ok=True)  # while images and labels disagree, the folder is not a set
+        if image_dir.exists():
+            shutil.rmtree(image_dir)
+        staging.rename(image_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    atomic_write_bytes(label_file, "".join(lines).encode())
+    dataset = DemoDataset(root=root, image_dir=image_dir, label_file=label_file, count=count, seed=seed,
+                          class_ids=CLASS_IDS)
+    atomic_write_json(root / MARKER_NAME, {"count": count, "seed": seed, "class_ids": list(CLASS_IDS)})
+    return dataset

@@ -1,0 +1,45 @@
+"""User-facing errors. Each message names the thing that is wrong and how to fix it; the CLI prints it as one line."""
+
+
+class ConvMixerError(Exception):
+    """Base of every error a user can act on (bad input, missing tool, failed check)."""
+
+
+class ConfigError(ConvMixerError):
+    """A flag, DAG param or setting has a value we cannot use."""
+
+
+class DatasetError(ConvMixerError):
+    """The image folder or label file is malformed or inconsistent."""
+
+
+class PreprocessError(ConvMixerError):
+    """An image could not be turned into model input, or a prep folder is unusable."""
+
+
+class CheckpointError(ConvMixerError):
+    """A checkpoint is unreadable or does not fit the model definition."""
+
+
+class ExportError(ConvMixerError):
+    """ONNX export failed, or the exported model disagrees with PyTorch beyond tolerance."""
+
+
+class EvalError(ConvMixerError):
+    """Model outputs cannot be scored against the labels."""
+
+
+class BackendError(ConvMixerError):
+    """An inference backend failed to describe, compile, infer or benchmark."""
+
+
+class ToolMissingError(BackendError):
+    """A required external tool (atc, npu-smi, ais_bench, a CANN env script) is not installed."""
+
+
+class MetricsError(ConvMixerError):
+    """The metrics database is unreachable or a row cannot be written."""
+
+
+class RegressionError(ConvMixerError):
+    """A run's accuracy or throughput fell below its baseline minus the tolerance."""

@@ -1,0 +1,53 @@
+"""The metrics store: one row per DAG run × batch size × backend in its own database (never Airflow's).
+
+Call ``upgrade(url)`` once before use (idempotent), ``record_run`` after evaluation (a retry updates the same row),
+and the query functions from the UI. ``convmixer_tasks.gate`` decides ok/regressed on top of this.
+"""
+
+from convmixer_tasks.metrics.schema import (
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_REGRESSED,
+    STATUSES,
+    MetricsRow,
+    ValidationRun,
+)
+from convmixer_tasks.metrics.store import (
+    AIRFLOW_CONNECTION_ID,
+    ENV_VAR,
+    MAX_LIMIT,
+    dispose_engines,
+    distinct_values,
+    get_run,
+    mask_url,
+    query_runs,
+    recent_ok_throughputs,
+    record_run,
+    resolve_metrics_url,
+    series,
+    update_status,
+    upgrade,
+)
+
+__all__ = [
+    "AIRFLOW_CONNECTION_ID",
+    "ENV_VAR",
+    "MAX_LIMIT",
+    "STATUSES",
+    "STATUS_FAILED",
+    "STATUS_OK",
+    "STATUS_REGRESSED",
+    "MetricsRow",
+    "ValidationRun",
+    "dispose_engines",
+    "distinct_values",
+    "get_run",
+    "mask_url",
+    "query_runs",
+    "recent_ok_throughputs",
+    "record_run",
+    "resolve_metrics_url",
+    "series",
+    "update_status",
+    "upgrade",
+]

@@ -1,0 +1,179 @@
+"""The metrics table: one row per DAG run × batch size × backend (SQLAlchemy 2 typed declarative model).
+
+The Alembic migrations in ``migrations/versions`` create exactly this table; ``tests/test_metrics.py`` compares the
+two so they cannot drift apart. ``MetricsRow`` is the JSON-able input record that ``store.record_run`` writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+TABLE_NAME = "convmixer_validation_runs"
+# Our own Alembic version table: the metrics URL may point at a database that already has an ``alembic_version``
+# (Airflow's metadata DB, for one); sharing it would make either migration history overwrite the other.
+VERSION_TABLE = "convmixer_metrics_alembic_version"
+
+STATUS_OK = "ok"
+STATUS_REGRESSED = "regressed"
+STATUS_FAILED = "failed"
+STATUSES = (STATUS_OK, STATUS_REGRESSED, STATUS_FAILED)
+
+# Named constraints so later migrations (SQLite batch mode included) can refer to them by name.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every dialect.
+
+    PostgreSQL keeps the offset (timestamptz) but SQLite would silently drop it, so values are normalised to UTC
+    on the way in (naive ones are taken as UTC) and given back as aware UTC datetimes.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Aware UTC datetime; a naive one is taken to be UTC already (Airflow's dates are UTC)."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ValidationRun(Base):
+    """One validation of one model artifact at one batch size on one backend, within one DAG run."""
+
+    __tablename__ = TABLE_NAME
+    __table_args__ = (
+        UniqueConstraint("run_id", "batch_size", "backend", name="uq_convmixer_validation_runs_key"),
+        CheckConstraint(f"status IN {STATUSES!r}", name="status_known"),
+        # Accuracy comes as a pair or not at all, and only an evaluated run can be ok or regressed.
+        CheckConstraint("(top1 IS NULL) = (top5 IS NULL)", name="accuracy_pair"),
+        CheckConstraint(f"status = '{STATUS_FAILED}' OR top1 IS NOT NULL", name="evaluated_unless_failed"),
+        CheckConstraint("batch_size >= 1", name="batch_size_positive"),
+        # The gate's history query: same model/backend/device/batch size, newest first.
+        Index("ix_convmixer_validation_runs_series", "model_variant", "backend", "device", "batch_size",
+              "logical_date"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(250))  # Airflow's run_id limit
+    dag_id: Mapped[str | None] = mapped_column(String(250))
+    # The run's place on the time axis: Airflow's logical_date, or run_after/start time for runs that have none.
+    logical_date: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    model_variant: Mapped[str] = mapped_column(String(100))
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    onnx_sha256: Mapped[str | None] = mapped_column(String(64))
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64))
+    backend: Mapped[str] = mapped_column(String(32))
+    device: Mapped[str | None] = mapped_column(String(200))
+    toolkit_version: Mapped[str | None] = mapped_column(String(200))
+    batch_size: Mapped[int] = mapped_column(Integer)
+    input_dtype: Mapped[str | None] = mapped_column(String(16))
+    image_count: Mapped[int | None] = mapped_column(Integer)
+    top1: Mapped[float | None] = mapped_column(Float)  # percent, 0..100
+    top5: Mapped[float | None] = mapped_column(Float)  # percent, 0..100
+    throughput: Mapped[float | None] = mapped_column(Float)  # images per second
+    latency_mean_ms: Mapped[float | None] = mapped_column(Float)
+    latency_p50_ms: Mapped[float | None] = mapped_column(Float)
+    latency_p99_ms: Mapped[float | None] = mapped_column(Float)
+    parity_max_abs_diff: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16))
+    baseline_top1: Mapped[float | None] = mapped_column(Float)
+    baseline_throughput: Mapped[float | None] = mapped_column(Float)
+    gate_reasons: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All columns as JSON-ready values (datetimes as ISO-8601 UTC strings) for the CLI, the UI and XCom."""
+        return {column.key: _jsonable(getattr(self, column.key)) for column in self.__table__.columns}
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+# Columns the database fills in itself; everything else in the table is a MetricsRow field.
+GENERATED_COLUMNS = ("id", "created_at", "updated_at")
+KEY_COLUMNS = ("run_id", "batch_size", "backend")
+
+
+@dataclass
+class MetricsRow:
+    """What a DAG task (or the CLI) knows about one run × batch size × backend, ready for ``record_run``.
+
+    A run that failed before evaluation leaves ``top1``/``top5`` as None. Datetimes may be ISO-8601 strings
+    (rows travel through XCom as JSON); naive ones are taken as UTC.
+    """
+
+    run_id: str
+    model_variant: str
+    backend: str
+    batch_size: int
+    status: str
+    logical_date: datetime | str | None = None  # None → started_at, else now (Airflow 3 manual runs may have none)
+    dag_id: str | None = None
+    started_at: datetime | str | None = None
+    finished_at: datetime | str | None = None
+    checkpoint_sha256: str | None = None
+    onnx_sha256: str | None = None
+    artifact_sha256: str | None = None
+    device: str | None = None
+    toolkit_version: str | None = None
+    input_dtype: str | None = None
+    image_count: int | None = None
+    top1: float | None = None
+    top5: float | None = None
+    throughput: float | None = None
+    latency_mean_ms: float | None = None
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    parity_max_abs_diff: float | None = None
+    baseline_top1: float | None = None
+    baseline_throughput: float | None = None
+    gate_reasons: list[str] | None = None
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))

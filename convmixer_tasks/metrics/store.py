@@ -1,0 +1,500 @@
+"""Reading and writing the metrics database: URL resolution, cached engines, the Alembic upgrade, ``record_run``
+(an upsert by run × batch size × backend), ``update_status`` and the queries the UI and the gate use.
+
+Every function takes the database URL (the DAG builds it from the Airflow Connection ``convmixer_metrics``; Airflow
+itself is never imported here). SQLite and PostgreSQL are supported. Each write is one transaction, so a failed
+call leaves the row as it was. User-caused problems (bad values, bad filters, unreachable or un-migrated database)
+raise ``MetricsError`` naming the value or the URL (password masked) and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import numbers
+import os
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Float, Integer, String, create_engine, event, func, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from convmixer_tasks.errors import MetricsError
+from convmixer_tasks.metrics.schema import (
+    KEY_COLUMNS,
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUSES,
+    TABLE_NAME,
+    VERSION_TABLE,
+    MetricsRow,
+    UTCDateTime,
+    ValidationRun,
+    as_utc,
+    utcnow,
+)
+
+ENV_VAR = "CONVMIXER_METRICS_DB_URL"
+DEFAULT_DB_FILENAME = "convmixer_metrics.db"
+AIRFLOW_CONNECTION_ID = "convmixer_metrics"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SUPPORTED_DIALECTS = ("sqlite", "postgresql")
+MAX_LIMIT = 500
+# pg_advisory_xact_lock key ("CVMX" as an int) so two processes upgrading at once queue instead of racing.
+_UPGRADE_LOCK_KEY = 0x43564D58
+
+_FIX_URL = (f"check that the database server is running and reachable, and the URL (Airflow connection "
+            f"'{AIRFLOW_CONNECTION_ID}', ${ENV_VAR} or --url)")
+
+
+# --- URLs and engines ---------------------------------------------------------------------------------------------
+
+def resolve_metrics_url(explicit: str | None = None, env: Mapping[str, str] = os.environ,
+                        airflow_home: str | os.PathLike | None = None) -> str:
+    """The metrics DB URL: ``explicit``, else ``$CONVMIXER_METRICS_DB_URL``, else SQLite beside Airflow's files
+    (``<airflow_home or $AIRFLOW_HOME or ~/airflow>/convmixer_metrics.db``)."""
+    if explicit:
+        return explicit
+    if env.get(ENV_VAR):
+        return env[ENV_VAR]
+    home = Path(airflow_home or env.get("AIRFLOW_HOME") or "~/airflow").expanduser().absolute()
+    return f"sqlite:///{home / DEFAULT_DB_FILENAME}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, safe for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa_exc.ArgumentError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+
+
+_ENGINES: dict[str, Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def get_engine(url: str) -> Engine:
+    """The engine for ``url``, created once per process (each has a connection pool; one per call would leak)."""
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = _create_engine(url)
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every cached engine's connections (tests, forked workers, before dropping a database)."""
+    with _ENGINES_LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose()
+        _ENGINES.clear()
+
+
+def _create_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        raise MetricsError(f"metrics DB URL {mask_url(url)!r} is not a SQLAlchemy URL; use e.g. "
+                           f"postgresql+psycopg2://user:pass@host:5432/db or sqlite:////abs/path.db") from None
+    dialect = parsed.get_backend_name()
+    if dialect not in SUPPORTED_DIALECTS:
+        raise MetricsError(f"metrics DB URL {mask_url(url)} uses {dialect!r}; supported: "
+                           f"{', '.join(SUPPORTED_DIALECTS)} (the upsert relies on INSERT … ON CONFLICT)")
+    try:
+        if dialect == "sqlite":
+            engine = create_engine(parsed, connect_args={"timeout": 30})
+            _use_real_sqlite_transactions(engine)
+            return engine
+        connect_args = {}
+        if parsed.get_driver_name() == "psycopg2" and "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = 10  # a firewalled host fails in seconds instead of hanging a task
+        # pre_ping: the UI process lives for days and the server may restart under it.
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    except (sa_exc.NoSuchModuleError, ImportError) as exc:
+        raise MetricsError(f"no driver for metrics DB URL {mask_url(url)} ({exc}); install it "
+                           f"(psycopg2-binary for postgresql+psycopg2) or fix the URL's driver part") from exc
+
+
+def _use_real_sqlite_transactions(engine: Engine) -> None:
+    """Make pysqlite emit BEGIN itself: by default it runs DDL and SELECTs outside any transaction, which breaks
+    'one transaction per write' (SQLAlchemy's documented recipe). ``sqlite_begin="BEGIN IMMEDIATE"`` takes the write
+    lock up front (used by ``upgrade`` so concurrent upgrades queue)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        connection.exec_driver_sql(connection.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+@contextlib.contextmanager
+def _db_errors(url: str, action: str) -> Iterator[None]:
+    """Turn driver errors into MetricsError naming the (masked) URL and the fix."""
+    try:
+        yield
+    except sa_exc.IntegrityError as exc:
+        raise MetricsError(f"metrics database {mask_url(url)} refused to {action}: {_detail(exc, url)}; "
+                           "fix the row's values") from exc
+    except sa_exc.DBAPIError as exc:
+        if getattr(exc.orig, "pgcode", None) == "42P01" or "no such table" in str(exc.orig):
+            raise MetricsError(f"metrics table {TABLE_NAME} is missing in {mask_url(url)}; create it with "
+                               f"`convmixer-tasks metrics-upgrade --url <url>` (or metrics.upgrade(url))") from exc
+        raise MetricsError(f"cannot {action}: metrics database {mask_url(url)} is unreachable or unusable "
+                           f"({_detail(exc, url)}); {_FIX_URL}") from exc
+
+
+def _detail(exc: sa_exc.DBAPIError, url: str) -> str:
+    """The driver's own message on one line, without the password (drivers rarely echo it, but be sure)."""
+    text = " ".join(line.strip() for line in str(exc.orig).splitlines() if line.strip())
+    password = make_url(url).password
+    return text.replace(str(password), "***") if password else text
+
+
+# --- migrations ---------------------------------------------------------------------------------------------------
+
+def alembic_config(url: str):
+    """An Alembic Config built in code, so migrations run from an installed package with no alembic.ini."""
+    from alembic.config import Config  # imported here: query-only callers (the UI) never pay for Alembic
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))  # configparser interpolation
+    return config
+
+
+def upgrade(url: str, revision: str = "head") -> str | None:
+    """Create or migrate the metrics table to ``revision``; idempotent. Returns the revision the DB is now at.
+
+    Runs in one transaction under a lock (PostgreSQL advisory lock, SQLite ``BEGIN IMMEDIATE``), so two tasks
+    upgrading the same database at once wait for each other instead of both creating the table.
+    """
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
+    engine = get_engine(url)
+    _make_sqlite_folder(engine)
+    with _db_errors(url, "upgrade the schema"), engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+        with connection.begin():
+            if engine.dialect.name == "postgresql":
+                connection.execute(select(func.pg_advisory_xact_lock(_UPGRADE_LOCK_KEY)))
+            config = alembic_config(url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+            return MigrationContext.configure(
+                connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def _make_sqlite_folder(engine: Engine) -> None:
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+# --- validation ---------------------------------------------------------------------------------------------------
+
+_COLUMNS = {column.key: column for column in ValidationRun.__table__.columns}
+_FIELDS = MetricsRow.field_names()
+_REQUIRED = ("run_id", "model_variant", "backend", "batch_size", "status")
+_PERCENT_FIELDS = ("top1", "top5", "baseline_top1")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_status(status: Any, name: str = "status") -> str:
+    if status not in STATUSES:
+        raise MetricsError(f"{name} {status!r} is not a known status; use one of {', '.join(STATUSES)}")
+    return status
+
+
+def _check_reasons(reasons: Any, name: str = "gate_reasons") -> list[str] | None:
+    if reasons is None:
+        return None
+    if isinstance(reasons, str) or not isinstance(reasons, (list, tuple)) or \
+            not all(isinstance(reason, str) for reason in reasons):
+        raise MetricsError(f"{name} must be a list of strings, got {reasons!r}")
+    return list(reasons)
+
+
+def _check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise MetricsError(f"{name} must be an integer, got {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        raise MetricsError(f"{name} must be {bound}, got {value}")
+    return int(value)  # numpy ints → int: psycopg2 cannot adapt numpy scalars
+
+
+def _check_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise MetricsError(f"{name} must be a finite number, got {value!r}")
+    value = float(value)
+    if name in _PERCENT_FIELDS and not 0.0 <= value <= 100.0:
+        raise MetricsError(f"{name} is a percentage (0..100), got {value}; multiply a 0..1 fraction by 100")
+    if name not in _PERCENT_FIELDS and value < 0:
+        raise MetricsError(f"{name} cannot be negative, got {value}")
+    return value
+
+
+def parse_datetime(value: Any, name: str) -> tuple[datetime, bool]:
+    """``value`` (datetime, date or ISO-8601 string) as an aware UTC datetime, and whether it was a bare date."""
+    is_date = isinstance(value, date) and not isinstance(value, datetime)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed: datetime | date = datetime.fromisoformat(text)
+        except ValueError:
+            raise MetricsError(f"{name} {value!r} is not an ISO-8601 date/time; "
+                               "use e.g. 2026-11-25 or 2026-11-25T08:00:00+00:00") from None
+        is_date = len(text) <= len("2026-11-25")
+        value = parsed
+    if is_date:
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc), True
+    if not isinstance(value, datetime):
+        raise MetricsError(f"{name} must be a date/time or ISO-8601 string, got {value!r}")
+    value = as_utc(value)  # pendulum (Airflow) datetimes become plain ones below
+    return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
+                    value.microsecond, tzinfo=timezone.utc), False
+
+
+def _check_value(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name == "status":
+        return _check_status(value)
+    if name == "gate_reasons":
+        return _check_reasons(value)
+    column_type = _COLUMNS[name].type
+    if isinstance(column_type, UTCDateTime):
+        return parse_datetime(value, name)[0]
+    if isinstance(column_type, Integer):
+        return _check_int(value, name, minimum=1 if name == "batch_size" else 0)
+    if isinstance(column_type, Float):
+        return _check_float(value, name)
+    if isinstance(column_type, String):
+        if not isinstance(value, str) or (name in _REQUIRED and not value.strip()):
+            raise MetricsError(f"{name} must be a non-empty string, got {value!r}")
+        if column_type.length and len(value) > column_type.length:
+            raise MetricsError(f"{name} is {len(value)} characters; the column holds {column_type.length}")
+        if name.endswith("_sha256") and not _SHA256_RE.fullmatch(value):
+            raise MetricsError(f"{name} must be a lowercase hex SHA-256 (64 characters), got {value!r}")
+        return value
+    raise AssertionError(f"no validation rule for column {name}")  # a new column needs one
+
+
+def _normalise_row(row: MetricsRow | Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a row completely before touching the database, so a bad row writes nothing."""
+    if isinstance(row, MetricsRow):
+        given = dataclasses.asdict(row)
+    elif isinstance(row, Mapping):
+        given = dict(row)
+    else:
+        raise MetricsError(f"a metrics row must be a MetricsRow or a dict, got {type(row).__name__}")
+    unknown = sorted(set(given) - set(_FIELDS))
+    if unknown:
+        raise MetricsError(f"unknown metrics field(s) {', '.join(unknown)}; known fields: {', '.join(_FIELDS)}")
+    missing = [name for name in _REQUIRED if given.get(name) in (None, "")]
+    if missing:
+        raise MetricsError(f"metrics row lacks required field(s) {', '.join(missing)}")
+    values = {name: _check_value(name, given.get(name)) for name in _FIELDS}
+
+    top1, top5, status = values["top1"], values["top5"], values["status"]
+    if (top1 is None) != (top5 is None):
+        raise MetricsError(f"partial accuracy for run {values['run_id']}: top1={top1}, top5={top5}; "
+                           "record both (evaluation finished) or neither (it did not)")
+    if top1 is not None and top5 < top1:
+        raise MetricsError(f"top5 ({top5}) is below top1 ({top1}) for run {values['run_id']}; "
+                           "the two are swapped or miscomputed")
+    if status != STATUS_FAILED and top1 is None:
+        raise MetricsError(f"status {status!r} needs accuracy but run {values['run_id']} has no top1/top5; "
+                           f"record status {STATUS_FAILED!r} for a run that did not reach evaluation")
+    if values["logical_date"] is None:  # Airflow 3 runs triggered by hand may have no logical date
+        values["logical_date"] = values["started_at"] or utcnow()
+    return values
+
+
+# --- writes -------------------------------------------------------------------------------------------------------
+
+def _key(run_id: str, batch_size: int, backend: str):
+    return (ValidationRun.run_id == run_id, ValidationRun.batch_size == batch_size, ValidationRun.backend == backend)
+
+
+def _dialect_insert(engine: Engine):
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def record_run(url: str, row: MetricsRow | Mapping[str, Any]) -> int:
+    """Insert the row, or replace it when (run_id, batch_size, backend) exists (a retried task); returns the id.
+
+    A replaced row takes every field from the new record (a field left out becomes NULL: the row describes the
+    latest attempt), except ``created_at`` and a ``logical_date`` the new record leaves out. One transaction;
+    ``INSERT … ON CONFLICT DO UPDATE`` makes two concurrent writers of the same key end with one row (the later
+    write wins) on both SQLite and PostgreSQL, so there is no insert race to retry.
+    """
+    values = _normalise_row(row)
+    keep_logical_date = _given(row, "logical_date") is None
+    engine = get_engine(url)
+    now = utcnow()
+    insert = _dialect_insert(engine)(ValidationRun).values(**values, created_at=now, updated_at=now)
+    unchanged = (*KEY_COLUMNS, "logical_date") if keep_logical_date else KEY_COLUMNS
+    changed = {name: insert.excluded[name] for name in (*values, "updated_at") if name not in unchanged}
+    upsert = insert.on_conflict_do_update(index_elements=list(KEY_COLUMNS), set_=changed)
+    key = _key(values["run_id"], values["batch_size"], values["backend"])
+    with _db_errors(url, f"record run {values['run_id']}"), Session(engine) as session, session.begin():
+        session.execute(upsert)
+        return session.scalar(select(ValidationRun.id).where(*key))
+
+
+def _given(row: MetricsRow | Mapping[str, Any], name: str) -> Any:
+    return getattr(row, name) if isinstance(row, MetricsRow) else row.get(name)
+
+
+_UNCHANGED: Any = object()
+
+
+def update_status(url: str, run_id: str, batch_size: int, backend: str, status: str,
+                  reasons: list[str] | None, *, baseline_top1: float | None = _UNCHANGED,
+                  baseline_throughput: float | None = _UNCHANGED) -> None:
+    """Set a recorded row's status and gate reasons (and, when given, the baselines the gate compared against)."""
+    values: dict[str, Any] = {"status": _check_status(status), "gate_reasons": _check_reasons(reasons, "reasons")}
+    for name, value in (("baseline_top1", baseline_top1), ("baseline_throughput", baseline_throughput)):
+        if value is not _UNCHANGED:
+            values[name] = _check_value(name, value)
+    values["updated_at"] = utcnow()
+    key = _key(run_id, batch_size, backend)
+    what = f"run {run_id} (batch size {batch_size}, backend {backend}) in {mask_url(url)}"
+    # Write first, then read: on SQLite a read-then-write transaction can deadlock against a concurrent writer.
+    # The top1 condition keeps 'ok'/'regressed' off rows that never reached evaluation.
+    conditions = [*key] if status == STATUS_FAILED else [*key, ValidationRun.top1.is_not(None)]
+    with _db_errors(url, f"update {what}"), Session(get_engine(url)) as session, session.begin():
+        result = session.execute(update(ValidationRun).where(*conditions).values(**values)
+                                 .execution_options(synchronize_session=False))
+        if result.rowcount == 1:
+            return
+        if session.scalar(select(ValidationRun.id).where(*key)) is None:
+            raise MetricsError(f"no metrics row for {what}; record_run it before setting its status")
+        raise MetricsError(f"{what} has no accuracy, so it cannot be {status!r}; only {STATUS_FAILED!r} fits "
+                           "a run that did not reach evaluation")
+
+
+# --- queries ------------------------------------------------------------------------------------------------------
+
+def get_run(url: str, run_id: str, batch_size: int, backend: str) -> dict[str, Any] | None:
+    """One row as a JSON-ready dict, or None when it was never recorded."""
+    with _db_errors(url, f"read run {run_id}"), Session(get_engine(url)) as session:
+        run = session.scalars(select(ValidationRun).where(*_key(run_id, batch_size, backend))).one_or_none()
+        return None if run is None else run.to_dict()
+
+
+def _filters(model: str | None = None, backend: str | None = None, device: str | None = None,
+             batch_size: int | None = None, since: Any = None, until: Any = None,
+             status: str | None = None) -> list:
+    """WHERE clauses for the UI's filters; None or "" means 'any'. A bare-date ``until`` includes that whole day."""
+    clauses = []
+    for column, value in ((ValidationRun.model_variant, model), (ValidationRun.backend, backend),
+                          (ValidationRun.device, device)):
+        if value not in (None, ""):
+            if not isinstance(value, str):
+                raise MetricsError(f"{column.key} filter must be a string, got {value!r}")
+            clauses.append(column == value)
+    if batch_size not in (None, ""):
+        clauses.append(ValidationRun.batch_size == _check_int(batch_size, "batch_size", minimum=1))
+    if status not in (None, ""):
+        clauses.append(ValidationRun.status == _check_status(status))
+    start = end = None
+    if since not in (None, ""):
+        start = parse_datetime(since, "since")[0]
+        clauses.append(ValidationRun.logical_date >= start)
+    if until not in (None, ""):
+        end, whole_day = parse_datetime(until, "until")
+        clauses.append(ValidationRun.logical_date < end + timedelta(days=1) if whole_day
+                       else ValidationRun.logical_date <= end)
+    if start is not None and end is not None and start > end:
+        raise MetricsError(f"since ({since}) is after until ({until}); swap them")
+    return clauses
+
+
+_NEWEST_FIRST = (ValidationRun.logical_date.desc(), ValidationRun.id.desc())
+
+
+def query_runs(url: str, model: str | None = None, backend: str | None = None, device: str | None = None,
+               batch_size: int | None = None, since: Any = None, until: Any = None, status: str | None = None,
+               limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """One page of rows, newest first (by logical date), and the total number matching the filters."""
+    clauses = _filters(model, backend, device, batch_size, since, until, status)
+    limit = _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
+    offset = _check_int(offset, "offset", minimum=0)
+    with _db_errors(url, "query runs"), Session(get_engine(url)) as session:
+        total = session.scalar(select(func.count()).select_from(ValidationRun).where(*clauses))
+        runs = session.scalars(select(ValidationRun).where(*clauses).order_by(*_NEWEST_FIRST)
+                               .limit(limit).offset(offset)).all()
+        return [run.to_dict() for run in runs], total
+
+
+def series(url: str, model: str | None = None, backend: str | None = None, device: str | None = None,
+           batch_size: int | None = None, since: Any = None, until: Any = None,
+           status: str | None = None) -> list[dict[str, Any]]:
+    """Rows for charts: one series per (model_variant, batch_size, backend, device), points oldest first.
+
+    Each series is ``{"model_variant", "batch_size", "backend", "device", "points": [{"logical_date", "top1",
+    "throughput", "status", "run_id", "dag_id"}, ...]}``; series are sorted by those keys.
+    """
+    clauses = _filters(model, backend, device, batch_size, since, until, status)
+    group_columns = (ValidationRun.model_variant, ValidationRun.batch_size, ValidationRun.backend,
+                     ValidationRun.device)
+    point_columns = (ValidationRun.logical_date, ValidationRun.top1, ValidationRun.throughput, ValidationRun.status,
+                     ValidationRun.run_id, ValidationRun.dag_id)
+    with _db_errors(url, "query series"), Session(get_engine(url)) as session:
+        rows = session.execute(select(*group_columns, *point_columns).where(*clauses)
+                               .order_by(ValidationRun.logical_date, ValidationRun.id)).all()
+    grouped: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        group = tuple(row[:len(group_columns)])
+        point = dict(zip((column.key for column in point_columns), row[len(group_columns):]))
+        point["logical_date"] = point["logical_date"].isoformat()
+        grouped.setdefault(group, []).append(point)
+    names = [column.key for column in group_columns]
+    return [{**dict(zip(names, group)), "points": points}
+            for group, points in sorted(grouped.items(), key=lambda item: tuple(
+                "" if part is None else part for part in item[0]))]
+
+
+def distinct_values(url: str) -> dict[str, list]:
+    """What the UI's filter drop-downs offer: the models, backends, devices and batch sizes present, sorted."""
+    columns = {"models": ValidationRun.model_variant, "backends": ValidationRun.backend,
+               "devices": ValidationRun.device, "batch_sizes": ValidationRun.batch_size}
+    with _db_errors(url, "list filter values"), Session(get_engine(url)) as session:
+        values = {name: list(session.scalars(select(column).distinct().where(column.is_not(None))
+                                             .order_by(column))) for name, column in columns.items()}
+    values["statuses"] = list(STATUSES)
+    return values
+
+
+def recent_ok_throughputs(url: str, model: str, backend: str, device: str | None, batch_size: int, n: int,
+                          exclude_run_id: str | None = None) -> list[float]:
+    """Throughputs of the newest ``n`` runs with status ``ok`` on the same model, backend, device and batch size
+    (newest first) — the gate's history. Regressed and failed runs never count."""
+    n = _check_int(n, "n", minimum=1, maximum=MAX_LIMIT)
+    clauses = [ValidationRun.model_variant == model, ValidationRun.backend == backend,
+               ValidationRun.device == device,  # None → IS NULL
+               ValidationRun.batch_size == _check_int(batch_size, "batch_size", minimum=1),
+               ValidationRun.status == STATUS_OK, ValidationRun.throughput.is_not(None)]
+    if exclude_run_id is not None:
+        clauses.append(ValidationRun.run_id != exclude_run_id)
+    with _db_errors(url, "read throughput history"), Session(get_engine(url)) as session:
+        return list(session.scalars(select(ValidationRun.throughput).where(*clauses)
+                                    .order_by(*_NEWEST_FIRST).limit(n)))

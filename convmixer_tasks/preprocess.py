@@ -1,0 +1,451 @@
+"""The reference transform (bit-exact), batching into ``input_XXXXX.bin``, the manifest, resume, shards and workers.
+
+Transform (the ModelZoo reference = torchvision on PIL images): ``convert('RGB')`` → Resize(233, BICUBIC) on the shorter
+side → CenterCrop(224) → ToTensor (/255) → Normalize(MEAN, STD), all in float32. Files are raw ``tofile`` dumps of
+``batch_size`` images, the last batch zero-padded, so ais_bench can read the folder as it reads the reference's.
+
+Folder layout, as ais_bench sees it (it takes every ``*.bin``/``*.npy`` there, so nothing else of ours ends so)::
+
+    prep/input_00000.bin …      finished files only (written to a hidden ``.tmp`` name, then renamed)
+    prep/manifest.json          which image sits in which file/slot; written last, identical from every shard
+    prep/.state/<file>.<layout>.<inputs>   empty marker: this file holds these inputs in this layout
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing
+import os
+import re
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import PIL
+from PIL import Image
+
+from convmixer_tasks.dataset import ValDataset, ValImage, load_dataset
+from convmixer_tasks.errors import ConfigError, PreprocessError
+from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, sha256_json
+
+logger = logging.getLogger(__name__)
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+CROP = 224
+RESIZE = math.floor(CROP / 0.96)  # 233: the reference's int(224 / 0.96)
+DTYPES = ("float32", "uint8")
+
+MANIFEST_NAME = "manifest.json"
+STATE_DIR = ".state"
+FILE_RE = re.compile(r"^input_(\d{5,})\.bin$")
+_AIS_BENCH_INPUT_RE = re.compile(r"\.(bin|npy)$", re.IGNORECASE)  # what ais_bench picks up from a folder
+PROGRESS_STEPS = 20  # progress lines per run
+
+
+# --- the transform ------------------------------------------------------------------------------------------------
+
+def resized_size(width: int, height: int, size: int = RESIZE) -> tuple[int, int]:
+    """torchvision ``Resize(int)``: shorter side -> ``size``, longer side ``int(size * long / short)`` (truncated)."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def crop_offsets(width: int, height: int, crop: int = CROP) -> tuple[int, int]:
+    """torchvision ``CenterCrop``: (left, top) = ``int(round((side - crop) / 2.0))``; Python rounds halves to even."""
+    return int(round((width - crop) / 2.0)), int(round((height - crop) / 2.0))
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decoded RGB image; a file PIL cannot read is a PreprocessError naming it."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img if img.mode == "RGB" else img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError) as exc:
+        raise PreprocessError(
+            f"image {path} cannot be decoded ({type(exc).__name__}: {exc}); replace it or remove it (and its label)"
+        ) from exc
+
+
+def resize_crop(img: Image.Image) -> np.ndarray:
+    """(224, 224, 3) uint8 view of Resize(233, BICUBIC) + CenterCrop(224) of an RGB image."""
+    width, height = resized_size(*img.size)
+    resized = img.resize((width, height), Image.Resampling.BICUBIC)
+    left, top = crop_offsets(width, height)
+    return np.asarray(resized)[top:top + CROP, left:left + CROP]
+
+
+def _normalisation_table() -> np.ndarray:
+    """(3, 256) float32: what ToTensor + Normalize give each channel's pixel value.
+
+    torchvision computes, in float32, ``x = float(u8) / 255`` then ``(x - mean) / std`` with mean/std as float32
+    tensors. A pixel has only 256 values, so doing exactly that arithmetic once per value and looking the results up
+    is bit-identical and several times cheaper than doing it per pixel.
+    """
+    x = np.arange(256, dtype=np.float32) / np.float32(255)
+    mean = np.asarray(MEAN, dtype=np.float32)[:, None]
+    std = np.asarray(STD, dtype=np.float32)[:, None]
+    return (x[None, :] - mean) / std
+
+
+_TABLE = _normalisation_table()
+
+
+def normalize_into(pixels: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """(224, 224, 3) uint8 HWC pixels -> ``out`` (3, 224, 224) float32 CHW, normalised like the reference."""
+    for channel in range(3):
+        np.take(_TABLE[channel], pixels[:, :, channel], out=out[channel], mode="clip")
+    return out
+
+
+def normalize(pixels: np.ndarray) -> np.ndarray:
+    return normalize_into(pixels, np.empty((3,) + pixels.shape[:2], dtype=np.float32))
+
+
+def transform_uint8(path: str | os.PathLike) -> np.ndarray:
+    """(224, 224, 3) uint8 HWC: the cropped pixels before /255 (what AIPP or a uint8-input model takes)."""
+    return np.ascontiguousarray(resize_crop(load_rgb(path)))
+
+
+def transform_float32(path: str | os.PathLike) -> np.ndarray:
+    """(3, 224, 224) float32 CHW, bit-identical to the reference transform."""
+    return normalize(resize_crop(load_rgb(path)))
+
+
+def transform_params(dtype: str) -> dict[str, Any]:
+    """What produced the pixels; part of the manifest and of every file's cache key."""
+    return {
+        "resize": RESIZE,
+        "crop": CROP,
+        "interpolation": "bicubic",
+        "mean": list(MEAN),
+        "std": list(STD),
+        "normalized": dtype == "float32",
+        "layout": "NCHW" if dtype == "float32" else "NHWC",
+        "pillow": PIL.__version__,  # resampling code lives in Pillow: another version may give other pixels
+    }
+
+
+# --- manifest -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class PrepFile:
+    name: str  # e.g. "input_00000.bin"
+    images: list[str]  # image names in slot order, real slots only
+    padded_slots: int = 0  # zero-filled slots after them (last file only)
+
+
+@dataclass
+class PrepManifest:
+    batch_size: int
+    dtype: str
+    input_shape: list[int]  # per file: [bs, 3, 224, 224] (float32) or [bs, 224, 224, 3] (uint8)
+    dataset_fingerprint: str
+    transform: dict[str, Any]
+    files: list[PrepFile]
+    image_count: int
+
+    def file_nbytes(self) -> int:
+        return math.prod(self.input_shape) * np.dtype(self.dtype).itemsize
+
+    def layout_id(self) -> str:
+        """Hash of everything but the inputs that decides a file's bytes; a file from another layout never counts."""
+        return sha256_json([self.dtype, self.batch_size, self.input_shape, self.transform])[:16]
+
+
+@dataclass
+class PrepResult:
+    out_dir: Path
+    manifest_path: Path
+    dtype: str
+    batch_size: int
+    image_count: int  # in the whole manifest (all shards)
+    file_count: int  # in the whole manifest (all shards)
+    files_written: int  # by this call (this shard)
+    files_skipped: int  # by this call: already done with the same inputs
+    dataset_fingerprint: str
+
+
+def input_shape(batch_size: int, dtype: str) -> list[int]:
+    return [batch_size, 3, CROP, CROP] if dtype == "float32" else [batch_size, CROP, CROP, 3]
+
+
+def file_name(position: int) -> str:
+    return f"input_{position:05d}.bin"
+
+
+def _plan(dataset: ValDataset, batch_size: int, dtype: str) -> PrepManifest:
+    names = [image.name for image in dataset.images]
+    files = [
+        PrepFile(name=file_name(position), images=names[start:start + batch_size],
+                 padded_slots=max(0, start + batch_size - len(names)))
+        for position, start in enumerate(range(0, len(names), batch_size))
+    ]
+    return PrepManifest(batch_size=batch_size, dtype=dtype, input_shape=input_shape(batch_size, dtype),
+                        dataset_fingerprint=dataset.fingerprint(), transform=transform_params(dtype),
+                        files=files, image_count=len(names))
+
+
+def _manifest_from_json(raw: Any) -> PrepManifest:
+    """Rebuild and cross-check a manifest; ValueError/KeyError/TypeError say what is inconsistent."""
+    files = [PrepFile(name=str(f["name"]), images=[str(n) for n in f["images"]], padded_slots=int(f["padded_slots"]))
+             for f in raw["files"]]
+    manifest = PrepManifest(batch_size=int(raw["batch_size"]), dtype=str(raw["dtype"]),
+                            input_shape=[int(n) for n in raw["input_shape"]],
+                            dataset_fingerprint=str(raw["dataset_fingerprint"]), transform=dict(raw["transform"]),
+                            files=files, image_count=int(raw["image_count"]))
+    if manifest.dtype not in DTYPES or manifest.input_shape != input_shape(manifest.batch_size, manifest.dtype):
+        raise ValueError(f"dtype {manifest.dtype!r} / input_shape {manifest.input_shape} / batch size "
+                         f"{manifest.batch_size} do not fit together")
+    for position, prep_file in enumerate(files):
+        if prep_file.name != file_name(position) or len(prep_file.images) + prep_file.padded_slots != manifest.batch_size:
+            raise ValueError(f"file entry {position} ({prep_file.name}) does not fit batch size {manifest.batch_size}")
+    if sum(len(f.images) for f in files) != manifest.image_count:
+        raise ValueError(f"image_count {manifest.image_count} differs from the images listed")
+    return manifest
+
+
+def _read_markers(out_dir: Path) -> dict[str, set[tuple[str, str]]]:
+    """file name -> {(layout id, inputs key)} from the empty marker files in ``.state/``."""
+    markers: dict[str, set[tuple[str, str]]] = {}
+    state_dir = out_dir / STATE_DIR
+    if state_dir.is_dir():
+        for entry in os.scandir(state_dir):
+            parts = entry.name.rsplit(".", 2)
+            if len(parts) == 3 and FILE_RE.match(parts[0]):
+                markers.setdefault(parts[0], set()).add((parts[1], parts[2]))
+    return markers
+
+
+def read_manifest(prep_dir: str | os.PathLike, check_files: bool = True) -> PrepManifest:
+    """The manifest of a prep folder. ``check_files`` also checks that every listed file is there, of the right size,
+    and was finished in the manifest's layout (catches a shard that has not run or an older run's files)."""
+    prep_dir = Path(prep_dir)
+    path = prep_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise PreprocessError(f"{path} is missing: run preprocess into {prep_dir} (every shard) before using it")
+    try:
+        manifest = _manifest_from_json(read_json(path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PreprocessError(f"{path} is corrupt ({type(exc).__name__}: {exc}); delete it and re-run preprocess") from exc
+    if check_files:
+        markers = _read_markers(prep_dir)
+        layout, nbytes = manifest.layout_id(), manifest.file_nbytes()
+        bad = [f.name for f in manifest.files
+               if not _has_size(prep_dir / f.name, nbytes) or layout not in {lay for lay, _ in markers.get(f.name, ())}]
+        if bad:
+            raise PreprocessError(
+                f"prep folder {prep_dir} is incomplete: {len(bad)} of {len(manifest.files)} files missing, of the "
+                f"wrong size or not finished in this layout (first: {', '.join(bad[:5])}); run preprocess for every "
+                "shard into it (or copy it whole, .state/ included)"
+            )
+    return manifest
+
+
+def _has_size(path: Path, nbytes: int) -> bool:
+    try:
+        return path.stat().st_size == nbytes
+    except FileNotFoundError:
+        return False
+
+
+# --- settings -----------------------------------------------------------------------------------------------------
+
+def _check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ConfigError(f"shard {shard!r} is not a pair (i, n); use e.g. (0, 1) or parse_shard('0/4')") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise ConfigError(f"shard {index}/{count} is out of range: want i/n with n >= 1 and 0 <= i < n")
+    return index, count
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"1/4"`` -> (1, 4): the second of four contiguous ranges of files."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if match is None:
+        raise ConfigError(f"--shard {text!r} is not i/n (e.g. 0/4 = the first of 4 shards)")
+    return _check_shard((int(match.group(1)), int(match.group(2))))
+
+
+def shard_range(file_count: int, shard: tuple[int, int]) -> range:
+    """Files of shard i of n: the i-th of n contiguous, near-equal ranges."""
+    index, count = shard
+    return range(index * file_count // count, (index + 1) * file_count // count)
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
+# --- the run ------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Job:
+    """One output file to (re)write; crosses to a worker process, so plain strings only."""
+    out_dir: str
+    name: str
+    paths: tuple[str, ...]
+    marker: str  # "<layout>.<inputs>"
+    stale_markers: tuple[str, ...]
+
+
+def _inputs_key(images: Iterable[ValImage]) -> str:
+    return sha256_json([image.stat_key() for image in images])[:32]
+
+
+def _fill_and_write(job: _Job, buffer: np.ndarray) -> None:
+    out_dir = Path(job.out_dir)
+    for stale in job.stale_markers:  # first, so a kill mid-write never leaves a marker vouching for new bytes
+        (out_dir / STATE_DIR / f"{job.name}.{stale}").unlink(missing_ok=True)
+    for slot, path in enumerate(job.paths):
+        pixels = resize_crop(load_rgb(path))
+        if buffer.dtype == np.float32:
+            normalize_into(pixels, buffer[slot])
+        else:
+            buffer[slot] = pixels
+    buffer[len(job.paths):] = 0
+    with atomic_path(out_dir / job.name) as tmp:
+        buffer.tofile(tmp)
+    (out_dir / STATE_DIR / f"{job.name}.{job.marker}").touch()
+
+
+_worker_buffer: np.ndarray | None = None  # one batch, allocated once per worker process and reused
+
+
+def _init_worker(shape: list[int], dtype: str) -> None:
+    global _worker_buffer
+    _worker_buffer = np.empty(shape, dtype=dtype)
+
+
+def _worker_write(job: _Job) -> str:
+    _fill_and_write(job, _worker_buffer)
+    return job.name
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # fork: workers need nothing but this module, and start instantly; elsewhere the platform default is safe.
+    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+
+
+def _run_jobs(jobs: list[_Job], manifest: PrepManifest, workers: int) -> None:
+    total = len(jobs)
+    every = max(1, total // PROGRESS_STEPS)
+    started = time.perf_counter()
+
+    def progress(done: int) -> None:
+        if done % every == 0 or done == total:
+            rate = done * manifest.batch_size / max(time.perf_counter() - started, 1e-9)
+            logger.info("preprocess: %d/%d files written (~%.0f img/s)", done, total, rate)
+
+    if workers == 1:
+        buffer = np.empty(manifest.input_shape, dtype=manifest.dtype)
+        for done, job in enumerate(jobs, start=1):
+            _fill_and_write(job, buffer)
+            progress(done)
+        return
+    chunksize = max(1, 8 // manifest.batch_size)  # small files: fewer round trips to the workers
+    with _pool_context().Pool(workers, initializer=_init_worker, initargs=(manifest.input_shape, manifest.dtype)) as pool:
+        for done, _ in enumerate(pool.imap_unordered(_worker_write, jobs, chunksize=chunksize), start=1):
+            progress(done)
+
+
+def _refuse_foreign_inputs(out_dir: Path) -> None:
+    """ais_bench would feed every *.bin/*.npy in the folder to the model: refuse a folder holding others' files."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PreprocessError(f"output {out_dir} is a file; pass a folder for the prep files")
+    if not out_dir.is_dir():
+        return
+    foreign = sorted(e.name for e in os.scandir(out_dir)
+                     if _AIS_BENCH_INPUT_RE.search(e.name) and not FILE_RE.match(e.name) and not e.name.startswith("."))
+    if foreign:
+        raise PreprocessError(
+            f"output folder {out_dir} holds {len(foreign)} .bin/.npy files that preprocess did not write "
+            f"({', '.join(foreign[:5])}); ais_bench would read them as inputs: pick an empty folder or remove them"
+        )
+
+
+def _clear_stale(out_dir: Path, manifest: PrepManifest, owned: range,
+                 markers: dict[str, set[tuple[str, str]]]) -> None:
+    """Before any write: drop a manifest that no longer describes the folder, files past the new file count, and
+    temp files a killed run of this shard left. Files in other shards' ranges are theirs to redo."""
+    manifest_path = out_dir / MANIFEST_NAME
+    if manifest_path.exists():
+        try:
+            same = _manifest_from_json(read_json(manifest_path)) == manifest
+        except (OSError, ValueError, KeyError, TypeError):
+            same = False
+        if not same:
+            manifest_path.unlink(missing_ok=True)
+    owned_names = {file_name(position) for position in owned}
+    for entry in os.scandir(out_dir):
+        match = FILE_RE.match(entry.name)
+        if match and int(match.group(1)) >= len(manifest.files):
+            os.unlink(entry.path)
+            for marker in markers.get(entry.name, ()):
+                (out_dir / STATE_DIR / f"{entry.name}.{'.'.join(marker)}").unlink(missing_ok=True)
+        elif entry.name.startswith(".input_") and entry.name.endswith(".tmp"):
+            target = entry.name[1:].split(".bin.", 1)[0] + ".bin"
+            position = FILE_RE.match(target)
+            if position and (target in owned_names or int(position.group(1)) >= len(manifest.files)):
+                Path(entry.path).unlink(missing_ok=True)
+
+
+def preprocess(
+    image_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    batch_size: int,
+    dtype: str = "float32",
+    workers: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+    label_file: str | os.PathLike | None = None,
+    limit: int | None = None,
+) -> PrepResult:
+    """Write this shard's ``input_XXXXX.bin`` files and the manifest; files already done with the same inputs are
+    skipped, so a rerun after a kill or an edit redoes only what changed."""
+    batch_size = _positive_int(batch_size, "batch_size")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    workers = _positive_int(workers, "workers") if workers is not None else (os.cpu_count() or 1)
+    shard = _check_shard(shard)
+    dataset = load_dataset(image_dir, label_file=label_file, limit=limit)
+    out_dir = Path(out_dir)
+    _refuse_foreign_inputs(out_dir)
+
+    manifest = _plan(dataset, batch_size, dtype)
+    owned = shard_range(len(manifest.files), shard)
+    (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    markers = _read_markers(out_dir)
+    _clear_stale(out_dir, manifest, owned, markers)
+
+    layout, nbytes = manifest.layout_id(), manifest.file_nbytes()
+    jobs = []
+    for position in owned:
+        name = file_name(position)
+        images = dataset.images[position * batch_size:(position + 1) * batch_size]
+        marker = (layout, _inputs_key(images))
+        existing = markers.get(name, set())
+        if existing == {marker} and _has_size(out_dir / name, nbytes):
+            continue
+        jobs.append(_Job(out_dir=str(out_dir), name=name, paths=tuple(str(image.path) for image in images),
+                         marker=".".join(marker), stale_markers=tuple(".".join(m) for m in existing)))
+    logger.info("preprocess: %d images -> %d files of %d (%s), shard %d/%d owns %d, %d to write, %d workers",
+                manifest.image_count, len(manifest.files), batch_size, dtype, shard[0], shard[1], len(owned),
+                len(jobs), min(workers, max(1, len(jobs))))
+    if jobs:
+        _run_jobs(jobs, manifest, min(workers, len(jobs)))
+
+    manifest_path = atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+    return PrepResult(out_dir=out_dir, manifest_path=manifest_path, dtype=dtype, batch_size=batch_size,
+                      image_count=manifest.image_count, file_count=len(manifest.files), files_written=len(jobs),
+                      files_skipped=len(owned) - len(jobs), dataset_fingerprint=manifest.dataset_fingerprint)

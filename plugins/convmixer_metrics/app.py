@@ -1,0 +1,185 @@
+"""The metrics page's FastAPI app: the page shell, its static files and the JSON/CSV endpoints, all behind auth.
+
+Airflow mounts plugin apps without any authentication, so every route here depends on ``requires_access_view``
+(which first resolves the user from the UI's ``_token`` cookie or a Bearer token). The page shell holds no data;
+the browser fetches the data from the JSON endpoints with the same credentials. The metrics database is read only
+through ``convmixer_tasks.metrics``'s query API.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+
+from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+from airflow.api_fastapi.core_api.security import requires_access_view
+from convmixer_tasks import metrics as store
+from convmixer_tasks.errors import ConvMixerError
+
+from .filters import Page, RunFilters, page, run_filters
+from .source import metrics_db_url, redact_url
+
+STATIC_DIR = Path(__file__).parent / "static"
+PAGE_FILE = STATIC_DIR / "index.html"
+# Every file the page may load, fixed at import: the static route serves these names and nothing else.
+STATIC_FILES = {
+    path.relative_to(STATIC_DIR).as_posix(): path
+    for path in STATIC_DIR.rglob("*")
+    if path.is_file() and path.suffix in {".js", ".css", ".md"} and path != PAGE_FILE
+}
+CSV_PAGE = 500
+# The documented row columns, in the order the CSV gives them.
+CSV_COLUMNS = (
+    "run_id", "dag_id", "logical_date", "started_at", "finished_at", "model_variant", "checkpoint_sha256",
+    "onnx_sha256", "artifact_sha256", "backend", "device", "toolkit_version", "batch_size", "input_dtype",
+    "image_count", "top1", "top5", "throughput", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms",
+    "parity_max_abs_diff", "status", "baseline_top1", "baseline_throughput", "gate_reasons",
+)
+# The page loads only its own files and talks only to this server; Chart.js sets canvas sizes through the CSSOM,
+# which style-src does not govern.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'self'; base-uri 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+DATA_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+FiltersDep = Annotated[RunFilters, Depends(run_filters)]
+PageDep = Annotated[Page, Depends(page)]
+
+
+class MetricsUnavailable(Exception):
+    """The metrics database could not be read; the message says which and how to fix it."""
+
+
+def _call_store(db_url: Callable[[], str], query: Callable[[str], Any]) -> Any:
+    url = ""
+    try:
+        url = db_url()
+        return query(url)
+    except ConvMixerError as err:
+        raise MetricsUnavailable(redact_url(str(err), url)) from err
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, list):
+        value = "; ".join(str(item) for item in value)
+    # A cell starting with = + - @ is run as a formula by spreadsheet apps; quote it so it stays text.
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _rows_to_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(column)) for column in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def _signin_page(request: Request, exc: HTTPException) -> str:
+    """A data-free page for a browser that opened the page without a valid Airflow session."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    login = get_auth_manager().get_url_login(next_url=str(request.url))
+    what = "Sign in to Airflow" if exc.status_code == status.HTTP_401_UNAUTHORIZED else "Your Airflow user may not"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>ConvMixer metrics</title></head><body>"
+        f"<p>{html.escape(what)} to view the ConvMixer metrics page ({html.escape(str(exc.detail))}).</p>"
+        f"<p><a href='{html.escape(login, quote=True)}' target='_top'>Go to the Airflow login page</a></p>"
+        "</body></html>"
+    )
+
+
+def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
+    """The plugin app; ``db_url`` is asked for the metrics database URL on every request."""
+    app = FastAPI(
+        title="ConvMixer metrics",
+        description="History of ConvMixer validation runs (table, series, CSV). Requires an Airflow login.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    authorised = [Depends(requires_access_view(AccessView.PLUGINS))]
+    router = APIRouter(dependencies=authorised)
+
+    @app.exception_handler(MetricsUnavailable)
+    async def metrics_unavailable(request: Request, exc: MetricsUnavailable) -> JSONResponse:
+        detail = f"Metrics database unavailable: {exc}"
+        return JSONResponse({"detail": detail}, status.HTTP_503_SERVICE_UNAVAILABLE, headers=DATA_HEADERS)
+
+    @app.exception_handler(HTTPException)
+    async def auth_refused(request: Request, exc: HTTPException) -> Response:
+        wants_html = "text/html" in request.headers.get("accept", "")
+        if wants_html and exc.status_code in (status.HTTP_401_UNAUTHORIZED, status.HTTP_403_FORBIDDEN):
+            return HTMLResponse(_signin_page(request, exc), exc.status_code, headers=PAGE_HEADERS)
+        return await http_exception_handler(request, exc)
+
+    @router.get("/", include_in_schema=False)
+    def page_shell() -> FileResponse:
+        return FileResponse(PAGE_FILE, media_type="text/html", headers=PAGE_HEADERS)
+
+    @router.get("/static/{name:path}", include_in_schema=False)
+    def static_file(name: str) -> FileResponse:
+        path = STATIC_FILES.get(name)
+        if path is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"No static file {name!r}")
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"})
+
+    @router.get("/api/filters")
+    def filter_values() -> JSONResponse:
+        """Distinct models, backends, devices, batch sizes and statuses, for the filter menus."""
+        values = _call_store(db_url, store.distinct_values)
+        return JSONResponse(jsonable_encoder(values), headers=DATA_HEADERS)
+
+    @router.get("/api/runs")
+    def runs(filters: FiltersDep, paging: PageDep) -> JSONResponse:
+        """One page of runs, newest first, with the total that match the filters."""
+        rows, total = _call_store(
+            db_url,
+            lambda url: store.query_runs(url, **filters.as_query(), limit=paging.limit, offset=paging.offset),
+        )
+        body = {"rows": rows, "total": total, "limit": paging.limit, "offset": paging.offset}
+        return JSONResponse(jsonable_encoder(body), headers=DATA_HEADERS)
+
+    @router.get("/api/series")
+    def series(filters: FiltersDep) -> JSONResponse:
+        """Top-1 and throughput over time, one series per batch size × backend × device."""
+        groups = _call_store(db_url, lambda url: store.series(url, **filters.as_query()))
+        return JSONResponse(jsonable_encoder({"series": groups}), headers=DATA_HEADERS)
+
+    @router.get("/api/runs.csv")
+    def runs_csv(filters: FiltersDep) -> Response:
+        """Every run the filters match (not just one page), as CSV, newest first."""
+
+        def all_rows(url: str) -> list[dict]:
+            rows: list[dict] = []
+            while True:
+                chunk, total = store.query_runs(url, **filters.as_query(), limit=CSV_PAGE, offset=len(rows))
+                rows.extend(chunk)
+                if not chunk or len(rows) >= total:
+                    return rows
+
+        rows = _call_store(db_url, all_rows)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        headers = {**DATA_HEADERS, "Content-Disposition": f'attachment; filename="convmixer-metrics-{stamp}.csv"'}
+        return Response(_rows_to_csv(rows), media_type="text/csv; charset=utf-8", headers=headers)
+
+    app.include_router(router)
+    return app

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv with the pinned working set and this package (idempotent; a second call takes seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+# requirements.txt pins everything (Airflow has no reachable constraints file here); torch==2.13.0 resolves to
+# the CPU wheel on this machine kind instead of a multi-GB CUDA build.
+if ! .venv/bin/python -m pip install -q -r requirements.txt >/tmp/convmixer-pip.log 2>&1; then
+  cat /tmp/convmixer-pip.log >&2
+  exit 1
+fi
+.venv/bin/python -m pip install -q --no-deps -e . >/dev/null 2>&1 || .venv/bin/python -m pip install --no-deps -e .
