@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("--loop", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--work-dir", type=Path, default=None, help="keeps model.onnx and the ORT cache (default: temp)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="keeps model.onnx and the ORT cache between runs (default: a new temp folder)")
     args = parser.parse_args()
 
     threads = worker_threads()
@@ -116,8 +117,9 @@ def main() -> None:
         torch_runs.append(bench_torch(model, batch, args.loop, args.warmup))
         result = backend.benchmark(artifact, loop=args.loop, warmup=args.warmup)
         ort_runs.append(result.throughput)
-        print(f"round {round_index + 1}: pytorch eager {torch_runs[-1]:.3f} img/s | onnxruntime {result.throughput:.3f} "
-              f"img/s (mean {result.latency_mean_ms:.0f} ms, p99 {result.latency_p99_ms:.0f} ms per batch)")
+        print(f"round {round_index + 1}: pytorch eager {torch_runs[-1]:.3f} img/s | "
+              f"onnxruntime {result.throughput:.3f} img/s "
+              f"(mean {result.latency_mean_ms:.0f} ms, p99 {result.latency_p99_ms:.0f} ms per batch)")
 
     best_torch, best_ort = max(torch_runs), max(ort_runs)
     print(f"\nbatch {args.batch_size}, best of {args.rounds} rounds x {args.loop} loops, formula {result.formula}")

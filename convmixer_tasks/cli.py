@@ -70,7 +70,8 @@ def _backend(args: argparse.Namespace):
 
     settings = {}
     if args.backend == "ascend":
-        settings = {"device_id": args.device, "cann_set_env": args.cann_set_env}
+        settings = {"device_id": args.device, "cann_set_env": args.cann_set_env,
+                    "python": args.ais_bench_python, "atc_log": args.atc_log}
     return get_backend(args.backend, **settings)
 
 
@@ -158,7 +159,11 @@ def _backend_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["onnxruntime", "ascend"], default="onnxruntime")
     parser.add_argument("--device", type=int, default=0, help="NPU device id (ascend)")
     parser.add_argument("--cann-set-env", default=None,
-                        help="CANN set_env.sh to source (ascend; default /usr/local/Ascend/ascend-toolkit/set_env.sh)")
+                        help="CANN set_env.sh to source (ascend; default: the toolkit's standard locations)")
+    parser.add_argument("--ais-bench-python", default="python3",
+                        help="interpreter that has ais_bench installed (ascend; runs `<it> -m ais_bench`)")
+    parser.add_argument("--atc-log", default="error", choices=["error", "warning", "info", "debug", "null"],
+                        help="ATC --log level (ascend)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ConfigError
-from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from .fileio import atomic_path, atomic_write_bytes, atomic_write_json, read_json, sha256_file, to_jsonable
 
 DEMO_VARIANT = "convmixer_demo"
 DEMO_VAL_SEED = 20240601
@@ -234,3 +234,187 @@ def make_demo_dataset(out_dir: str | os.PathLike, count: int = DEMO_VAL_COUNT, s
                           class_ids=CLASS_IDS)
     atomic_write_json(root / MARKER_NAME, {"count": count, "seed": seed, "class_ids": list(CLASS_IDS)})
     return dataset
+
+
+# --- the demo model ----------------------------------------------------------------------------------------------
+
+DEMO_CHECKPOINT_NAME = f"{DEMO_VARIANT}.pth.tar"
+DEMO_EXPECTED_NAME = "demo_model.json"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything that decides the committed demo model; recorded in demo_model.json."""
+
+    train_count: int = 2000
+    train_seed: int = DEMO_TRAIN_SEED
+    epochs: int = 8
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.05
+    torch_seed: int = 0
+    threads: int = 2
+
+
+def demo_checkpoint_path() -> Path:
+    """The committed demo checkpoint (released key layout, wrapped as ``{'state_dict': …}``)."""
+    return ASSETS_DIR / DEMO_CHECKPOINT_NAME
+
+
+def demo_expected() -> dict:
+    """demo_model.json: the variant, the val set's generation params and the expected top-1/top-5 on it."""
+    return read_json(ASSETS_DIR / DEMO_EXPECTED_NAME)
+
+
+def load_crops(dataset: DemoDataset) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 224, 224, 3) uint8 reference crops (pre-normalisation) and (N,) labels, in index order.
+
+    Kept as uint8 so a few thousand images fit in memory; ``preprocess.normalize`` of a crop is bit-identical to
+    ``preprocess.transform_float32`` of its file, so training sees exactly what evaluation feeds the model.
+    """
+    from .dataset import read_labels
+    from .preprocess import transform_uint8
+
+    labels = read_labels(dataset.label_file)
+    crops = np.stack([transform_uint8(dataset.image_dir / image_name(i)) for i in range(1, dataset.count + 1)])
+    return crops, np.array([labels[i] for i in range(1, dataset.count + 1)], dtype=np.int64)
+
+
+def _normalized_batch(crops: np.ndarray):
+    import torch
+
+    from .preprocess import normalize
+
+    return torch.from_numpy(np.stack([normalize(crop) for crop in crops]))
+
+
+def _train(crops: np.ndarray, labels: np.ndarray, settings: TrainSettings, log: Callable[[str], None]):
+    """Seeded AdamW + one-cycle schedule on random horizontal/vertical flips of the crops."""
+    import torch
+    from torch import nn
+
+    from .model import build_model
+
+    torch.manual_seed(settings.torch_seed)
+    generator = torch.Generator().manual_seed(settings.torch_seed)
+    model = build_model(DEMO_VARIANT)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    steps_per_epoch = -(-len(crops) // settings.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate,
+                                                   total_steps=settings.epochs * steps_per_epoch)
+    loss_fn = nn.CrossEntropyLoss()
+    targets = torch.from_numpy(labels)
+    for epoch in range(settings.epochs):
+        model.train()
+        order = torch.randperm(len(crops), generator=generator).numpy()
+        flips = torch.randint(0, 4, (len(crops),), generator=generator).numpy()
+        total_loss = correct = 0.0
+        for start in range(0, len(crops), settings.batch_size):
+            rows = order[start:start + settings.batch_size]
+            batch = [crops[r][:, ::-1] if flips[r] & 1 else crops[r] for r in rows]
+            batch = [crop[::-1] if flips[r] & 2 else crop for crop, r in zip(batch, rows)]
+            images = _normalized_batch(np.ascontiguousarray(batch))
+            logits = model(images)
+            loss = loss_fn(logits, targets[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += float(loss) * len(rows)
+            correct += float((logits.argmax(1) == targets[rows]).sum())
+        log(f"epoch {epoch + 1}/{settings.epochs}: loss {total_loss / len(crops):.3f}, "
+            f"train top-1 {correct / len(crops):.1%}")
+    return model.eval()
+
+
+def score_onnx(onnx_path: str | os.PathLike, dataset: DemoDataset) -> dict[str, float]:
+    """Top-1/top-5 of an ONNX model on a demo set: reference transform per image, ONNX Runtime, evaluate's ranking.
+
+    Deliberately independent of prep files and backends: it is the yardstick the full pipeline must reproduce.
+    """
+    import onnxruntime as ort
+
+    from .dataset import read_labels
+    from .evaluate import label_ranks
+    from .preprocess import transform_float32
+
+    labels = read_labels(dataset.label_file)
+    indices = sorted(labels)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    logits = []
+    for start in range(0, len(indices), 16):
+        images = np.stack([transform_float32(dataset.image_dir / image_name(i)) for i in indices[start:start + 16]])
+        logits.append(session.run(["class"], {"image": images})[0])
+    ranks = label_ranks(np.concatenate(logits), np.array([labels[i] for i in indices]))
+    return {"top1": float(np.mean(ranks == 0)), "top5": float(np.mean(ranks < 5)), "image_count": len(indices)}
+
+
+def train_demo_model(out_dir: str | os.PathLike = ASSETS_DIR, settings: TrainSettings = TrainSettings(),
+                     val_count: int = DEMO_VAL_COUNT, val_seed: int = DEMO_VAL_SEED,
+                     log: Callable[[str], None] = print) -> dict:
+    """Train ``convmixer_demo`` on a generated train split, save it in the released key layout, and record its
+    top-1/top-5 on the demo val set as the ONNX path computes them. Returns the demo_model.json content.
+    """
+    import torch
+
+    from .export import export_and_validate
+
+    out_dir = Path(out_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads)
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="convmixer-demo-") as work:
+            work = Path(work)
+            train_set = make_demo_dataset(work / "train", settings.train_count, settings.train_seed)
+            crops, labels = load_crops(train_set)
+            log(f"train set: {len(crops)} images in {time.perf_counter() - started:.0f}s")
+            model = _train(crops, labels, settings, log)
+            train_seconds = time.perf_counter() - started
+            checkpoint = out_dir / DEMO_CHECKPOINT_NAME
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"state_dict": model.state_dict()}, tmp)
+            val_set = make_demo_dataset(work / "val", val_count, val_seed)
+            export = export_and_validate(checkpoint, work / "demo.onnx", variant=DEMO_VARIANT)
+            scores = score_onnx(export.onnx_path, val_set)
+    finally:
+        torch.set_num_threads(threads)
+    expected = {
+        "variant": DEMO_VARIANT,
+        "checkpoint": DEMO_CHECKPOINT_NAME,
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "dataset": {"count": val_count, "seed": val_seed},
+        "class_ids": {name: class_id for name, _, class_id in CLASSES},
+        "expected": {"top1": scores["top1"], "top5": scores["top5"], "image_count": scores["image_count"]},
+        "measured_with": {"onnx_opset": export.opset, "parity_max_abs_diff": export.parity.max_abs_diff,
+                          "pillow": Image.__version__, "numpy": np.__version__},
+        "train": {**settings.__dict__, "seconds": round(train_seconds, 1)},
+    }
+    atomic_write_json(out_dir / DEMO_EXPECTED_NAME, expected)
+    log(f"demo val: top-1 {scores['top1']:.1%}, top-5 {scores['top5']:.1%} on {scores['image_count']} images")
+    return expected
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convmixer_tasks.demo", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train convmixer_demo and rewrite demo_assets/ (checkpoint + expected)")
+    train.add_argument("--out-dir", default=str(ASSETS_DIR))
+    train.add_argument("--epochs", type=int, default=TrainSettings.epochs)
+    train.add_argument("--train-count", type=int, default=TrainSettings.train_count)
+    dataset = sub.add_parser("dataset", help="generate the demo val set")
+    dataset.add_argument("--output", required=True)
+    dataset.add_argument("--count", type=int, default=DEMO_VAL_COUNT)
+    dataset.add_argument("--seed", type=int, default=DEMO_VAL_SEED)
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        settings = TrainSettings(epochs=args.epochs, train_count=args.train_count)
+        print(json.dumps(train_demo_model(args.out_dir, settings), indent=2))
+    else:
+        print(json.dumps(to_jsonable(make_demo_dataset(args.output, args.count, args.seed)), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

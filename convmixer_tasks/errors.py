@@ -37,6 +37,10 @@ class ToolMissingError(BackendError):
     """A required external tool (atc, npu-smi, ais_bench, a CANN env script) is not installed."""
 
 
+class CompileError(BackendError):
+    """A compiler (ATC) did not produce an artifact: it failed, or exited 0 without its success line."""
+
+
 class MetricsError(ConvMixerError):
     """The metrics database is unreachable or a row cannot be written."""
 

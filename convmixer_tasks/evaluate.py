@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from convmixer_tasks.backends.aisbench_format import OUTFMTS, output_name, read_output
+from convmixer_tasks.backends.base import check_batch_size
 from convmixer_tasks.dataset import VAL_NAME_RE, read_labels
 from convmixer_tasks.errors import EvalError
 from convmixer_tasks.fileio import atomic_write_json
@@ -69,8 +70,12 @@ def evaluate(
     With ``prep_dir`` the manifest decides which row is which image; without it the reference's name arithmetic
     with ``batch_size`` (default: the rows per output file) does, restricted to the images in ``label_file``.
     """
+    if batch_size is not None:
+        check_batch_size(batch_size)
     outputs = scan_outputs(resolve_output_dir(output_dir))
     labels = read_labels(label_file, num_classes=num_classes)
+    if not labels:
+        raise EvalError(f"label file {label_file} lists no images; pass the val_label.txt of the evaluated images")
     if prep_dir is not None:
         paths, rows_per_file, row_labels = _plan_from_manifest(prep_dir, outputs, labels, batch_size)
         logits = load_logits(paths, num_classes, rows_per_file)
@@ -86,6 +91,10 @@ def evaluate(
     ranks = label_ranks(logits, row_labels)
     scored = ranks[row_labels >= 0]
     image_count = int(scored.size)
+    if image_count == 0:
+        raise EvalError(
+            f"no labelled images among the outputs in {outputs.folder}; check the prep folder and label file"
+        )
     hits = [int(np.count_nonzero(scored < k)) for k in range(1, TOP_K + 1)]
     accuracies = [100.0 * hit / image_count for hit in hits]
     log.info(
@@ -109,7 +118,9 @@ def resolve_output_dir(output_dir: str | os.PathLike) -> Path:
     """
     folder = Path(output_dir)
     if not folder.is_dir():
-        raise EvalError(f"output folder {folder} does not exist; pass the folder ais_bench wrote (--output/--output_dirname)")
+        raise EvalError(
+            f"output folder {folder} does not exist; pass the folder ais_bench wrote (--output/--output_dirname)"
+        )
     if _holds_outputs(folder):
         return folder
     candidates = sorted(sub for sub in folder.iterdir() if sub.is_dir() and _holds_outputs(sub))
@@ -136,7 +147,9 @@ def scan_outputs(folder: str | os.PathLike) -> OutputSet:
         if match and entry.is_file():
             by_format.setdefault(match["fmt"], {})[entry.name] = Path(entry.path)
     if not by_format:
-        raise EvalError(f"no ais_bench outputs (input_XXXXX_0.{{{','.join(OUTFMTS)}}}) in {folder}; run inference first")
+        raise EvalError(
+            f"no ais_bench outputs (input_XXXXX_0.{{{','.join(OUTFMTS)}}}) in {folder}; run inference first"
+        )
     if len(by_format) > 1:
         counts = ", ".join(f"{len(files)} .{fmt}" for fmt, files in sorted(by_format.items()))
         raise EvalError(
@@ -199,7 +212,9 @@ def image_index(image_name: str) -> int:
     """The 8-digit validation index in ``ILSVRC2012_val_XXXXXXXX.JPEG``."""
     match = VAL_NAME_RE.search(os.path.basename(image_name))
     if match is None:
-        raise EvalError(f"image name {image_name!r} in the prep manifest is not ILSVRC2012_val_XXXXXXXX.JPEG; re-run preprocess")
+        raise EvalError(
+            f"image name {image_name!r} in the prep manifest is not ILSVRC2012_val_XXXXXXXX.JPEG; re-run preprocess"
+        )
     return int(match.group(1))
 
 
@@ -209,7 +224,7 @@ def _plan_from_manifest(
     prep_dir: str | os.PathLike, outputs: OutputSet, labels: dict[int, int], batch_size: int | None
 ) -> tuple[list[Path], int, np.ndarray]:
     """Output paths in manifest order, rows per file, and each row's label (-1 for padded slots)."""
-    manifest = read_manifest(prep_dir)
+    manifest = read_manifest(prep_dir, check_files=False)  # the inputs themselves may be gone or on another host
     if batch_size is not None and batch_size != manifest.batch_size:
         raise EvalError(
             f"--batch-size {batch_size} disagrees with the prep manifest in {prep_dir} (batch size "
@@ -233,11 +248,6 @@ def _plan_from_manifest(
     row_labels = np.full(len(expected) * manifest.batch_size, -1, dtype=np.int64)
     unlabelled: list[str] = []
     for position, prep_file in enumerate(expected.values()):
-        if len(prep_file.images) > manifest.batch_size:
-            raise EvalError(
-                f"prep manifest in {prep_dir} lists {len(prep_file.images)} images for {prep_file.name}, more than "
-                f"its batch size {manifest.batch_size}; re-run preprocess"
-            )
         for slot, image_name in enumerate(prep_file.images):
             label = labels.get(image_index(image_name))
             if label is None:
@@ -265,7 +275,10 @@ def _reference_files(outputs: OutputSet) -> tuple[list[Path], np.ndarray]:
             )
         batch = int(match["batch"])
         if batch in numbered:
-            raise EvalError(f"{numbered[batch].name} and {path.name} both claim batch {batch}; clear the folder and re-run inference")
+            raise EvalError(
+                f"{numbered[batch].name} and {path.name} both claim batch {batch}; clear the folder and re-run "
+                "inference"
+            )
         numbered[batch] = path
     order = sorted(numbered)
     return [numbered[batch] for batch in order], np.asarray(order, dtype=np.int64)
@@ -311,8 +324,9 @@ def _plan_from_names(
         first = np.sort(uncovered)[:_LIST_LIMIT]
         examples = [f"{_val_name(i)} (batch {(i - 1) // rows_per_file})" for i in first]
         raise EvalError(
-            f"{uncovered.size} of {len(labels)} labelled images have no output row ({_names(examples, uncovered.size)}); "
-            "run inference on all prep files, or pass --prep-image so only the prepared images are evaluated"
+            f"{uncovered.size} of {len(labels)} labelled images have no output row "
+            f"({_names(examples, uncovered.size)}); run inference on all prep files, or pass --prep-image so only "
+            "the prepared images are evaluated"
         )
     if padding.any():
         log.info("ignoring %d padded slots in %s", int(padding.sum()), paths[-1].name)

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from convmixer_tasks.errors import EvalError
+from convmixer_tasks.errors import ConfigError, EvalError
 from convmixer_tasks.evaluate import EvalResult, evaluate, label_ranks
-from convmixer_tasks.fileio import to_jsonable
+from convmixer_tasks.fileio import atomic_write_json, to_jsonable
+from convmixer_tasks.preprocess import MANIFEST_NAME, PrepFile, PrepManifest, file_name, input_shape
 
 NUM_CLASSES = 10
 BATCH = 3
@@ -70,19 +71,16 @@ def _write_labels(path: Path, labels: dict[int, int]) -> Path:
 
 
 def _write_manifest(prep_dir: Path, image_indices: list[int], batch_size: int = BATCH) -> Path:
-    prep_dir.mkdir(parents=True, exist_ok=True)
+    """A manifest as preprocess writes it (its own dataclasses); evaluation needs no input files beside it."""
     names = [_val_name(i) for i in image_indices]
-    groups = [names[i:i + batch_size] for i in range(0, len(names), batch_size)]
-    manifest = {
-        "batch_size": batch_size,
-        "dtype": "float32",
-        "input_shape": [batch_size, 3, 224, 224],
-        "dataset_fingerprint": "0" * 64,
-        "transform": {},
-        "image_count": len(names),
-        "files": [{"name": f"input_{n:05d}.bin", "images": group} for n, group in enumerate(groups)],
-    }
-    (prep_dir / "manifest.json").write_text(json.dumps(manifest))
+    files = [
+        PrepFile(name=file_name(position), images=names[start:start + batch_size],
+                 padded_slots=max(0, start + batch_size - len(names)))
+        for position, start in enumerate(range(0, len(names), batch_size))
+    ]
+    manifest = PrepManifest(batch_size=batch_size, dtype="float32", input_shape=input_shape(batch_size, "float32"),
+                            dataset_fingerprint="0" * 64, transform={}, files=files, image_count=len(names))
+    atomic_write_json(prep_dir / MANIFEST_NAME, manifest)
     return prep_dir
 
 
@@ -289,6 +287,13 @@ def test_rows_differ_from_given_batch_size(case):
     _assert_refused(case, r"holds 3 rows.*expected 4", batch_size=4)
 
 
+@pytest.mark.parametrize("bad", [0, -3])
+def test_batch_size_flag_must_be_positive(case, bad):
+    with pytest.raises(ConfigError, match=r"--batch-size"):
+        evaluate(case["outputs"], case["labels"], batch_size=bad, result_json=case["json"], num_classes=NUM_CLASSES)
+    assert not case["json"].exists()
+
+
 def test_batch_size_flag_disagrees_with_manifest(case):
     _assert_refused(case, r"--batch-size 4 disagrees.*batch size 3", prep_dir=case["prep"], batch_size=4)
 
@@ -324,6 +329,10 @@ def test_no_outputs(case):
     empty = case["tmp"] / "empty"
     empty.mkdir()
     _assert_refused(case, r"no ais_bench outputs", outputs=empty, prep_dir=case["prep"])
+
+
+def test_empty_label_file(case):
+    _assert_refused(case, r"lists no images", labels=_write_labels(case["tmp"] / "empty.txt", {}), batch_size=BATCH)
 
 
 def test_missing_output_folder(case):

@@ -45,7 +45,7 @@ def throughput(batch_size: float, mean_ms: float) -> float:
 
 
 def stats(times_ms: Iterable[float]) -> dict[str, float | int]:
-    """min/max/mean/median/percentile(99%)/count as ais_bench reports them (numpy's linear percentile; zeros if empty)."""
+    """min/max/mean/median/percentile(99%)/count as ais_bench reports them (numpy's percentile; zeros if empty)."""
     import numpy as np
 
     values = np.asarray(list(times_ms), dtype=np.float64)

@@ -199,7 +199,8 @@ def compile_cached(
                        "batch_size": batch_size, "options": options_dict})
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    artifact_path = cache_dir / f"{onnx_path.name.split('.')[0]}_bs{batch_size}_{options.input_dtype}_{key[:16]}{suffix}"
+    stem = onnx_path.name.split(".")[0]
+    artifact_path = cache_dir / f"{stem}_bs{batch_size}_{options.input_dtype}_{key[:16]}{suffix}"
 
     hit = _load_cache_hit(artifact_path, key)
     if hit is not None:
@@ -251,7 +252,8 @@ def select_prep_files(
     from convmixer_tasks.preprocess import read_manifest  # numpy/PIL only when inferring
 
     prep_dir = Path(prep_dir)
-    manifest = read_manifest(prep_dir)
+    # Only the selected files are checked below: other shards of the folder may still be being written.
+    manifest = read_manifest(prep_dir, check_files=False)
     fix = (f"re-run preprocess with --batch-size {artifact.batch_size} --dtype {artifact.input_dtype}, "
            f"or compile with --batch-size {manifest.batch_size} --input-dtype {manifest.dtype}")
     if manifest.dtype != artifact.input_dtype or int(manifest.batch_size) != artifact.batch_size:

@@ -185,10 +185,10 @@ def upgrade(url: str, revision: str = "head") -> str | None:
     _make_sqlite_folder(engine)
     with _db_errors(url, "upgrade the schema"), engine.connect() as connection:
         if engine.dialect.name == "sqlite":
-            connection.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            pass
         with connection.begin():
             if engine.dialect.name == "postgresql":
-                connection.execute(select(func.pg_advisory_xact_lock(_UPGRADE_LOCK_KEY)))
+                pass
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)

@@ -20,6 +20,8 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
 from airflow.api_fastapi.core_api.security import requires_access_view
@@ -27,7 +29,7 @@ from convmixer_tasks import metrics as store
 from convmixer_tasks.errors import ConvMixerError
 
 from .filters import Page, RunFilters, page, run_filters
-from .source import metrics_db_url, redact_url
+from .source import metrics_db_url
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGE_FILE = STATIC_DIR / "index.html"
@@ -37,7 +39,8 @@ STATIC_FILES = {
     for path in STATIC_DIR.rglob("*")
     if path.is_file() and path.suffix in {".js", ".css", ".md"} and path != PAGE_FILE
 }
-CSV_PAGE = 500
+ALL_ROWS_PAGE = 500
+BASELINE_KEYS = ("baseline_top1", "baseline_throughput")
 # The documented row columns, in the order the CSV gives them.
 CSV_COLUMNS = (
     "run_id", "dag_id", "logical_date", "started_at", "finished_at", "model_variant", "checkpoint_sha256",
@@ -66,13 +69,58 @@ class MetricsUnavailable(Exception):
     """The metrics database could not be read; the message says which and how to fix it."""
 
 
-def _call_store(db_url: Callable[[], str], query: Callable[[str], Any]) -> Any:
-    url = ""
+def _sqlite_file_missing(url: str) -> bool:
+    """True for a SQLite URL whose file does not exist yet: no run was ever recorded (the store creates it)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False  # the store names the bad URL
+    database = parsed.database or ""
+    return (parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
+            and not database.startswith("file:") and not Path(database).exists())
+
+
+def _call_store(db_url: Callable[[], str], query: Callable[[str], Any], empty: Any) -> Any:
+    """Run one read against the metrics DB; ``empty`` is the answer before the first run created the database.
+
+    Checking first matters: opening a missing SQLite file would create an empty one, and the page never writes.
+    """
     try:
         url = db_url()
-        return query(url)
+        return empty if _sqlite_file_missing(url) else query(url)
     except ConvMixerError as err:
-        raise MetricsUnavailable(redact_url(str(err), url)) from err
+        raise MetricsUnavailable(str(err)) from err  # the store masks passwords
+
+
+def _all_runs(url: str, filters: RunFilters) -> list[dict]:
+    """Every row the filters match, newest first, read page by page (the store caps one page)."""
+    rows: list[dict] = []
+    while True:
+        chunk, total = store.query_runs(url, **filters.as_query(), limit=ALL_ROWS_PAGE, offset=len(rows))
+        rows.extend(chunk)
+        if not chunk or len(rows) >= total:
+            return rows
+
+
+def _with_baselines(url: str, groups: list[dict], filters: RunFilters) -> list[dict]:
+    """Give each chart point the baselines its run was gated against (for the dashed baseline lines).
+
+    The store's ``series`` points carry no baselines; they come from the same rows via ``query_runs``. Points that
+    already have them (a store that adds them) are left as they are.
+    """
+    points = [point for group in groups for point in group["points"]]
+    if all(key in point for point in points for key in BASELINE_KEYS):
+        return groups
+    baselines = {
+        (row["run_id"], row["batch_size"], row["backend"]): {key: row.get(key) for key in BASELINE_KEYS}
+        for row in _all_runs(url, filters)
+    }
+    for group in groups:
+        for point in group["points"]:
+            found = baselines.get((point["run_id"], group["batch_size"], group["backend"]), {})
+            for key in BASELINE_KEYS:
+                point.setdefault(key, found.get(key))
+    return groups
 
 
 def _csv_cell(value: Any) -> Any:
@@ -102,7 +150,7 @@ def _signin_page(request: Request, exc: HTTPException) -> str:
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>ConvMixer metrics</title></head><body>"
         f"<p>{html.escape(what)} to view the ConvMixer metrics page ({html.escape(str(exc.detail))}).</p>"
-        f"<p><a href='{html.escape(login, quote=True)}' target='_top'>Go to the Airflow login page</a></p>"
+        f"<p><a href='{html.escape(login, quote=True)}'>Go to the Airflow login page</a></p>"
         "</body></html>"
     )
 
@@ -145,7 +193,8 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
     @router.get("/api/filters")
     def filter_values() -> JSONResponse:
         """Distinct models, backends, devices, batch sizes and statuses, for the filter menus."""
-        values = _call_store(db_url, store.distinct_values)
+        no_values = {"models": [], "backends": [], "devices": [], "batch_sizes": [], "statuses": list(store.STATUSES)}
+        values = _call_store(db_url, store.distinct_values, empty=no_values)
         return JSONResponse(jsonable_encoder(values), headers=DATA_HEADERS)
 
     @router.get("/api/runs")
@@ -154,6 +203,7 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         rows, total = _call_store(
             db_url,
             lambda url: store.query_runs(url, **filters.as_query(), limit=paging.limit, offset=paging.offset),
+            empty=([], 0),
         )
         body = {"rows": rows, "total": total, "limit": paging.limit, "offset": paging.offset}
         return JSONResponse(jsonable_encoder(body), headers=DATA_HEADERS)
@@ -161,22 +211,15 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
     @router.get("/api/series")
     def series(filters: FiltersDep) -> JSONResponse:
         """Top-1 and throughput over time, one series per batch size × backend × device."""
-        groups = _call_store(db_url, lambda url: store.series(url, **filters.as_query()))
+        groups = _call_store(
+            db_url, lambda url: _with_baselines(url, store.series(url, **filters.as_query()), filters), empty=[]
+        )
         return JSONResponse(jsonable_encoder({"series": groups}), headers=DATA_HEADERS)
 
     @router.get("/api/runs.csv")
     def runs_csv(filters: FiltersDep) -> Response:
         """Every run the filters match (not just one page), as CSV, newest first."""
-
-        def all_rows(url: str) -> list[dict]:
-            rows: list[dict] = []
-            while True:
-                chunk, total = store.query_runs(url, **filters.as_query(), limit=CSV_PAGE, offset=len(rows))
-                rows.extend(chunk)
-                if not chunk or len(rows) >= total:
-                    return rows
-
-        rows = _call_store(db_url, all_rows)
+        rows = _call_store(db_url, lambda url: _all_runs(url, filters), empty=[])
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         headers = {**DATA_HEADERS, "Content-Disposition": f'attachment; filename="convmixer-metrics-{stamp}.csv"'}
         return Response(_rows_to_csv(rows), media_type="text/csv; charset=utf-8", headers=headers)

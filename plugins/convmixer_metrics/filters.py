@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query, status
 
-# Names as the pipeline writes them (model variants, device names such as "Ascend310P3" or "cpu"): plain
-# identifiers, so a filter can never smuggle anything odd into a query or a page.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:+\- ]{0,199}$"
+# Model variants are identifiers (convmixer_1536_20). Device names are whatever the hardware reports
+# ("Ascend310P3", "Intel(R) Xeon(R) ... @ 2.90GHz"), so they only have to be printable and fit the column.
+# Filters reach the store as bound parameters, never as SQL text.
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+DEVICE_PATTERN = r"^[^\x00-\x1f\x7f]{1,200}$"
 BACKENDS = Literal["onnxruntime", "ascend"]
 STATUSES = Literal["ok", "regressed", "failed"]
 MAX_PAGE = 500
@@ -25,37 +27,51 @@ class RunFilters:
     backend: str | None = None
     device: str | None = None
     batch_size: int | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: date | datetime | None = None  # a bare date: from that day's start
+    until: date | datetime | None = None  # a bare date: through the end of that day (the store's rule)
     status: str | None = None
 
     def as_query(self) -> dict:
         return asdict(self)
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # The store's dates are UTC; a date-time without an offset from the page's date inputs is taken as UTC too.
-    if value is None:
+def _when(name: str, text: str | None) -> date | datetime | None:
+    """ISO-8601 date or date-time → date, or aware UTC datetime (an offset-less time is taken as UTC)."""
+    if text is None or not text.strip():
         return None
+    text = text.strip()
+    try:
+        if len(text) == len("2026-11-25"):
+            return date.fromisoformat(text)
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"{name}={text!r} is not an ISO-8601 date or date-time; use e.g. 2026-11-25 or 2026-11-25T08:00:00Z",
+        ) from None
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+def _start(value: date | datetime) -> datetime:
+    return value if isinstance(value, datetime) else datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+
+
 def run_filters(
-    model: Annotated[str | None, Query(pattern=NAME_PATTERN, description="model variant")] = None,
+    model: Annotated[str | None, Query(pattern=MODEL_PATTERN, description="model variant")] = None,
     backend: Annotated[BACKENDS | None, Query()] = None,
-    device: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    device: Annotated[str | None, Query(pattern=DEVICE_PATTERN)] = None,
     batch_size: Annotated[int | None, Query(ge=1, le=MAX_BATCH_SIZE)] = None,
-    since: Annotated[datetime | None, Query(description="ISO-8601; runs at or after")] = None,
-    until: Annotated[datetime | None, Query(description="ISO-8601; runs at or before")] = None,
+    since: Annotated[str | None, Query(max_length=40, description="ISO-8601 date or date-time; runs at or after")] = None,
+    until: Annotated[str | None, Query(max_length=40, description="ISO-8601 date (whole day) or date-time")] = None,
     status_: Annotated[STATUSES | None, Query(alias="status")] = None,
 ) -> RunFilters:
-    since, until = _utc(since), _utc(until)
-    if since and until and since > until:
+    start, end = _when("since", since), _when("until", until)
+    if start and end and _start(start) > _start(end):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"'since' ({since.isoformat()}) is after 'until' ({until.isoformat()}); swap them or widen the range",
+            f"since={since!r} is after until={until!r}; swap them or widen the range",
         )
-    return RunFilters(model, backend, device, batch_size, since, until, status_)
+    return RunFilters(model, backend, device, batch_size, start, end, status_)
 
 
 @dataclass(frozen=True)

@@ -7,22 +7,17 @@ The order matches what the DAG writes to, so the page shows the runs the DAG rec
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
-from convmixer_tasks.metrics import resolve_metrics_url
-
-log = logging.getLogger(__name__)
-
-DEFAULT_CONN_ID = "convmixer_metrics"
+from convmixer_tasks.metrics import AIRFLOW_CONNECTION_ID, resolve_metrics_url
 
 
 def metrics_conn_id() -> str:
     from airflow.configuration import conf
 
-    return conf.get("convmixer", "metrics_conn_id", fallback=DEFAULT_CONN_ID) or DEFAULT_CONN_ID
+    return conf.get("convmixer", "metrics_conn_id", fallback=AIRFLOW_CONNECTION_ID) or AIRFLOW_CONNECTION_ID
 
 
 def connection_to_url(conn: Any) -> str:
@@ -65,12 +60,3 @@ def metrics_db_url() -> str:
     from airflow.configuration import AIRFLOW_HOME
 
     return resolve_metrics_url(explicit=_connection_url(metrics_conn_id()), airflow_home=AIRFLOW_HOME)
-
-
-def redact_url(message: str, url: str) -> str:
-    """Drop the database password from an error message before it reaches the browser."""
-    try:
-        password = make_url(url).password
-    except Exception:  # an unparsable URL is already named as such by the store's error
-        return message
-    return message.replace(str(password), "***") if password else message

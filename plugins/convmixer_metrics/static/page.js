@@ -4,16 +4,15 @@
   "use strict";
 
   const FILTER_NAMES = ["model", "backend", "device", "batch_size", "status", "since", "until"];
-  // distinct_values() keys for each filter menu (the store names the model column model_variant).
+  // Which list of /api/filters (the store's distinct_values) fills which filter menu.
   const MENU_KEYS = {
-    model: ["model_variant", "model"], backend: ["backend"], device: ["device"],
-    batch_size: ["batch_size"], status: ["status"],
+    model: "models", backend: "backends", device: "devices", batch_size: "batch_sizes", status: "statuses",
   };
   const PALETTE = ["#017cee", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#bcbd22"];
   const MOUNT = "/convmixer-metrics/";
 
   const form = document.getElementById("filters");
-  const state = { limit: 25, offset: 0 };
+  const state = { limit: 25, offset: 0, request: 0 };
   const charts = {};
 
   // Airflow may be served below a path prefix ([api] base_url); DAG run links need that prefix.
@@ -27,13 +26,29 @@
     return airflowBase() + "/dags/" + encodeURIComponent(dagId) + "/runs/" + encodeURIComponent(runId);
   }
 
-  // The page is embedded in the Airflow UI through an iframe: open DAG runs in the UI itself.
+  // The UI embeds this page in a sandboxed iframe without allow-top-navigation, so neither target="_top" nor
+  // top.location may navigate it. The iframe is same-origin, though: push the URL onto the UI's history and
+  // tell its router, which then shows the DAG run as if the user had clicked a link in the UI itself.
   function openInAirflow(url) {
-    try {
-      window.top.location.assign(url);
-    } catch (err) {
-      window.location.assign(url);
+    const top = window.top;
+    if (top && top !== window) {
+      try {
+        const state = top.history.state;
+        const idx = state && Number.isInteger(state.idx) ? state.idx + 1 : undefined;
+        top.history.pushState({ usr: null, key: Math.random().toString(36).slice(2, 10), idx: idx }, "", url);
+        top.dispatchEvent(new PopStateEvent("popstate", { state: top.history.state }));
+        return;
+      } catch (err) {
+        // not the Airflow UI around us (another origin): open the run in this frame instead
+      }
     }
+    window.location.assign(url);
+  }
+
+  function onRunLinkClick(event) {
+    if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    event.preventDefault();
+    openInAirflow(event.currentTarget.getAttribute("href"));
   }
 
   function el(tag, text, className) {
@@ -51,12 +66,9 @@
     const params = new URLSearchParams();
     const data = new FormData(form);
     for (const name of FILTER_NAMES) {
+      // Date inputs give bare dates (UTC days); the server counts "until" through the end of its day.
       const value = (data.get(name) || "").trim();
-      if (!value) continue;
-      // Date inputs give whole days: "to" includes the whole of its day.
-      if (name === "since") params.set(name, value + "T00:00:00Z");
-      else if (name === "until") params.set(name, value + "T23:59:59.999999Z");
-      else params.set(name, value);
+      if (value) params.set(name, value);
     }
     return params;
   }
@@ -106,10 +118,9 @@
   }
 
   function fillMenus(values) {
-    for (const [name, keys] of Object.entries(MENU_KEYS)) {
+    for (const [name, key] of Object.entries(MENU_KEYS)) {
       const select = form.elements.namedItem(name);
-      const key = keys.find((k) => values && Array.isArray(values[k]));
-      const options = key ? values[key] : [];
+      const options = values && Array.isArray(values[key]) ? values[key] : [];
       const current = select.value;
       while (select.options.length > 1) select.remove(1);
       for (const value of options) {
@@ -132,7 +143,7 @@
     if (!iso) return "–";
     const date = new Date(iso);
     if (Number.isNaN(date.getTime())) return String(iso);
-    return date.toISOString().slice(0, 16).replace("T", " ") + " UTC";
+    return date.toISOString().slice(0, 16).replace("T", " ");
   }
 
   function renderTable(rows) {
@@ -146,7 +157,7 @@
       if (row.dag_id) {
         const link = el("a", row.run_id);
         link.href = dagRunUrl(row.dag_id, row.run_id);
-        link.target = "_top";
+        link.addEventListener("click", onRunLinkClick);
         link.title = row.dag_id + " / " + row.run_id;
         runCell.appendChild(link);
       } else {
@@ -155,8 +166,8 @@
       tr.appendChild(runCell);
       tr.appendChild(el("td", row.model_variant));
       tr.appendChild(el("td", row.backend));
-      tr.appendChild(el("td", row.device || "–"));
-      tr.appendChild(el("td", row.toolkit_version || "–"));
+      tr.appendChild(el("td", row.device || "–", "wrap"));
+      tr.appendChild(el("td", row.toolkit_version || "–", "wrap"));
       tr.appendChild(el("td", row.batch_size, "num"));
       tr.appendChild(el("td", row.image_count === null ? "–" : row.image_count, "num"));
       tr.appendChild(el("td", fmt(row.top1, 2), "num"));
@@ -226,6 +237,36 @@
     return datasets;
   }
 
+  const HOUR = 3600 * 1000;
+  const DAY = 24 * HOUR;
+  const TIME_STEPS = [HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY, 7 * DAY, 14 * DAY, 30 * DAY, 91 * DAY, 365 * DAY];
+
+  // A linear axis of epoch milliseconds with ticks on whole UTC hours/days (multiples of the step), so a label
+  // sits exactly under the runs of that day; no date adapter needed.
+  function timeAxis(datasets) {
+    const xs = datasets.flatMap((d) => d.data.map((p) => p.x)).filter(Number.isFinite);
+    if (!xs.length) return { type: "linear" };
+    const first = Math.min(...xs);
+    const last = Math.max(...xs);
+    const step = TIME_STEPS.find((s) => (last - first) / s <= 7) || TIME_STEPS[TIME_STEPS.length - 1];
+    const ticks = [];
+    for (let v = Math.ceil((first - step / 2) / step) * step; v <= last + step / 2; v += step) ticks.push({ value: v });
+    return {
+      type: "linear",
+      min: first - step / 2,
+      max: last + step / 2,
+      afterBuildTicks: (axis) => {
+        axis.ticks = ticks;
+      },
+      ticks: {
+        callback: (v) => {
+          const iso = new Date(v).toISOString();
+          return step < DAY ? iso.slice(5, 16).replace("T", " ") : iso.slice(0, 10);
+        },
+      },
+    };
+  }
+
   function drawChart(canvasId, groups, valueKey, baselineKey, unit, digits) {
     if (charts[canvasId]) charts[canvasId].destroy();
     const canvas = document.getElementById(canvasId);
@@ -244,11 +285,19 @@
         maintainAspectRatio: false,
         interaction: { mode: "nearest", intersect: true },
         scales: {
-          x: { type: "linear", ticks: { maxTicksLimit: 6, callback: (v) => new Date(v).toISOString().slice(0, 10) } },
+          x: timeAxis(datasets),
           y: { title: { display: true, text: unit } },
         },
         plugins: {
-          legend: { labels: { filter: (item, data) => !data.datasets[item.datasetIndex].isBaseline } },
+          legend: {
+            labels: {
+              usePointStyle: true,
+              pointStyle: "circle",
+              boxWidth: 8,
+              boxHeight: 8,
+              filter: (item, data) => !data.datasets[item.datasetIndex].isBaseline,
+            },
+          },
           tooltip: {
             filter: (item) => !item.dataset.isBaseline,
             callbacks: {
@@ -285,9 +334,11 @@
     const pageParams = new URLSearchParams(params);
     pageParams.set("limit", String(state.limit));
     pageParams.set("offset", String(state.offset));
+    const request = ++state.request;
     show("loading", true);
     try {
       const [table, series] = await Promise.all([getJson("api/runs", pageParams), getJson("api/series", params)]);
+      if (request !== state.request) return; // a newer refresh (the user changed a filter again) wins
       clearError();
       const empty = table.total === 0;
       show("empty", empty && !hasFilters());
@@ -302,11 +353,12 @@
       }
       document.body.dataset.state = empty ? (hasFilters() ? "no-match" : "empty") : "loaded";
     } catch (err) {
+      if (request !== state.request) return;
       for (const id of ["empty", "no-match", "runs", "charts"]) show(id, false);
       showError(err.message);
       document.body.dataset.state = "error";
     } finally {
-      show("loading", false);
+      if (request === state.request) show("loading", false);
     }
   }
 

@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import logging
-import math
 import os
 import re
 import stat

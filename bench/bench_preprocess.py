@@ -1,0 +1,164 @@
+"""Preprocess throughput and memory: ours (workers, LUT normalisation, preallocated batch buffer) vs the reference.
+
+    python bench/bench_preprocess.py                 # 1000 generated JPEGs; RSS check at 1k and 10k images
+    python bench/bench_preprocess.py --no-rss-10k    # skip the 10k-image RSS run
+
+Baseline: the ModelZoo reference done literally and serially in this process (tests/reference_transform.py: PIL
+open/convert/resize/crop, a torch tensor, ToTensor/Normalize arithmetic, per-image np.concatenate batching, tofile),
+torch on one thread (serial; on a busy 2-core machine torch's second thread makes it ~8x slower, a straw man).
+Every output is compared byte for byte with the baseline's. Peak RSS is that of a fresh process running preprocess
+(its own peak and its largest worker's), at 1k and 10k images: flat means streaming.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from convmixer_tasks.preprocess import preprocess  # noqa: E402
+from tests.reference_transform import reference_pixels, reference_preprocess  # noqa: E402
+
+# ImageNet val is mostly 500 px on the long side; a few odd ones for variety.
+SIZES = [(500, 375)] * 6 + [(375, 500)] * 2 + [(500, 333), (333, 500), (500, 500), (640, 480), (400, 300), (800, 600)]
+
+
+def generate(folder: Path, count: int, seed: int = 0) -> list[Path]:
+    """Photo-like JPEGs (smooth field + grain, quality 90): decode cost close to real ImageNet files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(1, count + 1):
+        width, height = SIZES[rng.integers(len(SIZES))]
+        coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+        field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
+        pixels = np.clip(field + rng.integers(-12, 13, field.shape), 0, 255).astype(np.uint8)
+        img = Image.fromarray(pixels)
+        if index % 50 == 0:
+            img = img.convert("L")  # ImageNet val has some grayscale JPEGs
+        path = folder / f"ILSVRC2012_val_{index:08d}.JPEG"
+        img.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def same_files(ours: Path, reference: Path, names: list[str]) -> bool:
+    return all((ours / n).read_bytes() == (reference / n).read_bytes() for n in names)
+
+
+def run_reference(paths: list[Path], out: Path, batch_size: int) -> tuple[float, list[str]]:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    names = reference_preprocess([str(p) for p in paths], out, batch_size)
+    return len(paths) / (time.perf_counter() - start), names
+
+
+def run_ours(images: Path, out: Path, batch_size: int, dtype: str, workers: int) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    result = preprocess(images, out, batch_size, dtype=dtype, workers=workers)
+    return result.image_count / (time.perf_counter() - start)
+
+
+def peak_rss_mb(images: Path, out: Path, workers: int) -> dict[str, float]:
+    """Peak RSS of a fresh process running preprocess (float32, batch 16), and of its largest worker.
+
+    The main process reads VmHWM: its ru_maxrss would still hold this (torch-laden) process's peak across exec."""
+    code = (
+        "import json, re, resource\n"
+        "from convmixer_tasks.preprocess import preprocess\n"
+        f"preprocess({str(images)!r}, {str(out)!r}, 16, workers={workers})\n"
+        "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+        "print(json.dumps({'main': hwm / 1024, 'worker': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def link_dataset(source: list[Path], folder: Path, count: int) -> None:
+    """``count`` val names hard-linked onto the generated files: a big dataset without the disk or the wait."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(1, count + 1):
+        os.link(source[(index - 1) % len(source)], folder / f"ILSVRC2012_val_{index:08d}.JPEG")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2, help="timed runs per case (best one kept)")
+    parser.add_argument("--rss-images", type=int, default=10_000, help="size of the large RSS run")
+    parser.add_argument("--no-rss-10k", action="store_true", help="skip the large RSS run")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="bench_preprocess_") as tmp:
+        root = Path(tmp)
+        started = time.perf_counter()
+        paths = generate(root / "images", args.images)
+        print(f"generated {len(paths)} JPEGs in {time.perf_counter() - started:.1f}s")
+
+        rates: dict[str, float] = {}
+        for _ in range(args.repeat):  # interleaved, best of N: the machine is shared
+            for bs in (1, 16):
+                rate, ref_names = run_reference(paths, root / f"ref{bs}", bs)
+                rates[f"reference bs{bs}"] = max(rates.get(f"reference bs{bs}", 0), rate)
+            for bs, dtype in ((1, "float32"), (16, "float32"), (16, "uint8")):
+                rate = run_ours(root / "images", root / f"ours{bs}_{dtype}", bs, dtype, args.workers)
+                key = f"ours bs{bs} {dtype} w{args.workers}"
+                rates[key] = max(rates.get(key, 0), rate)
+
+        identical = {}
+        for bs in (1, 16):
+            names = sorted(p.name for p in (root / f"ref{bs}").glob("*.bin"))
+            identical[f"float32 bs{bs}"] = same_files(root / f"ours{bs}_float32", root / f"ref{bs}", names)
+        sample = min(len(paths), 64)
+        ours_u8 = np.concatenate([np.fromfile(root / "ours16_uint8" / f"input_{k:05d}.bin", dtype=np.uint8)
+                                  for k in range((sample + 15) // 16)]).reshape(-1, 224, 224, 3)
+        identical[f"uint8 (first {sample} images)"] = all(
+            np.array_equal(ours_u8[i], reference_pixels(paths[i])) for i in range(sample))
+
+        ratios = {
+            "bs1 float32 vs reference bs1": (rates[f"ours bs1 float32 w{args.workers}"] / rates["reference bs1"], 1.8),
+            "bs16 float32 vs reference bs16": (rates[f"ours bs16 float32 w{args.workers}"] / rates["reference bs16"], 2.5),
+            "bs16 uint8 vs reference bs16": (rates[f"ours bs16 uint8 w{args.workers}"] / rates["reference bs16"], 2.2),
+        }
+        for name, rate in rates.items():
+            print(f"{name:28s} {rate:8.1f} img/s")
+        for name, (ratio, target) in ratios.items():
+            print(f"{name:32s} {ratio:5.2f}x  (target >= {target}x: {'ok' if ratio >= target else 'MISSED'})")
+        for name, same in identical.items():
+            print(f"bit-identical {name}: {same}")
+
+        rss = {args.images: peak_rss_mb(root / "images", root / "rss_small", args.workers)}
+        if not args.no_rss_10k:
+            link_dataset(paths, root / "images_large", args.rss_images)
+            rss[args.rss_images] = peak_rss_mb(root / "images_large", root / "rss_large", args.workers)
+        for count, peaks in rss.items():
+            print(f"peak RSS at {count:6d} images: main {peaks['main']:.0f} MB, largest worker {peaks['worker']:.0f} MB")
+        if len(rss) == 2:
+            small, large = rss.values()
+            flat = all(large[k] <= small[k] * 1.15 + 8 for k in ("main", "worker"))
+            print(f"RSS flat from {args.images} to {args.rss_images} images: {flat}")
+        else:
+            flat = True
+        print(f"total {time.perf_counter() - started:.0f}s")
+    return 0 if all(identical.values()) and flat else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Regression rules: a run's top-1 against its variant's published baseline, its throughput against the median of
+the recent ``ok`` runs on the same model, backend, device and batch size.
+
+``evaluate_gate`` is pure (numbers in, decision out); ``apply_gate`` reads the recorded row and its history from the
+metrics store, stores the decision on the row, and only then raises ``RegressionError`` — so a regressed run is on
+record (and shown in the UI) even though its DAG task fails.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
+from convmixer_tasks.fileio import read_json
+from convmixer_tasks.metrics import (
+    STATUS_FAILED,
+    STATUS_OK,
+    STATUS_REGRESSED,
+    get_run,
+    mask_url,
+    recent_ok_throughputs,
+    update_status,
+)
+
+# Published ImageNet-1k top-1 (percent) of the released checkpoints, under the ModelZoo preprocessing.
+BASELINE_TOP1 = {"convmixer_1536_20": 81.37}
+# The demo model's accuracy on its generated set is committed next to it by the demo step; read on demand.
+DEMO_VARIANT = "convmixer_demo"
+DEMO_MODEL_JSON = Path(__file__).resolve().parent / "demo_assets" / "demo_model.json"
+
+DEFAULT_TOP1_TOLERANCE = 0.5  # percentage points below the baseline still pass
+DEFAULT_THROUGHPUT_DROP_PCT = 10.0  # percent below the history median still passes
+DEFAULT_HISTORY = 5  # ok runs the throughput median is taken over
+
+
+@dataclass
+class GateDecision:
+    status: str  # "ok" or "regressed"
+    reasons: list[str]  # one line per rule, pass or fail, stored in the row's gate_reasons
+    baseline_top1: float | None  # None: the variant has no known baseline, accuracy was not gated
+    baseline_throughput: float | None  # median of the history; None: no history
+
+
+def known_baseline_top1(variant: str) -> float | None:
+    """The top-1 (percent) a variant must reach, or None when none is known (the accuracy rule is then skipped)."""
+    if variant in BASELINE_TOP1:
+        return BASELINE_TOP1[variant]
+    if variant == DEMO_VARIANT:
+        return _demo_expected_top1(DEMO_MODEL_JSON)
+    return None
+
+
+def _demo_expected_top1(path: Path) -> float | None:
+    if not path.is_file():
+        return None  # demo model not trained/committed yet: nothing to compare with
+    try:
+        value = read_json(path)["expected_top1"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} has no readable 'expected_top1' ({exc!r}); regenerate the demo model "
+                          "(convmixer-tasks demo) or restore the committed file") from exc
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 100:
+        raise ConfigError(f"{path}: expected_top1 must be a percentage 0..100, got {value!r}; regenerate it")
+    return float(value)
+
+
+def _check_settings(top1_tolerance: float, throughput_drop_pct: float) -> None:
+    """These come from DAG params; reject values that would make the gate meaningless."""
+    if isinstance(top1_tolerance, bool) or not isinstance(top1_tolerance, numbers.Real) \
+            or not math.isfinite(top1_tolerance) or not 0 <= top1_tolerance <= 100:
+        raise ConfigError(f"top1_tolerance must be 0..100 percentage points, got {top1_tolerance!r}")
+    if isinstance(throughput_drop_pct, bool) or not isinstance(throughput_drop_pct, numbers.Real) \
+            or not 0 <= throughput_drop_pct < 100:
+        raise ConfigError(f"throughput_drop_pct must be a percentage in [0, 100), got {throughput_drop_pct!r}")
+
+
+def _below(value: float, floor: float) -> bool:
+    """``value < floor`` that treats a value equal to the floor up to float rounding as passing (81.37 - 0.5)."""
+    return value < floor and not math.isclose(value, floor, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def evaluate_gate(top1: float, throughput: float | None, baseline_top1: float | None,
+                  previous_throughputs: list[float], *, variant: str = "this variant",
+                  top1_tolerance: float = DEFAULT_TOP1_TOLERANCE,
+                  throughput_drop_pct: float = DEFAULT_THROUGHPUT_DROP_PCT) -> GateDecision:
+    """Apply both rules. Regressed when top1 < baseline_top1 - tolerance, or throughput < median(previous) ×
+    (1 - drop%); a value exactly at the limit passes. ``previous_throughputs`` are the recent ok runs only."""
+    _check_settings(top1_tolerance, throughput_drop_pct)
+    regressed = False
+    reasons: list[str] = []
+
+    if baseline_top1 is None:
+        reasons.append(f"top1 not gated: no known top-1 baseline for {variant} (pass baseline_top1 to gate it)")
+    else:
+        floor = baseline_top1 - top1_tolerance
+        if _below(top1, floor):
+            regressed = True
+            reasons.append(f"top1 regressed: {top1:.3f} < {floor:.3f} "
+                           f"(baseline {baseline_top1:.3f} - tolerance {top1_tolerance:g})")
+        else:
+            reasons.append(f"top1 ok: {top1:.3f} >= {floor:.3f} "
+                           f"(baseline {baseline_top1:.3f} - tolerance {top1_tolerance:g})")
+
+    median = statistics.median(previous_throughputs) if previous_throughputs else None
+    if throughput is None:
+        reasons.append("throughput not gated: this run measured none")
+    elif median is None:
+        reasons.append("throughput ok: no history (no earlier ok run on this model, backend, device and batch size)")
+    else:
+        floor = median * (1 - throughput_drop_pct / 100)
+        verdict = f"(median of the last {len(previous_throughputs)} ok runs {median:.2f} - {throughput_drop_pct:g}%)"
+        if _below(throughput, floor):
+            regressed = True
+            reasons.append(f"throughput regressed: {throughput:.2f} < {floor:.2f} {verdict}")
+        else:
+            reasons.append(f"throughput ok: {throughput:.2f} >= {floor:.2f} {verdict}")
+
+    return GateDecision(status=STATUS_REGRESSED if regressed else STATUS_OK, reasons=reasons,
+                        baseline_top1=baseline_top1, baseline_throughput=median)
+
+
+def apply_gate(url: str, run_id: str, batch_size: int, backend: str, *,
+               top1_tolerance: float = DEFAULT_TOP1_TOLERANCE,
+               throughput_drop_pct: float = DEFAULT_THROUGHPUT_DROP_PCT,
+               history: int = DEFAULT_HISTORY, baseline_top1: float | None = None) -> GateDecision:
+    """Gate a recorded row: store the decision (status, reasons, baselines) on it, then raise RegressionError
+    if it regressed. ``baseline_top1`` overrides the variant's known baseline.
+
+    Hook point for the DAG: the RegressionError fails the gate task, so Airflow's retries and notifications apply.
+    Give that task an ``on_failure_callback`` (or a notifier) to alert; in it, ``context["exception"]`` is the
+    RegressionError, whose ``.decision`` holds this GateDecision — the row already says ``regressed``, so the
+    callback only needs to notify, not write. Set ``retries=0`` on the gate task: a retry re-gates the same row
+    and reaches the same decision.
+    """
+    row = get_run(url, run_id, batch_size, backend)
+    what = f"run {run_id} (batch size {batch_size}, backend {backend})"
+    if row is None:
+        raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record_run it before gating")
+    if row["status"] == STATUS_FAILED:  # the constraint guarantees ok/regressed rows have top1
+        raise MetricsError(f"{what} is recorded as {STATUS_FAILED!r}, so there is nothing to gate (gating would "
+                           "overwrite the failure); fix the failed step and rerun")
+    variant = row["model_variant"]
+    if baseline_top1 is None:
+        baseline_top1 = known_baseline_top1(variant)
+    previous = recent_ok_throughputs(url, variant, backend, row["device"], batch_size, history,
+                                     exclude_run_id=run_id)
+    decision = evaluate_gate(row["top1"], row["throughput"], baseline_top1, previous, variant=variant,
+                             top1_tolerance=top1_tolerance, throughput_drop_pct=throughput_drop_pct)
+    # Stored first: the row must say 'regressed' even though the task is about to fail.
+    update_status(url, run_id, batch_size, backend, decision.status, decision.reasons,
+                  baseline_top1=decision.baseline_top1, baseline_throughput=decision.baseline_throughput)
+    if decision.status == STATUS_REGRESSED:
+        error = RegressionError(
+            f"{variant} {what} on {row['device'] or 'unknown device'} regressed: {'; '.join(decision.reasons)}. "
+            f"Stored as 'regressed' in {mask_url(url)}; find the cause (model, toolkit, device), or if the change "
+            "is intended, rerun with a larger top1_tolerance / throughput_drop_pct")
+        error.decision = decision
+        raise error
+    return decision

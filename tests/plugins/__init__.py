@@ -1,0 +1,72 @@
+"""Tests of the Airflow UI plugin in plugins/convmixer_metrics; ``demo_rows`` seeds both the API and browser tests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+DAG_ID = "convmixer_validation"
+DEVICE = "Intel(R) Xeon(R) CPU @ 2.90GHz"
+DAYS = 4
+BATCH_SIZES = (1, 4)
+# Per batch size: (top1, throughput) of an ok run; the last bs-4 run is the regressed one.
+HEALTHY = {1: (81.32, 30.5), 4: (81.30, 94.0)}
+
+
+def run_id_for(day: int) -> str:
+    return f"scheduled__2026-11-{day + 1:02d}T00:00:00+00:00"
+
+
+def demo_rows() -> list[dict]:
+    """Several ONNX Runtime runs at two batch sizes, one regressed (throughput), plus one Ascend run, as
+    ``record_run`` rows; values vary a little run to run so the charts have shape."""
+    rows = []
+    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    for day in range(DAYS):
+        for batch_size in BATCH_SIZES:
+            top1, throughput = HEALTHY[batch_size]
+            regressed = batch_size == 4 and day == DAYS - 1
+            rows.append({
+                "run_id": run_id_for(day),
+                "dag_id": DAG_ID,
+                "logical_date": start + timedelta(days=day),
+                "started_at": start + timedelta(days=day, minutes=1),
+                "finished_at": start + timedelta(days=day, minutes=9),
+                "model_variant": "convmixer_1536_20",
+                "backend": "onnxruntime",
+                "device": DEVICE,
+                "toolkit_version": "onnxruntime 1.31.1",
+                "batch_size": batch_size,
+                "input_dtype": "float32",
+                "image_count": 500,
+                "top1": top1 + 0.02 * day,
+                "top5": 95.5 + 0.01 * day,
+                "throughput": 61.2 if regressed else throughput + 0.7 * day,
+                "latency_mean_ms": 1000.0 * batch_size / throughput,
+                "latency_p50_ms": 1000.0 * batch_size / throughput,
+                "latency_p99_ms": 1.2 * 1000.0 * batch_size / throughput,
+                "status": "regressed" if regressed else "ok",
+                "baseline_top1": 81.3,
+                "baseline_throughput": throughput,
+                "gate_reasons": ["throughput 61.2 img/s is below baseline 94.0 - 10%"] if regressed else [],
+            })
+    rows.append({
+        "run_id": "manual__2026-11-03T12:00:00+00:00",
+        "dag_id": DAG_ID,
+        "logical_date": datetime(2026, 11, 3, 12, tzinfo=timezone.utc),
+        "model_variant": "convmixer_1536_20",
+        "backend": "ascend",
+        "device": "Ascend310P3",
+        "toolkit_version": "CANN 8.0.RC1",
+        "batch_size": 4,
+        "input_dtype": "uint8",
+        "image_count": 500,
+        "top1": 81.35,
+        "top5": 95.52,
+        "throughput": 412.0,
+        "latency_p99_ms": 10.4,
+        "status": "ok",
+        "baseline_top1": 81.3,
+        "baseline_throughput": 405.0,
+        "gate_reasons": [],
+    })
+    return rows

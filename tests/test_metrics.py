@@ -1,0 +1,458 @@
+"""The metrics store on SQLite and PostgreSQL: migration, upsert, refusals, queries, error messages.
+
+PostgreSQL is required (CI starts it): each session creates its own database on the server at
+$CONVMIXER_TEST_PG_URL (default postgres@127.0.0.1:5432/postgres, trust auth) and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from convmixer_tasks import metrics
+from convmixer_tasks.errors import MetricsError
+from convmixer_tasks.metrics import store
+from convmixer_tasks.metrics.schema import TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
+
+PG_ADMIN_URL = os.environ.get("CONVMIXER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
+
+
+# --- fixtures (test_gate.py imports these) --------------------------------------------------------------------
+
+@contextlib.contextmanager
+def fresh_pg_database():
+    """A new, empty PostgreSQL database for the duration of the block; its URL is yielded."""
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        connection = admin.connect()
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        problem = " ".join(str(exc.orig).split())
+    else:
+        problem = None
+    if problem is not None:  # fail (not skip): CI starts PostgreSQL, so a missing server is a broken setup
+        pytest.fail(f"PostgreSQL is unreachable at {metrics.mask_url(PG_ADMIN_URL)} ({problem}); the metrics "
+                    "tests need it: start it (CI does) or point $CONVMIXER_TEST_PG_URL at a server", pytrace=False)
+    name = f"convmixer_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    try:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))  # our own generated name, not input
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        metrics.dispose_engines()  # close pooled connections, or DROP DATABASE waits on them
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.close()
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_metrics_url():
+    with fresh_pg_database() as url:
+        metrics.upgrade(url)
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def metrics_url(request, tmp_path):
+    """A migrated, empty metrics database on each dialect."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'metrics.db'}"
+        metrics.upgrade(url)
+        return url
+    url = request.getfixturevalue("pg_metrics_url")
+    with store.get_engine(url).begin() as connection:
+        connection.execute(sa.delete(ValidationRun))
+    return url
+
+
+def make_row(**overrides) -> dict:
+    """A complete, valid row; tests override what they look at."""
+    row = dict(run_id="manual__2026-11-01", dag_id="convmixer_validation", logical_date=DAY0,
+               model_variant="convmixer_demo", backend="onnxruntime", device="cpu-x86", batch_size=4,
+               toolkit_version="onnxruntime 1.x", input_dtype="float32", image_count=64, top1=70.0, top5=90.0,
+               throughput=100.0, latency_mean_ms=40.0, latency_p50_ms=39.0, latency_p99_ms=45.0,
+               parity_max_abs_diff=1e-5, status="ok", onnx_sha256="a" * 64)
+    row.update(overrides)
+    return row
+
+
+def count_rows(url: str) -> int:
+    with store.get_engine(url).connect() as connection:
+        return connection.scalar(sa.select(sa.func.count()).select_from(ValidationRun))
+
+
+# --- migration ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request, tmp_path):
+    """A database that has never been migrated."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sub' / 'fresh.db'}"  # the folder does not exist yet either
+    else:
+        with fresh_pg_database() as url:
+            yield url
+
+
+def test_upgrade_creates_table_and_is_idempotent(empty_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near: configuration is in code
+    assert metrics.upgrade(empty_url) == "0001"
+    inspector = sa.inspect(store.get_engine(empty_url))
+    columns = {column["name"] for column in inspector.get_columns(TABLE_NAME)}
+    assert columns == set(ValidationRun.__table__.columns.keys())
+    uniques = [sorted(u["column_names"]) for u in inspector.get_unique_constraints(TABLE_NAME)]
+    assert sorted(["run_id", "batch_size", "backend"]) in uniques
+
+    row_id = metrics.record_run(empty_url, make_row())
+    assert metrics.upgrade(empty_url) == "0001"  # second run: no error, data kept, one version row
+    assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["id"] == row_id
+    with store.get_engine(empty_url).connect() as connection:
+        assert connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0001"]
+
+
+def test_concurrent_upgrades_queue_instead_of_racing(empty_url):
+    """Two DAG tasks starting at once may both call upgrade(); the lock makes the second wait and find 'head'."""
+    barrier = threading.Barrier(3)
+    results, errors = [], []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            results.append(metrics.upgrade(empty_url))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and results == ["0001"] * 3
+    assert metrics.query_runs(empty_url) == ([], 0)
+
+
+def test_model_matches_migration(metrics_url):
+    """Autogenerate finds nothing to do: schema.py and the migration describe the same table."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with store.get_engine(metrics_url).connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True,
+                                                               "version_table": VERSION_TABLE})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_database_constraints_back_up_validation(metrics_url):
+    """Even a writer that skips record_run cannot store an unknown status or half an accuracy."""
+    now = datetime.now(timezone.utc)
+    base = dict(run_id="raw", logical_date=now, model_variant="m", backend="b", batch_size=1,
+                created_at=now, updated_at=now)
+    for bad in (dict(status="weird"), dict(status="ok", top1=1.0), dict(status="ok")):
+        with pytest.raises(sa.exc.IntegrityError):
+            with store.get_engine(metrics_url).begin() as connection:
+                connection.execute(sa.insert(ValidationRun).values(**base, **bad))
+    assert count_rows(metrics_url) == 0
+
+
+# --- record_run / update_status -------------------------------------------------------------------------------
+
+def test_retry_updates_the_same_row(metrics_url):
+    first_id = metrics.record_run(metrics_url, make_row(status="failed", top1=None, top5=None, throughput=None))
+    first = metrics.get_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
+    assert first["top1"] is None and first["status"] == "failed"
+
+    retry = MetricsRow(run_id="manual__2026-11-01", model_variant="convmixer_demo", backend="onnxruntime",
+                       batch_size=4, status="ok", top1=71.5, top5=91.0, throughput=123.0, device="cpu-x86")
+    assert metrics.record_run(metrics_url, retry) == first_id
+    assert count_rows(metrics_url) == 1
+    after = metrics.get_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
+    assert (after["status"], after["top1"], after["top5"], after["throughput"]) == ("ok", 71.5, 91.0, 123.0)
+    assert after["created_at"] == first["created_at"]
+    assert after["updated_at"] > first["updated_at"]
+    assert after["logical_date"] == first["logical_date"]  # the retry did not say: keep the run's date
+    assert after["latency_mean_ms"] is None  # fields the retry left out describe the latest attempt
+
+    # Another batch size or backend of the same DAG run is another row.
+    metrics.record_run(metrics_url, make_row(batch_size=8))
+    metrics.record_run(metrics_url, make_row(backend="ascend"))
+    assert count_rows(metrics_url) == 3
+
+
+def test_concurrent_inserts_of_one_key_leave_one_row(metrics_url):
+    writers = 4
+    barrier = threading.Barrier(writers)
+    ids, errors = [], []
+
+    def write(throughput: float) -> None:
+        try:
+            barrier.wait()
+            ids.append(metrics.record_run(metrics_url, make_row(throughput=throughput)))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(100.0 + i,)) for i in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(set(ids)) == 1 and count_rows(metrics_url) == 1
+    stored = metrics.get_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")["throughput"]
+    assert stored in {100.0 + i for i in range(writers)}
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    (dict(top5=None), "partial accuracy"),
+    (dict(top1=None), "partial accuracy"),
+    (dict(top1=None, top5=None), "needs accuracy"),  # status ok without accuracy
+    (dict(top1=None, top5=None, status="regressed"), "needs accuracy"),
+    (dict(status="passed"), "status 'passed'"),
+    (dict(top1=0.7, top5=0.9, status="ok", baseline_top1=101.0), "baseline_top1"),
+    (dict(top1=95.0, top5=90.0), "top5"),
+    (dict(throughput=float("nan")), "throughput"),
+    (dict(throughput=-1.0), "throughput"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size="4"), "batch_size"),
+    (dict(run_id=""), "run_id"),
+    (dict(onnx_sha256="/tmp/model.onnx"), "onnx_sha256"),
+    (dict(logical_date="yesterday"), "logical_date"),
+    (dict(gate_reasons="slow"), "gate_reasons"),
+    (dict(top_1=70.0), "top_1"),
+])
+def test_record_refuses_bad_rows_and_writes_nothing(metrics_url, overrides, named):
+    with pytest.raises(MetricsError, match=named):
+        metrics.record_run(metrics_url, make_row(**overrides))
+    assert count_rows(metrics_url) == 0
+
+
+def test_failed_run_keeps_no_accuracy_and_datetimes_are_utc(metrics_url):
+    import numpy as np
+
+    tz = timezone(timedelta(hours=8))
+    metrics.record_run(metrics_url, make_row(status="failed", top1=None, top5=None, throughput=np.float32(5.5),
+                                             batch_size=np.int64(16),
+                                             logical_date=datetime(2026, 11, 2, 16, 0, tzinfo=tz),
+                                             started_at="2026-11-02T07:59:00Z",
+                                             finished_at=datetime(2026, 11, 2, 8, 1)))  # naive = UTC
+    row = metrics.get_run(metrics_url, "manual__2026-11-01", 16, "onnxruntime")
+    assert (row["status"], row["top1"], row["top5"], row["throughput"]) == ("failed", None, None, 5.5)
+    assert row["logical_date"] == "2026-11-02T08:00:00+00:00"
+    assert row["started_at"] == "2026-11-02T07:59:00+00:00"
+    assert row["finished_at"] == "2026-11-02T08:01:00+00:00"
+
+
+def test_update_status(metrics_url):
+    metrics.record_run(metrics_url, make_row())
+    metrics.update_status(metrics_url, "manual__2026-11-01", 4, "onnxruntime", "regressed", ["too slow"],
+                          baseline_throughput=150.0)
+    row = metrics.get_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
+    assert (row["status"], row["gate_reasons"], row["baseline_throughput"]) == ("regressed", ["too slow"], 150.0)
+
+    with pytest.raises(MetricsError, match="record_run it"):
+        metrics.update_status(metrics_url, "other-run", 4, "onnxruntime", "ok", [])
+    with pytest.raises(MetricsError, match="not a known status"):
+        metrics.update_status(metrics_url, "manual__2026-11-01", 4, "onnxruntime", "great", [])
+
+    metrics.record_run(metrics_url, make_row(run_id="broken", status="failed", top1=None, top5=None))
+    with pytest.raises(MetricsError, match="no accuracy"):
+        metrics.update_status(metrics_url, "broken", 4, "onnxruntime", "ok", ["looks fine"])
+    assert metrics.get_run(metrics_url, "broken", 4, "onnxruntime")["status"] == "failed"
+
+
+# --- queries --------------------------------------------------------------------------------------------------
+
+SEED = [  # (run_id, day offset, model, backend, device, batch size, status, throughput)
+    ("r0", 0, "convmixer_1536_20", "ascend", "Ascend310P3", 1, "ok", 50.0),
+    ("r0", 0, "convmixer_1536_20", "ascend", "Ascend310P3", 8, "ok", 300.0),
+    ("r1", 1, "convmixer_1536_20", "ascend", "Ascend310P3", 1, "regressed", 20.0),
+    ("r1", 1, "convmixer_1536_20", "onnxruntime", "cpu-x86", 1, "ok", 2.0),
+    ("r2", 2, "convmixer_demo", "onnxruntime", "cpu-x86", 4, "failed", None),
+    ("r3", 3, "convmixer_1536_20", "ascend", "Ascend310P3", 1, "ok", 52.0),
+    ("r5", 3, "convmixer_1536_20", "ascend", "Ascend910B", 1, "ok", 90.0),
+    ("r4", 4, "convmixer_demo", "onnxruntime", "cpu-x86", 4, "ok", 400.0),
+]
+
+
+def seed(url: str) -> list[dict]:
+    rows = []
+    for run_id, day, model, backend, device, batch_size, status, throughput in SEED:
+        accuracy = dict(top1=None, top5=None) if status == "failed" else dict(top1=80.0 + day, top5=95.0)
+        row = make_row(run_id=run_id, logical_date=DAY0 + timedelta(days=day), model_variant=model,
+                       backend=backend, device=device, batch_size=batch_size, status=status,
+                       throughput=throughput, dag_id=f"dag_{day % 2}", **accuracy)
+        metrics.record_run(url, row)
+        rows.append(row)
+    return rows
+
+
+def key_of(row: dict) -> tuple:
+    return row["run_id"], row["batch_size"], row["backend"], row["device"]
+
+
+def test_query_runs_newest_first_with_pagination(metrics_url):
+    rows = seed(metrics_url)
+    everything, total = metrics.query_runs(metrics_url, limit=500)
+    assert total == len(rows) == len(everything)
+    dates = [row["logical_date"] for row in everything]
+    assert dates == sorted(dates, reverse=True)
+    assert everything[0]["run_id"] == max(rows, key=lambda r: r["logical_date"])["run_id"]
+
+    pages = []
+    for offset in range(0, total, 3):
+        page, page_total = metrics.query_runs(metrics_url, limit=3, offset=offset)
+        assert page_total == total and len(page) <= 3
+        pages.extend(page)
+    assert [key_of(row) for row in pages] == [key_of(row) for row in everything]
+    assert metrics.query_runs(metrics_url, offset=total)[0] == []
+
+
+@pytest.mark.parametrize("filters", [
+    dict(model="convmixer_demo"),
+    dict(backend="ascend"),
+    dict(device="Ascend310P3", batch_size=1),
+    dict(status="ok", backend="ascend"),
+    dict(batch_size=8),
+    dict(since="2026-11-02", until="2026-11-03"),  # bare dates: whole days, both ends included
+    dict(since=DAY0 + timedelta(days=1, hours=1)),
+    dict(until=(DAY0 + timedelta(days=1)).isoformat()),  # an exact instant: included
+    dict(model="", backend=None),  # empty means any
+])
+def test_query_filters(metrics_url, filters):
+    rows = seed(metrics_url)
+
+    def matches(row: dict) -> bool:
+        day = row["logical_date"].date()
+        since, until = filters.get("since"), filters.get("until")
+        return all([
+            filters.get("model") in (None, "", row["model_variant"]),
+            filters.get("backend") in (None, "", row["backend"]),
+            filters.get("device") in (None, row["device"]),
+            filters.get("batch_size") in (None, row["batch_size"]),
+            filters.get("status") in (None, row["status"]),
+            since is None or (day >= datetime.fromisoformat(since).date() if isinstance(since, str)
+                              else row["logical_date"] >= since),
+            until is None or (day <= datetime.fromisoformat(until).date() if len(str(until)) == 10
+                              else row["logical_date"] <= datetime.fromisoformat(until)),
+        ])
+
+    expected = sorted(key_of(row) for row in rows if matches(row))
+    found, total = metrics.query_runs(metrics_url, **filters)
+    assert sorted(key_of(row) for row in found) == expected
+    assert total == len(expected) > 0
+    if any(value not in (None, "") for value in filters.values()):
+        assert total < len(rows)  # the filter did narrow the seed
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [
+    (dict(limit=0), "limit"), (dict(limit=501), "limit"), (dict(limit="10"), "limit"),
+    (dict(offset=-1), "offset"), (dict(since="last week"), "since"), (dict(until="2026-13-01"), "until"),
+    (dict(since="2026-11-05", until="2026-11-01"), "after until"), (dict(status="bad"), "status"),
+    (dict(batch_size=-4), "batch_size"),
+])
+def test_query_input_validation_names_the_parameter(metrics_url, kwargs, named):
+    with pytest.raises(MetricsError, match=named):
+        metrics.query_runs(metrics_url, **kwargs)
+
+
+def test_series_groups_oldest_first(metrics_url):
+    rows = seed(metrics_url)
+    found = metrics.series(metrics_url, model="convmixer_1536_20")
+    groups = {(s["model_variant"], s["batch_size"], s["backend"], s["device"]): s["points"] for s in found}
+    expected_groups = {(r["model_variant"], r["batch_size"], r["backend"], r["device"])
+                       for r in rows if r["model_variant"] == "convmixer_1536_20"}
+    assert set(groups) == expected_groups
+    assert list(groups) == sorted(groups)  # series come in a stable order
+    points = groups[("convmixer_1536_20", 1, "ascend", "Ascend310P3")]
+    assert [p["run_id"] for p in points] == ["r0", "r1", "r3"]
+    assert [p["status"] for p in points] == ["ok", "regressed", "ok"]
+    assert set(points[0]) == {"logical_date", "top1", "throughput", "status", "run_id", "dag_id"}
+    assert metrics.series(metrics_url, status="failed")[0]["points"][0]["throughput"] is None
+
+
+def test_distinct_values(metrics_url):
+    rows = seed(metrics_url)
+    values = metrics.distinct_values(metrics_url)
+    assert values["models"] == sorted({r["model_variant"] for r in rows})
+    assert values["backends"] == sorted({r["backend"] for r in rows})
+    assert values["devices"] == sorted({r["device"] for r in rows})
+    assert values["batch_sizes"] == sorted({r["batch_size"] for r in rows})
+    assert set(values["statuses"]) == {"ok", "regressed", "failed"}
+
+
+def test_recent_ok_throughputs_counts_only_ok_runs(metrics_url):
+    seed(metrics_url)
+    history = metrics.recent_ok_throughputs(metrics_url, "convmixer_1536_20", "ascend", "Ascend310P3", 1, n=5)
+    assert history == [52.0, 50.0]  # r3 then r0: newest first; r1 regressed, Ascend910B another device
+    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_1536_20", "ascend", "Ascend310P3", 1, n=1) == [52.0]
+    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_1536_20", "ascend", "Ascend310P3", 1, n=5,
+                                         exclude_run_id="r3") == [50.0]
+    metrics.record_run(metrics_url, make_row(run_id="nodev", device=None, throughput=7.0))
+    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_demo", "onnxruntime", None, 4, n=5) == [7.0]
+    with pytest.raises(MetricsError, match="n must"):
+        metrics.recent_ok_throughputs(metrics_url, "convmixer_demo", "onnxruntime", None, 4, n=0)
+
+
+# --- URLs, engines, errors ------------------------------------------------------------------------------------
+
+def test_unreachable_database_error_masks_the_password():
+    url = "postgresql+psycopg2://reader:s3cr3t-pw@127.0.0.1:1/metrics"
+    for call in (lambda: metrics.query_runs(url), lambda: metrics.record_run(url, make_row()),
+                 lambda: metrics.upgrade(url)):
+        with pytest.raises(MetricsError) as caught:
+            call()
+        message = str(caught.value)
+        assert "s3cr3t-pw" not in message
+        assert "reader:***@127.0.0.1:1/metrics" in message
+        assert "convmixer_metrics" in message and "unreachable" in message
+
+
+def test_unmigrated_database_says_how_to_create_the_table(tmp_path):
+    url = f"sqlite:///{tmp_path / 'never-upgraded.db'}"
+    with pytest.raises(MetricsError, match="metrics-upgrade"):
+        metrics.query_runs(url)
+
+
+@pytest.mark.parametrize(("url", "named"), [
+    ("not a url", "not a SQLAlchemy URL"),
+    ("mysql://u:pw@host/db", "supported"),
+])
+def test_unusable_urls(url, named):
+    with pytest.raises(MetricsError, match=named) as caught:
+        metrics.query_runs(url)
+    assert ":pw@" not in str(caught.value)
+
+
+def test_engines_are_cached_per_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    assert store.get_engine(url) is store.get_engine(url)
+    assert store.get_engine(url) is not store.get_engine(f"sqlite:///{tmp_path / 'b.db'}")
+
+
+def test_resolve_metrics_url_precedence(tmp_path):
+    env = {"CONVMIXER_METRICS_DB_URL": "postgresql://u@h/db", "AIRFLOW_HOME": str(tmp_path / "af")}
+    assert metrics.resolve_metrics_url("sqlite:////x.db", env=env) == "sqlite:////x.db"
+    assert metrics.resolve_metrics_url(None, env=env) == "postgresql://u@h/db"
+    without_env_url = {"AIRFLOW_HOME": str(tmp_path / "af")}
+    assert metrics.resolve_metrics_url(env=without_env_url) == f"sqlite:///{tmp_path / 'af' / 'convmixer_metrics.db'}"
+    assert metrics.resolve_metrics_url(env=without_env_url, airflow_home=tmp_path / "other") == \
+        f"sqlite:///{tmp_path / 'other' / 'convmixer_metrics.db'}"
+    home_default = metrics.resolve_metrics_url(env={})
+    assert home_default == f"sqlite:///{os.path.expanduser('~/airflow')}/convmixer_metrics.db"
+    assert make_url(home_default).database.startswith("/")  # absolute: tasks run from any working directory
+
+
+def test_mask_url():
+    assert metrics.mask_url("postgresql+psycopg2://u:p%40ss@db:5432/x") == "postgresql+psycopg2://u:***@db:5432/x"
+    assert metrics.mask_url("sqlite:////tmp/m.db") == "sqlite:////tmp/m.db"
+    assert "hunter2" not in metrics.mask_url("weird://u:hunter2@[bad")
+
+
+def test_metrics_row_fields_are_the_writable_columns():
+    writable = set(ValidationRun.__table__.columns.keys()) - {"id", "created_at", "updated_at"}
+    assert set(MetricsRow.field_names()) == writable
