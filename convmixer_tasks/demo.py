@@ -35,7 +35,10 @@ DEMO_VAL_COUNT = 250  # not a multiple of 4, 8 or 16: the last batch is partial 
 ASSETS_DIR = Path(__file__).resolve().parent / "demo_assets"
 MARKER_NAME = "demo_dataset.json"  # marks a folder as ours, so regenerating may replace its images
 
-Field = np.ndarray  # (H, W) float in [0, 1]: where a pattern shows its second colour
+# (H, W) float64 in [0, 1]: where a pattern shows its second colour. Everything is drawn in float64: numpy's float32
+# sin/exp differ in the last bit between CPU instruction sets, enough to flip some pixels' rounding; in float64 no
+# pixel lands that close to a rounding edge, so the JPEG bytes are the same on every machine.
+Field = np.ndarray
 
 
 # --- the classes: each draws a texture field on an (H, W) grid -----------------------------------------------------
@@ -43,7 +46,7 @@ Field = np.ndarray  # (H, W) float in [0, 1]: where a pattern shows its second c
 def _rotated(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel coordinates rotated by a random angle about a random offset (u across, v along)."""
     theta = rng.uniform(0, np.pi)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     xx -= rng.uniform(0, w)
     yy -= rng.uniform(0, h)
     return xx * np.cos(theta) + yy * np.sin(theta), -xx * np.sin(theta) + yy * np.cos(theta)
@@ -51,7 +54,7 @@ def _rotated(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.n
 
 def _radius(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distance and angle from a random centre near the middle (the centre crop keeps it), plus dy."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     dx = xx - w * rng.uniform(0.3, 0.7)
     dy = yy - h * rng.uniform(0.3, 0.7)
     return np.hypot(dx, dy), np.arctan2(dy, dx), dy
@@ -70,7 +73,7 @@ def stripes(rng, h, w):
 def checkerboard(rng, h, w):
     u, v = _rotated(rng, h, w)
     cell = min(h, w) * rng.uniform(0.06, 0.16)
-    return ((np.floor(u / cell) + np.floor(v / cell)) % 2).astype(np.float32)
+    return ((np.floor(u / cell) + np.floor(v / cell)) % 2).astype(np.float64)
 
 
 def rings(rng, h, w):
@@ -84,18 +87,18 @@ def sunburst(rng, h, w):
 
 
 def dots(rng, h, w):
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    field = np.zeros((h, w), np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    inside = np.zeros((h, w), bool)
     radius = min(h, w) * rng.uniform(0.02, 0.05)
     for _ in range(int(rng.integers(25, 70))):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        field = np.maximum(field, ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2).astype(np.float32))
-    return field
+        inside |= (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    return inside.astype(np.float64)
 
 
 def blobs(rng, h, w):
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    field = np.zeros((h, w), np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    field = np.zeros((h, w))
     for _ in range(int(rng.integers(2, 5))):
         sigma = min(h, w) * rng.uniform(0.08, 0.22)
         cy, cx = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
@@ -112,12 +115,12 @@ def grid(rng, h, w):
     u, v = _rotated(rng, h, w)
     cell = min(h, w) * rng.uniform(0.08, 0.2)
     width = cell * rng.uniform(0.08, 0.2)
-    return ((np.mod(u, cell) < width) | (np.mod(v, cell) < width)).astype(np.float32)
+    return ((np.mod(u, cell) < width) | (np.mod(v, cell) < width)).astype(np.float64)
 
 
 def mosaic(rng, h, w):
     block = max(2, int(min(h, w) * rng.uniform(0.04, 0.1)))
-    coarse = rng.random((h // block + 1, w // block + 1)).astype(np.float32)
+    coarse = rng.random((h // block + 1, w // block + 1))
     return np.repeat(np.repeat(coarse, block, axis=0), block, axis=1)[:h, :w]
 
 
@@ -162,7 +165,7 @@ def _colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     while True:
         first, second = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
         if np.abs(first - second).mean() > 0.3:
-            return first.astype(np.float32), second.astype(np.float32)
+            return first, second
 
 
 def render_image(seed: int, index: int) -> tuple[Image.Image, int, int]:
@@ -179,7 +182,7 @@ def render_image(seed: int, index: int) -> tuple[Image.Image, int, int]:
     # Uneven lighting and sensor noise: the class must be read from the pattern, not from clean pixel values.
     shade, _ = _rotated(rng, height, width)
     pixels *= 1 - rng.uniform(0, 0.35) * (shade - shade.min())[..., None] / max(float(np.ptp(shade)), 1.0)
-    pixels += rng.normal(0, rng.uniform(0.02, 0.12), pixels.shape).astype(np.float32)
+    pixels += rng.normal(0, rng.uniform(0.02, 0.12), pixels.shape)
     image = Image.fromarray(np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8), "RGB")
     mode = _pick(rng, MODES)
     if mode != "RGB":
@@ -248,7 +251,7 @@ class TrainSettings:
 
     train_count: int = 2000
     train_seed: int = DEMO_TRAIN_SEED
-    epochs: int = 8
+    epochs: int = 12
     batch_size: int = 32
     learning_rate: float = 3e-3
     weight_decay: float = 0.05
@@ -320,8 +323,8 @@ def _train(crops: np.ndarray, labels: np.ndarray, settings: TrainSettings, log: 
             loss.backward()
             optimizer.step()
             schedule.step()
-            total_loss += float(loss) * len(rows)
-            correct += float((logits.argmax(1) == targets[rows]).sum())
+            total_loss += loss.item() * len(rows)
+            correct += (logits.argmax(1) == targets[rows]).sum().item()
         log(f"epoch {epoch + 1}/{settings.epochs}: loss {total_loss / len(crops):.3f}, "
             f"train top-1 {correct / len(crops):.1%}")
     return model.eval()

@@ -212,15 +212,20 @@ def _manifest_from_json(raw: Any) -> PrepManifest:
     return manifest
 
 
-def _read_markers(out_dir: Path) -> dict[str, set[tuple[str, str]]]:
-    """file name -> {(layout id, inputs key)} from the empty marker files in ``.state/``."""
-    markers: dict[str, set[tuple[str, str]]] = {}
+def _position(name: str) -> int | None:
+    match = FILE_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def _read_markers(out_dir: Path) -> dict[str, set[str]]:
+    """file name -> {"<layout id>.<inputs key>"} from the empty marker files in ``.state/``."""
+    markers: dict[str, set[str]] = {}
     state_dir = out_dir / STATE_DIR
     if state_dir.is_dir():
         for entry in os.scandir(state_dir):
-            parts = entry.name.rsplit(".", 2)
-            if len(parts) == 3 and FILE_RE.match(parts[0]):
-                markers.setdefault(parts[0], set()).add((parts[1], parts[2]))
+            name, _, marker = entry.name.partition(".bin.")
+            if marker.count(".") == 1 and _position(name + ".bin") is not None:
+                markers.setdefault(name + ".bin", set()).add(marker)
     return markers
 
 
@@ -238,8 +243,8 @@ def read_manifest(prep_dir: str | os.PathLike, check_files: bool = True) -> Prep
     if check_files:
         markers = _read_markers(prep_dir)
         layout, nbytes = manifest.layout_id(), manifest.file_nbytes()
-        bad = [f.name for f in manifest.files
-               if not _has_size(prep_dir / f.name, nbytes) or layout not in {lay for lay, _ in markers.get(f.name, ())}]
+        bad = [f.name for f in manifest.files if not _has_size(prep_dir / f.name, nbytes)
+               or not any(m.startswith(layout + ".") for m in markers.get(f.name, ()))]
         if bad:
             raise PreprocessError(
                 f"prep folder {prep_dir} is incomplete: {len(bad)} of {len(manifest.files)} files missing, of the "
@@ -348,6 +353,9 @@ def _run_jobs(jobs: list[_Job], manifest: PrepManifest, workers: int) -> None:
             rate = done * manifest.batch_size / max(time.perf_counter() - started, 1e-9)
             logger.info("preprocess: %d/%d files written (~%.0f img/s)", done, total, rate)
 
+    if workers > 1 and multiprocessing.current_process().daemon:
+        logger.warning("preprocess: running inside a daemonic process, which may not start workers; using 1")
+        workers = 1
     if workers == 1:
         buffer = np.empty(manifest.input_shape, dtype=manifest.dtype)
         for done, job in enumerate(jobs, start=1):
@@ -375,8 +383,7 @@ def _refuse_foreign_inputs(out_dir: Path) -> None:
         )
 
 
-def _clear_stale(out_dir: Path, manifest: PrepManifest, owned: range,
-                 markers: dict[str, set[tuple[str, str]]]) -> None:
+def _clear_stale(out_dir: Path, manifest: PrepManifest, owned: range, markers: dict[str, set[str]]) -> None:
     """Before any write: drop a manifest that no longer describes the folder, files past the new file count, and
     temp files a killed run of this shard left. Files in other shards' ranges are theirs to redo."""
     manifest_path = out_dir / MANIFEST_NAME
@@ -387,17 +394,18 @@ def _clear_stale(out_dir: Path, manifest: PrepManifest, owned: range,
             same = False
         if not same:
             manifest_path.unlink(missing_ok=True)
-    owned_names = {file_name(position) for position in owned}
+    count = len(manifest.files)
+    for name, name_markers in markers.items():
+        if _position(name) >= count:
+            for marker in name_markers:
+                (out_dir / STATE_DIR / f"{name}.{marker}").unlink(missing_ok=True)
     for entry in os.scandir(out_dir):
-        match = FILE_RE.match(entry.name)
-        if match and int(match.group(1)) >= len(manifest.files):
-            os.unlink(entry.path)
-            for marker in markers.get(entry.name, ()):
-                (out_dir / STATE_DIR / f"{entry.name}.{'.'.join(marker)}").unlink(missing_ok=True)
+        if FILE_RE.match(entry.name):
+            if _position(entry.name) >= count:
+                Path(entry.path).unlink(missing_ok=True)
         elif entry.name.startswith(".input_") and entry.name.endswith(".tmp"):
-            target = entry.name[1:].split(".bin.", 1)[0] + ".bin"
-            position = FILE_RE.match(target)
-            if position and (target in owned_names or int(position.group(1)) >= len(manifest.files)):
+            position = _position(entry.name[1:].partition(".bin.")[0] + ".bin")  # atomic_path's ".<name>.XXXX.tmp"
+            if position is not None and (position in owned or position >= count):  # others' may be in flight
                 Path(entry.path).unlink(missing_ok=True)
 
 
@@ -433,12 +441,12 @@ def preprocess(
     for position in owned:
         name = file_name(position)
         images = dataset.images[position * batch_size:(position + 1) * batch_size]
-        marker = (layout, _inputs_key(images))
+        marker = f"{layout}.{_inputs_key(images)}"
         existing = markers.get(name, set())
         if existing == {marker} and _has_size(out_dir / name, nbytes):
             continue
         jobs.append(_Job(out_dir=str(out_dir), name=name, paths=tuple(str(image.path) for image in images),
-                         marker=".".join(marker), stale_markers=tuple(".".join(m) for m in existing)))
+                         marker=marker, stale_markers=tuple(existing)))
     logger.info("preprocess: %d images -> %d files of %d (%s), shard %d/%d owns %d, %d to write, %d workers",
                 manifest.image_count, len(manifest.files), batch_size, dtype, shard[0], shard[1], len(owned),
                 len(jobs), min(workers, max(1, len(jobs))))

@@ -434,6 +434,19 @@ def test_engines_are_cached_per_url(tmp_path):
     assert store.get_engine(url) is not store.get_engine(f"sqlite:///{tmp_path / 'b.db'}")
 
 
+def test_forked_child_does_not_reuse_the_parents_engine(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fork.db'}"
+    metrics.upgrade(url)
+    parent_engine = store.get_engine(url)
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit code only
+        fresh = store.get_engine(url) is not parent_engine and metrics.query_runs(url) == ([], 0)
+        os._exit(0 if fresh else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert store.get_engine(url) is parent_engine  # the parent keeps its pool
+
+
 def test_resolve_metrics_url_precedence(tmp_path):
     env = {"CONVMIXER_METRICS_DB_URL": "postgresql://u@h/db", "AIRFLOW_HOME": str(tmp_path / "af")}
     assert metrics.resolve_metrics_url("sqlite:////x.db", env=env) == "sqlite:////x.db"

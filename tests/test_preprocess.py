@@ -431,3 +431,19 @@ def test_read_manifest_errors_are_clear(tmp_path):
     (out / "manifest.json").write_text(json.dumps({"batch_size": 2}))
     with pytest.raises(PreprocessError, match="corrupt"):
         read_manifest(out)
+
+
+def _preprocess_in_daemon(images: str, out: str, results) -> None:
+    results.put(preprocess(images, out, batch_size=1, workers=2).files_written)
+
+
+def test_a_daemonic_caller_gets_an_in_process_run_instead_of_a_crash(tmp_path):
+    make_dataset(tmp_path / "images", 3)
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    proc = context.Process(target=_preprocess_in_daemon, args=(str(tmp_path / "images"), str(tmp_path / "prep"), results),
+                           daemon=True)  # as under a prefork task worker: such a process may not have children
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0 and results.get(timeout=5) == 3
+    assert bin_files(tmp_path / "prep") == ["input_00000.bin", "input_00001.bin", "input_00002.bin"]

@@ -97,6 +97,19 @@ def dispose_engines() -> None:
         _ENGINES.clear()
 
 
+def _forget_engines_in_child() -> None:
+    """After a fork (Celery prefork, LocalExecutor) the child must not reuse the parent's pooled connections."""
+    global _ENGINES_LOCK
+    _ENGINES_LOCK = threading.Lock()  # the parent may have held it while forking
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)  # drop the pool without closing the parent's sockets
+    _ENGINES.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_engines_in_child)
+
+
 def _create_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
@@ -185,10 +198,10 @@ def upgrade(url: str, revision: str = "head") -> str | None:
     _make_sqlite_folder(engine)
     with _db_errors(url, "upgrade the schema"), engine.connect() as connection:
         if engine.dialect.name == "sqlite":
-            pass
+            connection.execution_options(sqlite_begin="BEGIN IMMEDIATE")
         with connection.begin():
             if engine.dialect.name == "postgresql":
-                pass
+                connection.execute(select(func.pg_advisory_xact_lock(_UPGRADE_LOCK_KEY)))
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)

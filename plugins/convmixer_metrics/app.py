@@ -60,6 +60,7 @@ PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 DATA_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+STATIC_HEADERS = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
 
 FiltersDep = Annotated[RunFilters, Depends(run_filters)]
 PageDep = Annotated[Page, Depends(page)]
@@ -188,7 +189,7 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         path = STATIC_FILES.get(name)
         if path is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"No static file {name!r}")
-        return FileResponse(path, headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"})
+        return FileResponse(path, headers=STATIC_HEADERS)
 
     @router.get("/api/filters")
     def filter_values() -> JSONResponse:

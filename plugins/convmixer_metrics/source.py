@@ -1,47 +1,15 @@
-"""Where the metrics page reads from: the Airflow Connection, else the env var, else the store's SQLite default.
+"""Where the metrics page reads from: the same database the DAG writes to, resolved by the same rules.
 
-The order matches what the DAG writes to, so the page shows the runs the DAG recorded: Connection
-``[convmixer] metrics_conn_id`` (default ``convmixer_metrics``), else ``CONVMIXER_METRICS_DB_URL``, else
-``resolve_metrics_url``'s default under ``$AIRFLOW_HOME``.
+Airflow Connection ``[convmixer] metrics_conn_id`` (default ``convmixer_metrics``), else ``$CONVMIXER_METRICS_DB_URL``,
+else ``[convmixer] metrics_db_url``, else SQLite ``$AIRFLOW_HOME/convmixer_metrics.db``. The rules themselves live in
+``convmixer_tasks.flow`` (shared with the DAG); this module only reads the Airflow side (config and Connection) as
+the API server sees it.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy.engine import URL
-
-from convmixer_tasks.metrics import AIRFLOW_CONNECTION_ID, resolve_metrics_url
-
-
-def metrics_conn_id() -> str:
-    from airflow.configuration import conf
-
-    return conf.get("convmixer", "metrics_conn_id", fallback=AIRFLOW_CONNECTION_ID) or AIRFLOW_CONNECTION_ID
-
-
-def connection_to_url(conn: Any) -> str:
-    """SQLAlchemy URL of an Airflow Connection.
-
-    An explicit ``{"url": ...}`` (or ``sqlalchemy_url``) in the extras wins, because Airflow's own URI rendering
-    mangles SQLite paths and names PostgreSQL ``postgres``; otherwise the URL is built from the fields.
-    """
-    extra = conn.extra_dejson or {}
-    for key in ("sqlalchemy_url", "url"):
-        if extra.get(key):
-            return str(extra[key])
-    conn_type = (conn.conn_type or "").lower()
-    if conn_type == "sqlite":
-        return f"sqlite:///{conn.host or conn.schema or ''}"
-    drivername = {"postgres": "postgresql"}.get(conn_type, conn_type)
-    return URL.create(
-        drivername,
-        username=conn.login or None,
-        password=conn.password or None,
-        host=conn.host or None,
-        port=conn.port or None,
-        database=conn.schema or None,
-    ).render_as_string(hide_password=False)
+from convmixer_tasks import flow
+from convmixer_tasks.metrics import AIRFLOW_CONNECTION_ID
 
 
 def _connection_url(conn_id: str) -> str | None:
@@ -49,14 +17,16 @@ def _connection_url(conn_id: str) -> str | None:
     from airflow.models.connection import Connection
 
     try:
-        conn = Connection.get_connection_from_secrets(conn_id)
+        conn = Connection.get_connection_from_secrets(conn_id)  # env AIRFLOW_CONN_*, secrets backends, then the DB
     except AirflowNotFoundException:
         return None
-    return connection_to_url(conn)
+    return flow.connection_url(conn.conn_type, conn.get_uri(), conn.host, conn.schema)
 
 
 def metrics_db_url() -> str:
-    """The metrics database URL the page queries (looked up per request so a new Connection applies at once)."""
-    from airflow.configuration import AIRFLOW_HOME
+    """The metrics database URL; looked up on every request so a new or edited Connection applies at once."""
+    from airflow.configuration import AIRFLOW_HOME, conf
 
-    return resolve_metrics_url(explicit=_connection_url(metrics_conn_id()), airflow_home=AIRFLOW_HOME)
+    conn_id = conf.get("convmixer", "metrics_conn_id", fallback=AIRFLOW_CONNECTION_ID) or AIRFLOW_CONNECTION_ID
+    setting = conf.get("convmixer", "metrics_db_url", fallback="")
+    return flow.metrics_url(_connection_url(conn_id), setting, AIRFLOW_HOME)

@@ -17,8 +17,8 @@ def run_id_for(day: int) -> str:
 
 
 def demo_rows() -> list[dict]:
-    """Several ONNX Runtime runs at two batch sizes, one regressed (throughput), plus one Ascend run, as
-    ``record_run`` rows; values vary a little run to run so the charts have shape."""
+    """Several ONNX Runtime runs at two batch sizes, one regressed (throughput), plus an Ascend run that passed
+    and one that failed before evaluation, as ``record_run`` rows; values vary a little so the charts have shape."""
     rows = []
     start = datetime(2026, 11, 1, tzinfo=timezone.utc)
     for day in range(DAYS):
@@ -68,5 +68,18 @@ def demo_rows() -> list[dict]:
         "baseline_top1": 81.3,
         "baseline_throughput": 405.0,
         "gate_reasons": [],
+    })
+    rows.append({
+        "run_id": "manual__2026-11-02T09:30:00+00:00",
+        "dag_id": DAG_ID,
+        "logical_date": datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc),
+        "model_variant": "convmixer_1536_20",
+        "backend": "ascend",
+        "device": "Ascend310P3",
+        "toolkit_version": "CANN 8.0.RC1",
+        "batch_size": 1,
+        "input_dtype": "uint8",
+        "status": "failed",
+        "gate_reasons": ["compile failed: atc exited with code 1"],
     })
     return rows

@@ -98,6 +98,28 @@ def test_airflow_plugin_loader_finds_exactly_the_metrics_plugin():
     assert parsed.href == app_entry["url_prefix"] + "/"
 
 
+def test_registered_app_is_the_protected_one_built_on_first_request(token):
+    from fastapi.testclient import TestClient
+
+    from convmixer_metrics.plugin import ConvMixerMetricsPlugin
+
+    (entry,) = ConvMixerMetricsPlugin.fastapi_apps
+    client = TestClient(entry["app"])
+    assert client.get("/api/filters").status_code == 401
+    assert client.get("/static/page.js", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_importing_the_plugin_stays_cheap_for_task_processes():
+    """Every task process imports the plugins folder (for macros): no FastAPI app or auth imports at that point."""
+    import subprocess
+
+    code = ("import sys, convmixer_metrics_plugin; "
+            "print(sorted(m for m in sys.modules if m.startswith(('convmixer_metrics.app', 'airflow.api_fastapi'))))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PLUGINS_DIR, capture_output=True, text=True,
+                            timeout=120, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
 # --- authentication -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", ENDPOINTS)
@@ -184,6 +206,8 @@ def test_pages_tile_the_full_list(api):
     ({"status": "regressed"}, lambda r: r["status"] == "regressed"),
     ({"since": "2026-11-03"}, lambda r: r["logical_date"] >= "2026-11-03"),
     ({"until": "2026-11-02"}, lambda r: r["logical_date"] < "2026-11-03"),  # a bare date: the whole day
+    ({"since": "2026-11-03T06:00:00Z", "until": "2026-11-03"},
+     lambda r: "2026-11-03T06" <= r["logical_date"] < "2026-11-04"),
     ({"since": "2026-11-02T00:00:00Z", "until": "2026-11-03T06:00:00+00:00", "batch_size": 1},
      lambda r: r["batch_size"] == 1 and "2026-11-02" <= r["logical_date"] < "2026-11-03T06"),
 ])
@@ -222,8 +246,9 @@ def test_bad_inputs_get_422_naming_the_parameter(api, params, word):
 
 def test_series_one_per_batch_size_backend_device_oldest_first(api):
     groups = api.get("/api/series").json()["series"]
-    keys = {(g["batch_size"], g["backend"], g["device"]) for g in groups}
-    assert keys == {(bs, "onnxruntime", DEVICE) for bs in BATCH_SIZES} | {(4, "ascend", "Ascend310P3")}
+    keys = [(g["batch_size"], g["backend"], g["device"]) for g in groups]
+    assert sorted(keys) == sorted({(r["batch_size"], r["backend"], r["device"]) for r in demo_rows()})
+    assert len(keys) == 4
     for group in groups:
         dates = [point["logical_date"] for point in group["points"]]
         assert dates == sorted(dates)
@@ -323,13 +348,18 @@ def test_database_without_the_table_names_the_fix(tmp_path, token):
 
 # --- which database -----------------------------------------------------------------------------------------------
 
-def test_db_url_comes_from_the_connection_then_env_then_default(monkeypatch, tmp_path):
+def test_db_url_comes_from_the_connection_then_env_then_setting_then_default(monkeypatch):
     from airflow.configuration import AIRFLOW_HOME
+
     from convmixer_metrics.source import metrics_db_url
 
-    monkeypatch.delenv("AIRFLOW_CONN_CONVMIXER_METRICS", raising=False)
-    monkeypatch.delenv("CONVMIXER_METRICS_DB_URL", raising=False)
+    for name in ("AIRFLOW_CONN_CONVMIXER_METRICS", "CONVMIXER_METRICS_DB_URL", "AIRFLOW__CONVMIXER__METRICS_DB_URL",
+                 "AIRFLOW__CONVMIXER__METRICS_CONN_ID"):
+        monkeypatch.delenv(name, raising=False)
     assert metrics_db_url() == f"sqlite:///{Path(AIRFLOW_HOME).absolute() / 'convmixer_metrics.db'}"
+
+    monkeypatch.setenv("AIRFLOW__CONVMIXER__METRICS_DB_URL", "sqlite:////from/setting.db")
+    assert metrics_db_url() == "sqlite:////from/setting.db"
 
     monkeypatch.setenv("CONVMIXER_METRICS_DB_URL", "sqlite:////from/env.db")
     assert metrics_db_url() == "sqlite:////from/env.db"
@@ -344,10 +374,12 @@ def test_db_url_comes_from_the_connection_then_env_then_default(monkeypatch, tmp
     assert metrics_db_url() == "postgresql://u:p%40ss@db:5433/metrics"
 
 
-def test_connection_extra_url_wins_over_fields(monkeypatch):
-    from convmixer_metrics.source import metrics_db_url
+def test_unusable_connection_is_a_503_naming_the_fix(monkeypatch, token):
+    from fastapi.testclient import TestClient
+
+    from convmixer_metrics.app import create_app
 
     monkeypatch.delenv("AIRFLOW__CONVMIXER__METRICS_CONN_ID", raising=False)
-    monkeypatch.setenv("AIRFLOW_CONN_CONVMIXER_METRICS",
-                       '{"conn_type": "generic", "host": "ignored", "extra": {"url": "postgresql+psycopg2://h/db"}}')
-    assert metrics_db_url() == "postgresql+psycopg2://h/db"
+    monkeypatch.setenv("AIRFLOW_CONN_CONVMIXER_METRICS", '{"conn_type": "sqlite"}')  # no file named
+    response = TestClient(create_app()).get("/api/runs", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 503 and "host to the database path" in response.json()["detail"]

@@ -167,7 +167,7 @@ def _chart_points(frame, canvas_id: str) -> list[dict]:
             return chart.data.datasets.flatMap((dataset, d) => dataset.isBaseline ? [] :
                 chart.getDatasetMeta(d).data.map((element, i) => ({
                     x: element.x, y: element.y, run_id: dataset.data[i].run.run_id,
-                    status: dataset.data[i].run.status, batch_size: dataset.label})));
+                    status: dataset.data[i].run.status, series: dataset.label})));
         }""",
         canvas_id,
     )
@@ -202,11 +202,13 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page):
     shown_runs = sorted(table_rows.evaluate_all("trs => trs.map(tr => tr.dataset.runId)"))
     assert shown_runs == sorted(row["run_id"] for row in rows)
     expect(frame_locator.locator("#runs-table tbody .status-regressed")).to_have_count(1)
+    expect(frame_locator.locator("#runs-table tbody .status-failed")).to_have_count(1)
     first_link = frame_locator.locator("#runs-table tbody td.run a").first
     assert re.fullmatch(rf"/dags/{DAG_ID}/runs/[^/]+", first_link.get_attribute("href"))
 
     throughput_points = _chart_points(frame, "chart-throughput")
-    assert len(throughput_points) == len(_chart_points(frame, "chart-top1")) == len(rows)
+    evaluated = [row for row in rows if row.get("top1") is not None]  # a failed run has no point to plot
+    assert len(throughput_points) == len(_chart_points(frame, "chart-top1")) == len(evaluated) < len(rows)
     (regressed,) = [point for point in throughput_points if point["status"] == "regressed"]
 
     page.wait_for_timeout(300)  # let the last paint settle before the picture
@@ -227,12 +229,13 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page):
     # A filter changes the table and the charts.
     frame_locator.locator("select[name=batch_size]").select_option("1")
     expected = [row for row in rows if row["batch_size"] == 1]
+    plotted = [row for row in expected if row.get("top1") is not None]
     expect(table_rows).to_have_count(len(expected))
     assert set(table_rows.evaluate_all("trs => trs.map(tr => tr.dataset.runId)")) == {r["run_id"] for r in expected}
     frame.wait_for_function(
         "(n) => Chart.getChart(document.getElementById('chart-top1')).data.datasets"
         ".filter(d => !d.isBaseline).reduce((sum, d) => sum + d.data.length, 0) === n",
-        arg=len(expected), timeout=WAIT_MS,
+        arg=len(plotted), timeout=WAIT_MS,
     )
     csv_href = frame_locator.locator("#csv").get_attribute("href")
     assert csv_href == "api/runs.csv?batch_size=1"

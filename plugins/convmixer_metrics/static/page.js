@@ -191,30 +191,41 @@
     document.getElementById("next").disabled = state.offset + shown >= total;
   }
 
-  function seriesLabel(group) {
-    return "bs " + group.batch_size + " · " + group.backend + " · " + (group.device || "?");
+  function seriesLabel(group, withModel) {
+    const label = "bs " + group.batch_size + " · " + group.backend + " · " + (group.device || "?");
+    return withModel ? group.model_variant + " · " + label : label;
   }
 
-  function pointStyle(ctx) {
+  // How a run's point looks: regressed runs are big red triangles, failed runs grey crosses.
+  const MARKS = {
+    regressed: { style: "triangle", radius: 8, fill: "#e53e3e", border: "#9b2c2c" },
+    failed: { style: "crossRot", radius: 7, fill: "#718096", border: "#718096" },
+  };
+
+  function mark(ctx, key, fallback) {
     const status = ctx.raw && ctx.raw.run && ctx.raw.run.status;
-    return status === "regressed" ? "triangle" : status === "failed" ? "crossRot" : "circle";
+    return MARKS[status] ? MARKS[status][key] : fallback;
   }
 
   function datasetsFor(groups, valueKey, baselineKey) {
     const datasets = [];
+    const withModel = new Set(groups.map((g) => g.model_variant)).size > 1;
     groups.forEach((group, index) => {
-      const color = PALETTE[index % PALETTE.length];
-      const points = (group.points || []).map((p) => ({ x: Date.parse(p.logical_date), y: p[valueKey], run: p }));
+      const color = PALETTE[index % PALETTE.length]; // by series, so a series has one colour in both charts
+      const points = (group.points || [])
+        .filter((p) => p[valueKey] !== null && p[valueKey] !== undefined)
+        .map((p) => ({ x: Date.parse(p.logical_date), y: p[valueKey], run: p }));
+      if (!points.length) return; // only failed runs without numbers: nothing to draw (the table lists them)
       datasets.push({
-        label: seriesLabel(group),
-        data: points.filter((p) => p.y !== null && p.y !== undefined),
+        label: seriesLabel(group, withModel),
+        data: points,
         borderColor: color,
         backgroundColor: color,
-        pointStyle: pointStyle,
-        pointRadius: (ctx) => (ctx.raw && ctx.raw.run && ctx.raw.run.status === "regressed" ? 8 : 4),
+        pointStyle: (ctx) => mark(ctx, "style", "circle"),
+        pointRadius: (ctx) => mark(ctx, "radius", 4),
         pointHoverRadius: 9,
-        pointBackgroundColor: (ctx) => (ctx.raw && ctx.raw.run && ctx.raw.run.status === "regressed" ? "#e53e3e" : color),
-        pointBorderColor: (ctx) => (ctx.raw && ctx.raw.run && ctx.raw.run.status === "regressed" ? "#9b2c2c" : color),
+        pointBackgroundColor: (ctx) => mark(ctx, "fill", color),
+        pointBorderColor: (ctx) => mark(ctx, "border", color),
         tension: 0,
       });
       const baseline = (group.points || [])
@@ -222,7 +233,7 @@
         .map((p) => ({ x: Date.parse(p.logical_date), y: p[baselineKey] }));
       if (baseline.length) {
         datasets.push({
-          label: seriesLabel(group) + " baseline",
+          label: seriesLabel(group, withModel) + " baseline",
           data: baseline,
           borderColor: color,
           borderDash: [6, 4],

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The airflow-init service of docker/docker-compose.yaml: creates what every other service expects to exist.
+# Runs as root (like Airflow's official compose) so it can hand the shared folders to the airflow user, and is
+# idempotent: it runs on every `docker compose up`, and docker/.env stays the source of truth.
+#
+#   1. shared folders: the work folder (AIRFLOW__CONVMIXER__WORK_DIR), logs, the auth folder
+#   2. airflow db migrate
+#   3. the metrics database (CONVMIXER_METRICS_DB_URL) and its schema: convmixer-tasks metrics-upgrade
+#   4. the metrics Connection (AIRFLOW__CONVMIXER__METRICS_CONN_ID), re-created from CONVMIXER_METRICS_DB_URL
+#   5. the NPU pool (AIRFLOW__CONVMIXER__NPU_POOL) with AIRFLOW__CONVMIXER__NPU_POOL_SLOTS slots (= NPU devices)
+#   6. the admin user (_AIRFLOW_WWW_USER_USERNAME / _AIRFLOW_WWW_USER_PASSWORD)
+set -euo pipefail
+
+log() { echo "airflow-init: $*"; }
+die() {
+  echo "airflow-init: ERROR: $*" >&2
+  exit 1
+}
+
+here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+python=${PYTHON:-python}
+uid=${AIRFLOW_UID:-50000}
+airflow_home=${AIRFLOW_HOME:-/opt/airflow}
+work_dir=${AIRFLOW__CONVMIXER__WORK_DIR:-$airflow_home/convmixer-work}
+pool=${AIRFLOW__CONVMIXER__NPU_POOL:-npu}
+slots=${AIRFLOW__CONVMIXER__NPU_POOL_SLOTS:-1}
+conn_id=${AIRFLOW__CONVMIXER__METRICS_CONN_ID:-convmixer_metrics}
+metrics_url=${CONVMIXER_METRICS_DB_URL:-}
+auth_manager=${AIRFLOW__CORE__AUTH_MANAGER:-SimpleAuthManager}
+passwords_file=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$airflow_home/simple_auth_manager_passwords.json.generated}
+admin_user=${_AIRFLOW_WWW_USER_USERNAME:-airflow}
+
+[[ -n $metrics_url ]] || die "CONVMIXER_METRICS_DB_URL is empty; docker/docker-compose.yaml sets it from docker/.env"
+[[ $slots =~ ^[1-9][0-9]*$ ]] ||
+  die "AIRFLOW__CONVMIXER__NPU_POOL_SLOTS='$slots' must be a positive integer (the number of NPU devices)"
+[[ $uid =~ ^[0-9]+$ ]] || die "AIRFLOW_UID='$uid' must be a numeric user id (echo \"AIRFLOW_UID=\$(id -u)\" >> .env)"
+
+log "1/6 shared folders: $work_dir, $airflow_home/logs, $(dirname "$passwords_file")"
+mkdir -p "$work_dir" "$airflow_home/logs" "$(dirname "$passwords_file")"
+
+log "2/6 airflow db migrate"
+airflow db migrate
+
+log "3/6 metrics database and schema"
+"$python" "$here/convmixer_init.py" create-database "$metrics_url"
+convmixer-tasks metrics-upgrade --url "$metrics_url"
+
+log "4/6 connection '$conn_id' (re-created from CONVMIXER_METRICS_DB_URL)"
+conn_json=$("$python" "$here/convmixer_init.py" connection-json "$metrics_url")
+airflow connections delete "$conn_id" >/dev/null 2>&1 || true
+airflow connections add "$conn_id" --conn-json "$conn_json"
+
+log "5/6 pool '$pool' with $slots slot(s)"
+airflow pools set "$pool" "$slots" "Ascend NPU devices: one slot per device, so two NPU tasks never share one"
+
+log "6/6 admin user '$admin_user'"
+case "$auth_manager" in
+  *SimpleAuthManager*)
+    "$python" "$here/convmixer_init.py" write-password "$passwords_file" "$admin_user"
+    ;;
+  *FabAuthManager*)
+    airflow users create --role Admin --username "$admin_user" --password "${_AIRFLOW_WWW_USER_PASSWORD:?}" \
+      --email "${_AIRFLOW_WWW_USER_EMAIL:-admin@example.org}" --firstname Admin --lastname User ||
+      log "user '$admin_user' exists already"
+    ;;
+  *) log "auth manager $auth_manager: create the admin user with its own tools" ;;
+esac
+
+# Last, so that whatever the steps above created as root is the airflow user's too. An NFS work folder with
+# root_squash refuses chown: then its owner must be set on the NFS server (see docker/README.md).
+for path in "$work_dir" "$airflow_home/logs" "$(dirname "$passwords_file")"; do
+  chown -R "$uid:0" "$path" 2>/dev/null || log "WARNING: cannot chown $path to $uid:0; make it writable by uid $uid"
+done
+log "done"
