@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from convmixer_tasks.errors import ConfigError, RegressionError
+from convmixer_tasks.errors import ConfigError, PreprocessError, RegressionError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file, sha256_json, to_jsonable
 
 # --- choices the DAG's Param schema offers (kept as literals so parsing the DAG never imports torch) -------------
@@ -187,20 +187,35 @@ def check_inputs(params: Mapping[str, Any], run_id: str, work_dir: str | os.Path
 def prepare_shard(plan: Mapping[str, Any], shard: int, shards: int, workers: int | None = None) -> dict[str, Any]:
     """Preprocess shard ``shard`` of ``shards`` into the batch size's content-keyed prep folder.
 
-    A prep folder already holding this shard's files is reused: ``preprocess`` skips finished files, so a rerun
-    reads no pixels and reports ``cached=True``.
+    A finished prep folder is reused untouched (``cached=True``); an unfinished one is completed by
+    ``preprocess``, which skips the files already written with the same inputs.
     """
     from convmixer_tasks.preprocess import preprocess, read_manifest, shard_range
 
-    result = preprocess(plan["dataset_dir"], plan["prep_dir"], plan["batch_size"], dtype=plan["input_dtype"],
-                        workers=workers, shard=(shard, shards), label_file=plan["label_file"],
-                        limit=plan["image_limit"])
-    # Other shards may still be writing: read the plan, not the files (infer checks them all later).
-    manifest = read_manifest(plan["prep_dir"], check_files=False)
+    manifest = _complete_prep(plan)
+    written = 0
+    if manifest is None:
+        result = preprocess(plan["dataset_dir"], plan["prep_dir"], plan["batch_size"], dtype=plan["input_dtype"],
+                            workers=workers, shard=(shard, shards), label_file=plan["label_file"],
+                            limit=plan["image_limit"])
+        written = result.files_written
+        # Other shards may still be writing: read the plan, not the files (infer checks them all later).
+        manifest = read_manifest(plan["prep_dir"], check_files=False)
     files = [manifest.files[position].name for position in shard_range(len(manifest.files), (shard, shards))]
     return {"batch_size": plan["batch_size"], "shard": shard, "shards": shards, "prep_dir": plan["prep_dir"],
-            "files": files, "files_written": result.files_written, "files_skipped": result.files_skipped,
-            "cached": result.files_written == 0}
+            "files": files, "files_written": written, "cached": written == 0}
+
+
+def _complete_prep(plan: Mapping[str, Any]) -> Any:
+    """The manifest of a finished prep folder for this plan, or None. The folder's name is its content key, so a
+    finished one is reused as is: no pixel is read and no file (manifest included) is rewritten."""
+    from convmixer_tasks.preprocess import read_manifest
+
+    try:
+        manifest = read_manifest(plan["prep_dir"])  # checks every listed file's size and layout marker
+    except PreprocessError:
+        return None
+    return manifest if manifest.dataset_fingerprint == plan["dataset_fingerprint"] else None
 
 
 # --- export + parity (content-keyed ONNX cache) ---------------------------------------------------------------------

@@ -75,7 +75,9 @@ CHECKPOINT = _setting("checkpoint", str(flow.DEMO_CHECKPOINT))
 MODEL_VARIANT = _setting("model_variant", flow.DEMO_VARIANT)
 DEFAULT_BATCH_SIZES = [int(size) for size in _setting("batch_sizes", "1,4").split(",") if size.strip()]
 SHARDS = int(_setting("shards", "2"))  # preprocess and infer are mapped over this many shards per batch size
-PREP_WORKERS = int(_setting("prep_workers", "0")) or None  # processes per preprocess shard; 0 = all cores
+# Processes per preprocess shard. 1: the parallelism comes from the mapped shards (one task each), and a forked
+# pool inside a task process can deadlock on locks held by Airflow's threads (seen under `dag.test`).
+PREP_WORKERS = int(_setting("prep_workers", "1"))
 RETRIES = int(_setting("retries", "2"))
 RETRY_DELAY = timedelta(seconds=float(_setting("retry_delay_seconds", "60")))
 
@@ -227,4 +229,4 @@ def convmixer_validation():
     [plans, prepared, exported, compiled, inferred, benchmarks, evaluated] >> record_failure()
 
 
-convmixer_validation()
+convmixer_validation_dag = convmixer_validation()

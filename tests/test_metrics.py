@@ -312,6 +312,16 @@ def test_query_runs_newest_first_with_pagination(metrics_url):
     assert metrics.query_runs(metrics_url, offset=total)[0] == []
 
 
+def test_since_inside_a_bare_until_day(metrics_url):
+    """A date-time ``since`` on the very day a bare-date ``until`` names is a valid range, not 'since after until'."""
+    rows = seed(metrics_url)
+    day = DAY0 + timedelta(days=1)
+    since = day.replace(hour=1)
+    found, total = metrics.query_runs(metrics_url, since=since.isoformat(), until=day.date().isoformat())
+    expected = [row for row in rows if since <= row["logical_date"] < day.replace(hour=0) + timedelta(days=1)]
+    assert expected and total == len(expected) == len(found)
+
+
 @pytest.mark.parametrize("filters", [
     dict(model="convmixer_demo"),
     dict(backend="ascend"),
@@ -371,7 +381,8 @@ def test_series_groups_oldest_first(metrics_url):
     points = groups[("convmixer_1536_20", 1, "ascend", "Ascend310P3")]
     assert [p["run_id"] for p in points] == ["r0", "r1", "r3"]
     assert [p["status"] for p in points] == ["ok", "regressed", "ok"]
-    assert set(points[0]) == {"logical_date", "top1", "throughput", "status", "run_id", "dag_id"}
+    assert set(points[0]) == {"logical_date", "top1", "throughput", "status", "run_id", "dag_id",
+                              "baseline_top1", "baseline_throughput"}
     assert metrics.series(metrics_url, status="failed")[0]["points"][0]["throughput"] is None
 
 

@@ -434,8 +434,11 @@ def _filters(model: str | None = None, backend: str | None = None, device: str |
         clauses.append(ValidationRun.logical_date >= start)
     if until not in (None, ""):
         end, whole_day = parse_datetime(until, "until")
-        clauses.append(ValidationRun.logical_date < end + timedelta(days=1) if whole_day
-                       else ValidationRun.logical_date <= end)
+        if whole_day:  # a bare date means "to the end of that day"
+            end += timedelta(days=1)
+            clauses.append(ValidationRun.logical_date < end)
+        else:
+            clauses.append(ValidationRun.logical_date <= end)
     if start is not None and end is not None and start > end:
         raise MetricsError(f"since ({since}) is after until ({until}); swap them")
     return clauses
@@ -464,13 +467,15 @@ def series(url: str, model: str | None = None, backend: str | None = None, devic
     """Rows for charts: one series per (model_variant, batch_size, backend, device), points oldest first.
 
     Each series is ``{"model_variant", "batch_size", "backend", "device", "points": [{"logical_date", "top1",
-    "throughput", "status", "run_id", "dag_id"}, ...]}``; series are sorted by those keys.
+    "throughput", "status", "run_id", "dag_id", "baseline_top1", "baseline_throughput"}, ...]}``; series are sorted
+    by those keys.
     """
     clauses = _filters(model, backend, device, batch_size, since, until, status)
     group_columns = (ValidationRun.model_variant, ValidationRun.batch_size, ValidationRun.backend,
                      ValidationRun.device)
     point_columns = (ValidationRun.logical_date, ValidationRun.top1, ValidationRun.throughput, ValidationRun.status,
-                     ValidationRun.run_id, ValidationRun.dag_id)
+                     ValidationRun.run_id, ValidationRun.dag_id, ValidationRun.baseline_top1,
+                     ValidationRun.baseline_throughput)
     with _db_errors(url, "query series"), Session(get_engine(url)) as session:
         rows = session.execute(select(*group_columns, *point_columns).where(*clauses)
                                .order_by(ValidationRun.logical_date, ValidationRun.id)).all()

@@ -40,7 +40,6 @@ STATIC_FILES = {
     if path.is_file() and path.suffix in {".js", ".css", ".md"} and path != PAGE_FILE
 }
 ALL_ROWS_PAGE = 500
-BASELINE_KEYS = ("baseline_top1", "baseline_throughput")
 # The documented row columns, in the order the CSV gives them.
 CSV_COLUMNS = (
     "run_id", "dag_id", "logical_date", "started_at", "finished_at", "model_variant", "checkpoint_sha256",
@@ -101,27 +100,6 @@ def _all_runs(url: str, filters: RunFilters) -> list[dict]:
         rows.extend(chunk)
         if not chunk or len(rows) >= total:
             return rows
-
-
-def _with_baselines(url: str, groups: list[dict], filters: RunFilters) -> list[dict]:
-    """Give each chart point the baselines its run was gated against (for the dashed baseline lines).
-
-    The store's ``series`` points carry no baselines; they come from the same rows via ``query_runs``. Points that
-    already have them (a store that adds them) are left as they are.
-    """
-    points = [point for group in groups for point in group["points"]]
-    if all(key in point for point in points for key in BASELINE_KEYS):
-        return groups
-    baselines = {
-        (row["run_id"], row["batch_size"], row["backend"]): {key: row.get(key) for key in BASELINE_KEYS}
-        for row in _all_runs(url, filters)
-    }
-    for group in groups:
-        for point in group["points"]:
-            found = baselines.get((point["run_id"], group["batch_size"], group["backend"]), {})
-            for key in BASELINE_KEYS:
-                point.setdefault(key, found.get(key))
-    return groups
 
 
 def _csv_cell(value: Any) -> Any:
@@ -213,7 +191,7 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
     def series(filters: FiltersDep) -> JSONResponse:
         """Top-1 and throughput over time, one series per batch size × backend × device."""
         groups = _call_store(
-            db_url, lambda url: _with_baselines(url, store.series(url, **filters.as_query()), filters), empty=[]
+            db_url, lambda url: store.series(url, **filters.as_query()), empty=[]
         )
         return JSONResponse(jsonable_encoder({"series": groups}), headers=DATA_HEADERS)
 
