@@ -12,6 +12,7 @@ Roofline: the model's FLOPs counted from its Conv/Linear layers ÷ the fp32 peak
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -92,10 +93,8 @@ def main() -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
 
     flops = model_flops(args.variant)
-    peak = peak_gflops()
-    roofline = peak * 1e9 / flops
-    print(f"threads {threads}; model {args.variant}: {flops / 1e9:.1f} GFLOP/image (Conv+Linear, 2/MAC)")
-    print(f"measured fp32 GEMM peak {peak:.0f} GFLOP/s -> roofline {roofline:.2f} img/s")
+    print(f"threads {threads}; load average {os.getloadavg()[0]:.1f}; model {args.variant}: "
+          f"{flops / 1e9:.1f} GFLOP/image (Conv+Linear, 2/MAC)")
 
     onnx_path = work_dir / f"{args.variant}.onnx"
     if not onnx_path.is_file():
@@ -112,21 +111,27 @@ def main() -> None:
 
     model = prepare_model(None, args.variant)  # the same seeded weights the ONNX was exported from
     batch = torch.from_numpy(random_batch("float32", artifact.input_shape))
-    torch_runs, ort_runs = [], []
+    torch_runs, ort_runs, peaks = [], [], []
     for round_index in range(args.rounds):
+        peaks.append(peak_gflops())  # every round: a busy machine shows up as a low peak
         torch_runs.append(bench_torch(model, batch, args.loop, args.warmup))
         result = backend.benchmark(artifact, loop=args.loop, warmup=args.warmup)
         ort_runs.append(result.throughput)
-        print(f"round {round_index + 1}: pytorch eager {torch_runs[-1]:.3f} img/s | "
+        print(f"round {round_index + 1}: GEMM peak {peaks[-1]:.0f} GFLOP/s | pytorch eager {torch_runs[-1]:.3f} img/s | "
               f"onnxruntime {result.throughput:.3f} img/s "
               f"(mean {result.latency_mean_ms:.0f} ms, p99 {result.latency_p99_ms:.0f} ms per batch)")
 
-    best_torch, best_ort = max(torch_runs), max(ort_runs)
-    print(f"\nbatch {args.batch_size}, best of {args.rounds} rounds x {args.loop} loops, formula {result.formula}")
+    best_torch, best_ort, peak = max(torch_runs), max(ort_runs), max(peaks)
+    roofline = peak * 1e9 / flops
+    print(f"\nbatch {args.batch_size}, best of {args.rounds} rounds x {args.loop} loops, formula {result.formula}; "
+          f"load average now {os.getloadavg()[0]:.1f}")
+    print(f"measured fp32 GEMM peak {peak:.0f} GFLOP/s -> roofline {roofline:.2f} img/s")
     print(f"{'':22}{'img/s':>8}{'% roofline':>12}")
     print(f"{'pytorch eager':22}{best_torch:8.3f}{100 * best_torch / roofline:11.1f}%")
     print(f"{'onnxruntime (ours)':22}{best_ort:8.3f}{100 * best_ort / roofline:11.1f}%")
-    print(f"speed-up ORT / PyTorch eager: {best_ort / best_torch:.2f}x")
+    per_round = sorted(o / t for o, t in zip(ort_runs, torch_runs))
+    print(f"speed-up ORT / PyTorch eager: {best_ort / best_torch:.2f}x (best vs best); "
+          f"per round {', '.join(f'{r:.2f}x' for r in per_round)}")
 
 
 if __name__ == "__main__":

@@ -133,11 +133,10 @@ def _run(args: argparse.Namespace) -> Any:
 
 
 def _metrics_upgrade(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.metrics import resolve_metrics_url, upgrade
+    from convmixer_tasks.metrics import mask_url, resolve_metrics_url, upgrade
 
     url = resolve_metrics_url(args.url)
-    upgrade(url)
-    return {"metrics_db": url, "upgraded": True}
+    return {"metrics_db": mask_url(url), "revision": upgrade(url)}
 
 
 def _metrics_show(args: argparse.Namespace) -> Any:

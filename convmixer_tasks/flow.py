@@ -151,13 +151,13 @@ def check_inputs(params: Mapping[str, Any], run_id: str, work_dir: str | os.Path
     from convmixer_tasks.dataset import load_dataset
 
     layout = WorkLayout(Path(work_dir))
-    image_dir, label_file = Path(params["dataset_dir"]), Path(params["label_file"])
-    if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
-        ensure_demo_dataset(layout)
     checkpoint = Path(params["checkpoint"])
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint {checkpoint} does not exist; set param checkpoint to the .pth.tar file "
                           "(or [convmixer] checkpoint in airflow.cfg)")
+    image_dir, label_file = Path(params["dataset_dir"]), Path(params["label_file"])
+    if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
+        ensure_demo_dataset(layout)
     variant, backend, dtype = params["model_variant"], params["backend"], params["input_dtype"]
     for name, value, choices in (("model_variant", variant, VARIANT_NAMES), ("backend", backend, BACKEND_NAMES),
                                  ("input_dtype", dtype, INPUT_DTYPES)):
@@ -365,10 +365,15 @@ def evaluate_run(plans: Iterable[Mapping[str, Any]], inferred: Iterable[Mapping[
 
 # --- metrics + gate -----------------------------------------------------------------------------------------------
 
+# The PostgreSQL driver this project pins (requirements.txt: psycopg2-binary). SQLAlchemy 2.1 maps a bare
+# ``postgresql://`` to psycopg 3, which is not installed, so the driver is named explicitly.
+POSTGRES_SCHEME = "postgresql+psycopg2://"
+
+
 def connection_url(conn_type: str | None, uri: str, host: str | None = None, schema: str | None = None) -> str:
     """A SQLAlchemy URL from an Airflow Connection.
 
-    Airflow writes PostgreSQL as ``postgres://`` (SQLAlchemy 2 wants ``postgresql://``) and renders a SQLite
+    Airflow writes PostgreSQL as ``postgres://`` (SQLAlchemy wants ``postgresql+<driver>://``) and renders a SQLite
     connection as ``sqlite:///%2Fpath`` (not a path SQLAlchemy can open), so both are rebuilt here.
     """
     if conn_type == "sqlite":
@@ -376,8 +381,9 @@ def connection_url(conn_type: str | None, uri: str, host: str | None = None, sch
         if not path:
             raise ConfigError("the metrics SQLite connection names no file; set its host to the database path")
         return f"sqlite:///{path}"
-    if uri.startswith("postgres://"):
-        return "postgresql://" + uri[len("postgres://"):]
+    for scheme in ("postgres://", "postgresql://"):
+        if uri.startswith(scheme):
+            return POSTGRES_SCHEME + uri[len(scheme):]
     return uri
 
 
@@ -458,8 +464,13 @@ def gate_rows(url: str, recorded: Iterable[Mapping[str, Any]], params: Mapping[s
 
 
 def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The DAG params that tune ``gate.apply_gate``."""
-    return {"top1_tolerance": params["top1_tolerance"],
+    """The DAG params that tune ``gate.apply_gate``.
+
+    A quick run on the first ``image_limit`` images cannot be held to a baseline measured on the whole set, so its
+    accuracy is not gated (tolerance 100 points; the stored reasons say so); its throughput still is.
+    """
+    top1_tolerance = params["top1_tolerance"] if params.get("image_limit") is None else 100.0
+    return {"top1_tolerance": top1_tolerance,
             "throughput_drop_pct": params["throughput_tolerance_pct"],
             "history": params["throughput_history"]}
 

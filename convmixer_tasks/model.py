@@ -23,7 +23,8 @@ from .errors import CheckpointError, ConfigError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
 
-# Index of the first block in the Sequential: conv, activation and BatchNorm of the stem come before it.
+# Index of the first block in the Sequential: conv, activation and BatchNorm of the stem come before it. The head
+# sits at FIRST_BLOCK_INDEX + depth + 2, after AdaptiveAvgPool2d and Flatten.
 FIRST_BLOCK_INDEX = 3
 
 
@@ -35,11 +36,6 @@ class ConvMixerSpec:
     patch_size: int
     num_classes: int = 1000
     activation: str = "gelu"
-
-    @property
-    def head_index(self) -> int:
-        """Sequential index of the Linear head (blocks, then AdaptiveAvgPool2d and Flatten come before it)."""
-        return FIRST_BLOCK_INDEX + self.depth + 2
 
 
 VARIANTS: dict[str, ConvMixerSpec] = {

@@ -374,8 +374,7 @@ def _refuse_foreign_inputs(out_dir: Path) -> None:
         raise PreprocessError(f"output {out_dir} is a file; pass a folder for the prep files")
     if not out_dir.is_dir():
         return
-    foreign = sorted(e.name for e in os.scandir(out_dir)
-                     if _AIS_BENCH_INPUT_RE.search(e.name) and not FILE_RE.match(e.name) and not e.name.startswith("."))
+    foreign = sorted(e.name for e in os.scandir(out_dir) if _AIS_BENCH_INPUT_RE.search(e.name) and not FILE_RE.match(e.name))
     if foreign:
         raise PreprocessError(
             f"output folder {out_dir} holds {len(foreign)} .bin/.npy files that preprocess did not write "

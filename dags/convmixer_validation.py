@@ -23,13 +23,14 @@ export_onnx (+ parity) ─► compile_model[bs] ─► infer[bs × shard] ─►
   `checkpoint`, `model_variant`, `soc_version`, `input_dtype`, `image_limit` (quick runs), the gate's
   `top1_tolerance` / `throughput_tolerance_pct` / `throughput_history`, and `benchmark_loop`.
   A conf that breaks the schema is refused before the run starts.
+* **Schedule**: `[convmixer] schedule` (cron, default Mondays 03:00; empty = manual runs only).
 * **Metrics DB**: Airflow connection `[convmixer] metrics_conn_id` (default `convmixer_metrics`), else
   `$CONVMIXER_METRICS_DB_URL` / `[convmixer] metrics_db_url`, else SQLite `$AIRFLOW_HOME/convmixer_metrics.db`.
 
 **Failure policy.** A run that fails before evaluation records *no* accuracy: `record_failure` stores one
 `failed` row per batch size (no top-1, no throughput), which the gate's history ignores, and the run is failed.
 `regression_gate` stores `regressed` on the row first and then fails the task, so Airflow's own failure handling
-fires. Every task calls `notify_failure` on failure (a log line); to page someone, add a notifier to
+fires. Runs with `image_limit` are gated on throughput only (a partial set cannot match the full-set top-1). Every task calls `notify_failure` on failure (a log line); to page someone, add a notifier to
 `default_args["on_failure_callback"]` below, e.g. `SmtpNotifier(to=..., subject=...)` from
 `airflow.providers.smtp.notifications.smtp` (installed), or any `BaseNotifier`.
 """
@@ -80,6 +81,8 @@ SHARDS = int(_setting("shards", "2"))  # preprocess and infer are mapped over th
 PREP_WORKERS = int(_setting("prep_workers", "1"))
 RETRIES = int(_setting("retries", "2"))
 RETRY_DELAY = timedelta(seconds=float(_setting("retry_delay_seconds", "60")))
+# A hung ATC/ais_bench must not hold the device's pool slot forever (the full val set at batch 1 takes minutes).
+NPU_TASK_TIMEOUT = timedelta(hours=float(_setting("npu_task_timeout_hours", "6")))
 
 for _name, _value, _choices in (("default_backend", DEFAULT_BACKEND, flow.BACKEND_NAMES),
                                 ("model_variant", MODEL_VARIANT, flow.VARIANT_NAMES)):
@@ -95,7 +98,7 @@ BACKEND_SETTINGS = {name: flow.backend_settings(name, NPU_DEVICE_ID, CANN_SET_EN
 # Steps where trying again can help: device/tool hiccups (compile, infer, benchmark) and a busy metrics DB.
 RETRYING = {"retries": RETRIES, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=10)}
-ON_NPU = {"queue": NPU_QUEUE, "pool": NPU_POOL, "pool_slots": 1, **RETRYING}
+ON_NPU = {"queue": NPU_QUEUE, "pool": NPU_POOL, "pool_slots": 1, "execution_timeout": NPU_TASK_TIMEOUT, **RETRYING}
 
 
 def notify_failure(context) -> None:
@@ -143,7 +146,8 @@ PARAMS = {
     "input_dtype": Param("float32", type="string", enum=list(flow.INPUT_DTYPES),
                          description="float32 NCHW (reference) or uint8 NHWC (normalised inside the model / AIPP)."),
     "image_limit": Param(None, type=["null", "integer"], minimum=1,
-                         description="Only the first N images (quick runs); null = all."),
+                         description="Only the first N images (quick runs; their accuracy is not gated against "
+                                     "the full-set baseline); null = all."),
     "top1_tolerance": Param(DEFAULT_TOP1_TOLERANCE, type="number", minimum=0, maximum=100,
                             description="Gate: allowed top-1 drop (percentage points) below the variant's "
                                         "published baseline (the demo model: its committed expected_top1)."),
@@ -189,7 +193,7 @@ def convmixer_validation():
     @task(**ON_NPU, map_index_template="bs{{ task.op_kwargs['compiled']['batch_size'] }} shard "
                                        "{{ task.op_kwargs['shard'] }}")
     def infer(compiled: dict, shard: int, prepared: list) -> dict:
-        return flow.infer_shard(compiled, shard, prepared, WORK_DIR, BACKEND_SETTINGS[compiled["backend"]])
+        return flow.infer_shard(compiled, shard, prepared[:], WORK_DIR, BACKEND_SETTINGS[compiled["backend"]])
 
     @task(**ON_NPU, map_index_template="bs{{ task.op_kwargs['compiled']['batch_size'] }}")
     def benchmark(compiled: dict, params=None) -> dict:
@@ -198,12 +202,12 @@ def convmixer_validation():
 
     @task
     def evaluate(plans: list, inferred: list) -> list[dict]:
-        return flow.evaluate_run(plans, inferred, WORK_DIR)
+        return flow.evaluate_run(plans, inferred[:], WORK_DIR)
 
     @task(**RETRYING)
     def record_metrics(plans: list, exported: dict, compiled: list, benchmarks: list, evaluated: list,
                        dag_run=None) -> list[dict]:
-        rows = flow.build_rows(run_facts(dag_run), plans, exported, compiled, benchmarks, evaluated)
+        rows = flow.build_rows(run_facts(dag_run), plans, exported, compiled[:], benchmarks[:], evaluated)
         return flow.record_rows(metrics_url(), rows)
 
     @task
@@ -215,6 +219,8 @@ def convmixer_validation():
         reason = f"the run failed before evaluation; see the task logs of DAG run {dag_run.run_id}"
         return flow.record_rows(metrics_url(), flow.failed_rows(run_facts(dag_run), params, reason))
 
+    # A mapped task's results arrive as a lazy sequence; the tasks read it whole with `[:]` (one request, where
+    # iterating asks item by item until a "not found").
     plans = check_inputs()
     prepared = preprocess.expand(plan=plans, shard=SHARD_INDEXES)
     exported = export_onnx()

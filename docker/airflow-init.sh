@@ -33,7 +33,7 @@ admin_user=${_AIRFLOW_WWW_USER_USERNAME:-airflow}
 [[ -n $metrics_url ]] || die "CONVMIXER_METRICS_DB_URL is empty; docker/docker-compose.yaml sets it from docker/.env"
 [[ $slots =~ ^[1-9][0-9]*$ ]] ||
   die "AIRFLOW__CONVMIXER__NPU_POOL_SLOTS='$slots' must be a positive integer (the number of NPU devices)"
-[[ $uid =~ ^[0-9]+$ ]] || die "AIRFLOW_UID='$uid' must be a numeric user id (echo \"AIRFLOW_UID=\$(id -u)\" >> .env)"
+[[ $uid =~ ^[0-9]+$ ]] || die "AIRFLOW_UID='$uid' must be a numeric user id (set AIRFLOW_UID in docker/.env to \$(id -u))"
 
 log "1/6 shared folders: $work_dir, $airflow_home/logs, $(dirname "$passwords_file")"
 mkdir -p "$work_dir" "$airflow_home/logs" "$(dirname "$passwords_file")"

@@ -108,7 +108,6 @@ $(tail -n 5 <<<"$out")"
 }
 
 check_settings() {
-  [[ -n $queue ]] || die "AIRFLOW__CONVMIXER__NPU_QUEUE is empty; set it to the DAG's NPU queue (default npu)"
   [[ $concurrency =~ ^[1-9][0-9]*$ ]] ||
     die "CONVMIXER_WORKER_CONCURRENCY='$concurrency' must be a positive integer (tasks at once on this worker)"
 }

@@ -108,6 +108,20 @@ def test_count_must_be_a_positive_integer(tmp_path, count):
         make_demo_dataset(tmp_path, count=count)
 
 
+def test_training_crops_normalise_to_exactly_the_reference_transform(tmp_path):
+    """Training keeps uint8 crops and normalises per batch; that must equal what evaluation feeds the model."""
+    from convmixer_tasks.demo import load_crops
+    from convmixer_tasks.preprocess import normalize, transform_float32
+
+    small = make_demo_dataset(tmp_path, count=6, seed=3)
+    crops, labels = load_crops(small)
+    assert crops.shape == (6, 224, 224, 3) and crops.dtype == np.uint8
+    assert labels.tolist() == [read_labels(small.label_file)[i] for i in range(1, 7)]
+    for index, crop in enumerate(crops, start=1):
+        reference = transform_float32(small.image_dir / f"ILSVRC2012_val_{index:08d}.JPEG")
+        assert np.array_equal(normalize(crop), reference)
+
+
 # --- the committed demo model ----------------------------------------------------------------------------------
 
 def test_committed_checkpoint_is_small_released_layout_and_loads_into_convmixer_demo():
@@ -126,17 +140,17 @@ def test_expected_scores_describe_the_committed_checkpoint():
     assert expected["variant"] == DEMO_VARIANT
     assert expected["dataset"] == {"count": DEMO_VAL_COUNT, "seed": DEMO_VAL_SEED}
     assert expected["checkpoint_sha256"] == sha256_file(demo_checkpoint_path())
-    assert 0.70 <= expected["expected"]["top1"] < 1.0  # high, yet below 100% so ordering bugs show
-    assert expected["expected"]["top1"] <= expected["expected"]["top5"] <= 1.0
+    assert 70.0 <= expected["expected_top1"] < 100.0  # high, yet below 100% so ordering bugs show
+    assert expected["expected_top1"] <= expected["expected_top5"] <= 100.0
 
 
 def test_committed_model_reproduces_its_expected_scores_and_wrong_labels_drop_to_chance(demo_set, tmp_path):
     export = export_and_validate(demo_checkpoint_path(), tmp_path / "demo.onnx", variant=DEMO_VARIANT)
     scores = score_onnx(export.onnx_path, demo_set)
-    expected = demo_expected()["expected"]
+    expected = demo_expected()
     assert scores["image_count"] == DEMO_VAL_COUNT
-    assert scores["top1"] == pytest.approx(expected["top1"], abs=1e-9)
-    assert scores["top5"] == pytest.approx(expected["top5"], abs=1e-9)
+    assert scores["top1"] == pytest.approx(expected["expected_top1"], abs=1e-9)
+    assert scores["top5"] == pytest.approx(expected["expected_top5"], abs=1e-9)
 
     # A label file shifted by one image (the classic off-by-one) must score near chance (10 classes).
     lines = demo_set.label_file.read_text().splitlines()
@@ -145,4 +159,4 @@ def test_committed_model_reproduces_its_expected_scores_and_wrong_labels_drop_to
     shifted.parent.mkdir()
     shifted.write_text("".join(f"{n} {l}\n" for n, l in zip(names, labels[1:] + labels[:1])))
     wrong = score_onnx(export.onnx_path, demo_set.__class__(**{**demo_set.__dict__, "label_file": shifted}))
-    assert wrong["top1"] < 0.25
+    assert wrong["top1"] < 25.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -59,7 +60,9 @@ def test_layout_keeps_caches_apart_from_runs(tmp_path):
 # --- metrics URL ----------------------------------------------------------------------------------------------------
 
 def test_connection_url_fixes_airflow_renderings():
-    assert flow.connection_url("postgres", "postgres://u:p%40ss@h:5432/db") == "postgresql://u:p%40ss@h:5432/db"
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3 (not installed): the pinned driver is named
+    assert flow.connection_url("postgres", "postgres://u:p%40ss@h:5432/db") == "postgresql+psycopg2://u:p%40ss@h:5432/db"
+    assert flow.connection_url("postgres", "postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
     # Airflow renders a sqlite connection as sqlite:///%2Fpath; the path is in host (JSON form) or schema (URI form)
     assert flow.connection_url("sqlite", "sqlite://%2Ftmp%2Fm.db", host="/tmp/m.db") == "sqlite:////tmp/m.db"
     assert flow.connection_url("sqlite", "sqlite:///%2Ftmp%2Fm.db", host="", schema="/tmp/m.db") == "sqlite:////tmp/m.db"
@@ -80,7 +83,15 @@ def test_metrics_url_precedence(tmp_path, monkeypatch):
 
 # --- check inputs + preprocess shards -------------------------------------------------------------------------------
 
-def test_check_inputs_generates_the_demo_set_once_and_plans_each_batch_size(tmp_path):
+@pytest.fixture
+def small_demo(monkeypatch):
+    """The auto-generated demo set at 12 images instead of 250 (generation itself is tests/test_demo.py's)."""
+    from convmixer_tasks import demo
+
+    monkeypatch.setattr(demo, "make_demo_dataset", functools.partial(demo.make_demo_dataset, count=12))
+
+
+def test_check_inputs_generates_the_demo_set_once_and_plans_each_batch_size(tmp_path, small_demo):
     params = _params(tmp_path, image_limit=10)
     plans = flow.check_inputs(params, "run-1", tmp_path / "work")
     layout = flow.WorkLayout(tmp_path / "work")
@@ -108,7 +119,7 @@ def test_check_inputs_fails_fast_on_missing_checkpoint_and_bad_dataset(tmp_path)
         flow.check_inputs(_params(tmp_path, dataset_dir=str(tmp_path / "empty")), "r", tmp_path / "work")
 
 
-def test_prep_shards_cover_the_manifest_and_a_finished_folder_is_reused_untouched(tmp_path):
+def test_prep_shards_cover_the_manifest_and_a_finished_folder_is_reused_untouched(tmp_path, small_demo):
     params = _params(tmp_path, image_limit=10, batch_sizes=[4])
     (plan,) = flow.check_inputs(params, "run-1", tmp_path / "work")
     shards = [flow.prepare_shard(plan, index, 2) for index in range(2)]
@@ -213,3 +224,11 @@ def test_gate_stores_every_verdict_before_failing_once(tmp_path):
     assert slow["status"] == "regressed" and slow["baseline_throughput"] == 4000.0
     assert new["status"] == "ok"  # gated after the regressed one, and stored
     assert any("throughput regressed" in reason for reason in slow["gate_reasons"])
+
+
+def test_a_partial_run_is_not_gated_on_accuracy_but_still_on_throughput(tmp_path):
+    full = flow.gate_options(_params(tmp_path, top1_tolerance=0.5, throughput_tolerance_pct=10.0))
+    partial = flow.gate_options(_params(tmp_path, top1_tolerance=0.5, image_limit=24))
+    assert full["top1_tolerance"] == 0.5 and partial["top1_tolerance"] == 100.0
+    assert partial["throughput_drop_pct"] == full["throughput_drop_pct"] == 10.0
+    assert partial["history"] == full["history"] == 5

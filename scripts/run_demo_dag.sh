@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Run the convmixer_validation DAG once, on this machine, in Airflow's embedded mode: SQLite metadata DB,
+# LocalExecutor, the generated demo set, the committed demo model, the ONNX Runtime backend. Then print the
+# metrics rows and how to open the UI.
+#
+#   source .venv/bin/activate            # after scripts/setup.sh
+#   scripts/run_demo_dag.sh              # or: scripts/run_demo_dag.sh '{"batch_size": 4}'
+#
+# AIRFLOW_HOME defaults to <repo>/airflow-home (git-ignored); everything else comes from the DAG's settings
+# ([convmixer] in $AIRFLOW_HOME/airflow.cfg or AIRFLOW__CONVMIXER__* variables), read through the DAG file itself.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CONF=${1:-"{}"}
+
+if ! command -v airflow >/dev/null 2>&1; then
+  echo "run_demo_dag.sh: 'airflow' is not on PATH; run scripts/setup.sh, then: source $REPO/.venv/bin/activate" >&2
+  exit 1
+fi
+
+export AIRFLOW_HOME=${AIRFLOW_HOME:-$REPO/airflow-home}
+export AIRFLOW__CORE__LOAD_EXAMPLES=${AIRFLOW__CORE__LOAD_EXAMPLES:-False}
+export AIRFLOW__CORE__DAGS_FOLDER=${AIRFLOW__CORE__DAGS_FOLDER:-$REPO/dags}
+export AIRFLOW__CORE__EXECUTOR=${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}
+# The default (32) starts 32 executor processes; this machine kind has 2 cores.
+export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-4}
+mkdir -p "$AIRFLOW_HOME"
+
+# The DAG file's own resolved settings (one source of truth), one per line.
+mapfile -t SETTINGS < <(python - <<'EOF'
+import importlib.util, os
+path = os.path.join(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], "convmixer_validation.py")
+spec = importlib.util.spec_from_file_location("convmixer_validation_settings", path)
+dag_file = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(dag_file)
+for value in (dag_file.NPU_POOL, dag_file.NPU_POOL_SLOTS, dag_file.WORK_DIR, dag_file.METRICS_DB_URL,
+              dag_file.METRICS_CONN_ID, dag_file.DATASET_DIR):
+    print(value)
+EOF
+)
+NPU_POOL=${SETTINGS[0]}; NPU_POOL_SLOTS=${SETTINGS[1]}; WORK_DIR=${SETTINGS[2]}; METRICS_DB_URL=${SETTINGS[3]}
+METRICS_CONN_ID=${SETTINGS[4]}; DATASET_DIR=${SETTINGS[5]}
+
+echo "== Airflow metadata DB (SQLite in $AIRFLOW_HOME)"
+airflow db migrate >/dev/null
+# `dags test` ignores pools, but the scheduler of `airflow standalone` needs this one to run the NPU steps.
+airflow pools set "$NPU_POOL" "$NPU_POOL_SLOTS" "ConvMixer NPU steps: one slot per device" >/dev/null
+
+DEMO_ROOT=$(dirname "$DATASET_DIR")
+if [ "$DATASET_DIR" = "$WORK_DIR/demo/images" ] && [ ! -f "$DEMO_ROOT/demo_dataset.json" ]; then
+  echo "== generating the demo set into $DEMO_ROOT"
+  convmixer-tasks demo-dataset --output "$DEMO_ROOT" >/dev/null
+fi
+
+LOG="$AIRFLOW_HOME/logs/run_demo_dag.log"
+mkdir -p "$(dirname "$LOG")"
+echo "== airflow dags test convmixer_validation -c '$CONF'   (log: $LOG)"
+status=0
+airflow dags test convmixer_validation -c "$CONF" >"$LOG" 2>&1 || status=$?
+grep -E "\[DAG TEST\] end task|Marking run|failed with exception" "$LOG" | sed -E 's/^[^ ]+ +//; s/ +\[[a-z._]+\].*$//' || true
+if [ "$status" -ne 0 ]; then
+  echo "== the DAG run failed (exit $status); last lines of $LOG:" >&2
+  tail -n 30 "$LOG" >&2
+fi
+
+echo "== metrics rows (newest first)"
+URL_ARGS=()
+[ -n "$METRICS_DB_URL" ] && URL_ARGS=(--url "$METRICS_DB_URL")
+convmixer-tasks metrics-show --limit 10 "${URL_ARGS[@]}" || echo "(could not read the metrics DB)" >&2
+
+cat <<EOF
+
+== to open the UI (DAG graph, task logs, params form):
+  AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$AIRFLOW__CORE__DAGS_FOLDER \\
+  AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=$AIRFLOW__CORE__PARALLELISM airflow standalone
+  then open http://localhost:8080 ; user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
+  (metrics DB: Airflow connection '$METRICS_CONN_ID' if defined, else \$CONVMIXER_METRICS_DB_URL, else
+   $AIRFLOW_HOME/convmixer_metrics.db)
+EOF
+exit "$status"
