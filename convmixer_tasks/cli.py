@@ -65,14 +65,17 @@ def _eval(args: argparse.Namespace) -> Any:
     )
 
 
+def _backend_settings(args: argparse.Namespace) -> dict[str, Any]:
+    if args.backend != "ascend":
+        return {}
+    return {"device_id": args.device, "cann_set_env": args.cann_set_env,
+            "python": args.ais_bench_python, "atc_log": args.atc_log}
+
+
 def _backend(args: argparse.Namespace):
     from convmixer_tasks.backends.base import get_backend
 
-    settings = {}
-    if args.backend == "ascend":
-        settings = {"device_id": args.device, "cann_set_env": args.cann_set_env,
-                    "python": args.ais_bench_python, "atc_log": args.atc_log}
-    return get_backend(args.backend, **settings)
+    return get_backend(args.backend, **_backend_settings(args))
 
 
 def _compile(args: argparse.Namespace) -> Any:
@@ -129,6 +132,7 @@ def _run(args: argparse.Namespace) -> Any:
         input_dtype=args.dtype,
         limit=args.limit,
         loop=args.loop,
+        backend_settings=_backend_settings(args),
     )
 
 
@@ -233,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="checkpoint; default: the committed demo model")
     p.add_argument("--model", default=None, help="variant; default: convmixer_demo")
     p.add_argument("--batch-size", type=int, nargs="+", default=[4])
-    p.add_argument("--backend", choices=["onnxruntime", "ascend"], default="onnxruntime")
+    _backend_flags(p)
     p.add_argument("--dtype", choices=["float32", "uint8"], default="float32")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--loop", type=int, default=20, help="benchmark loops per batch size")
@@ -257,8 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.handler(args)
     except ConvMixerError as exc:
-        # One readable line, no traceback: these are errors the user can fix.
-        print(f"convmixer-tasks {args.command}: error: {exc}", file=sys.stderr)
+        # One readable line, no traceback: these are errors the user can fix (tool output may span lines).
+        message = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"convmixer-tasks {args.command}: error: {message}", file=sys.stderr)
         return 1
     _print_result(result)
     return 0

@@ -281,9 +281,13 @@ def test_npu_tasks_never_overlap_under_the_one_slot_pool(celery_run):
     npu = sorted((ti for ti in celery_run["tis"] if ti["task_id"] in NPU_TASKS),
                  key=lambda ti: _when(ti["start_date"]))
     assert len(npu) == 4  # compile, infer x 2 shards, benchmark: three of them ready at the same moment
+    waited = 0
     for earlier, later in zip(npu, npu[1:]):
         assert _when(later["start_date"]) >= _when(earlier["end_date"]), (
             f"{earlier['task_id']}[{earlier['map_index']}] and {later['task_id']}[{later['map_index']}] overlapped")
+        waited += _when(later["scheduled_when"]) < _when(earlier["end_date"])
+    # ...and not merely because they happened to come one after another: some were ready while another ran
+    assert waited >= 1, [(ti["task_id"], ti["scheduled_when"], ti["start_date"], ti["end_date"]) for ti in npu]
 
 
 def test_a_bad_conf_is_refused_by_the_rest_api_with_the_schema_message(celery_run):

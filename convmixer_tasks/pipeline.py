@@ -1,0 +1,74 @@
+"""The whole chain in one process (`convmixer-tasks run`): the DAG's steps, called in order, without Airflow.
+
+It calls the same ``flow`` functions the DAG's tasks call, with one shard per batch size, so a result here is the
+result the DAG would produce on the same inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+from convmixer_tasks import flow
+from convmixer_tasks.fileio import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_chain(
+    work_dir: str | os.PathLike = "work",
+    image_dir: str | os.PathLike | None = None,
+    label_file: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    variant: str | None = None,
+    batch_sizes: Sequence[int] = (4,),
+    backend: str = "onnxruntime",
+    input_dtype: str = "float32",
+    limit: int | None = None,
+    loop: int = 20,
+    backend_settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Preprocess → export + parity → compile → infer → benchmark → eval, per batch size; returns the metrics rows.
+
+    With no dataset and no checkpoint it runs the demo: the generated demo set (made in ``work_dir`` on first use)
+    and the committed demo model. Caches under ``work_dir/cache`` make a second run spend its time on inference.
+    """
+    layout = flow.WorkLayout(Path(work_dir))
+    params = {
+        "dataset_dir": str(image_dir or layout.demo_image_dir),
+        "label_file": str(label_file or layout.demo_label_file),
+        "checkpoint": str(checkpoint or flow.DEMO_CHECKPOINT),
+        "model_variant": variant or flow.DEMO_VARIANT,
+        "backend": backend,
+        "input_dtype": input_dtype,
+        "batch_sizes": list(batch_sizes),
+        "image_limit": limit,
+    }
+    started_at = datetime.now(timezone.utc)
+    run_id = f"cli__{started_at.strftime('%Y%m%dT%H%M%S.%fZ')}"
+    settings = backend_settings if backend_settings is not None else flow.backend_settings(backend)
+
+    plans = flow.check_inputs(params, run_id, work_dir)
+    prepared = [flow.prepare_shard(plan, 0, 1) for plan in plans]
+    log.info("preprocess: %s", ", ".join(f"bs{p['batch_size']} {'cached' if p['cached'] else 'written'}"
+                                         for p in prepared))
+    exported = flow.export_cached(params["checkpoint"], params["model_variant"], work_dir)
+    log.info("export: %s (parity max |diff| %.2e)%s", exported["onnx_path"], exported["parity_max_abs_diff"],
+             " cached" if exported["cached"] else "")
+    compiled = [flow.compile_artifact(plan, exported, work_dir, settings=settings) for plan in plans]
+    inferred = [flow.infer_shard(entry, 0, prepared, work_dir, settings=settings) for entry in compiled]
+    benchmarks = [flow.benchmark_artifact(entry, loop, work_dir, settings=settings) for entry in compiled]
+    evaluated = flow.evaluate_run(plans, inferred, work_dir)
+    rows = flow.build_rows(flow.run_info(run_id, None, started_at, started_at), plans, exported, compiled,
+                           benchmarks, evaluated)
+    for row in rows:
+        log.info("bs%d %s on %s: top-1 %.2f%%, top-5 %.2f%%, %.1f img/s", row["batch_size"], row["backend"],
+                 row["device"], row["top1"], row["top5"], row["throughput"])
+    summary = {"run_id": run_id, "work_dir": str(layout.root), "rows": rows,
+               "cached": {"preprocess": all(p["cached"] for p in prepared), "export": exported["cached"],
+                          "compile": all(c["cached"] for c in compiled)}}
+    atomic_write_json(layout.run_dir(run_id) / "summary.json", summary)
+    return summary

@@ -1,0 +1,82 @@
+"""The one-shot chain (`convmixer-tasks run`) on the demo set: the committed top-1 reproduced exactly, on ONNX
+Runtime and on the Ascend path (through the tool doubles), and the CLI's error contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from convmixer_tasks import cli
+from convmixer_tasks.demo import demo_expected
+from convmixer_tasks.pipeline import run_chain
+from tests.ascend_doubles import ascend_doubles  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def work_dir(tmp_path_factory):
+    """One work folder for the module: the demo set is generated into it once, the caches fill on the first run."""
+    return tmp_path_factory.mktemp("work")
+
+
+def test_demo_run_reproduces_the_committed_top1_at_each_batch_size(work_dir):
+    expected = demo_expected()
+    summary = run_chain(work_dir=work_dir, batch_sizes=[4, 16], loop=3)
+
+    assert [row["batch_size"] for row in summary["rows"]] == [4, 16]
+    for row in summary["rows"]:
+        # 250 images: the last batch is partial at both sizes, so a counted padded slot would change these.
+        assert row["image_count"] == expected["expected_image_count"] == 250
+        assert row["top1"] == expected["expected_top1"]
+        assert row["top5"] == expected["expected_top5"]
+        assert row["backend"] == "onnxruntime" and row["throughput"] > 0
+        assert row["latency_p50_ms"] <= row["latency_p99_ms"]
+    assert not any(summary["cached"].values())
+    assert json.loads((work_dir / "runs").glob("*/summary.json").__next__().read_text())["rows"]
+
+
+def test_second_run_reuses_prep_onnx_and_artifacts(work_dir):
+    first_prep = sorted((work_dir / "cache" / "prep").rglob("input_*.bin"))
+    mtimes = {path: path.stat().st_mtime_ns for path in first_prep}
+
+    summary = run_chain(work_dir=work_dir, batch_sizes=[4, 16], loop=3)
+
+    assert summary["cached"] == {"preprocess": True, "export": True, "compile": True}
+    assert {path: path.stat().st_mtime_ns for path in first_prep} == mtimes
+    assert [row["top1"] for row in summary["rows"]] == [demo_expected()["expected_top1"]] * 2
+
+
+@pytest.mark.slow
+def test_ascend_path_gives_the_same_top1_as_onnxruntime(ascend_doubles, tmp_path):  # noqa: F811
+    """The whole chain through ATC + ais_bench (doubles that run the OM's ONNX) scores exactly like ONNX Runtime."""
+    settings = {"cann_set_env": str(ascend_doubles.set_env)}
+    summary = run_chain(work_dir=tmp_path, batch_sizes=[8], backend="ascend", loop=2, backend_settings=settings)
+
+    row = summary["rows"][0]
+    assert row["backend"] == "ascend" and row["device"] == "Ascend310P3"
+    assert row["top1"] == demo_expected()["expected_top1"]
+    assert row["top5"] == demo_expected()["expected_top5"]
+    assert row["toolkit_version"] and row["toolkit_version"] != "unknown"
+
+
+def test_cli_run_prints_the_rows_as_json(work_dir, capsys):
+    assert cli.main(["run", "--work-dir", str(work_dir), "--batch-size", "4", "--loop", "2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["rows"][0]["top1"] == demo_expected()["expected_top1"]
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["preprocess", "--image-path", "{tmp}/missing", "--prep-image", "{tmp}/prep", "--batch-size", "4"], "missing"),
+    (["export", "--target", "{tmp}/model.onnx"], "--source"),
+    (["preprocess", "--image-path", "{tmp}", "--prep-image", "{tmp}/prep", "--batch-size", "4", "--shard", "3/2"],
+     "3/2"),
+    (["compile", "--onnx", "{tmp}/none.onnx", "--batch-size", "4", "--output", "{tmp}/om"], "none.onnx"),
+    (["infer", "--model", "{tmp}/none.onnx", "--input", "{tmp}", "--output", "{tmp}/out"], "none.onnx"),
+])
+def test_cli_errors_are_one_line_naming_the_problem(argv, names, tmp_path, capsys):
+    argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert err[0].startswith(f"convmixer-tasks {argv[0]}: error:") and names in err[0]
+    assert not (tmp_path / "prep" / "manifest.json").exists()
