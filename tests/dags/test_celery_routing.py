@@ -30,6 +30,9 @@ pytestmark = pytest.mark.slow  # ~2-3 minutes on 2 cores: Airflow's components s
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "convmixer_validation"
 NPU_TASKS = {"compile_model", "infer", "benchmark"}
+# More worker slots than NPU tasks that can be ready at once (infer x 2 + benchmark): only the pool serialises them.
+# (With a 4-slot pool instead, this run overlaps them; checked when the test was written.)
+NPU_WORKER_CONCURRENCY = 4
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 REDIS = ("127.0.0.1", 6379)
 # 24 of the 250 demo images (a run with image_limit is not gated on accuracy); CPU throughput is noisy
@@ -206,9 +209,9 @@ def celery_run(tmp_path_factory):
         cluster.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port))
         cluster.start("scheduler", "scheduler")
         cluster.start("dag-processor", "dag-processor")
-        for role in ("default", "npu"):
+        for role, concurrency in (("default", "2"), ("npu", str(NPU_WORKER_CONCURRENCY))):
             cluster.start(f"worker-{role}", "celery", "worker", "--queues", role, "--celery-hostname",
-                          f"{role}@%h", "--concurrency", "2",
+                          f"{role}@%h", "--concurrency", concurrency,
                           extra_env={"CONVMIXER_TEST_WORKER_ROLE": role,
                                      "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port())})
 
@@ -219,7 +222,7 @@ def celery_run(tmp_path_factory):
         session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
         assert requests.get(f"{api}/api/v2/dags", timeout=10).status_code in (401, 403)  # no token, no access
 
-        npu_pool = session.post(f"{api}/api/v2/pools", json={"name": "npu", "slots": 1,
+        npu_pool = session.post(f"{api}/api/v2/pools", json={"name": "npu", "slots": 4,
                                                               "description": "one slot per NPU"}, timeout=10)
         assert npu_pool.status_code in (200, 201), npu_pool.text
         wait_for("the DAG to be parsed", lambda: session.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=10).ok,

@@ -371,7 +371,7 @@ def test_db_url_comes_from_the_connection_then_env_then_setting_then_default(mon
                        '{"conn_type": "postgres", "host": "db", "port": 5433, "login": "u", "password": "p@ss",'
                        ' "schema": "metrics"}')
     monkeypatch.setenv("AIRFLOW__CONVMIXER__METRICS_CONN_ID", "other_metrics")
-    assert metrics_db_url() == "postgresql://u:p%40ss@db:5433/metrics"
+    assert metrics_db_url() == "postgresql+psycopg2://u:p%40ss@db:5433/metrics"
 
 
 def test_unusable_connection_is_a_503_naming_the_fix(monkeypatch, token):
