@@ -15,10 +15,13 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from convmixer_tasks.errors import ConfigError, PreprocessError, RegressionError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file, sha256_json, to_jsonable
+
+if TYPE_CHECKING:  # type hints only: the backends import numpy
+    from convmixer_tasks.backends.base import Artifact
 
 # --- choices the DAG's Param schema offers (kept as literals so parsing the DAG never imports torch) -------------
 
@@ -158,11 +161,8 @@ def check_inputs(params: Mapping[str, Any], run_id: str, work_dir: str | os.Path
     image_dir, label_file = Path(params["dataset_dir"]), Path(params["label_file"])
     if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
         ensure_demo_dataset(layout)
+    # variant / backend / dtype choices are the Param schema's job (and the library's, which names the fix)
     variant, backend, dtype = params["model_variant"], params["backend"], params["input_dtype"]
-    for name, value, choices in (("model_variant", variant, VARIANT_NAMES), ("backend", backend, BACKEND_NAMES),
-                                 ("input_dtype", dtype, INPUT_DTYPES)):
-        if value not in choices:
-            raise ConfigError(f"param {name}={value!r} is not one of {list(choices)}")
     limit = params.get("image_limit")
     dataset = load_dataset(image_dir, label_file, limit=limit)
     fingerprint = dataset.fingerprint()
@@ -279,7 +279,7 @@ def compile_artifact(plan: Mapping[str, Any], exported: Mapping[str, Any], work_
             "cached": bool(artifact.cached)}
 
 
-def _artifact(compiled: Mapping[str, Any]):
+def _artifact(compiled: Mapping[str, Any]) -> "Artifact":
     from convmixer_tasks.backends.base import Artifact
 
     return Artifact.from_dict(compiled["artifact"])
@@ -365,11 +365,6 @@ def evaluate_run(plans: Iterable[Mapping[str, Any]], inferred: Iterable[Mapping[
 
 # --- metrics + gate -----------------------------------------------------------------------------------------------
 
-# The PostgreSQL driver this project pins (requirements.txt: psycopg2-binary). SQLAlchemy 2.1 maps a bare
-# ``postgresql://`` to psycopg 3, which is not installed, so the driver is named explicitly.
-POSTGRES_SCHEME = "postgresql+psycopg2://"
-
-
 def connection_url(conn_type: str | None, uri: str, host: str | None = None, schema: str | None = None) -> str:
     """A SQLAlchemy URL from an Airflow Connection.
 
@@ -381,10 +376,9 @@ def connection_url(conn_type: str | None, uri: str, host: str | None = None, sch
         if not path:
             raise ConfigError("the metrics SQLite connection names no file; set its host to the database path")
         return f"sqlite:///{path}"
-    for scheme in ("postgres://", "postgresql://"):
-        if uri.startswith(scheme):
-            return POSTGRES_SCHEME + uri[len(scheme):]
-    return uri
+    from convmixer_tasks.metrics import normalize_url
+
+    return normalize_url(uri)
 
 
 def metrics_url(connection: str | None = None, setting: str | None = None,
@@ -446,20 +440,22 @@ def gate_rows(url: str, recorded: Iterable[Mapping[str, Any]], params: Mapping[s
     """Apply the regression gate to every recorded row, then fail once if any regressed.
 
     ``apply_gate`` stores ``regressed`` on the row before raising, so every batch size gets its verdict stored
-    even when an earlier one regressed; the combined error names them all.
+    even when an earlier one regressed; the combined error names them all (each message names its batch size)
+    and carries their ``GateDecision``s as ``.decisions``.
     """
     from convmixer_tasks.gate import apply_gate
 
     verdicts, regressions = [], []
     for row in recorded:
         try:
-            verdict = apply_gate(url, row["run_id"], row["batch_size"], row["backend"],
-                                 **gate_options(params))
-            verdicts.append({"batch_size": row["batch_size"], **_jsonable_verdict(verdict)})
+            decision = apply_gate(url, row["run_id"], row["batch_size"], row["backend"], **gate_options(params))
+            verdicts.append({"batch_size": row["batch_size"], **to_jsonable(decision)})
         except RegressionError as exc:
-            regressions.append(f"batch size {row['batch_size']}: {exc}")
+            regressions.append(exc)
     if regressions:
-        raise RegressionError("; ".join(regressions))
+        error = RegressionError("; ".join(str(exc) for exc in regressions))
+        error.decisions = [getattr(exc, "decision", None) for exc in regressions]  # for failure callbacks
+        raise error
     return verdicts
 
 
@@ -473,8 +469,3 @@ def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
     return {"top1_tolerance": top1_tolerance,
             "throughput_drop_pct": params["throughput_tolerance_pct"],
             "history": params["throughput_history"]}
-
-
-def _jsonable_verdict(verdict: Any) -> dict[str, Any]:
-    value = to_jsonable(verdict)
-    return value if isinstance(value, dict) else {"verdict": value}

@@ -24,13 +24,18 @@ export_onnx (+ parity) ─► compile_model[bs] ─► infer[bs × shard] ─►
   `top1_tolerance` / `throughput_tolerance_pct` / `throughput_history`, and `benchmark_loop`.
   A conf that breaks the schema is refused before the run starts.
 * **Schedule**: `[convmixer] schedule` (cron, default Mondays 03:00; empty = manual runs only).
+* **Settings** (`[convmixer]` in airflow.cfg, or `AIRFLOW__CONVMIXER__<KEY>`, read when the file is parsed):
+  `npu_queue`, `npu_pool`, `npu_pool_slots`, `npu_device_id`, `work_dir`, `metrics_conn_id`, `metrics_db_url`,
+  `cann_set_env`, `schedule`, `default_backend`, `dataset_dir`, `label_file`, `checkpoint`, `model_variant`,
+  `batch_sizes`, `shards`, `prep_workers`, `retries`, `retry_delay_seconds`, `npu_task_timeout_hours`.
 * **Metrics DB**: Airflow connection `[convmixer] metrics_conn_id` (default `convmixer_metrics`), else
   `$CONVMIXER_METRICS_DB_URL` / `[convmixer] metrics_db_url`, else SQLite `$AIRFLOW_HOME/convmixer_metrics.db`.
 
 **Failure policy.** A run that fails before evaluation records *no* accuracy: `record_failure` stores one
 `failed` row per batch size (no top-1, no throughput), which the gate's history ignores, and the run is failed.
 `regression_gate` stores `regressed` on the row first and then fails the task, so Airflow's own failure handling
-fires. Runs with `image_limit` are gated on throughput only (a partial set cannot match the full-set top-1). Every task calls `notify_failure` on failure (a log line); to page someone, add a notifier to
+fires. Runs with `image_limit` are gated on throughput only (a partial set cannot match the full-set top-1).
+Every task calls `notify_failure` when it fails for good (a log line); to page someone, add a notifier to
 `default_args["on_failure_callback"]` below, e.g. `SmtpNotifier(to=..., subject=...)` from
 `airflow.providers.smtp.notifications.smtp` (installed), or any `BaseNotifier`.
 """
@@ -82,7 +87,7 @@ PREP_WORKERS = int(_setting("prep_workers", "1"))
 RETRIES = int(_setting("retries", "2"))
 RETRY_DELAY = timedelta(seconds=float(_setting("retry_delay_seconds", "60")))
 # A hung ATC/ais_bench must not hold the device's pool slot forever (the full val set at batch 1 takes minutes).
-NPU_TASK_TIMEOUT = timedelta(hours=float(_setting("npu_task_timeout_hours", "6")))
+NPU_TASK_TIMEOUT = timedelta(hours=float(_setting("npu_task_timeout_hours", "8")))
 
 for _name, _value, _choices in (("default_backend", DEFAULT_BACKEND, flow.BACKEND_NAMES),
                                 ("model_variant", MODEL_VARIANT, flow.VARIANT_NAMES)):
@@ -132,7 +137,8 @@ PARAMS = {
                          items={"type": "integer", "enum": list(flow.BATCH_SIZE_CHOICES)},
                          description="Batch sizes to compile, infer and benchmark (one metrics row each)."),
     "batch_size": Param(None, type=["null", "integer"], enum=[None, *flow.BATCH_SIZE_CHOICES],
-                        description="One batch size; when set it replaces batch_sizes (e.g. conf {\"batch_size\": 4})."),
+                        description="One batch size; when set it replaces batch_sizes "
+                                    "(e.g. conf {\"batch_size\": 4})."),
     "backend": Param(DEFAULT_BACKEND, type="string", enum=list(flow.BACKEND_NAMES),
                      description="ascend: ATC + ais_bench on an NPU worker; onnxruntime: runs anywhere."),
     "dataset_dir": Param(DATASET_DIR, type="string", minLength=1,

@@ -56,7 +56,8 @@ mkdir -p "$(dirname "$LOG")"
 echo "== airflow dags test convmixer_validation -c '$CONF'   (log: $LOG)"
 status=0
 airflow dags test convmixer_validation -c "$CONF" >"$LOG" 2>&1 || status=$?
-grep -E "\[DAG TEST\] end task|Marking run|failed with exception" "$LOG" | sed -E 's/^[^ ]+ +//; s/ +\[[a-z._]+\].*$//' || true
+grep -E "\[DAG TEST\] end task|Marking run|failed with exception" "$LOG" \
+  | sed -E 's/^[^ ]+ +//; s/ +\[[a-z._]+\].*$//' || true
 if [ "$status" -ne 0 ]; then
   echo "== the DAG run failed (exit $status); last lines of $LOG:" >&2
   tail -n 30 "$LOG" >&2

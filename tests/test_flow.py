@@ -61,11 +61,12 @@ def test_layout_keeps_caches_apart_from_runs(tmp_path):
 
 def test_connection_url_fixes_airflow_renderings():
     # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3 (not installed): the pinned driver is named
-    assert flow.connection_url("postgres", "postgres://u:p%40ss@h:5432/db") == "postgresql+psycopg2://u:p%40ss@h:5432/db"
+    assert flow.connection_url("postgres", "postgres://u:p%40ss@h:5432/db") == \
+        "postgresql+psycopg2://u:p%40ss@h:5432/db"
     assert flow.connection_url("postgres", "postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
     # Airflow renders a sqlite connection as sqlite:///%2Fpath; the path is in host (JSON form) or schema (URI form)
     assert flow.connection_url("sqlite", "sqlite://%2Ftmp%2Fm.db", host="/tmp/m.db") == "sqlite:////tmp/m.db"
-    assert flow.connection_url("sqlite", "sqlite:///%2Ftmp%2Fm.db", host="", schema="/tmp/m.db") == "sqlite:////tmp/m.db"
+    assert flow.connection_url("sqlite", "sqlite:///%2Ftmp", host="", schema="/tmp/m.db") == "sqlite:////tmp/m.db"
     assert flow.connection_url("mysql", "mysql://u@h/db") == "mysql://u@h/db"
     with pytest.raises(ConfigError, match="host"):
         flow.connection_url("sqlite", "sqlite://", host="", schema="")
@@ -78,7 +79,7 @@ def test_metrics_url_precedence(tmp_path, monkeypatch):
     assert flow.metrics_url(None, "sqlite:////setting.db", home) == "sqlite:////setting.db"
     monkeypatch.setenv("CONVMIXER_METRICS_DB_URL", "sqlite:////env.db")
     assert flow.metrics_url(None, "sqlite:////setting.db", home) == "sqlite:////env.db"
-    assert flow.metrics_url("postgresql://conn/db", "sqlite:////setting.db", home) == "postgresql://conn/db"
+    assert flow.metrics_url("postgresql://conn/db", "sqlite:////setting.db", home) == "postgresql+psycopg2://conn/db"
 
 
 # --- check inputs + preprocess shards -------------------------------------------------------------------------------
@@ -220,6 +221,7 @@ def test_gate_stores_every_verdict_before_failing_once(tmp_path):
     with pytest.raises(RegressionError, match="batch size 4") as failure:
         flow.gate_rows(url, recorded, params)
     assert "batch size 16" not in str(failure.value)
+    assert [decision.status for decision in failure.value.decisions] == ["regressed"]
     slow, new = get_run(url, "run-9", 4, "onnxruntime"), get_run(url, "run-9", 16, "onnxruntime")
     assert slow["status"] == "regressed" and slow["baseline_throughput"] == 4000.0
     assert new["status"] == "ok"  # gated after the regressed one, and stored

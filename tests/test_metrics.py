@@ -461,7 +461,7 @@ def test_forked_child_does_not_reuse_the_parents_engine(tmp_path):
 def test_resolve_metrics_url_precedence(tmp_path):
     env = {"CONVMIXER_METRICS_DB_URL": "postgresql://u@h/db", "AIRFLOW_HOME": str(tmp_path / "af")}
     assert metrics.resolve_metrics_url("sqlite:////x.db", env=env) == "sqlite:////x.db"
-    assert metrics.resolve_metrics_url(None, env=env) == "postgresql://u@h/db"
+    assert metrics.resolve_metrics_url(None, env=env) == "postgresql+psycopg2://u@h/db"
     without_env_url = {"AIRFLOW_HOME": str(tmp_path / "af")}
     assert metrics.resolve_metrics_url(env=without_env_url) == f"sqlite:///{tmp_path / 'af' / 'convmixer_metrics.db'}"
     assert metrics.resolve_metrics_url(env=without_env_url, airflow_home=tmp_path / "other") == \
@@ -480,3 +480,11 @@ def test_mask_url():
 def test_metrics_row_fields_are_the_writable_columns():
     writable = set(ValidationRun.__table__.columns.keys()) - {"id", "created_at", "updated_at"}
     assert set(MetricsRow.field_names()) == writable
+
+
+@pytest.mark.parametrize("given", ["postgres://u:p@db:5432/m", "postgresql://u:p@db:5432/m"])
+def test_bare_postgres_urls_name_the_pinned_driver(given):
+    """SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3, which is not installed; Airflow writes postgres://."""
+    assert metrics.resolve_metrics_url(given) == "postgresql+psycopg2://u:p@db:5432/m"
+    assert metrics.resolve_metrics_url(env={metrics.ENV_VAR: given}) == "postgresql+psycopg2://u:p@db:5432/m"
+    assert metrics.normalize_url("sqlite:////x.db") == "sqlite:////x.db"

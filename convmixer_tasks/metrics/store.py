@@ -61,11 +61,24 @@ def resolve_metrics_url(explicit: str | None = None, env: Mapping[str, str] = os
     """The metrics DB URL: ``explicit``, else ``$CONVMIXER_METRICS_DB_URL``, else SQLite beside Airflow's files
     (``<airflow_home or $AIRFLOW_HOME or ~/airflow>/convmixer_metrics.db``)."""
     if explicit:
-        return explicit
+        return normalize_url(explicit)
     if env.get(ENV_VAR):
-        return env[ENV_VAR]
+        return normalize_url(env[ENV_VAR])
     home = Path(airflow_home or env.get("AIRFLOW_HOME") or "~/airflow").expanduser().absolute()
     return f"sqlite:///{home / DEFAULT_DB_FILENAME}"
+
+
+# The PostgreSQL driver this project pins (psycopg2-binary). SQLAlchemy 2.1 maps a bare ``postgresql://`` to
+# psycopg 3, which is not installed, and Airflow Connections render PostgreSQL as ``postgres://``.
+POSTGRES_SCHEME = "postgresql+psycopg2://"
+
+
+def normalize_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` name the pinned driver; every other URL is returned unchanged."""
+    for scheme in ("postgres://", "postgresql://"):
+        if url.startswith(scheme):
+            return POSTGRES_SCHEME + url[len(scheme):]
+    return url
 
 
 def mask_url(url: str) -> str:
@@ -112,7 +125,7 @@ if hasattr(os, "register_at_fork"):
 
 def _create_engine(url: str) -> Engine:
     try:
-        parsed = make_url(url)
+        parsed = make_url(normalize_url(url))
     except sa_exc.ArgumentError:
         raise MetricsError(f"metrics DB URL {mask_url(url)!r} is not a SQLAlchemy URL; use e.g. "
                            f"postgresql+psycopg2://user:pass@host:5432/db or sqlite:////abs/path.db") from None

@@ -3,8 +3,8 @@
 Starts a throwaway distributed Airflow on this machine — fresh PostgreSQL databases for the metadata and the
 metrics, a Redis database of its own as broker, an api-server, a scheduler, a dag-processor and two Celery workers
 (`default` and `npu`, each reporting its role as the task instances' hostname) — triggers the DAG through the REST
-API on a slice of the demo set, and reads back where and when every task instance ran. Each worker runs two tasks
-at a time, so only the 1-slot `npu` pool keeps the NPU steps from overlapping.
+API on a slice of the demo set, and reads back where and when every task instance ran. The `npu` worker runs up to
+four tasks at a time, so only the 1-slot `npu` pool keeps the NPU steps from overlapping.
 
 Needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth); .ci/run starts both.
 Every process started here is stopped, and the databases dropped, even when the test fails.
@@ -222,7 +222,7 @@ def celery_run(tmp_path_factory):
         session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
         assert requests.get(f"{api}/api/v2/dags", timeout=10).status_code in (401, 403)  # no token, no access
 
-        npu_pool = session.post(f"{api}/api/v2/pools", json={"name": "npu", "slots": 4,
+        npu_pool = session.post(f"{api}/api/v2/pools", json={"name": "npu", "slots": 1,
                                                               "description": "one slot per NPU"}, timeout=10)
         assert npu_pool.status_code in (200, 201), npu_pool.text
         wait_for("the DAG to be parsed", lambda: session.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=10).ok,

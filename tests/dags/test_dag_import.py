@@ -46,7 +46,8 @@ if dag is not None:
     out["dag"] = {"schedule": str(dag.schedule), "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
                   "tags": sorted(dag.tags), "doc_md": dag.doc_md or "", "params": dag.params.dump()}
     out["tasks"] = {t.task_id: {"queue": t.queue, "pool": t.pool, "pool_slots": t.pool_slots, "retries": t.retries,
-                                "backoff": t.retry_exponential_backoff, "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
+                                "backoff": t.retry_exponential_backoff,
+                                "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
                                 "upstream": sorted(t.upstream_task_ids), "downstream": sorted(t.downstream_task_ids),
                                 "callbacks": len(t.on_failure_callback or []),
                                 "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None}
@@ -57,7 +58,8 @@ if dag is not None:
     for conf in json.loads(os.environ["PROBE_CONFS"]):
         try:
             resolved = served.params.deep_merge(conf).validate()
-            verdicts.append({"ok": True, "batch_size": resolved["batch_size"], "batch_sizes": resolved["batch_sizes"]})
+            verdicts.append({"ok": True, "batch_size": resolved["batch_size"],
+                             "batch_sizes": resolved["batch_sizes"]})
         except Exception as exc:
             verdicts.append({"ok": False, "type": type(exc).__name__, "message": str(exc)})
     out["confs"] = verdicts
@@ -210,6 +212,12 @@ def test_settings_come_from_airflow_configuration(tmp_path):
     assert params["model_variant"] == "convmixer_1536_20"
     for task_id in NPU_TASKS:
         assert (parsed["tasks"][task_id]["queue"], parsed["tasks"][task_id]["pool"]) == ("ascend-q", "ascend-pool")
+
+
+def test_an_empty_schedule_setting_means_manual_runs_only(tmp_path):
+    parsed = probe(tmp_path, schedule="")
+    assert parsed["errors"] == {} and parsed["constants"]["SCHEDULE"] is None
+    assert parsed["dag"]["schedule"] == "None"
 
 
 def test_a_bad_setting_is_an_import_error_naming_it(tmp_path):

@@ -8,6 +8,8 @@ folder and SQLite metrics DB, and reports states, XComs, metrics rows and cache 
 3. ``retried``   – the record step crashes after writing (attempt 1) and is retried: still one row per batch size.
 4. ``regressed`` – a seeded history of 1000× faster ok runs: the gate stores 'regressed', then fails the run.
 5. ``broken``    – inference always fails: no accuracy is recorded, 'failed' rows are, and the gate never runs.
+6. ``ascend``    – the Ascend backend against the tool doubles (tests/ascend_doubles.py: atc, npu-smi, ais_bench
+                   behind a fake CANN set_env.sh): ATC compile, ais_bench inference, same top-1.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 from convmixer_tasks import flow
 from convmixer_tasks.fileio import read_json, sha256_file
+from tests.ascend_doubles import AscendDoubles
 
 pytestmark = pytest.mark.slow  # ~60 s on 2 cores (five DAG runs, one ONNX export)
 
@@ -48,7 +51,9 @@ def runs(tmp_path_factory) -> dict[str, dict]:
         {"name": "regressed", "conf": {"batch_sizes": [4], "benchmark_loop": 10, "throughput_history": 3},
          "seed_from": {"run": "first", "batch_size": 4, "count": 3, "throughput_factor": 1000}},
         {"name": "broken", "conf": {"batch_sizes": [4]}, "fail_always": "infer_shard"},
+        {"name": "ascend", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5}},
     ]}
+    npu_host = AscendDoubles(root=root / "npu-host", monkeypatch=pytest.MonkeyPatch()).build()
     (root / "spec.json").write_text(json.dumps(spec))
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
@@ -57,6 +62,9 @@ def runs(tmp_path_factory) -> dict[str, dict]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CONVMIXER__WORK_DIR": str(root / "work"),
         "CONVMIXER_METRICS_DB_URL": f"sqlite:///{root / 'metrics.db'}",
         "AIRFLOW__CONVMIXER__RETRIES": "1", "AIRFLOW__CONVMIXER__RETRY_DELAY_SECONDS": "0",
+        "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(npu_host.set_env),
+        "PATH": f"{npu_host.host_bin}{os.pathsep}{os.environ.get('PATH', '')}",  # npu-smi (a driver tool)
+        "ASCEND_PROCESS_LOG_PATH": str(npu_host.log_dir),
     })
     log = root / "runner.log"
     with open(log, "w") as handle:
@@ -168,3 +176,35 @@ def test_a_run_broken_before_eval_records_no_accuracy_and_is_not_gated(runs):
     assert row["status"] == "failed" and row["batch_size"] == 4
     assert row["top1"] is None and row["top5"] is None and row["throughput"] is None
     assert row["run_id"] in row["gate_reasons"][0]
+
+
+def test_the_ascend_backend_compiles_with_atc_and_infers_with_ais_bench(runs):
+    run = runs["ascend"]
+    assert run["state"] == "success"
+    (row,) = run["rows"]
+    assert row["backend"] == "ascend" and row["status"] == "ok"
+    assert row["top1"] == pytest.approx(expected_demo_top1(), abs=1e-9)
+    assert "310P3" in row["device"] and row["toolkit_version"]
+    (compiled,) = xcom(run, "compile_model")
+    assert compiled["artifact"]["path"].endswith(".om")
+    assert compiled["artifact"]["options"]["soc_version"] == "Ascend310P3"  # "auto", resolved through npu-smi
+    # the ONNX is shared with the ONNX Runtime runs: same checkpoint, same cache entry
+    assert xcom(run, "export_onnx")[0]["cached"] and row["onnx_sha256"] == runs["first"]["rows"][0]["onnx_sha256"]
+
+
+def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_path):
+    """scripts/run_demo_dag.sh (README command one): SQLite + LocalExecutor, demo set, demo model, ONNX Runtime."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
+    env["AIRFLOW_HOME"] = str(tmp_path / "airflow-home")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the venv, as if activated
+    conf = json.dumps({"batch_size": 4, "image_limit": 16, "benchmark_loop": 3})
+    proc = subprocess.run([str(REPO / "scripts" / "run_demo_dag.sh"), conf], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "task_id=regression_gate" in proc.stdout and "successful" in proc.stdout
+    assert '"status": "ok"' in proc.stdout and '"image_count": 16' in proc.stdout
+    assert "airflow standalone" in proc.stdout
+    home = tmp_path / "airflow-home"
+    assert (home / "convmixer_metrics.db").is_file()  # beside AIRFLOW_HOME's files, not in Airflow's own DB
+    assert (home / "convmixer-work" / "demo" / "demo_dataset.json").is_file()
