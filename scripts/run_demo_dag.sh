@@ -20,6 +20,7 @@ fi
 export AIRFLOW_HOME=${AIRFLOW_HOME:-$REPO/airflow-home}
 export AIRFLOW__CORE__LOAD_EXAMPLES=${AIRFLOW__CORE__LOAD_EXAMPLES:-False}
 export AIRFLOW__CORE__DAGS_FOLDER=${AIRFLOW__CORE__DAGS_FOLDER:-$REPO/dags}
+export AIRFLOW__CORE__PLUGINS_FOLDER=${AIRFLOW__CORE__PLUGINS_FOLDER:-$REPO/plugins}
 export AIRFLOW__CORE__EXECUTOR=${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}
 # The default (32) starts 32 executor processes; this machine kind has 2 cores.
 export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-4}
@@ -72,8 +73,9 @@ cat <<EOF
 
 == to open the UI (DAG graph, task logs, params form):
   AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$AIRFLOW__CORE__DAGS_FOLDER \\
+  AIRFLOW__CORE__PLUGINS_FOLDER=$AIRFLOW__CORE__PLUGINS_FOLDER \\
   AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=$AIRFLOW__CORE__PARALLELISM airflow standalone
-  then open http://localhost:8080 ; user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
+  then open http://localhost:8080 (Browse -> ConvMixer metrics for the history) ; user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
   (metrics DB: Airflow connection '$METRICS_CONN_ID' if defined, else \$CONVMIXER_METRICS_DB_URL, else
    $AIRFLOW_HOME/convmixer_metrics.db)
 EOF
