@@ -1,6 +1,6 @@
 """ONNX Runtime backend vs PyTorch eager on ConvMixer-1536/20 (random weights), against this CPU's measured roofline.
 
-    python bench/bench_backends.py [--batch-size 4] [--loop 4] [--warmup 1] [--rounds 2]
+    python bench/bench_backends.py [--batch-size 4] [--loop 3] [--warmup 2] [--rounds 3] [--work-dir DIR]
 
 Baseline: PyTorch eager (torch.inference_mode, same thread count) on the same model and batch size. Ours: the
 ORT backend's compiled fixed-batch artifact through ``OnnxRuntimeBackend.benchmark`` (compute time only, warm-up
@@ -80,9 +80,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="convmixer_1536_20")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--loop", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--loop", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="keeps model.onnx and the ORT cache between runs (default: a new temp folder)")
     args = parser.parse_args()
