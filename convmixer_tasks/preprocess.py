@@ -20,6 +20,7 @@ import os
 import re
 import struct
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,12 +101,13 @@ _TABLE = _normalisation_table()
 
 def normalize_into(pixels: np.ndarray, out: np.ndarray) -> np.ndarray:
     """(224, 224, 3) uint8 HWC pixels -> ``out`` (3, 224, 224) float32 CHW, normalised like the reference."""
-    for channel in range(3):
+    for channel in range(3):  # uint8 indices are always in range; "clip" skips take's buffered bounds check
         np.take(_TABLE[channel], pixels[:, :, channel], out=out[channel], mode="clip")
     return out
 
 
 def normalize(pixels: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 crop -> new (3, H, W) float32, exactly as ``transform_float32`` would give it."""
     return normalize_into(pixels, np.empty((3,) + pixels.shape[:2], dtype=np.float32))
 
 
@@ -339,8 +341,14 @@ def _worker_write(job: _Job) -> str:
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    # fork: workers need nothing but this module, and start instantly; elsewhere the platform default is safe.
-    return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+    """fork when this process is single-threaded: workers need nothing but this module and start instantly.
+
+    With other threads alive (an Airflow task runner, `dag.test`) a forked child can inherit a lock one of them
+    held and hang forever, so workers then start from a clean forkserver instead.
+    """
+    if not sys.platform.startswith("linux"):
+        return multiprocessing.get_context()
+    return multiprocessing.get_context("fork" if threading.active_count() == 1 else "forkserver")
 
 
 def _run_jobs(jobs: list[_Job], manifest: PrepManifest, workers: int) -> None:

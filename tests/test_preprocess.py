@@ -448,3 +448,28 @@ def test_a_daemonic_caller_gets_an_in_process_run_instead_of_a_crash(tmp_path):
     proc.join(60)
     assert proc.exitcode == 0 and results.get(timeout=5) == 3
     assert bin_files(tmp_path / "prep") == ["input_00000.bin", "input_00001.bin", "input_00002.bin"]
+
+
+def test_workers_start_safely_while_other_threads_run(tmp_path):
+    """Inside an Airflow task other threads are alive; forking then can deadlock, so a forkserver is used."""
+    import threading
+
+    from convmixer_tasks import preprocess as prep_module
+
+    assert prep_module._pool_context().get_start_method() == "fork"
+    stop = threading.Event()
+    busy = threading.Thread(target=stop.wait, daemon=True)
+    busy.start()
+    try:
+        assert prep_module._pool_context().get_start_method() == "forkserver"
+        image_dir = tmp_path / "images"
+        image_dir.mkdir()
+        for index in range(1, 6):
+            Image.new("RGB", (300, 260), (index * 40, 20, 90)).save(image_dir / f"ILSVRC2012_val_{index:08d}.JPEG")
+        threaded = prep_module.preprocess(image_dir, tmp_path / "threaded", batch_size=2, workers=2)
+    finally:
+        stop.set()
+        busy.join()
+    single = prep_module.preprocess(image_dir, tmp_path / "single", batch_size=2, workers=1)
+    for name in ("input_00000.bin", "input_00001.bin", "input_00002.bin"):
+        assert (threaded.out_dir / name).read_bytes() == (single.out_dir / name).read_bytes()
