@@ -143,31 +143,18 @@ def test_npu_smi_failure_shows_the_driver_message(npu_host):
     assert read_records(record) == []
 
 
-def test_missing_npu_smi_names_the_driver_mounts(npu_host):
+@pytest.mark.parametrize("tool, messages", [
+    ("npu-smi", ["npu-smi is not on PATH", "/usr/local/bin/npu-smi"]),  # names the driver mount to add
+    ("atc", ["atc is not on PATH"]),
+    ("ais_bench", ["'python3 -m ais_bench --help' failed", "No module named ais_bench"]),
+])
+def test_missing_tool_is_reported_and_no_worker_starts(npu_host, tool, messages):
     env, doubles, record = npu_host
-    doubles.remove("npu-smi")
+    doubles.remove(tool)
     result = run_script(ENTRYPOINT, env)
     assert result.returncode == 1
-    assert "npu-smi is not on PATH" in result.stderr and "/usr/local/bin/npu-smi" in result.stderr
-    assert read_records(record) == []
-
-
-def test_missing_atc_is_reported(npu_host):
-    env, doubles, record = npu_host
-    doubles.remove("atc")
-    result = run_script(ENTRYPOINT, env)
-    assert result.returncode == 1
-    assert "atc is not on PATH" in result.stderr
-    assert read_records(record) == []
-
-
-def test_missing_ais_bench_is_reported(npu_host):
-    env, doubles, record = npu_host
-    doubles.remove("ais_bench")
-    result = run_script(ENTRYPOINT, env)
-    assert result.returncode == 1
-    assert "'python3 -m ais_bench --help' failed" in result.stderr
-    assert "No module named ais_bench" in result.stderr
+    for message in messages:
+        assert message in result.stderr
     assert read_records(record) == []
 
 
