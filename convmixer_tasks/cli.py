@@ -21,6 +21,13 @@ def _print_result(result: Any) -> None:
     print(json.dumps(to_jsonable(result), indent=2, sort_keys=True))
 
 
+def _fail(command: str, message: str) -> int:
+    """One readable line, no traceback: these are errors the user can fix (tool output may span lines)."""
+    message = " | ".join(line.strip() for line in message.splitlines() if line.strip())
+    print(f"convmixer-tasks {command}: error: {message}", file=sys.stderr)
+    return 1
+
+
 # --- handlers -----------------------------------------------------------------------------------------------------
 
 def _preprocess(args: argparse.Namespace) -> Any:
@@ -112,9 +119,8 @@ def _benchmark(args: argparse.Namespace) -> Any:
 def _demo_dataset(args: argparse.Namespace) -> Any:
     from convmixer_tasks.demo import make_demo_dataset
 
-    kwargs = {"count": args.count}
-    if args.seed is not None:
-        kwargs["seed"] = args.seed
+    # Unset flags take make_demo_dataset's defaults (kept there only, so --help never imports numpy/PIL for them).
+    kwargs = {name: value for name, value in (("count", args.count), ("seed", args.seed)) if value is not None}
     return make_demo_dataset(args.output, **kwargs)
 
 
@@ -227,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _add(sub, "demo-dataset", _demo_dataset, "generate the ImageNet-shaped demo set (images/ + val_label.txt)")
     p.add_argument("--output", required=True)
-    p.add_argument("--count", type=int, default=250)
+    p.add_argument("--count", type=int, default=None, help="images (default: 250, the demo model's val set)")
     p.add_argument("--seed", type=int, default=None)
 
     p = _add(sub, "run", _run, "the whole chain in one process (default: demo set + demo model on ONNX Runtime)")
@@ -261,10 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.handler(args)
     except ConvMixerError as exc:
-        # One readable line, no traceback: these are errors the user can fix (tool output may span lines).
-        message = " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
-        print(f"convmixer-tasks {args.command}: error: {message}", file=sys.stderr)
-        return 1
+        return _fail(args.command, str(exc))
+    except OSError as exc:
+        # A path no check foresaw (an unwritable output folder, a file where a folder must go): still one line.
+        where = f" {exc.filename}" if exc.filename else ""
+        return _fail(args.command, f"cannot use{where}: {exc.strerror or exc}; check that path and its permissions")
     _print_result(result)
     return 0
 

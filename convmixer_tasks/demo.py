@@ -26,14 +26,15 @@ import numpy as np
 from PIL import Image
 
 from .errors import ConfigError, ConvMixerError
-from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file, to_jsonable
+from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file, sha256_json, to_jsonable
 
 DEMO_VARIANT = "convmixer_demo"
 DEMO_VAL_SEED = 20240601
 DEMO_TRAIN_SEED = 7
 DEMO_VAL_COUNT = 250  # not a multiple of 4, 8 or 16: the last batch is partial for the usual batch sizes
 ASSETS_DIR = Path(__file__).resolve().parent / "demo_assets"
-MARKER_NAME = "demo_dataset.json"  # marks a folder as ours, so regenerating may replace its images
+MARKER_NAME = "demo_dataset.json"  # written last: the folder holds a complete set (parameters + digests)
+PENDING_NAME = ".demo_dataset.pending"  # present while files are swapped in: the folder is ours, not yet a set
 
 # (H, W) float64 in [0, 1]: where a pattern shows its second colour. Everything is drawn in float64: numpy's float32
 # sin/exp differ in the last bit between CPU instruction sets, enough to flip some pixels' rounding; in float64 no
@@ -204,17 +205,57 @@ class DemoDataset:
     class_ids: tuple[int, ...]
 
 
+def _images_digest(image_dir: Path, count: int) -> str | None:
+    """sha256 over the names and bytes of images 1..count; None unless the folder holds exactly those files.
+
+    Hashing a few MB is far cheaper than rendering and encoding the images again.
+    """
+    names = [image_name(index) for index in range(1, count + 1)]  # zero-padded: already in sorted order
+    try:
+        if sorted(os.listdir(image_dir)) != names:
+            return None
+        return sha256_json([[name, sha256_file(image_dir / name)] for name in names])
+    except OSError:
+        return None
+
+
+def _marker_record(root: Path, count: int, seed: int) -> dict:
+    """What the marker says of a complete set: its parameters and the digests of its images and labels."""
+    label_file = root / "val_label.txt"
+    return {"count": count, "seed": seed, "class_ids": list(CLASS_IDS),
+            "images_sha256": _images_digest(root / "images", count),
+            "labels_sha256": sha256_file(label_file) if label_file.is_file() else None}
+
+
+def _is_complete(root: Path, count: int, seed: int) -> bool:
+    try:
+        recorded = read_json(root / MARKER_NAME)
+    except (OSError, ValueError):
+        return False
+    return recorded == _marker_record(root, count, seed)
+
+
 def make_demo_dataset(out_dir: str | os.PathLike, count: int = DEMO_VAL_COUNT, seed: int = DEMO_VAL_SEED) -> DemoDataset:
     """Write ``out_dir/images/ILSVRC2012_val_XXXXXXXX.JPEG`` and ``out_dir/val_label.txt``; same bytes every run.
 
-    The images are written to a temporary folder and swapped in whole, so an interrupted run leaves the previous
-    set (or none), never a mix. A folder that already holds images but is not a demo set is refused.
+    A complete set of the same count and seed is left untouched (rewriting it would change the dataset fingerprint,
+    which keys the prep cache). Otherwise the images are written to a temporary folder and swapped in whole, so an
+    interrupted run leaves the previous set (or none), never a mix, and the next run finishes the job. A folder that
+    already holds images but is not a demo set is refused.
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ConfigError(f"demo dataset count must be a positive number of images, got {count!r}")
+        raise ConfigError(f"demo dataset count must be a positive number of images, got {count!r}; pass --count N >= 1")
     root = Path(out_dir)
     image_dir, label_file = root / "images", root / "val_label.txt"
-    if image_dir.exists() and any(image_dir.iterdir()) and not (root / MARKER_NAME).is_file():
+    dataset = DemoDataset(root=root, image_dir=image_dir, label_file=label_file, count=count, seed=seed,
+                          class_ids=CLASS_IDS)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"demo dataset output {root} is a file; pass a new or empty folder as --output")
+    if _is_complete(root, count, seed):
+        (root / PENDING_NAME).unlink(missing_ok=True)  # left by a run killed after its marker was written
+        return dataset
+    ours = (root / MARKER_NAME).is_file() or (root / PENDING_NAME).is_file()
+    if image_dir.exists() and not ours and (not image_dir.is_dir() or any(image_dir.iterdir())):
         raise ConfigError(f"{image_dir} already holds files and is not a generated demo set; "
                           "pass an empty or new --output folder")
     root.mkdir(parents=True, exist_ok=True)
@@ -225,7 +266,10 @@ def make_demo_dataset(out_dir: str | os.PathLike, count: int = DEMO_VAL_COUNT, s
             image, label, quality = render_image(seed, index)
             image.save(staging / image_name(index), "JPEG", quality=quality)
             lines.append(f"{image_name(index)} {label}\n")
-        (root / MARKER_NAME).unlink(missing_ok=True)  # while images and labels disagree, the folder is not a set
+        # From here until the marker is written, images and labels may disagree: the folder is ours (the pending
+        # file says so, so a killed run does not get its own folder refused) but not a set (no marker).
+        (root / PENDING_NAME).touch()
+        (root / MARKER_NAME).unlink(missing_ok=True)
         if image_dir.exists():
             shutil.rmtree(image_dir)
         staging.rename(image_dir)
@@ -233,9 +277,8 @@ def make_demo_dataset(out_dir: str | os.PathLike, count: int = DEMO_VAL_COUNT, s
         if staging.exists():
             shutil.rmtree(staging)
     atomic_write_bytes(label_file, "".join(lines).encode())
-    dataset = DemoDataset(root=root, image_dir=image_dir, label_file=label_file, count=count, seed=seed,
-                          class_ids=CLASS_IDS)
-    atomic_write_json(root / MARKER_NAME, {"count": count, "seed": seed, "class_ids": list(CLASS_IDS)})
+    atomic_write_json(root / MARKER_NAME, _marker_record(root, count, seed))
+    (root / PENDING_NAME).unlink()
     return dataset
 
 

@@ -110,6 +110,16 @@ def batch_sizes_from_params(params: Mapping[str, Any]) -> list[int]:
     return list(dict.fromkeys(sizes))
 
 
+def check_param_names(params: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Refuse conf keys the DAG does not declare: Airflow merges them into the params unchecked, so a misspelt key
+    (``batch_szie``) would otherwise run silently with the default it meant to change."""
+    known = set(known)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"unknown param(s) {', '.join(unknown)} in the run's conf; use only "
+                          f"{', '.join(sorted(known))} (check the spelling) and trigger again")
+
+
 def _iso(value: datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -145,14 +155,18 @@ def transform_id(dtype: str) -> dict[str, Any]:
     return transform_params(dtype)
 
 
-def check_inputs(params: Mapping[str, Any], run_id: str, work_dir: str | os.PathLike) -> list[dict[str, Any]]:
+def check_inputs(params: Mapping[str, Any], run_id: str, work_dir: str | os.PathLike,
+                 known_params: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Validate the run's inputs once, at the edge, and plan it: one plan dict per batch size.
 
-    Fails fast (before any expensive step) on a missing checkpoint, a malformed dataset or label file. When the
-    dataset params point at the default demo location and nothing is there yet, the demo set is generated.
+    Fails fast (before any expensive step) on a param outside ``known_params`` (when given), a missing checkpoint,
+    a malformed dataset or label file. When the dataset params point at the default demo location and nothing is
+    there yet, the demo set is generated.
     """
     from convmixer_tasks.dataset import load_dataset
 
+    if known_params is not None:
+        check_param_names(params, known_params)
     layout = WorkLayout(Path(work_dir))
     checkpoint = Path(params["checkpoint"])
     if not checkpoint.is_file():
@@ -419,12 +433,15 @@ def build_rows(run: Mapping[str, Any], plans: Iterable[Mapping[str, Any]], expor
 
 
 def record_rows(url: str, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Write the rows (upsert by run_id + batch size + backend, so a retried task leaves one row each)."""
-    from convmixer_tasks.metrics import record_run, upgrade
+    """Write the rows in one transaction (upsert by run_id + batch size + backend, so a retried task leaves one
+    row each; a row the store refuses leaves none of them behind)."""
+    from convmixer_tasks.metrics import record_runs, upgrade
 
+    rows = list(rows)
     upgrade(url)
-    return [{"id": record_run(url, dict(row)), "run_id": row["run_id"], "batch_size": row["batch_size"],
-             "backend": row["backend"]} for row in rows]
+    ids = record_runs(url, rows)
+    return [{"id": row_id, "run_id": row["run_id"], "batch_size": row["batch_size"], "backend": row["backend"]}
+            for row_id, row in zip(ids, rows)]
 
 
 def failed_rows(run: Mapping[str, Any], params: Mapping[str, Any], reason: str) -> list[dict[str, Any]]:
@@ -445,10 +462,11 @@ def gate_rows(url: str, recorded: Iterable[Mapping[str, Any]], params: Mapping[s
     """
     from convmixer_tasks.gate import apply_gate
 
+    options = gate_options(params)
     verdicts, regressions = [], []
     for row in recorded:
         try:
-            decision = apply_gate(url, row["run_id"], row["batch_size"], row["backend"], **gate_options(params))
+            decision = apply_gate(url, row["run_id"], row["batch_size"], row["backend"], **options)
             verdicts.append({"batch_size": row["batch_size"], **to_jsonable(decision)})
         except RegressionError as exc:
             regressions.append(exc)

@@ -232,7 +232,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
             parts.append(f"{len(mismatched)} shape mismatches ({_first(mismatched, 3)})")
         raise CheckpointError(
             f"checkpoint {path} does not fit the model: {'; '.join(parts)}{_variant_hint(state)}; "
-            "pass the --variant the checkpoint was trained as"
+            "pass the variant the checkpoint was trained as (--model, or the DAG param model_variant)"
         )
     for key, value in expected.items():  # absent num_batches_tracked keeps the model's own value
         state.setdefault(key, value)

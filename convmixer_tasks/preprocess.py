@@ -30,6 +30,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
+from convmixer_tasks.backends.base import check_batch_size
 from convmixer_tasks.dataset import ValDataset, ValImage, load_dataset
 from convmixer_tasks.errors import ConfigError, PreprocessError
 from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, sha256_json
@@ -289,10 +290,13 @@ def shard_range(file_count: int, shard: tuple[int, int]) -> range:
     return range(index * file_count // count, (index + 1) * file_count // count)
 
 
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
-    return value
+def _check_workers(workers: int | None) -> int:
+    if workers is None:
+        return os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}; pass --workers N >= 1 or leave it "
+                          "unset for all cores")
+    return workers
 
 
 # --- the run ------------------------------------------------------------------------------------------------------
@@ -428,10 +432,10 @@ def preprocess(
 ) -> PrepResult:
     """Write this shard's ``input_XXXXX.bin`` files and the manifest; files already done with the same inputs are
     skipped, so a rerun after a kill or an edit redoes only what changed."""
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = check_batch_size(batch_size)
     if dtype not in DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    workers = _positive_int(workers, "workers") if workers is not None else (os.cpu_count() or 1)
+    workers = _check_workers(workers)
     shard = _check_shard(shard)
     dataset = load_dataset(image_dir, label_file=label_file, limit=limit)
     out_dir = Path(out_dir)

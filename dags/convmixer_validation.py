@@ -22,7 +22,8 @@ export_onnx (+ parity) ─► compile_model[bs] ─► infer[bs × shard] ─►
 * **Params**: `batch_sizes` (or a single `batch_size`, which wins), `backend`, `dataset_dir`, `label_file`,
   `checkpoint`, `model_variant`, `soc_version`, `input_dtype`, `image_limit` (quick runs), the gate's
   `top1_tolerance` / `throughput_tolerance_pct` / `throughput_history`, and `benchmark_loop`.
-  A conf that breaks the schema is refused before the run starts.
+  A conf that breaks the schema is refused before the run starts; one with a key that is not a param fails
+  `check_inputs` (a misspelt key would otherwise be ignored).
 * **Schedule**: `[convmixer] schedule` (cron, default Mondays 03:00; empty = manual runs only).
 * **Settings** (`[convmixer]` in airflow.cfg, or `AIRFLOW__CONVMIXER__<KEY>`, read when the file is parsed):
   `npu_queue`, `npu_pool`, `npu_pool_slots`, `npu_device_id`, `work_dir`, `metrics_conn_id`, `metrics_db_url`,
@@ -181,7 +182,7 @@ PARAMS = {
 def convmixer_validation():
     @task
     def check_inputs(params=None, run_id=None) -> list[dict]:
-        return flow.check_inputs(params, run_id, WORK_DIR)
+        return flow.check_inputs(params, run_id, WORK_DIR, known_params=PARAMS)
 
     @task(map_index_template="bs{{ task.op_kwargs['plan']['batch_size'] }} shard {{ task.op_kwargs['shard'] }}")
     def preprocess(plan: dict, shard: int) -> dict:

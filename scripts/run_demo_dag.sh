@@ -26,31 +26,32 @@ export AIRFLOW__CORE__EXECUTOR=${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}
 export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-4}
 mkdir -p "$AIRFLOW_HOME"
 
-# The DAG file's own resolved settings (one source of truth), one per line.
+# The DAG file's own resolved settings (one source of truth), one per line. The metrics URL is resolved by the
+# DAG's rules ($CONVMIXER_METRICS_DB_URL before [convmixer] metrics_db_url), so the rows shown are the ones written.
 mapfile -t SETTINGS < <(python - <<'EOF'
 import importlib.util, os
+from convmixer_tasks import flow
 path = os.path.join(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], "convmixer_validation.py")
 spec = importlib.util.spec_from_file_location("convmixer_validation_settings", path)
 dag_file = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(dag_file)
-for value in (dag_file.NPU_POOL, dag_file.NPU_POOL_SLOTS, dag_file.WORK_DIR, dag_file.METRICS_DB_URL,
-              dag_file.METRICS_CONN_ID, dag_file.DATASET_DIR):
+for value in (dag_file.NPU_POOL, dag_file.NPU_POOL_SLOTS, dag_file.METRICS_CONN_ID,
+              flow.metrics_url(None, dag_file.METRICS_DB_URL, dag_file.AIRFLOW_HOME)):
     print(value)
 EOF
 )
-NPU_POOL=${SETTINGS[0]}; NPU_POOL_SLOTS=${SETTINGS[1]}; WORK_DIR=${SETTINGS[2]}; METRICS_DB_URL=${SETTINGS[3]}
-METRICS_CONN_ID=${SETTINGS[4]}; DATASET_DIR=${SETTINGS[5]}
+if [ "${#SETTINGS[@]}" -ne 4 ]; then
+  echo "run_demo_dag.sh: could not read the DAG's settings (see the error above); fix [convmixer] in airflow.cfg" >&2
+  exit 1
+fi
+NPU_POOL=${SETTINGS[0]}; NPU_POOL_SLOTS=${SETTINGS[1]}; METRICS_CONN_ID=${SETTINGS[2]}; METRICS_URL=${SETTINGS[3]}
 
 echo "== Airflow metadata DB (SQLite in $AIRFLOW_HOME)"
 airflow db migrate >/dev/null
 # `dags test` ignores pools, but the scheduler of `airflow standalone` needs this one to run the NPU steps.
 airflow pools set "$NPU_POOL" "$NPU_POOL_SLOTS" "ConvMixer NPU steps: one slot per device" >/dev/null
 
-DEMO_ROOT=$(dirname "$DATASET_DIR")
-if [ "$DATASET_DIR" = "$WORK_DIR/demo/images" ] && [ ! -f "$DEMO_ROOT/demo_dataset.json" ]; then
-  echo "== generating the demo set into $DEMO_ROOT"
-  convmixer-tasks demo-dataset --output "$DEMO_ROOT" >/dev/null
-fi
+# The DAG's check_inputs step generates the demo set into the work folder on the first run.
 
 LOG="$AIRFLOW_HOME/logs/run_demo_dag.log"
 mkdir -p "$(dirname "$LOG")"
@@ -65,9 +66,7 @@ if [ "$status" -ne 0 ]; then
 fi
 
 echo "== metrics rows (newest first)"
-URL_ARGS=()
-[ -n "$METRICS_DB_URL" ] && URL_ARGS=(--url "$METRICS_DB_URL")
-convmixer-tasks metrics-show --limit 10 "${URL_ARGS[@]}" || echo "(could not read the metrics DB)" >&2
+convmixer-tasks metrics-show --limit 10 --url "$METRICS_URL" || echo "(could not read the metrics DB)" >&2
 
 cat <<EOF
 

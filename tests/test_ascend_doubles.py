@@ -106,6 +106,15 @@ def test_atc_rejects_flag_without_equals_and_optypelist_alone(tiny_onnx, tmp_pat
     assert proc.returncode != 0 and "--optypelist_for_implmode" in proc.stdout
 
 
+@pytest.mark.parametrize("implmode, ok", [("high_performance", True), ("high_precision", True),
+                                           ("high_performance_for_all", False), ("high_precision_for_all", False)])
+def test_atc_optypelist_pairs_only_with_the_two_plain_implmodes(tiny_onnx, tmp_path, implmode, ok):
+    proc = atc(tiny_onnx, tmp_path / "m", f"--op_select_implmode={implmode}", "--optypelist_for_implmode=Gelu")
+    assert (proc.returncode == 0) is ok, proc.stdout
+    if not ok:
+        assert re.search(r"^E10001: Value \[Gelu\] for parameter \[--optypelist_for_implmode\]", proc.stdout, re.M)
+
+
 def test_atc_fail_mode_leaves_partial_om_and_writes_plog(tiny_onnx, tmp_path):
     logs = tmp_path / "logs"
     proc = atc(tiny_onnx, tmp_path / "m", env={"ATC_DOUBLE_MODE": "fail", "ASCEND_PROCESS_LOG_PATH": str(logs)})
@@ -251,6 +260,14 @@ def test_ais_bench_output_folder_mode_rule_in_new_generation(om_bs2, tmp_path):
     assert run_double("ais_bench", *args, env={"AIS_BENCH_DOUBLE_GEN": "t23"}).returncode == 0
     os.chmod(parent, 0o750)
     assert run_double("ais_bench", *args).returncode == 0
+
+
+def test_ais_bench_new_generation_checks_characters_of_an_output_it_would_create(om_bs2, tmp_path):
+    args = ["--model", str(om_bs2), "--output", str(tmp_path / "run:1+x"), "--output_dirname", "r"]
+    refused = run_double("ais_bench", *args)
+    assert refused.returncode == 1 and "contains invalid characters" in refused.stdout
+    assert not (tmp_path / "run:1+x").exists()
+    assert run_double("ais_bench", *args, env={"AIS_BENCH_DOUBLE_GEN": "t23"}).returncode == 0
 
 
 def test_ais_bench_new_generation_refuses_symlinked_inputs(om_bs2, tmp_path):

@@ -139,6 +139,17 @@ def test_atc_argv_is_exact():
     assert not any(arg.startswith(("--op_select", "--optypelist", "--precision", "--insert")) for arg in plain)
 
 
+def test_atc_argv_refuses_optypelist_with_a_for_all_implmode():
+    options = CompileOptions(op_select_implmode="high_precision_for_all")  # optypelist keeps its default "Gelu"
+    with pytest.raises(ConfigError, match=r"only goes with --op_select_implmode high_performance or high_precision, "
+                                          r"not 'high_precision_for_all'"):
+        ascend.atc_argv("atc", "m.onnx", "out", "x", 1, "Ascend310P3", options)
+    cleared = ascend.atc_argv("atc", "m.onnx", "out", "x", 1, "Ascend310P3",
+                              CompileOptions(op_select_implmode="high_precision_for_all", optypelist_for_implmode=""))
+    assert "--op_select_implmode=high_precision_for_all" in cleared
+    assert not any(arg.startswith("--optypelist") for arg in cleared)
+
+
 def test_aipp_config_matches_the_spec_values():
     from convmixer_tasks.preprocess import MEAN, STD
 
@@ -404,6 +415,56 @@ def test_infer_tightens_a_wide_output_parent(ascend_doubles, tiny_onnx, prep_f32
     os.chmod(parent, 0o775)
     backend.infer(artifact, prep_f32, parent / "out")  # the "up" double refuses > 0o750: this passing proves the fix
     assert stat.S_IMODE(parent.stat().st_mode) == 0o750
+
+
+def test_infer_tightens_group_writable_prep_files(ascend_doubles, tiny_onnx, prep_f32, tmp_path):
+    import shutil
+
+    prep = Path(shutil.copytree(prep_f32, tmp_path / "prep"))  # the module's prep folder stays untouched
+    bins = sorted(prep.glob("*.bin"))
+    for path in bins:
+        os.chmod(path, 0o664)  # what preprocess writes under umask 002 (the Airflow image's)
+    backend = ascend_doubles.backend()
+    artifact = backend.compile(tiny_onnx, 2, tmp_path / "cache")
+    backend.infer(artifact, prep, tmp_path / "o" / "r")  # the "up" double refuses g/o-writable inputs
+    assert {stat.S_IMODE(path.stat().st_mode) for path in bins} == {0o644}
+
+
+def test_group_writable_input_we_do_not_own_names_file_and_fix(tmp_path, monkeypatch):
+    path = tmp_path / "input_00000.bin"
+    path.write_bytes(b"x")
+    os.chmod(path, 0o666)
+    monkeypatch.setattr(ascend.os, "getuid", lambda: path.stat().st_uid + 1)
+    with pytest.raises(ConfigError, match=rf"input file {re.escape(str(path))} has mode 0o666 .*chmod go-w"):
+        ascend.tighten_input_files([path])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666
+
+
+def test_tool_timeout_stops_the_tools_children_too(tmp_path):
+    wrapper = tmp_path / "tool"  # like atc: a script that starts the real binary and waits for it
+    wrapper.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {tmp_path / 'child.pid'}\nwait\n")
+    wrapper.chmod(0o755)
+    backend = ascend.AscendBackend()
+    backend._cann = cann_env.CannEnv(set_env=tmp_path / "set_env.sh", env=dict(os.environ), toolkit_home=None,
+                                     toolkit_version="unknown")
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(BackendError, match=r"tool did not finish in 1s and was stopped"):
+        backend.run_tool([str(wrapper)], timeout_s=1)
+    assert time.monotonic() - started < 20  # not the child's 60 s: the child held the pipe open
+    stat_file = Path(f"/proc/{int((tmp_path / 'child.pid').read_text())}/stat")
+
+    def running() -> bool:  # gone, or a zombie waiting for whoever inherited it, is not running
+        try:
+            return stat_file.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 5
+    while running():
+        assert time.monotonic() < deadline, "the tool's child is still running after the timeout"
+        time.sleep(0.05)
 
 
 def test_infer_old_generation_summary_is_moved_to_the_sibling_place(ascend_doubles, tiny_onnx, prep_f32, tmp_path):

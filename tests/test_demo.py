@@ -102,6 +102,56 @@ def test_regenerating_replaces_a_demo_set_but_refuses_a_foreign_folder(tmp_path)
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["demo_dataset.json", "images", "val_label.txt"]
 
 
+def test_a_repeat_call_on_a_complete_set_touches_nothing_but_a_damaged_set_is_regenerated(tmp_path):
+    root = tmp_path / "d"
+    first = make_demo_dataset(root, count=8, seed=5)
+    stats = {path: path.stat().st_mtime_ns for path in root.rglob("*")}
+    fingerprint = load_dataset(first.image_dir, first.label_file).fingerprint()
+    original = file_bytes(first.image_dir)
+
+    assert make_demo_dataset(root, count=8, seed=5) == first
+    assert {path: path.stat().st_mtime_ns for path in root.rglob("*")} == stats  # so the prep cache stays valid
+    assert load_dataset(first.image_dir, first.label_file).fingerprint() == fingerprint
+
+    (first.image_dir / "ILSVRC2012_val_00000003.JPEG").unlink()
+    (first.image_dir / "ILSVRC2012_val_00000005.JPEG").write_bytes(b"damaged")
+    make_demo_dataset(root, count=8, seed=5)
+    assert file_bytes(first.image_dir) == original
+
+    labels = first.label_file.read_bytes()
+    first.label_file.write_text("ILSVRC2012_val_00000001.JPEG 1\n")
+    make_demo_dataset(root, count=8, seed=5)
+    assert first.label_file.read_bytes() == labels
+
+    make_demo_dataset(root, count=8, seed=6)  # another seed is another set
+    assert file_bytes(first.image_dir) != original
+
+
+def test_a_run_interrupted_mid_swap_is_finished_by_the_next_one_not_refused(tmp_path, monkeypatch):
+    from convmixer_tasks import demo
+
+    make_demo_dataset(tmp_path, count=4)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands in for a kill after the new images are in, before the labels are
+
+    with monkeypatch.context() as patch:
+        patch.setattr(demo, "atomic_write_bytes", killed)
+        with pytest.raises(KeyboardInterrupt):
+            make_demo_dataset(tmp_path, count=6)
+    assert not (tmp_path / MARKER_NAME).exists()  # images and labels disagree: not a set
+
+    again = make_demo_dataset(tmp_path, count=6)
+    assert len(list(again.image_dir.iterdir())) == 6 and len(read_labels(again.label_file)) == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo_dataset.json", "images", "val_label.txt"]
+
+
+def test_an_output_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    with pytest.raises(ConfigError, match="out is a file"):
+        make_demo_dataset(tmp_path / "out", count=2)
+
+
 @pytest.mark.parametrize("count", [0, -3, 2.5, True])
 def test_count_must_be_a_positive_integer(tmp_path, count):
     with pytest.raises(ConfigError, match="count"):

@@ -120,6 +120,13 @@ def test_check_inputs_fails_fast_on_missing_checkpoint_and_bad_dataset(tmp_path)
         flow.check_inputs(_params(tmp_path, dataset_dir=str(tmp_path / "empty")), "r", tmp_path / "work")
 
 
+def test_check_inputs_refuses_a_conf_key_that_is_not_a_param(tmp_path):
+    params = _params(tmp_path)
+    with pytest.raises(ConfigError, match="unknown param.* batch_szie.*check the spelling"):
+        flow.check_inputs({**params, "batch_szie": 4}, "r", tmp_path / "work", known_params=params)
+    flow.check_param_names(params, known=params)  # every declared key passes
+
+
 def test_prep_shards_cover_the_manifest_and_a_finished_folder_is_reused_untouched(tmp_path, small_demo):
     params = _params(tmp_path, image_limit=10, batch_sizes=[4])
     (plan,) = flow.check_inputs(params, "run-1", tmp_path / "work")
@@ -191,6 +198,17 @@ def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
     assert row["artifact_sha256"] == f"{16:064d}" and row["throughput"] == 1600.0
     assert row["onnx_sha256"] == "e" * 64 and row["device"] == "cpu-x" and row["status"] == "ok"
     assert row["dag_id"] == "convmixer_validation" and row["logical_date"].startswith("2026-01-05T03:00:00")
+
+
+def test_a_refused_row_leaves_none_of_the_runs_rows(tmp_path):
+    from convmixer_tasks.metrics import query_runs
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    rows = flow.build_rows(*_step_results())
+    rows[1]["throughput"] = float("nan")  # a broken benchmark figure at batch 16
+    with pytest.raises(MetricsError, match="throughput"):
+        flow.record_rows(url, rows)
+    assert query_runs(url)[1] == 0  # no ungated 'ok' row for batch 4 is left to join the gate's history
 
 
 def test_failed_rows_have_no_accuracy_and_are_not_gated(tmp_path):

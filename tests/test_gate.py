@@ -10,7 +10,7 @@ import pytest
 
 from convmixer_tasks import gate, metrics
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
-from tests.test_metrics import DAY0, make_row, metrics_url, pg_metrics_url  # noqa: F401 (fixtures)
+from tests.test_metrics import DAY0, make_row
 
 BASELINE = gate.BASELINE_TOP1["convmixer_1536_20"]
 
@@ -101,7 +101,7 @@ def record(url: str, run_id: str, day: int, throughput: float, status: str = "ok
     metrics.record_run(url, make_row(**{**values, **overrides}))
 
 
-def test_apply_gate_stores_regressed_then_raises(metrics_url):  # noqa: F811 (fixture)
+def test_apply_gate_stores_regressed_then_raises(metrics_url):
     ok_history = {"h1": 500.0, "h2": 100.0, "h3": 110.0, "h4": 120.0, "h5": 130.0, "h6": 140.0}
     for day, (run_id, throughput) in enumerate(ok_history.items()):
         record(metrics_url, run_id, day, throughput)
@@ -128,7 +128,7 @@ def test_apply_gate_stores_regressed_then_raises(metrics_url):  # noqa: F811 (fi
     assert metrics.get_run(metrics_url, "today", BS, BACKEND)["status"] == "ok"
 
 
-def test_apply_gate_accuracy_and_overrides(metrics_url):  # noqa: F811 (fixture)
+def test_apply_gate_accuracy_and_overrides(metrics_url):
     record(metrics_url, "first", 0, 100.0, top1=80.0)
     with pytest.raises(RegressionError, match="top1 regressed"):
         gate.apply_gate(metrics_url, "first", BS, BACKEND)
@@ -141,7 +141,7 @@ def test_apply_gate_accuracy_and_overrides(metrics_url):  # noqa: F811 (fixture)
     assert gate.apply_gate(metrics_url, "first", BS, BACKEND, baseline_top1=79.0).baseline_top1 == 79.0
 
 
-def test_apply_gate_refuses_missing_and_failed_rows(metrics_url):  # noqa: F811 (fixture)
+def test_apply_gate_refuses_missing_and_failed_rows(metrics_url):
     with pytest.raises(MetricsError, match="record_run"):
         gate.apply_gate(metrics_url, "ghost", BS, BACKEND)
     record(metrics_url, "crashed", 0, 1.0, status="failed", top1=None)

@@ -6,10 +6,8 @@ $CONVMIXER_TEST_PG_URL (default postgres@127.0.0.1:5432/postgres, trust auth) an
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -21,56 +19,10 @@ from convmixer_tasks.errors import MetricsError
 from convmixer_tasks.metrics import store
 from convmixer_tasks.metrics.schema import TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
 
-PG_ADMIN_URL = os.environ.get("CONVMIXER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
 
 
-# --- fixtures (test_gate.py imports these) --------------------------------------------------------------------
-
-@contextlib.contextmanager
-def fresh_pg_database():
-    """A new, empty PostgreSQL database for the duration of the block; its URL is yielded."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        connection = admin.connect()
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        problem = " ".join(str(exc.orig).split())
-    else:
-        problem = None
-    if problem is not None:  # fail (not skip): CI starts PostgreSQL, so a missing server is a broken setup
-        pytest.fail(f"PostgreSQL is unreachable at {metrics.mask_url(PG_ADMIN_URL)} ({problem}); the metrics "
-                    "tests need it: start it (CI does) or point $CONVMIXER_TEST_PG_URL at a server", pytrace=False)
-    name = f"convmixer_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    try:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))  # our own generated name, not input
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        metrics.dispose_engines()  # close pooled connections, or DROP DATABASE waits on them
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.close()
-        admin.dispose()
-
-
-@pytest.fixture(scope="session")
-def pg_metrics_url():
-    with fresh_pg_database() as url:
-        metrics.upgrade(url)
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def metrics_url(request, tmp_path):
-    """A migrated, empty metrics database on each dialect."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'metrics.db'}"
-        metrics.upgrade(url)
-        return url
-    url = request.getfixturevalue("pg_metrics_url")
-    with store.get_engine(url).begin() as connection:
-        connection.execute(sa.delete(ValidationRun))
-    return url
-
+# --- helpers (test_gate.py imports these; the database fixtures are in tests/conftest.py) ------------------------
 
 def make_row(**overrides) -> dict:
     """A complete, valid row; tests override what they look at."""
@@ -91,7 +43,7 @@ def count_rows(url: str) -> int:
 # --- migration ------------------------------------------------------------------------------------------------
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request, tmp_path):
+def empty_url(request, tmp_path, fresh_pg_database):
     """A database that has never been migrated."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'sub' / 'fresh.db'}"  # the folder does not exist yet either
@@ -229,6 +181,32 @@ def test_record_refuses_bad_rows_and_writes_nothing(metrics_url, overrides, name
     with pytest.raises(MetricsError, match=named):
         metrics.record_run(metrics_url, make_row(**overrides))
     assert count_rows(metrics_url) == 0
+
+
+def test_record_runs_writes_all_rows_or_none(metrics_url, monkeypatch):
+    rows = [make_row(batch_size=1), make_row(batch_size=8)]
+    # validation first: a bad second row writes nothing, not even the good first one
+    with pytest.raises(MetricsError, match="throughput"):
+        metrics.record_runs(metrics_url, [rows[0], make_row(batch_size=8, throughput=float("nan"))])
+    assert count_rows(metrics_url) == 0
+
+    # a row only the database refuses (validation bypassed) rolls the earlier one back
+    real = store._normalise_row
+
+    def skip_accuracy(row):
+        values = real(row)
+        return {**values, "top1": None, "top5": None} if values["batch_size"] == 8 else values
+
+    monkeypatch.setattr(store, "_normalise_row", skip_accuracy)
+    with pytest.raises(MetricsError, match="refused to record run manual__2026-11-01"):
+        metrics.record_runs(metrics_url, rows)
+    assert count_rows(metrics_url) == 0
+    monkeypatch.undo()
+
+    ids = metrics.record_runs(metrics_url, rows)
+    assert ids == [metrics.get_run(metrics_url, "manual__2026-11-01", size, "onnxruntime")["id"] for size in (1, 8)]
+    assert metrics.record_runs(metrics_url, rows) == ids  # a retry replaces the same rows
+    assert count_rows(metrics_url) == 2
 
 
 def test_failed_run_keeps_no_accuracy_and_datetimes_are_utc(metrics_url):

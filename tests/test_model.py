@@ -185,6 +185,7 @@ def test_wrong_variant_names_shapes_and_suggests_the_matching_variant(tmp_path):
     message = str(caught.value)
     assert "shape mismatches" in message and "0.weight (64, 3, 14, 14) vs model (32, 3, 14, 14)" in message
     assert "convmixer_demo" in message
+    assert "--model" in message  # the flag `export` and `run` really take
 
 
 def test_infer_spec_reads_the_shape_back():

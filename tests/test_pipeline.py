@@ -80,3 +80,30 @@ def test_cli_errors_are_one_line_naming_the_problem(argv, names, tmp_path, capsy
     assert len(err) == 1 and "Traceback" not in err[0]
     assert err[0].startswith(f"convmixer-tasks {argv[0]}: error:") and names in err[0]
     assert not (tmp_path / "prep" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["preprocess", "--image-path", "{demo}/images", "--prep-image", "{tmp}/taken/prep", "--batch-size", "4"],
+    ["demo-dataset", "--output", "{tmp}/taken/demo", "--count", "2"],
+])
+def test_cli_turns_an_unusable_path_into_one_line_naming_it(argv, tmp_path, capsys):
+    from convmixer_tasks.demo import make_demo_dataset
+
+    demo = make_demo_dataset(tmp_path / "demo", count=2)
+    (tmp_path / "taken").write_text("a file where a folder must go")
+    argv = [part.replace("{tmp}", str(tmp_path)).replace("{demo}", str(demo.root)) for part in argv]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert err[0].startswith(f"convmixer-tasks {argv[0]}: error:") and str(tmp_path / "taken") in err[0]
+
+
+def test_cli_demo_dataset_repeated_keeps_the_set_and_prints_it(tmp_path, capsys):
+    argv = ["demo-dataset", "--output", str(tmp_path / "d"), "--count", "3"]
+    assert cli.main(argv) == 0
+    image = tmp_path / "d" / "images" / "ILSVRC2012_val_00000001.JPEG"
+    mtime = image.stat().st_mtime_ns
+    assert cli.main(argv) == 0
+    assert image.stat().st_mtime_ns == mtime
+    printed = [json.loads(chunk) for chunk in capsys.readouterr().out.replace("}\n{", "}\0{").split("\0")]
+    assert printed[0] == printed[1] and printed[0]["count"] == 3 and printed[0]["seed"] == 20240601

@@ -404,9 +404,9 @@ def test_foreign_bin_files_in_the_output_folder_are_refused(tmp_path):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 0}, "--batch-size"),
         ({"batch_size": 2, "dtype": "float16"}, "dtype"),
-        ({"batch_size": 2, "workers": 0}, "workers"),
+        ({"batch_size": 2, "workers": 0}, "--workers"),
         ({"batch_size": 2, "shard": (2, 2)}, "shard"),
     ],
 )

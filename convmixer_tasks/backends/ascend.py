@@ -15,6 +15,7 @@ import glob
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -45,10 +46,13 @@ SOC_EXAMPLES = "Ascend310P3, Ascend910B3, Ascend310B1, Ascend910A, Ascend910_939
 NPU_ROW_RE = re.compile(r"^\|\s*(\d+)\s+(\S+)\s+\|\s*(\w+)")
 NPU_NAME_RE = re.compile(r"^\d{3}[A-Za-z0-9_-]*$")
 HEALTHY = "OK"
+# The only --op_select_implmode values ATC accepts together with --optypelist_for_implmode.
+OPTYPELIST_IMPLMODES = ("high_performance", "high_precision")
 IMAGE_SIZE = 224  # the model's spatial input; AIPP and --input_shape use it
 PERF_DIRNAME = "perf"
 MAX_OUTPUT_PARENT_MODE = 0o750  # newer ais_bench refuses an existing --output folder with any other bit set
 OUTPUT_FILE_RE = re.compile(r"^[^.]+_\d+\.(bin|npy|txt)$")
+INPUT_WRITE_BITS = stat.S_IWGRP | stat.S_IWOTH  # newer ais_bench refuses input files with either bit
 
 INSTALL_ATC = ("atc comes with the CANN toolkit: install Ascend-cann-toolkit_<version>_linux-<arch>.run, or set "
                f"{SET_ENV_SETTING} to the set_env.sh of the toolkit that has it")
@@ -179,6 +183,12 @@ def atc_argv(atc: str, onnx_path: str | os.PathLike, output_base: str | os.PathL
     if options.op_select_implmode:
         argv.append(f"--op_select_implmode={options.op_select_implmode}")
         if options.optypelist_for_implmode:
+            if options.op_select_implmode not in OPTYPELIST_IMPLMODES:  # ATC refuses the pair: say so before it runs
+                raise ConfigError(
+                    f"--optypelist_for_implmode={options.optypelist_for_implmode} only goes with --op_select_implmode "
+                    f"{' or '.join(OPTYPELIST_IMPLMODES)}, not {options.op_select_implmode!r}; pick one of those or "
+                    "clear optypelist_for_implmode"
+                )
             argv.append(f"--optypelist_for_implmode={options.optypelist_for_implmode}")
     argv.append(f"--log={log_level}")
     if options.precision_mode:
@@ -277,6 +287,22 @@ def prepare_output_parent(parent: Path) -> None:
         os.chmod(parent, mode & MAX_OUTPUT_PARENT_MODE)
 
 
+def tighten_input_files(paths: Sequence[Path]) -> None:
+    """Drop group/other write from input files we own; newer ais_bench refuses such inputs, and a worker under umask
+    002 (the Airflow image's) writes prep files 0o664. A file we do not own cannot be changed: say how to fix it."""
+    for path in paths:
+        info = path.stat()
+        mode = stat.S_IMODE(info.st_mode)
+        if not mode & INPUT_WRITE_BITS:
+            continue
+        if info.st_uid != os.getuid():
+            raise ConfigError(
+                f"input file {path} has mode {oct(mode)} and is not ours to change; newer ais_bench refuses input "
+                f"files writable by group or others: `chmod go-w {path.parent}/*.bin` or re-run preprocess as this user"
+            )
+        os.chmod(path, mode & ~INPUT_WRITE_BITS)
+
+
 def clear_previous_outputs(output_dir: Path) -> None:
     """Remove what an earlier attempt left at ``output_dir`` (only ais_bench output files); refuse anything else."""
     summary = summary_path(output_dir)
@@ -328,6 +354,14 @@ def perf_from_stdout(output: str) -> tuple[float, dict[str, float], list[float]]
     return parse_throughput(output), {k: compute[k] for k in ("mean", "median", PERCENTILE_KEY)}, []
 
 
+def kill_process_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the tool and everything it started (it leads its own process group)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone
+
+
 # --- the backend --------------------------------------------------------------------------------------------------
 
 class AscendBackend(Backend):
@@ -366,19 +400,21 @@ class AscendBackend(Backend):
 
     def run_tool(self, argv: list[str], timeout_s: float, cwd: Path | None = None) -> ToolRun:
         try:
+            # Own process group: a tool may be a wrapper that starts the real binary (atc → atc.bin); stopping only
+            # the wrapper would leave the binary running and holding the pipe, so communicate() would never return.
             proc = subprocess.Popen(argv, env=self.cann.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=cwd)
+                                    stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
         except FileNotFoundError as exc:
             raise ToolMissingError(f"{argv[0]} cannot be started ({exc})") from exc
         try:
             output, _ = proc.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
-            proc.kill()
+            kill_process_group(proc)
             proc.communicate()
             raise BackendError(f"{os.path.basename(argv[0])} did not finish in {timeout_s:.0f}s and was stopped: "
                                f"{' '.join(argv)}") from exc
         except BaseException:  # a killed task (Airflow's SIGTERM handler raises) must not leave the tool running
-            proc.kill()
+            kill_process_group(proc)
             proc.wait()
             raise
         return ToolRun(argv=argv, returncode=proc.returncode, output=output.decode(errors="replace"), pid=proc.pid)
@@ -461,6 +497,7 @@ class AscendBackend(Backend):
         output_dir = Path(output_dir).absolute()
         output_dir = output_dir.parent.resolve() / output_dir.name
         command = self.ais_bench_command()
+        tighten_input_files([prep_dir / name for name in names])  # hard links below share the mode
         prepare_output_parent(output_dir.parent)
         clear_previous_outputs(output_dir)
 

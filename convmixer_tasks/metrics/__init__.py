@@ -1,7 +1,8 @@
 """The metrics store: one row per DAG run × batch size × backend in its own database (never Airflow's).
 
-Call ``upgrade(url)`` once before use (idempotent), ``record_run`` after evaluation (a retry updates the same row),
-and the query functions from the UI. ``convmixer_tasks.gate`` decides ok/regressed on top of this.
+Call ``upgrade(url)`` once before use (idempotent), ``record_run`` / ``record_runs`` after evaluation (a retry
+updates the same rows), and the query functions from the UI. ``convmixer_tasks.gate`` decides ok/regressed on top
+of this.
 """
 
 from convmixer_tasks.metrics.schema import (
@@ -24,6 +25,7 @@ from convmixer_tasks.metrics.store import (
     query_runs,
     recent_ok_throughputs,
     record_run,
+    record_runs,
     resolve_metrics_url,
     series,
     update_status,
@@ -48,6 +50,7 @@ __all__ = [
     "query_runs",
     "recent_ok_throughputs",
     "record_run",
+    "record_runs",
     "resolve_metrics_url",
     "series",
     "update_status",

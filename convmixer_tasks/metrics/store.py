@@ -16,7 +16,7 @@ import numbers
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -371,18 +371,32 @@ def record_run(url: str, row: MetricsRow | Mapping[str, Any]) -> int:
     ``INSERT … ON CONFLICT DO UPDATE`` makes two concurrent writers of the same key end with one row (the later
     write wins) on both SQLite and PostgreSQL, so there is no insert race to retry.
     """
-    values = _normalise_row(row)
-    keep_logical_date = _given(row, "logical_date") is None
+    return record_runs(url, [row])[0]
+
+
+def record_runs(url: str, rows: Iterable[MetricsRow | Mapping[str, Any]]) -> list[int]:
+    """``record_run`` for several rows in one transaction: all are validated first, and a row the database
+    refuses rolls the others back, so a run's batch sizes are recorded together or not at all (an ``ok`` row
+    left behind by a failed record step would never be gated, yet join the gate's throughput history)."""
+    rows = list(rows)
+    values = [_normalise_row(row) for row in rows]
     engine = get_engine(url)
     now = utcnow()
+    what = ", ".join(dict.fromkeys(str(one["run_id"]) for one in values))
+    with _db_errors(url, f"record run {what}"), Session(engine) as session, session.begin():
+        ids = []
+        for row, one in zip(rows, values):
+            session.execute(_upsert(engine, one, now, keep_logical_date=_given(row, "logical_date") is None))
+            ids.append(session.scalar(select(ValidationRun.id).where(*_key(one["run_id"], one["batch_size"],
+                                                                             one["backend"]))))
+        return ids
+
+
+def _upsert(engine: Engine, values: dict[str, Any], now: datetime, keep_logical_date: bool):
     insert = _dialect_insert(engine)(ValidationRun).values(**values, created_at=now, updated_at=now)
     unchanged = (*KEY_COLUMNS, "logical_date") if keep_logical_date else KEY_COLUMNS
     changed = {name: insert.excluded[name] for name in (*values, "updated_at") if name not in unchanged}
-    upsert = insert.on_conflict_do_update(index_elements=list(KEY_COLUMNS), set_=changed)
-    key = _key(values["run_id"], values["batch_size"], values["backend"])
-    with _db_errors(url, f"record run {values['run_id']}"), Session(engine) as session, session.begin():
-        session.execute(upsert)
-        return session.scalar(select(ValidationRun.id).where(*key))
+    return insert.on_conflict_do_update(index_elements=list(KEY_COLUMNS), set_=changed)
 
 
 def _given(row: MetricsRow | Mapping[str, Any], name: str) -> Any:

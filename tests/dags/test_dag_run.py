@@ -208,3 +208,29 @@ def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_p
     home = tmp_path / "airflow-home"
     assert (home / "convmixer_metrics.db").is_file()  # beside AIRFLOW_HOME's files, not in Airflow's own DB
     assert (home / "convmixer-work" / "demo" / "demo_dataset.json").is_file()
+
+
+def test_the_demo_script_refuses_an_unknown_conf_key_and_shows_the_rows_the_dag_wrote(tmp_path):
+    """A misspelt conf key fails check_inputs (not silently ignored), and the script reads the metrics DB the DAG
+    wrote to: $CONVMIXER_METRICS_DB_URL wins over [convmixer] metrics_db_url, in the script as in the DAG."""
+    from convmixer_tasks.metrics import record_run, upgrade
+
+    written, setting = tmp_path / "env-metrics.db", tmp_path / "setting-metrics.db"
+    upgrade(f"sqlite:///{written}")
+    record_run(f"sqlite:///{written}", {"run_id": "seeded-before", "model_variant": "convmixer_demo",
+                                        "backend": "onnxruntime", "batch_size": 4, "status": "failed"})
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
+    env.update({"AIRFLOW_HOME": str(tmp_path / "airflow-home"), "CONVMIXER_METRICS_DB_URL": f"sqlite:///{written}",
+                "AIRFLOW__CONVMIXER__METRICS_DB_URL": f"sqlite:///{setting}",
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
+    proc = subprocess.run([str(REPO / "scripts" / "run_demo_dag.sh"), json.dumps({"batch_szie": 4})], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    log = (tmp_path / "airflow-home" / "logs" / "run_demo_dag.log").read_text()
+    assert "unknown param(s) batch_szie" in log
+    assert '"seeded-before"' in proc.stdout  # the rows come from the DB the DAG wrote to...
+    # ...which now also holds this run's 'failed' rows, one per default batch size (1 and 4)
+    assert proc.stdout.count('"status": "failed"') == 3
+    assert not setting.exists()
+    assert not (tmp_path / "airflow-home" / "convmixer-work" / "demo").exists()  # refused before any work

@@ -158,8 +158,7 @@ def check_input_file(path: str) -> None:
         raise DoubleInferError("invalid input path")
 
 
-def check_output_dir(path: str) -> None:
-    check_path(path, "output")
+def check_output_mode(path: str) -> None:
     mode = stat.S_IMODE(os.stat(path).st_mode)
     if mode & ~MAX_OUTPUT_MODE:
         logger.error(f"output path:{path} has permission {oct(mode)}, which exceeds the maximum {oct(MAX_OUTPUT_MODE)}")
@@ -317,9 +316,11 @@ def run(args: argparse.Namespace) -> None:
 
     output_folder = None
     if args.output is not None:
+        if strict:  # the path rules hold for an --output the tool is about to create too
+            check_path(args.output, "output")
         if os.path.isdir(args.output):
             if strict:
-                check_output_dir(args.output)
+                check_output_mode(args.output)
         else:
             os.makedirs(args.output, MAX_OUTPUT_MODE)
         name = args.output_dirname or datetime.datetime.now().strftime("%Y_%m_%d-%H_%M_%S")
