@@ -103,10 +103,12 @@ def batch_sizes_from_params(params: Mapping[str, Any]) -> list[int]:
     single = params.get("batch_size")
     sizes = [single] if single is not None else list(params.get("batch_sizes") or [])
     if not sizes:
-        raise ConfigError("no batch size given; set param batch_sizes (e.g. [1, 16]) or batch_size")
+        raise ConfigError("no batch size given; set param batch_sizes (e.g. [1, 16]) or batch_size "
+                          "(CLI: --batch-size)")
     for size in sizes:
         if isinstance(size, bool) or not isinstance(size, int) or size not in BATCH_SIZE_CHOICES:
-            raise ConfigError(f"batch size {size!r} is not one of {list(BATCH_SIZE_CHOICES)}; fix param batch_sizes")
+            raise ConfigError(f"batch size {size!r} is not one of {list(BATCH_SIZE_CHOICES)}; fix param batch_sizes "
+                              "(CLI: --batch-size)")
     return list(dict.fromkeys(sizes))
 
 
@@ -171,7 +173,7 @@ def check_inputs(params: Mapping[str, Any], run_id: str, work_dir: str | os.Path
     checkpoint = Path(params["checkpoint"])
     if not checkpoint.is_file():
         raise ConfigError(f"checkpoint {checkpoint} does not exist; set param checkpoint to the .pth.tar file "
-                          "(or [convmixer] checkpoint in airflow.cfg)")
+                          "(or [convmixer] checkpoint in airflow.cfg; CLI: --source)")
     image_dir, label_file = Path(params["dataset_dir"]), Path(params["label_file"])
     if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
         ensure_demo_dataset(layout)

@@ -107,3 +107,15 @@ def test_cli_demo_dataset_repeated_keeps_the_set_and_prints_it(tmp_path, capsys)
     assert image.stat().st_mtime_ns == mtime
     printed = [json.loads(chunk) for chunk in capsys.readouterr().out.replace("}\n{", "}\0{").split("\0")]
     assert printed[0] == printed[1] and printed[0]["count"] == 3 and printed[0]["seed"] == 20240601
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["run", "--work-dir", "{tmp}/w", "--source", "{tmp}/missing.pth"], "--source"),
+    (["run", "--work-dir", "{tmp}/w", "--batch-size", "2"], "--batch-size"),
+    (["benchmark", "--model", "{tmp}/missing.onnx"], "compiled model {tmp}/missing.onnx does not exist"),
+])
+def test_cli_errors_name_the_cli_flag_not_only_the_dag_param(argv, names, tmp_path, capsys):
+    argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and names.replace("{tmp}", str(tmp_path)) in err[0]

@@ -93,6 +93,10 @@ class Artifact:
         """Read an artifact from its JSON sidecar (given the artifact path or the sidecar path)."""
         path = Path(path)
         sidecar = path if path.name.endswith(SIDECAR_SUFFIX) else sidecar_path(path)
+        artifact_file = sidecar.with_name(sidecar.name[: -len(SIDECAR_SUFFIX)])
+        if not artifact_file.is_file():
+            raise BackendError(f"compiled model {artifact_file} does not exist; pass an artifact written by "
+                               "`convmixer-tasks compile` (--model)")
         if not sidecar.is_file():
             raise BackendError(f"artifact sidecar {sidecar} is missing; re-run compile to rebuild the artifact")
         artifact = cls.from_dict(read_json(sidecar))

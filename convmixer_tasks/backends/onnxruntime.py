@@ -199,7 +199,8 @@ class OnnxRuntimeBackend(Backend):
 
     def benchmark(self, artifact, loop=100, warmup=5, seed: int = 0) -> BenchResult:
         if loop < 1 or warmup < 0:
-            raise ConfigError(f"benchmark needs loop >= 1 and warmup >= 0, got loop={loop} warmup={warmup}")
+            raise ConfigError(f"benchmark needs loop >= 1 and warmup >= 0, got loop={loop} warmup={warmup}; "
+                              "fix --loop/--warmup (DAG param benchmark_loop)")
         session = self.open_session(artifact)
         batch = random_batch(artifact.input_dtype, artifact.input_shape, seed)
         run = self._runner(session, artifact, batch)
