@@ -129,11 +129,10 @@ def apply_gate(url: str, run_id: str, batch_size: int, backend: str, *,
     """Gate a recorded row: store the decision (status, reasons, baselines) on it, then raise RegressionError
     if it regressed. ``baseline_top1`` overrides the variant's known baseline.
 
-    Hook point for the DAG: the RegressionError fails the gate task, so Airflow's retries and notifications apply.
-    Give that task an ``on_failure_callback`` (or a notifier) to alert; in it, ``context["exception"]`` is the
-    RegressionError, whose ``.decision`` holds this GateDecision — the row already says ``regressed``, so the
-    callback only needs to notify, not write. Set ``retries=0`` on the gate task: a retry re-gates the same row
-    and reaches the same decision.
+    Hook point for the DAG: the RegressionError fails the gate task, so Airflow's notifications apply. Give that
+    task an ``on_failure_callback`` (or a notifier) to alert; the row already says ``regressed``, so the callback
+    only needs to notify, not write. A retry would reach the same decision, so the DAG turns a RegressionError
+    into an AirflowFailException (no retry) and keeps retries for other failures (an unreachable DB).
     """
     row = get_run(url, run_id, batch_size, backend)
     what = f"run {run_id} (batch size {batch_size}, backend {backend})"

@@ -51,7 +51,7 @@ from pathlib import Path
 from airflow.sdk import Param, TriggerRule, conf, dag, task
 
 from convmixer_tasks import flow
-from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.errors import ConfigError, RegressionError
 from convmixer_tasks.gate import DEFAULT_HISTORY, DEFAULT_THROUGHPUT_DROP_PCT, DEFAULT_TOP1_TOLERANCE
 
 log = logging.getLogger(__name__)
@@ -217,9 +217,16 @@ def convmixer_validation():
         rows = flow.build_rows(run_facts(dag_run), plans, exported, compiled[:], benchmarks[:], evaluated)
         return flow.record_rows(metrics_url(), rows)
 
-    @task
+    @task(**RETRYING)
     def regression_gate(recorded: list, params=None) -> list[dict]:
-        return flow.gate_rows(metrics_url(), recorded, params)
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            return flow.gate_rows(metrics_url(), recorded, params)
+        except RegressionError as exc:
+            # A verdict fails at once (a retry would reach the same one); a DB hiccup is retried, so rows are not
+            # left 'ok' without a verdict because the metrics DB blinked.
+            raise AirflowFailException(str(exc)) from exc
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, **RETRYING)
     def record_failure(params=None, dag_run=None) -> list[dict]:

@@ -157,7 +157,7 @@ def test_npu_steps_are_routed_to_the_npu_queue_and_pool_with_retries(parsed):
             assert (task["queue"], task["pool"]) == ("default", "default_pool"), task_id
         assert task["callbacks"] >= 1, f"{task_id} has no on_failure_callback"
     assert tasks["record_metrics"]["retries"] >= 1
-    assert tasks["regression_gate"]["retries"] == 0  # a retry would reach the same verdict
+    assert tasks["regression_gate"]["retries"] >= 1  # DB hiccups retry; a verdict fails at once (AirflowFailException)
     assert tasks["export_onnx"]["retries"] == 0 and tasks["evaluate"]["retries"] == 0
 
 

@@ -156,6 +156,8 @@ def test_the_gate_stores_a_regressed_row_then_fails_the_run(runs):
     run = runs["regressed"]
     assert run["state"] == "failed"
     assert states(run, "regression_gate") == ["failed"]
+    (gate,) = [t for t in run["tasks"] if t["task_id"] == "regression_gate"]
+    assert gate["try_number"] == 1  # a verdict is not retried (the task retries only other failures)
     assert states(run, "record_metrics") == ["success"]
     assert states(run, "record_failure") == ["skipped"]  # the regressed row is not overwritten with 'failed'
     (row,) = run["rows"]
