@@ -230,7 +230,7 @@ def convmixer_validation():
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, **RETRYING)
     def record_failure(params=None, dag_run=None) -> list[dict]:
-        reason = f"the run failed before evaluation; see the task logs of DAG run {dag_run.run_id}"
+        reason = f"the run failed before its metrics were recorded; see the task logs of DAG run {dag_run.run_id}"
         return flow.record_rows(metrics_url(), flow.failed_rows(run_facts(dag_run), params, reason))
 
     # A mapped task's results arrive as a lazy sequence; the tasks read it whole with `[:]` (one request, where
