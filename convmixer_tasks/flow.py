@@ -414,7 +414,8 @@ def _by_batch(entries: Iterable[Mapping[str, Any]]) -> dict[int, Mapping[str, An
 def build_rows(run: Mapping[str, Any], plans: Iterable[Mapping[str, Any]], exported: Mapping[str, Any],
                compiled: Iterable[Mapping[str, Any]], benchmarks: Iterable[Mapping[str, Any]],
                evaluated: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One metrics row per batch size, status ``ok`` until the gate says otherwise."""
+    """One metrics row per batch size, status ``pending``: evaluated but not gated, so it stays out of the gate's
+    history (``ok`` rows only) until ``gate_rows`` stores ok/regressed on it."""
     compiled_by, bench_by, eval_by = _by_batch(compiled), _by_batch(benchmarks), _by_batch(evaluated)
     finished_at = datetime.now(timezone.utc).isoformat()
     rows = []
@@ -429,25 +430,29 @@ def build_rows(run: Mapping[str, Any], plans: Iterable[Mapping[str, Any]], expor
             "image_count": scored["image_count"], "top1": scored["top1"], "top5": scored["top5"],
             "throughput": bench["throughput"], "latency_mean_ms": bench["latency_mean_ms"],
             "latency_p50_ms": bench["latency_p50_ms"], "latency_p99_ms": bench["latency_p99_ms"],
-            "parity_max_abs_diff": exported["parity_max_abs_diff"], "status": "ok",
+            "parity_max_abs_diff": exported["parity_max_abs_diff"], "status": "pending",
         })
     return rows
 
 
-def record_rows(url: str, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def record_rows(url: str, rows: Iterable[Mapping[str, Any]], *, keep_gated: bool = False) -> list[dict[str, Any]]:
     """Write the rows in one transaction (upsert by run_id + batch size + backend, so a retried task leaves one
-    row each; a row the store refuses leaves none of them behind)."""
+    row each; a row the store refuses leaves none of them behind). ``keep_gated`` leaves a row that already has
+    the gate's verdict (ok/regressed) as it is: the failure path passes it with ``failed_rows``."""
     from convmixer_tasks.metrics import record_runs, upgrade
 
     rows = list(rows)
     upgrade(url)
-    ids = record_runs(url, rows)
+    ids = record_runs(url, rows, keep_gated=keep_gated)
     return [{"id": row_id, "run_id": row["run_id"], "batch_size": row["batch_size"], "backend": row["backend"]}
             for row_id, row in zip(ids, rows)]
 
 
 def failed_rows(run: Mapping[str, Any], params: Mapping[str, Any], reason: str) -> list[dict[str, Any]]:
-    """``failed`` rows (no accuracy, no throughput) for a run that broke before evaluation, one per batch size."""
+    """``failed`` rows (no accuracy, no throughput) for a run that broke before evaluation, one per batch size.
+
+    Record them with ``record_rows(..., keep_gated=True)``: a rerun of a cleared task that fails must not replace a
+    verdict an earlier attempt stored (a ``pending`` row from that attempt does become ``failed``)."""
     finished_at = datetime.now(timezone.utc).isoformat()
     return [{**run, "finished_at": finished_at, "model_variant": params["model_variant"],
              "backend": params["backend"], "batch_size": batch_size, "input_dtype": params["input_dtype"],
@@ -456,7 +461,8 @@ def failed_rows(run: Mapping[str, Any], params: Mapping[str, Any], reason: str) 
 
 
 def gate_rows(url: str, recorded: Iterable[Mapping[str, Any]], params: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Apply the regression gate to every recorded row, then fail once if any regressed.
+    """Apply the regression gate to every recorded row (``pending``, or already gated on a retry), then fail once
+    if any regressed.
 
     ``apply_gate`` stores ``regressed`` on the row before raising, so every batch size gets its verdict stored
     even when an earlier one regressed; the combined error names them all (each message names its batch size)

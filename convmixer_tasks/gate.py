@@ -1,5 +1,6 @@
 """Regression rules: a run's top-1 against its variant's published baseline, its throughput against the median of
-the recent ``ok`` runs on the same model, backend, device and batch size.
+the recent ``ok`` runs on the same model, backend, device and batch size (``pending`` rows, not gated yet, never
+count).
 
 ``evaluate_gate`` is pure (numbers in, decision out); ``apply_gate`` reads the recorded row and its history from the
 metrics store, stores the decision on the row, and only then raises ``RegressionError`` — so a regressed run is on
@@ -129,6 +130,9 @@ def apply_gate(url: str, run_id: str, batch_size: int, backend: str, *,
     """Gate a recorded row: store the decision (status, reasons, baselines) on it, then raise RegressionError
     if it regressed. ``baseline_top1`` overrides the variant's known baseline.
 
+    The row is normally ``pending`` (as recorded); an ``ok``/``regressed`` row (a retried gate task) is decided
+    again. A ``failed`` row is refused.
+
     Hook point for the DAG: the RegressionError fails the gate task, so Airflow's notifications apply. Give that
     task an ``on_failure_callback`` (or a notifier) to alert; the row already says ``regressed``, so the callback
     only needs to notify, not write. A retry would reach the same decision, so the DAG turns a RegressionError
@@ -138,7 +142,7 @@ def apply_gate(url: str, run_id: str, batch_size: int, backend: str, *,
     what = f"run {run_id} (batch size {batch_size}, backend {backend})"
     if row is None:
         raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record_run it before gating")
-    if row["status"] == STATUS_FAILED:  # the constraint guarantees ok/regressed rows have top1
+    if row["status"] == STATUS_FAILED:  # the constraint guarantees pending/ok/regressed rows have top1
         raise MetricsError(f"{what} is recorded as {STATUS_FAILED!r}, so there is nothing to gate (gating would "
                            "overwrite the failure); fix the failed step and rerun")
     variant = row["model_variant"]

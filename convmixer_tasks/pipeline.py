@@ -33,6 +33,9 @@ def run_chain(
 ) -> dict[str, Any]:
     """Preprocess → export + parity → compile → infer → benchmark → eval, per batch size; returns the metrics rows.
 
+    The rows are what the DAG's record step builds, status ``pending`` included: this chain runs no regression
+    gate and records nothing in the metrics database, so no row here claims ``ok``.
+
     With no dataset and no checkpoint it runs the demo: the generated demo set (made in ``work_dir`` on first use)
     and the committed demo model. Caches under ``work_dir/cache`` make a second run spend its time on inference.
     """

@@ -32,8 +32,12 @@ export_onnx (+ parity) ─► compile_model[bs] ─► infer[bs × shard] ─►
 * **Metrics DB**: Airflow connection `[convmixer] metrics_conn_id` (default `convmixer_metrics`), else
   `$CONVMIXER_METRICS_DB_URL` / `[convmixer] metrics_db_url`, else SQLite `$AIRFLOW_HOME/convmixer_metrics.db`.
 
-**Failure policy.** A run that fails before evaluation records *no* accuracy: `record_failure` stores one
-`failed` row per batch size (no top-1, no throughput), which the gate's history ignores, and the run is failed.
+**Failure policy.** `record_metrics` stores each batch size as `pending`; `regression_gate` turns it into `ok`
+or `regressed`, and only `ok` rows form the gate's throughput history, so a gate that never finished (metrics DB
+unreachable after its retries) leaves `pending` rows that no later run compares against.
+A run that fails before evaluation records *no* accuracy: `record_failure` stores one `failed` row per batch size
+(no top-1, no throughput), which the gate's history ignores, and the run is failed; a row that already has a
+verdict (a cleared task rerun that failed) keeps it.
 `regression_gate` stores `regressed` on the row first and then fails the task, so Airflow's own failure handling
 fires. Runs with `image_limit` are gated on throughput only (a partial set cannot match the full-set top-1).
 Every task calls `notify_failure` when it fails for good (a log line); to page someone, add a notifier to
@@ -225,13 +229,14 @@ def convmixer_validation():
             return flow.gate_rows(metrics_url(), recorded, params)
         except RegressionError as exc:
             # A verdict fails at once (a retry would reach the same one); a DB hiccup is retried, so rows are not
-            # left 'ok' without a verdict because the metrics DB blinked.
+            # left 'pending' without a verdict because the metrics DB blinked.
             raise AirflowFailException(str(exc)) from exc
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, **RETRYING)
     def record_failure(params=None, dag_run=None) -> list[dict]:
         reason = f"the run failed before its metrics were recorded; see the task logs of DAG run {dag_run.run_id}"
-        return flow.record_rows(metrics_url(), flow.failed_rows(run_facts(dag_run), params, reason))
+        return flow.record_rows(metrics_url(), flow.failed_rows(run_facts(dag_run), params, reason),
+                                keep_gated=True)
 
     # A mapped task's results arrive as a lazy sequence; the tasks read it whole with `[:]` (one request, where
     # iterating asks item by item until a "not found").

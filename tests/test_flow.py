@@ -196,7 +196,8 @@ def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
     assert query_runs(url)[1] == 2
     row = get_run(url, "run-9", 16, "onnxruntime")
     assert row["artifact_sha256"] == f"{16:064d}" and row["throughput"] == 1600.0
-    assert row["onnx_sha256"] == "e" * 64 and row["device"] == "cpu-x" and row["status"] == "ok"
+    assert row["onnx_sha256"] == "e" * 64 and row["device"] == "cpu-x"
+    assert row["status"] == "pending"  # recorded, not gated: the gate's history ignores it until gate_rows
     assert row["dag_id"] == "convmixer_validation" and row["logical_date"].startswith("2026-01-05T03:00:00")
 
 
@@ -208,7 +209,7 @@ def test_a_refused_row_leaves_none_of_the_runs_rows(tmp_path):
     rows[1]["throughput"] = float("nan")  # a broken benchmark figure at batch 16
     with pytest.raises(MetricsError, match="throughput"):
         flow.record_rows(url, rows)
-    assert query_runs(url)[1] == 0  # no ungated 'ok' row for batch 4 is left to join the gate's history
+    assert query_runs(url)[1] == 0  # no half-recorded run: batch 4 is not left behind without batch 16
 
 
 def test_failed_rows_have_no_accuracy_and_are_not_gated(tmp_path):
@@ -225,16 +226,33 @@ def test_failed_rows_have_no_accuracy_and_are_not_gated(tmp_path):
         flow.gate_rows(url, recorded, params)
 
 
+def test_the_failure_path_keeps_a_gated_verdict_and_fails_an_ungated_row(tmp_path):
+    """record_failure (keep_gated) after a cleared rerun: a verdict stays, a 'pending' row becomes 'failed'."""
+    from convmixer_tasks.metrics import get_run
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    params = _params(tmp_path, batch_sizes=[4, 16])
+    run, plans, exported, compiled, benchmarks, evaluated = _step_results()
+    recorded = flow.record_rows(url, flow.build_rows(run, plans, exported, compiled, benchmarks, evaluated))
+    flow.gate_rows(url, recorded[:1], params)  # batch 4 got its verdict, batch 16 did not
+    failed = flow.record_rows(url, flow.failed_rows(run, params, "infer failed"), keep_gated=True)
+    assert [row["id"] for row in failed] == [row["id"] for row in recorded]
+    gated, ungated = get_run(url, "run-9", 4, "onnxruntime"), get_run(url, "run-9", 16, "onnxruntime")
+    assert gated["status"] == "ok" and gated["top1"] == 80.0 and gated["throughput"] == 400.0
+    assert ungated["status"] == "failed" and ungated["top1"] is None and ungated["gate_reasons"] == ["infer failed"]
+
+
 def test_gate_stores_every_verdict_before_failing_once(tmp_path):
     from convmixer_tasks.metrics import get_run
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     params = _params(tmp_path, throughput_history=2, throughput_tolerance_pct=10.0)
-    # history: two fast ok runs at batch 4 only
+    # history: two fast ok runs at batch 4 only (recorded pending, then gated ok: only ok rows are history)
     for index in range(2):
         run, plans, exported, compiled, benchmarks, evaluated = _step_results(batch_sizes=(4,), throughput=1000.0)
-        flow.record_rows(url, flow.build_rows({**run, "run_id": f"old-{index}"}, plans, exported, compiled,
-                                              benchmarks, evaluated))
+        old = flow.record_rows(url, flow.build_rows({**run, "run_id": f"old-{index}"}, plans, exported, compiled,
+                                                    benchmarks, evaluated))
+        assert [verdict["status"] for verdict in flow.gate_rows(url, old, params)] == ["ok"]
     recorded = flow.record_rows(url, flow.build_rows(*_step_results(throughput=100.0)))
     with pytest.raises(RegressionError, match="batch size 4") as failure:
         flow.gate_rows(url, recorded, params)

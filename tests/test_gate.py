@@ -108,9 +108,10 @@ def test_apply_gate_stores_regressed_then_raises(metrics_url):
     record(metrics_url, "slowpoke", 7, 10.0, status="regressed")  # regressed rows never join the median
     record(metrics_url, "crashed", 8, 1.0, status="failed", top1=None)
     record(metrics_url, "other-device", 8, 9999.0, device="Ascend910B")
+    record(metrics_url, "never-gated", 8, 10.0, status="pending")  # its gate task died: not history either
     newest_five = list(ok_history.values())[-5:]  # h1 (oldest, 500) falls out of the last-5 window
 
-    record(metrics_url, "today", 9, 100.0)
+    record(metrics_url, "today", 9, 100.0, status="pending")  # as the record step leaves it
     with pytest.raises(RegressionError) as caught:
         gate.apply_gate(metrics_url, "today", BS, BACKEND)
     stored = metrics.get_run(metrics_url, "today", BS, BACKEND)
@@ -122,14 +123,27 @@ def test_apply_gate_stores_regressed_then_raises(metrics_url):
     assert "today" in str(caught.value) and "regressed" in str(caught.value)
 
     # The same run, re-benchmarked fast enough (a retry re-records its row): ok, and the row says so.
-    record(metrics_url, "today", 9, statistics.median(newest_five))
+    record(metrics_url, "today", 9, statistics.median(newest_five), status="pending")
     decision = gate.apply_gate(metrics_url, "today", BS, BACKEND)
     assert decision.status == "ok"
     assert metrics.get_run(metrics_url, "today", BS, BACKEND)["status"] == "ok"
 
 
+def test_apply_gate_turns_pending_into_ok_and_stores_the_verdict(metrics_url):
+    record(metrics_url, "earlier", 0, 100.0)
+    record(metrics_url, "fresh", 1, 95.0, status="pending")
+    assert metrics.get_run(metrics_url, "fresh", BS, BACKEND)["gate_reasons"] is None
+    decision = gate.apply_gate(metrics_url, "fresh", BS, BACKEND)
+    row = metrics.get_run(metrics_url, "fresh", BS, BACKEND)
+    assert decision.status == row["status"] == "ok"
+    assert row["gate_reasons"] == decision.reasons and row["baseline_throughput"] == 100.0
+    assert metrics.recent_ok_throughputs(metrics_url, MODEL, BACKEND, DEVICE, BS, n=5) == [95.0, 100.0]
+    # A retried gate task finds the row already gated and decides again, to the same verdict.
+    assert gate.apply_gate(metrics_url, "fresh", BS, BACKEND) == decision
+
+
 def test_apply_gate_accuracy_and_overrides(metrics_url):
-    record(metrics_url, "first", 0, 100.0, top1=80.0)
+    record(metrics_url, "first", 0, 100.0, top1=80.0, status="pending")
     with pytest.raises(RegressionError, match="top1 regressed"):
         gate.apply_gate(metrics_url, "first", BS, BACKEND)
     row = metrics.get_run(metrics_url, "first", BS, BACKEND)

@@ -20,6 +20,7 @@ from convmixer_tasks.metrics import store
 from convmixer_tasks.metrics.schema import TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
 
 DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
+HEAD = "0002"  # the newest migration
 
 
 # --- helpers (test_gate.py imports these; the database fixtures are in tests/conftest.py) ------------------------
@@ -54,7 +55,7 @@ def empty_url(request, tmp_path, fresh_pg_database):
 
 def test_upgrade_creates_table_and_is_idempotent(empty_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near: configuration is in code
-    assert metrics.upgrade(empty_url) == "0001"
+    assert metrics.upgrade(empty_url) == HEAD
     inspector = sa.inspect(store.get_engine(empty_url))
     columns = {column["name"] for column in inspector.get_columns(TABLE_NAME)}
     assert columns == set(ValidationRun.__table__.columns.keys())
@@ -62,10 +63,71 @@ def test_upgrade_creates_table_and_is_idempotent(empty_url, tmp_path, monkeypatc
     assert sorted(["run_id", "batch_size", "backend"]) in uniques
 
     row_id = metrics.record_run(empty_url, make_row())
-    assert metrics.upgrade(empty_url) == "0001"  # second run: no error, data kept, one version row
+    assert metrics.upgrade(empty_url) == HEAD  # second run: no error, data kept, one version row
     assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["id"] == row_id
-    with store.get_engine(empty_url).connect() as connection:
-        assert connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all() == ["0001"]
+    assert version_rows(empty_url) == [HEAD]
+
+
+def version_rows(url: str) -> list[str]:
+    with store.get_engine(url).connect() as connection:
+        return connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+
+
+def insert_raw(url: str, **values) -> None:
+    """Insert past record_run's validation, so only the database's own constraints judge the row."""
+    now = datetime.now(timezone.utc)
+    base = dict(run_id="raw", logical_date=now, model_variant="m", backend="b", batch_size=1,
+                created_at=now, updated_at=now)
+    with store.get_engine(url).begin() as connection:
+        connection.execute(sa.insert(ValidationRun).values(**{**base, **values}))
+
+
+def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+
+    with store.get_engine(url).begin() as connection:
+        config = store.alembic_config(url)
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def test_upgrade_from_0001_keeps_rows_and_allows_pending(empty_url):
+    """A database created before 'pending' existed is widened in place: its rows stay as they were."""
+    assert metrics.upgrade(empty_url, revision="0001") == "0001"
+    row_id = metrics.record_run(empty_url, make_row())
+    before = metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")
+    with pytest.raises(sa.exc.IntegrityError):  # 0001's constraint knows no 'pending'
+        insert_raw(empty_url, status="pending", top1=50.0, top5=60.0)
+
+    assert metrics.upgrade(empty_url) == HEAD
+    assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime") == before
+    assert before["id"] == row_id and before["status"] == "ok"
+    insert_raw(empty_url, status="pending", top1=50.0, top5=60.0)
+    with pytest.raises(sa.exc.IntegrityError):  # the other constraints survived the rebuild (SQLite batch mode)
+        insert_raw(empty_url, run_id="raw2", status="pending")
+    with pytest.raises(sa.exc.IntegrityError):
+        insert_raw(empty_url, run_id="raw3", status="weird", top1=1.0, top5=1.0)
+    assert metrics.upgrade(empty_url) == HEAD  # idempotent
+    assert version_rows(empty_url) == [HEAD] and count_rows(empty_url) == 2
+    inspector = sa.inspect(store.get_engine(empty_url))
+    assert {"ix_convmixer_validation_runs_logical_date", "ix_convmixer_validation_runs_series"} <= {
+        index["name"] for index in inspector.get_indexes(TABLE_NAME)}  # PostgreSQL lists the unique key too
+
+
+def test_downgrade_to_0001_turns_pending_rows_into_failed(empty_url):
+    """0001 has no 'pending'; an ungated row must not become 'ok' (it would join the gate's history)."""
+    metrics.upgrade(empty_url)
+    metrics.record_run(empty_url, make_row(run_id="gated"))
+    metrics.record_run(empty_url, make_row(run_id="waiting", status="pending"))
+    downgrade(empty_url, "0001")
+    assert version_rows(empty_url) == ["0001"]
+    gated, waiting = (metrics.get_run(empty_url, run_id, 4, "onnxruntime") for run_id in ("gated", "waiting"))
+    assert (gated["status"], gated["gate_reasons"]) == ("ok", None)
+    assert waiting["status"] == "failed" and waiting["top1"] == 70.0  # the measurement stays on record
+    assert "pending" in waiting["gate_reasons"][0] and "downgrade" in waiting["gate_reasons"][0]
+    with pytest.raises(sa.exc.IntegrityError):
+        insert_raw(empty_url, status="pending", top1=50.0, top5=60.0)
+    assert metrics.upgrade(empty_url) == HEAD
 
 
 def test_concurrent_upgrades_queue_instead_of_racing(empty_url):
@@ -85,7 +147,7 @@ def test_concurrent_upgrades_queue_instead_of_racing(empty_url):
         thread.start()
     for thread in threads:
         thread.join()
-    assert errors == [] and results == ["0001"] * 3
+    assert errors == [] and results == [HEAD] * 3
     assert metrics.query_runs(empty_url) == ([], 0)
 
 
@@ -102,13 +164,9 @@ def test_model_matches_migration(metrics_url):
 
 def test_database_constraints_back_up_validation(metrics_url):
     """Even a writer that skips record_run cannot store an unknown status or half an accuracy."""
-    now = datetime.now(timezone.utc)
-    base = dict(run_id="raw", logical_date=now, model_variant="m", backend="b", batch_size=1,
-                created_at=now, updated_at=now)
-    for bad in (dict(status="weird"), dict(status="ok", top1=1.0), dict(status="ok")):
+    for bad in (dict(status="weird"), dict(status="ok", top1=1.0), dict(status="ok"), dict(status="pending")):
         with pytest.raises(sa.exc.IntegrityError):
-            with store.get_engine(metrics_url).begin() as connection:
-                connection.execute(sa.insert(ValidationRun).values(**base, **bad))
+            insert_raw(metrics_url, **bad)
     assert count_rows(metrics_url) == 0
 
 
@@ -134,6 +192,26 @@ def test_retry_updates_the_same_row(metrics_url):
     metrics.record_run(metrics_url, make_row(batch_size=8))
     metrics.record_run(metrics_url, make_row(backend="ascend"))
     assert count_rows(metrics_url) == 3
+
+
+def test_keep_gated_leaves_a_verdict_but_replaces_a_pending_row(metrics_url):
+    """The failure path records 'failed' with keep_gated: a gated row keeps its verdict, an ungated one fails."""
+    ids = {}
+    for run_id, status in (("gated-ok", "ok"), ("gated-slow", "regressed"), ("waiting", "pending")):
+        ids[run_id] = metrics.record_run(metrics_url, make_row(run_id=run_id, status=status, gate_reasons=[status]))
+    failed = [make_row(run_id=run_id, status="failed", top1=None, top5=None, throughput=None,
+                       gate_reasons=["crashed"]) for run_id in (*ids, "new")]
+    recorded = metrics.record_runs(metrics_url, failed, keep_gated=True)
+    assert recorded[:3] == list(ids.values()) and count_rows(metrics_url) == 4
+    rows = {run_id: metrics.get_run(metrics_url, run_id, 4, "onnxruntime") for run_id in (*ids, "new")}
+    assert (rows["gated-ok"]["status"], rows["gated-ok"]["top1"], rows["gated-ok"]["gate_reasons"]) == \
+        ("ok", 70.0, ["ok"])
+    assert (rows["gated-slow"]["status"], rows["gated-slow"]["gate_reasons"]) == ("regressed", ["regressed"])
+    assert (rows["waiting"]["status"], rows["waiting"]["top1"]) == ("failed", None)
+    assert rows["new"]["status"] == "failed"
+    # Without keep_gated (a retried record step) the latest attempt replaces even a verdict.
+    metrics.record_runs(metrics_url, failed[:1])
+    assert metrics.get_run(metrics_url, "gated-ok", 4, "onnxruntime")["status"] == "failed"
 
 
 def test_concurrent_inserts_of_one_key_leave_one_row(metrics_url):
@@ -164,6 +242,7 @@ def test_concurrent_inserts_of_one_key_leave_one_row(metrics_url):
     (dict(top1=None), "partial accuracy"),
     (dict(top1=None, top5=None), "needs accuracy"),  # status ok without accuracy
     (dict(top1=None, top5=None, status="regressed"), "needs accuracy"),
+    (dict(top1=None, top5=None, status="pending"), "needs accuracy"),
     (dict(status="passed"), "status 'passed'"),
     (dict(top1=0.7, top5=0.9, status="ok", baseline_top1=101.0), "baseline_top1"),
     (dict(top1=95.0, top5=90.0), "top5"),
@@ -371,7 +450,7 @@ def test_distinct_values(metrics_url):
     assert values["backends"] == sorted({r["backend"] for r in rows})
     assert values["devices"] == sorted({r["device"] for r in rows})
     assert values["batch_sizes"] == sorted({r["batch_size"] for r in rows})
-    assert set(values["statuses"]) == {"ok", "regressed", "failed"}
+    assert set(values["statuses"]) == {"ok", "regressed", "failed", "pending"}
 
 
 def test_recent_ok_throughputs_counts_only_ok_runs(metrics_url):
@@ -382,6 +461,10 @@ def test_recent_ok_throughputs_counts_only_ok_runs(metrics_url):
     assert metrics.recent_ok_throughputs(metrics_url, "convmixer_1536_20", "ascend", "Ascend310P3", 1, n=5,
                                          exclude_run_id="r3") == [50.0]
     metrics.record_run(metrics_url, make_row(run_id="nodev", device=None, throughput=7.0))
+    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_demo", "onnxruntime", None, 4, n=5) == [7.0]
+    # A newer run that was recorded but never gated (its gate task died) is not history.
+    metrics.record_run(metrics_url, make_row(run_id="ungated", device=None, throughput=9.0, status="pending",
+                                             logical_date=DAY0 + timedelta(days=30)))
     assert metrics.recent_ok_throughputs(metrics_url, "convmixer_demo", "onnxruntime", None, 4, n=5) == [7.0]
     with pytest.raises(MetricsError, match="n must"):
         metrics.recent_ok_throughputs(metrics_url, "convmixer_demo", "onnxruntime", None, 4, n=0)

@@ -31,6 +31,7 @@ def test_demo_run_reproduces_the_committed_top1_at_each_batch_size(work_dir):
         assert row["top5"] == expected["expected_top5"]
         assert row["backend"] == "onnxruntime" and row["throughput"] > 0
         assert row["latency_p50_ms"] <= row["latency_p99_ms"]
+        assert row["status"] == "pending"  # the CLI runs no gate, so no row claims 'ok'
     assert not any(summary["cached"].values())
     assert json.loads((work_dir / "runs").glob("*/summary.json").__next__().read_text())["rows"]
 

@@ -1,13 +1,14 @@
 """The metrics store: one row per DAG run × batch size × backend in its own database (never Airflow's).
 
 Call ``upgrade(url)`` once before use (idempotent), ``record_run`` / ``record_runs`` after evaluation (a retry
-updates the same rows), and the query functions from the UI. ``convmixer_tasks.gate`` decides ok/regressed on top
-of this.
+updates the same rows), and the query functions from the UI. Evaluated rows are recorded ``pending``;
+``convmixer_tasks.gate`` turns them into ok/regressed.
 """
 
 from convmixer_tasks.metrics.schema import (
     STATUS_FAILED,
     STATUS_OK,
+    STATUS_PENDING,
     STATUS_REGRESSED,
     STATUSES,
     MetricsRow,
@@ -39,6 +40,7 @@ __all__ = [
     "STATUSES",
     "STATUS_FAILED",
     "STATUS_OK",
+    "STATUS_PENDING",
     "STATUS_REGRESSED",
     "MetricsRow",
     "ValidationRun",

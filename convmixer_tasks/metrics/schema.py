@@ -33,7 +33,12 @@ VERSION_TABLE = "convmixer_metrics_alembic_version"
 STATUS_OK = "ok"
 STATUS_REGRESSED = "regressed"
 STATUS_FAILED = "failed"
-STATUSES = (STATUS_OK, STATUS_REGRESSED, STATUS_FAILED)
+# Recorded with accuracy but not gated yet: the record step writes it, the gate turns it into ok/regressed. A gate
+# that never finished leaves it, and the gate's history (ok only) ignores it. Migration 0002 allows it.
+STATUS_PENDING = "pending"
+STATUSES = (STATUS_OK, STATUS_REGRESSED, STATUS_FAILED, STATUS_PENDING)
+# What the gate has decided; a row in one of these is never overwritten by a later 'failed' record.
+GATED_STATUSES = (STATUS_OK, STATUS_REGRESSED)
 
 # Named constraints so later migrations (SQLite batch mode included) can refer to them by name.
 NAMING_CONVENTION = {
@@ -84,7 +89,7 @@ class ValidationRun(Base):
     __table_args__ = (
         UniqueConstraint("run_id", "batch_size", "backend", name="uq_convmixer_validation_runs_key"),
         CheckConstraint(f"status IN {STATUSES!r}", name="status_known"),
-        # Accuracy comes as a pair or not at all, and only an evaluated run can be ok or regressed.
+        # Accuracy comes as a pair or not at all, and only an evaluated run can be pending, ok or regressed.
         CheckConstraint("(top1 IS NULL) = (top5 IS NULL)", name="accuracy_pair"),
         CheckConstraint(f"status = '{STATUS_FAILED}' OR top1 IS NOT NULL", name="evaluated_unless_failed"),
         CheckConstraint("batch_size >= 1", name="batch_size_positive"),

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from convmixer_tasks.errors import MetricsError
 from convmixer_tasks.metrics.schema import (
+    GATED_STATUSES,
     KEY_COLUMNS,
     STATUS_FAILED,
     STATUS_OK,
@@ -374,10 +375,12 @@ def record_run(url: str, row: MetricsRow | Mapping[str, Any]) -> int:
     return record_runs(url, [row])[0]
 
 
-def record_runs(url: str, rows: Iterable[MetricsRow | Mapping[str, Any]]) -> list[int]:
+def record_runs(url: str, rows: Iterable[MetricsRow | Mapping[str, Any]], *, keep_gated: bool = False) -> list[int]:
     """``record_run`` for several rows in one transaction: all are validated first, and a row the database
-    refuses rolls the others back, so a run's batch sizes are recorded together or not at all (an ``ok`` row
-    left behind by a failed record step would never be gated, yet join the gate's throughput history)."""
+    refuses rolls the others back, so a run's batch sizes are recorded together or not at all.
+
+    ``keep_gated``: an existing row the gate has already decided (``ok``/``regressed``) is left as it is instead of
+    replaced (its id is still returned): the failure path records ``failed`` rows and must not erase a verdict."""
     rows = list(rows)
     values = [_normalise_row(row) for row in rows]
     engine = get_engine(url)
@@ -386,17 +389,20 @@ def record_runs(url: str, rows: Iterable[MetricsRow | Mapping[str, Any]]) -> lis
     with _db_errors(url, f"record run {what}"), Session(engine) as session, session.begin():
         ids = []
         for row, one in zip(rows, values):
-            session.execute(_upsert(engine, one, now, keep_logical_date=_given(row, "logical_date") is None))
+            session.execute(_upsert(engine, one, now, keep_logical_date=_given(row, "logical_date") is None,
+                                    keep_gated=keep_gated))
             ids.append(session.scalar(select(ValidationRun.id).where(*_key(one["run_id"], one["batch_size"],
                                                                              one["backend"]))))
         return ids
 
 
-def _upsert(engine: Engine, values: dict[str, Any], now: datetime, keep_logical_date: bool):
+def _upsert(engine: Engine, values: dict[str, Any], now: datetime, keep_logical_date: bool, keep_gated: bool):
     insert = _dialect_insert(engine)(ValidationRun).values(**values, created_at=now, updated_at=now)
     unchanged = (*KEY_COLUMNS, "logical_date") if keep_logical_date else KEY_COLUMNS
     changed = {name: insert.excluded[name] for name in (*values, "updated_at") if name not in unchanged}
-    return insert.on_conflict_do_update(index_elements=list(KEY_COLUMNS), set_=changed)
+    # The condition is part of the statement, so a verdict the gate stores concurrently is not overwritten either.
+    where = ValidationRun.status.not_in(GATED_STATUSES) if keep_gated else None
+    return insert.on_conflict_do_update(index_elements=list(KEY_COLUMNS), set_=changed, where=where)
 
 
 def _given(row: MetricsRow | Mapping[str, Any], name: str) -> Any:
@@ -532,7 +538,7 @@ def distinct_values(url: str) -> dict[str, list]:
 def recent_ok_throughputs(url: str, model: str, backend: str, device: str | None, batch_size: int, n: int,
                           exclude_run_id: str | None = None) -> list[float]:
     """Throughputs of the newest ``n`` runs with status ``ok`` on the same model, backend, device and batch size
-    (newest first) — the gate's history. Regressed and failed runs never count."""
+    (newest first) — the gate's history. Regressed, failed and pending (not yet gated) runs never count."""
     n = _check_int(n, "n", minimum=1, maximum=MAX_LIMIT)
     clauses = [ValidationRun.model_variant == model, ValidationRun.backend == backend,
                ValidationRun.device == device,  # None → IS NULL

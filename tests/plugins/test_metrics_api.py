@@ -275,6 +275,28 @@ def test_filter_values_list_what_is_recorded(api):
     assert values["models"] == ["convmixer_1536_20"]
 
 
+def test_pending_runs_are_listed_filtered_and_offered(tmp_path, token):
+    """A run recorded but not gated yet ('pending') is shown and can be filtered for."""
+    from convmixer_tasks import metrics
+
+    url = f"sqlite:///{tmp_path / 'pending.db'}"
+    metrics.upgrade(url)
+    healthy, waiting = demo_rows()[:2]
+    metrics.record_run(url, healthy)
+    metrics.record_run(url, {**waiting, "status": "pending", "gate_reasons": None, "baseline_throughput": None})
+    api = client_for(url, token)
+    assert "pending" in api.get("/api/filters").json()["statuses"]
+    body = api.get("/api/runs", params={"status": "pending"}).json()
+    assert body["total"] == 1 and body["rows"][0]["batch_size"] == waiting["batch_size"]
+    assert body["rows"][0]["status"] == "pending"
+    points = [point for group in api.get("/api/series", params={"status": "pending"}).json()["series"]
+              for point in group["points"]]
+    assert [point["status"] for point in points] == ["pending"]
+
+    css = (PLUGINS_DIR / "convmixer_metrics" / "static" / "page.css").read_text()
+    assert all(f".status-{name} {{" in css for name in metrics.STATUSES)  # every status has its badge colour
+
+
 # --- CSV ----------------------------------------------------------------------------------------------------------
 
 def test_csv_download_has_every_filtered_row(api, monkeypatch):

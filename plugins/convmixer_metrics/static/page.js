@@ -196,10 +196,12 @@
     return withModel ? group.model_variant + " · " + label : label;
   }
 
-  // How a run's point looks: regressed runs are big red triangles, failed runs grey crosses.
+  // How a run's point looks: regressed runs are big red triangles, failed runs grey crosses, pending (not gated)
+  // runs amber diamonds.
   const MARKS = {
     regressed: { style: "triangle", radius: 8, fill: "#e53e3e", border: "#9b2c2c" },
     failed: { style: "crossRot", radius: 7, fill: "#718096", border: "#718096" },
+    pending: { style: "rectRot", radius: 6, fill: "#ecc94b", border: "#744210" },
   };
 
   function mark(ctx, key, fallback) {
