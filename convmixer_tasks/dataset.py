@@ -19,6 +19,13 @@ VAL_NAME_RE = re.compile(r"^ILSVRC2012_val_(\d{8})\.(?:jpeg|jpg)$", re.IGNORECAS
 # Label lines name the image; some label files drop the extension, which costs nothing to accept.
 _LABEL_NAME_RE = re.compile(r"^ILSVRC2012_val_(\d{8})(?:\.(?:jpeg|jpg))?$", re.IGNORECASE)
 
+
+
+def val_name(index: int, suffix: str = ".JPEG") -> str:
+    """The ImageNet val file name for an 8-digit index (``suffix=""`` for the bare stem used in messages)."""
+    return f"ILSVRC2012_val_{int(index):08d}{suffix}"
+
+
 SHOW_FIRST = 5  # offenders listed per kind of problem; the count says how many there are in all
 
 
@@ -177,7 +184,7 @@ def load_dataset(
         last_kept = found[-1][0]
         for index, (_, line_no) in sorted(labels.items()):
             if index not in kept and (limit is None or index <= last_kept):
-                problems.add("labels without an image", f"line {line_no}: ILSVRC2012_val_{index:08d}")
+                problems.add("labels without an image", f"line {line_no}: {val_name(index, '')}")
 
     where = f"dataset {image_dir}" + (f" with labels {label_file}" if label_file is not None else "")
     problems.raise_if_any(f"{where} is inconsistent", "Fix the folder or the label file and run again.")

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from .dataset import val_name
 from .errors import ConfigError, ConvMixerError
 from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file, sha256_json, to_jsonable
 
@@ -191,10 +192,6 @@ def render_image(seed: int, index: int) -> tuple[Image.Image, int, int]:
     return image, label, int(rng.choice([75, 90, 95]))
 
 
-def image_name(index: int) -> str:
-    return f"ILSVRC2012_val_{index:08d}.JPEG"
-
-
 @dataclass(frozen=True)
 class DemoDataset:
     root: Path
@@ -210,7 +207,7 @@ def _images_digest(image_dir: Path, count: int) -> str | None:
 
     Hashing a few MB is far cheaper than rendering and encoding the images again.
     """
-    names = [image_name(index) for index in range(1, count + 1)]  # zero-padded: already in sorted order
+    names = [val_name(index) for index in range(1, count + 1)]  # zero-padded: already in sorted order
     try:
         if sorted(os.listdir(image_dir)) != names:
             return None
@@ -264,8 +261,8 @@ def make_demo_dataset(out_dir: str | os.PathLike, count: int = DEMO_VAL_COUNT, s
         lines = []
         for index in range(1, count + 1):
             image, label, quality = render_image(seed, index)
-            image.save(staging / image_name(index), "JPEG", quality=quality)
-            lines.append(f"{image_name(index)} {label}\n")
+            image.save(staging / val_name(index), "JPEG", quality=quality)
+            lines.append(f"{val_name(index)} {label}\n")
         # From here until the marker is written, images and labels may disagree: the folder is ours (the pending
         # file says so, so a killed run does not get its own folder refused) but not a set (no marker).
         (root / PENDING_NAME).touch()
@@ -322,7 +319,7 @@ def load_crops(dataset: DemoDataset) -> tuple[np.ndarray, np.ndarray]:
     from .preprocess import transform_uint8
 
     labels = read_labels(dataset.label_file)
-    crops = np.stack([transform_uint8(dataset.image_dir / image_name(i)) for i in range(1, dataset.count + 1)])
+    crops = np.stack([transform_uint8(dataset.image_dir / val_name(i)) for i in range(1, dataset.count + 1)])
     return crops, np.array([labels[i] for i in range(1, dataset.count + 1)], dtype=np.int64)
 
 
@@ -389,7 +386,7 @@ def score_onnx(onnx_path: str | os.PathLike, dataset: DemoDataset) -> dict[str, 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     logits = []
     for start in range(0, len(indices), 16):
-        images = np.stack([transform_float32(dataset.image_dir / image_name(i)) for i in indices[start:start + 16]])
+        images = np.stack([transform_float32(dataset.image_dir / val_name(i)) for i in indices[start:start + 16]])
         logits.append(session.run(["class"], {"image": images})[0])
     ranks = label_ranks(np.concatenate(logits), np.array([labels[i] for i in indices]))
     # Percent, computed as evaluate does, so the pipeline can be held to these numbers exactly.

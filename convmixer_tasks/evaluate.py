@@ -22,7 +22,7 @@ import numpy as np
 
 from convmixer_tasks.backends.aisbench_format import OUTFMTS, output_name, read_output
 from convmixer_tasks.backends.base import check_batch_size
-from convmixer_tasks.dataset import VAL_NAME_RE, read_labels
+from convmixer_tasks.dataset import VAL_NAME_RE, read_labels, val_name
 from convmixer_tasks.errors import EvalError
 from convmixer_tasks.fileio import atomic_write_json
 from convmixer_tasks.preprocess import read_manifest
@@ -303,7 +303,7 @@ def _plan_from_names(
     beyond = [path.name for path, batch in zip(paths, batch_numbers) if batch > last_batch]
     if beyond:
         raise EvalError(
-            f"{len(beyond)} output files lie past the last labelled image {_val_name(last_labelled)} under "
+            f"{len(beyond)} output files lie past the last labelled image {val_name(last_labelled, '')} under "
             f"index = batch*{rows_per_file}+row+1 ({_names(beyond)}); check --batch-size, use the val_label.txt "
             "that covers these images, or pass --prep-image so the manifest maps rows"
         )
@@ -311,7 +311,7 @@ def _plan_from_names(
     unlabelled = ~padding & (row_labels < 0)
     if unlabelled.any():
         rows = np.flatnonzero(unlabelled)
-        examples = [f"{paths[r // rows_per_file].name} row {r % rows_per_file} → {_val_name(indices[r])}" for r in rows]
+        examples = [f"{paths[r // rows_per_file].name} row {r % rows_per_file} → {val_name(indices[r], '')}" for r in rows]
         raise EvalError(
             f"{rows.size} output rows map to images with no label in the label file ({_names(examples)}) under "
             f"index = batch*{rows_per_file}+row+1; check --batch-size, use the matching val_label.txt, or pass "
@@ -322,7 +322,7 @@ def _plan_from_names(
     uncovered = label_indices[~covered[label_indices]]
     if uncovered.size:
         first = np.sort(uncovered)[:_LIST_LIMIT]
-        examples = [f"{_val_name(i)} (batch {(i - 1) // rows_per_file})" for i in first]
+        examples = [f"{val_name(i, '')} (batch {(i - 1) // rows_per_file})" for i in first]
         raise EvalError(
             f"{uncovered.size} of {len(labels)} labelled images have no output row "
             f"({_names(examples, uncovered.size)}); run inference on all prep files, or pass --prep-image so only "
@@ -398,10 +398,6 @@ def _result_document(
 
 def _holds_outputs(folder: Path) -> bool:
     return any(OUTPUT_FILE_RE.match(entry.name) and entry.is_file() for entry in os.scandir(folder))
-
-
-def _val_name(index: int) -> str:
-    return f"ILSVRC2012_val_{int(index):08d}"
 
 
 def _names(items, total: int | None = None) -> str:
