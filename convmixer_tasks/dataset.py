@@ -35,11 +35,12 @@ class ValImage:
     name: str
     path: Path
     label: int | None
+    size: int  # stat'ed once when the dataset is loaded: the fingerprint and the prep cache keys share it
+    mtime_ns: int
 
     def stat_key(self) -> tuple[str, int, int]:
         """(name, size, mtime_ns): what says "this file changed" without reading a pixel."""
-        stat = os.stat(self.path)
-        return self.name, stat.st_size, stat.st_mtime_ns
+        return self.name, self.size, self.mtime_ns
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ def _discover(image_dir: Path) -> list[tuple[int, str, Path]]:
     return found
 
 
+def _val_image(index: int, name: str, path: Path, label: int | None) -> ValImage:
+    stat = path.stat()
+    return ValImage(index=index, name=name, path=path, label=label, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+
+
 def _relative(path: Path, root: Path) -> str:
     return str(path.relative_to(root))
 
@@ -189,7 +195,7 @@ def load_dataset(
     where = f"dataset {image_dir}" + (f" with labels {label_file}" if label_file is not None else "")
     problems.raise_if_any(f"{where} is inconsistent", "Fix the folder or the label file and run again.")
     images = tuple(
-        ValImage(index=index, name=name, path=path, label=labels[index][0] if label_file is not None else None)
+        _val_image(index, name, path, labels[index][0] if label_file is not None else None)
         for index, name, path in found
     )
     return ValDataset(image_dir=image_dir, label_file=label_file, images=images)
