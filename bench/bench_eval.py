@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from convmixer_tasks.evaluate import evaluate  # noqa: E402
 from convmixer_tasks.fileio import atomic_write_json  # noqa: E402
-from convmixer_tasks.preprocess import MANIFEST_NAME, PrepFile, PrepManifest, file_name, input_shape  # noqa: E402
+from convmixer_tasks.prepfolder import MANIFEST_NAME, PrepFile, PrepManifest, file_name, input_shape  # noqa: E402
 
 NUM_CLASSES = 1000
 TARGET_SECONDS = 2.0

@@ -7,14 +7,18 @@ imported inside the handlers so `--help` and light commands never pay for torch.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from convmixer_tasks.backends.base import BACKEND_NAMES, BACKENDS
 from convmixer_tasks.errors import ConvMixerError
 from convmixer_tasks.fileio import to_jsonable
+from convmixer_tasks.prepfolder import INPUT_DTYPES
 
 
 def _print_result(result: Any) -> None:
@@ -30,19 +34,23 @@ def _fail(command: str, message: str) -> int:
 
 # --- handlers -----------------------------------------------------------------------------------------------------
 
-def _preprocess(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.preprocess import parse_shard, preprocess
 
-    return preprocess(
-        image_dir=args.image_path,
-        out_dir=args.prep_image,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        workers=args.workers,
-        shard=parse_shard(args.shard),
-        label_file=args.label_file,
-        limit=args.limit,
-    )
+def _call(function: Callable[..., Any], args: argparse.Namespace, **extra: Any) -> Any:
+    """``function`` called with every flag whose ``dest`` names one of its parameters, plus ``extra``.
+
+    The flags keep the reference scripts' names; their ``dest`` is the library's parameter name, so the mapping
+    is written once, where the flag is declared.
+    """
+    parameters = inspect.signature(function).parameters
+    given = {name: value for name, value in vars(args).items() if name in parameters and name not in extra}
+    return function(**given, **extra)
+
+
+def _preprocess(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.prepfolder import parse_shard
+    from convmixer_tasks.preprocess import preprocess
+
+    return _call(preprocess, args, shard=parse_shard(args.shard))
 
 
 def _export(args: argparse.Namespace) -> Any:
@@ -50,33 +58,18 @@ def _export(args: argparse.Namespace) -> Any:
 
     if args.source is None and not args.random_weights:
         raise ConvMixerError("export needs --source CHECKPOINT (or --random-weights to export an untrained model)")
-    return export_and_validate(
-        source=args.source,
-        target=args.target,
-        variant=args.model,
-        opset=args.opset,
-        dynamo=args.dynamo,
-        tolerance=args.tolerance,
-    )
+    return _call(export_and_validate, args)
 
 
 def _eval(args: argparse.Namespace) -> Any:
     from convmixer_tasks.evaluate import evaluate
 
-    return evaluate(
-        output_dir=args.folder_davinci_target,
-        label_file=args.annotation_file_path,
-        prep_dir=args.prep_image,
-        batch_size=args.batch_size,
-        result_json=Path(args.result_json_path) / args.json_file_name,
-    )
+    return _call(evaluate, args, result_json=Path(args.result_json_path) / args.json_file_name)
 
 
 def _backend_settings(args: argparse.Namespace) -> dict[str, Any]:
-    if args.backend != "ascend":
-        return {}
-    return {"device_id": args.device, "cann_set_env": args.cann_set_env,
-            "python": args.ais_bench_python, "atc_log": args.atc_log}
+    """The flags the chosen backend's constructor takes (the registry names them)."""
+    return {name: getattr(args, name) for name in BACKENDS[args.backend].settings}
 
 
 def _backend(args: argparse.Namespace):
@@ -89,9 +82,7 @@ def _compile(args: argparse.Namespace) -> Any:
     from convmixer_tasks.backends.base import CompileOptions
 
     options = CompileOptions(
-        input_dtype=args.input_dtype,
-        soc_version=args.soc_version,
-        precision_mode=args.precision_mode,
+        input_dtype=args.input_dtype, soc_version=args.soc_version, precision_mode=args.precision_mode
     )
     return _backend(args).compile(args.onnx, args.batch_size, args.output, options)
 
@@ -124,22 +115,19 @@ def _demo_dataset(args: argparse.Namespace) -> Any:
     return make_demo_dataset(args.output, **kwargs)
 
 
-def _run(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.pipeline import run_chain
+def _demo_train(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.demo import ASSETS_DIR, TrainSettings, train_demo_model
 
-    return run_chain(
-        work_dir=args.work_dir,
-        image_dir=args.image_path,
-        label_file=args.annotation_file_path,
-        checkpoint=args.source,
-        variant=args.model,
-        batch_sizes=args.batch_size,
-        backend=args.backend,
-        input_dtype=args.dtype,
-        limit=args.limit,
-        loop=args.loop,
-        backend_settings=_backend_settings(args),
-    )
+    overrides = {
+        name: value for name, value in (("epochs", args.epochs), ("train_count", args.train_count)) if value is not None
+    }
+    return train_demo_model(args.out_dir or ASSETS_DIR, TrainSettings(**overrides))
+
+
+def _run(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.local_run import run_chain
+
+    return _call(run_chain, args, backend_settings=_backend_settings(args))
 
 
 def _metrics_upgrade(args: argparse.Namespace) -> Any:
@@ -156,7 +144,11 @@ def _metrics_show(args: argparse.Namespace) -> Any:
     return {"total": total, "rows": rows}
 
 
+DTYPE_HELP = "float32 NCHW normalised (reference) or uint8 NHWC pixels (normalised by AIPP / the model)"
+
+
 # --- parser -------------------------------------------------------------------------------------------------------
+
 
 def _add(sub, name: str, handler: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text, description=help_text)
@@ -165,14 +157,25 @@ def _add(sub, name: str, handler: Callable[[argparse.Namespace], Any], help_text
 
 
 def _backend_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=["onnxruntime", "ascend"], default="onnxruntime")
-    parser.add_argument("--device", type=int, default=0, help="NPU device id (ascend)")
-    parser.add_argument("--cann-set-env", default=None,
-                        help="CANN set_env.sh to source (ascend; default: the toolkit's standard locations)")
-    parser.add_argument("--ais-bench-python", default="python3",
-                        help="interpreter that has ais_bench installed (ascend; runs `<it> -m ais_bench`)")
-    parser.add_argument("--atc-log", default="error", choices=["error", "warning", "info", "debug", "null"],
-                        help="ATC --log level (ascend)")
+    parser.add_argument("--backend", choices=BACKEND_NAMES, default="onnxruntime")
+    parser.add_argument("--device", dest="device_id", type=int, default=0, help="NPU device id (ascend)")
+    parser.add_argument(
+        "--cann-set-env",
+        default=None,
+        help="CANN set_env.sh to source (ascend; default: the toolkit's standard locations)",
+    )
+    parser.add_argument(
+        "--ais-bench-python",
+        dest="python",
+        default="python3",
+        help="interpreter that has ais_bench installed (ascend; runs `<it> -m ais_bench`)",
+    )
+    parser.add_argument(
+        "--atc-log",
+        default="error",
+        choices=["error", "warning", "info", "debug", "null"],
+        help="ATC --log level (ascend)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,32 +184,38 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="<step>")
 
     p = _add(sub, "preprocess", _preprocess, "ImageNet val JPEGs -> batched input_XXXXX.bin files + manifest.json")
-    p.add_argument("--image-path", "--image-dir", required=True, help="folder of ILSVRC2012_val_*.JPEG (flat or synset dirs)")
-    p.add_argument("--prep-image", "--out-dir", required=True, help="output folder for the .bin files")
+    p.add_argument("--image-path", "--image-dir", dest="image_dir", required=True, help="val JPEGs (flat/synset dirs)")
+    p.add_argument("--prep-image", "--out-dir", dest="out_dir", required=True, help="output folder for the .bin files")
     p.add_argument("--batch-size", type=int, required=True, help="images per .bin file")
-    p.add_argument("--dtype", choices=["float32", "uint8"], default="float32",
-                   help="float32 NCHW normalised (reference) or uint8 NHWC pixels (normalised by AIPP / the model)")
+    p.add_argument("--dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--shard", default="0/1", help="i/n: write only the i-th of n contiguous ranges of files")
-    p.add_argument("--label-file", "--annotation-file-path", default=None, help="val_label.txt, to validate against")
+    p.add_argument(
+        "--label-file", "--annotation-file-path", dest="label_file", default=None, help="val_label.txt, to validate"
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N images (quick runs)")
 
     p = _add(sub, "export", _export, "checkpoint -> ONNX, validated against PyTorch (parity report beside it)")
     p.add_argument("--source", default=None, help="checkpoint (.pth.tar; released or timm key layout)")
     p.add_argument("--target", required=True, help="ONNX file to write")
-    p.add_argument("--model", default="convmixer_1536_20", help="model variant")
+    p.add_argument("--model", dest="variant", default="convmixer_1536_20", help="model variant")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (ATC accepts <= 18)")
     p.add_argument("--dynamo", action="store_true", help="use torch's dynamo exporter (slower GELU under ORT)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| ONNX Runtime vs PyTorch")
     p.add_argument("--random-weights", action="store_true", help="export without a checkpoint (architecture checks)")
 
     p = _add(sub, "eval", _eval, "top-1/top-5 from outputs in ais_bench layout against val_label.txt")
-    p.add_argument("--folder-davinci-target", "--outputs", required=True, help="folder of input_XXXXX_0.{bin,npy,txt}")
-    p.add_argument("--annotation-file-path", "--label-file", required=True, help="val_label.txt")
+    p.add_argument("--folder-davinci-target", "--outputs", dest="output_dir", required=True, help="ais_bench outputs")
+    p.add_argument("--annotation-file-path", "--label-file", dest="label_file", required=True, help="val_label.txt")
     p.add_argument("--result-json-path", required=True, help="folder for the result JSON")
     p.add_argument("--json-file-name", default="result.json")
     p.add_argument("--batch-size", type=int, default=None, help="rows per output file (needed without --prep-image)")
-    p.add_argument("--prep-image", default=None, help="prep folder whose manifest maps rows to images (recommended)")
+    p.add_argument(
+        "--prep-image",
+        dest="prep_dir",
+        default=None,
+        help="prep folder whose manifest maps rows to images (recommended)",
+    )
 
     p = _add(sub, "compile", _compile, "ONNX -> fixed-batch artifact (OM via ATC, or optimised ONNX for ORT); cached")
     _backend_flags(p)
@@ -214,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--output", required=True, help="artifact cache folder")
     p.add_argument("--soc-version", default="auto", help="auto (from npu-smi) or e.g. Ascend310P3")
-    p.add_argument("--input-dtype", choices=["float32", "uint8"], default="float32")
+    p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
     p.add_argument("--precision-mode", default=None, help="ATC --precision_mode (e.g. force_fp32)")
 
     p = _add(sub, "infer", _infer, "run a compiled artifact over a prep folder; outputs in ais_bench layout")
@@ -236,15 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=None, help="images (default: 250, the demo model's val set)")
     p.add_argument("--seed", type=int, default=None)
 
+    p = _add(
+        sub,
+        "demo-train",
+        _demo_train,
+        "train convmixer_demo on a generated set and rewrite demo_assets/ (checkpoint + expected scores)",
+    )
+    p.add_argument("--out-dir", default=None, help="default: the package's demo_assets/")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--train-count", type=int, default=None, help="generated training images")
+
     p = _add(sub, "run", _run, "the whole chain in one process (default: demo set + demo model on ONNX Runtime)")
     p.add_argument("--work-dir", default="work", help="folder for prep, ONNX, artifacts, outputs")
-    p.add_argument("--image-path", default=None, help="default: the demo set, generated into the work dir")
-    p.add_argument("--annotation-file-path", default=None)
-    p.add_argument("--source", default=None, help="checkpoint; default: the committed demo model")
-    p.add_argument("--model", default=None, help="variant; default: convmixer_demo")
-    p.add_argument("--batch-size", type=int, nargs="+", default=[4])
+    p.add_argument("--image-path", dest="image_dir", default=None, help="default: the demo set, made in the work dir")
+    p.add_argument("--annotation-file-path", dest="label_file", default=None)
+    p.add_argument("--source", dest="checkpoint", default=None, help="checkpoint; default: the committed demo model")
+    p.add_argument("--model", dest="variant", default=None, help="variant; default: convmixer_demo")
+    p.add_argument("--batch-size", dest="batch_sizes", type=int, nargs="+", default=[4])
     _backend_flags(p)
-    p.add_argument("--dtype", choices=["float32", "uint8"], default="float32")
+    p.add_argument("--dtype", dest="input_dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--loop", type=int, default=20, help="benchmark loops per batch size")
 

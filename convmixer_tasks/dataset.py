@@ -1,4 +1,5 @@
-"""ImageNet-val as users have it: discovery (flat or synset folders), ``val_label.txt`` parsing, validation, fingerprint.
+"""ImageNet val as users have it: discovery (flat or synset folders), ``val_label.txt`` parsing, validation and
+fingerprint.
 
 Every problem a folder can have is collected first and reported in ONE :class:`DatasetError`, so a user fixes the
 dataset in one go instead of re-running once per broken file.
@@ -18,7 +19,6 @@ from convmixer_tasks.fileio import sha256_json
 VAL_NAME_RE = re.compile(r"^ILSVRC2012_val_(\d{8})\.(?:jpeg|jpg)$", re.IGNORECASE)
 # Label lines name the image; some label files drop the extension, which costs nothing to accept.
 _LABEL_NAME_RE = re.compile(r"^ILSVRC2012_val_(\d{8})(?:\.(?:jpeg|jpg))?$", re.IGNORECASE)
-
 
 
 def val_name(index: int, suffix: str = ".JPEG") -> str:
@@ -94,15 +94,18 @@ def _parse_labels(label_file: Path, num_classes: int) -> tuple[dict[int, tuple[i
             continue
         match = _LABEL_NAME_RE.match(fields[0]) if len(fields) == 2 else None
         if match is None or not re.fullmatch(r"[+-]?\d+", fields[1]):
-            problems.add("malformed label lines (want 'ILSVRC2012_val_00000001.JPEG 65')",
-                         f"line {line_no}: {line.strip()[:60]!r}")
+            problems.add(
+                "malformed label lines (want 'ILSVRC2012_val_00000001.JPEG 65')",
+                f"line {line_no}: {line.strip()[:60]!r}",
+            )
             continue
         index, label = int(match.group(1)), int(fields[1])
         if not 0 <= label < num_classes:
             problems.add(f"labels outside 0..{num_classes - 1}", f"line {line_no}: {label}")
         elif index in labels:
-            problems.add("duplicate label lines for one image",
-                         f"line {line_no} repeats {fields[0]} of line {labels[index][1]}")
+            problems.add(
+                "duplicate label lines for one image", f"line {line_no} repeats {fields[0]} of line {labels[index][1]}"
+            )
         else:
             labels[index] = (label, line_no)
     return labels, problems
@@ -172,8 +175,9 @@ def load_dataset(
         by_index.setdefault(index, []).append(path)
     for index, paths in by_index.items():
         if len(paths) > 1:
-            problems.add("duplicate image indices",
-                         f"{index:08d} ({' and '.join(_relative(p, image_dir) for p in paths)})")
+            problems.add(
+                "duplicate image indices", f"{index:08d} ({' and '.join(_relative(p, image_dir) for p in paths)})"
+            )
     found = [item for item in found if by_index[item[0]][0] == item[2]]  # one per index, so the limit is exact
     if limit is not None:
         found = found[:limit]

@@ -6,34 +6,31 @@ the sizes and colour modes real val images come in (landscape/portrait, tiny, ex
 CMYK). The committed demo model scores clearly high but below 100% on the val set, so a label or ordering bug
 shows up as a drop to chance (10%).
 
-Regenerate the committed assets with ``python -m convmixer_tasks.demo train``.
+Regenerate the committed assets with ``convmixer-tasks demo-train``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from .dataset import val_name
-from .errors import ConfigError, ConvMixerError
-from .fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file, sha256_json, to_jsonable
+from convmixer_tasks.dataset import val_name
+from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file, sha256_json
+from convmixer_tasks.variants import DEMO_ASSETS, DEMO_CHECKPOINT, DEMO_EXPECTED, DEMO_VARIANT, INPUT
 
-DEMO_VARIANT = "convmixer_demo"
 DEMO_VAL_SEED = 20240601
 DEMO_TRAIN_SEED = 7
 DEMO_VAL_COUNT = 250  # not a multiple of 4, 8 or 16: the last batch is partial for the usual batch sizes
-ASSETS_DIR = Path(__file__).resolve().parent / "demo_assets"
+ASSETS_DIR = DEMO_ASSETS
 MARKER_NAME = "demo_dataset.json"  # written last: the folder holds a complete set (parameters + digests)
 PENDING_NAME = ".demo_dataset.pending"  # present while files are swapped in: the folder is ours, not yet a set
 
@@ -44,6 +41,7 @@ Field = np.ndarray
 
 
 # --- the classes: each draws a texture field on an (H, W) grid -----------------------------------------------------
+
 
 def _rotated(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel coordinates rotated by a random angle about a random offset (u across, v along)."""
@@ -149,11 +147,13 @@ CLASSES: tuple[tuple[str, Callable[..., Field], int], ...] = (
 CLASS_IDS = tuple(class_id for _, _, class_id in CLASSES)
 
 # (width, height) and weight: mostly ImageNet's common shapes, plus tiny and extreme aspect ratios.
+# fmt: off
 SIZES: tuple[tuple[tuple[int, int], float], ...] = (
     ((500, 375), 0.30), ((375, 500), 0.15), ((500, 333), 0.12), ((333, 500), 0.06), ((300, 300), 0.10),
     ((640, 480), 0.05), ((224, 224), 0.04), ((233, 350), 0.04), ((120, 90), 0.05), ((90, 120), 0.03),
     ((1000, 150), 0.03), ((150, 700), 0.03),
 )
+# fmt: on
 MODES: tuple[tuple[str, float], ...] = (("RGB", 0.86), ("L", 0.08), ("CMYK", 0.06))
 
 
@@ -219,9 +219,13 @@ def _images_digest(image_dir: Path, count: int) -> str | None:
 def _marker_record(root: Path, count: int, seed: int) -> dict:
     """What the marker says of a complete set: its parameters and the digests of its images and labels."""
     label_file = root / "val_label.txt"
-    return {"count": count, "seed": seed, "class_ids": list(CLASS_IDS),
-            "images_sha256": _images_digest(root / "images", count),
-            "labels_sha256": sha256_file(label_file) if label_file.is_file() else None}
+    return {
+        "count": count,
+        "seed": seed,
+        "class_ids": list(CLASS_IDS),
+        "images_sha256": _images_digest(root / "images", count),
+        "labels_sha256": sha256_file(label_file) if label_file.is_file() else None,
+    }
 
 
 def _is_complete(root: Path, count: int, seed: int) -> bool:
@@ -232,7 +236,9 @@ def _is_complete(root: Path, count: int, seed: int) -> bool:
     return recorded == _marker_record(root, count, seed)
 
 
-def make_demo_dataset(out_dir: str | os.PathLike, count: int = DEMO_VAL_COUNT, seed: int = DEMO_VAL_SEED) -> DemoDataset:
+def make_demo_dataset(
+    out_dir: str | os.PathLike, count: int = DEMO_VAL_COUNT, seed: int = DEMO_VAL_SEED
+) -> DemoDataset:
     """Write ``out_dir/images/ILSVRC2012_val_XXXXXXXX.JPEG`` and ``out_dir/val_label.txt``; same bytes every run.
 
     A complete set of the same count and seed is left untouched (rewriting it would change the dataset fingerprint,
@@ -244,8 +250,9 @@ def make_demo_dataset(out_dir: str | os.PathLike, count: int = DEMO_VAL_COUNT, s
         raise ConfigError(f"demo dataset count must be a positive number of images, got {count!r}; pass --count N >= 1")
     root = Path(out_dir)
     image_dir, label_file = root / "images", root / "val_label.txt"
-    dataset = DemoDataset(root=root, image_dir=image_dir, label_file=label_file, count=count, seed=seed,
-                          class_ids=CLASS_IDS)
+    dataset = DemoDataset(
+        root=root, image_dir=image_dir, label_file=label_file, count=count, seed=seed, class_ids=CLASS_IDS
+    )
     if root.exists() and not root.is_dir():
         raise ConfigError(f"demo dataset output {root} is a file; pass a new or empty folder as --output")
     if _is_complete(root, count, seed):
@@ -253,8 +260,9 @@ def make_demo_dataset(out_dir: str | os.PathLike, count: int = DEMO_VAL_COUNT, s
         return dataset
     ours = (root / MARKER_NAME).is_file() or (root / PENDING_NAME).is_file()
     if image_dir.exists() and not ours and (not image_dir.is_dir() or any(image_dir.iterdir())):
-        raise ConfigError(f"{image_dir} already holds files and is not a generated demo set; "
-                          "pass an empty or new --output folder")
+        raise ConfigError(
+            f"{image_dir} already holds files and is not a generated demo set; pass an empty or new --output folder"
+        )
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".images.", dir=root))
     try:
@@ -281,8 +289,8 @@ def make_demo_dataset(out_dir: str | os.PathLike, count: int = DEMO_VAL_COUNT, s
 
 # --- the demo model ----------------------------------------------------------------------------------------------
 
-DEMO_CHECKPOINT_NAME = f"{DEMO_VARIANT}.pth.tar"
-DEMO_EXPECTED_NAME = "demo_model.json"
+DEMO_CHECKPOINT_NAME = DEMO_CHECKPOINT.name
+DEMO_EXPECTED_NAME = DEMO_EXPECTED.name
 
 
 @dataclass(frozen=True)
@@ -315,8 +323,8 @@ def load_crops(dataset: DemoDataset) -> tuple[np.ndarray, np.ndarray]:
     Kept as uint8 so a few thousand images fit in memory; ``preprocess.normalize`` of a crop is bit-identical to
     ``preprocess.transform_float32`` of its file, so training sees exactly what evaluation feeds the model.
     """
-    from .dataset import read_labels
-    from .preprocess import transform_uint8
+    from convmixer_tasks.dataset import read_labels
+    from convmixer_tasks.preprocess import transform_uint8
 
     labels = read_labels(dataset.label_file)
     crops = np.stack([transform_uint8(dataset.image_dir / val_name(i)) for i in range(1, dataset.count + 1)])
@@ -326,7 +334,7 @@ def load_crops(dataset: DemoDataset) -> tuple[np.ndarray, np.ndarray]:
 def _normalized_batch(crops: np.ndarray):
     import torch
 
-    from .preprocess import normalize
+    from convmixer_tasks.preprocess import normalize
 
     return torch.from_numpy(np.stack([normalize(crop) for crop in crops]))
 
@@ -336,15 +344,16 @@ def _train(crops: np.ndarray, labels: np.ndarray, settings: TrainSettings, log: 
     import torch
     from torch import nn
 
-    from .model import build_model
+    from convmixer_tasks.model import build_model
 
     torch.manual_seed(settings.torch_seed)
     generator = torch.Generator().manual_seed(settings.torch_seed)
     model = build_model(DEMO_VARIANT)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps_per_epoch = -(-len(crops) // settings.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.learning_rate,
-                                                   total_steps=settings.epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.learning_rate, total_steps=settings.epochs * steps_per_epoch
+    )
     loss_fn = nn.CrossEntropyLoss()
     targets = torch.from_numpy(labels)
     for epoch in range(settings.epochs):
@@ -353,9 +362,9 @@ def _train(crops: np.ndarray, labels: np.ndarray, settings: TrainSettings, log: 
         flips = torch.randint(0, 4, (len(crops),), generator=generator).numpy()
         total_loss = correct = 0.0
         for start in range(0, len(crops), settings.batch_size):
-            rows = order[start:start + settings.batch_size]
+            rows = order[start : start + settings.batch_size]
             batch = [crops[r][:, ::-1] if flips[r] & 1 else crops[r] for r in rows]
-            batch = [crop[::-1] if flips[r] & 2 else crop for crop, r in zip(batch, rows)]
+            batch = [crop[::-1] if flips[r] & 2 else crop for crop, r in zip(batch, rows, strict=False)]
             images = _normalized_batch(np.ascontiguousarray(batch))
             logits = model(images)
             loss = loss_fn(logits, targets[rows])
@@ -365,8 +374,10 @@ def _train(crops: np.ndarray, labels: np.ndarray, settings: TrainSettings, log: 
             schedule.step()
             total_loss += loss.item() * len(rows)
             correct += (logits.argmax(1) == targets[rows]).sum().item()
-        log(f"epoch {epoch + 1}/{settings.epochs}: loss {total_loss / len(crops):.3f}, "
-            f"train top-1 {correct / len(crops):.1%}")
+        log(
+            f"epoch {epoch + 1}/{settings.epochs}: loss {total_loss / len(crops):.3f}, "
+            f"train top-1 {correct / len(crops):.1%}"
+        )
     return model.eval()
 
 
@@ -377,40 +388,47 @@ def score_onnx(onnx_path: str | os.PathLike, dataset: DemoDataset) -> dict[str, 
     """
     import onnxruntime as ort
 
-    from .dataset import read_labels
-    from .evaluate import label_ranks
-    from .preprocess import transform_float32
+    from convmixer_tasks.dataset import read_labels
+    from convmixer_tasks.evaluate import label_ranks
+    from convmixer_tasks.preprocess import transform_float32
 
     labels = read_labels(dataset.label_file)
     indices = sorted(labels)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     logits = []
     for start in range(0, len(indices), 16):
-        images = np.stack([transform_float32(dataset.image_dir / val_name(i)) for i in indices[start:start + 16]])
-        logits.append(session.run(["class"], {"image": images})[0])
+        images = np.stack([transform_float32(dataset.image_dir / val_name(i)) for i in indices[start : start + 16]])
+        logits.append(session.run([INPUT.output_name], {INPUT.input_name: images})[0])
     ranks = label_ranks(np.concatenate(logits), np.array([labels[i] for i in indices]))
     # Percent, computed as evaluate does, so the pipeline can be held to these numbers exactly.
-    return {"top1": 100.0 * int(np.sum(ranks == 0)) / len(indices), "top5": 100.0 * int(np.sum(ranks < 5)) / len(indices),
-            "image_count": len(indices)}
+    return {
+        "top1": 100.0 * int(np.sum(ranks == 0)) / len(indices),
+        "top5": 100.0 * int(np.sum(ranks < 5)) / len(indices),
+        "image_count": len(indices),
+    }
 
 
-def train_demo_model(out_dir: str | os.PathLike = ASSETS_DIR, settings: TrainSettings = TrainSettings(),
-                     val_count: int = DEMO_VAL_COUNT, val_seed: int = DEMO_VAL_SEED,
-                     log: Callable[[str], None] = print) -> dict:
+def train_demo_model(
+    out_dir: str | os.PathLike = ASSETS_DIR,
+    settings: TrainSettings = TrainSettings(),
+    val_count: int = DEMO_VAL_COUNT,
+    val_seed: int = DEMO_VAL_SEED,
+    log: Callable[[str], None] = print,
+) -> dict:
     """Train ``convmixer_demo`` on a generated train split, save it in the released key layout, and record its
     top-1/top-5 on the demo val set as the ONNX path computes them. Returns the demo_model.json content.
     """
     import torch
 
-    from .export import export_and_validate
+    from convmixer_tasks.export import export_and_validate
 
     out_dir = Path(out_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     started = time.perf_counter()
     try:
-        with tempfile.TemporaryDirectory(prefix="convmixer-demo-") as work:
-            work = Path(work)
+        with tempfile.TemporaryDirectory(prefix="convmixer-demo-") as tmp:
+            work = Path(tmp)
             train_set = make_demo_dataset(work / "train", settings.train_count, settings.train_seed)
             crops, labels = load_crops(train_set)
             log(f"train set: {len(crops)} images in {time.perf_counter() - started:.0f}s")
@@ -432,9 +450,15 @@ def train_demo_model(out_dir: str | os.PathLike = ASSETS_DIR, settings: TrainSet
         "dataset": {"count": val_count, "seed": val_seed},
         "class_ids": {name: class_id for name, _, class_id in CLASSES},
         # Percent, like EvalResult; the gate takes expected_top1 as the demo model's baseline.
-        "expected_top1": scores["top1"], "expected_top5": scores["top5"], "expected_image_count": scores["image_count"],
-        "measured_with": {"onnx_opset": export.opset, "parity_max_abs_diff": export.parity.max_abs_diff,
-                          "pillow": Image.__version__, "numpy": np.__version__},
+        "expected_top1": scores["top1"],
+        "expected_top5": scores["top5"],
+        "expected_image_count": scores["image_count"],
+        "measured_with": {
+            "onnx_opset": export.opset,
+            "parity_max_abs_diff": export.parity.max_abs_diff,
+            "pillow": Image.__version__,
+            "numpy": np.__version__,
+        },
         "train": {**settings.__dict__, "wall_seconds": round(train_seconds, 1)},  # data generation included
     }
     atomic_write_json(out_dir / DEMO_EXPECTED_NAME, expected)
@@ -442,36 +466,3 @@ def train_demo_model(out_dir: str | os.PathLike = ASSETS_DIR, settings: TrainSet
         asset.chmod(0o644)  # committed files: readable by whoever runs the demo, as git would check them out
     log(f"demo val: top-1 {scores['top1']:.2f}%, top-5 {scores['top5']:.2f}% on {scores['image_count']} images")
     return expected
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m convmixer_tasks.demo",
-                                     description="Generate the demo set, or retrain the committed demo model.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train convmixer_demo and rewrite demo_assets/ (checkpoint + expected)")
-    train.add_argument("--out-dir", default=str(ASSETS_DIR))
-    train.add_argument("--epochs", type=int, default=TrainSettings.epochs)
-    train.add_argument("--train-count", type=int, default=TrainSettings.train_count)
-    dataset = sub.add_parser("dataset", help="generate the demo val set")
-    dataset.add_argument("--output", required=True)
-    dataset.add_argument("--count", type=int, default=DEMO_VAL_COUNT)
-    dataset.add_argument("--seed", type=int, default=DEMO_VAL_SEED)
-    args = parser.parse_args(argv)
-    try:
-        return _run_command(args)
-    except ConvMixerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run_command(args: argparse.Namespace) -> int:
-    if args.command == "train":
-        settings = TrainSettings(epochs=args.epochs, train_count=args.train_count)
-        print(json.dumps(train_demo_model(args.out_dir, settings), indent=2))
-    else:
-        print(json.dumps(to_jsonable(make_demo_dataset(args.output, args.count, args.seed)), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

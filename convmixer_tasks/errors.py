@@ -1,5 +1,8 @@
 """User-facing errors. Each message names the thing that is wrong and how to fix it; the CLI prints it as one line."""
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class ConvMixerError(Exception):
     """Base of every error a user can act on (bad input, missing tool, failed check)."""
@@ -46,4 +49,16 @@ class MetricsError(ConvMixerError):
 
 
 class RegressionError(ConvMixerError):
-    """A run's accuracy or throughput fell below its baseline minus the tolerance."""
+    """A run's accuracy or throughput fell below its baseline minus the tolerance.
+
+    ``decisions`` holds the gate's decision for each regressed row (``gate.GateDecision``), for failure callbacks.
+    """
+
+    def __init__(self, message: str, decisions: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.decisions: list[Any] = list(decisions)
+
+    @property
+    def decision(self) -> Any:
+        """The decision when one row regressed (what ``gate.apply_gate`` raises)."""
+        return self.decisions[0] if self.decisions else None

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from convmixer_tasks.backends.aisbench_format import OUTFMTS, output_name, read_output
-from convmixer_tasks.backends.base import check_batch_size
+from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import VAL_NAME_RE, read_labels, val_name
 from convmixer_tasks.errors import EvalError
 from convmixer_tasks.fileio import atomic_write_json
-from convmixer_tasks.preprocess import read_manifest
+from convmixer_tasks.prepfolder import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +99,28 @@ def evaluate(
     accuracies = [100.0 * hit / image_count for hit in hits]
     log.info(
         "%d images from %d %s files in %s: top-1 %.2f%%, top-5 %.2f%%",
-        image_count, len(paths), outputs.outfmt.upper(), outputs.folder, accuracies[0], accuracies[-1],
+        image_count,
+        len(paths),
+        outputs.outfmt.upper(),
+        outputs.folder,
+        accuracies[0],
+        accuracies[-1],
     )
     written = None
     if result_json is not None:
-        report = _result_document(accuracies, hits, image_count, num_classes, outputs, len(paths),
-                                  "manifest" if prep_dir is not None else "reference_name_arithmetic")
+        report = _result_document(
+            accuracies,
+            hits,
+            image_count,
+            num_classes,
+            outputs,
+            len(paths),
+            "manifest" if prep_dir is not None else "reference_name_arithmetic",
+        )
         written = atomic_write_json(result_json, report)
-    return EvalResult(top1=accuracies[0], top5=accuracies[-1], image_count=image_count,
-                      num_classes=num_classes, result_json=written)
+    return EvalResult(
+        top1=accuracies[0], top5=accuracies[-1], image_count=image_count, num_classes=num_classes, result_json=written
+    )
 
 
 def resolve_output_dir(output_dir: str | os.PathLike) -> Path:
@@ -156,7 +169,7 @@ def scan_outputs(folder: str | os.PathLike) -> OutputSet:
             f"{folder} mixes output formats ({counts}); outputs of different runs share it — "
             "delete the folder and re-run inference with one --outfmt"
         )
-    (outfmt, files), = by_format.items()
+    ((outfmt, files),) = by_format.items()
     return OutputSet(folder=folder, outfmt=outfmt, files=files)
 
 
@@ -181,7 +194,8 @@ def load_logits(paths: list[Path], num_classes: int, rows_per_file: int | None =
             )
         if logits is None:
             logits = np.empty((len(paths) * rows_per_file, num_classes), dtype=np.float32)
-        logits[position * rows_per_file:(position + 1) * rows_per_file] = rows
+        logits[position * rows_per_file : (position + 1) * rows_per_file] = rows
+    assert logits is not None, "the caller checked that there are output files"
     return logits
 
 
@@ -193,8 +207,8 @@ def label_ranks(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels, dtype=np.int64)
     ranks = np.full(labels.shape[0], -1, dtype=np.int64)
     for start in range(0, labels.shape[0], _CHUNK_ROWS):
-        block = logits[start:start + _CHUNK_ROWS]
-        block_labels = labels[start:start + _CHUNK_ROWS]
+        block = logits[start : start + _CHUNK_ROWS]
+        block_labels = labels[start : start + _CHUNK_ROWS]
         valid = block_labels >= 0
         safe_labels = np.where(valid, block_labels, 0)
         target = block[np.arange(block.shape[0]), safe_labels][:, None]
@@ -204,7 +218,7 @@ def label_ranks(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if tied.size:
             lower_class = np.arange(block.shape[1])[None, :] < safe_labels[tied, None]
             block_ranks[tied] += np.count_nonzero((block[tied] == target[tied]) & lower_class, axis=1)
-        ranks[start:start + _CHUNK_ROWS] = np.where(valid, block_ranks, -1)
+        ranks[start : start + _CHUNK_ROWS] = np.where(valid, block_ranks, -1)
     return ranks
 
 
@@ -219,6 +233,7 @@ def image_index(image_name: str) -> int:
 
 
 # --- which row is which image --------------------------------------------------------------------------------------
+
 
 def _plan_from_manifest(
     prep_dir: str | os.PathLike, outputs: OutputSet, labels: dict[int, int], batch_size: int | None
@@ -267,7 +282,9 @@ def _reference_files(outputs: OutputSet) -> tuple[list[Path], np.ndarray]:
     """Output paths sorted by batch number, and the numbers, for the reference's name arithmetic."""
     numbered: dict[int, Path] = {}
     for name, path in outputs.files.items():
-        match = REFERENCE_STEM_RE.match(OUTPUT_FILE_RE.match(name)["stem"])
+        named = OUTPUT_FILE_RE.match(name)
+        assert named is not None, "OutputSet keeps only names that match OUTPUT_FILE_RE"
+        match = REFERENCE_STEM_RE.match(named["stem"])
         if match is None:
             raise EvalError(
                 f"output {path.name} is not named input_XXXXX_0.{outputs.outfmt}, so its rows cannot be mapped to "
@@ -300,7 +317,7 @@ def _plan_from_names(
     row_labels = np.where(indices <= last_labelled, dense[np.minimum(indices, last_labelled)], -1)
 
     last_batch = (last_labelled - 1) // rows_per_file  # the batch that holds the last labelled image
-    beyond = [path.name for path, batch in zip(paths, batch_numbers) if batch > last_batch]
+    beyond = [path.name for path, batch in zip(paths, batch_numbers, strict=False) if batch > last_batch]
     if beyond:
         raise EvalError(
             f"{len(beyond)} output files lie past the last labelled image {val_name(last_labelled, '')} under "
@@ -311,7 +328,9 @@ def _plan_from_names(
     unlabelled = ~padding & (row_labels < 0)
     if unlabelled.any():
         rows = np.flatnonzero(unlabelled)
-        examples = [f"{paths[r // rows_per_file].name} row {r % rows_per_file} → {val_name(indices[r], '')}" for r in rows]
+        examples = [
+            f"{paths[r // rows_per_file].name} row {r % rows_per_file} → {val_name(indices[r], '')}" for r in rows
+        ]
         raise EvalError(
             f"{rows.size} output rows map to images with no label in the label file ({_names(examples)}) under "
             f"index = batch*{rows_per_file}+row+1; check --batch-size, use the matching val_label.txt, or pass "
@@ -334,6 +353,7 @@ def _plan_from_names(
 
 
 # --- checks and helpers ---------------------------------------------------------------------------------------------
+
 
 def _read_rows(path: Path, num_classes: int) -> np.ndarray:
     """One output file as (rows, num_classes) float32, with the size/shape errors a user can act on."""
@@ -360,7 +380,7 @@ def _read_rows(path: Path, num_classes: int) -> np.ndarray:
 def _check_finite(logits: np.ndarray, paths: list[Path], rows_per_file: int) -> None:
     """Refuse NaN/Inf anywhere: a NaN label logit would otherwise rank first (nothing compares greater)."""
     for start in range(0, logits.shape[0], _CHUNK_ROWS):
-        finite = np.isfinite(logits[start:start + _CHUNK_ROWS]).all(axis=1)
+        finite = np.isfinite(logits[start : start + _CHUNK_ROWS]).all(axis=1)
         if not finite.all():
             row = start + int(np.argmin(finite))
             raise EvalError(
@@ -371,27 +391,39 @@ def _check_finite(logits: np.ndarray, paths: list[Path], rows_per_file: int) -> 
 
 
 def _result_document(
-    accuracies: list[float], hits: list[int], image_count: int, num_classes: int, outputs: OutputSet,
-    file_count: int, mapping: str,
+    accuracies: list[float],
+    hits: list[int],
+    image_count: int,
+    num_classes: int,
+    outputs: OutputSet,
+    file_count: int,
+    mapping: str,
 ) -> dict:
     """The reference's ImageNet result JSON (same keys and value strings) plus a machine-readable block."""
     values = [
         {"key": "Number of images", "value": str(image_count)},
         {"key": "Number of classes", "value": str(num_classes)},
     ]
-    values += [{"key": f"Top{k} accuracy", "value": f"{round(accuracy, 2)}%"}
-               for k, accuracy in enumerate(accuracies, start=1)]
+    values += [
+        {"key": f"Top{k} accuracy", "value": f"{round(accuracy, 2)}%"} for k, accuracy in enumerate(accuracies, start=1)
+    ]
     return {
         "title": "Overall statistical evaluation",
         "value": values,
         "metrics": {
-            "top1": accuracies[0], "top5": accuracies[-1], "image_count": image_count, "num_classes": num_classes,
+            "top1": accuracies[0],
+            "top5": accuracies[-1],
+            "image_count": image_count,
+            "num_classes": num_classes,
             "topk": {str(k): accuracy for k, accuracy in enumerate(accuracies, start=1)},
             "topk_correct": {str(k): hit for k, hit in enumerate(hits, start=1)},
         },
         "source": {
-            "output_dir": str(outputs.folder), "outfmt": outputs.outfmt, "file_count": file_count,
-            "row_mapping": mapping, "tie_rule": TIE_RULE,
+            "output_dir": str(outputs.folder),
+            "outfmt": outputs.outfmt,
+            "file_count": file_count,
+            "row_mapping": mapping,
+            "tie_rule": TIE_RULE,
         },
     }
 

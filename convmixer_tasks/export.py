@@ -8,22 +8,25 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError, ExportError
-from .fileio import atomic_path, atomic_write_json, sha256_file
-from .model import build_model, get_spec, load_checkpoint
+from convmixer_tasks.errors import ConfigError, ExportError
+from convmixer_tasks.fileio import atomic_path, atomic_write_json, sha256_file
+from convmixer_tasks.model import build_model, get_spec, load_checkpoint
+from convmixer_tasks.onnxgraph import graph_inputs
+from convmixer_tasks.variants import INPUT
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "class"
+INPUT_NAME = INPUT.input_name
+OUTPUT_NAME = INPUT.output_name
 # ATC parses ONNX up to opset 18; a newer opset would export fine here and only fail later on the NPU host.
 MAX_OPSET = 18
 # The reference script exports at 11; nothing older is needed for Conv/BatchNorm/Erf/Gemm.
 MIN_OPSET = 11
-IMAGE_SHAPE = (3, 224, 224)
+IMAGE_SHAPE = (3, INPUT.crop, INPUT.crop)
 
 
 @dataclass
@@ -98,18 +101,22 @@ def _calibrate_batchnorm(model: nn.Module, batch: torch.Tensor) -> None:
 
 
 def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int, dynamo: bool) -> None:
-    if dynamo:
-        torch.onnx.export(
-            model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            opset_version=opset, dynamo=True, external_data=False, verbose=False,
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-        )
-    else:
-        torch.onnx.export(
-            model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            opset_version=opset, dynamo=False,
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        )
+    # The two exporters declare the dynamic batch axis differently; the dynamo one also defaults to external data.
+    exporter_options: dict[str, Any] = (
+        {"dynamic_shapes": ({0: torch.export.Dim("batch")},), "external_data": False, "verbose": False}
+        if dynamo
+        else {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
+    )
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=opset,
+        dynamo=dynamo,
+        **exporter_options,
+    )
 
 
 def _check_onnx_file(path: Path, target: Path, opset: int) -> None:
@@ -118,26 +125,33 @@ def _check_onnx_file(path: Path, target: Path, opset: int) -> None:
 
     try:
         onnx.checker.check_model(str(path), full_check=False)
-    except Exception as exc:  # noqa: BLE001 - checker raises several types; all mean "invalid model"
+    except Exception as exc:
         raise ExportError(f"exported ONNX for {target} fails onnx.checker: {exc}") from exc
     proto = onnx.load(str(path), load_external_data=False)
     external = [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
-        raise ExportError(f"exported ONNX for {target} stores {len(external)} tensors as external data; "
-                          "this step must write a single file (models under 2 GB)")
-    inputs = [i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}]
+        raise ExportError(
+            f"exported ONNX for {target} stores {len(external)} tensors as external data; "
+            "this step must write a single file (models under 2 GB)"
+        )
+    inputs = graph_inputs(proto)
     if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in proto.graph.output] != [OUTPUT_NAME]:
-        raise ExportError(f"exported ONNX for {target} has inputs {[i.name for i in inputs]} and outputs "
-                          f"{[o.name for o in proto.graph.output]}; expected ['{INPUT_NAME}'] and ['{OUTPUT_NAME}']")
+        raise ExportError(
+            f"exported ONNX for {target} has inputs {[i.name for i in inputs]} and outputs "
+            f"{[o.name for o in proto.graph.output]}; expected ['{INPUT_NAME}'] and ['{OUTPUT_NAME}']"
+        )
     written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if written_opset != opset:
         # The dynamo exporter implements opset >= 18 only and keeps 18 when converting down fails.
-        raise ExportError(f"asked for ONNX opset {opset} but the exporter wrote opset {written_opset} for {target}; "
-                          "use the TorchScript exporter (dynamo=False) for opsets below 18")
+        raise ExportError(
+            f"asked for ONNX opset {opset} but the exporter wrote opset {written_opset} for {target}; "
+            "use the TorchScript exporter (dynamo=False) for opsets below 18"
+        )
     batch_dim = inputs[0].type.tensor_type.shape.dim[0]
     if not batch_dim.dim_param:
-        raise ExportError(f"exported ONNX for {target} has a fixed batch size {batch_dim.dim_value}; "
-                          "expected a dynamic batch axis")
+        raise ExportError(
+            f"exported ONNX for {target} has a fixed batch size {batch_dim.dim_value}; expected a dynamic batch axis"
+        )
 
 
 def run_parity(model: nn.Module, onnx_path: Path, batch: torch.Tensor, tolerance: float) -> ParityReport:
@@ -153,8 +167,13 @@ def run_parity(model: nn.Module, onnx_path: Path, batch: torch.Tensor, tolerance
     max_abs_diff = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
     top1_agreement = float(np.mean(actual.argmax(axis=1) == expected.argmax(axis=1)))
     passed = bool(max_abs_diff <= tolerance)  # False for NaN
-    return ParityReport(max_abs_diff=max_abs_diff, top1_agreement=top1_agreement, tolerance=tolerance,
-                        batch=int(batch.shape[0]), passed=passed)
+    return ParityReport(
+        max_abs_diff=max_abs_diff,
+        top1_agreement=top1_agreement,
+        tolerance=tolerance,
+        batch=int(batch.shape[0]),
+        passed=passed,
+    )
 
 
 def export_and_validate(
@@ -169,11 +188,9 @@ def export_and_validate(
 ) -> ExportResult:
     """Export ``source`` (a checkpoint, or None for seeded random weights) to ``target`` and prove it matches.
 
-    Why the TorchScript exporter (``dynamo=False``) at opset 17 is the default: measured with torch 2.13 and ONNX
-    Runtime 1.31, the dynamo exporter at opset 18 writes GELU as ``x*0.5*(1+erf(x/√2))``, which ONNX Runtime does
-    not fuse back into one Gelu op (its BatchNorms stay unfolded too), so the same model runs ~22% slower; ONNX
-    Runtime turns the TorchScript graph into Conv+Gelu only, and it comes out as one file. The dynamo exporter stays selectable (only at opset 18: it cannot convert down) for torch
-    versions that drop the TorchScript one.
+    The TorchScript exporter at opset 17 is the default because ONNX Runtime fuses its GELU and BatchNorms (the
+    dynamo exporter's opset-18 graph keeps them apart and runs slower, see bench/RESULTS.md); dynamo stays
+    selectable, at opset 18 only, for torch versions without the TorchScript exporter.
     """
     check_opset(opset)
     if not tolerance > 0:
@@ -189,8 +206,9 @@ def export_and_validate(
     model = prepare_model(source, variant, seed)
     batch = seeded_batch(parity_batch, seed)
     try:
-        parity, export_seconds, validate_seconds = _export_checked(model, batch, target, variant, opset, dynamo,
-                                                                    tolerance)
+        parity, export_seconds, validate_seconds = _export_checked(
+            model, batch, target, variant, opset, dynamo, tolerance
+        )
     except ExportError:
         # An older export at the same target no longer answers for this source: do not let a later step use it.
         for stale in (target, parity_report_path(target)):
@@ -212,17 +230,20 @@ def export_and_validate(
     return result
 
 
-def _export_checked(model: nn.Module, batch: torch.Tensor, target: Path, variant: str, opset: int, dynamo: bool,
-                    tolerance: float) -> tuple[ParityReport, float, float]:
+def _export_checked(
+    model: nn.Module, batch: torch.Tensor, target: Path, variant: str, opset: int, dynamo: bool, tolerance: float
+) -> tuple[ParityReport, float, float]:
     """Export to a temporary file beside ``target``; it replaces ``target`` only once every check has passed."""
     with atomic_path(target) as tmp:
         started = time.perf_counter()
         try:
             with torch.no_grad():
                 _export_onnx(model, batch, tmp, opset, dynamo)
-        except Exception as exc:  # noqa: BLE001 - exporter failures come in many types; report them as one
-            raise ExportError(f"torch.onnx.export of {variant} to {target} failed "
-                              f"(opset {opset}, dynamo={dynamo}): {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            raise ExportError(
+                f"torch.onnx.export of {variant} to {target} failed "
+                f"(opset {opset}, dynamo={dynamo}): {type(exc).__name__}: {exc}"
+            ) from exc
         exported = time.perf_counter()
         _check_onnx_file(tmp, target, opset)
         parity = run_parity(model, tmp, batch, tolerance)

@@ -26,12 +26,11 @@ from convmixer_tasks.metrics import (
     recent_ok_throughputs,
     update_status,
 )
+from convmixer_tasks.variants import DEMO_EXPECTED, DEMO_VARIANT
 
 # Published ImageNet-1k top-1 (percent) of the released checkpoints, under the ModelZoo preprocessing.
 BASELINE_TOP1 = {"convmixer_1536_20": 81.37}
 # The demo model's accuracy on its generated set is committed next to it by the demo step; read on demand.
-DEMO_VARIANT = "convmixer_demo"
-DEMO_MODEL_JSON = Path(__file__).resolve().parent / "demo_assets" / "demo_model.json"
 
 DEFAULT_TOP1_TOLERANCE = 0.5  # percentage points below the baseline still pass
 DEFAULT_THROUGHPUT_DROP_PCT = 10.0  # percent below the history median still passes
@@ -51,7 +50,7 @@ def known_baseline_top1(variant: str) -> float | None:
     if variant in BASELINE_TOP1:
         return BASELINE_TOP1[variant]
     if variant == DEMO_VARIANT:
-        return _demo_expected_top1(DEMO_MODEL_JSON)
+        return _demo_expected_top1(DEMO_EXPECTED)
     return None
 
 
@@ -61,20 +60,29 @@ def _demo_expected_top1(path: Path) -> float | None:
     try:
         value = read_json(path)["expected_top1"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path} has no readable 'expected_top1' ({exc!r}); regenerate the demo model "
-                          "(convmixer-tasks demo) or restore the committed file") from exc
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 100:
+        raise ConfigError(
+            f"{path} has no readable 'expected_top1' ({exc!r}); regenerate the demo model "
+            "(convmixer-tasks demo) or restore the committed file"
+        ) from exc
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) <= 100:
         raise ConfigError(f"{path}: expected_top1 must be a percentage 0..100, got {value!r}; regenerate it")
     return float(value)
 
 
 def _check_settings(top1_tolerance: float, throughput_drop_pct: float) -> None:
     """These come from DAG params; reject values that would make the gate meaningless."""
-    if isinstance(top1_tolerance, bool) or not isinstance(top1_tolerance, numbers.Real) \
-            or not math.isfinite(top1_tolerance) or not 0 <= top1_tolerance <= 100:
+    if (
+        isinstance(top1_tolerance, bool)
+        or not isinstance(top1_tolerance, numbers.Real)
+        or not math.isfinite(top1_tolerance)
+        or not 0 <= top1_tolerance <= 100
+    ):
         raise ConfigError(f"top1_tolerance must be 0..100 percentage points, got {top1_tolerance!r}")
-    if isinstance(throughput_drop_pct, bool) or not isinstance(throughput_drop_pct, numbers.Real) \
-            or not 0 <= throughput_drop_pct < 100:
+    if (
+        isinstance(throughput_drop_pct, bool)
+        or not isinstance(throughput_drop_pct, numbers.Real)
+        or not 0 <= throughput_drop_pct < 100
+    ):
         raise ConfigError(f"throughput_drop_pct must be a percentage in [0, 100), got {throughput_drop_pct!r}")
 
 
@@ -83,10 +91,16 @@ def _below(value: float, floor: float) -> bool:
     return value < floor and not math.isclose(value, floor, rel_tol=1e-9, abs_tol=1e-9)
 
 
-def evaluate_gate(top1: float, throughput: float | None, baseline_top1: float | None,
-                  previous_throughputs: list[float], *, variant: str = "this variant",
-                  top1_tolerance: float = DEFAULT_TOP1_TOLERANCE,
-                  throughput_drop_pct: float = DEFAULT_THROUGHPUT_DROP_PCT) -> GateDecision:
+def evaluate_gate(
+    top1: float,
+    throughput: float | None,
+    baseline_top1: float | None,
+    previous_throughputs: list[float],
+    *,
+    variant: str = "this variant",
+    top1_tolerance: float = DEFAULT_TOP1_TOLERANCE,
+    throughput_drop_pct: float = DEFAULT_THROUGHPUT_DROP_PCT,
+) -> GateDecision:
     """Apply both rules. Regressed when top1 < baseline_top1 - tolerance, or throughput < median(previous) ×
     (1 - drop%); a value exactly at the limit passes. ``previous_throughputs`` are the recent ok runs only."""
     _check_settings(top1_tolerance, throughput_drop_pct)
@@ -99,11 +113,14 @@ def evaluate_gate(top1: float, throughput: float | None, baseline_top1: float | 
         floor = baseline_top1 - top1_tolerance
         if _below(top1, floor):
             regressed = True
-            reasons.append(f"top1 regressed: {top1:.3f} < {floor:.3f} "
-                           f"(baseline {baseline_top1:.3f} - tolerance {top1_tolerance:g})")
+            reasons.append(
+                f"top1 regressed: {top1:.3f} < {floor:.3f} "
+                f"(baseline {baseline_top1:.3f} - tolerance {top1_tolerance:g})"
+            )
         else:
-            reasons.append(f"top1 ok: {top1:.3f} >= {floor:.3f} "
-                           f"(baseline {baseline_top1:.3f} - tolerance {top1_tolerance:g})")
+            reasons.append(
+                f"top1 ok: {top1:.3f} >= {floor:.3f} (baseline {baseline_top1:.3f} - tolerance {top1_tolerance:g})"
+            )
 
     median = statistics.median(previous_throughputs) if previous_throughputs else None
     if throughput is None:
@@ -119,14 +136,25 @@ def evaluate_gate(top1: float, throughput: float | None, baseline_top1: float | 
         else:
             reasons.append(f"throughput ok: {throughput:.2f} >= {floor:.2f} {verdict}")
 
-    return GateDecision(status=STATUS_REGRESSED if regressed else STATUS_OK, reasons=reasons,
-                        baseline_top1=baseline_top1, baseline_throughput=median)
+    return GateDecision(
+        status=STATUS_REGRESSED if regressed else STATUS_OK,
+        reasons=reasons,
+        baseline_top1=baseline_top1,
+        baseline_throughput=median,
+    )
 
 
-def apply_gate(url: str, run_id: str, batch_size: int, backend: str, *,
-               top1_tolerance: float = DEFAULT_TOP1_TOLERANCE,
-               throughput_drop_pct: float = DEFAULT_THROUGHPUT_DROP_PCT,
-               history: int = DEFAULT_HISTORY, baseline_top1: float | None = None) -> GateDecision:
+def apply_gate(
+    url: str,
+    run_id: str,
+    batch_size: int,
+    backend: str,
+    *,
+    top1_tolerance: float = DEFAULT_TOP1_TOLERANCE,
+    throughput_drop_pct: float = DEFAULT_THROUGHPUT_DROP_PCT,
+    history: int = DEFAULT_HISTORY,
+    baseline_top1: float | None = None,
+) -> GateDecision:
     """Gate a recorded row: store the decision (status, reasons, baselines) on it, then raise RegressionError
     if it regressed. ``baseline_top1`` overrides the variant's known baseline.
 
@@ -143,23 +171,39 @@ def apply_gate(url: str, run_id: str, batch_size: int, backend: str, *,
     if row is None:
         raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record_run it before gating")
     if row["status"] == STATUS_FAILED:  # the constraint guarantees pending/ok/regressed rows have top1
-        raise MetricsError(f"{what} is recorded as {STATUS_FAILED!r}, so there is nothing to gate (gating would "
-                           "overwrite the failure); fix the failed step and rerun")
+        raise MetricsError(
+            f"{what} is recorded as {STATUS_FAILED!r}, so there is nothing to gate (gating would "
+            "overwrite the failure); fix the failed step and rerun"
+        )
     variant = row["model_variant"]
     if baseline_top1 is None:
         baseline_top1 = known_baseline_top1(variant)
-    previous = recent_ok_throughputs(url, variant, backend, row["device"], batch_size, history,
-                                     exclude_run_id=run_id)
-    decision = evaluate_gate(row["top1"], row["throughput"], baseline_top1, previous, variant=variant,
-                             top1_tolerance=top1_tolerance, throughput_drop_pct=throughput_drop_pct)
+    previous = recent_ok_throughputs(url, variant, backend, row["device"], batch_size, history, exclude_run_id=run_id)
+    decision = evaluate_gate(
+        row["top1"],
+        row["throughput"],
+        baseline_top1,
+        previous,
+        variant=variant,
+        top1_tolerance=top1_tolerance,
+        throughput_drop_pct=throughput_drop_pct,
+    )
     # Stored first: the row must say 'regressed' even though the task is about to fail.
-    update_status(url, run_id, batch_size, backend, decision.status, decision.reasons,
-                  baseline_top1=decision.baseline_top1, baseline_throughput=decision.baseline_throughput)
+    update_status(
+        url,
+        run_id,
+        batch_size,
+        backend,
+        decision.status,
+        decision.reasons,
+        baseline_top1=decision.baseline_top1,
+        baseline_throughput=decision.baseline_throughput,
+    )
     if decision.status == STATUS_REGRESSED:
-        error = RegressionError(
+        raise RegressionError(
             f"{variant} {what} on {row['device'] or 'unknown device'} regressed: {'; '.join(decision.reasons)}. "
             f"Stored as 'regressed' in {mask_url(url)}; find the cause (model, toolkit, device), or if the change "
-            "is intended, rerun with a larger top1_tolerance / throughput_drop_pct")
-        error.decision = decision
-        raise error
+            "is intended, rerun with a larger top1_tolerance / throughput_drop_pct",
+            decisions=[decision],
+        )
     return decision

@@ -12,50 +12,21 @@ import argparse
 import dataclasses
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
+from convmixer_tasks.errors import CheckpointError, ConfigError
+from convmixer_tasks.variants import VARIANTS, ConvMixerSpec, get_spec
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
 
 # Index of the first block in the Sequential: conv, activation and BatchNorm of the stem come before it. The head
 # sits at FIRST_BLOCK_INDEX + depth + 2, after AdaptiveAvgPool2d and Flatten.
 FIRST_BLOCK_INDEX = 3
-
-
-@dataclass(frozen=True)
-class ConvMixerSpec:
-    dim: int
-    depth: int
-    kernel_size: int
-    patch_size: int
-    num_classes: int = 1000
-    activation: str = "gelu"
-
-
-VARIANTS: dict[str, ConvMixerSpec] = {
-    "convmixer_1536_20": ConvMixerSpec(dim=1536, depth=20, kernel_size=9, patch_size=7),
-    "convmixer_768_32": ConvMixerSpec(dim=768, depth=32, kernel_size=7, patch_size=7, activation="relu"),
-    "convmixer_1024_20_ks9_p14": ConvMixerSpec(dim=1024, depth=20, kernel_size=9, patch_size=14),
-    # Small enough to train on two CPU cores in a couple of minutes; 1000 classes so its outputs are shaped
-    # like the real model's and flow through the same evaluate/ais_bench code unchanged.
-    "convmixer_demo": ConvMixerSpec(dim=64, depth=4, kernel_size=5, patch_size=14),
-}
-
-
-def get_spec(variant: str | ConvMixerSpec) -> ConvMixerSpec:
-    if isinstance(variant, ConvMixerSpec):
-        return variant
-    try:
-        return VARIANTS[variant]
-    except KeyError:
-        known = ", ".join(sorted(VARIANTS))
-        raise ConfigError(f"unknown ConvMixer variant {variant!r}; choose one of: {known}") from None
 
 
 class Residual(nn.Module):
@@ -118,7 +89,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure of untrusted input is the same user error
+    except Exception as exc:
         raise CheckpointError(
             f"{path} is not a loadable PyTorch checkpoint with weights_only=True ({_load_failure_reason(exc)}); "
             "if it is trusted but pickles custom objects, re-save just its state_dict with torch.save"
@@ -154,7 +125,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     if state and all(k.startswith(prefix) for k in state):
-        return {k[len(prefix):]: v for k, v in state.items()}
+        return {k[len(prefix) :]: v for k, v in state.items()}
     return state
 
 
@@ -163,11 +134,11 @@ def map_timm_keys(state: Mapping[str, torch.Tensor], head_index: int) -> dict[st
     mapped: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.startswith("stem."):
-            new_key = key[len("stem."):]
+            new_key = key[len("stem.") :]
         elif match := _TIMM_BLOCK_RE.match(key):
             new_key = f"{FIRST_BLOCK_INDEX + int(match.group(1))}.{match.group(2)}"
         elif key.startswith("head."):
-            new_key = f"{head_index}.{key[len('head.'):]}"
+            new_key = f"{head_index}.{key[len('head.') :]}"
         else:
             new_key = key
         mapped[new_key] = value
@@ -185,8 +156,13 @@ def infer_spec(state: Mapping[str, torch.Tensor]) -> ConvMixerSpec | None:
         depth = sum(1 for k in state if re.fullmatch(r"\d+\.0\.fn\.0\.weight", k))
         kernel = state[f"{FIRST_BLOCK_INDEX}.0.fn.0.weight"].shape[-1] if depth else 0
         head = state[f"{FIRST_BLOCK_INDEX + depth + 2}.weight"]
-        return ConvMixerSpec(dim=stem.shape[0], depth=depth, kernel_size=int(kernel),
-                             patch_size=stem.shape[-1], num_classes=head.shape[0])
+        return ConvMixerSpec(
+            dim=stem.shape[0],
+            depth=depth,
+            kernel_size=int(kernel),
+            patch_size=stem.shape[-1],
+            num_classes=head.shape[0],
+        )
     except (KeyError, IndexError, AttributeError):
         return None
 
@@ -196,8 +172,11 @@ def _variant_hint(state: Mapping[str, torch.Tensor]) -> str:
     if found is None:
         return ""
     shape = f"dim={found.dim} depth={found.depth} kernel={found.kernel_size} patch={found.patch_size}"
-    names = [name for name, spec in VARIANTS.items()
-             if dataclasses.replace(spec, activation="gelu") == dataclasses.replace(found, activation="gelu")]
+    names = [
+        name
+        for name, spec in VARIANTS.items()
+        if dataclasses.replace(spec, activation="gelu") == dataclasses.replace(found, activation="gelu")
+    ]
     return f"; the checkpoint looks like {shape}" + (f" (variant {' or '.join(names)})" if names else "")
 
 
@@ -216,12 +195,15 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     state = read_state_dict(path)
     expected = model.state_dict()
     if _is_timm_layout(state):
-        state = map_timm_keys(state, head_index=len(model) - 1)
+        state = map_timm_keys(state, head_index=len(list(model.children())) - 1)
 
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in expected if k in state and state[k].shape != expected[k].shape]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
     if missing or unexpected or mismatched:
         parts = []
         if missing:

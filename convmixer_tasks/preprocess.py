@@ -4,17 +4,13 @@ Transform (the ModelZoo reference = torchvision on PIL images): ``convert('RGB')
 side → CenterCrop(224) → ToTensor (/255) → Normalize(MEAN, STD), all in float32. Files are raw ``tofile`` dumps of
 ``batch_size`` images, the last batch zero-padded, so ais_bench can read the folder as it reads the reference's.
 
-Folder layout, as ais_bench sees it (it takes every ``*.bin``/``*.npy`` there, so nothing else of ours ends so)::
-
-    prep/input_00000.bin …      finished files only (written to a hidden ``.tmp`` name, then renamed)
-    prep/manifest.json          which image sits in which file/slot; written last, identical from every shard
-    prep/.state/<file>.<layout>.<inputs>   empty marker: this file holds these inputs in this layout
+The folder's layout and manifest are ``prepfolder``'s contract; this module writes them. The transform's numbers come
+from the model's input spec (``variants.INPUT``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import multiprocessing
 import os
 import re
@@ -22,35 +18,46 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import PIL
 from PIL import Image
 
-from convmixer_tasks.backends.base import check_batch_size
+from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import ValDataset, ValImage, load_dataset
 from convmixer_tasks.errors import ConfigError, PreprocessError
 from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, sha256_json
+from convmixer_tasks.prepfolder import (
+    FILE_RE,
+    INPUT_DTYPES,
+    MANIFEST_NAME,
+    STATE_DIR,
+    PrepFile,
+    PrepManifest,
+    check_shard,
+    file_name,
+    file_position,
+    has_size,
+    input_shape,
+    manifest_from_json,
+    read_markers,
+    shard_range,
+)
+from convmixer_tasks.variants import INPUT
 
 logger = logging.getLogger(__name__)
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-CROP = 224
-RESIZE = math.floor(CROP / 0.96)  # 233: the reference's int(224 / 0.96)
-DTYPES = ("float32", "uint8")
-
-MANIFEST_NAME = "manifest.json"
-STATE_DIR = ".state"
-FILE_RE = re.compile(r"^input_(\d{5,})\.bin$")
+MEAN, STD, CROP, RESIZE = INPUT.mean, INPUT.std, INPUT.crop, INPUT.resize  # RESIZE 233: the reference's int(224 / 0.96)
 _AIS_BENCH_INPUT_RE = re.compile(r"\.(bin|npy)$", re.IGNORECASE)  # what ais_bench picks up from a folder
 PROGRESS_STEPS = 20  # progress lines per run
 
 
 # --- the transform ------------------------------------------------------------------------------------------------
+
 
 def resized_size(width: int, height: int, size: int = RESIZE) -> tuple[int, int]:
     """torchvision ``Resize(int)``: shorter side -> ``size``, longer side ``int(size * long / short)`` (truncated)."""
@@ -61,7 +68,7 @@ def resized_size(width: int, height: int, size: int = RESIZE) -> tuple[int, int]
 
 def crop_offsets(width: int, height: int, crop: int = CROP) -> tuple[int, int]:
     """torchvision ``CenterCrop``: (left, top) = ``int(round((side - crop) / 2.0))``; Python rounds halves to even."""
-    return int(round((width - crop) / 2.0)), int(round((height - crop) / 2.0))
+    return round((width - crop) / 2.0), round((height - crop) / 2.0)
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
@@ -81,7 +88,7 @@ def resize_crop(img: Image.Image) -> np.ndarray:
     width, height = resized_size(*img.size)
     resized = img.resize((width, height), Image.Resampling.BICUBIC)
     left, top = crop_offsets(width, height)
-    return np.asarray(resized)[top:top + CROP, left:left + CROP]
+    return np.asarray(resized)[top : top + CROP, left : left + CROP]
 
 
 def _normalisation_table() -> np.ndarray:
@@ -109,7 +116,7 @@ def normalize_into(pixels: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 def normalize(pixels: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 crop -> new (3, H, W) float32, exactly as ``transform_float32`` would give it."""
-    return normalize_into(pixels, np.empty((3,) + pixels.shape[:2], dtype=np.float32))
+    return normalize_into(pixels, np.empty((3, *pixels.shape[:2]), dtype=np.float32))
 
 
 def transform_uint8(path: str | os.PathLike) -> np.ndarray:
@@ -127,7 +134,7 @@ def transform_params(dtype: str) -> dict[str, Any]:
     return {
         "resize": RESIZE,
         "crop": CROP,
-        "interpolation": "bicubic",
+        "interpolation": INPUT.interpolation,
         "mean": list(MEAN),
         "std": list(STD),
         "normalized": dtype == "float32",
@@ -136,31 +143,7 @@ def transform_params(dtype: str) -> dict[str, Any]:
     }
 
 
-# --- manifest -----------------------------------------------------------------------------------------------------
-
-@dataclass
-class PrepFile:
-    name: str  # e.g. "input_00000.bin"
-    images: list[str]  # image names in slot order, real slots only
-    padded_slots: int = 0  # zero-filled slots after them (last file only)
-
-
-@dataclass
-class PrepManifest:
-    batch_size: int
-    dtype: str
-    input_shape: list[int]  # per file: [bs, 3, 224, 224] (float32) or [bs, 224, 224, 3] (uint8)
-    dataset_fingerprint: str
-    transform: dict[str, Any]
-    files: list[PrepFile]
-    image_count: int
-
-    def file_nbytes(self) -> int:
-        return math.prod(self.input_shape) * np.dtype(self.dtype).itemsize
-
-    def layout_id(self) -> str:
-        """Hash of everything but the inputs that decides a file's bytes; a file from another layout never counts."""
-        return sha256_json([self.dtype, self.batch_size, self.input_shape, self.transform])[:16]
+# --- the run ----------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -176,134 +159,48 @@ class PrepResult:
     dataset_fingerprint: str
 
 
-def input_shape(batch_size: int, dtype: str) -> list[int]:
-    return [batch_size, 3, CROP, CROP] if dtype == "float32" else [batch_size, CROP, CROP, 3]
-
-
-def file_name(position: int) -> str:
-    return f"input_{position:05d}.bin"
-
-
 def _plan(dataset: ValDataset, batch_size: int, dtype: str) -> PrepManifest:
     names = [image.name for image in dataset.images]
     files = [
-        PrepFile(name=file_name(position), images=names[start:start + batch_size],
-                 padded_slots=max(0, start + batch_size - len(names)))
+        PrepFile(
+            name=file_name(position),
+            images=names[start : start + batch_size],
+            padded_slots=max(0, start + batch_size - len(names)),
+        )
         for position, start in enumerate(range(0, len(names), batch_size))
     ]
-    return PrepManifest(batch_size=batch_size, dtype=dtype, input_shape=input_shape(batch_size, dtype),
-                        dataset_fingerprint=dataset.fingerprint(), transform=transform_params(dtype),
-                        files=files, image_count=len(names))
-
-
-def _manifest_from_json(raw: Any) -> PrepManifest:
-    """Rebuild and cross-check a manifest; ValueError/KeyError/TypeError say what is inconsistent."""
-    files = [PrepFile(name=str(f["name"]), images=[str(n) for n in f["images"]], padded_slots=int(f["padded_slots"]))
-             for f in raw["files"]]
-    manifest = PrepManifest(batch_size=int(raw["batch_size"]), dtype=str(raw["dtype"]),
-                            input_shape=[int(n) for n in raw["input_shape"]],
-                            dataset_fingerprint=str(raw["dataset_fingerprint"]), transform=dict(raw["transform"]),
-                            files=files, image_count=int(raw["image_count"]))
-    if manifest.dtype not in DTYPES or manifest.input_shape != input_shape(manifest.batch_size, manifest.dtype):
-        raise ValueError(f"dtype {manifest.dtype!r} / input_shape {manifest.input_shape} / batch size "
-                         f"{manifest.batch_size} do not fit together")
-    for position, prep_file in enumerate(files):
-        if prep_file.name != file_name(position) or len(prep_file.images) + prep_file.padded_slots != manifest.batch_size:
-            raise ValueError(f"file entry {position} ({prep_file.name}) does not fit batch size {manifest.batch_size}")
-    if sum(len(f.images) for f in files) != manifest.image_count:
-        raise ValueError(f"image_count {manifest.image_count} differs from the images listed")
-    return manifest
-
-
-def _position(name: str) -> int | None:
-    match = FILE_RE.match(name)
-    return int(match.group(1)) if match else None
-
-
-def _read_markers(out_dir: Path) -> dict[str, set[str]]:
-    """file name -> {"<layout id>.<inputs key>"} from the empty marker files in ``.state/``."""
-    markers: dict[str, set[str]] = {}
-    state_dir = out_dir / STATE_DIR
-    if state_dir.is_dir():
-        for entry in os.scandir(state_dir):
-            name, _, marker = entry.name.partition(".bin.")
-            if marker.count(".") == 1 and _position(name + ".bin") is not None:
-                markers.setdefault(name + ".bin", set()).add(marker)
-    return markers
-
-
-def read_manifest(prep_dir: str | os.PathLike, check_files: bool = True) -> PrepManifest:
-    """The manifest of a prep folder. ``check_files`` also checks that every listed file is there, of the right size,
-    and was finished in the manifest's layout (catches a shard that has not run or an older run's files)."""
-    prep_dir = Path(prep_dir)
-    path = prep_dir / MANIFEST_NAME
-    if not path.is_file():
-        raise PreprocessError(f"{path} is missing: run preprocess into {prep_dir} (every shard) before using it")
-    try:
-        manifest = _manifest_from_json(read_json(path))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise PreprocessError(f"{path} is corrupt ({type(exc).__name__}: {exc}); delete it and re-run preprocess") from exc
-    if check_files:
-        markers = _read_markers(prep_dir)
-        layout, nbytes = manifest.layout_id(), manifest.file_nbytes()
-        bad = [f.name for f in manifest.files if not _has_size(prep_dir / f.name, nbytes)
-               or not any(m.startswith(layout + ".") for m in markers.get(f.name, ()))]
-        if bad:
-            raise PreprocessError(
-                f"prep folder {prep_dir} is incomplete: {len(bad)} of {len(manifest.files)} files missing, of the "
-                f"wrong size or not finished in this layout (first: {', '.join(bad[:5])}); run preprocess for every "
-                "shard into it (or copy it whole, .state/ included)"
-            )
-    return manifest
-
-
-def _has_size(path: Path, nbytes: int) -> bool:
-    try:
-        return path.stat().st_size == nbytes
-    except FileNotFoundError:
-        return False
+    return PrepManifest(
+        batch_size=batch_size,
+        dtype=dtype,
+        input_shape=input_shape(batch_size, dtype),
+        dataset_fingerprint=dataset.fingerprint(),
+        transform=transform_params(dtype),
+        files=files,
+        image_count=len(names),
+    )
 
 
 # --- settings -----------------------------------------------------------------------------------------------------
-
-def _check_shard(shard: tuple[int, int]) -> tuple[int, int]:
-    try:
-        index, count = (int(v) for v in shard)
-    except (TypeError, ValueError):
-        raise ConfigError(f"shard {shard!r} is not a pair (i, n); use e.g. (0, 1) or parse_shard('0/4')") from None
-    if not (count >= 1 and 0 <= index < count):
-        raise ConfigError(f"shard {index}/{count} is out of range: want i/n with n >= 1 and 0 <= i < n")
-    return index, count
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"1/4"`` -> (1, 4): the second of four contiguous ranges of files."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
-    if match is None:
-        raise ConfigError(f"--shard {text!r} is not i/n (e.g. 0/4 = the first of 4 shards)")
-    return _check_shard((int(match.group(1)), int(match.group(2))))
-
-
-def shard_range(file_count: int, shard: tuple[int, int]) -> range:
-    """Files of shard i of n: the i-th of n contiguous, near-equal ranges."""
-    index, count = shard
-    return range(index * file_count // count, (index + 1) * file_count // count)
 
 
 def _check_workers(workers: int | None) -> int:
     if workers is None:
         return os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be a positive integer, got {workers!r}; pass --workers N >= 1 or leave it "
-                          "unset for all cores")
+        raise ConfigError(
+            f"workers must be a positive integer, got {workers!r}; pass --workers N >= 1 or leave it "
+            "unset for all cores"
+        )
     return workers
 
 
 # --- the run ------------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Job:
     """One output file to (re)write; crosses to a worker process, so plain strings only."""
+
     out_dir: str
     name: str
     paths: tuple[str, ...]
@@ -325,7 +222,7 @@ def _fill_and_write(job: _Job, buffer: np.ndarray) -> None:
             normalize_into(pixels, buffer[slot])
         else:
             buffer[slot] = pixels
-    buffer[len(job.paths):] = 0
+    buffer[len(job.paths) :] = 0
     with atomic_path(out_dir / job.name) as tmp:
         buffer.tofile(tmp)
     (out_dir / STATE_DIR / f"{job.name}.{job.marker}").touch()
@@ -340,6 +237,7 @@ def _init_worker(shape: list[int], dtype: str) -> None:
 
 
 def _worker_write(job: _Job) -> str:
+    assert _worker_buffer is not None, "the pool's initializer allocates the buffer"
     _fill_and_write(job, _worker_buffer)
     return job.name
 
@@ -375,7 +273,9 @@ def _run_jobs(jobs: list[_Job], manifest: PrepManifest, workers: int) -> None:
             progress(done)
         return
     chunksize = max(1, 8 // manifest.batch_size)  # small files: fewer round trips to the workers
-    with _pool_context().Pool(workers, initializer=_init_worker, initargs=(manifest.input_shape, manifest.dtype)) as pool:
+    with _pool_context().Pool(
+        workers, initializer=_init_worker, initargs=(manifest.input_shape, manifest.dtype)
+    ) as pool:
         for done, _ in enumerate(pool.imap_unordered(_worker_write, jobs, chunksize=chunksize), start=1):
             progress(done)
 
@@ -386,7 +286,9 @@ def _refuse_foreign_inputs(out_dir: Path) -> None:
         raise PreprocessError(f"output {out_dir} is a file; pass a folder for the prep files")
     if not out_dir.is_dir():
         return
-    foreign = sorted(e.name for e in os.scandir(out_dir) if _AIS_BENCH_INPUT_RE.search(e.name) and not FILE_RE.match(e.name))
+    foreign = sorted(
+        e.name for e in os.scandir(out_dir) if _AIS_BENCH_INPUT_RE.search(e.name) and not FILE_RE.match(e.name)
+    )
     if foreign:
         raise PreprocessError(
             f"output folder {out_dir} holds {len(foreign)} .bin/.npy files that preprocess did not write "
@@ -400,22 +302,22 @@ def _clear_stale(out_dir: Path, manifest: PrepManifest, owned: range, markers: d
     manifest_path = out_dir / MANIFEST_NAME
     if manifest_path.exists():
         try:
-            same = _manifest_from_json(read_json(manifest_path)) == manifest
+            same = manifest_from_json(read_json(manifest_path)) == manifest
         except (OSError, ValueError, KeyError, TypeError):
             same = False
         if not same:
             manifest_path.unlink(missing_ok=True)
     count = len(manifest.files)
     for name, name_markers in markers.items():
-        if _position(name) >= count:
+        if (file_position(name) or 0) >= count:  # read_markers keeps only input_NNNNN.bin names
             for marker in name_markers:
                 (out_dir / STATE_DIR / f"{name}.{marker}").unlink(missing_ok=True)
     for entry in os.scandir(out_dir):
         if FILE_RE.match(entry.name):
-            if _position(entry.name) >= count:
+            if (file_position(entry.name) or 0) >= count:
                 Path(entry.path).unlink(missing_ok=True)
         elif entry.name.startswith(".input_") and entry.name.endswith(".tmp"):
-            position = _position(entry.name[1:].partition(".bin.")[0] + ".bin")  # atomic_path's ".<name>.XXXX.tmp"
+            position = file_position(entry.name[1:].partition(".bin.")[0] + ".bin")  # atomic_path's ".<name>.XXXX.tmp"
             if position is not None and (position in owned or position >= count):  # others' may be in flight
                 Path(entry.path).unlink(missing_ok=True)
 
@@ -433,10 +335,10 @@ def preprocess(
     """Write this shard's ``input_XXXXX.bin`` files and the manifest; files already done with the same inputs are
     skipped, so a rerun after a kill or an edit redoes only what changed."""
     batch_size = check_batch_size(batch_size)
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype not in INPUT_DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(INPUT_DTYPES)}")
     workers = _check_workers(workers)
-    shard = _check_shard(shard)
+    shard = check_shard(shard)
     dataset = load_dataset(image_dir, label_file=label_file, limit=limit)
     out_dir = Path(out_dir)
     _refuse_foreign_inputs(out_dir)
@@ -444,27 +346,51 @@ def preprocess(
     manifest = _plan(dataset, batch_size, dtype)
     owned = shard_range(len(manifest.files), shard)
     (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    markers = _read_markers(out_dir)
+    markers = read_markers(out_dir)
     _clear_stale(out_dir, manifest, owned, markers)
 
     layout, nbytes = manifest.layout_id(), manifest.file_nbytes()
     jobs = []
     for position in owned:
         name = file_name(position)
-        images = dataset.images[position * batch_size:(position + 1) * batch_size]
+        images = dataset.images[position * batch_size : (position + 1) * batch_size]
         marker = f"{layout}.{_inputs_key(images)}"
         existing = markers.get(name, set())
-        if existing == {marker} and _has_size(out_dir / name, nbytes):
+        if existing == {marker} and has_size(out_dir / name, nbytes):
             continue
-        jobs.append(_Job(out_dir=str(out_dir), name=name, paths=tuple(str(image.path) for image in images),
-                         marker=marker, stale_markers=tuple(existing)))
-    logger.info("preprocess: %d images -> %d files of %d (%s), shard %d/%d owns %d, %d to write, %d workers",
-                manifest.image_count, len(manifest.files), batch_size, dtype, shard[0], shard[1], len(owned),
-                len(jobs), min(workers, max(1, len(jobs))))
+        jobs.append(
+            _Job(
+                out_dir=str(out_dir),
+                name=name,
+                paths=tuple(str(image.path) for image in images),
+                marker=marker,
+                stale_markers=tuple(existing),
+            )
+        )
+    logger.info(
+        "preprocess: %d images -> %d files of %d (%s), shard %d/%d owns %d, %d to write, %d workers",
+        manifest.image_count,
+        len(manifest.files),
+        batch_size,
+        dtype,
+        shard[0],
+        shard[1],
+        len(owned),
+        len(jobs),
+        min(workers, max(1, len(jobs))),
+    )
     if jobs:
         _run_jobs(jobs, manifest, min(workers, len(jobs)))
 
     manifest_path = atomic_write_json(out_dir / MANIFEST_NAME, manifest)
-    return PrepResult(out_dir=out_dir, manifest_path=manifest_path, dtype=dtype, batch_size=batch_size,
-                      image_count=manifest.image_count, file_count=len(manifest.files), files_written=len(jobs),
-                      files_skipped=len(owned) - len(jobs), dataset_fingerprint=manifest.dataset_fingerprint)
+    return PrepResult(
+        out_dir=out_dir,
+        manifest_path=manifest_path,
+        dtype=dtype,
+        batch_size=batch_size,
+        image_count=manifest.image_count,
+        file_count=len(manifest.files),
+        files_written=len(jobs),
+        files_skipped=len(owned) - len(jobs),
+        dataset_fingerprint=manifest.dataset_fingerprint,
+    )

@@ -7,7 +7,7 @@
 #   scripts/run_demo_dag.sh              # or: scripts/run_demo_dag.sh '{"batch_size": 4}'
 #
 # AIRFLOW_HOME defaults to <repo>/airflow-home (git-ignored); everything else comes from the DAG's settings
-# ([convmixer] in $AIRFLOW_HOME/airflow.cfg or AIRFLOW__CONVMIXER__* variables), read through the DAG file itself.
+# ([convmixer] in $AIRFLOW_HOME/airflow.cfg or AIRFLOW__CONVMIXER__* variables), read by convmixer_tasks.settings.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONF=${1:-"{}"}
@@ -26,22 +26,19 @@ export AIRFLOW__CORE__EXECUTOR=${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}
 export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-4}
 mkdir -p "$AIRFLOW_HOME"
 
-# The DAG file's own resolved settings (one source of truth), one per line. The metrics URL is resolved by the
-# DAG's rules ($CONVMIXER_METRICS_DB_URL before [convmixer] metrics_db_url), so the rows shown are the ones written.
+# The settings the DAG uses, from the library that resolves them (airflow.cfg / AIRFLOW__CONVMIXER__*), one per line.
+# The metrics URL follows the same rule as the DAG, so the rows shown are the ones written.
 mapfile -t SETTINGS < <(python - <<'EOF'
-import importlib.util, os
-from convmixer_tasks import flow
-path = os.path.join(os.environ["AIRFLOW__CORE__DAGS_FOLDER"], "convmixer_validation.py")
-spec = importlib.util.spec_from_file_location("convmixer_validation_settings", path)
-dag_file = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(dag_file)
-for value in (dag_file.NPU_POOL, dag_file.NPU_POOL_SLOTS, dag_file.METRICS_CONN_ID,
-              flow.metrics_url(None, dag_file.METRICS_DB_URL, dag_file.AIRFLOW_HOME)):
+from airflow.configuration import conf
+from convmixer_tasks.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
+scheduling = load_scheduling_settings(airflow_conf_reader(conf))
+worker = load_worker_settings(airflow_conf_reader(conf))
+for value in (scheduling.npu_pool, scheduling.npu_pool_slots, worker.metrics_conn_id, worker.metrics_url(None)):
     print(value)
 EOF
 )
 if [ "${#SETTINGS[@]}" -ne 4 ]; then
-  echo "run_demo_dag.sh: could not read the DAG's settings (see the error above); fix [convmixer] in airflow.cfg" >&2
+  echo "run_demo_dag.sh: could not read the [convmixer] settings (see the error above); fix airflow.cfg" >&2
   exit 1
 fi
 NPU_POOL=${SETTINGS[0]}; NPU_POOL_SLOTS=${SETTINGS[1]}; METRICS_CONN_ID=${SETTINGS[2]}; METRICS_URL=${SETTINGS[3]}

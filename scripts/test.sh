@@ -8,4 +8,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "installing Debian's chromium for the browser test" >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
 fi
+# Lint, format and type checks first: cheap, and a finding fails the run like a failing test.
+.venv/bin/ruff check convmixer_tasks dags plugins
+.venv/bin/ruff format --check convmixer_tasks dags plugins
+.venv/bin/mypy
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -151,7 +151,8 @@ def test_atc_argv_refuses_optypelist_with_a_for_all_implmode():
 
 
 def test_aipp_config_matches_the_spec_values():
-    from convmixer_tasks.preprocess import MEAN, STD
+    from convmixer_tasks.variants import INPUT
+    MEAN, STD = INPUT.mean, INPUT.std
 
     text = ascend.aipp_config()
     values = dict(re.findall(r"(\w+)\s*:\s*(\S+)", text))
@@ -532,7 +533,7 @@ def test_infer_uint8_aipp_path_matches_float_path(ascend_doubles, tiny_onnx, pre
     f32 = backend.infer(backend.compile(tiny_onnx, 2, tmp_path / "c"), prep_f32, tmp_path / "o" / "f32")
     u8 = backend.infer(backend.compile(tiny_onnx, 2, tmp_path / "c", CompileOptions(input_dtype="uint8")),
                        prep_u8, tmp_path / "o" / "u8")
-    from convmixer_tasks.preprocess import read_manifest
+    from convmixer_tasks.prepfolder import read_manifest
 
     for prep_file in read_manifest(prep_u8).files:  # padded slots differ by design: zero pixels vs zero floats
         name, real = prep_file.name.replace(".bin", "_0.bin"), len(prep_file.images)
@@ -656,7 +657,8 @@ def test_ascend_path_on_demo_set_matches_onnxruntime_top1(ascend_doubles, tmp_pa
     from convmixer_tasks.demo import make_demo_dataset
     from convmixer_tasks.evaluate import evaluate
     from convmixer_tasks.export import export_and_validate
-    from convmixer_tasks.preprocess import preprocess, read_manifest
+    from convmixer_tasks.prepfolder import read_manifest
+    from convmixer_tasks.preprocess import preprocess
 
     demo = make_demo_dataset(tmp_path / "demo", count=10)  # batch 4: the last file is half padding
     onnx_path = export_and_validate(None, tmp_path / "demo.onnx", variant="convmixer_demo").onnx_path

@@ -24,7 +24,8 @@ from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.export import export_and_validate
 from convmixer_tasks.fileio import sha256_file, to_jsonable
-from convmixer_tasks.preprocess import preprocess, read_manifest
+from convmixer_tasks.prepfolder import read_manifest
+from convmixer_tasks.preprocess import preprocess
 
 BATCH = 4
 IMAGES = 6  # two prep files; the second has 2 padded slots

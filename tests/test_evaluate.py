@@ -16,7 +16,7 @@ import pytest
 from convmixer_tasks.errors import ConfigError, EvalError
 from convmixer_tasks.evaluate import EvalResult, evaluate, label_ranks
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
-from convmixer_tasks.preprocess import MANIFEST_NAME, PrepFile, PrepManifest, file_name, input_shape
+from convmixer_tasks.prepfolder import MANIFEST_NAME, PrepFile, PrepManifest, file_name, input_shape
 
 NUM_CLASSES = 10
 BATCH = 3

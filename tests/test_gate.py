@@ -76,7 +76,7 @@ def test_known_baselines(tmp_path, monkeypatch):
     assert gate.known_baseline_top1("convmixer_768_32") is None
 
     demo_json = tmp_path / "demo_model.json"
-    monkeypatch.setattr(gate, "DEMO_MODEL_JSON", demo_json)
+    monkeypatch.setattr(gate, "DEMO_EXPECTED", demo_json)
     assert gate.known_baseline_top1("convmixer_demo") is None  # not trained yet
     demo_json.write_text(json.dumps({"expected_top1": 62.5, "other": 1}))
     assert gate.known_baseline_top1("convmixer_demo") == 62.5

@@ -6,6 +6,7 @@ $CONVMIXER_TEST_PG_URL (default postgres@127.0.0.1:5432/postgres, trust auth) an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from datetime import datetime, timedelta, timezone
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from convmixer_tasks import metrics
-from convmixer_tasks.errors import MetricsError
+from convmixer_tasks.errors import ConfigError, MetricsError
 from convmixer_tasks.metrics import store
 from convmixer_tasks.metrics.schema import TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
 
@@ -262,25 +263,48 @@ def test_record_refuses_bad_rows_and_writes_nothing(metrics_url, overrides, name
     assert count_rows(metrics_url) == 0
 
 
-def test_record_runs_writes_all_rows_or_none(metrics_url, monkeypatch):
+@contextlib.contextmanager
+def refusing_batch_size(url: str, batch_size: int):
+    """A trigger that makes the database itself refuse rows of ``batch_size`` (a constraint violation, as a CHECK
+    would raise): for rows that pass the store's validation but not the database."""
+    table = TABLE_NAME
+    engine = store.get_engine(url)
+    if engine.dialect.name == "sqlite":
+        create = [f"CREATE TRIGGER test_refuse BEFORE INSERT ON {table} WHEN NEW.batch_size = {batch_size} "
+                  "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"]
+        drop = ["DROP TRIGGER test_refuse"]
+    else:
+        create = [f"""CREATE FUNCTION test_refuse() RETURNS trigger AS $$ BEGIN
+                        IF NEW.batch_size = {batch_size} THEN
+                          RAISE EXCEPTION 'refused by the test trigger' USING ERRCODE = 'check_violation';
+                        END IF;
+                        RETURN NEW;
+                      END $$ LANGUAGE plpgsql""",
+                  f"CREATE TRIGGER test_refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION test_refuse()"]
+        drop = [f"DROP TRIGGER test_refuse ON {table}", "DROP FUNCTION test_refuse()"]
+    with engine.begin() as connection:
+        for statement in create:
+            connection.execute(sa.text(statement))
+    try:
+        yield
+    finally:
+        with engine.begin() as connection:
+            for statement in drop:
+                connection.execute(sa.text(statement))
+
+
+def test_record_runs_writes_all_rows_or_none(metrics_url):
     rows = [make_row(batch_size=1), make_row(batch_size=8)]
     # validation first: a bad second row writes nothing, not even the good first one
     with pytest.raises(MetricsError, match="throughput"):
         metrics.record_runs(metrics_url, [rows[0], make_row(batch_size=8, throughput=float("nan"))])
     assert count_rows(metrics_url) == 0
 
-    # a row only the database refuses (validation bypassed) rolls the earlier one back
-    real = store._normalise_row
-
-    def skip_accuracy(row):
-        values = real(row)
-        return {**values, "top1": None, "top5": None} if values["batch_size"] == 8 else values
-
-    monkeypatch.setattr(store, "_normalise_row", skip_accuracy)
-    with pytest.raises(MetricsError, match="refused to record run manual__2026-11-01"):
-        metrics.record_runs(metrics_url, rows)
-    assert count_rows(metrics_url) == 0
-    monkeypatch.undo()
+    # a row only the database refuses (it passes validation) rolls the earlier one back
+    with refusing_batch_size(metrics_url, 8):
+        with pytest.raises(MetricsError, match="refused to record run manual__2026-11-01"):
+            metrics.record_runs(metrics_url, rows)
+        assert count_rows(metrics_url) == 0
 
     ids = metrics.record_runs(metrics_url, rows)
     assert ids == [metrics.get_run(metrics_url, "manual__2026-11-01", size, "onnxruntime")["id"] for size in (1, 8)]
@@ -549,3 +573,27 @@ def test_bare_postgres_urls_name_the_pinned_driver(given):
     assert metrics.resolve_metrics_url(given) == "postgresql+psycopg2://u:p@db:5432/m"
     assert metrics.resolve_metrics_url(env={metrics.ENV_VAR: given}) == "postgresql+psycopg2://u:p@db:5432/m"
     assert metrics.normalize_url("sqlite:////x.db") == "sqlite:////x.db"
+
+
+def test_connection_url_fixes_airflow_renderings():
+    # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3 (not installed): the pinned driver is named
+    assert metrics.connection_url("postgres", "postgres://u:p%40ss@h:5432/db") == \
+        "postgresql+psycopg2://u:p%40ss@h:5432/db"
+    assert metrics.connection_url("postgres", "postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
+    # Airflow renders a sqlite connection as sqlite:///%2Fpath; the path is in host (JSON form) or schema (URI form)
+    assert metrics.connection_url("sqlite", "sqlite://%2Ftmp%2Fm.db", host="/tmp/m.db") == "sqlite:////tmp/m.db"
+    assert metrics.connection_url("sqlite", "sqlite:///%2Ftmp", host="", schema="/tmp/m.db") == "sqlite:////tmp/m.db"
+    assert metrics.connection_url("mysql", "mysql://u@h/db") == "mysql://u@h/db"
+    with pytest.raises(ConfigError, match="host"):
+        metrics.connection_url("sqlite", "sqlite://", host="", schema="")
+
+
+def test_metrics_url_precedence_connection_env_setting_sqlite(tmp_path):
+    """The one rule the DAG, the plugin, the CLI and the scripts follow (metrics/url.py)."""
+    home = tmp_path / "af"
+    resolve = metrics.resolve_metrics_url
+    assert resolve(None, "", home, env={}) == f"sqlite:///{home / 'convmixer_metrics.db'}"
+    assert resolve(None, "sqlite:////setting.db", home, env={}) == "sqlite:////setting.db"
+    env = {metrics.ENV_VAR: "sqlite:////env.db"}
+    assert resolve(None, "sqlite:////setting.db", home, env=env) == "sqlite:////env.db"
+    assert resolve("postgresql://conn/db", "sqlite:////setting.db", home, env=env) == "postgresql+psycopg2://conn/db"

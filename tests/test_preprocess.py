@@ -24,12 +24,11 @@ from convmixer_tasks.preprocess import (
     MEAN,
     RESIZE,
     STD,
-    parse_shard,
     preprocess,
-    read_manifest,
     transform_float32,
     transform_uint8,
 )
+from convmixer_tasks.prepfolder import parse_shard, read_manifest
 from tests.reference_transform import reference_pixels, reference_preprocess, reference_transform
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -450,26 +449,37 @@ def test_a_daemonic_caller_gets_an_in_process_run_instead_of_a_crash(tmp_path):
     assert bin_files(tmp_path / "prep") == ["input_00000.bin", "input_00001.bin", "input_00002.bin"]
 
 
-def test_workers_start_safely_while_other_threads_run(tmp_path):
+def test_workers_start_safely_while_other_threads_run(tmp_path, monkeypatch):
     """Inside an Airflow task other threads are alive; forking then can deadlock, so a forkserver is used."""
     import threading
 
     from convmixer_tasks import preprocess as prep_module
 
-    assert prep_module._pool_context().get_start_method() == "fork"
+    requested = []
+    real_get_context = multiprocessing.get_context
+
+    def spy(method=None):  # which start method the worker pool asks for
+        requested.append(method)
+        return real_get_context(method)
+
+    monkeypatch.setattr(multiprocessing, "get_context", spy)
+    image_dir = tmp_path / "images"
+    image_dir.mkdir()
+    for index in range(1, 6):
+        Image.new("RGB", (300, 260), (index * 40, 20, 90)).save(image_dir / f"ILSVRC2012_val_{index:08d}.JPEG")
+    alone = prep_module.preprocess(image_dir, tmp_path / "alone", batch_size=2, workers=2)
+    assert requested == ["fork"]  # one thread: forking is safe (and fastest)
     stop = threading.Event()
     busy = threading.Thread(target=stop.wait, daemon=True)
     busy.start()
     try:
-        assert prep_module._pool_context().get_start_method() == "forkserver"
-        image_dir = tmp_path / "images"
-        image_dir.mkdir()
-        for index in range(1, 6):
-            Image.new("RGB", (300, 260), (index * 40, 20, 90)).save(image_dir / f"ILSVRC2012_val_{index:08d}.JPEG")
         threaded = prep_module.preprocess(image_dir, tmp_path / "threaded", batch_size=2, workers=2)
     finally:
         stop.set()
         busy.join()
+    assert requested == ["fork", "forkserver"]
+    monkeypatch.undo()
     single = prep_module.preprocess(image_dir, tmp_path / "single", batch_size=2, workers=1)
     for name in ("input_00000.bin", "input_00001.bin", "input_00002.bin"):
+        assert (alone.out_dir / name).read_bytes() == (single.out_dir / name).read_bytes()
         assert (threaded.out_dir / name).read_bytes() == (single.out_dir / name).read_bytes()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from convmixer_tasks.errors import BackendError, EvalError
 from convmixer_tasks.fileio import atomic_write_json, read_json
@@ -52,8 +53,11 @@ def stats(times_ms: Iterable[float]) -> dict[str, float | int]:
     if values.size == 0:
         return {"min": 0.0, "max": 0.0, "mean": 0.0, "median": 0.0, PERCENTILE_KEY: 0.0, "count": 0}
     return {
-        "min": float(values.min()), "max": float(values.max()), "mean": float(values.mean()),
-        "median": float(np.median(values)), PERCENTILE_KEY: float(np.percentile(values, 99)),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        PERCENTILE_KEY: float(np.percentile(values, 99)),
         "count": int(values.size),
     }
 
@@ -71,8 +75,9 @@ def write_summary(
     """Write ``<output_dir>_summary.json`` atomically with the new-generation keys; returns its path."""
     compute = stats(compute_times_ms)
     summary = {
-        "filesinfo": {str(k): {"infiles": list(v["infiles"]), "outfiles": list(v["outfiles"])}
-                      for k, v in filesinfo.items()},
+        "filesinfo": {
+            str(k): {"infiles": list(v["infiles"]), "outfiles": list(v["outfiles"])} for k, v in filesinfo.items()
+        },
         "args": dict(args or {}),
         "NPU_compute_time": compute,
         "H2D_latency": stats(h2d_ms or []),
@@ -156,8 +161,16 @@ _THROUGHPUT_RE = re.compile(
 )
 _SUMMARY_THROUGHPUT_RE = re.compile(r"summary throughput\s*:\s*" + _NUMBER, re.IGNORECASE)
 _COMPUTE_RE = re.compile(
-    r"NPU_compute_time \(ms\):\s*min = " + _NUMBER + r",\s*max = " + _NUMBER + r",\s*mean = " + _NUMBER
-    + r",\s*median = " + _NUMBER + r",\s*percentile\(99%\) = " + _NUMBER
+    r"NPU_compute_time \(ms\):\s*min = "
+    + _NUMBER
+    + r",\s*max = "
+    + _NUMBER
+    + r",\s*mean = "
+    + _NUMBER
+    + r",\s*median = "
+    + _NUMBER
+    + r",\s*percentile\(99%\) = "
+    + _NUMBER
 )
 
 
@@ -178,4 +191,4 @@ def parse_compute_time(stdout: str) -> dict[str, float]:
     found = _COMPUTE_RE.findall(stdout)
     if not found:
         raise BackendError("ais_bench printed no NPU_compute_time line; check its output above for [ERROR] lines")
-    return dict(zip(("min", "max", "mean", "median", PERCENTILE_KEY), (float(v) for v in found[-1])))
+    return dict(zip(("min", "max", "mean", "median", PERCENTILE_KEY), (float(v) for v in found[-1]), strict=False))

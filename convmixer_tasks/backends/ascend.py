@@ -19,22 +19,30 @@ import signal
 import stat
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from convmixer_tasks.backends import base
 from convmixer_tasks.backends.aisbench_format import (
-    OLD_SUMMARY_NAME, PERCENTILE_KEY, THROUGHPUT_FORMULA, natural_key, output_name, parse_compute_time,
-    parse_throughput, read_summary, stats, summary_path, throughput,
+    OLD_SUMMARY_NAME,
+    PERCENTILE_KEY,
+    THROUGHPUT_FORMULA,
+    natural_key,
+    output_name,
+    parse_compute_time,
+    parse_throughput,
+    read_summary,
+    stats,
+    summary_path,
+    throughput,
 )
-from convmixer_tasks.backends.base import (
-    Artifact, Backend, BenchResult, CompileOptions, DeviceInfo, InferResult, compile_cached,
-    select_prep_files,
-)
-from convmixer_tasks.backends.cann_env import (
-    SET_ENV_SETTING, UNKNOWN_VERSION, CannEnv, file_identity, load_cann_env,
-)
+from convmixer_tasks.backends.cann_env import SET_ENV_SETTING, UNKNOWN_VERSION, CannEnv, file_identity, load_cann_env
 from convmixer_tasks.errors import BackendError, CompileError, ConfigError, ToolMissingError
+from convmixer_tasks.onnxgraph import graph_inputs
+from convmixer_tasks.prepfolder import input_shape
+from convmixer_tasks.variants import INPUT
 
 ATC_SUCCESS_LINE = "ATC run success, welcome to the next use."
 ATC_CODE_RE = re.compile(r"^[EW][0-9A-Z]\d{4}:.*$", re.MULTILINE)
@@ -48,20 +56,25 @@ NPU_NAME_RE = re.compile(r"^\d{3}[A-Za-z0-9_-]*$")
 HEALTHY = "OK"
 # The only --op_select_implmode values ATC accepts together with --optypelist_for_implmode.
 OPTYPELIST_IMPLMODES = ("high_performance", "high_precision")
-IMAGE_SIZE = 224  # the model's spatial input; AIPP and --input_shape use it
 PERF_DIRNAME = "perf"
 MAX_OUTPUT_PARENT_MODE = 0o750  # newer ais_bench refuses an existing --output folder with any other bit set
 OUTPUT_FILE_RE = re.compile(r"^[^.]+_\d+\.(bin|npy|txt)$")
 INPUT_WRITE_BITS = stat.S_IWGRP | stat.S_IWOTH  # newer ais_bench refuses input files with either bit
 
-INSTALL_ATC = ("atc comes with the CANN toolkit: install Ascend-cann-toolkit_<version>_linux-<arch>.run, or set "
-               f"{SET_ENV_SETTING} to the set_env.sh of the toolkit that has it")
-INSTALL_NPU_SMI = ("npu-smi comes with the Ascend NPU driver (Ascend-hdk-<chip>-npu-driver); install it, or in a "
-                   "container mount /usr/local/bin/npu-smi and /usr/local/Ascend/driver")
-INSTALL_AIS_BENCH = ("ais_bench is not on PyPI: on the NPU host build its wheels from Ascend/tools "
-                     "ais-bench_workload/tool/ais_bench (`pip3 wheel ./backend/` then `pip3 wheel ./`, with the CANN "
-                     "set_env.sh sourced) and `pip3 install aclruntime-*.whl ais_bench-*.whl`, or point the backend's "
-                     "`python` setting at the interpreter that has them")
+INSTALL_ATC = (
+    "atc comes with the CANN toolkit: install Ascend-cann-toolkit_<version>_linux-<arch>.run, or set "
+    f"{SET_ENV_SETTING} to the set_env.sh of the toolkit that has it"
+)
+INSTALL_NPU_SMI = (
+    "npu-smi comes with the Ascend NPU driver (Ascend-hdk-<chip>-npu-driver); install it, or in a "
+    "container mount /usr/local/bin/npu-smi and /usr/local/Ascend/driver"
+)
+INSTALL_AIS_BENCH = (
+    "ais_bench is not on PyPI: on the NPU host build its wheels from Ascend/tools "
+    "ais-bench_workload/tool/ais_bench (`pip3 wheel ./backend/` then `pip3 wheel ./`, with the CANN "
+    "set_env.sh sourced) and `pip3 install aclruntime-*.whl ais_bench-*.whl`, or point the backend's "
+    "`python` setting at the interpreter that has them"
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class ToolRun:
 
 
 # --- chip names and npu-smi ---------------------------------------------------------------------------------------
+
 
 def validate_soc_version(value: str) -> str:
     """``value`` if it is an Ascend SoC name as ATC's --soc_version takes it; else a ConfigError naming it."""
@@ -122,7 +136,7 @@ def parse_npu_smi_info(text: str) -> list[NpuChip]:
 
 
 def soc_from_chips(chips: Sequence[NpuChip]) -> str:
-    """"Ascend" + the Name of the first healthy NPU, validated."""
+    """ "Ascend" + the Name of the first healthy NPU, validated."""
     for chip in chips:
         if chip.health == HEALTHY:
             return validate_soc_version(chip.soc_version)
@@ -134,51 +148,72 @@ def soc_from_chips(chips: Sequence[NpuChip]) -> str:
 
 # --- ATC ----------------------------------------------------------------------------------------------------------
 
+
 def read_onnx_input(onnx_path: str | os.PathLike) -> tuple[str, int]:
     """(name, rank) of the model's single graph input, read from the file (initialisers are not inputs)."""
     import onnx
 
     try:
         model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means the same to the user
+    except Exception as exc:
         raise ConfigError(f"cannot read ONNX model {onnx_path} ({exc}); re-run the export step") from exc
-    initialisers = {init.name for init in model.graph.initializer}
-    inputs = [inp for inp in model.graph.input if inp.name not in initialisers]
+    inputs = graph_inputs(model)
     if len(inputs) != 1:
-        raise ConfigError(f"ONNX model {onnx_path} has {len(inputs)} inputs {[i.name for i in inputs]}; the "
-                          "classifier export has exactly one image input")
+        raise ConfigError(
+            f"ONNX model {onnx_path} has {len(inputs)} inputs {[i.name for i in inputs]}; the "
+            "classifier export has exactly one image input"
+        )
     (graph_input,) = inputs
     if graph_input.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
-        raise ConfigError(f"ONNX model {onnx_path} input {graph_input.name!r} is not float32; ATC's AIPP and the "
-                          "float32 prep files both expect the float32 export")
+        raise ConfigError(
+            f"ONNX model {onnx_path} input {graph_input.name!r} is not float32; ATC's AIPP and the "
+            "float32 prep files both expect the float32 export"
+        )
     return graph_input.name, len(graph_input.type.tensor_type.shape.dim)
 
 
-def aipp_config(size: int = IMAGE_SIZE) -> str:
+def aipp_config(size: int = INPUT.crop) -> str:
     """Static AIPP: uint8 RGB in, ``(x - 255·mean) · 1/(255·std)`` per channel on the NPU, i.e. the float transform."""
-    from convmixer_tasks.preprocess import MEAN, STD
 
-    lines = ["aipp_op {", "  aipp_mode: static", "  related_input_rank: 0", "  input_format: RGB888_U8",
-             f"  src_image_size_w: {size}", f"  src_image_size_h: {size}", "  csc_switch: false"]
-    lines += [f"  min_chn_{c}: {255.0 * m:.16g}" for c, m in enumerate(MEAN)]
-    lines += [f"  var_reci_chn_{c}: {1.0 / (255.0 * s):.16g}" for c, s in enumerate(STD)]
-    return "\n".join(lines + ["}"]) + "\n"
+    lines = [
+        "aipp_op {",
+        "  aipp_mode: static",
+        "  related_input_rank: 0",
+        "  input_format: RGB888_U8",
+        f"  src_image_size_w: {size}",
+        f"  src_image_size_h: {size}",
+        "  csc_switch: false",
+    ]
+    lines += [f"  min_chn_{c}: {255.0 * m:.16g}" for c, m in enumerate(INPUT.mean)]
+    lines += [f"  var_reci_chn_{c}: {1.0 / (255.0 * s):.16g}" for c, s in enumerate(INPUT.std)]
+    return "\n".join([*lines, "}"]) + "\n"
 
 
 def om_input_shape(batch_size: int, input_dtype: str) -> list[int]:
     """The OM's input: NCHW float32, or (with AIPP) NHWC uint8."""
-    if input_dtype == "uint8":
-        return [batch_size, IMAGE_SIZE, IMAGE_SIZE, 3]
-    return [batch_size, 3, IMAGE_SIZE, IMAGE_SIZE]
+    return input_shape(batch_size, input_dtype)
 
 
-def atc_argv(atc: str, onnx_path: str | os.PathLike, output_base: str | os.PathLike, input_name: str,
-             batch_size: int, soc_version: str, options: CompileOptions, log_level: str = "error",
-             aipp_cfg: str | os.PathLike | None = None) -> list[str]:
+def atc_argv(
+    atc: str,
+    onnx_path: str | os.PathLike,
+    output_base: str | os.PathLike,
+    input_name: str,
+    batch_size: int,
+    soc_version: str,
+    options: base.CompileOptions,
+    log_level: str = "error",
+    aipp_cfg: str | os.PathLike | None = None,
+) -> list[str]:
     """ATC's command line; ``output_base`` has no ``.om`` (ATC appends it)."""
     argv = [
-        atc, "--framework=5", f"--model={onnx_path}", f"--output={output_base}", "--input_format=NCHW",
-        f"--input_shape={input_name}:{batch_size},3,{IMAGE_SIZE},{IMAGE_SIZE}", f"--soc_version={soc_version}",
+        atc,
+        "--framework=5",
+        f"--model={onnx_path}",
+        f"--output={output_base}",
+        "--input_format=NCHW",
+        f"--input_shape={input_name}:{batch_size},3,{INPUT.crop},{INPUT.crop}",
+        f"--soc_version={soc_version}",
     ]
     if options.op_select_implmode:
         argv.append(f"--op_select_implmode={options.op_select_implmode}")
@@ -229,7 +264,7 @@ def check_atc_run(run: ToolRun, om_path: Path, env: dict[str, str]) -> None:
     failed_part = ""
     position = run.output.find("run failed")
     if position >= 0:
-        following = [line.strip() for line in run.output[position + len("run failed"):].splitlines()]
+        following = [line.strip() for line in run.output[position + len("run failed") :].splitlines()]
         failed_part = " | ".join(line for line in following if line and line not in codes)[:600]
     detail = "; ".join(codes) if codes else (failed_part or run.output.strip()[-600:] or "no output")
     message = f"{reason}: {detail}"
@@ -239,6 +274,7 @@ def check_atc_run(run: ToolRun, om_path: Path, env: dict[str, str]) -> None:
 
 
 # --- ais_bench ----------------------------------------------------------------------------------------------------
+
 
 def ais_bench_error_lines(output: str) -> list[str]:
     """[ERROR] lines and the exception line of a traceback: what explains an ais_bench failure."""
@@ -307,8 +343,11 @@ def clear_previous_outputs(output_dir: Path) -> None:
     """Remove what an earlier attempt left at ``output_dir`` (only ais_bench output files); refuse anything else."""
     summary = summary_path(output_dir)
     if output_dir.is_dir():
-        foreign = [p.name for p in output_dir.iterdir()
-                   if not (p.is_file() and (OUTPUT_FILE_RE.match(p.name) or p.name == OLD_SUMMARY_NAME))]
+        foreign = [
+            p.name
+            for p in output_dir.iterdir()
+            if not (p.is_file() and (OUTPUT_FILE_RE.match(p.name) or p.name == OLD_SUMMARY_NAME))
+        ]
         if foreign:
             raise ConfigError(
                 f"output folder {output_dir} exists and holds files that are not ais_bench outputs "
@@ -342,8 +381,10 @@ def perf_from_summary(summary: dict[str, Any], batch_size: int) -> tuple[float, 
         for key in ("mean", "median", PERCENTILE_KEY):
             latency.setdefault(key, float(computed[key]))
     if len(latency) < 3:
-        raise BackendError(f"ais_bench summary {summary.get('path', '')} has no NPU_compute_time statistics "
-                           f"(found {sorted(compute)}); re-run the benchmark")
+        raise BackendError(
+            f"ais_bench summary {summary.get('path', '')} has no NPU_compute_time statistics "
+            f"(found {sorted(compute)}); re-run the benchmark"
+        )
     value = summary.get("throughput")
     return (float(value) if value is not None else throughput(batch_size, latency["mean"])), latency, samples
 
@@ -364,13 +405,21 @@ def kill_process_group(proc: subprocess.Popen) -> None:
 
 # --- the backend --------------------------------------------------------------------------------------------------
 
-class AscendBackend(Backend):
+
+class AscendBackend(base.Backend):
     """ATC + ais_bench + npu-smi on an Ascend host; settings come from get_backend("ascend", ...)."""
 
     name = "ascend"
 
-    def __init__(self, device_id: int = 0, cann_set_env: str | os.PathLike | None = None, python: str = "python3",
-                 atc_log: str = "error", atc_timeout_s: float = 3 * 3600, ais_bench_timeout_s: float = 6 * 3600):
+    def __init__(
+        self,
+        device_id: int = 0,
+        cann_set_env: str | os.PathLike | None = None,
+        python: str = "python3",
+        atc_log: str = "error",
+        atc_timeout_s: float = 3 * 3600,
+        ais_bench_timeout_s: float = 6 * 3600,
+    ):
         if isinstance(device_id, bool) or not isinstance(device_id, int) or device_id < 0:
             raise ConfigError(f"NPU device id {device_id!r} is invalid; pass a non-negative integer (--device)")
         self.device_id = device_id
@@ -394,16 +443,24 @@ class AscendBackend(Backend):
     def tool(self, name: str, install_hint: str) -> str:
         path = self.cann.which(name)
         if path is None:
-            raise ToolMissingError(f"{name} not found on the PATH of the CANN environment ({self.cann.set_env}); "
-                                   f"{install_hint}")
+            raise ToolMissingError(
+                f"{name} not found on the PATH of the CANN environment ({self.cann.set_env}); {install_hint}"
+            )
         return path
 
     def run_tool(self, argv: list[str], timeout_s: float, cwd: Path | None = None) -> ToolRun:
         try:
             # Own process group: a tool may be a wrapper that starts the real binary (atc → atc.bin); stopping only
             # the wrapper would leave the binary running and holding the pipe, so communicate() would never return.
-            proc = subprocess.Popen(argv, env=self.cann.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                env=self.cann.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                start_new_session=True,
+            )
         except FileNotFoundError as exc:
             raise ToolMissingError(f"{argv[0]} cannot be started ({exc})") from exc
         try:
@@ -411,8 +468,9 @@ class AscendBackend(Backend):
         except subprocess.TimeoutExpired as exc:
             kill_process_group(proc)
             proc.communicate()
-            raise BackendError(f"{os.path.basename(argv[0])} did not finish in {timeout_s:.0f}s and was stopped: "
-                               f"{' '.join(argv)}") from exc
+            raise BackendError(
+                f"{os.path.basename(argv[0])} did not finish in {timeout_s:.0f}s and was stopped: {' '.join(argv)}"
+            ) from exc
         except BaseException:  # a killed task (Airflow's SIGTERM handler raises) must not leave the tool running
             kill_process_group(proc)
             proc.wait()
@@ -423,11 +481,19 @@ class AscendBackend(Backend):
         """``python3 -m ais_bench`` with the host interpreter that has ais_bench installed (checked once)."""
         python = self.python if os.path.isabs(self.python) else self.cann.which(self.python)
         if python is None:
-            raise ToolMissingError(f"{self.python} not found on the PATH of the CANN environment "
-                                   f"({self.cann.set_env}); {INSTALL_AIS_BENCH}")
+            raise ToolMissingError(
+                f"{self.python} not found on the PATH of the CANN environment "
+                f"({self.cann.set_env}); {INSTALL_AIS_BENCH}"
+            )
         if not self._ais_bench_checked:
-            probe = self.run_tool([python, "-c", "import importlib.util, sys; "
-                                   "sys.exit(0 if importlib.util.find_spec('ais_bench') else 3)"], 120)
+            probe = self.run_tool(
+                [
+                    python,
+                    "-c",
+                    "import importlib.util, sys; sys.exit(0 if importlib.util.find_spec('ais_bench') else 3)",
+                ],
+                120,
+            )
             if probe.returncode != 0:
                 raise ToolMissingError(f"the ais_bench module is not importable by {python}: {INSTALL_AIS_BENCH}")
             self._ais_bench_checked = True
@@ -436,8 +502,10 @@ class AscendBackend(Backend):
     def npu_chips(self) -> list[NpuChip]:
         run = self.run_tool([self.tool("npu-smi", INSTALL_NPU_SMI), "info"], 120)
         if run.returncode != 0:
-            raise BackendError(f"`npu-smi info` failed with status {run.returncode}: {run.output.strip()[-500:]}; "
-                               "check the NPU driver (is the device visible in this container?)")
+            raise BackendError(
+                f"`npu-smi info` failed with status {run.returncode}: {run.output.strip()[-500:]}; "
+                "check the NPU driver (is the device visible in this container?)"
+            )
         return parse_npu_smi_info(run.output)
 
     def soc_version(self) -> str:
@@ -452,12 +520,17 @@ class AscendBackend(Backend):
 
     # -- the Backend interface --
 
-    def describe(self) -> DeviceInfo:
-        return DeviceInfo(backend=self.name, device=self.soc_version(), toolkit_version=self.cann.toolkit_version)
+    def describe(self) -> base.DeviceInfo:
+        return base.DeviceInfo(backend=self.name, device=self.soc_version(), toolkit_version=self.cann.toolkit_version)
 
-    def compile(self, onnx_path: str | os.PathLike, batch_size: int, cache_dir: str | os.PathLike,
-                options: CompileOptions | None = None) -> Artifact:
-        options = options or CompileOptions()
+    def compile(
+        self,
+        onnx_path: str | os.PathLike,
+        batch_size: int,
+        cache_dir: str | os.PathLike,
+        options: base.CompileOptions | None = None,
+    ) -> base.Artifact:
+        options = options or base.CompileOptions()
         soc = self.soc_version() if options.soc_version == "auto" else validate_soc_version(options.soc_version)
         options = dataclasses.replace(options, soc_version=soc)  # the cache key and record name the real chip
         atc = self.tool("atc", INSTALL_ATC)
@@ -474,25 +547,35 @@ class AscendBackend(Backend):
                 aipp_cfg = tmp_artifact.parent / "aipp.cfg"
                 aipp_cfg.write_text(aipp_text)
             output_base = tmp_artifact.with_name(tmp_artifact.name[: -len(".om")])
-            argv = atc_argv(atc, onnx_abs, output_base, input_name, batch_size, soc, options, self.atc_log,
-                            aipp_cfg)
+            argv = atc_argv(atc, onnx_abs, output_base, input_name, batch_size, soc, options, self.atc_log, aipp_cfg)
             # ATC drops fusion_result.json and kernel_meta/ into its working folder: keep them in the build folder.
             run = self.run_tool(argv, self.atc_timeout_s, cwd=tmp_artifact.parent)
             check_atc_run(run, tmp_artifact, self.cann.env)
-            return {"input_shape": om_input_shape(batch_size, options.input_dtype), "soc_version": soc,
-                    "toolkit_version": self.cann.toolkit_version, "onnx_input_name": input_name,
-                    "atc_argv": argv, "aipp_config": aipp_text,
-                    "atc_warnings": [line for line in ATC_CODE_RE.findall(run.output) if line.startswith("W")]}
+            return {
+                "input_shape": om_input_shape(batch_size, options.input_dtype),
+                "soc_version": soc,
+                "toolkit_version": self.cann.toolkit_version,
+                "onnx_input_name": input_name,
+                "atc_argv": argv,
+                "aipp_config": aipp_text,
+                "atc_warnings": [line for line in ATC_CODE_RE.findall(run.output) if line.startswith("W")],
+            }
 
-        return compile_cached(backend=self.name, runtime=self.runtime_identity(soc), onnx_path=onnx_path,
-                              batch_size=batch_size, cache_dir=cache_dir, options=options, suffix=".om",
-                              build=build)
+        runtime = self.runtime_identity(soc)
+        return base.compile_cached(
+            onnx_path, batch_size, cache_dir, options, backend=self.name, runtime=runtime, suffix=".om", build=build
+        )
 
-    def infer(self, artifact: Artifact, prep_dir: str | os.PathLike, output_dir: str | os.PathLike,
-              files: list[str] | None = None) -> InferResult:
+    def infer(
+        self,
+        artifact: base.Artifact,
+        prep_dir: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        files: list[str] | None = None,
+    ) -> base.InferResult:
         self._check_artifact(artifact)
         prep_dir = Path(prep_dir).resolve()  # newer ais_bench refuses symlinked paths: hand it real ones
-        _, selected = select_prep_files(artifact, prep_dir, files)  # dtype/shape/size: ais_bench checks none
+        _, selected = base.select_prep_files(artifact, prep_dir, files)  # dtype/shape/size: ais_bench checks none
         names = [prep_file.name for prep_file in selected]
         output_dir = Path(output_dir).absolute()
         output_dir = output_dir.parent.resolve() / output_dir.name
@@ -507,12 +590,15 @@ class AscendBackend(Backend):
             link_folder = output_dir.parent / f".{output_dir.name}_inputs"
             shutil.rmtree(link_folder, ignore_errors=True)
             input_folder = link_shard_folder(prep_dir, names, link_folder)
-        argv = command + [
+        # fmt: off
+        argv = [
+            *command,
             "--model", str(Path(artifact.path).resolve()), "--input", str(input_folder),
             "--output", str(output_dir.parent),
             "--output_dirname", output_dir.name, "--outfmt", "BIN", "--batchsize", str(artifact.batch_size),
             "--device", str(self.device_id),
         ]
+        # fmt: on
         try:
             run = self.run_tool(argv, self.ais_bench_timeout_s)
             self._check_ais_bench_run(run, "inference")
@@ -524,9 +610,9 @@ class AscendBackend(Backend):
         finally:
             if link_folder is not None:
                 shutil.rmtree(link_folder, ignore_errors=True)
-        return InferResult(output_dir=output_dir, summary_path=summary, file_count=len(names), outfmt="bin")
+        return base.InferResult(output_dir=output_dir, summary_path=summary, file_count=len(names), outfmt="bin")
 
-    def benchmark(self, artifact: Artifact, loop: int = 100, warmup: int = 5) -> BenchResult:
+    def benchmark(self, artifact: base.Artifact, loop: int = 100, warmup: int = 5) -> base.BenchResult:
         self._check_artifact(artifact)
         if isinstance(loop, bool) or not isinstance(loop, int) or loop < 1:
             raise ConfigError(f"loop count {loop!r} is invalid; pass a positive integer (--loop)")
@@ -534,12 +620,15 @@ class AscendBackend(Backend):
             raise ConfigError(f"warm-up count {warmup!r} is invalid; pass 0 or more (--warmup)")
         command = self.ais_bench_command()
         with tempfile.TemporaryDirectory(prefix="ais_bench_perf_") as tmp:  # mode 0o700: fine for newer ais_bench
-            argv = command + [
+            # fmt: off
+            argv = [
+                *command,
                 "--model", str(Path(artifact.path).resolve()), "--loop", str(loop),
                 "--batchsize", str(artifact.batch_size),
                 "--warmup_count", str(warmup), "--output", tmp, "--output_dirname", PERF_DIRNAME,
                 "--device", str(self.device_id),
             ]
+            # fmt: on
             run = self.run_tool(argv, self.ais_bench_timeout_s)
             self._check_ais_bench_run(run, "benchmark")
             perf_dir = Path(tmp) / PERF_DIRNAME
@@ -548,18 +637,27 @@ class AscendBackend(Backend):
                 value, latency, samples = perf_from_summary(read_summary(perf_dir), artifact.batch_size)
             else:
                 value, latency, samples = perf_from_stdout(run.output)
-        return BenchResult(
-            backend=self.name, batch_size=artifact.batch_size, loop=loop, warmup=warmup, throughput=value,
-            latency_mean_ms=latency["mean"], latency_p50_ms=latency["median"],
-            latency_p99_ms=latency[PERCENTILE_KEY], samples=samples, formula=THROUGHPUT_FORMULA,
+        return base.BenchResult(
+            backend=self.name,
+            batch_size=artifact.batch_size,
+            loop=loop,
+            warmup=warmup,
+            throughput=value,
+            latency_mean_ms=latency["mean"],
+            latency_p50_ms=latency["median"],
+            latency_p99_ms=latency[PERCENTILE_KEY],
+            samples=samples,
+            formula=THROUGHPUT_FORMULA,
         )
 
     # -- helpers --
 
-    def _check_artifact(self, artifact: Artifact) -> None:
+    def _check_artifact(self, artifact: base.Artifact) -> None:
         if artifact.backend != self.name:
-            raise ConfigError(f"artifact {artifact.path} was compiled by the {artifact.backend} backend, not "
-                              f"{self.name}; compile it with --backend {self.name}")
+            raise ConfigError(
+                f"artifact {artifact.path} was compiled by the {artifact.backend} backend, not "
+                f"{self.name}; compile it with --backend {self.name}"
+            )
         if not Path(artifact.path).is_file():
             raise BackendError(f"OM file {artifact.path} is missing; re-run compile")
 
@@ -569,8 +667,9 @@ class AscendBackend(Backend):
             return
         errors = ais_bench_error_lines(run.output)
         detail = "; ".join(errors) if errors else run.output.strip()[-800:] or "no output"
-        raise BackendError(f"ais_bench {what} failed with exit status {run.returncode}: {detail}. "
-                           f"Command: {' '.join(run.argv)}")
+        raise BackendError(
+            f"ais_bench {what} failed with exit status {run.returncode}: {detail}. Command: {' '.join(run.argv)}"
+        )
 
     @staticmethod
     def _settle_summary(output_dir: Path) -> Path:
@@ -580,8 +679,9 @@ class AscendBackend(Backend):
         if old.is_file():
             os.replace(old, target)
         if not target.is_file():
-            raise BackendError(f"ais_bench exited 0 but wrote no summary at {target} (nor {old}); check that it "
-                               "ran with --output")
+            raise BackendError(
+                f"ais_bench exited 0 but wrote no summary at {target} (nor {old}); check that it ran with --output"
+            )
         return target
 
     @staticmethod
@@ -589,8 +689,10 @@ class AscendBackend(Backend):
         expected = [output_name(name) for name in names]
         missing = [name for name in expected if not (output_dir / name).is_file()]
         if missing:
-            raise BackendError(f"ais_bench exited 0 but {len(missing)} of {len(expected)} outputs are missing in "
-                               f"{output_dir} (e.g. {', '.join(missing[:3])})")
+            raise BackendError(
+                f"ais_bench exited 0 but {len(missing)} of {len(expected)} outputs are missing in "
+                f"{output_dir} (e.g. {', '.join(missing[:3])})"
+            )
         sizes = {(output_dir / name).stat().st_size for name in expected}
         if len(sizes) != 1 or 0 in sizes:
             raise BackendError(f"ais_bench outputs in {output_dir} have unequal or zero sizes {sorted(sizes)}")

@@ -14,24 +14,33 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
+from convmixer_tasks.cache import ContentCache
+from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.errors import BackendError, ConfigError
-from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file, sha256_json
+from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file
+from convmixer_tasks.prepfolder import DTYPE_ITEMSIZE, INPUT_DTYPES, PrepFile, PrepManifest, read_manifest
 
-if TYPE_CHECKING:  # only for type hints; preprocess imports numpy/PIL
-    from convmixer_tasks.preprocess import PrepFile, PrepManifest
 
-# name -> (module, class). Backends are constructed with the settings given to get_backend (e.g. device_id).
-BACKENDS: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("convmixer_tasks.backends.onnxruntime", "OnnxRuntimeBackend"),
-    "ascend": ("convmixer_tasks.backends.ascend", "AscendBackend"),
+@dataclass(frozen=True)
+class BackendEntry:
+    module: str
+    class_name: str
+    settings: tuple[str, ...] = ()  # constructor settings it takes (CLI flags; workers set those they know)
+
+
+# The backend registry: adding a backend is its module plus one line here. Param enums and CLI choices derive from it.
+BACKENDS: dict[str, BackendEntry] = {
+    "onnxruntime": BackendEntry("convmixer_tasks.backends.onnxruntime", "OnnxRuntimeBackend"),
+    "ascend": BackendEntry(
+        "convmixer_tasks.backends.ascend", "AscendBackend", ("device_id", "cann_set_env", "python", "atc_log")
+    ),
 }
-
-INPUT_DTYPES = ("float32", "uint8")
-DTYPE_ITEMSIZE = {"float32": 4, "uint8": 1}
+BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
 SIDECAR_SUFFIX = ".json"  # artifact "x.om" -> sidecar "x.om.json"
 
 
@@ -81,7 +90,7 @@ class Artifact:
         return math.prod(self.input_shape) * DTYPE_ITEMSIZE[self.input_dtype]
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Artifact":
+    def from_dict(cls, data: dict[str, Any]) -> Artifact:
         """Rebuild from ``fileio.to_jsonable(artifact)`` — how an artifact crosses Airflow tasks."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
@@ -89,14 +98,16 @@ class Artifact:
         return cls(**values)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Artifact":
+    def load(cls, path: str | os.PathLike) -> Artifact:
         """Read an artifact from its JSON sidecar (given the artifact path or the sidecar path)."""
         path = Path(path)
         sidecar = path if path.name.endswith(SIDECAR_SUFFIX) else sidecar_path(path)
         artifact_file = sidecar.with_name(sidecar.name[: -len(SIDECAR_SUFFIX)])
         if not artifact_file.is_file():
-            raise BackendError(f"compiled model {artifact_file} does not exist; pass an artifact written by "
-                               "`convmixer-tasks compile` (--model)")
+            raise BackendError(
+                f"compiled model {artifact_file} does not exist; pass an artifact written by "
+                "`convmixer-tasks compile` (--model)"
+            )
         if not sidecar.is_file():
             raise BackendError(f"artifact sidecar {sidecar} is missing; re-run compile to rebuild the artifact")
         artifact = cls.from_dict(read_json(sidecar))
@@ -135,13 +146,19 @@ class Backend(ABC):
 
     @abstractmethod
     def compile(
-        self, onnx_path: str | os.PathLike, batch_size: int, cache_dir: str | os.PathLike,
+        self,
+        onnx_path: str | os.PathLike,
+        batch_size: int,
+        cache_dir: str | os.PathLike,
         options: CompileOptions | None = None,
     ) -> Artifact: ...
 
     @abstractmethod
     def infer(
-        self, artifact: Artifact, prep_dir: str | os.PathLike, output_dir: str | os.PathLike,
+        self,
+        artifact: Artifact,
+        prep_dir: str | os.PathLike,
+        output_dir: str | os.PathLike,
         files: list[str] | None = None,
     ) -> InferResult: ...
 
@@ -153,22 +170,17 @@ def get_backend(name: str, **settings: Any) -> Backend:
     """The backend called ``name``; ``settings`` go to its constructor (e.g. ``device_id`` for ascend)."""
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend {name!r}; choose one of: {', '.join(sorted(BACKENDS))} (--backend)")
-    module_name, class_name = BACKENDS[name]
-    backend_class = getattr(importlib.import_module(module_name), class_name)
+    entry = BACKENDS[name]
+    backend_class = getattr(importlib.import_module(entry.module), entry.class_name)
     return backend_class(**settings)
 
 
 # --- compile cache -------------------------------------------------------------------------------------------------
 
+
 def sidecar_path(artifact_path: str | os.PathLike) -> Path:
     artifact_path = Path(artifact_path)
     return artifact_path.with_name(artifact_path.name + SIDECAR_SUFFIX)
-
-
-def check_batch_size(batch_size: int) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch size {batch_size!r} is invalid; pass a positive integer (--batch-size)")
-    return batch_size
 
 
 # What a backend's build step returns: the artifact's input shape plus anything worth recording.
@@ -176,13 +188,13 @@ BuildFn = Callable[[Path], dict[str, Any]]
 
 
 def compile_cached(
-    *,
-    backend: str,
-    runtime: str,
     onnx_path: str | os.PathLike,
     batch_size: int,
     cache_dir: str | os.PathLike,
     options: CompileOptions,
+    *,
+    backend: str,
+    runtime: str,
     suffix: str,
     build: BuildFn,
 ) -> Artifact:
@@ -199,14 +211,22 @@ def compile_cached(
         raise ConfigError(f"ONNX model {onnx_path} does not exist; run the export step first or fix --onnx")
     onnx_sha256 = sha256_file(onnx_path)
     options_dict = options.to_dict()
-    key = sha256_json({"backend": backend, "runtime": runtime, "onnx_sha256": onnx_sha256,
-                       "batch_size": batch_size, "options": options_dict})
-    cache_dir = Path(cache_dir)
+    cache = ContentCache(Path(cache_dir))
+    key = cache.key(
+        {
+            "backend": backend,
+            "runtime": runtime,
+            "onnx_sha256": onnx_sha256,
+            "batch_size": batch_size,
+            "options": options_dict,
+        }
+    )
+    cache_dir = cache.root
     cache_dir.mkdir(parents=True, exist_ok=True)
     stem = onnx_path.name.split(".")[0]
-    artifact_path = cache_dir / f"{stem}_bs{batch_size}_{options.input_dtype}_{key[:16]}{suffix}"
+    artifact_path = cache_dir / f"{stem}_bs{batch_size}_{options.input_dtype}_{cache.entry(key).name}{suffix}"
 
-    hit = _load_cache_hit(artifact_path, key)
+    hit = cache.lookup(lambda: _load_cache_hit(artifact_path, key))
     if hit is not None:
         return hit
 
@@ -218,9 +238,17 @@ def compile_cached(
             raise BackendError(f"{backend} compile of {onnx_path} produced no artifact at {tmp_artifact}")
         input_shape = [int(d) for d in meta.pop("input_shape")]
         artifact = Artifact(
-            path=artifact_path, backend=backend, batch_size=batch_size, input_dtype=options.input_dtype,
-            sha256=sha256_file(tmp_artifact), onnx_sha256=onnx_sha256, options=options_dict, cached=False,
-            input_shape=input_shape, cache_key=key, meta={"runtime": runtime, **meta},
+            path=artifact_path,
+            backend=backend,
+            batch_size=batch_size,
+            input_dtype=options.input_dtype,
+            sha256=sha256_file(tmp_artifact),
+            onnx_sha256=onnx_sha256,
+            options=options_dict,
+            cached=False,
+            input_shape=input_shape,
+            cache_key=key,
+            meta={"runtime": runtime, **meta},
         )
         os.replace(tmp_artifact, artifact_path)
     finally:
@@ -234,10 +262,7 @@ def _load_cache_hit(artifact_path: Path, key: str) -> Artifact | None:
     sidecar = sidecar_path(artifact_path)
     if not (artifact_path.is_file() and sidecar.is_file()):
         return None
-    try:
-        artifact = Artifact.from_dict(read_json(sidecar))
-    except (ValueError, TypeError, KeyError):
-        return None  # a damaged sidecar is a miss, not an error: we rebuild
+    artifact = Artifact.from_dict(read_json(sidecar))
     if artifact.cache_key != key or sha256_file(artifact_path) != artifact.sha256:
         return None
     artifact.path = artifact_path
@@ -247,19 +272,21 @@ def _load_cache_hit(artifact_path: Path, key: str) -> Artifact | None:
 
 # --- prep files vs artifact ----------------------------------------------------------------------------------------
 
+
 def select_prep_files(
-    artifact: Artifact, prep_dir: str | os.PathLike, files: list[str] | None = None,
-) -> tuple["PrepManifest", list["PrepFile"]]:
+    artifact: Artifact, prep_dir: str | os.PathLike, files: list[str] | None = None
+) -> tuple[PrepManifest, list[PrepFile]]:
     """The manifest and the prep files to run (all, or the shard ``files``), after checking that they fit the
     artifact's input: dtype, batch size, per-file byte size. ais_bench never checks dtype, so both backends call this.
     """
-    from convmixer_tasks.preprocess import read_manifest  # numpy/PIL only when inferring
 
     prep_dir = Path(prep_dir)
     # Only the selected files are checked below: other shards of the folder may still be being written.
     manifest = read_manifest(prep_dir, check_files=False)
-    fix = (f"re-run preprocess with --batch-size {artifact.batch_size} --dtype {artifact.input_dtype}, "
-           f"or compile with --batch-size {manifest.batch_size} --input-dtype {manifest.dtype}")
+    fix = (
+        f"re-run preprocess with --batch-size {artifact.batch_size} --dtype {artifact.input_dtype}, "
+        f"or compile with --batch-size {manifest.batch_size} --input-dtype {manifest.dtype}"
+    )
     if manifest.dtype != artifact.input_dtype or int(manifest.batch_size) != artifact.batch_size:
         raise BackendError(
             f"prep folder {prep_dir} holds {manifest.dtype} batches of {manifest.batch_size} but artifact "

@@ -13,17 +13,14 @@ import platform
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from convmixer_tasks.errors import BackendError, ToolMissingError
 
 # CANN < 8.5 installs under ascend-toolkit/, CANN >= 8.5 under cann/ (first existing one wins when none is configured).
-DEFAULT_SET_ENV_PATHS = (
-    Path("/usr/local/Ascend/ascend-toolkit/set_env.sh"),
-    Path("/usr/local/Ascend/cann/set_env.sh"),
-)
+DEFAULT_SET_ENV_PATHS = (Path("/usr/local/Ascend/ascend-toolkit/set_env.sh"), Path("/usr/local/Ascend/cann/set_env.sh"))
 SET_ENV_SETTING = "--cann-set-env (CLI) / cann_set_env (backend setting, DAG param)"
 INSTALL_INFO_NAME = "ascend_toolkit_install.info"
 UNKNOWN_VERSION = "unknown"
@@ -72,8 +69,13 @@ def source_set_env(set_env: Path, base_env: Mapping[str, str] | None = None) -> 
     # The script path travels as $1, never spliced into the command string.
     argv = [bash, "-c", 'source "$1" >/dev/null && env -0', "cann_set_env", str(set_env)]
     try:
-        proc = subprocess.run(argv, env=dict(base_env if base_env is not None else os.environ),
-                              capture_output=True, timeout=SOURCE_TIMEOUT_S, check=False)
+        proc = subprocess.run(
+            argv,
+            env=dict(base_env if base_env is not None else os.environ),
+            capture_output=True,
+            timeout=SOURCE_TIMEOUT_S,
+            check=False,
+        )
     except subprocess.TimeoutExpired as exc:
         raise BackendError(f"sourcing {set_env} did not finish in {SOURCE_TIMEOUT_S}s; check the script") from exc
     if proc.returncode != 0:
@@ -125,8 +127,11 @@ def read_version_file(path: Path) -> str | None:
 
 def read_toolkit_version(set_env: Path, env: Mapping[str, str]) -> str:
     """The CANN version from the install info; the compiler's version.info as a fallback; else "unknown"."""
-    fallbacks = [Path(env[key]) / "compiler" / "version.info"
-                 for key in ("ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH") if env.get(key)]
+    fallbacks = [
+        Path(env[key]) / "compiler" / "version.info"
+        for key in ("ASCEND_TOOLKIT_HOME", "ASCEND_HOME_PATH")
+        if env.get(key)
+    ]
     for path in install_info_candidates(set_env, env) + fallbacks:
         if path.is_file():
             version = read_version_file(path)
@@ -135,13 +140,16 @@ def read_toolkit_version(set_env: Path, env: Mapping[str, str]) -> str:
     return UNKNOWN_VERSION
 
 
-def load_cann_env(configured: str | os.PathLike | None = None,
-                  base_env: Mapping[str, str] | None = None) -> CannEnv:
+def load_cann_env(configured: str | os.PathLike | None = None, base_env: Mapping[str, str] | None = None) -> CannEnv:
     set_env = resolve_set_env(configured)
     env = source_set_env(set_env, base_env)
     home = env.get("ASCEND_TOOLKIT_HOME") or env.get("ASCEND_HOME_PATH")
-    return CannEnv(set_env=set_env, env=env, toolkit_home=Path(home) if home else None,
-                   toolkit_version=read_toolkit_version(set_env, env))
+    return CannEnv(
+        set_env=set_env,
+        env=env,
+        toolkit_home=Path(home) if home else None,
+        toolkit_version=read_toolkit_version(set_env, env),
+    )
 
 
 def file_identity(path: str) -> str:

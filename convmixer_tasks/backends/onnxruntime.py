@@ -19,12 +19,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from convmixer_tasks.backends import aisbench_format
-from convmixer_tasks.backends.base import (
-    Artifact, Backend, BenchResult, CompileOptions, DeviceInfo, InferResult, compile_cached, select_prep_files,
-)
+from convmixer_tasks.backends import aisbench_format, base
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.fileio import atomic_path
+from convmixer_tasks.onnxgraph import graph_inputs
+from convmixer_tasks.variants import INPUT
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 NUMPY_DTYPES = {"float32": np.float32, "uint8": np.uint8}
@@ -47,7 +46,10 @@ def gpu_name(device_id: int = 0) -> str:
     try:
         out = subprocess.run(
             ["nvidia-smi", f"--id={device_id}", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
         ).stdout.strip()
         return out.splitlines()[0] if out else "CUDA GPU"
     except (OSError, subprocess.SubprocessError):
@@ -62,7 +64,7 @@ def worker_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(base.Backend):
     name = "onnxruntime"
 
     def __init__(self, provider: str = "auto", threads: int | None = None, device_id: int = 0) -> None:
@@ -85,12 +87,15 @@ class OnnxRuntimeBackend(Backend):
     # --- describe ---------------------------------------------------------------------------------------------
 
     @cached_property
-    def device_info(self) -> DeviceInfo:
+    def device_info(self) -> base.DeviceInfo:
         device = gpu_name(self.device_id) if self.provider == "cuda" else cpu_model()
-        return DeviceInfo(backend=self.name, device=device,
-                          toolkit_version=f"onnxruntime {ort.__version__} ({PROVIDERS[self.provider]})")
+        return base.DeviceInfo(
+            backend=self.name,
+            device=device,
+            toolkit_version=f"onnxruntime {ort.__version__} ({PROVIDERS[self.provider]})",
+        )
 
-    def describe(self) -> DeviceInfo:
+    def describe(self) -> base.DeviceInfo:
         return self.device_info
 
     @property
@@ -101,12 +106,15 @@ class OnnxRuntimeBackend(Backend):
 
     # --- compile ----------------------------------------------------------------------------------------------
 
-    def compile(self, onnx_path, batch_size, cache_dir, options: CompileOptions | None = None) -> Artifact:
-        options = options or CompileOptions()
-        return compile_cached(
-            backend=self.name, runtime=self.runtime, onnx_path=onnx_path, batch_size=batch_size,
-            cache_dir=cache_dir, options=options, suffix=".onnx",
-            build=lambda tmp: self._build(Path(onnx_path), batch_size, options.input_dtype, tmp),
+    def compile(self, onnx_path, batch_size, cache_dir, options: base.CompileOptions | None = None) -> base.Artifact:
+        options = options or base.CompileOptions()
+
+        def build(tmp: Path) -> dict[str, Any]:
+            return self._build(Path(onnx_path), batch_size, options.input_dtype, tmp)
+
+        runtime = self.runtime
+        return base.compile_cached(
+            onnx_path, batch_size, cache_dir, options, backend=self.name, runtime=runtime, suffix=".onnx", build=build
         )
 
     def _build(self, onnx_path: Path, batch_size: int, input_dtype: str, target: Path) -> dict[str, Any]:
@@ -114,7 +122,7 @@ class OnnxRuntimeBackend(Backend):
 
         try:
             model = onnx.load(str(onnx_path))
-        except Exception as exc:  # noqa: BLE001 - protobuf errors come in several types
+        except Exception as exc:
             raise BackendError(f"{onnx_path} is not a readable ONNX model ({exc}); re-run the export step") from exc
         input_name, output_name = fix_batch(model, batch_size, onnx_path)
         if input_dtype == "uint8":
@@ -125,12 +133,17 @@ class OnnxRuntimeBackend(Backend):
         session_options.optimized_model_filepath = str(target)
         try:
             ort.InferenceSession(str(fixed), session_options, providers=self._providers())
-        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        except Exception as exc:
             raise BackendError(f"ONNX Runtime could not optimise {onnx_path} at batch {batch_size}: {exc}") from exc
         graph_input = model.graph.input[0]
         shape = [d.dim_value for d in graph_input.type.tensor_type.shape.dim]
-        return {"input_shape": shape, "input_name": input_name, "output_name": output_name,
-                "provider": PROVIDERS[self.provider], "device": self.device_info.device}
+        return {
+            "input_shape": shape,
+            "input_name": input_name,
+            "output_name": output_name,
+            "provider": PROVIDERS[self.provider],
+            "device": self.device_info.device,
+        }
 
     # --- sessions ---------------------------------------------------------------------------------------------
 
@@ -139,7 +152,7 @@ class OnnxRuntimeBackend(Backend):
             return [(PROVIDERS["cuda"], {"device_id": self.device_id}), PROVIDERS["cpu"]]
         return [PROVIDERS["cpu"]]
 
-    def _session_options(self, level: "ort.GraphOptimizationLevel") -> "ort.SessionOptions":
+    def _session_options(self, level: ort.GraphOptimizationLevel) -> ort.SessionOptions:
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = level
         session_options.intra_op_num_threads = self.threads
@@ -148,11 +161,13 @@ class OnnxRuntimeBackend(Backend):
         session_options.log_severity_level = 3  # warnings about the saved model's layout ops are noise here
         return session_options
 
-    def open_session(self, artifact: Artifact) -> "ort.InferenceSession":
+    def open_session(self, artifact: base.Artifact) -> ort.InferenceSession:
         """A session on an artifact this backend compiled for this device (it is already optimised)."""
         if artifact.backend != self.name:
-            raise BackendError(f"artifact {artifact.path} was compiled by {artifact.backend}, not onnxruntime; "
-                               "compile the ONNX with --backend onnxruntime")
+            raise BackendError(
+                f"artifact {artifact.path} was compiled by {artifact.backend}, not onnxruntime; "
+                "compile the ONNX with --backend onnxruntime"
+            )
         built_for = artifact.meta.get("runtime")
         if built_for != self.runtime:
             raise BackendError(
@@ -167,15 +182,15 @@ class OnnxRuntimeBackend(Backend):
 
     # --- infer ------------------------------------------------------------------------------------------------
 
-    def infer(self, artifact, prep_dir, output_dir, files=None) -> InferResult:
+    def infer(self, artifact, prep_dir, output_dir, files=None) -> base.InferResult:
         prep_dir, output_dir = Path(prep_dir), Path(output_dir)
-        _, selected = select_prep_files(artifact, prep_dir, files)
+        _, selected = base.select_prep_files(artifact, prep_dir, files)
         session = self.open_session(artifact)
         input_name, output_name = artifact.meta["input_name"], artifact.meta["output_name"]
         dtype = NUMPY_DTYPES[artifact.input_dtype]
         output_dir.mkdir(parents=True, exist_ok=True)
 
-        filesinfo: dict[int, dict[str, list[str]]] = {}
+        filesinfo: dict[int | str, dict[str, list[str]]] = {}
         compute_ms: list[float] = []
         for sample_id, prep_file in enumerate(selected):
             in_path = prep_dir / prep_file.name
@@ -188,19 +203,31 @@ class OnnxRuntimeBackend(Backend):
                 np.ascontiguousarray(logits, dtype=np.float32).tofile(tmp)
             filesinfo[sample_id] = {"infiles": [str(in_path)], "outfiles": [str(out_path)]}
 
-        args = {"model": str(artifact.path), "input": str(prep_dir), "output": str(output_dir.parent),
-                "output_dirname": output_dir.name, "outfmt": "BIN", "loop": 1, "batchsize": artifact.batch_size,
-                "device": self.device_id, "backend": self.name, "provider": PROVIDERS[self.provider],
-                "threads": self.threads, "files": list(files) if files is not None else None}
+        args = {
+            "model": str(artifact.path),
+            "input": str(prep_dir),
+            "output": str(output_dir.parent),
+            "output_dirname": output_dir.name,
+            "outfmt": "BIN",
+            "loop": 1,
+            "batchsize": artifact.batch_size,
+            "device": self.device_id,
+            "backend": self.name,
+            "provider": PROVIDERS[self.provider],
+            "threads": self.threads,
+            "files": list(files) if files is not None else None,
+        }
         summary = aisbench_format.write_summary(output_dir, filesinfo, compute_ms, artifact.batch_size, args)
-        return InferResult(output_dir=output_dir, summary_path=summary, file_count=len(selected), outfmt="bin")
+        return base.InferResult(output_dir=output_dir, summary_path=summary, file_count=len(selected), outfmt="bin")
 
     # --- benchmark --------------------------------------------------------------------------------------------
 
-    def benchmark(self, artifact, loop=100, warmup=5, seed: int = 0) -> BenchResult:
+    def benchmark(self, artifact, loop=100, warmup=5, seed: int = 0) -> base.BenchResult:
         if loop < 1 or warmup < 0:
-            raise ConfigError(f"benchmark needs loop >= 1 and warmup >= 0, got loop={loop} warmup={warmup}; "
-                              "fix --loop/--warmup (DAG param benchmark_loop)")
+            raise ConfigError(
+                f"benchmark needs loop >= 1 and warmup >= 0, got loop={loop} warmup={warmup}; "
+                "fix --loop/--warmup (DAG param benchmark_loop)"
+            )
         session = self.open_session(artifact)
         batch = random_batch(artifact.input_dtype, artifact.input_shape, seed)
         run = self._runner(session, artifact, batch)
@@ -212,15 +239,20 @@ class OnnxRuntimeBackend(Backend):
             run()
             samples.append((time.perf_counter() - started) * 1000.0)
         timing = aisbench_format.stats(samples)
-        return BenchResult(
-            backend=self.name, batch_size=artifact.batch_size, loop=loop, warmup=warmup,
+        return base.BenchResult(
+            backend=self.name,
+            batch_size=artifact.batch_size,
+            loop=loop,
+            warmup=warmup,
             throughput=aisbench_format.throughput(artifact.batch_size, timing["mean"]),
-            latency_mean_ms=timing["mean"], latency_p50_ms=timing["median"],
-            latency_p99_ms=timing[aisbench_format.PERCENTILE_KEY], samples=samples,
+            latency_mean_ms=timing["mean"],
+            latency_p50_ms=timing["median"],
+            latency_p99_ms=timing[aisbench_format.PERCENTILE_KEY],
+            samples=samples,
             formula=aisbench_format.THROUGHPUT_FORMULA,
         )
 
-    def _runner(self, session, artifact: Artifact, batch: np.ndarray):
+    def _runner(self, session, artifact: base.Artifact, batch: np.ndarray):
         """A no-argument call that runs the model once on ``batch``. On CUDA the input stays on the GPU (IO binding)
         so the timing is compute only, like ais_bench's NPU_compute_time."""
         input_name, output_name = artifact.meta["input_name"], artifact.meta["output_name"]
@@ -239,10 +271,10 @@ class OnnxRuntimeBackend(Backend):
 
 # --- graph edits (pure onnx, no session) ------------------------------------------------------------------------
 
+
 def fix_batch(model, batch_size: int, onnx_path: Path) -> tuple[str, str]:
     """Set the batch axis of the single input and output to ``batch_size``; returns their names."""
-    initializers = {t.name for t in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
+    inputs = graph_inputs(model)
     if len(inputs) != 1 or len(model.graph.output) != 1:
         raise BackendError(
             f"{onnx_path} has inputs {[i.name for i in inputs]} and outputs {[o.name for o in model.graph.output]}; "
@@ -253,12 +285,16 @@ def fix_batch(model, batch_size: int, onnx_path: Path) -> tuple[str, str]:
     import onnx
 
     if graph_input.type.tensor_type.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[1].dim_value != 3:
-        raise BackendError(f"{onnx_path} input '{graph_input.name}' is not float32 NCHW with 3 channels; "
-                           "re-export with the export step")
+        raise BackendError(
+            f"{onnx_path} input '{graph_input.name}' is not float32 NCHW with 3 channels; "
+            "re-export with the export step"
+        )
     fixed = dims[0].dim_value
     if fixed and fixed != batch_size:
-        raise BackendError(f"{onnx_path} has a fixed batch of {fixed}, so it cannot be compiled for batch "
-                           f"{batch_size}; re-export with a dynamic batch axis (the export step does)")
+        raise BackendError(
+            f"{onnx_path} has a fixed batch of {fixed}, so it cannot be compiled for batch "
+            f"{batch_size}; re-export with a dynamic batch axis (the export step does)"
+        )
     for value in (graph_input, graph_output):
         value.type.tensor_type.shape.dim[0].dim_value = batch_size  # also clears dim_param (oneof)
     del model.graph.value_info[:]  # stale symbolic shapes; ORT re-infers them from the fixed input
@@ -271,8 +307,6 @@ def prepend_uint8_normalisation(model, input_name: str) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from convmixer_tasks.preprocess import MEAN, STD
-
     graph = model.graph
     graph_input = next(i for i in graph.input if i.name == input_name)
     n, c, h, w = (d.dim_value for d in graph_input.type.tensor_type.shape.dim)
@@ -280,12 +314,14 @@ def prepend_uint8_normalisation(model, input_name: str) -> None:
     for node in graph.node:
         node.input[:] = [inner if name == input_name else name for name in node.input]
 
-    mean_255 = np.asarray([255.0 * m for m in MEAN], dtype=np.float32).reshape(1, c, 1, 1)
-    var_reci = np.asarray([1.0 / (255.0 * s) for s in STD], dtype=np.float32).reshape(1, c, 1, 1)
-    graph.initializer.extend([
-        onnx.numpy_helper.from_array(mean_255, inner + "_min_chn"),
-        onnx.numpy_helper.from_array(var_reci, inner + "_var_reci_chn"),
-    ])
+    mean_255 = np.asarray([255.0 * m for m in INPUT.mean], dtype=np.float32).reshape(1, c, 1, 1)
+    var_reci = np.asarray([1.0 / (255.0 * s) for s in INPUT.std], dtype=np.float32).reshape(1, c, 1, 1)
+    graph.initializer.extend(
+        [
+            onnx.numpy_helper.from_array(mean_255, inner + "_min_chn"),
+            onnx.numpy_helper.from_array(var_reci, inner + "_var_reci_chn"),
+        ]
+    )
     prologue = [
         helper.make_node("Cast", [input_name], [inner + "_f32"], to=TensorProto.FLOAT),
         helper.make_node("Transpose", [inner + "_f32"], [inner + "_nchw"], perm=[0, 3, 1, 2]),

@@ -1,8 +1,8 @@
 """The metrics store: one row per DAG run × batch size × backend in its own database (never Airflow's).
 
-Call ``upgrade(url)`` once before use (idempotent), ``record_run`` / ``record_runs`` after evaluation (a retry
-updates the same rows), and the query functions from the UI. Evaluated rows are recorded ``pending``;
-``convmixer_tasks.gate`` turns them into ok/regressed.
+``resolve_metrics_url`` (``url.py``) decides which database; call ``upgrade(url)`` once before use (idempotent),
+``record_run`` / ``record_runs`` after evaluation (a retry updates the same rows), and the query functions from
+the UI. Evaluated rows are recorded ``pending``; ``convmixer_tasks.gate`` turns them into ok/regressed.
 """
 
 from convmixer_tasks.metrics.schema import (
@@ -15,22 +15,25 @@ from convmixer_tasks.metrics.schema import (
     ValidationRun,
 )
 from convmixer_tasks.metrics.store import (
-    AIRFLOW_CONNECTION_ID,
-    ENV_VAR,
     MAX_LIMIT,
     dispose_engines,
     distinct_values,
     get_run,
-    mask_url,
-    normalize_url,
     query_runs,
     recent_ok_throughputs,
     record_run,
     record_runs,
-    resolve_metrics_url,
     series,
     update_status,
     upgrade,
+)
+from convmixer_tasks.metrics.url import (
+    AIRFLOW_CONNECTION_ID,
+    ENV_VAR,
+    connection_url,
+    mask_url,
+    normalize_url,
+    resolve_metrics_url,
 )
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "STATUS_REGRESSED",
     "MetricsRow",
     "ValidationRun",
+    "connection_url",
     "dispose_engines",
     "distinct_values",
     "get_run",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -71,11 +71,11 @@ class UTCDateTime(TypeDecorator):
 
 def as_utc(value: datetime) -> datetime:
     """Aware UTC datetime; a naive one is taken to be UTC already (Airflow's dates are UTC)."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -94,8 +94,9 @@ class ValidationRun(Base):
         CheckConstraint(f"status = '{STATUS_FAILED}' OR top1 IS NOT NULL", name="evaluated_unless_failed"),
         CheckConstraint("batch_size >= 1", name="batch_size_positive"),
         # The gate's history query: same model/backend/device/batch size, newest first.
-        Index("ix_convmixer_validation_runs_series", "model_variant", "backend", "device", "batch_size",
-              "logical_date"),
+        Index(
+            "ix_convmixer_validation_runs_series", "model_variant", "backend", "device", "batch_size", "logical_date"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -143,28 +144,27 @@ GENERATED_COLUMNS = ("id", "created_at", "updated_at")
 KEY_COLUMNS = ("run_id", "batch_size", "backend")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MetricsRow:
     """What a DAG task (or the CLI) knows about one run × batch size × backend, ready for ``record_run``.
 
     A run that failed before evaluation leaves ``top1``/``top5`` as None. Datetimes may be ISO-8601 strings
-    (rows travel through XCom as JSON); naive ones are taken as UTC.
+    (rows travel through XCom as JSON); naive ones are taken as UTC. The field order is the CSV export's column order.
     """
 
     run_id: str
-    model_variant: str
-    backend: str
-    batch_size: int
-    status: str
-    logical_date: datetime | str | None = None  # None → started_at, else now (Airflow 3 manual runs may have none)
     dag_id: str | None = None
+    logical_date: datetime | str | None = None  # None → started_at, else now (Airflow 3 manual runs may have none)
     started_at: datetime | str | None = None
     finished_at: datetime | str | None = None
+    model_variant: str
     checkpoint_sha256: str | None = None
     onnx_sha256: str | None = None
     artifact_sha256: str | None = None
+    backend: str
     device: str | None = None
     toolkit_version: str | None = None
+    batch_size: int
     input_dtype: str | None = None
     image_count: int | None = None
     top1: float | None = None
@@ -174,6 +174,7 @@ class MetricsRow:
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     parity_max_abs_diff: float | None = None
+    status: str
     baseline_top1: float | None = None
     baseline_throughput: float | None = None
     gate_reasons: list[str] | None = None

@@ -1,4 +1,4 @@
-"""Reading and writing the metrics database: URL resolution, cached engines, the Alembic upgrade, ``record_run``
+"""Reading and writing the metrics database: cached engines, the Alembic upgrade, ``record_run``
 (an upsert by run × batch size × backend), ``update_status`` and the queries the UI and the gate use.
 
 Every function takes the database URL (the DAG builds it from the Airflow Connection ``convmixer_metrics``; Airflow
@@ -17,9 +17,9 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import Engine, Float, Integer, String, create_engine, event, func, select, update
 from sqlalchemy import exc as sa_exc
@@ -41,54 +41,21 @@ from convmixer_tasks.metrics.schema import (
     as_utc,
     utcnow,
 )
+from convmixer_tasks.metrics.url import AIRFLOW_CONNECTION_ID, ENV_VAR, mask_url, normalize_url
 
-ENV_VAR = "CONVMIXER_METRICS_DB_URL"
-DEFAULT_DB_FILENAME = "convmixer_metrics.db"
-AIRFLOW_CONNECTION_ID = "convmixer_metrics"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 MAX_LIMIT = 500
 # pg_advisory_xact_lock key ("CVMX" as an int) so two processes upgrading at once queue instead of racing.
 _UPGRADE_LOCK_KEY = 0x43564D58
 
-_FIX_URL = (f"check that the database server is running and reachable, and the URL (Airflow connection "
-            f"'{AIRFLOW_CONNECTION_ID}', ${ENV_VAR} or --url)")
+_FIX_URL = (
+    f"check that the database server is running and reachable, and the URL (Airflow connection "
+    f"'{AIRFLOW_CONNECTION_ID}', ${ENV_VAR} or --url)"
+)
 
 
 # --- URLs and engines ---------------------------------------------------------------------------------------------
-
-def resolve_metrics_url(explicit: str | None = None, env: Mapping[str, str] = os.environ,
-                        airflow_home: str | os.PathLike | None = None) -> str:
-    """The metrics DB URL: ``explicit``, else ``$CONVMIXER_METRICS_DB_URL``, else SQLite beside Airflow's files
-    (``<airflow_home or $AIRFLOW_HOME or ~/airflow>/convmixer_metrics.db``)."""
-    if explicit:
-        return normalize_url(explicit)
-    if env.get(ENV_VAR):
-        return normalize_url(env[ENV_VAR])
-    home = Path(airflow_home or env.get("AIRFLOW_HOME") or "~/airflow").expanduser().absolute()
-    return f"sqlite:///{home / DEFAULT_DB_FILENAME}"
-
-
-# The PostgreSQL driver this project pins (psycopg2-binary). SQLAlchemy 2.1 maps a bare ``postgresql://`` to
-# psycopg 3, which is not installed, and Airflow Connections render PostgreSQL as ``postgres://``.
-POSTGRES_SCHEME = "postgresql+psycopg2://"
-
-
-def normalize_url(url: str) -> str:
-    """``postgres://`` and ``postgresql://`` name the pinned driver; every other URL is returned unchanged."""
-    for scheme in ("postgres://", "postgresql://"):
-        if url.startswith(scheme):
-            return POSTGRES_SCHEME + url[len(scheme):]
-    return url
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password replaced by ``***``, safe for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except sa_exc.ArgumentError:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
-
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -128,12 +95,16 @@ def _create_engine(url: str) -> Engine:
     try:
         parsed = make_url(normalize_url(url))
     except sa_exc.ArgumentError:
-        raise MetricsError(f"metrics DB URL {mask_url(url)!r} is not a SQLAlchemy URL; use e.g. "
-                           f"postgresql+psycopg2://user:pass@host:5432/db or sqlite:////abs/path.db") from None
+        raise MetricsError(
+            f"metrics DB URL {mask_url(url)!r} is not a SQLAlchemy URL; use e.g. "
+            f"postgresql+psycopg2://user:pass@host:5432/db or sqlite:////abs/path.db"
+        ) from None
     dialect = parsed.get_backend_name()
     if dialect not in SUPPORTED_DIALECTS:
-        raise MetricsError(f"metrics DB URL {mask_url(url)} uses {dialect!r}; supported: "
-                           f"{', '.join(SUPPORTED_DIALECTS)} (the upsert relies on INSERT … ON CONFLICT)")
+        raise MetricsError(
+            f"metrics DB URL {mask_url(url)} uses {dialect!r}; supported: "
+            f"{', '.join(SUPPORTED_DIALECTS)} (the upsert relies on INSERT … ON CONFLICT)"
+        )
     try:
         if dialect == "sqlite":
             engine = create_engine(parsed, connect_args={"timeout": 30})
@@ -145,8 +116,10 @@ def _create_engine(url: str) -> Engine:
         # pre_ping: the UI process lives for days and the server may restart under it.
         return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     except (sa_exc.NoSuchModuleError, ImportError) as exc:
-        raise MetricsError(f"no driver for metrics DB URL {mask_url(url)} ({exc}); install it "
-                           f"(psycopg2-binary for postgresql+psycopg2) or fix the URL's driver part") from exc
+        raise MetricsError(
+            f"no driver for metrics DB URL {mask_url(url)} ({exc}); install it "
+            f"(psycopg2-binary for postgresql+psycopg2) or fix the URL's driver part"
+        ) from exc
 
 
 def _use_real_sqlite_transactions(engine: Engine) -> None:
@@ -169,14 +142,19 @@ def _db_errors(url: str, action: str) -> Iterator[None]:
     try:
         yield
     except sa_exc.IntegrityError as exc:
-        raise MetricsError(f"metrics database {mask_url(url)} refused to {action}: {_detail(exc, url)}; "
-                           "fix the row's values") from exc
+        raise MetricsError(
+            f"metrics database {mask_url(url)} refused to {action}: {_detail(exc, url)}; fix the row's values"
+        ) from exc
     except sa_exc.DBAPIError as exc:
         if getattr(exc.orig, "pgcode", None) == "42P01" or "no such table" in str(exc.orig):
-            raise MetricsError(f"metrics table {TABLE_NAME} is missing in {mask_url(url)}; create it with "
-                               f"`convmixer-tasks metrics-upgrade --url <url>` (or metrics.upgrade(url))") from exc
-        raise MetricsError(f"cannot {action}: metrics database {mask_url(url)} is unreachable or unusable "
-                           f"({_detail(exc, url)}); {_FIX_URL}") from exc
+            raise MetricsError(
+                f"metrics table {TABLE_NAME} is missing in {mask_url(url)}; create it with "
+                f"`convmixer-tasks metrics-upgrade --url <url>` (or metrics.upgrade(url))"
+            ) from exc
+        raise MetricsError(
+            f"cannot {action}: metrics database {mask_url(url)} is unreachable or unusable "
+            f"({_detail(exc, url)}); {_FIX_URL}"
+        ) from exc
 
 
 def _detail(exc: sa_exc.DBAPIError, url: str) -> str:
@@ -187,6 +165,7 @@ def _detail(exc: sa_exc.DBAPIError, url: str) -> str:
 
 
 # --- migrations ---------------------------------------------------------------------------------------------------
+
 
 def alembic_config(url: str):
     """An Alembic Config built in code, so migrations run from an installed package with no alembic.ini."""
@@ -219,8 +198,7 @@ def upgrade(url: str, revision: str = "head") -> str | None:
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
-            return MigrationContext.configure(
-                connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+            return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
 def _make_sqlite_folder(engine: Engine) -> None:
@@ -247,8 +225,11 @@ def _check_status(status: Any, name: str = "status") -> str:
 def _check_reasons(reasons: Any, name: str = "gate_reasons") -> list[str] | None:
     if reasons is None:
         return None
-    if isinstance(reasons, str) or not isinstance(reasons, (list, tuple)) or \
-            not all(isinstance(reason, str) for reason in reasons):
+    if (
+        isinstance(reasons, str)
+        or not isinstance(reasons, (list, tuple))
+        or not all(isinstance(reason, str) for reason in reasons)
+    ):
         raise MetricsError(f"{name} must be a list of strings, got {reasons!r}")
     return list(reasons)
 
@@ -256,6 +237,7 @@ def _check_reasons(reasons: Any, name: str = "gate_reasons") -> list[str] | None
 def _check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise MetricsError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
         raise MetricsError(f"{name} must be {bound}, got {value}")
@@ -281,17 +263,19 @@ def parse_datetime(value: Any, name: str) -> tuple[datetime, bool]:
         try:
             parsed: datetime | date = datetime.fromisoformat(text)
         except ValueError:
-            raise MetricsError(f"{name} {value!r} is not an ISO-8601 date/time; "
-                               "use e.g. 2026-11-25 or 2026-11-25T08:00:00+00:00") from None
+            raise MetricsError(
+                f"{name} {value!r} is not an ISO-8601 date/time; use e.g. 2026-11-25 or 2026-11-25T08:00:00+00:00"
+            ) from None
         is_date = len(text) <= len("2026-11-25")
         value = parsed
     if is_date:
-        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc), True
+        return datetime(value.year, value.month, value.day, tzinfo=UTC), True
     if not isinstance(value, datetime):
         raise MetricsError(f"{name} must be a date/time or ISO-8601 string, got {value!r}")
     value = as_utc(value)  # pendulum (Airflow) datetimes become plain ones below
-    return datetime(value.year, value.month, value.day, value.hour, value.minute, value.second,
-                    value.microsecond, tzinfo=timezone.utc), False
+    return datetime(
+        value.year, value.month, value.day, value.hour, value.minute, value.second, value.microsecond, tzinfo=UTC
+    ), False
 
 
 def _check_value(name: str, value: Any) -> Any:
@@ -337,14 +321,19 @@ def _normalise_row(row: MetricsRow | Mapping[str, Any]) -> dict[str, Any]:
 
     top1, top5, status = values["top1"], values["top5"], values["status"]
     if (top1 is None) != (top5 is None):
-        raise MetricsError(f"partial accuracy for run {values['run_id']}: top1={top1}, top5={top5}; "
-                           "record both (evaluation finished) or neither (it did not)")
+        raise MetricsError(
+            f"partial accuracy for run {values['run_id']}: top1={top1}, top5={top5}; "
+            "record both (evaluation finished) or neither (it did not)"
+        )
     if top1 is not None and top5 < top1:
-        raise MetricsError(f"top5 ({top5}) is below top1 ({top1}) for run {values['run_id']}; "
-                           "the two are swapped or miscomputed")
+        raise MetricsError(
+            f"top5 ({top5}) is below top1 ({top1}) for run {values['run_id']}; the two are swapped or miscomputed"
+        )
     if status != STATUS_FAILED and top1 is None:
-        raise MetricsError(f"status {status!r} needs accuracy but run {values['run_id']} has no top1/top5; "
-                           f"record status {STATUS_FAILED!r} for a run that did not reach evaluation")
+        raise MetricsError(
+            f"status {status!r} needs accuracy but run {values['run_id']} has no top1/top5; "
+            f"record status {STATUS_FAILED!r} for a run that did not reach evaluation"
+        )
     if values["logical_date"] is None:  # Airflow 3 runs triggered by hand may have no logical date
         values["logical_date"] = values["started_at"] or utcnow()
     return values
@@ -352,16 +341,16 @@ def _normalise_row(row: MetricsRow | Mapping[str, Any]) -> dict[str, Any]:
 
 # --- writes -------------------------------------------------------------------------------------------------------
 
+
 def _key(run_id: str, batch_size: int, backend: str):
     return (ValidationRun.run_id == run_id, ValidationRun.batch_size == batch_size, ValidationRun.backend == backend)
 
 
-def _dialect_insert(engine: Engine):
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+def _dialect_insert(engine: Engine) -> Any:
+    """The dialect's ``insert`` (both have ``on_conflict_do_update``, which the generic one lacks)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
 
 def record_run(url: str, row: MetricsRow | Mapping[str, Any]) -> int:
@@ -388,11 +377,15 @@ def record_runs(url: str, rows: Iterable[MetricsRow | Mapping[str, Any]], *, kee
     what = ", ".join(dict.fromkeys(str(one["run_id"]) for one in values))
     with _db_errors(url, f"record run {what}"), Session(engine) as session, session.begin():
         ids = []
-        for row, one in zip(rows, values):
-            session.execute(_upsert(engine, one, now, keep_logical_date=_given(row, "logical_date") is None,
-                                    keep_gated=keep_gated))
-            ids.append(session.scalar(select(ValidationRun.id).where(*_key(one["run_id"], one["batch_size"],
-                                                                             one["backend"]))))
+        for row, one in zip(rows, values, strict=False):
+            session.execute(
+                _upsert(engine, one, now, keep_logical_date=_given(row, "logical_date") is None, keep_gated=keep_gated)
+            )
+            row_id = session.scalar(
+                select(ValidationRun.id).where(*_key(one["run_id"], one["batch_size"], one["backend"]))
+            )
+            assert row_id is not None, "the upsert just wrote this row"
+            ids.append(row_id)
         return ids
 
 
@@ -412,9 +405,17 @@ def _given(row: MetricsRow | Mapping[str, Any], name: str) -> Any:
 _UNCHANGED: Any = object()
 
 
-def update_status(url: str, run_id: str, batch_size: int, backend: str, status: str,
-                  reasons: list[str] | None, *, baseline_top1: float | None = _UNCHANGED,
-                  baseline_throughput: float | None = _UNCHANGED) -> None:
+def update_status(
+    url: str,
+    run_id: str,
+    batch_size: int,
+    backend: str,
+    status: str,
+    reasons: list[str] | None,
+    *,
+    baseline_top1: float | None = _UNCHANGED,
+    baseline_throughput: float | None = _UNCHANGED,
+) -> None:
     """Set a recorded row's status and gate reasons (and, when given, the baselines the gate compared against)."""
     values: dict[str, Any] = {"status": _check_status(status), "gate_reasons": _check_reasons(reasons, "reasons")}
     for name, value in (("baseline_top1", baseline_top1), ("baseline_throughput", baseline_throughput)):
@@ -427,17 +428,21 @@ def update_status(url: str, run_id: str, batch_size: int, backend: str, status: 
     # The top1 condition keeps 'ok'/'regressed' off rows that never reached evaluation.
     conditions = [*key] if status == STATUS_FAILED else [*key, ValidationRun.top1.is_not(None)]
     with _db_errors(url, f"update {what}"), Session(get_engine(url)) as session, session.begin():
-        result = session.execute(update(ValidationRun).where(*conditions).values(**values)
-                                 .execution_options(synchronize_session=False))
-        if result.rowcount == 1:
+        result = session.execute(
+            update(ValidationRun).where(*conditions).values(**values).execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) == 1:  # an UPDATE returns a CursorResult
             return
         if session.scalar(select(ValidationRun.id).where(*key)) is None:
             raise MetricsError(f"no metrics row for {what}; record_run it before setting its status")
-        raise MetricsError(f"{what} has no accuracy, so it cannot be {status!r}; only {STATUS_FAILED!r} fits "
-                           "a run that did not reach evaluation")
+        raise MetricsError(
+            f"{what} has no accuracy, so it cannot be {status!r}; only {STATUS_FAILED!r} fits "
+            "a run that did not reach evaluation"
+        )
 
 
 # --- queries ------------------------------------------------------------------------------------------------------
+
 
 def get_run(url: str, run_id: str, batch_size: int, backend: str) -> dict[str, Any] | None:
     """One row as a JSON-ready dict, or None when it was never recorded."""
@@ -446,13 +451,34 @@ def get_run(url: str, run_id: str, batch_size: int, backend: str) -> dict[str, A
         return None if run is None else run.to_dict()
 
 
-def _filters(model: str | None = None, backend: str | None = None, device: str | None = None,
-             batch_size: int | None = None, since: Any = None, until: Any = None,
-             status: str | None = None) -> list:
+class RunFilter(TypedDict, total=False):
+    """The filters the UI and ``metrics-show`` offer; each left out (or None, or "") means 'any'."""
+
+    model: str | None
+    backend: str | None
+    device: str | None
+    batch_size: int | None
+    since: Any  # ISO date / date-time string, date or datetime
+    until: Any  # the same; a bare date includes that whole day
+    status: str | None
+
+
+def _filters(
+    model: str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    since: Any = None,
+    until: Any = None,
+    status: str | None = None,
+) -> list:
     """WHERE clauses for the UI's filters; None or "" means 'any'. A bare-date ``until`` includes that whole day."""
     clauses = []
-    for column, value in ((ValidationRun.model_variant, model), (ValidationRun.backend, backend),
-                          (ValidationRun.device, device)):
+    for column, value in (
+        (ValidationRun.model_variant, model),
+        (ValidationRun.backend, backend),
+        (ValidationRun.device, device),
+    ):
         if value not in (None, ""):
             if not isinstance(value, str):
                 raise MetricsError(f"{column.key} filter must be a string, got {value!r}")
@@ -480,72 +506,95 @@ def _filters(model: str | None = None, backend: str | None = None, device: str |
 _NEWEST_FIRST = (ValidationRun.logical_date.desc(), ValidationRun.id.desc())
 
 
-def query_runs(url: str, model: str | None = None, backend: str | None = None, device: str | None = None,
-               batch_size: int | None = None, since: Any = None, until: Any = None, status: str | None = None,
-               limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+def query_runs(
+    url: str, limit: int = 50, offset: int = 0, **filters: Unpack[RunFilter]
+) -> tuple[list[dict[str, Any]], int]:
     """One page of rows, newest first (by logical date), and the total number matching the filters."""
-    clauses = _filters(model, backend, device, batch_size, since, until, status)
+    clauses = _filters(**filters)
     limit = _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
     offset = _check_int(offset, "offset", minimum=0)
     with _db_errors(url, "query runs"), Session(get_engine(url)) as session:
-        total = session.scalar(select(func.count()).select_from(ValidationRun).where(*clauses))
-        runs = session.scalars(select(ValidationRun).where(*clauses).order_by(*_NEWEST_FIRST)
-                               .limit(limit).offset(offset)).all()
+        total = session.scalar(select(func.count()).select_from(ValidationRun).where(*clauses)) or 0
+        runs = session.scalars(
+            select(ValidationRun).where(*clauses).order_by(*_NEWEST_FIRST).limit(limit).offset(offset)
+        ).all()
         return [run.to_dict() for run in runs], total
 
 
-def series(url: str, model: str | None = None, backend: str | None = None, device: str | None = None,
-           batch_size: int | None = None, since: Any = None, until: Any = None,
-           status: str | None = None) -> list[dict[str, Any]]:
+def series(url: str, **filters: Unpack[RunFilter]) -> list[dict[str, Any]]:
     """Rows for charts: one series per (model_variant, batch_size, backend, device), points oldest first.
 
     Each series is ``{"model_variant", "batch_size", "backend", "device", "points": [{"logical_date", "top1",
     "throughput", "status", "run_id", "dag_id", "baseline_top1", "baseline_throughput"}, ...]}``; series are sorted
     by those keys.
     """
-    clauses = _filters(model, backend, device, batch_size, since, until, status)
-    group_columns = (ValidationRun.model_variant, ValidationRun.batch_size, ValidationRun.backend,
-                     ValidationRun.device)
-    point_columns = (ValidationRun.logical_date, ValidationRun.top1, ValidationRun.throughput, ValidationRun.status,
-                     ValidationRun.run_id, ValidationRun.dag_id, ValidationRun.baseline_top1,
-                     ValidationRun.baseline_throughput)
+    clauses = _filters(**filters)
+    group_columns = (ValidationRun.model_variant, ValidationRun.batch_size, ValidationRun.backend, ValidationRun.device)
+    point_columns = (
+        ValidationRun.logical_date,
+        ValidationRun.top1,
+        ValidationRun.throughput,
+        ValidationRun.status,
+        ValidationRun.run_id,
+        ValidationRun.dag_id,
+        ValidationRun.baseline_top1,
+        ValidationRun.baseline_throughput,
+    )
     with _db_errors(url, "query series"), Session(get_engine(url)) as session:
-        rows = session.execute(select(*group_columns, *point_columns).where(*clauses)
-                               .order_by(ValidationRun.logical_date, ValidationRun.id)).all()
+        rows = session.execute(
+            select(*group_columns, *point_columns)
+            .where(*clauses)
+            .order_by(ValidationRun.logical_date, ValidationRun.id)
+        ).all()
     grouped: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        group = tuple(row[:len(group_columns)])
-        point = dict(zip((column.key for column in point_columns), row[len(group_columns):]))
-        point["logical_date"] = point["logical_date"].isoformat()
+        group = tuple(row[: len(group_columns)])
+        point = dict(zip((column.key for column in point_columns), row[len(group_columns) :], strict=False))
+        logical_date = point["logical_date"]
+        assert isinstance(logical_date, datetime), "logical_date is NOT NULL"
+        point["logical_date"] = logical_date.isoformat()
         grouped.setdefault(group, []).append(point)
     names = [column.key for column in group_columns]
-    return [{**dict(zip(names, group)), "points": points}
-            for group, points in sorted(grouped.items(), key=lambda item: tuple(
-                "" if part is None else part for part in item[0]))]
+    return [
+        {**dict(zip(names, group, strict=False)), "points": points}
+        for group, points in sorted(
+            grouped.items(), key=lambda item: tuple("" if part is None else part for part in item[0])
+        )
+    ]
 
 
 def distinct_values(url: str) -> dict[str, list]:
     """What the UI's filter drop-downs offer: the models, backends, devices and batch sizes present, sorted."""
-    columns = {"models": ValidationRun.model_variant, "backends": ValidationRun.backend,
-               "devices": ValidationRun.device, "batch_sizes": ValidationRun.batch_size}
+    columns = {
+        "models": ValidationRun.model_variant,
+        "backends": ValidationRun.backend,
+        "devices": ValidationRun.device,
+        "batch_sizes": ValidationRun.batch_size,
+    }
     with _db_errors(url, "list filter values"), Session(get_engine(url)) as session:
-        values = {name: list(session.scalars(select(column).distinct().where(column.is_not(None))
-                                             .order_by(column))) for name, column in columns.items()}
+        values = {
+            name: list(session.scalars(select(column).distinct().where(column.is_not(None)).order_by(column)))
+            for name, column in columns.items()
+        }
     values["statuses"] = list(STATUSES)
     return values
 
 
-def recent_ok_throughputs(url: str, model: str, backend: str, device: str | None, batch_size: int, n: int,
-                          exclude_run_id: str | None = None) -> list[float]:
+def recent_ok_throughputs(
+    url: str, model: str, backend: str, device: str | None, batch_size: int, n: int, exclude_run_id: str | None = None
+) -> list[float]:
     """Throughputs of the newest ``n`` runs with status ``ok`` on the same model, backend, device and batch size
     (newest first) — the gate's history. Regressed, failed and pending (not yet gated) runs never count."""
     n = _check_int(n, "n", minimum=1, maximum=MAX_LIMIT)
-    clauses = [ValidationRun.model_variant == model, ValidationRun.backend == backend,
-               ValidationRun.device == device,  # None → IS NULL
-               ValidationRun.batch_size == _check_int(batch_size, "batch_size", minimum=1),
-               ValidationRun.status == STATUS_OK, ValidationRun.throughput.is_not(None)]
+    clauses = [
+        ValidationRun.model_variant == model,
+        ValidationRun.backend == backend,
+        ValidationRun.device == device,  # None → IS NULL
+        ValidationRun.batch_size == _check_int(batch_size, "batch_size", minimum=1),
+        ValidationRun.status == STATUS_OK,
+        ValidationRun.throughput.is_not(None),
+    ]
     if exclude_run_id is not None:
         clauses.append(ValidationRun.run_id != exclude_run_id)
     with _db_errors(url, "read throughput history"), Session(get_engine(url)) as session:
-        return list(session.scalars(select(ValidationRun.throughput).where(*clauses)
-                                    .order_by(*_NEWEST_FIRST).limit(n)))
+        return list(session.scalars(select(ValidationRun.throughput).where(*clauses).order_by(*_NEWEST_FIRST).limit(n)))

@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
+from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+from airflow.api_fastapi.core_api.security import requires_access_view
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
@@ -23,8 +25,6 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
-from airflow.api_fastapi.core_api.security import requires_access_view
 from convmixer_tasks import metrics as store
 from convmixer_tasks.errors import ConvMixerError
 
@@ -42,10 +42,32 @@ STATIC_FILES = {
 ALL_ROWS_PAGE = 500
 # The documented row columns, in the order the CSV gives them.
 CSV_COLUMNS = (
-    "run_id", "dag_id", "logical_date", "started_at", "finished_at", "model_variant", "checkpoint_sha256",
-    "onnx_sha256", "artifact_sha256", "backend", "device", "toolkit_version", "batch_size", "input_dtype",
-    "image_count", "top1", "top5", "throughput", "latency_mean_ms", "latency_p50_ms", "latency_p99_ms",
-    "parity_max_abs_diff", "status", "baseline_top1", "baseline_throughput", "gate_reasons",
+    "run_id",
+    "dag_id",
+    "logical_date",
+    "started_at",
+    "finished_at",
+    "model_variant",
+    "checkpoint_sha256",
+    "onnx_sha256",
+    "artifact_sha256",
+    "backend",
+    "device",
+    "toolkit_version",
+    "batch_size",
+    "input_dtype",
+    "image_count",
+    "top1",
+    "top5",
+    "throughput",
+    "latency_mean_ms",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "parity_max_abs_diff",
+    "status",
+    "baseline_top1",
+    "baseline_throughput",
+    "gate_reasons",
 )
 # The page loads only its own files and talks only to this server; Chart.js sets canvas sizes through the CSSOM,
 # which style-src does not govern.
@@ -76,8 +98,12 @@ def _sqlite_file_missing(url: str) -> bool:
     except ArgumentError:
         return False  # the store names the bad URL
     database = parsed.database or ""
-    return (parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:")
-            and not database.startswith("file:") and not Path(database).exists())
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and not database.startswith("file:")
+        and not Path(database).exists()
+    )
 
 
 def _call_store(db_url: Callable[[], str], query: Callable[[str], Any], empty: Any) -> Any:
@@ -190,9 +216,7 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
     @router.get("/api/series")
     def series(filters: FiltersDep) -> JSONResponse:
         """Top-1 and throughput over time, one series per batch size × backend × device."""
-        groups = _call_store(
-            db_url, lambda url: store.series(url, **filters.as_query()), empty=[]
-        )
+        groups = _call_store(db_url, lambda url: store.series(url, **filters.as_query()), empty=[])
         return JSONResponse(jsonable_encoder({"series": groups}), headers=DATA_HEADERS)
 
     @router.get("/api/runs.csv")

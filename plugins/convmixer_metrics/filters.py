@@ -8,14 +8,15 @@ from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query, status
 
-from convmixer_tasks import flow, metrics
+from convmixer_tasks import metrics
+from convmixer_tasks.backends.base import BACKEND_NAMES
 
 # Model variants are identifiers (convmixer_1536_20). Device names are whatever the hardware reports
 # ("Ascend310P3", "Intel(R) Xeon(R) ... @ 2.90GHz"), so they only have to be printable and fit the column.
 # Filters reach the store as bound parameters, never as SQL text.
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 DEVICE_PATTERN = r"^[^\x00-\x1f\x7f]{1,200}$"
-BACKENDS = Literal[tuple(flow.BACKEND_NAMES)]  # the DAG's backend choices
+BACKENDS = Literal[BACKEND_NAMES]  # the DAG's backend choices
 STATUSES = Literal[tuple(metrics.STATUSES)]
 MAX_PAGE = metrics.MAX_LIMIT  # the store's own cap on one page
 MAX_BATCH_SIZE = 4096
@@ -89,7 +90,6 @@ class Page:
 
 
 def page(
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 25,
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 25, offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0
 ) -> Page:
     return Page(limit, offset)

@@ -2,14 +2,13 @@
 
 Airflow Connection ``[convmixer] metrics_conn_id`` (default ``convmixer_metrics``), else ``$CONVMIXER_METRICS_DB_URL``,
 else ``[convmixer] metrics_db_url``, else SQLite ``$AIRFLOW_HOME/convmixer_metrics.db``. The rules themselves live in
-``convmixer_tasks.flow`` (shared with the DAG); this module only reads the Airflow side (config and Connection) as
-the API server sees it.
+``convmixer_tasks.metrics.url`` (shared with the DAG, the CLI and the scripts); this module only reads the Airflow side
+(config and Connection) as the API server sees it.
 """
 
 from __future__ import annotations
 
-from convmixer_tasks import flow
-from convmixer_tasks.metrics import AIRFLOW_CONNECTION_ID
+from convmixer_tasks.metrics import AIRFLOW_CONNECTION_ID, connection_url, resolve_metrics_url
 
 
 def _connection_url(conn_id: str) -> str | None:
@@ -20,7 +19,7 @@ def _connection_url(conn_id: str) -> str | None:
         conn = Connection.get_connection_from_secrets(conn_id)  # env AIRFLOW_CONN_*, secrets backends, then the DB
     except AirflowNotFoundException:
         return None
-    return flow.connection_url(conn.conn_type, conn.get_uri(), conn.host, conn.schema)
+    return connection_url(conn.conn_type, conn.get_uri(), conn.host, conn.schema)
 
 
 def metrics_db_url() -> str:
@@ -29,4 +28,4 @@ def metrics_db_url() -> str:
 
     conn_id = conf.get("convmixer", "metrics_conn_id", fallback=AIRFLOW_CONNECTION_ID) or AIRFLOW_CONNECTION_ID
     setting = conf.get("convmixer", "metrics_db_url", fallback="")
-    return flow.metrics_url(_connection_url(conn_id), setting, AIRFLOW_HOME)
+    return resolve_metrics_url(_connection_url(conn_id), setting or None, AIRFLOW_HOME)

@@ -6,7 +6,7 @@ environment, then this script imports Airflow, resets its (temporary) database a
 
     python tests/dags/dag_runner.py SPEC.json OUT.json
 
-SPEC: {"runs": [{"name", "conf", "fail_once": flow function name | null, "fail_always": name | null,
+SPEC: {"runs": [{"name", "conf", "fail_once": convmixer_tasks.steps function name | null, "fail_always": name | null,
                  "seed_from": {"run": earlier run name, "batch_size", "count", "throughput_factor"} | null}]}
       seed_from records ``count`` ok rows copied from that run's row, throughput multiplied: a fast history.
 OUT:  {"runs": [{"name", "run_id", "state", "seconds", "tasks": [...], "xcom": {...}, "rows": [...],
@@ -25,9 +25,12 @@ from pathlib import Path
 DAG_ID = "convmixer_validation"
 
 
-def _inject(flow, name: str, *, once: bool) -> None:
-    """Make ``flow.<name>`` raise: after doing its work once (a crash after the write), or always (before it)."""
-    real = getattr(flow, name)
+def _inject(steps, name: str, *, once: bool) -> None:
+    """Make ``steps.<name>`` raise: after doing its work once (a crash after the write), or always (before it).
+
+    The DAG's tasks call ``steps.<name>`` through the module at run time, and ``dag.test`` runs them in this
+    process, so replacing the module attribute is what the task sees."""
+    real = getattr(steps, name)
     calls = {"n": 0}
 
     def wrapper(*args, **kwargs):
@@ -39,7 +42,7 @@ def _inject(flow, name: str, *, once: bool) -> None:
             return result
         raise RuntimeError(f"injected failure in {name}")
 
-    setattr(flow, name, wrapper)
+    setattr(steps, name, wrapper)
     return real
 
 
@@ -63,7 +66,7 @@ def main(spec_path: str, out_path: str) -> int:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    from convmixer_tasks import flow
+    from convmixer_tasks import steps
     from convmixer_tasks.metrics import query_runs, record_run
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
@@ -87,15 +90,15 @@ def main(spec_path: str, out_path: str) -> int:
                            throughput=template["throughput"] * seed["throughput_factor"])
                 record_run(metrics_url, row)
         if run.get("fail_once"):
-            restore[run["fail_once"]] = _inject(flow, run["fail_once"], once=True)
+            restore[run["fail_once"]] = _inject(steps, run["fail_once"], once=True)
         if run.get("fail_always"):
-            restore[run["fail_always"]] = _inject(flow, run["fail_always"], once=False)
+            restore[run["fail_always"]] = _inject(steps, run["fail_always"], once=False)
         started = time.perf_counter()
         try:
             dag_run = dag.test(run_conf=run.get("conf") or {})
         finally:
             for name, real in restore.items():
-                setattr(flow, name, real)
+                setattr(steps, name, real)
         seconds = time.perf_counter() - started
 
         with create_session() as session:

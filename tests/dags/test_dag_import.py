@@ -1,7 +1,9 @@
 """The DAG file: parses with no errors, cheaply and without heavy libraries; its settings, wiring and Param schema.
 
 Each probe runs in a fresh interpreter with AIRFLOW_HOME in a temp dir: Airflow reads its configuration once, at
-first import, and ``sys.modules`` must show what parsing the DAG file alone imports.
+first import, and ``sys.modules`` must show what parsing the DAG file alone imports. What the DAG does with its
+settings is read off the parsed DAG (tasks' queue/pool, Param defaults, mapped shard lists), never off the DAG
+module's globals; what a task reads when it runs comes from ``convmixer_tasks.settings`` over the same Airflow conf.
 """
 
 from __future__ import annotations
@@ -14,43 +16,70 @@ from pathlib import Path
 
 import pytest
 
-from convmixer_tasks import flow
+from convmixer_tasks import steps
+from convmixer_tasks.backends.base import BACKEND_NAMES
+from convmixer_tasks.prepfolder import INPUT_DTYPES
+from convmixer_tasks.checks import BATCH_SIZE_CHOICES
+from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANT_NAMES
+from convmixer_tasks.workdir import WorkLayout
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 DAG_ID = "convmixer_validation"
 HEAVY_MODULES = ("torch", "numpy", "onnx", "onnxruntime", "onnxscript", "PIL")
-# Parsing measured at ~0.1 s on the 2-core CI machine; a top-level `import torch` alone costs ~1.4 s.
-PARSE_BUDGET_S = 0.7
+# The first parse in a process also imports convmixer_tasks (~0.25 s of CPU on the 2-core CI machine; a top-level
+# `import torch` alone costs ~1.4 s). A re-parse with imports warm (what issue 9 holds to <= 50 ms) is the
+# DAG file's own cost: ~37 ms of CPU on the same machine, against ~5 ms for a one-task DAG.
+FIRST_PARSE_BUDGET_S = 0.7
+PARSE_BUDGET_S = 0.050
+WARM_PARSES = 7
 NPU_TASKS = {"compile_model", "infer", "benchmark"}
 
 PROBE = r"""
-import json, os, sys, time
+import dataclasses, json, os, sys, time
 import airflow.sdk  # Airflow itself is not what we measure
 from airflow.dag_processing.dagbag import DagBag
 
+folder = os.environ["AIRFLOW__CORE__DAGS_FOLDER"]
 before = set(sys.modules)
-started = time.perf_counter()
-bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-parse_s = time.perf_counter() - started
+started, started_cpu = time.perf_counter(), time.process_time()
+bag = DagBag(dag_folder=folder)
+parse_s, parse_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
 out = {"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dag_ids": sorted(bag.dag_ids),
-       "parse_s": parse_s, "file_stats": [s.duration.total_seconds() for s in bag.dagbag_stats],
+       "parse_s": parse_s, "parse_cpu_s": parse_cpu_s,
+       "file_stats": [s.duration.total_seconds() for s in bag.dagbag_stats],
        "new_modules": sorted({m.split(".")[0] for m in set(sys.modules) - before})}
 dag = bag.dags.get("convmixer_validation")
+if dag is not None and os.environ.get("PROBE_WARM"):
+    # Re-parse with every import warm: DagBag executes the file again (a fresh module each time), so this is the
+    # file's own cost. The second parse still warms Airflow's lazy imports, so it is not counted; the minimum of
+    # the rest is what parsing costs without the noise of a shared machine; CPU time is reported beside it.
+    DagBag(dag_folder=folder)
+    warm = []
+    for _ in range(int(os.environ["PROBE_WARM"])):
+        wall, cpu = time.perf_counter(), time.process_time()
+        again = DagBag(dag_folder=folder)
+        warm.append({"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
+                     "dag_ids": sorted(again.dag_ids)})
+    out["warm"] = warm
 if dag is not None:
-    module = next(m for name, m in sys.modules.items() if getattr(m, "convmixer_validation_dag", None) is dag)
-    out["constants"] = {name: getattr(module, name) for name in (
-        "NPU_QUEUE", "NPU_POOL", "NPU_POOL_SLOTS", "DEFAULT_QUEUE", "WORK_DIR", "METRICS_CONN_ID", "CANN_SET_ENV",
-        "SCHEDULE", "DEFAULT_BACKEND", "DATASET_DIR", "LABEL_FILE", "CHECKPOINT", "MODEL_VARIANT",
-        "DEFAULT_BATCH_SIZES", "SHARDS", "AIRFLOW_HOME")}
+    from airflow.configuration import conf
+    from convmixer_tasks.settings import airflow_conf_reader, load_worker_settings
+    # what a task loads when it runs (here with the probe's Airflow conf, as a worker would)
+    out["worker"] = dataclasses.asdict(load_worker_settings(airflow_conf_reader(conf)))
     out["dag"] = {"schedule": str(dag.schedule), "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
-                  "tags": sorted(dag.tags), "doc_md": dag.doc_md or "", "params": dag.params.dump()}
+                  "tags": sorted(dag.tags), "doc_md": dag.doc_md or "", "params": dag.params.dump(),
+                  "schemas": {name: dag.params.get_param(name).schema for name in dag.params}}
+    mapped = lambda t: t.op_kwargs_expand_input.value  # what .expand() maps over: XComArgs and literal lists
     out["tasks"] = {t.task_id: {"queue": t.queue, "pool": t.pool, "pool_slots": t.pool_slots, "retries": t.retries,
                                 "backoff": t.retry_exponential_backoff,
                                 "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
                                 "upstream": sorted(t.upstream_task_ids), "downstream": sorted(t.downstream_task_ids),
                                 "callbacks": len(t.on_failure_callback or []),
-                                "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None}
+                                "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
+                                "mapped_over": sorted(mapped(t)) if t.is_mapped else None,
+                                "mapped_lists": {k: v for k, v in mapped(t).items() if isinstance(v, list)}
+                                                if t.is_mapped else None}
                     for t in dag.tasks}
     from airflow.serialization.serialized_objects import DagSerialization
     served = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))  # what a REST trigger checks
@@ -67,18 +96,20 @@ print("PROBE " + json.dumps(out, default=str))
 """
 
 
-def probe(tmp_path: Path, confs: list[dict] | None = None, **settings: str) -> dict:
+def probe(tmp_path: Path, confs: list[dict] | None = None, warm: int = 0, **settings: str) -> dict:
     """Parse the dags folder in a fresh interpreter; ``settings`` become AIRFLOW__CONVMIXER__<KEY> env vars."""
+    home = tmp_path / "airflow-home"
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
-    env.update({"AIRFLOW_HOME": str(tmp_path / "airflow-home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS), "PROBE_CONFS": json.dumps(confs or [])})
+    env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS), "PROBE_CONFS": json.dumps(confs or []),
+                "PROBE_WARM": str(warm or "")})
     env.update({f"AIRFLOW__CONVMIXER__{key.upper()}": value for key, value in settings.items()})
     proc = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(line for line in proc.stdout.splitlines() if line.startswith("PROBE "))
-    return json.loads(line[len("PROBE "):])
+    return {**json.loads(line[len("PROBE "):]), "home": str(home)}
 
 
 BAD_CONFS = [
@@ -102,7 +133,8 @@ GOOD_CONFS = [{}, {"batch_size": 4}, {"batch_sizes": [1, 64]}, {"soc_version": "
 
 @pytest.fixture(scope="module")
 def parsed(tmp_path_factory) -> dict:
-    return probe(tmp_path_factory.mktemp("dagbag"), confs=[conf for conf, _, _ in BAD_CONFS] + GOOD_CONFS)
+    return probe(tmp_path_factory.mktemp("dagbag"), confs=[conf for conf, _, _ in BAD_CONFS] + GOOD_CONFS,
+                 warm=WARM_PARSES)
 
 
 def test_dagbag_imports_the_dag_without_errors(parsed):
@@ -112,8 +144,22 @@ def test_dagbag_imports_the_dag_without_errors(parsed):
 
 def test_parsing_imports_no_heavy_library_and_is_fast(parsed):
     assert not set(HEAVY_MODULES) & set(parsed["new_modules"]), parsed["new_modules"]
-    assert parsed["parse_s"] < PARSE_BUDGET_S, f"parsing took {parsed['parse_s']:.2f}s"
-    assert parsed["file_stats"] and max(parsed["file_stats"]) < PARSE_BUDGET_S
+    # CPU time: on 2 shared cores the wall clock also counts waiting for a core (reported beside it)
+    assert parsed["parse_cpu_s"] < FIRST_PARSE_BUDGET_S, \
+        f"the first parse took {parsed['parse_cpu_s']:.2f}s of CPU ({parsed['parse_s']:.2f}s wall)"
+    assert parsed["file_stats"] and parsed["dag_ids"] == [DAG_ID]
+
+
+def test_a_reparse_with_warm_imports_takes_at_most_50_ms(parsed):
+    """What the DAG file itself costs each time the dag processor parses it. Measured as the best of several
+    re-parses in one process: CPU time is the work done (on 2 shared cores, wall time also counts waiting for a
+    core); wall time is reported beside it."""
+    warm = parsed["warm"]
+    assert len(warm) == WARM_PARSES and all(entry["dag_ids"] == [DAG_ID] for entry in warm)
+    best_cpu = min(entry["cpu_s"] for entry in warm)
+    walls = sorted(round(entry["wall_s"] * 1000, 1) for entry in warm)
+    assert best_cpu <= PARSE_BUDGET_S, \
+        f"a warm parse took {best_cpu * 1000:.1f} ms of CPU (wall, ms: {walls}); the budget is 50 ms"
 
 
 def test_dag_settings(parsed):
@@ -121,29 +167,35 @@ def test_dag_settings(parsed):
     assert dag["catchup"] is False and dag["max_active_runs"] == 1
     assert "0 3 * * 1" in dag["schedule"]
     assert "convmixer" in dag["tags"]
-    # doc_md is what the UI shows: it must explain the steps, the queues and the failure policy
-    for words in ("compile_model", "npu", "record_failure", "on_failure_callback", "image_limit"):
+    # doc_md is what the UI shows: it must name the steps, the NPU queue and the failure path
+    for words in ("compile_model", "npu_queue", "regression_gate", "record_failure"):
         assert words in dag["doc_md"]
 
 
-def test_default_constants_are_the_documented_defaults(parsed):
-    constants = parsed["constants"]
-    home = constants["AIRFLOW_HOME"]
-    assert home.endswith("airflow-home")
-    assert constants["NPU_QUEUE"] == "npu" and constants["NPU_POOL"] == "npu" and constants["NPU_POOL_SLOTS"] == 1
-    assert constants["DEFAULT_QUEUE"] == "default"
-    assert constants["WORK_DIR"] == os.path.join(home, "convmixer-work")
-    assert constants["METRICS_CONN_ID"] == "convmixer_metrics"
-    assert constants["CANN_SET_ENV"] == "/usr/local/Ascend/ascend-toolkit/set_env.sh"
-    assert constants["DEFAULT_BACKEND"] == "onnxruntime"
-    layout = flow.WorkLayout(Path(constants["WORK_DIR"]))
-    assert constants["DATASET_DIR"] == str(layout.demo_image_dir)
-    assert constants["LABEL_FILE"] == str(layout.demo_label_file)
-    assert constants["CHECKPOINT"] == str(flow.DEMO_CHECKPOINT)
-    assert constants["MODEL_VARIANT"] == "convmixer_demo"
+def test_default_settings_are_the_documented_defaults(parsed):
+    """Scheduling defaults as the parsed DAG shows them; worker defaults as a task loads them."""
+    home = Path(parsed["home"])
+    worker = parsed["worker"]
+    assert worker["work_dir"] == str(home / "convmixer-work")
+    assert worker["metrics_conn_id"] == "convmixer_metrics" and worker["metrics_db_url"] == ""
+    assert worker["cann_set_env"] == "/usr/local/Ascend/ascend-toolkit/set_env.sh"
+    assert worker["npu_device_id"] == 0 and worker["prep_workers"] == 1
+    assert worker["airflow_home"] == str(home)
     params = parsed["dag"]["params"]
-    assert params["backend"] == "onnxruntime" and params["checkpoint"] == constants["CHECKPOINT"]
-    assert params["batch_sizes"] == constants["DEFAULT_BATCH_SIZES"] and params["batch_size"] is None
+    layout = WorkLayout(Path(worker["work_dir"]))
+    assert params["backend"] == "onnxruntime"
+    assert params["dataset_dir"] == str(layout.demo_image_dir)
+    assert params["label_file"] == str(layout.demo_label_file)
+    assert params["checkpoint"] == str(DEMO_CHECKPOINT)
+    assert params["model_variant"] == DEMO_VARIANT == "convmixer_demo"
+    assert params["batch_sizes"] == [1, 4] and params["batch_size"] is None
+    tasks = parsed["tasks"]
+    for task_id in NPU_TASKS:
+        assert (tasks[task_id]["queue"], tasks[task_id]["pool"], tasks[task_id]["pool_slots"]) == ("npu", "npu", 1)
+    assert tasks["check_inputs"]["queue"] == "default"
+    # two shards per batch size by default
+    assert tasks["preprocess"]["mapped_lists"] == {"shard": [0, 1]}
+    assert tasks["infer"]["mapped_lists"] == {"shard": [0, 1]}
 
 
 def test_npu_steps_are_routed_to_the_npu_queue_and_pool_with_retries(parsed):
@@ -179,6 +231,18 @@ def test_wiring_follows_the_pipeline(parsed):
     assert set(failure["upstream"]) == set(tasks) - {"record_failure", "record_metrics", "regression_gate"}
 
 
+def test_per_batch_size_steps_are_mapped_over_the_plans(parsed):
+    """One plan per batch size: compile and evaluate map over the plans, so nothing re-joins lists by batch size."""
+    mapped = {task_id: task["mapped_over"] for task_id, task in parsed["tasks"].items()}
+    assert mapped["preprocess"] == ["plan", "shard"]
+    assert mapped["compile_model"] == ["plan"]
+    assert mapped["infer"] == ["compiled", "shard"]
+    assert mapped["benchmark"] == ["compiled"]
+    assert mapped["evaluate"] == ["plan"]
+    for task_id in ("check_inputs", "export_onnx", "record_metrics", "regression_gate", "record_failure"):
+        assert mapped[task_id] is None, task_id
+
+
 @pytest.mark.parametrize("index", range(len(BAD_CONFS)), ids=[param for _, param, _ in BAD_CONFS])
 def test_a_bad_conf_is_refused_with_the_schema_message(parsed, index):
     conf, param, message = BAD_CONFS[index]
@@ -192,31 +256,34 @@ def test_good_confs_are_accepted_and_batch_size_overrides(parsed):
     verdicts = parsed["confs"][len(BAD_CONFS):]
     assert all(v["ok"] for v in verdicts), verdicts
     single = verdicts[GOOD_CONFS.index({"batch_size": 4})]
-    assert flow.batch_sizes_from_params(single) == [4]
+    assert steps.batch_sizes_from_params(single) == [4]
 
 
 def test_settings_come_from_airflow_configuration(tmp_path):
     parsed = probe(tmp_path, npu_queue="ascend-q", npu_pool="ascend-pool", work_dir=str(tmp_path / "w"),
                    metrics_conn_id="metrics_pg", schedule="0 5 * * *", default_backend="ascend",
                    batch_sizes="8,16", checkpoint="/models/convmixer_1536_20.pth.tar",
-                   model_variant="convmixer_1536_20")
+                   model_variant="convmixer_1536_20", shards="3", npu_device_id="2",
+                   cann_set_env="/opt/cann/set_env.sh")
     assert parsed["errors"] == {}
-    constants = parsed["constants"]
-    assert (constants["NPU_QUEUE"], constants["NPU_POOL"]) == ("ascend-q", "ascend-pool")
-    assert constants["WORK_DIR"] == str(tmp_path / "w")
-    assert constants["DATASET_DIR"] == str(tmp_path / "w" / "demo" / "images")
-    assert constants["METRICS_CONN_ID"] == "metrics_pg"
+    worker = parsed["worker"]
+    assert worker["work_dir"] == str(tmp_path / "w")
+    assert worker["metrics_conn_id"] == "metrics_pg"
+    assert worker["npu_device_id"] == 2 and worker["cann_set_env"] == "/opt/cann/set_env.sh"
     assert "0 5 * * *" in parsed["dag"]["schedule"]
     params = parsed["dag"]["params"]
+    assert params["dataset_dir"] == str(tmp_path / "w" / "demo" / "images")
     assert params["backend"] == "ascend" and params["batch_sizes"] == [8, 16]
     assert params["model_variant"] == "convmixer_1536_20"
+    assert params["checkpoint"] == "/models/convmixer_1536_20.pth.tar"
     for task_id in NPU_TASKS:
         assert (parsed["tasks"][task_id]["queue"], parsed["tasks"][task_id]["pool"]) == ("ascend-q", "ascend-pool")
+    assert parsed["tasks"]["preprocess"]["mapped_lists"] == {"shard": [0, 1, 2]}
 
 
 def test_an_empty_schedule_setting_means_manual_runs_only(tmp_path):
     parsed = probe(tmp_path, schedule="")
-    assert parsed["errors"] == {} and parsed["constants"]["SCHEDULE"] is None
+    assert parsed["errors"] == {}
     assert parsed["dag"]["schedule"] == "None"
 
 
@@ -227,14 +294,18 @@ def test_a_bad_setting_is_an_import_error_naming_it(tmp_path):
     assert "[convmixer] default_backend" in message and "'tpu'" in message
 
 
-def test_flow_choices_match_the_library():
-    """The DAG offers these choices without importing torch/numpy at parse time; they must not drift."""
-    from convmixer_tasks import demo, model, preprocess
+def test_param_choices_come_from_the_registries(parsed):
+    """The DAG offers the registries' choices (importable without torch/numpy), so they cannot drift."""
+    from convmixer_tasks import model
     from convmixer_tasks.backends import base
+    from convmixer_tasks.variants import VARIANTS
 
-    assert flow.VARIANT_NAMES == tuple(model.VARIANTS)
-    assert flow.BACKEND_NAMES == tuple(base.BACKENDS)
-    assert flow.INPUT_DTYPES == tuple(base.INPUT_DTYPES) == tuple(preprocess.DTYPES)
-    assert flow.DEMO_VARIANT == demo.DEMO_VARIANT and flow.DEMO_MARKER == demo.MARKER_NAME
-    assert flow.DEMO_CHECKPOINT.parent == demo.ASSETS_DIR
-    assert flow.DEMO_CHECKPOINT.is_file(), "the committed demo checkpoint is missing"
+    schemas = parsed["dag"]["schemas"]
+    assert schemas["backend"]["enum"] == list(BACKEND_NAMES) == list(base.BACKENDS)
+    assert schemas["model_variant"]["enum"] == list(VARIANT_NAMES) == list(VARIANTS)
+    assert schemas["input_dtype"]["enum"] == list(INPUT_DTYPES)
+    assert schemas["batch_sizes"]["items"]["enum"] == list(BATCH_SIZE_CHOICES)
+    assert schemas["batch_size"]["enum"] == [None, *BATCH_SIZE_CHOICES]
+    assert model.VARIANTS is VARIANTS  # the model is built from the same registry
+    assert DEMO_VARIANT in VARIANTS
+    assert DEMO_CHECKPOINT.is_file(), "the committed demo checkpoint is missing"

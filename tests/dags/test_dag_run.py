@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from convmixer_tasks import flow
 from convmixer_tasks.fileio import read_json, sha256_file
+from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_EXPECTED
+from convmixer_tasks.workdir import WorkLayout
 from tests.ascend_doubles import AscendDoubles
 
 pytestmark = pytest.mark.slow  # ~60 s on 2 cores (five DAG runs, one ONNX export)
@@ -37,7 +38,7 @@ CACHED_STEPS = ("preprocess", "export_onnx", "compile_model")
 
 def expected_demo_top1() -> float:
     """The committed demo model's top-1 on the demo set, in percent (evaluate's unit)."""
-    committed = read_json(flow.DEMO_CHECKPOINT.parent / "demo_model.json")
+    committed = read_json(DEMO_EXPECTED)
     return float(committed["expected_top1"])
 
 
@@ -98,7 +99,7 @@ def test_first_run_reproduces_the_demo_models_top1_and_records_a_row_per_batch_s
         assert row["status"] == "ok" and row["image_count"] == 250
         assert row["dag_id"] == "convmixer_validation" and row["run_id"] == run["run_id"]
         assert row["backend"] == "onnxruntime" and row["model_variant"] == "convmixer_demo"
-        assert row["checkpoint_sha256"] == sha256_file(flow.DEMO_CHECKPOINT)
+        assert row["checkpoint_sha256"] == sha256_file(DEMO_CHECKPOINT)
         assert row["onnx_sha256"] == exported["onnx_sha256"] == sha256_file(exported["onnx_path"])
         assert row["artifact_sha256"] == compiled[batch_size]["artifact"]["sha256"]
         assert row["device"] and row["toolkit_version"].startswith("onnxruntime")
@@ -107,6 +108,14 @@ def test_first_run_reproduces_the_demo_models_top1_and_records_a_row_per_batch_s
         assert row["logical_date"] and row["started_at"] <= row["finished_at"]
     # XCom carries small JSON (paths, hashes, numbers), never arrays of pixels or logits
     assert max(len(json.dumps(value)) for task in run["xcom"].values() for value in task.values()) < 20_000
+    # ...as versioned step records, one per batch size (and shard), readable in the UI
+    records = {"check_inputs": "RunPlan", "preprocess": "PrepShard", "export_onnx": "ExportedModel",
+               "compile_model": "CompiledModel", "infer": "ShardOutputs", "benchmark": "BenchSummary",
+               "evaluate": "Scores", "record_metrics": "RecordedRow", "regression_gate": "Verdict"}
+    for task_id, record in records.items():
+        values = xcom(run, task_id)
+        entries = [entry for value in values for entry in (value if isinstance(value, list) else [value])]
+        assert entries and {(entry["record"], entry["version"]) for entry in entries} == {(record, 1)}, task_id
 
 
 def test_first_run_builds_every_cache_and_maps_over_shards(runs):
@@ -115,10 +124,13 @@ def test_first_run_builds_every_cache_and_maps_over_shards(runs):
     prepared = xcom(run, "preprocess")
     assert len(prepared) == len(BATCH_SIZES) * 2  # batch sizes x shards
     assert len(states(run, "infer")) == len(BATCH_SIZES) * 2
+    # one evaluate per batch size, named for it in the UI
+    assert sorted(t["rendered_map_index"] for t in run["tasks"] if t["task_id"] == "evaluate") == ["bs16", "bs4"]
+    assert sorted(entry["batch_size"] for entry in xcom(run, "evaluate")) == BATCH_SIZES
     for batch_size in BATCH_SIZES:
         files = [name for entry in prepared if entry["batch_size"] == batch_size for name in entry["files"]]
         assert len(files) == len(set(files)) == -(-250 // batch_size)  # shards split the files, none twice
-    demo = flow.WorkLayout(run["work"]).demo_root
+    demo = WorkLayout(run["work"]).demo_root
     assert (demo / "val_label.txt").is_file()
 
 

@@ -91,11 +91,11 @@ def test_init_refuses_a_bad_pool_size(tmp_path):
 
 
 def test_connection_json_round_trips_through_the_dags_url_reader():
-    """The Connection airflow-init stores must give the DAG (flow.connection_url) the URL it was made from."""
+    """The Connection airflow-init stores must give the DAG (metrics.connection_url) the URL it was made from."""
     from airflow.models.connection import Connection
     from sqlalchemy.engine import make_url
 
-    from convmixer_tasks.flow import connection_url
+    from convmixer_tasks.metrics import connection_url
 
     url = "postgresql+psycopg2://metrics:p%40ss%2Fw%3Ard@db.example.org:6432/convmixer_metrics"
     conn = Connection.from_json(init.connection_json(url), conn_id="convmixer_metrics")
@@ -112,7 +112,7 @@ def test_connection_json_round_trips_through_the_dags_url_reader():
         back.get_dialect().import_dbapi()
     except ModuleNotFoundError as exc:
         pytest.fail(f"the DAG turns the metrics Connection into {back.render_as_string(hide_password=True)}, "
-                    f"whose driver is not installed ({exc}); flow.connection_url should name postgresql+psycopg2")
+                    f"whose driver is not installed ({exc}); metrics.connection_url should name postgresql+psycopg2")
 
 
 def test_connection_json_of_sqlite_and_unsupported_backends(tmp_path):
@@ -197,7 +197,7 @@ from airflow.models.pool import Pool
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 from airflow.models.connection import Connection
 from airflow.utils.session import create_session
-from convmixer_tasks.flow import connection_url
+from convmixer_tasks.metrics import connection_url
 from convmixer_tasks.metrics import query_runs
 with create_session() as session:
     pool = session.query(Pool).filter(Pool.pool == "npu").one()

@@ -54,22 +54,25 @@ CUSTOM_SETTINGS = {
     "AIRFLOW__OPERATORS__DEFAULT_QUEUE": "cpu",
 }
 
-# Prints the DAG's settings and, per task, its queue and pool, as the dag-processor / a worker would see them.
+# Prints, as a container of the deployment sees them: the parsed DAG (schedule, Param defaults, per task its queue,
+# pool and mapped shard list) and the [convmixer] settings as the library reads them from Airflow's conf (scheduling
+# ones as the DAG file does when parsed, worker ones as a task does where it runs).
 DAG_PROBE = """
-import json, sys
+import dataclasses, json, sys
+from airflow.configuration import conf
 from airflow.dag_processing.dagbag import DagBag
-import importlib.util
-spec = importlib.util.spec_from_file_location("convmixer_validation_probe", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
+from convmixer_tasks.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
 dag = bag.dags["convmixer_validation"]
-names = ["NPU_QUEUE", "NPU_POOL", "NPU_POOL_SLOTS", "NPU_DEVICE_ID", "WORK_DIR", "METRICS_CONN_ID", "CANN_SET_ENV",
-         "SCHEDULE", "DEFAULT_BACKEND", "DEFAULT_QUEUE", "DATASET_DIR", "LABEL_FILE", "CHECKPOINT", "MODEL_VARIANT",
-         "DEFAULT_BATCH_SIZES", "SHARDS"]
-print(json.dumps({"settings": {name: getattr(module, name) for name in names},
-                  "tasks": [{"id": t.task_id, "queue": t.queue, "pool": t.pool} for t in dag.tasks]}))
+read = airflow_conf_reader(conf)
+print(json.dumps({
+    "scheduling": dataclasses.asdict(load_scheduling_settings(read)),
+    "worker": dataclasses.asdict(load_worker_settings(read)),
+    "schedule": None if dag.schedule is None else str(dag.schedule), "params": dag.params.dump(),
+    "tasks": [{"id": t.task_id, "queue": t.queue, "pool": t.pool,
+               "shards": t.op_kwargs_expand_input.value.get("shard") if t.is_mapped else None} for t in dag.tasks],
+}, default=str))
 """
 
 
@@ -267,40 +270,53 @@ def test_compose_and_dag_agree(scenario, tmp_path, ascend_doubles):  # noqa: F81
     services = cm.project(env)["services"]
     containers = {name: cm.container_env(services[name], env) for name in AIRFLOW_SERVICES}
     dag = probe_dag(containers["airflow-dag-processor"], tmp_path)
-    settings = dag["settings"]
+    params, tasks = dag["params"], dag["tasks"]
+    npu_tasks = [task for task in tasks if task["id"] in ("compile_model", "infer", "benchmark")]
+    dag_npu_queues = {task["queue"] for task in npu_tasks}
+    dag_npu_pools = {task["pool"] for task in npu_tasks}
+    other_queues = {task["queue"] for task in tasks if task not in npu_tasks}
+    shards = {task["id"]: task["shards"] for task in tasks if task["shards"] is not None}
+    # where the tasks run: the worker settings as each worker container reads them
+    worker = probe_dag(containers["airflow-worker"], tmp_path)["worker"]
+    npu_worker = probe_dag(containers["airflow-npu-worker"], tmp_path)["worker"]
 
     # The settings reached the DAG as configured (custom) or fell back to its defaults (.env.example).
     if scenario == "custom":
-        assert settings["NPU_QUEUE"] == "ascend-310p" and settings["NPU_POOL"] == "npu_devices"
-        assert settings["SCHEDULE"] is None and settings["DEFAULT_BACKEND"] == "ascend"
-        assert settings["DATASET_DIR"] == CUSTOM_SETTINGS["AIRFLOW__CONVMIXER__DATASET_DIR"]
-        assert settings["MODEL_VARIANT"] == "convmixer_1536_20" and settings["DEFAULT_BATCH_SIZES"] == [4, 16]
-        assert settings["SHARDS"] == 3
+        assert dag_npu_queues == {"ascend-310p"} and dag_npu_pools == {"npu_devices"}
+        assert other_queues == {"cpu"}
+        assert dag["schedule"] is None and params["backend"] == "ascend"
+        assert params["dataset_dir"] == CUSTOM_SETTINGS["AIRFLOW__CONVMIXER__DATASET_DIR"]
+        assert params["model_variant"] == "convmixer_1536_20" and params["batch_sizes"] == [4, 16]
+        assert shards == {"preprocess": [0, 1, 2], "infer": [0, 1, 2]}
+        assert npu_worker["npu_device_id"] == 1 and npu_worker["metrics_conn_id"] == "metrics_pg"
     else:
-        assert (settings["NPU_QUEUE"], settings["NPU_POOL"], settings["SCHEDULE"]) == ("npu", "npu", "0 3 * * 1")
-        assert settings["DATASET_DIR"].startswith(settings["WORK_DIR"])  # the demo set, in the work folder
+        assert (dag_npu_queues, dag_npu_pools) == ({"npu"}, {"npu"}) and other_queues == {"default"}
+        assert "0 3 * * 1" in dag["schedule"]
+        assert params["dataset_dir"].startswith(worker["work_dir"])  # the demo set, in the work folder
+    (npu_pool,) = dag_npu_pools
+    assert dag["scheduling"]["npu_pool"] == npu_pool
 
     # Every task's queue is served by a worker of the deployment, and the NPU tasks sit in the NPU pool.
     default_queues = services["airflow-worker"]["command"][services["airflow-worker"]["command"].index("--queues") + 1]
     npu_queue = npu_worker_queue(containers["airflow-npu-worker"], ascend_doubles, tmp_path)
-    assert npu_queue == settings["NPU_QUEUE"]
-    assert settings["DEFAULT_QUEUE"] in default_queues.split(",")
+    assert dag_npu_queues == {npu_queue}
+    assert other_queues <= set(default_queues.split(","))
     served = set(default_queues.split(",")) | {npu_queue}
-    assert {task["queue"] for task in dag["tasks"]} <= served
-    npu_tasks = [task for task in dag["tasks"] if task["queue"] == npu_queue]
-    assert npu_tasks and all(task["pool"] == settings["NPU_POOL"] for task in npu_tasks)
+    assert {task["queue"] for task in tasks} <= served
 
-    # airflow-init creates that pool with the configured size and the connection the DAG looks up.
+    # airflow-init creates that pool with the configured size and the connection the tasks look up.
     calls = init_calls(containers["airflow-init"], tmp_path)
     pools = [call for call in calls if call[:2] == ["pools", "set"]]
-    assert [call[2:4] for call in pools] == [[settings["NPU_POOL"], str(settings["NPU_POOL_SLOTS"])]]
-    assert {task["pool"] for task in dag["tasks"]} <= {settings["NPU_POOL"], "default_pool"}
+    assert [call[2:4] for call in pools] == [[npu_pool, str(dag["scheduling"]["npu_pool_slots"])]]
+    assert {task["pool"] for task in tasks} <= {npu_pool, "default_pool"}
     added = [call for call in calls if call[:2] == ["connections", "add"]]
-    assert [call[2] for call in added] == [settings["METRICS_CONN_ID"]]
+    assert [call[2] for call in added] == [worker["metrics_conn_id"]] == [npu_worker["metrics_conn_id"]]
 
-    # The work folder is mounted at the DAG's WORK_DIR in every container, and every worker parses the same value.
+    # The work folder is mounted at the tasks' work_dir in every container, and every container reads the same value.
+    work_dir = worker["work_dir"]
+    assert npu_worker["work_dir"] == dag["worker"]["work_dir"] == work_dir
     for name in AIRFLOW_SERVICES:
         targets = [cm.mount_target(volume) for volume in services[name]["volumes"]]
-        assert settings["WORK_DIR"] in targets, name
-        assert containers[name]["AIRFLOW__CONVMIXER__WORK_DIR"] == settings["WORK_DIR"], name
-    assert containers["airflow-npu-worker"]["AIRFLOW__CONVMIXER__CANN_SET_ENV"] == settings["CANN_SET_ENV"]
+        assert work_dir in targets, name
+        assert containers[name]["AIRFLOW__CONVMIXER__WORK_DIR"] == work_dir, name
+    assert containers["airflow-npu-worker"]["AIRFLOW__CONVMIXER__CANN_SET_ENV"] == npu_worker["cann_set_env"]

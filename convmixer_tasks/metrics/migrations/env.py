@@ -48,7 +48,10 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
     # Fallback for tools that only set sqlalchemy.url (e.g. a hand-written alembic.ini during development).
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("alembic: set sqlalchemy.url, or run through convmixer_tasks.metrics.upgrade(url)")
+    engine = create_engine(url)
     try:
         with engine.begin() as connection:
             _configure(connection=connection)

@@ -55,17 +55,21 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_convmixer_validation_runs")),
         sa.UniqueConstraint("run_id", "batch_size", "backend", name=op.f("uq_convmixer_validation_runs_key")),
-        sa.CheckConstraint("status IN ('ok', 'regressed', 'failed')",
-                           name=op.f("ck_convmixer_validation_runs_status_known")),
-        sa.CheckConstraint("(top1 IS NULL) = (top5 IS NULL)",
-                           name=op.f("ck_convmixer_validation_runs_accuracy_pair")),
-        sa.CheckConstraint("status = 'failed' OR top1 IS NOT NULL",
-                           name=op.f("ck_convmixer_validation_runs_evaluated_unless_failed")),
+        sa.CheckConstraint(
+            "status IN ('ok', 'regressed', 'failed')", name=op.f("ck_convmixer_validation_runs_status_known")
+        ),
+        sa.CheckConstraint("(top1 IS NULL) = (top5 IS NULL)", name=op.f("ck_convmixer_validation_runs_accuracy_pair")),
+        sa.CheckConstraint(
+            "status = 'failed' OR top1 IS NOT NULL", name=op.f("ck_convmixer_validation_runs_evaluated_unless_failed")
+        ),
         sa.CheckConstraint("batch_size >= 1", name=op.f("ck_convmixer_validation_runs_batch_size_positive")),
     )
     op.create_index(op.f("ix_convmixer_validation_runs_logical_date"), TABLE, ["logical_date"])
-    op.create_index(op.f("ix_convmixer_validation_runs_series"), TABLE,
-                    ["model_variant", "backend", "device", "batch_size", "logical_date"])
+    op.create_index(
+        op.f("ix_convmixer_validation_runs_series"),
+        TABLE,
+        ["model_variant", "backend", "device", "batch_size", "logical_date"],
+    )
 
 
 def downgrade() -> None:

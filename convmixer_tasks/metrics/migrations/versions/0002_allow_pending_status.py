@@ -30,8 +30,10 @@ TABLE = "convmixer_validation_runs"
 CONSTRAINT = "ck_convmixer_validation_runs_status_known"
 STATUSES_0001 = "status IN ('ok', 'regressed', 'failed')"
 STATUSES_0002 = "status IN ('ok', 'regressed', 'failed', 'pending')"
-DOWNGRADE_REASON = ("not gated: recorded as 'pending' (no gate verdict) and set to 'failed' by the metrics "
-                    "schema downgrade from 0002 to 0001, which has no 'pending'")
+DOWNGRADE_REASON = (
+    "not gated: recorded as 'pending' (no gate verdict) and set to 'failed' by the metrics "
+    "schema downgrade from 0002 to 0001, which has no 'pending'"
+)
 
 
 def _replace_status_check(sqltext: str) -> None:
@@ -46,6 +48,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     runs = sa.table(TABLE, sa.column("status", sa.String(16)), sa.column("gate_reasons", sa.JSON()))
-    op.execute(runs.update().where(runs.c.status == "pending")
-               .values(status="failed", gate_reasons=[DOWNGRADE_REASON]))
+    op.execute(runs.update().where(runs.c.status == "pending").values(status="failed", gate_reasons=[DOWNGRADE_REASON]))
     _replace_status_check(STATUSES_0001)

@@ -9,7 +9,7 @@ import pytest
 
 from convmixer_tasks import cli
 from convmixer_tasks.demo import demo_expected
-from convmixer_tasks.pipeline import run_chain
+from convmixer_tasks.local_run import run_chain
 from tests.ascend_doubles import ascend_doubles  # noqa: F401  (fixture)
 
 
@@ -120,3 +120,31 @@ def test_cli_errors_name_the_cli_flag_not_only_the_dag_param(argv, names, tmp_pa
     assert cli.main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and names.replace("{tmp}", str(tmp_path)) in err[0]
+
+
+def test_cli_choices_come_from_the_registries(capsys):
+    """--backend and the dtype flags offer the registries' names (one source, as the DAG's Params do)."""
+    from convmixer_tasks.backends.base import BACKEND_NAMES
+    from convmixer_tasks.prepfolder import INPUT_DTYPES
+
+    parser = cli.build_parser()
+    for backend in BACKEND_NAMES:
+        assert parser.parse_args(["benchmark", "--model", "m.om", "--backend", backend]).backend == backend
+    for dtype in INPUT_DTYPES:
+        for argv in (["preprocess", "--image-path", "i", "--prep-image", "p", "--batch-size", "4", "--dtype", dtype],
+                     ["compile", "--onnx", "m.onnx", "--batch-size", "4", "--output", "o", "--input-dtype", dtype],
+                     ["run", "--dtype", dtype]):
+            assert dtype in vars(parser.parse_args(argv)).values(), argv
+    for argv in (["benchmark", "--model", "m.om", "--backend", "tpu"], ["run", "--dtype", "int8"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_demo_training_is_a_cli_step():
+    """`convmixer-tasks demo-train` replaces demo.py's own argument parser (`python -m convmixer_tasks.demo train`)."""
+    args = cli.build_parser().parse_args(["demo-train", "--out-dir", "assets", "--epochs", "1", "--train-count", "8"])
+    assert (args.command, args.out_dir, args.epochs, args.train_count) == ("demo-train", "assets", 1, 8)
+    import convmixer_tasks.demo as demo
+
+    assert not hasattr(demo, "main")

@@ -1,0 +1,98 @@
+"""The whole chain in one process (``convmixer-tasks run``): the DAG's steps, called in order, without Airflow.
+
+It calls the same ``steps`` functions the DAG's tasks call, with one shard per batch size, so a result here is the
+result the DAG would produce on the same inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from convmixer_tasks import steps
+from convmixer_tasks.fileio import atomic_write_json
+from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
+from convmixer_tasks.workdir import WorkLayout
+
+log = logging.getLogger(__name__)
+
+
+def run_chain(
+    work_dir: str | os.PathLike = "work",
+    image_dir: str | os.PathLike | None = None,
+    label_file: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    variant: str | None = None,
+    batch_sizes: Sequence[int] = (4,),
+    backend: str = "onnxruntime",
+    input_dtype: str = "float32",
+    limit: int | None = None,
+    loop: int = 20,
+    backend_settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Preprocess → export + parity → compile → infer → benchmark → eval, per batch size; returns the metrics rows.
+
+    The rows are what the DAG's record step builds, status ``pending`` included: this chain runs no regression
+    gate and records nothing in the metrics database, so no row here claims ``ok``.
+
+    With no dataset and no checkpoint it runs the demo: the generated demo set (made in ``work_dir`` on first use)
+    and the committed demo model. Caches under ``work_dir/cache`` make a second run spend its time on inference.
+    """
+    layout = WorkLayout(Path(work_dir))
+    params: dict[str, Any] = {
+        "dataset_dir": str(image_dir or layout.demo_image_dir),
+        "label_file": str(label_file or layout.demo_label_file),
+        "checkpoint": str(checkpoint or DEMO_CHECKPOINT),
+        "model_variant": variant or DEMO_VARIANT,
+        "backend": backend,
+        "input_dtype": input_dtype,
+        "batch_sizes": list(batch_sizes),
+        "image_limit": limit,
+    }
+    started_at = datetime.now(UTC)
+    run_id = f"cli__{started_at.strftime('%Y%m%dT%H%M%S.%fZ')}"
+    settings = backend_settings or {}
+
+    plans = steps.check_inputs(params, run_id, work_dir)
+    prepared = [steps.prepare_shard(plan, 0, 1) for plan in plans]
+    log.info("preprocess: %s", ", ".join(f"bs{p.batch_size} {'cached' if p.cached else 'written'}" for p in prepared))
+    exported = steps.export_cached(params["checkpoint"], params["model_variant"], work_dir)
+    log.info(
+        "export: %s (parity max |diff| %.2e)%s",
+        exported.onnx_path,
+        exported.parity_max_abs_diff,
+        " cached" if exported.cached else "",
+    )
+    compiled = [steps.compile_artifact(plan, exported, work_dir, settings=settings) for plan in plans]
+    inferred = [steps.infer_shard(entry, 0, prepared, work_dir, settings=settings) for entry in compiled]
+    benchmarks = [steps.benchmark_artifact(entry, loop, work_dir, settings=settings) for entry in compiled]
+    scores = [steps.evaluate_batch(plan, inferred, work_dir) for plan in plans]
+    rows = steps.rows_for_run(
+        steps.run_facts(run_id, None, started_at, started_at), plans, exported, compiled, benchmarks, scores
+    )
+    for row in rows:
+        log.info(
+            "bs%d %s on %s: top-1 %.2f%%, top-5 %.2f%%, %.1f img/s",
+            row["batch_size"],
+            row["backend"],
+            row["device"],
+            row["top1"],
+            row["top5"],
+            row["throughput"],
+        )
+    summary = {
+        "run_id": run_id,
+        "work_dir": str(layout.root),
+        "rows": rows,
+        "cached": {
+            "preprocess": all(p.cached for p in prepared),
+            "export": exported.cached,
+            "compile": all(c.cached for c in compiled),
+        },
+    }
+    atomic_write_json(layout.run_dir(run_id) / "summary.json", summary)
+    return summary

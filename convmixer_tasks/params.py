@@ -1,0 +1,96 @@
+"""The run's parameters (DAG Params and the trigger conf): defaults from the settings, JSON-schema choices from the
+registries (backends, input dtypes, variants), so adding a backend or a variant never touches the DAG file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from convmixer_tasks.backends.base import BACKEND_NAMES
+from convmixer_tasks.checks import BATCH_SIZE_CHOICES
+from convmixer_tasks.gate import DEFAULT_HISTORY, DEFAULT_THROUGHPUT_DROP_PCT, DEFAULT_TOP1_TOLERANCE
+from convmixer_tasks.prepfolder import INPUT_DTYPES
+from convmixer_tasks.settings import SchedulingSettings
+from convmixer_tasks.variants import VARIANT_NAMES
+
+SOC_VERSION_PATTERN = r"^(auto|Ascend[0-9A-Za-z]+)$"
+BENCHMARK_LOOP = 100
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    default: Any
+    schema: dict[str, Any]  # JSON-schema keywords, as ``airflow.sdk.Param`` takes them
+    description: str
+
+
+def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
+    sizes = list(BATCH_SIZE_CHOICES)
+    return {
+        "batch_sizes": ParamSpec(
+            list(settings.batch_sizes),
+            {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "enum": sizes}},
+            "Batch sizes to compile, infer and benchmark (one metrics row each).",
+        ),
+        "batch_size": ParamSpec(
+            None,
+            {"type": ["null", "integer"], "enum": [None, *sizes]},
+            'One batch size; when set it replaces batch_sizes (e.g. conf {"batch_size": 4}).',
+        ),
+        "backend": ParamSpec(
+            settings.default_backend,
+            {"type": "string", "enum": list(BACKEND_NAMES)},
+            "ascend: ATC + ais_bench on an NPU worker; onnxruntime: runs anywhere.",
+        ),
+        "dataset_dir": ParamSpec(
+            settings.dataset_dir,
+            {"type": "string", "minLength": 1},
+            "ImageNet val JPEGs (flat or synset folders); default: the generated demo set.",
+        ),
+        "label_file": ParamSpec(
+            settings.label_file, {"type": "string", "minLength": 1}, "val_label.txt for the images."
+        ),
+        "checkpoint": ParamSpec(settings.checkpoint, {"type": "string", "minLength": 1}, "The .pth.tar to validate."),
+        "model_variant": ParamSpec(
+            settings.model_variant, {"type": "string", "enum": list(VARIANT_NAMES)}, "Architecture of the checkpoint."
+        ),
+        "soc_version": ParamSpec(
+            "auto",
+            {"type": "string", "pattern": SOC_VERSION_PATTERN},
+            "Ascend SoC for ATC, e.g. Ascend310P3; auto = read from npu-smi.",
+        ),
+        "input_dtype": ParamSpec(
+            "float32",
+            {"type": "string", "enum": list(INPUT_DTYPES)},
+            "float32 NCHW (reference) or uint8 NHWC (normalised inside the model / AIPP).",
+        ),
+        "image_limit": ParamSpec(
+            None,
+            {"type": ["null", "integer"], "minimum": 1},
+            "Only the first N images (quick runs; their accuracy is not gated against the "
+            "full-set baseline); null = all.",
+        ),
+        "top1_tolerance": ParamSpec(
+            DEFAULT_TOP1_TOLERANCE,
+            {"type": "number", "minimum": 0, "maximum": 100},
+            "Gate: allowed top-1 drop (percentage points) below the variant's published "
+            "baseline (the demo model: its committed expected_top1).",
+        ),
+        "throughput_tolerance_pct": ParamSpec(
+            DEFAULT_THROUGHPUT_DROP_PCT,
+            {"type": "number", "minimum": 0, "exclusiveMaximum": 100},
+            "Gate: allowed throughput drop, in percent of the median of the "
+            "recent ok runs (same model, backend, device, batch size).",
+        ),
+        "throughput_history": ParamSpec(
+            DEFAULT_HISTORY,
+            {"type": "integer", "minimum": 1, "maximum": 100},
+            "Gate: how many recent ok runs form the throughput median.",
+        ),
+        "benchmark_loop": ParamSpec(
+            BENCHMARK_LOOP,
+            {"type": "integer", "minimum": 1, "maximum": 100000},
+            "Pure-inference iterations per batch size (after 5 warm-up runs).",
+        ),
+    }

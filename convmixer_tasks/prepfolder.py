@@ -1,0 +1,179 @@
+"""The prep folder's contract: what ``preprocess`` writes and every later step reads (the manifest, file names, input
+shapes, dtypes, shard ranges). JSON and file sizes only, no numpy or PIL, so readers pay nothing for the transform.
+
+Layout (ais_bench takes every ``*.bin``/``*.npy`` in the folder, so nothing else of ours ends so)::
+
+    prep/input_00000.bin …      finished files only (written to a hidden ``.tmp`` name, then renamed)
+    prep/manifest.json          which image sits in which file/slot; written last, identical from every shard
+    prep/.state/<file>.<layout>.<inputs>   empty marker: this file holds these inputs in this layout
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from convmixer_tasks.errors import ConfigError, PreprocessError
+from convmixer_tasks.fileio import read_json, sha256_json
+from convmixer_tasks.variants import INPUT
+
+# The input dtypes a prep folder (and a compiled artifact) can hold: float32 NCHW normalised, or uint8 NHWC pixels.
+DTYPE_ITEMSIZE: dict[str, int] = {"float32": 4, "uint8": 1}
+INPUT_DTYPES: tuple[str, ...] = tuple(DTYPE_ITEMSIZE)
+
+MANIFEST_NAME = "manifest.json"
+STATE_DIR = ".state"
+FILE_RE = re.compile(r"^input_(\d{5,})\.bin$")
+
+
+# --- manifest -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PrepFile:
+    name: str  # e.g. "input_00000.bin"
+    images: list[str]  # image names in slot order, real slots only
+    padded_slots: int = 0  # zero-filled slots after them (last file only)
+
+
+@dataclass
+class PrepManifest:
+    batch_size: int
+    dtype: str
+    input_shape: list[int]  # per file: [bs, 3, 224, 224] (float32) or [bs, 224, 224, 3] (uint8)
+    dataset_fingerprint: str
+    transform: dict[str, Any]
+    files: list[PrepFile]
+    image_count: int
+
+    def file_nbytes(self) -> int:
+        return math.prod(self.input_shape) * DTYPE_ITEMSIZE[self.dtype]
+
+    def layout_id(self) -> str:
+        """Hash of everything but the inputs that decides a file's bytes; a file from another layout never counts."""
+        return sha256_json([self.dtype, self.batch_size, self.input_shape, self.transform])[:16]
+
+
+def input_shape(batch_size: int, dtype: str) -> list[int]:
+    return [batch_size, 3, INPUT.crop, INPUT.crop] if dtype == "float32" else [batch_size, INPUT.crop, INPUT.crop, 3]
+
+
+def file_name(position: int) -> str:
+    return f"input_{position:05d}.bin"
+
+
+def manifest_from_json(raw: Any) -> PrepManifest:
+    """Rebuild and cross-check a manifest; ValueError/KeyError/TypeError say what is inconsistent."""
+    files = [
+        PrepFile(name=str(f["name"]), images=[str(n) for n in f["images"]], padded_slots=int(f["padded_slots"]))
+        for f in raw["files"]
+    ]
+    manifest = PrepManifest(
+        batch_size=int(raw["batch_size"]),
+        dtype=str(raw["dtype"]),
+        input_shape=[int(n) for n in raw["input_shape"]],
+        dataset_fingerprint=str(raw["dataset_fingerprint"]),
+        transform=dict(raw["transform"]),
+        files=files,
+        image_count=int(raw["image_count"]),
+    )
+    if manifest.dtype not in INPUT_DTYPES or manifest.input_shape != input_shape(manifest.batch_size, manifest.dtype):
+        raise ValueError(
+            f"dtype {manifest.dtype!r} / input_shape {manifest.input_shape} / batch size "
+            f"{manifest.batch_size} do not fit together"
+        )
+    for position, prep_file in enumerate(files):
+        if (
+            prep_file.name != file_name(position)
+            or len(prep_file.images) + prep_file.padded_slots != manifest.batch_size
+        ):
+            raise ValueError(f"file entry {position} ({prep_file.name}) does not fit batch size {manifest.batch_size}")
+    if sum(len(f.images) for f in files) != manifest.image_count:
+        raise ValueError(f"image_count {manifest.image_count} differs from the images listed")
+    return manifest
+
+
+def file_position(name: str) -> int | None:
+    match = FILE_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def read_markers(out_dir: Path) -> dict[str, set[str]]:
+    """file name -> {"<layout id>.<inputs key>"} from the empty marker files in ``.state/``."""
+    markers: dict[str, set[str]] = {}
+    state_dir = out_dir / STATE_DIR
+    if state_dir.is_dir():
+        for entry in os.scandir(state_dir):
+            name, _, marker = entry.name.partition(".bin.")
+            if marker.count(".") == 1 and file_position(name + ".bin") is not None:
+                markers.setdefault(name + ".bin", set()).add(marker)
+    return markers
+
+
+def read_manifest(prep_dir: str | os.PathLike, check_files: bool = True) -> PrepManifest:
+    """The manifest of a prep folder. ``check_files`` also checks that every listed file is there, of the right size,
+    and was finished in the manifest's layout (catches a shard that has not run or an older run's files)."""
+    prep_dir = Path(prep_dir)
+    path = prep_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise PreprocessError(f"{path} is missing: run preprocess into {prep_dir} (every shard) before using it")
+    try:
+        manifest = manifest_from_json(read_json(path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PreprocessError(
+            f"{path} is corrupt ({type(exc).__name__}: {exc}); delete it and re-run preprocess"
+        ) from exc
+    if check_files:
+        markers = read_markers(prep_dir)
+        layout, nbytes = manifest.layout_id(), manifest.file_nbytes()
+        bad = [
+            f.name
+            for f in manifest.files
+            if not has_size(prep_dir / f.name, nbytes)
+            or not any(m.startswith(layout + ".") for m in markers.get(f.name, ()))
+        ]
+        if bad:
+            raise PreprocessError(
+                f"prep folder {prep_dir} is incomplete: {len(bad)} of {len(manifest.files)} files missing, of the "
+                f"wrong size or not finished in this layout (first: {', '.join(bad[:5])}); run preprocess for every "
+                "shard into it (or copy it whole, .state/ included)"
+            )
+    return manifest
+
+
+def has_size(path: Path, nbytes: int) -> bool:
+    try:
+        return path.stat().st_size == nbytes
+    except FileNotFoundError:
+        return False
+
+
+# --- shards -------------------------------------------------------------------------------------------------------
+
+
+def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ConfigError(f"shard {shard!r} is not a pair (i, n); use e.g. (0, 1) or parse_shard('0/4')") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise ConfigError(f"shard {index}/{count} is out of range: want i/n with n >= 1 and 0 <= i < n")
+    return index, count
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"1/4"`` -> (1, 4): the second of four contiguous ranges of files."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if match is None:
+        raise ConfigError(f"--shard {text!r} is not i/n (e.g. 0/4 = the first of 4 shards)")
+    return check_shard((int(match.group(1)), int(match.group(2))))
+
+
+def shard_range(file_count: int, shard: tuple[int, int]) -> range:
+    """Files of shard i of n: the i-th of n contiguous, near-equal ranges."""
+    index, count = shard
+    return range(index * file_count // count, (index + 1) * file_count // count)

@@ -1,0 +1,200 @@
+"""What one step of a validation run hands to the next: small frozen records, one per batch size (and shard).
+
+They cross Airflow tasks (and hosts) as XCom, so each turns into plain, readable JSON with ``to_dict()`` and back
+with ``from_dict()``. The dict carries the record's name and version: a record written by another version of this
+package is refused with a clear message instead of being half-read on a worker.
+
+Importing this module is cheap (no numpy/torch/onnx): the DAG file and the plugin may import it at parse time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from convmixer_tasks.backends.base import Artifact
+from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.fileio import to_jsonable
+
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """Mixin for the frozen dataclasses below: versioned JSON in and out."""
+
+    VERSION: ClassVar[int] = 1
+
+    def values(self) -> dict[str, Any]:
+        """The fields as JSON-able values, without the record header."""
+        return {field.name: to_jsonable(getattr(self, field.name)) for field in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"record": type(self).__name__, "version": self.VERSION, **self.values()}
+
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any] | R) -> R:
+        if isinstance(data, cls):
+            return data
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"expected a {cls.__name__} record, got {type(data).__name__}; clear the upstream task and run it again"
+            )
+        name, version = data.get("record"), data.get("version")
+        if name != cls.__name__ or version != cls.VERSION:
+            raise ConfigError(
+                f"expected a {cls.__name__} record version {cls.VERSION}, got {name} version {version} "
+                "(written by another version of convmixer-tasks); clear the upstream task and rerun it"
+            )
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        missing = [field.name for field in fields if field.name not in data]
+        if missing:
+            raise ConfigError(f"{cls.__name__} record lacks {', '.join(missing)}; clear the upstream task and rerun it")
+        return cls(**{field.name: cls._decode(field.name, data[field.name]) for field in fields})
+
+    @classmethod
+    def from_dicts(cls: type[R], items: Iterable[Mapping[str, Any]]) -> list[R]:
+        return [cls.from_dict(item) for item in items]
+
+    @classmethod
+    def _decode(cls, name: str, value: Any) -> Any:
+        """JSON value -> field value; lists become tuples (the records are frozen, their sequences too)."""
+        return tuple(value) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True)
+class RunFacts(Record):
+    """The Airflow run (or the one-process run) the rows belong to; dates as ISO strings."""
+
+    run_id: str
+    dag_id: str | None
+    logical_date: str | None
+    started_at: str | None
+
+
+@dataclass(frozen=True)
+class RunPlan(Record):
+    """One batch size of a run, checked and planned once by ``check_inputs``."""
+
+    run_id: str
+    batch_size: int
+    backend: str
+    input_dtype: str
+    model_variant: str
+    checkpoint: str
+    dataset_dir: str
+    label_file: str
+    image_limit: int | None
+    image_count: int
+    dataset_fingerprint: str
+    prep_dir: str  # content-keyed: cache/prep/<key>
+    prep_key: str
+    run_dir: str
+
+
+@dataclass(frozen=True)
+class PrepShard(Record):
+    """One shard of one batch size's prep folder: which of its files this shard owns."""
+
+    batch_size: int
+    shard: int
+    shards: int
+    prep_dir: str
+    files: tuple[str, ...]
+    files_written: int
+    cached: bool
+
+
+@dataclass(frozen=True)
+class ExportedModel(Record):
+    """The ONNX that passed parity, from the content-keyed ONNX cache."""
+
+    onnx_path: str
+    onnx_sha256: str
+    checkpoint_sha256: str
+    variant: str
+    opset: int
+    parity_max_abs_diff: float
+    cache_key: str
+    cached: bool
+
+
+@dataclass(frozen=True)
+class CompiledModel(Record):
+    """One batch size's compiled artifact and the device/toolkit it was compiled for."""
+
+    run_id: str
+    batch_size: int
+    backend: str
+    artifact: Artifact
+    device: str
+    toolkit_version: str
+    cached: bool
+
+    @classmethod
+    def _decode(cls, name: str, value: Any) -> Any:
+        if name == "artifact":
+            return Artifact.from_dict(value)
+        return super()._decode(name, value)
+
+
+@dataclass(frozen=True)
+class ShardOutputs(Record):
+    """Where one shard's inference outputs landed (ais_bench layout)."""
+
+    batch_size: int
+    shard: int
+    prep_dir: str
+    files: tuple[str, ...]
+    output_dir: str
+    file_count: int
+    summary_path: str | None
+
+
+@dataclass(frozen=True)
+class Scores(Record):
+    """Top-1/top-5 of one batch size over the merged shard outputs."""
+
+    batch_size: int
+    top1: float
+    top5: float
+    image_count: int
+    result_json: str
+
+
+@dataclass(frozen=True)
+class BenchSummary(Record):
+    """Pure-inference throughput of one batch size; the per-loop samples stay in ``bench_json``."""
+
+    batch_size: int
+    backend: str
+    loop: int
+    warmup: int
+    throughput: float
+    latency_mean_ms: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    formula: str
+    bench_json: str
+
+
+@dataclass(frozen=True)
+class RecordedRow(Record):
+    """The metrics row a run wrote for one batch size (the key the gate looks it up by)."""
+
+    id: int
+    run_id: str
+    batch_size: int
+    backend: str
+
+
+@dataclass(frozen=True)
+class Verdict(Record):
+    """The gate's decision on one recorded row."""
+
+    batch_size: int
+    status: str
+    reasons: tuple[str, ...]
+    baseline_top1: float | None
+    baseline_throughput: float | None

@@ -1,0 +1,192 @@
+"""The ``[convmixer]`` settings (airflow.cfg, or ``AIRFLOW__CONVMIXER__<KEY>``), read and checked in one place.
+
+Two groups, read where they apply:
+
+* ``SchedulingSettings`` — what the DAG needs when it is parsed: schedule, queue, pool, retries, param defaults.
+* ``WorkerSettings`` — what a task needs where it runs: the work folder, the NPU device, the CANN env script, the
+  metrics database. A task loads these when it starts, so a worker's own environment (its device, its CANN path)
+  wins over the scheduler's.
+
+Both loaders take ``read(key) -> str | None`` (the DAG passes Airflow's ``conf``), so this module imports no Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from convmixer_tasks.backends.base import BACKENDS
+from convmixer_tasks.checks import BATCH_SIZE_CHOICES
+from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.metrics.url import AIRFLOW_CONNECTION_ID, connection_url, resolve_metrics_url
+from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANTS
+from convmixer_tasks.workdir import WorkLayout
+
+Reader = Callable[[str], "str | None"]
+SECTION = "convmixer"
+
+
+def airflow_conf_reader(conf: object) -> Reader:
+    """``read`` over Airflow's ``conf`` (cfg file and env vars, as Airflow resolves them)."""
+    return lambda key: conf.get(SECTION, key, fallback=None)  # type: ignore[attr-defined]
+
+
+def env_reader(environ: os._Environ[str] | dict[str, str] = os.environ) -> Reader:
+    """``read`` over ``AIRFLOW__CONVMIXER__<KEY>`` only (for code that runs without Airflow's config)."""
+    return lambda key: environ.get(f"AIRFLOW__{SECTION.upper()}__{key.upper()}")
+
+
+def airflow_home(environ: os._Environ[str] | dict[str, str] = os.environ) -> Path:
+    return Path(environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+
+
+class _Settings:
+    """Typed reads with one error format: the key, the bad value, where to fix it."""
+
+    def __init__(self, read: Reader) -> None:
+        self._read = read
+
+    def text(self, key: str, default: str) -> str:
+        value = self._read(key)
+        return default if value is None else value
+
+    def number(self, key: str, default: str, kind: type[int] | type[float], minimum: float) -> int | float:
+        raw = self.text(key, default)
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise self.error(key, raw, f"a number >= {minimum:g}") from None
+        if value < minimum:
+            raise self.error(key, raw, f"a number >= {minimum:g}")
+        return value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(key, default)
+        if value not in choices:
+            raise self.error(key, value, f"one of {list(choices)}")
+        return value
+
+    @staticmethod
+    def error(key: str, value: str, wanted: str) -> ConfigError:
+        return ConfigError(
+            f"[{SECTION}] {key} = {value!r} must be {wanted}; fix airflow.cfg or "
+            f"AIRFLOW__{SECTION.upper()}__{key.upper()}"
+        )
+
+
+@dataclass(frozen=True)
+class SchedulingSettings:
+    schedule: str | None  # cron; None = manual runs only
+    npu_queue: str
+    npu_pool: str
+    npu_pool_slots: int  # = devices; the scripts create the pool with this size
+    shards: int  # preprocess and infer are mapped over this many shards per batch size
+    retries: int
+    retry_delay: timedelta
+    npu_task_timeout: timedelta  # a hung ATC/ais_bench must not hold the device's pool slot forever
+    # Param defaults
+    default_backend: str
+    dataset_dir: str
+    label_file: str
+    checkpoint: str
+    model_variant: str
+    batch_sizes: tuple[int, ...]
+
+    def default_args(self, default_queue: str) -> dict[str, Any]:
+        """The DAG's ``default_args``: no retries unless a step asks, a log line when a task fails for good."""
+        from convmixer_tasks.steps import log_task_failure
+
+        return {"owner": "convmixer", "retries": 0, "on_failure_callback": [log_task_failure], "queue": default_queue}
+
+    def retrying(self) -> dict[str, Any]:
+        """Task arguments for steps where trying again can help: device/tool hiccups and a busy metrics DB."""
+        return {
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "retry_exponential_backoff": True,
+            "max_retry_delay": timedelta(minutes=10),
+        }
+
+    def on_npu(self) -> dict[str, Any]:
+        """Task arguments for compile/infer/benchmark: the NPU worker's queue, one pool slot per device."""
+        return {
+            "queue": self.npu_queue,
+            "pool": self.npu_pool,
+            "pool_slots": 1,
+            "execution_timeout": self.npu_task_timeout,
+            **self.retrying(),
+        }
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    work_dir: Path
+    npu_device_id: int
+    cann_set_env: str
+    # Processes per preprocess shard. 1: the parallelism comes from the mapped shards, and a forked pool inside a
+    # task process can deadlock on locks held by Airflow's threads.
+    prep_workers: int
+    metrics_conn_id: str
+    metrics_db_url: str
+    airflow_home: Path
+
+    def backend_settings(self, backend: str) -> dict[str, object]:
+        """Constructor settings for ``get_backend(backend, ...)``: each backend names the ones it takes."""
+        available = {"device_id": self.npu_device_id, "cann_set_env": self.cann_set_env}
+        return {name: available[name] for name in BACKENDS[backend].settings if name in available}
+
+    def metrics_url(self, connection: Any = None) -> str:
+        """The metrics DB by ``metrics.url``'s rule, given the Airflow Connection (None when it does not exist)."""
+        url = None
+        if connection is not None:
+            url = connection_url(connection.conn_type, connection.get_uri(), connection.host, connection.schema)
+        return resolve_metrics_url(url, self.metrics_db_url or None, self.airflow_home)
+
+
+def _work_dir(settings: _Settings, home: Path) -> Path:
+    return Path(settings.text("work_dir", str(home / "convmixer-work"))).expanduser()
+
+
+def load_scheduling_settings(read: Reader, home: Path | None = None) -> SchedulingSettings:
+    settings, home = _Settings(read), home or airflow_home()
+    layout = WorkLayout(_work_dir(settings, home))
+    raw_sizes = settings.text("batch_sizes", "1,4")
+    try:
+        batch_sizes = tuple(int(size) for size in raw_sizes.split(",") if size.strip())
+    except ValueError:
+        batch_sizes = ()
+    if not batch_sizes or not set(batch_sizes) <= set(BATCH_SIZE_CHOICES):
+        raise settings.error("batch_sizes", raw_sizes, f"a comma list of {list(BATCH_SIZE_CHOICES)}")
+    return SchedulingSettings(
+        schedule=settings.text("schedule", "0 3 * * 1") or None,
+        npu_queue=settings.text("npu_queue", "npu"),
+        npu_pool=settings.text("npu_pool", "npu"),
+        npu_pool_slots=int(settings.number("npu_pool_slots", "1", int, 1)),
+        shards=int(settings.number("shards", "2", int, 1)),
+        retries=int(settings.number("retries", "2", int, 0)),
+        retry_delay=timedelta(seconds=settings.number("retry_delay_seconds", "60", float, 0)),
+        npu_task_timeout=timedelta(hours=settings.number("npu_task_timeout_hours", "8", float, 0.001)),
+        default_backend=settings.choice("default_backend", "onnxruntime", tuple(BACKENDS)),
+        dataset_dir=settings.text("dataset_dir", str(layout.demo_image_dir)),
+        label_file=settings.text("label_file", str(layout.demo_label_file)),
+        checkpoint=settings.text("checkpoint", str(DEMO_CHECKPOINT)),
+        model_variant=settings.choice("model_variant", DEMO_VARIANT, tuple(VARIANTS)),
+        batch_sizes=batch_sizes,
+    )
+
+
+def load_worker_settings(read: Reader, home: Path | None = None) -> WorkerSettings:
+    settings, home = _Settings(read), home or airflow_home()
+    return WorkerSettings(
+        work_dir=_work_dir(settings, home),
+        npu_device_id=int(settings.number("npu_device_id", "0", int, 0)),
+        cann_set_env=settings.text("cann_set_env", "/usr/local/Ascend/ascend-toolkit/set_env.sh"),
+        prep_workers=int(settings.number("prep_workers", "1", int, 1)),
+        metrics_conn_id=settings.text("metrics_conn_id", AIRFLOW_CONNECTION_ID) or AIRFLOW_CONNECTION_ID,
+        metrics_db_url=settings.text("metrics_db_url", ""),
+        airflow_home=home,
+    )

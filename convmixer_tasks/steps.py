@@ -1,0 +1,553 @@
+"""The validation run's steps, one function per Airflow task: check inputs and plan, preprocess a shard, export,
+compile, infer a shard, benchmark, evaluate, record, gate.
+
+Each takes and returns the typed records of ``records`` (the DAG turns them into JSON at the task edge), reads and
+writes files under the work folder (``workdir``), and imports numpy/torch/onnx only inside the function that needs
+them, so importing this module stays cheap. No Airflow here: the DAG passes in what it reads from Airflow.
+``local_run`` calls the same functions in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from convmixer_tasks.backends.base import Artifact, CompileOptions, get_backend
+from convmixer_tasks.cache import ContentCache
+from convmixer_tasks.checks import BATCH_SIZE_CHOICES
+from convmixer_tasks.errors import ConfigError, RegressionError
+from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file, to_jsonable
+from convmixer_tasks.records import (
+    BenchSummary,
+    CompiledModel,
+    ExportedModel,
+    PrepShard,
+    RecordedRow,
+    RunFacts,
+    RunPlan,
+    Scores,
+    ShardOutputs,
+    Verdict,
+)
+from convmixer_tasks.workdir import WorkLayout
+
+# The ONNX step's fixed options (part of its cache key). Opset 17: the exporter default that ATC parses.
+ONNX_OPSET = 17
+ONNX_DYNAMO = False
+PARITY_TOLERANCE = 1e-4
+BENCH_WARMUP = 5
+
+log = logging.getLogger(__name__)
+
+
+# --- params -----------------------------------------------------------------------------------------------------
+
+
+def batch_sizes_from_params(params: Mapping[str, Any]) -> list[int]:
+    """``batch_size`` (a manual trigger's single size) overrides ``batch_sizes``; order kept, duplicates dropped."""
+    single = params.get("batch_size")
+    sizes = [single] if single is not None else list(params.get("batch_sizes") or [])
+    if not sizes:
+        raise ConfigError("no batch size given; set param batch_sizes (e.g. [1, 16]) or batch_size (CLI: --batch-size)")
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size not in BATCH_SIZE_CHOICES:
+            raise ConfigError(
+                f"batch size {size!r} is not one of {list(BATCH_SIZE_CHOICES)}; fix param batch_sizes "
+                "(CLI: --batch-size)"
+            )
+    return list(dict.fromkeys(sizes))
+
+
+def check_param_names(params: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Refuse conf keys the DAG does not declare: Airflow merges them into the params unchecked, so a misspelt key
+    (``batch_szie``) would otherwise run silently with the default it meant to change."""
+    known = set(known)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown param(s) {', '.join(unknown)} in the run's conf; use only "
+            f"{', '.join(sorted(known))} (check the spelling) and trigger again"
+        )
+
+
+def _iso(value: datetime | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
+
+
+def run_facts(
+    run_id: str, dag_id: str | None, logical_date: datetime | str | None, started_at: datetime | str | None
+) -> RunFacts:
+    """What the metrics rows say about the Airflow run (dates as ISO strings: they travel through XCom)."""
+    return RunFacts(run_id=run_id, dag_id=dag_id, logical_date=_iso(logical_date), started_at=_iso(started_at))
+
+
+def log_task_failure(context: Mapping[str, Any]) -> None:
+    """Task failure hook: one log line naming the run, task and error (add notifiers beside it in the DAG)."""
+    ti = context.get("ti")
+    log.error(
+        "convmixer_validation run %s: task %s failed: %s",
+        context.get("run_id"),
+        getattr(ti, "task_id", "?"),
+        context.get("exception"),
+    )
+
+
+def run_facts_of(dag_run: Any) -> RunFacts:
+    """``run_facts`` of an Airflow DagRun (manual runs in Airflow 3 may have no logical date: use run_after)."""
+    return run_facts(dag_run.run_id, dag_run.dag_id, dag_run.logical_date or dag_run.run_after, dag_run.start_date)
+
+
+# --- check inputs -----------------------------------------------------------------------------------------------
+
+
+def ensure_demo_dataset(layout: WorkLayout) -> bool:
+    """Generate the demo set into the work folder unless a complete one is there; True when it was generated.
+
+    An existing set of any size is left untouched: regenerating rewrites every JPEG, which would change the
+    dataset fingerprint and throw away the prep cache.
+    """
+    from convmixer_tasks.demo import MARKER_NAME, make_demo_dataset
+
+    if (layout.demo_root / MARKER_NAME).is_file() and layout.demo_label_file.is_file():
+        return False
+    make_demo_dataset(layout.demo_root)
+    return True
+
+
+def check_inputs(
+    params: Mapping[str, Any], run_id: str, work_dir: str | os.PathLike, known_params: Iterable[str] | None = None
+) -> list[RunPlan]:
+    """Validate the run's inputs once, at the edge, and plan it: one ``RunPlan`` per batch size.
+
+    Fails fast (before any expensive step) on a param outside ``known_params`` (when given), a missing checkpoint,
+    a malformed dataset or label file. When the dataset params point at the default demo location and nothing is
+    there yet, the demo set is generated.
+    """
+    from convmixer_tasks.dataset import load_dataset
+    from convmixer_tasks.preprocess import transform_params
+
+    if known_params is not None:
+        check_param_names(params, known_params)
+    layout = WorkLayout(Path(work_dir))
+    checkpoint = Path(params["checkpoint"])
+    if not checkpoint.is_file():
+        raise ConfigError(
+            f"checkpoint {checkpoint} does not exist; set param checkpoint to the .pth.tar file "
+            "(or [convmixer] checkpoint in airflow.cfg; CLI: --source)"
+        )
+    image_dir, label_file = Path(params["dataset_dir"]), Path(params["label_file"])
+    if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
+        ensure_demo_dataset(layout)
+    # variant / backend / dtype choices are the Param schema's job (and the library's, which names the fix)
+    variant, backend, dtype = params["model_variant"], params["backend"], params["input_dtype"]
+    limit = params.get("image_limit")
+    dataset = load_dataset(image_dir, label_file, limit=limit)
+    fingerprint = dataset.fingerprint()
+    transform = transform_params(dtype)
+    plans = []
+    for batch_size in batch_sizes_from_params(params):
+        prep_key = layout.prep_cache.key(
+            {"dataset": fingerprint, "transform": transform, "batch_size": batch_size, "dtype": dtype, "limit": limit}
+        )
+        plans.append(
+            RunPlan(
+                run_id=run_id,
+                batch_size=batch_size,
+                backend=backend,
+                input_dtype=dtype,
+                model_variant=variant,
+                checkpoint=str(checkpoint),
+                dataset_dir=str(image_dir),
+                label_file=str(label_file),
+                image_limit=limit,
+                image_count=len(dataset.images),
+                dataset_fingerprint=fingerprint,
+                prep_dir=str(layout.prep_cache.entry(prep_key)),
+                prep_key=prep_key,
+                run_dir=str(layout.run_dir(run_id)),
+            )
+        )
+    return plans
+
+
+# --- preprocess (one shard of one batch size) -------------------------------------------------------------------
+
+
+def prepare_shard(plan: RunPlan, shard: int, shards: int, workers: int | None = None) -> PrepShard:
+    """Preprocess shard ``shard`` of ``shards`` into the batch size's content-keyed prep folder.
+
+    A finished prep folder is reused untouched (``cached=True``): its name is its content key, so no pixel is read
+    and no file is rewritten. An unfinished one is completed by ``preprocess``, which skips the files already
+    written with the same inputs.
+    """
+    from convmixer_tasks.prepfolder import read_manifest, shard_range
+
+    def finished() -> Any:
+        manifest = read_manifest(plan.prep_dir)  # checks every listed file's size and layout marker
+        return manifest if manifest.dataset_fingerprint == plan.dataset_fingerprint else None
+
+    manifest = ContentCache.lookup(finished)
+    written = 0
+    if manifest is None:
+        from convmixer_tasks.preprocess import preprocess
+
+        result = preprocess(
+            plan.dataset_dir,
+            plan.prep_dir,
+            plan.batch_size,
+            dtype=plan.input_dtype,
+            workers=workers,
+            shard=(shard, shards),
+            label_file=plan.label_file,
+            limit=plan.image_limit,
+        )
+        written = result.files_written
+        # Other shards may still be writing: read the plan, not the files (infer checks them all later).
+        manifest = read_manifest(plan.prep_dir, check_files=False)
+    files = tuple(manifest.files[position].name for position in shard_range(len(manifest.files), (shard, shards)))
+    return PrepShard(
+        batch_size=plan.batch_size,
+        shard=shard,
+        shards=shards,
+        prep_dir=plan.prep_dir,
+        files=files,
+        files_written=written,
+        cached=written == 0,
+    )
+
+
+# --- export + parity (content-keyed ONNX cache) -----------------------------------------------------------------
+
+
+def export_cached(checkpoint: str | os.PathLike, variant: str, work_dir: str | os.PathLike) -> ExportedModel:
+    """The validated ONNX for (checkpoint content, variant, opset, exporter), exported only on a cache miss.
+
+    The parity report that ``export_and_validate`` writes last beside the ONNX is the entry's completion marker; a
+    hit is also checked against the ONNX hash recorded in it, so a truncated or replaced file is rebuilt.
+    """
+    checkpoint_sha256 = sha256_file(checkpoint)
+    cache = WorkLayout(Path(work_dir)).onnx_cache
+    key = cache.key(
+        {
+            "checkpoint_sha256": checkpoint_sha256,
+            "variant": variant,
+            "opset": ONNX_OPSET,
+            "dynamo": ONNX_DYNAMO,
+            "tolerance": PARITY_TOLERANCE,
+        }
+    )
+    onnx_path = cache.entry(key) / "model.onnx"
+    report_path = onnx_path.with_name(f"{onnx_path.stem}.parity.json")
+
+    def validated() -> dict[str, Any] | None:
+        report = read_json(report_path)
+        passed = report["parity"]["passed"] and report["onnx_sha256"] == sha256_file(onnx_path)
+        return report if passed else None
+
+    report = cache.lookup(validated)
+    cached = report is not None
+    if report is None:
+        from convmixer_tasks.export import export_and_validate
+
+        report = to_jsonable(
+            export_and_validate(
+                checkpoint, onnx_path, variant=variant, opset=ONNX_OPSET, dynamo=ONNX_DYNAMO, tolerance=PARITY_TOLERANCE
+            )
+        )
+    return ExportedModel(
+        onnx_path=str(onnx_path),
+        onnx_sha256=report["onnx_sha256"],
+        checkpoint_sha256=checkpoint_sha256,
+        variant=variant,
+        opset=ONNX_OPSET,
+        parity_max_abs_diff=report["parity"]["max_abs_diff"],
+        cache_key=key,
+        cached=cached,
+    )
+
+
+# --- the NPU steps: compile, infer, benchmark -------------------------------------------------------------------
+
+
+def compile_artifact(
+    plan: RunPlan,
+    exported: ExportedModel,
+    work_dir: str | os.PathLike,
+    soc_version: str = "auto",
+    settings: Mapping[str, Any] | None = None,
+) -> CompiledModel:
+    """Compile the ONNX for one batch size (cached by ONNX hash + options + runtime) and describe the device."""
+    backend = get_backend(plan.backend, **(settings or {}))
+    info = backend.describe()
+    options = CompileOptions(input_dtype=plan.input_dtype, soc_version=soc_version)
+    artifact = backend.compile(
+        exported.onnx_path, plan.batch_size, WorkLayout(Path(work_dir)).artifact_cache(plan.backend).root, options
+    )
+    return CompiledModel(
+        run_id=plan.run_id,
+        batch_size=plan.batch_size,
+        backend=plan.backend,
+        artifact=artifact,
+        device=info.device,
+        toolkit_version=info.toolkit_version,
+        cached=bool(artifact.cached),
+    )
+
+
+def _prep_shard_of(prepared: Iterable[PrepShard], batch_size: int, shard: int) -> PrepShard:
+    for entry in prepared:
+        if entry.batch_size == batch_size and entry.shard == shard:
+            return entry
+    raise ConfigError(f"no preprocess result for batch size {batch_size} shard {shard}; re-run the preprocess step")
+
+
+def infer_shard(
+    compiled: CompiledModel,
+    shard: int,
+    prepared: Iterable[PrepShard],
+    work_dir: str | os.PathLike,
+    settings: Mapping[str, Any] | None = None,
+) -> ShardOutputs:
+    """Run one shard of the prep files through the artifact into this run's shard output folder.
+
+    The folder is emptied first, so a retried attempt never mixes its outputs with a failed attempt's.
+    """
+    batch_size = compiled.batch_size
+    prep = _prep_shard_of(prepared, batch_size, shard)
+    output_dir = WorkLayout(Path(work_dir)).shard_output_dir(compiled.run_id, batch_size, shard)
+    shutil.rmtree(output_dir.parent, ignore_errors=True)
+    if not prep.files:  # more shards than files: nothing to run
+        return ShardOutputs(
+            batch_size=batch_size,
+            shard=shard,
+            prep_dir=prep.prep_dir,
+            files=prep.files,
+            output_dir=str(output_dir),
+            file_count=0,
+            summary_path=None,
+        )
+    backend = get_backend(compiled.backend, **(settings or {}))
+    inferred = backend.infer(_artifact(compiled), prep.prep_dir, output_dir, files=list(prep.files))
+    return ShardOutputs(
+        batch_size=batch_size,
+        shard=shard,
+        prep_dir=prep.prep_dir,
+        files=prep.files,
+        output_dir=str(inferred.output_dir),
+        file_count=inferred.file_count,
+        summary_path=str(inferred.summary_path),
+    )
+
+
+def _artifact(compiled: CompiledModel) -> Artifact:
+    """The record's artifact, as a fresh object (backends may set fields on it)."""
+    return Artifact.from_dict(to_jsonable(compiled.artifact))
+
+
+def benchmark_artifact(
+    compiled: CompiledModel, loop: int, work_dir: str | os.PathLike, settings: Mapping[str, Any] | None = None
+) -> BenchSummary:
+    """Pure-inference throughput of one artifact; the per-batch samples go to a file, not through XCom."""
+    backend = get_backend(compiled.backend, **(settings or {}))
+    bench = backend.benchmark(_artifact(compiled), loop=loop, warmup=BENCH_WARMUP)
+    bench_json = WorkLayout(Path(work_dir)).batch_dir(compiled.run_id, compiled.batch_size) / "benchmark.json"
+    atomic_write_json(bench_json, bench)
+    return BenchSummary(
+        batch_size=bench.batch_size,
+        backend=bench.backend,
+        loop=bench.loop,
+        warmup=bench.warmup,
+        throughput=bench.throughput,
+        latency_mean_ms=bench.latency_mean_ms,
+        latency_p50_ms=bench.latency_p50_ms,
+        latency_p99_ms=bench.latency_p99_ms,
+        formula=bench.formula,
+        bench_json=str(bench_json),
+    )
+
+
+# --- evaluate ---------------------------------------------------------------------------------------------------
+
+
+def merge_shard_outputs(shard_dirs: Iterable[str], target: Path) -> Path:
+    """Hard-link every shard's output files into one folder (what ``evaluate`` reads); copies across filesystems."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for shard_dir in shard_dirs:
+        for entry in os.scandir(shard_dir):
+            if entry.is_file():
+                try:
+                    os.link(entry.path, target / entry.name)
+                except OSError:
+                    shutil.copy2(entry.path, target / entry.name)
+    return target
+
+
+def evaluate_batch(plan: RunPlan, inferred: Iterable[ShardOutputs], work_dir: str | os.PathLike) -> Scores:
+    """Top-1/top-5 of one batch size from its merged shard outputs, scored through the prep manifest."""
+    from convmixer_tasks.evaluate import evaluate
+
+    layout = WorkLayout(Path(work_dir))
+    shard_dirs = [entry.output_dir for entry in inferred if entry.batch_size == plan.batch_size and entry.file_count]
+    merged = merge_shard_outputs(shard_dirs, layout.merged_output_dir(plan.run_id, plan.batch_size))
+    result = evaluate(
+        merged,
+        plan.label_file,
+        prep_dir=plan.prep_dir,
+        result_json=layout.batch_dir(plan.run_id, plan.batch_size) / "result.json",
+    )
+    return Scores(
+        batch_size=plan.batch_size,
+        top1=result.top1,
+        top5=result.top5,
+        image_count=result.image_count,
+        result_json=str(result.result_json),
+    )
+
+
+# --- metrics + gate ---------------------------------------------------------------------------------------------
+
+
+def build_row(
+    run: RunFacts, plan: RunPlan, exported: ExportedModel, compiled: CompiledModel, bench: BenchSummary, scores: Scores
+) -> dict[str, Any]:
+    """One batch size's metrics row, status ``pending``: evaluated but not gated, so it stays out of the gate's
+    history (``ok`` rows only) until ``gate_rows`` stores ok/regressed on it."""
+    parts = {"compiled": compiled.batch_size, "benchmark": bench.batch_size, "scores": scores.batch_size}
+    if set(parts.values()) != {plan.batch_size}:
+        raise ConfigError(
+            f"results of different batch sizes were joined for the bs{plan.batch_size} row ({parts}); "
+            "clear the run's tasks and run it again"
+        )
+    return {
+        **run.values(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "model_variant": plan.model_variant,
+        "checkpoint_sha256": exported.checkpoint_sha256,
+        "onnx_sha256": exported.onnx_sha256,
+        "artifact_sha256": compiled.artifact.sha256,
+        "backend": plan.backend,
+        "device": compiled.device,
+        "toolkit_version": compiled.toolkit_version,
+        "batch_size": plan.batch_size,
+        "input_dtype": plan.input_dtype,
+        "image_count": scores.image_count,
+        "top1": scores.top1,
+        "top5": scores.top5,
+        "throughput": bench.throughput,
+        "latency_mean_ms": bench.latency_mean_ms,
+        "latency_p50_ms": bench.latency_p50_ms,
+        "latency_p99_ms": bench.latency_p99_ms,
+        "parity_max_abs_diff": exported.parity_max_abs_diff,
+        "status": "pending",
+    }
+
+
+def record_rows(url: str, rows: Iterable[Mapping[str, Any]], *, keep_gated: bool = False) -> list[RecordedRow]:
+    """Write the rows in one transaction (upsert by run_id + batch size + backend, so a retried task leaves one
+    row each; a row the store refuses leaves none of them behind). ``keep_gated`` leaves a row that already has
+    the gate's verdict (ok/regressed) as it is: the failure path passes it with ``failed_rows``."""
+    from convmixer_tasks.metrics import record_runs, upgrade
+
+    rows = list(rows)
+    upgrade(url)
+    ids = record_runs(url, rows, keep_gated=keep_gated)
+    return [
+        RecordedRow(id=row_id, run_id=row["run_id"], batch_size=row["batch_size"], backend=row["backend"])
+        for row_id, row in zip(ids, rows, strict=False)
+    ]
+
+
+def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[dict[str, Any]]:
+    """``failed`` rows (no accuracy, no throughput) for a run that broke before evaluation, one per batch size.
+
+    Record them with ``record_rows(..., keep_gated=True)``: a rerun of a cleared task that fails must not replace a
+    verdict an earlier attempt stored (a ``pending`` row from that attempt does become ``failed``)."""
+    finished_at = datetime.now(UTC).isoformat()
+    return [
+        {
+            **run.values(),
+            "finished_at": finished_at,
+            "model_variant": params["model_variant"],
+            "backend": params["backend"],
+            "batch_size": batch_size,
+            "input_dtype": params["input_dtype"],
+            "status": "failed",
+            "gate_reasons": [reason],
+        }
+        for batch_size in batch_sizes_from_params(params)
+    ]
+
+
+def gate_rows(url: str, recorded: Iterable[RecordedRow], params: Mapping[str, Any]) -> list[Verdict]:
+    """Apply the regression gate to every recorded row (``pending``, or already gated on a retry), then fail once
+    if any regressed.
+
+    ``apply_gate`` stores ``regressed`` on the row before raising, so every batch size gets its verdict stored
+    even when an earlier one regressed; the combined error names them all (each message names its batch size)
+    and carries their ``GateDecision``s as ``.decisions``.
+    """
+    from convmixer_tasks.gate import apply_gate
+
+    options = gate_options(params)
+    verdicts, regressions = [], []
+    for row in recorded:
+        try:
+            decision = apply_gate(url, row.run_id, row.batch_size, row.backend, **options)
+            verdicts.append(
+                Verdict(
+                    batch_size=row.batch_size,
+                    status=decision.status,
+                    reasons=tuple(decision.reasons),
+                    baseline_top1=decision.baseline_top1,
+                    baseline_throughput=decision.baseline_throughput,
+                )
+            )
+        except RegressionError as exc:
+            regressions.append(exc)
+    if regressions:
+        raise RegressionError(
+            "; ".join(str(exc) for exc in regressions), decisions=[exc.decision for exc in regressions]
+        )
+    return verdicts
+
+
+def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The DAG params that tune ``gate.apply_gate``.
+
+    A quick run on the first ``image_limit`` images cannot be held to a baseline measured on the whole set, so its
+    accuracy is not gated (tolerance 100 points; the stored reasons say so); its throughput still is.
+    """
+    top1_tolerance = params["top1_tolerance"] if params.get("image_limit") is None else 100.0
+    return {
+        "top1_tolerance": top1_tolerance,
+        "throughput_drop_pct": params["throughput_tolerance_pct"],
+        "history": params["throughput_history"],
+    }
+
+
+def rows_for_run(
+    run: RunFacts,
+    plans: Sequence[RunPlan],
+    exported: ExportedModel,
+    compiled: Iterable[CompiledModel],
+    benchmarks: Iterable[BenchSummary],
+    scores: Iterable[Scores],
+) -> list[dict[str, Any]]:
+    """One row per plan, each joined with its own batch size's results."""
+    compiled_by = {entry.batch_size: entry for entry in compiled}
+    bench_by = {entry.batch_size: entry for entry in benchmarks}
+    scores_by = {entry.batch_size: entry for entry in scores}
+    return [
+        build_row(
+            run, plan, exported, compiled_by[plan.batch_size], bench_by[plan.batch_size], scores_by[plan.batch_size]
+        )
+        for plan in plans
+    ]

@@ -1,0 +1,334 @@
+"""convmixer_tasks.steps: the DAG's task steps, exercised without Airflow (plans, caches, rows, gate wiring)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from pathlib import Path
+
+import pytest
+
+from convmixer_tasks import steps
+from convmixer_tasks.backends.base import Artifact
+from convmixer_tasks.errors import ConfigError, DatasetError, MetricsError, RegressionError
+from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunPlan, Scores
+from convmixer_tasks.workdir import WorkLayout, run_slug
+
+
+def _params(tmp_path: Path, **overrides) -> dict:
+    layout = WorkLayout(tmp_path / "work")
+    checkpoint = tmp_path / "model.pth.tar"
+    checkpoint.write_bytes(b"not read by check_inputs")
+    params = {"batch_sizes": [4, 16], "batch_size": None, "backend": "onnxruntime", "input_dtype": "float32",
+              "model_variant": "convmixer_demo", "checkpoint": str(checkpoint), "image_limit": None,
+              "dataset_dir": str(layout.demo_image_dir), "label_file": str(layout.demo_label_file),
+              "top1_tolerance": 0.5, "throughput_tolerance_pct": 10.0, "throughput_history": 5}
+    params.update(overrides)
+    return params
+
+
+# --- params and names -----------------------------------------------------------------------------------------------
+
+def test_batch_size_overrides_batch_sizes_and_duplicates_are_dropped():
+    assert steps.batch_sizes_from_params({"batch_sizes": [16, 1, 16], "batch_size": None}) == [16, 1]
+    assert steps.batch_sizes_from_params({"batch_sizes": [1, 16], "batch_size": 4}) == [4]
+
+
+@pytest.mark.parametrize("params", [{"batch_sizes": []}, {"batch_sizes": [3]}, {"batch_sizes": [True]},
+                                    {"batch_size": 0, "batch_sizes": [1]}])
+def test_bad_batch_sizes_are_refused_naming_the_param(params):
+    with pytest.raises(ConfigError, match="batch"):
+        steps.batch_sizes_from_params(params)
+
+
+def test_run_slug_is_a_safe_distinct_folder_name():
+    run_id = "manual__2026-01-05T03:00:00.123456+00:00"
+    slug = run_slug(run_id)
+    assert ":" not in slug and "+" not in slug and "/" not in slug
+    assert slug == run_slug(run_id)
+    # ids that read alike after sanitising still get their own folders
+    assert run_slug("a:b") != run_slug("a+b")
+
+
+def test_layout_keeps_caches_apart_from_runs(tmp_path):
+    layout = WorkLayout(tmp_path)
+    prep = layout.prep_cache.entry("ab" * 32)
+    assert prep.parent == tmp_path / "cache" / "prep" and prep.name == "ab" * 8
+    onnx = layout.onnx_cache.entry("cd" * 32) / "model.onnx"
+    assert onnx.parent.parent == tmp_path / "cache" / "onnx" and onnx.parent.name == "cd" * 8
+    assert layout.artifact_cache("ascend").root == tmp_path / "cache" / "artifacts" / "ascend"
+    assert layout.artifact_cache("ascend").root != layout.artifact_cache("onnxruntime").root
+    shard_dir = layout.shard_output_dir("run:1", 4, 1)
+    assert shard_dir.is_relative_to(layout.run_dir("run:1")) and shard_dir.name == "outputs"
+    assert layout.shard_output_dir("run:1", 4, 0) != shard_dir
+    assert layout.merged_output_dir("run:1", 4) != layout.merged_output_dir("run:1", 16)
+
+
+def test_run_facts_are_iso_strings_in_utc():
+    from datetime import datetime, timedelta, timezone
+
+    local = datetime(2026, 1, 5, 4, 0, tzinfo=timezone(timedelta(hours=1)))
+    facts = steps.run_facts("r", "convmixer_validation", local, "2026-01-05T03:00:01+00:00")
+    assert facts.logical_date == "2026-01-05T03:00:00+00:00"
+    assert facts.started_at == "2026-01-05T03:00:01+00:00"
+    assert steps.run_facts("r", None, None, None).logical_date is None
+
+
+# --- check inputs + preprocess shards -------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_demo(monkeypatch):
+    """The auto-generated demo set at 12 images instead of 250 (generation itself is tests/test_demo.py's)."""
+    from convmixer_tasks import demo
+
+    monkeypatch.setattr(demo, "make_demo_dataset", functools.partial(demo.make_demo_dataset, count=12))
+
+
+def test_check_inputs_generates_the_demo_set_once_and_plans_each_batch_size(tmp_path, small_demo):
+    params = _params(tmp_path, image_limit=10)
+    plans = steps.check_inputs(params, "run-1", tmp_path / "work")
+    layout = WorkLayout(tmp_path / "work")
+    assert layout.demo_label_file.is_file()
+    assert all(isinstance(plan, RunPlan) for plan in plans)
+    assert [plan.batch_size for plan in plans] == [4, 16]
+    assert {plan.image_count for plan in plans} == {10}
+    assert len({plan.prep_dir for plan in plans}) == 2  # the batch size is part of the prep key
+    assert all(Path(plan.prep_dir) == layout.prep_cache.entry(plan.prep_key) for plan in plans)
+    first_image = sorted(layout.demo_image_dir.iterdir())[0]
+    mtime = first_image.stat().st_mtime_ns
+
+    again = steps.check_inputs(params, "run-2", tmp_path / "work")
+    assert first_image.stat().st_mtime_ns == mtime  # an existing demo set is not regenerated
+    assert [plan.prep_dir for plan in again] == [plan.prep_dir for plan in plans]
+    other_limit = steps.check_inputs({**params, "image_limit": 9}, "run-3", tmp_path / "work")
+    assert other_limit[0].prep_dir != plans[0].prep_dir
+    uint8 = steps.check_inputs({**params, "input_dtype": "uint8"}, "run-4", tmp_path / "work")
+    assert uint8[0].prep_dir != plans[0].prep_dir
+
+
+def test_check_inputs_fails_fast_on_missing_checkpoint_and_bad_dataset(tmp_path):
+    with pytest.raises(ConfigError, match="checkpoint .*missing.pth.tar"):
+        steps.check_inputs(_params(tmp_path, checkpoint=str(tmp_path / "missing.pth.tar")), "r", tmp_path / "work")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="empty"):
+        steps.check_inputs(_params(tmp_path, dataset_dir=str(tmp_path / "empty")), "r", tmp_path / "work")
+
+
+def test_check_inputs_refuses_a_conf_key_that_is_not_a_param(tmp_path):
+    params = _params(tmp_path)
+    with pytest.raises(ConfigError, match="unknown param.* batch_szie.*check the spelling"):
+        steps.check_inputs({**params, "batch_szie": 4}, "r", tmp_path / "work", known_params=params)
+    steps.check_param_names(params, known=params)  # every declared key passes
+
+
+def test_prep_shards_cover_the_manifest_and_a_finished_folder_is_reused_untouched(tmp_path, small_demo):
+    params = _params(tmp_path, image_limit=10, batch_sizes=[4])
+    (plan,) = steps.check_inputs(params, "run-1", tmp_path / "work")
+    shards = [steps.prepare_shard(plan, index, 2) for index in range(2)]
+    assert [entry.cached for entry in shards] == [False, False]
+    files = shards[0].files + shards[1].files
+    assert files == ("input_00000.bin", "input_00001.bin", "input_00002.bin")  # 10 images in batches of 4
+    prep_dir = Path(plan.prep_dir)
+    before = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in prep_dir.iterdir() if path.is_file()}
+
+    again = [steps.prepare_shard(plan, index, 2) for index in range(2)]
+    assert [entry.cached for entry in again] == [True, True]
+    assert [entry.files for entry in again] == [entry.files for entry in shards]
+    after = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in prep_dir.iterdir() if path.is_file()}
+    assert after == before and "manifest.json" in after
+
+
+def test_merge_shard_outputs_links_every_shard_and_replaces_an_older_merge(tmp_path):
+    shard_dirs = []
+    for index, names in enumerate((["input_00000_0.bin"], ["input_00001_0.bin", "input_00002_0.bin"])):
+        folder = tmp_path / f"shard{index}"
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_bytes(name.encode())
+        shard_dirs.append(folder)
+    target = tmp_path / "merged"
+    target.mkdir()
+    (target / "stale_0.bin").write_bytes(b"old")
+    steps.merge_shard_outputs(shard_dirs, target)
+    assert sorted(os.listdir(target)) == ["input_00000_0.bin", "input_00001_0.bin", "input_00002_0.bin"]
+    assert (target / "input_00001_0.bin").stat().st_ino == (shard_dirs[1] / "input_00001_0.bin").stat().st_ino
+
+
+# --- export cache ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exported_once(tmp_path_factory):
+    """The demo checkpoint exported once into a fresh work folder (a few seconds on 2 cores)."""
+    from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
+
+    work = tmp_path_factory.mktemp("export-work")
+    first = steps.export_cached(DEMO_CHECKPOINT, DEMO_VARIANT, work)
+    return work, first
+
+
+def _export_again(work):
+    from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
+
+    return steps.export_cached(DEMO_CHECKPOINT, DEMO_VARIANT, work)
+
+
+def test_export_cache_reuses_a_validated_onnx_untouched(exported_once):
+    work, first = exported_once
+    assert first.cached is False and first.parity_max_abs_diff <= 1e-4
+    onnx = Path(first.onnx_path)
+    assert onnx == WorkLayout(work).onnx_cache.entry(first.cache_key) / "model.onnx"
+    mtime = onnx.stat().st_mtime_ns
+    again = _export_again(work)
+    assert again.cached is True and onnx.stat().st_mtime_ns == mtime
+    assert dataclasses.replace(again, cached=False) == first
+
+
+@pytest.mark.parametrize("damage", ["unreadable report", "failed parity", "replaced onnx", "missing onnx"])
+def test_export_cache_re_exports_when_the_entry_is_damaged(exported_once, damage):
+    """A damaged entry (bad report JSON, a report that did not pass, an ONNX that is not the one the report
+    vouches for) is a cache miss and is rebuilt, never an error."""
+    from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file
+
+    work, first = exported_once
+    onnx = Path(first.onnx_path)
+    report = onnx.with_name("model.parity.json")
+    if damage == "unreadable report":
+        report.write_text("{not json")
+    elif damage == "failed parity":
+        data = read_json(report)
+        data["parity"]["passed"] = False
+        atomic_write_json(report, data)
+    elif damage == "replaced onnx":
+        onnx.write_bytes(b"onnx")
+    else:
+        onnx.unlink()
+    rebuilt = _export_again(work)
+    assert rebuilt.cached is False  # re-exported, not served from the damaged entry
+    assert rebuilt.onnx_sha256 == first.onnx_sha256 == sha256_file(onnx)
+    assert read_json(report)["parity"]["passed"] is True
+    assert _export_again(work).cached is True  # and the rebuilt entry is a hit again
+
+
+# --- rows, failure rows, gate -----------------------------------------------------------------------------------------
+
+def _step_results(batch_sizes=(4, 16), throughput=100.0, run_id="run-9"):
+    run = steps.run_facts(run_id, "convmixer_validation", "2026-01-05T03:00:00+00:00", "2026-01-05T03:00:01+00:00")
+    plans = [RunPlan(run_id=run_id, batch_size=bs, backend="onnxruntime", input_dtype="float32",
+                     model_variant="convmixer_768_32", checkpoint="/ckpt.pth.tar", dataset_dir="/val",
+                     label_file="/val_label.txt", image_limit=None, image_count=250, dataset_fingerprint="f" * 64,
+                     prep_dir=f"/cache/prep/{bs}", prep_key=f"{bs:064d}", run_dir="/runs/run-9")
+             for bs in batch_sizes]
+    exported = ExportedModel(onnx_path="/cache/onnx/e/model.onnx", onnx_sha256="e" * 64, checkpoint_sha256="c" * 64,
+                             variant="convmixer_768_32", opset=17, parity_max_abs_diff=1e-6, cache_key="k" * 64,
+                             cached=False)
+    compiled = [CompiledModel(run_id=run_id, batch_size=bs, backend="onnxruntime", device="cpu-x",
+                              toolkit_version="onnxruntime 1", cached=False,
+                              artifact=Artifact(path=Path(f"/cache/artifacts/onnxruntime/{bs}.onnx"),
+                                                backend="onnxruntime", batch_size=bs, input_dtype="float32",
+                                                sha256=f"{bs:064d}", onnx_sha256="e" * 64, options={}, cached=False))
+                for bs in batch_sizes]
+    benchmarks = [BenchSummary(batch_size=bs, backend="onnxruntime", loop=3, warmup=5, throughput=throughput * bs,
+                               latency_mean_ms=1.0, latency_p50_ms=1.0, latency_p99_ms=2.0, formula="1000*bs/mean",
+                               bench_json=f"/runs/run-9/bs{bs}/benchmark.json") for bs in batch_sizes]
+    evaluated = [Scores(batch_size=bs, top1=80.0, top5=95.0, image_count=250,
+                        result_json=f"/runs/run-9/bs{bs}/result.json") for bs in batch_sizes]
+    return run, plans, exported, compiled, benchmarks, evaluated
+
+
+def test_rows_join_each_plan_with_its_own_batch_size_whatever_the_order():
+    run, plans, exported, compiled, benchmarks, evaluated = _step_results()
+    rows = steps.rows_for_run(run, plans, exported, compiled[::-1], benchmarks[::-1], evaluated)
+    assert [(row["batch_size"], row["artifact_sha256"], row["throughput"]) for row in rows] == \
+        [(4, f"{4:064d}", 400.0), (16, f"{16:064d}", 1600.0)]
+    with pytest.raises(ConfigError, match="different batch sizes"):
+        steps.build_row(run, plans[0], exported, compiled[1], benchmarks[0], evaluated[0])
+
+
+def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
+    from convmixer_tasks.metrics import get_run, query_runs
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    rows = steps.rows_for_run(*_step_results())
+    recorded = steps.record_rows(url, rows)
+    again = steps.record_rows(url, rows)  # a retried record task
+    assert [r.id for r in again] == [r.id for r in recorded]
+    assert [(r.run_id, r.batch_size, r.backend) for r in recorded] == [("run-9", 4, "onnxruntime"),
+                                                                       ("run-9", 16, "onnxruntime")]
+    assert query_runs(url)[1] == 2
+    row = get_run(url, "run-9", 16, "onnxruntime")
+    assert row["artifact_sha256"] == f"{16:064d}" and row["throughput"] == 1600.0
+    assert row["onnx_sha256"] == "e" * 64 and row["device"] == "cpu-x"
+    assert row["status"] == "pending"  # recorded, not gated: the gate's history ignores it until gate_rows
+    assert row["dag_id"] == "convmixer_validation" and row["logical_date"].startswith("2026-01-05T03:00:00")
+
+
+def test_a_refused_row_leaves_none_of_the_runs_rows(tmp_path):
+    from convmixer_tasks.metrics import query_runs
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    rows = steps.rows_for_run(*_step_results())
+    rows[1]["throughput"] = float("nan")  # a broken benchmark figure at batch 16
+    with pytest.raises(MetricsError, match="throughput"):
+        steps.record_rows(url, rows)
+    assert query_runs(url)[1] == 0  # no half-recorded run: batch 4 is not left behind without batch 16
+
+
+def test_failed_rows_have_no_accuracy_and_are_not_gated(tmp_path):
+    from convmixer_tasks.metrics import get_run
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    run = steps.run_facts("run-f", "convmixer_validation", None, "2026-01-05T03:00:01+00:00")
+    params = _params(tmp_path, batch_size=8)
+    recorded = steps.record_rows(url, steps.failed_rows(run, params, "compile failed"))
+    row = get_run(url, "run-f", 8, "onnxruntime")
+    assert row["status"] == "failed" and row["top1"] is None and row["throughput"] is None
+    assert row["gate_reasons"] == ["compile failed"]
+    with pytest.raises(MetricsError, match="failed"):
+        steps.gate_rows(url, recorded, params)
+
+
+def test_the_failure_path_keeps_a_gated_verdict_and_fails_an_ungated_row(tmp_path):
+    """record_failure (keep_gated) after a cleared rerun: a verdict stays, a 'pending' row becomes 'failed'."""
+    from convmixer_tasks.metrics import get_run
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    params = _params(tmp_path, batch_sizes=[4, 16])
+    run, plans, exported, compiled, benchmarks, evaluated = _step_results()
+    recorded = steps.record_rows(url, steps.rows_for_run(run, plans, exported, compiled, benchmarks, evaluated))
+    steps.gate_rows(url, recorded[:1], params)  # batch 4 got its verdict, batch 16 did not
+    failed = steps.record_rows(url, steps.failed_rows(run, params, "infer failed"), keep_gated=True)
+    assert [row.id for row in failed] == [row.id for row in recorded]
+    gated, ungated = get_run(url, "run-9", 4, "onnxruntime"), get_run(url, "run-9", 16, "onnxruntime")
+    assert gated["status"] == "ok" and gated["top1"] == 80.0 and gated["throughput"] == 400.0
+    assert ungated["status"] == "failed" and ungated["top1"] is None and ungated["gate_reasons"] == ["infer failed"]
+
+
+def test_gate_stores_every_verdict_before_failing_once(tmp_path):
+    from convmixer_tasks.metrics import get_run
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    params = _params(tmp_path, throughput_history=2, throughput_tolerance_pct=10.0)
+    # history: two fast ok runs at batch 4 only (recorded pending, then gated ok: only ok rows are history)
+    for index in range(2):
+        old = steps.record_rows(url, steps.rows_for_run(*_step_results(batch_sizes=(4,), throughput=1000.0,
+                                                                       run_id=f"old-{index}")))
+        verdicts = steps.gate_rows(url, old, params)
+        assert [verdict.status for verdict in verdicts] == ["ok"] and verdicts[0].batch_size == 4
+    recorded = steps.record_rows(url, steps.rows_for_run(*_step_results(throughput=100.0)))
+    with pytest.raises(RegressionError, match="batch size 4") as failure:
+        steps.gate_rows(url, recorded, params)
+    assert "batch size 16" not in str(failure.value)
+    assert [decision.status for decision in failure.value.decisions] == ["regressed"]
+    slow, new = get_run(url, "run-9", 4, "onnxruntime"), get_run(url, "run-9", 16, "onnxruntime")
+    assert slow["status"] == "regressed" and slow["baseline_throughput"] == 4000.0
+    assert new["status"] == "ok"  # gated after the regressed one, and stored
+    assert any("throughput regressed" in reason for reason in slow["gate_reasons"])
+
+
+def test_a_partial_run_is_not_gated_on_accuracy_but_still_on_throughput(tmp_path):
+    full = steps.gate_options(_params(tmp_path, top1_tolerance=0.5, throughput_tolerance_pct=10.0))
+    partial = steps.gate_options(_params(tmp_path, top1_tolerance=0.5, image_limit=24))
+    assert full["top1_tolerance"] == 0.5 and partial["top1_tolerance"] == 100.0
+    assert partial["throughput_drop_pct"] == full["throughput_drop_pct"] == 10.0
+    assert partial["history"] == full["history"] == 5
