@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,12 +25,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
-from airflow.api_fastapi.core_api.security import requires_access_view
+from airflow.api_fastapi.core_api.security import GetUserDep
 from convmixer_tasks import metrics as store
-from convmixer_tasks.errors import ConvMixerError
+from convmixer_tasks.errors import ConfigError, ConvMixerError
 
+from . import history
 from .filters import Page, RunFilters, page, run_filters
 from .source import metrics_db_url
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGE_FILE = STATIC_DIR / "index.html"
@@ -66,7 +70,30 @@ PageDep = Annotated[Page, Depends(page)]
 
 
 class MetricsUnavailable(Exception):
-    """The metrics database could not be read; the message says which and how to fix it."""
+    """The metrics database could not be read; the message is safe to show any signed-in user."""
+
+
+# What the page says when the metrics DB cannot be read. The store's own message names the database (host, port,
+# user, database name) and the driver's error; that goes to the API server's log only, never to the browser.
+UNAVAILABLE_HINT = "An administrator finds the cause in the Airflow API server's log (logger {logger})."
+UNAVAILABLE_WHY = {
+    "table": "the metrics table does not exist yet; an administrator creates it with "
+             "`convmixer-tasks metrics-upgrade --url <metrics DB URL>`.",
+    "config": "the setting that names the metrics database is unusable (the `convmixer_metrics` Airflow "
+              "Connection, $CONVMIXER_METRICS_DB_URL or [convmixer] metrics_db_url).",
+    "db": "the metrics database is unreachable or unusable.",
+}
+
+
+def _unavailable(err: ConvMixerError) -> MetricsUnavailable:
+    if isinstance(err, ConfigError):
+        why = "config"
+    elif "metrics-upgrade" in str(err):  # the store's "table is missing" message names this fix
+        why = "table"
+    else:
+        why = "db"
+    log.warning("ConvMixer metrics page cannot read the metrics database: %s", err)  # the store masks passwords
+    return MetricsUnavailable(f"{UNAVAILABLE_WHY[why]} {UNAVAILABLE_HINT.format(logger=__name__)}")
 
 
 def _sqlite_file_missing(url: str) -> bool:
@@ -89,17 +116,27 @@ def _call_store(db_url: Callable[[], str], query: Callable[[str], Any], empty: A
         url = db_url()
         return empty if _sqlite_file_missing(url) else query(url)
     except ConvMixerError as err:
-        raise MetricsUnavailable(str(err)) from err  # the store masks passwords
+        raise _unavailable(err) from err
 
 
 def _all_runs(url: str, filters: RunFilters) -> list[dict]:
-    """Every row the filters match, newest first, read page by page (the store caps one page)."""
+    """Every row the filters match, read page by page (the store caps one page), latest run first by when it ran
+    (``history.ran_at``; the store orders by logical date, which a scheduled run may have a day before it ran)."""
     rows: list[dict] = []
     while True:
         chunk, total = store.query_runs(url, **filters.as_query(), limit=ALL_ROWS_PAGE, offset=len(rows))
         rows.extend(chunk)
         if not chunk or len(rows) >= total:
-            return rows
+            return sorted(rows, key=lambda row: (history.ran_at(row) or "", row["id"]), reverse=True)
+
+
+def _annotated(rows: list[dict], every_row: list[dict]) -> tuple[list[dict], list[dict]]:
+    """``rows`` with what the page shows about each (``history.annotate``), and the environment changes.
+
+    Changes are found in the whole history (``every_row``), so a filter never hides the run a row is compared with.
+    """
+    changes = history.environment_changes(every_row)
+    return [history.annotate(row, changes) for row in rows], changes
 
 
 def _csv_cell(value: Any) -> Any:
@@ -125,13 +162,29 @@ def _signin_page(request: Request, exc: HTTPException) -> str:
     from airflow.api_fastapi.app import get_auth_manager
 
     login = get_auth_manager().get_url_login(next_url=str(request.url))
-    what = "Sign in to Airflow" if exc.status_code == status.HTTP_401_UNAUTHORIZED else "Your Airflow user may not"
+    what = ("Sign in to Airflow to view" if exc.status_code == status.HTTP_401_UNAUTHORIZED
+            else "Your Airflow user may not view")
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>ConvMixer metrics</title></head><body>"
-        f"<p>{html.escape(what)} to view the ConvMixer metrics page ({html.escape(str(exc.detail))}).</p>"
+        "<!doctype html><html><head><meta charset='utf-8'><meta name='color-scheme' content='light dark'>"
+        "<title>ConvMixer metrics</title></head><body>"
+        f"<p>{html.escape(what)} the ConvMixer metrics page ({html.escape(str(exc.detail))}).</p>"
         f"<p><a href='{html.escape(login, quote=True)}'>Go to the Airflow login page</a></p>"
         "</body></html>"
     )
+
+
+def _may_view_plugins(user: GetUserDep) -> None:
+    """Airflow's ``requires_access_view(AccessView.PLUGINS)``, except that a user the auth manager cannot place
+    (SimpleAuthManager raises KeyError for a token whose role it does not know) is refused with 403, not a 500."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    try:
+        allowed = get_auth_manager().is_authorized_view(access_view=AccessView.PLUGINS, user=user)
+    except (LookupError, ValueError, TypeError):
+        log.warning("ConvMixer metrics page: the auth manager cannot check user %r; refusing", user.get_name())
+        allowed = False
+    if not allowed:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Forbidden")
 
 
 def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
@@ -143,7 +196,7 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    authorised = [Depends(requires_access_view(AccessView.PLUGINS))]
+    authorised = [Depends(_may_view_plugins)]
     router = APIRouter(dependencies=authorised)
 
     @app.exception_handler(MetricsUnavailable)
@@ -156,6 +209,11 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         wants_html = "text/html" in request.headers.get("accept", "")
         if wants_html and exc.status_code in (status.HTTP_401_UNAUTHORIZED, status.HTTP_403_FORBIDDEN):
             return HTMLResponse(_signin_page(request, exc), exc.status_code, headers=PAGE_HEADERS)
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED:  # the page links its banner to Airflow's login
+            from airflow.api_fastapi.app import get_auth_manager
+
+            body = {"detail": exc.detail, "login_url": get_auth_manager().get_url_login()}
+            return JSONResponse(body, exc.status_code, headers={**DATA_HEADERS, **(exc.headers or {})})
         return await http_exception_handler(request, exc)
 
     @router.get("/", include_in_schema=False)
@@ -178,26 +236,42 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
 
     @router.get("/api/runs")
     def runs(filters: FiltersDep, paging: PageDep) -> JSONResponse:
-        """One page of runs, newest first, with the total that match the filters."""
-        rows, total = _call_store(
-            db_url,
-            lambda url: store.query_runs(url, **filters.as_query(), limit=paging.limit, offset=paging.offset),
-            empty=([], 0),
-        )
-        body = {"rows": rows, "total": total, "limit": paging.limit, "offset": paging.offset}
+        """One page of runs, latest run first, with the total that match the filters; each row also says when it
+        ran, which gate rules fired and which environment fields changed since the previous run."""
+
+        def read(url: str) -> tuple[list[dict], list[dict]]:
+            rows = _all_runs(url, filters)
+            return rows, _all_runs(url, RunFilters()) if rows else []
+
+        matching, every_row = _call_store(db_url, read, empty=([], []))
+        total = len(matching)
+        rows, _changes = _annotated(matching[paging.offset:paging.offset + paging.limit], every_row)
+        body = {"rows": rows, "total": total, "limit": paging.limit, "offset": paging.offset,
+                "env_fields": history.ENV_FIELDS}
         return JSONResponse(jsonable_encoder(body), headers=DATA_HEADERS)
 
     @router.get("/api/series")
     def series(filters: FiltersDep) -> JSONResponse:
-        """Top-1 and throughput over time, one series per batch size × backend × device."""
-        groups = _call_store(
-            db_url, lambda url: store.series(url, **filters.as_query()), empty=[]
-        )
-        return JSONResponse(jsonable_encoder({"series": groups}), headers=DATA_HEADERS)
+        """Top-1 and throughput by when each run ran, one series per model × batch size × backend × device, and
+        the environment changes among the runs shown."""
+
+        def read(url: str) -> tuple[list[dict], list[dict]]:
+            rows = _all_runs(url, filters)
+            return rows, _all_runs(url, RunFilters()) if rows else []
+
+        rows, every_row = _call_store(db_url, read, empty=([], []))
+        rows, changes = _annotated(rows, every_row)
+        shown = {(row["run_id"], row["model_variant"], row["backend"]) for row in rows}
+        body = {
+            "series": history.chart_series(rows, every_row),
+            "changes": [c for c in changes if (c["run_id"], c["model_variant"], c["backend"]) in shown],
+            "env_fields": history.ENV_FIELDS,
+        }
+        return JSONResponse(jsonable_encoder(body), headers=DATA_HEADERS)
 
     @router.get("/api/runs.csv")
     def runs_csv(filters: FiltersDep) -> Response:
-        """Every run the filters match (not just one page), as CSV, newest first."""
+        """Every run the filters match (not just one page), as CSV, latest run first."""
         rows = _call_store(db_url, lambda url: _all_runs(url, filters), empty=[])
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         headers = {**DATA_HEADERS, "Content-Disposition": f'attachment; filename="convmixer-metrics-{stamp}.csv"'}

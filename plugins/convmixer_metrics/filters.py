@@ -37,6 +37,10 @@ class RunFilters:
         return asdict(self)
 
 
+# The page labels ``since`` and ``until`` From and To; messages name both, for the page and for scripts.
+LABELS = {"since": "From", "until": "To"}
+
+
 def _when(name: str, text: str | None) -> date | datetime | None:
     """ISO-8601 date or date-time → date, or aware UTC datetime (an offset-less time is taken as UTC)."""
     if text is None or not text.strip():
@@ -49,7 +53,7 @@ def _when(name: str, text: str | None) -> date | datetime | None:
     except ValueError:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"{name}={text!r} is not an ISO-8601 date or date-time; use e.g. 2026-11-25 or 2026-11-25T08:00:00Z",
+            f"{LABELS[name]} ({name}) {text!r} is not a date; use e.g. 2026-11-25 or 2026-11-25T08:00:00Z",
         ) from None
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
@@ -77,7 +81,7 @@ def run_filters(
     if start and end and _day_start(start) > end:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"since={since!r} is after until={until!r}; swap them or widen the range",
+            f"From ({since}) is after To ({until}); swap them or widen the range",
         )
     return RunFilters(model, backend, device, batch_size, start, end, status_)
 
