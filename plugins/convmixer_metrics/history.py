@@ -80,6 +80,11 @@ def annotate(row: Mapping[str, Any], changes: list[dict[str, Any]]) -> dict[str,
     return {**row, "ran_at": ran_at(row), "regressed_on": regressed_on(row), "env_changed": changed}
 
 
+# What a chart point carries: the page's tooltip, markers and links need no more.
+POINT_FIELDS = ("run_id", "dag_id", "ran_at", "status", "top1", "throughput", "baseline_top1", "baseline_throughput",
+                "gate_reasons", "regressed_on")
+
+
 def _series_key(row: Mapping[str, Any]) -> tuple:
     return row.get("model_variant"), row.get("batch_size"), row.get("backend"), row.get("device")
 
@@ -103,5 +108,6 @@ def chart_series(rows: Iterable[Mapping[str, Any]], every_row: Iterable[Mapping[
         model, batch_size, backend, device = key
         series.append({"model_variant": model, "batch_size": batch_size, "backend": backend, "device": device,
                        "slot": slots.get(key, len(slots)),
-                       "points": sorted(points, key=lambda p: (p["ran_at"] or "", p.get("run_id") or ""))})
+                       "points": [{name: point.get(name) for name in POINT_FIELDS} for point in
+                                  sorted(points, key=lambda p: (p["ran_at"] or "", p.get("run_id") or ""))]})
     return series
