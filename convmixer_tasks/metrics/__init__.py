@@ -24,6 +24,7 @@ from convmixer_tasks.metrics.store import (
     record_run,
     record_runs,
     series,
+    time_range,
     update_status,
     upgrade,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "record_runs",
     "resolve_metrics_url",
     "series",
+    "time_range",
     "update_status",
     "upgrade",
 ]

@@ -263,9 +263,7 @@ def parse_datetime(value: Any, name: str) -> tuple[datetime, bool]:
         try:
             parsed: datetime | date = datetime.fromisoformat(text)
         except ValueError:
-            raise MetricsError(
-                f"{name} {value!r} is not an ISO-8601 date/time; use e.g. 2026-11-25 or 2026-11-25T08:00:00+00:00"
-            ) from None
+            raise MetricsError(f"{name} {value!r} is not a date; use e.g. 2026-11-25 or 2026-11-25T08:00:00Z") from None
         is_date = len(text) <= len("2026-11-25")
         value = parsed
     if is_date:
@@ -487,20 +485,33 @@ def _filters(
         clauses.append(ValidationRun.batch_size == _check_int(batch_size, "batch_size", minimum=1))
     if status not in (None, ""):
         clauses.append(ValidationRun.status == _check_status(status))
+    start, end = time_range(since, until)
+    if start is not None:
+        clauses.append(ValidationRun.logical_date >= start)
+    if end is not None:
+        clauses.append(ValidationRun.logical_date <= end)
+    return clauses
+
+
+def time_range(
+    since: Any, until: Any, labels: tuple[str, str] = ("since", "until")
+) -> tuple[datetime | None, datetime | None]:
+    """Inclusive UTC bounds for a since/until filter (None or "" = open). A bare-date ``until`` covers that whole
+    day: what a date picker means. ``labels`` name the two in messages (the UI calls them From and To)."""
+    named = [
+        label if label == field else f"{label} ({field})"
+        for label, field in zip(labels, ("since", "until"), strict=True)
+    ]
     start = end = None
     if since not in (None, ""):
-        start = parse_datetime(since, "since")[0]
-        clauses.append(ValidationRun.logical_date >= start)
+        start = parse_datetime(since, named[0])[0]
     if until not in (None, ""):
-        end, whole_day = parse_datetime(until, "until")
-        if whole_day:  # a bare date means "to the end of that day"
-            end += timedelta(days=1)
-            clauses.append(ValidationRun.logical_date < end)
-        else:
-            clauses.append(ValidationRun.logical_date <= end)
+        end, whole_day = parse_datetime(until, named[1])
+        if whole_day:
+            end += timedelta(days=1, microseconds=-1)
     if start is not None and end is not None and start > end:
-        raise MetricsError(f"since ({since}) is after until ({until}); swap them")
-    return clauses
+        raise MetricsError(f"{labels[0]} ({since}) is after {labels[1]} ({until}); swap them or widen the range")
+    return start, end
 
 
 _NEWEST_FIRST = (ValidationRun.logical_date.desc(), ValidationRun.id.desc())

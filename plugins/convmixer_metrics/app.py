@@ -11,13 +11,14 @@ from __future__ import annotations
 import csv
 import html
 import io
+import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
-from airflow.api_fastapi.core_api.security import requires_access_view
+from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
@@ -26,10 +27,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from convmixer_tasks import metrics as store
-from convmixer_tasks.errors import ConvMixerError
+from convmixer_tasks.errors import ConfigError, ConvMixerError
 
+from . import history
 from .filters import Page, RunFilters, page, run_filters
 from .source import metrics_db_url
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGE_FILE = STATIC_DIR / "index.html"
@@ -40,35 +44,8 @@ STATIC_FILES = {
     if path.is_file() and path.suffix in {".js", ".css", ".md"} and path != PAGE_FILE
 }
 ALL_ROWS_PAGE = 500
-# The documented row columns, in the order the CSV gives them.
-CSV_COLUMNS = (
-    "run_id",
-    "dag_id",
-    "logical_date",
-    "started_at",
-    "finished_at",
-    "model_variant",
-    "checkpoint_sha256",
-    "onnx_sha256",
-    "artifact_sha256",
-    "backend",
-    "device",
-    "toolkit_version",
-    "batch_size",
-    "input_dtype",
-    "image_count",
-    "top1",
-    "top5",
-    "throughput",
-    "latency_mean_ms",
-    "latency_p50_ms",
-    "latency_p99_ms",
-    "parity_max_abs_diff",
-    "status",
-    "baseline_top1",
-    "baseline_throughput",
-    "gate_reasons",
-)
+# The documented row columns, in the order the CSV gives them: the metrics row's fields.
+CSV_COLUMNS = store.MetricsRow.field_names()
 # The page loads only its own files and talks only to this server; Chart.js sets canvas sizes through the CSSOM,
 # which style-src does not govern.
 PAGE_HEADERS = {
@@ -87,8 +64,35 @@ FiltersDep = Annotated[RunFilters, Depends(run_filters)]
 PageDep = Annotated[Page, Depends(page)]
 
 
+# The store's rows are JSON-ready (to_dict: datetimes as ISO strings), so the large bodies skip jsonable_encoder,
+# which took about a second for 10,000 rows.
+
+
 class MetricsUnavailable(Exception):
-    """The metrics database could not be read; the message says which and how to fix it."""
+    """The metrics database could not be read; the message is safe to show any signed-in user."""
+
+
+# What the page says when the metrics DB cannot be read. The store's own message names the database (host, port,
+# user, database name) and the driver's error; that goes to the API server's log only, never to the browser.
+UNAVAILABLE_HINT = "An administrator finds the cause in the Airflow API server's log (logger {logger})."
+UNAVAILABLE_WHY = {
+    "table": "the metrics table does not exist yet; an administrator creates it with "
+    "`convmixer-tasks metrics-upgrade --url <metrics DB URL>`.",
+    "config": "the setting that names the metrics database is unusable (the `convmixer_metrics` Airflow "
+    "Connection, $CONVMIXER_METRICS_DB_URL or [convmixer] metrics_db_url).",
+    "db": "the metrics database is unreachable or unusable.",
+}
+
+
+def _unavailable(err: ConvMixerError) -> MetricsUnavailable:
+    if isinstance(err, ConfigError):
+        why = "config"
+    elif "metrics-upgrade" in str(err):  # the store's "table is missing" message names this fix
+        why = "table"
+    else:
+        why = "db"
+    log.warning("ConvMixer metrics page cannot read the metrics database: %s", err)  # the store masks passwords
+    return MetricsUnavailable(f"{UNAVAILABLE_WHY[why]} {UNAVAILABLE_HINT.format(logger=__name__)}")
 
 
 def _sqlite_file_missing(url: str) -> bool:
@@ -115,17 +119,35 @@ def _call_store(db_url: Callable[[], str], query: Callable[[str], Any], empty: A
         url = db_url()
         return empty if _sqlite_file_missing(url) else query(url)
     except ConvMixerError as err:
-        raise MetricsUnavailable(str(err)) from err  # the store masks passwords
+        raise _unavailable(err) from err
 
 
 def _all_runs(url: str, filters: RunFilters) -> list[dict]:
-    """Every row the filters match, newest first, read page by page (the store caps one page)."""
+    """Every row the filters match, read page by page (the store caps one page), latest run first by when it ran
+    (``history.ran_at``; the store orders by logical date, which a scheduled run may have a day before it ran)."""
     rows: list[dict] = []
     while True:
         chunk, total = store.query_runs(url, **filters.as_query(), limit=ALL_ROWS_PAGE, offset=len(rows))
         rows.extend(chunk)
         if not chunk or len(rows) >= total:
-            return rows
+            return sorted(rows, key=lambda row: (history.ran_at(row) or "", row["id"]), reverse=True)
+
+
+def _with_history(url: str, filters: RunFilters) -> tuple[list[dict], list[dict]]:
+    """The rows the filters match and the whole history they are compared with (one read when unfiltered)."""
+    rows = _all_runs(url, filters)
+    if not rows or filters == RunFilters():
+        return rows, rows
+    return rows, _all_runs(url, RunFilters())
+
+
+def _annotated(rows: list[dict], every_row: list[dict]) -> tuple[list[dict], list[dict]]:
+    """``rows`` with what the page shows about each (``history.annotate``), and the environment changes.
+
+    Changes are found in the whole history (``every_row``), so a filter never hides the run a row is compared with.
+    """
+    changes = history.environment_changes(every_row)
+    return [history.annotate(row, changes) for row in rows], changes
 
 
 def _csv_cell(value: Any) -> Any:
@@ -151,13 +173,32 @@ def _signin_page(request: Request, exc: HTTPException) -> str:
     from airflow.api_fastapi.app import get_auth_manager
 
     login = get_auth_manager().get_url_login(next_url=str(request.url))
-    what = "Sign in to Airflow" if exc.status_code == status.HTTP_401_UNAUTHORIZED else "Your Airflow user may not"
+    what = (
+        "Sign in to Airflow to view"
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED
+        else "Your Airflow user may not view"
+    )
     return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>ConvMixer metrics</title></head><body>"
-        f"<p>{html.escape(what)} to view the ConvMixer metrics page ({html.escape(str(exc.detail))}).</p>"
+        "<!doctype html><html><head><meta charset='utf-8'><meta name='color-scheme' content='light dark'>"
+        "<title>ConvMixer metrics</title></head><body>"
+        f"<p>{html.escape(what)} the ConvMixer metrics page ({html.escape(str(exc.detail))}).</p>"
         f"<p><a href='{html.escape(login, quote=True)}'>Go to the Airflow login page</a></p>"
         "</body></html>"
     )
+
+
+def _may_view_plugins(user: GetUserDep) -> None:
+    """Airflow's ``requires_access_view(AccessView.PLUGINS)``, except that a user the auth manager cannot place
+    (SimpleAuthManager raises KeyError for a token whose role it does not know) is refused with 403, not a 500."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    try:
+        allowed = get_auth_manager().is_authorized_view(access_view=AccessView.PLUGINS, user=user)
+    except (LookupError, ValueError, TypeError):
+        log.warning("ConvMixer metrics page: the auth manager cannot check user %r; refusing", user.get_name())
+        allowed = False
+    if not allowed:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Forbidden")
 
 
 def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
@@ -169,7 +210,7 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         redoc_url=None,
         openapi_url=None,
     )
-    authorised = [Depends(requires_access_view(AccessView.PLUGINS))]
+    authorised = [Depends(_may_view_plugins)]
     router = APIRouter(dependencies=authorised)
 
     @app.exception_handler(MetricsUnavailable)
@@ -182,6 +223,11 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         wants_html = "text/html" in request.headers.get("accept", "")
         if wants_html and exc.status_code in (status.HTTP_401_UNAUTHORIZED, status.HTTP_403_FORBIDDEN):
             return HTMLResponse(_signin_page(request, exc), exc.status_code, headers=PAGE_HEADERS)
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED:  # the page links its banner to Airflow's login
+            from airflow.api_fastapi.app import get_auth_manager
+
+            body = {"detail": exc.detail, "login_url": get_auth_manager().get_url_login()}
+            return JSONResponse(body, exc.status_code, headers={**DATA_HEADERS, **(exc.headers or {})})
         return await http_exception_handler(request, exc)
 
     @router.get("/", include_in_schema=False)
@@ -204,26 +250,41 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
 
     @router.get("/api/runs")
     def runs(filters: FiltersDep, paging: PageDep) -> JSONResponse:
-        """One page of runs, newest first, with the total that match the filters."""
-        rows, total = _call_store(
-            db_url,
-            lambda url: store.query_runs(url, **filters.as_query(), limit=paging.limit, offset=paging.offset),
-            empty=([], 0),
-        )
-        body = {"rows": rows, "total": total, "limit": paging.limit, "offset": paging.offset}
-        return JSONResponse(jsonable_encoder(body), headers=DATA_HEADERS)
+        """One page of runs, latest run first, with the total that match the filters; each row also says when it
+        ran, which gate rules fired and which environment fields changed since the previous run."""
+
+        matching, every_row = _call_store(db_url, lambda url: _with_history(url, filters), empty=([], []))
+        total = len(matching)
+        rows, _changes = _annotated(matching[paging.offset : paging.offset + paging.limit], every_row)
+        body = {
+            "rows": rows,
+            "total": total,
+            "limit": paging.limit,
+            "offset": paging.offset,
+            "env_fields": history.ENV_FIELDS,
+        }
+        return JSONResponse(body, headers=DATA_HEADERS)
 
     @router.get("/api/series")
     def series(filters: FiltersDep) -> JSONResponse:
-        """Top-1 and throughput over time, one series per batch size × backend × device."""
-        groups = _call_store(db_url, lambda url: store.series(url, **filters.as_query()), empty=[])
-        return JSONResponse(jsonable_encoder({"series": groups}), headers=DATA_HEADERS)
+        """Top-1 and throughput by when each run ran, one series per model × batch size × backend × device, and
+        the environment changes among the runs shown."""
+
+        rows, every_row = _call_store(db_url, lambda url: _with_history(url, filters), empty=([], []))
+        rows, changes = _annotated(rows, every_row)
+        shown = {(row["run_id"], row["model_variant"], row["backend"]) for row in rows}
+        body = {
+            "series": history.chart_series(rows, every_row),
+            "changes": [c for c in changes if (c["run_id"], c["model_variant"], c["backend"]) in shown],
+            "env_fields": history.ENV_FIELDS,
+        }
+        return JSONResponse(body, headers=DATA_HEADERS)
 
     @router.get("/api/runs.csv")
     def runs_csv(filters: FiltersDep) -> Response:
-        """Every run the filters match (not just one page), as CSV, newest first."""
+        """Every run the filters match (not just one page), as CSV, latest run first."""
         rows = _call_store(db_url, lambda url: _all_runs(url, filters), empty=[])
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         headers = {**DATA_HEADERS, "Content-Disposition": f'attachment; filename="convmixer-metrics-{stamp}.csv"'}
         return Response(_rows_to_csv(rows), media_type="text/csv; charset=utf-8", headers=headers)
 

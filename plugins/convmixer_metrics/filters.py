@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import HTTPException, Query, status
 
 from convmixer_tasks import metrics
 from convmixer_tasks.backends.base import BACKEND_NAMES
+from convmixer_tasks.errors import MetricsError
 
 # Model variants are identifiers (convmixer_1536_20). Device names are whatever the hardware reports
 # ("Ascend310P3", "Intel(R) Xeon(R) ... @ 2.90GHz"), so they only have to be printable and fit the column.
 # Filters reach the store as bound parameters, never as SQL text.
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 DEVICE_PATTERN = r"^[^\x00-\x1f\x7f]{1,200}$"
-BACKENDS = Literal[BACKEND_NAMES]  # the DAG's backend choices
-STATUSES = Literal[tuple(metrics.STATUSES)]
+# Literal over the registries' runtime tuples: FastAPI validates against them; mypy cannot read a runtime tuple.
+BACKENDS = Literal[BACKEND_NAMES]  # type: ignore[valid-type]
+STATUSES = Literal[metrics.STATUSES]  # type: ignore[valid-type]
 MAX_PAGE = metrics.MAX_LIMIT  # the store's own cap on one page
 MAX_BATCH_SIZE = 4096
 
@@ -30,38 +32,12 @@ class RunFilters:
     backend: str | None = None
     device: str | None = None
     batch_size: int | None = None
-    since: date | datetime | None = None  # a bare date: from that day's start
+    since: datetime | None = None
     until: datetime | None = None  # a bare date was turned into the last microsecond of that day
     status: str | None = None
 
     def as_query(self) -> dict:
         return asdict(self)
-
-
-def _when(name: str, text: str | None) -> date | datetime | None:
-    """ISO-8601 date or date-time → date, or aware UTC datetime (an offset-less time is taken as UTC)."""
-    if text is None or not text.strip():
-        return None
-    text = text.strip()
-    try:
-        if len(text) == len("2026-11-25"):
-            return date.fromisoformat(text)
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"{name}={text!r} is not an ISO-8601 date or date-time; use e.g. 2026-11-25 or 2026-11-25T08:00:00Z",
-        ) from None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-def _day_start(value: date | datetime) -> datetime:
-    return value if isinstance(value, datetime) else datetime.combine(value, time(), timezone.utc)
-
-
-def _day_end(value: date | datetime) -> datetime:
-    """A bare ``until`` date means through the end of that day (what the page's date picker means)."""
-    return value if isinstance(value, datetime) else _day_start(value) + timedelta(days=1, microseconds=-1)
 
 
 def run_filters(
@@ -73,13 +49,10 @@ def run_filters(
     until: Annotated[str | None, Query(max_length=40, description="ISO-8601 date (whole day) or date-time")] = None,
     status_: Annotated[STATUSES | None, Query(alias="status")] = None,
 ) -> RunFilters:
-    start, end = _when("since", since), _when("until", until)
-    end = None if end is None else _day_end(end)
-    if start and end and _day_start(start) > end:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            f"since={since!r} is after until={until!r}; swap them or widen the range",
-        )
+    try:  # the store's rule: a bare To date covers that whole day
+        start, end = metrics.time_range(since, until, labels=("From", "To"))
+    except MetricsError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     return RunFilters(model, backend, device, batch_size, start, end, status_)
 
 

@@ -6,6 +6,12 @@ from datetime import datetime, timedelta, timezone
 
 DAG_ID = "convmixer_validation"
 DEVICE = "Intel(R) Xeon(R) CPU @ 2.90GHz"
+NPU = "Ascend310P3"
+NEW_NPU = "Ascend910B4"
+# The last scheduled run started 31 h after its logical date, after the Ascend runs of 2026-11-04 (which started
+# at their logical dates, four minutes apart): by logical date it would sit before them.
+LATE_START = timedelta(hours=31)
+TOP1_OK = "top1 ok: {:.3f} >= 80.870 (baseline 81.370 - tolerance 0.5)"
 DAYS = 4
 BATCH_SIZES = (1, 4)
 # Per batch size: (top1, throughput) of an ok run; the last bs-4 run is the regressed one.
@@ -17,8 +23,10 @@ def run_id_for(day: int) -> str:
 
 
 def demo_rows() -> list[dict]:
-    """Several ONNX Runtime runs at two batch sizes, one regressed (throughput), plus an Ascend run that passed
-    and one that failed before evaluation, as ``record_run`` rows; values vary a little so the charts have shape."""
+    """Several ONNX Runtime runs at two batch sizes, one regressed on throughput only, plus Ascend runs: one that
+    failed before evaluation, one that passed, one on a new toolkit that regressed on top-1 only and, four minutes
+    later, one on a new device (a series of one point). As ``record_run`` rows; values vary a little so the charts
+    have shape. Reasons are worded as ``gate.evaluate_gate`` words them."""
     rows = []
     start = datetime(2026, 11, 1, tzinfo=timezone.utc)
     for day in range(DAYS):
@@ -29,8 +37,9 @@ def demo_rows() -> list[dict]:
                 "run_id": run_id_for(day),
                 "dag_id": DAG_ID,
                 "logical_date": start + timedelta(days=day),
-                "started_at": start + timedelta(days=day, minutes=1),
-                "finished_at": start + timedelta(days=day, minutes=9),
+                "started_at": start + timedelta(days=day) + (LATE_START if day == DAYS - 1 else timedelta(minutes=1)),
+                "finished_at": start + timedelta(days=day) + (LATE_START if day == DAYS - 1 else timedelta()) +
+                timedelta(minutes=9),
                 "model_variant": "convmixer_1536_20",
                 "backend": "onnxruntime",
                 "device": DEVICE,
@@ -47,7 +56,10 @@ def demo_rows() -> list[dict]:
                 "status": "regressed" if regressed else "ok",
                 "baseline_top1": 81.3,
                 "baseline_throughput": throughput,
-                "gate_reasons": ["throughput 61.2 img/s is below baseline 94.0 - 10%"] if regressed else [],
+                "gate_reasons": [TOP1_OK.format(top1 + 0.02 * day)] + (
+                    ["throughput regressed: 61.20 < 84.60 (median of the last 3 ok runs 94.00 - 10%)"]
+                    if regressed else ["throughput ok: no history (no earlier ok run on this model, backend, device "
+                                       "and batch size)"]),
             })
     rows.append({
         "run_id": "manual__2026-11-03T12:00:00+00:00",
@@ -55,7 +67,8 @@ def demo_rows() -> list[dict]:
         "logical_date": datetime(2026, 11, 3, 12, tzinfo=timezone.utc),
         "model_variant": "convmixer_1536_20",
         "backend": "ascend",
-        "device": "Ascend310P3",
+        "started_at": datetime(2026, 11, 3, 12, tzinfo=timezone.utc),
+        "device": NPU,
         "toolkit_version": "CANN 8.0.RC1",
         "batch_size": 4,
         "input_dtype": "uint8",
@@ -75,11 +88,28 @@ def demo_rows() -> list[dict]:
         "logical_date": datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc),
         "model_variant": "convmixer_1536_20",
         "backend": "ascend",
-        "device": "Ascend310P3",
+        "device": NPU,
         "toolkit_version": "CANN 8.0.RC1",
         "batch_size": 1,
         "input_dtype": "uint8",
         "status": "failed",
         "gate_reasons": ["compile failed: atc exited with code 1"],
     })
+    for minute, device, top1, throughput, status, reasons in (
+        (0, NPU, 80.41, 409.0, "regressed",
+         ["top1 regressed: 80.410 < 80.870 (baseline 81.370 - tolerance 0.5)",
+          "throughput ok: 409.00 >= 364.50 (median of the last 1 ok runs 405.00 - 10%)"]),
+        (4, NEW_NPU, 81.36, 1650.0, "ok",
+         [TOP1_OK.format(81.36), "throughput ok: no history (no earlier ok run on this model, backend, device and "
+                                 "batch size)"]),
+    ):
+        when = datetime(2026, 11, 4, 10, minute, tzinfo=timezone.utc)
+        rows.append({
+            "run_id": f"manual__{when.isoformat()}", "dag_id": DAG_ID, "logical_date": when, "started_at": when,
+            "finished_at": when + timedelta(minutes=3), "model_variant": "convmixer_1536_20", "backend": "ascend",
+            "device": device, "toolkit_version": "CANN 8.0.RC2", "batch_size": 4, "input_dtype": "uint8",
+            "image_count": 500, "top1": top1, "top5": 95.5, "throughput": throughput, "latency_p99_ms": 10.1,
+            "status": status, "baseline_top1": 81.37, "baseline_throughput": 405.0 if device == NPU else None,
+            "gate_reasons": reasons,
+        })
     return rows

@@ -27,7 +27,7 @@ os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", "convmixer-plugin-tests-"
 if str(PLUGINS_DIR) not in sys.path:
     sys.path.insert(0, str(PLUGINS_DIR))  # what Airflow does for its plugins folder
 
-from tests.plugins import BATCH_SIZES, DAG_ID, DAYS, DEVICE, demo_rows  # noqa: E402
+from tests.plugins import BATCH_SIZES, DAG_ID, DAYS, DEVICE, NEW_NPU, NPU, demo_rows  # noqa: E402
 
 ENDPOINTS = ["/", "/static/page.js", "/api/filters", "/api/runs", "/api/series", "/api/runs.csv"]
 
@@ -148,6 +148,20 @@ def test_user_without_a_role_is_forbidden(seeded_url, auth_manager):
 
 
 @pytest.mark.parametrize("path", ENDPOINTS)
+def test_token_with_a_role_airflow_does_not_know_is_forbidden_not_an_error(seeded_url, auth_manager, path):
+    """SimpleAuthManager itself raises KeyError for such a role (a 500 from Airflow's own check)."""
+    response = client_for(seeded_url, mint(auth_manager, role="superhero")).get(path)
+    assert response.status_code == 403
+    assert "convmixer_1536_20" not in response.text
+
+
+def test_expired_session_answer_names_the_login_page(seeded_url):
+    response = client_for(seeded_url).get("/api/runs", headers={"Accept": "application/json"})
+    assert response.status_code == 401
+    assert response.json()["login_url"].endswith("/auth/login")
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
 def test_valid_bearer_token_is_accepted(api, path):
     assert api.get(path).status_code == 200
 
@@ -183,11 +197,15 @@ def test_vendored_chart_library_is_served_locally(api):
 
 # --- table --------------------------------------------------------------------------------------------------------
 
-def test_runs_are_newest_first_with_total(api):
+def test_runs_are_latest_run_first_with_total(api):
+    """By when each run ran, so a scheduled run that started a day after its logical date is not listed below the
+    runs it followed."""
     body = api.get("/api/runs", params={"limit": 50}).json()
-    dates = [row["logical_date"] for row in body["rows"]]
+    ran = [row["ran_at"] for row in body["rows"]]
     assert body["total"] == len(demo_rows()) == len(body["rows"])
-    assert dates == sorted(dates, reverse=True)
+    assert ran == sorted(ran, reverse=True)
+    assert body["rows"][0]["run_id"] == "scheduled__2026-11-04T00:00:00+00:00"
+    assert body["rows"][0]["logical_date"] < body["rows"][2]["logical_date"]
 
 
 def test_pages_tile_the_full_list(api):
@@ -218,8 +236,28 @@ def test_filters_select_matching_rows(api, params, expected):
 
 
 def test_unknown_model_matches_nothing(api):
-    assert api.get("/api/runs", params={"model": "convmixer_768_32"}).json() == {
-        "rows": [], "total": 0, "limit": 25, "offset": 0}
+    body = api.get("/api/runs", params={"model": "convmixer_768_32"}).json()
+    assert (body["rows"], body["total"], body["limit"], body["offset"]) == ([], 0, 25, 0)
+
+
+def test_rows_say_when_they_ran_which_rule_fired_and_what_changed(api):
+    rows = {(row["run_id"], row["batch_size"], row["backend"]): row
+            for row in api.get("/api/runs", params={"limit": 50}).json()["rows"]}
+    late = rows["scheduled__2026-11-04T00:00:00+00:00", 4, "onnxruntime"]
+    assert late["ran_at"] == "2026-11-05T07:00:00+00:00" != late["logical_date"]
+    assert late["regressed_on"] == ["throughput"]
+    assert rows["manual__2026-11-02T09:30:00+00:00", 1, "ascend"]["ran_at"] == "2026-11-02T09:30:00+00:00"
+    new_toolkit = rows["manual__2026-11-04T10:00:00+00:00", 4, "ascend"]
+    assert new_toolkit["regressed_on"] == ["top1"]
+    assert new_toolkit["env_changed"] == {"toolkit_version": "CANN 8.0.RC1"}
+    assert rows["manual__2026-11-04T10:04:00+00:00", 4, "ascend"]["env_changed"] == {"device": NPU}
+    assert sum(bool(row["env_changed"]) for row in rows.values()) == 2
+
+
+def test_environment_changes_are_found_beyond_the_filters(api):
+    """Filtered to the new device only, its first run still shows the device it replaced."""
+    (row,) = api.get("/api/runs", params={"device": NEW_NPU}).json()["rows"]
+    assert row["env_changed"] == {"device": NPU}
 
 
 @pytest.mark.parametrize(("params", "word"), [
@@ -242,17 +280,48 @@ def test_bad_inputs_get_422_naming_the_parameter(api, params, word):
     assert word in response.text
 
 
+@pytest.mark.parametrize(("params", "message"), [
+    ({"since": "last tuesday"}, "From (since) 'last tuesday' is not a date"),
+    ({"until": "2026-13-45"}, "To (until) '2026-13-45' is not a date"),
+    ({"since": "2026-11-04", "until": "2026-11-02"}, "From (2026-11-04) is after To (2026-11-02)"),
+])
+def test_date_errors_use_the_forms_words(api, params, message):
+    assert api.get("/api/runs", params=params).json()["detail"].startswith(message)
+
+
 # --- charts -------------------------------------------------------------------------------------------------------
 
-def test_series_one_per_batch_size_backend_device_oldest_first(api):
+def test_series_one_per_batch_size_backend_device_in_the_order_they_ran(api):
     groups = api.get("/api/series").json()["series"]
     keys = [(g["batch_size"], g["backend"], g["device"]) for g in groups]
     assert sorted(keys) == sorted({(r["batch_size"], r["backend"], r["device"]) for r in demo_rows()})
-    assert len(keys) == 4
+    assert len(keys) == 5
     for group in groups:
-        dates = [point["logical_date"] for point in group["points"]]
-        assert dates == sorted(dates)
+        times = [point["ran_at"] for point in group["points"]]
+        assert times == sorted(times)
         assert all(point["dag_id"] == DAG_ID for point in group["points"])
+    # The late scheduled run is plotted when it ran, after the Ascend runs it followed, not at its logical date.
+    ran = {p["run_id"]: p["ran_at"] for g in groups for p in g["points"]}
+    assert ran["manual__2026-11-04T10:04:00+00:00"] < ran["scheduled__2026-11-04T00:00:00+00:00"]
+
+
+def test_series_keep_their_slot_whatever_the_filters(api):
+    """The slot picks a series' colour: filtering must not renumber the series that remain."""
+    everything = {(g["batch_size"], g["backend"], g["device"]): g["slot"] for g in api.get("/api/series").json()["series"]}
+    assert sorted(everything.values()) == list(range(len(everything)))
+    for params in ({"backend": "ascend"}, {"batch_size": 4}, {"device": NEW_NPU}, {"status": "regressed"}):
+        for group in api.get("/api/series", params=params).json()["series"]:
+            assert group["slot"] == everything[group["batch_size"], group["backend"], group["device"]], params
+
+
+def test_series_list_environment_changes_among_the_runs_shown(api):
+    body = api.get("/api/series").json()
+    assert body["env_fields"] == {"device": "device", "toolkit_version": "toolkit"}
+    assert [(c["run_id"], c["fields"]) for c in body["changes"]] == [
+        ("manual__2026-11-04T10:00:00+00:00", {"toolkit_version": ["CANN 8.0.RC1", "CANN 8.0.RC2"]}),
+        ("manual__2026-11-04T10:04:00+00:00", {"device": [NPU, NEW_NPU]}),
+    ]
+    assert api.get("/api/series", params={"backend": "onnxruntime"}).json()["changes"] == []
 
 
 def test_series_points_carry_baselines_and_the_regressed_run(api):
@@ -271,7 +340,7 @@ def test_filter_values_list_what_is_recorded(api):
     values = api.get("/api/filters").json()
     assert values["batch_sizes"] == sorted(BATCH_SIZES)
     assert values["backends"] == ["ascend", "onnxruntime"]
-    assert set(values["devices"]) == {DEVICE, "Ascend310P3"}
+    assert set(values["devices"]) == {DEVICE, NPU, NEW_NPU}
     assert values["models"] == ["convmixer_1536_20"]
 
 
@@ -313,7 +382,7 @@ def test_csv_download_has_every_filtered_row(api, monkeypatch):
     assert [line[0] for line in table[1:]] == [row["run_id"] for row in expected]
     assert len(table) - 1 == len(expected) == DAYS * len(BATCH_SIZES)
     regressed = [dict(zip(table[0], line)) for line in table[1:] if line[table[0].index("status")] == "regressed"]
-    assert len(regressed) == 1 and "below baseline" in regressed[0]["gate_reasons"]
+    assert len(regressed) == 1 and "throughput regressed" in regressed[0]["gate_reasons"]
 
 
 def test_csv_cells_cannot_become_spreadsheet_formulas(tmp_path, token):
@@ -335,7 +404,7 @@ def test_empty_database_answers_empty(tmp_path, token):
     metrics.upgrade(url)
     api = client_for(url, token)
     assert api.get("/api/runs").json()["total"] == 0
-    assert api.get("/api/series").json() == {"series": []}
+    assert api.get("/api/series").json()["series"] == []
     assert api.get("/api/filters").json()["batch_sizes"] == []
     assert api.get("/api/runs.csv").text.strip().split(",")[0] == "run_id"
 
@@ -344,19 +413,24 @@ def test_database_not_created_yet_is_empty_and_stays_uncreated(tmp_path, token):
     path = tmp_path / "never-written.db"
     api = client_for(f"sqlite:///{path}", token)
     assert api.get("/api/runs").json()["total"] == 0
-    assert api.get("/api/series").json() == {"series": []}
+    assert api.get("/api/series").json()["series"] == []
     assert not path.exists()  # the page never creates (writes) the metrics DB
 
 
-def test_unreachable_database_is_a_503_with_a_clear_message(token):
-    url = "postgresql+psycopg2://metrics:s3cret-pw@127.0.0.1:1/metrics"  # nothing listens on port 1
+def test_unreachable_database_is_a_503_that_does_not_name_the_database(token, caplog):
+    url = "postgresql+psycopg2://metrics-user:s3cret-pw@127.0.0.1:1/metricsdb"  # nothing listens on port 1
     api = client_for(url, token)
     for path in ("/api/runs", "/api/series", "/api/filters", "/api/runs.csv"):
         response = api.get(path)
         assert response.status_code == 503, path
         detail = response.json()["detail"]
         assert detail.startswith("Metrics database unavailable") and "unreachable" in detail
-        assert "127.0.0.1" in detail and "s3cret-pw" not in detail
+        assert "server's log" in detail
+        for secret in ("127.0.0.1", "5432", ":1", "metrics-user", "metricsdb", "s3cret-pw", "postgres"):
+            assert secret not in detail, (secret, detail)
+    # The administrator's details go to the API server's log instead (password masked by the store).
+    logged = [r.getMessage() for r in caplog.records if r.name == "convmixer_metrics.app"]
+    assert logged and "127.0.0.1" in logged[-1] and "s3cret-pw" not in logged[-1]
 
 
 def test_database_without_the_table_names_the_fix(tmp_path, token):
@@ -404,4 +478,43 @@ def test_unusable_connection_is_a_503_naming_the_fix(monkeypatch, token):
     monkeypatch.delenv("AIRFLOW__CONVMIXER__METRICS_CONN_ID", raising=False)
     monkeypatch.setenv("AIRFLOW_CONN_CONVMIXER_METRICS", '{"conn_type": "sqlite"}')  # no file named
     response = TestClient(create_app()).get("/api/runs", headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 503 and "host to the database path" in response.json()["detail"]
+    assert response.status_code == 503 and "`convmixer_metrics` Airflow Connection" in response.json()["detail"]
+
+
+# --- what the page derives from rows ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("top1", "throughput", "fired"), [
+    (80.0, 100.0, ["top1"]),
+    (81.37, 50.0, ["throughput"]),
+    (80.0, 50.0, ["top1", "throughput"]),
+])
+def test_regressed_metric_is_read_from_the_gates_own_reasons(top1, throughput, fired):
+    """If the gate's wording changes, this fails rather than the charts marking the wrong metric."""
+    from convmixer_metrics import history
+    from convmixer_tasks.gate import evaluate_gate
+
+    decision = evaluate_gate(top1, throughput, 81.37, [100.0, 100.0, 100.0])
+    row = {"status": decision.status, "gate_reasons": decision.reasons}
+    assert history.regressed_on(row) == fired
+    assert history.regressed_on({**row, "status": "ok"}) == []
+
+
+def test_environment_fields_are_compared_per_model_and_backend_in_the_order_runs_ran():
+    from convmixer_metrics import history
+
+    def run(run_id, started, backend="ascend", **env):
+        return {"run_id": run_id, "started_at": started, "model_variant": "m", "backend": backend,
+                "device": "d1", "toolkit_version": "t1", **env}
+
+    rows = [
+        run("c", "2026-11-03", toolkit_version="t2"),
+        run("a", "2026-11-01"),
+        run("b", "2026-11-02", backend="onnxruntime", toolkit_version="ort"),  # another backend: not compared
+        run("d", "2026-11-04", toolkit_version="t2", device=None),  # unknown is not a change
+        run("e", "2026-11-05", toolkit_version="t2", device="d2"),
+    ]
+    changes = history.environment_changes(rows)
+    assert [(c["run_id"], c["fields"]) for c in changes] == [
+        ("c", {"toolkit_version": ["t1", "t2"]}),
+        ("e", {"device": ["d1", "d2"]}),
+    ]

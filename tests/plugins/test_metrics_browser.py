@@ -1,7 +1,8 @@
 """The metrics page in a real browser: a real ``airflow api-server`` with the repo's plugins folder, headless
 Chromium (Debian's ``chromium`` package) driven by Playwright, logging in through Airflow's own login form.
 
-Also writes ``docs/metrics-page.png`` (the README's screenshot) from what the browser showed.
+Also writes ``docs/metrics-page.png`` and ``docs/metrics-page-dark.png`` (the README's screenshots, light and dark)
+from what the browser showed.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from tests.plugins import DAG_ID, demo_rows
+from tests.plugins import DAG_ID, NEW_NPU, NPU, demo_rows
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO_ROOT / "docs" / "metrics-page.png"
+SCREENSHOT_DARK = REPO_ROOT / "docs" / "metrics-page-dark.png"
+SCREENSHOT_PHONE = REPO_ROOT / "docs" / "metrics-page-phone.png"
+WIDE = {"width": 1440, "height": 1000}
+PHONE = {"width": 390, "height": 844}
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
@@ -121,7 +126,7 @@ def browser_page():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=WAIT_MS)
         try:
-            context = browser.new_context(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+            context = browser.new_context(viewport=WIDE, accept_downloads=True)
             page = context.new_page()
             page.set_default_timeout(WAIT_MS)
             yield page
@@ -159,18 +164,50 @@ def _metrics_frame(page):
     raise AssertionError(f"no metrics iframe among {[f.url for f in page.frames]}")
 
 
-def _chart_points(frame, canvas_id: str) -> list[dict]:
-    """The plotted run points of one chart (baselines excluded), with their pixel positions in the canvas."""
+def _chart_points(frame, canvas_id: str, baselines: bool = False) -> list[dict]:
+    """The plotted run points of one chart (or its baseline marks), with their pixel positions in the canvas and
+    the marker Chart.js resolved for them."""
     return frame.evaluate(
-        """(id) => {
+        """([id, baselines]) => {
             const chart = Chart.getChart(document.getElementById(id));
-            return chart.data.datasets.flatMap((dataset, d) => dataset.isBaseline ? [] :
+            const area = chart.chartArea;
+            return chart.data.datasets.flatMap((dataset, d) => !!dataset.isBaseline !== baselines ? [] :
                 chart.getDatasetMeta(d).data.map((element, i) => ({
                     x: element.x, y: element.y, run_id: dataset.data[i].run.run_id,
-                    status: dataset.data[i].run.status, series: dataset.label})));
+                    status: dataset.data[i].run.status, series: dataset.label.replace(/ baseline$/, ""),
+                    style: element.options.pointStyle, radius: element.options.radius,
+                    color: dataset.borderColor, shape: dataset.shape,
+                    inside: element.x >= area.left && element.x <= area.right &&
+                            element.y >= area.top && element.y <= area.bottom})));
         }""",
-        canvas_id,
+        [canvas_id, baselines],
     )
+
+
+def _open_metrics_page(page, base: str, query: str = ""):
+    """The page inside the Airflow UI (as Browse → ConvMixer metrics shows it), once its data has loaded."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/plugin/convmixer-metrics/convmixer-metrics/{query}")
+    frame_locator = page.frame_locator("iframe[src*='convmixer-metrics']")
+    expect(frame_locator.locator("body")).to_have_attribute("data-state", re.compile("loaded|no-match|error"))
+    return frame_locator, _metrics_frame(page)
+
+
+def _no_sideways_scroll(frame) -> dict:
+    """How much wider than its window the page and its table are (both 0 when nothing scrolls sideways)."""
+    return frame.evaluate("""() => {
+        const wrap = document.querySelector('.table-wrap');
+        return {page: document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth,
+                table: wrap.scrollWidth - wrap.clientWidth};
+    }""")
+
+
+def _settle_for_screenshot(page) -> None:
+    """No hover or focus left on the nav, so the same data gives the same image."""
+    page.mouse.move(page.viewport_size["width"] - 5, page.viewport_size["height"] - 5)
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    page.wait_for_timeout(500)  # let the hover transition and the last paint settle
 
 
 def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page):
@@ -185,8 +222,10 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page):
     assert _status(f"{base}/convmixer-metrics/api/runs") == 401
     assert _status(f"{base}/convmixer-metrics/") == 401
 
-    # Log in through the UI's own form.
+    # Log in through the UI's own form, in light mode (what Airflow stores when the user picks it).
     _log_in(page, airflow_server)
+    page.evaluate("() => localStorage.setItem('theme', 'light')")
+    page.reload()
 
     # Browse → ConvMixer metrics opens the page inside the UI.
     page.get_by_role("button", name=re.compile("Browse", re.I)).click()
@@ -195,29 +234,72 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page):
     frame_locator = page.frame_locator("iframe[src*='convmixer-metrics']")
     expect(frame_locator.locator("body")).to_have_attribute("data-state", "loaded")
     frame = _metrics_frame(page)
+    expect(frame_locator.locator("html")).to_have_attribute("data-theme", "light")
 
     rows = demo_rows()
     table_rows = frame_locator.locator("#runs-table tbody tr")
     expect(table_rows).to_have_count(len(rows))
     shown_runs = sorted(table_rows.evaluate_all("trs => trs.map(tr => tr.dataset.runId)"))
     assert shown_runs == sorted(row["run_id"] for row in rows)
-    expect(frame_locator.locator("#runs-table tbody .status-regressed")).to_have_count(1)
-    expect(frame_locator.locator("#runs-table tbody .status-failed")).to_have_count(1)
-    first_link = frame_locator.locator("#runs-table tbody td.run a").first
+    first_link = frame_locator.locator("#runs-table tbody td.ran a").first
     assert re.fullmatch(rf"/dags/{DAG_ID}/runs/[^/]+", first_link.get_attribute("href"))
 
-    throughput_points = _chart_points(frame, "chart-throughput")
-    evaluated = [row for row in rows if row.get("top1") is not None]  # a failed run has no point to plot
-    assert len(throughput_points) == len(_chart_points(frame, "chart-top1")) == len(evaluated) < len(rows)
-    (regressed,) = [point for point in throughput_points if point["status"] == "regressed"]
+    # Status is the first column and why a run regressed is on screen, not in a tooltip; nothing scrolls sideways.
+    assert frame_locator.locator("#runs-table thead th").first.inner_text() == "Status"
+    regressed_cells = frame_locator.locator("#runs-table tbody td.status-cell:has(.status-regressed)")
+    expect(regressed_cells).to_have_count(2)
+    expect(regressed_cells.locator(".reasons li", has_text="throughput regressed: 61.20 < 84.60")).to_be_visible()
+    expect(regressed_cells.locator(".reasons li", has_text="top1 regressed: 80.410 < 80.870")).to_be_visible()
+    expect(frame_locator.locator("td.status-cell:has(.status-failed) .reasons")).to_contain_text("atc exited")
+    assert _no_sideways_scroll(frame) == {"page": 0, "table": 0}
+    frame_width = frame.evaluate("() => window.innerWidth")
+    for cell in frame_locator.locator("#runs-table tbody tr").first.locator("td").all():
+        box = cell.bounding_box()
+        assert box["x"] + box["width"] <= page.viewport_size["width"] and box["width"] > 0
+    assert frame_width < WIDE["width"]  # the UI's nav takes its share: the page fits what is left
 
-    # The README's picture: no hover or focus left on the nav, so the same data gives the same image.
-    page.mouse.move(page.viewport_size["width"] - 5, page.viewport_size["height"] - 5)
-    page.evaluate("() => document.activeElement && document.activeElement.blur()")
-    page.wait_for_timeout(500)  # let the hover transition and the last paint settle
+    # Environment changes: highlighted cells in the table and a vertical line on each chart, listed in words.
+    changed = frame_locator.locator("#runs-table td.env .changed")
+    expect(changed).to_have_count(2)
+    assert sorted(changed.evaluate_all("els => els.map(e => e.dataset.field)")) == ["device", "toolkit_version"]
+    expect(frame_locator.locator("#env-changes li")).to_have_count(2)
+    expect(frame_locator.locator("#env-changes")).to_contain_text("toolkit CANN 8.0.RC1 → CANN 8.0.RC2")
+    expect(frame_locator.locator("#env-changes")).to_contain_text(f"device {NPU} → {NEW_NPU}")
+    for canvas in ("chart-top1", "chart-throughput"):
+        lines = frame.evaluate(f"() => Chart.getChart(document.getElementById('{canvas}'))"
+                               ".options.plugins.envLines.lines.map(l => l.label)")
+        assert sorted(lines) == ["device", "toolkit"], canvas
+
+    # Charts: every evaluated run once, a regression marked only on the chart of the metric that regressed.
+    evaluated = [row for row in rows if row.get("top1") is not None]  # a failed run has no point to plot
+    top1_points, throughput_points = _chart_points(frame, "chart-top1"), _chart_points(frame, "chart-throughput")
+    assert len(throughput_points) == len(top1_points) == len(evaluated) < len(rows)
+    assert [p["run_id"] for p in top1_points if p["style"] == "triangle"] == ["manual__2026-11-04T10:00:00+00:00"]
+    assert [p["run_id"] for p in throughput_points if p["style"] == "triangle"] == [
+        "scheduled__2026-11-04T00:00:00+00:00"]
+    # Series sitting on the same values stay apart: each has its own colour and marker shape.
+    series_looks = {(p["series"], p["color"], p["shape"]) for p in top1_points}
+    assert len(series_looks) == len({p["series"] for p in top1_points}) == 4  # bs 1 on ascend only failed
+    assert len({(color, shape) for _, color, shape in series_looks}) == 4
+    # The baseline of the one-run series is drawn (a dash at that run) inside the plot.
+    (lone,) = [p for p in _chart_points(frame, "chart-top1", baselines=True) if NEW_NPU in p["series"]]
+    assert lone["radius"] > 0 and lone["inside"]
+
+    # By default one slot per run, in the order they ran: runs four minutes apart are far apart on screen, and the
+    # scheduled run that started 31 h after its logical date comes after the Ascend runs it followed.
+    x = {p["run_id"]: p["x"] for p in top1_points}
+    assert x["manual__2026-11-04T10:04:00+00:00"] - x["manual__2026-11-04T10:00:00+00:00"] > 30
+    assert x["scheduled__2026-11-04T00:00:00+00:00"] > x["manual__2026-11-04T10:04:00+00:00"]
+    labels = frame.evaluate("() => Chart.getChart(document.getElementById('chart-top1')).scales.x.getLabelItems()"
+                            ".map(item => item.label)")
+    run_starts = {(row.get("started_at") or row["logical_date"]).strftime("%m-%d %H:%M") for row in evaluated}
+    assert len(labels) > 3 and set(labels) <= run_starts  # ticks name runs by when they started (UTC)
+
+    _settle_for_screenshot(page)
     page.screenshot(path=str(SCREENSHOT))
 
-    # Hovering the regressed point shows that run in the tooltip.
+    # Hovering the regressed point shows that run and why in the tooltip.
+    regressed = [p for p in throughput_points if p["style"] == "triangle"][0]
     canvas_box = frame_locator.locator("#chart-throughput").bounding_box()
     page.mouse.move(canvas_box["x"] + regressed["x"], canvas_box["y"] + regressed["y"])
     tooltip = frame.wait_for_function(
@@ -227,21 +309,52 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page):
         }""",
         timeout=WAIT_MS,
     ).json_value()
-    assert regressed["run_id"] in tooltip and "regressed" in tooltip
+    assert regressed["run_id"] in tooltip and "throughput regressed" in tooltip
 
-    # A filter changes the table and the charts.
-    frame_locator.locator("select[name=batch_size]").select_option("1")
-    expected = [row for row in rows if row["batch_size"] == 1]
-    plotted = [row for row in expected if row.get("top1") is not None]
+    # To scale in time, the late scheduled run still sits after the runs it followed.
+    colours = {p["series"]: p["color"] for p in top1_points}
+    frame_locator.locator("#x-axis").select_option("time")
+    frame.wait_for_function("() => Chart.getChart(document.getElementById('chart-top1')).options.scales.x.min > 1e12")
+    x = {p["run_id"]: p["x"] for p in _chart_points(frame, "chart-top1")}
+    assert x["scheduled__2026-11-04T00:00:00+00:00"] > x["manual__2026-11-04T10:04:00+00:00"]
+
+    # Filters go into the URL; a reload (or the link, shared) shows the same view, colours unchanged.
+    frame_locator.locator("select[name=backend]").select_option("ascend")
+    frame_locator.locator("select[name=batch_size]").select_option("4")
+    expected = [row for row in rows if row["batch_size"] == 4 and row["backend"] == "ascend"]
     expect(table_rows).to_have_count(len(expected))
-    assert set(table_rows.evaluate_all("trs => trs.map(tr => tr.dataset.runId)")) == {r["run_id"] for r in expected}
-    frame.wait_for_function(
-        "(n) => Chart.getChart(document.getElementById('chart-top1')).data.datasets"
-        ".filter(d => !d.isBaseline).reduce((sum, d) => sum + d.data.length, 0) === n",
-        arg=len(plotted), timeout=WAIT_MS,
-    )
-    csv_href = frame_locator.locator("#csv").get_attribute("href")
-    assert csv_href == "api/runs.csv?batch_size=1"
+    assert frame_locator.locator("#csv").get_attribute("href") == "api/runs.csv?backend=ascend&batch_size=4"
+    expect(frame_locator.locator("#csv")).to_have_text(f"Download CSV (all {len(expected)} matching runs)")
+    page.wait_for_url(re.compile(r"/plugin/convmixer-metrics/convmixer-metrics/\?backend=ascend&batch_size=4&x=time$"))
+    shared = page.url
+    page.reload()
+    expect(frame_locator.locator("body")).to_have_attribute("data-state", "loaded")
+    frame = _metrics_frame(page)
+    assert page.url == shared
+    expect(frame_locator.locator("select[name=backend]")).to_have_value("ascend")
+    expect(frame_locator.locator("select[name=batch_size]")).to_have_value("4")
+    expect(frame_locator.locator("#x-axis")).to_have_value("time")
+    expect(table_rows).to_have_count(len(expected))
+    assert {p["series"]: p["color"] for p in _chart_points(frame, "chart-top1")}.items() <= colours.items()
+
+    # A filter that leaves nothing to plot says so instead of drawing two empty charts.
+    frame_locator.locator("select[name=status]").select_option("failed")
+    frame_locator.locator("select[name=backend]").select_option("")
+    frame_locator.locator("select[name=batch_size]").select_option("")
+    expect(table_rows).to_have_count(1)
+    for metric in ("top1", "throughput"):
+        expect(frame_locator.locator(f"figure[data-metric={metric}] .chart-empty")).to_be_visible()
+        expect(frame_locator.locator(f"#chart-{metric}")).to_be_hidden()
+
+    # Dates the server refuses are reported in the form's words.
+    frame_locator.locator("select[name=status]").select_option("")
+    frame_locator.locator("input[name=since]").fill("2026-11-04")
+    frame_locator.locator("input[name=until]").fill("2026-11-02")
+    error = frame_locator.locator("#error")
+    expect(error).to_contain_text("From (2026-11-04) is after To (2026-11-02)")
+    assert "HTTP" not in error.inner_text() and "since" not in error.inner_text()
+    frame_locator.locator("button[type=reset]").click()
+    expect(frame_locator.locator("body")).to_have_attribute("data-state", "loaded")
 
     # Clicking a point opens that DAG run in the Airflow UI (the top window, not the iframe).
     point = _chart_points(frame, "chart-top1")[0]
@@ -250,6 +363,88 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page):
     page.wait_for_url(f"{base}/dags/{DAG_ID}/runs/{quote(point['run_id'], safe='')}")
 
     assert problems == []
+
+
+def test_dark_mode_follows_airflow(airflow_server, browser_page):
+    """Airflow keeps the user's choice in localStorage 'theme' and marks its <html> 'dark'; the page follows both,
+    also when the user switches while the page is open."""
+    from playwright.sync_api import expect
+
+    base, page = airflow_server["base"], browser_page
+    _log_in(page, airflow_server)
+    page.evaluate("() => localStorage.setItem('theme', 'dark')")
+    frame_locator, frame = _open_metrics_page(page, base)
+    assert page.evaluate("() => document.documentElement.classList.contains('dark')")  # Airflow itself is dark
+    expect(frame_locator.locator("html")).to_have_attribute("data-theme", "dark")
+    assert _luminance(frame, "body", "backgroundColor") < 0.1
+    assert _luminance(frame, "body", "color") > 0.6
+    assert _luminance(frame, "#runs-table th", "backgroundColor") < 0.2
+    legend_colour = frame.evaluate("() => Chart.getChart(document.getElementById('chart-top1'))"
+                                   ".options.plugins.legend.labels.color")
+    assert legend_colour == frame.evaluate("() => getComputedStyle(document.body).color.length && "
+                                           "getComputedStyle(document.documentElement).getPropertyValue('--fg')"
+                                           ".trim()")
+    _settle_for_screenshot(page)
+    page.screenshot(path=str(SCREENSHOT_DARK))
+
+    # Switching in Airflow (what its colour-mode toggle does to <html>) switches the open page and its charts.
+    page.evaluate("() => { document.documentElement.classList.replace('dark', 'light');"
+                  " document.documentElement.style.colorScheme = 'light'; }")
+    expect(frame_locator.locator("html")).to_have_attribute("data-theme", "light")
+    assert _luminance(frame, "body", "backgroundColor") > 0.9
+    frame.wait_for_function("() => Chart.getChart(document.getElementById('chart-top1'))"
+                            ".options.plugins.legend.labels.color === '#1a202c'")
+
+
+def _luminance(frame, selector: str, prop: str) -> float:
+    """Relative brightness 0..1 of a computed colour."""
+    rgb = frame.evaluate(f"() => getComputedStyle(document.querySelector('{selector}')).{prop}")
+    r, g, b = (int(v) for v in re.findall(r"\d+", rgb)[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def test_phone_width_shows_the_essentials(airflow_server, browser_page):
+    from playwright.sync_api import expect
+
+    base, page = airflow_server["base"], browser_page
+    page.set_viewport_size(PHONE)
+    _log_in(page, airflow_server)
+    frame_locator, frame = _open_metrics_page(page, base)
+    expect(frame_locator.locator("body")).to_have_attribute("data-state", "loaded")
+    # Each run is a card: status with its reason, model, then batch size, top-1 and throughput, each named.
+    regressed = frame_locator.locator("#runs-table tbody tr:has(.status-regressed)").first
+    cells = [c for c in regressed.locator("td").all() if c.is_visible()]
+    assert [c.get_attribute("data-label") for c in cells] == [
+        "Status", "Model", "Batch size", "Top-1 %", "Throughput (img/s)"]
+    expect(regressed.locator(".reasons")).to_be_visible()
+    shown_label = cells[2].evaluate("td => getComputedStyle(td, '::before').content")
+    assert shown_label == '"Batch size"'  # the label is shown above the number
+    for cell in cells:
+        box = cell.bounding_box()
+        assert box["width"] > 0 and box["x"] + box["width"] <= PHONE["width"]
+    frame_locator.locator("#runs-table").scroll_into_view_if_needed()
+    _settle_for_screenshot(page)
+    page.screenshot(path=str(SCREENSHOT_PHONE))
+    assert _no_sideways_scroll(frame) == {"page": 0, "table": 0}
+    # The pager's buttons keep their text on one line.
+    newer, older = frame_locator.locator("#prev"), frame_locator.locator("#next")
+    assert newer.bounding_box()["height"] == older.bounding_box()["height"] < 2 * 13 * 1.4
+
+
+def test_expired_session_banner_links_to_the_login_page(airflow_server, browser_page):
+    from playwright.sync_api import expect
+
+    base, page = airflow_server["base"], browser_page
+    _log_in(page, airflow_server)
+    frame_locator, _frame = _open_metrics_page(page, base)
+    page.context.clear_cookies()  # the session ends while the page is open
+    frame_locator.locator("select[name=batch_size]").select_option("1")
+    error = frame_locator.locator("#error")
+    expect(error).to_contain_text("Your Airflow session has ended")
+    link = error.get_by_role("link", name="Sign in to Airflow")
+    assert "/auth/login?next=" in link.get_attribute("href")
+    link.click()
+    page.wait_for_url(re.compile(r"/auth/login"))  # the whole window, not the iframe
 
 
 def _log_in(page, server: dict) -> None:
@@ -278,15 +473,18 @@ def test_empty_and_unreachable_metrics_db_states(airflow_server, browser_page, t
         expect(frame.locator("#charts")).to_be_hidden()
         expect(frame.locator("#runs")).to_be_hidden()
 
-        # The metrics DB is down: a clear error instead of a table, and no password in it.
+        # The metrics DB is down: a clear error instead of a table, naming neither the server nor the account.
         _point_metrics_at(airflow_server, {"conn_type": "postgres", "host": "127.0.0.1", "port": 1,
-                                           "login": "metrics", "password": "do-not-show", "schema": "metrics"})
+                                           "login": "metrics-login", "password": "do-not-show",
+                                           "schema": "metrics-db"})
         page.reload()
         expect(frame.locator("body")).to_have_attribute("data-state", "error")
         error = frame.locator("#error")
         expect(error).to_contain_text("Metrics database unavailable")
-        expect(error).to_contain_text("127.0.0.1")
-        assert "do-not-show" not in error.inner_text()
+        expect(error).to_contain_text("unreachable")
+        for secret in ("127.0.0.1", "metrics-login", "do-not-show", "metrics-db", "port"):
+            assert secret not in error.inner_text()
+        assert "metrics-login" in server_log(airflow_server)  # where an administrator finds it
         expect(frame.locator("#runs")).to_be_hidden()
     finally:  # the other test reads the seeded DB through the env var
         token = _api(base, "POST", "/auth/token", {"username": "admin", "password": airflow_server["password"]})
@@ -295,3 +493,7 @@ def test_empty_and_unreachable_metrics_db_states(airflow_server, browser_page, t
         except urllib.error.HTTPError as err:
             if err.code != 404:
                 raise
+
+
+def server_log(server: dict) -> str:
+    return Path(server["log"]).read_text(errors="replace")

@@ -8,12 +8,31 @@
   const MENU_KEYS = {
     model: "models", backend: "backends", device: "devices", batch_size: "batch_sizes", status: "statuses",
   };
-  const PALETTE = ["#017cee", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#bcbd22"];
+  // The two charts: the row field they plot, its baseline field, unit and decimals. The key is also the gate's
+  // metric name, which the server lists in a row's regressed_on.
+  const CHARTS = {
+    top1: { canvas: "chart-top1", baseline: "baseline_top1", unit: "%", digits: 2 },
+    throughput: { canvas: "chart-throughput", baseline: "baseline_throughput", unit: "img/s", digits: 1 },
+  };
+  // A series keeps its colour and marker shape whatever the filters: the server numbers it (slot) among every
+  // series in the metrics DB. Triangles, crosses and diamonds are kept for regressed, failed and pending runs.
+  const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#e377c2", "#8c564b", "#bcbd22",
+    "#7f7f7f"];
+  const SHAPES = ["circle", "rect", "rectRounded", "star", "cross"];
+  const MARKS = {
+    regressed: { style: "triangle", radius: 8, fill: "#e53e3e", border: "#9b2c2c" },
+    failed: { style: "crossRot", radius: 7, fill: "#718096", border: "#718096" },
+    pending: { style: "rectRot", radius: 6, fill: "#ecc94b", border: "#744210" },
+  };
   const MOUNT = "/convmixer-metrics/";
+  const DEFAULT_LIMIT = 25;
 
   const form = document.getElementById("filters");
-  const state = { limit: 25, offset: 0, request: 0 };
+  const axisSelect = document.getElementById("x-axis");
+  const state = { limit: DEFAULT_LIMIT, offset: 0, request: 0, series: null };
   const charts = {};
+
+  // --- the Airflow UI around the page ----------------------------------------------------------------------------
 
   // Airflow may be served below a path prefix ([api] base_url); DAG run links need that prefix.
   function airflowBase() {
@@ -26,30 +45,55 @@
     return airflowBase() + "/dags/" + encodeURIComponent(dagId) + "/runs/" + encodeURIComponent(runId);
   }
 
+  function airflowWindow() {
+    try {
+      const top = window.top;
+      return top && top !== window && top.document ? top : null;
+    } catch (err) {
+      return null; // not the Airflow UI around us (another origin)
+    }
+  }
+
   // The UI embeds this page in a sandboxed iframe without allow-top-navigation, so neither target="_top" nor
   // top.location may navigate it. The iframe is same-origin, though: push the URL onto the UI's history and
   // tell its router, which then shows the DAG run as if the user had clicked a link in the UI itself.
   function openInAirflow(url) {
-    const top = window.top;
-    if (top && top !== window) {
-      try {
-        const state = top.history.state;
-        const idx = state && Number.isInteger(state.idx) ? state.idx + 1 : undefined;
-        top.history.pushState({ usr: null, key: Math.random().toString(36).slice(2, 10), idx: idx }, "", url);
-        top.dispatchEvent(new PopStateEvent("popstate", { state: top.history.state }));
-        return;
-      } catch (err) {
-        // not the Airflow UI around us (another origin): open the run in this frame instead
-      }
+    const top = airflowWindow();
+    if (top) {
+      const previous = top.history.state;
+      const idx = previous && Number.isInteger(previous.idx) ? previous.idx + 1 : undefined;
+      top.history.pushState({ usr: null, key: Math.random().toString(36).slice(2, 10), idx: idx }, "", url);
+      top.dispatchEvent(new PopStateEvent("popstate", { state: top.history.state }));
+      return;
     }
     window.location.assign(url);
   }
 
+  // A page outside the UI's router (the login page): a link clicked in the UI's own document navigates it.
+  function openOutsideAirflow(url) {
+    const top = airflowWindow();
+    if (!top) {
+      window.location.assign(url);
+      return;
+    }
+    const link = top.document.createElement("a");
+    link.href = url;
+    top.document.body.appendChild(link);
+    link.click();
+    link.remove();
+  }
+
+  function plainClick(event) {
+    return event.button === 0 && !event.ctrlKey && !event.metaKey && !event.shiftKey && !event.altKey;
+  }
+
   function onRunLinkClick(event) {
-    if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
+    if (!plainClick(event)) return;
     event.preventDefault();
     openInAirflow(event.currentTarget.getAttribute("href"));
   }
+
+  // --- small helpers -----------------------------------------------------------------------------------------------
 
   function el(tag, text, className) {
     const node = document.createElement(tag);
@@ -61,6 +105,32 @@
   function show(id, visible) {
     document.getElementById(id).hidden = !visible;
   }
+
+  function fmt(value, digits) {
+    if (value === null || value === undefined || value === "") return "–";
+    const number = Number(value);
+    return Number.isFinite(number) ? number.toFixed(digits) : String(value);
+  }
+
+  function fmtDate(iso) {
+    if (!iso) return "–";
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return String(iso);
+    return date.toISOString().slice(0, 16).replace("T", " ");
+  }
+
+  function cssVar(name) {
+    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  }
+
+  // The form's own label for a query parameter ("since" → "From"), so messages use the words the user sees.
+  function labelFor(name) {
+    const field = form.elements.namedItem(name);
+    const label = field && field.closest("label");
+    return label ? label.firstChild.textContent.trim() : name;
+  }
+
+  // --- filters and the URL ---------------------------------------------------------------------------------------
 
   function filterParams() {
     const params = new URLSearchParams();
@@ -77,8 +147,71 @@
     return [...filterParams().keys()].length > 0;
   }
 
+  // Everything the user chose, as this page's query string: reload and a shared link show the same view.
+  function viewParams() {
+    const params = filterParams();
+    if (axisSelect.value !== axisSelect.options[0].value) params.set("x", axisSelect.value);
+    if (state.limit !== DEFAULT_LIMIT) params.set("limit", String(state.limit));
+    if (state.offset) params.set("offset", String(state.offset));
+    return params;
+  }
+
+  function saveView() {
+    const query = viewParams().toString();
+    const search = query ? "?" + query : "";
+    if (search === window.location.search) return;
+    window.history.replaceState(window.history.state, "", window.location.pathname + search);
+    // The UI shows this page at /plugin/<route><this page's path> and, on a reload, gives the iframe the rest of
+    // its own URL; keep that URL in step so the address bar can be reloaded and shared.
+    const top = airflowWindow();
+    if (top && top.location.pathname.endsWith(window.location.pathname)) {
+      top.history.replaceState(top.history.state, "", top.location.pathname + search);
+    }
+  }
+
+  function loadView() {
+    const params = new URLSearchParams(window.location.search);
+    for (const name of FILTER_NAMES) {
+      const value = params.get(name);
+      if (!value) continue;
+      const field = form.elements.namedItem(name);
+      if (field.tagName === "SELECT" && ![...field.options].some((option) => option.value === value)) {
+        field.appendChild(el("option", value)).value = value; // not recorded (yet): keep the filter visible
+      }
+      field.value = value;
+    }
+    if ([...axisSelect.options].some((option) => option.value === params.get("x"))) axisSelect.value = params.get("x");
+    const limit = Number(params.get("limit"));
+    const pageSize = document.getElementById("page-size");
+    if ([...pageSize.options].some((option) => Number(option.value) === limit)) {
+      state.limit = limit;
+      pageSize.value = String(limit);
+    }
+    const offset = Number(params.get("offset"));
+    state.offset = Number.isInteger(offset) && offset > 0 ? offset : 0;
+  }
+
+  function fillMenus(values) {
+    for (const [name, key] of Object.entries(MENU_KEYS)) {
+      const select = form.elements.namedItem(name);
+      for (const value of values && Array.isArray(values[key]) ? values[key] : []) {
+        if (value === null || value === undefined || value === "") continue;
+        select.appendChild(el("option", value)).value = String(value);
+      }
+    }
+  }
+
+  // --- requests and errors ---------------------------------------------------------------------------------------
+
+  class RequestError extends Error {
+    constructor(message, loginUrl) {
+      super(message);
+      this.loginUrl = loginUrl;
+    }
+  }
+
   async function getJson(path, params) {
-    const response = await fetch(path + (params ? "?" + params.toString() : ""), {
+    const response = await fetch(path + (params && params.toString() ? "?" + params.toString() : ""), {
       credentials: "same-origin",
       headers: { Accept: "application/json" },
     });
@@ -89,96 +222,123 @@
       body = null;
     }
     if (!response.ok) {
-      throw new Error(describeError(response.status, body));
+      throw new RequestError(describeError(response.status, body), body && body.login_url);
     }
     return body;
   }
 
   function describeError(status, body) {
     let detail = body && body.detail;
-    if (Array.isArray(detail)) {
-      detail = detail.map((d) => (d.loc ? d.loc.join(".") + ": " : "") + d.msg).join("; ");
+    if (Array.isArray(detail)) { // FastAPI's validation errors: name the field as the form does
+      detail = detail.map((d) => {
+        const name = Array.isArray(d.loc) ? d.loc[d.loc.length - 1] : "";
+        return (name ? labelFor(name) + ": " : "") + d.msg;
+      }).join("; ");
     }
-    if (status === 401 || status === 403) {
-      return "Not authorised (" + status + "): " + (detail || "sign in to Airflow again") + ".";
-    }
-    return (detail || "Request failed") + " (HTTP " + status + ")";
+    if (status === 401) return "Your Airflow session has ended (" + (detail || "not signed in") + ").";
+    if (status === 403) return "Your Airflow user may not view this page (" + (detail || "forbidden") + ").";
+    if (status === 422) return detail || "These filters are not valid.";
+    return detail || "The request failed (HTTP " + status + ").";
   }
 
-  function showError(message) {
+  function showError(err) {
     const box = document.getElementById("error");
-    box.textContent = message;
+    box.replaceChildren(el("span", err.message));
+    if (err.loginUrl) {
+      const link = el("a", "Sign in to Airflow");
+      link.href = err.loginUrl + (err.loginUrl.includes("?") ? "&" : "?") + "next=" +
+        encodeURIComponent((airflowWindow() || window).location.href);
+      link.addEventListener("click", (event) => {
+        if (!plainClick(event)) return;
+        event.preventDefault();
+        openOutsideAirflow(link.href);
+      });
+      box.append(" ", link);
+    }
     box.hidden = false;
   }
 
   function clearError() {
     const box = document.getElementById("error");
-    box.textContent = "";
+    box.replaceChildren();
     box.hidden = true;
   }
 
-  function fillMenus(values) {
-    for (const [name, key] of Object.entries(MENU_KEYS)) {
-      const select = form.elements.namedItem(name);
-      const options = values && Array.isArray(values[key]) ? values[key] : [];
-      const current = select.value;
-      while (select.options.length > 1) select.remove(1);
-      for (const value of options) {
-        if (value === null || value === undefined || value === "") continue;
-        const option = el("option", value);
-        option.value = String(value);
-        select.appendChild(option);
-      }
-      select.value = current;
+  // --- table -------------------------------------------------------------------------------------------------------
+
+  // The gate writes one line per rule; the ones that did not pass say why the row is not ok.
+  function reasonsToShow(row) {
+    const reasons = Array.isArray(row.gate_reasons) ? row.gate_reasons : [];
+    return reasons.filter((reason) => !/^\w+ ok\b/.test(reason));
+  }
+
+  function statusCell(row) {
+    const cell = el("td", null, "status-cell");
+    cell.appendChild(el("span", row.status, "status status-" + String(row.status).replace(/[^a-z]/g, "")));
+    const reasons = reasonsToShow(row);
+    if (reasons.length) {
+      const list = cell.appendChild(el("ul", null, "reasons"));
+      for (const reason of reasons) list.appendChild(el("li", reason));
     }
+    return cell;
   }
 
-  function fmt(value, digits) {
-    if (value === null || value === undefined || value === "") return "–";
-    const number = Number(value);
-    return Number.isFinite(number) ? number.toFixed(digits) : String(value);
+  function ranCell(row) {
+    const cell = el("td", null, "ran opt");
+    if (row.dag_id) {
+      const link = el("a", fmtDate(row.ran_at));
+      link.href = dagRunUrl(row.dag_id, row.run_id);
+      link.title = "Open DAG run " + row.dag_id + " / " + row.run_id;
+      link.addEventListener("click", onRunLinkClick);
+      cell.appendChild(link);
+    } else {
+      cell.textContent = fmtDate(row.ran_at);
+    }
+    cell.appendChild(el("small", row.run_id));
+    return cell;
   }
 
-  function fmtDate(iso) {
-    if (!iso) return "–";
-    const date = new Date(iso);
-    if (Number.isNaN(date.getTime())) return String(iso);
-    return date.toISOString().slice(0, 16).replace("T", " ");
+  // Backend, then each environment field the server lists; a field that changed since the previous run of this
+  // model on this backend is highlighted and says what it was.
+  function envCell(row, envFields) {
+    const cell = el("td", null, "env opt");
+    cell.appendChild(el("span", row.backend));
+    const changed = row.env_changed || {};
+    for (const [field, label] of Object.entries(envFields)) {
+      const line = el("span", row[field] || "–");
+      line.title = label;
+      if (field in changed) {
+        line.className = "changed";
+        line.dataset.field = field;
+        line.appendChild(el("small", label + " changed, was " + changed[field]));
+      }
+      cell.appendChild(line);
+    }
+    return cell;
   }
 
-  function renderTable(rows) {
+  function renderTable(rows, envFields) {
     const body = document.querySelector("#runs-table tbody");
+    const headers = [...document.querySelectorAll("#runs-table thead th")].map((th) => th.textContent);
     body.replaceChildren();
     for (const row of rows) {
       const tr = document.createElement("tr");
       tr.dataset.runId = row.run_id;
-      tr.appendChild(el("td", fmtDate(row.logical_date)));
-      const runCell = el("td", null, "run");
-      if (row.dag_id) {
-        const link = el("a", row.run_id);
-        link.href = dagRunUrl(row.dag_id, row.run_id);
-        link.addEventListener("click", onRunLinkClick);
-        link.title = row.dag_id + " / " + row.run_id;
-        runCell.appendChild(link);
-      } else {
-        runCell.textContent = row.run_id;
-      }
-      tr.appendChild(runCell);
-      tr.appendChild(el("td", row.model_variant));
-      tr.appendChild(el("td", row.backend));
-      tr.appendChild(el("td", row.device || "–", "wrap"));
-      tr.appendChild(el("td", row.toolkit_version || "–", "wrap"));
-      tr.appendChild(el("td", row.batch_size, "num"));
-      tr.appendChild(el("td", row.image_count === null ? "–" : row.image_count, "num"));
-      tr.appendChild(el("td", fmt(row.top1, 2), "num"));
-      tr.appendChild(el("td", fmt(row.top5, 2), "num"));
-      tr.appendChild(el("td", fmt(row.throughput, 1), "num"));
-      tr.appendChild(el("td", fmt(row.latency_p99_ms, 2), "num"));
-      const statusCell = el("td");
-      const badge = el("span", row.status, "status status-" + String(row.status).replace(/[^a-z]/g, ""));
-      if (Array.isArray(row.gate_reasons) && row.gate_reasons.length) badge.title = row.gate_reasons.join("\n");
-      statusCell.appendChild(badge);
-      tr.appendChild(statusCell);
+      tr.append(
+        statusCell(row),
+        ranCell(row),
+        el("td", row.model_variant, "model"),
+        el("td", row.batch_size, "num"),
+        el("td", fmt(row.top1, 2), "num"),
+        el("td", fmt(row.throughput, 1), "num"),
+        el("td", fmt(row.top5, 2), "num opt"),
+        el("td", fmt(row.latency_p99_ms, 2), "num opt"),
+        el("td", row.image_count === null ? "–" : row.image_count, "num opt"),
+        envCell(row, envFields),
+      );
+      [...tr.children].forEach((cell, index) => {
+        cell.dataset.label = headers[index]; // the phone layout shows it above the value
+      });
       body.appendChild(tr);
     }
   }
@@ -191,137 +351,222 @@
     document.getElementById("next").disabled = state.offset + shown >= total;
   }
 
+  // --- charts ------------------------------------------------------------------------------------------------------
+
   function seriesLabel(group, withModel) {
     const label = "bs " + group.batch_size + " · " + group.backend + " · " + (group.device || "?");
     return withModel ? group.model_variant + " · " + label : label;
   }
 
-  // How a run's point looks: regressed runs are big red triangles, failed runs grey crosses, pending (not gated)
-  // runs amber diamonds.
-  const MARKS = {
-    regressed: { style: "triangle", radius: 8, fill: "#e53e3e", border: "#9b2c2c" },
-    failed: { style: "crossRot", radius: 7, fill: "#718096", border: "#718096" },
-    pending: { style: "rectRot", radius: 6, fill: "#ecc94b", border: "#744210" },
-  };
-
-  function mark(ctx, key, fallback) {
-    const status = ctx.raw && ctx.raw.run && ctx.raw.run.status;
-    return MARKS[status] ? MARKS[status][key] : fallback;
+  // Where a run goes on the x-axis: its start time, or (the default) its place among the runs shown, so runs
+  // minutes apart are as readable as runs days apart.
+  function xPlacement(groups) {
+    // Runs with a value on either chart, so both charts give a run the same slot (a failed run has none).
+    const plotted = groups.flatMap((g) => g.points).filter((p) => Object.keys(CHARTS).some((m) => p[m] != null));
+    const times = [...new Set(plotted.map((p) => p.ran_at))].sort();
+    if (axisSelect.value === "time") {
+      return { x: (iso) => Date.parse(iso), label: (v) => fmtDate(new Date(v).toISOString()), slots: null };
+    }
+    const slot = new Map(times.map((iso, index) => [iso, index]));
+    return { x: (iso) => slot.get(iso), label: (v) => (times[v] ? fmtDate(times[v]).slice(5) : ""),
+      slots: times.length };
   }
 
-  function datasetsFor(groups, valueKey, baselineKey) {
+  function mark(ctx, metric, key, fallback) {
+    const run = ctx.raw && ctx.raw.run;
+    if (!run || !MARKS[run.status]) return fallback;
+    // A regressed run is marked only on the chart of the metric whose rule fired.
+    if (run.status === "regressed" && !(run.regressed_on || []).includes(metric)) return fallback;
+    return MARKS[run.status][key];
+  }
+
+  function datasetsFor(groups, metric, place) {
+    const spec = CHARTS[metric];
     const datasets = [];
     const withModel = new Set(groups.map((g) => g.model_variant)).size > 1;
-    groups.forEach((group, index) => {
-      const color = PALETTE[index % PALETTE.length]; // by series, so a series has one colour in both charts
-      const points = (group.points || [])
-        .filter((p) => p[valueKey] !== null && p[valueKey] !== undefined)
-        .map((p) => ({ x: Date.parse(p.logical_date), y: p[valueKey], run: p }));
-      if (!points.length) return; // only failed runs without numbers: nothing to draw (the table lists them)
+    for (const group of groups) {
+      const color = PALETTE[group.slot % PALETTE.length];
+      const shape = SHAPES[group.slot % SHAPES.length];
+      const points = group.points
+        .filter((p) => p[metric] !== null && p[metric] !== undefined)
+        .map((p) => ({ x: place.x(p.ran_at), y: p[metric], run: p }));
+      if (!points.length) continue; // only failed runs without numbers: nothing to draw (the table lists them)
+      const label = seriesLabel(group, withModel);
       datasets.push({
-        label: seriesLabel(group, withModel),
+        label: label,
         data: points,
         borderColor: color,
         backgroundColor: color,
-        pointStyle: (ctx) => mark(ctx, "style", "circle"),
-        pointRadius: (ctx) => mark(ctx, "radius", 4),
+        borderWidth: 2,
+        shape: shape,
+        // Hollow markers of different shapes, so series that sit on the same values stay visible.
+        pointStyle: (ctx) => mark(ctx, metric, "style", shape),
+        pointRadius: (ctx) => mark(ctx, metric, "radius", 5),
         pointHoverRadius: 9,
-        pointBackgroundColor: (ctx) => mark(ctx, "fill", color),
-        pointBorderColor: (ctx) => mark(ctx, "border", color),
+        pointBorderWidth: 2,
+        pointBackgroundColor: (ctx) => mark(ctx, metric, "fill", "transparent"),
+        pointBorderColor: (ctx) => mark(ctx, metric, "border", color),
         tension: 0,
       });
-      const baseline = (group.points || [])
-        .filter((p) => p[baselineKey] !== null && p[baselineKey] !== undefined)
-        .map((p) => ({ x: Date.parse(p.logical_date), y: p[baselineKey] }));
+      // The baseline each run was gated against, as a short dash at that run (visible for a single run too).
+      const baseline = points
+        .filter((p) => p.run[spec.baseline] !== null && p.run[spec.baseline] !== undefined)
+        .map((p) => ({ x: p.x, y: p.run[spec.baseline], run: p.run }));
       if (baseline.length) {
         datasets.push({
-          label: seriesLabel(group, withModel) + " baseline",
+          label: label + " baseline",
           data: baseline,
           borderColor: color,
+          backgroundColor: color,
           borderDash: [6, 4],
-          borderWidth: 1.5,
-          pointRadius: 0,
+          borderWidth: 1,
+          pointStyle: "line",
+          pointRadius: 10,
+          pointBorderWidth: 2,
           pointHitRadius: 0,
-          stepped: "before",
+          stepped: "middle",
           isBaseline: true,
         });
       }
-    });
+    }
     return datasets;
   }
 
-  const HOUR = 3600 * 1000;
+  const MINUTE = 60 * 1000;
+  const HOUR = 60 * MINUTE;
   const DAY = 24 * HOUR;
-  const TIME_STEPS = [HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY, 7 * DAY, 14 * DAY, 30 * DAY, 91 * DAY, 365 * DAY];
+  const TIME_STEPS = [MINUTE, 5 * MINUTE, 15 * MINUTE, 30 * MINUTE, HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY,
+    2 * DAY, 7 * DAY, 14 * DAY, 30 * DAY, 91 * DAY, 365 * DAY];
 
-  // A linear axis of epoch milliseconds with ticks on whole UTC hours/days (multiples of the step), so a label
-  // sits exactly under the runs of that day; no date adapter needed.
-  function timeAxis(datasets) {
+  // A linear x-axis: run slots (ticks under every run Chart.js has room for), or epoch milliseconds with ticks on
+  // whole UTC minutes/hours/days; no date adapter needed.
+  function xAxis(datasets, place, text, grid) {
+    const common = { type: "linear", grid: { color: grid }, ticks: { callback: place.label, color: text, maxRotation: 0 } };
+    if (place.slots !== null) { // a tick under each run (Chart.js skips labels that would overlap)
+      const ticks = Array.from({ length: place.slots }, (_, index) => ({ value: index }));
+      return { ...common, min: -0.5, max: place.slots - 0.5, afterBuildTicks: (axis) => {
+        axis.ticks = ticks;
+      } };
+    }
     const xs = datasets.flatMap((d) => d.data.map((p) => p.x)).filter(Number.isFinite);
-    if (!xs.length) return { type: "linear" };
     const first = Math.min(...xs);
     const last = Math.max(...xs);
-    const step = TIME_STEPS.find((s) => (last - first) / s <= 7) || TIME_STEPS[TIME_STEPS.length - 1];
+    const step = TIME_STEPS.find((s) => (last - first) / s <= 6) || TIME_STEPS[TIME_STEPS.length - 1];
     const ticks = [];
     for (let v = Math.ceil((first - step / 2) / step) * step; v <= last + step / 2; v += step) ticks.push({ value: v });
     return {
-      type: "linear",
+      ...common,
       min: first - step / 2,
       max: last + step / 2,
       afterBuildTicks: (axis) => {
         axis.ticks = ticks;
       },
-      ticks: {
-        callback: (v) => {
-          const iso = new Date(v).toISOString();
-          return step < DAY ? iso.slice(5, 16).replace("T", " ") : iso.slice(0, 10);
-        },
-      },
+      ticks: { ...common.ticks, callback: (v) => fmtDate(new Date(v).toISOString()).slice(step < DAY ? 5 : 0,
+        step < DAY ? 16 : 10) },
     };
   }
 
-  function drawChart(canvasId, groups, valueKey, baselineKey, unit, digits) {
-    if (charts[canvasId]) charts[canvasId].destroy();
-    const canvas = document.getElementById(canvasId);
-    const datasets = datasetsFor(groups, valueKey, baselineKey);
-    canvas.dataset.points = String(
-      datasets.filter((d) => !d.isBaseline).reduce((sum, d) => sum + d.data.length, 0));
+  // Vertical dotted lines where the environment changed, labelled with the fields (listed in full below).
+  const envLines = {
+    id: "envLines",
+    afterDatasetsDraw(chart, args, options) {
+      const { ctx, chartArea, scales } = chart;
+      ctx.save();
+      ctx.strokeStyle = options.color;
+      ctx.fillStyle = options.color;
+      ctx.setLineDash([2, 3]);
+      ctx.font = "11px system-ui, sans-serif";
+      for (const line of options.lines || []) {
+        const x = scales.x.getPixelForValue(line.x);
+        if (!(x >= chartArea.left && x <= chartArea.right)) continue;
+        ctx.beginPath();
+        ctx.moveTo(x, chartArea.top);
+        ctx.lineTo(x, chartArea.bottom);
+        ctx.stroke();
+        ctx.fillText(line.label, Math.min(x + 3, chartArea.right - ctx.measureText(line.label).width), chartArea.top + 11);
+      }
+      ctx.restore();
+    },
+  };
+
+  function envLinesFor(changes, groups, place, envFields) {
+    const charted = new Set(groups.map((g) => g.model_variant + "\u0000" + g.backend));
+    return changes
+      .filter((c) => charted.has(c.model_variant + "\u0000" + c.backend))
+      .map((c) => ({
+        // between slots, the line sits just before the first run in the new environment
+        x: place.slots === null ? place.x(c.ran_at) : place.x(c.ran_at) - 0.5,
+        label: Object.keys(c.fields).map((f) => envFields[f] || f).join(", "),
+      }));
+  }
+
+  function renderChanges(changes, envFields) {
+    const list = document.getElementById("env-changes");
+    list.replaceChildren();
+    for (const change of changes) {
+      const what = Object.entries(change.fields)
+        .map(([field, [before, after]]) => (envFields[field] || field) + " " + before + " → " + after).join("; ");
+      list.appendChild(el("li", fmtDate(change.ran_at) + " · " + change.backend + ": " + what +
+        " (run " + change.run_id + ")"));
+    }
+  }
+
+  function drawChart(metric, body) {
+    const spec = CHARTS[metric];
+    if (charts[metric]) charts[metric].destroy();
+    delete charts[metric];
+    const canvas = document.getElementById(spec.canvas);
+    const place = xPlacement(body.series);
+    const datasets = datasetsFor(body.series, metric, place);
+    const figure = canvas.closest("figure");
+    figure.querySelector(".chart-box").hidden = !datasets.length;
+    figure.querySelector(".chart-empty").hidden = datasets.length > 0;
+    if (!datasets.length) return;
     if (typeof window.Chart !== "function") {
-      showError("The chart library did not load (static/vendor/chart.js); the table below is still complete.");
+      showError(new Error("The chart library did not load (static/vendor/chart.js); the table below is complete."));
       return;
     }
-    charts[canvasId] = new window.Chart(canvas, {
+    const text = cssVar("--fg");
+    const grid = cssVar("--grid");
+    charts[metric] = new window.Chart(canvas, {
       type: "line",
       data: { datasets: datasets },
+      plugins: [envLines],
       options: {
         animation: false,
         maintainAspectRatio: false,
-        interaction: { mode: "nearest", intersect: true },
+        color: text,
+        interaction: { mode: "point", intersect: true }, // every series under the pointer, not just one
         scales: {
-          x: timeAxis(datasets),
-          y: { title: { display: true, text: unit } },
+          x: xAxis(datasets, place, text, grid),
+          y: { title: { display: true, text: spec.unit, color: text }, grid: { color: grid }, ticks: { color: text } },
         },
         plugins: {
+          envLines: { lines: envLinesFor(body.changes, body.series, place, body.env_fields), color: cssVar("--muted") },
           legend: {
             labels: {
+              color: text,
               usePointStyle: true,
-              pointStyle: "circle",
               boxWidth: 8,
               boxHeight: 8,
-              filter: (item, data) => !data.datasets[item.datasetIndex].isBaseline,
+              generateLabels: (chart) => window.Chart.defaults.plugins.legend.labels.generateLabels(chart)
+                .filter((item) => !chart.data.datasets[item.datasetIndex].isBaseline)
+                .map((item) => ({ ...item, pointStyle: chart.data.datasets[item.datasetIndex].shape,
+                  fillStyle: "transparent" })),
             },
           },
           tooltip: {
             filter: (item) => !item.dataset.isBaseline,
             callbacks: {
-              title: (items) => (items.length ? fmtDate(items[0].raw.run.logical_date) : ""),
-              label: (item) => item.dataset.label + ": " + fmt(item.parsed.y, digits) + " " + unit,
+              title: (items) => (items.length ? "ran " + fmtDate(items[0].raw.run.ran_at) : ""),
+              label: (item) => item.dataset.label + ": " + fmt(item.parsed.y, spec.digits) + " " + spec.unit,
               afterLabel: (item) => {
                 const run = item.raw.run;
                 const lines = ["run: " + run.run_id, "status: " + run.status];
-                if (run[baselineKey] !== null && run[baselineKey] !== undefined) {
-                  lines.push("baseline: " + fmt(run[baselineKey], digits) + " " + unit);
+                if (run[spec.baseline] !== null && run[spec.baseline] !== undefined) {
+                  lines.push("baseline: " + fmt(run[spec.baseline], spec.digits) + " " + spec.unit);
                 }
+                lines.push(...reasonsToShow(run));
                 if (run.dag_id) lines.push("click to open the DAG run");
                 return lines;
               },
@@ -341,8 +586,17 @@
     });
   }
 
+  function drawCharts() {
+    if (!state.series) return;
+    for (const metric of Object.keys(CHARTS)) drawChart(metric, state.series);
+    renderChanges(state.series.changes, state.series.env_fields);
+  }
+
+  // --- loading -----------------------------------------------------------------------------------------------------
+
   async function refresh() {
     const params = filterParams();
+    saveView();
     document.getElementById("csv").href = "api/runs.csv" + (params.toString() ? "?" + params.toString() : "");
     const pageParams = new URLSearchParams(params);
     pageParams.set("limit", String(state.limit));
@@ -358,17 +612,16 @@
       show("no-match", empty && hasFilters());
       show("runs", !empty);
       show("charts", !empty);
-      renderTable(table.rows);
+      document.getElementById("csv").textContent = "Download CSV (all " + table.total + " matching runs)";
+      renderTable(table.rows, table.env_fields);
       renderPager(table.total, table.rows.length);
-      if (!empty) {
-        drawChart("chart-top1", series.series, "top1", "baseline_top1", "%", 2);
-        drawChart("chart-throughput", series.series, "throughput", "baseline_throughput", "img/s", 1);
-      }
+      state.series = empty ? null : series;
+      drawCharts();
       document.body.dataset.state = empty ? (hasFilters() ? "no-match" : "empty") : "loaded";
     } catch (err) {
       if (request !== state.request) return;
       for (const id of ["empty", "no-match", "runs", "charts"]) show(id, false);
-      showError(err.message);
+      showError(err);
       document.body.dataset.state = "error";
     } finally {
       if (request === state.request) show("loading", false);
@@ -379,11 +632,12 @@
     try {
       fillMenus(await getJson("api/filters"));
     } catch (err) {
-      showError(err.message);
+      showError(err);
       document.body.dataset.state = "error";
       show("loading", false);
       return;
     }
+    loadView();
     await refresh();
   }
 
@@ -396,6 +650,10 @@
     window.setTimeout(refresh, 0); // after the browser has cleared the fields
   });
   form.addEventListener("submit", (event) => event.preventDefault());
+  axisSelect.addEventListener("change", () => {
+    saveView();
+    drawCharts();
+  });
   document.getElementById("prev").addEventListener("click", () => {
     state.offset = Math.max(0, state.offset - state.limit);
     refresh();
@@ -409,6 +667,7 @@
     state.offset = 0;
     refresh();
   });
+  window.metricsTheme.onChange(drawCharts);
 
   start();
 })();

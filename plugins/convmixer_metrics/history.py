@@ -1,0 +1,142 @@
+"""What the page derives from stored rows: when a run ran, which gate rule fired, what changed in its environment.
+
+Pure functions over the store's row dicts (``ValidationRun.to_dict()``), so the table, the charts and the tests
+share one reading of the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# The fields that describe where a run ran, with the label the page shows. A change in any of them between two
+# consecutive runs of one model on one backend is marked on the charts and in the table. One line per field.
+ENV_FIELDS = {"device": "device", "toolkit_version": "toolkit"}
+# The gated metrics; the gate writes one reason per metric, starting "<metric> regressed" when its rule fired.
+GATED_METRICS = ("top1", "throughput")
+STATUS_REGRESSED = "regressed"
+
+
+def ran_at(row: Mapping[str, Any]) -> str | None:
+    """When the run actually ran (ISO-8601): its start, else its end, else its logical date (older rows)."""
+    return row.get("started_at") or row.get("finished_at") or row.get("logical_date")
+
+
+def regressed_on(row: Mapping[str, Any]) -> list[str]:
+    """The metrics whose gate rule fired for this row; [] unless it is ``regressed``.
+
+    Reasons written before the gate used the "<metric> regressed" wording name the metric somewhere; a regressed
+    row whose reasons name none is marked on every gated metric rather than on none.
+    """
+    if row.get("status") != STATUS_REGRESSED:
+        return []
+    reasons = [str(reason) for reason in row.get("gate_reasons") or []]
+    fired = [m for m in GATED_METRICS if any(reason.startswith(f"{m} regressed") for reason in reasons)]
+    if fired:
+        return fired
+    named = [m for m in GATED_METRICS if any(m in reason for reason in reasons)]
+    return named or list(GATED_METRICS)
+
+
+def _lineage(row: Mapping[str, Any]) -> tuple:
+    """Runs compared for environment changes: the same model on the same backend, any batch size."""
+    return row.get("model_variant"), row.get("backend")
+
+
+def environment_changes(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every run whose environment differs from the previous run (by ``ran_at``) of its model on its backend.
+
+    One entry per run (not per batch size): ``{"run_id", "model_variant", "backend", "ran_at", "fields":
+    {field: [before, after]}}``, oldest first. A run that does not know a field (None) is skipped for that field:
+    the next run that knows it is compared with the last run that did.
+    """
+    runs: dict[tuple, dict[str, Any]] = {}
+    for row in rows:  # one entry per run × lineage; batch sizes of one run share their environment
+        runs.setdefault((*_lineage(row), row.get("run_id")), dict(row))
+    known: dict[tuple, dict[str, Any]] = {}  # per lineage, the last known value of each field
+    changes = []
+    for run in sorted(runs.values(), key=lambda r: (ran_at(r) or "", r.get("run_id") or "")):
+        before = known.setdefault(_lineage(run), {})
+        fields = {
+            name: [before[name], run[name]]
+            for name in ENV_FIELDS
+            if run.get(name) is not None and before.get(name) is not None and before[name] != run[name]
+        }
+        before.update({name: run[name] for name in ENV_FIELDS if run.get(name) is not None})
+        if fields:
+            changes.append(
+                {
+                    "run_id": run.get("run_id"),
+                    "model_variant": run.get("model_variant"),
+                    "backend": run.get("backend"),
+                    "ran_at": ran_at(run),
+                    "fields": fields,
+                }
+            )
+    return changes
+
+
+def annotate(row: Mapping[str, Any], changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row plus what the page shows about it: ``ran_at``, ``regressed_on`` and ``env_changed`` ({field:
+    value before}) when its run changed the environment."""
+    changed: dict[str, Any] = {}
+    for change in changes:
+        if (change["run_id"], change["model_variant"], change["backend"]) == (
+            row.get("run_id"),
+            row.get("model_variant"),
+            row.get("backend"),
+        ):
+            changed = {name: before for name, (before, _after) in change["fields"].items()}
+    return {**row, "ran_at": ran_at(row), "regressed_on": regressed_on(row), "env_changed": changed}
+
+
+# What a chart point carries: the page's tooltip, markers and links need no more.
+POINT_FIELDS = (
+    "run_id",
+    "dag_id",
+    "ran_at",
+    "status",
+    "top1",
+    "throughput",
+    "baseline_top1",
+    "baseline_throughput",
+    "gate_reasons",
+    "regressed_on",
+)
+
+
+def _series_key(row: Mapping[str, Any]) -> tuple:
+    return row.get("model_variant"), row.get("batch_size"), row.get("backend"), row.get("device")
+
+
+def _sortable(key: tuple) -> tuple:
+    return tuple("" if part is None else str(part) for part in key)
+
+
+def chart_series(rows: Iterable[Mapping[str, Any]], every_row: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One series per model × batch size × backend × device, points oldest first by ``ran_at``.
+
+    Each series gets a ``slot``: its place among all the series in ``every_row`` (the unfiltered history), so the
+    page can give a series the same colour whatever the filters.
+    """
+    slots = {key: slot for slot, key in enumerate(sorted({_series_key(row) for row in every_row}, key=_sortable))}
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(_series_key(row), []).append(row)
+    series = []
+    for key, points in sorted(groups.items(), key=lambda item: _sortable(item[0])):
+        model, batch_size, backend, device = key
+        series.append(
+            {
+                "model_variant": model,
+                "batch_size": batch_size,
+                "backend": backend,
+                "device": device,
+                "slot": slots.get(key, len(slots)),
+                "points": [
+                    {name: point.get(name) for name in POINT_FIELDS}
+                    for point in sorted(points, key=lambda p: (p["ran_at"] or "", p.get("run_id") or ""))
+                ],
+            }
+        )
+    return series
