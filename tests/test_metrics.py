@@ -597,3 +597,31 @@ def test_metrics_url_precedence_connection_env_setting_sqlite(tmp_path):
     env = {metrics.ENV_VAR: "sqlite:////env.db"}
     assert resolve(None, "sqlite:////setting.db", home, env=env) == "sqlite:////env.db"
     assert resolve("postgresql://conn/db", "sqlite:////setting.db", home, env=env) == "postgresql+psycopg2://conn/db"
+
+
+# --- the history views' reads ---------------------------------------------------------------------------------------
+
+def test_rows_by_run_time_and_the_light_history_agree_on_when_a_run_ran(metrics_url):
+    # A scheduled run that started a day after its logical date ran after the manual run of the day in between.
+    late = make_row(run_id="scheduled__d0", logical_date=DAY0, started_at=DAY0 + timedelta(days=2))
+    manual = make_row(run_id="manual__d1", logical_date=DAY0 + timedelta(days=1), started_at=None,
+                      finished_at=DAY0 + timedelta(days=1, hours=1))
+    other_size = {**manual, "batch_size": 16}  # the same run: batch sizes share its times
+    metrics.record_runs(metrics_url, [late, manual, other_size])
+    by_logical = [row["run_id"] for row in metrics.query_runs(metrics_url)[0]]
+    by_run = [row["run_id"] for row in metrics.query_runs(metrics_url, by_run_time=True)[0]]
+    assert by_logical[-1] == "scheduled__d0" and by_run[0] == "scheduled__d0"
+    rows = metrics.query_runs(metrics_url, by_run_time=True)[0]
+    assert rows[0]["ran_at"] == (DAY0 + timedelta(days=2)).isoformat()
+    light = metrics.history_rows(metrics_url, ["run_id", "ran_at", "batch_size"])
+    assert [(row["run_id"], row["ran_at"]) for row in light] == [(row["run_id"], row["ran_at"]) for row in rows]
+    assert set(light[0]) == {"run_id", "ran_at", "batch_size"}
+    # one row per run when the batch size is left out
+    runs = metrics.history_rows(metrics_url, ["ran_at", "run_id"], distinct=True)
+    assert [row["run_id"] for row in runs] == ["scheduled__d0", "manual__d1"]
+    assert metrics.history_rows(metrics_url, ["run_id"], batch_size=16) == [{"run_id": "manual__d1"}]
+
+
+def test_the_light_history_refuses_an_unknown_column(metrics_url):
+    with pytest.raises(MetricsError, match="unknown metrics column.*top_one"):
+        metrics.history_rows(metrics_url, ["run_id", "top_one"])

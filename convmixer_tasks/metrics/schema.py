@@ -22,8 +22,11 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    func,
 )
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 TABLE_NAME = "convmixer_validation_runs"
 # Our own Alembic version table: the metrics URL may point at a database that already has an ``alembic_version``
@@ -130,9 +133,21 @@ class ValidationRun(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
+    @hybrid_property
+    def ran_at(self) -> datetime:
+        """When the run actually ran: its start, else its end, else its logical date (a scheduled run's logical
+        date can be a day before it ran). The same rule in SQL below, for ordering in the database."""
+        return self.started_at or self.finished_at or self.logical_date
+
+    @ran_at.inplace.expression
+    @classmethod
+    def _ran_at_sql(cls) -> ColumnElement[datetime]:
+        return func.coalesce(cls.started_at, cls.finished_at, cls.logical_date)
+
     def to_dict(self) -> dict[str, Any]:
-        """All columns as JSON-ready values (datetimes as ISO-8601 UTC strings) for the CLI, the UI and XCom."""
-        return {column.key: _jsonable(getattr(self, column.key)) for column in self.__table__.columns}
+        """All columns, and ``ran_at``, as JSON-ready values (datetimes as ISO-8601 UTC strings)."""
+        values = {column.key: _jsonable(getattr(self, column.key)) for column in self.__table__.columns}
+        return {**values, "ran_at": _jsonable(self.ran_at)}
 
 
 def _jsonable(value: Any) -> Any:

@@ -19,12 +19,13 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, Unpack, cast
 
 from sqlalchemy import Engine, Float, Integer, String, create_engine, event, func, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement, Label
 
 from convmixer_tasks.errors import MetricsError
 from convmixer_tasks.metrics.schema import (
@@ -515,21 +516,55 @@ def time_range(
 
 
 _NEWEST_FIRST = (ValidationRun.logical_date.desc(), ValidationRun.id.desc())
+_LATEST_RUN_FIRST = (ValidationRun.ran_at.desc(), ValidationRun.id.desc())
 
 
 def query_runs(
-    url: str, limit: int = 50, offset: int = 0, **filters: Unpack[RunFilter]
+    url: str, limit: int = 50, offset: int = 0, by_run_time: bool = False, **filters: Unpack[RunFilter]
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of rows, newest first (by logical date), and the total number matching the filters."""
+    """One page of rows and the total number matching the filters; newest first by logical date, or by when the
+    run actually ran (``by_run_time``: ``ValidationRun.ran_at``, what the UI shows)."""
     clauses = _filters(**filters)
     limit = _check_int(limit, "limit", minimum=1, maximum=MAX_LIMIT)
     offset = _check_int(offset, "offset", minimum=0)
     with _db_errors(url, "query runs"), Session(get_engine(url)) as session:
         total = session.scalar(select(func.count()).select_from(ValidationRun).where(*clauses)) or 0
         runs = session.scalars(
-            select(ValidationRun).where(*clauses).order_by(*_NEWEST_FIRST).limit(limit).offset(offset)
+            select(ValidationRun)
+            .where(*clauses)
+            .order_by(*(_LATEST_RUN_FIRST if by_run_time else _NEWEST_FIRST))
+            .limit(limit)
+            .offset(offset)
         ).all()
         return [run.to_dict() for run in runs], total
+
+
+def history_rows(
+    url: str, columns: Iterable[str], distinct: bool = False, **filters: Unpack[RunFilter]
+) -> list[dict[str, Any]]:
+    """The named columns (``ran_at`` included) of every row the filters match, latest run first, as plain
+    JSON-ready dicts: one light query for views that need the whole history but only a few fields of it.
+    ``distinct`` keeps one of each combination (e.g. one row per run instead of one per batch size)."""
+    names = list(dict.fromkeys(columns))
+    # At class level the hybrid ``ran_at`` is its SQL expression; mypy sees only the accessor type.
+    known: dict[str, ColumnElement[Any]] = {**_COLUMNS, "ran_at": cast("ColumnElement[Any]", ValidationRun.ran_at)}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise MetricsError(f"unknown metrics column(s) {', '.join(unknown)}; use names from MetricsRow or ran_at")
+    selected: list[Label[Any]] = [known[name].label(name) for name in names]
+    query = select(*selected).where(*_filters(**filters))
+    if distinct:  # PostgreSQL orders a DISTINCT by selected columns only: by them, in the order given
+        query = query.distinct().order_by(*(column.desc() for column in selected))
+    else:
+        query = query.order_by(*_LATEST_RUN_FIRST)
+    with _db_errors(url, "read history"), get_engine(url).connect() as connection:
+        return [
+            {
+                name: value.isoformat() if isinstance(value, datetime) else value
+                for name, value in zip(names, row, strict=True)
+            }
+            for row in connection.execute(query)
+        ]
 
 
 def series(url: str, **filters: Unpack[RunFilter]) -> list[dict[str, Any]]:

@@ -43,7 +43,6 @@ STATIC_FILES = {
     for path in STATIC_DIR.rglob("*")
     if path.is_file() and path.suffix in {".js", ".css", ".md"} and path != PAGE_FILE
 }
-ALL_ROWS_PAGE = 500
 # The documented row columns, in the order the CSV gives them: the metrics row's fields.
 CSV_COLUMNS = store.MetricsRow.field_names()
 # The page loads only its own files and talks only to this server; Chart.js sets canvas sizes through the CSSOM,
@@ -122,32 +121,37 @@ def _call_store(db_url: Callable[[], str], query: Callable[[str], Any], empty: A
         raise _unavailable(err) from err
 
 
-def _all_runs(url: str, filters: RunFilters) -> list[dict]:
-    """Every row the filters match, read page by page (the store caps one page), latest run first by when it ran
-    (``history.ran_at``; the store orders by logical date, which a scheduled run may have a day before it ran)."""
-    rows: list[dict] = []
-    while True:
-        chunk, total = store.query_runs(url, **filters.as_query(), limit=ALL_ROWS_PAGE, offset=len(rows))
-        rows.extend(chunk)
-        if not chunk or len(rows) >= total:
-            return sorted(rows, key=lambda row: (history.ran_at(row) or "", row["id"]), reverse=True)
+# What the charts read of each matching row: identity, when it ran, the charted metrics and the verdict.
+SERIES_COLUMNS = (
+    "run_id", "dag_id", "model_variant", "backend", "device", "batch_size", "ran_at", "top1", "throughput",
+    "baseline_top1", "baseline_throughput", "status", "gate_reasons",
+)  # fmt: skip
+# What environment changes are found from: one row per run of a model on a backend, newest first.
+ENVIRONMENT_COLUMNS = ("ran_at", "run_id", "model_variant", "backend", *history.ENV_FIELDS)
+SERIES_KEY_COLUMNS = ("model_variant", "batch_size", "backend", "device")
 
 
-def _with_history(url: str, filters: RunFilters) -> tuple[list[dict], list[dict]]:
-    """The rows the filters match and the whole history they are compared with (one read when unfiltered)."""
-    rows = _all_runs(url, filters)
-    if not rows or filters == RunFilters():
-        return rows, rows
-    return rows, _all_runs(url, RunFilters())
+def _environment_changes(url: str) -> list[dict]:
+    """Every environment change in the whole history (a filter never hides the run a row is compared with)."""
+    runs = store.history_rows(url, ENVIRONMENT_COLUMNS, distinct=True)
+    return history.environment_changes(runs)
 
 
-def _annotated(rows: list[dict], every_row: list[dict]) -> tuple[list[dict], list[dict]]:
-    """``rows`` with what the page shows about each (``history.annotate``), and the environment changes.
+def _page(url: str, filters: RunFilters, paging: Page) -> tuple[list[dict], int, list[dict]]:
+    """One page of whole rows (paged in the database, latest run first), the total matching, and the changes."""
+    rows, total = store.query_runs(
+        url, limit=paging.limit, offset=paging.offset, by_run_time=True, **filters.as_query()
+    )
+    return rows, total, (_environment_changes(url) if rows else [])
 
-    Changes are found in the whole history (``every_row``), so a filter never hides the run a row is compared with.
-    """
-    changes = history.environment_changes(every_row)
-    return [history.annotate(row, changes) for row in rows], changes
+
+def _series(url: str, filters: RunFilters) -> tuple[list[dict], list[dict], list[dict]]:
+    """The charted fields of every matching row, the changes, and every series key (for stable colours)."""
+    rows = store.history_rows(url, SERIES_COLUMNS, **filters.as_query())
+    if not rows:
+        return [], [], []
+    keys = store.history_rows(url, SERIES_KEY_COLUMNS, distinct=True)
+    return rows, _environment_changes(url), keys
 
 
 def _csv_cell(value: Any) -> Any:
@@ -253,9 +257,8 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         """One page of runs, latest run first, with the total that match the filters; each row also says when it
         ran, which gate rules fired and which environment fields changed since the previous run."""
 
-        matching, every_row = _call_store(db_url, lambda url: _with_history(url, filters), empty=([], []))
-        total = len(matching)
-        rows, _changes = _annotated(matching[paging.offset : paging.offset + paging.limit], every_row)
+        page_rows, total, changes = _call_store(db_url, lambda url: _page(url, filters, paging), empty=([], 0, []))
+        rows = [history.annotate(row, changes) for row in page_rows]
         body = {
             "rows": rows,
             "total": total,
@@ -270,11 +273,11 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         """Top-1 and throughput by when each run ran, one series per model × batch size × backend × device, and
         the environment changes among the runs shown."""
 
-        rows, every_row = _call_store(db_url, lambda url: _with_history(url, filters), empty=([], []))
-        rows, changes = _annotated(rows, every_row)
+        matching, changes, keys = _call_store(db_url, lambda url: _series(url, filters), empty=([], [], []))
+        rows = [history.annotate(row, changes) for row in matching]
         shown = {(row["run_id"], row["model_variant"], row["backend"]) for row in rows}
         body = {
-            "series": history.chart_series(rows, every_row),
+            "series": history.chart_series(rows, keys),
             "changes": [c for c in changes if (c["run_id"], c["model_variant"], c["backend"]) in shown],
             "env_fields": history.ENV_FIELDS,
         }
@@ -283,7 +286,7 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
     @router.get("/api/runs.csv")
     def runs_csv(filters: FiltersDep) -> Response:
         """Every run the filters match (not just one page), as CSV, latest run first."""
-        rows = _call_store(db_url, lambda url: _all_runs(url, filters), empty=[])
+        rows = _call_store(db_url, lambda url: store.history_rows(url, CSV_COLUMNS, **filters.as_query()), empty=[])
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         headers = {**DATA_HEADERS, "Content-Disposition": f'attachment; filename="convmixer-metrics-{stamp}.csv"'}
         return Response(_rows_to_csv(rows), media_type="text/csv; charset=utf-8", headers=headers)

@@ -1,7 +1,7 @@
 """What the page derives from stored rows: when a run ran, which gate rule fired, what changed in its environment.
 
-Pure functions over the store's row dicts (``ValidationRun.to_dict()``), so the table, the charts and the tests
-share one reading of the data.
+Pure functions over the store's row dicts (``ValidationRun.to_dict()`` or ``metrics.history_rows``), so the
+table, the charts and the tests share one reading of the data.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ STATUS_REGRESSED = "regressed"
 
 
 def ran_at(row: Mapping[str, Any]) -> str | None:
-    """When the run actually ran (ISO-8601): its start, else its end, else its logical date (older rows)."""
-    return row.get("started_at") or row.get("finished_at") or row.get("logical_date")
+    """When the run actually ran (ISO-8601), as the store computes it (``ValidationRun.ran_at``)."""
+    return row.get("ran_at")
 
 
 def regressed_on(row: Mapping[str, Any]) -> list[str]:
