@@ -92,6 +92,33 @@ def test_compose_files_follow_the_compose_specification(name):
         assert errors == []
 
 
+V1_SCHEMA = json.loads((REPO / "tests" / "docker" / "compose-spec" / "docker-compose-1.29.2.json").read_text())
+V1_FILES = (cm.BASE_FILE, cm.NPU_HOST_FILE, cm.EDGE_FILE)  # all but the v2-only docker-compose.ascend-build.yaml
+
+
+def v1_errors(document) -> list[str]:
+    """What docker-compose 1.29.2's schema says of one interpolated file (it validates each file with Draft 4;
+    its own format checks of ports/expose are not repeated here)."""
+    validator = jsonschema.Draft4Validator(V1_SCHEMA)
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
+
+
+@pytest.mark.parametrize("path", V1_FILES, ids=lambda path: path.name)
+def test_compose_files_stay_within_docker_compose_1_29(path):
+    """Debian 12 ships docker-compose 1.29 and no Compose v2: its schema refuses a top-level `name`,
+    `additional_contexts` and `create_host_path`, which v2 accepts."""
+    assert v1_errors(cm.load(path, cm.example_env(**NPU_HOST_ENV))) == []
+
+
+def test_the_1_29_schema_refuses_what_v2_alone_accepts():
+    env = cm.example_env(**NPU_HOST_ENV)
+    assert v1_errors(cm.load(cm.ASCEND_BUILD_FILE, env))  # documented as v2-only
+    for change in ({"name": "convmixer"},
+                   {"services": {"x": {"image": "i", "volumes": [
+                       {"type": "bind", "source": "/a", "target": "/a", "bind": {"create_host_path": False}}]}}}):
+        assert v1_errors(change), change
+
+
 def test_schema_validation_catches_a_misspelt_key():
     project = cm.project(cm.example_env())
     project["services"]["airflow-worker"]["helthcheck"] = {"test": ["CMD", "true"]}
@@ -108,7 +135,8 @@ def test_every_variable_is_documented_in_env_example_and_every_documented_one_is
     assert used - documented == set(), "undocumented in .env.example"
     passed_through = {key for service in cm.load_raw(cm.BASE_FILE)["services"].values()
                       for key, value in (service.get("environment") or {}).items() if value is None}
-    assert documented - used - passed_through == set(), "documented in .env.example but used nowhere"
+    read_by_compose = {"COMPOSE_PROJECT_NAME"}
+    assert documented - used - passed_through - read_by_compose == set(), "documented in .env.example but used nowhere"
 
 
 @pytest.mark.parametrize("secret", sorted(cm.TEST_SECRETS))
