@@ -106,7 +106,7 @@ check_device_access() {
     log "ERROR: this worker cannot read and write the NPU device files:"
     printf '  - %s\n' "${denied[@]}" >&2
     log "fix: set ASCEND_DEVICE_GID in docker/.env to the owning gid above (on the host: stat -c %g /dev/davinci0)"
-    log "     and recreate the worker; a driver that admits only root needs NPU_WORKER_USER=0:0"
+    log "     and recreate the worker; a driver that admits only root: user \"0:0\" (docker/README.md)"
     exit 1
   fi
 }

@@ -49,8 +49,8 @@ def check_user() -> str:
     except Exception as exc:  # OSError / KeyError, by Python version
         raise PreflightFailure("user", f"uid {os.getuid()} has no user name ({exc}); every Airflow task would fail "
                                "at start. Run the worker with gid 0 on an image whose /etc/passwd is group-writable "
-                               "(ascend-entrypoint.sh then adds the entry), or set NPU_WORKER_USER to a uid the "
-                               "image knows (50000)") from exc
+                               "(ascend-entrypoint.sh then adds the entry), or run it as a uid the image knows "
+                               "(AIRFLOW_UID=50000)") from exc
     try:
         pwd.getpwuid(os.getuid())
     except KeyError:

@@ -110,6 +110,14 @@ def test_compose_files_stay_within_docker_compose_1_29(path):
     assert v1_errors(cm.load(path, cm.example_env(**NPU_HOST_ENV))) == []
 
 
+@pytest.mark.parametrize("path", V1_FILES, ids=lambda path: path.name)
+def test_no_nested_interpolation_which_docker_compose_1_29_leaves_unexpanded(path):
+    """1.29 reads ${A:-${B}} as the default '${B' plus a stray '}' (seen: a metrics URL with user '${POSTGRES_USER')."""
+    nested = [text for text in cm._strings(cm.load_raw(path))
+              if re.search(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?[-?+][^}]*\$\{", text.replace("$$", ""))]
+    assert nested == []
+
+
 def test_the_1_29_schema_refuses_what_v2_alone_accepts():
     env = cm.example_env(**NPU_HOST_ENV)
     assert v1_errors(cm.load(cm.ASCEND_BUILD_FILE, env))  # documented as v2-only
