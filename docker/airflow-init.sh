@@ -41,7 +41,10 @@ admin_user=${_AIRFLOW_WWW_USER_USERNAME:-airflow}
 [[ $uid =~ ^[0-9]+$ ]] || die "AIRFLOW_UID='$uid' must be a numeric user id (set AIRFLOW_UID in docker/.env to \$(id -u))"
 
 log "1/6 shared folders: $work_dir, $airflow_home/logs, $(dirname "$passwords_file")"
-mkdir -p "$work_dir" "$airflow_home/logs" "$(dirname "$passwords_file")"
+# logs/ascend is where the NPU workers put the CANN plog files (ASCEND_PROCESS_LOG_PATH). It also keeps the logs
+# volume from being empty: Docker copies the image folder's owner (50000) onto an EMPTY named volume each time a
+# container mounts it, which would undo the chown below for any other AIRFLOW_UID (seen in docker/smoke-test.sh).
+mkdir -p "$work_dir" "$airflow_home/logs/ascend" "$(dirname "$passwords_file")"
 
 log "2/6 airflow db migrate"
 airflow db migrate

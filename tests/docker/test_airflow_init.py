@@ -237,6 +237,8 @@ def test_default_metrics_url_is_built_from_the_postgres_settings(tmp_path):
     result = run_script(AIRFLOW_INIT, prepend_path(container, doubles))
     assert result.returncode == 0, result.stdout + result.stderr
     expected = "postgresql+psycopg2://airflow:pg-secret@postgres:5432/convmixer_metrics"
+    # The logs volume is left non-empty, so Docker does not re-copy the image's owner onto it at the next mount.
+    assert (tmp_path / "airflow" / "logs" / "ascend").is_dir()
     calls = read_records(record)
     assert [call["argv"][1:] for call in calls if call["tool"] == "python-double"][0] == ["create-database", expected]
     assert ["metrics-upgrade", "--url", expected] in [call["argv"] for call in calls if call["tool"] == "convmixer-tasks"]
