@@ -26,17 +26,25 @@ pool=${AIRFLOW__CONVMIXER__NPU_POOL:-npu}
 slots=${AIRFLOW__CONVMIXER__NPU_POOL_SLOTS:-1}
 conn_id=${AIRFLOW__CONVMIXER__METRICS_CONN_ID:-convmixer_metrics}
 metrics_url=${CONVMIXER_METRICS_DB_URL:-}
+if [[ -z $metrics_url && -n ${POSTGRES_PASSWORD:-} ]]; then
+  # The default: database convmixer_metrics on the deployment's PostgreSQL (built here, not in the compose file:
+  # docker-compose 1.29 does not expand nested ${...} defaults).
+  metrics_url="postgresql+psycopg2://${POSTGRES_USER:-airflow}:${POSTGRES_PASSWORD}@${POSTGRES_HOST:-postgres}:${POSTGRES_PORT:-5432}/convmixer_metrics"
+fi
 auth_manager=${AIRFLOW__CORE__AUTH_MANAGER:-SimpleAuthManager}
 passwords_file=${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$airflow_home/simple_auth_manager_passwords.json.generated}
 admin_user=${_AIRFLOW_WWW_USER_USERNAME:-airflow}
 
-[[ -n $metrics_url ]] || die "CONVMIXER_METRICS_DB_URL is empty; docker/docker-compose.yaml sets it from docker/.env"
+[[ -n $metrics_url ]] || die "CONVMIXER_METRICS_DB_URL and POSTGRES_PASSWORD are both empty; docker/docker-compose.yaml sets them from docker/.env"
 [[ $slots =~ ^[1-9][0-9]*$ ]] ||
   die "AIRFLOW__CONVMIXER__NPU_POOL_SLOTS='$slots' must be a positive integer (the number of NPU devices)"
 [[ $uid =~ ^[0-9]+$ ]] || die "AIRFLOW_UID='$uid' must be a numeric user id (set AIRFLOW_UID in docker/.env to \$(id -u))"
 
 log "1/6 shared folders: $work_dir, $airflow_home/logs, $(dirname "$passwords_file")"
-mkdir -p "$work_dir" "$airflow_home/logs" "$(dirname "$passwords_file")"
+# logs/ascend is where the NPU workers put the CANN plog files (ASCEND_PROCESS_LOG_PATH). It also keeps the logs
+# volume from being empty: Docker copies the image folder's owner (50000) onto an EMPTY named volume each time a
+# container mounts it, which would undo the chown below for any other AIRFLOW_UID (seen in docker/smoke-test.sh).
+mkdir -p "$work_dir" "$airflow_home/logs/ascend" "$(dirname "$passwords_file")"
 
 log "2/6 airflow db migrate"
 airflow db migrate

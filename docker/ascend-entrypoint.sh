@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
 # Entrypoint of the Ascend NPU worker image (docker/Dockerfile.ascend).
 #
-# It proves the container can really drive the NPU *before* it takes work from Airflow — the CANN environment
-# script, the device files, the driver tool and ais_bench — and then execs the worker inside that environment, so
-# every task it runs (atc, ais_bench, npu-smi) inherits the variables set_env.sh exports. A worker that starts
-# without these would accept NPU tasks and fail each of them; failing here puts the reason in one log line.
+# It proves the container can really drive the NPU *before* it takes work from Airflow, and then execs the worker
+# inside the CANN environment, so every task it runs (atc, ais_bench, npu-smi) inherits what set_env.sh exports.
+# A worker that started without these would accept NPU tasks and fail each of them; failing here puts the reason in
+# one log line. The preflight, in order:
+#   1. the user: an arbitrary uid (AIRFLOW_UID=$(id -u), run with gid 0) gets a passwd entry and HOME, as the
+#      official Airflow image's /entrypoint does (this script replaces that entrypoint, see below)
+#   2. files: set_env.sh, every device file (and that this uid can read AND write it: the device's group is
+#      printed when not), the work folder
+#   3. the driver libraries on LD_LIBRARY_PATH (driver lib64/driver and lib64/common, beside set_env.sh's own)
+#   4. tools: npu-smi info, atc on PATH, python3 -m ais_bench --help
+#   5. ascend_preflight.py: the task user resolves to a name, libascend_hal.so is found, ATC compiles a
+#      one-operator ONNX for the chip, ais_bench runs it once on the device (opens it)
+#
+# Why not the official /entrypoint in front of this one: it would re-read our first argument as an `airflow`
+# sub-command and wait for the metadata database, which an Edge NPU host cannot reach. Step 1 is what of it the
+# worker needs.
 #
 # Usage: ascend-entrypoint.sh [MODE | COMMAND ...]
 #   celery   exec `airflow celery worker --queues <npu_queue> --concurrency N --celery-hostname <name>@%h`
 #   edge     exec `airflow edge worker --queues <npu_queue> --concurrency N --edge-hostname <name>@<host>`
 #            (Edge executor: the worker reaches only the api-server over HTTP; see docker/README.md)
-#   check    the checks only; exit 0 when the NPU environment is usable
+#   check    the preflight only; exit 0 when this container can run the NPU tasks
 #   health   container health check of a running worker (no NPU checks: cheap, run every 30 s)
 #   COMMAND  the checks, then exec COMMAND in the CANN environment (e.g. `bash`)
 #   (no argument: $CONVMIXER_WORKER_MODE, default celery)
@@ -24,6 +36,9 @@
 #   CONVMIXER_WORKER_CONCURRENCY       tasks at once (default 1: one worker per device, see docker/README.md)
 #   CONVMIXER_WORKER_NAME              worker name before @host (default npu)
 #   ASCEND_DEV_ROOT                    where the device files are (default /dev; tests point it elsewhere)
+#   ASCEND_DRIVER_HOME                 the mounted driver (default /usr/local/Ascend/driver)
+#   CONVMIXER_PREFLIGHT_PY             the Python preflight (default: ascend_preflight.py beside this script)
+#   USER_NAME, AIRFLOW_USER_HOME_DIR   name and HOME given to an unknown uid (as the official image: default, /home/airflow)
 set -euo pipefail
 
 readonly PROG=ascend-entrypoint
@@ -36,11 +51,64 @@ devices=${CONVMIXER_NPU_DEVICES:-$device_id}
 concurrency=${CONVMIXER_WORKER_CONCURRENCY:-1}
 worker_name=${CONVMIXER_WORKER_NAME:-npu}
 dev_root=${ASCEND_DEV_ROOT:-/dev}
+driver_home=${ASCEND_DRIVER_HOME:-/usr/local/Ascend/driver}
+preflight_py=${CONVMIXER_PREFLIGHT_PY:-$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/ascend_preflight.py}
 
 log() { echo "$PROG: $*" >&2; }
 die() {
   log "ERROR: $*"
   exit 1
+}
+
+# The Task SDK calls getpass.getuser() as each task starts: a uid with no name fails every task. Same remedy as the
+# official image's entrypoint: a passwd entry (its /etc/passwd is group-writable for gid 0) and HOME; when the file
+# cannot be written, USER/LOGNAME (which getuser() reads first) still give the name.
+ensure_user() {
+  local name=${USER_NAME:-default} home=${AIRFLOW_USER_HOME_DIR:-/home/airflow}
+  id -un >/dev/null 2>&1 && return 0
+  if [[ -w /etc/passwd ]]; then
+    echo "$name:x:$(id -u):$(id -g):$name user:$home:/sbin/nologin" >>/etc/passwd
+    log "uid $(id -u) had no user name: added '$name' (HOME $home) to /etc/passwd"
+  else
+    log "uid $(id -u) has no user name and /etc/passwd is not writable: USER=$name for this worker"
+    export USER=$name LOGNAME=$name
+  fi
+  export HOME=$home
+}
+
+# Ascend's own CANN images put the driver's libraries on the loader path separately from set_env.sh (which adds
+# only its own lib64 and, on some versions, the driver's top folder): without lib64/driver, libascend_hal.so
+# does not load at the first inference.
+driver_library_path() {
+  local folder
+  for folder in "$driver_home/lib64/common" "$driver_home/lib64/driver"; do
+    case ":${LD_LIBRARY_PATH:-}:" in
+      *":$folder:"*) ;;
+      *) LD_LIBRARY_PATH=$folder${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} ;;
+    esac
+  done
+  export LD_LIBRARY_PATH
+}
+
+# A device file that exists but that this uid cannot open fails only at the first ACL call: test it now and say
+# which group owns it (the gid to put in ASCEND_DEVICE_GID).
+check_device_access() {
+  local -a denied=()
+  local dev path
+  for dev in "$@"; do
+    path=$dev_root/$dev
+    [[ -e $path ]] || continue
+    if [[ ! -r $path || ! -w $path ]]; then
+      denied+=("$path: owner $(stat -c '%u:%g (%U:%G), mode %a' "$path"); this worker is uid $(id -u), groups $(id -G)")
+    fi
+  done
+  if ((${#denied[@]})); then
+    log "ERROR: this worker cannot read and write the NPU device files:"
+    printf '  - %s\n' "${denied[@]}" >&2
+    log "fix: set ASCEND_DEVICE_GID in docker/.env to the owning gid above (on the host: stat -c %g /dev/davinci0)"
+    log "     and recreate the worker; a driver that admits only root: user \"0:0\" (docker/README.md)"
+    exit 1
+  fi
 }
 
 # All missing files are reported together: fixing one mount at a time across container restarts is slow.
@@ -71,6 +139,9 @@ check_files() {
     printf '  - %s\n' "${missing[@]}" >&2
     exit 1
   fi
+  local -a names=()
+  for dev in ${devices//,/ }; do names+=("davinci$dev"); done
+  check_device_access "${names[@]}" davinci_manager devmm_svm hisi_hdc
 }
 
 source_cann_env() {
@@ -107,6 +178,17 @@ $(tail -n 5 <<<"$out")"
   log "npu-smi, atc and ais_bench work; devices ${devices} under $dev_root"
 }
 
+# The part a file test cannot prove: compile with ATC and run on the device (docker/ascend_preflight.py).
+check_device_run() {
+  [[ -f $preflight_py ]] || die "the Python preflight $preflight_py is missing from the image (CONVMIXER_PREFLIGHT_PY)"
+  if [[ -n ${ASCEND_PROCESS_LOG_PATH:-} ]]; then
+    mkdir -p "$ASCEND_PROCESS_LOG_PATH" 2>/dev/null ||
+      die "cannot create ASCEND_PROCESS_LOG_PATH=$ASCEND_PROCESS_LOG_PATH as uid $(id -u) (is the logs volume owned by AIRFLOW_UID?)"
+  fi
+  python3 "$preflight_py" --device "$device_id" --cann-set-env "$set_env" ||
+    die "the NPU preflight failed (the line above names the step); this worker takes no task"
+}
+
 check_settings() {
   [[ $concurrency =~ ^[1-9][0-9]*$ ]] ||
     die "CONVMIXER_WORKER_CONCURRENCY='$concurrency' must be a positive integer (tasks at once on this worker)"
@@ -114,9 +196,13 @@ check_settings() {
 
 preflight() {
   check_settings
+  ensure_user
   check_files
+  driver_library_path
   source_cann_env
+  driver_library_path  # again: set_env.sh may have replaced LD_LIBRARY_PATH
   check_tools
+  check_device_run
 }
 
 health() {
@@ -146,7 +232,10 @@ main() {
       preflight
       log "ready: this container can run the NPU tasks"
       ;;
-    health) health "${CONVMIXER_WORKER_MODE:-celery}" ;;
+    health)
+      ensure_user
+      health "${CONVMIXER_WORKER_MODE:-celery}"
+      ;;
     *)
       preflight
       exec "$mode" "$@"

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Create .venv with the pinned working set and this package (idempotent; a second call takes seconds).
+# Create .venv with the pinned development set (requirements-dev.txt = the runtime set of requirements.txt + the test
+# and lint tools) and this package (idempotent; a second call takes seconds). The docker images install the runtime
+# set only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-# requirements.txt pins everything (Airflow has no reachable constraints file here); torch==2.13.0 resolves to
+# The requirements files pin everything (Airflow has no reachable constraints file here); torch==2.13.0 resolves to
 # the CPU wheel on this machine kind instead of a multi-GB CUDA build.
-if ! .venv/bin/python -m pip install -q -r requirements.txt >/tmp/convmixer-pip.log 2>&1; then
+if ! .venv/bin/python -m pip install -q -r requirements-dev.txt >/tmp/convmixer-pip.log 2>&1; then
   cat /tmp/convmixer-pip.log >&2
   exit 1
 fi

@@ -21,8 +21,9 @@ DOCKER_DIR = Path(__file__).resolve().parents[2] / "docker"
 BASE_FILE = DOCKER_DIR / "docker-compose.yaml"
 NPU_HOST_FILE = DOCKER_DIR / "docker-compose.npu-host.yaml"
 EDGE_FILE = DOCKER_DIR / "docker-compose.edge.yaml"
+ASCEND_BUILD_FILE = DOCKER_DIR / "docker-compose.ascend-build.yaml"
 ENV_EXAMPLE = DOCKER_DIR / ".env.example"
-COMPOSE_FILES = (BASE_FILE, NPU_HOST_FILE, EDGE_FILE)
+COMPOSE_FILES = (BASE_FILE, NPU_HOST_FILE, EDGE_FILE, ASCEND_BUILD_FILE)
 
 # What an operator fills in before the first `up` (.env.example leaves the secrets empty on purpose).
 TEST_SECRETS = {
@@ -33,6 +34,8 @@ TEST_SECRETS = {
     "AIRFLOW_API_SECRET_KEY": "api-secret",
     "_AIRFLOW_WWW_USER_PASSWORD": "admin-secret",
 }
+# What else .env.example leaves to the operator (not secret, but required).
+OPERATOR_VALUES = {"CONVMIXER_REVISION": "0123456789ab"}
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _BRACED_OP = re.compile(rf"^({_NAME})(?:(:?[-?+])(.*))?$", re.S)
@@ -62,7 +65,7 @@ def parse_dotenv(path: str | Path) -> dict[str, str]:
 
 def example_env(**overrides: str) -> dict[str, str]:
     """.env.example with the secrets filled in, plus ``overrides`` (a value None removes the variable)."""
-    env = {**parse_dotenv(ENV_EXAMPLE), **TEST_SECRETS}
+    env = {**parse_dotenv(ENV_EXAMPLE), **TEST_SECRETS, **OPERATOR_VALUES}
     for key, value in overrides.items():
         if value is None:
             env.pop(key, None)

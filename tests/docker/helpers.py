@@ -55,6 +55,16 @@ def fake_devices(dev_root: Path, numbers: Iterable[int] = (0,), missing: Iterabl
     return dev_root
 
 
+def fake_driver(root: Path, with_hal: bool = True) -> Path:
+    """A fake /usr/local/Ascend/driver: lib64/{driver,common}, with libascend_hal.so in lib64/driver unless told not
+    (the preflight only looks for the file; nothing loads it)."""
+    for folder in ("lib64/driver", "lib64/common"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    if with_hal:
+        (root / "lib64" / "driver" / "libascend_hal.so").write_bytes(b"\x7fELF test stand-in, not a library")
+    return root
+
+
 def run_script(script: Path, env: Mapping[str, str], *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(script), *args], env=dict(env), capture_output=True, text=True,
                           timeout=timeout, check=False)

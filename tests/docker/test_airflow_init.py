@@ -219,3 +219,26 @@ print(json.dumps({"slots": pool.slots, "url": url, "rows": query_runs(url, limit
             for url in (airflow_db, metrics_db):
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_default_metrics_url_is_built_from_the_postgres_settings(tmp_path):
+    """docker-compose 1.29 expands no nested ${...} defaults, so the compose file passes the PostgreSQL parts and
+    airflow-init builds the default URL (database convmixer_metrics) itself."""
+    env = cm.example_env()
+    container = cm.container_env(cm.project(env)["services"]["airflow-init"], env)
+    assert container["CONVMIXER_METRICS_DB_URL"] == ""
+    record = tmp_path / "calls.jsonl"
+    doubles = install_recorders(tmp_path / "bin", record, ["airflow", "convmixer-tasks", "python-double"],
+                                exit_codes={"connections delete": 1})
+    container.update({"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHON": str(doubles / "python-double"),
+                      "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW_UID": str(os.getuid()),
+                      "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "work"),
+                      "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "auth" / "p.json")})
+    result = run_script(AIRFLOW_INIT, prepend_path(container, doubles))
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = "postgresql+psycopg2://airflow:pg-secret@postgres:5432/convmixer_metrics"
+    # The logs volume is left non-empty, so Docker does not re-copy the image's owner onto it at the next mount.
+    assert (tmp_path / "airflow" / "logs" / "ascend").is_dir()
+    calls = read_records(record)
+    assert [call["argv"][1:] for call in calls if call["tool"] == "python-double"][0] == ["create-database", expected]
+    assert ["metrics-upgrade", "--url", expected] in [call["argv"] for call in calls if call["tool"] == "convmixer-tasks"]

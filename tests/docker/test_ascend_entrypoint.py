@@ -3,13 +3,17 @@ it execs, the worker command line, and the clear refusals when a device file, se
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.ascend_doubles import ascend_doubles  # noqa: F401  (the fixture)
 from tests.docker.helpers import (
-    AIRFLOW_INIT, ENTRYPOINT, fake_devices, install_recorders, prepend_path, read_records, run_script,
+    AIRFLOW_INIT, ENTRYPOINT, fake_devices, fake_driver, install_recorders, prepend_path, read_records, run_script,
 )
 
 RECORDED_ENV = ("ASCEND_TOOLKIT_HOME", "ASCEND_OPP_PATH", "PATH", "PYTHONPATH")
@@ -24,8 +28,10 @@ def npu_host(ascend_doubles, tmp_path):  # noqa: F811
     env.update({
         "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(ascend_doubles.set_env),
         "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev", [0])),
+        "ASCEND_DRIVER_HOME": str(fake_driver(tmp_path / "driver")),
         "HOSTNAME": "npu-box",
     })
+    env.pop("LD_LIBRARY_PATH", None)
     for name in ("AIRFLOW__CONVMIXER__NPU_QUEUE", "AIRFLOW__CONVMIXER__NPU_DEVICE_ID", "AIRFLOW__CONVMIXER__WORK_DIR",
                  "CONVMIXER_NPU_DEVICES", "CONVMIXER_WORKER_CONCURRENCY", "CONVMIXER_WORKER_NAME",
                  "CONVMIXER_WORKER_MODE"):
@@ -188,3 +194,192 @@ def test_health_in_edge_mode_asks_the_edge_worker(npu_host):
     result = run_script(ENTRYPOINT, env, "health")
     assert result.returncode == 0, result.stderr
     assert [call["argv"] for call in read_records(record)] == [["edge", "status"]]
+
+
+# --- the preflight: user, device access, driver libraries, ATC compile and a device run ---------------------------
+
+@pytest.fixture
+def npu_host_with_driver(npu_host):
+    return npu_host
+
+
+def argv_of(line):
+    call = json.loads(line)
+    return call["argv"] if isinstance(call, dict) else call
+
+
+def test_check_compiles_with_atc_and_runs_the_model_on_the_device(npu_host_with_driver, tmp_path):
+    env, _, record = npu_host_with_driver
+    atc_log, bench_log = tmp_path / "atc.jsonl", tmp_path / "bench.jsonl"
+    env.update({"ATC_DOUBLE_ARGV_LOG": str(atc_log), "AIS_BENCH_DOUBLE_ARGV_LOG": str(bench_log),
+                "AIRFLOW__CONVMIXER__NPU_DEVICE_ID": "1", "CONVMIXER_NPU_DEVICES": "1",
+                "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev1", [1]))})
+
+    result = run_script(ENTRYPOINT, env, "check")
+
+    assert result.returncode == 0, result.stderr
+    (atc_argv,) = [argv_of(line) for line in atc_log.read_text().splitlines()]
+    assert "--input_shape=image:1,3,224,224" in atc_argv and "--soc_version=Ascend310P3" in atc_argv
+    runs = [argv_of(line) for line in bench_log.read_text().splitlines()]
+    assert runs[0] == ["--help"]  # the shell check, then the run that opens the device
+    (bench_argv,) = runs[1:]
+    assert bench_argv[bench_argv.index("--loop") + 1] == "1"
+    assert bench_argv[bench_argv.index("--device") + 1] == "1"  # the worker's device is the one opened
+    assert "ascend-preflight: ok:" in result.stderr and "soc_version=Ascend310P3" in result.stderr
+    assert f"driver_library={env['ASCEND_DRIVER_HOME']}/lib64/driver/libascend_hal.so" in result.stderr
+    assert read_records(record) == []
+
+
+def test_driver_folders_reach_the_worker_environment(npu_host_with_driver):
+    env, _, record = npu_host_with_driver
+    result = run_script(ENTRYPOINT, env)
+    assert result.returncode == 0, result.stderr
+    (call,) = read_records(record)
+    del call  # the recorder does not capture LD_LIBRARY_PATH; ask the environment the worker would get instead
+    result = run_script(ENTRYPOINT, env, "printenv", "LD_LIBRARY_PATH")
+    folders = result.stdout.strip().splitlines()[-1].split(":")
+    driver = env["ASCEND_DRIVER_HOME"]
+    assert f"{driver}/lib64/driver" in folders and f"{driver}/lib64/common" in folders
+    assert folders.count(f"{driver}/lib64/driver") == 1  # added once, even though it is checked twice
+
+
+def test_missing_driver_library_fails_the_preflight_with_the_mount(npu_host_with_driver, tmp_path):
+    env, _, record = npu_host_with_driver
+    env["ASCEND_DRIVER_HOME"] = str(fake_driver(tmp_path / "empty-driver", with_hal=False))
+    result = run_script(ENTRYPOINT, env)
+    assert result.returncode == 1
+    assert "FAILED at 'driver'" in result.stderr and "libascend_hal.so" in result.stderr
+    assert "/usr/local/Ascend/driver/lib64/" in result.stderr  # the mount that fixes it
+    assert read_records(record) == []
+
+
+def test_atc_failure_fails_the_preflight_and_names_the_error_code(npu_host_with_driver):
+    env, _, record = npu_host_with_driver
+    env["ATC_DOUBLE_MODE"] = "fail"
+    result = run_script(ENTRYPOINT, env)
+    assert result.returncode == 1
+    assert "FAILED at 'compile'" in result.stderr and "EZ3003" in result.stderr
+    assert "this worker takes no task" in result.stderr
+    assert read_records(record) == []
+
+
+def test_device_run_failure_fails_the_preflight(npu_host_with_driver):
+    env, _, record = npu_host_with_driver
+    env["AIS_BENCH_DOUBLE_MODE"] = "crash"
+    result = run_script(ENTRYPOINT, env)
+    assert result.returncode == 1
+    assert "FAILED at 'device'" in result.stderr and "device 0" in result.stderr
+    assert read_records(record) == []
+
+
+def test_device_the_double_does_not_have_fails_the_preflight(npu_host_with_driver, tmp_path):
+    """ais_bench --device 5 on a host with 2 NPUs: the run that opens the device is what notices."""
+    env, _, record = npu_host_with_driver
+    env.update({"AIRFLOW__CONVMIXER__NPU_DEVICE_ID": "5", "CONVMIXER_NPU_DEVICES": "5",
+                "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev5", [5]))})
+    result = run_script(ENTRYPOINT, env)
+    assert result.returncode == 1
+    assert "FAILED at 'device'" in result.stderr
+    assert read_records(record) == []
+
+
+# Run as another uid in a private mount namespace: a test file stands in for /etc/passwd, and the interpreter
+# behind the venv (which may live under a 0700 home folder, e.g. pyenv's) is made reachable for that uid.
+AS_UID_SCRIPT = r"""
+set -e
+mount --bind "$1" /etc/passwd
+python=$(readlink -f "$2")
+prefix=${python%/bin/*}
+case "$prefix" in
+  /root/*)
+    keep=$(mktemp -d)
+    mount --bind /root "$keep"
+    mount -t tmpfs -o mode=0711 tmpfs /root
+    mkdir -p "$prefix"
+    mount --bind "$keep${prefix#/root}" "$prefix"
+    ;;
+esac
+shift 2
+exec setpriv --reuid "$UID_UNDER_TEST" --regid 0 --clear-groups -- "$@"
+"""
+
+
+def run_as_uid(uid, passwd, env, *args):
+    assert os.geteuid() == 0, "these tests switch uid with setpriv: run the docker/ tests as root (CI does)"
+    argv = ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", AS_UID_SCRIPT, "as-uid",
+            str(passwd), sys.executable, "bash", str(ENTRYPOINT), *args]
+    return subprocess.run(argv, env={**env, "UID_UNDER_TEST": str(uid)}, capture_output=True, text=True,
+                          timeout=180, check=False)
+
+
+@pytest.fixture
+def unknown_uid_host(npu_host_with_driver, tmp_path):
+    """The npu_host, readable by uid 4242 (gid 0) that /etc/passwd does not know."""
+    env, doubles, record = npu_host_with_driver
+    for parent in tmp_path.parents[:2]:  # pytest's own folders are 0700 (it resets them in the next session)
+        parent.chmod(parent.stat().st_mode | 0o011)  # gid 0 is the group of these folders
+    for path in [tmp_path, *tmp_path.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o055 if path.is_dir() else path.stat().st_mode | 0o044)
+    home = tmp_path / "home-airflow"
+    home.mkdir(mode=0o777)
+    home.chmod(0o777)
+    env.update({"AIRFLOW_USER_HOME_DIR": str(home), "ASCEND_PROCESS_LOG_PATH": str(tmp_path / "plog")})
+    (tmp_path / "plog").mkdir(mode=0o777)
+    (tmp_path / "plog").chmod(0o777)
+    record.touch()
+    record.chmod(0o666)
+    for node in Path(env["ASCEND_DEV_ROOT"]).iterdir():
+        node.chmod(0o660)  # root:root, rw for the group: the worker (gid 0) is in the device's group
+    env.pop("HOME", None)
+    passwd = tmp_path / "passwd"
+    passwd.write_text(Path("/etc/passwd").read_text())
+    return env, doubles, record, passwd
+
+
+def test_unknown_uid_gets_a_passwd_entry_and_home_before_the_worker_starts(unknown_uid_host):
+    """AIRFLOW_UID=$(id -u) on the host: the image has no such user; the Task SDK's getuser() must still work."""
+    env, _, record, passwd = unknown_uid_host
+    passwd.chmod(0o664)  # group-writable for gid 0, as in the official image
+
+    result = run_as_uid(4242, passwd, env)
+
+    assert result.returncode == 0, result.stderr
+    assert "default:x:4242:0:default user:" in passwd.read_text()
+    assert "uid 4242 had no user name: added 'default'" in result.stderr
+    assert "user=default" in result.stderr  # what the preflight's getpass.getuser() returned
+    (call,) = read_records(record)
+    assert call["argv"][:2] == ["celery", "worker"]
+
+
+def test_unknown_uid_without_a_writable_passwd_still_resolves_through_user(unknown_uid_host):
+    env, _, record, passwd = unknown_uid_host
+    passwd.chmod(0o644)
+    before = passwd.read_text()
+
+    result = run_as_uid(4242, passwd, env)
+
+    assert result.returncode == 0, result.stderr
+    assert passwd.read_text() == before
+    assert "USER=default for this worker" in result.stderr and "user=default" in result.stderr
+    assert "not in /etc/passwd" in result.stderr  # the preflight says where the name came from
+    (call,) = read_records(record)
+    assert call["argv"][:2] == ["celery", "worker"]
+
+
+def test_device_files_this_uid_cannot_open_are_refused_with_their_group(unknown_uid_host, tmp_path):
+    env, _, record, passwd = unknown_uid_host
+    passwd.chmod(0o664)
+    dev = fake_devices(tmp_path / "dev-perm", [0])
+    for node in dev.iterdir():
+        os.chown(node, 0, 1234)
+        node.chmod(0o660)  # the driver's HwHiAiUser group, which the worker is not in
+    dev.chmod(0o755)
+    env["ASCEND_DEV_ROOT"] = str(dev)
+
+    result = run_as_uid(4242, passwd, env)
+
+    assert result.returncode == 1
+    assert f"{dev}/davinci0: owner 0:1234" in result.stderr and "mode 660" in result.stderr
+    assert "this worker is uid 4242, groups 0" in result.stderr
+    assert "ASCEND_DEVICE_GID" in result.stderr
+    assert read_records(record) == []

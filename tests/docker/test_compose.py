@@ -18,7 +18,7 @@ import pytest
 from tests.ascend_doubles import ascend_doubles  # noqa: F401  (the fixture)
 from tests.docker import compose_model as cm
 from tests.docker.helpers import (
-    AIRFLOW_INIT, ENTRYPOINT, fake_devices, install_recorders, prepend_path, read_records, run_script,
+    AIRFLOW_INIT, ENTRYPOINT, fake_devices, fake_driver, install_recorders, prepend_path, read_records, run_script,
 )
 
 REPO = cm.DOCKER_DIR.parent
@@ -27,9 +27,11 @@ SCHEMA = json.loads((REPO / "tests" / "docker" / "compose-spec" / "compose-spec.
 AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer", "airflow-worker", "airflow-npu-worker")
 LONG_RUNNING = tuple(name for name in AIRFLOW_SERVICES if name != "airflow-init") + ("postgres", "redis")
-NPU_HOST_ENV = {"NPU_HOST_NAME": "npu-host-1.example.org"}
+NPU_HOST_ENV = {"NPU_HOST_NAME": "npu-host-1.example.org", "AIS_BENCH_SRC_DIR": "/opt/src/ais_bench",
+                "AIS_BENCH_SOURCE_SHA256": "0" * 64}
 FILE_SETS = {
     "base": (cm.BASE_FILE,),
+    "ascend-build": (cm.BASE_FILE, cm.ASCEND_BUILD_FILE),
     "npu-host": (cm.BASE_FILE, cm.NPU_HOST_FILE),
     "edge": (cm.BASE_FILE, cm.EDGE_FILE),
     "edge-npu-host": (cm.BASE_FILE, cm.NPU_HOST_FILE, cm.EDGE_FILE),
@@ -93,6 +95,41 @@ def test_compose_files_follow_the_compose_specification(name):
         assert errors == []
 
 
+V1_SCHEMA = json.loads((REPO / "tests" / "docker" / "compose-spec" / "docker-compose-1.29.2.json").read_text())
+V1_FILES = (cm.BASE_FILE, cm.NPU_HOST_FILE, cm.EDGE_FILE)  # all but the v2-only docker-compose.ascend-build.yaml
+
+
+def v1_errors(document) -> list[str]:
+    """What docker-compose 1.29.2's schema says of one interpolated file (it validates each file with Draft 4;
+    its own format checks of ports/expose are not repeated here)."""
+    validator = jsonschema.Draft4Validator(V1_SCHEMA)
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(document)]
+
+
+@pytest.mark.parametrize("path", V1_FILES, ids=lambda path: path.name)
+def test_compose_files_stay_within_docker_compose_1_29(path):
+    """Debian 12 ships docker-compose 1.29 and no Compose v2: its schema refuses a top-level `name`,
+    `additional_contexts` and `create_host_path`, which v2 accepts."""
+    assert v1_errors(cm.load(path, cm.example_env(**NPU_HOST_ENV))) == []
+
+
+@pytest.mark.parametrize("path", V1_FILES, ids=lambda path: path.name)
+def test_no_nested_interpolation_which_docker_compose_1_29_leaves_unexpanded(path):
+    """1.29 reads ${A:-${B}} as the default '${B' plus a stray '}' (seen: a metrics URL with user '${POSTGRES_USER')."""
+    nested = [text for text in cm._strings(cm.load_raw(path))
+              if re.search(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?[-?+][^}]*\$\{", text.replace("$$", ""))]
+    assert nested == []
+
+
+def test_the_1_29_schema_refuses_what_v2_alone_accepts():
+    env = cm.example_env(**NPU_HOST_ENV)
+    assert v1_errors(cm.load(cm.ASCEND_BUILD_FILE, env))  # documented as v2-only
+    for change in ({"name": "convmixer"},
+                   {"services": {"x": {"image": "i", "volumes": [
+                       {"type": "bind", "source": "/a", "target": "/a", "bind": {"create_host_path": False}}]}}}):
+        assert v1_errors(change), change
+
+
 def test_schema_validation_catches_a_misspelt_key():
     project = cm.project(cm.example_env())
     project["services"]["airflow-worker"]["helthcheck"] = {"test": ["CMD", "true"]}
@@ -109,7 +146,8 @@ def test_every_variable_is_documented_in_env_example_and_every_documented_one_is
     assert used - documented == set(), "undocumented in .env.example"
     passed_through = {key for service in cm.load_raw(cm.BASE_FILE)["services"].values()
                       for key, value in (service.get("environment") or {}).items() if value is None}
-    assert documented - used - passed_through == set(), "documented in .env.example but used nowhere"
+    read_by_compose = {"COMPOSE_PROJECT_NAME"}
+    assert documented - used - passed_through - read_by_compose == set(), "documented in .env.example but used nowhere"
 
 
 @pytest.mark.parametrize("secret", sorted(cm.TEST_SECRETS))
@@ -157,29 +195,179 @@ def test_health_checks_and_start_order():
     assert "profiles" not in services["airflow-worker"]
 
 
+DRIVER_PATHS = ("/usr/local/dcmi", "/usr/local/bin/npu-smi", "/usr/local/Ascend/driver/lib64",
+                "/usr/local/Ascend/driver/version.info", "/etc/ascend_install.info")
+NPU_WORKERS = ("airflow-npu-worker",) + tuple(f"airflow-npu-worker-{slot}" for slot in range(1, 8))
+
+
 def test_npu_worker_gets_the_device_files_and_driver_mounts():
     env = cm.example_env(NPU_DEVICE="3")
     worker = cm.project(env)["services"]["airflow-npu-worker"]
     assert sorted(worker["devices"]) == sorted(f"/dev/{name}:/dev/{name}" for name in
                                                ("davinci3", "davinci_manager", "devmm_svm", "hisi_hdc"))
     mounts = {cm.mount_target(volume): volume for volume in worker["volumes"]}
-    for path in ("/usr/local/dcmi", "/usr/local/bin/npu-smi", "/usr/local/Ascend/driver/lib64/",
-                 "/usr/local/Ascend/driver/version.info", "/etc/ascend_install.info"):
-        assert mounts[path] == f"{path}:{path}:ro"
+    for path in DRIVER_PATHS:
+        assert mounts[path] == {"type": "bind", "source": path, "target": path, "read_only": True}
     container = cm.container_env(worker, env)
     assert container["CONVMIXER_NPU_DEVICES"] == "3"  # the entrypoint checks the device that is mapped
     assert container["CONVMIXER_WORKER_CONCURRENCY"] == "1"
     # The toolkit is mounted where set_env.sh is looked for.
     set_env_dir = os.path.dirname(container["AIRFLOW__CONVMIXER__CANN_SET_ENV"])
-    assert mounts[set_env_dir] == f"{set_env_dir}:{set_env_dir}:ro"
+    assert mounts[set_env_dir] == {"type": "bind", "source": set_env_dir, "target": set_env_dir, "read_only": True}
     assert container["ASCEND_PROCESS_LOG_PATH"].startswith("/opt/airflow/logs/")  # plog on the logs volume
+
+
+def test_driver_and_toolkit_mounts_never_create_a_missing_host_path():
+    """Short-syntax binds create a missing source as an empty folder (the worker then finds no driver). The long
+    syntax does not, in Compose v2 (create_host_path is implied only by the short syntax) and in docker-compose
+    1.29 (it passes them as mounts, which Docker refuses for a missing source) — and 1.29 rejects the explicit
+    `create_host_path` key, so it must not be written."""
+    services = cm.project(cm.example_env())["services"]
+    for name in NPU_WORKERS:
+        binds = [volume for volume in services[name]["volumes"] if isinstance(volume, dict)]
+        targets = {volume["target"] for volume in binds}
+        assert set(DRIVER_PATHS) | {"/usr/local/Ascend/ascend-toolkit"} <= targets, name
+        for volume in binds:
+            assert volume["type"] == "bind" and volume["read_only"] is True, (name, volume)
+        short = [volume for volume in services[name]["volumes"] if isinstance(volume, str)]
+        assert not any(cm.mount_target(volume) in DRIVER_PATHS for volume in short), name
+    for path in (cm.BASE_FILE, cm.NPU_HOST_FILE, cm.EDGE_FILE, cm.ASCEND_BUILD_FILE):
+        assert "create_host_path" not in set(_keys(cm.load_raw(path))), path.name
+
+
+def test_one_npu_worker_per_chip_from_one_definition():
+    """Profiles npu, npu1 … npu7 start one worker each: its own chip (and no other), its own Celery name,
+    concurrency 1, no published port; everything else is the first worker's definition."""
+    env = cm.example_env(NPU_DEVICE_3="6")
+    services = cm.project(env)["services"]
+    first = services["airflow-npu-worker"]
+    chips, names, profiles = [], [], []
+    for slot, name in enumerate(NPU_WORKERS):
+        worker = services[name]
+        container = cm.container_env(worker, env)
+        own = [device for device in worker["devices"] if re.search(r"/davinci\d+:", device)]
+        assert len(own) == 1, (name, own)
+        chip = re.search(r"/davinci(\d+):/dev/davinci(\d+)$", own[0])
+        assert chip and chip.group(1) == chip.group(2) == container["CONVMIXER_NPU_DEVICES"], name
+        chips.append(chip.group(1))
+        names.append(container["CONVMIXER_WORKER_NAME"])
+        profiles.append(tuple(worker["profiles"]))
+        assert container["CONVMIXER_WORKER_CONCURRENCY"] == "1", name
+        assert container["AIRFLOW__CONVMIXER__NPU_DEVICE_ID"] == "0", name  # its only chip, as ACL numbers it
+        assert "ports" not in worker, name
+        for key in ("image", "command", "user", "group_add", "volumes", "healthcheck", "depends_on",
+                    "stop_grace_period"):
+            assert worker[key] == first[key], (name, key)
+        shared = sorted(set(worker["devices"]) - set(own))
+        assert shared == sorted(set(first["devices"]) - {first["devices"][0]}), name
+    assert chips == ["0", "1", "2", "6", "4", "5", "6", "7"]  # NPU_DEVICE_3=6 moved worker 3 (and says so)
+    assert len(set(names)) == len(NPU_WORKERS) and names[:3] == ["npu", "npu1", "npu2"]
+    assert profiles == [("npu",)] + [(f"npu{slot}",) for slot in range(1, 8)]
+
+
+def _keys(node):
+    """Every mapping key anywhere in a YAML document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from _keys(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _keys(value)
+
+
+def _seconds(duration: str) -> int:
+    units = {"h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+)([hms])", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"not a Compose duration: {duration!r}"
+    return sum(int(number) * units[unit] for number, unit in parts)
+
+
+def test_stop_grace_period_lets_running_tasks_finish():
+    """Compose's default is 10 s, then SIGKILL; an NPU task may run as long as the backend's tool timeouts."""
+    import inspect
+
+    from convmixer_tasks.backends.ascend import AscendBackend
+
+    services = cm.project(cm.example_env())["services"]
+    defaults = inspect.signature(AscendBackend).parameters
+    longest_tool = max(defaults["atc_timeout_s"].default, defaults["ais_bench_timeout_s"].default)
+    for name in NPU_WORKERS:
+        assert _seconds(services[name]["stop_grace_period"]) >= longest_tool, name
+    assert _seconds(services["airflow-worker"]["stop_grace_period"]) >= 3600
+    custom = cm.project(cm.example_env(NPU_WORKER_STOP_GRACE_PERIOD="9h"))["services"]
+    assert {custom[name]["stop_grace_period"] for name in NPU_WORKERS} == {"9h"}
+    for name in ("airflow-worker", *NPU_WORKERS):  # and the signal reaches Celery, not its task processes
+        assert cm.container_env(services[name], cm.example_env())["DUMB_INIT_SETSID"] == "0", name
+
+
+def test_flower_is_a_profile_on_loopback():
+    env = cm.example_env()
+    flower = cm.project(env)["services"]["flower"]
+    assert flower["profiles"] == ["flower"]
+    assert flower["command"] == ["celery", "flower"]
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
+    assert "5555/healthcheck" in " ".join(flower["healthcheck"]["test"])
+    container = cm.container_env(flower, env)
+    assert container["AIRFLOW__CELERY__BROKER_URL"] == "redis://:redis-secret@redis:6379/0"
+    assert flower["image"] == cm.project(env)["services"]["airflow-worker"]["image"]
+
+
+def test_data_folder_is_mounted_read_only_in_every_worker():
+    env = cm.example_env(CONVMIXER_DATA_HOST_DIR="/srv/imagenet")
+    services = cm.project(env)["services"]
+    for name in ("airflow-worker", *NPU_WORKERS):
+        assert "/srv/imagenet:/opt/airflow/convmixer-data:ro" in services[name]["volumes"], name
+    example = cm.ENV_EXAMPLE.read_text()
+    for key in ("DATASET_DIR", "LABEL_FILE", "CHECKPOINT"):
+        line = re.search(rf"^# AIRFLOW__CONVMIXER__{key}=(\S+)$", example, re.M)
+        assert line and line.group(1).startswith("/opt/airflow/convmixer-data/"), key
+
+
+def test_images_are_tagged_with_the_git_revision_never_latest():
+    env = cm.example_env(CONVMIXER_REVISION="a1b2c3d4e5f6", **NPU_HOST_ENV)
+    services = cm.project(env, cm.BASE_FILE, cm.ASCEND_BUILD_FILE)["services"]
+    airflow = [name for name, service in services.items() if name not in ("postgres", "redis")]
+    for name in airflow:
+        image = services[name]["image"]
+        assert image.endswith(":a1b2c3d4e5f6") and "latest" not in image, (name, image)
+    assert services["airflow-worker"]["build"]["args"]["CONVMIXER_REVISION"] == "a1b2c3d4e5f6"
+    build = services["airflow-npu-worker"]["build"]
+    assert build["args"]["CONVMIXER_IMAGE"] == services["airflow-worker"]["image"]  # built FROM the same revision
+    assert build["args"]["CONVMIXER_REVISION"] == "a1b2c3d4e5f6"
+    with pytest.raises(cm.InterpolationError, match="CONVMIXER_REVISION is missing a value"):
+        cm.project(cm.example_env(CONVMIXER_REVISION=""))
+
+
+def test_ascend_image_build_through_compose():
+    env = cm.example_env(AIS_BENCH_SRC_DIR="/opt/src/ais_bench", AIS_BENCH_SOURCE_SHA256="ab" * 32)
+    build = cm.project(env, cm.BASE_FILE, cm.ASCEND_BUILD_FILE)["services"]["airflow-npu-worker"]["build"]
+    assert build["dockerfile"] == "docker/Dockerfile.ascend" and build["context"] == ".."
+    assert build["additional_contexts"] == {"ais_bench_src": "/opt/src/ais_bench",
+                                            "cann": "/usr/local/Ascend/ascend-toolkit"}
+    assert build["args"]["CANN_CONTEXT_DIR"] == "/"  # a folder context: the toolkit is at its root
+    assert build["args"]["AIS_BENCH_SOURCE_SHA256"] == "ab" * 32
+    dockerfile = (cm.DOCKER_DIR / "Dockerfile.ascend").read_text()
+    for arg in build["args"]:
+        assert re.search(rf"^ARG {arg}(=|$)", dockerfile, re.M), f"Dockerfile.ascend has no ARG {arg}"
+    for name in build["additional_contexts"]:
+        assert re.search(rf"(AS|from=){name}\b", dockerfile), f"Dockerfile.ascend does not use context {name}"
+    for missing in ("AIS_BENCH_SRC_DIR", "AIS_BENCH_SOURCE_SHA256"):
+        with pytest.raises(cm.InterpolationError, match=missing):
+            cm.project(cm.example_env(**{**env, missing: ""}), cm.BASE_FILE, cm.ASCEND_BUILD_FILE)
+    # docker-compose 1.29 rejects additional_contexts: it lives in this override only.
+    for path in (cm.BASE_FILE, cm.NPU_HOST_FILE, cm.EDGE_FILE):
+        assert "additional_contexts" not in set(_keys(cm.load_raw(path))), path.name
 
 
 def test_npu_host_override_runs_only_the_worker_against_the_remote_services():
     env = cm.example_env(POSTGRES_HOST="airflow.example.org", REDIS_HOST="airflow.example.org",
                          AIRFLOW_API_SERVER_URL="http://airflow.example.org:8080", **NPU_HOST_ENV)
     services = cm.project(env, *FILE_SETS["npu-host"])["services"]
-    assert set(cm.load(cm.NPU_HOST_FILE, env)["services"]) == {"airflow-npu-worker"}
+    assert set(cm.load(cm.NPU_HOST_FILE, env)["services"]) == set(NPU_WORKERS)
+    for name in NPU_WORKERS:  # task logs are fetched from this host's name; only one worker can publish :8793
+        assert services[name]["hostname"] == "npu-host-1.example.org", name
+        assert ("ports" in services[name]) == (name == "airflow-npu-worker"), name
     worker = services["airflow-npu-worker"]
     container = cm.container_env(worker, env)
     assert worker["hostname"] == "npu-host-1.example.org"
@@ -199,8 +387,11 @@ def test_edge_override_switches_every_component_and_worker_to_the_edge_executor(
         assert container["AIRFLOW__CORE__EXECUTOR"] == "airflow.providers.edge3.executors.EdgeExecutor", name
         assert container["AIRFLOW__EDGE__API_URL"] == "https://airflow.example.org/edge_worker/v1/rpcapi", name
     assert services["airflow-worker"]["command"][:4] == ["edge", "worker", "--queues", "default"]
-    assert services["airflow-npu-worker"]["command"] == ["edge"]
-    assert cm.container_env(services["airflow-npu-worker"], env)["CONVMIXER_WORKER_MODE"] == "edge"
+    for name in NPU_WORKERS:
+        assert services[name]["command"] == ["edge"], name
+        container = cm.container_env(services[name], env)
+        assert container["CONVMIXER_WORKER_MODE"] == "edge", name
+        assert container["AIRFLOW__CORE__EXECUTOR"] == "airflow.providers.edge3.executors.EdgeExecutor", name
 
 
 def test_airflow_starts_with_the_compose_database_settings(tmp_path):
@@ -255,6 +446,7 @@ def npu_worker_queue(container: dict[str, str], doubles, tmp_path) -> str:
                         "ASCEND_PROCESS_LOG_PATH": str(doubles.log_dir),
                         "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(doubles.set_env),
                         "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "work"),
+                        "ASCEND_DRIVER_HOME": str(fake_driver(tmp_path / "driver")),
                         "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev", [int(container["CONVMIXER_NPU_DEVICES"])]))},
                        recorders, doubles.host_bin)
     result = run_script(ENTRYPOINT, env)

@@ -1,0 +1,373 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2015  # "cond && ok … || fail …" is meant: ok and fail only print and count, never fail
+# Smoke test of the whole deployment in REAL containers, on a machine without an NPU or a registry: the compose
+# stack from docker/docker-compose.yaml with the local TEST STAND-IN bases (docker/standin/build-standin-bases.sh)
+# and a FAKE NPU host (docker/standin/make-fake-npu-host.sh: the atc/npu-smi/ais_bench test doubles where the
+# toolkit and driver would be, stand-in device nodes owned by a device group). It asserts:
+#
+#   1. the compose files pass `config` with docker-compose 1.29 (and Compose v2 when installed); 1.29 refuses the
+#      v2-only docker-compose.ascend-build.yaml, as documented
+#   2. the Airflow image builds through compose from the stand-in base; the NPU image builds from
+#      docker/Dockerfile.ascend (ais_bench wheels from a source folder, content id checked and labelled)
+#   3. a missing driver path stops the NPU worker from starting and leaves no empty folder on the host
+#   4. the stack starts with every container as an arbitrary non-root uid (AIRFLOW_UID, gid 0); two NPU workers on
+#      two stand-in chips pass the preflight (user name, device access, ATC compile, one ais_bench run)
+#   5. a DAG run with backend=ascend on a READ-ONLY dataset: compile/infer/benchmark ran in the NPU worker
+#      containers (their logs, and the task instances' hosts), the rest on the default worker; the two infer
+#      shards ran on the two NPU workers at once; a metrics row landed `ok`; the metrics page answers only with auth
+#   6. `docker compose stop` of the NPU workers lets the running benchmark finish (success, exit code 0)
+#
+# Usage (as root, dockerd running): docker/smoke-test.sh     Output goes to stdout; the stack is removed at the
+# end unless SMOKE_KEEP=1. Settings: SMOKE_DIR (default /var/lib/convmixer-smoke), DOCKER, STANDIN_WORK.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+docker_dir=$repo/docker
+smoke=${SMOKE_DIR:-/var/lib/convmixer-smoke}
+project=convmixer-smoke
+export DOCKER=${DOCKER:-docker}
+rev=$(git -C "$repo" rev-parse --short=12 HEAD)
+api_port=18080
+uid=4242  # an arbitrary uid no image knows
+device_gid=1234
+started=$SECONDS
+failures=0
+
+say() { printf '[%4ss] %s\n' "$((SECONDS - started))" "$*"; }
+step() { printf '\n[%4ss] === %s\n' "$((SECONDS - started))" "$*"; }
+ok() { say "PASS: $*"; }
+fail() {
+  say "FAIL: $*"
+  failures=$((failures + 1))
+}
+die() {
+  say "FAIL (fatal): $*"
+  exit 1
+}
+
+# --- compose front ends: docker-compose 1.29 (always here) and Compose v2 (when installed) --------------------------
+compose_v1=(docker-compose)
+compose_v2=()
+if "$DOCKER" compose version >/dev/null 2>&1; then compose_v2=("$DOCKER" compose); fi
+export DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1
+dc() { (cd "$docker_dir" && "${compose_v1[@]}" -p "$project" --env-file "$smoke/.env" "$@"); }
+cname() { echo "${project}_$1_1"; }
+
+cleanup() {  # shellcheck disable=SC2317  # (the EXIT trap calls it)
+  if [[ -z ${SMOKE_KEEP:-} ]]; then
+    dc --profile npu --profile npu1 --profile flower down -v --remove-orphans >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+step "0. tools and stand-in bases"
+say "$("$DOCKER" version --format 'docker engine {{.Server.Version}}, client {{.Client.Version}}')"
+say "$("${compose_v1[@]}" version --short 2>/dev/null | sed 's/^/docker-compose /')"
+((${#compose_v2[@]})) && say "Compose v2: $("${compose_v2[@]}" version --short)" || say "Compose v2: not installed here"
+"$docker_dir/standin/build-standin-bases.sh" "${STANDIN_WORK:-/var/lib/convmixer-standin}"
+
+step "1. a fake NPU host and the smoke settings ($smoke)"
+rm -rf "$smoke"
+mkdir -p "$smoke/work" "$smoke/data"
+"$docker_dir/standin/make-fake-npu-host.sh" "$smoke/npu-host" 2 "$device_gid"
+PYTHONPATH=$repo "$repo/.venv/bin/python" -m convmixer_tasks.cli demo-dataset --output "$smoke/data/demo" >/dev/null
+chmod -R a+rX,a-w "$smoke/data"
+# .env = .env.example + secrets + what this machine needs (stand-in images, the fake host, free loopback ports).
+{
+  cat "$docker_dir/.env.example"
+  cat <<EOF
+# --- docker/smoke-test.sh ---
+AIRFLOW_UID=$uid
+CONVMIXER_REVISION=$rev
+CONVMIXER_IMAGE=convmixer-airflow
+CONVMIXER_ASCEND_IMAGE=convmixer-airflow-ascend
+AIRFLOW_BASE_IMAGE=convmixer-standin/airflow:3.3.2-python3.11
+POSTGRES_IMAGE=convmixer-standin/postgres:15
+REDIS_IMAGE=convmixer-standin/redis:7
+POSTGRES_PASSWORD=smoke-pg-$RANDOM
+REDIS_PASSWORD=smoke-redis-$RANDOM
+AIRFLOW_FERNET_KEY=$(python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())')
+AIRFLOW_JWT_SECRET=smoke-jwt-$RANDOM$RANDOM
+AIRFLOW_API_SECRET_KEY=smoke-api-$RANDOM$RANDOM
+_AIRFLOW_WWW_USER_PASSWORD=smoke-admin-$RANDOM
+AIRFLOW_API_PUBLISH=127.0.0.1:$api_port
+POSTGRES_PUBLISH=127.0.0.1:15432
+REDIS_PUBLISH=127.0.0.1:16379
+FLOWER_PUBLISH=127.0.0.1:15555
+AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=false
+AIRFLOW__CONVMIXER__SCHEDULE=
+AIRFLOW__CONVMIXER__DEFAULT_BACKEND=ascend
+AIRFLOW__CONVMIXER__NPU_POOL_SLOTS=2
+AIRFLOW__CONVMIXER__BATCH_SIZES=4
+AIRFLOW__CONVMIXER__SHARDS=2
+DEFAULT_WORKER_CONCURRENCY=2
+CONVMIXER_WORK_HOST_DIR=$smoke/work
+CONVMIXER_DATA_HOST_DIR=$smoke/data
+ASCEND_DEV_HOST_DIR=$smoke/npu-host/dev
+ASCEND_DRIVER_HOST_DIR=$smoke/npu-host/driver
+ASCEND_INSTALL_INFO=$smoke/npu-host/ascend_install.info
+CANN_HOST_DIR=$smoke/npu-host/toolkit
+ASCEND_DEVICE_GID=$device_gid
+NPU_WORKER_STOP_GRACE_PERIOD=30m
+EOF
+} >"$smoke/.env"
+admin_password=$(sed -n 's/^_AIRFLOW_WWW_USER_PASSWORD=\(.\+\)$/\1/p' "$smoke/.env" | tail -n 1)
+pg_password=$(sed -n 's/^POSTGRES_PASSWORD=\(.\+\)$/\1/p' "$smoke/.env" | tail -n 1)
+say "revision $rev, AIRFLOW_UID=$uid, device group $device_gid, 2 stand-in chips"
+
+step "2. compose files: config with docker-compose 1.29 and Compose v2"
+for files in "docker-compose.yaml" "docker-compose.yaml docker-compose.npu-host.yaml" \
+  "docker-compose.yaml docker-compose.edge.yaml"; do
+  args=()
+  for file in $files; do args+=(-f "$file"); done
+  if (cd "$docker_dir" && NPU_HOST_NAME=npu-1.example.org "${compose_v1[@]}" --env-file "$smoke/.env" "${args[@]}" \
+    --profile npu --profile npu1 --profile flower config -q); then
+    ok "docker-compose 1.29 accepts $files"
+  else
+    fail "docker-compose 1.29 rejects $files"
+  fi
+  if ((${#compose_v2[@]})); then
+    if (cd "$docker_dir" && NPU_HOST_NAME=npu-1.example.org "${compose_v2[@]}" --env-file "$smoke/.env" "${args[@]}" config -q); then
+      ok "Compose v2 accepts $files"
+    else
+      fail "Compose v2 rejects $files"
+    fi
+  fi
+done
+if out=$(cd "$docker_dir" && AIS_BENCH_SRC_DIR=/tmp AIS_BENCH_SOURCE_SHA256=x "${compose_v1[@]}" --env-file "$smoke/.env" \
+  -f docker-compose.yaml -f docker-compose.ascend-build.yaml config -q 2>&1); then
+  fail "docker-compose 1.29 accepted docker-compose.ascend-build.yaml (documented as v2-only)"
+else
+  ok "docker-compose 1.29 refuses the v2-only docker-compose.ascend-build.yaml: $(grep -o "unsupported option: '[a-z_]*'" <<<"$out" | head -n 1)"
+fi
+
+step "3. build: the Airflow image through compose, the NPU image from docker/Dockerfile.ascend"
+dc build airflow-init 2>&1 | tail -n 3
+"$DOCKER" image inspect "convmixer-airflow:$rev" >/dev/null || die "compose built no convmixer-airflow:$rev"
+label=$("$DOCKER" image inspect -f '{{index .Config.Labels "org.opencontainers.image.revision"}}' "convmixer-airflow:$rev")
+[[ $label == "$rev" ]] && ok "convmixer-airflow:$rev carries revision label $label" || fail "revision label is '$label'"
+if "$DOCKER" run --rm --entrypoint python "convmixer-airflow:$rev" -c 'import pytest' >/dev/null 2>&1; then
+  fail "the runtime image has pytest (dev requirements leaked in)"
+else
+  ok "the runtime image has no pytest (requirements.txt only)"
+fi
+# Builders without named build contexts (this Docker 20.10): the source and the toolkit come in as images.
+printf 'FROM scratch\nCOPY . /\n' >"$smoke/npu-host/Dockerfile.src"
+"$DOCKER" build -q -f "$smoke/npu-host/Dockerfile.src" -t convmixer-standin/ais-bench-src:smoke "$smoke/npu-host/ais_bench-src" >/dev/null
+printf 'FROM scratch\nCOPY . /usr/local/Ascend/ascend-toolkit/\n' >"$smoke/npu-host/Dockerfile.cann"
+"$DOCKER" build -q -f "$smoke/npu-host/Dockerfile.cann" -t convmixer-standin/cann:smoke "$smoke/npu-host/toolkit" >/dev/null
+source_id=$("$docker_dir/ais-bench-source-id.sh" "$smoke/npu-host/ais_bench-src")
+build_ascend() {
+  (cd "$repo" && "$DOCKER" build -f docker/Dockerfile.ascend -t "convmixer-airflow-ascend:$rev" \
+    --build-arg "CONVMIXER_IMAGE=convmixer-airflow:$rev" --build-arg "CONVMIXER_REVISION=$rev" \
+    --build-arg AIS_BENCH_SRC_IMAGE=convmixer-standin/ais-bench-src:smoke \
+    --build-arg CANN_IMAGE=convmixer-standin/cann:smoke --build-arg "AIS_BENCH_SOURCE_SHA256=$1" \
+    --build-arg AIS_BENCH_SOURCE_COMMIT=smoke-test-double .)
+}
+if out=$(build_ascend "0000000000000000000000000000000000000000000000000000000000000000" 2>&1); then
+  fail "Dockerfile.ascend accepted a wrong AIS_BENCH_SOURCE_SHA256"
+else
+  grep -q "pass --build-arg AIS_BENCH_SOURCE_SHA256=$source_id" <<<"$out" &&
+    ok "Dockerfile.ascend refuses a wrong AIS_BENCH_SOURCE_SHA256 and names the right one" ||
+    fail "wrong AIS_BENCH_SOURCE_SHA256 failed for another reason: $(tail -n 5 <<<"$out")"
+fi
+build_ascend "$source_id" 2>&1 | tail -n 3
+labels=$("$DOCKER" image inspect -f '{{json .Config.Labels}}' "convmixer-airflow-ascend:$rev")
+grep -q "\"org.convmixer.ais-bench.source-sha256\":\"$source_id\"" <<<"$labels" &&
+  ok "convmixer-airflow-ascend:$rev labels the ais_bench source $source_id" || fail "labels: $labels"
+
+step "4. infrastructure and airflow-init"
+dc up -d postgres redis 2>&1 | tail -n 2
+dc up airflow-init 2>&1 | tail -n 8
+code=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$(cname airflow-init)")
+[[ $code == 0 ]] && ok "airflow-init exited 0" || die "airflow-init exited $code"
+
+step "5. a missing driver path must not become an empty folder"
+missing_root=$smoke/no-driver-here
+sed "s#^ASCEND_DRIVER_HOST_DIR=.*#ASCEND_DRIVER_HOST_DIR=$missing_root#" "$smoke/.env" >"$smoke/.env.missing-driver"
+if out=$(cd "$docker_dir" && "${compose_v1[@]}" -p "$project" --env-file "$smoke/.env.missing-driver" --profile npu \
+  run --rm --no-deps airflow-npu-worker check 2>&1); then
+  fail "the NPU worker started without the driver mounts"
+else
+  say "refused: $(grep -io 'bind source path does not exist[^"]*' <<<"$out" | head -n 1)"
+  [[ ! -e $missing_root ]] && ok "no folder was created at $missing_root" || fail "$missing_root was created"
+fi
+
+step "6. the stack, with two NPU workers (profiles npu, npu1), every container as uid $uid"
+dc --profile npu --profile npu1 up -d 2>&1 | tail -n 12
+wait_healthy() {  # wait_healthy SERVICE SECONDS
+  local deadline=$((SECONDS + $2)) state
+  while ((SECONDS < deadline)); do
+    state=$("$DOCKER" inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$(cname "$1")" 2>/dev/null || echo missing)
+    [[ $state == healthy ]] && return 0
+    sleep 5
+  done
+  say "$1 is $state after $2 s; its log:"
+  "$DOCKER" logs --tail 40 "$(cname "$1")" 2>&1 | sed 's/^/    /'
+  return 1
+}
+for service in airflow-apiserver airflow-scheduler airflow-worker airflow-npu-worker airflow-npu-worker-1; do
+  wait_healthy "$service" 600 && ok "$service healthy" || die "$service not healthy"
+done
+for service in airflow-npu-worker airflow-npu-worker-1; do
+  container=$(cname "$service")
+  # shellcheck disable=SC2016  # expanded in the container
+  who=$("$DOCKER" exec "$container" sh -c 'echo "$(id -u):$(id -g) $(id -un)"')
+  [[ $who == "$uid:0 default" ]] && ok "$service runs as uid $uid, gid 0, named '$(cut -d' ' -f2 <<<"$who")'" ||
+    fail "$service runs as '$who'"
+  preflight=$("$DOCKER" logs "$container" 2>&1 | grep 'ascend-preflight: ok' | tail -n 1 || true)
+  [[ -n $preflight ]] && ok "$service preflight: ${preflight#*ok: }" || fail "$service: no preflight line in its log"
+done
+
+step "7. a DAG run with backend=ascend, dataset read-only from the data folder"
+api() {  # api METHOD PATH [JSON] -> body; status in $api_status
+  local out
+  out=$(python3 - "$@" <<'PY'
+import json, os, sys, urllib.request, urllib.error
+method, path = sys.argv[1], sys.argv[2]
+body = sys.argv[3].encode() if len(sys.argv) > 3 else None
+request = urllib.request.Request(f"http://127.0.0.1:{os.environ['API_PORT']}{path}", data=body, method=method)
+request.add_header("Content-Type", "application/json")
+if os.environ.get("API_TOKEN"):
+    request.add_header("Authorization", "Bearer " + os.environ["API_TOKEN"])
+try:
+    with urllib.request.urlopen(request, timeout=60) as response:
+        print(response.status); print(response.read().decode())
+except urllib.error.HTTPError as exc:
+    print(exc.code); print(exc.read().decode())
+PY
+  )
+  api_status=$(head -n 1 <<<"$out")
+  tail -n +2 <<<"$out"
+}
+export API_PORT=$api_port API_TOKEN=
+token_json=$(api POST /auth/token "{\"username\": \"airflow\", \"password\": \"$admin_password\"}")
+API_TOKEN=$(python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["access_token"])' <<<"$token_json") ||
+  die "no token from /auth/token ($api_status): $token_json"
+export API_TOKEN
+for _ in $(seq 60); do
+  api GET /api/v2/dags/convmixer_validation >/dev/null
+  [[ $api_status == 200 ]] && break
+  sleep 5
+done
+[[ $api_status == 200 ]] || die "the DAG did not appear in the api-server ($api_status)"
+api PATCH /api/v2/dags/convmixer_validation '{"is_paused": false}' >/dev/null
+trigger() {  # trigger CONF_JSON -> dag_run_id
+  local body
+  body=$(api POST /api/v2/dags/convmixer_validation/dagRuns "{\"logical_date\": null, \"conf\": $1}")
+  [[ $api_status == 200 ]] || die "trigger failed ($api_status): $body"
+  python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["dag_run_id"])' <<<"$body"
+}
+run_state() { api GET "/api/v2/dags/convmixer_validation/dagRuns/$1" | python3 -c 'import json, sys; print(json.load(sys.stdin)["state"])'; }
+wait_run() {  # wait_run RUN_ID SECONDS -> final state
+  local deadline=$((SECONDS + $2)) state=queued
+  while ((SECONDS < deadline)); do
+    state=$(run_state "$1")
+    [[ $state == success || $state == failed ]] && break
+    sleep 10
+  done
+  echo "$state"
+}
+task_instances() { api GET "/api/v2/dags/convmixer_validation/dagRuns/$1/taskInstances?limit=100"; }
+conf='{"backend": "ascend", "batch_sizes": [4], "dataset_dir": "/opt/airflow/convmixer-data/demo/images", "label_file": "/opt/airflow/convmixer-data/demo/val_label.txt"}'
+run1=$(trigger "$conf")
+say "triggered $run1"
+state=$(wait_run "$run1" 1500)
+say "run $run1: $state"
+tis=$(task_instances "$run1")
+python3 - "$tis" <<'PY'
+import json, sys
+for ti in sorted(json.loads(sys.argv[1])["task_instances"], key=lambda t: (t["start_date"] or "", t["map_index"])):
+    print(f"    {ti['task_id']:<16} map {ti['map_index']:>2}  {ti['state'] or '-':<14} host {ti['hostname'] or '-':<14} "
+          f"queue {ti['queue']:<8} {ti['start_date'] or ''} -> {ti['end_date'] or ''}")
+PY
+[[ $state == success ]] && ok "run 1 succeeded" || fail "run 1 ended $state"
+
+npu_hosts=$(for s in airflow-npu-worker airflow-npu-worker-1; do "$DOCKER" inspect -f '{{.Config.Hostname}}' "$(cname "$s")"; done | paste -sd,)
+default_host=$("$DOCKER" inspect -f '{{.Config.Hostname}}' "$(cname airflow-worker)")
+placement=$(python3 - "$tis" "$npu_hosts" "$default_host" <<'PY'
+import json, sys
+from datetime import datetime
+tis = json.loads(sys.argv[1])["task_instances"]
+npu_hosts, default_host = set(sys.argv[2].split(",")), sys.argv[3]
+npu_tasks = {"compile_model", "infer", "benchmark"}
+problems = []
+for ti in tis:
+    if ti["state"] != "success":
+        continue
+    wanted = npu_hosts if ti["task_id"] in npu_tasks else {default_host}
+    if ti["hostname"] not in wanted:
+        problems.append(f"{ti['task_id']}[{ti['map_index']}] ran on {ti['hostname']}")
+print("placement " + ("ok" if not problems else "; ".join(problems)))
+infers = [ti for ti in tis if ti["task_id"] == "infer" and ti["state"] == "success"]
+if len(infers) == 2:
+    a, b = (sorted((datetime.fromisoformat(t["start_date"]), datetime.fromisoformat(t["end_date"])) for t in infers))
+    overlap = (min(a[1], b[1]) - max(a[0], b[0])).total_seconds()
+    hosts = {t["hostname"] for t in infers}
+    print(f"shards {len(hosts)} hosts overlap {overlap:.1f}")
+else:
+    print(f"shards {len(infers)} successful infer tasks")
+PY
+)
+say "$placement"
+grep -q "^placement ok$" <<<"$placement" && ok "compile/infer/benchmark on the NPU workers, the rest on the default worker" ||
+  fail "task placement: $placement"
+if grep -Eq "^shards 2 hosts overlap [0-9]" <<<"$placement" && ! grep -q "overlap -" <<<"$placement"; then
+  ok "the two infer shards ran on the two NPU workers at the same time"
+else
+  fail "the two infer shards did not run at once on two workers: $(grep '^shards' <<<"$placement")"
+fi
+for service in airflow-npu-worker airflow-npu-worker-1; do
+  seen=$("$DOCKER" logs "$(cname "$service")" 2>&1 | grep -oE "task_id='(compile_model|infer|benchmark)'|(compile_model|infer|benchmark)" | sort -u | paste -sd' ' || true)
+  say "$service log mentions: ${seen:-nothing}"
+done
+npu_log_tasks=$(for service in airflow-npu-worker airflow-npu-worker-1; do "$DOCKER" logs "$(cname "$service")" 2>&1; done |
+  grep -oE "compile_model|infer|benchmark" | sort -u | paste -sd' ' || true)
+[[ $npu_log_tasks == "benchmark compile_model infer" ]] && ok "the NPU workers' logs show compile_model, infer and benchmark" ||
+  fail "the NPU workers' logs show only: '$npu_log_tasks'"
+default_log=$("$DOCKER" logs "$(cname airflow-worker)" 2>&1 | grep -oE "compile_model|'infer'|benchmark" | sort -u | paste -sd' ' || true)
+[[ -z $default_log ]] && ok "the default worker's log shows no NPU task" || fail "the default worker's log shows: $default_log"
+rows=$("$DOCKER" exec -e PGPASSWORD="$pg_password" "$(cname postgres)" psql -h 127.0.0.1 -U airflow -d convmixer_metrics -tA \
+  -c "SELECT backend, batch_size, status, top1 FROM convmixer_validation_runs WHERE run_id = '$run1'" 2>&1 || true)
+say "metrics rows of $run1: ${rows//$'\n'/; }"
+grep -q "^ascend|4|ok|" <<<"$rows" && ok "a metrics row landed ok" || fail "no ok metrics row for run 1"
+API_TOKEN='' api GET /convmixer-metrics/api/runs >/dev/null
+anonymous=$api_status
+api GET "/convmixer-metrics/api/runs" >"$smoke/metrics-api.json"
+[[ $anonymous =~ ^40[13]$ && $api_status == 200 ]] && ok "metrics page API: $anonymous without a token, 200 with one" ||
+  fail "metrics page API: $anonymous without a token, $api_status with one"
+grep -q "$run1" "$smoke/metrics-api.json" && ok "the metrics API lists run 1" || fail "the metrics API does not list run 1"
+writable=$(find "$smoke/data" -newer "$smoke/.env" | head -n 3)
+[[ -z $writable ]] && ok "nothing was written into the read-only data folder" || fail "changed in the data folder: $writable"
+
+step "8. docker compose stop lets a running NPU task finish"
+run2=$(trigger '{"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 3000, "dataset_dir": "/opt/airflow/convmixer-data/demo/images", "label_file": "/opt/airflow/convmixer-data/demo/val_label.txt"}')
+say "triggered $run2 (benchmark_loop 3000)"
+bench_host=
+for _ in $(seq 240); do
+  bench_host=$(task_instances "$run2" | python3 -c 'import json, sys
+for ti in json.load(sys.stdin)["task_instances"]:
+    if ti["task_id"] == "benchmark" and ti["state"] == "running": print(ti["hostname"])')
+  [[ -n $bench_host ]] && break
+  sleep 3
+done
+[[ -n $bench_host ]] || die "benchmark of run 2 never ran"
+for service in airflow-npu-worker airflow-npu-worker-1; do
+  [[ $("$DOCKER" inspect -f '{{.Config.Hostname}}' "$(cname "$service")") == "$bench_host" ]] && bench_service=$service
+done
+say "benchmark running on $bench_service ($bench_host); docker-compose stop $bench_service"
+stop_started=$SECONDS
+dc stop "$bench_service" 2>&1 | tail -n 1
+say "stop returned after $((SECONDS - stop_started)) s"
+bench_state=$(task_instances "$run2" | python3 -c 'import json, sys
+print(" ".join(ti["state"] or "-" for ti in json.load(sys.stdin)["task_instances"] if ti["task_id"] == "benchmark"))')
+exit_code=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$(cname "$bench_service")")
+[[ $bench_state == success ]] && ok "the benchmark that was running finished: $bench_state" ||
+  fail "the benchmark that was running is '$bench_state' after stop"
+[[ $exit_code == 0 ]] && ok "$bench_service exited 0 (warm shutdown)" || fail "$bench_service exited $exit_code"
+"$DOCKER" logs --tail 15 "$(cname "$bench_service")" 2>&1 | grep -iE "warm|shutdown|exiting|Received" | sed 's/^/    /' | tail -n 5 || true
+dc --profile npu --profile npu1 start "$bench_service" >/dev/null 2>&1 || true
+say "run $run2: $(wait_run "$run2" 600) (its gate may fail: the test doubles' timings are not a throughput history)"
+
+step "done in $((SECONDS - started)) s: $failures failure(s)"
+exit $((failures > 0))
