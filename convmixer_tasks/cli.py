@@ -64,6 +64,8 @@ def _export(args: argparse.Namespace) -> Any:
 def _eval(args: argparse.Namespace) -> Any:
     from convmixer_tasks.evaluate import evaluate
 
+    if not args.json_file_name.strip() or Path(args.json_file_name).name != args.json_file_name:
+        raise ConvMixerError(f"--json-file-name {args.json_file_name!r} must be a plain file name, e.g. result.json")
     return _call(evaluate, args, result_json=Path(args.result_json_path) / args.json_file_name)
 
 

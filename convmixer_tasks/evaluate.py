@@ -70,6 +70,14 @@ def evaluate(
     With ``prep_dir`` the manifest decides which row is which image; without it the reference's name arithmetic
     with ``batch_size`` (default: the rows per output file) does, restricted to the images in ``label_file``.
     """
+    if result_json is not None:
+        # A result from an earlier run at this path must not outlive a failed (or killed) one: a reader would
+        # take it for this run's.
+        if Path(result_json).is_dir():
+            raise EvalError(
+                f"result JSON path {result_json} is a folder; name a file inside it (--json-file-name, not empty)"
+            )
+        Path(result_json).unlink(missing_ok=True)
     if batch_size is not None:
         check_batch_size(batch_size)
     outputs = scan_outputs(resolve_output_dir(output_dir))

@@ -1,0 +1,342 @@
+"""Issue 10's replay: the ways a kill or a failure used to leave a plausible result, and the messages that sent the
+user the wrong way. Each test is one item; kills are real SIGKILLs of a subprocess stopped at a chosen moment
+(the child patches one library call to write a marker file and wait), never a simulated exception.
+
+Every CLI failure must be one ``convmixer-tasks <cmd>: error: …`` line on stderr with no traceback, and whatever
+is left on disk must be either nothing or a complete result. ``test_items_are_counted`` prints the count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convmixer_tasks import cli
+from convmixer_tasks.backends.aisbench_format import STAGING_MARK, summary_path
+from convmixer_tasks.backends.base import Artifact, sidecar_path
+from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
+from convmixer_tasks.errors import BackendError, ExportError
+from convmixer_tasks.export import export_and_validate, parity_report_path
+from convmixer_tasks.preprocess import preprocess
+
+REPO = Path(__file__).resolve().parents[1]
+BATCH = 2
+IMAGES = 6  # three prep files, so a kill can land between two of them
+ITEMS: list[str] = []  # every replayed item, for the count
+
+
+def item(function):
+    ITEMS.append(function.__name__)
+    return function
+
+
+# --- fixtures -----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("reliability")
+
+
+@pytest.fixture(scope="module")
+def dataset(work):
+    folder = work / "val"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    lines = []
+    for index in range(1, IMAGES + 1):
+        Image.fromarray(rng.integers(0, 256, size=(64, 72, 3), dtype=np.uint8)).save(
+            folder / f"ILSVRC2012_val_{index:08d}.JPEG", quality=95
+        )
+        lines.append(f"ILSVRC2012_val_{index:08d}.JPEG {index % 10}")
+    labels = work / "val_label.txt"
+    labels.write_text("\n".join(lines) + "\n")
+    return folder, labels
+
+
+@pytest.fixture(scope="module")
+def prep(work, dataset):
+    return preprocess(dataset[0], work / "prep", BATCH, workers=1).out_dir
+
+
+@pytest.fixture(scope="module")
+def models(work):
+    """Two different demo models (seeds 0 and 1), each exported and compiled for ONNX Runtime."""
+    backend = OnnxRuntimeBackend(threads=1)
+    artifacts = []
+    for seed in (0, 1):
+        onnx_path = export_and_validate(
+            None, work / f"m{seed}" / "model.onnx", variant="convmixer_demo", seed=seed, parity_batch=1
+        ).onnx_path
+        artifacts.append(backend.compile(onnx_path, BATCH, work / f"cache{seed}"))
+    return artifacts
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    code = cli.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def assert_one_clear_line(code: int, err: str, command: str, *needles: str) -> str:
+    """rc 1 and exactly one non-log line: the error, naming what it must; never a traceback."""
+    lines = [line for line in err.splitlines() if line.strip() and " INFO " not in line and " WARNING " not in line]
+    assert code == 1, err
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith(f"convmixer-tasks {command}: error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def kill_when(script: str, marker: Path, timeout_s: float = 240.0) -> None:
+    """Run ``script`` in a child Python; SIGKILL it once it has written ``marker`` (the chosen moment)."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env, cwd=REPO)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not marker.exists():
+            assert child.poll() is None, f"the child exited ({child.returncode}) before the kill point"
+            assert time.monotonic() < deadline, "the child never reached the kill point"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+
+# --- results that look real but are not ---------------------------------------------------------------------------
+
+
+@item
+def test_killed_infer_into_a_reused_folder_leaves_no_result(models, prep, dataset, work, capsys):
+    out = work / "out1" / "o"
+    a, b = models
+    code, err = run_cli(capsys, "infer", "--model", str(a.path), "--input", str(prep), "--output", str(out))
+    assert code == 0, err
+    assert summary_path(out).is_file() and len(os.listdir(out)) == 3
+    marker = work / "infer.killpoint"
+    # Model B stops after its first output batch, as a kill -9 midway would find it.
+    kill_when(
+        f"""
+        import pathlib, time, onnxruntime
+        real, calls = onnxruntime.InferenceSession.run, []
+        def run(self, *a, **k):
+            calls.append(1)
+            if len(calls) == 2:
+                pathlib.Path({str(marker)!r}).write_text("x")
+                time.sleep(600)
+            return real(self, *a, **k)
+        onnxruntime.InferenceSession.run = run
+        from convmixer_tasks import cli
+        cli.main(["infer", "--model", {str(b.path)!r}, "--input", {str(prep)!r}, "--output", {str(out)!r}])
+        """,
+        marker,
+    )
+    # Neither A's outputs (cleared before B started) nor a half of B's: nothing eval could score.
+    assert not out.exists() and not summary_path(out).exists()
+    code, err = run_cli(
+        capsys, "eval", "--outputs", str(out), "--label-file", str(dataset[1]), "--prep-image", str(prep),
+        "--result-json-path", str(work / "res1"),
+    )
+    assert_one_clear_line(code, err, "eval")
+    # The next run clears the killed run's staging folder and lands whole.
+    code, err = run_cli(capsys, "infer", "--model", str(b.path), "--input", str(prep), "--output", str(out))
+    assert code == 0, err
+    assert not [p for p in out.parent.iterdir() if STAGING_MARK in p.name]
+    assert len(os.listdir(out)) == 3
+
+
+@item
+def test_failed_infer_removes_the_previous_result(models, prep, work):
+    out = work / "out2" / "o"
+    backend = OnnxRuntimeBackend(threads=1)
+    backend.infer(models[0], prep, out)
+    broken = Artifact.from_dict({**models[1].__dict__, "input_shape": [BATCH, 3, 224, 224]})
+    broken.meta = {**broken.meta, "output_name": "no_such_output"}
+    with pytest.raises(Exception):  # noqa: B017 — any failure: what matters is what is left behind
+        backend.infer(broken, prep, out)
+    assert not out.exists() and not summary_path(out).exists()
+
+
+@item
+def test_truncated_artifact_is_refused_in_one_line(models, prep, work, capsys):
+    copy = work / "trunc" / models[0].path.name
+    copy.parent.mkdir()
+    shutil.copy(models[0].path, copy)
+    shutil.copy(sidecar_path(models[0].path), sidecar_path(copy))
+    copy.write_bytes(copy.read_bytes()[:1000])
+    for command in ("infer", "benchmark"):
+        extra = ["--input", str(prep), "--output", str(work / "trunc" / "o")] if command == "infer" else ["--loop", "1"]
+        code, err = run_cli(capsys, command, "--model", str(copy), *extra)
+        assert_one_clear_line(code, err, command, str(copy), "re-run compile")
+
+
+@item
+def test_other_model_copied_over_the_artifact_is_refused(models, work, capsys):
+    target = work / "swap" / models[0].path.name
+    target.parent.mkdir()
+    shutil.copy(models[1].path, target)  # B's bytes under A's sidecar
+    shutil.copy(sidecar_path(models[0].path), sidecar_path(target))
+    code, err = run_cli(capsys, "benchmark", "--model", str(target), "--loop", "1")
+    assert_one_clear_line(code, err, "benchmark", "re-run compile", "truncated or replaced")
+
+
+@item
+def test_unreadable_sidecar_is_one_line(models, work, capsys):
+    target = work / "sidecar" / models[0].path.name
+    target.parent.mkdir()
+    shutil.copy(models[0].path, target)
+    sidecar_path(target).write_text('{"path": "x", "back')
+    code, err = run_cli(capsys, "benchmark", "--model", str(target), "--loop", "1")
+    assert_one_clear_line(code, err, "benchmark", str(sidecar_path(target)), "re-run compile")
+
+
+@item
+def test_killed_export_leaves_no_onnx_nor_an_old_report(work):
+    target = work / "exp" / "model.onnx"
+    export_and_validate(None, target, variant="convmixer_demo", seed=0, parity_batch=1)
+    assert target.is_file() and parity_report_path(target).is_file()
+    marker = work / "export.killpoint"
+    kill_when(
+        f"""
+        import pathlib, time
+        from convmixer_tasks import export
+        def parity(*a, **k):  # the new ONNX is written and being checked
+            pathlib.Path({str(marker)!r}).write_text("x")
+            time.sleep(600)
+        export.run_parity = parity
+        export.export_and_validate(None, {str(target)!r}, variant="convmixer_demo", seed=1, parity_batch=1)
+        """,
+        marker,
+    )
+    assert not target.exists() and not parity_report_path(target).exists()
+    leftovers = sorted(p.name for p in target.parent.iterdir())
+    assert leftovers and all(name.endswith(".tmp") for name in leftovers)  # hidden, and never read as a result
+    result = export_and_validate(None, target, variant="convmixer_demo", seed=1, parity_batch=1)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.onnx", "model.parity.json"]  # stale .tmp gone
+    assert json.loads(parity_report_path(target).read_text())["onnx_sha256"] == result.onnx_sha256
+
+
+@item
+def test_failed_export_removes_what_it_would_have_replaced(work, capsys):
+    target = work / "exp2" / "model.onnx"
+    export_and_validate(None, target, variant="convmixer_demo", seed=0, parity_batch=1)
+    text = work / "exp2" / "notes.pth.tar"
+    text.write_text("this is not a checkpoint\n")
+    code, err = run_cli(capsys, "export", "--source", str(text), "--target", str(target), "--model", "convmixer_demo")
+    assert_one_clear_line(code, err, "export", str(text))
+    assert not target.exists() and not parity_report_path(target).exists()
+
+
+@item
+def test_failed_eval_removes_the_stale_result_json(models, prep, dataset, work, capsys):
+    out = work / "out3" / "o"
+    OnnxRuntimeBackend(threads=1).infer(models[0], prep, out)
+    results = work / "res"
+    argv = ["eval", "--label-file", str(dataset[1]), "--result-json-path", str(results), "--prep-image", str(prep)]
+    code, err = run_cli(capsys, *argv, "--outputs", str(out))
+    assert code == 0 and (results / "result.json").is_file(), err
+    (out / "input_00001_0.bin").write_bytes(b"\0" * 12)  # now unscorable
+    code, err = run_cli(capsys, *argv, "--outputs", str(out))
+    assert_one_clear_line(code, err, "eval")
+    assert not (results / "result.json").exists()
+
+
+@item
+def test_record_failure_writes_a_row_for_any_conf(tmp_path):
+    from convmixer_tasks import metrics, steps
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    base = {"model_variant": "convmixer_demo", "backend": "onnxruntime", "input_dtype": "float32"}
+    run = steps.run_facts("manual__1", "convmixer_validation", "2026-01-01T00:00:00+00:00", None)
+    with pytest.raises(Exception):  # noqa: B017 — check_inputs refuses this conf...
+        steps.batch_sizes_from_params({**base, "batch_size": 4.0})
+    rows = steps.failed_rows(run, {**base, "batch_size": 4.0, "batch_sizes": [1]}, "broke")
+    steps.record_rows(url, rows, keep_gated=True)  # ...and its failure is still recorded
+    (row,), _ = metrics.query_runs(url)
+    assert (row["batch_size"], row["status"]) == (4, "failed")
+    # Nothing readable at all: one row under a stated placeholder, still naming what was asked.
+    run2 = steps.run_facts("manual__2", "convmixer_validation", "2026-01-01T00:00:00+00:00", None)
+    rows = steps.failed_rows(run2, {"batch_size": "four", "backend": 7}, "broke")
+    steps.record_rows(url, rows, keep_gated=True)
+    assert len(rows) == 1 and rows[0]["backend"] == "7" and "'four'" in rows[0]["gate_reasons"][-1]
+
+
+# --- messages that sent the user the wrong way --------------------------------------------------------------------
+
+
+@item
+def test_ais_bench_error_lines_are_in_an_exit_0_failure(tmp_path):
+    from convmixer_tasks.backends.ascend import AscendBackend, ToolRun
+
+    run = ToolRun(["ais_bench"], 0, "[INFO] start\n[ERROR] acl open device 0 failed, ret 507033\n", 1)
+    with pytest.raises(BackendError, match=r"ais_bench printed: \[ERROR\] acl open device 0 failed, ret 507033"):
+        AscendBackend._settle_summary(tmp_path / "o", run)
+
+
+@item
+def test_gate_advice_names_real_params():
+    import re
+
+    from convmixer_tasks import gate
+    from convmixer_tasks.params import param_specs
+    from convmixer_tasks.settings import env_reader, load_scheduling_settings
+
+    declared = set(param_specs(load_scheduling_settings(env_reader({}), Path("/tmp"))))
+    source = Path(gate.__file__).read_text()
+    advice = re.search(r"rerun with a larger DAG param \{(\w+)\} / \{(\w+)\}", source)
+    assert advice, "the gate's advice moved; keep it naming params through the constants"
+    for constant in advice.groups():
+        assert getattr(gate, constant) in declared
+
+
+@item
+def test_nan_checkpoint_is_not_told_to_raise_the_tolerance(tmp_path):
+    import torch
+
+    from convmixer_tasks.model import build_model
+
+    model = build_model("convmixer_demo")
+    state = model.state_dict()
+    first = next(k for k, v in state.items() if v.dtype.is_floating_point)
+    state[first] = torch.full_like(state[first], float("nan"))
+    checkpoint = tmp_path / "nan.pth.tar"
+    torch.save({"state_dict": state}, checkpoint)
+    with pytest.raises(ExportError) as info:
+        export_and_validate(checkpoint, tmp_path / "nan.onnx", variant="convmixer_demo", parity_batch=1)
+    assert "not finite" in str(info.value) and "--tolerance" not in str(info.value)
+    assert not (tmp_path / "nan.onnx").exists()
+
+
+# --- quietly accepted ---------------------------------------------------------------------------------------------
+
+
+@item
+def test_empty_json_file_name_is_refused(models, prep, dataset, work, capsys):
+    out = work / "out4" / "o"
+    OnnxRuntimeBackend(threads=1).infer(models[0], prep, out)
+    results = work / "res4"
+    code, err = run_cli(
+        capsys, "eval", "--outputs", str(out), "--label-file", str(dataset[1]), "--result-json-path", str(results),
+        "--json-file-name", "",
+    )
+    assert_one_clear_line(code, err, "eval", "--json-file-name")
+    assert not results.exists() or not any(results.iterdir())
+
+
+def test_items_are_counted():
+    print(f"\nissue 10 reliability items replayed: {len(ITEMS)}")
+    assert len(ITEMS) == len(set(ITEMS)) >= 13
