@@ -7,6 +7,7 @@ imported inside the handlers so `--help` and light commands never pay for torch.
 from __future__ import annotations
 
 import argparse
+import errno
 import inspect
 import json
 import logging
@@ -292,6 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # A path no check foresaw (an unwritable output folder, a file where a folder must go): still one line.
         where = f" {exc.filename}" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _fail(args.command, f"no space left on device writing{where}; free some space or use another folder")
         return _fail(args.command, f"cannot use{where}: {exc.strerror or exc}; check that path and its permissions")
     _print_result(result)
     return 0

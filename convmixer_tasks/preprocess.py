@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import struct
 import sys
 import threading
@@ -27,6 +28,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
+from convmixer_tasks import guards
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import ValDataset, ValImage, load_dataset
 from convmixer_tasks.errors import ConfigError, PreprocessError
@@ -54,6 +56,7 @@ logger = logging.getLogger(__name__)
 MEAN, STD, CROP, RESIZE = INPUT.mean, INPUT.std, INPUT.crop, INPUT.resize  # RESIZE 233: the reference's int(224 / 0.96)
 _AIS_BENCH_INPUT_RE = re.compile(r"\.(bin|npy)$", re.IGNORECASE)  # what ais_bench picks up from a folder
 PROGRESS_STEPS = 20  # progress lines per run
+PREP_LOCK_WAIT_S = 300.0  # how long a second writer of the same shard waits for the first (a zombie's retry)
 
 
 # --- the transform ------------------------------------------------------------------------------------------------
@@ -223,9 +226,28 @@ def _fill_and_write(job: _Job, buffer: np.ndarray) -> None:
         else:
             buffer[slot] = pixels
     buffer[len(job.paths) :] = 0
-    with atomic_path(out_dir / job.name) as tmp:
-        buffer.tofile(tmp)
+    try:
+        with atomic_path(out_dir / job.name) as tmp:
+            _write_buffer(buffer, tmp)
+    except OSError as exc:
+        if not guards.is_no_space(exc, out_dir / job.name, buffer.nbytes):
+            raise
+        free = shutil.disk_usage(out_dir).free
+        raise PreprocessError(
+            guards.space_error(out_dir, buffer.nbytes, free, f"writing {job.name} ({buffer.nbytes} bytes)")
+        ) from None
     (out_dir / STATE_DIR / f"{job.name}.{job.marker}").touch()
+
+
+def _write_buffer(buffer: np.ndarray, path: Path) -> None:
+    buffer.tofile(path)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 _worker_buffer: np.ndarray | None = None  # one batch, allocated once per worker process and reused
@@ -346,6 +368,19 @@ def preprocess(
     manifest = _plan(dataset, batch_size, dtype)
     owned = shard_range(len(manifest.files), shard)
     (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    # One writer per shard of a folder: a zombie task and its retry would otherwise delete each other's temp files.
+    lock = out_dir / STATE_DIR / f"lock.shard-{shard[0]}-of-{shard[1]}"
+    try:
+        with guards.exclusive(lock, f"prep folder {out_dir} (shard {shard[0]}/{shard[1]})", PREP_LOCK_WAIT_S):
+            return _preprocess_locked(dataset, out_dir, manifest, owned, shard, workers)
+    except TimeoutError as exc:
+        raise PreprocessError(str(exc)) from None
+
+
+def _preprocess_locked(
+    dataset: ValDataset, out_dir: Path, manifest: PrepManifest, owned: range, shard: tuple[int, int], workers: int
+) -> PrepResult:
+    batch_size, dtype = manifest.batch_size, manifest.dtype
     markers = read_markers(out_dir)
     _clear_stale(out_dir, manifest, owned, markers)
 
@@ -380,6 +415,12 @@ def preprocess(
         min(workers, max(1, len(jobs))),
     )
     if jobs:
+        # Refuse up front, with the figure, rather than fail on a short write after minutes of decoding.
+        replaced = sum(_size(out_dir / job.name) for job in jobs)
+        needed = len(jobs) * nbytes - replaced + min(workers, len(jobs)) * nbytes  # + one temp file per worker
+        refusal = guards.check_free_space(out_dir, needed, f"preprocess ({len(jobs)} files of {nbytes} bytes)")
+        if refusal:
+            raise PreprocessError(refusal)
         _run_jobs(jobs, manifest, min(workers, len(jobs)))
 
     manifest_path = atomic_write_json(out_dir / MANIFEST_NAME, manifest)

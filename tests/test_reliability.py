@@ -279,6 +279,75 @@ def test_record_failure_writes_a_row_for_any_conf(tmp_path):
 
 
 @item
+def test_preprocess_without_the_space_it_needs_is_refused_up_front(dataset, work, capsys, monkeypatch):
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100_000, 100_000))
+    out = work / "prep_full"
+    code, err = run_cli(capsys, "preprocess", "--image-path", str(dataset[0]), "--prep-image", str(out),
+                        "--batch-size", "2", "--workers", "1")
+    line = assert_one_clear_line(code, err, "preprocess", "no space left on device", str(out), "0.1 MB free")
+    assert "3 files of 1204224 bytes" in line  # the figure the run needs, known before any pixel is decoded
+    assert not list(out.glob("*.bin"))
+
+
+@item
+def test_disk_filling_up_mid_preprocess_names_the_file(dataset, work, capsys, monkeypatch):
+    import errno
+
+    from convmixer_tasks import preprocess as prep_module
+
+    written = []
+
+    def write(buffer, path):  # the third file hits a full disk, as a real ENOSPC would
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(path)
+        buffer.tofile(path)
+
+    monkeypatch.setattr(prep_module, "_write_buffer", write)
+    out = work / "prep_enospc"
+    code, err = run_cli(capsys, "preprocess", "--image-path", str(dataset[0]), "--prep-image", str(out),
+                        "--batch-size", "2", "--workers", "1")
+    assert_one_clear_line(code, err, "preprocess", "no space left on device", "input_00002.bin")
+    assert not (out / "input_00002.bin").exists() and not list(out.glob(".*.tmp"))  # nothing half-written
+    assert not (out / "manifest.json").exists()
+
+
+@item
+def test_second_preprocess_into_one_folder_says_who_holds_it(dataset, work, capsys, monkeypatch):
+    from convmixer_tasks import preprocess as prep_module
+
+    out = work / "prep_locked"
+    marker = work / "lock.held"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import pathlib, time
+            from convmixer_tasks import guards
+            with guards.exclusive(pathlib.Path({str(out / ".state" / "lock.shard-0-of-1")!r}), "x", 1):
+                pathlib.Path({str(marker)!r}).write_text("x")
+                time.sleep(600)
+        """)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        while not marker.exists():
+            assert holder.poll() is None
+            time.sleep(0.05)
+        monkeypatch.setattr(prep_module, "PREP_LOCK_WAIT_S", 0.5)
+        argv = ["preprocess", "--image-path", str(dataset[0]), "--prep-image", str(out), "--batch-size", "2",
+                "--workers", "1"]
+        code, err = run_cli(capsys, *argv)
+        assert_one_clear_line(code, err, "preprocess", f"pid {holder.pid}", "being written")
+    finally:
+        holder.kill()
+        holder.wait()
+    code, err = run_cli(capsys, *argv)  # the killed holder's lock died with it
+    assert code == 0, err
+
+
+@item
 def test_ais_bench_error_lines_are_in_an_exit_0_failure(tmp_path):
     from convmixer_tasks.backends.ascend import AscendBackend, ToolRun
 
