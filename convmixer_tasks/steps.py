@@ -142,6 +142,10 @@ def check_inputs(
             f"checkpoint {checkpoint} does not exist; set param checkpoint to the .pth.tar file "
             "(or [convmixer] checkpoint in airflow.cfg; CLI: --source)"
         )
+    from convmixer_tasks.model import check_checkpoint
+
+    # Format and key layout against the variant now, not after minutes of preprocessing when export reads it.
+    check_checkpoint(checkpoint, params["model_variant"])
     image_dir, label_file = Path(params["dataset_dir"]), Path(params["label_file"])
     if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
         ensure_demo_dataset(layout)

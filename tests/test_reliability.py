@@ -373,6 +373,39 @@ def test_gate_advice_names_real_params():
 
 
 @item
+def test_checkpoint_messages_name_the_real_problem(tmp_path, capsys):
+    from convmixer_tasks.variants import DEMO_CHECKPOINT
+
+    text = tmp_path / "text.pth.tar"
+    text.write_text("hello\n")
+    truncated = tmp_path / "cut.pth.tar"
+    truncated.write_bytes(DEMO_CHECKPOINT.read_bytes()[:5000])
+    evil = tmp_path / "evil.pth.tar"
+    evil.write_bytes(_malicious_pickle())
+    cases = [(text, "is a text file"), (truncated, "truncated or damaged"), (evil, "posix.system")]
+    for path, needle in cases:
+        code, err = run_cli(capsys, "export", "--source", str(path), "--target", str(tmp_path / "m.onnx"),
+                            "--model", "convmixer_demo")
+        line = assert_one_clear_line(code, err, "export", str(path), needle)
+        assert ("re-save" in line) == (path is evil), line  # trusted-pickle advice only where it applies
+
+
+def _malicious_pickle() -> bytes:
+    """A torch.save archive whose pickle calls os.system on load (never loaded here with weights_only=False)."""
+    import io
+
+    import torch
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    buffer = io.BytesIO()
+    torch.save({"x": Payload()}, buffer)
+    return buffer.getvalue()
+
+
+@item
 def test_nan_checkpoint_is_not_told_to_raise_the_tolerance(tmp_path):
     import torch
 
