@@ -406,6 +406,18 @@ def _malicious_pickle() -> bytes:
 
 
 @item
+def test_txt_outputs_with_999_columns_blame_the_file_not_a_flag(prep, dataset, work, capsys):
+    out = work / "txt999" / "o"
+    out.mkdir(parents=True)
+    for index in range(3):
+        np.savetxt(out / f"input_{index:05d}_0.txt", np.zeros((BATCH, 999), dtype=np.float32))
+    code, err = run_cli(capsys, "eval", "--outputs", str(out), "--label-file", str(dataset[1]), "--prep-image",
+                        str(prep), "--result-json-path", str(work / "res999"))
+    line = assert_one_clear_line(code, err, "eval", "input_00000_0.txt", "rows of 999 values", "1000 class logits")
+    assert "--num-classes" not in line  # eval has no such flag
+
+
+@item
 def test_nan_checkpoint_is_not_told_to_raise_the_tolerance(tmp_path):
     import torch
 

@@ -223,10 +223,12 @@ def read_output(path: str | os.PathLike, last_dim: int, dtype: str = "float32"):
         data = np.loadtxt(path, dtype=dtype, ndmin=2)
     else:
         raise EvalError(f"output file {path} has format {fmt!r}; ais_bench writes one of {', '.join(OUTFMTS)}")
-    if data.size % last_dim:
+    if data.size % last_dim or (data.ndim == 2 and data.shape[1] != last_dim and fmt == "txt"):
+        shape = f"rows of {data.shape[1]} values" if fmt == "txt" and data.ndim == 2 else f"{data.size} values"
+        # The class count is the model's (the evaluator has no flag for it): the file is what is wrong.
         raise EvalError(
-            f"output file {path} holds {data.size} values, not a multiple of {last_dim} classes; "
-            "check --num-classes or that the folder holds this model's outputs"
+            f"output file {path} holds {shape}, not whole rows of {last_dim} class logits: not this model's "
+            "outputs, or a write cut short; re-run inference into an empty folder"
         )
     return data.reshape(-1, last_dim)
 
