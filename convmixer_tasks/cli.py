@@ -142,8 +142,16 @@ def _metrics_upgrade(args: argparse.Namespace) -> Any:
 
 def _metrics_show(args: argparse.Namespace) -> Any:
     from convmixer_tasks.metrics import query_runs, resolve_metrics_url
+    from convmixer_tasks.metrics.url import missing_sqlite_file
 
-    rows, total = query_runs(resolve_metrics_url(args.url), limit=args.limit)
+    url = resolve_metrics_url(args.url)
+    missing = missing_sqlite_file(url)
+    if missing is not None:  # a reader must not create the database
+        raise ConvMixerError(
+            f"no metrics database at {missing}: no run has been recorded there yet; check the path (--url, "
+            "$CONVMIXER_METRICS_DB_URL) or record a run first"
+        )
+    rows, total = query_runs(url, limit=args.limit)
     return {"total": total, "rows": rows}
 
 

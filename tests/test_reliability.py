@@ -451,6 +451,14 @@ def test_empty_json_file_name_is_refused(models, prep, dataset, work, capsys):
     assert not results.exists() or not any(results.iterdir())
 
 
+@item
+def test_metrics_show_does_not_create_a_database(tmp_path, capsys):
+    db = tmp_path / "typo.db"
+    code, err = run_cli(capsys, "metrics-show", "--url", f"sqlite:///{db}")
+    assert_one_clear_line(code, err, "metrics-show", str(db), "no metrics database")
+    assert not db.exists()
+
+
 def test_items_are_counted():
     print(f"\nissue 10 reliability items replayed: {len(ITEMS)}")
     assert len(ITEMS) == len(set(ITEMS)) >= 13
