@@ -318,11 +318,16 @@ def _plan_from_names(
     the denominator); any other row without a label, or label without a row, is an error.
     """
     indices = (batch_numbers[:, None] * rows_per_file + np.arange(rows_per_file)[None, :] + 1).ravel()
+    # Sorted lookups, not an array indexed by image number: memory follows the rows and the label lines, never the
+    # largest index a label file names (ILSVRC2012_val_99999999 would cost ~800 MB).
     label_indices = np.fromiter(labels.keys(), dtype=np.int64, count=len(labels))
-    last_labelled = int(label_indices.max()) if label_indices.size else 0
-    dense = np.full(last_labelled + 1, -1, dtype=np.int64)
-    dense[label_indices] = np.fromiter(labels.values(), dtype=np.int64, count=len(labels))
-    row_labels = np.where(indices <= last_labelled, dense[np.minimum(indices, last_labelled)], -1)
+    label_values = np.fromiter(labels.values(), dtype=np.int64, count=len(labels))
+    order = np.argsort(label_indices)
+    label_indices, label_values = label_indices[order], label_values[order]
+    last_labelled = int(label_indices[-1]) if label_indices.size else 0
+    at = np.minimum(np.searchsorted(label_indices, indices), max(label_indices.size - 1, 0))
+    found = label_indices.size > 0 and label_indices[at] == indices
+    row_labels = np.where(found, label_values[at], -1) if label_indices.size else np.full(indices.shape, -1)
 
     last_batch = (last_labelled - 1) // rows_per_file  # the batch that holds the last labelled image
     beyond = [path.name for path, batch in zip(paths, batch_numbers, strict=False) if batch > last_batch]
@@ -344,9 +349,7 @@ def _plan_from_names(
             f"index = batch*{rows_per_file}+row+1; check --batch-size, use the matching val_label.txt, or pass "
             "--prep-image so the manifest maps rows"
         )
-    covered = np.zeros(last_labelled + 1, dtype=bool)
-    covered[indices[~padding]] = True
-    uncovered = label_indices[~covered[label_indices]]
+    uncovered = label_indices[~np.isin(label_indices, indices[~padding])]
     if uncovered.size:
         first = np.sort(uncovered)[:_LIST_LIMIT]
         examples = [f"{val_name(i, '')} (batch {(i - 1) // rows_per_file})" for i in first]

@@ -452,6 +452,25 @@ def test_empty_json_file_name_is_refused(models, prep, dataset, work, capsys):
 
 
 @item
+def test_a_huge_image_number_in_the_labels_costs_no_memory(models, prep, dataset, work, capsys):
+    import tracemalloc
+
+    out = work / "out5" / "o"
+    OnnxRuntimeBackend(threads=1).infer(models[0], prep, out)
+    labels = work / "labels_huge.txt"
+    labels.write_text(dataset[1].read_text() + "ILSVRC2012_val_99999999.JPEG 5\n")
+    tracemalloc.start()
+    try:
+        code, err = run_cli(capsys, "eval", "--outputs", str(out), "--label-file", str(labels), "--batch-size", "2",
+                            "--result-json-path", str(work / "res5"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert_one_clear_line(code, err, "eval", "ILSVRC2012_val_99999999", "no output row")
+    assert peak < 20e6, f"eval peaked at {peak / 1e6:.0f} MB for 6 images"
+
+
+@item
 def test_metrics_show_does_not_create_a_database(tmp_path, capsys):
     db = tmp_path / "typo.db"
     code, err = run_cli(capsys, "metrics-show", "--url", f"sqlite:///{db}")
