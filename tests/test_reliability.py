@@ -471,6 +471,33 @@ def test_a_huge_image_number_in_the_labels_costs_no_memory(models, prep, dataset
 
 
 @item
+def test_killed_demo_dataset_leaves_nothing_the_next_run_keeps(work, capsys):
+    root = work / "demo_killed"
+    marker = work / "demo.killpoint"
+    kill_when(
+        f"""
+        import pathlib, time
+        from convmixer_tasks import demo
+        real, calls = demo.render_image, []
+        def render(*a, **k):  # a few images into the staging folder, then stop there
+            calls.append(1)
+            if len(calls) == 3:
+                pathlib.Path({str(marker)!r}).write_text("x")
+                time.sleep(600)
+            return real(*a, **k)
+        demo.render_image = render
+        demo.make_demo_dataset({str(root)!r}, count=5)
+        """,
+        marker,
+    )
+    assert [p.name for p in root.iterdir() if p.name.startswith(".images.")]  # what the kill left
+    (root / ".val_label.txt.abc123.tmp").write_text("half")  # as a kill inside an atomic write leaves it
+    code, err = run_cli(capsys, "demo-dataset", "--output", str(root), "--count", "5")
+    assert code == 0, err
+    assert sorted(p.name for p in root.iterdir()) == ["demo_dataset.json", "images", "val_label.txt"]
+
+
+@item
 def test_metrics_show_does_not_create_a_database(tmp_path, capsys):
     db = tmp_path / "typo.db"
     code, err = run_cli(capsys, "metrics-show", "--url", f"sqlite:///{db}")
