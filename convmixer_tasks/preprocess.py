@@ -56,6 +56,9 @@ logger = logging.getLogger(__name__)
 MEAN, STD, CROP, RESIZE = INPUT.mean, INPUT.std, INPUT.crop, INPUT.resize  # RESIZE 233: the reference's int(224 / 0.96)
 _AIS_BENCH_INPUT_RE = re.compile(r"\.(bin|npy)$", re.IGNORECASE)  # what ais_bench picks up from a folder
 PROGRESS_STEPS = 20  # progress lines per run
+# One size limit for every image: PIL's warning level (it only warns there, and refuses at twice that).
+MAX_IMAGE_PIXELS = 89_478_485
+LOSSY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # converting to 8-bit RGB clips or truncates these
 PREP_LOCK_WAIT_S = 300.0  # how long a second writer of the same shard waits for the first (a zombie's retry)
 
 
@@ -74,13 +77,34 @@ def crop_offsets(width: int, height: int, crop: int = CROP) -> tuple[int, int]:
     return round((width - crop) / 2.0), round((height - crop) / 2.0)
 
 
+def _too_large(path: str | os.PathLike, size: str) -> PreprocessError:
+    return PreprocessError(
+        f"image {path} is {size}, above the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (decoding it would take "
+        "gigabytes); downscale it or remove it (and its label)"
+    )
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decoded RGB image; a file PIL cannot read is a PreprocessError naming it."""
+    """Decoded RGB image; a file PIL cannot read, or one above ``MAX_IMAGE_PIXELS``, is a PreprocessError naming it.
+
+    Modes other than RGB are converted exactly as the reference does (PIL's ``convert``), so the output stays
+    bit-identical; modes that lose information on the way (16-bit, 32-bit) are logged, not silently accepted.
+    """
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:  # before decoding: the header already says
+                raise _too_large(path, f"{img.width}x{img.height} pixels")
             img.load()
+            if img.mode in LOSSY_MODES:
+                logger.warning(
+                    "image %s has mode %s: converted to 8-bit RGB as the reference does (values above 255 saturate)",
+                    path,
+                    img.mode,
+                )
             return img if img.mode == "RGB" else img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL's own, larger limit: the same refusal
+        raise _too_large(path, "too large for PIL to open") from exc
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise PreprocessError(
             f"image {path} cannot be decoded ({type(exc).__name__}: {exc}); replace it or remove it (and its label)"
         ) from exc

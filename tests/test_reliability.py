@@ -498,6 +498,44 @@ def test_killed_demo_dataset_leaves_nothing_the_next_run_keeps(work, capsys):
 
 
 @item
+def test_skipped_and_suspicious_images_are_said(tmp_path, caplog):
+    from convmixer_tasks.dataset import load_dataset
+    from convmixer_tasks.preprocess import load_rgb
+
+    folder = tmp_path / "val"
+    folder.mkdir()
+    Image.new("RGB", (40, 30)).save(folder / "ILSVRC2012_val_00000001.JPEG")
+    Image.new("RGB", (40, 30)).save(folder / "ILSVRC2012_val_00000001 copy.JPEG")
+    os.mkfifo(folder / "ILSVRC2012_val_00000002.JPEG")
+    deep = np.full((30, 40), 40000, dtype=np.uint16)  # 16-bit: above 255 everywhere
+    Image.fromarray(deep).save(folder / "ILSVRC2012_val_00000003.JPEG", format="PNG")
+    with caplog.at_level("WARNING"):
+        dataset = load_dataset(folder)
+        img = load_rgb(folder / "ILSVRC2012_val_00000003.JPEG")
+    assert [image.name for image in dataset.images] == ["ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000003.JPEG"]
+    text = caplog.text
+    assert "ILSVRC2012_val_00000001 copy.JPEG (not named ILSVRC2012_val_*)" in text
+    assert "ILSVRC2012_val_00000002.JPEG (not a regular file)" in text
+    assert "mode I;16" in text and "saturate" in text
+    # still converted exactly as the reference (PIL's convert), only no longer silently
+    with Image.open(folder / "ILSVRC2012_val_00000003.JPEG") as raw:
+        assert np.array_equal(np.asarray(img), np.asarray(raw.convert("RGB")))
+
+
+@item
+def test_one_image_size_limit_with_a_clear_refusal(tmp_path, capsys, monkeypatch):
+    from convmixer_tasks import preprocess as prep_module
+
+    folder = tmp_path / "val"
+    folder.mkdir()
+    Image.new("RGB", (400, 300)).save(folder / "ILSVRC2012_val_00000001.JPEG")
+    monkeypatch.setattr(prep_module, "MAX_IMAGE_PIXELS", 100_000)  # the real one is PIL's 89.5 megapixels
+    code, err = run_cli(capsys, "preprocess", "--image-path", str(folder), "--prep-image", str(tmp_path / "p"),
+                        "--batch-size", "1", "--workers", "1")
+    assert_one_clear_line(code, err, "preprocess", "ILSVRC2012_val_00000001.JPEG is 400x300 pixels", "megapixels")
+
+
+@item
 def test_metrics_show_does_not_create_a_database(tmp_path, capsys):
     db = tmp_path / "typo.db"
     code, err = run_cli(capsys, "metrics-show", "--url", f"sqlite:///{db}")
