@@ -7,6 +7,7 @@ imported inside the handlers so `--help` and light commands never pay for torch.
 from __future__ import annotations
 
 import argparse
+import errno
 import inspect
 import json
 import logging
@@ -64,6 +65,8 @@ def _export(args: argparse.Namespace) -> Any:
 def _eval(args: argparse.Namespace) -> Any:
     from convmixer_tasks.evaluate import evaluate
 
+    if not args.json_file_name.strip() or Path(args.json_file_name).name != args.json_file_name:
+        raise ConvMixerError(f"--json-file-name {args.json_file_name!r} must be a plain file name, e.g. result.json")
     return _call(evaluate, args, result_json=Path(args.result_json_path) / args.json_file_name)
 
 
@@ -139,8 +142,16 @@ def _metrics_upgrade(args: argparse.Namespace) -> Any:
 
 def _metrics_show(args: argparse.Namespace) -> Any:
     from convmixer_tasks.metrics import query_runs, resolve_metrics_url
+    from convmixer_tasks.metrics.url import missing_sqlite_file
 
-    rows, total = query_runs(resolve_metrics_url(args.url), limit=args.limit)
+    url = resolve_metrics_url(args.url)
+    missing = missing_sqlite_file(url)
+    if missing is not None:  # a reader must not create the database
+        raise ConvMixerError(
+            f"no metrics database at {missing}: no run has been recorded there yet; check the path (--url, "
+            "$CONVMIXER_METRICS_DB_URL) or record a run first"
+        )
+    rows, total = query_runs(url, limit=args.limit)
     return {"total": total, "rows": rows}
 
 
@@ -290,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # A path no check foresaw (an unwritable output folder, a file where a folder must go): still one line.
         where = f" {exc.filename}" if exc.filename else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _fail(args.command, f"no space left on device writing{where}; free some space or use another folder")
         return _fail(args.command, f"cannot use{where}: {exc.strerror or exc}; check that path and its permissions")
     _print_result(result)
     return 0

@@ -7,6 +7,7 @@ dataset in one go instead of re-running once per broken file.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from convmixer_tasks.errors import ConfigError, DatasetError
 from convmixer_tasks.fileio import sha256_json
 
 # group(1) is the 8-digit index; the reference orders images by it.
+log = logging.getLogger(__name__)
 VAL_NAME_RE = re.compile(r"^ILSVRC2012_val_(\d{8})\.(?:jpeg|jpg)$", re.IGNORECASE)
 # Label lines name the image; some label files drop the extension, which costs nothing to accept.
 _LABEL_NAME_RE = re.compile(r"^ILSVRC2012_val_(\d{8})(?:\.(?:jpeg|jpg))?$", re.IGNORECASE)
@@ -127,12 +129,21 @@ def _discover(image_dir: Path) -> list[tuple[int, str, Path]]:
         for entry in entries:
             if entry.is_dir() and not entry.name.startswith("."):
                 folders.append(Path(entry.path))
+    skipped = []
     for folder in folders:
         with os.scandir(folder) as entries:
             for entry in entries:
                 match = VAL_NAME_RE.match(entry.name)
                 if match and entry.is_file():
                     found.append((int(match.group(1)), entry.name, Path(entry.path)))
+                elif not entry.name.startswith(".") and not (folder == image_dir and entry.is_dir()):
+                    kind = "not a regular file" if match or not entry.is_file() else "not named ILSVRC2012_val_*"
+                    skipped.append(f"{_relative(Path(entry.path), image_dir)} ({kind})")
+    if skipped:
+        # Said once, with names: a "… copy.JPEG" or a FIFO left out of the evaluated set should not go unnoticed.
+        skipped.sort()
+        more = f", … (+{len(skipped) - 10} more)" if len(skipped) > 10 else ""
+        log.warning("skipped %d entries in %s: %s%s", len(skipped), image_dir, ", ".join(skipped[:10]), more)
     found.sort(key=lambda item: (item[0], str(item[2])))
     return found
 

@@ -255,6 +255,8 @@ def make_demo_dataset(
     )
     if root.exists() and not root.is_dir():
         raise ConfigError(f"demo dataset output {root} is a file; pass a new or empty folder as --output")
+    if root.is_dir():
+        _clear_stale_temporaries(root)
     if _is_complete(root, count, seed):
         (root / PENDING_NAME).unlink(missing_ok=True)  # left by a run killed after its marker was written
         return dataset
@@ -285,6 +287,16 @@ def make_demo_dataset(
     atomic_write_json(root / MARKER_NAME, _marker_record(root, count, seed))
     (root / PENDING_NAME).unlink()
     return dataset
+
+
+def _clear_stale_temporaries(root: Path) -> None:
+    """Remove what a killed run left in ``root``: its ``.images.*`` staging folder and the hidden ``.tmp`` files
+    of its atomic writes (nothing reads them, but they pile up)."""
+    for entry in root.iterdir():
+        if entry.name.startswith(".images.") and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
+            entry.unlink(missing_ok=True)
 
 
 # --- the demo model ----------------------------------------------------------------------------------------------

@@ -70,6 +70,14 @@ def evaluate(
     With ``prep_dir`` the manifest decides which row is which image; without it the reference's name arithmetic
     with ``batch_size`` (default: the rows per output file) does, restricted to the images in ``label_file``.
     """
+    if result_json is not None:
+        # A result from an earlier run at this path must not outlive a failed (or killed) one: a reader would
+        # take it for this run's.
+        if Path(result_json).is_dir():
+            raise EvalError(
+                f"result JSON path {result_json} is a folder; name a file inside it (--json-file-name, not empty)"
+            )
+        Path(result_json).unlink(missing_ok=True)
     if batch_size is not None:
         check_batch_size(batch_size)
     outputs = scan_outputs(resolve_output_dir(output_dir))
@@ -310,11 +318,16 @@ def _plan_from_names(
     the denominator); any other row without a label, or label without a row, is an error.
     """
     indices = (batch_numbers[:, None] * rows_per_file + np.arange(rows_per_file)[None, :] + 1).ravel()
+    # Sorted lookups, not an array indexed by image number: memory follows the rows and the label lines, never the
+    # largest index a label file names (ILSVRC2012_val_99999999 would cost ~800 MB).
     label_indices = np.fromiter(labels.keys(), dtype=np.int64, count=len(labels))
-    last_labelled = int(label_indices.max()) if label_indices.size else 0
-    dense = np.full(last_labelled + 1, -1, dtype=np.int64)
-    dense[label_indices] = np.fromiter(labels.values(), dtype=np.int64, count=len(labels))
-    row_labels = np.where(indices <= last_labelled, dense[np.minimum(indices, last_labelled)], -1)
+    label_values = np.fromiter(labels.values(), dtype=np.int64, count=len(labels))
+    order = np.argsort(label_indices)
+    label_indices, label_values = label_indices[order], label_values[order]
+    last_labelled = int(label_indices[-1]) if label_indices.size else 0
+    at = np.minimum(np.searchsorted(label_indices, indices), max(label_indices.size - 1, 0))
+    found = label_indices.size > 0 and label_indices[at] == indices
+    row_labels = np.where(found, label_values[at], -1) if label_indices.size else np.full(indices.shape, -1)
 
     last_batch = (last_labelled - 1) // rows_per_file  # the batch that holds the last labelled image
     beyond = [path.name for path, batch in zip(paths, batch_numbers, strict=False) if batch > last_batch]
@@ -336,9 +349,7 @@ def _plan_from_names(
             f"index = batch*{rows_per_file}+row+1; check --batch-size, use the matching val_label.txt, or pass "
             "--prep-image so the manifest maps rows"
         )
-    covered = np.zeros(last_labelled + 1, dtype=bool)
-    covered[indices[~padding]] = True
-    uncovered = label_indices[~covered[label_indices]]
+    uncovered = label_indices[~np.isin(label_indices, indices[~padding])]
     if uncovered.size:
         first = np.sort(uncovered)[:_LIST_LIMIT]
         examples = [f"{val_name(i, '')} (batch {(i - 1) // rows_per_file})" for i in first]

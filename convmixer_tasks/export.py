@@ -4,6 +4,9 @@ reproduces PyTorch's logits on a fixed seeded batch within the tolerance.
 
 from __future__ import annotations
 
+import glob
+import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -15,7 +18,7 @@ import torch
 from torch import nn
 
 from convmixer_tasks.errors import ConfigError, ExportError
-from convmixer_tasks.fileio import atomic_path, atomic_write_json, sha256_file
+from convmixer_tasks.fileio import atomic_path, sha256_file, to_jsonable
 from convmixer_tasks.model import build_model, get_spec, load_checkpoint
 from convmixer_tasks.onnxgraph import graph_inputs
 from convmixer_tasks.variants import INPUT
@@ -202,57 +205,86 @@ def export_and_validate(
     if target.suffix.lower() != ".onnx":
         raise ConfigError(f"export target {target} must end in .onnx")
     source = Path(source) if source is not None else None
+    report_path = parity_report_path(target)
+    # What this attempt would replace goes first: a failure of any kind (bad checkpoint included) or a kill then
+    # leaves nothing, never an older ONNX or report that answers for another source.
+    clear_stale_temporaries(target)
+    for stale in (report_path, target):
+        stale.unlink(missing_ok=True)
 
-    model = prepare_model(source, variant, seed)
-    batch = seeded_batch(parity_batch, seed)
     try:
-        parity, export_seconds, validate_seconds = _export_checked(
-            model, batch, target, variant, opset, dynamo, tolerance
-        )
-    except ExportError:
-        # An older export at the same target no longer answers for this source: do not let a later step use it.
-        for stale in (target, parity_report_path(target)):
+        model = prepare_model(source, variant, seed)
+        batch = seeded_batch(parity_batch, seed)
+        with atomic_path(report_path) as report_tmp, atomic_path(target) as onnx_tmp:
+            parity, export_seconds, validate_seconds = _export_checked(
+                model, batch, onnx_tmp, target, variant, opset, dynamo, tolerance
+            )
+            result = ExportResult(
+                onnx_path=target,
+                onnx_sha256=sha256_file(onnx_tmp),
+                checkpoint_sha256=sha256_file(source) if source is not None else None,
+                variant=variant,
+                opset=opset,
+                dynamo=dynamo,
+                parity=parity,
+                report_path=report_path,
+                export_seconds=export_seconds,
+                validate_seconds=validate_seconds,
+            )
+            report_tmp.write_text(json.dumps(to_jsonable(result), indent=2, sort_keys=True) + "\n")
+            # Leaving the block moves the ONNX in, then the report: the report marks the pair complete.
+    except BaseException:
+        for stale in (report_path, target):
             stale.unlink(missing_ok=True)
         raise
-    result = ExportResult(
-        onnx_path=target,
-        onnx_sha256=sha256_file(target),
-        checkpoint_sha256=sha256_file(source) if source is not None else None,
-        variant=variant,
-        opset=opset,
-        dynamo=dynamo,
-        parity=parity,
-        report_path=parity_report_path(target),
-        export_seconds=export_seconds,
-        validate_seconds=validate_seconds,
-    )
-    atomic_write_json(result.report_path, result)
     return result
 
 
+def clear_stale_temporaries(target: Path) -> None:
+    """Remove the ``.tmp`` files a killed export left beside ``target`` (``fileio.atomic_path`` names them)."""
+    if not target.parent.is_dir():
+        return
+    for name in (target.name, parity_report_path(target).name):
+        for stale in target.parent.glob(f".{glob.escape(name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def _export_checked(
-    model: nn.Module, batch: torch.Tensor, target: Path, variant: str, opset: int, dynamo: bool, tolerance: float
+    model: nn.Module,
+    batch: torch.Tensor,
+    tmp: Path,
+    target: Path,
+    variant: str,
+    opset: int,
+    dynamo: bool,
+    tolerance: float,
 ) -> tuple[ParityReport, float, float]:
-    """Export to a temporary file beside ``target``; it replaces ``target`` only once every check has passed."""
-    with atomic_path(target) as tmp:
-        started = time.perf_counter()
-        try:
-            with torch.no_grad():
-                _export_onnx(model, batch, tmp, opset, dynamo)
-        except Exception as exc:
-            raise ExportError(
-                f"torch.onnx.export of {variant} to {target} failed "
-                f"(opset {opset}, dynamo={dynamo}): {type(exc).__name__}: {exc}"
-            ) from exc
-        exported = time.perf_counter()
-        _check_onnx_file(tmp, target, opset)
-        parity = run_parity(model, tmp, batch, tolerance)
-        validated = time.perf_counter()
-        if not parity.passed:
-            raise ExportError(
-                f"ONNX output '{OUTPUT_NAME}' of {target} differs from PyTorch by max |Δ| {parity.max_abs_diff:.3g} "
-                f"> tolerance {tolerance:g} (top-1 agreement {parity.top1_agreement:.0%} on {parity.batch} seeded "
-                f"images, opset {opset}, dynamo={dynamo}); the ONNX file was not kept — try another opset/exporter "
-                "or, if the difference is expected, a larger --tolerance"
-            )
+    """Export to ``tmp`` (beside ``target``) and check it; the caller moves it into place once every check passed."""
+    started = time.perf_counter()
+    try:
+        with torch.no_grad():
+            _export_onnx(model, batch, tmp, opset, dynamo)
+    except Exception as exc:
+        raise ExportError(
+            f"torch.onnx.export of {variant} to {target} failed "
+            f"(opset {opset}, dynamo={dynamo}): {type(exc).__name__}: {exc}"
+        ) from exc
+    exported = time.perf_counter()
+    _check_onnx_file(tmp, target, opset)
+    parity = run_parity(model, tmp, batch, tolerance)
+    validated = time.perf_counter()
+    if not math.isfinite(parity.max_abs_diff):
+        # No tolerance can pass NaN/inf, and argmax over NaN rows "agrees" trivially: name the real cause.
+        raise ExportError(
+            f"the model's outputs for {target} are not finite (NaN or inf on {parity.batch} seeded images), which "
+            "no tolerance can pass: the checkpoint's weights or BatchNorm statistics most likely hold NaN/inf; "
+            "export a checkpoint saved before training diverged"
+        )
+    if not parity.passed:
+        raise ExportError(
+            f"ONNX output '{OUTPUT_NAME}' of {target} differs from PyTorch by max |Δ| {parity.max_abs_diff:.3g} "
+            f"> tolerance {tolerance:g} (top-1 agreement {parity.top1_agreement:.0%} on {parity.batch} seeded "
+            f"images, opset {opset}, dynamo={dynamo}); the ONNX file was not kept — try another opset/exporter "
+            "or, if the difference is expected, a larger --tolerance"
+        )
     return parity, round(exported - started, 3), round(validated - exported, 3)

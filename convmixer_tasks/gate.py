@@ -35,6 +35,10 @@ BASELINE_TOP1 = {"convmixer_1536_20": 81.37}
 DEFAULT_TOP1_TOLERANCE = 0.5  # percentage points below the baseline still pass
 DEFAULT_THROUGHPUT_DROP_PCT = 10.0  # percent below the history median still passes
 DEFAULT_HISTORY = 5  # ok runs the throughput median is taken over
+# The DAG Params that carry the two tolerances: params.py declares them under these names and messages cite them,
+# so advice to "rerun with a larger …" names a param that exists.
+TOP1_TOLERANCE_PARAM = "top1_tolerance"
+THROUGHPUT_TOLERANCE_PARAM = "throughput_tolerance_pct"
 
 
 @dataclass
@@ -77,13 +81,18 @@ def _check_settings(top1_tolerance: float, throughput_drop_pct: float) -> None:
         or not math.isfinite(top1_tolerance)
         or not 0 <= top1_tolerance <= 100
     ):
-        raise ConfigError(f"top1_tolerance must be 0..100 percentage points, got {top1_tolerance!r}")
+        raise ConfigError(
+            f"{TOP1_TOLERANCE_PARAM} must be 0..100 percentage points, got {top1_tolerance!r}; fix that param"
+        )
     if (
         isinstance(throughput_drop_pct, bool)
         or not isinstance(throughput_drop_pct, numbers.Real)
         or not 0 <= throughput_drop_pct < 100
     ):
-        raise ConfigError(f"throughput_drop_pct must be a percentage in [0, 100), got {throughput_drop_pct!r}")
+        raise ConfigError(
+            f"{THROUGHPUT_TOLERANCE_PARAM} must be a percentage in [0, 100), got {throughput_drop_pct!r}; "
+            "fix that param"
+        )
 
 
 def _below(value: float, floor: float) -> bool:
@@ -203,7 +212,7 @@ def apply_gate(
         raise RegressionError(
             f"{variant} {what} on {row['device'] or 'unknown device'} regressed: {'; '.join(decision.reasons)}. "
             f"Stored as 'regressed' in {mask_url(url)}; find the cause (model, toolkit, device), or if the change "
-            "is intended, rerun with a larger top1_tolerance / throughput_drop_pct",
+            f"is intended, rerun with a larger DAG param {TOP1_TOLERANCE_PARAM} / {THROUGHPUT_TOLERANCE_PARAM}",
             decisions=[decision],
         )
     return decision

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -86,26 +88,73 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a file; pass the path of a .pth/.pth.tar")
+    _check_container(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path} was refused by weights_only loading ({_load_failure_reason(exc)}): it pickles objects that "
+            "could run code when loaded; if it comes from a trusted source, re-save just its state_dict with "
+            "torch.save"
+        ) from exc
     except Exception as exc:
         raise CheckpointError(
-            f"{path} is not a loadable PyTorch checkpoint with weights_only=True ({_load_failure_reason(exc)}); "
-            "if it is trusted but pickles custom objects, re-save just its state_dict with torch.save"
+            f"{path} is damaged ({_load_failure_reason(exc)}); copy or download the checkpoint again"
         ) from exc
     return _strip_prefix(_unwrap(obj, path), "module.")
 
 
+# torch.save writes a zip archive since torch 1.6; older files are a bare pickle (protocol 2 header).
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_PICKLE_MAGIC = b"\x80\x02"
+
+
+def _check_container(path: Path) -> None:
+    """Name what a file that is not a checkpoint is (text, truncated archive) before torch.load reports it as an
+    IndexError or an unpickling problem that sends the user after the wrong fix."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if head.startswith(_ZIP_MAGIC):
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"{path} is a truncated or damaged torch.save archive (its zip directory is missing); copy or "
+                "download the checkpoint again"
+            )
+        return
+    if head.startswith(_LEGACY_PICKLE_MAGIC):
+        return
+    if not head:
+        looks = "empty"
+    elif all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        looks = f"a text file (starts {head[:16]!r})"
+    else:
+        looks = f"of an unknown format (starts {head[:8]!r})"
+    raise CheckpointError(
+        f"{path} is {looks}, not a file written by torch.save; pass the .pth/.pth.tar checkpoint itself"
+    )
+
+
 def _load_failure_reason(exc: Exception) -> str:
-    """The one informative line of torch.load's multi-paragraph error (e.g. which global it refused)."""
+    """The one informative line of torch.load's multi-paragraph error: which global it refused, when it says so."""
     text = str(exc)
+    refused = re.search(r"(?:Unsupported global|unsupported GLOBAL)[^\n]*", text)
+    if refused:
+        return refused.group(0).split(". Please use", 1)[0].strip().rstrip(".")
     marker = "WeightsUnpickler error:"
     if marker in text:
         text = text.split(marker, 1)[1]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    detail = lines[0].split(". Please use", 1)[0] if lines else ""
+    detail = lines[0].split(". Please use", 1)[0].split(". This is an internal", 1)[0] if lines else ""
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def check_checkpoint(path: str | os.PathLike, variant: str) -> None:
+    """Read ``path`` and check its keys and shapes against ``variant`` without building the real model (the
+    expected shapes come from a meta-device copy), so a wrong file or variant is refused before any long step."""
+    with torch.device("meta"):
+        model = build_model(variant)
+    _check_keys(read_state_dict(path), model.state_dict(), Path(path), len(list(model.children())) - 1)
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -192,10 +241,18 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     timm's key layout. ``num_batches_tracked`` may be absent (it only matters for training).
     """
     path = Path(path)
-    state = read_state_dict(path)
-    expected = model.state_dict()
+    state = _check_keys(read_state_dict(path), model.state_dict(), path, len(list(model.children())) - 1)
+    for key, value in model.state_dict().items():  # absent num_batches_tracked keeps the model's own value
+        state.setdefault(key, value)
+    model.load_state_dict(state, strict=True)
+
+
+def _check_keys(
+    state: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: Path, head_index: int
+) -> dict[str, torch.Tensor]:
+    """``state`` in the Sequential layout, or a CheckpointError naming the keys that do not fit ``expected``."""
     if _is_timm_layout(state):
-        state = map_timm_keys(state, head_index=len(list(model.children())) - 1)
+        state = map_timm_keys(state, head_index=head_index)
 
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
@@ -216,6 +273,4 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
             f"checkpoint {path} does not fit the model: {'; '.join(parts)}{_variant_hint(state)}; "
             "pass the variant the checkpoint was trained as (--model, or the DAG param model_variant)"
         )
-    for key, value in expected.items():  # absent num_batches_tracked keeps the model's own value
-        state.setdefault(key, value)
-    model.load_state_dict(state, strict=True)
+    return state

@@ -9,7 +9,13 @@ from typing import Any
 
 from convmixer_tasks.backends.base import BACKEND_NAMES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
-from convmixer_tasks.gate import DEFAULT_HISTORY, DEFAULT_THROUGHPUT_DROP_PCT, DEFAULT_TOP1_TOLERANCE
+from convmixer_tasks.gate import (
+    DEFAULT_HISTORY,
+    DEFAULT_THROUGHPUT_DROP_PCT,
+    DEFAULT_TOP1_TOLERANCE,
+    THROUGHPUT_TOLERANCE_PARAM,
+    TOP1_TOLERANCE_PARAM,
+)
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.settings import SchedulingSettings
 from convmixer_tasks.variants import VARIANT_NAMES
@@ -71,13 +77,13 @@ def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
             "Only the first N images (quick runs; their accuracy is not gated against the "
             "full-set baseline); null = all.",
         ),
-        "top1_tolerance": ParamSpec(
+        TOP1_TOLERANCE_PARAM: ParamSpec(
             DEFAULT_TOP1_TOLERANCE,
             {"type": "number", "minimum": 0, "maximum": 100},
             "Gate: allowed top-1 drop (percentage points) below the variant's published "
             "baseline (the demo model: its committed expected_top1).",
         ),
-        "throughput_tolerance_pct": ParamSpec(
+        THROUGHPUT_TOLERANCE_PARAM: ParamSpec(
             DEFAULT_THROUGHPUT_DROP_PCT,
             {"type": "number", "minimum": 0, "exclusiveMaximum": 100},
             "Gate: allowed throughput drop, in percent of the median of the "

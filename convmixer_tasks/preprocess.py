@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import struct
 import sys
 import threading
@@ -27,6 +28,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
+from convmixer_tasks import guards
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import ValDataset, ValImage, load_dataset
 from convmixer_tasks.errors import ConfigError, PreprocessError
@@ -54,6 +56,10 @@ logger = logging.getLogger(__name__)
 MEAN, STD, CROP, RESIZE = INPUT.mean, INPUT.std, INPUT.crop, INPUT.resize  # RESIZE 233: the reference's int(224 / 0.96)
 _AIS_BENCH_INPUT_RE = re.compile(r"\.(bin|npy)$", re.IGNORECASE)  # what ais_bench picks up from a folder
 PROGRESS_STEPS = 20  # progress lines per run
+# One size limit for every image: PIL's warning level (it only warns there, and refuses at twice that).
+MAX_IMAGE_PIXELS = 89_478_485
+LOSSY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # converting to 8-bit RGB clips or truncates these
+PREP_LOCK_WAIT_S = 300.0  # how long a second writer of the same shard waits for the first (a zombie's retry)
 
 
 # --- the transform ------------------------------------------------------------------------------------------------
@@ -71,13 +77,34 @@ def crop_offsets(width: int, height: int, crop: int = CROP) -> tuple[int, int]:
     return round((width - crop) / 2.0), round((height - crop) / 2.0)
 
 
+def _too_large(path: str | os.PathLike, size: str) -> PreprocessError:
+    return PreprocessError(
+        f"image {path} is {size}, above the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (decoding it would take "
+        "gigabytes); downscale it or remove it (and its label)"
+    )
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decoded RGB image; a file PIL cannot read is a PreprocessError naming it."""
+    """Decoded RGB image; a file PIL cannot read, or one above ``MAX_IMAGE_PIXELS``, is a PreprocessError naming it.
+
+    Modes other than RGB are converted exactly as the reference does (PIL's ``convert``), so the output stays
+    bit-identical; modes that lose information on the way (16-bit, 32-bit) are logged, not silently accepted.
+    """
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:  # before decoding: the header already says
+                raise _too_large(path, f"{img.width}x{img.height} pixels")
             img.load()
+            if img.mode in LOSSY_MODES:
+                logger.warning(
+                    "image %s has mode %s: converted to 8-bit RGB as the reference does (values above 255 saturate)",
+                    path,
+                    img.mode,
+                )
             return img if img.mode == "RGB" else img.convert("RGB")
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL's own, larger limit: the same refusal
+        raise _too_large(path, "too large for PIL to open") from exc
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise PreprocessError(
             f"image {path} cannot be decoded ({type(exc).__name__}: {exc}); replace it or remove it (and its label)"
         ) from exc
@@ -223,9 +250,28 @@ def _fill_and_write(job: _Job, buffer: np.ndarray) -> None:
         else:
             buffer[slot] = pixels
     buffer[len(job.paths) :] = 0
-    with atomic_path(out_dir / job.name) as tmp:
-        buffer.tofile(tmp)
+    try:
+        with atomic_path(out_dir / job.name) as tmp:
+            _write_buffer(buffer, tmp)
+    except OSError as exc:
+        if not guards.is_no_space(exc, out_dir / job.name, buffer.nbytes):
+            raise
+        free = shutil.disk_usage(out_dir).free
+        raise PreprocessError(
+            guards.space_error(out_dir, buffer.nbytes, free, f"writing {job.name} ({buffer.nbytes} bytes)")
+        ) from None
     (out_dir / STATE_DIR / f"{job.name}.{job.marker}").touch()
+
+
+def _write_buffer(buffer: np.ndarray, path: Path) -> None:
+    buffer.tofile(path)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 _worker_buffer: np.ndarray | None = None  # one batch, allocated once per worker process and reused
@@ -346,6 +392,19 @@ def preprocess(
     manifest = _plan(dataset, batch_size, dtype)
     owned = shard_range(len(manifest.files), shard)
     (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    # One writer per shard of a folder: a zombie task and its retry would otherwise delete each other's temp files.
+    lock = out_dir / STATE_DIR / f"lock.shard-{shard[0]}-of-{shard[1]}"
+    try:
+        with guards.exclusive(lock, f"prep folder {out_dir} (shard {shard[0]}/{shard[1]})", PREP_LOCK_WAIT_S):
+            return _preprocess_locked(dataset, out_dir, manifest, owned, shard, workers)
+    except TimeoutError as exc:
+        raise PreprocessError(str(exc)) from None
+
+
+def _preprocess_locked(
+    dataset: ValDataset, out_dir: Path, manifest: PrepManifest, owned: range, shard: tuple[int, int], workers: int
+) -> PrepResult:
+    batch_size, dtype = manifest.batch_size, manifest.dtype
     markers = read_markers(out_dir)
     _clear_stale(out_dir, manifest, owned, markers)
 
@@ -380,6 +439,12 @@ def preprocess(
         min(workers, max(1, len(jobs))),
     )
     if jobs:
+        # Refuse up front, with the figure, rather than fail on a short write after minutes of decoding.
+        replaced = sum(_size(out_dir / job.name) for job in jobs)
+        needed = len(jobs) * nbytes - replaced + min(workers, len(jobs)) * nbytes  # + one temp file per worker
+        refusal = guards.check_free_space(out_dir, needed, f"preprocess ({len(jobs)} files of {nbytes} bytes)")
+        if refusal:
+            raise PreprocessError(refusal)
         _run_jobs(jobs, manifest, min(workers, len(jobs)))
 
     manifest_path = atomic_write_json(out_dir / MANIFEST_NAME, manifest)

@@ -142,6 +142,10 @@ def check_inputs(
             f"checkpoint {checkpoint} does not exist; set param checkpoint to the .pth.tar file "
             "(or [convmixer] checkpoint in airflow.cfg; CLI: --source)"
         )
+    from convmixer_tasks.model import check_checkpoint
+
+    # Format and key layout against the variant now, not after minutes of preprocessing when export reads it.
+    check_checkpoint(checkpoint, params["model_variant"])
     image_dir, label_file = Path(params["dataset_dir"]), Path(params["label_file"])
     if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
         ensure_demo_dataset(layout)
@@ -468,22 +472,52 @@ def record_rows(url: str, rows: Iterable[Mapping[str, Any]], *, keep_gated: bool
 def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[dict[str, Any]]:
     """``failed`` rows (no accuracy, no throughput) for a run that broke before evaluation, one per batch size.
 
+    Built from whatever can be read of ``params``: a conf that ``check_inputs`` refused (``{"batch_size": 4.0}``,
+    an unknown variant) is exactly the run that must still show up as failed, so nothing here may raise on it.
+
     Record them with ``record_rows(..., keep_gated=True)``: a rerun of a cleared task that fails must not replace a
     verdict an earlier attempt stored (a ``pending`` row from that attempt does become ``failed``)."""
     finished_at = datetime.now(UTC).isoformat()
+    sizes, unreadable = _readable_batch_sizes(params)
+    reasons = [reason] + ([f"recorded under batch size {sizes[0]}: {unreadable}"] if unreadable else [])
+    dtype = params.get("input_dtype")
     return [
         {
             **run.values(),
             "finished_at": finished_at,
-            "model_variant": params["model_variant"],
-            "backend": params["backend"],
+            "model_variant": _readable_text(params.get("model_variant"), 100),
+            "backend": _readable_text(params.get("backend"), 32),
             "batch_size": batch_size,
-            "input_dtype": params["input_dtype"],
+            "input_dtype": dtype if isinstance(dtype, str) and len(dtype) <= 16 else None,
             "status": "failed",
-            "gate_reasons": [reason],
+            "gate_reasons": reasons,
         }
-        for batch_size in batch_sizes_from_params(params)
+        for batch_size in sizes
     ]
+
+
+def _readable_text(value: Any, limit: int) -> str:
+    """A conf string as the row can hold it; anything else as its repr (a failed row must name what was asked)."""
+    text = value if isinstance(value, str) and value else repr(value)
+    return text[:limit]
+
+
+def _readable_batch_sizes(params: Mapping[str, Any]) -> tuple[list[int], str | None]:
+    """The batch sizes a conf asked for, read leniently (``4.0`` → 4); (sizes, None) when they are readable,
+    else ([the first supported size], what could not be read) so the failed run still gets its row."""
+    try:
+        return batch_sizes_from_params(params), None
+    except ConfigError:
+        pass
+    single = params.get("batch_size")
+    asked = [single] if single is not None else params.get("batch_sizes")
+    sizes = []
+    for size in asked if isinstance(asked, (list, tuple)) else [asked]:
+        if isinstance(size, (int, float)) and not isinstance(size, bool) and float(size).is_integer() and size >= 1:
+            sizes.append(int(size))
+    if sizes:
+        return list(dict.fromkeys(sizes)), None
+    return [BATCH_SIZE_CHOICES[0]], f"the conf's batch size {asked!r} is unreadable"
 
 
 def gate_rows(url: str, recorded: Iterable[RecordedRow], params: Mapping[str, Any]) -> list[Verdict]:
@@ -525,10 +559,12 @@ def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
     A quick run on the first ``image_limit`` images cannot be held to a baseline measured on the whole set, so its
     accuracy is not gated (tolerance 100 points; the stored reasons say so); its throughput still is.
     """
-    top1_tolerance = params["top1_tolerance"] if params.get("image_limit") is None else 100.0
+    from convmixer_tasks.gate import THROUGHPUT_TOLERANCE_PARAM, TOP1_TOLERANCE_PARAM
+
+    top1_tolerance = params[TOP1_TOLERANCE_PARAM] if params.get("image_limit") is None else 100.0
     return {
         "top1_tolerance": top1_tolerance,
-        "throughput_drop_pct": params["throughput_tolerance_pct"],
+        "throughput_drop_pct": params[THROUGHPUT_TOLERANCE_PARAM],
         "history": params["throughput_history"],
     }
 

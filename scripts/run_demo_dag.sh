@@ -72,6 +72,8 @@ cat <<EOF
   AIRFLOW__CORE__PLUGINS_FOLDER=$AIRFLOW__CORE__PLUGINS_FOLDER \\
   AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=$AIRFLOW__CORE__PARALLELISM airflow standalone
   then open http://localhost:8080 (Browse -> ConvMixer metrics for the history) ; user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
+  before triggering runs there: airflow dags unpause convmixer_validation   (the DAG is created paused)
+  stop it with Ctrl-C in its terminal (stops its scheduler and workers too; see README "Two commands")
   (metrics DB: Airflow connection '$METRICS_CONN_ID' if defined, else \$CONVMIXER_METRICS_DB_URL, else
    $AIRFLOW_HOME/convmixer_metrics.db)
 EOF

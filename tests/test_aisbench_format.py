@@ -153,7 +153,7 @@ def test_read_output_all_formats(tmp_path):
     np.testing.assert_array_equal(fmt.read_output(tmp_path / "input_00000_0.bin", 5), rows)
     np.testing.assert_array_equal(fmt.read_output(tmp_path / "input_00000_0.npy", 5), rows)
     np.testing.assert_allclose(fmt.read_output(tmp_path / "input_00000_0.txt", 5), rows, atol=1e-6)
-    with pytest.raises(EvalError, match="not a multiple of 3"):
+    with pytest.raises(EvalError, match="holds 10 values, not whole rows of 3 class logits"):
         fmt.read_output(tmp_path / "input_00000_0.bin", 3)
 
 

@@ -383,7 +383,10 @@ def test_infer_writes_contract_layout_with_correct_values(ascend_doubles, tiny_o
     assert stat.S_IMODE((tmp_path / "work").stat().st_mode) == 0o750
     (argv,) = read_argvs(log)
     assert argv == ["--model", str(artifact.path), "--input", str(prep_f32), "--output", str(tmp_path / "work"),
-                    "--output_dirname", "outputs_bs2", "--outfmt", "BIN", "--batchsize", "2", "--device", "0"]
+                    "--output_dirname", f".outputs_bs2.partial-{os.getpid()}", "--outfmt", "BIN", "--batchsize", "2",
+                    "--device", "0"]
+    # ais_bench writes into a staging sibling that became the result; nothing of it is left beside it
+    assert sorted(os.listdir(tmp_path / "work")) == ["outputs_bs2", "outputs_bs2_summary.json"]
 
 
 def test_infer_shard_uses_a_hard_link_folder_and_removes_it(ascend_doubles, tiny_onnx, prep_f32, tmp_path):

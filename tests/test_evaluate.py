@@ -300,7 +300,7 @@ def test_batch_size_flag_disagrees_with_manifest(case):
 
 def test_wrong_class_count_in_npy(case):
     outputs = _write_outputs(case["tmp"] / "npy11", "npy", [np.zeros((3, 11), np.float32)] * 3)
-    _assert_refused(case, r"input_0000\d_0\.npy holds 33 values.*10 classes", outputs=outputs, prep_dir=case["prep"])
+    _assert_refused(case, r"input_0000\d_0\.npy holds 33 values.*10 class logits", outputs=outputs, prep_dir=case["prep"])
 
 
 def test_ragged_txt_row(case):

@@ -11,15 +11,16 @@ import pytest
 
 from convmixer_tasks import steps
 from convmixer_tasks.backends.base import Artifact
-from convmixer_tasks.errors import ConfigError, DatasetError, MetricsError, RegressionError
+from convmixer_tasks.errors import CheckpointError, ConfigError, DatasetError, MetricsError, RegressionError
 from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunPlan, Scores
+from convmixer_tasks.variants import DEMO_CHECKPOINT
 from convmixer_tasks.workdir import WorkLayout, run_slug
 
 
 def _params(tmp_path: Path, **overrides) -> dict:
     layout = WorkLayout(tmp_path / "work")
     checkpoint = tmp_path / "model.pth.tar"
-    checkpoint.write_bytes(b"not read by check_inputs")
+    checkpoint.write_bytes(DEMO_CHECKPOINT.read_bytes())  # check_inputs reads its format and keys
     params = {"batch_sizes": [4, 16], "batch_size": None, "backend": "onnxruntime", "input_dtype": "float32",
               "model_variant": "convmixer_demo", "checkpoint": str(checkpoint), "image_limit": None,
               "dataset_dir": str(layout.demo_image_dir), "label_file": str(layout.demo_label_file),
@@ -113,6 +114,16 @@ def test_check_inputs_fails_fast_on_missing_checkpoint_and_bad_dataset(tmp_path)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="empty"):
         steps.check_inputs(_params(tmp_path, dataset_dir=str(tmp_path / "empty")), "r", tmp_path / "work")
+
+
+def test_check_inputs_checks_the_checkpoint_against_the_variant(tmp_path):
+    # refused here, before preprocess runs for minutes and export finds out
+    text = tmp_path / "notes.pth.tar"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(CheckpointError, match="notes.pth.tar is a text file"):
+        steps.check_inputs(_params(tmp_path, checkpoint=str(text)), "r", tmp_path / "work")
+    with pytest.raises(CheckpointError, match="does not fit the model.*variant convmixer_demo"):
+        steps.check_inputs(_params(tmp_path, model_variant="convmixer_1536_20"), "r", tmp_path / "work")
 
 
 def test_check_inputs_refuses_a_conf_key_that_is_not_a_param(tmp_path):

@@ -7,13 +7,15 @@ first dot, ``_{output index}``, outfmt lower-cased) and the summary as the sibli
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from convmixer_tasks.errors import BackendError, EvalError
+from convmixer_tasks.errors import BackendError, ConfigError, EvalError
 from convmixer_tasks.fileio import atomic_write_json, read_json
 
 OUTFMTS = ("bin", "npy", "txt")
@@ -22,6 +24,8 @@ PERCENTILE_KEY = "percentile(99%)"
 STAT_KEYS = ("min", "max", "mean", "median", PERCENTILE_KEY, "count")
 TIME_SECTIONS = ("NPU_compute_time", "H2D_latency", "D2H_latency")
 THROUGHPUT_FORMULA = "1000*batchsize/NPU_compute_time.mean"
+OUTPUT_FILE_RE = re.compile(r"^[^.]+_\d+\.(bin|npy|txt)$")
+STAGING_MARK = ".partial-"  # ".<dirname>.partial-<pid>": an infer's outputs before they are complete
 
 
 def output_name(input_name: str | os.PathLike, index: int = 0, fmt: str = "bin") -> str:
@@ -33,6 +37,83 @@ def summary_path(output_dir: str | os.PathLike) -> Path:
     """The new-generation summary file: sibling ``<dir>_summary.json`` of the output folder."""
     output_dir = Path(os.path.abspath(output_dir))
     return output_dir.with_name(output_dir.name + "_summary.json")
+
+
+def clear_previous_outputs(output_dir: str | os.PathLike) -> None:
+    """Remove an earlier result at ``output_dir`` (only ais_bench output files and its summary); refuse anything
+    else. Done before a run starts, so a run that dies never leaves the previous model's outputs looking current."""
+    output_dir = Path(output_dir)
+    summary = summary_path(output_dir)
+    if output_dir.is_dir():
+        foreign = [
+            p.name
+            for p in output_dir.iterdir()
+            if not (p.is_file() and (OUTPUT_FILE_RE.match(p.name) or p.name == OLD_SUMMARY_NAME))
+        ]
+        if foreign:
+            raise ConfigError(
+                f"output folder {output_dir} exists and holds files that are not ais_bench outputs "
+                f"({', '.join(sorted(foreign)[:5])}); choose another output folder or empty it"
+            )
+        shutil.rmtree(output_dir)
+    elif output_dir.exists():
+        raise ConfigError(f"output path {output_dir} exists and is not a folder; choose another output folder")
+    summary.unlink(missing_ok=True)
+
+
+def remove_outputs(output_dir: str | os.PathLike) -> None:
+    shutil.rmtree(output_dir, ignore_errors=True)
+    summary_path(output_dir).unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def _clear_stale_staging(output_dir: Path) -> None:
+    """Remove the staging folders of killed runs into ``output_dir`` (their pid is gone); a live one is left."""
+    prefix = f".{output_dir.name}{STAGING_MARK}"
+    if not output_dir.parent.is_dir():
+        return
+    for entry in output_dir.parent.iterdir():
+        if not entry.name.startswith(prefix) or entry.name.endswith("_summary.json"):
+            continue
+        pid = entry.name[len(prefix) :]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _pid_alive(int(pid))):
+            remove_outputs(entry)
+
+
+@contextlib.contextmanager
+def staged_outputs(output_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a sibling staging folder for a run's outputs; they become ``output_dir`` only if the block finishes.
+
+    The previous result at ``output_dir`` is removed first and the staging folder (with its sibling summary) on any
+    failure, so after a crash or ``kill -9`` the path holds either nothing or one run's complete outputs — never a
+    mix of two models. The summary moves in last: it marks the outputs complete.
+    """
+    output_dir = Path(output_dir)
+    clear_previous_outputs(output_dir)
+    _clear_stale_staging(output_dir)
+    staging = output_dir.with_name(f".{output_dir.name}{STAGING_MARK}{os.getpid()}")
+    remove_outputs(staging)
+    try:
+        yield staging
+        staged_summary = summary_path(staging)
+        if (staging / OLD_SUMMARY_NAME).is_file():
+            os.replace(staging / OLD_SUMMARY_NAME, staged_summary)
+        os.replace(staging, output_dir)
+        if staged_summary.is_file():
+            os.replace(staged_summary, summary_path(output_dir))
+    except BaseException:
+        remove_outputs(staging)
+        remove_outputs(output_dir)
+        raise
 
 
 def natural_key(name: str) -> list[Any]:
@@ -142,10 +223,12 @@ def read_output(path: str | os.PathLike, last_dim: int, dtype: str = "float32"):
         data = np.loadtxt(path, dtype=dtype, ndmin=2)
     else:
         raise EvalError(f"output file {path} has format {fmt!r}; ais_bench writes one of {', '.join(OUTFMTS)}")
-    if data.size % last_dim:
+    if data.size % last_dim or (data.ndim == 2 and data.shape[1] != last_dim and fmt == "txt"):
+        shape = f"rows of {data.shape[1]} values" if fmt == "txt" and data.ndim == 2 else f"{data.size} values"
+        # The class count is the model's (the evaluator has no flag for it): the file is what is wrong.
         raise EvalError(
-            f"output file {path} holds {data.size} values, not a multiple of {last_dim} classes; "
-            "check --num-classes or that the folder holds this model's outputs"
+            f"output file {path} holds {shape}, not whole rows of {last_dim} class logits: not this model's "
+            "outputs, or a write cut short; re-run inference into an empty folder"
         )
     return data.reshape(-1, last_dim)
 
@@ -182,7 +265,7 @@ def parse_throughput(stdout: str) -> float:
         return float(total[-1])
     lines = _THROUGHPUT_RE.findall(stdout)
     if not lines:
-        raise BackendError("ais_bench printed no throughput line; check its output above for [ERROR] lines")
+        raise BackendError("ais_bench printed no throughput line")
     return float(lines[-1])
 
 
@@ -190,5 +273,5 @@ def parse_compute_time(stdout: str) -> dict[str, float]:
     """The last ``NPU_compute_time (ms): …`` line as {min, max, mean, median, percentile(99%)}."""
     found = _COMPUTE_RE.findall(stdout)
     if not found:
-        raise BackendError("ais_bench printed no NPU_compute_time line; check its output above for [ERROR] lines")
+        raise BackendError("ais_bench printed no NPU_compute_time line")
     return dict(zip(("min", "max", "mean", "median", PERCENTILE_KEY), (float(v) for v in found[-1]), strict=False))

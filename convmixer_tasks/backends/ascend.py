@@ -34,6 +34,7 @@ from convmixer_tasks.backends.aisbench_format import (
     parse_compute_time,
     parse_throughput,
     read_summary,
+    staged_outputs,
     stats,
     summary_path,
     throughput,
@@ -58,7 +59,6 @@ HEALTHY = "OK"
 OPTYPELIST_IMPLMODES = ("high_performance", "high_precision")
 PERF_DIRNAME = "perf"
 MAX_OUTPUT_PARENT_MODE = 0o750  # newer ais_bench refuses an existing --output folder with any other bit set
-OUTPUT_FILE_RE = re.compile(r"^[^.]+_\d+\.(bin|npy|txt)$")
 INPUT_WRITE_BITS = stat.S_IWGRP | stat.S_IWOTH  # newer ais_bench refuses input files with either bit
 
 INSTALL_ATC = (
@@ -286,6 +286,12 @@ def ais_bench_error_lines(output: str) -> list[str]:
     return picked
 
 
+def printed_errors(run: ToolRun) -> str:
+    """``; ais_bench printed: …`` with its [ERROR] lines, for failures it reports only in its output (exit 0)."""
+    errors = ais_bench_error_lines(run.output)
+    return f"; ais_bench printed: {'; '.join(errors)}" if errors else "; ais_bench printed no [ERROR] line"
+
+
 def ais_bench_input_files(folder: Path) -> list[str]:
     """The names ais_bench would take from ``folder``: *.bin/*.npy in either case, naturally sorted."""
     names = [p.name for p in folder.iterdir() if p.is_file() and p.suffix in (".bin", ".BIN", ".npy", ".NPY")]
@@ -337,32 +343,6 @@ def tighten_input_files(paths: Sequence[Path]) -> None:
                 f"files writable by group or others: `chmod go-w {path.parent}/*.bin` or re-run preprocess as this user"
             )
         os.chmod(path, mode & ~INPUT_WRITE_BITS)
-
-
-def clear_previous_outputs(output_dir: Path) -> None:
-    """Remove what an earlier attempt left at ``output_dir`` (only ais_bench output files); refuse anything else."""
-    summary = summary_path(output_dir)
-    if output_dir.is_dir():
-        foreign = [
-            p.name
-            for p in output_dir.iterdir()
-            if not (p.is_file() and (OUTPUT_FILE_RE.match(p.name) or p.name == OLD_SUMMARY_NAME))
-        ]
-        if foreign:
-            raise ConfigError(
-                f"output folder {output_dir} exists and holds files that are not ais_bench outputs "
-                f"({', '.join(sorted(foreign)[:5])}); choose another output folder or empty it"
-            )
-        shutil.rmtree(output_dir)
-    elif output_dir.exists():
-        raise ConfigError(f"output path {output_dir} exists and is not a folder; choose another output folder")
-    if summary.exists():
-        summary.unlink()
-
-
-def remove_outputs(output_dir: Path) -> None:
-    shutil.rmtree(output_dir, ignore_errors=True)
-    summary_path(output_dir).unlink(missing_ok=True)
 
 
 def perf_from_summary(summary: dict[str, Any], batch_size: int) -> tuple[float, dict[str, float], list[float]]:
@@ -582,34 +562,32 @@ class AscendBackend(base.Backend):
         command = self.ais_bench_command()
         tighten_input_files([prep_dir / name for name in names])  # hard links below share the mode
         prepare_output_parent(output_dir.parent)
-        clear_previous_outputs(output_dir)
 
         link_folder = None
         input_folder = prep_dir
-        if ais_bench_input_files(prep_dir) != sorted(names, key=natural_key):
-            link_folder = output_dir.parent / f".{output_dir.name}_inputs"
-            shutil.rmtree(link_folder, ignore_errors=True)
-            input_folder = link_shard_folder(prep_dir, names, link_folder)
-        # fmt: off
-        argv = [
-            *command,
-            "--model", str(Path(artifact.path).resolve()), "--input", str(input_folder),
-            "--output", str(output_dir.parent),
-            "--output_dirname", output_dir.name, "--outfmt", "BIN", "--batchsize", str(artifact.batch_size),
-            "--device", str(self.device_id),
-        ]
-        # fmt: on
         try:
-            run = self.run_tool(argv, self.ais_bench_timeout_s)
-            self._check_ais_bench_run(run, "inference")
-            summary = self._settle_summary(output_dir)
-            self._check_outputs(output_dir, names)
-        except BaseException:
-            remove_outputs(output_dir)
-            raise
+            with staged_outputs(output_dir) as staging:
+                if ais_bench_input_files(prep_dir) != sorted(names, key=natural_key):
+                    link_folder = output_dir.parent / f".{output_dir.name}_inputs"
+                    shutil.rmtree(link_folder, ignore_errors=True)
+                    input_folder = link_shard_folder(prep_dir, names, link_folder)
+                # fmt: off
+                argv = [
+                    *command,
+                    "--model", str(Path(artifact.path).resolve()), "--input", str(input_folder),
+                    "--output", str(staging.parent),
+                    "--output_dirname", staging.name, "--outfmt", "BIN", "--batchsize", str(artifact.batch_size),
+                    "--device", str(self.device_id),
+                ]
+                # fmt: on
+                run = self.run_tool(argv, self.ais_bench_timeout_s)
+                self._check_ais_bench_run(run, "inference")
+                self._settle_summary(staging, run)
+                self._check_outputs(staging, names, run)
         finally:
             if link_folder is not None:
                 shutil.rmtree(link_folder, ignore_errors=True)
+        summary = summary_path(output_dir)
         return base.InferResult(output_dir=output_dir, summary_path=summary, file_count=len(names), outfmt="bin")
 
     def benchmark(self, artifact: base.Artifact, loop: int = 100, warmup: int = 5) -> base.BenchResult:
@@ -633,10 +611,13 @@ class AscendBackend(base.Backend):
             self._check_ais_bench_run(run, "benchmark")
             perf_dir = Path(tmp) / PERF_DIRNAME
             has_summary = summary_path(perf_dir).is_file() or (perf_dir / OLD_SUMMARY_NAME).is_file()
-            if has_summary:
-                value, latency, samples = perf_from_summary(read_summary(perf_dir), artifact.batch_size)
-            else:
-                value, latency, samples = perf_from_stdout(run.output)
+            try:
+                if has_summary:
+                    value, latency, samples = perf_from_summary(read_summary(perf_dir), artifact.batch_size)
+                else:
+                    value, latency, samples = perf_from_stdout(run.output)
+            except BackendError as exc:
+                raise BackendError(f"{exc}{printed_errors(run)}") from exc
         return base.BenchResult(
             backend=self.name,
             batch_size=artifact.batch_size,
@@ -658,8 +639,7 @@ class AscendBackend(base.Backend):
                 f"artifact {artifact.path} was compiled by the {artifact.backend} backend, not "
                 f"{self.name}; compile it with --backend {self.name}"
             )
-        if not Path(artifact.path).is_file():
-            raise BackendError(f"OM file {artifact.path} is missing; re-run compile")
+        base.verify_artifact(artifact)
 
     @staticmethod
     def _check_ais_bench_run(run: ToolRun, what: str) -> None:
@@ -672,7 +652,7 @@ class AscendBackend(base.Backend):
         )
 
     @staticmethod
-    def _settle_summary(output_dir: Path) -> Path:
+    def _settle_summary(output_dir: Path, run: ToolRun) -> Path:
         """The summary at our contract's place ``<output_dir>_summary.json`` (older ais_bench writes it inside)."""
         target = summary_path(output_dir)
         old = output_dir / OLD_SUMMARY_NAME
@@ -680,18 +660,19 @@ class AscendBackend(base.Backend):
             os.replace(old, target)
         if not target.is_file():
             raise BackendError(
-                f"ais_bench exited 0 but wrote no summary at {target} (nor {old}); check that it ran with --output"
+                f"ais_bench exited 0 but wrote no summary at {target} (nor {old}){printed_errors(run)}; "
+                "check that it ran with --output"
             )
         return target
 
     @staticmethod
-    def _check_outputs(output_dir: Path, names: Sequence[str]) -> None:
+    def _check_outputs(output_dir: Path, names: Sequence[str], run: ToolRun) -> None:
         expected = [output_name(name) for name in names]
         missing = [name for name in expected if not (output_dir / name).is_file()]
         if missing:
             raise BackendError(
                 f"ais_bench exited 0 but {len(missing)} of {len(expected)} outputs are missing in "
-                f"{output_dir} (e.g. {', '.join(missing[:3])})"
+                f"{output_dir} (e.g. {', '.join(missing[:3])}){printed_errors(run)}"
             )
         sizes = {(output_dir / name).stat().st_size for name in expected}
         if len(sizes) != 1 or 0 in sizes:

@@ -110,10 +110,29 @@ class Artifact:
             )
         if not sidecar.is_file():
             raise BackendError(f"artifact sidecar {sidecar} is missing; re-run compile to rebuild the artifact")
-        artifact = cls.from_dict(read_json(sidecar))
+        try:
+            artifact = cls.from_dict(read_json(sidecar))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise BackendError(
+                f"artifact sidecar {sidecar} is unreadable ({type(exc).__name__}); re-run compile to rebuild it"
+            ) from exc
         artifact.path = sidecar.with_name(sidecar.name[: -len(SIDECAR_SUFFIX)])
         artifact.cached = True
         return artifact
+
+
+def verify_artifact(artifact: Artifact) -> None:
+    """Refuse an artifact whose bytes are not the ones compile recorded (truncated, or another model copied over
+    it): running it would report figures for a model nobody compiled."""
+    path = Path(artifact.path)
+    if not path.is_file():
+        raise BackendError(f"compiled model {path} is missing; re-run compile")
+    actual = sha256_file(path)
+    if actual != artifact.sha256:
+        raise BackendError(
+            f"compiled model {path} is not the file compile wrote (sha256 {actual[:12]}…, recorded "
+            f"{str(artifact.sha256)[:12]}…: truncated or replaced); re-run compile"
+        )
 
 
 @dataclass

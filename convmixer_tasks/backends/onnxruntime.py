@@ -21,7 +21,6 @@ import onnxruntime as ort
 
 from convmixer_tasks.backends import aisbench_format, base
 from convmixer_tasks.errors import BackendError, ConfigError
-from convmixer_tasks.fileio import atomic_path
 from convmixer_tasks.onnxgraph import graph_inputs
 from convmixer_tasks.variants import INPUT
 
@@ -174,11 +173,14 @@ class OnnxRuntimeBackend(base.Backend):
                 f"artifact {artifact.path} was optimised for '{built_for}' but this worker is '{self.runtime}'; "
                 "ORT_ENABLE_ALL models are device-specific: run compile on this worker (it caches per device)"
             )
-        if not Path(artifact.path).is_file():
-            raise BackendError(f"artifact {artifact.path} is missing; re-run compile")
+        base.verify_artifact(artifact)
         # The graph is already optimised; ORT_ENABLE_BASIC keeps load fast without re-running layout passes.
         options = self._session_options(ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
-        return ort.InferenceSession(str(artifact.path), options, providers=self._providers())
+        try:
+            return ort.InferenceSession(str(artifact.path), options, providers=self._providers())
+        except Exception as exc:  # ORT raises its own classes (InvalidProtobuf, Fail, ...): one line either way
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"ONNX Runtime cannot load {artifact.path} ({first}); re-run compile") from exc
 
     # --- infer ------------------------------------------------------------------------------------------------
 
@@ -188,21 +190,6 @@ class OnnxRuntimeBackend(base.Backend):
         session = self.open_session(artifact)
         input_name, output_name = artifact.meta["input_name"], artifact.meta["output_name"]
         dtype = NUMPY_DTYPES[artifact.input_dtype]
-        output_dir.mkdir(parents=True, exist_ok=True)
-
-        filesinfo: dict[int | str, dict[str, list[str]]] = {}
-        compute_ms: list[float] = []
-        for sample_id, prep_file in enumerate(selected):
-            in_path = prep_dir / prep_file.name
-            batch = np.memmap(in_path, dtype=dtype, mode="r", shape=tuple(artifact.input_shape))
-            started = time.perf_counter()
-            (logits,) = session.run([output_name], {input_name: batch})
-            compute_ms.append((time.perf_counter() - started) * 1000.0)
-            out_path = output_dir / aisbench_format.output_name(prep_file.name, 0, "bin")
-            with atomic_path(out_path) as tmp:
-                np.ascontiguousarray(logits, dtype=np.float32).tofile(tmp)
-            filesinfo[sample_id] = {"infiles": [str(in_path)], "outfiles": [str(out_path)]}
-
         args = {
             "model": str(artifact.path),
             "input": str(prep_dir),
@@ -217,7 +204,21 @@ class OnnxRuntimeBackend(base.Backend):
             "threads": self.threads,
             "files": list(files) if files is not None else None,
         }
-        summary = aisbench_format.write_summary(output_dir, filesinfo, compute_ms, artifact.batch_size, args)
+        filesinfo: dict[int | str, dict[str, list[str]]] = {}
+        compute_ms: list[float] = []
+        with aisbench_format.staged_outputs(output_dir) as staging:
+            staging.mkdir(parents=True)
+            for sample_id, prep_file in enumerate(selected):
+                in_path = prep_dir / prep_file.name
+                batch = np.memmap(in_path, dtype=dtype, mode="r", shape=tuple(artifact.input_shape))
+                started = time.perf_counter()
+                (logits,) = session.run([output_name], {input_name: batch})
+                compute_ms.append((time.perf_counter() - started) * 1000.0)
+                name = aisbench_format.output_name(prep_file.name, 0, "bin")
+                np.ascontiguousarray(logits, dtype=np.float32).tofile(staging / name)
+                filesinfo[sample_id] = {"infiles": [str(in_path)], "outfiles": [str(output_dir / name)]}
+            aisbench_format.write_summary(staging, filesinfo, compute_ms, artifact.batch_size, args)
+        summary = aisbench_format.summary_path(output_dir)
         return base.InferResult(output_dir=output_dir, summary_path=summary, file_count=len(selected), outfmt="bin")
 
     # --- benchmark --------------------------------------------------------------------------------------------

@@ -70,3 +70,16 @@ def mask_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except sa_exc.ArgumentError:
         return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL that does not exist yet, else None. Readers check it first: opening a missing SQLite
+    file creates an empty database, which would hide a mistyped path behind "no runs"."""
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError:
+        return None  # the store names the bad URL
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return None if Path(database).exists() else Path(database)

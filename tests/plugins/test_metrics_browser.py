@@ -464,10 +464,12 @@ def test_empty_and_unreachable_metrics_db_states(airflow_server, browser_page, t
     _log_in(page, airflow_server)
     frame = page.frame_locator("iframe[src*='convmixer-metrics']")
     try:
-        # No run recorded yet (the DB file does not exist): the empty state says how to trigger one.
+        # No run recorded yet (the DB file does not exist): the empty state says how to trigger one (after
+        # unpausing: the DAG is created paused and a trigger alone would stay queued).
         _point_metrics_at(airflow_server, {"conn_type": "sqlite", "host": str(tmp_path / "no-runs-yet.db")})
         page.goto(f"{base}/plugin/convmixer-metrics")
         expect(frame.locator("body")).to_have_attribute("data-state", "empty")
+        expect(frame.locator("#empty")).to_contain_text("airflow dags unpause convmixer_validation")
         expect(frame.locator("#empty")).to_contain_text(
             """airflow dags trigger convmixer_validation -c '{"batch_size": 4}'""")
         expect(frame.locator("#charts")).to_be_hidden()
