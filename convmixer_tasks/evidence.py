@@ -181,7 +181,7 @@ class Flips:
 
 def mcnemar_exact(table: np.ndarray) -> float:
     """Exact McNemar p-value of a paired 2×2 table [[both right, right→wrong], [wrong→right, both wrong]]."""
-    from statsmodels.stats.contingency_tables import mcnemar
+    from statsmodels.stats.contingency_tables import mcnemar  # type: ignore[import-untyped]
 
     return float(mcnemar(np.asarray(table, dtype=np.int64), exact=True).pvalue)
 

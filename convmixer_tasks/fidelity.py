@@ -13,13 +13,14 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.errors import ConfigError, EvalError
 from convmixer_tasks.fileio import atomic_write_bytes, atomic_write_json, read_json
+
+if TYPE_CHECKING:  # numpy is imported where used: params reads this module's defaults at DAG parse time
+    import numpy as np
 
 DEFAULT_SUBSET = 256
 SUBSET_SEED = 0  # fixed: the same images every run, so runs compare like with like
@@ -45,7 +46,8 @@ def fidelity_metrics(reference: np.ndarray, actual: np.ndarray) -> FidelityMetri
     cosine = a·b / (|a||b|) (1.0 when both rows are all zero); relative Euclidean = |b - a| / |a|; KL = KL(softmax(a)
     ‖ softmax(b)) in nats; a = reference, b = actual.
     """
-    from scipy.special import log_softmax, rel_entr, softmax
+    import numpy as np
+    from scipy.special import log_softmax, rel_entr, softmax  # type: ignore[import-untyped]
 
     if reference.shape != actual.shape:
         raise EvalError(
@@ -72,6 +74,8 @@ def fidelity_metrics(reference: np.ndarray, actual: np.ndarray) -> FidelityMetri
 
 
 def check_thresholds(thresholds: Mapping[str, Any]) -> dict[str, float]:
+    import numpy as np
+
     unknown = sorted(set(thresholds) - set(DEFAULT_THRESHOLDS))
     if unknown:
         raise ConfigError(
@@ -87,6 +91,8 @@ def check_thresholds(thresholds: Mapping[str, Any]) -> dict[str, float]:
 
 def summarise(metrics: FidelityMetrics, thresholds: Mapping[str, float]) -> dict[str, Any]:
     """min/mean of each metric and the breaches of the thresholds (one reason line each), JSON-able."""
+    import numpy as np
+
     count = int(metrics.cosine.size)
     summary: dict[str, Any] = {
         "images": count,
@@ -126,6 +132,8 @@ def summarise(metrics: FidelityMetrics, thresholds: Mapping[str, float]) -> dict
 
 def subset_positions(image_count: int, size: int | None) -> np.ndarray:
     """Sorted positions of the fixed seeded subset; None = ``DEFAULT_SUBSET`` or the whole set when smaller."""
+    import numpy as np
+
     if size is None:
         size = min(DEFAULT_SUBSET, image_count)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -150,6 +158,8 @@ def reference_logits(
     Cached by ONNX hash + image indices + the transform; the entry's JSON is written last and names the array's
     sha256, so a half-written entry is a miss.
     """
+    import numpy as np
+
     from convmixer_tasks.fileio import sha256_file
     from convmixer_tasks.preprocess import transform_float32, transform_params
 

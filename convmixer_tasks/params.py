@@ -9,7 +9,14 @@ from typing import Any
 
 from convmixer_tasks.backends.base import BACKEND_NAMES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
-from convmixer_tasks.gate import DEFAULT_HISTORY, DEFAULT_THROUGHPUT_DROP_PCT, DEFAULT_TOP1_TOLERANCE
+from convmixer_tasks.fidelity import DEFAULT_SUBSET, DEFAULT_THRESHOLDS
+from convmixer_tasks.gate import (
+    DEFAULT_HISTORY,
+    DEFAULT_SIGNIFICANCE,
+    DEFAULT_THROUGHPUT_DROP_PCT,
+    DEFAULT_TOP1_TOLERANCE,
+)
+from convmixer_tasks.precision import ATC_DEFAULT_PRECISION, PRECISION_MODES
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.settings import SchedulingSettings
 from convmixer_tasks.variants import VARIANT_NAMES
@@ -87,6 +94,34 @@ def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
             DEFAULT_HISTORY,
             {"type": "integer", "minimum": 1, "maximum": 100},
             "Gate: how many recent ok runs form the throughput median.",
+        ),
+        "precision_mode": ParamSpec(
+            None,
+            {"type": ["null", "string"], "enum": [None, *PRECISION_MODES]},
+            f"Ascend only: ATC --precision_mode; null = ATC's default ({ATC_DEFAULT_PRECISION}, recorded as such). "
+            "ONNX Runtime runs fp32 (leave null).",
+        ),
+        "fidelity_subset": ParamSpec(
+            None,
+            {"type": ["null", "integer"], "minimum": 1},
+            f"Images (a fixed seeded subset) on which the artifact is compared with its ONNX in fp32; null = "
+            f"{DEFAULT_SUBSET}, or all when the set is smaller. More than the evaluated images is an error.",
+        ),
+        "fidelity_thresholds": ParamSpec(
+            dict(DEFAULT_THRESHOLDS),
+            {
+                "type": "object",
+                "properties": {name: {"type": "number", "minimum": 0} for name in DEFAULT_THRESHOLDS},
+                "additionalProperties": False,
+            },
+            "Gate: the artifact diverges from its ONNX (regressed) when an image has cosine < min_cosine, relative "
+            "Euclidean distance > max_rel_euclidean or softmax KL > max_kl (msit compare's defaults).",
+        ),
+        "top1_significance": ParamSpec(
+            DEFAULT_SIGNIFICANCE,
+            {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "Gate: a top-1 drop beyond top1_tolerance against the previous ok run or the ONNX reference run is a "
+            "regression only when McNemar's exact p-value on the paired images is below this; else it is noise.",
         ),
         "benchmark_loop": ParamSpec(
             BENCHMARK_LOOP,

@@ -93,20 +93,20 @@ def convmixer_validation():
         ).to_dict()
 
     @task
-    def evaluate(plan: dict, inferred: list) -> dict:
-        run_plan = rec.RunPlan.from_dict(plan)
+    def evaluate(plan: dict, inferred: list, exported: dict, params=None) -> dict:
+        run_plan, model = rec.RunPlan.from_dict(plan), rec.ExportedModel.from_dict(exported)
         label(f"bs{run_plan.batch_size}")
         outputs = rec.ShardOutputs.from_dicts(inferred[:])
-        return steps.evaluate_batch(run_plan, outputs, worker().work_dir).to_dict()
+        limits = params["fidelity_thresholds"]
+        return steps.evaluate_batch(run_plan, outputs, worker().work_dir, model, limits).to_dict()
 
     @task(**SETTINGS.retrying())
     def record_metrics(plans: list, exported: dict, compiled: list, benches: list, scores: list, dag_run=None):
         run_plans, model = rec.RunPlan.from_dicts(plans), rec.ExportedModel.from_dict(exported)
         built, benched = rec.CompiledModel.from_dicts(compiled[:]), rec.BenchSummary.from_dicts(benches[:])
-        rows = steps.rows_for_run(
-            steps.run_facts_of(dag_run), run_plans, model, built, benched, rec.Scores.from_dicts(scores[:])
-        )
-        return [row.to_dict() for row in steps.record_rows(metrics_url(), rows)]
+        scored = rec.Scores.from_dicts(scores[:])
+        rows = steps.rows_for_run(steps.run_facts_of(dag_run), run_plans, model, built, benched, scored)
+        return [row.to_dict() for row in steps.record_rows(metrics_url(), rows, scores=scored)]
 
     @task(**SETTINGS.retrying())
     def regression_gate(recorded: list, params=None) -> list[dict]:
@@ -132,7 +132,7 @@ def convmixer_validation():
     compiled = compile_model.partial(exported=exported).expand(plan=plans)
     inferred = infer.partial(prepared=prepared).expand(compiled=compiled, shard=shards)
     benchmarks = benchmark.expand(compiled=compiled)
-    scores = evaluate.partial(inferred=inferred).expand(plan=plans)
+    scores = evaluate.partial(inferred=inferred, exported=exported).expand(plan=plans)
     regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores))
     # Not downstream of the gate (regressed rows stay regressed); the gate stays a leaf so any failure fails the run.
     [plans, prepared, exported, compiled, inferred, benchmarks, scores] >> record_failure()
