@@ -63,8 +63,16 @@ def _export(args: argparse.Namespace) -> Any:
 
 def _eval(args: argparse.Namespace) -> Any:
     from convmixer_tasks.evaluate import evaluate
+    from convmixer_tasks.evidence import PREDICTIONS_FILE
 
-    return _call(evaluate, args, result_json=Path(args.result_json_path) / args.json_file_name)
+    folder = Path(args.result_json_path)
+    return _call(evaluate, args, result_json=folder / args.json_file_name, predictions_file=folder / PREDICTIONS_FILE)
+
+
+def _compare(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.compare import compare
+
+    return compare(args.a, args.b, url=args.url, classes=args.classes)
 
 
 def _backend_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -216,6 +224,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="prep folder whose manifest maps rows to images (recommended)",
     )
+
+    p = _add(sub, "compare", _compare, "flips, McNemar exact p and per-class deltas between two evaluations")
+    p.add_argument("a", help="result folder of `eval` (its predictions.npz), or row:<id> of a metrics row")
+    p.add_argument("b", help="the other side, the same way; flips are counted from a to b")
+    p.add_argument("--url", default=None, help="metrics DB for row:<id> (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
+    p.add_argument("--classes", type=int, default=10, help="how many per-class deltas to list (largest drop first)")
 
     p = _add(sub, "compile", _compile, "ONNX -> fixed-batch artifact (OM via ATC, or optimised ONNX for ORT); cached")
     _backend_flags(p)

@@ -170,3 +170,50 @@ def test_doubles_fp16_modes_compute_in_reduced_precision_and_keep_origin_matches
     assert np.array_equal(forced, forced.astype(np.float16).astype(np.float32))  # outputs went through fp16
     m = fidelity_metrics(fp32, forced)
     assert 0.999 < m.cosine.min() < 1.0
+
+
+# --- CLI: eval writes predictions; compare two result folders ----------------------------------------------------
+
+
+def write_eval_case(folder, labels, top1):
+    """ais_bench-named outputs (batch 3, 1000 classes) whose argmax per image is ``top1``; val_label.txt."""
+    folder.mkdir(parents=True)
+    logits = np.zeros((len(top1), 1000), np.float32)
+    logits[np.arange(len(top1)), top1] = 1.0
+    for number in range(0, len(top1), 3):
+        logits[number : number + 3].tofile(folder / f"input_{number // 3:05d}_0.bin")
+    label_file = folder.parent / "val_label.txt"
+    label_file.write_text("".join(f"ILSVRC2012_val_{i + 1:08d}.JPEG {label}\n" for i, label in enumerate(labels)))
+    return folder, label_file
+
+
+def test_cli_eval_writes_predictions_and_compare_prints_flips_and_p(tmp_path, capsys):
+    import json
+
+    from convmixer_tasks import cli
+
+    labels = [5, 6, 7, 8, 9, 10]
+    results = {}
+    for name, top1 in (("a", [5, 6, 7, 8, 0, 0]), ("b", [5, 0, 0, 0, 9, 10])):
+        outputs, label_file = write_eval_case(tmp_path / name / "outputs", labels, top1)
+        argv = ["eval", "--outputs", str(outputs), "--label-file", str(label_file), "--batch-size", "3",
+                "--result-json-path", str(tmp_path / name / "result")]
+        assert cli.main(argv) == 0
+        results[name] = tmp_path / name / "result"
+        assert (results[name] / "predictions.npz").is_file()
+    capsys.readouterr()
+    assert cli.main(["compare", str(results["a"]), str(results["b"])]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["right_to_wrong"], report["wrong_to_right"]) == (3, 2)
+    assert report["right_to_wrong_names"][0] == "ILSVRC2012_val_00000002.JPEG"
+    assert report["mcnemar_exact_p"] == pytest.approx(1.0)  # b=3, c=2: min(1, 2 * 26/32)
+    assert report["top1_a"] == pytest.approx(400 / 6) and report["top1_delta_pt"] == pytest.approx(-100 / 6)
+
+    other, other_labels = write_eval_case(tmp_path / "c" / "outputs", labels[:3], [5, 6, 7])
+    argv = ["eval", "--outputs", str(other), "--label-file", str(other_labels), "--batch-size", "3",
+            "--result-json-path", str(tmp_path / "c" / "result")]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", str(results["a"]), str(tmp_path / "c" / "result")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "covers other images" in err and "same image set" in err
