@@ -225,6 +225,8 @@ def test_force_fp16_on_the_doubles_shows_fidelity_below_one_flips_and_p_value(ru
     assert reference["right_to_wrong"] >= 0 and reference["wrong_to_right"] >= 0  # counted, zero or not
     assert 0 < row["reference_p_value"] <= 1.0
     assert any("vs reference run" in reason and "McNemar exact p=" in reason for reason in row["gate_reasons"])
+    print("force_fp16:", fidelity["min_cosine"], fidelity["max_kl"], fidelity["top1_agreement"], reference["table"],
+          row["reference_p_value"], row["top1"])  # the figures, for the log (pytest -rP)
     keep = runs["ascend_keep"]["rows"][0]
     assert keep["precision_mode"] == "must_keep_origin_dtype" and keep["status"] == "ok"
     assert keep["fidelity_min_cosine"] == pytest.approx(1.0, abs=1e-6) and keep["fidelity_top1_agreement"] == 1.0
