@@ -72,7 +72,7 @@ def run_chain(
     benchmarks = [steps.benchmark_artifact(entry, loop, work_dir, settings=settings) for entry in compiled]
     scores = [steps.evaluate_batch(plan, inferred, work_dir, exported) for plan in plans]
     rows = steps.rows_for_run(
-        steps.run_facts(run_id, None, started_at, started_at), plans, exported, compiled, benchmarks, scores
+        steps.run_facts(run_id, None, started_at, started_at, "cli"), plans, exported, compiled, benchmarks, scores
     )
     for row in rows:
         log.info(

@@ -71,6 +71,7 @@ class RunFacts(Record):
     dag_id: str | None
     logical_date: str | None
     started_at: str | None
+    trigger: str | None = None  # what started the run: Airflow's run type (scheduled, manual, asset_triggered, …)
 
 
 @dataclass(frozen=True)

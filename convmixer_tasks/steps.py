@@ -83,10 +83,16 @@ def _iso(value: datetime | str | None) -> str | None:
 
 
 def run_facts(
-    run_id: str, dag_id: str | None, logical_date: datetime | str | None, started_at: datetime | str | None
+    run_id: str,
+    dag_id: str | None,
+    logical_date: datetime | str | None,
+    started_at: datetime | str | None,
+    trigger: str | None = None,
 ) -> RunFacts:
     """What the metrics rows say about the Airflow run (dates as ISO strings: they travel through XCom)."""
-    return RunFacts(run_id=run_id, dag_id=dag_id, logical_date=_iso(logical_date), started_at=_iso(started_at))
+    return RunFacts(
+        run_id=run_id, dag_id=dag_id, logical_date=_iso(logical_date), started_at=_iso(started_at), trigger=trigger
+    )
 
 
 def log_task_failure(context: Mapping[str, Any]) -> None:
@@ -102,7 +108,14 @@ def log_task_failure(context: Mapping[str, Any]) -> None:
 
 def run_facts_of(dag_run: Any) -> RunFacts:
     """``run_facts`` of an Airflow DagRun (manual runs in Airflow 3 may have no logical date: use run_after)."""
-    return run_facts(dag_run.run_id, dag_run.dag_id, dag_run.logical_date or dag_run.run_after, dag_run.start_date)
+    run_type = getattr(dag_run, "run_type", None)  # an enum in Airflow; its value is what the row records
+    return run_facts(
+        dag_run.run_id,
+        dag_run.dag_id,
+        dag_run.logical_date or dag_run.run_after,
+        dag_run.start_date,
+        getattr(run_type, "value", run_type),
+    )
 
 
 # --- check inputs -----------------------------------------------------------------------------------------------

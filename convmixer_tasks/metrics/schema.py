@@ -139,6 +139,7 @@ class ValidationRun(Base):
     flips_p_value: Mapped[float | None] = mapped_column(Float)  # McNemar exact vs the previous ok run
     reference_p_value: Mapped[float | None] = mapped_column(Float)  # ... vs the ONNX fp32 reference run
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # fidelity summary, flips, worst classes
+    trigger: Mapped[str | None] = mapped_column(String(32))  # scheduled / manual / asset_triggered / backfill / cli
 
     def to_dict(self) -> dict[str, Any]:
         """All columns as JSON-ready values (datetimes as ISO-8601 UTC strings) for the CLI, the UI and XCom."""
@@ -194,6 +195,7 @@ class MetricsRow:
     flips_p_value: float | None = None
     reference_p_value: float | None = None
     evidence: dict[str, Any] | None = None
+    trigger: str | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -166,6 +166,8 @@ def test_dag_settings(parsed):
     dag = parsed["dag"]
     assert dag["catchup"] is False and dag["max_active_runs"] == 1
     assert "0 3 * * 1" in dag["schedule"]
+    # cron OR a new checkpoint: the asset a training pipeline updates
+    assert "AssetOrTimeSchedule" in dag["schedule"] and "convmixer_checkpoint" in dag["schedule"]
     assert "convmixer" in dag["tags"]
     # doc_md is what the UI shows: it must name the steps, the NPU queue and the failure path
     for words in ("compile_model", "npu_queue", "regression_gate", "record_failure"):

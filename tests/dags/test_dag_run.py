@@ -199,6 +199,7 @@ def test_onnxruntime_rows_carry_fidelity_predictions_and_flips_against_the_previ
     first, cached = runs["first"], runs["cached"]
     for row in first["rows"] + cached["rows"]:
         assert row["precision_mode"] == "fp32"  # ONNX Runtime says so
+        assert row["trigger"] == "manual"  # dag.test's run type; asset_triggered for a new checkpoint
         assert row["fidelity_min_cosine"] == pytest.approx(1.0, abs=1e-6) and row["fidelity_top1_agreement"] == 1.0
         fidelity = row["evidence"]["fidelity"]
         assert fidelity["images"] == 250 and fidelity["breaches"] == [] and fidelity["max_kl"] < 1e-9

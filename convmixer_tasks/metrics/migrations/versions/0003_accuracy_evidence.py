@@ -1,4 +1,5 @@
-"""Accuracy evidence: precision mode, fidelity and paired-test columns on the runs, and a predictions table.
+"""Accuracy evidence: precision mode, fidelity and paired-test columns and the run's trigger on the runs, and a
+predictions table.
 
 Revision ID: 0003
 Revises: 0002
@@ -28,6 +29,7 @@ COLUMNS = (
     ("flips_p_value", sa.Float()),
     ("reference_p_value", sa.Float()),
     ("evidence", sa.JSON()),
+    ("trigger", sa.String(32)),  # what started the run (Airflow's run type), e.g. asset_triggered
 )
 
 
