@@ -104,3 +104,59 @@ def record_predictions(url: str, recorded: Iterable[RecordedRow], scores: Iterab
             url, row.run_id, row.batch_size, row.backend, blob, image_count=entry.image_count
         )
     return sizes
+
+
+def fidelity_by_hand(
+    onnx: str | Path,
+    artifact: str | Path,
+    image_dir: str | Path,
+    label_file: str | Path,
+    subset: int | None,
+    work_dir: str | Path,
+    backend: Any,
+    thresholds: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """``convmixer-tasks fidelity``: the fixed seeded subset of the labelled images in ``image_dir`` through the
+    compiled ``artifact`` (a prep folder of just those images, then ``backend.infer``) and through ``onnx`` in fp32
+    on ONNX Runtime; returns the fidelity summary (per-image values in ``work_dir/fidelity.json``)."""
+    import shutil
+
+    from convmixer_tasks.backends.base import Artifact
+    from convmixer_tasks.dataset import load_dataset
+    from convmixer_tasks.evaluate import evaluate_with_evidence
+    from convmixer_tasks.fidelity import (
+        check_thresholds,
+        fidelity_metrics,
+        reference_logits,
+        subset_positions,
+        summarise,
+    )
+    from convmixer_tasks.fileio import sha256_file
+    from convmixer_tasks.preprocess import preprocess
+
+    limits = check_thresholds(thresholds or {})
+    compiled = Artifact.load(artifact)
+    dataset = load_dataset(image_dir, label_file)
+    chosen = [dataset.images[int(p)] for p in subset_positions(len(dataset.images), subset)]
+    work = Path(work_dir)
+    picked = work / "subset"
+    shutil.rmtree(picked, ignore_errors=True)
+    picked.mkdir(parents=True)
+    for image in chosen:  # a folder of just the subset: preprocess and infer take folders
+        (picked / image.name).symlink_to(Path(image.path).resolve())
+    labels = work / "subset_label.txt"
+    labels.write_text("".join(f"{image.name} {image.label}\n" for image in chosen))
+    prep = preprocess(picked, work / "prep", compiled.batch_size, dtype=compiled.input_dtype, label_file=labels)
+    outputs = backend.infer(compiled, prep.out_dir, work / "outputs" / "out")
+    scored = evaluate_with_evidence(outputs.output_dir, labels, prep_dir=prep.out_dir)
+    indices = [int(i) for i in scored.predictions.indices]
+    by_index = {image.index: image.path for image in chosen}
+    reference, cached = reference_logits(
+        onnx, sha256_file(onnx), [by_index[i] for i in indices], indices, ContentCache(work / "reference")
+    )
+    metrics = fidelity_metrics(reference, scored.logits)
+    summary = {**summarise(metrics, limits), "reference_cached": cached, "artifact": str(artifact)}
+    atomic_write_json(
+        work / FIDELITY_FILE, {"summary": summary, "per_image": {"images": indices, "cosine": metrics.cosine.tolist()}}
+    )
+    return summary

@@ -236,3 +236,27 @@ def test_the_newest_triggering_asset_event_names_the_checkpoint():
     assert with_triggered_checkpoint(params, {}) == params and checkpoint_from_events(None) is None
     with pytest.raises(ConfigError, match=r"asset event from convmixer_checkpoint .* has no extra.checkpoint; emit"):
         checkpoint_from_events({"convmixer_checkpoint": [SimpleNamespace(asset=asset, extra={})]})
+
+
+def test_cli_fidelity_runs_the_artifact_and_the_onnx_on_the_subset(tmp_path, capsys):
+    import json
+
+    from convmixer_tasks import cli
+    from convmixer_tasks.demo import make_demo_dataset
+    from tests.ascend_doubles import write_tiny_onnx
+
+    demo = make_demo_dataset(tmp_path / "demo", count=6)
+    onnx_path = write_tiny_onnx(tmp_path / "tiny.onnx", classes=1000)
+    assert cli.main(["compile", "--onnx", str(onnx_path), "--batch-size", "2", "--output", str(tmp_path / "c")]) == 0
+    artifact = json.loads(capsys.readouterr().out)["path"]
+    argv = ["fidelity", "--onnx", str(onnx_path), "--artifact", artifact, "--image-path", str(demo.image_dir),
+            "--label-file", str(demo.label_file), "--work-dir", str(tmp_path / "w")]
+    assert cli.main([*argv, "--subset", "5"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] == 5 and summary["breaches"] == [] and not summary["reference_cached"]
+    assert summary["min_cosine"] == pytest.approx(1.0, abs=1e-6) and summary["top1_agreement"] == 1.0
+    assert cli.main([*argv, "--subset", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["reference_cached"]  # one ONNX pass per ONNX + subset
+    assert cli.main([*argv, "--subset", "7"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "subset of 7 images is larger than the 6" in err
