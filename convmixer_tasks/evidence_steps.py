@@ -29,6 +29,7 @@ def measure_fidelity(
     plan's fixed subset; write the summary and per-image values to ``fidelity.json``; return its path."""
     from convmixer_tasks.dataset import load_dataset
     from convmixer_tasks.fidelity import (
+        DEFAULT_THRESHOLDS,
         SUBSET_SEED,
         check_thresholds,
         fidelity_metrics,
@@ -37,7 +38,7 @@ def measure_fidelity(
         summarise,
     )
 
-    limits = check_thresholds(thresholds)
+    limits = check_thresholds({name: thresholds[name] for name in DEFAULT_THRESHOLDS if name in thresholds})
     predictions = scored.predictions
     positions = subset_positions(int(predictions.indices.size), plan.fidelity_subset)
     indices = [int(i) for i in predictions.indices[positions]]

@@ -79,8 +79,7 @@ def check_thresholds(thresholds: Mapping[str, Any]) -> dict[str, float]:
     unknown = sorted(set(thresholds) - set(DEFAULT_THRESHOLDS))
     if unknown:
         raise ConfigError(
-            f"unknown fidelity threshold(s) {', '.join(unknown)}; use {', '.join(DEFAULT_THRESHOLDS)} "
-            "(param fidelity_thresholds)"
+            f"unknown fidelity threshold(s) {', '.join(unknown)}; use {', '.join(DEFAULT_THRESHOLDS)} (param evidence)"
         )
     merged = {**DEFAULT_THRESHOLDS, **thresholds}
     for name, value in merged.items():
@@ -137,11 +136,13 @@ def subset_positions(image_count: int, size: int | None) -> np.ndarray:
     if size is None:
         size = min(DEFAULT_SUBSET, image_count)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ConfigError(f"fidelity subset must be a positive number of images, got {size!r} (param fidelity_subset)")
+        raise ConfigError(
+            f"fidelity subset must be a positive number of images, got {size!r} (evidence.fidelity_subset)"
+        )
     if size > image_count:
         raise ConfigError(
             f"fidelity subset of {size} images is larger than the {image_count} evaluated images; "
-            f"set param fidelity_subset (CLI: --subset) to at most {image_count}"
+            f"set evidence.fidelity_subset (CLI: --subset) to at most {image_count}"
         )
     return np.sort(np.random.default_rng(SUBSET_SEED).choice(image_count, size=size, replace=False))
 

@@ -4,11 +4,13 @@ registries (backends, input dtypes, variants), so adding a backend or a variant 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from convmixer_tasks.backends.base import BACKEND_NAMES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
+from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.fidelity import DEFAULT_SUBSET, DEFAULT_THRESHOLDS
 from convmixer_tasks.gate import (
     DEFAULT_HISTORY,
@@ -23,6 +25,27 @@ from convmixer_tasks.variants import VARIANT_NAMES
 
 SOC_VERSION_PATTERN = r"^(auto|Ascend[0-9A-Za-z]+)$"
 BENCHMARK_LOOP = 100
+
+
+def evidence_defaults() -> dict[str, Any]:
+    return {"fidelity_subset": None, **DEFAULT_THRESHOLDS, "top1_significance": DEFAULT_SIGNIFICANCE}
+
+
+def evidence_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``evidence`` param, checked, with the defaults under the keys a conf left out (a conf replaces the whole
+    dict). The thresholds are checked by ``fidelity.check_thresholds`` and the subset by ``subset_positions``."""
+    given = params.get("evidence") or {}
+    defaults = evidence_defaults()
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in param evidence; use {', '.join(defaults)} (check the spelling)"
+        )
+    options = {**defaults, **given}
+    significance = options["top1_significance"]
+    if isinstance(significance, bool) or not isinstance(significance, (int, float)) or not 0 < significance <= 1:
+        raise ConfigError(f"evidence.top1_significance must be a p-value threshold in (0, 1], got {significance!r}")
+    return options
 
 
 @dataclass(frozen=True)
@@ -101,27 +124,16 @@ def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
             f"Ascend only: ATC --precision_mode; null = ATC's default ({ATC_DEFAULT_PRECISION}, recorded as such). "
             "ONNX Runtime runs fp32 (leave null).",
         ),
-        "fidelity_subset": ParamSpec(
-            None,
-            {"type": ["null", "integer"], "minimum": 1},
-            f"Images (a fixed seeded subset) on which the artifact is compared with its ONNX in fp32; null = "
-            f"{DEFAULT_SUBSET}, or all when the set is smaller. More than the evaluated images is an error.",
-        ),
-        "fidelity_thresholds": ParamSpec(
-            dict(DEFAULT_THRESHOLDS),
-            {
-                "type": "object",
-                "properties": {name: {"type": "number", "minimum": 0} for name in DEFAULT_THRESHOLDS},
-                "additionalProperties": False,
-            },
-            "Gate: the artifact diverges from its ONNX (regressed) when an image has cosine < min_cosine, relative "
-            "Euclidean distance > max_rel_euclidean or softmax KL > max_kl (msit compare's defaults).",
-        ),
-        "top1_significance": ParamSpec(
-            DEFAULT_SIGNIFICANCE,
-            {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-            "Gate: a top-1 drop beyond top1_tolerance against the previous ok run or the ONNX reference run is a "
-            "regression only when McNemar's exact p-value on the paired images is below this; else it is noise.",
+        # One object param, schema kept to "object": every param's schema is checked and deep-copied into each
+        # task at parse time (~1 ms per task for a nested schema); ``evidence_options`` checks the keys and values.
+        "evidence": ParamSpec(
+            evidence_defaults(),
+            {"type": "object"},
+            f"fidelity_subset: images (fixed seeded subset) on which the artifact is compared with its ONNX in fp32 "
+            f"(null = {DEFAULT_SUBSET}, or all when fewer; more than the set is an error). min_cosine / "
+            "max_rel_euclidean / max_kl: a breach on any image is a regression (msit compare's defaults). "
+            "top1_significance: a top-1 drop beyond top1_tolerance against the previous ok run or the ONNX "
+            "reference run regresses only when McNemar's exact p is below it. Keys left out keep their defaults.",
         ),
         "benchmark_loop": ParamSpec(
             BENCHMARK_LOOP,

@@ -146,6 +146,7 @@ def check_inputs(
     """
     from convmixer_tasks.dataset import load_dataset
     from convmixer_tasks.fidelity import subset_positions
+    from convmixer_tasks.params import evidence_options
     from convmixer_tasks.preprocess import transform_params
 
     if known_params is not None:
@@ -162,7 +163,7 @@ def check_inputs(
         ensure_demo_dataset(layout)
     # variant / backend / dtype choices are the Param schema's job (and the library's, which names the fix)
     variant, backend, dtype = params["model_variant"], params["backend"], params["input_dtype"]
-    precision_mode, fidelity_subset = params.get("precision_mode"), params.get("fidelity_subset")
+    precision_mode, fidelity_subset = params.get("precision_mode"), evidence_options(params)["fidelity_subset"]
     check_precision_mode(backend, precision_mode)
     limit = params.get("image_limit")
     dataset = load_dataset(image_dir, label_file, limit=limit)
@@ -583,14 +584,14 @@ def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
     A quick run on the first ``image_limit`` images cannot be held to a baseline measured on the whole set, so its
     accuracy is not gated (tolerance 100 points; the stored reasons say so); its throughput still is.
     """
-    from convmixer_tasks.gate import DEFAULT_SIGNIFICANCE
+    from convmixer_tasks.params import evidence_options
 
     top1_tolerance = params["top1_tolerance"] if params.get("image_limit") is None else 100.0
     return {
         "top1_tolerance": top1_tolerance,
         "throughput_drop_pct": params["throughput_tolerance_pct"],
         "history": params["throughput_history"],
-        "significance": params.get("top1_significance", DEFAULT_SIGNIFICANCE),
+        "significance": evidence_options(params)["top1_significance"],
     }
 
 

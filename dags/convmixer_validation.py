@@ -13,7 +13,7 @@ from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 from convmixer_tasks import records as rec
 from convmixer_tasks import steps
 from convmixer_tasks.errors import RegressionError
-from convmixer_tasks.params import param_specs
+from convmixer_tasks.params import evidence_options, param_specs
 from convmixer_tasks.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
 from convmixer_tasks.triggers import CHECKPOINT_ASSET, with_triggered_checkpoint
 
@@ -105,7 +105,7 @@ def convmixer_validation():
         run_plan, model = rec.RunPlan.from_dict(plan), rec.ExportedModel.from_dict(exported)
         label(f"bs{run_plan.batch_size}")
         outputs = rec.ShardOutputs.from_dicts(inferred[:])
-        limits = params["fidelity_thresholds"]
+        limits = evidence_options(params)  # the fidelity thresholds (other keys are ignored there)
         return steps.evaluate_batch(run_plan, outputs, worker().work_dir, model, limits).to_dict()
 
     @task(**SETTINGS.retrying())

@@ -260,3 +260,15 @@ def test_cli_fidelity_runs_the_artifact_and_the_onnx_on_the_subset(tmp_path, cap
     assert cli.main([*argv, "--subset", "7"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "subset of 7 images is larger than the 6" in err
+
+
+def test_the_evidence_param_keeps_defaults_for_left_out_keys_and_refuses_typos():
+    from convmixer_tasks.params import evidence_options
+
+    options = evidence_options({"evidence": {"fidelity_subset": 64}})
+    assert options == {"fidelity_subset": 64, "min_cosine": 0.99, "max_rel_euclidean": 0.05, "max_kl": 0.005,
+                       "top1_significance": 0.01}
+    with pytest.raises(ConfigError, match="unknown key.*fidelity_subsett in param evidence"):
+        evidence_options({"evidence": {"fidelity_subsett": 64}})
+    with pytest.raises(ConfigError, match=r"top1_significance must be a p-value threshold in \(0, 1\], got 0"):
+        evidence_options({"evidence": {"top1_significance": 0}})

@@ -55,7 +55,7 @@ def runs(tmp_path_factory) -> dict[str, dict]:
         {"name": "ascend", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5}},
         {"name": "ascend_keep", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5,
                                          "precision_mode": "must_keep_origin_dtype"}},
-        {"name": "oversubset", "conf": {"batch_sizes": [4], "fidelity_subset": 300}},
+        {"name": "oversubset", "conf": {"batch_sizes": [4], "evidence": {"fidelity_subset": 300}}},
     ]}
     npu_host = AscendDoubles(root=root / "npu-host", monkeypatch=pytest.MonkeyPatch()).build()
     (root / "spec.json").write_text(json.dumps(spec))
