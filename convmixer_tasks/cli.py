@@ -64,10 +64,26 @@ def _export(args: argparse.Namespace) -> Any:
 
 def _eval(args: argparse.Namespace) -> Any:
     from convmixer_tasks.evaluate import evaluate
+    from convmixer_tasks.evidence import PREDICTIONS_FILE
 
     if not args.json_file_name.strip() or Path(args.json_file_name).name != args.json_file_name:
         raise ConvMixerError(f"--json-file-name {args.json_file_name!r} must be a plain file name, e.g. result.json")
-    return _call(evaluate, args, result_json=Path(args.result_json_path) / args.json_file_name)
+    folder = Path(args.result_json_path)
+    return _call(evaluate, args, result_json=folder / args.json_file_name, predictions_file=folder / PREDICTIONS_FILE)
+
+
+def _fidelity(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.evidence_steps import fidelity_by_hand
+
+    return fidelity_by_hand(
+        args.onnx, args.artifact, args.image_dir, args.label_file, args.subset, args.work_dir, _backend(args)
+    )
+
+
+def _compare(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.compare import compare
+
+    return compare(args.a, args.b, url=args.url, classes=args.classes)
 
 
 def _backend_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -227,6 +243,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="prep folder whose manifest maps rows to images (recommended)",
     )
+
+    p = _add(sub, "compare", _compare, "flips, McNemar exact p and per-class deltas between two evaluations")
+    p.add_argument("a", help="result folder of `eval` (its predictions.npz), or row:<id> of a metrics row")
+    p.add_argument("b", help="the other side, the same way; flips are counted from a to b")
+    p.add_argument("--url", default=None, help="metrics DB for row:<id> (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
+    p.add_argument("--classes", type=int, default=10, help="how many per-class deltas to list (largest drop first)")
+
+    p = _add(sub, "fidelity", _fidelity, "compiled artifact vs its ONNX in fp32 on a fixed seeded image subset")
+    _backend_flags(p)
+    p.add_argument("--onnx", required=True, help="the ONNX the artifact was compiled from")
+    p.add_argument("--artifact", required=True, help="compiled artifact (.om / .onnx from `compile`)")
+    p.add_argument("--image-path", dest="image_dir", required=True, help="val JPEGs")
+    p.add_argument("--annotation-file-path", "--label-file", dest="label_file", required=True, help="val_label.txt")
+    p.add_argument("--subset", type=int, default=None, help="images (default 256, or all when fewer)")
+    p.add_argument("--work-dir", default="fidelity-work", help="folder for the subset's prep, outputs and cache")
 
     p = _add(sub, "compile", _compile, "ONNX -> fixed-batch artifact (OM via ATC, or optimised ONNX for ORT); cached")
     _backend_flags(p)

@@ -24,6 +24,7 @@ from convmixer_tasks.backends.aisbench_format import OUTFMTS, output_name, read_
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import VAL_NAME_RE, read_labels, val_name
 from convmixer_tasks.errors import EvalError
+from convmixer_tasks.evidence import Predictions, predictions_from_logits, write_predictions
 from convmixer_tasks.fileio import atomic_write_json
 from convmixer_tasks.prepfolder import read_manifest
 
@@ -64,12 +65,38 @@ def evaluate(
     batch_size: int | None = None,
     result_json: str | os.PathLike | None = None,
     num_classes: int = 1000,
+    predictions_file: str | os.PathLike | None = None,
 ) -> EvalResult:
-    """Score the outputs in ``output_dir``; write ``result_json`` (reference format + ``metrics``) only on success.
+    """Score the outputs in ``output_dir``; write ``result_json`` (reference format + ``metrics``) and
+    ``predictions_file`` (``evidence.Predictions``, compressed) only on success.
 
     With ``prep_dir`` the manifest decides which row is which image; without it the reference's name arithmetic
     with ``batch_size`` (default: the rows per output file) does, restricted to the images in ``label_file``.
     """
+    return evaluate_with_evidence(
+        output_dir, label_file, prep_dir, batch_size, result_json, num_classes, predictions_file
+    ).result
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """``evaluate``'s result plus what the evidence steps need: each labelled image's logits and predictions."""
+
+    result: EvalResult
+    logits: np.ndarray  # (N, classes) float32, rows in ``predictions`` order (ascending image index)
+    predictions: Predictions
+
+
+def evaluate_with_evidence(
+    output_dir: str | os.PathLike,
+    label_file: str | os.PathLike,
+    prep_dir: str | os.PathLike | None = None,
+    batch_size: int | None = None,
+    result_json: str | os.PathLike | None = None,
+    num_classes: int = 1000,
+    predictions_file: str | os.PathLike | None = None,
+) -> Evidence:
+    """``evaluate``, also returning the logits and per-image predictions (see ``evaluate``)."""
     if result_json is not None:
         # A result from an earlier run at this path must not outlive a failed (or killed) one: a reader would
         # take it for this run's.
@@ -78,6 +105,8 @@ def evaluate(
                 f"result JSON path {result_json} is a folder; name a file inside it (--json-file-name, not empty)"
             )
         Path(result_json).unlink(missing_ok=True)
+    if predictions_file is not None:
+        Path(predictions_file).unlink(missing_ok=True)  # the same for the predictions written beside it
     if batch_size is not None:
         check_batch_size(batch_size)
     outputs = scan_outputs(resolve_output_dir(output_dir))
@@ -85,7 +114,7 @@ def evaluate(
     if not labels:
         raise EvalError(f"label file {label_file} lists no images; pass the val_label.txt of the evaluated images")
     if prep_dir is not None:
-        paths, rows_per_file, row_labels = _plan_from_manifest(prep_dir, outputs, labels, batch_size)
+        paths, rows_per_file, row_labels, row_indices = _plan_from_manifest(prep_dir, outputs, labels, batch_size)
         logits = load_logits(paths, num_classes, rows_per_file)
     else:
         paths, batch_numbers = _reference_files(outputs)
@@ -93,7 +122,7 @@ def evaluate(
         rows_per_file = logits.shape[0] // len(paths)
         if batch_size is None:
             log.info("batch size %d taken from the rows per output file", rows_per_file)
-        row_labels = _plan_from_names(paths, batch_numbers, rows_per_file, labels)
+        row_labels, row_indices = _plan_from_names(paths, batch_numbers, rows_per_file, labels)
     _check_finite(logits, paths, rows_per_file)
 
     ranks = label_ranks(logits, row_labels)
@@ -114,7 +143,10 @@ def evaluate(
         accuracies[0],
         accuracies[-1],
     )
+    predictions = predictions_from_logits(logits, row_labels, row_indices, num_classes)
     written = None
+    if predictions_file is not None:
+        write_predictions(predictions_file, predictions)
     if result_json is not None:
         report = _result_document(
             accuracies,
@@ -126,9 +158,12 @@ def evaluate(
             "manifest" if prep_dir is not None else "reference_name_arithmetic",
         )
         written = atomic_write_json(result_json, report)
-    return EvalResult(
+    result = EvalResult(
         top1=accuracies[0], top5=accuracies[-1], image_count=image_count, num_classes=num_classes, result_json=written
     )
+    keep = np.flatnonzero(row_labels >= 0)
+    in_order = keep[np.argsort(row_indices[keep], kind="stable")]
+    return Evidence(result=result, logits=logits[in_order], predictions=predictions)
 
 
 def resolve_output_dir(output_dir: str | os.PathLike) -> Path:
@@ -245,8 +280,8 @@ def image_index(image_name: str) -> int:
 
 def _plan_from_manifest(
     prep_dir: str | os.PathLike, outputs: OutputSet, labels: dict[int, int], batch_size: int | None
-) -> tuple[list[Path], int, np.ndarray]:
-    """Output paths in manifest order, rows per file, and each row's label (-1 for padded slots)."""
+) -> tuple[list[Path], int, np.ndarray, np.ndarray]:
+    """Output paths in manifest order, rows per file, each row's label (-1 for padded slots) and image index."""
     manifest = read_manifest(prep_dir, check_files=False)  # the inputs themselves may be gone or on another host
     if batch_size is not None and batch_size != manifest.batch_size:
         raise EvalError(
@@ -269,21 +304,24 @@ def _plan_from_manifest(
             "pass the matching --prep-image or clear the output folder and re-run inference"
         )
     row_labels = np.full(len(expected) * manifest.batch_size, -1, dtype=np.int64)
+    row_indices = np.zeros_like(row_labels)
     unlabelled: list[str] = []
     for position, prep_file in enumerate(expected.values()):
         for slot, image_name in enumerate(prep_file.images):
-            label = labels.get(image_index(image_name))
+            index = image_index(image_name)
+            label = labels.get(index)
             if label is None:
                 unlabelled.append(image_name)
             else:
                 row_labels[position * manifest.batch_size + slot] = label
+                row_indices[position * manifest.batch_size + slot] = index
     if unlabelled:
         raise EvalError(
             f"{len(unlabelled)} images in the prep manifest have no label in the label file "
             f"({_names(unlabelled)}); use the val_label.txt that covers the prepared images"
         )
     paths = [outputs.files[name] for name in expected]
-    return paths, manifest.batch_size, row_labels
+    return paths, manifest.batch_size, row_labels, row_indices
 
 
 def _reference_files(outputs: OutputSet) -> tuple[list[Path], np.ndarray]:
@@ -311,7 +349,7 @@ def _reference_files(outputs: OutputSet) -> tuple[list[Path], np.ndarray]:
 
 def _plan_from_names(
     paths: list[Path], batch_numbers: np.ndarray, rows_per_file: int, labels: dict[int, int]
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Each row's label by ``index = batch*bs + row + 1``; the label file defines the evaluated set.
 
     Rows past the last labelled image are padded slots of the final batch (ignored — the reference counted one in
@@ -360,7 +398,7 @@ def _plan_from_names(
         )
     if padding.any():
         log.info("ignoring %d padded slots in %s", int(padding.sum()), paths[-1].name)
-    return row_labels
+    return row_labels, indices
 
 
 # --- checks and helpers ---------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ DEFAULT_HISTORY = 5  # ok runs the throughput median is taken over
 # so advice to "rerun with a larger …" names a param that exists.
 TOP1_TOLERANCE_PARAM = "top1_tolerance"
 THROUGHPUT_TOLERANCE_PARAM = "throughput_tolerance_pct"
+DEFAULT_SIGNIFICANCE = 0.01  # McNemar p below which a paired top-1 drop beyond tolerance is a regression
 
 
 @dataclass
@@ -163,6 +164,7 @@ def apply_gate(
     throughput_drop_pct: float = DEFAULT_THROUGHPUT_DROP_PCT,
     history: int = DEFAULT_HISTORY,
     baseline_top1: float | None = None,
+    significance: float = DEFAULT_SIGNIFICANCE,
 ) -> GateDecision:
     """Gate a recorded row: store the decision (status, reasons, baselines) on it, then raise RegressionError
     if it regressed. ``baseline_top1`` overrides the variant's known baseline.
@@ -197,6 +199,17 @@ def apply_gate(
         top1_tolerance=top1_tolerance,
         throughput_drop_pct=throughput_drop_pct,
     )
+    # The evidence rules (fidelity, paired flips + McNemar) see the stored predictions; see evidence_gate.
+    from convmixer_tasks.evidence_gate import judge
+    from convmixer_tasks.metrics.predictions import store_evidence
+
+    if isinstance(significance, bool) or not isinstance(significance, numbers.Real) or not 0 < significance <= 1:
+        raise ConfigError(f"top1_significance must be a p-value threshold in (0, 1], got {significance!r}")
+    judged = judge(url, row, top1_tolerance=top1_tolerance, significance=significance)
+    decision.reasons.extend(judged.reasons)
+    if judged.regressed:
+        decision.status = STATUS_REGRESSED
+    store_evidence(url, run_id, batch_size, backend, judged.values)
     # Stored first: the row must say 'regressed' even though the task is about to fail.
     update_status(
         url,

@@ -70,9 +70,9 @@ def run_chain(
     compiled = [steps.compile_artifact(plan, exported, work_dir, settings=settings) for plan in plans]
     inferred = [steps.infer_shard(entry, 0, prepared, work_dir, settings=settings) for entry in compiled]
     benchmarks = [steps.benchmark_artifact(entry, loop, work_dir, settings=settings) for entry in compiled]
-    scores = [steps.evaluate_batch(plan, inferred, work_dir) for plan in plans]
+    scores = [steps.evaluate_batch(plan, inferred, work_dir, exported) for plan in plans]
     rows = steps.rows_for_run(
-        steps.run_facts(run_id, None, started_at, started_at), plans, exported, compiled, benchmarks, scores
+        steps.run_facts(run_id, None, started_at, started_at, "cli"), plans, exported, compiled, benchmarks, scores
     )
     for row in rows:
         log.info(

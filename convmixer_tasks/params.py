@@ -4,24 +4,50 @@ registries (backends, input dtypes, variants), so adding a backend or a variant 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from convmixer_tasks.backends.base import BACKEND_NAMES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
+from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.fidelity import DEFAULT_SUBSET, DEFAULT_THRESHOLDS
 from convmixer_tasks.gate import (
     DEFAULT_HISTORY,
+    DEFAULT_SIGNIFICANCE,
     DEFAULT_THROUGHPUT_DROP_PCT,
     DEFAULT_TOP1_TOLERANCE,
     THROUGHPUT_TOLERANCE_PARAM,
     TOP1_TOLERANCE_PARAM,
 )
+from convmixer_tasks.precision import ATC_DEFAULT_PRECISION, PRECISION_MODES
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.settings import SchedulingSettings
 from convmixer_tasks.variants import VARIANT_NAMES
 
 SOC_VERSION_PATTERN = r"^(auto|Ascend[0-9A-Za-z]+)$"
 BENCHMARK_LOOP = 100
+
+
+def evidence_defaults() -> dict[str, Any]:
+    return {"fidelity_subset": None, **DEFAULT_THRESHOLDS, "top1_significance": DEFAULT_SIGNIFICANCE}
+
+
+def evidence_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``evidence`` param, checked, with the defaults under the keys a conf left out (a conf replaces the whole
+    dict). The thresholds are checked by ``fidelity.check_thresholds`` and the subset by ``subset_positions``."""
+    given = params.get("evidence") or {}
+    defaults = evidence_defaults()
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(unknown)} in param evidence; use {', '.join(defaults)} (check the spelling)"
+        )
+    options = {**defaults, **given}
+    significance = options["top1_significance"]
+    if isinstance(significance, bool) or not isinstance(significance, (int, float)) or not 0 < significance <= 1:
+        raise ConfigError(f"evidence.top1_significance must be a p-value threshold in (0, 1], got {significance!r}")
+    return options
 
 
 @dataclass(frozen=True)
@@ -93,6 +119,23 @@ def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
             DEFAULT_HISTORY,
             {"type": "integer", "minimum": 1, "maximum": 100},
             "Gate: how many recent ok runs form the throughput median.",
+        ),
+        "precision_mode": ParamSpec(
+            None,
+            {"type": ["null", "string"], "enum": [None, *PRECISION_MODES]},
+            f"Ascend only: ATC --precision_mode; null = ATC's default ({ATC_DEFAULT_PRECISION}, recorded as such). "
+            "ONNX Runtime runs fp32 (leave null).",
+        ),
+        # One object param, schema kept to "object": every param's schema is checked and deep-copied into each
+        # task at parse time (~1 ms per task for a nested schema); ``evidence_options`` checks the keys and values.
+        "evidence": ParamSpec(
+            evidence_defaults(),
+            {"type": "object"},
+            f"fidelity_subset: images (fixed seeded subset) on which the artifact is compared with its ONNX in fp32 "
+            f"(null = {DEFAULT_SUBSET}, or all when fewer; more than the set is an error). min_cosine / "
+            "max_rel_euclidean / max_kl: a breach on any image is a regression (msit compare's defaults). "
+            "top1_significance: a top-1 drop beyond top1_tolerance against the previous ok run or the ONNX "
+            "reference run regresses only when McNemar's exact p is below it. Keys left out keep their defaults.",
         ),
         "benchmark_loop": ParamSpec(
             BENCHMARK_LOOP,

@@ -71,6 +71,7 @@ class RunFacts(Record):
     dag_id: str | None
     logical_date: str | None
     started_at: str | None
+    trigger: str | None = None  # what started the run: Airflow's run type (scheduled, manual, asset_triggered, …)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class RunPlan(Record):
     prep_dir: str  # content-keyed: cache/prep/<key>
     prep_key: str
     run_dir: str
+    precision_mode: str | None = None  # ATC --precision_mode as given; None = ATC's default (precision.py)
+    fidelity_subset: int | None = None  # images compared with the ONNX; None = fidelity.DEFAULT_SUBSET or all
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,8 @@ class Scores(Record):
     top5: float
     image_count: int
     result_json: str
+    predictions: str | None = None  # evidence.Predictions file (compressed), stored beside the row
+    fidelity_json: str | None = None  # fidelity.summarise of the artifact vs its ONNX; None = not measured
 
 
 @dataclass(frozen=True)

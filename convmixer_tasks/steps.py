@@ -22,6 +22,7 @@ from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
 from convmixer_tasks.errors import ConfigError, RegressionError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file, to_jsonable
+from convmixer_tasks.precision import check_precision_mode, effective_precision
 from convmixer_tasks.records import (
     BenchSummary,
     CompiledModel,
@@ -82,10 +83,16 @@ def _iso(value: datetime | str | None) -> str | None:
 
 
 def run_facts(
-    run_id: str, dag_id: str | None, logical_date: datetime | str | None, started_at: datetime | str | None
+    run_id: str,
+    dag_id: str | None,
+    logical_date: datetime | str | None,
+    started_at: datetime | str | None,
+    trigger: str | None = None,
 ) -> RunFacts:
     """What the metrics rows say about the Airflow run (dates as ISO strings: they travel through XCom)."""
-    return RunFacts(run_id=run_id, dag_id=dag_id, logical_date=_iso(logical_date), started_at=_iso(started_at))
+    return RunFacts(
+        run_id=run_id, dag_id=dag_id, logical_date=_iso(logical_date), started_at=_iso(started_at), trigger=trigger
+    )
 
 
 def log_task_failure(context: Mapping[str, Any]) -> None:
@@ -101,7 +108,14 @@ def log_task_failure(context: Mapping[str, Any]) -> None:
 
 def run_facts_of(dag_run: Any) -> RunFacts:
     """``run_facts`` of an Airflow DagRun (manual runs in Airflow 3 may have no logical date: use run_after)."""
-    return run_facts(dag_run.run_id, dag_run.dag_id, dag_run.logical_date or dag_run.run_after, dag_run.start_date)
+    run_type = getattr(dag_run, "run_type", None)  # an enum in Airflow; its value is what the row records
+    return run_facts(
+        dag_run.run_id,
+        dag_run.dag_id,
+        dag_run.logical_date or dag_run.run_after,
+        dag_run.start_date,
+        getattr(run_type, "value", run_type),
+    )
 
 
 # --- check inputs -----------------------------------------------------------------------------------------------
@@ -131,6 +145,8 @@ def check_inputs(
     there yet, the demo set is generated.
     """
     from convmixer_tasks.dataset import load_dataset
+    from convmixer_tasks.fidelity import subset_positions
+    from convmixer_tasks.params import evidence_options
     from convmixer_tasks.preprocess import transform_params
 
     if known_params is not None:
@@ -151,8 +167,11 @@ def check_inputs(
         ensure_demo_dataset(layout)
     # variant / backend / dtype choices are the Param schema's job (and the library's, which names the fix)
     variant, backend, dtype = params["model_variant"], params["backend"], params["input_dtype"]
+    precision_mode, fidelity_subset = params.get("precision_mode"), evidence_options(params)["fidelity_subset"]
+    check_precision_mode(backend, precision_mode)
     limit = params.get("image_limit")
     dataset = load_dataset(image_dir, label_file, limit=limit)
+    subset_positions(len(dataset.images), fidelity_subset)  # a subset larger than the set fails here, not later
     fingerprint = dataset.fingerprint()
     transform = transform_params(dtype)
     plans = []
@@ -176,6 +195,8 @@ def check_inputs(
                 prep_dir=str(layout.prep_cache.entry(prep_key)),
                 prep_key=prep_key,
                 run_dir=str(layout.run_dir(run_id)),
+                precision_mode=precision_mode,
+                fidelity_subset=fidelity_subset,
             )
         )
     return plans
@@ -290,7 +311,7 @@ def compile_artifact(
     """Compile the ONNX for one batch size (cached by ONNX hash + options + runtime) and describe the device."""
     backend = get_backend(plan.backend, **(settings or {}))
     info = backend.describe()
-    options = CompileOptions(input_dtype=plan.input_dtype, soc_version=soc_version)
+    options = CompileOptions(input_dtype=plan.input_dtype, soc_version=soc_version, precision_mode=plan.precision_mode)
     artifact = backend.compile(
         exported.onnx_path, plan.batch_size, WorkLayout(Path(work_dir)).artifact_cache(plan.backend).root, options
     )
@@ -394,25 +415,44 @@ def merge_shard_outputs(shard_dirs: Iterable[str], target: Path) -> Path:
     return target
 
 
-def evaluate_batch(plan: RunPlan, inferred: Iterable[ShardOutputs], work_dir: str | os.PathLike) -> Scores:
-    """Top-1/top-5 of one batch size from its merged shard outputs, scored through the prep manifest."""
-    from convmixer_tasks.evaluate import evaluate
+def evaluate_batch(
+    plan: RunPlan,
+    inferred: Iterable[ShardOutputs],
+    work_dir: str | os.PathLike,
+    exported: ExportedModel | None = None,
+    fidelity_thresholds: Mapping[str, float] | None = None,
+) -> Scores:
+    """Top-1/top-5 of one batch size from its merged shard outputs, scored through the prep manifest, with the
+    per-image predictions written beside ``result.json``; given ``exported``, also the artifact's fidelity to that
+    ONNX on the plan's fixed subset (``evidence_steps.measure_fidelity``)."""
+    from convmixer_tasks.evaluate import evaluate_with_evidence
+    from convmixer_tasks.evidence import PREDICTIONS_FILE
 
     layout = WorkLayout(Path(work_dir))
     shard_dirs = [entry.output_dir for entry in inferred if entry.batch_size == plan.batch_size and entry.file_count]
     merged = merge_shard_outputs(shard_dirs, layout.merged_output_dir(plan.run_id, plan.batch_size))
-    result = evaluate(
+    batch_dir = layout.batch_dir(plan.run_id, plan.batch_size)
+    scored = evaluate_with_evidence(
         merged,
         plan.label_file,
         prep_dir=plan.prep_dir,
-        result_json=layout.batch_dir(plan.run_id, plan.batch_size) / "result.json",
+        result_json=batch_dir / "result.json",
+        predictions_file=batch_dir / PREDICTIONS_FILE,
     )
+    fidelity_json = None
+    if exported is not None:
+        from convmixer_tasks.evidence_steps import measure_fidelity
+
+        fidelity_json = str(measure_fidelity(plan, exported, scored, layout, fidelity_thresholds or {}))
+    result = scored.result
     return Scores(
         batch_size=plan.batch_size,
         top1=result.top1,
         top5=result.top5,
         image_count=result.image_count,
         result_json=str(result.result_json),
+        predictions=str(batch_dir / PREDICTIONS_FILE),
+        fidelity_json=fidelity_json,
     )
 
 
@@ -451,22 +491,41 @@ def build_row(
         "latency_p99_ms": bench.latency_p99_ms,
         "parity_max_abs_diff": exported.parity_max_abs_diff,
         "status": "pending",
+        "precision_mode": effective_precision(plan.backend, plan.precision_mode),
+        **evidence_fields(scores),
     }
 
 
-def record_rows(url: str, rows: Iterable[Mapping[str, Any]], *, keep_gated: bool = False) -> list[RecordedRow]:
+def evidence_fields(scores: Scores) -> dict[str, Any]:
+    """The row's fidelity columns and first evidence (the gate adds the pairings)."""
+    from convmixer_tasks.evidence_steps import row_evidence
+
+    return row_evidence(scores)
+
+
+def record_rows(
+    url: str, rows: Iterable[Mapping[str, Any]], *, keep_gated: bool = False, scores: Iterable[Scores] = ()
+) -> list[RecordedRow]:
     """Write the rows in one transaction (upsert by run_id + batch size + backend, so a retried task leaves one
     row each; a row the store refuses leaves none of them behind). ``keep_gated`` leaves a row that already has
-    the gate's verdict (ok/regressed) as it is: the failure path passes it with ``failed_rows``."""
+    the gate's verdict (ok/regressed) as it is: the failure path passes it with ``failed_rows``. ``scores``: their
+    per-image predictions are stored beside the rows (still ``pending``: the gate pairs them)."""
     from convmixer_tasks.metrics import record_runs, upgrade
 
     rows = list(rows)
     upgrade(url)
     ids = record_runs(url, rows, keep_gated=keep_gated)
-    return [
+    recorded = [
         RecordedRow(id=row_id, run_id=row["run_id"], batch_size=row["batch_size"], backend=row["backend"])
         for row_id, row in zip(ids, rows, strict=False)
     ]
+    scores = list(scores)
+    if scores:
+        from convmixer_tasks.evidence_steps import record_predictions
+
+        sizes = record_predictions(url, recorded, scores)
+        log.info("stored per-image predictions (compressed bytes per batch size): %s", sizes)
+    return recorded
 
 
 def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[dict[str, Any]]:
@@ -560,12 +619,14 @@ def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
     accuracy is not gated (tolerance 100 points; the stored reasons say so); its throughput still is.
     """
     from convmixer_tasks.gate import THROUGHPUT_TOLERANCE_PARAM, TOP1_TOLERANCE_PARAM
+    from convmixer_tasks.params import evidence_options
 
     top1_tolerance = params[TOP1_TOLERANCE_PARAM] if params.get("image_limit") is None else 100.0
     return {
         "top1_tolerance": top1_tolerance,
         "throughput_drop_pct": params[THROUGHPUT_TOLERANCE_PARAM],
         "history": params["throughput_history"],
+        "significance": evidence_options(params)["top1_significance"],
     }
 
 

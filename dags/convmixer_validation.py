@@ -6,15 +6,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from airflow.sdk import Param, TriggerRule, conf, dag, get_current_context, task
+from airflow.sdk import Asset, Param, TriggerRule, conf, dag, get_current_context, task
+from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
+from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
 from convmixer_tasks import records as rec
 from convmixer_tasks import steps
 from convmixer_tasks.errors import RegressionError
-from convmixer_tasks.params import param_specs
+from convmixer_tasks.params import evidence_options, param_specs
 from convmixer_tasks.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
+from convmixer_tasks.triggers import CHECKPOINT_ASSET, with_triggered_checkpoint
 
 SETTINGS = load_scheduling_settings(airflow_conf_reader(conf))
+CHECKPOINT = Asset(CHECKPOINT_ASSET)
 PARAMS = {
     name: Param(spec.default, description=spec.description, **spec.schema)
     for name, spec in param_specs(SETTINGS).items()
@@ -23,7 +27,9 @@ PARAMS = {
 
 @dag(
     dag_id="convmixer_validation",
-    schedule=SETTINGS.schedule,
+    # the cron OR a new checkpoint (asset event); an empty schedule setting keeps manual runs only
+    schedule=SETTINGS.schedule
+    and AssetOrTimeSchedule(timetable=CronTriggerTimetable(SETTINGS.schedule, timezone="UTC"), assets=CHECKPOINT),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
@@ -50,8 +56,9 @@ def convmixer_validation():
             return settings.metrics_url(None)
 
     @task
-    def check_inputs(params=None, run_id=None) -> list[dict]:
-        return [plan.to_dict() for plan in steps.check_inputs(params, run_id, worker().work_dir, PARAMS)]
+    def check_inputs(params=None, run_id=None, triggering_asset_events=None) -> list[dict]:
+        run_params = with_triggered_checkpoint(params, triggering_asset_events)
+        return [plan.to_dict() for plan in steps.check_inputs(run_params, run_id, worker().work_dir, PARAMS)]
 
     @task
     def preprocess(plan: dict, shard: int) -> dict:
@@ -60,8 +67,9 @@ def convmixer_validation():
         return steps.prepare_shard(run_plan, shard, SETTINGS.shards, workers=worker().prep_workers).to_dict()
 
     @task
-    def export_onnx(params=None) -> dict:
-        return steps.export_cached(params["checkpoint"], params["model_variant"], worker().work_dir).to_dict()
+    def export_onnx(plans) -> dict:  # the plan's checkpoint: an asset event may have named another
+        plan = rec.RunPlan.from_dict(plans[0])
+        return steps.export_cached(plan.checkpoint, plan.model_variant, worker().work_dir).to_dict()
 
     @task(**SETTINGS.on_npu())
     def compile_model(plan: dict, exported: dict, params=None) -> dict:
@@ -93,20 +101,20 @@ def convmixer_validation():
         ).to_dict()
 
     @task
-    def evaluate(plan: dict, inferred: list) -> dict:
-        run_plan = rec.RunPlan.from_dict(plan)
+    def evaluate(plan: dict, inferred: list, exported: dict, params=None) -> dict:
+        run_plan, model = rec.RunPlan.from_dict(plan), rec.ExportedModel.from_dict(exported)
         label(f"bs{run_plan.batch_size}")
         outputs = rec.ShardOutputs.from_dicts(inferred[:])
-        return steps.evaluate_batch(run_plan, outputs, worker().work_dir).to_dict()
+        limits = evidence_options(params)  # the fidelity thresholds (other keys are ignored there)
+        return steps.evaluate_batch(run_plan, outputs, worker().work_dir, model, limits).to_dict()
 
     @task(**SETTINGS.retrying())
     def record_metrics(plans: list, exported: dict, compiled: list, benches: list, scores: list, dag_run=None):
         run_plans, model = rec.RunPlan.from_dicts(plans), rec.ExportedModel.from_dict(exported)
         built, benched = rec.CompiledModel.from_dicts(compiled[:]), rec.BenchSummary.from_dicts(benches[:])
-        rows = steps.rows_for_run(
-            steps.run_facts_of(dag_run), run_plans, model, built, benched, rec.Scores.from_dicts(scores[:])
-        )
-        return [row.to_dict() for row in steps.record_rows(metrics_url(), rows)]
+        scored = rec.Scores.from_dicts(scores[:])
+        rows = steps.rows_for_run(steps.run_facts_of(dag_run), run_plans, model, built, benched, scored)
+        return [row.to_dict() for row in steps.record_rows(metrics_url(), rows, scores=scored)]
 
     @task(**SETTINGS.retrying())
     def regression_gate(recorded: list, params=None) -> list[dict]:
@@ -128,11 +136,11 @@ def convmixer_validation():
     shards = list(range(SETTINGS.shards))
     plans = check_inputs()
     prepared = preprocess.expand(plan=plans, shard=shards)
-    exported = export_onnx()
+    exported = export_onnx(plans)
     compiled = compile_model.partial(exported=exported).expand(plan=plans)
     inferred = infer.partial(prepared=prepared).expand(compiled=compiled, shard=shards)
     benchmarks = benchmark.expand(compiled=compiled)
-    scores = evaluate.partial(inferred=inferred).expand(plan=plans)
+    scores = evaluate.partial(inferred=inferred, exported=exported).expand(plan=plans)
     regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores))
     # Not downstream of the gate (regressed rows stay regressed); the gate stays a leaf so any failure fails the run.
     [plans, prepared, exported, compiled, inferred, benchmarks, scores] >> record_failure()

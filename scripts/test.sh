@@ -8,6 +8,8 @@ if ! command -v chromium >/dev/null 2>&1; then
   echo "installing Debian's chromium for the browser test" >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
 fi
+# The tool doubles (tests/doubles) run `python3`: the venv's, which has numpy and onnx.
+export PATH="$PWD/.venv/bin:$PATH"
 # Lint, format and type checks first: cheap, and a finding fails the run like a failing test.
 .venv/bin/ruff check convmixer_tasks dags plugins
 .venv/bin/ruff format --check convmixer_tasks dags plugins

@@ -33,7 +33,7 @@ def atc(onnx_path: Path, out_base: Path, *extra: str, shape: str = "image:2,3,22
 @pytest.fixture(scope="module")
 def om_bs2(tiny_onnx, tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("om") / "tiny_bs2"
-    proc = atc(tiny_onnx, base)
+    proc = atc(tiny_onnx, base, "--precision_mode=must_keep_origin_dtype")  # fp32: outputs compared with the ONNX
     assert proc.returncode == 0, proc.stdout
     return base.with_suffix(".om")
 
@@ -307,7 +307,8 @@ def test_ais_bench_applies_aipp_to_uint8_input(tiny_onnx, tmp_path):
     lines += [f"min_chn_{c}: {float(255 * mean[c])!r}" for c in range(3)]
     lines += [f"var_reci_chn_{c}: {float(1 / (255 * std[c]))!r}" for c in range(3)] + ["}"]
     (tmp_path / "aipp.cfg").write_text("\n".join(lines))
-    assert atc(tiny_onnx, tmp_path / "u8", f"--insert_op_conf={tmp_path / 'aipp.cfg'}").returncode == 0
+    assert atc(tiny_onnx, tmp_path / "u8", f"--insert_op_conf={tmp_path / 'aipp.cfg'}",
+               "--precision_mode=must_keep_origin_dtype").returncode == 0  # fp32: compared with the ONNX
     pixels = np.random.default_rng(3).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     (tmp_path / "in").mkdir()
     pixels.tofile(tmp_path / "in" / "input_00000.bin")

@@ -372,7 +372,9 @@ def test_compile_with_unknown_toolkit_version_keys_cache_on_the_atc_binary(ascen
 def test_infer_writes_contract_layout_with_correct_values(ascend_doubles, tiny_onnx, prep_f32, tmp_path):
     log = argv_log(ascend_doubles, tmp_path, "ais_bench")  # before the backend: it captures its environment once
     backend = ascend_doubles.backend()
-    artifact = backend.compile(tiny_onnx, 2, tmp_path / "cache")
+    # fp32 arithmetic: this checks the layout and values against the ONNX; the precision modes are test_evidence's
+    fp32 = CompileOptions(precision_mode="must_keep_origin_dtype")
+    artifact = backend.compile(tiny_onnx, 2, tmp_path / "cache", fp32)
     out = tmp_path / "work" / "outputs_bs2"
     result = backend.infer(artifact, prep_f32, out)
     assert result.output_dir == out and result.summary_path == summary_path(out) and result.file_count == 3
@@ -671,7 +673,9 @@ def test_ascend_path_on_demo_set_matches_onnxruntime_top1(ascend_doubles, tmp_pa
     ort = get_backend("onnxruntime")
     ort_out = ort.infer(ort.compile(onnx_path, 4, tmp_path / "ort_cache"), prep["float32"], tmp_path / "ort" / "out")
     npu = ascend_doubles.backend()
-    npu_art = npu.compile(onnx_path, 4, tmp_path / "om_cache", CompileOptions(input_dtype=ascend_dtype))
+    # fp32 arithmetic (ATC's default force_fp16 may flip an image: the DAG-run test covers that case)
+    fp32 = CompileOptions(input_dtype=ascend_dtype, precision_mode="must_keep_origin_dtype")
+    npu_art = npu.compile(onnx_path, 4, tmp_path / "om_cache", fp32)
     npu_out = npu.infer(npu_art, prep[ascend_dtype], tmp_path / "npu" / "out")
 
     ort_eval = evaluate(ort_out.output_dir, demo.label_file, prep_dir=prep["float32"])

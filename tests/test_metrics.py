@@ -7,6 +7,7 @@ $CONVMIXER_TEST_PG_URL (default postgres@127.0.0.1:5432/postgres, trust auth) an
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from datetime import datetime, timedelta, timezone
@@ -21,7 +22,7 @@ from convmixer_tasks.metrics import store
 from convmixer_tasks.metrics.schema import TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
 
 DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
-HEAD = "0002"  # the newest migration
+HEAD = "0003"  # the newest migration
 
 
 # --- helpers (test_gate.py imports these; the database fixtures are in tests/conftest.py) ------------------------
@@ -83,6 +84,16 @@ def insert_raw(url: str, **values) -> None:
         connection.execute(sa.insert(ValidationRun).values(**{**base, **values}))
 
 
+def raw_row(url: str, run_id: str) -> dict:
+    """A row read with 0001's columns (the model's newer ones do not exist after a downgrade)."""
+    columns = "status, gate_reasons, top1"
+    with store.get_engine(url).connect() as connection:
+        row = connection.execute(sa.text(f"SELECT {columns} FROM {TABLE_NAME} WHERE run_id = :r"), {"r": run_id}).one()
+    reasons = row.gate_reasons
+    return {"status": row.status, "top1": row.top1,
+            "gate_reasons": json.loads(reasons) if isinstance(reasons, str) else reasons}
+
+
 def downgrade(url: str, revision: str) -> None:
     from alembic import command
 
@@ -95,14 +106,16 @@ def downgrade(url: str, revision: str) -> None:
 def test_upgrade_from_0001_keeps_rows_and_allows_pending(empty_url):
     """A database created before 'pending' existed is widened in place: its rows stay as they were."""
     assert metrics.upgrade(empty_url, revision="0001") == "0001"
-    row_id = metrics.record_run(empty_url, make_row())
-    before = metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")
+    # written with 0001's columns only: record_run writes the head schema's
+    insert_raw(empty_url, run_id="manual__2026-11-01", batch_size=4, backend="onnxruntime", status="ok",
+               top1=70.0, top5=90.0)
     with pytest.raises(sa.exc.IntegrityError):  # 0001's constraint knows no 'pending'
         insert_raw(empty_url, status="pending", top1=50.0, top5=60.0)
 
     assert metrics.upgrade(empty_url) == HEAD
-    assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime") == before
-    assert before["id"] == row_id and before["status"] == "ok"
+    after = metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")
+    assert (after["status"], after["top1"], after["top5"]) == ("ok", 70.0, 90.0)
+    assert after["precision_mode"] is None and after["evidence"] is None  # 0003: no evidence was taken
     insert_raw(empty_url, status="pending", top1=50.0, top5=60.0)
     with pytest.raises(sa.exc.IntegrityError):  # the other constraints survived the rebuild (SQLite batch mode)
         insert_raw(empty_url, run_id="raw2", status="pending")
@@ -122,7 +135,7 @@ def test_downgrade_to_0001_turns_pending_rows_into_failed(empty_url):
     metrics.record_run(empty_url, make_row(run_id="waiting", status="pending"))
     downgrade(empty_url, "0001")
     assert version_rows(empty_url) == ["0001"]
-    gated, waiting = (metrics.get_run(empty_url, run_id, 4, "onnxruntime") for run_id in ("gated", "waiting"))
+    gated, waiting = (raw_row(empty_url, run_id) for run_id in ("gated", "waiting"))  # 0001's columns only
     assert (gated["status"], gated["gate_reasons"]) == ("ok", None)
     assert waiting["status"] == "failed" and waiting["top1"] == 70.0  # the measurement stays on record
     assert "pending" in waiting["gate_reasons"][0] and "downgrade" in waiting["gate_reasons"][0]

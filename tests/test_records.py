@@ -72,7 +72,7 @@ def test_a_record_survives_json_unchanged(record):
 def test_values_are_the_fields_without_the_header():
     facts = SAMPLES[records.RunFacts]
     assert facts.values() == {"run_id": facts.run_id, "dag_id": "convmixer_validation",
-                              "logical_date": "2026-01-05T03:00:00+00:00", "started_at": None}
+                              "logical_date": "2026-01-05T03:00:00+00:00", "started_at": None, "trigger": None}
 
 
 def test_a_compiled_models_artifact_comes_back_as_an_artifact():

@@ -16,8 +16,10 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     TypeDecorator,
@@ -48,6 +50,7 @@ NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
     "pk": "pk_%(table_name)s",
 }
 
@@ -132,6 +135,14 @@ class ValidationRun(Base):
     gate_reasons: Mapped[list[str] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # Migration 0003: the accuracy evidence (see convmixer_tasks.evidence / fidelity).
+    precision_mode: Mapped[str | None] = mapped_column(String(64))  # effective mode: ATC's, or "fp32" (ORT)
+    fidelity_min_cosine: Mapped[float | None] = mapped_column(Float)  # artifact vs source ONNX, fixed subset
+    fidelity_top1_agreement: Mapped[float | None] = mapped_column(Float)  # fraction 0..1
+    flips_p_value: Mapped[float | None] = mapped_column(Float)  # McNemar exact vs the previous ok run
+    reference_p_value: Mapped[float | None] = mapped_column(Float)  # ... vs the ONNX fp32 reference run
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # fidelity summary, flips, worst classes
+    trigger: Mapped[str | None] = mapped_column(String(32))  # scheduled / manual / asset_triggered / backfill / cli
 
     @hybrid_property
     def ran_at(self) -> datetime:
@@ -193,7 +204,31 @@ class MetricsRow:
     baseline_top1: float | None = None
     baseline_throughput: float | None = None
     gate_reasons: list[str] | None = None
+    precision_mode: str | None = None
+    fidelity_min_cosine: float | None = None
+    fidelity_top1_agreement: float | None = None
+    flips_p_value: float | None = None
+    reference_p_value: float | None = None
+    evidence: dict[str, Any] | None = None
+    trigger: str | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
+
+
+PREDICTIONS_TABLE = "convmixer_validation_predictions"
+
+
+class RunPredictions(Base):
+    """One row's per-image predictions (``evidence.encode``: compressed NPZ), kept beside it so the UI and later
+    runs on any host can pair it; deleted with its row."""
+
+    __tablename__ = PREDICTIONS_TABLE
+
+    run_row_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey(f"{TABLE_NAME}.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_count: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -214,6 +214,8 @@ _COLUMNS = {column.key: column for column in ValidationRun.__table__.columns}
 _FIELDS = MetricsRow.field_names()
 _REQUIRED = ("run_id", "model_variant", "backend", "batch_size", "status")
 _PERCENT_FIELDS = ("top1", "top5", "baseline_top1")
+_FRACTION_FIELDS = ("fidelity_top1_agreement", "flips_p_value", "reference_p_value")
+_SIGNED_FIELDS = ("fidelity_min_cosine",)  # a cosine of -1..1
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -251,7 +253,9 @@ def _check_float(value: Any, name: str) -> float:
     value = float(value)
     if name in _PERCENT_FIELDS and not 0.0 <= value <= 100.0:
         raise MetricsError(f"{name} is a percentage (0..100), got {value}; multiply a 0..1 fraction by 100")
-    if name not in _PERCENT_FIELDS and value < 0:
+    if name in _FRACTION_FIELDS and not 0.0 <= value <= 1.0:
+        raise MetricsError(f"{name} is a fraction or probability (0..1), got {value}")
+    if name not in _PERCENT_FIELDS and name not in _SIGNED_FIELDS and value < 0:
         raise MetricsError(f"{name} cannot be negative, got {value}")
     return value
 
@@ -284,6 +288,10 @@ def _check_value(name: str, value: Any) -> Any:
         return _check_status(value)
     if name == "gate_reasons":
         return _check_reasons(value)
+    if name == "evidence":
+        if not isinstance(value, Mapping):
+            raise MetricsError(f"evidence must be a JSON object (dict), got {type(value).__name__}")
+        return dict(value)
     column_type = _COLUMNS[name].type
     if isinstance(column_type, UTCDateTime):
         return parse_datetime(value, name)[0]

@@ -166,6 +166,8 @@ def test_dag_settings(parsed):
     dag = parsed["dag"]
     assert dag["catchup"] is False and dag["max_active_runs"] == 1
     assert "0 3 * * 1" in dag["schedule"]
+    # cron OR a new checkpoint: the asset a training pipeline updates
+    assert "AssetOrTimeSchedule" in dag["schedule"] and "convmixer_checkpoint" in dag["schedule"]
     assert "convmixer" in dag["tags"]
     # doc_md is what the UI shows: it must name the steps, the NPU queue and the failure path
     for words in ("compile_model", "npu_queue", "regression_gate", "record_failure"):
@@ -220,7 +222,9 @@ def test_wiring_follows_the_pipeline(parsed):
     assert set(tasks["compile_model"]["upstream"]) == {"check_inputs", "export_onnx"}
     assert set(tasks["infer"]["upstream"]) == {"compile_model", "preprocess"}
     assert set(tasks["benchmark"]["upstream"]) == {"compile_model"}
-    assert set(tasks["evaluate"]["upstream"]) == {"check_inputs", "infer"}
+    # export follows the plan (an asset event may name the checkpoint); evaluate compares with the ONNX (fidelity)
+    assert set(tasks["export_onnx"]["upstream"]) == {"check_inputs"}
+    assert set(tasks["evaluate"]["upstream"]) == {"check_inputs", "infer", "export_onnx"}
     assert set(tasks["record_metrics"]["upstream"]) >= {"evaluate", "benchmark", "export_onnx", "compile_model"}
     assert tasks["regression_gate"]["upstream"] == ["record_metrics"]
     # the gate is a leaf, so a failure anywhere fails the run; record_failure never overwrites a gate verdict

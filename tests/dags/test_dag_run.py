@@ -53,6 +53,9 @@ def runs(tmp_path_factory) -> dict[str, dict]:
          "seed_from": {"run": "first", "batch_size": 4, "count": 3, "throughput_factor": 1000}},
         {"name": "broken", "conf": {"batch_sizes": [4]}, "fail_always": "infer_shard"},
         {"name": "ascend", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5}},
+        {"name": "ascend_keep", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5,
+                                         "precision_mode": "must_keep_origin_dtype"}},
+        {"name": "oversubset", "conf": {"batch_sizes": [4], "evidence": {"fidelity_subset": 300}}},
     ]}
     npu_host = AscendDoubles(root=root / "npu-host", monkeypatch=pytest.MonkeyPatch()).build()
     (root / "spec.json").write_text(json.dumps(spec))
@@ -192,12 +195,60 @@ def test_a_run_broken_before_eval_records_no_accuracy_and_is_not_gated(runs):
     assert row["run_id"] in row["gate_reasons"][0]
 
 
+def test_onnxruntime_rows_carry_fidelity_predictions_and_flips_against_the_previous_run(runs):
+    first, cached = runs["first"], runs["cached"]
+    for row in first["rows"] + cached["rows"]:
+        assert row["precision_mode"] == "fp32"  # ONNX Runtime says so
+        assert row["trigger"] == "manual"  # dag.test's run type; asset_triggered for a new checkpoint
+        assert row["fidelity_min_cosine"] == pytest.approx(1.0, abs=1e-6) and row["fidelity_top1_agreement"] == 1.0
+        fidelity = row["evidence"]["fidelity"]
+        assert fidelity["images"] == 250 and fidelity["breaches"] == [] and fidelity["max_kl"] < 1e-9
+        assert 0 < row["evidence"]["predictions_bytes"] < 250 * 20  # compressed, stored beside the row
+        assert len(row["evidence"]["worst_classes"]) == 10
+    assert all(first["rows"][0]["flips_p_value"] is None for _ in (0,))  # the first run has no previous ok run
+    assert any("no previous ok run" in reason for reason in first["rows"][0]["gate_reasons"])
+    for row in cached["rows"]:  # the same artifact twice: nothing flips, explicitly
+        previous = row["evidence"]["flips_previous"]
+        assert previous["run_id"] == first["run_id"] and previous["table"][0][1] == previous["table"][1][0] == 0
+        assert row["flips_p_value"] == 1.0
+        assert any("top1 flips ok vs previous ok run" in reason for reason in row["gate_reasons"])
+    # the ONNX reference logits (one CPU pass of the subset) are cached across runs of the same ONNX
+    assert [row["evidence"]["fidelity"]["reference_cached"] for row in cached["rows"]] == [True, True]
+
+
+def test_force_fp16_on_the_doubles_shows_fidelity_below_one_flips_and_p_value(runs):
+    row = runs["ascend"]["rows"][0]
+    assert row["precision_mode"] == "force_fp16"  # none given: ATC's default, spelt out
+    fidelity = row["evidence"]["fidelity"]
+    assert 0.99 < row["fidelity_min_cosine"] < 1.0 and fidelity["max_abs_diff"] > 0
+    reference = row["evidence"]["flips_reference"]  # paired with the ONNX fp32 ONNX Runtime run
+    assert reference["run_id"] == runs["retried"]["run_id"]
+    assert reference["right_to_wrong"] >= 0 and reference["wrong_to_right"] >= 0  # counted, zero or not
+    assert 0 < row["reference_p_value"] <= 1.0
+    assert any("vs reference run" in reason and "McNemar exact p=" in reason for reason in row["gate_reasons"])
+    print("force_fp16:", fidelity["min_cosine"], fidelity["max_kl"], fidelity["top1_agreement"], reference["table"],
+          row["reference_p_value"], row["top1"])  # the figures, for the log (pytest -rP)
+    keep = runs["ascend_keep"]["rows"][0]
+    assert keep["precision_mode"] == "must_keep_origin_dtype" and keep["status"] == "ok"
+    assert keep["fidelity_min_cosine"] == pytest.approx(1.0, abs=1e-6) and keep["fidelity_top1_agreement"] == 1.0
+    assert keep["top1"] == pytest.approx(expected_demo_top1(), abs=1e-9)
+    assert keep["evidence"]["flips_reference"]["right_to_wrong"] == 0 and keep["reference_p_value"] == 1.0
+    assert "flips_previous" not in keep["evidence"]  # the force_fp16 run is another precision: not its previous
+
+
+def test_a_fidelity_subset_larger_than_the_set_fails_with_one_clear_error_and_no_ok_row(runs):
+    run = runs["oversubset"]
+    assert run["state"] == "failed" and states(run, "check_inputs") == ["failed"]
+    (row,) = run["rows"]
+    assert row["status"] == "failed"
+
+
 def test_the_ascend_backend_compiles_with_atc_and_infers_with_ais_bench(runs):
     run = runs["ascend"]
     assert run["state"] == "success"
     (row,) = run["rows"]
     assert row["backend"] == "ascend" and row["status"] == "ok"
-    assert row["top1"] == pytest.approx(expected_demo_top1(), abs=1e-9)
+    assert row["top1"] == pytest.approx(expected_demo_top1(), abs=2.0)  # force_fp16: a few images may flip
     assert "310P3" in row["device"] and row["toolkit_version"]
     (compiled,) = xcom(run, "compile_model")
     assert compiled["artifact"]["path"].endswith(".om")
