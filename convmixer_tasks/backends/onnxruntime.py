@@ -23,6 +23,7 @@ from convmixer_tasks.backends import aisbench_format, base
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.fileio import atomic_path
 from convmixer_tasks.onnxgraph import graph_inputs
+from convmixer_tasks.progress import Progress, working
 from convmixer_tasks.variants import INPUT
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -113,9 +114,17 @@ class OnnxRuntimeBackend(base.Backend):
             return self._build(Path(onnx_path), batch_size, options.input_dtype, tmp)
 
         runtime = self.runtime
-        return base.compile_cached(
-            onnx_path, batch_size, cache_dir, options, backend=self.name, runtime=runtime, suffix=".onnx", build=build
-        )
+        with working(f"ONNX Runtime compile of {Path(onnx_path).name} at batch {batch_size}"):
+            return base.compile_cached(
+                onnx_path,
+                batch_size,
+                cache_dir,
+                options,
+                backend=self.name,
+                runtime=runtime,
+                suffix=".onnx",
+                build=build,
+            )
 
     def _build(self, onnx_path: Path, batch_size: int, input_dtype: str, target: Path) -> dict[str, Any]:
         import onnx
@@ -192,6 +201,8 @@ class OnnxRuntimeBackend(base.Backend):
 
         filesinfo: dict[int | str, dict[str, list[str]]] = {}
         compute_ms: list[float] = []
+        images = sum(len(prep_file.images) for prep_file in selected)
+        progress = Progress(f"ONNX Runtime inference (batch {artifact.batch_size})", images, "images")
         for sample_id, prep_file in enumerate(selected):
             in_path = prep_dir / prep_file.name
             batch = np.memmap(in_path, dtype=dtype, mode="r", shape=tuple(artifact.input_shape))
@@ -202,6 +213,8 @@ class OnnxRuntimeBackend(base.Backend):
             with atomic_path(out_path) as tmp:
                 np.ascontiguousarray(logits, dtype=np.float32).tofile(tmp)
             filesinfo[sample_id] = {"infiles": [str(in_path)], "outfiles": [str(out_path)]}
+            progress.update(len(prep_file.images))
+        progress.close()
 
         args = {
             "model": str(artifact.path),
@@ -231,13 +244,17 @@ class OnnxRuntimeBackend(base.Backend):
         session = self.open_session(artifact)
         batch = random_batch(artifact.input_dtype, artifact.input_shape, seed)
         run = self._runner(session, artifact, batch)
+        progress = Progress(f"ONNX Runtime benchmark (batch {artifact.batch_size})", warmup + loop, "runs")
         for _ in range(warmup):
             run()
+            progress.update()
         samples = []
         for _ in range(loop):
             started = time.perf_counter()
             run()
             samples.append((time.perf_counter() - started) * 1000.0)
+            progress.update()
+        progress.close()
         timing = aisbench_format.stats(samples)
         return base.BenchResult(
             backend=self.name,
