@@ -1,14 +1,15 @@
 """`convmixer-tasks <step>`: the front door a person uses by hand, with the ModelZoo reference scripts' flag names.
 
-Each sub-command parses flags, calls one library function and prints its JSON-able result. Library modules are
-imported inside the handlers so `--help` and light commands never pay for torch.
+Each sub-command parses flags, calls one library function and prints its result: a short summary for people by
+default, the whole result with `--output json` (or yaml) for programs — Airflow CLI's option and choices
+(``cli_output.py``). Library modules are imported inside the handlers so `--help` and light commands never pay for
+torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -16,13 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from convmixer_tasks.backends.base import BACKEND_NAMES, BACKENDS
+from convmixer_tasks.cli_output import DEFAULT_FORMAT, OUTPUT_FORMATS, ROWS_FORMATS, render
 from convmixer_tasks.errors import ConvMixerError
-from convmixer_tasks.fileio import to_jsonable
 from convmixer_tasks.prepfolder import INPUT_DTYPES
-
-
-def _print_result(result: Any) -> None:
-    print(json.dumps(to_jsonable(result), indent=2, sort_keys=True))
 
 
 def _fail(command: str, message: str) -> int:
@@ -140,7 +137,15 @@ def _metrics_upgrade(args: argparse.Namespace) -> Any:
 def _metrics_show(args: argparse.Namespace) -> Any:
     from convmixer_tasks.metrics import query_runs, resolve_metrics_url
 
-    rows, total = query_runs(resolve_metrics_url(args.url), limit=args.limit)
+    filters = {name: getattr(args, name) for name in ("model", "backend", "device", "batch_size", "status")}
+    rows, total = query_runs(
+        resolve_metrics_url(args.url),
+        limit=args.limit,
+        offset=args.offset,
+        since=args.since,
+        until=args.until,
+        **filters,
+    )
     return {"total": total, "rows": rows}
 
 
@@ -150,10 +155,36 @@ DTYPE_HELP = "float32 NCHW normalised (reference) or uint8 NHWC pixels (normalis
 # --- parser -------------------------------------------------------------------------------------------------------
 
 
-def _add(sub, name: str, handler: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:
+def _add(
+    sub,
+    name: str,
+    handler: Callable[[argparse.Namespace], Any],
+    help_text: str,
+    formats: Sequence[str] | None = OUTPUT_FORMATS,
+) -> argparse.ArgumentParser:
+    """A sub-command; with ``formats`` it takes ``-o/--output FORMAT`` after its name too, as Airflow's do.
+
+    Steps whose reference flags use ``--output`` for a path pass ``formats=None``: for them the format goes before
+    the step (``convmixer-tasks -o json infer --output DIR``), which every step accepts.
+    """
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(handler=handler)
+    if formats is not None:
+        _output_flag(parser, formats, default=argparse.SUPPRESS)  # SUPPRESS: keep a format given before the step
     return parser
+
+
+def _output_flag(parser: argparse.ArgumentParser, formats: Sequence[str], default: Any) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        dest="output_format",
+        choices=formats,
+        default=default,
+        metavar=f"({', '.join(formats)})",
+        help=f"output format. Allowed values: {', '.join(formats)} (default: {DEFAULT_FORMAT}); "
+        "json/yaml carry the whole result, for programs",
+    )
 
 
 def _backend_flags(parser: argparse.ArgumentParser) -> None:
@@ -181,6 +212,7 @@ def _backend_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convmixer-tasks", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _output_flag(parser, ROWS_FORMATS, default=DEFAULT_FORMAT)
     sub = parser.add_subparsers(dest="command", required=True, metavar="<step>")
 
     p = _add(sub, "preprocess", _preprocess, "ImageNet val JPEGs -> batched input_XXXXX.bin files + manifest.json")
@@ -217,7 +249,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="prep folder whose manifest maps rows to images (recommended)",
     )
 
-    p = _add(sub, "compile", _compile, "ONNX -> fixed-batch artifact (OM via ATC, or optimised ONNX for ORT); cached")
+    p = _add(
+        sub,
+        "compile",
+        _compile,
+        "ONNX -> fixed-batch artifact (OM via ATC, or optimised ONNX for ORT); cached",
+        formats=None,
+    )
     _backend_flags(p)
     p.add_argument("--onnx", required=True)
     p.add_argument("--batch-size", type=int, required=True)
@@ -226,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
     p.add_argument("--precision-mode", default=None, help="ATC --precision_mode (e.g. force_fp32)")
 
-    p = _add(sub, "infer", _infer, "run a compiled artifact over a prep folder; outputs in ais_bench layout")
+    p = _add(
+        sub, "infer", _infer, "run a compiled artifact over a prep folder; outputs in ais_bench layout", formats=None
+    )
     _backend_flags(p)
     p.add_argument("--model", required=True, help="compiled artifact (.om / .onnx from `compile`)")
     p.add_argument("--input", required=True, help="prep folder")
@@ -240,7 +280,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", type=int, default=100)
     p.add_argument("--warmup", type=int, default=5)
 
-    p = _add(sub, "demo-dataset", _demo_dataset, "generate the ImageNet-shaped demo set (images/ + val_label.txt)")
+    p = _add(
+        sub,
+        "demo-dataset",
+        _demo_dataset,
+        "generate the ImageNet-shaped demo set (images/ + val_label.txt)",
+        formats=None,
+    )
     p.add_argument("--output", required=True)
     p.add_argument("--count", type=int, default=None, help="images (default: 250, the demo model's val set)")
     p.add_argument("--seed", type=int, default=None)
@@ -270,9 +316,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "metrics-upgrade", _metrics_upgrade, "create/upgrade the metrics table (Alembic)")
     p.add_argument("--url", default=None, help="SQLAlchemy URL (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
 
-    p = _add(sub, "metrics-show", _metrics_show, "print the newest metrics rows")
+    p = _add(
+        sub,
+        "metrics-show",
+        _metrics_show,
+        "print the newest metrics rows (the UI's filters; --output csv gives the UI's CSV)",
+        formats=ROWS_FORMATS,
+    )
     p.add_argument("--url", default=None)
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=int, default=20, help="rows (at most 500)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many newest rows first")
+    p.add_argument("--model", default=None, help="model variant, e.g. convmixer_1536_20")
+    p.add_argument("--backend", default=None, choices=BACKEND_NAMES)
+    p.add_argument("--device", default=None, help="device name as recorded (e.g. Ascend310P3)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--status", default=None, help="ok, regressed, failed or pending")
+    p.add_argument("--since", default=None, help="ISO date or date-time (UTC), inclusive")
+    p.add_argument("--until", default=None, help="ISO date (that whole day) or date-time (UTC), inclusive")
     return parser
 
 
@@ -291,7 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A path no check foresaw (an unwritable output folder, a file where a folder must go): still one line.
         where = f" {exc.filename}" if exc.filename else ""
         return _fail(args.command, f"cannot use{where}: {exc.strerror or exc}; check that path and its permissions")
-    _print_result(result)
+    try:
+        print(render(result, args.output_format))
+    except ConvMixerError as exc:
+        return _fail(args.command, str(exc))
     return 0
 
 
