@@ -118,6 +118,8 @@ def test_metrics_show_is_a_compact_table_by_default(db, capsys):
     assert table[3].split() == ["run_a", "16", "onnxruntime", "81.37", "95.62", "123.46", "ok"]
     assert [r["run_id"] for r in data["rows"]] == ["run_b", "run_a"] and data["total"] == 2
     assert data["rows"][1]["throughput"] == 123.456
+    plain = call(capsys, "metrics-show", "--url", db, "-o", "plain").splitlines()
+    assert plain[2:] == [table[0], *table[2:]]  # the same table without the rule under the header
 
 
 def test_metrics_show_csv_has_the_ui_columns_and_defuses_formulas(db, capsys):

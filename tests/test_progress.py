@@ -167,6 +167,29 @@ def test_ascend_infer_relays_the_ais_bench_counter(ascend_doubles, ort_setup, ca
     assert done[-1] == 20 and done == sorted(set(done)) and all(c.endswith("/20") for c in counts(got))
 
 
+def test_ascend_benchmark_relays_the_counter_and_atc_compile_reports_while_it_runs(
+    ascend_doubles, caplog, monkeypatch, tmp_path  # noqa: F811
+):
+    monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
+    backend = ascend_doubles.backend()
+    with caplog.at_level(logging.INFO):
+        # A zero interval makes the heartbeat thread log as fast as it can while the atc double runs.
+        artifact = backend.compile(write_tiny_onnx(tmp_path / "t.onnx", input_name="input1"), 2, tmp_path / "cache")
+        backend.benchmark(artifact, loop=10, warmup=1)
+    atc = lines(caplog, "ATC compile of t.onnx at batch 2 for Ascend")
+    assert atc and "running for" in atc[0] and "done in" in atc[-1]
+    assert counts(lines(caplog, "ais_bench benchmark (batch 2):"))[-1] == "10/10"
+
+
+def test_onnxruntime_compile_reports_while_it_runs(ort_setup, caplog, monkeypatch, tmp_path):
+    backend, artifact, _, work = ort_setup
+    monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO):
+        backend.compile(work / "demo.onnx", 3, tmp_path / "cache")  # a new batch size: a cache miss
+    got = lines(caplog, "ONNX Runtime compile of demo.onnx at batch 3:")
+    assert got and got[0].startswith("ONNX Runtime compile of demo.onnx at batch 3: running for")
+
+
 @pytest.mark.slow
 def test_1536_20_export_reports_its_stages_while_it_runs(tmp_path, caplog, monkeypatch):
     from convmixer_tasks.export import export_and_validate
