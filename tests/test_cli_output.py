@@ -166,3 +166,12 @@ def test_the_format_choices_are_airflows(capsys):
 
     assert ARG_OUTPUT.flags == ("-o", "--output") and tuple(ARG_OUTPUT.kwargs["choices"]) == OUTPUT_FORMATS
     assert ARG_OUTPUT.kwargs["default"] == DEFAULT_FORMAT
+
+
+@pytest.mark.parametrize("step", ["compile", "infer", "demo-dataset"])
+def test_steps_whose_output_flag_is_a_path_take_the_format_before_the_step(step, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([step, "--help"])
+    assert f"convmixer-tasks -o json {step}" in " ".join(capsys.readouterr().out.split())
+    argv = ["-o", "json", "demo-dataset", "--output", str(tmp_path / "d"), "--count", "2"]
+    assert json.loads(call(capsys, *argv))["count"] == 2
