@@ -167,10 +167,14 @@ def _add(
     Steps whose reference flags use ``--output`` for a path pass ``formats=None``: for them the format goes before
     the step (``convmixer-tasks -o json infer --output DIR``), which every step accepts.
     """
-    epilog = None
+    extra: dict[str, Any] = {}
     if formats is None:
-        epilog = f"Here --output is a path; put the output format before the step: convmixer-tasks -o json {name}"
-    parser = sub.add_parser(name, help=help_text, description=help_text, epilog=epilog)
+        # Raw: argparse would break the command at its hyphen ("convmixer-" / "tasks").
+        extra = {
+            "epilog": f"Here --output is a path; give the format before the step:\n  convmixer-tasks -o json {name}",
+            "formatter_class": argparse.RawDescriptionHelpFormatter,
+        }
+    parser = sub.add_parser(name, help=help_text, description=help_text, **extra)
     parser.set_defaults(handler=handler)
     if formats is not None:
         _output_flag(parser, formats, default=argparse.SUPPRESS)  # SUPPRESS: keep a format given before the step
