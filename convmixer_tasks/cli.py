@@ -1,7 +1,9 @@
 """`convmixer-tasks <step>`: the front door a person uses by hand, with the ModelZoo reference scripts' flag names.
 
-Each sub-command parses flags, calls one library function and prints its JSON-able result. Library modules are
-imported inside the handlers so `--help` and light commands never pay for torch.
+Each sub-command parses flags, calls one library function and prints its result: a short summary for people by
+default, the whole result with `--output json` (or yaml) for programs — Airflow CLI's option and choices
+(``cli_output.py``). Library modules are imported inside the handlers so `--help` and light commands never pay for
+torch.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import argparse
 import errno
 import inspect
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -17,13 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from convmixer_tasks.backends.base import BACKEND_NAMES, BACKENDS
+from convmixer_tasks.cli_output import DEFAULT_FORMAT, OUTPUT_FORMATS, ROWS_FORMATS, check_format, render
 from convmixer_tasks.errors import ConvMixerError
-from convmixer_tasks.fileio import to_jsonable
 from convmixer_tasks.prepfolder import INPUT_DTYPES
-
-
-def _print_result(result: Any) -> None:
-    print(json.dumps(to_jsonable(result), indent=2, sort_keys=True))
 
 
 def _fail(command: str, message: str) -> int:
@@ -167,7 +164,8 @@ def _metrics_show(args: argparse.Namespace) -> Any:
             f"no metrics database at {missing}: no run has been recorded there yet; check the path (--url, "
             "$CONVMIXER_METRICS_DB_URL) or record a run first"
         )
-    rows, total = query_runs(url, limit=args.limit)
+    filters = {name: getattr(args, name) for name in ("model", "backend", "device", "batch_size", "status")}
+    rows, total = query_runs(url, limit=args.limit, offset=args.offset, since=args.since, until=args.until, **filters)
     return {"total": total, "rows": rows}
 
 
@@ -177,10 +175,43 @@ DTYPE_HELP = "float32 NCHW normalised (reference) or uint8 NHWC pixels (normalis
 # --- parser -------------------------------------------------------------------------------------------------------
 
 
-def _add(sub, name: str, handler: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
+def _add(
+    sub,
+    name: str,
+    handler: Callable[[argparse.Namespace], Any],
+    help_text: str,
+    formats: Sequence[str] | None = OUTPUT_FORMATS,
+) -> argparse.ArgumentParser:
+    """A sub-command; with ``formats`` it takes ``-o/--output FORMAT`` after its name too, as Airflow's do.
+
+    Steps whose reference flags use ``--output`` for a path pass ``formats=None``: for them the format goes before
+    the step (``convmixer-tasks -o json infer --output DIR``), which every step accepts.
+    """
+    extra: dict[str, Any] = {}
+    if formats is None:
+        # Raw: argparse would break the command at its hyphen ("convmixer-" / "tasks").
+        extra = {
+            "epilog": f"Here --output is a path; give the format before the step:\n  convmixer-tasks -o json {name}",
+            "formatter_class": argparse.RawDescriptionHelpFormatter,
+        }
+    parser = sub.add_parser(name, help=help_text, description=help_text, **extra)
     parser.set_defaults(handler=handler)
+    if formats is not None:
+        _output_flag(parser, formats, default=argparse.SUPPRESS)  # SUPPRESS: keep a format given before the step
     return parser
+
+
+def _output_flag(parser: argparse.ArgumentParser, formats: Sequence[str], default: Any) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        dest="output_format",
+        choices=formats,
+        default=default,
+        metavar=f"({', '.join(formats)})",
+        help=f"output format. Allowed values: {', '.join(formats)} (default: {DEFAULT_FORMAT}); "
+        "json/yaml carry the whole result, for programs",
+    )
 
 
 def _backend_flags(parser: argparse.ArgumentParser) -> None:
@@ -208,6 +239,7 @@ def _backend_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convmixer-tasks", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _output_flag(parser, ROWS_FORMATS, default=DEFAULT_FORMAT)
     sub = parser.add_subparsers(dest="command", required=True, metavar="<step>")
 
     p = _add(sub, "preprocess", _preprocess, "ImageNet val JPEGs -> batched input_XXXXX.bin files + manifest.json")
@@ -259,7 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", type=int, default=None, help="images (default 256, or all when fewer)")
     p.add_argument("--work-dir", default="fidelity-work", help="folder for the subset's prep, outputs and cache")
 
-    p = _add(sub, "compile", _compile, "ONNX -> fixed-batch artifact (OM via ATC, or optimised ONNX for ORT); cached")
+    p = _add(
+        sub,
+        "compile",
+        _compile,
+        "ONNX -> fixed-batch artifact (OM via ATC, or optimised ONNX for ORT); cached",
+        formats=None,
+    )
     _backend_flags(p)
     p.add_argument("--onnx", required=True)
     p.add_argument("--batch-size", type=int, required=True)
@@ -268,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
     p.add_argument("--precision-mode", default=None, help="ATC --precision_mode (e.g. force_fp32)")
 
-    p = _add(sub, "infer", _infer, "run a compiled artifact over a prep folder; outputs in ais_bench layout")
+    p = _add(
+        sub, "infer", _infer, "run a compiled artifact over a prep folder; outputs in ais_bench layout", formats=None
+    )
     _backend_flags(p)
     p.add_argument("--model", required=True, help="compiled artifact (.om / .onnx from `compile`)")
     p.add_argument("--input", required=True, help="prep folder")
@@ -282,7 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", type=int, default=100)
     p.add_argument("--warmup", type=int, default=5)
 
-    p = _add(sub, "demo-dataset", _demo_dataset, "generate the ImageNet-shaped demo set (images/ + val_label.txt)")
+    p = _add(
+        sub,
+        "demo-dataset",
+        _demo_dataset,
+        "generate the ImageNet-shaped demo set (images/ + val_label.txt)",
+        formats=None,
+    )
     p.add_argument("--output", required=True)
     p.add_argument("--count", type=int, default=None, help="images (default: 250, the demo model's val set)")
     p.add_argument("--seed", type=int, default=None)
@@ -312,9 +358,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "metrics-upgrade", _metrics_upgrade, "create/upgrade the metrics table (Alembic)")
     p.add_argument("--url", default=None, help="SQLAlchemy URL (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
 
-    p = _add(sub, "metrics-show", _metrics_show, "print the newest metrics rows")
+    p = _add(
+        sub,
+        "metrics-show",
+        _metrics_show,
+        "print the newest metrics rows (the UI's filters; --output csv gives the UI's CSV)",
+        formats=ROWS_FORMATS,
+    )
     p.add_argument("--url", default=None)
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=int, default=20, help="rows (at most 500)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many newest rows first")
+    p.add_argument("--model", default=None, help="model variant, e.g. convmixer_1536_20")
+    p.add_argument("--backend", default=None, choices=BACKEND_NAMES)
+    p.add_argument("--device", default=None, help="device name as recorded (e.g. Ascend310P3)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--status", default=None, help="ok, regressed, failed or pending")
+    p.add_argument("--since", default=None, help="ISO date or date-time (UTC), inclusive")
+    p.add_argument("--until", default=None, help="ISO date (that whole day) or date-time (UTC), inclusive")
     return parser
 
 
@@ -324,8 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
+        force=True,  # bind to this call's stderr: main() may run more than once in one process (tests, scripts)
     )
     try:
+        check_format(args.output_format, gives_rows=args.command == "metrics-show")
         result = args.handler(args)
     except ConvMixerError as exc:
         return _fail(args.command, str(exc))
@@ -335,7 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return _fail(args.command, f"no space left on device writing{where}; free some space or use another folder")
         return _fail(args.command, f"cannot use{where}: {exc.strerror or exc}; check that path and its permissions")
-    _print_result(result)
+    try:
+        print(render(result, args.output_format))
+    except ConvMixerError as exc:
+        return _fail(args.command, str(exc))
     return 0
 
 

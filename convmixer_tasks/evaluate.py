@@ -27,6 +27,7 @@ from convmixer_tasks.errors import EvalError
 from convmixer_tasks.evidence import Predictions, predictions_from_logits, write_predictions
 from convmixer_tasks.fileio import atomic_write_json
 from convmixer_tasks.prepfolder import read_manifest
+from convmixer_tasks.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,7 @@ def load_logits(paths: list[Path], num_classes: int, rows_per_file: int | None =
     if not paths:
         raise EvalError("no output files to evaluate; run inference first")
     logits: np.ndarray | None = None
+    progress = Progress("eval: reading outputs", len(paths), "files")
     for position, path in enumerate(paths):
         rows = _read_rows(path, num_classes)
         if rows_per_file is None:
@@ -238,6 +240,8 @@ def load_logits(paths: list[Path], num_classes: int, rows_per_file: int | None =
         if logits is None:
             logits = np.empty((len(paths) * rows_per_file, num_classes), dtype=np.float32)
         logits[position * rows_per_file : (position + 1) * rows_per_file] = rows
+        progress.update()
+    progress.close()
     assert logits is not None, "the caller checked that there are output files"
     return logits
 

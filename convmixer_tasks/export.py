@@ -21,6 +21,7 @@ from convmixer_tasks.errors import ConfigError, ExportError
 from convmixer_tasks.fileio import atomic_path, sha256_file, to_jsonable
 from convmixer_tasks.model import build_model, get_spec, load_checkpoint
 from convmixer_tasks.onnxgraph import graph_inputs
+from convmixer_tasks.progress import working
 from convmixer_tasks.variants import INPUT
 
 INPUT_NAME = INPUT.input_name
@@ -262,7 +263,7 @@ def _export_checked(
     """Export to ``tmp`` (beside ``target``) and check it; the caller moves it into place once every check passed."""
     started = time.perf_counter()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), working(f"export of {variant}, step 1/2 (torch.onnx.export)"):
             _export_onnx(model, batch, tmp, opset, dynamo)
     except Exception as exc:
         raise ExportError(
@@ -270,8 +271,9 @@ def _export_checked(
             f"(opset {opset}, dynamo={dynamo}): {type(exc).__name__}: {exc}"
         ) from exc
     exported = time.perf_counter()
-    _check_onnx_file(tmp, target, opset)
-    parity = run_parity(model, tmp, batch, tolerance)
+    with working(f"export of {variant}, step 2/2 (onnx.checker, then parity ONNX Runtime vs PyTorch)"):
+        _check_onnx_file(tmp, target, opset)
+        parity = run_parity(model, tmp, batch, tolerance)
     validated = time.perf_counter()
     if not math.isfinite(parity.max_abs_diff):
         # No tolerance can pass NaN/inf, and argmax over NaN rows "agrees" trivially: name the real cause.

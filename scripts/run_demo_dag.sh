@@ -62,12 +62,12 @@ if [ "$status" -ne 0 ]; then
   tail -n 30 "$LOG" >&2
 fi
 
-echo "== metrics rows (newest first)"
+echo "== metrics rows (newest first; --output json or csv for the full rows)"
 convmixer-tasks metrics-show --limit 10 --url "$METRICS_URL" || echo "(could not read the metrics DB)" >&2
 
 cat <<EOF
 
-== to open the UI (DAG graph, task logs, params form):
+== open the UI (DAG graph, task logs, Browse -> ConvMixer metrics):
   AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$AIRFLOW__CORE__DAGS_FOLDER \\
   AIRFLOW__CORE__PLUGINS_FOLDER=$AIRFLOW__CORE__PLUGINS_FOLDER \\
   AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=$AIRFLOW__CORE__PARALLELISM airflow standalone

@@ -202,7 +202,7 @@ def test_cli_eval_writes_predictions_and_compare_prints_flips_and_p(tmp_path, ca
         results[name] = tmp_path / name / "result"
         assert (results[name] / "predictions.npz").is_file()
     capsys.readouterr()
-    assert cli.main(["compare", str(results["a"]), str(results["b"])]) == 0
+    assert cli.main(["-o", "json", "compare", str(results["a"]), str(results["b"])]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["right_to_wrong"], report["wrong_to_right"]) == (3, 2)
     assert report["right_to_wrong_names"][0] == "ILSVRC2012_val_00000002.JPEG"
@@ -247,9 +247,9 @@ def test_cli_fidelity_runs_the_artifact_and_the_onnx_on_the_subset(tmp_path, cap
 
     demo = make_demo_dataset(tmp_path / "demo", count=6)
     onnx_path = write_tiny_onnx(tmp_path / "tiny.onnx", classes=1000)
-    assert cli.main(["compile", "--onnx", str(onnx_path), "--batch-size", "2", "--output", str(tmp_path / "c")]) == 0
+    assert cli.main(["-o", "json", "compile", "--onnx", str(onnx_path), "--batch-size", "2", "--output", str(tmp_path / "c")]) == 0
     artifact = json.loads(capsys.readouterr().out)["path"]
-    argv = ["fidelity", "--onnx", str(onnx_path), "--artifact", artifact, "--image-path", str(demo.image_dir),
+    argv = ["-o", "json", "fidelity", "--onnx", str(onnx_path), "--artifact", artifact, "--image-path", str(demo.image_dir),
             "--label-file", str(demo.label_file), "--work-dir", str(tmp_path / "w")]
     assert cli.main([*argv, "--subset", "5"]) == 0
     summary = json.loads(capsys.readouterr().out)

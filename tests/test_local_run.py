@@ -60,10 +60,19 @@ def test_ascend_path_gives_the_same_top1_as_onnxruntime(ascend_doubles, tmp_path
     assert row["toolkit_version"] and row["toolkit_version"] != "unknown"
 
 
-def test_cli_run_prints_the_rows_as_json(work_dir, capsys):
-    assert cli.main(["run", "--work-dir", str(work_dir), "--batch-size", "4", "--loop", "2"]) == 0
+def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_dir, capsys):
+    argv = ["run", "--work-dir", str(work_dir), "--batch-size", "4", "--loop", "2"]
+    assert cli.main(argv) == 0
+    human = capsys.readouterr().out
+    assert cli.main([*argv, "--output", "json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["rows"][0]["top1"] == demo_expected()["expected_top1"]
+    row = printed["rows"][0]
+    assert row["top1"] == demo_expected()["expected_top1"]
+    assert not human.lstrip().startswith("{")
+    header = next(line for line in human.splitlines() if line.startswith("run "))
+    assert header.split() == ["run", "batch", "backend", "top-1", "%", "top-5", "%", "img/s", "verdict"]
+    table_row = next(line for line in human.splitlines() if line.startswith("cli__"))
+    assert table_row.split()[1:5] == ["4", "onnxruntime", f"{row['top1']:.2f}", f"{row['top5']:.2f}"]
 
 
 @pytest.mark.parametrize("argv, names", [
@@ -100,7 +109,7 @@ def test_cli_turns_an_unusable_path_into_one_line_naming_it(argv, tmp_path, caps
 
 
 def test_cli_demo_dataset_repeated_keeps_the_set_and_prints_it(tmp_path, capsys):
-    argv = ["demo-dataset", "--output", str(tmp_path / "d"), "--count", "3"]
+    argv = ["--output", "json", "demo-dataset", "--output", str(tmp_path / "d"), "--count", "3"]
     assert cli.main(argv) == 0
     image = tmp_path / "d" / "images" / "ILSVRC2012_val_00000001.JPEG"
     mtime = image.stat().st_mtime_ns

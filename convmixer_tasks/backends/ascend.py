@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import glob
+import logging
 import os
 import re
 import shutil
@@ -19,7 +20,8 @@ import signal
 import stat
 import subprocess
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +41,12 @@ from convmixer_tasks.backends.aisbench_format import (
     summary_path,
     throughput,
 )
+from convmixer_tasks.backends.aisbench_progress import AisBenchProgress
 from convmixer_tasks.backends.cann_env import SET_ENV_SETTING, UNKNOWN_VERSION, CannEnv, file_identity, load_cann_env
 from convmixer_tasks.errors import BackendError, CompileError, ConfigError, ToolMissingError
 from convmixer_tasks.onnxgraph import graph_inputs
 from convmixer_tasks.prepfolder import input_shape
+from convmixer_tasks.progress import working
 from convmixer_tasks.variants import INPUT
 
 ATC_SUCCESS_LINE = "ATC run success, welcome to the next use."
@@ -94,6 +98,9 @@ class ToolRun:
     returncode: int
     output: str  # stdout and stderr interleaved: ais_bench logs [ERROR] on stdout, tracebacks on stderr
     pid: int
+
+
+log = logging.getLogger(__name__)
 
 
 # --- chip names and npu-smi ---------------------------------------------------------------------------------------
@@ -375,6 +382,30 @@ def perf_from_stdout(output: str) -> tuple[float, dict[str, float], list[float]]
     return parse_throughput(output), {k: compute[k] for k in ("mean", "median", PERCENTILE_KEY)}, []
 
 
+def read_streaming(proc: subprocess.Popen, timeout_s: float, on_output: Callable[[str], None]) -> bytes:
+    """All of ``proc``'s stdout, also handed to ``on_output`` chunk by chunk while it runs; raises TimeoutExpired."""
+    chunks: list[bytes] = []
+    stdout = proc.stdout
+    assert stdout is not None, "run_tool opens stdout as a pipe"
+
+    def pump() -> None:
+        relay = True
+        for chunk in iter(lambda: os.read(stdout.fileno(), 65536), b""):
+            chunks.append(chunk)
+            if relay:
+                try:
+                    on_output(chunk.decode(errors="replace"))
+                except Exception:  # a broken relay must not stop the pipe from draining (the tool would block)
+                    relay = False
+                    log.debug("progress relay for %s failed; output still collected", proc.args, exc_info=True)
+
+    reader = threading.Thread(target=pump, name="tool-output", daemon=True)
+    reader.start()
+    proc.wait(timeout=timeout_s)
+    reader.join()
+    return b"".join(chunks)
+
+
 def kill_process_group(proc: subprocess.Popen) -> None:
     """SIGKILL the tool and everything it started (it leads its own process group)."""
     try:
@@ -428,7 +459,10 @@ class AscendBackend(base.Backend):
             )
         return path
 
-    def run_tool(self, argv: list[str], timeout_s: float, cwd: Path | None = None) -> ToolRun:
+    def run_tool(
+        self, argv: list[str], timeout_s: float, cwd: Path | None = None, on_output: Callable[[str], None] | None = None
+    ) -> ToolRun:
+        """Run ``argv`` in the CANN environment; ``on_output`` sees the output as it arrives (progress relays)."""
         try:
             # Own process group: a tool may be a wrapper that starts the real binary (atc → atc.bin); stopping only
             # the wrapper would leave the binary running and holding the pipe, so communicate() would never return.
@@ -444,7 +478,10 @@ class AscendBackend(base.Backend):
         except FileNotFoundError as exc:
             raise ToolMissingError(f"{argv[0]} cannot be started ({exc})") from exc
         try:
-            output, _ = proc.communicate(timeout=timeout_s)
+            if on_output is None:
+                output, _ = proc.communicate(timeout=timeout_s)
+            else:
+                output = read_streaming(proc, timeout_s, on_output)
         except subprocess.TimeoutExpired as exc:
             kill_process_group(proc)
             proc.communicate()
@@ -529,7 +566,8 @@ class AscendBackend(base.Backend):
             output_base = tmp_artifact.with_name(tmp_artifact.name[: -len(".om")])
             argv = atc_argv(atc, onnx_abs, output_base, input_name, batch_size, soc, options, self.atc_log, aipp_cfg)
             # ATC drops fusion_result.json and kernel_meta/ into its working folder: keep them in the build folder.
-            run = self.run_tool(argv, self.atc_timeout_s, cwd=tmp_artifact.parent)
+            with working(f"ATC compile of {onnx_abs.name} at batch {batch_size} for {soc}"):
+                run = self.run_tool(argv, self.atc_timeout_s, cwd=tmp_artifact.parent)
             check_atc_run(run, tmp_artifact, self.cann.env)
             return {
                 "input_shape": om_input_shape(batch_size, options.input_dtype),
@@ -580,7 +618,9 @@ class AscendBackend(base.Backend):
                     "--device", str(self.device_id),
                 ]
                 # fmt: on
-                run = self.run_tool(argv, self.ais_bench_timeout_s)
+                relay = AisBenchProgress(f"ais_bench inference (batch {artifact.batch_size})")
+                run = self.run_tool(argv, self.ais_bench_timeout_s, on_output=relay.feed)
+                relay.close(finished=run.returncode == 0)
                 self._check_ais_bench_run(run, "inference")
                 self._settle_summary(staging, run)
                 self._check_outputs(staging, names, run)
@@ -607,7 +647,9 @@ class AscendBackend(base.Backend):
                 "--device", str(self.device_id),
             ]
             # fmt: on
-            run = self.run_tool(argv, self.ais_bench_timeout_s)
+            relay = AisBenchProgress(f"ais_bench benchmark (batch {artifact.batch_size})")
+            run = self.run_tool(argv, self.ais_bench_timeout_s, on_output=relay.feed)
+            relay.close(finished=run.returncode == 0)
             self._check_ais_bench_run(run, "benchmark")
             perf_dir = Path(tmp) / PERF_DIRNAME
             has_summary = summary_path(perf_dir).is_file() or (perf_dir / OLD_SUMMARY_NAME).is_file()

@@ -22,6 +22,7 @@ import onnxruntime as ort
 from convmixer_tasks.backends import aisbench_format, base
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.onnxgraph import graph_inputs
+from convmixer_tasks.progress import Progress, working
 from convmixer_tasks.variants import INPUT
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -112,9 +113,17 @@ class OnnxRuntimeBackend(base.Backend):
             return self._build(Path(onnx_path), batch_size, options.input_dtype, tmp)
 
         runtime = self.runtime
-        return base.compile_cached(
-            onnx_path, batch_size, cache_dir, options, backend=self.name, runtime=runtime, suffix=".onnx", build=build
-        )
+        with working(f"ONNX Runtime compile of {Path(onnx_path).name} at batch {batch_size}"):
+            return base.compile_cached(
+                onnx_path,
+                batch_size,
+                cache_dir,
+                options,
+                backend=self.name,
+                runtime=runtime,
+                suffix=".onnx",
+                build=build,
+            )
 
     def _build(self, onnx_path: Path, batch_size: int, input_dtype: str, target: Path) -> dict[str, Any]:
         import onnx
@@ -206,6 +215,8 @@ class OnnxRuntimeBackend(base.Backend):
         }
         filesinfo: dict[int | str, dict[str, list[str]]] = {}
         compute_ms: list[float] = []
+        images = sum(len(prep_file.images) for prep_file in selected)
+        progress = Progress(f"ONNX Runtime inference (batch {artifact.batch_size})", images, "images")
         with aisbench_format.staged_outputs(output_dir) as staging:
             staging.mkdir(parents=True)
             for sample_id, prep_file in enumerate(selected):
@@ -217,6 +228,8 @@ class OnnxRuntimeBackend(base.Backend):
                 name = aisbench_format.output_name(prep_file.name, 0, "bin")
                 np.ascontiguousarray(logits, dtype=np.float32).tofile(staging / name)
                 filesinfo[sample_id] = {"infiles": [str(in_path)], "outfiles": [str(output_dir / name)]}
+                progress.update(len(prep_file.images))
+            progress.close()
             aisbench_format.write_summary(staging, filesinfo, compute_ms, artifact.batch_size, args)
         summary = aisbench_format.summary_path(output_dir)
         return base.InferResult(output_dir=output_dir, summary_path=summary, file_count=len(selected), outfmt="bin")
@@ -232,13 +245,17 @@ class OnnxRuntimeBackend(base.Backend):
         session = self.open_session(artifact)
         batch = random_batch(artifact.input_dtype, artifact.input_shape, seed)
         run = self._runner(session, artifact, batch)
+        progress = Progress(f"ONNX Runtime benchmark (batch {artifact.batch_size})", warmup + loop, "runs")
         for _ in range(warmup):
             run()
+            progress.update()
         samples = []
         for _ in range(loop):
             started = time.perf_counter()
             run()
             samples.append((time.perf_counter() - started) * 1000.0)
+            progress.update()
+        progress.close()
         timing = aisbench_format.stats(samples)
         return base.BenchResult(
             backend=self.name,

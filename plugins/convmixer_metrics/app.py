@@ -8,9 +8,7 @@ through ``convmixer_tasks.metrics``'s query API.
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from convmixer_tasks import metrics as store
+from convmixer_tasks.cli_output import rows_to_csv
 from convmixer_tasks.errors import ConfigError, ConvMixerError
 
 from . import history
@@ -154,24 +153,6 @@ def _series(url: str, filters: RunFilters) -> tuple[list[dict], list[dict], list
     return rows, _environment_changes(url), keys
 
 
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, list):
-        value = "; ".join(str(item) for item in value)
-    # A cell starting with = + - @ is run as a formula by spreadsheet apps; quote it so it stays text.
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
-
-
-def _rows_to_csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
-        writer.writerow([_csv_cell(row.get(column)) for column in CSV_COLUMNS])
-    return buffer.getvalue()
-
-
 def _signin_page(request: Request, exc: HTTPException) -> str:
     """A data-free page for a browser that opened the page without a valid Airflow session."""
     from airflow.api_fastapi.app import get_auth_manager
@@ -289,7 +270,7 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         rows = _call_store(db_url, lambda url: store.history_rows(url, CSV_COLUMNS, **filters.as_query()), empty=[])
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         headers = {**DATA_HEADERS, "Content-Disposition": f'attachment; filename="convmixer-metrics-{stamp}.csv"'}
-        return Response(_rows_to_csv(rows), media_type="text/csv; charset=utf-8", headers=headers)
+        return Response(rows_to_csv(rows), media_type="text/csv; charset=utf-8", headers=headers)
 
     app.include_router(router)
     return app
