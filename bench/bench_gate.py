@@ -35,7 +35,7 @@ def _sigma(cv: float) -> float:
 
 def measure(rng, level: float, cv: float, hit: str | None) -> list[float]:
     """One measurement's per-loop times (ms) at true throughput ``level``."""
-    run = level * math.exp(rng.normal(-_sigma(cv) ** 2 / 2, _sigma(cv)))
+    run = level * math.exp(rng.normal(-(_sigma(cv) ** 2) / 2, _sigma(cv)))
     per_loop = run * np.exp(rng.normal(-(JITTER_CV**2) / 2, JITTER_CV, LOOPS))
     if hit == "steady":
         per_loop = per_loop / rng.uniform(2, 3)
@@ -57,7 +57,7 @@ def one_run(rng, level, cv, outliers, kind):
         tries.append((again, tp.sample_stats(again, BATCH, 5)))
     best, stats = min(tries, key=lambda one: one[1].cv)  # the benchmark step keeps the least noisy measurement
     old_figure = 1000.0 * BATCH / statistics.fmean(samples)  # the old gate measured once, mean-based
-    return old_figure, tp.Measured(stats.throughput_median, tuple(best), BATCH, stats.cv, len(tries))
+    return old_figure, tp.Measured(stats.throughput, tuple(best), BATCH, stats.cv, len(tries))
 
 
 class Series:

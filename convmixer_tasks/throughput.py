@@ -7,13 +7,14 @@ functions, so the gate and the DAG file stay light to import.
 
 Why these rules (see bench/bench_gate.py for the measured false-alarm and detection rates):
 
-* The run's figure is the median of its per-loop throughputs (a straggling loop cannot drag it), or ais_bench's
-  mean when the tool kept no per-loop list (multi-thread ais_bench), and the verdict says which.
+* The run's figure is the stored one (ais_bench's 1000 * batch size / mean time; the UI shows the same); the kept
+  per-loop samples give its dispersion and a bootstrap interval. Without them (multi-thread ais_bench keeps no
+  per-loop list) the verdict says it judged the figure alone.
 * A run whose own samples are too dispersed (CV above ``max_cv_pct``, after the benchmark step re-measured it) is
   ``inconclusive``: no verdict either way, and it never enters the history.
 * Below ``baseline × (1 - tolerance)`` is necessary but not sufficient: the run must also lie outside what the
   history's run-to-run noise explains (Student's t prediction test on log throughput, one new value against the
-  history, scipy), and its own median's bootstrap interval must lie wholly below the floor.
+  history, scipy), and its own figure's bootstrap interval must lie wholly below the floor.
 * A run below the floor but not clear on its own is ``ok`` with check ``below``. When the run before it (same
   fingerprint, not inconclusive) was already below the baseline, the two are tested together: a persistent step
   that no single run proved is reported with its start run.
@@ -27,18 +28,21 @@ import statistics
 import sys
 import zlib
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from convmixer_tasks.errors import ConfigError
-
-# What the throughput rule concluded for a row (column ``throughput_check``); one registry, the UI derives from it.
-CHECK_OK = "ok"  # at or above the floor
-CHECK_BELOW = "below"  # below the floor but not statistically clear: waits for the next run to confirm
-CHECK_REGRESSED = "regressed"  # below the floor and clear (alone or with the previous 'below' run)
-CHECK_NOISY = "noisy"  # the run's own CV too high to judge (after re-measuring): inconclusive
-CHECK_UNJUDGED = "unjudged"  # nothing to judge against (too little same-fingerprint history) or nothing measured
-THROUGHPUT_CHECKS = (CHECK_OK, CHECK_BELOW, CHECK_REGRESSED, CHECK_NOISY, CHECK_UNJUDGED)
+from convmixer_tasks.metrics.schema import (
+    CHECK_BELOW,
+    CHECK_NOISY,
+    CHECK_OK,
+    CHECK_REGRESSED,
+    CHECK_UNJUDGED,
+    STATUS_INCONCLUSIVE,
+    STATUS_OK,
+    STATUS_REGRESSED,
+)
 
 DEFAULT_MAX_CV_PCT = 10.0  # per-loop latency CV above which a measurement is too noisy to judge
 DEFAULT_REMEASURE = 2  # extra measurements the benchmark step may take when the CV is too high
@@ -84,13 +88,13 @@ class SampleStats:
     p99_ms: float
     cv: float  # sample standard deviation / mean of the per-loop times (0.12 = 12 %)
     iqr_ms: float
-    throughput_median: float  # median of the per-loop images/s: the run's figure for the verdict
+    throughput: float  # 1000 * batch size / mean per-loop time: ais_bench's figure, the run's figure for the verdict
 
 
 def sample_stats(samples_ms: Sequence[float], batch_size: int, warmup: int) -> SampleStats | None:
     """Stats of the per-loop times, or None when there are fewer than two (no dispersion to speak of)."""
     import numpy as np
-    from scipy import stats
+    from scipy import stats  # type: ignore[import-untyped]
 
     times = np.asarray(samples_ms, dtype=np.float64)
     if times.size < 2:
@@ -107,25 +111,51 @@ def sample_stats(samples_ms: Sequence[float], batch_size: int, warmup: int) -> S
         p99_ms=float(np.percentile(times, 99)),
         cv=float(stats.variation(times, ddof=1)),
         iqr_ms=float(stats.iqr(times)),
-        throughput_median=float(np.median(1000.0 * batch_size / times)),
+        throughput=float(1000.0 * batch_size / times.mean()),
     )
 
 
-def median_interval(samples_ms: Sequence[float], batch_size: int, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap interval (percentile method, scipy) of the median per-loop throughput."""
+def figure_interval(samples_ms: Sequence[float], batch_size: int, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval (percentile method, scipy) of the run's figure, 1000 * batch size / mean time."""
     import numpy as np
     from scipy import stats
 
-    throughputs = 1000.0 * batch_size / np.asarray(samples_ms, dtype=np.float64)
+    def figure(times, axis=-1):
+        return 1000.0 * batch_size / np.mean(times, axis=axis)
+
     result = stats.bootstrap(
-        (throughputs,),
-        np.median,
+        (np.asarray(samples_ms, dtype=np.float64),),
+        figure,
         n_resamples=BOOTSTRAP_RESAMPLES,
         confidence_level=BOOTSTRAP_CONFIDENCE,
         method="percentile",
         rng=np.random.default_rng(seed),
     )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+@dataclass(frozen=True)
+class Tries:
+    all: list  # every measurement taken (BenchResult-like: .samples, .batch_size, .warmup)
+    chosen: Any  # the least noisy one
+    stats: SampleStats | None  # its stats; None when it kept no per-loop samples
+
+
+def measure_until_quiet(measure: Callable[[], Any], batch_size: int, remeasure: int, max_cv_pct: float | None) -> Tries:
+    """Measure once, then again (up to ``remeasure`` more times) while the per-loop CV is above ``max_cv_pct``.
+    A measurement without per-loop samples cannot show its CV, so it is never repeated."""
+    if isinstance(remeasure, bool) or not isinstance(remeasure, int) or remeasure < 0:
+        raise ConfigError(f"remeasure must be an integer >= 0, got {remeasure!r} (param benchmark_remeasure)")
+    taken: list[tuple[Any, SampleStats | None]] = []
+    while True:
+        result = measure()
+        stats = sample_stats(result.samples, batch_size, result.warmup)
+        taken.append((result, stats))
+        noisy = stats is not None and max_cv_pct is not None and stats.cv * 100 > max_cv_pct
+        if not noisy or len(taken) > remeasure:
+            break
+    chosen, stats = min(taken, key=lambda one: one[1].cv if one[1] is not None else math.inf)
+    return Tries([one for one, _ in taken], chosen, stats)
 
 
 # --- the verdict -----------------------------------------------------------------------------------------------------
@@ -135,7 +165,7 @@ def median_interval(samples_ms: Sequence[float], batch_size: int, seed: int = 0)
 class Measured:
     """What the row says about its throughput."""
 
-    value: float | None  # median per-loop images/s, or ais_bench's mean-based figure without samples
+    value: float | None  # the row's throughput figure (images/s)
     samples_ms: tuple[float, ...] | None  # None: the tool kept no per-loop list
     batch_size: int
     cv: float | None
@@ -198,22 +228,22 @@ def judge(
     check_options(max_cv_pct, alpha, min_history)
     value = measured.value
     if value is None or value <= 0:
-        return Judgement("ok", CHECK_UNJUDGED, "throughput not gated: this run measured none", None, None)
+        return Judgement(STATUS_OK, CHECK_UNJUDGED, "throughput not gated: this run measured none", None, None)
     tries = f"{measured.measurements} measurement{'s' if measured.measurements != 1 else ''}"
     if measured.cv is not None and measured.cv * 100 > max_cv_pct:
         return Judgement(
-            "inconclusive",
+            STATUS_INCONCLUSIVE,
             CHECK_NOISY,
             f"throughput inconclusive: per-loop CV {measured.cv * 100:.1f}% > {max_cv_pct:g}% after {tries} "
             f"({value:.2f} img/s not judged; quiet the host or raise max_cv_pct)",
             None,
             None,
         )
-    figure = "median per-loop" if measured.samples_ms else "mean-based (no per-loop samples: dispersion unknown)"
+    figure = "from per-loop samples" if measured.samples_ms else "no per-loop samples: dispersion unknown"
     history = [float(one) for one in history if one and one > 0]
     if len(history) < min_history:
         return Judgement(
-            "ok",
+            STATUS_OK,
             CHECK_UNJUDGED,
             f"throughput not judged: {value:.2f} img/s ({figure}), only {len(history)} {history_note} "
             f"(need {min_history})",
@@ -225,18 +255,18 @@ def judge(
     against = f"floor {floor:.2f} = median of {len(history)} {history_note} {baseline:.2f} - {tolerance_pct:g}%"
     change = f"{(value / baseline - 1) * 100:+.1f}%"
     if value >= floor:
-        return Judgement("ok", CHECK_OK, f"throughput ok: {value:.2f} >= {against} ({change})", baseline, None)
+        return Judgement(STATUS_OK, CHECK_OK, f"throughput ok: {value:.2f} >= {against} ({change})", baseline, None)
 
     p_alone = _t_less([value], history)
     inside = ""
     if measured.samples_ms and len(measured.samples_ms) >= 2:
-        low, high = median_interval(measured.samples_ms, measured.batch_size)
+        low, high = figure_interval(measured.samples_ms, measured.batch_size)
         if high >= floor:  # the run's own noise reaches the floor: not clear whatever the history says
             p_alone = 1.0
-            inside = f", its median's 95% interval [{low:.2f}, {high:.2f}] reaches the floor"
+            inside = f", its figure's 95% interval [{low:.2f}, {high:.2f}] reaches the floor"
     if p_alone < alpha:
         return Judgement(
-            "regressed",
+            STATUS_REGRESSED,
             CHECK_REGRESSED,
             f"throughput regressed: {value:.2f} < {against} ({change}; t-test vs history p={p_alone:.2g} < {alpha:g})",
             baseline,
@@ -249,7 +279,7 @@ def judge(
         p_pair = _t_less(pair, rest) if len(rest) >= min_history else 1.0
         if statistics.fmean(pair) < floor and p_pair < alpha:
             return Judgement(
-                "regressed",
+                STATUS_REGRESSED,
                 CHECK_REGRESSED,
                 f"throughput regressed since run {previous.run_id}: {previous.value:.2f} then {value:.2f}, "
                 f"{against} ({change}; two-run t-test vs history p={p_pair:.2g} < {alpha:g})",
@@ -257,7 +287,7 @@ def judge(
                 p_pair,
             )
     return Judgement(
-        "ok",
+        STATUS_OK,
         CHECK_BELOW,
         f"throughput ok but below the floor: {value:.2f} < {against} ({change}) is not statistically clear "
         f"(p={p_alone:.2g} >= {alpha:g}{inside}); a second such run in a row is judged together with this one",

@@ -89,7 +89,12 @@ def convmixer_validation():
         model, settings = rec.CompiledModel.from_dict(compiled), worker()
         label(f"bs{model.batch_size}")
         return steps.benchmark_artifact(
-            model, params["benchmark_loop"], settings.work_dir, settings.backend_settings(model.backend)
+            model,
+            params["benchmark_loop"],
+            settings.work_dir,
+            settings.backend_settings(model.backend),
+            remeasure=params["benchmark_remeasure"],
+            max_cv_pct=params["throughput_max_cv_pct"],
         ).to_dict()
 
     @task
