@@ -138,3 +138,52 @@ def test_migration_0004_adds_inconclusive_and_the_evidence_columns_reversibly(em
     assert "samples_ms" not in columns and "fingerprint" not in columns
     metrics.upgrade(empty_url)
     assert metrics.get_run(empty_url, "noisy", 4, "onnxruntime")["samples_ms"] is None
+
+
+class ScriptedBench:
+    """Stands in for a backend's benchmark: returns the scripted per-loop times in turn (a test double)."""
+
+    def __init__(self, scripts):
+        self.scripts, self.calls = list(scripts), 0
+
+    def benchmark(self, artifact, loop, warmup):
+        from convmixer_tasks.backends import aisbench_format, base
+
+        samples = self.scripts[min(self.calls, len(self.scripts) - 1)]
+        self.calls += 1
+        timing = aisbench_format.stats(samples)
+        return base.BenchResult(
+            backend="onnxruntime", batch_size=artifact.batch_size, loop=loop, warmup=warmup,
+            throughput=aisbench_format.throughput(artifact.batch_size, timing["mean"]), latency_mean_ms=timing["mean"],
+            latency_p50_ms=timing["median"], latency_p99_ms=timing[aisbench_format.PERCENTILE_KEY], samples=samples,
+            formula=aisbench_format.THROUGHPUT_FORMULA)
+
+
+@pytest.mark.parametrize("scripts, expected_measurements", [
+    ([[10.0, 30.0, 10.0, 30.0], [10.0, 10.2, 9.8, 10.0]], 2),  # noisy, then quiet: the quiet one is kept
+    ([[10.0, 10.2, 9.8, 10.0]], 1),  # quiet at once: measured once
+])
+def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, monkeypatch, scripts,
+                                                                         expected_measurements):
+    from convmixer_tasks import steps
+    from convmixer_tasks.fileio import read_json
+    from tests.test_steps import _step_results
+
+    compiled = _step_results(batch_sizes=(4,), throughput=100.0)[3][0]
+    scripted = ScriptedBench(scripts)
+    monkeypatch.setattr(steps, "get_backend", lambda name, **settings: scripted)
+    summary = steps.benchmark_artifact(compiled, 4, tmp_path, remeasure=2, max_cv_pct=10.0)
+    assert summary.measurements == scripted.calls == expected_measurements
+    assert tp.unpack_samples(summary.samples_ms) == pytest.approx([10.0, 10.2, 9.8, 10.0], rel=1e-6)
+    assert summary.sample_count == 4
+    assert summary.latency_cv == pytest.approx(np.std([10.0, 10.2, 9.8, 10.0], ddof=1) / 10.0)
+    assert summary.throughput == pytest.approx(400.0)
+    assert summary.fingerprint["backend"] == "onnxruntime" and "load_after" in summary.fingerprint
+    assert len(read_json(summary.bench_json)["measurements"]) == expected_measurements
+    row = steps.build_row(*(_pick(_step_results(batch_sizes=(4,), throughput=100.0), summary)))
+    assert row["warmup_count"] == 5 and row["fingerprint_key"] == fingerprint.key(summary.fingerprint)
+
+
+def _pick(results, summary):
+    run, plans, exported, compiled, _, scores = results
+    return run, plans[0], exported, compiled[0], summary, scores[0]
