@@ -19,6 +19,7 @@ from convmixer_tasks.backends.base import BACKEND_NAMES, BACKENDS
 from convmixer_tasks.errors import ConvMixerError
 from convmixer_tasks.fileio import to_jsonable
 from convmixer_tasks.prepfolder import INPUT_DTYPES
+from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 
 
 def _print_result(result: Any) -> None:
@@ -127,7 +128,12 @@ def _demo_train(args: argparse.Namespace) -> Any:
 def _run(args: argparse.Namespace) -> Any:
     from convmixer_tasks.local_run import run_chain
 
-    return _call(run_chain, args, backend_settings=_backend_settings(args))
+    url = None
+    if args.record:
+        from convmixer_tasks.metrics import resolve_metrics_url
+
+        url = resolve_metrics_url(args.url)
+    return _call(run_chain, args, backend_settings=_backend_settings(args), metrics_url=url)
 
 
 def _metrics_upgrade(args: argparse.Namespace) -> Any:
@@ -266,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", dest="input_dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--loop", type=int, default=20, help="benchmark loops per batch size")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="record the rows in the metrics DB and apply the DAG's regression gate to them (exit 1 if regressed)",
+    )
+    p.add_argument("--url", default=None, help="metrics DB for --record (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
+    p.add_argument("--remeasure", type=int, default=DEFAULT_REMEASURE, help="re-measurements while the CV is too high")
+    p.add_argument("--max-cv-pct", type=float, default=DEFAULT_MAX_CV_PCT, help="per-loop CV (%%) judged too noisy")
 
     p = _add(sub, "metrics-upgrade", _metrics_upgrade, "create/upgrade the metrics table (Alembic)")
     p.add_argument("--url", default=None, help="SQLAlchemy URL (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
