@@ -150,6 +150,15 @@ def _metrics_show(args: argparse.Namespace) -> Any:
     return {"total": total, "rows": rows}
 
 
+def _metrics_rebaseline(args: argparse.Namespace) -> Any:
+    import getpass
+
+    from convmixer_tasks.metrics import resolve_metrics_url
+    from convmixer_tasks.metrics.rebaseline import rebaseline
+
+    return rebaseline(resolve_metrics_url(args.url), args.row, args.reason, args.by or getpass.getuser())
+
+
 DTYPE_HELP = "float32 NCHW normalised (reference) or uint8 NHWC pixels (normalised by AIPP / the model)"
 
 
@@ -287,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "metrics-show", _metrics_show, "print the newest metrics rows")
     p.add_argument("--url", default=None)
     p.add_argument("--limit", type=int, default=20)
+
+    p = _add(sub, "metrics-rebaseline", _metrics_rebaseline, "mark a row as its fingerprint's new throughput baseline")
+    p.add_argument("--row", type=int, required=True, help="the row's id (metrics-show)")
+    p.add_argument("--reason", required=True, help="why the change is intended; kept on the row")
+    p.add_argument("--by", default=None, help="who (default: the login name)")
+    p.add_argument("--url", default=None)
     return parser
 
 

@@ -3,6 +3,7 @@ re-measure loop, and the pure verdict's branches; the migration's new status and
 
 from __future__ import annotations
 
+import json
 import math
 from types import SimpleNamespace
 
@@ -187,3 +188,32 @@ def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, 
 def _pick(results, summary):
     run, plans, exported, compiled, _, scores = results
     return run, plans[0], exported, compiled[0], summary, scores[0]
+
+
+def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, capsys):
+    from convmixer_tasks import cli, gate
+    from convmixer_tasks.errors import RegressionError
+    from tests.test_gate import BACKEND, BS, STEADY, record
+
+    for day, value in enumerate(STEADY):
+        record(metrics_url, f"h{day}", day, value)
+    record(metrics_url, "new-precision", 9, 50.0, status="pending")
+    with pytest.raises(RegressionError):
+        gate.apply_gate(metrics_url, "new-precision", BS, BACKEND)
+    row_id = metrics.get_run(metrics_url, "new-precision", BS, BACKEND)["id"]
+
+    argv = ["metrics-rebaseline", "--url", metrics_url, "--row", str(row_id)]
+    assert cli.main([*argv, "--reason", "precision_mode allow_fp32_to_fp16 on purpose", "--by", "alice"]) == 0
+    stored = json.loads(capsys.readouterr().out)
+    assert stored["status"] == "ok" and stored["rebaselined_by"] == "alice" and stored["rebaselined_at"]
+    assert stored["rebaseline_reason"] == "precision_mode allow_fp32_to_fp16 on purpose"
+    assert stored["gate_reasons"][-1].startswith("rebaselined by alice at ") and "(was 'regressed')" in stored["gate_reasons"][-1]
+
+    record(metrics_url, "after", 10, 50.5, status="pending")  # the old 100 img/s runs no longer count
+    decision = gate.apply_gate(metrics_url, "after", BS, BACKEND)
+    assert (decision.status, decision.throughput_check) == ("ok", "unjudged") and "only 1 " in decision.reasons[1]
+
+    assert cli.main([*argv[:-1], "999", "--reason", "x"]) == 1
+    assert "no metrics row with id 999" in capsys.readouterr().err
+    assert cli.main([*argv, "--reason", "  "]) == 1
+    assert "needs a reason" in capsys.readouterr().err

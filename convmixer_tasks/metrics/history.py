@@ -57,6 +57,10 @@ def throughput_history(url: str, row: dict[str, Any], n: int) -> History:
             .limit(SCAN_LIMIT)
         ).all()
         same = [run for run in runs if run.fingerprint_key == key]
+        # An operator's rebaseline starts the fingerprint's history afresh at that run (newest first: cut after it).
+        start = next((index for index, run in enumerate(same) if run.rebaselined_at is not None), None)
+        if start is not None:
+            same = same[: start + 1]
         figures = [value for run in same if run.status == STATUS_OK and (value := figure(run)) is not None][:n]
         other = sum(1 for run in runs if run.fingerprint_key != key and run.status == STATUS_OK)
         previous = next((run for run in same if run.status != STATUS_INCONCLUSIVE), None)

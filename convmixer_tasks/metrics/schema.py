@@ -151,6 +151,11 @@ class ValidationRun(Base):
     throughput_p_value: Mapped[float | None] = mapped_column(Float)
     fingerprint: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     fingerprint_key: Mapped[str | None] = mapped_column(String(64))
+    # Set by `convmixer-tasks metrics-rebaseline`: this run starts its fingerprint's throughput baseline (older runs
+    # of the fingerprint no longer count), on purpose, by someone, for a reason.
+    rebaselined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    rebaselined_by: Mapped[str | None] = mapped_column(String(200))
+    rebaseline_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -212,6 +217,9 @@ class MetricsRow:
     throughput_p_value: float | None = None
     fingerprint: dict[str, Any] | None = None
     fingerprint_key: str | None = None
+    rebaselined_at: datetime | str | None = None
+    rebaselined_by: str | None = None
+    rebaseline_reason: str | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
 """Throughput evidence: kept per-loop samples, their dispersion, re-measurements, the throughput rule's outcome, the
-environment fingerprint; and status 'inconclusive'.
+environment fingerprint, who rebaselined it on purpose; and status 'inconclusive'.
 
 Revision ID: 0004
 Revises: 0002
@@ -42,6 +42,9 @@ COLUMNS = (
     ("throughput_p_value", sa.Float()),
     ("fingerprint", sa.JSON()),
     ("fingerprint_key", sa.String(64)),
+    ("rebaselined_at", sa.DateTime(timezone=True)),
+    ("rebaselined_by", sa.String(200)),
+    ("rebaseline_reason", sa.Text()),
 )
 
 
