@@ -46,7 +46,7 @@ from convmixer_tasks.metrics.schema import (
 
 DEFAULT_MAX_CV_PCT = 10.0  # per-loop latency CV above which a measurement is too noisy to judge
 DEFAULT_REMEASURE = 2  # extra measurements the benchmark step may take when the CV is too high
-DEFAULT_ALPHA = 0.005  # one-sided; small because a false alarm costs a person's afternoon
+DEFAULT_ALPHA = 0.003  # one-sided; small because a false alarm costs a person's afternoon (bench/bench_gate.py)
 DEFAULT_MIN_HISTORY = 5  # same-fingerprint ok runs needed before any verdict (Conbench's "no history, no verdict")
 BOOTSTRAP_RESAMPLES = 999
 BOOTSTRAP_CONFIDENCE = 0.95
