@@ -264,12 +264,16 @@ def judge_throughput(
         alpha=alpha,
         history_note=note,
     )
-    busy = busy_reason(row.get("fingerprint"))
-    if busy and judgement.status == STATUS_REGRESSED:
+    busy, share = busy_reason(row.get("fingerprint"))
+    # A host loaded to L on C cores gives the benchmark about C/L of its CPU: a drop that fair share explains is not
+    # judged; a bigger one (an artifact 1000x slower) is still a regression, with the load noted.
+    floor = judgement.baseline * (1 - tolerance_pct / 100) if judgement.baseline else None
+    if busy and judgement.status == STATUS_REGRESSED and value and floor and value * share >= floor:
         judgement = tp.Judgement(
             STATUS_INCONCLUSIVE,
             tp.CHECK_NOISY,
-            f"throughput inconclusive: {judgement.reason.split(': ', 1)[1]}, but {busy}",
+            f"throughput inconclusive: {judgement.reason.split(': ', 1)[1]}, but {busy} explains a drop to "
+            f"1/{share:.2f}",
             judgement.baseline,
             judgement.p_value,
         )
@@ -293,13 +297,14 @@ def judge_throughput(
     return judgement, lines
 
 
-def busy_reason(fingerprint: dict | None) -> str | None:
-    """'load 3.10 > 2 cores' when the host's 1-minute load during the benchmark exceeded its cores, else None."""
+def busy_reason(fingerprint: dict | None) -> tuple[str | None, float]:
+    """('load 3.10 > 2 cores', load/cores) when the host's 1-minute load around the benchmark exceeded its cores,
+    else (None, 1.0)."""
     if not fingerprint:
-        return None
+        return None, 1.0
     cores = fingerprint.get("host_cores")
     loads = [fingerprint.get(name) for name in ("load_before", "load_after")]
     peak = max((load for load in loads if isinstance(load, (int, float))), default=None)
-    if peak is None or not isinstance(cores, int) or peak <= cores:
-        return None
-    return f"load {peak:.2f} > {cores} cores"
+    if peak is None or not isinstance(cores, int) or cores < 1 or peak <= cores:
+        return None, 1.0
+    return f"load {peak:.2f} > {cores} cores", peak / cores

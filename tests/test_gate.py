@@ -171,11 +171,16 @@ def test_too_noisy_run_is_inconclusive_does_not_fail_and_is_not_history(metrics_
 def test_busy_host_turns_a_regression_into_inconclusive(metrics_url):
     for day, value in enumerate(STEADY):
         record(metrics_url, f"h{day}", day, value)
-    busy = {"backend": BACKEND, "host_cores": 2, "load_before": 0.5, "load_after": 3.25}
+    busy = {"backend": BACKEND, "host_cores": 2, "load_before": 0.5, "load_after": 4.5}  # ~2.25x fair share
     record(metrics_url, "today", 9, 50.0, status="pending", fingerprint=busy)
     decision = gate.apply_gate(metrics_url, "today", BS, BACKEND, history=20)
     assert decision.status == "inconclusive"
-    assert any("load 3.25 > 2 cores" in reason for reason in decision.reasons)
+    assert any("load 4.50 > 2 cores" in reason for reason in decision.reasons)
+    # A drop far beyond what the load explains is still a regression, with the load on record.
+    record(metrics_url, "today", 9, 5.0, status="pending", fingerprint=busy)
+    with pytest.raises(RegressionError):
+        gate.apply_gate(metrics_url, "today", BS, BACKEND)
+    assert any("busy host: load 4.50" in reason for reason in metrics.get_run(metrics_url, "today", BS, BACKEND)["gate_reasons"])
 
 
 def test_fingerprint_change_is_named_and_starts_a_new_baseline(metrics_url):
