@@ -214,7 +214,8 @@ def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_p
            if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
     env["AIRFLOW_HOME"] = str(tmp_path / "airflow-home")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the venv, as if activated
-    conf = json.dumps({"batch_size": 4, "image_limit": 16, "benchmark_loop": 3})
+    # 3 loops on a shared box are often too dispersed to judge (then "inconclusive"); this test is about the script
+    conf = json.dumps({"batch_size": 4, "image_limit": 16, "benchmark_loop": 3, "throughput_max_cv_pct": 1000})
     proc = subprocess.run([str(REPO / "scripts" / "run_demo_dag.sh"), conf], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
