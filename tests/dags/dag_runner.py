@@ -84,7 +84,7 @@ def main(spec_path: str, out_path: str) -> int:
             source = next(r for r in results if r["name"] == seed["run"])
             template = next(row for row in source["rows"] if row["batch_size"] == seed["batch_size"])
             for index in range(seed["count"]):
-                row = {key: value for key, value in template.items() if key not in ("id", "created_at", "updated_at")}
+                row = {key: value for key, value in template.items() if key not in ("id", "created_at", "updated_at", "ran_at")}
                 row.update(run_id=f"seeded-{index}", status="ok", gate_reasons=None,
                            logical_date=datetime.now(timezone.utc).isoformat(),
                            throughput=template["throughput"] * seed["throughput_factor"])
