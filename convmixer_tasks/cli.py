@@ -21,6 +21,7 @@ from convmixer_tasks.backends.base import BACKEND_NAMES, BACKENDS
 from convmixer_tasks.cli_output import DEFAULT_FORMAT, OUTPUT_FORMATS, ROWS_FORMATS, check_format, render
 from convmixer_tasks.errors import ConvMixerError
 from convmixer_tasks.prepfolder import INPUT_DTYPES
+from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 
 
 def _fail(command: str, message: str) -> int:
@@ -143,7 +144,12 @@ def _demo_train(args: argparse.Namespace) -> Any:
 def _run(args: argparse.Namespace) -> Any:
     from convmixer_tasks.local_run import run_chain
 
-    return _call(run_chain, args, backend_settings=_backend_settings(args))
+    url = None
+    if args.record:
+        from convmixer_tasks.metrics import resolve_metrics_url
+
+        url = resolve_metrics_url(args.url)
+    return _call(run_chain, args, backend_settings=_backend_settings(args), metrics_url=url)
 
 
 def _metrics_upgrade(args: argparse.Namespace) -> Any:
@@ -167,6 +173,15 @@ def _metrics_show(args: argparse.Namespace) -> Any:
     filters = {name: getattr(args, name) for name in ("model", "backend", "device", "batch_size", "status")}
     rows, total = query_runs(url, limit=args.limit, offset=args.offset, since=args.since, until=args.until, **filters)
     return {"total": total, "rows": rows}
+
+
+def _metrics_rebaseline(args: argparse.Namespace) -> Any:
+    import getpass
+
+    from convmixer_tasks.metrics import resolve_metrics_url
+    from convmixer_tasks.metrics.rebaseline import rebaseline
+
+    return rebaseline(resolve_metrics_url(args.url), args.row, args.reason, args.by or getpass.getuser())
 
 
 DTYPE_HELP = "float32 NCHW normalised (reference) or uint8 NHWC pixels (normalised by AIPP / the model)"
@@ -354,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", dest="input_dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--loop", type=int, default=20, help="benchmark loops per batch size")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="record the rows in the metrics DB and apply the DAG's regression gate to them (exit 1 if regressed)",
+    )
+    p.add_argument("--url", default=None, help="metrics DB for --record (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
+    p.add_argument("--remeasure", type=int, default=DEFAULT_REMEASURE, help="re-measurements while the CV is too high")
+    p.add_argument("--max-cv-pct", type=float, default=DEFAULT_MAX_CV_PCT, help="per-loop CV (%%) judged too noisy")
 
     p = _add(sub, "metrics-upgrade", _metrics_upgrade, "create/upgrade the metrics table (Alembic)")
     p.add_argument("--url", default=None, help="SQLAlchemy URL (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
@@ -375,6 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", default=None, help="ok, regressed, failed or pending")
     p.add_argument("--since", default=None, help="ISO date or date-time (UTC), inclusive")
     p.add_argument("--until", default=None, help="ISO date (that whole day) or date-time (UTC), inclusive")
+
+    p = _add(sub, "metrics-rebaseline", _metrics_rebaseline, "mark a row as its fingerprint's new throughput baseline")
+    p.add_argument("--row", type=int, required=True, help="the row's id (metrics-show)")
+    p.add_argument("--reason", required=True, help="why the change is intended; kept on the row")
+    p.add_argument("--by", default=None, help="who (default: the login name)")
+    p.add_argument("--url", default=None)
     return parser
 
 

@@ -15,17 +15,13 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from convmixer_tasks import fingerprint as fp
+from convmixer_tasks import throughput as tp
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.fileio import read_json
-from convmixer_tasks.metrics import (
-    STATUS_FAILED,
-    STATUS_OK,
-    STATUS_REGRESSED,
-    get_run,
-    mask_url,
-    recent_ok_throughputs,
-    update_status,
-)
+from convmixer_tasks.metrics import STATUS_FAILED, STATUS_OK, STATUS_REGRESSED, get_run, mask_url, update_status
+from convmixer_tasks.metrics.history import throughput_history
+from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
 from convmixer_tasks.variants import DEMO_EXPECTED, DEMO_VARIANT
 
 # Published ImageNet-1k top-1 (percent) of the released checkpoints, under the ModelZoo preprocessing.
@@ -34,7 +30,7 @@ BASELINE_TOP1 = {"convmixer_1536_20": 81.37}
 
 DEFAULT_TOP1_TOLERANCE = 0.5  # percentage points below the baseline still pass
 DEFAULT_THROUGHPUT_DROP_PCT = 10.0  # percent below the history median still passes
-DEFAULT_HISTORY = 5  # ok runs the throughput median is taken over
+DEFAULT_HISTORY = 20  # same-fingerprint ok runs the throughput baseline and its noise are taken over
 # The DAG Params that carry the two tolerances: params.py declares them under these names and messages cite them,
 # so advice to "rerun with a larger …" names a param that exists.
 TOP1_TOLERANCE_PARAM = "top1_tolerance"
@@ -44,10 +40,12 @@ DEFAULT_SIGNIFICANCE = 0.01  # McNemar p below which a paired top-1 drop beyond 
 
 @dataclass
 class GateDecision:
-    status: str  # "ok" or "regressed"
+    status: str  # "ok", "regressed" or "inconclusive" (throughput too noisy to judge)
     reasons: list[str]  # one line per rule, pass or fail, stored in the row's gate_reasons
     baseline_top1: float | None  # None: the variant has no known baseline, accuracy was not gated
     baseline_throughput: float | None  # median of the history; None: no history
+    throughput_check: str | None = None  # the throughput rule's own outcome (metrics.schema.THROUGHPUT_CHECKS)
+    throughput_p_value: float | None = None
 
 
 def known_baseline_top1(variant: str) -> float | None:
@@ -165,6 +163,8 @@ def apply_gate(
     history: int = DEFAULT_HISTORY,
     baseline_top1: float | None = None,
     significance: float = DEFAULT_SIGNIFICANCE,
+    max_cv_pct: float = tp.DEFAULT_MAX_CV_PCT,
+    alpha: float = tp.DEFAULT_ALPHA,
 ) -> GateDecision:
     """Gate a recorded row: store the decision (status, reasons, baselines) on it, then raise RegressionError
     if it regressed. ``baseline_top1`` overrides the variant's known baseline.
@@ -189,15 +189,28 @@ def apply_gate(
     variant = row["model_variant"]
     if baseline_top1 is None:
         baseline_top1 = known_baseline_top1(variant)
-    previous = recent_ok_throughputs(url, variant, backend, row["device"], batch_size, history, exclude_run_id=run_id)
-    decision = evaluate_gate(
+    accuracy = evaluate_gate(
         row["top1"],
-        row["throughput"],
+        None,
         baseline_top1,
-        previous,
+        [],
         variant=variant,
         top1_tolerance=top1_tolerance,
         throughput_drop_pct=throughput_drop_pct,
+    )
+    verdict, lines = judge_throughput(url, row, throughput_drop_pct, history, max_cv_pct=max_cv_pct, alpha=alpha)
+    reasons = [reason for reason in accuracy.reasons if reason.startswith("top1")] + lines
+    if STATUS_REGRESSED in (accuracy.status, verdict.status):
+        status = STATUS_REGRESSED
+    else:
+        status = STATUS_INCONCLUSIVE if verdict.status == STATUS_INCONCLUSIVE else STATUS_OK
+    decision = GateDecision(
+        status=status,
+        reasons=reasons,
+        baseline_top1=baseline_top1,
+        baseline_throughput=verdict.baseline,
+        throughput_check=verdict.check,
+        throughput_p_value=verdict.p_value,
     )
     # The evidence rules (fidelity, paired flips + McNemar) see the stored predictions; see evidence_gate.
     from convmixer_tasks.evidence_gate import judge
@@ -220,6 +233,8 @@ def apply_gate(
         decision.reasons,
         baseline_top1=decision.baseline_top1,
         baseline_throughput=decision.baseline_throughput,
+        throughput_check=decision.throughput_check,
+        throughput_p_value=decision.throughput_p_value,
     )
     if decision.status == STATUS_REGRESSED:
         raise RegressionError(
@@ -229,3 +244,89 @@ def apply_gate(
             decisions=[decision],
         )
     return decision
+
+
+def judge_throughput(
+    url: str,
+    row: dict,
+    tolerance_pct: float,
+    history: int,
+    *,
+    max_cv_pct: float = tp.DEFAULT_MAX_CV_PCT,
+    alpha: float = tp.DEFAULT_ALPHA,
+) -> tuple[tp.Judgement, list[str]]:
+    """The noise-aware throughput verdict for a stored row against its same-fingerprint history, plus a line naming
+    an environment change since the series' last run, and one flagging a busy host."""
+    found = throughput_history(url, row, history)
+    samples = tp.unpack_samples(row["samples_ms"]) if row.get("samples_ms") else None
+    value = row.get("throughput")
+    measured = tp.Measured(
+        value,
+        tuple(samples) if samples else None,
+        row["batch_size"],
+        row.get("latency_cv"),
+        row.get("measurements") or 1,
+    )
+    previous = None
+    if found.previous is not None and found.previous["figure"]:
+        previous = tp.Previous(
+            found.previous["run_id"],
+            found.previous["figure"],
+            found.previous["check"],
+            found.previous["status"] == STATUS_OK,
+        )
+    key = row.get("fingerprint_key")
+    note = "same-fingerprint ok runs" if key else "ok runs without a fingerprint"
+    judgement = tp.judge(
+        measured,
+        found.figures,
+        previous,
+        tolerance_pct=tolerance_pct,
+        max_cv_pct=max_cv_pct,
+        alpha=alpha,
+        history_note=note,
+    )
+    busy, share = busy_reason(row.get("fingerprint"))
+    # A host loaded to L on C cores gives the benchmark about C/L of its CPU: a drop that fair share explains is not
+    # judged; a bigger one (an artifact 1000x slower) is still a regression, with the load noted.
+    floor = judgement.baseline * (1 - tolerance_pct / 100) if judgement.baseline else None
+    if busy and judgement.status == STATUS_REGRESSED and value and floor and value * share >= floor:
+        judgement = tp.Judgement(
+            STATUS_INCONCLUSIVE,
+            tp.CHECK_NOISY,
+            f"throughput inconclusive: {judgement.reason.split(': ', 1)[1]}, but {busy} explains a drop to "
+            f"1/{share:.2f}",
+            judgement.baseline,
+            judgement.p_value,
+        )
+    lines = [judgement.reason]
+    if not samples:
+        lines.append("throughput samples: none kept (the tool reported no per-loop list); judged on its figure only")
+    if busy:
+        lines.append(f"throughput measured on a busy host: {busy}")
+    last = found.last_of_series
+    if last is not None and last["fingerprint_key"] != key:
+        changes = "; ".join(fp.differences(last["fingerprint"], row.get("fingerprint"))) or "fingerprint changed"
+        delta = ""
+        if found.last_fingerprint_figures and value:
+            delta = f": throughput {(value / statistics.median(found.last_fingerprint_figures) - 1) * 100:+.1f}%"
+            if found.last_fingerprint_top1 and row.get("top1") is not None:
+                delta += f", top-1 {row['top1'] - statistics.median(found.last_fingerprint_top1):+.2f}"
+            delta += f" vs the previous environment's {len(found.last_fingerprint_figures)} ok runs"
+        lines.append(f"environment changed since run {last['run_id']}: {changes}{delta}")
+    if found.other_fingerprints and len(found.figures) < history:
+        lines.append(f"throughput history: {found.other_fingerprints} ok runs of other fingerprints not compared")
+    return judgement, lines
+
+
+def busy_reason(fingerprint: dict | None) -> tuple[str | None, float]:
+    """('load 3.10 > 2 cores', load/cores) when the host's 1-minute load around the benchmark exceeded its cores,
+    else (None, 1.0)."""
+    if not fingerprint:
+        return None, 1.0
+    cores = fingerprint.get("host_cores")
+    loads = [fingerprint.get(name) for name in ("load_before", "load_after")]
+    peak = max((load for load in loads if isinstance(load, (int, float))), default=None)
+    if peak is None or not isinstance(cores, int) or cores < 1 or peak <= cores:
+        return None, 1.0
+    return f"load {peak:.2f} > {cores} cores", peak / cores

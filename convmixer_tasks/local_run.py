@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from convmixer_tasks import steps
-from convmixer_tasks.fileio import atomic_write_json
+from convmixer_tasks.errors import RegressionError
+from convmixer_tasks.fileio import atomic_write_json, to_jsonable
+from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
 from convmixer_tasks.workdir import WorkLayout
 
@@ -33,11 +35,16 @@ def run_chain(
     limit: int | None = None,
     loop: int = 20,
     backend_settings: dict[str, Any] | None = None,
+    metrics_url: str | None = None,
+    remeasure: int = DEFAULT_REMEASURE,
+    max_cv_pct: float = DEFAULT_MAX_CV_PCT,
 ) -> dict[str, Any]:
     """Preprocess → export + parity → compile → infer → benchmark → eval, per batch size; returns the metrics rows.
 
-    The rows are what the DAG's record step builds, status ``pending`` included: this chain runs no regression
-    gate and records nothing in the metrics database, so no row here claims ``ok``.
+    Without ``metrics_url`` the rows are what the DAG's record step builds, status ``pending``: nothing is recorded
+    and no row claims a verdict. With it, the rows are recorded and gated exactly as the DAG's record and gate tasks
+    do (same steps, the DAG's default gate params); the summary carries the verdicts, and a regression is raised
+    (``RegressionError``) after the summary is written and every verdict stored.
 
     With no dataset and no checkpoint it runs the demo: the generated demo set (made in ``work_dir`` on first use)
     and the committed demo model. Caches under ``work_dir/cache`` make a second run spend its time on inference.
@@ -69,7 +76,10 @@ def run_chain(
     )
     compiled = [steps.compile_artifact(plan, exported, work_dir, settings=settings) for plan in plans]
     inferred = [steps.infer_shard(entry, 0, prepared, work_dir, settings=settings) for entry in compiled]
-    benchmarks = [steps.benchmark_artifact(entry, loop, work_dir, settings=settings) for entry in compiled]
+    benchmarks = [
+        steps.benchmark_artifact(entry, loop, work_dir, settings=settings, remeasure=remeasure, max_cv_pct=max_cv_pct)
+        for entry in compiled
+    ]
     scores = [steps.evaluate_batch(plan, inferred, work_dir, exported) for plan in plans]
     rows = steps.rows_for_run(
         steps.run_facts(run_id, None, started_at, started_at, "cli"), plans, exported, compiled, benchmarks, scores
@@ -94,5 +104,27 @@ def run_chain(
             "compile": all(c.cached for c in compiled),
         },
     }
+    regression: RegressionError | None = None
+    if metrics_url is not None:
+        recorded = steps.record_rows(metrics_url, rows)
+        gate_params = {**gate_defaults(), "image_limit": limit, "throughput_max_cv_pct": max_cv_pct}
+        try:
+            summary["verdicts"] = [verdict.values() for verdict in steps.gate_rows(metrics_url, recorded, gate_params)]
+        except RegressionError as exc:
+            regression = exc
+            summary["verdicts"] = [to_jsonable(decision) for decision in exc.decisions]
     atomic_write_json(layout.run_dir(run_id) / "summary.json", summary)
+    if regression is not None:
+        raise regression
     return summary
+
+
+def gate_defaults() -> dict[str, Any]:
+    """The gate params at the DAG's defaults (params.py takes them from the same gate constants)."""
+    from convmixer_tasks.gate import DEFAULT_HISTORY, DEFAULT_THROUGHPUT_DROP_PCT, DEFAULT_TOP1_TOLERANCE
+
+    return {
+        "top1_tolerance": DEFAULT_TOP1_TOLERANCE,
+        "throughput_tolerance_pct": DEFAULT_THROUGHPUT_DROP_PCT,
+        "throughput_history": DEFAULT_HISTORY,
+    }

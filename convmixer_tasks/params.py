@@ -23,6 +23,7 @@ from convmixer_tasks.gate import (
 from convmixer_tasks.precision import ATC_DEFAULT_PRECISION, PRECISION_MODES
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.settings import SchedulingSettings
+from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 from convmixer_tasks.variants import VARIANT_NAMES
 
 SOC_VERSION_PATTERN = r"^(auto|Ascend[0-9A-Za-z]+)$"
@@ -112,13 +113,26 @@ def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
         THROUGHPUT_TOLERANCE_PARAM: ParamSpec(
             DEFAULT_THROUGHPUT_DROP_PCT,
             {"type": "number", "minimum": 0, "exclusiveMaximum": 100},
-            "Gate: allowed throughput drop, in percent of the median of the "
-            "recent ok runs (same model, backend, device, batch size).",
+            "Gate: allowed throughput drop, in percent of the median of the recent ok runs with the same "
+            "environment fingerprint (same model, backend, device, batch size); a drop beyond it must also be "
+            "statistically clear against their noise to count as a regression.",
         ),
         "throughput_history": ParamSpec(
             DEFAULT_HISTORY,
             {"type": "integer", "minimum": 1, "maximum": 100},
-            "Gate: how many recent ok runs form the throughput median.",
+            "Gate: how many recent same-fingerprint ok runs form the throughput baseline and its noise "
+            "(no throughput verdict before 5).",
+        ),
+        "throughput_max_cv_pct": ParamSpec(
+            DEFAULT_MAX_CV_PCT,
+            {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
+            "Gate: per-loop coefficient of variation (percent) above which a benchmark is too noisy to judge: "
+            "re-measured, then 'inconclusive'.",
+        ),
+        "benchmark_remeasure": ParamSpec(
+            DEFAULT_REMEASURE,
+            {"type": "integer", "minimum": 0, "maximum": 10},
+            "Re-measurements a benchmark may take while its per-loop CV is above throughput_max_cv_pct.",
         ),
         "precision_mode": ParamSpec(
             None,

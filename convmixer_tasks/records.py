@@ -182,6 +182,13 @@ class BenchSummary(Record):
     latency_p99_ms: float
     formula: str
     bench_json: str
+    # Throughput evidence (the chosen measurement's kept samples and dispersion; see convmixer_tasks.throughput).
+    samples_ms: str | None = None  # packed per-loop times, warm-up excluded; None: the tool kept no per-loop list
+    sample_count: int | None = None
+    latency_cv: float | None = None
+    latency_iqr_ms: float | None = None
+    measurements: int = 1  # 1 + re-measurements taken because the CV was too high
+    fingerprint: dict[str, Any] | None = None  # fingerprint.build on the benchmarking host, with its load
 
 
 @dataclass(frozen=True)

@@ -377,13 +377,32 @@ def _artifact(compiled: CompiledModel) -> Artifact:
 
 
 def benchmark_artifact(
-    compiled: CompiledModel, loop: int, work_dir: str | os.PathLike, settings: Mapping[str, Any] | None = None
+    compiled: CompiledModel,
+    loop: int,
+    work_dir: str | os.PathLike,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    remeasure: int = 0,
+    max_cv_pct: float | None = None,
 ) -> BenchSummary:
-    """Pure-inference throughput of one artifact; the per-batch samples go to a file, not through XCom."""
+    """Pure-inference throughput of one artifact, re-measured up to ``remeasure`` times while the per-loop CV is
+    above ``max_cv_pct``; the least noisy measurement is kept. Every measurement's samples go to a file, the kept
+    one's (packed) travel with the record."""
+    from convmixer_tasks import fingerprint, throughput
+
     backend = get_backend(compiled.backend, **(settings or {}))
-    bench = backend.benchmark(_artifact(compiled), loop=loop, warmup=BENCH_WARMUP)
+    artifact = _artifact(compiled)
+    env = fingerprint.build(
+        compiled.backend, compiled.device, compiled.toolkit_version, compiled.artifact.options, compiled.artifact.meta
+    )
+    env["load_before"] = fingerprint.load_average()
+    tries = throughput.measure_until_quiet(
+        lambda: backend.benchmark(artifact, loop=loop, warmup=BENCH_WARMUP), compiled.batch_size, remeasure, max_cv_pct
+    )
+    env["load_after"] = fingerprint.load_average()
+    bench, stats = tries.chosen, tries.stats
     bench_json = WorkLayout(Path(work_dir)).batch_dir(compiled.run_id, compiled.batch_size) / "benchmark.json"
-    atomic_write_json(bench_json, bench)
+    atomic_write_json(bench_json, {**to_jsonable(bench), "measurements": [to_jsonable(one) for one in tries.all]})
     return BenchSummary(
         batch_size=bench.batch_size,
         backend=bench.backend,
@@ -395,6 +414,12 @@ def benchmark_artifact(
         latency_p99_ms=bench.latency_p99_ms,
         formula=bench.formula,
         bench_json=str(bench_json),
+        samples_ms=throughput.pack_samples(bench.samples) if stats else None,
+        sample_count=stats.count if stats else None,
+        latency_cv=stats.cv if stats else None,
+        latency_iqr_ms=stats.iqr_ms if stats else None,
+        measurements=len(tries.all),
+        fingerprint=env,
     )
 
 
@@ -493,6 +518,22 @@ def build_row(
         "status": "pending",
         "precision_mode": effective_precision(plan.backend, plan.precision_mode),
         **evidence_fields(scores),
+        **_throughput_evidence(bench),
+    }
+
+
+def _throughput_evidence(bench: BenchSummary) -> dict[str, Any]:
+    from convmixer_tasks import fingerprint
+
+    return {
+        "samples_ms": bench.samples_ms,
+        "sample_count": bench.sample_count,
+        "warmup_count": bench.warmup,
+        "latency_cv": bench.latency_cv,
+        "latency_iqr_ms": bench.latency_iqr_ms,
+        "measurements": bench.measurements,
+        "fingerprint": bench.fingerprint,
+        "fingerprint_key": fingerprint.key(bench.fingerprint),
     }
 
 
@@ -612,6 +653,15 @@ def gate_rows(url: str, recorded: Iterable[RecordedRow], params: Mapping[str, An
     return verdicts
 
 
+def benchmark_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The DAG params that tune ``benchmark_artifact``: loops, re-measurements and the CV that triggers them."""
+    return {
+        "loop": params["benchmark_loop"],
+        "remeasure": params["benchmark_remeasure"],
+        "max_cv_pct": params["throughput_max_cv_pct"],
+    }
+
+
 def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
     """The DAG params that tune ``gate.apply_gate``.
 
@@ -627,6 +677,7 @@ def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
         "throughput_drop_pct": params[THROUGHPUT_TOLERANCE_PARAM],
         "history": params["throughput_history"],
         "significance": evidence_options(params)["top1_significance"],
+        **({"max_cv_pct": params["throughput_max_cv_pct"]} if "throughput_max_cv_pct" in params else {}),
     }
 
 

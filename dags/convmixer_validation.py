@@ -96,9 +96,8 @@ def convmixer_validation():
     def benchmark(compiled: dict, params=None) -> dict:
         model, settings = rec.CompiledModel.from_dict(compiled), worker()
         label(f"bs{model.batch_size}")
-        return steps.benchmark_artifact(
-            model, params["benchmark_loop"], settings.work_dir, settings.backend_settings(model.backend)
-        ).to_dict()
+        backend, options = settings.backend_settings(model.backend), steps.benchmark_options(params)
+        return steps.benchmark_artifact(model, work_dir=settings.work_dir, settings=backend, **options).to_dict()
 
     @task
     def evaluate(plan: dict, inferred: list, exported: dict, params=None) -> dict:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from convmixer_tasks import gate, metrics
+from convmixer_tasks import fingerprint, gate, metrics
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from tests.test_metrics import DAY0, make_row
 
@@ -103,32 +103,107 @@ def record(url: str, run_id: str, day: int, throughput: float, status: str = "ok
     metrics.record_run(url, make_row(**{**values, **overrides}))
 
 
+STEADY = (100.0, 101.0, 99.0, 100.5, 99.5, 100.2)  # a quiet history: a halved run is clearly out of it
+
+
 def test_apply_gate_stores_regressed_then_raises(metrics_url):
-    ok_history = {"h1": 500.0, "h2": 100.0, "h3": 110.0, "h4": 120.0, "h5": 130.0, "h6": 140.0}
+    ok_history = {f"h{i}": value for i, value in enumerate(STEADY)}
     for day, (run_id, throughput) in enumerate(ok_history.items()):
         record(metrics_url, run_id, day, throughput)
-    record(metrics_url, "slowpoke", 7, 10.0, status="regressed")  # regressed rows never join the median
+    record(metrics_url, "slowpoke", 7, 10.0, status="regressed")  # regressed rows never join the history
     record(metrics_url, "crashed", 8, 1.0, status="failed", top1=None)
     record(metrics_url, "other-device", 8, 9999.0, device="Ascend910B")
     record(metrics_url, "never-gated", 8, 10.0, status="pending")  # its gate task died: not history either
-    newest_five = list(ok_history.values())[-5:]  # h1 (oldest, 500) falls out of the last-5 window
+    record(metrics_url, "too-noisy", 8, 1.0, status="inconclusive")  # no verdict: not history
 
-    record(metrics_url, "today", 9, 100.0, status="pending")  # as the record step leaves it
+    record(metrics_url, "today", 9, 50.0, status="pending")  # as the record step leaves it
     with pytest.raises(RegressionError) as caught:
         gate.apply_gate(metrics_url, "today", BS, BACKEND)
     stored = metrics.get_run(metrics_url, "today", BS, BACKEND)
-    assert stored["status"] == "regressed"
-    assert stored["baseline_throughput"] == statistics.median(newest_five)
+    assert stored["status"] == "regressed" and stored["throughput_check"] == "regressed"
+    assert stored["baseline_throughput"] == statistics.median(STEADY)
+    assert 0 <= stored["throughput_p_value"] < gate.tp.DEFAULT_ALPHA
     assert stored["baseline_top1"] == BASELINE
     assert stored["gate_reasons"] == caught.value.decision.reasons
     assert any(reason.startswith("throughput regressed") for reason in stored["gate_reasons"])
     assert "today" in str(caught.value) and "regressed" in str(caught.value)
 
     # The same run, re-benchmarked fast enough (a retry re-records its row): ok, and the row says so.
-    record(metrics_url, "today", 9, statistics.median(newest_five), status="pending")
+    record(metrics_url, "today", 9, statistics.median(STEADY), status="pending")
     decision = gate.apply_gate(metrics_url, "today", BS, BACKEND)
-    assert decision.status == "ok"
+    assert decision.status == "ok" and decision.throughput_check == "ok"
     assert metrics.get_run(metrics_url, "today", BS, BACKEND)["status"] == "ok"
+
+
+def test_a_drop_beyond_the_tolerance_that_the_history_noise_explains_is_not_a_regression(metrics_url):
+    noisy = (100.0, 160.0, 70.0, 130.0, 90.0, 150.0)  # CV ~30 %, as on a shared CPU
+    for day, value in enumerate(noisy):
+        record(metrics_url, f"h{day}", day, value)
+    record(metrics_url, "today", 9, 95.0, status="pending")  # 17 % below the median, inside the noise
+    decision = gate.apply_gate(metrics_url, "today", BS, BACKEND)
+    assert decision.status == "ok" and decision.throughput_check == "below"
+    assert decision.throughput_p_value is not None and decision.throughput_p_value >= gate.tp.DEFAULT_ALPHA
+    assert any("not statistically clear" in reason for reason in decision.reasons)
+
+
+def test_two_runs_below_in_a_row_regress_together_naming_the_first(metrics_url):
+    history = (100.0, 106.0, 95.0, 104.0, 96.0, 102.0, 98.0, 100.0)  # CV ~4 %: floor 90
+    for day, value in enumerate(history):
+        record(metrics_url, f"h{day}", day, value)
+    record(metrics_url, "first-slow", 10, 89.0, status="pending")  # -11 %: not clear alone
+    first = gate.apply_gate(metrics_url, "first-slow", BS, BACKEND)
+    assert (first.status, first.throughput_check) == ("ok", "below")
+    record(metrics_url, "second-slow", 11, 88.0, status="pending")  # not clear alone either (first-slow is history)
+    with pytest.raises(RegressionError, match="since run first-slow"):
+        gate.apply_gate(metrics_url, "second-slow", BS, BACKEND)
+
+
+def test_too_noisy_run_is_inconclusive_does_not_fail_and_is_not_history(metrics_url):
+    for day, value in enumerate(STEADY):
+        record(metrics_url, f"h{day}", day, value)
+    record(metrics_url, "hogged", 9, 40.0, status="pending", latency_cv=0.35, measurements=3)
+    decision = gate.apply_gate(metrics_url, "hogged", BS, BACKEND)  # no RegressionError
+    row = metrics.get_run(metrics_url, "hogged", BS, BACKEND)
+    assert decision.status == row["status"] == "inconclusive" and row["throughput_check"] == "noisy"
+    assert "CV 35.0% > 10%" in row["gate_reasons"][1] and "3 measurements" in row["gate_reasons"][1]
+    record(metrics_url, "next", 10, 100.0, status="pending")
+    assert gate.apply_gate(metrics_url, "next", BS, BACKEND).baseline_throughput == statistics.median(STEADY)
+
+
+def test_busy_host_turns_a_regression_into_inconclusive(metrics_url):
+    for day, value in enumerate(STEADY):
+        record(metrics_url, f"h{day}", day, value)
+    busy = {"backend": BACKEND, "host_cores": 2, "load_before": 0.5, "load_after": 4.5}  # ~2.25x fair share
+    record(metrics_url, "today", 9, 50.0, status="pending", fingerprint=busy)
+    decision = gate.apply_gate(metrics_url, "today", BS, BACKEND, history=20)
+    assert decision.status == "inconclusive"
+    assert any("load 4.50 > 2 cores" in reason for reason in decision.reasons)
+    # A drop far beyond what the load explains is still a regression, with the load on record.
+    record(metrics_url, "today", 9, 5.0, status="pending", fingerprint=busy)
+    with pytest.raises(RegressionError):
+        gate.apply_gate(metrics_url, "today", BS, BACKEND)
+    assert any("busy host: load 4.50" in reason for reason in metrics.get_run(metrics_url, "today", BS, BACKEND)["gate_reasons"])
+
+
+def test_fingerprint_change_is_named_and_starts_a_new_baseline(metrics_url):
+    old = {"backend": BACKEND, "device": DEVICE, "toolkit_version": "CANN 8.0.RC3"}
+    new = {**old, "toolkit_version": "CANN 8.1.RC1"}
+    for day, value in enumerate(STEADY):
+        record(metrics_url, f"h{day}", day, value, fingerprint=old, fingerprint_key=fingerprint.key(old))
+    record(metrics_url, "upgraded", 9, 88.0, status="pending", fingerprint=new, fingerprint_key=fingerprint.key(new))
+    decision = gate.apply_gate(metrics_url, "upgraded", BS, BACKEND)
+    assert decision.status == "ok" and decision.throughput_check == "unjudged"  # no history on the new CANN yet
+    change = next(reason for reason in decision.reasons if reason.startswith("environment changed"))
+    drop = (88.0 / statistics.median(STEADY) - 1) * 100
+    assert f"toolkit_version: CANN 8.0.RC3 → CANN 8.1.RC1: throughput {drop:+.1f}%, top-1 +0.00" in change
+    assert "since run h5" in change
+
+
+def test_row_without_samples_says_what_was_not_judged(metrics_url):
+    record(metrics_url, "lonely", 0, 100.0, status="pending")  # multi-thread ais_bench: no per-loop list
+    decision = gate.apply_gate(metrics_url, "lonely", BS, BACKEND)
+    assert any("none kept" in reason for reason in decision.reasons)
+    assert any(reason.startswith("throughput not judged: 100.00 img/s") for reason in decision.reasons)
 
 
 def test_apply_gate_turns_pending_into_ok_and_stores_the_verdict(metrics_url):
@@ -150,7 +225,7 @@ def test_apply_gate_accuracy_and_overrides(metrics_url):
         gate.apply_gate(metrics_url, "first", BS, BACKEND)
     row = metrics.get_run(metrics_url, "first", BS, BACKEND)
     assert row["status"] == "regressed"
-    assert any("no history" in reason for reason in row["gate_reasons"])
+    assert any("only 0 " in reason for reason in row["gate_reasons"])
 
     decision = gate.apply_gate(metrics_url, "first", BS, BACKEND, top1_tolerance=1.5)
     assert decision.status == "ok"

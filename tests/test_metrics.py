@@ -22,7 +22,7 @@ from convmixer_tasks.metrics import store
 from convmixer_tasks.metrics.schema import TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
 
 DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
-HEAD = "0003"  # the newest migration
+HEAD = "0004"  # the newest migration
 
 
 # --- helpers (test_gate.py imports these; the database fixtures are in tests/conftest.py) ------------------------
@@ -103,19 +103,37 @@ def downgrade(url: str, revision: str) -> None:
         command.downgrade(config, revision)
 
 
+OLD_COLUMNS = ("id", "run_id", "status", "top1", "throughput", "gate_reasons")
+
+
+def record_old(url: str, **overrides) -> None:
+    """A row at an old revision: only the columns it has (the current model has more)."""
+    values = {**make_row(**overrides), "created_at": DAY0, "updated_at": DAY0}
+    table = sa.table(TABLE_NAME, *(sa.column(name, ValidationRun.__table__.c[name].type) for name in values))
+    with store.get_engine(url).begin() as connection:
+        connection.execute(sa.insert(table).values(**values))
+
+
+def read_old(url: str, run_id: str) -> dict:
+    table = sa.table(TABLE_NAME, *(sa.column(name, ValidationRun.__table__.c[name].type) for name in OLD_COLUMNS))
+    with store.get_engine(url).connect() as connection:
+        return dict(connection.execute(sa.select(table).where(table.c.run_id == run_id)).mappings().one())
+
+
 def test_upgrade_from_0001_keeps_rows_and_allows_pending(empty_url):
     """A database created before 'pending' existed is widened in place: its rows stay as they were."""
     assert metrics.upgrade(empty_url, revision="0001") == "0001"
-    # written with 0001's columns only: record_run writes the head schema's
-    insert_raw(empty_url, run_id="manual__2026-11-01", batch_size=4, backend="onnxruntime", status="ok",
-               top1=70.0, top5=90.0)
+    record_old(empty_url)
+    before = read_old(empty_url, "manual__2026-11-01")
+    row_id = before["id"]
     with pytest.raises(sa.exc.IntegrityError):  # 0001's constraint knows no 'pending'
         insert_raw(empty_url, status="pending", top1=50.0, top5=60.0)
 
     assert metrics.upgrade(empty_url) == HEAD
-    after = metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")
-    assert (after["status"], after["top1"], after["top5"]) == ("ok", 70.0, 90.0)
-    assert after["precision_mode"] is None and after["evidence"] is None  # 0003: no evidence was taken
+    assert read_old(empty_url, "manual__2026-11-01") == before
+    assert before["id"] == row_id and before["status"] == "ok"
+    assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["samples_ms"] is None
+    assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["evidence"] is None  # 0003
     insert_raw(empty_url, status="pending", top1=50.0, top5=60.0)
     with pytest.raises(sa.exc.IntegrityError):  # the other constraints survived the rebuild (SQLite batch mode)
         insert_raw(empty_url, run_id="raw2", status="pending")
@@ -135,7 +153,7 @@ def test_downgrade_to_0001_turns_pending_rows_into_failed(empty_url):
     metrics.record_run(empty_url, make_row(run_id="waiting", status="pending"))
     downgrade(empty_url, "0001")
     assert version_rows(empty_url) == ["0001"]
-    gated, waiting = (raw_row(empty_url, run_id) for run_id in ("gated", "waiting"))  # 0001's columns only
+    gated, waiting = (read_old(empty_url, run_id) for run_id in ("gated", "waiting"))
     assert (gated["status"], gated["gate_reasons"]) == ("ok", None)
     assert waiting["status"] == "failed" and waiting["top1"] == 70.0  # the measurement stays on record
     assert "pending" in waiting["gate_reasons"][0] and "downgrade" in waiting["gate_reasons"][0]
@@ -487,7 +505,7 @@ def test_distinct_values(metrics_url):
     assert values["backends"] == sorted({r["backend"] for r in rows})
     assert values["devices"] == sorted({r["device"] for r in rows})
     assert values["batch_sizes"] == sorted({r["batch_size"] for r in rows})
-    assert set(values["statuses"]) == {"ok", "regressed", "failed", "pending"}
+    assert set(values["statuses"]) == {"ok", "regressed", "failed", "pending", "inconclusive"}
 
 
 def test_recent_ok_throughputs_counts_only_ok_runs(metrics_url):

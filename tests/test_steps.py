@@ -319,9 +319,10 @@ def test_gate_stores_every_verdict_before_failing_once(tmp_path):
     from convmixer_tasks.metrics import get_run
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    params = _params(tmp_path, throughput_history=2, throughput_tolerance_pct=10.0)
-    # history: two fast ok runs at batch 4 only (recorded pending, then gated ok: only ok rows are history)
-    for index in range(2):
+    params = _params(tmp_path, throughput_history=5, throughput_tolerance_pct=10.0)
+    # history: five fast ok runs at batch 4 only (recorded pending, then gated ok: only ok rows are history; the
+    # noise-aware gate judges nothing before five)
+    for index in range(5):
         old = steps.record_rows(url, steps.rows_for_run(*_step_results(batch_sizes=(4,), throughput=1000.0,
                                                                        run_id=f"old-{index}")))
         verdicts = steps.gate_rows(url, old, params)

@@ -22,6 +22,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
     func,
@@ -41,9 +42,20 @@ STATUS_FAILED = "failed"
 # Recorded with accuracy but not gated yet: the record step writes it, the gate turns it into ok/regressed. A gate
 # that never finished leaves it, and the gate's history (ok only) ignores it. Migration 0002 allows it.
 STATUS_PENDING = "pending"
-STATUSES = (STATUS_OK, STATUS_REGRESSED, STATUS_FAILED, STATUS_PENDING)
+# Gated, but the throughput could not be judged (the run's own samples too noisy even after re-measuring): no
+# verdict either way, never part of the gate's history, does not fail the run. Migration 0004 allows it.
+STATUS_INCONCLUSIVE = "inconclusive"
+STATUSES = (STATUS_OK, STATUS_REGRESSED, STATUS_FAILED, STATUS_PENDING, STATUS_INCONCLUSIVE)
 # What the gate has decided; a row in one of these is never overwritten by a later 'failed' record.
-GATED_STATUSES = (STATUS_OK, STATUS_REGRESSED)
+GATED_STATUSES = (STATUS_OK, STATUS_REGRESSED, STATUS_INCONCLUSIVE)
+
+# What the throughput rule concluded (column ``throughput_check``; see convmixer_tasks.throughput).
+CHECK_OK = "ok"  # at or above the floor
+CHECK_BELOW = "below"  # below the floor but not statistically clear
+CHECK_REGRESSED = "regressed"  # below the floor and clear, alone or together with the run before
+CHECK_NOISY = "noisy"  # the run's own per-loop CV too high to judge, after re-measuring
+CHECK_UNJUDGED = "unjudged"  # nothing measured, or too little same-fingerprint history
+THROUGHPUT_CHECKS = (CHECK_OK, CHECK_BELOW, CHECK_REGRESSED, CHECK_NOISY, CHECK_UNJUDGED)
 
 # Named constraints so later migrations (SQLite batch mode included) can refer to them by name.
 NAMING_CONVENTION = {
@@ -133,6 +145,23 @@ class ValidationRun(Base):
     baseline_top1: Mapped[float | None] = mapped_column(Float)
     baseline_throughput: Mapped[float | None] = mapped_column(Float)
     gate_reasons: Mapped[list[str] | None] = mapped_column(JSON)
+    # Throughput evidence (migration 0004): the kept per-loop times and their dispersion, the re-measurements, the
+    # throughput rule's own outcome, and the environment the figures depend on.
+    samples_ms: Mapped[str | None] = mapped_column(Text)  # throughput.pack_samples: float32, zlib, base64
+    sample_count: Mapped[int | None] = mapped_column(Integer)  # timed loops kept (warm-up excluded)
+    warmup_count: Mapped[int | None] = mapped_column(Integer)  # warm-up loops run and left out
+    latency_cv: Mapped[float | None] = mapped_column(Float)  # per-loop CV (0.05 = 5 %)
+    latency_iqr_ms: Mapped[float | None] = mapped_column(Float)
+    measurements: Mapped[int | None] = mapped_column(Integer)  # 1 + re-measurements for a too high CV
+    throughput_check: Mapped[str | None] = mapped_column(String(16))
+    throughput_p_value: Mapped[float | None] = mapped_column(Float)
+    fingerprint: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    fingerprint_key: Mapped[str | None] = mapped_column(String(64))
+    # Set by `convmixer-tasks metrics-rebaseline`: this run starts its fingerprint's throughput baseline (older runs
+    # of the fingerprint no longer count), on purpose, by someone, for a reason.
+    rebaselined_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    rebaselined_by: Mapped[str | None] = mapped_column(String(200))
+    rebaseline_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     # Migration 0003: the accuracy evidence (see convmixer_tasks.evidence / fidelity).
@@ -211,6 +240,19 @@ class MetricsRow:
     reference_p_value: float | None = None
     evidence: dict[str, Any] | None = None
     trigger: str | None = None
+    samples_ms: str | None = None
+    sample_count: int | None = None
+    warmup_count: int | None = None
+    latency_cv: float | None = None
+    latency_iqr_ms: float | None = None
+    measurements: int | None = None
+    throughput_check: str | None = None
+    throughput_p_value: float | None = None
+    fingerprint: dict[str, Any] | None = None
+    fingerprint_key: str | None = None
+    rebaselined_at: datetime | str | None = None
+    rebaselined_by: str | None = None
+    rebaseline_reason: str | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

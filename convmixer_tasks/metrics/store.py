@@ -35,6 +35,7 @@ from convmixer_tasks.metrics.schema import (
     STATUS_OK,
     STATUSES,
     TABLE_NAME,
+    THROUGHPUT_CHECKS,
     VERSION_TABLE,
     MetricsRow,
     UTCDateTime,
@@ -237,6 +238,15 @@ def _check_reasons(reasons: Any, name: str = "gate_reasons") -> list[str] | None
     return list(reasons)
 
 
+def _check_fingerprint(value: Any) -> dict[str, Any]:
+    """A flat mapping of names to strings, numbers or None: what the environment was (see fingerprint.py)."""
+    if not isinstance(value, Mapping) or not all(
+        isinstance(key, str) and (item is None or isinstance(item, (str, int, float))) for key, item in value.items()
+    ):
+        raise MetricsError(f"fingerprint must map names to strings/numbers/None, got {value!r}")
+    return dict(value)
+
+
 def _check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise MetricsError(f"{name} must be an integer, got {value!r}")
@@ -292,6 +302,10 @@ def _check_value(name: str, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise MetricsError(f"evidence must be a JSON object (dict), got {type(value).__name__}")
         return dict(value)
+    if name == "fingerprint":
+        return _check_fingerprint(value)
+    if name == "throughput_check" and value not in THROUGHPUT_CHECKS:
+        raise MetricsError(f"throughput_check {value!r} is not known; use one of {', '.join(THROUGHPUT_CHECKS)}")
     column_type = _COLUMNS[name].type
     if isinstance(column_type, UTCDateTime):
         return parse_datetime(value, name)[0]
@@ -422,10 +436,18 @@ def update_status(
     *,
     baseline_top1: float | None = _UNCHANGED,
     baseline_throughput: float | None = _UNCHANGED,
+    throughput_check: str | None = _UNCHANGED,
+    throughput_p_value: float | None = _UNCHANGED,
 ) -> None:
-    """Set a recorded row's status and gate reasons (and, when given, the baselines the gate compared against)."""
+    """Set a recorded row's status and gate reasons (and, when given, the baselines the gate compared against and
+    the throughput rule's outcome)."""
     values: dict[str, Any] = {"status": _check_status(status), "gate_reasons": _check_reasons(reasons, "reasons")}
-    for name, value in (("baseline_top1", baseline_top1), ("baseline_throughput", baseline_throughput)):
+    for name, value in (
+        ("baseline_top1", baseline_top1),
+        ("baseline_throughput", baseline_throughput),
+        ("throughput_check", throughput_check),
+        ("throughput_p_value", throughput_p_value),
+    ):
         if value is not _UNCHANGED:
             values[name] = _check_value(name, value)
     values["updated_at"] = utcnow()

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.slow  # ~60 s on 2 cores (five DAG runs, one ONNX expor
 REPO = Path(__file__).resolve().parents[2]
 BATCH_SIZES = [4, 16]
 # Benchmark numbers on a shared CPU swing by 2-3x between runs; runs that must pass get a wide tolerance.
-STEADY = {"batch_sizes": BATCH_SIZES, "benchmark_loop": 10, "throughput_tolerance_pct": 99}
+STEADY = {"batch_sizes": BATCH_SIZES, "benchmark_loop": 10, "throughput_tolerance_pct": 99,
+          "throughput_max_cv_pct": 1000}
 CACHED_STEPS = ("preprocess", "export_onnx", "compile_model")
 
 
@@ -49,8 +50,9 @@ def runs(tmp_path_factory) -> dict[str, dict]:
         {"name": "first", "conf": STEADY},
         {"name": "cached", "conf": STEADY},
         {"name": "retried", "conf": STEADY, "fail_once": "record_rows"},
-        {"name": "regressed", "conf": {"batch_sizes": [4], "benchmark_loop": 10, "throughput_history": 3},
-         "seed_from": {"run": "first", "batch_size": 4, "count": 3, "throughput_factor": 1000}},
+        {"name": "regressed", "conf": {"batch_sizes": [4], "benchmark_loop": 10, "throughput_history": 5,
+                                       "throughput_max_cv_pct": 1000},
+         "seed_from": {"run": "first", "batch_size": 4, "count": 5, "throughput_factor": 1000}},
         {"name": "broken", "conf": {"batch_sizes": [4]}, "fail_always": "infer_shard"},
         {"name": "ascend", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5}},
         {"name": "ascend_keep", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5,
@@ -263,7 +265,8 @@ def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_p
            if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
     env["AIRFLOW_HOME"] = str(tmp_path / "airflow-home")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the venv, as if activated
-    conf = json.dumps({"batch_size": 4, "image_limit": 16, "benchmark_loop": 3})
+    # 3 loops on a shared box are often too dispersed to judge (then "inconclusive"); this test is about the script
+    conf = json.dumps({"batch_size": 4, "image_limit": 16, "benchmark_loop": 3, "throughput_max_cv_pct": 1000})
     proc = subprocess.run([str(REPO / "scripts" / "run_demo_dag.sh"), conf], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

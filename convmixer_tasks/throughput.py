@@ -1,0 +1,296 @@
+"""The noise-aware throughput verdict: per-loop samples kept (compressed), their dispersion, and a decision that calls a
+run ``regressed`` only when its drop is both beyond the tolerance and statistically clear against the history of
+runs with the same environment fingerprint.
+
+Pure: numbers in, a judgement out (``gate`` reads the rows and stores the result). numpy/scipy are imported inside the
+functions, so the gate and the DAG file stay light to import.
+
+Why these rules (see bench/bench_gate.py for the measured false-alarm and detection rates):
+
+* The run's figure is the stored one (ais_bench's 1000 * batch size / mean time; the UI shows the same); the kept
+  per-loop samples give its dispersion and a bootstrap interval. Without them (multi-thread ais_bench keeps no
+  per-loop list) the verdict says it judged the figure alone.
+* A run whose own samples are too dispersed (CV above ``max_cv_pct``, after the benchmark step re-measured it) is
+  ``inconclusive``: no verdict either way, and it never enters the history.
+* Below ``baseline × (1 - tolerance)`` is necessary but not sufficient: the run must also lie outside what the
+  history's run-to-run noise explains (Student's t prediction test on log throughput, one new value against the
+  history, scipy), and its own figure's bootstrap interval must lie wholly below the floor.
+* A run below the floor but not clear on its own is ``ok`` with check ``below``. When the run before it (same
+  fingerprint, not inconclusive) was already below the baseline, the two are tested together: a persistent step
+  that no single run proved is reported with its start run.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import statistics
+import sys
+import zlib
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.metrics.schema import (
+    CHECK_BELOW,
+    CHECK_NOISY,
+    CHECK_OK,
+    CHECK_REGRESSED,
+    CHECK_UNJUDGED,
+    STATUS_INCONCLUSIVE,
+    STATUS_OK,
+    STATUS_REGRESSED,
+)
+
+DEFAULT_MAX_CV_PCT = 10.0  # per-loop latency CV above which a measurement is too noisy to judge
+DEFAULT_REMEASURE = 2  # extra measurements the benchmark step may take when the CV is too high
+DEFAULT_ALPHA = 0.003  # one-sided; small because a false alarm costs a person's afternoon (bench/bench_gate.py)
+DEFAULT_MIN_HISTORY = 5  # same-fingerprint ok runs needed before any verdict (Conbench's "no history, no verdict")
+BOOTSTRAP_RESAMPLES = 999
+BOOTSTRAP_CONFIDENCE = 0.95
+
+
+# --- samples -------------------------------------------------------------------------------------------------------
+
+
+def pack_samples(samples_ms: Sequence[float]) -> str:
+    """Per-loop times (ms) as compact text for a row: float32 little-endian, zlib, base64 (about 4 bytes a loop)."""
+    values = array("f", (float(value) for value in samples_ms))
+    if sys.byteorder != "little":
+        values.byteswap()
+    return base64.b64encode(zlib.compress(values.tobytes(), 9)).decode("ascii")
+
+
+def unpack_samples(packed: str) -> list[float]:
+    try:
+        raw = zlib.decompress(base64.b64decode(packed.encode("ascii"), validate=True))
+    except (ValueError, zlib.error) as exc:
+        raise ConfigError(
+            f"stored per-loop samples are not packed samples ({exc}); re-record the row from its benchmark.json"
+        ) from exc
+    values = array("f")
+    values.frombytes(raw)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return [float(value) for value in values]
+
+
+@dataclass(frozen=True)
+class SampleStats:
+    """Summary of one measurement's per-loop times (warm-up loops already excluded, and counted in ``warmup``)."""
+
+    count: int
+    warmup: int
+    mean_ms: float
+    p50_ms: float
+    p99_ms: float
+    cv: float  # sample standard deviation / mean of the per-loop times (0.12 = 12 %)
+    iqr_ms: float
+    throughput: float  # 1000 * batch size / mean per-loop time: ais_bench's figure, the run's figure for the verdict
+
+
+def sample_stats(samples_ms: Sequence[float], batch_size: int, warmup: int) -> SampleStats | None:
+    """Stats of the per-loop times, or None when there are fewer than two (no dispersion to speak of)."""
+    import numpy as np
+    from scipy import stats  # type: ignore[import-untyped]
+
+    times = np.asarray(samples_ms, dtype=np.float64)
+    if times.size < 2:
+        return None
+    if not np.all(np.isfinite(times)) or np.any(times <= 0):
+        raise ConfigError(
+            f"per-loop times must be positive finite milliseconds, got min {times.min()!r}; check the benchmark tool"
+        )
+    return SampleStats(
+        count=int(times.size),
+        warmup=int(warmup),
+        mean_ms=float(times.mean()),
+        p50_ms=float(np.median(times)),
+        p99_ms=float(np.percentile(times, 99)),
+        cv=float(stats.variation(times, ddof=1)),
+        iqr_ms=float(stats.iqr(times)),
+        throughput=float(1000.0 * batch_size / times.mean()),
+    )
+
+
+def figure_interval(samples_ms: Sequence[float], batch_size: int, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval (percentile method, scipy) of the run's figure, 1000 * batch size / mean time."""
+    import numpy as np
+    from scipy import stats
+
+    def figure(times, axis=-1):
+        return 1000.0 * batch_size / np.mean(times, axis=axis)
+
+    result = stats.bootstrap(
+        (np.asarray(samples_ms, dtype=np.float64),),
+        figure,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        confidence_level=BOOTSTRAP_CONFIDENCE,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+@dataclass(frozen=True)
+class Tries:
+    all: list  # every measurement taken (BenchResult-like: .samples, .batch_size, .warmup)
+    chosen: Any  # the least noisy one
+    stats: SampleStats | None  # its stats; None when it kept no per-loop samples
+
+
+def measure_until_quiet(measure: Callable[[], Any], batch_size: int, remeasure: int, max_cv_pct: float | None) -> Tries:
+    """Measure once, then again (up to ``remeasure`` more times) while the per-loop CV is above ``max_cv_pct``.
+    A measurement without per-loop samples cannot show its CV, so it is never repeated."""
+    if isinstance(remeasure, bool) or not isinstance(remeasure, int) or remeasure < 0:
+        raise ConfigError(f"remeasure must be an integer >= 0, got {remeasure!r} (param benchmark_remeasure)")
+    taken: list[tuple[Any, SampleStats | None]] = []
+    while True:
+        result = measure()
+        stats = sample_stats(result.samples, batch_size, result.warmup)
+        taken.append((result, stats))
+        noisy = stats is not None and max_cv_pct is not None and stats.cv * 100 > max_cv_pct
+        if not noisy or len(taken) > remeasure:
+            break
+    chosen, stats = min(taken, key=lambda one: one[1].cv if one[1] is not None else math.inf)
+    return Tries([one for one, _ in taken], chosen, stats)
+
+
+# --- the verdict -----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the row says about its throughput."""
+
+    value: float | None  # the row's throughput figure (images/s)
+    samples_ms: tuple[float, ...] | None  # None: the tool kept no per-loop list
+    batch_size: int
+    cv: float | None
+    measurements: int = 1  # 1 + re-measurements the benchmark step took
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The newest earlier row of the same series and fingerprint (for the two-run rule)."""
+
+    run_id: str
+    value: float
+    check: str | None
+    in_history: bool  # it is ``history[0]``: left out of the history when it is judged together with this run
+
+
+@dataclass(frozen=True)
+class Judgement:
+    status: str  # "ok", "regressed" or "inconclusive" (metrics.schema statuses)
+    check: str  # one of THROUGHPUT_CHECKS
+    reason: str  # one line for gate_reasons, starting "throughput <verdict>"
+    baseline: float | None  # median of the same-fingerprint history
+    p_value: float | None
+
+
+def check_options(max_cv_pct: float, alpha: float, min_history: int) -> None:
+    if isinstance(max_cv_pct, bool) or not isinstance(max_cv_pct, (int, float)) or not 0 < max_cv_pct <= 1000:
+        raise ConfigError(f"max_cv_pct must be a percentage above 0, got {max_cv_pct!r}; e.g. 10")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ConfigError(f"throughput alpha must be between 0 and 1, got {alpha!r}; e.g. 0.005")
+    if isinstance(min_history, bool) or not isinstance(min_history, int) or min_history < 2:
+        raise ConfigError(f"min_history must be an integer >= 2, got {min_history!r}")
+
+
+def _t_less(values: Sequence[float], history: Sequence[float]) -> float:
+    """One-sided p that ``values`` come from below the history, on log throughput (noise is multiplicative).
+    With one value this is the t prediction test; scipy's pooled-variance t-test is exactly that."""
+    from scipy import stats
+
+    logs_new = [math.log(value) for value in values]
+    logs_old = [math.log(value) for value in history]
+    if len(set(logs_old)) < 2:  # no spread in the history: any value below the floor is clear
+        return 0.0
+    return float(stats.ttest_ind(logs_new, logs_old, equal_var=True, alternative="less").pvalue)
+
+
+def judge(
+    measured: Measured,
+    history: Sequence[float],
+    previous: Previous | None = None,
+    *,
+    tolerance_pct: float,
+    max_cv_pct: float = DEFAULT_MAX_CV_PCT,
+    alpha: float = DEFAULT_ALPHA,
+    min_history: int = DEFAULT_MIN_HISTORY,
+    history_note: str = "same-fingerprint ok runs",
+) -> Judgement:
+    """The throughput verdict for one row. ``history``: run figures of the same fingerprint's ok runs (newest first,
+    this run excluded); ``previous``: the newest earlier row of that fingerprint, if any."""
+    check_options(max_cv_pct, alpha, min_history)
+    value = measured.value
+    if value is None or value <= 0:
+        return Judgement(STATUS_OK, CHECK_UNJUDGED, "throughput not gated: this run measured none", None, None)
+    tries = f"{measured.measurements} measurement{'s' if measured.measurements != 1 else ''}"
+    if measured.cv is not None and measured.cv * 100 > max_cv_pct:
+        return Judgement(
+            STATUS_INCONCLUSIVE,
+            CHECK_NOISY,
+            f"throughput inconclusive: per-loop CV {measured.cv * 100:.1f}% > {max_cv_pct:g}% after {tries} "
+            f"({value:.2f} img/s not judged; quiet the host or raise max_cv_pct)",
+            None,
+            None,
+        )
+    figure = "from per-loop samples" if measured.samples_ms else "no per-loop samples: dispersion unknown"
+    history = [float(one) for one in history if one and one > 0]
+    if len(history) < min_history:
+        return Judgement(
+            STATUS_OK,
+            CHECK_UNJUDGED,
+            f"throughput not judged: {value:.2f} img/s ({figure}), only {len(history)} {history_note} "
+            f"(need {min_history})",
+            statistics.median(history) if history else None,
+            None,
+        )
+    baseline = statistics.median(history)
+    floor = baseline * (1 - tolerance_pct / 100)
+    against = f"floor {floor:.2f} = median of {len(history)} {history_note} {baseline:.2f} - {tolerance_pct:g}%"
+    change = f"{(value / baseline - 1) * 100:+.1f}%"
+    if value >= floor:
+        return Judgement(STATUS_OK, CHECK_OK, f"throughput ok: {value:.2f} >= {against} ({change})", baseline, None)
+
+    p_alone = _t_less([value], history)
+    inside = ""
+    if measured.samples_ms and len(measured.samples_ms) >= 2:
+        low, high = figure_interval(measured.samples_ms, measured.batch_size)
+        if high >= floor:  # the run's own noise reaches the floor: not clear whatever the history says
+            p_alone = 1.0
+            inside = f", its figure's 95% interval [{low:.2f}, {high:.2f}] reaches the floor"
+    if p_alone < alpha:
+        return Judgement(
+            STATUS_REGRESSED,
+            CHECK_REGRESSED,
+            f"throughput regressed: {value:.2f} < {against} ({change}; t-test vs history p={p_alone:.2g} < {alpha:g})",
+            baseline,
+            p_alone,
+        )
+    if previous is not None and previous.check != CHECK_REGRESSED and previous.value < baseline:
+        # A persistent step: this run and the one before, judged together (their mean below the floor).
+        pair = [previous.value, value]
+        rest = history[1:] if previous.in_history else history
+        p_pair = _t_less(pair, rest) if len(rest) >= min_history else 1.0
+        if statistics.fmean(pair) < floor and p_pair < alpha:
+            return Judgement(
+                STATUS_REGRESSED,
+                CHECK_REGRESSED,
+                f"throughput regressed since run {previous.run_id}: {previous.value:.2f} then {value:.2f}, "
+                f"{against} ({change}; two-run t-test vs history p={p_pair:.2g} < {alpha:g})",
+                baseline,
+                p_pair,
+            )
+    return Judgement(
+        STATUS_OK,
+        CHECK_BELOW,
+        f"throughput ok but below the floor: {value:.2f} < {against} ({change}) is not statistically clear "
+        f"(p={p_alone:.2g} >= {alpha:g}{inside}); a second such run in a row is judged together with this one",
+        baseline,
+        p_alone,
+    )

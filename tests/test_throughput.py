@@ -1,0 +1,219 @@
+"""The throughput evidence and verdict: packed samples, their stats (checked against numpy/scipy directly), the
+re-measure loop, and the pure verdict's branches; the migration's new status and columns on both dialects."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from scipy import stats
+
+from convmixer_tasks import fingerprint, metrics
+from convmixer_tasks import throughput as tp
+from convmixer_tasks.errors import ConfigError, MetricsError
+from convmixer_tasks.metrics import store
+from tests.test_metrics import downgrade, empty_url, insert_raw, make_row, read_old, version_rows  # noqa: F401
+
+
+def test_samples_round_trip_at_float32_precision_and_compress():
+    rng = np.random.default_rng(1)
+    samples = list(rng.lognormal(math.log(12.0), 0.05, 1000))
+    packed = tp.pack_samples(samples)
+    assert len(packed) < 4 * len(samples) * 4 / 3 + 8  # at most float32 + base64
+    np.testing.assert_array_equal(tp.unpack_samples(packed), np.asarray(samples, dtype=np.float32))
+    with pytest.raises(ConfigError, match="not packed samples"):
+        tp.unpack_samples("not base64 at all!")
+
+
+def test_sample_stats_match_numpy_and_scipy():
+    times = [10.0, 11.0, 9.0, 10.5, 30.0, 10.2]
+    got = tp.sample_stats(times, batch_size=4, warmup=5)
+    array = np.asarray(times)
+    assert got.count == 6 and got.warmup == 5
+    assert got.mean_ms == pytest.approx(array.mean()) and got.p50_ms == pytest.approx(np.median(array))
+    assert got.p99_ms == pytest.approx(np.percentile(array, 99))
+    assert got.cv == pytest.approx(array.std(ddof=1) / array.mean())
+    assert got.iqr_ms == pytest.approx(stats.iqr(array))
+    assert got.throughput == pytest.approx(4000.0 / array.mean())
+    assert tp.sample_stats([10.0], 4, 5) is None  # one loop: no dispersion to speak of
+    with pytest.raises(ConfigError, match="positive finite"):
+        tp.sample_stats([10.0, -1.0], 4, 5)
+
+
+def fake_bench(samples):
+    return SimpleNamespace(samples=samples, warmup=5, batch_size=4)
+
+
+def test_remeasure_until_quiet_keeps_the_least_noisy_and_stops_at_the_limit():
+    noisy, quiet = [10.0, 30.0, 10.0, 30.0], [10.0, 10.1, 9.9, 10.0]
+    queue = iter([noisy, quiet, noisy])
+    tries = tp.measure_until_quiet(lambda: fake_bench(next(queue)), 4, remeasure=2, max_cv_pct=10)
+    assert len(tries.all) == 2 and tries.chosen.samples == quiet  # stopped once quiet
+
+    tries = tp.measure_until_quiet(lambda: fake_bench(noisy), 4, remeasure=2, max_cv_pct=10)
+    assert len(tries.all) == 3 and tries.stats.cv > 0.1  # still noisy after R re-measurements
+    no_list = tp.measure_until_quiet(lambda: fake_bench([]), 4, remeasure=2, max_cv_pct=10)
+    assert len(no_list.all) == 1 and no_list.stats is None  # no per-loop list: no CV, nothing to repeat
+    with pytest.raises(ConfigError, match="benchmark_remeasure"):
+        tp.measure_until_quiet(lambda: fake_bench(noisy), 4, remeasure=-1, max_cv_pct=10)
+
+
+HISTORY = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2]
+
+
+def judged(value, history=HISTORY, previous=None, cv=0.02, samples=None, **options):
+    measured = tp.Measured(value, samples, 4, cv, 1)
+    return tp.judge(measured, history, previous, tolerance_pct=10.0, **options)
+
+
+def test_verdict_branches():
+    assert judged(None).check == "unjudged"
+    assert judged(50.0, cv=0.2).status == "inconclusive"  # too noisy, whatever the value
+    assert judged(50.0, history=HISTORY[:3]).check == "unjudged"  # too little history: no verdict
+    assert judged(95.0).status == "ok" and judged(95.0).check == "ok"
+    clear = judged(50.0)
+    assert clear.status == "regressed" and clear.p_value < tp.DEFAULT_ALPHA
+    assert clear.p_value == pytest.approx(
+        stats.ttest_ind([math.log(50.0)], np.log(HISTORY), alternative="less").pvalue
+    )
+    wide = [60.0, 160.0, 90.0, 130.0, 75.0, 140.0]
+    assert judged(80.0, history=wide).check == "below"  # below the floor but inside the history's noise
+
+
+def test_the_runs_own_noise_can_veto_a_regression():
+    times = (20.0, 74.0) * 4  # figure 4000 / 47 = 85 img/s, below the floor of 90, but the loops disagree wildly
+    alone = judged(4000.0 / 47.0)  # the same figure without samples: the history alone calls it clear
+    assert alone.status == "regressed"
+    low, high = tp.figure_interval(times, 4)
+    assert low < 4000.0 / 47.0 < high and high >= 90.0
+    vetoed = judged(4000.0 / 47.0, samples=times, cv=0.05)
+    assert (vetoed.status, vetoed.check) == ("ok", "below") and "interval" in vetoed.reason
+
+
+def test_bad_verdict_options_are_refused():
+    for options, match in (
+        (dict(max_cv_pct=0), "max_cv_pct"),
+        (dict(alpha=1.5), "alpha"),
+        (dict(min_history=1), "min_history"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            judged(95.0, **options)
+
+
+def test_fingerprint_key_ignores_load_and_differences_name_the_change():
+    one = {"backend": "onnxruntime", "toolkit_version": "onnxruntime 1.22.0", "load_before": 0.1}
+    two = {**one, "load_before": 5.0}
+    assert fingerprint.key(one) == fingerprint.key(two) and fingerprint.key(None) is None
+    three = {**one, "toolkit_version": "onnxruntime 1.23.0", "provider": "CPUExecutionProvider"}
+    assert fingerprint.differences(one, three) == [
+        "provider: None → CPUExecutionProvider",
+        "toolkit_version: onnxruntime 1.22.0 → onnxruntime 1.23.0",
+    ]
+    built = fingerprint.build("onnxruntime", "cpu", "onnxruntime 1.x", {"input_dtype": "uint8"}, {"provider": "cpu"})
+    assert built["input_dtype"] == "uint8" and built["provider"] == "cpu" and built["host_cores"] >= 1
+
+
+def test_migration_0004_adds_inconclusive_and_the_evidence_columns_reversibly(empty_url):
+    metrics.upgrade(empty_url, revision="0002")
+    with pytest.raises(sa.exc.IntegrityError):
+        insert_raw(empty_url, status="inconclusive", top1=1.0, top5=2.0)
+    metrics.upgrade(empty_url, revision="0004")
+    row = make_row(run_id="noisy", status="inconclusive", samples_ms=tp.pack_samples([1.0, 2.0]), sample_count=2,
+                   latency_cv=0.4, measurements=3, throughput_check="noisy", fingerprint={"backend": "onnxruntime"},
+                   fingerprint_key="k")
+    metrics.record_run(empty_url, row)
+    stored = metrics.get_run(empty_url, "noisy", 4, "onnxruntime")
+    assert stored["status"] == "inconclusive" and tp.unpack_samples(stored["samples_ms"]) == [1.0, 2.0]
+    assert stored["fingerprint"] == {"backend": "onnxruntime"}
+    with pytest.raises(MetricsError, match="throughput_check"):
+        metrics.record_run(empty_url, make_row(run_id="bad", throughput_check="meh"))
+    downgrade(empty_url, "0002")
+    assert version_rows(empty_url) == ["0002"]
+    back = read_old(empty_url, "noisy")
+    assert back["status"] == "pending" and "inconclusive" in back["gate_reasons"][0]
+    columns = {column["name"] for column in sa.inspect(store.get_engine(empty_url)).get_columns("convmixer_validation_runs")}
+    assert "samples_ms" not in columns and "fingerprint" not in columns
+    metrics.upgrade(empty_url)
+    assert metrics.get_run(empty_url, "noisy", 4, "onnxruntime")["samples_ms"] is None
+
+
+class ScriptedBench:
+    """Stands in for a backend's benchmark: returns the scripted per-loop times in turn (a test double)."""
+
+    def __init__(self, scripts):
+        self.scripts, self.calls = list(scripts), 0
+
+    def benchmark(self, artifact, loop, warmup):
+        from convmixer_tasks.backends import aisbench_format, base
+
+        samples = self.scripts[min(self.calls, len(self.scripts) - 1)]
+        self.calls += 1
+        timing = aisbench_format.stats(samples)
+        return base.BenchResult(
+            backend="onnxruntime", batch_size=artifact.batch_size, loop=loop, warmup=warmup,
+            throughput=aisbench_format.throughput(artifact.batch_size, timing["mean"]), latency_mean_ms=timing["mean"],
+            latency_p50_ms=timing["median"], latency_p99_ms=timing[aisbench_format.PERCENTILE_KEY], samples=samples,
+            formula=aisbench_format.THROUGHPUT_FORMULA)
+
+
+@pytest.mark.parametrize("scripts, expected_measurements", [
+    ([[10.0, 30.0, 10.0, 30.0], [10.0, 10.2, 9.8, 10.0]], 2),  # noisy, then quiet: the quiet one is kept
+    ([[10.0, 10.2, 9.8, 10.0]], 1),  # quiet at once: measured once
+])
+def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, monkeypatch, scripts,
+                                                                         expected_measurements):
+    from convmixer_tasks import steps
+    from convmixer_tasks.fileio import read_json
+    from tests.test_steps import _step_results
+
+    compiled = _step_results(batch_sizes=(4,), throughput=100.0)[3][0]
+    scripted = ScriptedBench(scripts)
+    monkeypatch.setattr(steps, "get_backend", lambda name, **settings: scripted)
+    summary = steps.benchmark_artifact(compiled, 4, tmp_path, remeasure=2, max_cv_pct=10.0)
+    assert summary.measurements == scripted.calls == expected_measurements
+    assert tp.unpack_samples(summary.samples_ms) == pytest.approx([10.0, 10.2, 9.8, 10.0], rel=1e-6)
+    assert summary.sample_count == 4
+    assert summary.latency_cv == pytest.approx(np.std([10.0, 10.2, 9.8, 10.0], ddof=1) / 10.0)
+    assert summary.throughput == pytest.approx(400.0)
+    assert summary.fingerprint["backend"] == "onnxruntime" and "load_after" in summary.fingerprint
+    assert len(read_json(summary.bench_json)["measurements"]) == expected_measurements
+    row = steps.build_row(*(_pick(_step_results(batch_sizes=(4,), throughput=100.0), summary)))
+    assert row["warmup_count"] == 5 and row["fingerprint_key"] == fingerprint.key(summary.fingerprint)
+
+
+def _pick(results, summary):
+    run, plans, exported, compiled, _, scores = results
+    return run, plans[0], exported, compiled[0], summary, scores[0]
+
+
+def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, capsys):
+    from convmixer_tasks import cli, gate
+    from convmixer_tasks.errors import RegressionError
+    from tests.test_gate import BACKEND, BS, STEADY, record
+
+    for day, value in enumerate(STEADY):
+        record(metrics_url, f"h{day}", day, value)
+    record(metrics_url, "new-precision", 9, 50.0, status="pending")
+    with pytest.raises(RegressionError):
+        gate.apply_gate(metrics_url, "new-precision", BS, BACKEND)
+    row_id = metrics.get_run(metrics_url, "new-precision", BS, BACKEND)["id"]
+
+    argv = ["-o", "json", "metrics-rebaseline", "--url", metrics_url, "--row", str(row_id)]
+    assert cli.main([*argv, "--reason", "precision_mode allow_fp32_to_fp16 on purpose", "--by", "alice"]) == 0
+    stored = json.loads(capsys.readouterr().out)
+    assert stored["status"] == "ok" and stored["rebaselined_by"] == "alice" and stored["rebaselined_at"]
+    assert stored["rebaseline_reason"] == "precision_mode allow_fp32_to_fp16 on purpose"
+    assert stored["gate_reasons"][-1].startswith("rebaselined by alice at ") and "(was 'regressed')" in stored["gate_reasons"][-1]
+
+    record(metrics_url, "after", 10, 50.5, status="pending")  # the old 100 img/s runs no longer count
+    decision = gate.apply_gate(metrics_url, "after", BS, BACKEND)
+    assert (decision.status, decision.throughput_check) == ("ok", "unjudged") and "only 1 " in decision.reasons[1]
+
+    assert cli.main([*argv[:-1], "999", "--reason", "x"]) == 1
+    assert "no metrics row with id 999" in capsys.readouterr().err
+    assert cli.main([*argv, "--reason", "  "]) == 1
+    assert "needs a reason" in capsys.readouterr().err
