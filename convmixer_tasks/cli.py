@@ -61,13 +61,14 @@ def _export(args: argparse.Namespace) -> Any:
 
 
 def _eval(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.evaluate import evaluate
+    from convmixer_tasks.evaluate import evaluate_with_evidence
     from convmixer_tasks.evidence import PREDICTIONS_FILE
 
     if not args.json_file_name.strip() or Path(args.json_file_name).name != args.json_file_name:
         raise ConvMixerError(f"--json-file-name {args.json_file_name!r} must be a plain file name, e.g. result.json")
     folder = Path(args.result_json_path)
-    return _call(evaluate, args, result_json=folder / args.json_file_name, predictions_file=folder / PREDICTIONS_FILE)
+    written = {"result_json": folder / args.json_file_name, "predictions_file": folder / PREDICTIONS_FILE}
+    return _call(evaluate_with_evidence, args, **written).result
 
 
 def _fidelity(args: argparse.Namespace) -> Any:

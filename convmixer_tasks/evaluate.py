@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 
@@ -59,24 +60,21 @@ class OutputSet:
     files: dict[str, Path]
 
 
-def evaluate(
-    output_dir: str | os.PathLike,
-    label_file: str | os.PathLike,
-    prep_dir: str | os.PathLike | None = None,
-    batch_size: int | None = None,
-    result_json: str | os.PathLike | None = None,
-    num_classes: int = 1000,
-    predictions_file: str | os.PathLike | None = None,
-) -> EvalResult:
-    """Score the outputs in ``output_dir``; write ``result_json`` (reference format + ``metrics``) and
-    ``predictions_file`` (``evidence.Predictions``, compressed) only on success.
+class EvalOptions(TypedDict, total=False):
+    """``evaluate``'s keyword options (``evaluate_with_evidence`` documents each)."""
 
-    With ``prep_dir`` the manifest decides which row is which image; without it the reference's name arithmetic
-    with ``batch_size`` (default: the rows per output file) does, restricted to the images in ``label_file``.
-    """
-    return evaluate_with_evidence(
-        output_dir, label_file, prep_dir, batch_size, result_json, num_classes, predictions_file
-    ).result
+    prep_dir: str | os.PathLike | None
+    batch_size: int | None
+    result_json: str | os.PathLike | None
+    num_classes: int
+    predictions_file: str | os.PathLike | None
+
+
+def evaluate(
+    output_dir: str | os.PathLike, label_file: str | os.PathLike, **options: Unpack[EvalOptions]
+) -> EvalResult:
+    """Score the outputs in ``output_dir``: ``evaluate_with_evidence`` without the per-image arrays."""
+    return evaluate_with_evidence(output_dir, label_file, **options).result
 
 
 @dataclass(frozen=True)
@@ -97,7 +95,13 @@ def evaluate_with_evidence(
     num_classes: int = 1000,
     predictions_file: str | os.PathLike | None = None,
 ) -> Evidence:
-    """``evaluate``, also returning the logits and per-image predictions (see ``evaluate``)."""
+    """Score the outputs in ``output_dir``; write ``result_json`` (reference format + ``metrics``) and
+    ``predictions_file`` (``evidence.Predictions``, compressed) only on success. Returns the result with each
+    labelled image's logits and predictions.
+
+    With ``prep_dir`` the manifest decides which row is which image; without it the reference's name arithmetic
+    with ``batch_size`` (default: the rows per output file) does, restricted to the images in ``label_file``.
+    """
     if result_json is not None:
         # A result from an earlier run at this path must not outlive a failed (or killed) one: a reader would
         # take it for this run's.

@@ -253,23 +253,22 @@ def test_missing_driver_library_fails_the_preflight_with_the_mount(npu_host_with
     assert read_records(record) == []
 
 
-def test_atc_failure_fails_the_preflight_and_names_the_error_code(npu_host_with_driver):
-    env, _, record = npu_host_with_driver
-    env["ATC_DOUBLE_MODE"] = "fail"
-    result = run_script(ENTRYPOINT, env)
-    assert result.returncode == 1
-    assert "FAILED at 'compile'" in result.stderr and "EZ3003" in result.stderr
-    assert "this worker takes no task" in result.stderr
-    assert read_records(record) == []
+# A tool failing during the preflight: the double's mode, and what the message must say (step, cause, verdict).
+TOOL_FAILURES = {
+    "atc fails with its error code": ({"ATC_DOUBLE_MODE": "fail"},
+                                      ["FAILED at 'compile'", "EZ3003", "this worker takes no task"]),
+    "the device run crashes": ({"AIS_BENCH_DOUBLE_MODE": "crash"}, ["FAILED at 'device'", "device 0"]),
+}
 
 
-def test_device_run_failure_fails_the_preflight(npu_host_with_driver):
+@pytest.mark.parametrize("double_mode, expected", TOOL_FAILURES.values(), ids=list(TOOL_FAILURES))
+def test_a_tool_failure_fails_the_preflight_and_names_the_step(npu_host_with_driver, double_mode, expected):
     env, _, record = npu_host_with_driver
-    env["AIS_BENCH_DOUBLE_MODE"] = "crash"
+    env.update(double_mode)
     result = run_script(ENTRYPOINT, env)
     assert result.returncode == 1
-    assert "FAILED at 'device'" in result.stderr and "device 0" in result.stderr
-    assert read_records(record) == []
+    assert all(text in result.stderr for text in expected), result.stderr
+    assert read_records(record) == []  # no worker was started
 
 
 def test_device_the_double_does_not_have_fails_the_preflight(npu_host_with_driver, tmp_path):
