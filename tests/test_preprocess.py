@@ -472,8 +472,12 @@ def test_workers_start_safely_while_other_threads_run(tmp_path, monkeypatch):
     image_dir.mkdir()
     for index in range(1, 6):
         Image.new("RGB", (300, 260), (index * 40, 20, 90)).save(image_dir / f"ILSVRC2012_val_{index:08d}.JPEG")
+    # Earlier tests may leave a thread behind (tqdm's monitor): make "alone" true for the first call only.
+    real_active_count = threading.active_count
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
     alone = prep_module.preprocess(image_dir, tmp_path / "alone", batch_size=2, workers=2)
     assert requested == ["fork"]  # one thread: forking is safe (and fastest)
+    monkeypatch.setattr(threading, "active_count", real_active_count)
     stop = threading.Event()
     busy = threading.Thread(target=stop.wait, daemon=True)
     busy.start()
