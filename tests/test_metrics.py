@@ -19,10 +19,10 @@ from sqlalchemy.engine import make_url
 from convmixer_tasks import metrics
 from convmixer_tasks.errors import ConfigError, MetricsError
 from convmixer_tasks.metrics import store
-from convmixer_tasks.metrics.schema import TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
+from convmixer_tasks.metrics.schema import KEY_COLUMNS, TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
 
 DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
-HEAD = "0004"  # the newest migration
+HEAD = "0005"  # the newest migration
 
 
 # --- helpers (test_gate.py imports these; the database fixtures are in tests/conftest.py) ------------------------
@@ -62,7 +62,7 @@ def test_upgrade_creates_table_and_is_idempotent(empty_url, tmp_path, monkeypatc
     columns = {column["name"] for column in inspector.get_columns(TABLE_NAME)}
     assert columns == set(ValidationRun.__table__.columns.keys())
     uniques = [sorted(u["column_names"]) for u in inspector.get_unique_constraints(TABLE_NAME)]
-    assert sorted(["run_id", "batch_size", "backend"]) in uniques
+    assert sorted(KEY_COLUMNS) in uniques
 
     row_id = metrics.record_run(empty_url, make_row())
     assert metrics.upgrade(empty_url) == HEAD  # second run: no error, data kept, one version row
@@ -134,11 +134,14 @@ def test_upgrade_from_0001_keeps_rows_and_allows_pending(empty_url):
     assert before["id"] == row_id and before["status"] == "ok"
     assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["samples_ms"] is None
     assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["evidence"] is None  # 0003
-    insert_raw(empty_url, status="pending", top1=50.0, top5=60.0)
+    assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["precision_mode"] == "fp32"  # 0005
+    insert_raw(empty_url, status="pending", top1=50.0, top5=60.0, precision_mode="fp32")
     with pytest.raises(sa.exc.IntegrityError):  # the other constraints survived the rebuild (SQLite batch mode)
-        insert_raw(empty_url, run_id="raw2", status="pending")
+        insert_raw(empty_url, run_id="raw2", status="pending", precision_mode="fp32")
     with pytest.raises(sa.exc.IntegrityError):
-        insert_raw(empty_url, run_id="raw3", status="weird", top1=1.0, top5=1.0)
+        insert_raw(empty_url, run_id="raw3", status="weird", top1=1.0, top5=1.0, precision_mode="fp32")
+    with pytest.raises(sa.exc.IntegrityError):  # 0005: precision is part of the key and never empty
+        insert_raw(empty_url, run_id="raw4", status="pending", top1=50.0, top5=60.0)
     assert metrics.upgrade(empty_url) == HEAD  # idempotent
     assert version_rows(empty_url) == [HEAD] and count_rows(empty_url) == 2
     inspector = sa.inspect(store.get_engine(empty_url))
@@ -181,6 +184,36 @@ def test_concurrent_upgrades_queue_instead_of_racing(empty_url):
         thread.join()
     assert errors == [] and results == [HEAD] * 3
     assert metrics.query_runs(empty_url) == ([], 0)
+
+
+def test_migration_0005_keys_rows_by_precision_and_refuses_a_lossy_downgrade(empty_url):
+    """0005: an old row gets its backend's mode; two precision modes of one run × batch size × backend are two
+    rows; a change point goes with its run; the downgrade refuses while two modes share the old key."""
+    from convmixer_tasks.metrics.schema import ChangePoint
+
+    metrics.upgrade(empty_url, revision="0004")
+    record_old(empty_url, run_id="old-npu", backend="ascend", device="Ascend310P3")
+    metrics.upgrade(empty_url)
+    assert metrics.get_run(empty_url, "old-npu", 4, "ascend")["precision_mode"] == "force_fp16"
+    fp16 = metrics.record_run(empty_url, make_row(run_id="r", backend="ascend", precision_mode="force_fp16"))
+    fp32 = metrics.record_run(empty_url, make_row(run_id="r", backend="ascend", precision_mode="must_keep_origin_dtype",
+                                                  energy={"source": "npu-smi", "samples": 3}, energy_j_per_image=0.5))
+    assert fp16 != fp32 and count_rows(empty_url) == 3
+    with pytest.raises(MetricsError, match="energy must be a JSON object"):
+        metrics.record_run(empty_url, make_row(run_id="bad", energy=[1, 2]))
+    with store.get_engine(empty_url).begin() as connection:
+        connection.execute(sa.insert(ChangePoint).values(
+            series_key="s", series={"backend": "ascend"}, metric="throughput", start_row_id=fp32,
+            magnitude_pct=-5.0, created_at=DAY0))
+    with pytest.raises(RuntimeError, match="1 run × batch size × backend.*more than one precision mode"):
+        downgrade(empty_url, "0004")
+    with store.get_engine(empty_url).begin() as connection:
+        connection.execute(sa.text("PRAGMA foreign_keys=ON") if empty_url.startswith("sqlite") else sa.text("SELECT 1"))
+        connection.execute(sa.delete(ValidationRun).where(ValidationRun.id == fp32))
+    downgrade(empty_url, "0004")
+    assert version_rows(empty_url) == ["0004"] and count_rows(empty_url) == 2
+    assert "convmixer_change_points" not in sa.inspect(store.get_engine(empty_url)).get_table_names()
+    metrics.upgrade(empty_url)
 
 
 def test_model_matches_migration(metrics_url):

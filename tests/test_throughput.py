@@ -121,7 +121,7 @@ def test_migration_0004_adds_inconclusive_and_the_evidence_columns_reversibly(em
     metrics.upgrade(empty_url, revision="0002")
     with pytest.raises(sa.exc.IntegrityError):
         insert_raw(empty_url, status="inconclusive", top1=1.0, top5=2.0)
-    metrics.upgrade(empty_url, revision="0004")
+    metrics.upgrade(empty_url)  # through 0004 (and 0005, whose downgrade is crossed below as well)
     row = make_row(run_id="noisy", status="inconclusive", samples_ms=tp.pack_samples([1.0, 2.0]), sample_count=2,
                    latency_cv=0.4, measurements=3, throughput_check="noisy", fingerprint={"backend": "onnxruntime"},
                    fingerprint_key="k")

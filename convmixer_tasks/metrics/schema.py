@@ -105,7 +105,7 @@ class ValidationRun(Base):
 
     __tablename__ = TABLE_NAME
     __table_args__ = (
-        UniqueConstraint("run_id", "batch_size", "backend", name="uq_convmixer_validation_runs_key"),
+        UniqueConstraint("run_id", "batch_size", "backend", "precision_mode", name="uq_convmixer_validation_runs_key"),
         CheckConstraint(f"status IN {STATUSES!r}", name="status_known"),
         # Accuracy comes as a pair or not at all, and only an evaluated run can be pending, ok or regressed.
         CheckConstraint("(top1 IS NULL) = (top5 IS NULL)", name="accuracy_pair"),
@@ -165,13 +165,18 @@ class ValidationRun(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
     # Migration 0003: the accuracy evidence (see convmixer_tasks.evidence / fidelity).
-    precision_mode: Mapped[str | None] = mapped_column(String(64))  # effective mode: ATC's, or "fp32" (ORT)
+    # The effective mode (ATC's, or "fp32" on ONNX Runtime; precision.effective_precision); part of the key: one run
+    # maps over precision modes as over batch sizes (migration 0005).
+    precision_mode: Mapped[str] = mapped_column(String(64))
     fidelity_min_cosine: Mapped[float | None] = mapped_column(Float)  # artifact vs source ONNX, fixed subset
     fidelity_top1_agreement: Mapped[float | None] = mapped_column(Float)  # fraction 0..1
     flips_p_value: Mapped[float | None] = mapped_column(Float)  # McNemar exact vs the previous ok run
     reference_p_value: Mapped[float | None] = mapped_column(Float)  # ... vs the ONNX fp32 reference run
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # fidelity summary, flips, worst classes
     trigger: Mapped[str | None] = mapped_column(String(32))  # scheduled / manual / asset_triggered / backfill / cli
+    energy_j_per_image: Mapped[float | None] = mapped_column(Float)  # over the timed window (migration 0005)
+    throughput_per_watt: Mapped[float | None] = mapped_column(Float)  # images/s/W
+    energy: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # source, samples, window, mean W, or why none
 
     @hybrid_property
     def ran_at(self) -> datetime:
@@ -196,7 +201,7 @@ def _jsonable(value: Any) -> Any:
 
 # Columns the database fills in itself; everything else in the table is a MetricsRow field.
 GENERATED_COLUMNS = ("id", "created_at", "updated_at")
-KEY_COLUMNS = ("run_id", "batch_size", "backend")
+KEY_COLUMNS = ("run_id", "batch_size", "backend", "precision_mode")
 
 
 @dataclass(kw_only=True)
@@ -253,6 +258,9 @@ class MetricsRow:
     rebaselined_at: datetime | str | None = None
     rebaselined_by: str | None = None
     rebaseline_reason: str | None = None
+    energy_j_per_image: float | None = None
+    throughput_per_watt: float | None = None
+    energy: dict[str, Any] | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -273,4 +281,28 @@ class RunPredictions(Base):
     )
     image_count: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+CHANGE_POINTS_TABLE = "convmixer_change_points"
+
+
+class ChangePoint(Base):
+    """A persistent step change found in one series (model × backend × device × precision × batch size) of one
+    metric, starting at run row ``start_row_id``; ``detected_row_id`` is the run after which it was found."""
+
+    __tablename__ = CHANGE_POINTS_TABLE
+    __table_args__ = (UniqueConstraint("series_key", "metric", "start_row_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    series_key: Mapped[str] = mapped_column(String(64))
+    series: Mapped[dict[str, Any]] = mapped_column(JSON)
+    metric: Mapped[str] = mapped_column(String(32))  # "throughput", "top1", ...
+    start_row_id: Mapped[int] = mapped_column(Integer, ForeignKey(f"{TABLE_NAME}.id", ondelete="CASCADE"))
+    detected_row_id: Mapped[int | None] = mapped_column(Integer, ForeignKey(f"{TABLE_NAME}.id", ondelete="SET NULL"))
+    before_value: Mapped[float | None] = mapped_column(Float)
+    after_value: Mapped[float | None] = mapped_column(Float)
+    magnitude_pct: Mapped[float | None] = mapped_column(Float)  # (after - before) / before × 100
+    fingerprint_changes: Mapped[list[str] | None] = mapped_column(JSON)  # fingerprint.differences at the step
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the detector, its settings, p-value, ...
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -44,6 +44,7 @@ from convmixer_tasks.metrics.schema import (
     utcnow,
 )
 from convmixer_tasks.metrics.url import AIRFLOW_CONNECTION_ID, ENV_VAR, mask_url, normalize_url
+from convmixer_tasks.precision import effective_precision
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
@@ -298,9 +299,9 @@ def _check_value(name: str, value: Any) -> Any:
         return _check_status(value)
     if name == "gate_reasons":
         return _check_reasons(value)
-    if name == "evidence":
+    if name in ("evidence", "energy"):
         if not isinstance(value, Mapping):
-            raise MetricsError(f"evidence must be a JSON object (dict), got {type(value).__name__}")
+            raise MetricsError(f"{name} must be a JSON object (dict), got {type(value).__name__}")
         return dict(value)
     if name == "fingerprint":
         return _check_fingerprint(value)
@@ -355,6 +356,8 @@ def _normalise_row(row: MetricsRow | Mapping[str, Any]) -> dict[str, Any]:
             f"status {status!r} needs accuracy but run {values['run_id']} has no top1/top5; "
             f"record status {STATUS_FAILED!r} for a run that did not reach evaluation"
         )
+    if values["precision_mode"] is None:  # part of the key: the mode the backend computes in when none was set
+        values["precision_mode"] = effective_precision(values["backend"], None)
     if values["logical_date"] is None:  # Airflow 3 runs triggered by hand may have no logical date
         values["logical_date"] = values["started_at"] or utcnow()
     return values
@@ -363,8 +366,10 @@ def _normalise_row(row: MetricsRow | Mapping[str, Any]) -> dict[str, Any]:
 # --- writes -------------------------------------------------------------------------------------------------------
 
 
-def _key(run_id: str, batch_size: int, backend: str):
-    return (ValidationRun.run_id == run_id, ValidationRun.batch_size == batch_size, ValidationRun.backend == backend)
+def _key(run_id: str, batch_size: int, backend: str, precision_mode: str | None = None):
+    """The row key's clauses; without ``precision_mode`` it matches every precision of that run × batch size."""
+    clauses = (ValidationRun.run_id == run_id, ValidationRun.batch_size == batch_size, ValidationRun.backend == backend)
+    return clauses if precision_mode is None else (*clauses, ValidationRun.precision_mode == precision_mode)
 
 
 def _dialect_insert(engine: Engine) -> Any:
@@ -402,9 +407,7 @@ def record_runs(url: str, rows: Iterable[MetricsRow | Mapping[str, Any]], *, kee
             session.execute(
                 _upsert(engine, one, now, keep_logical_date=_given(row, "logical_date") is None, keep_gated=keep_gated)
             )
-            row_id = session.scalar(
-                select(ValidationRun.id).where(*_key(one["run_id"], one["batch_size"], one["backend"]))
-            )
+            row_id = session.scalar(select(ValidationRun.id).where(*_key(*(one[name] for name in KEY_COLUMNS))))
             assert row_id is not None, "the upsert just wrote this row"
             ids.append(row_id)
         return ids
