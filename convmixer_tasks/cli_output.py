@@ -28,6 +28,7 @@ COMPACT_COLUMNS = (
     ("top-1 %", "top1"),
     ("top-5 %", "top5"),
     ("img/s", "throughput"),
+    ("J/img", "energy_j_per_image"),
     ("verdict", "status"),
 )
 _MAX_INLINE_ITEMS = 4  # longer lists (latency samples, tool argv) are counted, not printed
@@ -92,7 +93,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, s
 
 
 def rows_table(rows: Sequence[Mapping[str, Any]], ruled: bool = True) -> str:
-    """Metrics rows as the compact table (run, batch size, backend, top-1, top-5, throughput, verdict)."""
+    """Metrics rows as the compact table (run, batch size, backend, top-1, top-5, throughput, J/image, verdict)."""
     header = [title for title, _ in COMPACT_COLUMNS]
     body = [[_cell(row.get(field)) for _, field in COMPACT_COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]

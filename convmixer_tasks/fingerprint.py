@@ -16,6 +16,8 @@ import platform
 from collections.abc import Mapping
 from typing import Any
 
+from convmixer_tasks.quiet import WINDOW_FACTS
+
 # Artifact options and facts that change what is timed (ATC's precision/implmode/AIPP, ORT's provider and threads).
 _ARTIFACT_KEYS = (
     "input_dtype",
@@ -29,8 +31,8 @@ _ARTIFACT_KEYS = (
     "graph_optimization_level",
     "runtime",
 )
-# Measurement conditions kept on the fingerprint dict for the record, but outside the key.
-NOT_KEYED = ("load_before", "load_after", "cores_online")
+# Measurement conditions kept on the fingerprint dict for the record, but outside the key (quiet.BenchmarkWindow's).
+NOT_KEYED = ("cores_online", *WINDOW_FACTS)
 
 
 def cpu_model() -> str | None:
@@ -44,22 +46,18 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (OSError, AttributeError):
-        return None
-
-
 def build(
     backend: str,
     device: str | None,
     toolkit_version: str | None,
     options: Mapping[str, Any] | None = None,
     meta: Mapping[str, Any] | None = None,
+    environment: Mapping[str, str | int | float | None] | None = None,
 ) -> dict[str, Any]:
-    """The fingerprint of a benchmark about to run on this host."""
+    """The fingerprint of a benchmark about to run on this host; ``environment``: what the backend reports of its
+    tools beyond the toolkit (``Backend.environment``: NPU driver, ais_bench build), taken as is."""
     found: dict[str, Any] = {"backend": backend, "device": device, "toolkit_version": toolkit_version}
+    found.update(environment or {})
     for source in (options or {}, meta or {}):
         for key in _ARTIFACT_KEYS:
             value = source.get(key)

@@ -22,6 +22,7 @@ from convmixer_tasks.gate import (
 )
 from convmixer_tasks.precision import ATC_DEFAULT_PRECISION, PRECISION_MODES
 from convmixer_tasks.prepfolder import INPUT_DTYPES
+from convmixer_tasks.quiet import DEFAULT_IDLE_WAIT_S
 from convmixer_tasks.settings import SchedulingSettings
 from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 from convmixer_tasks.variants import VARIANT_NAMES
@@ -150,6 +151,12 @@ def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
             "max_rel_euclidean / max_kl: a breach on any image is a regression (msit compare's defaults). "
             "top1_significance: a top-1 drop beyond top1_tolerance against the previous ok run or the ONNX "
             "reference run regresses only when McNemar's exact p is below it. Keys left out keep their defaults.",
+        ),
+        "benchmark_idle_wait_s": ParamSpec(
+            DEFAULT_IDLE_WAIT_S,
+            {"type": "number", "minimum": 0, "maximum": 3600},
+            "Seconds a busy device (Ascend: AI Core in use or a process on it, per npu-smi) is waited for before it "
+            "is timed anyway; the row then says it was busy.",
         ),
         "benchmark_loop": ParamSpec(
             BENCHMARK_LOOP,

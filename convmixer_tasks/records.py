@@ -189,6 +189,10 @@ class BenchSummary(Record):
     latency_iqr_ms: float | None = None
     measurements: int = 1  # 1 + re-measurements taken because the CV was too high
     fingerprint: dict[str, Any] | None = None  # fingerprint.build on the benchmarking host, with its load
+    # Energy over the kept measurement's window (convmixer_tasks.energy); None with the reason in ``energy``.
+    energy_j_per_image: float | None = None
+    throughput_per_watt: float | None = None  # images/s/W
+    energy: dict[str, Any] | None = None  # source, samples, window, mean W — or why there is none
 
 
 @dataclass(frozen=True)

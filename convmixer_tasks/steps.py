@@ -20,9 +20,11 @@ from typing import Any
 from convmixer_tasks.backends.base import Artifact, CompileOptions, get_backend
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
+from convmixer_tasks.energy import DEFAULT_PERIOD_S as DEFAULT_POWER_PERIOD_S
 from convmixer_tasks.errors import ConfigError, RegressionError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file, to_jsonable
 from convmixer_tasks.precision import check_precision_mode, effective_precision
+from convmixer_tasks.quiet import DEFAULT_IDLE_WAIT_S
 from convmixer_tasks.records import (
     BenchSummary,
     CompiledModel,
@@ -384,23 +386,39 @@ def benchmark_artifact(
     *,
     remeasure: int = 0,
     max_cv_pct: float | None = None,
+    idle_wait_s: float = DEFAULT_IDLE_WAIT_S,
+    power_period_s: float = DEFAULT_POWER_PERIOD_S,
 ) -> BenchSummary:
     """Pure-inference throughput of one artifact, re-measured up to ``remeasure`` times while the per-loop CV is
     above ``max_cv_pct``; the least noisy measurement is kept. Every measurement's samples go to a file, the kept
-    one's (packed) travel with the record."""
-    from convmixer_tasks import fingerprint, throughput
+    one's (packed) travel with the record. Each measurement runs in a ``quiet.BenchmarkWindow`` (busy device waited
+    for up to ``idle_wait_s``, host load and steal, power sampled every ``power_period_s``); the kept one's window
+    goes on the row."""
+    from convmixer_tasks import fingerprint, quiet, throughput
 
     backend = get_backend(compiled.backend, **(settings or {}))
     artifact = _artifact(compiled)
     env = fingerprint.build(
-        compiled.backend, compiled.device, compiled.toolkit_version, compiled.artifact.options, compiled.artifact.meta
+        compiled.backend,
+        compiled.device,
+        compiled.toolkit_version,
+        compiled.artifact.options,
+        compiled.artifact.meta,
+        backend.environment(),
     )
-    env["load_before"] = fingerprint.load_average()
-    tries = throughput.measure_until_quiet(
-        lambda: backend.benchmark(artifact, loop=loop, warmup=BENCH_WARMUP), compiled.batch_size, remeasure, max_cv_pct
-    )
-    env["load_after"] = fingerprint.load_average()
+    windows: dict[int, quiet.BenchmarkWindow] = {}
+
+    def measure() -> Any:
+        with quiet.BenchmarkWindow(backend, idle_wait_s, power_period_s) as window:
+            result = backend.benchmark(artifact, loop=loop, warmup=BENCH_WARMUP)
+        windows[id(result)] = window
+        return result
+
+    tries = throughput.measure_until_quiet(measure, compiled.batch_size, remeasure, max_cv_pct)
     bench, stats = tries.chosen, tries.stats
+    window = windows[id(bench)]
+    env.update(window.facts())
+    power = window.energy(bench.throughput)
     bench_json = WorkLayout(Path(work_dir)).batch_dir(compiled.run_id, compiled.batch_size) / "benchmark.json"
     atomic_write_json(bench_json, {**to_jsonable(bench), "measurements": [to_jsonable(one) for one in tries.all]})
     return BenchSummary(
@@ -420,6 +438,9 @@ def benchmark_artifact(
         latency_iqr_ms=stats.iqr_ms if stats else None,
         measurements=len(tries.all),
         fingerprint=env,
+        energy_j_per_image=power.j_per_image,
+        throughput_per_watt=power.per_watt,
+        energy=power.record,
     )
 
 
@@ -534,6 +555,9 @@ def _throughput_evidence(bench: BenchSummary) -> dict[str, Any]:
         "measurements": bench.measurements,
         "fingerprint": bench.fingerprint,
         "fingerprint_key": fingerprint.key(bench.fingerprint),
+        "energy_j_per_image": bench.energy_j_per_image,
+        "throughput_per_watt": bench.throughput_per_watt,
+        "energy": bench.energy,
     }
 
 
@@ -659,6 +683,7 @@ def benchmark_options(params: Mapping[str, Any]) -> dict[str, Any]:
         "loop": params["benchmark_loop"],
         "remeasure": params["benchmark_remeasure"],
         "max_cv_pct": params["throughput_max_cv_pct"],
+        "idle_wait_s": params.get("benchmark_idle_wait_s", DEFAULT_IDLE_WAIT_S),
     }
 
 

@@ -102,7 +102,8 @@ def db(tmp_path):
     record_runs(url, [
         row("run_a"),
         row("run_b", batch_size=1, backend="ascend", status="regressed", top1=80.0, throughput=9.5,
-            logical_date="2026-03-05T10:00:00+00:00"),
+            logical_date="2026-03-05T10:00:00+00:00", energy_j_per_image=1.6, throughput_per_watt=0.625,
+            energy={"source": "npu-smi info -t power -i 0", "samples": 9, "mean_w": 15.2}),
     ])
     return url
 
@@ -112,12 +113,15 @@ def test_metrics_show_is_a_compact_table_by_default(db, capsys):
     lines = human.splitlines()
     assert lines[0] == "total  2"
     table = lines[lines.index("") + 1 :]
-    assert table[0].split() == ["run", "batch", "backend", "top-1", "%", "top-5", "%", "img/s", "verdict"]
+    assert table[0].split() == ["run", "batch", "backend", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"]
     assert set(table[1]) <= {"-", " "}
-    assert table[2].split() == ["run_b", "1", "ascend", "80.00", "95.62", "9.50", "regressed"]  # newest first
-    assert table[3].split() == ["run_a", "16", "onnxruntime", "81.37", "95.62", "123.46", "ok"]
+    assert table[2].split() == ["run_b", "1", "ascend", "80.00", "95.62", "9.50", "1.60", "regressed"]  # newest first
+    assert table[3].split() == ["run_a", "16", "onnxruntime", "81.37", "95.62", "123.46", "-", "ok"]
     assert [r["run_id"] for r in data["rows"]] == ["run_b", "run_a"] and data["total"] == 2
     assert data["rows"][1]["throughput"] == 123.456
+    energy = data["rows"][0]
+    assert (energy["energy_j_per_image"], energy["throughput_per_watt"]) == (1.6, 0.625)
+    assert energy["energy"] == {"source": "npu-smi info -t power -i 0", "samples": 9, "mean_w": 15.2}
     plain = call(capsys, "metrics-show", "--url", db, "-o", "plain").splitlines()
     assert plain[2:] == [table[0], *table[2:]]  # the same table without the rule under the header
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import glob
+import json
 import logging
 import os
 import re
@@ -43,10 +44,12 @@ from convmixer_tasks.backends.aisbench_format import (
 )
 from convmixer_tasks.backends.aisbench_progress import AisBenchProgress
 from convmixer_tasks.backends.cann_env import SET_ENV_SETTING, UNKNOWN_VERSION, CannEnv, file_identity, load_cann_env
+from convmixer_tasks.energy import KIND_POWER, PowerSource, PowerUnavailable
 from convmixer_tasks.errors import BackendError, CompileError, ConfigError, ToolMissingError
 from convmixer_tasks.onnxgraph import graph_inputs
 from convmixer_tasks.prepfolder import input_shape
 from convmixer_tasks.progress import working
+from convmixer_tasks.quiet import DeviceState
 from convmixer_tasks.variants import INPUT
 
 ATC_SUCCESS_LINE = "ATC run success, welcome to the next use."
@@ -59,6 +62,33 @@ SOC_EXAMPLES = "Ascend310P3, Ascend910B3, Ascend310B1, Ascend910A, Ascend910_939
 NPU_ROW_RE = re.compile(r"^\|\s*(\d+)\s+(\S+)\s+\|\s*(\w+)")
 NPU_NAME_RE = re.compile(r"^\d{3}[A-Za-z0-9_-]*$")
 HEALTHY = "OK"
+# `npu-smi info -t <type> -i <npu>` prints "\t<name padded to 30> : <value>" lines.
+NPU_SMI_VALUE_RE = re.compile(r"^\s*(\S[^:]*?)\s*:\s*(.*?)\s*$")
+# Real-time readings only: 310/310B print "Rated Power Dissipation(W)", a rating, not a measurement.
+POWER_LABELS = ("NPU Real-time Power(W)", "Power Dissipation(W)")
+AICORE_USAGE = "Aicore Usage Rate(%)"
+# Header of `npu-smi info`: "| npu-smi 23.0.6   Version: 23.0.6 |" — the second is the driver's version.
+DRIVER_VERSION_RE = re.compile(r"\bVersion:\s*(\S+)")
+# Process table rows of `npu-smi info`: | NPU  Chip | Process id | Process name | Process memory(MB) |
+PROCESS_ROW_RE = re.compile(r"^\|\s*(\d+)\s+(\d+)\s*\|\s*(\d+)\s*\|\s*(.*?)\s*\|\s*(\d+)")
+# `npu-smi info -m` rows: NPU ID, Chip ID, Chip Logic ID (the device id ACL and ais_bench use, "-" for the MCU), Name.
+CHIP_MAP_RE = re.compile(r"^\s*(\d+)\s+(\d+)\s+(\d+|-)\s+(\S.*?)\s*$")
+NPU_SMI_TIMEOUT_S = 30
+# Run by the ais_bench interpreter: its version (every upstream build says 0.0.2) and a digest of its Python files,
+# which is what tells two builds apart.
+AIS_BENCH_IDENTITY_PROBE = """
+import hashlib, importlib.metadata as metadata, importlib.util, json, pathlib
+spec = importlib.util.find_spec("ais_bench")
+root = pathlib.Path(spec.submodule_search_locations[0])
+digest = hashlib.sha256()
+for path in sorted(root.rglob("*.py")):
+    digest.update(path.relative_to(root).as_posix().encode() + b"\\0" + path.read_bytes())
+try:
+    version = metadata.version("ais_bench")
+except metadata.PackageNotFoundError:
+    version = None
+print(json.dumps({"version": version, "sha256": digest.hexdigest()}))
+"""
 # The only --op_select_implmode values ATC accepts together with --optypelist_for_implmode.
 OPTYPELIST_IMPLMODES = ("high_performance", "high_precision")
 PERF_DIRNAME = "perf"
@@ -151,6 +181,66 @@ def soc_from_chips(chips: Sequence[NpuChip]) -> str:
         raise BackendError("`npu-smi info` listed no NPU; check the driver (npu-smi info) or pass --soc-version")
     listed = ", ".join(f"NPU {c.npu_id} {c.name} {c.health}" for c in chips)
     raise BackendError(f"`npu-smi info` lists no healthy NPU ({listed}); fix the device or pass --soc-version")
+
+
+def npu_smi_values(text: str) -> dict[str, str]:
+    """``name: value`` of an ``npu-smi info -t <type>`` answer (for one chip; the first of a name wins)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        match = NPU_SMI_VALUE_RE.match(line)
+        if match:
+            values.setdefault(match.group(1), match.group(2))
+    return values
+
+
+def parse_power(text: str) -> float:
+    """Watts from ``npu-smi info -t power``; PowerUnavailable when it shows none (NA, or only a rated figure)."""
+    values = npu_smi_values(text)
+    for label in POWER_LABELS:
+        if label in values:
+            try:
+                watts = float(values[label])
+            except ValueError:
+                raise PowerUnavailable(f"npu-smi shows {label} = {values[label]!r}, not a number") from None
+            if watts < 0:
+                raise PowerUnavailable(f"npu-smi shows a negative {label} ({watts})")
+            return watts
+    shown = ", ".join(name for name in values if "Power" in name) or "no power line"
+    raise PowerUnavailable(f"npu-smi shows no real-time power ({shown}); expected one of {', '.join(POWER_LABELS)}")
+
+
+def parse_chip_map(text: str) -> dict[int, tuple[int, int]]:
+    """``npu-smi info -m``: device (chip logic) id → (NPU id, chip id); MCU rows (logic id "-") left out."""
+    found: dict[int, tuple[int, int]] = {}
+    for line in text.splitlines():
+        match = CHIP_MAP_RE.match(line)
+        if match and match.group(3) != "-":
+            found[int(match.group(3))] = (int(match.group(1)), int(match.group(2)))
+    return found
+
+
+def parse_processes(text: str) -> list[tuple[int, int, int, str, int]]:
+    """(NPU, chip, pid, name, memory MB) rows of the process table of ``npu-smi info``."""
+    rows = []
+    in_processes = False
+    for line in text.splitlines():
+        if "Process id" in line:
+            in_processes = True
+            continue
+        match = PROCESS_ROW_RE.match(line) if in_processes else None
+        if match:
+            npu, chip, pid, name, memory = match.groups()
+            rows.append((int(npu), int(chip), int(pid), name, int(memory)))
+    return rows
+
+
+def parse_driver_version(text: str) -> str | None:
+    """The driver version from the header of ``npu-smi info`` (None when the header is not there)."""
+    for line in text.splitlines()[:5]:
+        match = DRIVER_VERSION_RE.search(line)
+        if match:
+            return match.group(1)
+    return None
 
 
 # --- ATC ----------------------------------------------------------------------------------------------------------
@@ -441,6 +531,7 @@ class AscendBackend(base.Backend):
         self.ais_bench_timeout_s = ais_bench_timeout_s
         self._cann: CannEnv | None = None
         self._ais_bench_checked = False
+        self._location: tuple[int, int] | None = None
 
     # -- environment and tools --
 
@@ -516,14 +607,83 @@ class AscendBackend(base.Backend):
             self._ais_bench_checked = True
         return [python, "-m", "ais_bench"]
 
-    def npu_chips(self) -> list[NpuChip]:
-        run = self.run_tool([self.tool("npu-smi", INSTALL_NPU_SMI), "info"], 120)
+    def npu_smi(self, *args: str) -> str:
+        """The output of ``npu-smi <args>``; BackendError naming the command when it fails."""
+        run = self.run_tool([self.tool("npu-smi", INSTALL_NPU_SMI), *args], NPU_SMI_TIMEOUT_S)
         if run.returncode != 0:
             raise BackendError(
-                f"`npu-smi info` failed with status {run.returncode}: {run.output.strip()[-500:]}; "
+                f"`npu-smi {' '.join(args)}` failed with status {run.returncode}: {run.output.strip()[-500:]}; "
                 "check the NPU driver (is the device visible in this container?)"
             )
-        return parse_npu_smi_info(run.output)
+        return run.output
+
+    def npu_chips(self) -> list[NpuChip]:
+        return parse_npu_smi_info(self.npu_smi("info"))
+
+    def npu_location(self) -> tuple[int, int]:
+        """(NPU id, chip id) of ``device_id``: npu-smi's -i/-c take those, not the device id (``npu-smi info -m``)."""
+        if self._location is None:
+            chips = parse_chip_map(self.npu_smi("info", "-m"))
+            if self.device_id not in chips:
+                raise BackendError(
+                    f"device {self.device_id} is not in `npu-smi info -m` (devices {sorted(chips)}); pick one of "
+                    "those (--device)"
+                )
+            self._location = chips[self.device_id]
+        return self._location
+
+    def device_state(self) -> DeviceState:
+        """Busy when the chip's AI Core is in use or its process table lists a process; unknown (not busy, said so)
+        when npu-smi cannot tell."""
+        try:
+            npu, chip = self.npu_location()
+            processes = [row for row in parse_processes(self.npu_smi("info")) if row[:2] == (npu, chip)]
+            usage = npu_smi_values(self.npu_smi("info", "-t", "usages", "-i", str(npu), "-c", str(chip)))
+        except BackendError as exc:
+            return DeviceState(busy=False, detail=f"npu-smi could not tell whether the device is idle: {exc}", known=False)
+        aicore = usage.get(AICORE_USAGE)
+        try:
+            aicore_pct = float(aicore) if aicore is not None else None
+        except ValueError:
+            aicore_pct = None
+        parts = [] if aicore_pct in (None, 0) else [f"AI Core {aicore_pct:g} %"]
+        parts += [f"process {pid} {name} ({memory} MB)" for _, _, pid, name, memory in processes]
+        if aicore_pct is None:
+            parts.append(f"npu-smi showed no {AICORE_USAGE} ({aicore!r})")
+        busy = bool(processes) or bool(aicore_pct)
+        return DeviceState(busy=busy, detail=f"NPU {npu} chip {chip}: " + ("; ".join(parts) or "idle"))
+
+    def power_source(self) -> PowerSource:
+        """``npu-smi info -t power -i <npu>``: the card's real-time power, the reading ais_bench's
+        --energy_consumption takes (on a 310P card the NPU chip itself has none, only the card's MCU)."""
+        try:
+            npu, _ = self.npu_location()
+        except (BackendError, ToolMissingError) as exc:
+            raise PowerUnavailable(str(exc)) from exc
+        argv = [self.tool("npu-smi", INSTALL_NPU_SMI), "info", "-t", "power", "-i", str(npu)]
+
+        def read() -> float:
+            run = self.run_tool(argv, NPU_SMI_TIMEOUT_S)
+            if run.returncode != 0:
+                raise PowerUnavailable(f"failed with status {run.returncode}: {run.output.strip()[-300:]}")
+            return parse_power(run.output)
+
+        return PowerSource(name=f"npu-smi info -t power -i {npu}", kind=KIND_POWER, read=read)
+
+    def environment(self) -> dict[str, str | int | float | None]:
+        """The NPU driver (npu-smi's header) and the ais_bench build (version + digest of its files)."""
+        return {"npu_driver_version": parse_driver_version(self.npu_smi("info")), "ais_bench": self.ais_bench_identity()}
+
+    def ais_bench_identity(self) -> str:
+        python = self.ais_bench_command()[0]
+        run = self.run_tool([python, "-c", AIS_BENCH_IDENTITY_PROBE], 120)
+        try:
+            found = json.loads(run.output.strip().splitlines()[-1]) if run.returncode == 0 else None
+        except (ValueError, IndexError):
+            found = None
+        if not isinstance(found, dict):
+            raise BackendError(f"cannot identify the ais_bench build with {python}: {run.output.strip()[-300:]}")
+        return f"{found.get('version') or 'unknown version'} sha256:{str(found.get('sha256'))[:16]}"
 
     def soc_version(self) -> str:
         return soc_from_chips(self.npu_chips())

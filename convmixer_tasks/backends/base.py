@@ -184,6 +184,27 @@ class Backend(ABC):
     @abstractmethod
     def benchmark(self, artifact: Artifact, loop: int = 100, warmup: int = 5) -> BenchResult: ...
 
+    # -- what a measurement records beside its figures (quiet.BenchmarkWindow, fingerprint.build) --
+
+    def environment(self) -> dict[str, str | int | float | None]:
+        """Tool facts the figures depend on beyond ``describe()`` (e.g. the NPU driver); flat, for the fingerprint."""
+        return {}
+
+    def device_state(self) -> Any:
+        """``quiet.DeviceState`` of the device about to be timed, or None when the backend cannot see its activity."""
+        return None
+
+    def host_cores_used(self) -> int:
+        """Host cores a benchmark keeps busy (the load average above it means others competed)."""
+        return 1
+
+    def power_source(self) -> Any:
+        """The ``energy.PowerSource`` that measures what a benchmark draws; ``energy.PowerUnavailable`` (why) if none.
+        A CPU-bound backend reads the host's RAPL counters."""
+        from convmixer_tasks.energy import rapl_source
+
+        return rapl_source()
+
 
 def get_backend(name: str, **settings: Any) -> Backend:
     """The backend called ``name``; ``settings`` go to its constructor (e.g. ``device_id`` for ascend)."""

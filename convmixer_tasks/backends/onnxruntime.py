@@ -98,6 +98,16 @@ class OnnxRuntimeBackend(base.Backend):
     def describe(self) -> base.DeviceInfo:
         return self.device_info
 
+    def host_cores_used(self) -> int:
+        return self.threads if self.provider == "cpu" else 1
+
+    def power_source(self) -> Any:
+        if self.provider == "cpu":
+            return super().power_source()
+        from convmixer_tasks.energy import PowerUnavailable
+
+        raise PowerUnavailable(f"no power reader for the {PROVIDERS[self.provider]} device (only RAPL, on CPU)")
+
     @property
     def runtime(self) -> str:
         """What an optimised model is tied to: ORT version, provider and device."""

@@ -1,0 +1,194 @@
+"""Measure on a quiet device, and say so when it was not.
+
+Before timing, a backend that can see its device's activity (Ascend: AI Core usage and the process table of
+``npu-smi``) is asked whether the device is idle; a busy one is waited for (bounded by ``idle_wait_s``). If it is
+still busy the benchmark runs anyway and the row says so — a busy device is never timed silently. On the host the
+window records the load average (before, after, and the highest seen while sampling) and the CPU steal time from
+``/proc/stat`` deltas, and flags the row when the load exceeded the cores the benchmark used.
+
+``BenchmarkWindow`` wraps the benchmark call: it does the device check, starts the host counters and the energy
+sampler (``convmixer_tasks.energy``), and afterwards gives the flat facts for the row's fingerprint (outside its key:
+they describe the measurement, not the environment) and the energy figures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from convmixer_tasks import energy
+from convmixer_tasks.errors import ConfigError
+
+DEFAULT_IDLE_WAIT_S = 60.0  # how long a busy device is waited for before it is timed anyway (and flagged)
+IDLE_POLL_S = 2.0
+PROC_STAT = Path("/proc/stat")
+# The fingerprint entries this window adds (all outside the fingerprint's key).
+WINDOW_FACTS = (
+    "load_before",
+    "load_after",
+    "load_max",
+    "cpu_steal_pct",
+    "cores_used",
+    "host_overloaded",
+    "device_busy",
+    "device_wait_s",
+)
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    busy: bool
+    detail: str  # e.g. "AI Core 87 %; process 48213 python3 (2048 MB)", or "idle"
+    known: bool = True  # False: the backend could not tell (not waited for; the row says it was not checked)
+
+
+def wait_until_idle(
+    state: DeviceState,
+    check: Callable[[], DeviceState],
+    max_wait_s: float,
+    poll_s: float = IDLE_POLL_S,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[DeviceState, float]:
+    """From the first ``state``, poll ``check`` until the device is idle or ``max_wait_s`` has passed; the last
+    state and the seconds waited."""
+    if isinstance(max_wait_s, bool) or not isinstance(max_wait_s, (int, float)) or max_wait_s < 0:
+        raise ConfigError(f"idle wait must be a number of seconds >= 0, got {max_wait_s!r} (benchmark_idle_wait_s)")
+    began = clock()
+    while state.busy:
+        waited = clock() - began
+        if waited >= max_wait_s:
+            break
+        sleep(min(poll_s, max_wait_s - waited))
+        state = check()
+    return state, round(clock() - began, 3)
+
+
+def cpu_times(path: Path = PROC_STAT) -> tuple[int, int] | None:
+    """(steal, total) jiffies of the aggregate ``cpu`` line of /proc/stat; None where there is no such file.
+
+    Total is user+nice+system+idle+iowait+irq+softirq+steal (guest time is already inside user/nice)."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            for line in handle:
+                fields = line.split()
+                if fields and fields[0] == "cpu":
+                    counters = [int(value) for value in fields[1:9]]
+                    counters += [0] * (8 - len(counters))
+                    return counters[7], sum(counters)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Percent of the CPU time between two ``cpu_times`` reads that the hypervisor gave to other guests."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 2)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable threads, the benchmark's own included)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+class BenchmarkWindow:
+    """``with BenchmarkWindow(backend, ...) as window: <benchmark>``; then ``window.facts()`` and
+    ``window.energy(throughput)``.
+
+    ``backend`` may offer ``device_state() -> DeviceState | None``, ``power_source() -> energy.PowerSource``
+    (raising ``energy.PowerUnavailable``) and ``host_cores_used() -> int`` (see ``backends.base.Backend``).
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        idle_wait_s: float = DEFAULT_IDLE_WAIT_S,
+        power_period_s: float = energy.DEFAULT_PERIOD_S,
+        proc_stat: Path = PROC_STAT,
+    ) -> None:
+        self.backend = backend
+        self.idle_wait_s = idle_wait_s
+        self.power_period_s = power_period_s
+        self.proc_stat = proc_stat
+        self.device: DeviceState | None = None
+        self.device_wait_s: float | None = None
+        self.sampler: energy.PowerSampler | None = None
+        self.no_power: str | None = None
+        self.power_source_name: str | None = None
+        self._loads: list[float] = []
+        self._cpu_before: tuple[int, int] | None = None
+        self._cpu_after: tuple[int, int] | None = None
+        self._load_before: float | None = None
+        self._load_after: float | None = None
+
+    def __enter__(self) -> BenchmarkWindow:
+        first = self.backend.device_state()
+        if first is not None:
+            self.device, self.device_wait_s = wait_until_idle(first, self.backend.device_state, self.idle_wait_s)
+        try:
+            source = self.backend.power_source()
+        except energy.PowerUnavailable as exc:
+            self.no_power = str(exc)
+        else:
+            self.power_source_name = source.name
+            self.sampler = energy.PowerSampler(source, self.power_period_s)
+        self._load_before = load_average()
+        self._cpu_before = cpu_times(self.proc_stat)
+        if self.sampler is not None:
+            self.sampler.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+        self._cpu_after = cpu_times(self.proc_stat)
+        self._load_after = load_average()
+
+    def facts(self) -> dict[str, Any]:
+        """Flat entries for the row's fingerprint (see WINDOW_FACTS)."""
+        loads = [load for load in (self._load_before, self._load_after) if load is not None]
+        load_max = max(loads) if loads else None
+        cores = self.backend.host_cores_used()
+        overloaded = None
+        if load_max is not None and cores and load_max > cores:
+            overloaded = f"load average {load_max:g} > {cores} core(s) the benchmark used"
+        busy = None
+        if self.device is not None and not self.device.known:
+            busy = f"not checked: {self.device.detail}"
+        elif self.device is not None and self.device.busy:
+            busy = f"{self.device.detail} (still busy after waiting {self.device_wait_s:g} s; timed anyway)"
+        return {
+            "load_before": self._load_before,
+            "load_after": self._load_after,
+            "load_max": load_max,
+            "cpu_steal_pct": steal_pct(self._cpu_before, self._cpu_after),
+            "cores_used": cores,
+            "host_overloaded": overloaded,
+            "device_busy": busy,
+            "device_wait_s": self.device_wait_s,
+        }
+
+    def energy(self, throughput: float | None) -> energy.EnergyFigures:
+        if self.sampler is None:
+            return energy.none(self.no_power or "no power source", None)
+        return self.sampler.figures(throughput)
+
+
+def warnings(fingerprint: dict[str, Any] | None) -> list[str]:
+    """One line per condition that makes a row's throughput suspect (for a verdict's reasons)."""
+    fingerprint = fingerprint or {}
+    lines = []
+    if fingerprint.get("device_busy"):
+        lines.append(f"measured on a busy device: {fingerprint['device_busy']}")
+    if fingerprint.get("host_overloaded"):
+        lines.append(f"measured on a loaded host: {fingerprint['host_overloaded']}")
+    return lines
