@@ -14,6 +14,8 @@ from scipy import stats
 
 from convmixer_tasks import fingerprint, metrics
 from convmixer_tasks import throughput as tp
+from convmixer_tasks.backends import base
+from convmixer_tasks.energy import PowerUnavailable
 from convmixer_tasks.errors import ConfigError, MetricsError
 from convmixer_tasks.metrics import store
 from tests.test_metrics import downgrade, empty_url, insert_raw, make_row, read_old, version_rows  # noqa: F401
@@ -146,6 +148,14 @@ class ScriptedBench:
 
     def __init__(self, scripts):
         self.scripts, self.calls = list(scripts), 0
+
+    # What a measurement records beside its figures: the interface's defaults, and no power reading.
+    environment = base.Backend.environment
+    device_state = base.Backend.device_state
+    host_cores_used = base.Backend.host_cores_used
+
+    def power_source(self):
+        raise PowerUnavailable("scripted benchmark: no power reader")
 
     def benchmark(self, artifact, loop, warmup):
         from convmixer_tasks.backends import aisbench_format, base

@@ -1,0 +1,293 @@
+"""Quiet device and energy per image: the integration against hand-computed values, RAPL on a fake sysfs tree, the
+idle wait, host load/steal flags, and the Ascend backend's npu-smi readings through the tool doubles."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from convmixer_tasks import energy, fingerprint, quiet
+from convmixer_tasks.errors import ConfigError
+from tests.ascend_doubles import ascend_doubles, write_tiny_onnx  # noqa: F401 (fixture)
+
+
+def scripted_clock(*times: float):
+    ticks = iter(times)
+    return lambda: next(ticks)
+
+
+class Constant:
+    """A power source read in a test: each read returns the next scripted value (a test double)."""
+
+    def __init__(self, *values):
+        self.values = itertools.chain(values, itertools.repeat(values[-1]))
+
+    def __call__(self):
+        value = next(self.values)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+# --- integration ---------------------------------------------------------------------------------------------------
+
+def test_power_is_integrated_over_the_window_with_interpolated_edges():
+    # Samples (s, W): (0,10) (1,20) (2,20) (4,40); window [0.5, 3]: the power is 15 at 0.5 and 30 at 3, so
+    # 0.5*(15+20)/2 + 1*(20+20)/2 + 1*(20+30)/2 = 8.75 + 20 + 25 = 53.75 J.
+    assert energy.integrate_power([0, 1, 2, 4], [10, 20, 20, 40], 0.5, 3.0) == pytest.approx(53.75, abs=1e-12)
+    assert energy.integrate_power([0, 4], [10, 10], 0.0, 4.0) == pytest.approx(40.0, abs=1e-12)
+    with pytest.raises(ValueError, match="positive length"):
+        energy.integrate_power([0, 1], [1, 1], 1.0, 1.0)
+    with pytest.raises(ValueError, match="at least two"):
+        energy.integrate_power([0], [1], 0.0, 1.0)
+
+
+def test_counter_deltas_sum_across_a_wrap():
+    # zone 0: +100, then 200 → 50 wraps at 1000: +850; zone 1: +5 +10. 965 µJ in all.
+    assert energy.counter_joules([(100, 5), (200, 10), (50, 20)], (1000, 1000)) == pytest.approx(965e-6, abs=1e-15)
+
+
+def test_sampler_figures_from_a_scripted_trace():
+    source = energy.PowerSource("scripted", energy.KIND_POWER, Constant(10.0, 20.0, 20.0, 40.0))
+    sampler = energy.PowerSampler(source, period_s=60, clock=scripted_clock(0.0, 0.5, 1.0, 2.0, 3.0, 4.0))
+    sampler.start()  # reads at 0, window opens at 0.5; the thread's first tick is 60 s away
+    sampler.sample_once()  # 1.0
+    sampler.sample_once()  # 2.0
+    sampler.stop()  # window closes at 3.0, last read at 4.0
+    figures = sampler.figures(throughput=1000.0)
+    assert figures.record["energy_j"] == pytest.approx(53.75) and figures.record["samples"] == 4
+    assert figures.record["window_s"] == pytest.approx(2.5) and figures.record["mean_w"] == pytest.approx(21.5)
+    assert figures.j_per_image == pytest.approx(21.5 / 1000.0)
+    assert figures.per_watt == pytest.approx(1000.0 / 21.5)
+
+
+def test_a_failed_read_discards_the_trace_and_says_why():
+    source = energy.PowerSource("scripted", energy.KIND_POWER, Constant(10.0, energy.PowerUnavailable("device gone")))
+    sampler = energy.PowerSampler(source, period_s=60, clock=scripted_clock(0.0, 0.5, 1.0, 2.0))
+    sampler.start()
+    sampler.stop()
+    figures = sampler.figures(throughput=100.0)
+    assert figures.j_per_image is None and figures.per_watt is None
+    assert figures.record == {"source": "scripted", "reason": "scripted: device gone"}
+
+
+def test_sampler_really_samples_in_the_background():
+    source = energy.PowerSource("steady", energy.KIND_POWER, Constant(5.0))
+    sampler = energy.PowerSampler(source, period_s=0.01)
+    sampler.start()
+    import time
+
+    time.sleep(0.2)
+    sampler.stop()
+    figures = sampler.figures(throughput=50.0)
+    assert figures.record["samples"] > 3 and figures.record["mean_w"] == pytest.approx(5.0)
+    assert figures.per_watt == pytest.approx(10.0)
+
+
+# --- RAPL ----------------------------------------------------------------------------------------------------------
+
+def fake_powercap(root: Path, zones: dict[str, tuple[int, int]]) -> Path:
+    for name, (energy_uj, wraps) in zones.items():
+        zone = root / name
+        zone.mkdir(parents=True)
+        (zone / "energy_uj").write_text(f"{energy_uj}\n")
+        (zone / "max_energy_range_uj").write_text(f"{wraps}\n")
+        (zone / "name").write_text("core\n" if name.count(":") == 2 else f"package-{name[-1]}\n")
+    return root
+
+
+def test_rapl_reads_the_packages_and_handles_a_wrap(tmp_path):
+    root = fake_powercap(tmp_path, {"intel-rapl:0": (999_000_000, 1_000_000_000), "intel-rapl:0:0": (5, 10),
+                                    "intel-rapl:1": (10_000_000, 2_000_000_000)})
+    source = energy.rapl_source(root)
+    assert source.kind == energy.KIND_COUNTER and source.wraps_at == (1_000_000_000, 2_000_000_000)
+    assert source.name == "RAPL intel-rapl:0 (package-0), intel-rapl:1 (package-1)"  # the core sub-zone is inside
+    sampler = energy.PowerSampler(source, period_s=60, clock=scripted_clock(0.0, 0.0, 2.0, 2.0))
+    sampler.start()
+    (root / "intel-rapl:0" / "energy_uj").write_text("3000000\n")  # wrapped: +1 J +3 J
+    (root / "intel-rapl:1" / "energy_uj").write_text("16000000\n")  # +6 J
+    sampler.stop()
+    figures = sampler.figures(throughput=20.0)
+    assert figures.record["energy_j"] == pytest.approx(10.0) and figures.record["mean_w"] == pytest.approx(5.0)
+    assert figures.j_per_image == pytest.approx(0.25) and "other processes" in figures.record["note"]
+
+
+def test_rapl_unreadable_or_absent_says_why(tmp_path, monkeypatch):
+    with pytest.raises(energy.PowerUnavailable, match="no RAPL package zone under"):
+        energy.rapl_source(tmp_path)
+    root = fake_powercap(tmp_path / "pc", {"intel-rapl:0": (1, 10)})
+    real_read = Path.read_text
+
+    def root_only(self, *args, **kwargs):
+        if self.name == "energy_uj":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", root_only)
+    with pytest.raises(energy.PowerUnavailable, match=r"not readable by this user .*energy_uj; root-only"):
+        energy.rapl_source(root)
+
+
+# --- quiet: idle wait, load, steal -----------------------------------------------------------------------------------
+
+def test_a_busy_device_is_waited_for_then_timed_anyway():
+    busy, idle = quiet.DeviceState(True, "AI Core 87 %"), quiet.DeviceState(False, "idle")
+    slept = []
+    states = iter([busy, idle])
+    state, waited = quiet.wait_until_idle(busy, lambda: next(states), 10, poll_s=2,
+                                          clock=scripted_clock(0, 0, 2, 4, 4), sleep=slept.append)
+    assert state == idle and waited == 4 and slept == [2, 2]
+    state, waited = quiet.wait_until_idle(busy, lambda: busy, 3, poll_s=2, clock=scripted_clock(0, 0, 2, 3, 3),
+                                          sleep=slept.append)
+    assert state.busy and waited == 3 and slept[2:] == [2, 1]  # bounded: the last sleep is what was left
+    with pytest.raises(ConfigError, match="benchmark_idle_wait_s"):
+        quiet.wait_until_idle(busy, lambda: busy, -1)
+
+
+def test_cpu_steal_from_proc_stat_deltas(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 10 0 0 40 7 0\ncpu0 50 0 25 400 5 0 0 20 0 0\n")
+    before = quiet.cpu_times(stat)
+    stat.write_text("cpu  200 0 100 1500 10 0 0 190 9 0\n")
+    after = quiet.cpu_times(stat)
+    assert before == (40, 1000) and after == (190, 2000)  # guest (7, 9) is inside user already
+    assert quiet.steal_pct(before, after) == 15.0
+    assert quiet.cpu_times(tmp_path / "none") is None and quiet.steal_pct(None, after) is None
+
+
+class HostOnly:
+    """A CPU-bound backend for the window (a test double): no device to check, no power reader, two cores."""
+
+    def device_state(self):
+        return None
+
+    def power_source(self):
+        raise energy.PowerUnavailable("no RAPL here")
+
+    def host_cores_used(self):
+        return 2
+
+
+def test_window_flags_a_load_above_the_cores_used_and_keeps_it_out_of_the_key(tmp_path, monkeypatch):
+    loads = iter([1.5, 3.25])
+    monkeypatch.setattr(quiet, "load_average", lambda: next(loads))
+    stat = tmp_path / "stat"
+    stat.write_text("cpu 10 0 0 90 0 0 0 0\n")
+    with quiet.BenchmarkWindow(HostOnly(), proc_stat=stat) as window:
+        stat.write_text("cpu 60 0 0 130 0 0 0 10\n")
+    facts = window.facts()
+    assert facts == {
+        "load_before": 1.5, "load_after": 3.25, "load_max": 3.25, "cpu_steal_pct": 10.0, "cores_used": 2,
+        "host_overloaded": "load average 3.25 > 2 core(s) the benchmark used", "device_busy": None,
+        "device_wait_s": None,
+    }
+    assert quiet.warnings(facts) == ["measured on a loaded host: load average 3.25 > 2 core(s) the benchmark used"]
+    assert window.energy(100.0) == energy.none("no RAPL here")
+    base = {"backend": "onnxruntime", "toolkit_version": "onnxruntime 1.22.0"}
+    assert fingerprint.key({**base, **facts}) == fingerprint.key(base)
+
+
+# --- Ascend: npu-smi readings through the doubles -------------------------------------------------------------------
+
+def test_ascend_power_trace_is_integrated_exactly(ascend_doubles, tmp_path):
+    trace = tmp_path / "power.txt"
+    trace.write_text("10\n20\n20\n40\n")
+    ascend_doubles.mode(NPU_SMI_DOUBLE_POWER_TRACE=str(trace))
+    source = ascend_doubles.backend(device_id=1).power_source()
+    assert source.name == "npu-smi info -t power -i 1" and source.kind == energy.KIND_POWER
+    sampler = energy.PowerSampler(source, period_s=60, clock=scripted_clock(0.0, 0.5, 1.0, 2.0, 3.0, 4.0))
+    sampler.start()
+    sampler.sample_once()
+    sampler.sample_once()
+    sampler.stop()
+    assert [watts for _, watts in sampler.samples] == [10.0, 20.0, 20.0, 40.0]
+    figures = sampler.figures(throughput=500.0)
+    assert figures.record["energy_j"] == pytest.approx(53.75) and figures.j_per_image == pytest.approx(21.5 / 500)
+
+
+@pytest.mark.parametrize("chip, power, reason", [
+    ("310P3", "unsupported", r"failed with status 193: Failed to execute npu-smi info\. ret is -8255\."),
+    ("910B3", "na", r"npu-smi shows NPU Real-time Power\(W\) = 'NA', not a number"),
+])
+def test_ascend_power_that_cannot_be_read_leaves_energy_empty_with_the_reason(ascend_doubles, chip, power, reason):
+    ascend_doubles.mode(NPU_SMI_DOUBLE_CHIP=chip, NPU_SMI_DOUBLE_POWER=power)
+    sampler = energy.PowerSampler(ascend_doubles.backend().power_source(), period_s=60)
+    sampler.start()
+    sampler.stop()
+    figures = sampler.figures(throughput=500.0)
+    assert figures.j_per_image is None and figures.per_watt is None
+    assert figures.record["source"] == "npu-smi info -t power -i 0"
+    assert figures.record["reason"].startswith("npu-smi info -t power -i 0: ")
+    import re
+
+    assert re.search(reason, figures.record["reason"])
+
+
+def test_ascend_rated_power_is_not_a_reading():
+    from convmixer_tasks.backends import ascend
+
+    assert ascend.parse_power("\tNPU Real-time Power(W)         : 93.6\n") == 93.6
+    with pytest.raises(energy.PowerUnavailable, match=r"no real-time power \(Rated Power Dissipation\(W\)\)"):
+        ascend.parse_power("\tRated Power Dissipation(W)     : 8.0\n")
+
+
+@pytest.mark.parametrize("mode, busy, detail", [
+    ("ok", False, "NPU 0 chip 0: idle"),
+    ("busy", True, "NPU 0 chip 0: AI Core 87 %; process 48213 python3 (2048 MB)"),
+])
+def test_ascend_device_state_from_usages_and_process_table(ascend_doubles, mode, busy, detail):
+    ascend_doubles.mode(NPU_SMI_DOUBLE_MODE=mode)
+    assert ascend_doubles.backend().device_state() == quiet.DeviceState(busy, detail)
+    assert ascend_doubles.backend(device_id=1).device_state() == quiet.DeviceState(False, "NPU 1 chip 0: idle")
+
+
+def test_ascend_device_state_unknown_when_npu_smi_fails(ascend_doubles):
+    ascend_doubles.mode(NPU_SMI_DOUBLE_MODE="driver_error")
+    state = ascend_doubles.backend().device_state()
+    assert not state.busy and not state.known and "dcmi model initialized failed" in state.detail
+
+
+def test_ascend_environment_names_driver_and_ais_bench_build(ascend_doubles):
+    import hashlib
+
+    ascend_doubles.mode(NPU_SMI_DOUBLE_DRIVER_VERSION="24.1.rc2")
+    found = ascend_doubles.backend().environment()
+    package = Path(__file__).parent / "doubles" / "ais_bench"
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    # The double is not an installed distribution: no version, but its files still tell the build apart.
+    assert found == {"npu_driver_version": "24.1.rc2", "ais_bench": f"unknown version sha256:{digest.hexdigest()[:16]}"}
+
+
+def ascend_compiled(doubles, tmp_path):
+    from convmixer_tasks.records import CompiledModel
+
+    backend = doubles.backend()
+    artifact = backend.compile(write_tiny_onnx(tmp_path / "tiny.onnx"), 2, tmp_path / "cache")
+    info = backend.describe()
+    return CompiledModel(run_id="r1", batch_size=2, backend="ascend", artifact=artifact, device=info.device,
+                         toolkit_version=info.toolkit_version, cached=False)
+
+
+def test_benchmark_step_records_energy_fingerprint_and_busy_device(ascend_doubles, tmp_path):
+    from convmixer_tasks import steps
+
+    # Constant 12.5 W and 4 ms per batch of 2 (500 images/s): 0.025 J per image and 40 images/s/W, exactly.
+    ascend_doubles.mode(NPU_SMI_DOUBLE_POWER="12.5", AIS_BENCH_DOUBLE_FIXED_MS="4.0", NPU_SMI_DOUBLE_MODE="busy")
+    compiled = ascend_compiled(ascend_doubles, tmp_path)
+    settings = {"cann_set_env": str(ascend_doubles.set_env)}
+    summary = steps.benchmark_artifact(compiled, 3, tmp_path / "work", settings, idle_wait_s=0, power_period_s=0.05)
+    assert summary.throughput == pytest.approx(500.0)
+    assert summary.energy["source"] == "npu-smi info -t power -i 0" and summary.energy["samples"] >= 2
+    assert summary.energy["mean_w"] == pytest.approx(12.5)
+    assert summary.energy_j_per_image == pytest.approx(0.025) and summary.throughput_per_watt == pytest.approx(40.0)
+    env = summary.fingerprint
+    assert env["npu_driver_version"] == "23.0.6" and env["ais_bench"].startswith("unknown version sha256:")
+    assert env["device_busy"] == (
+        "NPU 0 chip 0: AI Core 87 %; process 48213 python3 (2048 MB) (still busy after waiting 0 s; timed anyway)"
+    )
+    assert env["cores_used"] == 1 and "cpu_steal_pct" in env
+    assert quiet.warnings(env)[0].startswith("measured on a busy device: NPU 0 chip 0: AI Core 87 %")
