@@ -163,6 +163,61 @@ def test_npu_smi_prints_the_spec_table_with_selectable_chip_and_health():
     assert broken.returncode != 0 and "dcmi" in broken.stdout
 
 
+KV = re.compile(r"^\t(\S.{29}) : (.*)$")  # the driver's "\t%-30s : %s" lines
+
+
+def kv_lines(text: str) -> list[tuple[str, str]]:
+    lines = [line for line in text.splitlines() if line]
+    assert all(KV.match(line) for line in lines), text
+    return [(m.group(1).rstrip(), m.group(2)) for m in map(KV.match, lines)]
+
+
+@pytest.mark.parametrize("chip, label, default", [
+    ("310P3", "Power Dissipation(W)", "15.8"),  # a 310P card's reading comes from its MCU
+    ("910B3", "NPU Real-time Power(W)", "93.6"),
+])
+def test_npu_smi_power_lines_per_chip_family(chip, label, default):
+    card = run_double("npu-smi", "info", "-t", "power", "-i", "1", env={"NPU_SMI_DOUBLE_CHIP": chip})
+    assert card.returncode == 0
+    assert kv_lines(card.stdout) == [("NPU ID", "1"), ("Chip Count", "1"), (label, default), ("Chip ID", "0")]
+    chip_level = run_double("npu-smi", "info", "-t", "power", "-i", "0", "-c", "0", env={"NPU_SMI_DOUBLE_CHIP": chip})
+    if chip == "310P3":  # the 310P NPU chip has no power reading of its own
+        assert chip_level.returncode == 193 and chip_level.stdout == "Failed to execute npu-smi info. ret is -8255.\n"
+    else:
+        assert kv_lines(chip_level.stdout) == [(label, default)]
+
+
+def test_npu_smi_power_trace_na_unsupported_and_bad_id(tmp_path):
+    trace = tmp_path / "trace.txt"
+    trace.write_text("12\n14.25\n")
+    played = [run_double("npu-smi", "info", "-t", "power", "-i", "0", env={"NPU_SMI_DOUBLE_POWER_TRACE": str(trace)})
+              for _ in range(3)]
+    assert [kv_lines(run.stdout)[2][1] for run in played] == ["12.0", "14.2", "14.2"]  # %.1f; the last one stays
+    na = run_double("npu-smi", "info", "-t", "power", "-i", "0", env={"NPU_SMI_DOUBLE_POWER": "na"})
+    assert na.returncode == 0 and ("Power Dissipation(W)", "NA") in kv_lines(na.stdout)
+    off = run_double("npu-smi", "info", "-t", "power", "-i", "0", env={"NPU_SMI_DOUBLE_POWER": "unsupported"})
+    assert off.returncode == 193 and "ret is -8255" in off.stdout
+    bad = run_double("npu-smi", "info", "-t", "power", "-i", "7")
+    assert bad.returncode == (-8010 & 0xFF) and "ret is -8010" in bad.stdout
+
+
+def test_npu_smi_usages_idle_and_busy_and_version():
+    idle = dict(kv_lines(run_double("npu-smi", "info", "-t", "usages", "-i", "0", "-c", "0").stdout))
+    assert idle["Aicore Usage Rate(%)"] == "0" and "Vectorcore Usage Rate(%)" in idle and "HBM Capacity(MB)" not in idle
+    busy = run_double("npu-smi", "info", "-t", "usages", "-i", "0", env={"NPU_SMI_DOUBLE_MODE": "busy",
+                                                                         "NPU_SMI_DOUBLE_CHIP": "910B3"})
+    values = kv_lines(busy.stdout)
+    assert values[:2] == [("NPU ID", "0"), ("Chip Count", "1")] and values[-1] == ("Chip ID", "0")
+    assert ("Aicore Usage Rate(%)", "87") in values and ("HBM Capacity(MB)", "65536") in values
+    other = dict(kv_lines(run_double("npu-smi", "info", "-t", "usages", "-i", "1", "-c", "0",
+                                     env={"NPU_SMI_DOUBLE_MODE": "busy"}).stdout))
+    assert other["Aicore Usage Rate(%)"] == "0"  # only NPU 0 is busy
+    env = {"NPU_SMI_DOUBLE_DRIVER_VERSION": "24.1.rc2"}
+    assert run_double("npu-smi", "-v", env=env).stdout == "npu-smi version: 24.1.rc2\n"
+    assert re.search(r"^\| npu-smi 24\.1\.rc2\s+Version: 24\.1\.rc2\s+\|$", run_double("npu-smi", "info", env=env).stdout,
+                     re.M)
+
+
 # --- ais_bench -----------------------------------------------------------------------------------------------------
 
 def test_ais_bench_batches_per_image_files_pads_last_batch_and_saves_real_slots_only(
