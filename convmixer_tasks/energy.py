@@ -20,6 +20,7 @@ discards the trace (a partial trace would understate the energy).
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import threading
@@ -89,7 +90,7 @@ def integrate_power(times_s: Sequence[float], watts: Sequence[float], start: flo
 def counter_joules(readings: Sequence[Sequence[int]], wraps_at: Sequence[int]) -> float:
     """Joules from consecutive reads of wrapping microjoule counters (one column per zone, summed)."""
     total_uj = 0
-    for before, after in zip(readings, readings[1:], strict=False):
+    for before, after in itertools.pairwise(readings):
         for zone, (a, b) in enumerate(zip(before, after, strict=True)):
             delta = b - a
             total_uj += delta if delta >= 0 else delta + wraps_at[zone]
@@ -156,7 +157,9 @@ class PowerSampler:
         window_s = self.stopped_at - self.started_at
         times = [at for at, _ in self.samples]
         if source.kind == KIND_POWER:
-            joules = integrate_power(times, [float(value) for _, value in self.samples], self.started_at, self.stopped_at)
+            joules = integrate_power(
+                times, [float(value) for _, value in self.samples], self.started_at, self.stopped_at
+            )
         else:
             joules = counter_joules([value for _, value in self.samples], source.wraps_at)
             window_s = times[-1] - times[0]  # a counter's energy is between its first and last read

@@ -640,7 +640,9 @@ class AscendBackend(base.Backend):
             processes = [row for row in parse_processes(self.npu_smi("info")) if row[:2] == (npu, chip)]
             usage = npu_smi_values(self.npu_smi("info", "-t", "usages", "-i", str(npu), "-c", str(chip)))
         except BackendError as exc:
-            return DeviceState(busy=False, detail=f"npu-smi could not tell whether the device is idle: {exc}", known=False)
+            return DeviceState(
+                busy=False, detail=f"npu-smi could not tell whether the device is idle: {exc}", known=False
+            )
         aicore = usage.get(AICORE_USAGE)
         try:
             aicore_pct = float(aicore) if aicore is not None else None
@@ -672,7 +674,10 @@ class AscendBackend(base.Backend):
 
     def environment(self) -> dict[str, str | int | float | None]:
         """The NPU driver (npu-smi's header) and the ais_bench build (version + digest of its files)."""
-        return {"npu_driver_version": parse_driver_version(self.npu_smi("info")), "ais_bench": self.ais_bench_identity()}
+        return {
+            "npu_driver_version": parse_driver_version(self.npu_smi("info")),
+            "ais_bench": self.ais_bench_identity(),
+        }
 
     def ais_bench_identity(self) -> str:
         python = self.ais_bench_command()[0]
