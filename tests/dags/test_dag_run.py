@@ -257,6 +257,15 @@ def test_the_ascend_backend_compiles_with_atc_and_infers_with_ais_bench(runs):
     assert compiled["artifact"]["options"]["soc_version"] == "Ascend310P3"  # "auto", resolved through npu-smi
     # the ONNX is shared with the ONNX Runtime runs: same checkpoint, same cache entry
     assert xcom(run, "export_onnx")[0]["cached"] and row["onnx_sha256"] == runs["first"]["rows"][0]["onnx_sha256"]
+    # energy: the npu-smi double's steady 15.8 W, sampled through the benchmark and integrated over its window
+    energy = row["energy"]
+    assert energy["source"] == "npu-smi info -t power -i 0" and energy["samples"] >= 2 and energy["window_s"] > 0
+    assert energy["mean_w"] == pytest.approx(15.8)
+    assert row["energy_j_per_image"] == pytest.approx(15.8 / row["throughput"])
+    assert row["throughput_per_watt"] == pytest.approx(row["throughput"] / 15.8)
+    environment = row["fingerprint"]
+    assert environment["npu_driver_version"] == "23.0.6" and environment["ais_bench"].startswith("unknown version ")
+    assert environment["device_busy"] is None and environment["cores_used"] == 1
 
 
 def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_path):
