@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convmixer_tasks import fingerprint as fp
+from convmixer_tasks import quiet
 from convmixer_tasks import throughput as tp
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.fileio import read_json
@@ -304,6 +305,9 @@ def judge_throughput(
         lines.append("throughput samples: none kept (the tool reported no per-loop list); judged on its figure only")
     if busy:
         lines.append(f"throughput measured on a busy host: {busy}")
+    device_busy = quiet.device_warning(row.get("fingerprint"))
+    if device_busy:
+        lines.append(device_busy)
     last = found.last_of_series
     if last is not None and last["fingerprint_key"] != key:
         changes = "; ".join(fp.differences(last["fingerprint"], row.get("fingerprint"))) or "fingerprint changed"

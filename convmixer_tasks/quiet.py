@@ -3,8 +3,9 @@
 Before timing, a backend that can see its device's activity (Ascend: AI Core usage and the process table of
 ``npu-smi``) is asked whether the device is idle; a busy one is waited for (bounded by ``idle_wait_s``). If it is
 still busy the benchmark runs anyway and the row says so — a busy device is never timed silently. On the host the
-window records the load average (before, after, and the highest seen while sampling) and the CPU steal time from
-``/proc/stat`` deltas, and flags the row when the load exceeded the cores the benchmark used.
+window records the 1-minute load average (before and after the call, and the higher of the two) and the CPU steal
+time from ``/proc/stat`` deltas, and flags the row when the load exceeded the cores the benchmark used. The gate adds
+``device_warning``'s line to the verdict of a row timed on a busy device.
 
 ``BenchmarkWindow`` wraps the benchmark call: it does the device check, starts the host counters and the energy
 sampler (``convmixer_tasks.energy``), and afterwards gives the flat facts for the row's fingerprint (outside its key:
@@ -183,12 +184,7 @@ class BenchmarkWindow:
         return self.sampler.figures(throughput)
 
 
-def warnings(fingerprint: dict[str, Any] | None) -> list[str]:
-    """One line per condition that makes a row's throughput suspect (for a verdict's reasons)."""
-    fingerprint = fingerprint or {}
-    lines = []
-    if fingerprint.get("device_busy"):
-        lines.append(f"measured on a busy device: {fingerprint['device_busy']}")
-    if fingerprint.get("host_overloaded"):
-        lines.append(f"measured on a loaded host: {fingerprint['host_overloaded']}")
-    return lines
+def device_warning(fingerprint: dict[str, Any] | None) -> str | None:
+    """The verdict's line for a row timed on a device that was busy (or could not be checked), else None."""
+    busy = (fingerprint or {}).get("device_busy")
+    return f"throughput measured on a busy device: {busy}" if busy else None

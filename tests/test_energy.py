@@ -183,7 +183,7 @@ def test_window_flags_a_load_above_the_cores_used_and_keeps_it_out_of_the_key(tm
         "host_overloaded": "load average 3.25 > 2 core(s) the benchmark used", "device_busy": None,
         "device_wait_s": None,
     }
-    assert quiet.warnings(facts) == ["measured on a loaded host: load average 3.25 > 2 core(s) the benchmark used"]
+    assert quiet.device_warning(facts) is None
     assert window.energy(100.0) == energy.none("no RAPL here")
     base = {"backend": "onnxruntime", "toolkit_version": "onnxruntime 1.22.0"}
     assert fingerprint.key({**base, **facts}) == fingerprint.key(base)
@@ -290,4 +290,20 @@ def test_benchmark_step_records_energy_fingerprint_and_busy_device(ascend_double
         "NPU 0 chip 0: AI Core 87 %; process 48213 python3 (2048 MB) (still busy after waiting 0 s; timed anyway)"
     )
     assert env["cores_used"] == 1 and "cpu_steal_pct" in env
-    assert quiet.warnings(env)[0].startswith("measured on a busy device: NPU 0 chip 0: AI Core 87 %")
+    assert quiet.device_warning(env).startswith("throughput measured on a busy device: NPU 0 chip 0: AI Core 87 %")
+
+
+def test_the_gate_names_a_busy_device_in_the_verdict_and_keeps_its_history(metrics_url):
+    from convmixer_tasks import gate
+    from tests.test_gate import BACKEND, BS, STEADY, record
+
+    env = {"backend": BACKEND, "npu_driver_version": "23.0.6"}
+    for day, value in enumerate(STEADY):
+        record(metrics_url, f"h{day}", day, value, fingerprint=env, fingerprint_key=fingerprint.key(env))
+    busy = {**env, "device_busy": "NPU 0 chip 0: AI Core 87 % (still busy after waiting 60 s; timed anyway)"}
+    assert fingerprint.key(busy) == fingerprint.key(env)  # a busy device is a condition, not another environment
+    record(metrics_url, "today", 9, 100.3, status="pending", fingerprint=busy, fingerprint_key=fingerprint.key(busy))
+    decision = gate.apply_gate(metrics_url, "today", BS, BACKEND, history=20)
+    assert decision.status == "ok"
+    assert ("throughput measured on a busy device: NPU 0 chip 0: AI Core 87 % (still busy after waiting 60 s; timed "
+            "anyway)") in decision.reasons
