@@ -243,10 +243,25 @@ def test_ascend_device_state_from_usages_and_process_table(ascend_doubles, mode,
     assert ascend_doubles.backend(device_id=1).device_state() == quiet.DeviceState(False, "NPU 1 chip 0: idle")
 
 
-def test_ascend_device_state_unknown_when_npu_smi_fails(ascend_doubles):
+def test_ascend_device_state_unknown_when_npu_smi_fails_or_hides_the_ai_core(ascend_doubles):
     ascend_doubles.mode(NPU_SMI_DOUBLE_MODE="driver_error")
     state = ascend_doubles.backend().device_state()
     assert not state.busy and not state.known and "dcmi model initialized failed" in state.detail
+    ascend_doubles.mode(NPU_SMI_DOUBLE_MODE="vnpu")
+    assert ascend_doubles.backend().device_state() == quiet.DeviceState(
+        False, "NPU 0 chip 0: no process, but npu-smi showed no Aicore Usage Rate(%) (None)", known=False)
+    window = quiet.BenchmarkWindow(ascend_doubles.backend(), idle_wait_s=0)
+    with window:
+        pass
+    assert window.facts()["device_busy"].startswith("not checked: NPU 0 chip 0: no process, but npu-smi showed no")
+
+
+def test_ascend_without_npu_smi_records_no_driver_and_no_energy_but_says_why(ascend_doubles):
+    ascend_doubles.remove("npu-smi")
+    backend = ascend_doubles.backend()
+    assert backend.environment()["npu_driver_version"] is None
+    with pytest.raises(energy.PowerUnavailable, match="npu-smi not found"):
+        backend.power_source()
 
 
 def test_ascend_environment_names_driver_and_ais_bench_build(ascend_doubles):

@@ -650,9 +650,10 @@ class AscendBackend(base.Backend):
             aicore_pct = None
         parts = [] if aicore_pct in (None, 0) else [f"AI Core {aicore_pct:g} %"]
         parts += [f"process {pid} {name} ({memory} MB)" for _, _, pid, name, memory in processes]
-        if aicore_pct is None:
-            parts.append(f"npu-smi showed no {AICORE_USAGE} ({aicore!r})")
         busy = bool(processes) or bool(aicore_pct)
+        if aicore_pct is None and not busy:  # no process, but the AI Core's use is unknown: not known to be idle
+            detail = f"NPU {npu} chip {chip}: no process, but npu-smi showed no {AICORE_USAGE} ({aicore!r})"
+            return DeviceState(busy=False, detail=detail, known=False)
         return DeviceState(busy=busy, detail=f"NPU {npu} chip {chip}: " + ("; ".join(parts) or "idle"))
 
     def power_source(self) -> PowerSource:
@@ -660,12 +661,15 @@ class AscendBackend(base.Backend):
         --energy_consumption takes (on a 310P card the NPU chip itself has none, only the card's MCU)."""
         try:
             npu, _ = self.npu_location()
-        except (BackendError, ToolMissingError) as exc:
+            argv = [self.tool("npu-smi", INSTALL_NPU_SMI), "info", "-t", "power", "-i", str(npu)]
+        except BackendError as exc:
             raise PowerUnavailable(str(exc)) from exc
-        argv = [self.tool("npu-smi", INSTALL_NPU_SMI), "info", "-t", "power", "-i", str(npu)]
 
         def read() -> float:
-            run = self.run_tool(argv, NPU_SMI_TIMEOUT_S)
+            try:
+                run = self.run_tool(argv, NPU_SMI_TIMEOUT_S)
+            except BackendError as exc:  # a hung or vanished npu-smi ends the trace, not the benchmark
+                raise PowerUnavailable(str(exc)) from exc
             if run.returncode != 0:
                 raise PowerUnavailable(f"failed with status {run.returncode}: {run.output.strip()[-300:]}")
             return parse_power(run.output)
@@ -673,11 +677,14 @@ class AscendBackend(base.Backend):
         return PowerSource(name=f"npu-smi info -t power -i {npu}", kind=KIND_POWER, read=read)
 
     def environment(self) -> dict[str, str | int | float | None]:
-        """The NPU driver (npu-smi's header) and the ais_bench build (version + digest of its files)."""
-        return {
-            "npu_driver_version": parse_driver_version(self.npu_smi("info")),
-            "ais_bench": self.ais_bench_identity(),
-        }
+        """The NPU driver (npu-smi's header; None when npu-smi cannot say, e.g. a container without the driver
+        tool, where the SoC was given by hand) and the ais_bench build (version + digest of its files)."""
+        try:
+            driver = parse_driver_version(self.npu_smi("info"))
+        except BackendError as exc:
+            log.warning("NPU driver version not recorded: %s", exc)
+            driver = None
+        return {"npu_driver_version": driver, "ais_bench": self.ais_bench_identity()}
 
     def ais_bench_identity(self) -> str:
         python = self.ais_bench_command()[0]
