@@ -282,7 +282,7 @@ def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_p
     assert "task_id=regression_gate" in proc.stdout and "successful" in proc.stdout
     # The script ends with the compact metrics table (human; scripts that need figures ask for --output json).
     lines = proc.stdout.splitlines()
-    assert ["run", "batch", "backend", "top-1", "%", "top-5", "%", "img/s", "verdict"] in [ln.split() for ln in lines]
+    assert ["run", "batch", "backend", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"] in [ln.split() for ln in lines]
     (row,) = [ln.split() for ln in lines if ln.startswith("manual__")]
     assert row[1:3] == ["4", "onnxruntime"] and row[-1] == "ok" and float(row[5].replace(",", "")) > 0
     assert "airflow standalone" in proc.stdout
