@@ -19,10 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convmixer_tasks import energy
 from convmixer_tasks.errors import ConfigError
+
+if TYPE_CHECKING:
+    from convmixer_tasks.backends.base import Backend
 
 DEFAULT_IDLE_WAIT_S = 60.0  # how long a busy device is waited for before it is timed anyway (and flagged)
 IDLE_POLL_S = 2.0
@@ -105,13 +108,13 @@ class BenchmarkWindow:
     """``with BenchmarkWindow(backend, ...) as window: <benchmark>``; then ``window.facts()`` and
     ``window.energy(throughput)``.
 
-    ``backend`` may offer ``device_state() -> DeviceState | None``, ``power_source() -> energy.PowerSource``
-    (raising ``energy.PowerUnavailable``) and ``host_cores_used() -> int`` (see ``backends.base.Backend``).
+    It asks ``backend`` for ``device_state()``, ``power_source()`` and ``host_cores_used()`` (``Backend``'s
+    defaults: no device to check, RAPL, one core).
     """
 
     def __init__(
         self,
-        backend: Any,
+        backend: Backend,
         idle_wait_s: float = DEFAULT_IDLE_WAIT_S,
         power_period_s: float = energy.DEFAULT_PERIOD_S,
         proc_stat: Path = PROC_STAT,
@@ -124,8 +127,6 @@ class BenchmarkWindow:
         self.device_wait_s: float | None = None
         self.sampler: energy.PowerSampler | None = None
         self.no_power: str | None = None
-        self.power_source_name: str | None = None
-        self._loads: list[float] = []
         self._cpu_before: tuple[int, int] | None = None
         self._cpu_after: tuple[int, int] | None = None
         self._load_before: float | None = None
@@ -134,13 +135,16 @@ class BenchmarkWindow:
     def __enter__(self) -> BenchmarkWindow:
         first = self.backend.device_state()
         if first is not None:
-            self.device, self.device_wait_s = wait_until_idle(first, self.backend.device_state, self.idle_wait_s)
+
+            def again() -> DeviceState:
+                return self.backend.device_state() or first
+
+            self.device, self.device_wait_s = wait_until_idle(first, again, self.idle_wait_s)
         try:
             source = self.backend.power_source()
         except energy.PowerUnavailable as exc:
             self.no_power = str(exc)
         else:
-            self.power_source_name = source.name
             self.sampler = energy.PowerSampler(source, self.power_period_s)
         self._load_before = load_average()
         self._cpu_before = cpu_times(self.proc_stat)

@@ -17,13 +17,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file
 from convmixer_tasks.prepfolder import DTYPE_ITEMSIZE, INPUT_DTYPES, PrepFile, PrepManifest, read_manifest
+
+if TYPE_CHECKING:
+    from convmixer_tasks.energy import PowerSource
+    from convmixer_tasks.quiet import DeviceState
 
 
 @dataclass(frozen=True)
@@ -190,16 +194,16 @@ class Backend(ABC):
         """Tool facts the figures depend on beyond ``describe()`` (e.g. the NPU driver); flat, for the fingerprint."""
         return {}
 
-    def device_state(self) -> Any:
-        """``quiet.DeviceState`` of the device about to be timed, or None when the backend cannot see its activity."""
+    def device_state(self) -> DeviceState | None:
+        """The state of the device about to be timed, or None when the backend cannot see its activity."""
         return None
 
     def host_cores_used(self) -> int:
         """Host cores a benchmark keeps busy (the load average above it means others competed)."""
         return 1
 
-    def power_source(self) -> Any:
-        """The ``energy.PowerSource`` that measures what a benchmark draws; ``energy.PowerUnavailable`` (why) if none.
+    def power_source(self) -> PowerSource:
+        """What measures the power a benchmark draws; ``energy.PowerUnavailable`` (saying why) when nothing does.
         A CPU-bound backend reads the host's RAPL counters."""
         from convmixer_tasks.energy import rapl_source
 

@@ -101,7 +101,7 @@ class OnnxRuntimeBackend(base.Backend):
     def host_cores_used(self) -> int:
         return self.threads if self.provider == "cpu" else 1
 
-    def power_source(self) -> Any:
+    def power_source(self) -> base.PowerSource:
         if self.provider == "cpu":
             return super().power_source()
         from convmixer_tasks.energy import PowerUnavailable
