@@ -311,8 +311,8 @@ def test_the_demo_script_refuses_an_unknown_conf_key_and_shows_the_rows_the_dag_
     log = (tmp_path / "airflow-home" / "logs" / "run_demo_dag.log").read_text()
     assert "unknown param(s) batch_szie" in log
     table = [line.split() for line in proc.stdout.splitlines()]
-    assert ["seeded-before", "4", "onnxruntime", "-", "-", "-", "failed"] in table  # rows from the DB the DAG wrote...
+    assert ["seeded-before", "4", "onnxruntime", "-", "-", "-", "-", "failed"] in table  # rows from the DB the DAG wrote
     # ...which now also holds this run's 'failed' rows, one per default batch size (1 and 4)
-    assert sum(1 for cells in table if cells[-1:] == ["failed"] and len(cells) == 7) == 3
+    assert sum(1 for cells in table if cells[-1:] == ["failed"] and len(cells) == 8) == 3
     assert not setting.exists()
     assert not (tmp_path / "airflow-home" / "convmixer-work" / "demo").exists()  # refused before any work
