@@ -315,7 +315,8 @@
         ],
       },
       options: {
-        animation: false, maintainAspectRatio: false, scales: scales,
+        animation: false, maintainAspectRatio: false,
+        scales: { x: scales.x, y: { ...scales.y, beginAtZero: false } }, // the spread matters, not the distance to 0
         plugins: {
           legend: { labels: { color: text } },
           tooltip: {
