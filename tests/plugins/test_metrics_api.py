@@ -787,3 +787,20 @@ def test_accept_refuses_a_failed_run_and_bad_ids(accept_url, auth_manager):
     assert accept(admin, 999999).status_code == 404
     for bad in ("abc", "0", "1;DROP TABLE x"):
         assert admin.post(f"/api/runs/{bad}/accept", json={"reason": "why not"}).status_code in (404, 422)
+
+
+@pytest.mark.parametrize(("row", "changed", "offered", "why_not"), [
+    ({"status": "regressed", "throughput": 61.2}, [], True, None),
+    ({"status": "ok", "throughput": 900.0}, ["toolkit_version: 8.0 → 8.1"], True, None),  # a new environment
+    ({"status": "ok", "throughput": 900.0}, [], False, None),
+    ({"status": "inconclusive", "throughput": 900.0}, ["host_cpu: a → b"], True, None),
+    ({"status": "failed", "throughput": None}, ["toolkit_version: 8.0 → 8.1"], True,
+     "a failed run without a throughput figure cannot be a baseline"),
+    ({"status": "regressed", "throughput": 61.2, "rebaselined_at": "2026-11-05T00:00:00+00:00"}, [], True,
+     "already accepted as the baseline"),
+])
+def test_accept_is_offered_on_regressed_or_changed_runs_that_can_be_a_baseline(row, changed, offered, why_not):
+    from convmixer_metrics import run_view
+
+    offer = run_view.accept_offer(row, changed)
+    assert (offer["offered"], offer["why_not"]) == (offered, why_not)
