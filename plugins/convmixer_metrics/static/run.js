@@ -303,15 +303,17 @@
       data: {
         labels: runs.map(runLabel),
         datasets: [
-          { type: "bar", label: "p5–p95", data: boxes.map((b) => (b ? [b.p5, b.p95] : null)), barPercentage: 0.08,
-            backgroundColor: runs.map(colour), grouped: false },
+          // Drawn under the box (a higher order is drawn first), so only the whiskers outside it show.
+          { type: "bar", label: "p5–p95", data: boxes.map((b) => (b ? [b.p5, b.p95] : null)), barPercentage: 0.03,
+            backgroundColor: runs.map(colour), grouped: false, order: 3 },
           { type: "bar", label: "q1–q3", data: boxes.map((b) => (b ? [b.q1, b.q3] : null)), barPercentage: 0.6,
             backgroundColor: runs.map((run) => colour(run) + "99"), borderColor: runs.map(colour), borderWidth: 1,
-            grouped: false },
+            grouped: false, order: 2 },
           { type: "line", label: "median", data: boxes.map((b) => (b ? b.median : null)), showLine: false,
-            pointStyle: "line", pointRadius: 14, pointBorderWidth: 3, borderColor: text, backgroundColor: text },
+            pointStyle: "line", pointRadius: 24, pointBorderWidth: 3, borderColor: text, backgroundColor: text,
+            order: 1 },
           { type: "line", label: "p99", data: boxes.map((b) => (b ? b.p99 : null)), showLine: false,
-            pointStyle: "crossRot", pointRadius: 6, borderColor: bad, backgroundColor: bad },
+            pointStyle: "crossRot", pointRadius: 6, borderColor: bad, backgroundColor: bad, order: 0 },
         ],
       },
       options: {
