@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from convmixer_tasks import metrics
+
 # The fields that describe where a run ran, with the label the page shows. A change in any of them between two
 # consecutive runs of one model on one backend is marked on the charts and in the table. One line per field.
 ENV_FIELDS = {"device": "device", "toolkit_version": "toolkit"}
@@ -118,8 +120,9 @@ POINT_FIELDS = (
 )
 
 
-# One series: a model at one batch size on one backend, device and precision (never two precisions in one line).
-SERIES_KEY = ("model_variant", "batch_size", "backend", "device", "precision_mode")
+# One series: a model at one batch size on one backend, device and precision (never two precisions in one line), as
+# the store defines it for a row's neighbours.
+SERIES_KEY = metrics.SERIES_KEY
 
 
 def _series_key(row: Mapping[str, Any]) -> tuple:
