@@ -689,3 +689,29 @@ def test_rows_by_run_time_and_the_light_history_agree_on_when_a_run_ran(metrics_
 def test_the_light_history_refuses_an_unknown_column(metrics_url):
     with pytest.raises(MetricsError, match="unknown metrics column.*top_one"):
         metrics.history_rows(metrics_url, ["run_id", "top_one"])
+
+
+def test_a_rows_series_neighbours_by_run_time_never_mix_precision_or_device(metrics_url):
+    """The run page reads a row by id and the runs of its series around it (model, backend, device, precision,
+    batch size), by when they ran; two runs that started at the same moment are ordered by id."""
+    times = [DAY0 + timedelta(hours=hour) for hour in (0, 1, 2, 2, 3)]
+    ids = [metrics.record_run(metrics_url, make_row(run_id=f"run{i}", started_at=when, logical_date=DAY0))
+           for i, when in enumerate(times)]
+    others = [make_row(run_id="run1", precision_mode="fp16", backend="ascend"),  # another precision and backend
+              make_row(run_id="run9", device="cpu-arm", started_at=times[2]),  # another device
+              make_row(run_id="run8", batch_size=1, started_at=times[2])]  # another batch size
+    metrics.record_runs(metrics_url, others)
+    middle = metrics.get_row(metrics_url, ids[3])
+    assert middle["run_id"] == "run3" and middle["ran_at"] == times[3].isoformat()
+    earlier, following = metrics.series_neighbours(metrics_url, middle, ["id", "run_id", "ran_at"], earlier=2)
+    assert [row["run_id"] for row in earlier] == ["run2", "run1"]  # newest first, the tie broken by id
+    assert following["run_id"] == "run4" and following["ran_at"] == times[4].isoformat()
+    first = metrics.get_row(metrics_url, ids[0])
+    assert metrics.series_neighbours(metrics_url, first, ["id"], earlier=5) == ([], {"id": ids[1]})
+    last = metrics.get_row(metrics_url, ids[4])
+    assert metrics.series_neighbours(metrics_url, last, ["run_id"], earlier=0) == ([], None)
+    assert metrics.get_row(metrics_url, 10**6) is None
+    assert metrics.count_runs(metrics_url) == 8 and metrics.count_runs(metrics_url, batch_size=1) == 1
+    assert len(metrics.history_rows(metrics_url, ["id"], limit=3)) == 3
+    with pytest.raises(MetricsError, match="row id must be"):
+        metrics.get_row(metrics_url, "1 OR 1=1")

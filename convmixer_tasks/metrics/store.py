@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypedDict, Unpack, cast
 
-from sqlalchemy import Engine, Float, Integer, String, create_engine, event, func, select, update
+from sqlalchemy import Engine, Float, Integer, String, and_, create_engine, event, func, or_, select, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -572,32 +572,92 @@ def query_runs(
         return [run.to_dict() for run in runs], total
 
 
-def history_rows(
-    url: str, columns: Iterable[str], distinct: bool = False, **filters: Unpack[RunFilter]
-) -> list[dict[str, Any]]:
-    """The named columns (``ran_at`` included) of every row the filters match, latest run first, as plain
-    JSON-ready dicts: one light query for views that need the whole history but only a few fields of it.
-    ``distinct`` keeps one of each combination (e.g. one row per run instead of one per batch size)."""
+# At class level the hybrid ``ran_at`` is its SQL expression; mypy sees only the accessor type.
+_ran_at_sql = cast("ColumnElement[Any]", ValidationRun.ran_at)
+# The columns a run's series shares: one model's figures at one batch size, on one backend, device and precision.
+SERIES_KEY = ("model_variant", "backend", "device", "precision_mode", "batch_size")
+
+
+def _selected(columns: Iterable[str]) -> tuple[list[str], list[Label[Any]]]:
+    """The names asked for (``id`` and ``ran_at`` allowed) and their labelled columns; unknown names are refused."""
     names = list(dict.fromkeys(columns))
-    # At class level the hybrid ``ran_at`` is its SQL expression; mypy sees only the accessor type.
-    known: dict[str, ColumnElement[Any]] = {**_COLUMNS, "ran_at": cast("ColumnElement[Any]", ValidationRun.ran_at)}
+    known: dict[str, ColumnElement[Any]] = {**_COLUMNS, "ran_at": _ran_at_sql}
     unknown = [name for name in names if name not in known]
     if unknown:
         raise MetricsError(f"unknown metrics column(s) {', '.join(unknown)}; use names from MetricsRow or ran_at")
-    selected: list[Label[Any]] = [known[name].label(name) for name in names]
+    return names, [known[name].label(name) for name in names]
+
+
+def _plain_rows(names: list[str], rows: Iterable[Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            name: value.isoformat() if isinstance(value, datetime) else value
+            for name, value in zip(names, row, strict=True)
+        }
+        for row in rows
+    ]
+
+
+def history_rows(
+    url: str, columns: Iterable[str], distinct: bool = False, limit: int | None = None, **filters: Unpack[RunFilter]
+) -> list[dict[str, Any]]:
+    """The named columns (``ran_at`` included) of every row the filters match, latest run first, as plain
+    JSON-ready dicts: one light query for views that need the whole history but only a few fields of it.
+    ``distinct`` keeps one of each combination (e.g. one row per run instead of one per batch size); ``limit``
+    keeps only the latest rows."""
+    names, selected = _selected(columns)
     query = select(*selected).where(*_filters(**filters))
     if distinct:  # PostgreSQL orders a DISTINCT by selected columns only: by them, in the order given
         query = query.distinct().order_by(*(column.desc() for column in selected))
     else:
         query = query.order_by(*_LATEST_RUN_FIRST)
+    if limit is not None:
+        query = query.limit(_check_int(limit, "limit", minimum=1))
     with _db_errors(url, "read history"), get_engine(url).connect() as connection:
-        return [
-            {
-                name: value.isoformat() if isinstance(value, datetime) else value
-                for name, value in zip(names, row, strict=True)
-            }
-            for row in connection.execute(query)
-        ]
+        return _plain_rows(names, connection.execute(query))
+
+
+def count_runs(url: str, **filters: Unpack[RunFilter]) -> int:
+    """How many rows the filters match."""
+    with _db_errors(url, "count runs"), get_engine(url).connect() as connection:
+        return connection.scalar(select(func.count()).select_from(ValidationRun).where(*_filters(**filters))) or 0
+
+
+def get_row(url: str, row_id: int) -> dict[str, Any] | None:
+    """One row by its id (``MetricsRow`` fields, ``id``, ``ran_at``), or None when there is no such row."""
+    row_id = _check_int(row_id, "row id", minimum=1)
+    with _db_errors(url, f"read row {row_id}"), Session(get_engine(url)) as session:
+        run = session.get(ValidationRun, row_id)
+        return None if run is None else run.to_dict()
+
+
+def series_neighbours(
+    url: str, row: Mapping[str, Any], columns: Iterable[str], earlier: int
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Rows of ``row``'s series (``SERIES_KEY``) around it by when they ran: up to ``earlier`` rows before it
+    (newest first) and the first row after it (or None). ``row`` is a ``get_row`` dict."""
+    earlier = _check_int(earlier, "earlier", minimum=0, maximum=MAX_LIMIT)
+    names, selected = _selected(columns)
+    same = [_COLUMNS[name] == row[name] for name in SERIES_KEY]  # None → IS NULL (a row without a device)
+    ran, row_id = parse_datetime(row["ran_at"], "ran_at")[0], row["id"]
+    before = or_(_ran_at_sql < ran, and_(_ran_at_sql == ran, ValidationRun.id < row_id))
+    after = or_(_ran_at_sql > ran, and_(_ran_at_sql == ran, ValidationRun.id > row_id))
+    with _db_errors(url, f"read the series of row {row_id}"), get_engine(url).connect() as connection:
+        previous = (
+            _plain_rows(
+                names,
+                connection.execute(select(*selected).where(*same, before).order_by(*_LATEST_RUN_FIRST).limit(earlier)),
+            )
+            if earlier
+            else []
+        )
+        following = _plain_rows(
+            names,
+            connection.execute(
+                select(*selected).where(*same, after).order_by(_ran_at_sql.asc(), ValidationRun.id.asc()).limit(1)
+            ),
+        )
+    return previous, (following[0] if following else None)
 
 
 def series(url: str, **filters: Unpack[RunFilter]) -> list[dict[str, Any]]:

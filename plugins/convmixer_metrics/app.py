@@ -3,7 +3,8 @@
 Airflow mounts plugin apps without any authentication, so every route here depends on ``requires_access_view``
 (which first resolves the user from the UI's ``_token`` cookie or a Bearer token). The page shell holds no data;
 the browser fetches the data from the JSON endpoints with the same credentials. The metrics database is read only
-through ``convmixer_tasks.metrics``'s query API.
+through ``convmixer_tasks.metrics``'s query API; the one write, "accept as baseline", goes through
+``metrics.rebaseline`` and needs Airflow's permission to edit the run's DAG and a CSRF token (see ``_csrf_checked``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Annotated, Any
 
 from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
 from airflow.api_fastapi.core_api.security import GetUserDep
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, StringConstraints
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -28,7 +31,7 @@ from convmixer_tasks import metrics as store
 from convmixer_tasks.cli_output import rows_to_csv
 from convmixer_tasks.errors import ConfigError, ConvMixerError
 
-from . import history
+from . import history, run_view
 from .filters import Page, RunFilters, page, run_filters
 from .source import metrics_db_url
 
@@ -36,11 +39,13 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 PAGE_FILE = STATIC_DIR / "index.html"
-# Every file the page may load, fixed at import: the static route serves these names and nothing else.
+RUN_PAGE_FILE = STATIC_DIR / "run.html"
+COMPARE_PAGE_FILE = STATIC_DIR / "compare.html"
+# Every file the pages may load, fixed at import: the static route serves these names and nothing else.
 STATIC_FILES = {
     path.relative_to(STATIC_DIR).as_posix(): path
     for path in STATIC_DIR.rglob("*")
-    if path.is_file() and path.suffix in {".js", ".css", ".md"} and path != PAGE_FILE
+    if path.is_file() and path.suffix in {".js", ".css", ".md"}
 }
 # The documented row columns, in the order the CSV gives them: the metrics row's fields.
 CSV_COLUMNS = store.MetricsRow.field_names()
@@ -60,6 +65,24 @@ STATIC_HEADERS = {"Cache-Control": "private, max-age=300", "X-Content-Type-Optio
 
 FiltersDep = Annotated[RunFilters, Depends(run_filters)]
 PageDep = Annotated[Page, Depends(page)]
+# Row ids are the metrics table's integer primary key; anything else is refused before a query.
+MAX_ROW_ID = 2**31 - 1
+RowIdPath = Annotated[int, PathParam(ge=1, le=MAX_ROW_ID, description="metrics row id")]
+RowIdQuery = Annotated[int, Query(ge=1, le=MAX_ROW_ID, description="metrics row id")]
+# The unfiltered chart would draw every run ever recorded; it shows the latest ones and says so.
+MAX_CHART_POINTS = 2000
+# The CSRF token the page sends with "accept as baseline": signed with Airflow's [api] secret_key (the same on every
+# API server, as Airflow requires), bound to the user and short-lived.
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_SALT = "convmixer-metrics-accept-baseline"
+CSRF_MAX_AGE_S = 8 * 3600
+
+
+class AcceptBody(BaseModel):
+    """What "accept as baseline" sends: why (kept on the row with who and when)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=2000)]
 
 
 # The store's rows are JSON-ready (to_dict: datetimes as ISO strings), so the large bodies skip jsonable_encoder,
@@ -122,12 +145,15 @@ def _call_store(db_url: Callable[[], str], query: Callable[[str], Any], empty: A
 
 # What the charts read of each matching row: identity, when it ran, the charted metrics and the verdict.
 SERIES_COLUMNS = (
-    "run_id", "dag_id", "model_variant", "backend", "device", "batch_size", "ran_at", "top1", "throughput",
-    "baseline_top1", "baseline_throughput", "status", "gate_reasons",
+    "id", "run_id", "dag_id", "model_variant", "backend", "device", "precision_mode", "batch_size", "ran_at", "top1",
+    "throughput", "baseline_top1", "baseline_throughput", "status", "gate_reasons",
 )  # fmt: skip
 # What environment changes are found from: one row per run of a model on a backend, newest first.
 ENVIRONMENT_COLUMNS = ("ran_at", "run_id", "model_variant", "backend", *history.ENV_FIELDS)
-SERIES_KEY_COLUMNS = ("model_variant", "batch_size", "backend", "device")
+# One chart series: never two precisions (or devices, backends, batch sizes) in one line.
+SERIES_KEY_COLUMNS = history.SERIES_KEY
+# Not sent with a table row: the packed per-loop samples (the run page summarises them).
+TABLE_HIDDEN = ("samples_ms",)
 
 
 def _environment_changes(url: str) -> list[dict]:
@@ -141,16 +167,19 @@ def _page(url: str, filters: RunFilters, paging: Page) -> tuple[list[dict], int,
     rows, total = store.query_runs(
         url, limit=paging.limit, offset=paging.offset, by_run_time=True, **filters.as_query()
     )
-    return rows, total, (_environment_changes(url) if rows else [])
+    shown = [{name: value for name, value in row.items() if name not in TABLE_HIDDEN} for row in rows]
+    return shown, total, (_environment_changes(url) if rows else [])
 
 
-def _series(url: str, filters: RunFilters) -> tuple[list[dict], list[dict], list[dict]]:
-    """The charted fields of every matching row, the changes, and every series key (for stable colours)."""
-    rows = store.history_rows(url, SERIES_COLUMNS, **filters.as_query())
+def _series(url: str, filters: RunFilters) -> tuple[list[dict], int, list[dict], list[dict]]:
+    """The charted fields of the latest ``MAX_CHART_POINTS`` matching rows, how many match in all, the changes,
+    and every series key (for stable colours)."""
+    rows = store.history_rows(url, SERIES_COLUMNS, limit=MAX_CHART_POINTS, **filters.as_query())
     if not rows:
-        return [], [], []
+        return [], 0, [], []
+    total = len(rows) if len(rows) < MAX_CHART_POINTS else store.count_runs(url, **filters.as_query())
     keys = store.history_rows(url, SERIES_KEY_COLUMNS, distinct=True)
-    return rows, _environment_changes(url), keys
+    return rows, total, _environment_changes(url), keys
 
 
 def _signin_page(request: Request, exc: HTTPException) -> str:
@@ -186,6 +215,74 @@ def _may_view_plugins(user: GetUserDep) -> None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Forbidden")
 
 
+def _may_edit_dag(user: Any, dag_id: str | None) -> str | None:
+    """None when Airflow's auth manager lets ``user`` edit DAG ``dag_id`` (what "accept as baseline" needs), else
+    why not, in words for the page. A row recorded outside Airflow (no DAG) needs the right to edit every DAG."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+    from airflow.configuration import conf
+
+    team = None
+    if dag_id and conf.getboolean("core", "multi_team", fallback=False):
+        from airflow.models.dag import DagModel
+
+        team = DagModel.get_team_name(dag_id)
+    try:
+        allowed = get_auth_manager().is_authorized_dag(
+            method="PUT", details=DagDetails(id=dag_id, team_name=team), user=user
+        )
+    except (LookupError, ValueError, TypeError):
+        allowed = False
+    if allowed:
+        return None
+    what = f"DAG {dag_id}" if dag_id else "DAGs"
+    return (
+        f"your Airflow user {user.get_name()!r} may view but not edit {what}; only users who may edit it can "
+        "accept a baseline"
+    )
+
+
+def _csrf_serializer() -> Any:
+    from airflow.configuration import conf
+    from itsdangerous import URLSafeTimedSerializer
+
+    return URLSafeTimedSerializer(conf.get("api", "secret_key"), salt=CSRF_SALT)
+
+
+def csrf_token(user: Any) -> str:
+    return _csrf_serializer().dumps(str(user.get_id()))
+
+
+def _csrf_checked(request: Request, user: GetUserDep) -> Any:
+    """Refuse a write a cross-site page could have made the browser send.
+
+    A browser attaches Airflow's session cookie to any request to this host, so a write that the cookie alone
+    authenticates must also carry this page's CSRF token in a header (which a form on another site cannot set,
+    nor read from our responses). The body must be JSON, which a plain HTML form cannot send either; a browser
+    that says the request is cross-site is refused outright. A caller that sends its token in the Authorization
+    header (a script, the CLI) needs no CSRF token: no browser adds that header on its own.
+    """
+    from itsdangerous import BadData
+
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "send the request body as application/json")
+    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "a request from another site may not change metrics")
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return user
+    token = request.headers.get(CSRF_HEADER, "")
+    try:
+        valid = bool(token) and _csrf_serializer().loads(token, max_age=CSRF_MAX_AGE_S) == str(user.get_id())
+    except BadData:
+        valid = False
+    if not valid:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"missing or expired {CSRF_HEADER} header; reload the page and try again"
+        )
+    return user
+
+
 def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
     """The plugin app; ``db_url`` is asked for the metrics database URL on every request."""
     app = FastAPI(
@@ -205,7 +302,7 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def auth_refused(request: Request, exc: HTTPException) -> Response:
-        wants_html = "text/html" in request.headers.get("accept", "")
+        wants_html = request.method == "GET" and "text/html" in request.headers.get("accept", "")
         if wants_html and exc.status_code in (status.HTTP_401_UNAUTHORIZED, status.HTTP_403_FORBIDDEN):
             return HTMLResponse(_signin_page(request, exc), exc.status_code, headers=PAGE_HEADERS)
         if exc.status_code == status.HTTP_401_UNAUTHORIZED:  # the page links its banner to Airflow's login
@@ -218,6 +315,14 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
     @router.get("/", include_in_schema=False)
     def page_shell() -> FileResponse:
         return FileResponse(PAGE_FILE, media_type="text/html", headers=PAGE_HEADERS)
+
+    @router.get("/run", include_in_schema=False)
+    def run_page_shell() -> FileResponse:
+        return FileResponse(RUN_PAGE_FILE, media_type="text/html", headers=PAGE_HEADERS)
+
+    @router.get("/compare", include_in_schema=False)
+    def compare_page_shell() -> FileResponse:
+        return FileResponse(COMPARE_PAGE_FILE, media_type="text/html", headers=PAGE_HEADERS)
 
     @router.get("/static/{name:path}", include_in_schema=False)
     def static_file(name: str) -> FileResponse:
@@ -239,7 +344,7 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         ran, which gate rules fired and which environment fields changed since the previous run."""
 
         page_rows, total, changes = _call_store(db_url, lambda url: _page(url, filters, paging), empty=([], 0, []))
-        rows = [history.annotate(row, changes) for row in page_rows]
+        rows = history.annotate_all(page_rows, changes)
         body = {
             "rows": rows,
             "total": total,
@@ -251,18 +356,69 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
 
     @router.get("/api/series")
     def series(filters: FiltersDep) -> JSONResponse:
-        """Top-1 and throughput by when each run ran, one series per model × batch size × backend × device, and
-        the environment changes among the runs shown."""
+        """Top-1 and throughput by when each run ran, one series per model × batch size × backend × device ×
+        precision, over the latest ``MAX_CHART_POINTS`` matching runs, and the environment changes among them."""
 
-        matching, changes, keys = _call_store(db_url, lambda url: _series(url, filters), empty=([], [], []))
-        rows = [history.annotate(row, changes) for row in matching]
-        shown = {(row["run_id"], row["model_variant"], row["backend"]) for row in rows}
+        matching, total, changes, keys = _call_store(db_url, lambda url: _series(url, filters), empty=([], 0, [], []))
+        shown = {(row["run_id"], row["model_variant"], row["backend"]) for row in matching}
+        shown_changes = [c for c in changes if (c["run_id"], c["model_variant"], c["backend"]) in shown]
+        rows = history.annotate_all(matching, shown_changes)
         body = {
             "series": history.chart_series(rows, keys),
-            "changes": [c for c in changes if (c["run_id"], c["model_variant"], c["backend"]) in shown],
+            "changes": shown_changes,
             "env_fields": history.ENV_FIELDS,
+            "points": len(rows),
+            "total": total,
+            "capped": total > len(rows),
+            "since": rows[-1]["ran_at"] if rows else None,
         }
         return JSONResponse(body, headers=DATA_HEADERS)
+
+    @router.get("/api/runs/{row_id}")
+    def run_detail(row_id: RowIdPath, user: GetUserDep) -> JSONResponse:
+        """Everything about one row: verdict and reasons, fingerprint and what differs from the previous run and
+        the baseline, latency of the series' last runs, energy, accuracy evidence, and whether this user may
+        accept it as the baseline."""
+        detail = _call_store(db_url, lambda url: run_view.run_detail(url, row_id), empty=None)
+        if detail is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"there is no metrics row {row_id}")
+        refused = _may_edit_dag(user, detail["row"].get("dag_id"))
+        detail["accept"].update(
+            allowed=refused is None, why_not_allowed=refused, csrf_token=None if refused else csrf_token(user)
+        )
+        detail["row"] = history.annotate(detail["row"], [])
+        return JSONResponse(jsonable_encoder(detail), headers=DATA_HEADERS)
+
+    @router.post("/api/runs/{row_id}/accept")
+    def accept_baseline(row_id: RowIdPath, body: AcceptBody, user: Annotated[Any, Depends(_csrf_checked)]):
+        """Make this run its fingerprint's new throughput baseline (``metrics.rebaseline``), recorded with the
+        signed-in user's name, now, and the reason given."""
+        from convmixer_tasks.metrics.rebaseline import rebaseline
+
+        row = _call_store(db_url, lambda url: store.get_row(url, row_id), empty=None)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"there is no metrics row {row_id}")
+        refused = _may_edit_dag(user, row.get("dag_id"))
+        if refused:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, refused)
+        why_not = run_view.accept_offer(row, []).get("why_not")
+        if why_not:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"row {row_id} cannot be accepted: {why_not}")
+        updated = _call_store(db_url, lambda url: rebaseline(url, row_id, body.reason, user.get_name()), empty=None)
+        log.info("ConvMixer metrics: %s accepted row %s as baseline: %s", user.get_name(), row_id, body.reason)
+        accepted = {"row": run_view.summary(updated), "accepted": run_view.accept_offer(updated, [])["accepted"]}
+        return JSONResponse(jsonable_encoder(accepted), headers=DATA_HEADERS)
+
+    @router.get("/api/compare")
+    def compare_rows(a: RowIdQuery, b: RowIdQuery) -> JSONResponse:
+        """Two rows side by side: fingerprint differences, metric deltas with significance (McNemar on the stored
+        predictions, Welch and bootstrap intervals on the per-loop times) and the images that flipped."""
+        if a == b:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "pick two different rows to compare")
+        view = _call_store(db_url, lambda url: run_view.compare_view(url, a, b), empty=None)
+        if view is None or isinstance(view, str):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, view or "no runs recorded yet")
+        return JSONResponse(jsonable_encoder(view), headers=DATA_HEADERS)
 
     @router.get("/api/runs.csv")
     def runs_csv(filters: FiltersDep) -> Response:

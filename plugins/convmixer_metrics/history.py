@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from convmixer_tasks import metrics
+
 # The fields that describe where a run ran, with the label the page shows. A change in any of them between two
 # consecutive runs of one model on one backend is marked on the charts and in the table. One line per field.
 ENV_FIELDS = {"device": "device", "toolkit_version": "toolkit"}
@@ -76,22 +78,35 @@ def environment_changes(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any
     return changes
 
 
-def annotate(row: Mapping[str, Any], changes: list[dict[str, Any]]) -> dict[str, Any]:
-    """The row plus what the page shows about it: ``ran_at``, ``regressed_on`` and ``env_changed`` ({field:
+def _change_key(row: Mapping[str, Any]) -> tuple:
+    return row.get("run_id"), row.get("model_variant"), row.get("backend")
+
+
+def annotate_all(rows: Iterable[Mapping[str, Any]], changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row plus what the page shows about it: ``ran_at``, ``regressed_on`` and ``env_changed`` ({field:
     value before}) when its run changed the environment."""
-    changed: dict[str, Any] = {}
-    for change in changes:
-        if (change["run_id"], change["model_variant"], change["backend"]) == (
-            row.get("run_id"),
-            row.get("model_variant"),
-            row.get("backend"),
-        ):
-            changed = {name: before for name, (before, _after) in change["fields"].items()}
-    return {**row, "ran_at": ran_at(row), "regressed_on": regressed_on(row), "env_changed": changed}
+    changed = {
+        _change_key(change): {name: before for name, (before, _after) in change["fields"].items()} for change in changes
+    }
+    return [
+        {
+            **row,
+            "ran_at": ran_at(row),
+            "regressed_on": regressed_on(row),
+            "env_changed": changed.get(_change_key(row), {}),
+        }
+        for row in rows
+    ]
+
+
+def annotate(row: Mapping[str, Any], changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """``annotate_all`` for one row."""
+    return annotate_all([row], changes)[0]
 
 
 # What a chart point carries: the page's tooltip, markers and links need no more.
 POINT_FIELDS = (
+    "id",
     "run_id",
     "dag_id",
     "ran_at",
@@ -105,8 +120,13 @@ POINT_FIELDS = (
 )
 
 
+# One series: a model at one batch size on one backend, device and precision (never two precisions in one line), as
+# the store defines it for a row's neighbours.
+SERIES_KEY = metrics.SERIES_KEY
+
+
 def _series_key(row: Mapping[str, Any]) -> tuple:
-    return row.get("model_variant"), row.get("batch_size"), row.get("backend"), row.get("device")
+    return tuple(row.get(name) for name in SERIES_KEY)
 
 
 def _sortable(key: tuple) -> tuple:
@@ -114,7 +134,7 @@ def _sortable(key: tuple) -> tuple:
 
 
 def chart_series(rows: Iterable[Mapping[str, Any]], every_row: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One series per model × batch size × backend × device, points oldest first by ``ran_at``.
+    """One series per model × batch size × backend × device × precision, points oldest first by ``ran_at``.
 
     Each series gets a ``slot``: its place among all the series in ``every_row`` (the unfiltered history), so the
     page can give a series the same colour whatever the filters.
@@ -125,13 +145,9 @@ def chart_series(rows: Iterable[Mapping[str, Any]], every_row: Iterable[Mapping[
         groups.setdefault(_series_key(row), []).append(row)
     series = []
     for key, points in sorted(groups.items(), key=lambda item: _sortable(item[0])):
-        model, batch_size, backend, device = key
         series.append(
             {
-                "model_variant": model,
-                "batch_size": batch_size,
-                "backend": backend,
-                "device": device,
+                **dict(zip(SERIES_KEY, key, strict=True)),
                 "slot": slots.get(key, len(slots)),
                 "points": [
                     {name: point.get(name) for name in POINT_FIELDS}

@@ -113,3 +113,90 @@ def demo_rows() -> list[dict]:
             "gate_reasons": reasons,
         })
     return rows
+
+
+CHECKPOINT_SHA256 = "c" * 64
+IMAGES = 500
+CLASSES = 10
+# The run page's example: the Ascend run on the new toolkit that regressed on top-1 (a changed fingerprint too).
+REGRESSED_ASCEND_RUN = "manual__2026-11-04T10:00:00+00:00"
+
+
+def _samples(row: dict) -> str | None:
+    """Per-loop times (ms) around the row's mean, packed as the benchmark step packs them."""
+    from convmixer_tasks.throughput import pack_samples
+
+    if row.get("throughput") is None:
+        return None
+    mean = 1000.0 * row["batch_size"] / row["throughput"]
+    return pack_samples([mean * (1 + 0.04 * ((loop * 37) % 11 - 5) / 5) for loop in range(40)])
+
+
+def _fingerprint(row: dict) -> dict:
+    return {"backend": row["backend"], "device": row.get("device"), "toolkit_version": row.get("toolkit_version"),
+            "host_cores": 2, "load_before": 0.4}
+
+
+def evidence_rows() -> list[dict]:
+    """``demo_rows`` with what the evidence and throughput work store beside them: per-loop samples, a fingerprint
+    and one checkpoint; the Ascend rows also with a fidelity summary against the ONNX (one of them breaching)."""
+    import numpy as np
+
+    from convmixer_tasks.fidelity import DEFAULT_THRESHOLDS, FidelityMetrics, summarise
+
+    rows = []
+    for row in demo_rows():
+        extra = {"checkpoint_sha256": CHECKPOINT_SHA256, "fingerprint": _fingerprint(row),
+                 "samples_ms": _samples(row), "image_count": IMAGES if row.get("top1") is not None else None}
+        if row["backend"] == "ascend" and row.get("top1") is not None:
+            worse = row["run_id"] == REGRESSED_ASCEND_RUN
+            cosine = np.full(64, 0.9995) - (np.linspace(0, 0.02, 64) if worse else 0)
+            metrics = FidelityMetrics(cosine=cosine, max_abs=np.full(64, 0.01), rel_euclidean=np.full(64, 0.01),
+                                      kl=np.full(64, 1e-4), top1_agree=np.arange(64) % 50 != 0)
+            summary = summarise(metrics, DEFAULT_THRESHOLDS)
+            extra["evidence"] = {"fidelity": summary}
+            extra["fidelity_min_cosine"] = summary["min_cosine"]
+            extra["fidelity_top1_agreement"] = summary["top1_agreement"]
+        rows.append({**row, **extra})
+    return rows
+
+
+def _predictions(row: dict, seed: int):
+    """The same images and labels for every row; each row flips a few images of a shared base, and the regressed
+    Ascend run turns many right images wrong (a significant McNemar test against the runs before it)."""
+    import numpy as np
+
+    from convmixer_tasks.evidence import Predictions
+
+    labels = (np.arange(IMAGES) % CLASSES).astype(np.int16)
+    right = np.random.default_rng(0).random(IMAGES) < 0.813
+    rng = np.random.default_rng(seed + 1)
+    to_wrong = 25 if row["run_id"] == REGRESSED_ASCEND_RUN else 3
+    right[rng.choice(np.flatnonzero(right), to_wrong, replace=False)] = False
+    right[rng.choice(np.flatnonzero(~right), 2, replace=False)] = True
+    top1 = np.where(right, labels, (labels + 1) % CLASSES).astype(np.int16)
+    top5 = np.stack([(top1 + shift) % CLASSES for shift in range(5)], axis=1).astype(np.int16)
+    return Predictions(indices=np.arange(1, IMAGES + 1, dtype=np.int32), labels=labels, top5=top5,
+                       margin=np.ones(IMAGES, np.float16), num_classes=CLASSES)
+
+
+def seed_with_evidence(url: str) -> None:
+    """Record ``evidence_rows``, store each evaluated row's predictions, then let the gate's evidence rules pair
+    them (flips and McNemar vs the previous and the reference run) and store what they found, oldest first."""
+    from convmixer_tasks import evidence, metrics
+    from convmixer_tasks.evidence_gate import judge
+    from convmixer_tasks.metrics.predictions import store_evidence, store_predictions
+
+    metrics.upgrade(url)
+    rows = evidence_rows()
+    for row in rows:
+        metrics.record_run(url, row)
+    evaluated = sorted((row for row in rows if row.get("top1") is not None),
+                       key=lambda r: (r.get("started_at") or r["logical_date"]))
+    for seed, row in enumerate(evaluated):
+        blob = evidence.encode(_predictions(row, seed))
+        store_predictions(url, row["run_id"], row["batch_size"], row["backend"], blob, IMAGES)
+    for row in evaluated:
+        stored = metrics.get_run(url, row["run_id"], row["batch_size"], row["backend"])
+        judged = judge(url, stored, top1_tolerance=0.5, significance=0.05)
+        store_evidence(url, row["run_id"], row["batch_size"], row["backend"], judged.values)

@@ -27,9 +27,20 @@ os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", "convmixer-plugin-tests-"
 if str(PLUGINS_DIR) not in sys.path:
     sys.path.insert(0, str(PLUGINS_DIR))  # what Airflow does for its plugins folder
 
-from tests.plugins import BATCH_SIZES, DAG_ID, DAYS, DEVICE, NEW_NPU, NPU, demo_rows  # noqa: E402
+from tests.plugins import (  # noqa: E402
+    BATCH_SIZES,
+    DAG_ID,
+    DAYS,
+    DEVICE,
+    NEW_NPU,
+    NPU,
+    REGRESSED_ASCEND_RUN,
+    demo_rows,
+    seed_with_evidence,
+)
 
-ENDPOINTS = ["/", "/static/page.js", "/api/filters", "/api/runs", "/api/series", "/api/runs.csv"]
+ENDPOINTS = ["/", "/run", "/compare", "/static/page.js", "/static/run.js", "/api/filters", "/api/runs", "/api/series",
+             "/api/runs.csv", "/api/runs/1", "/api/compare?a=1&b=2"]
 
 
 @pytest.fixture(scope="module")
@@ -517,3 +528,279 @@ def test_environment_fields_are_compared_per_model_and_backend_in_the_order_runs
         ("c", {"toolkit_version": ["t1", "t2"]}),
         ("e", {"device": ["d1", "d2"]}),
     ]
+
+
+# --- run page -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def evidence_url(tmp_path_factory) -> str:
+    url = f"sqlite:///{tmp_path_factory.mktemp('evidence') / 'metrics.db'}"
+    seed_with_evidence(url)
+    return url
+
+
+def row_id(url: str, run_id: str, batch_size: int, backend: str) -> int:
+    from convmixer_tasks import metrics
+
+    return metrics.get_run(url, run_id, batch_size, backend)["id"]
+
+
+def test_run_page_explains_the_regressed_run(evidence_url, auth_manager):
+    regressed = row_id(evidence_url, REGRESSED_ASCEND_RUN, 4, "ascend")
+    previous = row_id(evidence_url, "manual__2026-11-03T12:00:00+00:00", 4, "ascend")
+    body = client_for(evidence_url, mint(auth_manager, role="admin")).get(f"/api/runs/{regressed}").json()
+
+    assert body["row"]["status"] == "regressed" and body["row"]["regressed_on"] == ["top1"]
+    assert "samples_ms" not in body["row"]  # summarised, not sent
+    outcomes = {line["outcome"] for line in body["reasons"] if line["text"].startswith(("top1 regressed", "OM "))}
+    assert outcomes == {"fired"}
+    assert any(line["outcome"] == "passed" and line["text"].startswith("throughput ok") for line in body["reasons"])
+    # The run before it in its series (model, backend, device, precision, batch size) and what changed since.
+    assert body["previous"]["id"] == body["baseline"]["id"] == previous and body["next"] is None
+    assert body["series"]["precision_mode"] == "force_fp16"
+    assert body["fingerprint"]["vs_previous"] == ["toolkit_version: CANN 8.0.RC1 → CANN 8.0.RC2"]
+    # Latency: a box per run of the series, oldest first, this one last, and this run's histogram.
+    runs = body["latency"]["runs"]
+    assert [run["id"] for run in runs] == [previous, regressed] and runs[-1]["this"]
+    box = runs[-1]["box"]
+    assert box["count"] == 40 and box["min"] <= box["q1"] <= box["median"] <= box["q3"] <= box["max"]
+    assert sum(body["latency"]["histogram"]["counts"]) == 40
+    # Accuracy evidence: fidelity against the ONNX (breached) and the flips against the previous ok run.
+    evidence = body["evidence"]
+    assert evidence["fidelity"]["breaches"] and evidence["fidelity"]["top1_agreement"] < 1
+    flips = evidence["flips_previous"]
+    assert flips["run_id"] == "manual__2026-11-03T12:00:00+00:00"
+    assert flips["right_to_wrong"] > flips["wrong_to_right"] and flips["p_value"] < 0.05
+    assert flips["p_value"] == evidence["flips_p_value"]
+    assert flips["right_to_wrong_names"][0].startswith("ILSVRC2012_val_")
+    assert evidence["flips_reference"]["run_id"].startswith("scheduled__")
+    # No power readings: said, not left blank.
+    assert body["energy"] == {"measured": False, "j_per_image": None, "throughput_per_watt": None, "details": {},
+                              "why": "no power reading was recorded for this run"}
+    # Offered for acceptance (regressed, new toolkit), and this admin may.
+    accept = body["accept"]
+    assert accept["offered"] and accept["allowed"] and accept["why_not"] is None and accept["csrf_token"]
+
+
+def test_run_page_says_why_energy_is_missing_or_shows_it(tmp_path, token):
+    from convmixer_tasks import metrics
+
+    url = f"sqlite:///{tmp_path / 'energy.db'}"
+    metrics.upgrade(url)
+    measured, unmeasured = demo_rows()[:2]
+    ids = [metrics.record_run(url, {**measured, "energy_j_per_image": 0.21, "throughput_per_watt": 4.7,
+                                    "energy": {"source": "rapl", "samples": 120, "mean_w": 6.4}}),
+           metrics.record_run(url, {**unmeasured, "energy": {"reason": "RAPL is not readable on this host"}})]
+    api = client_for(url, token)
+    shown = api.get(f"/api/runs/{ids[0]}").json()["energy"]
+    assert shown["measured"] and shown["j_per_image"] == 0.21 and shown["details"]["source"] == "rapl"
+    assert api.get(f"/api/runs/{ids[1]}").json()["energy"]["why"] == "RAPL is not readable on this host"
+
+
+def test_viewer_sees_why_they_may_not_accept(evidence_url, token):
+    regressed = row_id(evidence_url, REGRESSED_ASCEND_RUN, 4, "ascend")
+    accept = client_for(evidence_url, token).get(f"/api/runs/{regressed}").json()["accept"]
+    assert accept["offered"] and not accept["allowed"] and accept["csrf_token"] is None
+    assert "may view but not edit DAG convmixer_validation" in accept["why_not_allowed"]
+
+
+@pytest.mark.parametrize("bad", ["abc", "0", "-1", str(2**31), "1 OR 1=1", "1.5"])
+def test_row_ids_are_validated(api, bad):
+    assert api.get(f"/api/runs/{bad}").status_code in (404, 422)
+    assert api.get("/api/compare", params={"a": bad, "b": 1}).status_code == 422
+
+
+def test_unknown_row_is_a_404(api):
+    assert api.get("/api/runs/999999").status_code == 404
+    response = api.get("/api/compare", params={"a": 1, "b": 999999})
+    assert response.status_code == 404 and "999999" in response.json()["detail"]
+
+
+# --- compare ------------------------------------------------------------------------------------------------------
+
+def test_compare_two_runs_with_flips_and_significance(evidence_url, token):
+    before = row_id(evidence_url, "manual__2026-11-03T12:00:00+00:00", 4, "ascend")
+    after = row_id(evidence_url, REGRESSED_ASCEND_RUN, 4, "ascend")
+    body = client_for(evidence_url, token).get("/api/compare", params={"a": before, "b": after}).json()
+    assert body["a"]["id"] == before and body["b"]["id"] == after and body["same_series"]
+    assert body["fingerprint"]["differences"] == ["toolkit_version: CANN 8.0.RC1 → CANN 8.0.RC2"]
+    metrics = {m["field"]: m for m in body["metrics"]}
+    assert metrics["top1"]["delta"] == pytest.approx(80.41 - 81.35) and not metrics["top1"]["better"]
+    assert metrics["throughput"]["delta_pct"] == pytest.approx((409 / 412 - 1) * 100)
+    flips = body["flips"]
+    assert flips["right_to_wrong"] >= 20 and flips["mcnemar_exact_p"] < 0.05 and flips["images"] == 500
+    assert len(flips["right_to_wrong_names"]) == 10
+    throughput = body["throughput"]
+    assert 0 <= throughput["welch_p"] <= 1 and throughput["samples"] == [40, 40]
+    low, high = throughput["interval_b"]
+    assert low <= 409.0 * 1.05 and high >= 409.0 * 0.95
+
+
+def test_compare_says_why_flips_are_missing(api):
+    failed = next(row["id"] for row in api.get("/api/runs", params={"status": "failed"}).json()["rows"])
+    body = api.get("/api/compare", params={"a": failed, "b": 1}).json()
+    assert "no stored predictions" in body["flips"]["why"]
+    assert "per-loop" in body["throughput"]["why"]
+    assert api.get("/api/compare", params={"a": 1, "b": 1}).status_code == 422
+
+
+def test_series_never_mix_precisions(tmp_path, token):
+    from convmixer_tasks import metrics
+
+    url = f"sqlite:///{tmp_path / 'precision.db'}"
+    metrics.upgrade(url)
+    ascend = [row for row in demo_rows() if row["backend"] == "ascend" and row.get("top1") is not None][0]
+    metrics.record_run(url, {**ascend, "precision_mode": "force_fp16"})
+    metrics.record_run(url, {**ascend, "precision_mode": "allow_mix_precision", "throughput": 600.0})
+    groups = client_for(url, token).get("/api/series").json()["series"]
+    assert sorted(g["precision_mode"] for g in groups) == ["allow_mix_precision", "force_fp16"]
+    assert all(len(g["points"]) == 1 for g in groups)
+
+
+def test_unfiltered_chart_is_capped_and_says_so(tmp_path, token, monkeypatch):
+    from convmixer_metrics import app as plugin_app
+    from convmixer_tasks import metrics
+
+    url = f"sqlite:///{tmp_path / 'capped.db'}"
+    metrics.upgrade(url)
+    for row in demo_rows():
+        metrics.record_run(url, row)
+    monkeypatch.setattr(plugin_app, "MAX_CHART_POINTS", 5)
+    body = client_for(url, token).get("/api/series").json()
+    assert (body["points"], body["total"], body["capped"]) == (5, len(demo_rows()), True)
+    latest = sorted((row.get("started_at") or row["logical_date"]) for row in demo_rows())[-5:]
+    assert body["since"] == latest[0].isoformat()
+    assert sum(len(g["points"]) for g in body["series"]) == 5
+
+
+# --- accept as baseline ---------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def accept_url(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'accept.db'}"
+    seed_with_evidence(url)
+    return url
+
+
+def accept(client, row: int, reason="CANN 8.0.RC2 rolled out on purpose", **kwargs):
+    return client.post(f"/api/runs/{row}/accept", json={"reason": reason}, **kwargs)
+
+
+def stored(url: str, row: int) -> dict:
+    from convmixer_tasks import metrics
+
+    return metrics.get_row(url, row)
+
+
+def test_admin_accepts_a_regressed_run_and_history_shows_who_when_why(accept_url, auth_manager):
+    regressed = row_id(accept_url, REGRESSED_ASCEND_RUN, 4, "ascend")
+    admin = client_for(accept_url, mint(auth_manager, role="admin", username="ada"))
+    response = accept(admin, regressed)
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"]["by"] == "ada"
+    row = stored(accept_url, regressed)
+    assert (row["status"], row["rebaselined_by"], row["rebaseline_reason"]) == (
+        "ok", "ada", "CANN 8.0.RC2 rolled out on purpose")
+    (listed,) = [r for r in admin.get("/api/runs", params={"limit": 50}).json()["rows"] if r["id"] == regressed]
+    assert listed["rebaselined_by"] == "ada" and listed["rebaselined_at"] == row["rebaselined_at"]
+    assert listed["rebaseline_reason"] == "CANN 8.0.RC2 rolled out on purpose"
+    detail = admin.get(f"/api/runs/{regressed}").json()["accept"]
+    assert detail["accepted"]["by"] == "ada" and detail["why_not"] == "already accepted as the baseline"
+    assert accept(admin, regressed).status_code == 409  # once is enough
+
+
+def test_user_role_may_accept_with_a_session_cookie_and_the_pages_csrf_token(accept_url, auth_manager):
+    regressed = row_id(accept_url, REGRESSED_ASCEND_RUN, 4, "ascend")
+    browser = client_for(accept_url)
+    browser.cookies.set("_token", mint(auth_manager, role="user", username="una"))
+    csrf = browser.get(f"/api/runs/{regressed}").json()["accept"]["csrf_token"]
+    assert accept(browser, regressed, headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert stored(accept_url, regressed)["rebaselined_by"] == "una"
+
+
+def test_viewer_may_not_accept(accept_url, token):
+    regressed = row_id(accept_url, REGRESSED_ASCEND_RUN, 4, "ascend")
+    response = accept(client_for(accept_url, token), regressed)
+    assert response.status_code == 403 and "may view but not edit" in response.json()["detail"]
+    assert stored(accept_url, regressed)["rebaselined_at"] is None
+
+
+@pytest.mark.parametrize("credential", ["none", "forged", "unknown-role", "no-role"])
+def test_accept_refuses_missing_and_bad_tokens(accept_url, auth_manager, credential):
+    from airflow.api_fastapi.auth.tokens import JWTGenerator
+
+    tokens = {
+        "none": None,
+        "forged": JWTGenerator(secret_key="not-the-server-secret-" + "y" * 48, valid_for=60,
+                               audience="apache-airflow", issuer=None).generate({"sub": "mallory", "role": "admin"}),
+        "unknown-role": mint(auth_manager, role="superhero"),
+        "no-role": mint(auth_manager, role=None),
+    }
+    regressed = row_id(accept_url, REGRESSED_ASCEND_RUN, 4, "ascend")
+    assert accept(client_for(accept_url, tokens[credential]), regressed).status_code in (401, 403)
+    assert stored(accept_url, regressed)["rebaselined_at"] is None
+
+
+def test_cross_site_form_post_cannot_accept(accept_url, auth_manager):
+    """What a page on another site can make a signed-in admin's browser send: the cookie, but no header it chose
+    and no JSON body."""
+    regressed = row_id(accept_url, REGRESSED_ASCEND_RUN, 4, "ascend")
+    browser = client_for(accept_url)
+    browser.cookies.set("_token", mint(auth_manager, role="admin"))
+    path = f"/api/runs/{regressed}/accept"
+    form = browser.post(path, data={"reason": "pwned"}, headers={"Origin": "https://evil.example",
+                                                                 "Sec-Fetch-Site": "cross-site"})
+    assert form.status_code == 415
+    plain = browser.post(path, content=b'{"reason": "pwned"}', headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 415
+    json_without_token = browser.post(path, json={"reason": "pwned"})
+    assert json_without_token.status_code == 403 and "X-CSRF-Token" in json_without_token.json()["detail"]
+    forged_token = browser.post(path, json={"reason": "pwned"}, headers={"X-CSRF-Token": "a.b.c"})
+    assert forged_token.status_code == 403
+    csrf = browser.get(f"/api/runs/{regressed}").json()["accept"]["csrf_token"]
+    cross_site = browser.post(path, json={"reason": "pwned"}, headers={"X-CSRF-Token": csrf,
+                                                                       "Sec-Fetch-Site": "cross-site"})
+    assert cross_site.status_code == 403
+    # Another user's token does not fit this user's session.
+    other = client_for(accept_url)
+    other.cookies.set("_token", mint(auth_manager, role="admin", username="someone-else"))
+    assert accept(other, regressed, headers={"X-CSRF-Token": csrf}).status_code == 403
+    assert stored(accept_url, regressed)["rebaselined_at"] is None
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    ({"reason": ""}, 422), ({"reason": "  "}, 422), ({}, 422), ({"reason": "ok", "by": "mallory"}, 422),
+    ({"reason": "x" * 2001}, 422),
+])
+def test_accept_needs_a_reason_and_nothing_else(accept_url, auth_manager, body, status):
+    regressed = row_id(accept_url, REGRESSED_ASCEND_RUN, 4, "ascend")
+    admin = client_for(accept_url, mint(auth_manager, role="admin"))
+    assert admin.post(f"/api/runs/{regressed}/accept", json=body).status_code == status
+    assert stored(accept_url, regressed)["rebaselined_at"] is None
+
+
+def test_accept_refuses_a_failed_run_and_bad_ids(accept_url, auth_manager):
+    admin = client_for(accept_url, mint(auth_manager, role="admin"))
+    failed = row_id(accept_url, "manual__2026-11-02T09:30:00+00:00", 1, "ascend")
+    response = accept(admin, failed)
+    assert response.status_code == 409 and "cannot be a baseline" in response.json()["detail"]
+    assert accept(admin, 999999).status_code == 404
+    for bad in ("abc", "0", "1;DROP TABLE x"):
+        assert admin.post(f"/api/runs/{bad}/accept", json={"reason": "why not"}).status_code in (404, 422)
+
+
+@pytest.mark.parametrize(("row", "changed", "offered", "why_not"), [
+    ({"status": "regressed", "throughput": 61.2}, [], True, None),
+    ({"status": "ok", "throughput": 900.0}, ["toolkit_version: 8.0 → 8.1"], True, None),  # a new environment
+    ({"status": "ok", "throughput": 900.0}, [], False, None),
+    ({"status": "inconclusive", "throughput": 900.0}, ["host_cpu: a → b"], True, None),
+    ({"status": "failed", "throughput": None}, ["toolkit_version: 8.0 → 8.1"], True,
+     "a failed run without a throughput figure cannot be a baseline"),
+    ({"status": "regressed", "throughput": 61.2, "rebaselined_at": "2026-11-05T00:00:00+00:00"}, [], True,
+     "already accepted as the baseline"),
+])
+def test_accept_is_offered_on_regressed_or_changed_runs_that_can_be_a_baseline(row, changed, offered, why_not):
+    from convmixer_metrics import run_view
+
+    offer = run_view.accept_offer(row, changed)
+    assert (offer["offered"], offer["why_not"]) == (offered, why_not)

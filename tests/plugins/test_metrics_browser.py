@@ -1,8 +1,8 @@
 """The metrics page in a real browser: a real ``airflow api-server`` with the repo's plugins folder, headless
 Chromium (Debian's ``chromium`` package) driven by Playwright, logging in through Airflow's own login form.
 
-Also writes ``docs/metrics-page.png`` and ``docs/metrics-page-dark.png`` (the README's screenshots, light and dark)
-from what the browser showed.
+Also writes ``docs/metrics-page.png``, ``docs/metrics-page-dark.png`` (the history, light and dark) and
+``docs/metrics-run-page.png`` (a run page) — the README's screenshots — from what the browser showed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from tests.plugins import DAG_ID, NEW_NPU, NPU, demo_rows
+from tests.plugins import DAG_ID, NEW_NPU, NPU, REGRESSED_ASCEND_RUN, demo_rows, seed_with_evidence
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO_ROOT / "docs" / "metrics-page.png"
 SCREENSHOT_DARK = REPO_ROOT / "docs" / "metrics-page-dark.png"
 SCREENSHOT_PHONE = REPO_ROOT / "docs" / "metrics-page-phone.png"
+SCREENSHOT_RUN = REPO_ROOT / "docs" / "metrics-run-page.png"
+SCREENSHOT_RUN_PHONE_DARK = REPO_ROOT / "docs" / "metrics-run-page-phone-dark.png"
+# The regressed ONNX Runtime run (throughput): offered for acceptance, refused to the viewer.
+THROUGHPUT_REGRESSED_RUN = "scheduled__2026-11-04T00:00:00+00:00"
 WIDE = {"width": 1440, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 CHROMIUM = Path("/usr/bin/chromium")
@@ -75,9 +79,9 @@ def airflow_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-home")
     (home / "dags").mkdir()
     metrics_url = f"sqlite:///{home / 'convmixer_metrics.db'}"
-    metrics.upgrade(metrics_url)
-    for row in demo_rows():
-        metrics.record_run(metrics_url, row)
+    seed_with_evidence(metrics_url)
+    ids = {(row["run_id"], row["batch_size"], row["backend"]): row["id"]
+           for row in metrics.query_runs(metrics_url, limit=metrics.MAX_LIMIT)[0]}
 
     env = {
         **os.environ,
@@ -87,7 +91,7 @@ def airflow_server(tmp_path_factory):
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__AUTH_MANAGER":
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
         "AIRFLOW__API_AUTH__JWT_SECRET": "convmixer-browser-test-" + "z" * 48,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "CONVMIXER_METRICS_DB_URL": metrics_url,
@@ -111,8 +115,9 @@ def airflow_server(tmp_path_factory):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"api-server did not come up on {base}:\n{log_path.read_text()[-4000:]}")
             time.sleep(1)
-        password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
-        yield {"base": base, "password": password, "log": log_path}
+        passwords = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
+        yield {"base": base, "password": passwords["admin"], "passwords": passwords, "log": log_path, "ids": ids,
+               "metrics_url": metrics_url}
     finally:
         _stop(process)
 
@@ -356,11 +361,29 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page):
     frame_locator.locator("button[type=reset]").click()
     expect(frame_locator.locator("body")).to_have_attribute("data-state", "loaded")
 
-    # Clicking a point opens that DAG run in the Airflow UI (the top window, not the iframe).
+    # Pick two rows to compare: the link names both rows.
+    before_id = airflow_server["ids"]["manual__2026-11-03T12:00:00+00:00", 4, "ascend"]
+    after_id = airflow_server["ids"][REGRESSED_ASCEND_RUN, 4, "ascend"]
+    frame_locator.locator(f"td.pick input[value='{before_id}']").check()
+    frame_locator.locator(f"td.pick input[value='{after_id}']").check()
+    compare = frame_locator.locator("#compare")
+    expect(compare).to_have_text("Compare the two picked runs (2/2)")
+    assert compare.get_attribute("href") == f"compare?a={before_id}&b={after_id}"
+
+    # The run's DAG run link in the table opens in the Airflow UI (the top window, not the iframe).
+    row_link = frame_locator.locator("#runs-table tbody td.ran a").first
+    href = row_link.get_attribute("href")
+    row_link.click()
+    page.wait_for_url(f"{base}{href}")
+
+    # Clicking a chart point opens that run's page inside the metrics frame (the UI's URL follows it).
+    frame_locator, frame = _open_metrics_page(page, base)
     point = _chart_points(frame, "chart-top1")[0]
     canvas_box = frame_locator.locator("#chart-top1").bounding_box()
     page.mouse.click(canvas_box["x"] + point["x"], canvas_box["y"] + point["y"])
-    page.wait_for_url(f"{base}/dags/{DAG_ID}/runs/{quote(point['run_id'], safe='')}")
+    page.wait_for_url(re.compile(r"/plugin/convmixer-metrics/convmixer-metrics/run\?id=\d+$"))
+    expect(frame_locator.locator("body")).to_have_attribute("data-state", "loaded")
+    expect(frame_locator.locator("#subtitle")).to_contain_text(point["run_id"])
 
     assert problems == []
 
@@ -447,11 +470,11 @@ def test_expired_session_banner_links_to_the_login_page(airflow_server, browser_
     page.wait_for_url(re.compile(r"/auth/login"))  # the whole window, not the iframe
 
 
-def _log_in(page, server: dict) -> None:
+def _log_in(page, server: dict, user: str = "admin") -> None:
     page.goto(f"{server['base']}/")
     page.wait_for_url(re.compile(r"/auth/login"))
-    page.locator("input[name=username]").fill("admin")
-    page.locator("input[name=password]").fill(server["password"])
+    page.locator("input[name=username]").fill(user)
+    page.locator("input[name=password]").fill(server["passwords"][user])
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(re.compile(r"^(?!.*/auth/login)"))
 
@@ -499,3 +522,144 @@ def test_empty_and_unreachable_metrics_db_states(airflow_server, browser_page, t
 
 def server_log(server: dict) -> str:
     return Path(server["log"]).read_text(errors="replace")
+
+
+def _open_in_ui(page, base: str, path_and_query: str):
+    """One of the plugin's pages (run?id=…, compare?a=…&b=…) inside the Airflow UI, once its data has loaded."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/plugin/convmixer-metrics/convmixer-metrics/{path_and_query}")
+    frame_locator = page.frame_locator("iframe[src*='convmixer-metrics']")
+    expect(frame_locator.locator("body")).to_have_attribute("data-state", re.compile("loaded|error"))
+    return frame_locator, _metrics_frame(page)
+
+
+def test_run_page_compare_and_accept_as_admin(airflow_server, browser_page):
+    """Light, 1440 px: the regressed Ascend run's page (fidelity breached, flips with McNemar, latency boxes, no
+    energy), the compare view against the run before it, then the admin accepts it as the new baseline."""
+    from playwright.sync_api import expect
+
+    base, page = airflow_server["base"], browser_page
+    problems: list[str] = []
+    page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
+    page.on("console", lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None)
+    _log_in(page, airflow_server)
+    page.evaluate("() => localStorage.setItem('theme', 'light')")
+    regressed = airflow_server["ids"][REGRESSED_ASCEND_RUN, 4, "ascend"]
+    previous = airflow_server["ids"]["manual__2026-11-03T12:00:00+00:00", 4, "ascend"]
+    run, frame = _open_in_ui(page, base, f"run?id={regressed}")
+    expect(run.locator("body")).to_have_attribute("data-state", "loaded")
+
+    # Verdict: the rule that fired is marked, the ones that held too.
+    expect(run.locator("#status .status-regressed")).to_be_visible()
+    expect(run.locator("#reasons li[data-outcome=fired]").first).to_contain_text("top1 regressed: 80.410 < 80.870")
+    expect(run.locator("#reasons li[data-outcome=passed]", has_text="throughput ok")).to_have_count(1)
+    # What changed since the previous run of the series, highlighted in the fingerprint.
+    expect(run.locator("#fingerprint-diff li.changed").first).to_contain_text(
+        "toolkit_version: CANN 8.0.RC1 → CANN 8.0.RC2")
+    expect(run.locator("#fingerprint-table tr.changed th")).to_have_text(["toolkit_version"])
+    # Fidelity against the ONNX, and the flips against the previous ok run with McNemar's p and image names.
+    expect(run.locator("#fidelity .verdict-bad")).to_contain_text("OM diverges from ONNX: min cosine")
+    previous_flips = run.locator(".flip-block").first
+    expect(previous_flips.locator(".flip-summary")).to_contain_text(
+        re.compile(r"Against run manual__2026-11-03T12:00:00\+00:00 \(batch size 4\): \d+ right→wrong, \d+ "
+                   r"wrong→right, top-1 -\d\.\d{3} pt, McNemar exact p = \S+\."))
+    expect(previous_flips.locator(".names li").first).to_have_text(re.compile(r"ILSVRC2012_val_\d{8}\.JPEG"))
+    p_value = float(previous_flips.get_attribute("data-p"))
+    assert 0 < p_value < 0.05
+    expect(run.locator("#classes")).to_contain_text("class ")
+    # Latency: a box per run of the series (the previous one and this one), this run's histogram.
+    boxes = frame.evaluate("() => Chart.getChart(document.getElementById('chart-boxes')).data.labels")
+    assert len(boxes) == 2 and boxes[-1].endswith("(this)")
+    assert frame.evaluate("() => Chart.getChart(document.getElementById('chart-histogram'))"
+                          ".data.datasets[0].data.reduce((a, b) => a + b, 0)") == 40
+    expect(run.locator("#energy-summary")).to_have_text("Not measured: no power reading was recorded for this run.")
+    # Links: the Airflow run and its gate task's log (opened in the UI), the previous run's page.
+    hrefs = run.locator("#airflow-links a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    run_url = f"/dags/{DAG_ID}/runs/{quote(REGRESSED_ASCEND_RUN, safe='')}"
+    assert hrefs[:2] == [run_url, f"{run_url}/tasks/regression_gate"]
+    assert run.locator("a[data-rel=previous]").get_attribute("href") == f"run?id={previous}"
+    assert _no_sideways_scroll_page(frame) == 0
+    _whole_page_screenshot(page, f"{base}/convmixer-metrics/run?id={regressed}", SCREENSHOT_RUN)
+
+    # Compare with the previous run: the fingerprint difference, the deltas and the flips between them.
+    run.locator("a[data-rel=compare-previous]").click()
+    page.wait_for_url(re.compile(rf"/convmixer-metrics/compare\?a={previous}&b={regressed}$"))
+    expect(run.locator("body")).to_have_attribute("data-state", "loaded")
+    expect(run.locator("#fingerprint-diff")).to_have_text("toolkit_version: CANN 8.0.RC1 → CANN 8.0.RC2")
+    expect(run.locator("#deltas tr[data-field=top1]")).to_have_class("worse")
+    expect(run.locator("#deltas tr[data-field=top1] td").nth(2)).to_have_text("-0.940")
+    expect(run.locator("#flips .flip-summary")).to_contain_text("a real change, not noise")
+    expect(run.locator("#throughput-test")).to_contain_text("Welch's t-test on the 40 and 40 per-loop times")
+
+    # Accept as baseline: a reason is required; then who/when/why shows here and in the history.
+    page.go_back()
+    expect(run.locator("body")).to_have_attribute("data-state", "loaded")
+    button = run.locator("#accept-button")
+    expect(button).to_be_enabled()
+    button.click()
+    expect(run.locator("#accept-error")).to_contain_text("Say why")
+    run.locator("textarea[name=reason]").fill("CANN 8.0.RC2 rolled out on purpose")
+    button.click()
+    expect(run.locator("#accepted")).to_contain_text("accepted as baseline by admin")
+    expect(run.locator("#accepted")).to_contain_text("CANN 8.0.RC2 rolled out on purpose")
+    expect(run.locator("#accept-form")).to_be_hidden()
+    expect(run.locator("#status .status-ok")).to_be_visible()
+    history, _ = _open_metrics_page(page, base)
+    expect(history.locator("#runs-table td.status-cell .accepted")).to_contain_text(
+        re.compile(r"accepted as baseline by admin, 2026-\d\d-\d\d \d\d:\d\d UTC: CANN 8.0.RC2 rolled out"))
+    assert problems == []
+
+
+def test_viewer_is_refused_accept_on_a_phone_in_dark_mode(airflow_server, browser_page):
+    """Dark, 390 px: a read-only user sees the button disabled with why, and the server refuses the write too."""
+    from playwright.sync_api import expect
+
+    base, page = airflow_server["base"], browser_page
+    page.set_viewport_size(PHONE)
+    _log_in(page, airflow_server, user="viewer")
+    page.evaluate("() => localStorage.setItem('theme', 'dark')")
+    regressed = airflow_server["ids"][THROUGHPUT_REGRESSED_RUN, 4, "onnxruntime"]
+    run, frame = _open_in_ui(page, base, f"run?id={regressed}")
+    expect(run.locator("body")).to_have_attribute("data-state", "loaded")
+    expect(run.locator("html")).to_have_attribute("data-theme", "dark")
+    assert _luminance(frame, "body", "backgroundColor") < 0.1
+    expect(run.locator("#reasons li[data-outcome=fired]")).to_contain_text("throughput regressed: 61.20 < 84.60")
+    button = run.locator("#accept-button")
+    expect(button).to_be_disabled()
+    expect(run.locator("#accept-why")).to_contain_text(
+        "You cannot accept this run: your Airflow user 'viewer' may view but not edit DAG convmixer_validation")
+    assert _no_sideways_scroll_page(frame) == 0
+    _settle_for_screenshot(page)
+    page.screenshot(path=str(SCREENSHOT_RUN_PHONE_DARK), full_page=True)
+    # Enabling the button by hand does not help: a viewer is never given the page's CSRF token, and the server
+    # checks the edit permission as well (tests/plugins/test_metrics_api.py sends a viewer's valid token).
+    status = frame.evaluate("""async (id) => {
+        const response = await fetch('api/runs/' + id + '/accept', {method: 'POST', credentials: 'same-origin',
+            headers: {'Content-Type': 'application/json', 'X-CSRF-Token': 'none'},
+            body: JSON.stringify({reason: 'let me in'})});
+        return response.status;
+    }""", regressed)
+    assert status == 403
+    from convmixer_tasks import metrics
+
+    assert metrics.get_row(airflow_server["metrics_url"], regressed)["rebaselined_at"] is None
+
+
+def _whole_page_screenshot(page, url: str, path: Path) -> None:
+    """The plugin page on its own (same session), top to bottom: inside the UI only its first screen would show."""
+    from playwright.sync_api import expect
+
+    alone = page.context.new_page()
+    try:
+        alone.set_viewport_size(page.viewport_size)
+        alone.goto(url)
+        expect(alone.locator("body")).to_have_attribute("data-state", "loaded")
+        alone.wait_for_timeout(500)
+        alone.screenshot(path=str(path), full_page=True)
+    finally:
+        alone.close()
+
+
+def _no_sideways_scroll_page(frame) -> int:
+    return frame.evaluate("() => document.scrollingElement.scrollWidth - document.scrollingElement.clientWidth")

@@ -1,7 +1,12 @@
-// ConvMixer metrics page: fetches JSON from this plugin's authenticated endpoints and renders it.
-// Every value from the server goes into the page through textContent / DOM properties, never as HTML.
+// ConvMixer metrics history: fetches JSON from this plugin's authenticated endpoints and renders it (helpers in
+// common.js). Every value from the server goes into the page through textContent / DOM properties, never as HTML.
 (function () {
   "use strict";
+
+  const {
+    el, show, fmt, fmtDate, cssVar, statusBadge, reasonsToShow, acceptanceText, runPageUrl, comparePageUrl,
+    airflowLink, dagRunUrl, mirrorUrl, getJson, showError, clearError,
+  } = window.metricsCommon;
 
   const FILTER_NAMES = ["model", "backend", "device", "batch_size", "status", "since", "until"];
   // Which list of /api/filters (the store's distinct_values) fills which filter menu.
@@ -24,104 +29,14 @@
     failed: { style: "crossRot", radius: 7, fill: "#718096", border: "#718096" },
     pending: { style: "rectRot", radius: 6, fill: "#ecc94b", border: "#744210" },
   };
-  const MOUNT = "/convmixer-metrics/";
   const DEFAULT_LIMIT = 25;
 
   const form = document.getElementById("filters");
   const axisSelect = document.getElementById("x-axis");
-  const state = { limit: DEFAULT_LIMIT, offset: 0, request: 0, series: null };
+  const state = { limit: DEFAULT_LIMIT, offset: 0, request: 0, series: null, picked: [] };
   const charts = {};
 
-  // --- the Airflow UI around the page ----------------------------------------------------------------------------
-
-  // Airflow may be served below a path prefix ([api] base_url); DAG run links need that prefix.
-  function airflowBase() {
-    const path = window.location.pathname;
-    const at = path.lastIndexOf(MOUNT);
-    return at >= 0 ? path.slice(0, at) : "";
-  }
-
-  function dagRunUrl(dagId, runId) {
-    return airflowBase() + "/dags/" + encodeURIComponent(dagId) + "/runs/" + encodeURIComponent(runId);
-  }
-
-  function airflowWindow() {
-    try {
-      const top = window.top;
-      return top && top !== window && top.document ? top : null;
-    } catch (err) {
-      return null; // not the Airflow UI around us (another origin)
-    }
-  }
-
-  // The UI embeds this page in a sandboxed iframe without allow-top-navigation, so neither target="_top" nor
-  // top.location may navigate it. The iframe is same-origin, though: push the URL onto the UI's history and
-  // tell its router, which then shows the DAG run as if the user had clicked a link in the UI itself.
-  function openInAirflow(url) {
-    const top = airflowWindow();
-    if (top) {
-      const previous = top.history.state;
-      const idx = previous && Number.isInteger(previous.idx) ? previous.idx + 1 : undefined;
-      top.history.pushState({ usr: null, key: Math.random().toString(36).slice(2, 10), idx: idx }, "", url);
-      top.dispatchEvent(new PopStateEvent("popstate", { state: top.history.state }));
-      return;
-    }
-    window.location.assign(url);
-  }
-
-  // A page outside the UI's router (the login page): a link clicked in the UI's own document navigates it.
-  function openOutsideAirflow(url) {
-    const top = airflowWindow();
-    if (!top) {
-      window.location.assign(url);
-      return;
-    }
-    const link = top.document.createElement("a");
-    link.href = url;
-    top.document.body.appendChild(link);
-    link.click();
-    link.remove();
-  }
-
-  function plainClick(event) {
-    return event.button === 0 && !event.ctrlKey && !event.metaKey && !event.shiftKey && !event.altKey;
-  }
-
-  function onRunLinkClick(event) {
-    if (!plainClick(event)) return;
-    event.preventDefault();
-    openInAirflow(event.currentTarget.getAttribute("href"));
-  }
-
-  // --- small helpers -----------------------------------------------------------------------------------------------
-
-  function el(tag, text, className) {
-    const node = document.createElement(tag);
-    if (text !== undefined && text !== null) node.textContent = String(text);
-    if (className) node.className = className;
-    return node;
-  }
-
-  function show(id, visible) {
-    document.getElementById(id).hidden = !visible;
-  }
-
-  function fmt(value, digits) {
-    if (value === null || value === undefined || value === "") return "–";
-    const number = Number(value);
-    return Number.isFinite(number) ? number.toFixed(digits) : String(value);
-  }
-
-  function fmtDate(iso) {
-    if (!iso) return "–";
-    const date = new Date(iso);
-    if (Number.isNaN(date.getTime())) return String(iso);
-    return date.toISOString().slice(0, 16).replace("T", " ");
-  }
-
-  function cssVar(name) {
-    return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-  }
+  // --- filters and the URL ---------------------------------------------------------------------------------------
 
   // The form's own label for a query parameter ("since" → "From"), so messages use the words the user sees.
   function labelFor(name) {
@@ -129,8 +44,6 @@
     const label = field && field.closest("label");
     return label ? label.firstChild.textContent.trim() : name;
   }
-
-  // --- filters and the URL ---------------------------------------------------------------------------------------
 
   function filterParams() {
     const params = new URLSearchParams();
@@ -156,17 +69,10 @@
     return params;
   }
 
+  // Reload and a shared link show the same view: the query string here and in the UI's address bar.
   function saveView() {
     const query = viewParams().toString();
-    const search = query ? "?" + query : "";
-    if (search === window.location.search) return;
-    window.history.replaceState(window.history.state, "", window.location.pathname + search);
-    // The UI shows this page at /plugin/<route><this page's path> and, on a reload, gives the iframe the rest of
-    // its own URL; keep that URL in step so the address bar can be reloaded and shared.
-    const top = airflowWindow();
-    if (top && top.location.pathname.endsWith(window.location.pathname)) {
-      top.history.replaceState(top.history.state, "", top.location.pathname + search);
-    }
+    mirrorUrl(query ? "?" + query : "");
   }
 
   function loadView() {
@@ -201,83 +107,16 @@
     }
   }
 
-  // --- requests and errors ---------------------------------------------------------------------------------------
-
-  class RequestError extends Error {
-    constructor(message, loginUrl) {
-      super(message);
-      this.loginUrl = loginUrl;
-    }
-  }
-
-  async function getJson(path, params) {
-    const response = await fetch(path + (params && params.toString() ? "?" + params.toString() : ""), {
-      credentials: "same-origin",
-      headers: { Accept: "application/json" },
-    });
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (err) {
-      body = null;
-    }
-    if (!response.ok) {
-      throw new RequestError(describeError(response.status, body), body && body.login_url);
-    }
-    return body;
-  }
-
-  function describeError(status, body) {
-    let detail = body && body.detail;
-    if (Array.isArray(detail)) { // FastAPI's validation errors: name the field as the form does
-      detail = detail.map((d) => {
-        const name = Array.isArray(d.loc) ? d.loc[d.loc.length - 1] : "";
-        return (name ? labelFor(name) + ": " : "") + d.msg;
-      }).join("; ");
-    }
-    if (status === 401) return "Your Airflow session has ended (" + (detail || "not signed in") + ").";
-    if (status === 403) return "Your Airflow user may not view this page (" + (detail || "forbidden") + ").";
-    if (status === 422) return detail || "These filters are not valid.";
-    return detail || "The request failed (HTTP " + status + ").";
-  }
-
-  function showError(err) {
-    const box = document.getElementById("error");
-    box.replaceChildren(el("span", err.message));
-    if (err.loginUrl) {
-      const link = el("a", "Sign in to Airflow");
-      link.href = err.loginUrl + (err.loginUrl.includes("?") ? "&" : "?") + "next=" +
-        encodeURIComponent((airflowWindow() || window).location.href);
-      link.addEventListener("click", (event) => {
-        if (!plainClick(event)) return;
-        event.preventDefault();
-        openOutsideAirflow(link.href);
-      });
-      box.append(" ", link);
-    }
-    box.hidden = false;
-  }
-
-  function clearError() {
-    const box = document.getElementById("error");
-    box.replaceChildren();
-    box.hidden = true;
-  }
-
   // --- table -------------------------------------------------------------------------------------------------------
-
-  // The gate writes one line per rule; the ones that did not pass say why the row is not ok.
-  function reasonsToShow(row) {
-    const reasons = Array.isArray(row.gate_reasons) ? row.gate_reasons : [];
-    return reasons.filter((reason) => !/^\w+ ok\b/.test(reason));
-  }
 
   function statusCell(row) {
     const cell = el("td", null, "status-cell");
-    cell.appendChild(el("span", row.status, "status status-" + String(row.status).replace(/[^a-z]/g, "")));
+    cell.appendChild(statusBadge(row.status));
     const reasons = reasonsToShow(row);
-    if (reasons.length) {
+    const accepted = acceptanceText(row);
+    if (reasons.length || accepted) {
       const list = cell.appendChild(el("ul", null, "reasons"));
+      if (accepted) list.appendChild(el("li", accepted, "accepted"));
       for (const reason of reasons) list.appendChild(el("li", reason));
     }
     return cell;
@@ -286,11 +125,8 @@
   function ranCell(row) {
     const cell = el("td", null, "ran opt");
     if (row.dag_id) {
-      const link = el("a", fmtDate(row.ran_at));
-      link.href = dagRunUrl(row.dag_id, row.run_id);
-      link.title = "Open DAG run " + row.dag_id + " / " + row.run_id;
-      link.addEventListener("click", onRunLinkClick);
-      cell.appendChild(link);
+      cell.appendChild(airflowLink(fmtDate(row.ran_at), dagRunUrl(row.dag_id, row.run_id),
+        "Open DAG run " + row.dag_id + " / " + row.run_id + " in Airflow"));
     } else {
       cell.textContent = fmtDate(row.ran_at);
     }
@@ -317,6 +153,45 @@
     return cell;
   }
 
+  // The model links to the run page: everything about this run × batch size.
+  function modelCell(row) {
+    const cell = el("td", null, "model");
+    const link = cell.appendChild(el("a", row.model_variant));
+    link.href = runPageUrl(row.id);
+    link.title = "This run's page: verdict, fingerprint, latency, energy and accuracy evidence";
+    if (row.precision_mode) cell.appendChild(el("small", row.precision_mode));
+    return cell;
+  }
+
+  // Pick any two rows (across pages too) and compare them.
+  function pickCell(row) {
+    const cell = el("td", null, "pick opt");
+    const box = cell.appendChild(el("input"));
+    box.type = "checkbox";
+    box.value = String(row.id);
+    box.checked = state.picked.includes(row.id);
+    box.setAttribute("aria-label", "Pick run " + row.run_id + " (batch size " + row.batch_size + ") to compare");
+    box.addEventListener("change", () => {
+      state.picked = state.picked.filter((id) => id !== row.id);
+      if (box.checked) state.picked.push(row.id);
+      state.picked = state.picked.slice(-2); // the two picked last
+      for (const other of document.querySelectorAll("#runs-table td.pick input")) {
+        other.checked = state.picked.includes(Number(other.value));
+      }
+      renderCompareLink();
+    });
+    return cell;
+  }
+
+  function renderCompareLink() {
+    const link = document.getElementById("compare");
+    const ready = state.picked.length === 2;
+    link.textContent = "Compare the two picked runs (" + state.picked.length + "/2)";
+    link.classList.toggle("disabled", !ready);
+    if (ready) link.href = comparePageUrl(state.picked[0], state.picked[1]);
+    else link.removeAttribute("href");
+  }
+
   function renderTable(rows, envFields) {
     const body = document.querySelector("#runs-table tbody");
     const headers = [...document.querySelectorAll("#runs-table thead th")].map((th) => th.textContent);
@@ -327,7 +202,7 @@
       tr.append(
         statusCell(row),
         ranCell(row),
-        el("td", row.model_variant, "model"),
+        modelCell(row),
         el("td", row.batch_size, "num"),
         el("td", fmt(row.top1, 2), "num"),
         el("td", fmt(row.throughput, 1), "num"),
@@ -335,6 +210,7 @@
         el("td", fmt(row.latency_p99_ms, 2), "num opt"),
         el("td", row.image_count === null ? "–" : row.image_count, "num opt"),
         envCell(row, envFields),
+        pickCell(row),
       );
       [...tr.children].forEach((cell, index) => {
         cell.dataset.label = headers[index]; // the phone layout shows it above the value
@@ -354,7 +230,8 @@
   // --- charts ------------------------------------------------------------------------------------------------------
 
   function seriesLabel(group, withModel) {
-    const label = "bs " + group.batch_size + " · " + group.backend + " · " + (group.device || "?");
+    const label = "bs " + group.batch_size + " · " + group.backend + " · " + (group.device || "?") + " · " +
+      (group.precision_mode || "?");
     return withModel ? group.model_variant + " · " + label : label;
   }
 
@@ -567,7 +444,7 @@
                   lines.push("baseline: " + fmt(run[spec.baseline], spec.digits) + " " + spec.unit);
                 }
                 lines.push(...reasonsToShow(run));
-                if (run.dag_id) lines.push("click to open the DAG run");
+                lines.push("click for this run's page");
                 return lines;
               },
             },
@@ -580,14 +457,26 @@
           const hit = elements.find((e) => !chart.data.datasets[e.datasetIndex].isBaseline);
           if (!hit) return;
           const run = chart.data.datasets[hit.datasetIndex].data[hit.index].run;
-          if (run && run.dag_id) openInAirflow(dagRunUrl(run.dag_id, run.run_id));
+          if (run) window.location.assign(runPageUrl(run.id));
         },
       },
     });
   }
 
+  // The unfiltered history can hold years of runs: the server charts the latest ones and says how many there are.
+  function renderCap(series) {
+    const note = document.getElementById("chart-cap");
+    note.hidden = !series.capped;
+    note.textContent = series.capped
+      ? "The charts show the latest " + series.points.toLocaleString("en") + " of " +
+        series.total.toLocaleString("en") + " matching runs (since " + fmtDate(series.since) + " UTC); narrow the " +
+        "filters or the dates to chart older runs. The table and the CSV have them all."
+      : "";
+  }
+
   function drawCharts() {
     if (!state.series) return;
+    renderCap(state.series);
     for (const metric of Object.keys(CHARTS)) drawChart(metric, state.series);
     renderChanges(state.series.changes, state.series.env_fields);
   }
@@ -604,7 +493,9 @@
     const request = ++state.request;
     show("loading", true);
     try {
-      const [table, series] = await Promise.all([getJson("api/runs", pageParams), getJson("api/series", params)]);
+      const [table, series] = await Promise.all([
+        getJson("api/runs", pageParams, labelFor), getJson("api/series", params, labelFor),
+      ]);
       if (request !== state.request) return; // a newer refresh (the user changed a filter again) wins
       clearError();
       const empty = table.total === 0;
@@ -630,7 +521,7 @@
 
   async function start() {
     try {
-      fillMenus(await getJson("api/filters"));
+      fillMenus(await getJson("api/filters", null, labelFor));
     } catch (err) {
       showError(err);
       document.body.dataset.state = "error";
@@ -669,5 +560,6 @@
   });
   window.metricsTheme.onChange(drawCharts);
 
+  renderCompareLink();
   start();
 })();
