@@ -195,6 +195,25 @@ def test_health_checks_and_start_order():
     assert "profiles" not in services["airflow-worker"]
 
 
+def test_health_check_timing_defaults_to_the_official_one_and_one_setting_raises_every_timeout():
+    """The checks start Python (most import Airflow): on a host with busy cores they outlive 10 s, so one .env
+    setting must lengthen every Airflow service's timeout, the NPU workers' included."""
+    services = cm.project(cm.example_env())["services"]
+    checked = [name for name, service in services.items() if name.startswith("airflow-") and "healthcheck" in service]
+    assert set(AIRFLOW_SERVICES) - {"airflow-init"} <= set(checked)
+    for name in checked:
+        check = services[name]["healthcheck"]
+        npu = name in NPU_WORKERS
+        assert (check["interval"], check["retries"]) == ("30s", 5), name
+        assert check["timeout"] == ("20s" if npu else "10s"), name
+        assert check["start_period"] == ("180s" if npu else "30s"), name
+    loaded = cm.project(cm.example_env(AIRFLOW_HEALTHCHECK_TIMEOUT="2m", AIRFLOW_HEALTHCHECK_START_PERIOD="5m",
+                                       NPU_WORKER_HEALTHCHECK_START_PERIOD="15m"))["services"]
+    assert {loaded[name]["healthcheck"]["timeout"] for name in checked} == {"2m"}
+    assert {loaded[name]["healthcheck"]["start_period"] for name in checked} == {"5m", "15m"}
+    assert {loaded[name]["healthcheck"]["start_period"] for name in NPU_WORKERS} == {"15m"}
+
+
 DRIVER_PATHS = ("/usr/local/dcmi", "/usr/local/bin/npu-smi", "/usr/local/Ascend/driver/lib64",
                 "/usr/local/Ascend/driver/version.info", "/etc/ascend_install.info")
 NPU_WORKERS = ("airflow-npu-worker",) + tuple(f"airflow-npu-worker-{slot}" for slot in range(1, 8))
