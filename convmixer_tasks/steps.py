@@ -157,6 +157,11 @@ def check_inputs(
 
     if known_params is not None:
         check_param_names(params, known_params)
+    # variant / backend / dtype choices are the Param schema's job (and the library's, which names the fix)
+    variant, backend, dtype = params["model_variant"], params["backend"], params["input_dtype"]
+    precision_modes = precision_modes_from_params(params)  # cheap checks first: before any file is read or made
+    gelu_implmode = params.get("gelu_implmode", DEFAULT_GELU_IMPLMODE)
+    gelu_compile_options(backend, gelu_implmode)  # an unknown value, or one set for ONNX Runtime, fails here
     layout = WorkLayout(Path(work_dir))
     checkpoint = Path(params["checkpoint"])
     if not checkpoint.is_file():
@@ -171,11 +176,7 @@ def check_inputs(
     image_dir, label_file = Path(params["dataset_dir"]), Path(params["label_file"])
     if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
         ensure_demo_dataset(layout)
-    # variant / backend / dtype choices are the Param schema's job (and the library's, which names the fix)
-    variant, backend, dtype = params["model_variant"], params["backend"], params["input_dtype"]
-    precision_modes, fidelity_subset = precision_modes_from_params(params), evidence_options(params)["fidelity_subset"]
-    gelu_implmode = params.get("gelu_implmode", DEFAULT_GELU_IMPLMODE)
-    gelu_compile_options(backend, gelu_implmode)  # an unknown value, or one set for ONNX Runtime, fails here
+    fidelity_subset = evidence_options(params)["fidelity_subset"]
     limit = params.get("image_limit")
     dataset = load_dataset(image_dir, label_file, limit=limit)
     subset_positions(len(dataset.images), fidelity_subset)  # a subset larger than the set fails here, not later
@@ -214,7 +215,10 @@ def check_inputs(
 def plans_to_prepare(plans: Iterable[RunPlan]) -> list[RunPlan]:
     """One plan per prep folder: the precision modes of a batch size share its preprocessed batches, which must be
     written once, not by one task per mode at the same time."""
-    return list({plan.prep_key: plan for plan in reversed(list(plans))}.values())[::-1]
+    first_of: dict[str, RunPlan] = {}
+    for plan in plans:
+        first_of.setdefault(plan.prep_key, plan)
+    return list(first_of.values())
 
 
 # --- preprocess (one shard of one batch size) -------------------------------------------------------------------

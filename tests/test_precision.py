@@ -91,7 +91,7 @@ def _two_modes(url: str, run_id: str = "both", **overrides) -> dict[str, int]:
 def test_rows_of_two_modes_are_read_and_written_by_their_own_key(metrics_url):
     ids = _two_modes(metrics_url, status="pending")
     with pytest.raises(MetricsError, match=r"run both \(batch size 4, backend ascend\) has rows of several precision "
-                                           r"modes \(force_fp16, must_keep_origin_dtype\); name the one you mean"):
+                                           r"modes \(force_fp16, must_keep_origin_dtype\); pass the precision_mode"):
         metrics.get_run(metrics_url, "both", 4, "ascend")
     assert metrics.get_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")["id"] == ids[
         "must_keep_origin_dtype"]

@@ -132,7 +132,7 @@ def store_evidence(
             .execution_options(synchronize_session=False)
         )
         updated = getattr(result, "rowcount", 0)
-        if updated > 1:
+        if updated > 1:  # _one_row_id raises: the transaction rolls back
             _one_row_id(session, run_id, batch_size, backend, precision_mode)
         if updated == 0:
             raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record the row before its evidence")

@@ -390,7 +390,7 @@ def _one_row_id(
         modes = ", ".join(sorted(str(mode) for _, mode in found))
         raise MetricsError(
             f"{describe_key(run_id, batch_size, backend)} has rows of several precision modes ({modes}); "
-            "name the one you mean (precision_mode, CLI --precision-mode)"
+            "pass the precision_mode of the one you mean"
         )
     return found[0][0] if found else None
 
@@ -490,7 +490,7 @@ def update_status(
         updated = getattr(result, "rowcount", 0)  # an UPDATE returns a CursorResult
         if updated == 1:
             return
-        if updated > 1:  # rolled back with the transaction: one verdict must not land on every precision
+        if updated > 1:  # several precisions, none named: _one_row_id raises and the transaction rolls back
             _one_row_id(session, run_id, batch_size, backend, precision_mode)
         if session.scalar(select(ValidationRun.id).where(*key)) is None:
             raise MetricsError(f"no metrics row for {what}; record_run it before setting its status")
