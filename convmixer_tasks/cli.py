@@ -20,6 +20,7 @@ from typing import Any
 from convmixer_tasks.backends.base import BACKEND_NAMES, BACKENDS
 from convmixer_tasks.cli_output import DEFAULT_FORMAT, OUTPUT_FORMATS, ROWS_FORMATS, check_format, render
 from convmixer_tasks.errors import ConvMixerError
+from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE, GELU_IMPLMODES, gelu_compile_options
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 
@@ -100,9 +101,17 @@ def _compile(args: argparse.Namespace) -> Any:
     from convmixer_tasks.backends.base import CompileOptions
 
     options = CompileOptions(
-        input_dtype=args.input_dtype, soc_version=args.soc_version, precision_mode=args.precision_mode
+        input_dtype=args.input_dtype,
+        soc_version=args.soc_version,
+        precision_mode=args.precision_mode,
+        **gelu_compile_options(args.backend, _implmode(args.gelu_implmode)),
     )
     return _backend(args).compile(args.onnx, args.batch_size, args.output, options)
+
+
+def _implmode(flag: str) -> str | None:
+    """--gelu-implmode's "none" is the param's null: pass neither ATC flag."""
+    return None if flag == "none" else flag
 
 
 def _load_artifact(args: argparse.Namespace):
@@ -150,7 +159,13 @@ def _run(args: argparse.Namespace) -> Any:
         from convmixer_tasks.metrics import resolve_metrics_url
 
         url = resolve_metrics_url(args.url)
-    return _call(run_chain, args, backend_settings=_backend_settings(args), metrics_url=url)
+    return _call(
+        run_chain,
+        args,
+        backend_settings=_backend_settings(args),
+        metrics_url=url,
+        gelu_implmode=_implmode(args.gelu_implmode),
+    )
 
 
 def _metrics_upgrade(args: argparse.Namespace) -> Any:
@@ -227,6 +242,15 @@ def _output_flag(parser: argparse.ArgumentParser, formats: Sequence[str], defaul
         metavar=f"({', '.join(formats)})",
         help=f"output format. Allowed values: {', '.join(formats)} (default: {DEFAULT_FORMAT}); "
         "json/yaml carry the whole result, for programs",
+    )
+
+
+def _gelu_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gelu-implmode",
+        choices=[*GELU_IMPLMODES, "none"],
+        default=DEFAULT_GELU_IMPLMODE,
+        help="ascend: ATC --op_select_implmode for --optypelist_for_implmode=Gelu (none: neither flag)",
     )
 
 
@@ -321,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soc-version", default="auto", help="auto (from npu-smi) or e.g. Ascend310P3")
     p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
     p.add_argument("--precision-mode", default=None, help="ATC --precision_mode (e.g. force_fp32)")
+    _gelu_flag(p)
 
     p = _add(
         sub, "infer", _infer, "run a compiled artifact over a prep folder; outputs in ais_bench layout", formats=None
@@ -378,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=None, help="metrics DB for --record (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
     p.add_argument("--remeasure", type=int, default=DEFAULT_REMEASURE, help="re-measurements while the CV is too high")
     p.add_argument("--max-cv-pct", type=float, default=DEFAULT_MAX_CV_PCT, help="per-loop CV (%%) judged too noisy")
+    p.add_argument(
+        "--precision-mode",
+        dest="precision_modes",
+        nargs="+",
+        default=None,
+        help="ascend: ATC --precision_mode(s); several map the run over them (one row per batch size × mode)",
+    )
+    _gelu_flag(p)
 
     p = _add(sub, "metrics-upgrade", _metrics_upgrade, "create/upgrade the metrics table (Alembic)")
     p.add_argument("--url", default=None, help="SQLAlchemy URL (default: $CONVMIXER_METRICS_DB_URL or SQLite)")

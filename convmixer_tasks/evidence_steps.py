@@ -68,7 +68,8 @@ def measure_fidelity(
         "top1_agree": metrics.top1_agree.tolist(),
     }
     return atomic_write_json(
-        layout.batch_dir(plan.run_id, plan.batch_size) / FIDELITY_FILE, {"summary": summary, "per_image": per_image}
+        layout.batch_dir(plan.run_id, plan.batch_size, precision=plan.precision) / FIDELITY_FILE,
+        {"summary": summary, "per_image": per_image},
     )
 
 
@@ -89,20 +90,26 @@ def row_evidence(scores: Scores) -> dict[str, Any]:
     return {**fields, "evidence": evidence or None}
 
 
-def record_predictions(url: str, recorded: Iterable[RecordedRow], scores: Iterable[Scores]) -> dict[int, int]:
-    """Store each recorded row's predictions blob; returns {batch size: stored bytes}. Rows stay ``pending`` (not a
-    result) until the gate, which needs these, has run."""
+def record_predictions(url: str, recorded: Iterable[RecordedRow], scores: Iterable[Scores]) -> dict[str, int]:
+    """Store each recorded row's predictions blob; returns {"bs<N> <precision>": stored bytes}. Rows stay
+    ``pending`` (not a result) until the gate, which needs these, has run."""
     from convmixer_tasks.metrics.predictions import store_predictions
 
-    by_batch = {entry.batch_size: entry for entry in scores}
+    by_key = {(entry.batch_size, entry.precision): entry for entry in scores}
     sizes = {}
     for row in recorded:
-        entry = by_batch.get(row.batch_size)
+        entry = by_key.get((row.batch_size, row.precision))
         if entry is None or entry.predictions is None:
             continue
         blob = Path(entry.predictions).read_bytes()
-        sizes[row.batch_size] = store_predictions(
-            url, row.run_id, row.batch_size, row.backend, blob, image_count=entry.image_count
+        sizes[f"bs{row.batch_size} {row.precision}"] = store_predictions(
+            url,
+            row.run_id,
+            row.batch_size,
+            row.backend,
+            blob,
+            image_count=entry.image_count,
+            precision_mode=row.precision,
         )
     return sizes
 

@@ -23,6 +23,7 @@ from convmixer_tasks.fileio import read_json
 from convmixer_tasks.metrics import STATUS_FAILED, STATUS_OK, STATUS_REGRESSED, get_run, mask_url, update_status
 from convmixer_tasks.metrics.history import throughput_history
 from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
+from convmixer_tasks.metrics.store import describe_key
 from convmixer_tasks.variants import DEMO_EXPECTED, DEMO_VARIANT
 
 # Published ImageNet-1k top-1 (percent) of the released checkpoints, under the ModelZoo preprocessing.
@@ -166,9 +167,11 @@ def apply_gate(
     significance: float = DEFAULT_SIGNIFICANCE,
     max_cv_pct: float = tp.DEFAULT_MAX_CV_PCT,
     alpha: float = tp.DEFAULT_ALPHA,
+    precision_mode: str | None = None,
 ) -> GateDecision:
     """Gate a recorded row: store the decision (status, reasons, baselines) on it, then raise RegressionError
-    if it regressed. ``baseline_top1`` overrides the variant's known baseline.
+    if it regressed. ``baseline_top1`` overrides the variant's known baseline. ``precision_mode`` names the row
+    of a run mapped over several modes (None: the run × batch size's only row).
 
     The row is normally ``pending`` (as recorded); an ``ok``/``regressed`` row (a retried gate task) is decided
     again. A ``failed`` row is refused.
@@ -178,8 +181,8 @@ def apply_gate(
     only needs to notify, not write. A retry would reach the same decision, so the DAG turns a RegressionError
     into an AirflowFailException (no retry) and keeps retries for other failures (an unreachable DB).
     """
-    row = get_run(url, run_id, batch_size, backend)
-    what = f"run {run_id} (batch size {batch_size}, backend {backend})"
+    row = get_run(url, run_id, batch_size, backend, precision_mode)
+    what = describe_key(run_id, batch_size, backend, precision_mode if row is None else row["precision_mode"])
     if row is None:
         raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record_run it before gating")
     if row["status"] == STATUS_FAILED:  # the constraint guarantees pending/ok/regressed rows have top1
@@ -223,7 +226,7 @@ def apply_gate(
     decision.reasons.extend(judged.reasons)
     if judged.regressed:
         decision.status = STATUS_REGRESSED
-    store_evidence(url, run_id, batch_size, backend, judged.values)
+    store_evidence(url, run_id, batch_size, backend, judged.values, precision_mode=row["precision_mode"])
     # Stored first: the row must say 'regressed' even though the task is about to fail.
     update_status(
         url,
@@ -236,6 +239,7 @@ def apply_gate(
         baseline_throughput=decision.baseline_throughput,
         throughput_check=decision.throughput_check,
         throughput_p_value=decision.throughput_p_value,
+        precision_mode=row["precision_mode"],
     )
     if decision.status == STATUS_REGRESSED:
         raise RegressionError(

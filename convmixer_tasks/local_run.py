@@ -16,6 +16,7 @@ from typing import Any
 from convmixer_tasks import steps
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
+from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE
 from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
 from convmixer_tasks.workdir import WorkLayout
@@ -38,8 +39,11 @@ def run_chain(
     metrics_url: str | None = None,
     remeasure: int = DEFAULT_REMEASURE,
     max_cv_pct: float = DEFAULT_MAX_CV_PCT,
+    precision_modes: Sequence[str] | None = None,
+    gelu_implmode: str | None = DEFAULT_GELU_IMPLMODE,
 ) -> dict[str, Any]:
-    """Preprocess → export + parity → compile → infer → benchmark → eval, per batch size; returns the metrics rows.
+    """Preprocess → export + parity → compile → infer → benchmark → eval, per batch size × precision mode
+    (``precision_modes``: ATC modes, Ascend only; None = ATC's default); returns the metrics rows.
 
     Without ``metrics_url`` the rows are what the DAG's record step builds, status ``pending``: nothing is recorded
     and no row claims a verdict. With it, the rows are recorded and gated exactly as the DAG's record and gate tasks
@@ -59,13 +63,15 @@ def run_chain(
         "input_dtype": input_dtype,
         "batch_sizes": list(batch_sizes),
         "image_limit": limit,
+        "precision_modes": list(precision_modes) if precision_modes else None,
+        "gelu_implmode": gelu_implmode,
     }
     started_at = datetime.now(UTC)
     run_id = f"cli__{started_at.strftime('%Y%m%dT%H%M%S.%fZ')}"
     settings = backend_settings or {}
 
     plans = steps.check_inputs(params, run_id, work_dir)
-    prepared = [steps.prepare_shard(plan, 0, 1) for plan in plans]
+    prepared = [steps.prepare_shard(plan, 0, 1) for plan in steps.plans_to_prepare(plans)]
     log.info("preprocess: %s", ", ".join(f"bs{p.batch_size} {'cached' if p.cached else 'written'}" for p in prepared))
     exported = steps.export_cached(params["checkpoint"], params["model_variant"], work_dir)
     log.info(
@@ -86,9 +92,10 @@ def run_chain(
     )
     for row in rows:
         log.info(
-            "bs%d %s on %s: top-1 %.2f%%, top-5 %.2f%%, %.1f img/s",
+            "bs%d %s %s on %s: top-1 %.2f%%, top-5 %.2f%%, %.1f img/s",
             row["batch_size"],
             row["backend"],
+            row["precision_mode"],
             row["device"],
             row["top1"],
             row["top5"],

@@ -20,7 +20,13 @@ from convmixer_tasks.gate import (
     THROUGHPUT_TOLERANCE_PARAM,
     TOP1_TOLERANCE_PARAM,
 )
-from convmixer_tasks.precision import ATC_DEFAULT_PRECISION, PRECISION_MODES
+from convmixer_tasks.precision import (
+    ATC_DEFAULT_PRECISION,
+    DEFAULT_GELU_IMPLMODE,
+    GELU_IMPLMODES,
+    GELU_OPTYPE,
+    PRECISION_MODES,
+)
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.quiet import DEFAULT_IDLE_WAIT_S
 from convmixer_tasks.settings import SchedulingSettings
@@ -140,6 +146,25 @@ def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
             {"type": ["null", "string"], "enum": [None, *PRECISION_MODES]},
             f"Ascend only: ATC --precision_mode; null = ATC's default ({ATC_DEFAULT_PRECISION}, recorded as such). "
             "ONNX Runtime runs fp32 (leave null).",
+        ),
+        "precision_modes": ParamSpec(
+            None,
+            {
+                "type": ["null", "array"],
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"type": "string", "enum": list(PRECISION_MODES)},
+            },
+            "Ascend only: map the run over these ATC modes as over batch sizes (one row per batch size × mode, "
+            'each compared with its own mode only), e.g. ["force_fp16", "must_keep_origin_dtype"]; null = '
+            "precision_mode alone. Set one of precision_mode / precision_modes.",
+        ),
+        "gelu_implmode": ParamSpec(
+            DEFAULT_GELU_IMPLMODE,
+            {"type": ["null", "string"], "enum": [None, *GELU_IMPLMODES]},
+            f"Ascend only: ATC --op_select_implmode for --optypelist_for_implmode={GELU_OPTYPE} (the seed guide "
+            f"uses {DEFAULT_GELU_IMPLMODE}); null = pass neither flag. Part of the compile cache key and the "
+            "row's fingerprint.",
         ),
         # One object param, schema kept to "object": every param's schema is checked and deep-copied into each
         # task at parse time (~1 ms per task for a nested schema); ``evidence_options`` checks the keys and values.

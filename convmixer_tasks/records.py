@@ -1,4 +1,6 @@
-"""What one step of a validation run hands to the next: small frozen records, one per batch size (and shard).
+"""What one step of a validation run hands to the next: small frozen records, one per batch size × precision mode
+(and shard); ``precision`` is the effective mode (the row's ``precision_mode``), so records join on
+(batch_size, precision).
 
 They cross Airflow tasks (and hosts) as XCom, so each turns into plain, readable JSON with ``to_dict()`` and back
 with ``from_dict()``. The dict carries the record's name and version: a record written by another version of this
@@ -17,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from convmixer_tasks.backends.base import Artifact
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.fileio import to_jsonable
+from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE, effective_precision
 
 R = TypeVar("R", bound="Record")
 
@@ -76,7 +79,7 @@ class RunFacts(Record):
 
 @dataclass(frozen=True)
 class RunPlan(Record):
-    """One batch size of a run, checked and planned once by ``check_inputs``."""
+    """One batch size × precision mode of a run, checked and planned once by ``check_inputs``."""
 
     run_id: str
     batch_size: int
@@ -94,6 +97,12 @@ class RunPlan(Record):
     run_dir: str
     precision_mode: str | None = None  # ATC --precision_mode as given; None = ATC's default (precision.py)
     fidelity_subset: int | None = None  # images compared with the ONNX; None = fidelity.DEFAULT_SUBSET or all
+    gelu_implmode: str | None = DEFAULT_GELU_IMPLMODE  # ATC's GELU kernel choice; None = ATC picks
+
+    @property
+    def precision(self) -> str:
+        """The mode the artifact computes in: what the row records and the other records join on."""
+        return effective_precision(self.backend, self.precision_mode)
 
 
 @dataclass(frozen=True)
@@ -125,11 +134,12 @@ class ExportedModel(Record):
 
 @dataclass(frozen=True)
 class CompiledModel(Record):
-    """One batch size's compiled artifact and the device/toolkit it was compiled for."""
+    """One batch size × precision's compiled artifact and the device/toolkit it was compiled for."""
 
     run_id: str
     batch_size: int
     backend: str
+    precision: str
     artifact: Artifact
     device: str
     toolkit_version: str
@@ -147,6 +157,7 @@ class ShardOutputs(Record):
     """Where one shard's inference outputs landed (ais_bench layout)."""
 
     batch_size: int
+    precision: str
     shard: int
     prep_dir: str
     files: tuple[str, ...]
@@ -157,9 +168,10 @@ class ShardOutputs(Record):
 
 @dataclass(frozen=True)
 class Scores(Record):
-    """Top-1/top-5 of one batch size over the merged shard outputs."""
+    """Top-1/top-5 of one batch size × precision over the merged shard outputs."""
 
     batch_size: int
+    precision: str
     top1: float
     top5: float
     image_count: int
@@ -170,10 +182,11 @@ class Scores(Record):
 
 @dataclass(frozen=True)
 class BenchSummary(Record):
-    """Pure-inference throughput of one batch size; the per-loop samples stay in ``bench_json``."""
+    """Pure-inference throughput of one batch size × precision; the per-loop samples stay in ``bench_json``."""
 
     batch_size: int
     backend: str
+    precision: str
     loop: int
     warmup: int
     throughput: float
@@ -197,12 +210,13 @@ class BenchSummary(Record):
 
 @dataclass(frozen=True)
 class RecordedRow(Record):
-    """The metrics row a run wrote for one batch size (the key the gate looks it up by)."""
+    """The metrics row a run wrote for one batch size × precision (the key the gate looks it up by)."""
 
     id: int
     run_id: str
     batch_size: int
     backend: str
+    precision: str
 
 
 @dataclass(frozen=True)
@@ -210,6 +224,7 @@ class Verdict(Record):
     """The gate's decision on one recorded row."""
 
     batch_size: int
+    precision: str
     status: str
     reasons: tuple[str, ...]
     baseline_top1: float | None

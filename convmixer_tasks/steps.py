@@ -23,7 +23,12 @@ from convmixer_tasks.checks import BATCH_SIZE_CHOICES
 from convmixer_tasks.energy import DEFAULT_PERIOD_S as DEFAULT_POWER_PERIOD_S
 from convmixer_tasks.errors import ConfigError, RegressionError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file, to_jsonable
-from convmixer_tasks.precision import check_precision_mode, effective_precision
+from convmixer_tasks.precision import (
+    DEFAULT_GELU_IMPLMODE,
+    effective_precision,
+    gelu_compile_options,
+    precision_modes_from_params,
+)
 from convmixer_tasks.quiet import DEFAULT_IDLE_WAIT_S
 from convmixer_tasks.records import (
     BenchSummary,
@@ -140,7 +145,8 @@ def ensure_demo_dataset(layout: WorkLayout) -> bool:
 def check_inputs(
     params: Mapping[str, Any], run_id: str, work_dir: str | os.PathLike, known_params: Iterable[str] | None = None
 ) -> list[RunPlan]:
-    """Validate the run's inputs once, at the edge, and plan it: one ``RunPlan`` per batch size.
+    """Validate the run's inputs once, at the edge, and plan it: one ``RunPlan`` per batch size × precision mode
+    (batch sizes outer; ``plans_to_prepare`` picks one per prep folder).
 
     Fails fast (before any expensive step) on a param outside ``known_params`` (when given), a missing checkpoint,
     a malformed dataset or label file. When the dataset params point at the default demo location and nothing is
@@ -153,6 +159,11 @@ def check_inputs(
 
     if known_params is not None:
         check_param_names(params, known_params)
+    # variant / backend / dtype choices are the Param schema's job (and the library's, which names the fix)
+    variant, backend, dtype = params["model_variant"], params["backend"], params["input_dtype"]
+    precision_modes = precision_modes_from_params(params)  # cheap checks first: before any file is read or made
+    gelu_implmode = params.get("gelu_implmode", DEFAULT_GELU_IMPLMODE)
+    gelu_compile_options(backend, gelu_implmode)  # an unknown value, or one set for ONNX Runtime, fails here
     layout = WorkLayout(Path(work_dir))
     checkpoint = Path(params["checkpoint"])
     if not checkpoint.is_file():
@@ -167,21 +178,18 @@ def check_inputs(
     image_dir, label_file = Path(params["dataset_dir"]), Path(params["label_file"])
     if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
         ensure_demo_dataset(layout)
-    # variant / backend / dtype choices are the Param schema's job (and the library's, which names the fix)
-    variant, backend, dtype = params["model_variant"], params["backend"], params["input_dtype"]
-    precision_mode, fidelity_subset = params.get("precision_mode"), evidence_options(params)["fidelity_subset"]
-    check_precision_mode(backend, precision_mode)
+    fidelity_subset = evidence_options(params)["fidelity_subset"]
     limit = params.get("image_limit")
     dataset = load_dataset(image_dir, label_file, limit=limit)
     subset_positions(len(dataset.images), fidelity_subset)  # a subset larger than the set fails here, not later
     fingerprint = dataset.fingerprint()
     transform = transform_params(dtype)
-    plans = []
+    plans: list[RunPlan] = []
     for batch_size in batch_sizes_from_params(params):
         prep_key = layout.prep_cache.key(
             {"dataset": fingerprint, "transform": transform, "batch_size": batch_size, "dtype": dtype, "limit": limit}
         )
-        plans.append(
+        plans.extend(
             RunPlan(
                 run_id=run_id,
                 batch_size=batch_size,
@@ -199,9 +207,20 @@ def check_inputs(
                 run_dir=str(layout.run_dir(run_id)),
                 precision_mode=precision_mode,
                 fidelity_subset=fidelity_subset,
+                gelu_implmode=gelu_implmode,
             )
+            for precision_mode in precision_modes
         )
     return plans
+
+
+def plans_to_prepare(plans: Iterable[RunPlan]) -> list[RunPlan]:
+    """One plan per prep folder: the precision modes of a batch size share its preprocessed batches, which must be
+    written once, not by one task per mode at the same time."""
+    first_of: dict[str, RunPlan] = {}
+    for plan in plans:
+        first_of.setdefault(plan.prep_key, plan)
+    return list(first_of.values())
 
 
 # --- preprocess (one shard of one batch size) -------------------------------------------------------------------
@@ -310,10 +329,16 @@ def compile_artifact(
     soc_version: str = "auto",
     settings: Mapping[str, Any] | None = None,
 ) -> CompiledModel:
-    """Compile the ONNX for one batch size (cached by ONNX hash + options + runtime) and describe the device."""
+    """Compile the ONNX for one batch size × precision mode (cached by ONNX hash + options — precision and GELU
+    implmode included — + runtime) and describe the device."""
     backend = get_backend(plan.backend, **(settings or {}))
     info = backend.describe()
-    options = CompileOptions(input_dtype=plan.input_dtype, soc_version=soc_version, precision_mode=plan.precision_mode)
+    options = CompileOptions(
+        input_dtype=plan.input_dtype,
+        soc_version=soc_version,
+        precision_mode=plan.precision_mode,
+        **gelu_compile_options(plan.backend, plan.gelu_implmode),
+    )
     artifact = backend.compile(
         exported.onnx_path, plan.batch_size, WorkLayout(Path(work_dir)).artifact_cache(plan.backend).root, options
     )
@@ -321,6 +346,7 @@ def compile_artifact(
         run_id=plan.run_id,
         batch_size=plan.batch_size,
         backend=plan.backend,
+        precision=plan.precision,
         artifact=artifact,
         device=info.device,
         toolkit_version=info.toolkit_version,
@@ -348,11 +374,14 @@ def infer_shard(
     """
     batch_size = compiled.batch_size
     prep = _prep_shard_of(prepared, batch_size, shard)
-    output_dir = WorkLayout(Path(work_dir)).shard_output_dir(compiled.run_id, batch_size, shard)
+    output_dir = WorkLayout(Path(work_dir)).shard_output_dir(
+        compiled.run_id, batch_size, shard, precision=compiled.precision
+    )
     shutil.rmtree(output_dir.parent, ignore_errors=True)
     if not prep.files:  # more shards than files: nothing to run
         return ShardOutputs(
             batch_size=batch_size,
+            precision=compiled.precision,
             shard=shard,
             prep_dir=prep.prep_dir,
             files=prep.files,
@@ -364,6 +393,7 @@ def infer_shard(
     inferred = backend.infer(_artifact(compiled), prep.prep_dir, output_dir, files=list(prep.files))
     return ShardOutputs(
         batch_size=batch_size,
+        precision=compiled.precision,
         shard=shard,
         prep_dir=prep.prep_dir,
         files=prep.files,
@@ -419,11 +449,13 @@ def benchmark_artifact(
     window = windows[id(bench)]
     env.update(window.facts())
     power = window.energy(bench.throughput)
-    bench_json = WorkLayout(Path(work_dir)).batch_dir(compiled.run_id, compiled.batch_size) / "benchmark.json"
+    batch_dir = WorkLayout(Path(work_dir)).batch_dir(compiled.run_id, compiled.batch_size, precision=compiled.precision)
+    bench_json = batch_dir / "benchmark.json"
     atomic_write_json(bench_json, {**to_jsonable(bench), "measurements": [to_jsonable(one) for one in tries.all]})
     return BenchSummary(
         batch_size=bench.batch_size,
         backend=bench.backend,
+        precision=compiled.precision,
         loop=bench.loop,
         warmup=bench.warmup,
         throughput=bench.throughput,
@@ -468,16 +500,22 @@ def evaluate_batch(
     exported: ExportedModel | None = None,
     fidelity_thresholds: Mapping[str, float] | None = None,
 ) -> Scores:
-    """Top-1/top-5 of one batch size from its merged shard outputs, scored through the prep manifest, with the
-    per-image predictions written beside ``result.json``; given ``exported``, also the artifact's fidelity to that
-    ONNX on the plan's fixed subset (``evidence_steps.measure_fidelity``)."""
+    """Top-1/top-5 of one batch size × precision from its merged shard outputs, scored through the prep manifest,
+    with the per-image predictions written beside ``result.json``; given ``exported``, also the artifact's fidelity
+    to that ONNX on the plan's fixed subset (``evidence_steps.measure_fidelity``)."""
     from convmixer_tasks.evaluate import evaluate_with_evidence
     from convmixer_tasks.evidence import PREDICTIONS_FILE
 
     layout = WorkLayout(Path(work_dir))
-    shard_dirs = [entry.output_dir for entry in inferred if entry.batch_size == plan.batch_size and entry.file_count]
-    merged = merge_shard_outputs(shard_dirs, layout.merged_output_dir(plan.run_id, plan.batch_size))
-    batch_dir = layout.batch_dir(plan.run_id, plan.batch_size)
+    shard_dirs = [
+        entry.output_dir
+        for entry in inferred
+        if (entry.batch_size, entry.precision) == (plan.batch_size, plan.precision) and entry.file_count
+    ]
+    merged = merge_shard_outputs(
+        shard_dirs, layout.merged_output_dir(plan.run_id, plan.batch_size, precision=plan.precision)
+    )
+    batch_dir = layout.batch_dir(plan.run_id, plan.batch_size, precision=plan.precision)
     scored = evaluate_with_evidence(
         merged,
         plan.label_file,
@@ -493,6 +531,7 @@ def evaluate_batch(
     result = scored.result
     return Scores(
         batch_size=plan.batch_size,
+        precision=plan.precision,
         top1=result.top1,
         top5=result.top5,
         image_count=result.image_count,
@@ -508,13 +547,16 @@ def evaluate_batch(
 def build_row(
     run: RunFacts, plan: RunPlan, exported: ExportedModel, compiled: CompiledModel, bench: BenchSummary, scores: Scores
 ) -> dict[str, Any]:
-    """One batch size's metrics row, status ``pending``: evaluated but not gated, so it stays out of the gate's
-    history (``ok`` rows only) until ``gate_rows`` stores ok/regressed on it."""
-    parts = {"compiled": compiled.batch_size, "benchmark": bench.batch_size, "scores": scores.batch_size}
-    if set(parts.values()) != {plan.batch_size}:
+    """One batch size × precision's metrics row, status ``pending``: evaluated but not gated, so it stays out of the
+    gate's history (``ok`` rows only) until ``gate_rows`` stores ok/regressed on it."""
+    parts = {
+        name: (part.batch_size, part.precision)
+        for name, part in (("compiled", compiled), ("benchmark", bench), ("scores", scores))
+    }
+    if set(parts.values()) != {(plan.batch_size, plan.precision)}:
         raise ConfigError(
-            f"results of different batch sizes were joined for the bs{plan.batch_size} row ({parts}); "
-            "clear the run's tasks and run it again"
+            f"results of different batch sizes or precision modes were joined for the bs{plan.batch_size} "
+            f"{plan.precision} row ({parts}); clear the run's tasks and run it again"
         )
     return {
         **run.values(),
@@ -537,7 +579,7 @@ def build_row(
         "latency_p99_ms": bench.latency_p99_ms,
         "parity_max_abs_diff": exported.parity_max_abs_diff,
         "status": "pending",
-        "precision_mode": effective_precision(plan.backend, plan.precision_mode),
+        "precision_mode": plan.precision,
         **evidence_fields(scores),
         **_throughput_evidence(bench),
     }
@@ -571,17 +613,23 @@ def evidence_fields(scores: Scores) -> dict[str, Any]:
 def record_rows(
     url: str, rows: Iterable[Mapping[str, Any]], *, keep_gated: bool = False, scores: Iterable[Scores] = ()
 ) -> list[RecordedRow]:
-    """Write the rows in one transaction (upsert by run_id + batch size + backend, so a retried task leaves one
-    row each; a row the store refuses leaves none of them behind). ``keep_gated`` leaves a row that already has
-    the gate's verdict (ok/regressed) as it is: the failure path passes it with ``failed_rows``. ``scores``: their
-    per-image predictions are stored beside the rows (still ``pending``: the gate pairs them)."""
+    """Write the rows in one transaction (upsert by run_id + batch size + backend + precision mode, so a retried
+    task leaves one row each; a row the store refuses leaves none of them behind). ``keep_gated`` leaves a row that
+    already has the gate's verdict (ok/regressed) as it is: the failure path passes it with ``failed_rows``.
+    ``scores``: their per-image predictions are stored beside the rows (still ``pending``: the gate pairs them)."""
     from convmixer_tasks.metrics import record_runs, upgrade
 
     rows = list(rows)
     upgrade(url)
     ids = record_runs(url, rows, keep_gated=keep_gated)
     recorded = [
-        RecordedRow(id=row_id, run_id=row["run_id"], batch_size=row["batch_size"], backend=row["backend"])
+        RecordedRow(
+            id=row_id,
+            run_id=row["run_id"],
+            batch_size=row["batch_size"],
+            backend=row["backend"],
+            precision=row.get("precision_mode") or effective_precision(row["backend"], None),
+        )
         for row_id, row in zip(ids, rows, strict=False)
     ]
     scores = list(scores)
@@ -589,12 +637,13 @@ def record_rows(
         from convmixer_tasks.evidence_steps import record_predictions
 
         sizes = record_predictions(url, recorded, scores)
-        log.info("stored per-image predictions (compressed bytes per batch size): %s", sizes)
+        log.info("stored per-image predictions (compressed bytes per batch size × precision): %s", sizes)
     return recorded
 
 
 def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[dict[str, Any]]:
-    """``failed`` rows (no accuracy, no throughput) for a run that broke before evaluation, one per batch size.
+    """``failed`` rows (no accuracy, no throughput) for a run that broke before evaluation, one per batch size ×
+    precision mode.
 
     Built from whatever can be read of ``params``: a conf that ``check_inputs`` refused (``{"batch_size": 4.0}``,
     an unknown variant) is exactly the run that must still show up as failed, so nothing here may raise on it.
@@ -604,19 +653,27 @@ def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[d
     finished_at = datetime.now(UTC).isoformat()
     sizes, unreadable = _readable_batch_sizes(params)
     reasons = [reason] + ([f"recorded under batch size {sizes[0]}: {unreadable}"] if unreadable else [])
+    backend = _readable_text(params.get("backend"), 32)
+    try:
+        precisions = [effective_precision(backend, mode) for mode in precision_modes_from_params(params)]
+    except ConfigError as exc:
+        precisions = [effective_precision(backend, None)]
+        reasons.append(f"recorded under precision {precisions[0]}: {exc}")
     dtype = params.get("input_dtype")
     return [
         {
             **run.values(),
             "finished_at": finished_at,
             "model_variant": _readable_text(params.get("model_variant"), 100),
-            "backend": _readable_text(params.get("backend"), 32),
+            "backend": backend,
             "batch_size": batch_size,
+            "precision_mode": precision,
             "input_dtype": dtype if isinstance(dtype, str) and len(dtype) <= 16 else None,
             "status": "failed",
             "gate_reasons": reasons,
         }
         for batch_size in sizes
+        for precision in precisions
     ]
 
 
@@ -658,10 +715,11 @@ def gate_rows(url: str, recorded: Iterable[RecordedRow], params: Mapping[str, An
     verdicts, regressions = [], []
     for row in recorded:
         try:
-            decision = apply_gate(url, row.run_id, row.batch_size, row.backend, **options)
+            decision = apply_gate(url, row.run_id, row.batch_size, row.backend, precision_mode=row.precision, **options)
             verdicts.append(
                 Verdict(
                     batch_size=row.batch_size,
+                    precision=row.precision,
                     status=decision.status,
                     reasons=tuple(decision.reasons),
                     baseline_top1=decision.baseline_top1,
@@ -714,13 +772,22 @@ def rows_for_run(
     benchmarks: Iterable[BenchSummary],
     scores: Iterable[Scores],
 ) -> list[dict[str, Any]]:
-    """One row per plan, each joined with its own batch size's results."""
-    compiled_by = {entry.batch_size: entry for entry in compiled}
-    bench_by = {entry.batch_size: entry for entry in benchmarks}
-    scores_by = {entry.batch_size: entry for entry in scores}
-    return [
-        build_row(
-            run, plan, exported, compiled_by[plan.batch_size], bench_by[plan.batch_size], scores_by[plan.batch_size]
-        )
-        for plan in plans
-    ]
+    """One row per plan, each joined with its own batch size × precision's results."""
+    compiled_by = {(entry.batch_size, entry.precision): entry for entry in compiled}
+    bench_by = {(entry.batch_size, entry.precision): entry for entry in benchmarks}
+    scores_by = {(entry.batch_size, entry.precision): entry for entry in scores}
+    rows = []
+    for plan in plans:
+        key = (plan.batch_size, plan.precision)
+        missing = [
+            name
+            for name, found in (("compile", compiled_by), ("benchmark", bench_by), ("evaluate", scores_by))
+            if key not in found
+        ]
+        if missing:
+            raise ConfigError(
+                f"no {' / '.join(missing)} result for bs{plan.batch_size} {plan.precision}; clear the run's tasks "
+                "and run it again"
+            )
+        rows.append(build_row(run, plan, exported, compiled_by[key], bench_by[key], scores_by[key]))
+    return rows

@@ -3,7 +3,7 @@
 cache/prep/<key>/               prep folders (dataset fingerprint + transform + batch size + dtype + limit)
 cache/onnx/<key>/model.onnx     validated ONNX (+ model.parity.json) (checkpoint hash + variant + exporter)
 cache/artifacts/<backend>/      compiled artifacts (ONNX hash + options + toolkit/device)
-runs/<run>/bs<N>/               one run's outputs, eval and benchmark results
+runs/<run>/bs<N>-<precision>/   one run's outputs, eval and benchmark results per batch size × precision mode
 demo/                           the generated demo set, when the dataset params point there
 """
 
@@ -47,15 +47,16 @@ class WorkLayout:
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_slug(run_id)
 
-    def batch_dir(self, run_id: str, batch_size: int) -> Path:
-        return self.run_dir(run_id) / f"bs{batch_size}"
+    def batch_dir(self, run_id: str, batch_size: int, *, precision: str) -> Path:
+        # the effective precision mode is in the name: two modes of one run never share a folder
+        return self.run_dir(run_id) / f"bs{batch_size}-{precision}"
 
-    def shard_output_dir(self, run_id: str, batch_size: int, shard: int) -> Path:
+    def shard_output_dir(self, run_id: str, batch_size: int, shard: int, *, precision: str) -> Path:
         # ais_bench layout: outputs in .../shardNNN/outputs, summary beside it as outputs_summary.json
-        return self.batch_dir(run_id, batch_size) / "infer" / f"shard{shard:03d}" / "outputs"
+        return self.batch_dir(run_id, batch_size, precision=precision) / "infer" / f"shard{shard:03d}" / "outputs"
 
-    def merged_output_dir(self, run_id: str, batch_size: int) -> Path:
-        return self.batch_dir(run_id, batch_size) / "outputs"
+    def merged_output_dir(self, run_id: str, batch_size: int, *, precision: str) -> Path:
+        return self.batch_dir(run_id, batch_size, precision=precision) / "outputs"
 
 
 def run_slug(run_id: str) -> str:

@@ -61,6 +61,10 @@ def convmixer_validation():
         return [plan.to_dict() for plan in steps.check_inputs(run_params, run_id, worker().work_dir, PARAMS)]
 
     @task
+    def prep_plans(plans) -> list[dict]:  # precision modes share their batch size's prep: written once
+        return [plan.to_dict() for plan in steps.plans_to_prepare(rec.RunPlan.from_dicts(plans))]
+
+    @task
     def preprocess(plan: dict, shard: int) -> dict:
         run_plan = rec.RunPlan.from_dict(plan)
         label(f"bs{run_plan.batch_size} shard {shard}")
@@ -74,19 +78,14 @@ def convmixer_validation():
     @task(**SETTINGS.on_npu())
     def compile_model(plan: dict, exported: dict, params=None) -> dict:
         run_plan, settings = rec.RunPlan.from_dict(plan), worker()
-        label(f"bs{run_plan.batch_size}")
-        return steps.compile_artifact(
-            run_plan,
-            rec.ExportedModel.from_dict(exported),
-            settings.work_dir,
-            params["soc_version"],
-            settings.backend_settings(run_plan.backend),
-        ).to_dict()
+        label(f"bs{run_plan.batch_size} {run_plan.precision}")
+        model, backend = rec.ExportedModel.from_dict(exported), settings.backend_settings(run_plan.backend)
+        return steps.compile_artifact(run_plan, model, settings.work_dir, params["soc_version"], backend).to_dict()
 
     @task(**SETTINGS.on_npu())
     def infer(compiled: dict, shard: int, prepared: list) -> dict:
         model, settings = rec.CompiledModel.from_dict(compiled), worker()
-        label(f"bs{model.batch_size} shard {shard}")
+        label(f"bs{model.batch_size} {model.precision} shard {shard}")
         shards = rec.PrepShard.from_dicts(prepared[:])
         return steps.infer_shard(
             model, shard, shards, settings.work_dir, settings.backend_settings(model.backend)
@@ -95,14 +94,14 @@ def convmixer_validation():
     @task(**SETTINGS.on_npu())
     def benchmark(compiled: dict, params=None) -> dict:
         model, settings = rec.CompiledModel.from_dict(compiled), worker()
-        label(f"bs{model.batch_size}")
+        label(f"bs{model.batch_size} {model.precision}")
         backend, options = settings.backend_settings(model.backend), steps.benchmark_options(params)
         return steps.benchmark_artifact(model, work_dir=settings.work_dir, settings=backend, **options).to_dict()
 
     @task
     def evaluate(plan: dict, inferred: list, exported: dict, params=None) -> dict:
         run_plan, model = rec.RunPlan.from_dict(plan), rec.ExportedModel.from_dict(exported)
-        label(f"bs{run_plan.batch_size}")
+        label(f"bs{run_plan.batch_size} {run_plan.precision}")
         outputs = rec.ShardOutputs.from_dicts(inferred[:])
         limits = evidence_options(params)  # the fidelity thresholds (other keys are ignored there)
         return steps.evaluate_batch(run_plan, outputs, worker().work_dir, model, limits).to_dict()
@@ -134,7 +133,8 @@ def convmixer_validation():
     # Mapped results arrive as lazy sequences; tasks read them whole with `[:]` (one request, not one per item).
     shards = list(range(SETTINGS.shards))
     plans = check_inputs()
-    prepared = preprocess.expand(plan=plans, shard=shards)
+    preps = prep_plans(plans)
+    prepared = preprocess.expand(plan=preps, shard=shards)
     exported = export_onnx(plans)
     compiled = compile_model.partial(exported=exported).expand(plan=plans)
     inferred = infer.partial(prepared=prepared).expand(compiled=compiled, shard=shards)
@@ -142,7 +142,7 @@ def convmixer_validation():
     scores = evaluate.partial(inferred=inferred, exported=exported).expand(plan=plans)
     regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores))
     # Not downstream of the gate (regressed rows stay regressed); the gate stays a leaf so any failure fails the run.
-    [plans, prepared, exported, compiled, inferred, benchmarks, scores] >> record_failure()
+    [plans, preps, prepared, exported, compiled, inferred, benchmarks, scores] >> record_failure()
 
 
 convmixer_validation()

@@ -319,6 +319,27 @@ def test_compile_cache_hit_and_misses(ascend_doubles, tiny_onnx, tmp_path):
     assert explicit.cached and explicit.path == other_chip.path  # "auto" resolved to the same chip is the same key
 
 
+def test_the_gelu_implmode_reaches_atc_and_keys_the_cache_and_the_fingerprint(ascend_doubles, tiny_onnx, tmp_path):
+    from convmixer_tasks import fingerprint
+    from convmixer_tasks.precision import gelu_compile_options
+
+    log = argv_log(ascend_doubles, tmp_path, "atc")
+    built = {
+        mode: ascend_doubles.backend().compile(
+            tiny_onnx, 2, tmp_path / "cache", CompileOptions(**gelu_compile_options("ascend", mode)))
+        for mode in ("high_performance", "high_precision", None)
+    }
+    assert len({artifact.path for artifact in built.values()}) == 3 and not any(a.cached for a in built.values())
+    flags = [[arg for arg in argv if arg.startswith(("--op_select", "--optypelist"))] for argv in read_argvs(log)]
+    assert flags == [["--op_select_implmode=high_performance", "--optypelist_for_implmode=Gelu"],
+                     ["--op_select_implmode=high_precision", "--optypelist_for_implmode=Gelu"],
+                     []]  # null: neither flag, ATC picks (the double accepts that too)
+    assert built[None].options["op_select_implmode"] is None
+    prints = {mode: fingerprint.build("ascend", "Ascend310P3", "8.0", a.options, a.meta) for mode, a in built.items()}
+    assert prints["high_precision"]["op_select_implmode"] == "high_precision"
+    assert len({fingerprint.key(one) for one in prints.values()}) == 3  # throughput history never mixes them
+
+
 def test_compile_failure_carries_codes_and_log_and_leaves_nothing(ascend_doubles, tiny_onnx, tmp_path):
     ascend_doubles.mode(ATC_DOUBLE_MODE="fail")
     cache = tmp_path / "cache"

@@ -283,7 +283,7 @@ def ascend_compiled(doubles, tmp_path):
     backend = doubles.backend()
     artifact = backend.compile(write_tiny_onnx(tmp_path / "tiny.onnx"), 2, tmp_path / "cache")
     info = backend.describe()
-    return CompiledModel(run_id="r1", batch_size=2, backend="ascend", artifact=artifact, device=info.device,
+    return CompiledModel(run_id="r1", batch_size=2, backend="ascend", precision="force_fp16", artifact=artifact, device=info.device,
                          toolkit_version=info.toolkit_version, cached=False)
 
 

@@ -60,6 +60,21 @@ def test_ascend_path_gives_the_same_top1_as_onnxruntime(ascend_doubles, tmp_path
     assert row["toolkit_version"] and row["toolkit_version"] != "unknown"
 
 
+def test_cli_run_maps_over_precision_modes_on_ascend(ascend_doubles, tmp_path, capsys):  # noqa: F811
+    argv = ["-o", "json", "run", "--work-dir", str(tmp_path), "--backend", "ascend", "--cann-set-env",
+            str(ascend_doubles.set_env), "--batch-size", "8", "--loop", "2", "--limit", "16",
+            "--precision-mode", "force_fp16", "must_keep_origin_dtype", "--gelu-implmode", "none"]
+    assert cli.main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(row["batch_size"], row["precision_mode"]) for row in rows] == [(8, "force_fp16"),
+                                                                            (8, "must_keep_origin_dtype")]
+    assert rows[0]["artifact_sha256"] != rows[1]["artifact_sha256"]
+    assert all("op_select_implmode" not in row["fingerprint"] for row in rows)  # none: no implmode flag was passed
+    fp16, keep = rows
+    assert keep["fidelity_min_cosine"] == pytest.approx(1.0, abs=1e-9)  # fp32 compute: the ONNX's numbers
+    assert fp16["fidelity_min_cosine"] < keep["fidelity_min_cosine"] and fp16["evidence"]["fidelity"]["max_abs_diff"] > 0
+
+
 def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_dir, capsys):
     argv = ["run", "--work-dir", str(work_dir), "--batch-size", "4", "--loop", "2"]
     assert cli.main(argv) == 0
@@ -88,6 +103,8 @@ def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_
      "3/2"),
     (["compile", "--onnx", "{tmp}/none.onnx", "--batch-size", "4", "--output", "{tmp}/om"], "none.onnx"),
     (["infer", "--model", "{tmp}/none.onnx", "--input", "{tmp}", "--output", "{tmp}/out"], "none.onnx"),
+    (["run", "--work-dir", "{tmp}", "--precision-mode", "force_fp16", "force_fp32"],
+     "precision_modes ['force_fp16', 'force_fp32'] apply to the ascend backend only"),
 ])
 def test_cli_errors_are_one_line_naming_the_problem(argv, names, tmp_path, capsys):
     argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]

@@ -60,10 +60,13 @@ def test_layout_keeps_caches_apart_from_runs(tmp_path):
     assert onnx.parent.parent == tmp_path / "cache" / "onnx" and onnx.parent.name == "cd" * 8
     assert layout.artifact_cache("ascend").root == tmp_path / "cache" / "artifacts" / "ascend"
     assert layout.artifact_cache("ascend").root != layout.artifact_cache("onnxruntime").root
-    shard_dir = layout.shard_output_dir("run:1", 4, 1)
+    shard_dir = layout.shard_output_dir("run:1", 4, 1, precision="force_fp16")
     assert shard_dir.is_relative_to(layout.run_dir("run:1")) and shard_dir.name == "outputs"
-    assert layout.shard_output_dir("run:1", 4, 0) != shard_dir
-    assert layout.merged_output_dir("run:1", 4) != layout.merged_output_dir("run:1", 16)
+    assert layout.shard_output_dir("run:1", 4, 0, precision="force_fp16") != shard_dir
+    assert layout.shard_output_dir("run:1", 4, 1, precision="force_fp32") != shard_dir  # two modes never collide
+    merged = layout.merged_output_dir("run:1", 4, precision="fp32")
+    assert merged != layout.merged_output_dir("run:1", 16, precision="fp32")
+    assert layout.batch_dir("run:1", 4, precision="fp32") != layout.batch_dir("run:1", 4, precision="force_fp16")
 
 
 def test_run_facts_are_iso_strings_in_utc():
@@ -223,27 +226,31 @@ def test_export_cache_re_exports_when_the_entry_is_damaged(exported_once, damage
 
 # --- rows, failure rows, gate -----------------------------------------------------------------------------------------
 
-def _step_results(batch_sizes=(4, 16), throughput=100.0, run_id="run-9"):
+def _step_results(batch_sizes=(4, 16), throughput=100.0, run_id="run-9", backend="onnxruntime", modes=(None,)):
+    """What each step hands on for one run of ``batch_sizes`` × precision ``modes`` (Ascend modes: backend ascend);
+    a plan's throughput is ``throughput`` × batch size (× 2 for its second mode, so rows tell modes apart)."""
     run = steps.run_facts(run_id, "convmixer_validation", "2026-01-05T03:00:00+00:00", "2026-01-05T03:00:01+00:00")
-    plans = [RunPlan(run_id=run_id, batch_size=bs, backend="onnxruntime", input_dtype="float32",
+    plans = [RunPlan(run_id=run_id, batch_size=bs, backend=backend, input_dtype="float32",
                      model_variant="convmixer_768_32", checkpoint="/ckpt.pth.tar", dataset_dir="/val",
                      label_file="/val_label.txt", image_limit=None, image_count=250, dataset_fingerprint="f" * 64,
-                     prep_dir=f"/cache/prep/{bs}", prep_key=f"{bs:064d}", run_dir="/runs/run-9")
-             for bs in batch_sizes]
+                     prep_dir=f"/cache/prep/{bs}", prep_key=f"{bs:064d}", run_dir="/runs/run-9", precision_mode=mode)
+             for bs in batch_sizes for mode in modes]
     exported = ExportedModel(onnx_path="/cache/onnx/e/model.onnx", onnx_sha256="e" * 64, checkpoint_sha256="c" * 64,
                              variant="convmixer_768_32", opset=17, parity_max_abs_diff=1e-6, cache_key="k" * 64,
                              cached=False)
-    compiled = [CompiledModel(run_id=run_id, batch_size=bs, backend="onnxruntime", device="cpu-x",
-                              toolkit_version="onnxruntime 1", cached=False,
-                              artifact=Artifact(path=Path(f"/cache/artifacts/onnxruntime/{bs}.onnx"),
-                                                backend="onnxruntime", batch_size=bs, input_dtype="float32",
-                                                sha256=f"{bs:064d}", onnx_sha256="e" * 64, options={}, cached=False))
-                for bs in batch_sizes]
-    benchmarks = [BenchSummary(batch_size=bs, backend="onnxruntime", loop=3, warmup=5, throughput=throughput * bs,
+    compiled = [CompiledModel(run_id=run_id, batch_size=plan.batch_size, backend=backend, precision=plan.precision,
+                              device="cpu-x", toolkit_version="onnxruntime 1", cached=False,
+                              artifact=Artifact(path=Path(f"/cache/artifacts/{backend}/{plan.batch_size}.onnx"),
+                                                backend=backend, batch_size=plan.batch_size, input_dtype="float32",
+                                                sha256=f"{plan.batch_size:063d}{index}", onnx_sha256="e" * 64,
+                                                options={}, cached=False))
+                for index, plan in enumerate(plans)]
+    benchmarks = [BenchSummary(batch_size=plan.batch_size, backend=backend, precision=plan.precision, loop=3,
+                               warmup=5, throughput=throughput * plan.batch_size * (1 + modes.index(plan.precision_mode)),
                                latency_mean_ms=1.0, latency_p50_ms=1.0, latency_p99_ms=2.0, formula="1000*bs/mean",
-                               bench_json=f"/runs/run-9/bs{bs}/benchmark.json") for bs in batch_sizes]
-    evaluated = [Scores(batch_size=bs, top1=80.0, top5=95.0, image_count=250,
-                        result_json=f"/runs/run-9/bs{bs}/result.json") for bs in batch_sizes]
+                               bench_json=f"/runs/run-9/bs{plan.batch_size}/benchmark.json") for plan in plans]
+    evaluated = [Scores(batch_size=plan.batch_size, precision=plan.precision, top1=80.0, top5=95.0, image_count=250,
+                        result_json=f"/runs/run-9/bs{plan.batch_size}/result.json") for plan in plans]
     return run, plans, exported, compiled, benchmarks, evaluated
 
 
@@ -251,9 +258,22 @@ def test_rows_join_each_plan_with_its_own_batch_size_whatever_the_order():
     run, plans, exported, compiled, benchmarks, evaluated = _step_results()
     rows = steps.rows_for_run(run, plans, exported, compiled[::-1], benchmarks[::-1], evaluated)
     assert [(row["batch_size"], row["artifact_sha256"], row["throughput"]) for row in rows] == \
-        [(4, f"{4:064d}", 400.0), (16, f"{16:064d}", 1600.0)]
+        [(4, f"{4:063d}0", 400.0), (16, f"{16:063d}1", 1600.0)]
     with pytest.raises(ConfigError, match="different batch sizes"):
         steps.build_row(run, plans[0], exported, compiled[1], benchmarks[0], evaluated[0])
+
+
+def test_rows_join_each_plan_with_its_own_batch_size_and_precision_mode():
+    run, plans, exported, compiled, benchmarks, evaluated = _step_results(
+        backend="ascend", modes=(None, "must_keep_origin_dtype"))
+    rows = steps.rows_for_run(run, plans, exported, compiled[::-1], benchmarks[::-1], evaluated[::-1])
+    assert [(row["batch_size"], row["precision_mode"], row["artifact_sha256"], row["throughput"]) for row in rows] == [
+        (4, "force_fp16", f"{4:063d}0", 400.0), (4, "must_keep_origin_dtype", f"{4:063d}1", 800.0),
+        (16, "force_fp16", f"{16:063d}2", 1600.0), (16, "must_keep_origin_dtype", f"{16:063d}3", 3200.0)]
+    with pytest.raises(ConfigError, match="precision modes were joined for the bs4 force_fp16 row"):
+        steps.build_row(run, plans[0], exported, compiled[0], benchmarks[1], evaluated[0])
+    with pytest.raises(ConfigError, match="no benchmark result for bs16 must_keep_origin_dtype"):
+        steps.rows_for_run(run, plans, exported, compiled, benchmarks[:3], evaluated)
 
 
 def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
@@ -268,7 +288,7 @@ def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
                                                                        ("run-9", 16, "onnxruntime")]
     assert query_runs(url)[1] == 2
     row = get_run(url, "run-9", 16, "onnxruntime")
-    assert row["artifact_sha256"] == f"{16:064d}" and row["throughput"] == 1600.0
+    assert row["artifact_sha256"] == f"{16:063d}1" and row["throughput"] == 1600.0
     assert row["onnx_sha256"] == "e" * 64 and row["device"] == "cpu-x"
     assert row["status"] == "pending"  # recorded, not gated: the gate's history ignores it until gate_rows
     assert row["dag_id"] == "convmixer_validation" and row["logical_date"].startswith("2026-01-05T03:00:00")

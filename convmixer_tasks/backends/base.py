@@ -60,8 +60,9 @@ class CompileOptions:
     input_dtype: str = "float32"  # "uint8": NHWC uint8 input, normalisation inside the artifact (AIPP-equivalent)
     soc_version: str = "auto"  # Ascend only; "auto" = read from npu-smi
     precision_mode: str | None = None  # Ascend only; None = ATC default
-    op_select_implmode: str = "high_performance"  # Ascend only
-    optypelist_for_implmode: str = "Gelu"  # Ascend only
+    # Ascend only: the seed guide's GELU kernel choice; None passes neither flag (precision.gelu_compile_options)
+    op_select_implmode: str | None = "high_performance"
+    optypelist_for_implmode: str | None = "Gelu"
 
     def __post_init__(self) -> None:
         if self.input_dtype not in INPUT_DTYPES:

@@ -1,5 +1,5 @@
-"""The throughput gate's history, read from the metrics table: the same series (model, backend, device, batch size)
-split by environment fingerprint.
+"""The throughput gate's history, read from the metrics table: the same series (model, backend, device, precision
+mode, batch size) split by environment fingerprint.
 
 ``throughput_history`` returns what ``throughput.judge`` needs: the figures of the newest ok runs with the row's
 fingerprint, the newest earlier gated row of that fingerprint (the two-run rule), and the newest earlier row of the
@@ -46,6 +46,7 @@ def throughput_history(url: str, row: dict[str, Any], n: int) -> History:
         ValidationRun.run_id != row["run_id"],
         ValidationRun.logical_date.is_not(None),  # replaced below by the row's own date
         ValidationRun.status.in_((STATUS_OK, STATUS_REGRESSED, STATUS_INCONCLUSIVE)),
+        ValidationRun.precision_mode == row["precision_mode"],  # a run mapped over modes: each mode its own series
     ]
     key = row.get("fingerprint_key")
     series[5] = ValidationRun.logical_date <= parse_datetime(row["logical_date"], "logical_date")[0]

@@ -17,6 +17,8 @@ from convmixer_tasks.metrics.store import (
     _check_value,
     _db_errors,
     _key,
+    _one_row_id,
+    describe_key,
     get_engine,
     mask_url,
     parse_datetime,
@@ -28,11 +30,20 @@ REFERENCE_BACKEND = "onnxruntime"
 EVIDENCE_COLUMNS = ("flips_p_value", "reference_p_value", "evidence")
 
 
-def store_predictions(url: str, run_id: str, batch_size: int, backend: str, blob: bytes, image_count: int) -> int:
-    """Put the row's predictions blob in place (replacing a retried attempt's); returns the stored size in bytes."""
-    what = f"run {run_id} (batch size {batch_size}, backend {backend})"
+def store_predictions(
+    url: str,
+    run_id: str,
+    batch_size: int,
+    backend: str,
+    blob: bytes,
+    image_count: int,
+    precision_mode: str | None = None,
+) -> int:
+    """Put the row's predictions blob in place (replacing a retried attempt's); returns the stored size in bytes.
+    Without ``precision_mode`` the run × batch size must have a single row."""
+    what = describe_key(run_id, batch_size, backend, precision_mode)
     with _db_errors(url, f"store predictions of {what}"), Session(get_engine(url)) as session, session.begin():
-        row_id = session.scalar(select(ValidationRun.id).where(*_key(run_id, batch_size, backend)))
+        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode)
         if row_id is None:
             raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record the row before its predictions")
         existing = session.get(RunPredictions, row_id)
@@ -101,17 +112,27 @@ def reference_row(url: str, row: dict[str, Any]) -> dict[str, Any] | None:
     )
 
 
-def store_evidence(url: str, run_id: str, batch_size: int, backend: str, values: dict[str, Any]) -> None:
-    """Set the gate's pairing results (``EVIDENCE_COLUMNS``) on a recorded row."""
+def store_evidence(
+    url: str, run_id: str, batch_size: int, backend: str, values: dict[str, Any], precision_mode: str | None = None
+) -> None:
+    """Set the gate's pairing results (``EVIDENCE_COLUMNS``) on a recorded row (without ``precision_mode``, the
+    run × batch size's only row)."""
     unknown = sorted(set(values) - set(EVIDENCE_COLUMNS))
     if unknown:
         raise MetricsError(f"store_evidence got unknown column(s) {', '.join(unknown)}; use {EVIDENCE_COLUMNS}")
     checked = {name: _check_value(name, value) for name, value in values.items()}
-    what = f"run {run_id} (batch size {batch_size}, backend {backend})"
+    what = describe_key(run_id, batch_size, backend, precision_mode)
     with _db_errors(url, f"store the evidence of {what}"), Session(get_engine(url)) as session, session.begin():
-        session.execute(
+        # Write first (a read first can deadlock on SQLite against a concurrent writer); more than one row matched
+        # means several precisions and no mode named: refused, and the transaction rolls back.
+        result = session.execute(
             update(ValidationRun)
-            .where(*_key(run_id, batch_size, backend))
+            .where(*_key(run_id, batch_size, backend, precision_mode))
             .values(**checked, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
+        updated = getattr(result, "rowcount", 0)
+        if updated > 1:  # _one_row_id raises: the transaction rolls back
+            _one_row_id(session, run_id, batch_size, backend, precision_mode)
+        if updated == 0:
+            raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record the row before its evidence")

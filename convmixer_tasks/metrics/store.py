@@ -1,5 +1,5 @@
 """Reading and writing the metrics database: cached engines, the Alembic upgrade, ``record_run``
-(an upsert by run × batch size × backend), ``update_status`` and the queries the UI and the gate use.
+(an upsert by run × batch size × backend × precision mode), ``update_status`` and the queries the UI and the gate use.
 
 Every function takes the database URL (the DAG builds it from the Airflow Connection ``convmixer_metrics``; Airflow
 itself is never imported here). SQLite and PostgreSQL are supported. Each write is one transaction, so a failed
@@ -372,6 +372,29 @@ def _key(run_id: str, batch_size: int, backend: str, precision_mode: str | None 
     return clauses if precision_mode is None else (*clauses, ValidationRun.precision_mode == precision_mode)
 
 
+def describe_key(run_id: str, batch_size: int, backend: str, precision_mode: str | None = None) -> str:
+    """The row key in messages: ``run R (batch size 4, backend ascend, precision force_fp16)``."""
+    precision = "" if precision_mode is None else f", precision {precision_mode}"
+    return f"run {run_id} (batch size {batch_size}, backend {backend}{precision})"
+
+
+def _one_row_id(
+    session: Session, run_id: str, batch_size: int, backend: str, precision_mode: str | None = None
+) -> int | None:
+    """The id of the row with this key, None when there is none. Without ``precision_mode`` the run × batch size
+    must have one precision only: a run mapped over several modes is refused rather than one of them picked."""
+    found = session.execute(
+        select(ValidationRun.id, ValidationRun.precision_mode).where(*_key(run_id, batch_size, backend, precision_mode))
+    ).all()
+    if len(found) > 1:
+        modes = ", ".join(sorted(str(mode) for _, mode in found))
+        raise MetricsError(
+            f"{describe_key(run_id, batch_size, backend)} has rows of several precision modes ({modes}); "
+            "pass the precision_mode of the one you mean"
+        )
+    return found[0][0] if found else None
+
+
 def _dialect_insert(engine: Engine) -> Any:
     """The dialect's ``insert`` (both have ``on_conflict_do_update``, which the generic one lacks)."""
     from sqlalchemy.dialects import postgresql, sqlite
@@ -441,9 +464,10 @@ def update_status(
     baseline_throughput: float | None = _UNCHANGED,
     throughput_check: str | None = _UNCHANGED,
     throughput_p_value: float | None = _UNCHANGED,
+    precision_mode: str | None = None,
 ) -> None:
     """Set a recorded row's status and gate reasons (and, when given, the baselines the gate compared against and
-    the throughput rule's outcome)."""
+    the throughput rule's outcome). Without ``precision_mode`` the run × batch size must have a single row."""
     values: dict[str, Any] = {"status": _check_status(status), "gate_reasons": _check_reasons(reasons, "reasons")}
     for name, value in (
         ("baseline_top1", baseline_top1),
@@ -454,8 +478,8 @@ def update_status(
         if value is not _UNCHANGED:
             values[name] = _check_value(name, value)
     values["updated_at"] = utcnow()
-    key = _key(run_id, batch_size, backend)
-    what = f"run {run_id} (batch size {batch_size}, backend {backend}) in {mask_url(url)}"
+    key = _key(run_id, batch_size, backend, precision_mode)
+    what = f"{describe_key(run_id, batch_size, backend, precision_mode)} in {mask_url(url)}"
     # Write first, then read: on SQLite a read-then-write transaction can deadlock against a concurrent writer.
     # The top1 condition keeps 'ok'/'regressed' off rows that never reached evaluation.
     conditions = [*key] if status == STATUS_FAILED else [*key, ValidationRun.top1.is_not(None)]
@@ -463,8 +487,11 @@ def update_status(
         result = session.execute(
             update(ValidationRun).where(*conditions).values(**values).execution_options(synchronize_session=False)
         )
-        if getattr(result, "rowcount", 0) == 1:  # an UPDATE returns a CursorResult
+        updated = getattr(result, "rowcount", 0)  # an UPDATE returns a CursorResult
+        if updated == 1:
             return
+        if updated > 1:  # several precisions, none named: _one_row_id raises and the transaction rolls back
+            _one_row_id(session, run_id, batch_size, backend, precision_mode)
         if session.scalar(select(ValidationRun.id).where(*key)) is None:
             raise MetricsError(f"no metrics row for {what}; record_run it before setting its status")
         raise MetricsError(
@@ -476,10 +503,14 @@ def update_status(
 # --- queries ------------------------------------------------------------------------------------------------------
 
 
-def get_run(url: str, run_id: str, batch_size: int, backend: str) -> dict[str, Any] | None:
-    """One row as a JSON-ready dict, or None when it was never recorded."""
+def get_run(
+    url: str, run_id: str, batch_size: int, backend: str, precision_mode: str | None = None
+) -> dict[str, Any] | None:
+    """One row as a JSON-ready dict, or None when it was never recorded. Without ``precision_mode`` the run ×
+    batch size must have a single row (``MetricsError`` naming the modes otherwise)."""
     with _db_errors(url, f"read run {run_id}"), Session(get_engine(url)) as session:
-        run = session.scalars(select(ValidationRun).where(*_key(run_id, batch_size, backend))).one_or_none()
+        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode)
+        run = None if row_id is None else session.get(ValidationRun, row_id)
         return None if run is None else run.to_dict()
 
 

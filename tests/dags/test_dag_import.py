@@ -126,9 +126,13 @@ BAD_CONFS = [
     ({"top1_tolerance": -1}, "top1_tolerance", "less than the minimum"),
     ({"benchmark_loop": "many"}, "benchmark_loop", "is not of type 'integer'"),
     ({"dataset_dir": ""}, "dataset_dir", "should be non-empty"),
+    ({"precision_modes": []}, "precision_modes", "should be non-empty"),
+    ({"precision_modes": ["fp8"]}, "precision_modes", "'fp8' is not one of"),
+    ({"gelu_implmode": "fastest"}, "gelu_implmode", "'fastest' is not one of"),
 ]
 GOOD_CONFS = [{}, {"batch_size": 4}, {"batch_sizes": [1, 64]}, {"soc_version": "Ascend310P3", "backend": "ascend"},
-              {"image_limit": 16, "input_dtype": "uint8"}]
+              {"image_limit": 16, "input_dtype": "uint8"},
+              {"backend": "ascend", "precision_modes": ["force_fp16", "must_keep_origin_dtype"], "gelu_implmode": None}]
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +222,9 @@ def test_npu_steps_are_routed_to_the_npu_queue_and_pool_with_retries(parsed):
 def test_wiring_follows_the_pipeline(parsed):
     tasks = parsed["tasks"]
     assert tasks["check_inputs"]["upstream"] == []
-    assert set(tasks["preprocess"]["upstream"]) == {"check_inputs"}
+    # the precision modes of a batch size share one prep: preprocess maps over one plan per prep folder
+    assert set(tasks["prep_plans"]["upstream"]) == {"check_inputs"}
+    assert set(tasks["preprocess"]["upstream"]) == {"prep_plans"}
     assert set(tasks["compile_model"]["upstream"]) == {"check_inputs", "export_onnx"}
     assert set(tasks["infer"]["upstream"]) == {"compile_model", "preprocess"}
     assert set(tasks["benchmark"]["upstream"]) == {"compile_model"}
@@ -236,14 +242,14 @@ def test_wiring_follows_the_pipeline(parsed):
 
 
 def test_per_batch_size_steps_are_mapped_over_the_plans(parsed):
-    """One plan per batch size: compile and evaluate map over the plans, so nothing re-joins lists by batch size."""
+    """One plan per batch size × precision mode: compile and evaluate map over the plans, so nothing re-joins lists."""
     mapped = {task_id: task["mapped_over"] for task_id, task in parsed["tasks"].items()}
     assert mapped["preprocess"] == ["plan", "shard"]
     assert mapped["compile_model"] == ["plan"]
     assert mapped["infer"] == ["compiled", "shard"]
     assert mapped["benchmark"] == ["compiled"]
     assert mapped["evaluate"] == ["plan"]
-    for task_id in ("check_inputs", "export_onnx", "record_metrics", "regression_gate", "record_failure"):
+    for task_id in ("check_inputs", "prep_plans", "export_onnx", "record_metrics", "regression_gate", "record_failure"):
         assert mapped[task_id] is None, task_id
 
 

@@ -10,6 +10,10 @@ folder and SQLite metrics DB, and reports states, XComs, metrics rows and cache 
 5. ``broken``    – inference always fails: no accuracy is recorded, 'failed' rows are, and the gate never runs.
 6. ``ascend``    – the Ascend backend against the tool doubles (tests/ascend_doubles.py: atc, npu-smi, ais_bench
                    behind a fake CANN set_env.sh): ATC compile, ais_bench inference, same top-1.
+7. ``ascend_keep`` – the same with precision_mode must_keep_origin_dtype (fidelity ≈ 1).
+8. ``ascend_both`` – precision_modes [force_fp16, must_keep_origin_dtype] in one run: two rows, each paired with
+                     the earlier run of its own mode.
+9. ``oversubset`` – a fidelity subset larger than the set: refused.
 """
 
 from __future__ import annotations
@@ -57,7 +61,13 @@ def runs(tmp_path_factory) -> dict[str, dict]:
         {"name": "ascend", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5}},
         {"name": "ascend_keep", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5,
                                          "precision_mode": "must_keep_origin_dtype"}},
-        {"name": "oversubset", "conf": {"batch_sizes": [4], "evidence": {"fidelity_subset": 300}}},
+        # dag.test runs share one process, where a conf value stays in the DAG's Params for the next run (Airflow
+        # merges the conf into the same Param objects): a run resets what earlier runs set and it does not want.
+        {"name": "ascend_both", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5,
+                                         "precision_mode": None,
+                                         "precision_modes": ["force_fp16", "must_keep_origin_dtype"]}},
+        {"name": "oversubset", "conf": {"backend": "onnxruntime", "precision_modes": None, "batch_sizes": [4],
+                                        "evidence": {"fidelity_subset": 300}}},
     ]}
     npu_host = AscendDoubles(root=root / "npu-host", monkeypatch=pytest.MonkeyPatch()).build()
     (root / "spec.json").write_text(json.dumps(spec))
@@ -114,7 +124,7 @@ def test_first_run_reproduces_the_demo_models_top1_and_records_a_row_per_batch_s
     # XCom carries small JSON (paths, hashes, numbers), never arrays of pixels or logits
     assert max(len(json.dumps(value)) for task in run["xcom"].values() for value in task.values()) < 20_000
     # ...as versioned step records, one per batch size (and shard), readable in the UI
-    records = {"check_inputs": "RunPlan", "preprocess": "PrepShard", "export_onnx": "ExportedModel",
+    records = {"check_inputs": "RunPlan", "prep_plans": "RunPlan", "preprocess": "PrepShard", "export_onnx": "ExportedModel",
                "compile_model": "CompiledModel", "infer": "ShardOutputs", "benchmark": "BenchSummary",
                "evaluate": "Scores", "record_metrics": "RecordedRow", "regression_gate": "Verdict"}
     for task_id, record in records.items():
@@ -129,8 +139,8 @@ def test_first_run_builds_every_cache_and_maps_over_shards(runs):
     prepared = xcom(run, "preprocess")
     assert len(prepared) == len(BATCH_SIZES) * 2  # batch sizes x shards
     assert len(states(run, "infer")) == len(BATCH_SIZES) * 2
-    # one evaluate per batch size, named for it in the UI
-    assert sorted(t["rendered_map_index"] for t in run["tasks"] if t["task_id"] == "evaluate") == ["bs16", "bs4"]
+    # one evaluate per batch size × precision mode, named for them in the UI
+    assert sorted(t["rendered_map_index"] for t in run["tasks"] if t["task_id"] == "evaluate") == ["bs16 fp32", "bs4 fp32"]
     assert sorted(entry["batch_size"] for entry in xcom(run, "evaluate")) == BATCH_SIZES
     for batch_size in BATCH_SIZES:
         files = [name for entry in prepared if entry["batch_size"] == batch_size for name in entry["files"]]
@@ -236,6 +246,33 @@ def test_force_fp16_on_the_doubles_shows_fidelity_below_one_flips_and_p_value(ru
     assert keep["top1"] == pytest.approx(expected_demo_top1(), abs=1e-9)
     assert keep["evidence"]["flips_reference"]["right_to_wrong"] == 0 and keep["reference_p_value"] == 1.0
     assert "flips_previous" not in keep["evidence"]  # the force_fp16 run is another precision: not its previous
+
+
+def test_a_run_over_two_precision_modes_records_a_row_each_compared_like_with_like(runs):
+    run = runs["ascend_both"]
+    assert run["state"] == "success"
+    rows = {row["precision_mode"]: row for row in run["rows"]}
+    assert sorted(rows) == ["force_fp16", "must_keep_origin_dtype"] and len(run["rows"]) == 2
+    fp16, keep = rows["force_fp16"], rows["must_keep_origin_dtype"]
+    assert fp16["status"] == keep["status"] == "ok"
+    assert fp16["fidelity_min_cosine"] < 1.0 - 1e-6 < keep["fidelity_min_cosine"]  # two modes, two fidelities
+    assert fp16["artifact_sha256"] != keep["artifact_sha256"]
+    # each row pairs with the previous ok run of its own mode: the same numerics, so nothing flips
+    assert fp16["evidence"]["flips_previous"]["run_id"] == runs["ascend"]["run_id"]
+    assert keep["evidence"]["flips_previous"]["run_id"] == runs["ascend_keep"]["run_id"]
+    for row in (fp16, keep):
+        assert row["evidence"]["flips_previous"]["table"][0][1] == row["evidence"]["flips_previous"]["table"][1][0] == 0
+        assert row["flips_p_value"] == 1.0
+        assert row["fingerprint"]["op_select_implmode"] == "high_performance"  # the GELU implmode, on the row
+        assert row["fingerprint"]["optypelist_for_implmode"] == "Gelu"
+    # the two modes share one prep (written once per shard), and compile/infer/evaluate ran once per mode
+    assert len(states(run, "preprocess")) == 2 and len(states(run, "compile_model")) == 2
+    assert len(states(run, "infer")) == 4 and len(states(run, "evaluate")) == 2
+    labels = sorted(t["rendered_map_index"] for t in run["tasks"] if t["task_id"] == "evaluate")
+    assert labels == ["bs4 force_fp16", "bs4 must_keep_origin_dtype"]
+    run_dir = WorkLayout(run["work"]).run_dir(run["run_id"])
+    assert sorted(folder.name for folder in run_dir.iterdir()) == ["bs4-force_fp16", "bs4-must_keep_origin_dtype"]
+    print("force_fp16 vs must_keep_origin_dtype min cosine:", fp16["fidelity_min_cosine"], keep["fidelity_min_cosine"])
 
 
 def test_a_fidelity_subset_larger_than_the_set_fails_with_one_clear_error_and_no_ok_row(runs):
