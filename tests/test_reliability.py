@@ -28,7 +28,9 @@ from convmixer_tasks.backends.base import Artifact, sidecar_path
 from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
 from convmixer_tasks.errors import BackendError, ExportError
 from convmixer_tasks.export import export_and_validate, parity_report_path
+from convmixer_tasks.fileio import sha256_file
 from convmixer_tasks.preprocess import preprocess
+from convmixer_tasks.variants import DEMO_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 2
@@ -230,6 +232,52 @@ def test_killed_export_leaves_no_onnx_nor_an_old_report(work):
     assert json.loads(parity_report_path(target).read_text())["onnx_sha256"] == result.onnx_sha256
 
 
+def _onnx_with_its_own_report(target: Path) -> bool:
+    """What a consumer may read: an ONNX beside a report that describes exactly that file (or no ONNX at all)."""
+    if not target.exists():
+        return True
+    report = parity_report_path(target)
+    return report.is_file() and json.loads(report.read_text())["onnx_sha256"] == sha256_file(target)
+
+
+@item
+@pytest.mark.parametrize("call", ["replace", "unlink"])
+def test_export_killed_between_its_two_renames_or_removals_leaves_no_onnx_without_its_report(work, call):
+    """The ONNX and its report cannot move in one rename; a kill after the first of the two (landing the new pair,
+    or clearing the previous one) must still leave no ONNX that its report does not describe."""
+    from convmixer_tasks import steps
+
+    target = work / f"exp_{call}" / "model.onnx"
+    export_and_validate(None, target, variant="convmixer_demo", seed=0, parity_batch=1)
+    marker = work / f"export.{call}.killpoint"
+    pair = sorted({str(target), str(parity_report_path(target))})
+    kill_when(
+        f"""
+        import os, pathlib, time
+        real = os.{call}
+        def stop_after_first(*args, **kwargs):  # the first of the pair's two renames (or removals), then the kill
+            result = real(*args, **kwargs)
+            if os.fspath(args[-1]) in {pair!r}:
+                pathlib.Path({str(marker)!r}).write_text("x")
+                time.sleep(600)
+            return result
+        os.{call} = stop_after_first
+        from convmixer_tasks import export
+        export.export_and_validate(None, {str(target)!r}, variant="convmixer_demo", seed=1, parity_batch=1)
+        """,
+        marker,
+    )
+    assert _onnx_with_its_own_report(target)
+    assert not target.exists()  # the ONNX is the commit point: it lands last and goes first
+    export_and_validate(None, target, variant="convmixer_demo", seed=1, parity_batch=1)  # the rerun lands both
+    assert target.exists() and _onnx_with_its_own_report(target)
+    # The DAG's export cache takes a report alone (what the kill leaves) for a miss and exports again.
+    work_dir = work / f"exp_{call}_work"
+    Path(steps.export_cached(DEMO_CHECKPOINT, "convmixer_demo", work_dir).onnx_path).unlink()
+    again = steps.export_cached(DEMO_CHECKPOINT, "convmixer_demo", work_dir)
+    assert not again.cached and _onnx_with_its_own_report(Path(again.onnx_path))
+
+
 @item
 def test_failed_export_removes_what_it_would_have_replaced(work, capsys):
     target = work / "exp2" / "model.onnx"
@@ -374,8 +422,6 @@ def test_gate_advice_names_real_params():
 
 @item
 def test_checkpoint_messages_name_the_real_problem(tmp_path, capsys):
-    from convmixer_tasks.variants import DEMO_CHECKPOINT
-
     text = tmp_path / "text.pth.tar"
     text.write_text("hello\n")
     truncated = tmp_path / "cut.pth.tar"
