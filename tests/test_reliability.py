@@ -544,41 +544,73 @@ def test_killed_demo_dataset_leaves_nothing_the_next_run_keeps(work, capsys):
 
 
 @item
-def test_skipped_and_suspicious_images_are_said(tmp_path, caplog):
-    from convmixer_tasks.dataset import load_dataset
-    from convmixer_tasks.preprocess import load_rgb
+def test_skipped_and_suspicious_images_are_said_and_listed_in_the_manifest(tmp_path, capsys):
+    from tests.reference_transform import reference_transform
 
     folder = tmp_path / "val"
     folder.mkdir()
-    Image.new("RGB", (40, 30)).save(folder / "ILSVRC2012_val_00000001.JPEG")
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(folder / "ILSVRC2012_val_00000001.JPEG")
     Image.new("RGB", (40, 30)).save(folder / "ILSVRC2012_val_00000001 copy.JPEG")
     os.mkfifo(folder / "ILSVRC2012_val_00000002.JPEG")
-    deep = np.full((30, 40), 40000, dtype=np.uint16)  # 16-bit: above 255 everywhere
-    Image.fromarray(deep).save(folder / "ILSVRC2012_val_00000003.JPEG", format="PNG")
-    with caplog.at_level("WARNING"):
-        dataset = load_dataset(folder)
-        img = load_rgb(folder / "ILSVRC2012_val_00000003.JPEG")
-    assert [image.name for image in dataset.images] == ["ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000003.JPEG"]
-    text = caplog.text
-    assert "ILSVRC2012_val_00000001 copy.JPEG (not named ILSVRC2012_val_*)" in text
-    assert "ILSVRC2012_val_00000002.JPEG (not a regular file)" in text
-    assert "mode I;16" in text and "saturate" in text
-    # still converted exactly as the reference (PIL's convert), only no longer silently
-    with Image.open(folder / "ILSVRC2012_val_00000003.JPEG") as raw:
-        assert np.array_equal(np.asarray(img), np.asarray(raw.convert("RGB")))
+    deep = folder / "ILSVRC2012_val_00000003.JPEG"
+    Image.fromarray(np.full((30, 40), 40000, dtype=np.uint16)).save(deep, format="PNG")  # 16-bit: all above 255
+    Image.new("CMYK", (30, 40)).save(folder / "ILSVRC2012_val_00000004.JPEG")
+    Image.new("L", (30, 40)).save(folder / "ILSVRC2012_val_00000005.JPEG")  # grayscale is plain ImageNet
+    out = tmp_path / "prep"
+    argv = ["preprocess", "--image-path", str(folder), "--prep-image", str(out), "--batch-size", "2", "--workers", "1"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr()
+    # One summary line each: what the folder read skipped, and what the manifest lists beside the files.
+    assert "skipped 2 entries" in printed.err and "ILSVRC2012_val_00000001 copy.JPEG (not named" in printed.err
+    assert f"{out / 'manifest.json'} lists 2 entries skipped from the image folder and 2 suspicious" in printed.err
+    assert "ILSVRC2012_val_00000003.JPEG (mode I;16: more than 8 bits per sample: values above 255 saturate" in (
+        printed.err
+    )
+    assert "entries_skipped" in printed.out and "images_suspicious" in printed.out  # the step's own summary
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"] == [
+        {"entry": "ILSVRC2012_val_00000001 copy.JPEG", "reason": "not named ILSVRC2012_val_*"},
+        {"entry": "ILSVRC2012_val_00000002.JPEG", "reason": "not a regular file"},
+    ]
+    assert [(s["image"], s["mode"], s["width"], s["height"]) for s in manifest["suspicious"]] == [
+        ("ILSVRC2012_val_00000003.JPEG", "I;16", 40, 30),
+        ("ILSVRC2012_val_00000004.JPEG", "CMYK", 30, 40),
+    ]
+    # Said, not changed: the 16-bit image's slot is still bit-identical to the reference transform.
+    slots = np.fromfile(out / "input_00000.bin", dtype=np.float32).reshape(2, 3, 224, 224)
+    assert slots[1].tobytes() == reference_transform(deep).tobytes()
+    # A rerun writes nothing and keeps the same manifest (the lists are no reason to redo a file).
+    assert cli.main(argv) == 0 and json.loads((out / "manifest.json").read_text()) == manifest
+    assert "files_written 0" in " ".join(capsys.readouterr().out.split())
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width``x``height`` (its one row of data is never decoded): a huge image in 100 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4)) + chunk(b"IEND", b"")
 
 
 @item
-def test_one_image_size_limit_with_a_clear_refusal(tmp_path, capsys, monkeypatch):
-    from convmixer_tasks import preprocess as prep_module
-
+def test_one_image_size_limit_with_a_clear_refusal_before_any_work(tmp_path, capsys):
     folder = tmp_path / "val"
     folder.mkdir()
-    Image.new("RGB", (400, 300)).save(folder / "ILSVRC2012_val_00000001.JPEG")
-    monkeypatch.setattr(prep_module, "MAX_IMAGE_PIXELS", 100_000)  # the real one is PIL's 89.5 megapixels
-    code, err = run_cli(capsys, "preprocess", "--image-path", str(folder), "--prep-image", str(tmp_path / "p"),
+    Image.new("RGB", (40, 30)).save(folder / "ILSVRC2012_val_00000001.JPEG")
+    (folder / "ILSVRC2012_val_00000002.JPEG").write_bytes(_png_header(11000, 11000))  # PIL only warns at this size
+    (folder / "ILSVRC2012_val_00000003.JPEG").write_bytes(_png_header(20000, 20000))  # PIL refuses this one itself
+    out = tmp_path / "p"
+    code, err = run_cli(capsys, "preprocess", "--image-path", str(folder), "--prep-image", str(out),
                         "--batch-size", "1", "--workers", "1")
-    assert_one_clear_line(code, err, "preprocess", "ILSVRC2012_val_00000001.JPEG is 400x300 pixels", "megapixels")
+    line = assert_one_clear_line(code, err, "preprocess", "2 images are above the limit of 89.5 megapixels per image",
+                                 "ILSVRC2012_val_00000002.JPEG is 11000x11000 pixels",
+                                 "ILSVRC2012_val_00000003.JPEG is too large for PIL to open")
+    assert "DecompressionBomb" not in err, line  # PIL's own warning is not a second, different limit
+    assert not list(out.glob("*.bin")) and not (out / "manifest.json").exists()  # refused before any file
 
 
 @item
