@@ -621,6 +621,103 @@ def test_metrics_show_does_not_create_a_database(tmp_path, capsys):
     assert not db.exists()
 
 
+# --- also ---------------------------------------------------------------------------------------------------------
+
+# A stand-in for `airflow standalone` with the process layout and the signal handling of Airflow 3.3's (checked by
+# hand: SIGINT to standalone alone stops everything in ~10-25 s; SIGINT to its whole group, as Ctrl-C sends, leaves
+# the scheduler waiting forever on LocalExecutor workers that ignore SIGINT). standalone stops its components
+# (SIGTERM) on KeyboardInterrupt only; the component exits on SIGTERM unless a SIGINT reached it first; the task
+# process sits in a process group of its own, as Airflow's task supervisor puts it, and with STUBBORN=1 it ignores
+# SIGINT and SIGTERM.
+FAKE_COMPONENT = "; ".join([
+    "import signal, sys, time",
+    "wedged = []",
+    "signal.signal(signal.SIGINT, lambda *_: wedged.append(1))",
+    "signal.signal(signal.SIGTERM, lambda *_: wedged or sys.exit(0))",
+    "time.sleep(600)",
+])
+FAKE_STANDALONE = f"""
+import os, subprocess, sys, time
+assert sys.argv[1:] == ["standalone"], sys.argv
+ignore = "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+component = subprocess.Popen([sys.executable, "-c", {FAKE_COMPONENT!r}, "airflow", "scheduler"])
+task = subprocess.Popen([sys.executable, "-c", "import signal, time; " + ignore * (os.environ["STUBBORN"] == "1")
+                         + "time.sleep(600)", "airflow", "task"], process_group=0)
+print("pids", os.getpid(), component.pid, task.pid, flush=True)
+try:
+    while True:
+        time.sleep(0.1)
+except KeyboardInterrupt:
+    print("shutting down components", flush=True)
+for child in (component, task):
+    child.terminate()
+for child in (component, task):
+    child.wait()
+print("complete", flush=True)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's wait is missing
+
+
+@item
+@pytest.mark.parametrize("case", ["clean", "stubborn task", "standalone killed first"])
+def test_standalone_script_stops_everything_standalone_started(tmp_path, case):
+    """scripts/standalone.sh start/stop: the SIGINT reaches standalone alone, as the KeyboardInterrupt it stops its
+    components on (bash would start it ignoring SIGINT), and nothing of its session survives: not a task process in
+    a group of its own that ignores signals, nor what a `kill` of standalone itself left behind (the issue's case)."""
+    stubborn, killed_first = case == "stubborn task", case == "standalone killed first"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "airflow").write_text(f"#!{sys.executable}\n{FAKE_STANDALONE}")
+    (bin_dir / "airflow").chmod(0o755)
+    home = tmp_path / "home"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "AIRFLOW_HOME": str(home),
+           "STUBBORN": str(int(stubborn)), "STANDALONE_STOP_TIMEOUT": "2"}
+    script = str(REPO / "scripts" / "standalone.sh")
+
+    def run(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run([script, command], env=env, capture_output=True, text=True, timeout=60)
+
+    log = home / "standalone.log"
+    pids: list[int] = []
+    try:
+        assert run("start").returncode == 0
+        deadline = time.monotonic() + 30
+        while not pids:
+            assert time.monotonic() < deadline, log.read_text()
+            pids = [int(p) for line in log.read_text().splitlines() if line.startswith("pids ") for p in line.split()[1:]]
+            time.sleep(0.1)
+        again = run("start")  # a second start would orphan the first session
+        assert again.returncode == 1 and "already running" in again.stderr and str(pids[0]) in again.stderr
+        assert f"running (session {pids[0]}, 3 processes" in run("status").stdout
+        if killed_first:
+            os.kill(pids[0], signal.SIGTERM)  # standalone alone dies; its scheduler and task run on
+            while _alive(pids[0]):
+                time.sleep(0.05)
+            assert all(_alive(pid) for pid in pids[1:]) and "running (session" in run("status").stdout
+        stopped = run("stop")
+        assert stopped.returncode == 0, stopped.stderr
+        assert not [pid for pid in pids if _alive(pid)]
+        if killed_first:
+            assert "had exited and left 2 processes: sending SIGTERM" in stopped.stderr
+        else:
+            assert "shutting down components" in log.read_text()  # SIGINT arrived as KeyboardInterrupt
+            assert ("complete" in log.read_text()) != stubborn  # clean: standalone saw its components exit
+        assert ("forcibly" in stopped.stdout) == (stubborn or killed_first)
+        assert run("status").stdout.strip() == "airflow standalone is not running"
+        assert not (home / "standalone.pid").exists()
+    finally:
+        for pid in pids:  # only what this test started
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_items_are_counted():
     print(f"\nissue 10 reliability items replayed: {len(ITEMS)}")
     assert len(ITEMS) == len(set(ITEMS)) >= 13
