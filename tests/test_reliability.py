@@ -24,6 +24,7 @@ from PIL import Image
 
 from convmixer_tasks import cli
 from convmixer_tasks.backends.aisbench_format import STAGING_MARK, summary_path
+from convmixer_tasks.backends.ascend import ToolRun
 from convmixer_tasks.backends.base import Artifact, sidecar_path
 from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
 from convmixer_tasks.errors import BackendError, ExportError
@@ -31,6 +32,7 @@ from convmixer_tasks.export import export_and_validate, parity_report_path
 from convmixer_tasks.fileio import sha256_file
 from convmixer_tasks.preprocess import preprocess
 from convmixer_tasks.variants import DEMO_CHECKPOINT
+from tests.ascend_doubles import ascend_doubles  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 2
@@ -396,12 +398,51 @@ def test_second_preprocess_into_one_folder_says_who_holds_it(dataset, work, caps
 
 
 @item
-def test_ais_bench_error_lines_are_in_an_exit_0_failure(tmp_path):
-    from convmixer_tasks.backends.ascend import AscendBackend, ToolRun
+@pytest.mark.parametrize("step", ["infer", "benchmark"])
+def test_ais_bench_error_lines_are_in_an_exit_0_failure(ascend_doubles, prep, tmp_path, monkeypatch, step):
+    """ais_bench exits 0, prints `[ERROR] acl open device …` and no figures: the error itself carries that line."""
+    from tests.ascend_doubles import write_tiny_onnx
 
-    run = ToolRun(["ais_bench"], 0, "[INFO] start\n[ERROR] acl open device 0 failed, ret 507033\n", 1)
+    backend = ascend_doubles.backend()
+    artifact = backend.compile(write_tiny_onnx(tmp_path / "tiny.onnx"), BATCH, tmp_path / "cache")
+    said = "[INFO] acl init success\n[ERROR] acl open device 0 failed, ret 507033\n"
+    monkeypatch.setattr(backend, "run_tool", lambda argv, *a, **k: ToolRun(argv, 0, said, 1))
+    out = tmp_path / "o"
     with pytest.raises(BackendError, match=r"ais_bench printed: \[ERROR\] acl open device 0 failed, ret 507033"):
-        AscendBackend._settle_summary(tmp_path / "o", run)
+        backend.infer(artifact, prep, out) if step == "infer" else backend.benchmark(artifact, loop=1, warmup=0)
+    assert not out.exists()
+
+
+@item
+@pytest.mark.parametrize("case", ["text file", "another variant's checkpoint"])
+def test_check_inputs_refuses_a_checkpoint_that_export_would_refuse_before_any_work(dataset, tmp_path, capsys, case):
+    """Before the check, preprocess ran for minutes and export failed only then; now check_inputs (the CLI `run`'s
+    first step, as the DAG's) refuses it, and no prep folder is started."""
+    checkpoint, variant = DEMO_CHECKPOINT, "convmixer_1536_20"
+    if case == "text file":
+        checkpoint, variant = tmp_path / "notes.pth.tar", "convmixer_demo"
+        checkpoint.write_text("these are notes, not weights\n")
+    work_dir = tmp_path / "work"
+    code, err = run_cli(capsys, "run", "--work-dir", str(work_dir), "--image-path", str(dataset[0]),
+                        "--annotation-file-path", str(dataset[1]), "--source", str(checkpoint), "--model", variant)
+    needle = "is a text file" if case == "text file" else "does not fit the model"
+    line = assert_one_clear_line(code, err, "run", str(checkpoint), needle)
+    assert case == "text file" or "looks like dim=64 depth=4 kernel=5 patch=14 (variant convmixer_demo)" in line
+    assert not list(work_dir.rglob("manifest.json")) and not list(work_dir.rglob("*.bin"))
+
+
+@item
+def test_every_trigger_the_docs_show_comes_after_an_unpause():
+    """The DAG is created paused; a run triggered before `airflow dags unpause` waits in the queue forever. Every
+    place that tells a person to trigger it says to unpause it first (the metrics page's empty state included)."""
+    unpause = "airflow dags unpause convmixer_validation"
+    places = [REPO / "README.md", REPO / "docker" / "README.md", REPO / "scripts" / "run_demo_dag.sh",
+              REPO / "plugins" / "convmixer_metrics" / "static" / "index.html"]
+    for path in places:
+        text = path.read_text()
+        assert unpause in text, path
+        trigger = text.find("airflow dags trigger convmixer_validation")
+        assert trigger == -1 or text.index(unpause) < trigger, f"{path}: a trigger shown before the unpause"
 
 
 @item
@@ -720,4 +761,4 @@ def test_standalone_script_stops_everything_standalone_started(tmp_path, case):
 
 def test_items_are_counted():
     print(f"\nissue 10 reliability items replayed: {len(ITEMS)}")
-    assert len(ITEMS) == len(set(ITEMS)) >= 13
+    assert len(ITEMS) == len(set(ITEMS)) >= 27  # a replay removed is an item no longer held
