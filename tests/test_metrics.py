@@ -541,23 +541,6 @@ def test_distinct_values(metrics_url):
     assert set(values["statuses"]) == {"ok", "regressed", "failed", "pending", "inconclusive"}
 
 
-def test_recent_ok_throughputs_counts_only_ok_runs(metrics_url):
-    seed(metrics_url)
-    history = metrics.recent_ok_throughputs(metrics_url, "convmixer_1536_20", "ascend", "Ascend310P3", 1, n=5)
-    assert history == [52.0, 50.0]  # r3 then r0: newest first; r1 regressed, Ascend910B another device
-    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_1536_20", "ascend", "Ascend310P3", 1, n=1) == [52.0]
-    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_1536_20", "ascend", "Ascend310P3", 1, n=5,
-                                         exclude_run_id="r3") == [50.0]
-    metrics.record_run(metrics_url, make_row(run_id="nodev", device=None, throughput=7.0))
-    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_demo", "onnxruntime", None, 4, n=5) == [7.0]
-    # A newer run that was recorded but never gated (its gate task died) is not history.
-    metrics.record_run(metrics_url, make_row(run_id="ungated", device=None, throughput=9.0, status="pending",
-                                             logical_date=DAY0 + timedelta(days=30)))
-    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_demo", "onnxruntime", None, 4, n=5) == [7.0]
-    with pytest.raises(MetricsError, match="n must"):
-        metrics.recent_ok_throughputs(metrics_url, "convmixer_demo", "onnxruntime", None, 4, n=0)
-
-
 # --- URLs, engines, errors ------------------------------------------------------------------------------------
 
 def test_unreachable_database_error_masks_the_password():
