@@ -626,7 +626,7 @@ def test_skipped_and_suspicious_images_are_said_and_listed_in_the_manifest(tmp_p
 
 
 def _png_header(width: int, height: int) -> bytes:
-    """A PNG whose header says ``width``x``height`` (its one row of data is never decoded): a huge image in 100 bytes."""
+    """A PNG whose header says ``width``x``height`` (its data is never decoded): a huge image in 100 bytes."""
     import struct
     import zlib
 
@@ -634,7 +634,8 @@ def _png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4)) + chunk(b"IEND", b"")
+    data = chunk(b"IDAT", zlib.compress(b"\0" * 4))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + data + chunk(b"IEND", b"")
 
 
 @item
@@ -732,7 +733,8 @@ def test_standalone_script_stops_everything_standalone_started(tmp_path, case):
         deadline = time.monotonic() + 30
         while not pids:
             assert time.monotonic() < deadline, log.read_text()
-            pids = [int(p) for line in log.read_text().splitlines() if line.startswith("pids ") for p in line.split()[1:]]
+            said = [line.split()[1:] for line in log.read_text().splitlines() if line.startswith("pids ")]
+            pids = [int(pid) for pid in said[0]] if said else []
             time.sleep(0.1)
         again = run("start")  # a second start would orphan the first session
         assert again.returncode == 1 and "already running" in again.stderr and str(pids[0]) in again.stderr
