@@ -93,7 +93,7 @@ stop() {
     echo "airflow standalone is not running"
     return 0
   fi
-  # standalone alone, not its group: it then stops its components with SIGTERM, which they handle (10-25 s here). A
+  # standalone alone, not its group: it then stops its components with SIGTERM, which they handle (6-25 s here). A
   # SIGINT to the group as well (what Ctrl-C in a terminal sends) leaves the scheduler waiting forever on its
   # LocalExecutor workers, which ignore SIGINT (Airflow 3.3).
   if session_pids "$sid" | grep -x "$sid" >/dev/null && kill -s INT "$sid" 2>/dev/null; then  # not a zombie
