@@ -176,6 +176,42 @@ def test_failed_infer_removes_the_previous_result(models, prep, work):
 
 
 @item
+def test_killed_ascend_infer_into_a_reused_folder_leaves_no_result(ascend_doubles, prep, tmp_path, capsys):
+    """The Ascend backend shares the staging and clearing (aisbench_format): a kill after ais_bench wrote a whole
+    run's outputs, before they were settled, leaves neither those nor the previous run's outputs and summary."""
+    from tests.ascend_doubles import write_tiny_onnx
+
+    artifact = ascend_doubles.backend().compile(write_tiny_onnx(tmp_path / "tiny.onnx"), BATCH, tmp_path / "cache")
+    out = tmp_path / "o" / "r"
+    argv = ["infer", "--backend", "ascend", "--cann-set-env", str(ascend_doubles.set_env), "--model",
+            str(artifact.path), "--input", str(prep), "--output", str(out)]
+    code, err = run_cli(capsys, *argv)
+    assert code == 0 and summary_path(out).is_file() and len(os.listdir(out)) == 3, err
+    marker = tmp_path / "ais_bench.killpoint"
+    kill_when(
+        f"""
+        import pathlib, time
+        from convmixer_tasks.backends import ascend
+        real = ascend.AscendBackend.run_tool
+        def run_tool(self, command, *a, **k):  # ais_bench has written every output; settling them is next
+            result = real(self, command, *a, **k)
+            if "--output_dirname" in command:
+                pathlib.Path({str(marker)!r}).write_text("x")
+                time.sleep(600)
+            return result
+        ascend.AscendBackend.run_tool = run_tool
+        from convmixer_tasks import cli
+        cli.main({argv!r})
+        """,
+        marker,
+    )
+    assert not out.exists() and not summary_path(out).exists()
+    code, err = run_cli(capsys, *argv)  # the next run clears the killed run's staging folder and lands whole
+    assert code == 0, err
+    assert sorted(os.listdir(out.parent)) == ["r", "r_summary.json"] and len(os.listdir(out)) == 3
+
+
+@item
 def test_truncated_artifact_is_refused_in_one_line(models, prep, work, capsys):
     copy = work / "trunc" / models[0].path.name
     copy.parent.mkdir()
@@ -763,4 +799,4 @@ def test_standalone_script_stops_everything_standalone_started(tmp_path, case):
 
 def test_items_are_counted():
     print(f"\nissue 10 reliability items replayed: {len(ITEMS)}")
-    assert len(ITEMS) == len(set(ITEMS)) >= 27  # a replay removed is an item no longer held
+    assert len(ITEMS) == len(set(ITEMS)) >= 28  # a replay removed is an item no longer held
