@@ -29,6 +29,7 @@ def val_name(index: int, suffix: str = ".JPEG") -> str:
 
 
 SHOW_FIRST = 5  # offenders listed per kind of problem; the count says how many there are in all
+SHOW_SKIPPED = 10  # skipped entries named in the log line (the prep manifest lists them all)
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,19 @@ class ValImage:
 
 
 @dataclass(frozen=True)
+class SkippedEntry:
+    """Something in the image folder that is not part of the set, and why (the prep manifest lists these)."""
+
+    entry: str  # path relative to the image folder
+    reason: str  # "not named ILSVRC2012_val_*" or "not a regular file"
+
+
+@dataclass(frozen=True)
 class ValDataset:
     image_dir: Path
     label_file: Path | None
     images: tuple[ValImage, ...]
+    skipped: tuple[SkippedEntry, ...] = ()  # sorted by entry
 
     def fingerprint(self) -> str:
         """sha256 over (name, size, mtime_ns, label) in index order; cheap (stats only), for caching."""
@@ -121,8 +131,9 @@ def read_labels(label_file: str | os.PathLike, num_classes: int = 1000) -> dict[
     return {index: label for index, (label, _) in labels.items()}
 
 
-def _discover(image_dir: Path) -> list[tuple[int, str, Path]]:
-    """(index, name, path) of every val image directly in ``image_dir`` or one level down (synset folders)."""
+def _discover(image_dir: Path) -> tuple[list[tuple[int, str, Path]], list[SkippedEntry]]:
+    """(index, name, path) of every val image directly in ``image_dir`` or one level down (synset folders), and
+    what was left out (hidden entries and the synset folders themselves are not "left out")."""
     found = []
     folders = [image_dir]
     with os.scandir(image_dir) as entries:
@@ -138,14 +149,15 @@ def _discover(image_dir: Path) -> list[tuple[int, str, Path]]:
                     found.append((int(match.group(1)), entry.name, Path(entry.path)))
                 elif not entry.name.startswith(".") and not (folder == image_dir and entry.is_dir()):
                     kind = "not a regular file" if match or not entry.is_file() else "not named ILSVRC2012_val_*"
-                    skipped.append(f"{_relative(Path(entry.path), image_dir)} ({kind})")
+                    skipped.append(SkippedEntry(_relative(Path(entry.path), image_dir), kind))
+    skipped.sort(key=lambda skip: skip.entry)
     if skipped:
         # Said once, with names: a "… copy.JPEG" or a FIFO left out of the evaluated set should not go unnoticed.
-        skipped.sort()
-        more = f", … (+{len(skipped) - 10} more)" if len(skipped) > 10 else ""
-        log.warning("skipped %d entries in %s: %s%s", len(skipped), image_dir, ", ".join(skipped[:10]), more)
+        shown = ", ".join(f"{skip.entry} ({skip.reason})" for skip in skipped[:SHOW_SKIPPED])
+        more = f", … (+{len(skipped) - SHOW_SKIPPED} more)" if len(skipped) > SHOW_SKIPPED else ""
+        log.warning("skipped %d entries in %s: %s%s", len(skipped), image_dir, shown, more)
     found.sort(key=lambda item: (item[0], str(item[2])))
-    return found
+    return found, skipped
 
 
 def _val_image(index: int, name: str, path: Path, label: int | None) -> ValImage:
@@ -173,7 +185,7 @@ def load_dataset(
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise DatasetError(f"image folder {image_dir} does not exist or is not a folder; pass the ImageNet val folder")
-    found = _discover(image_dir)
+    found, skipped = _discover(image_dir)
     if not found:
         raise DatasetError(
             f"image folder {image_dir} holds no ILSVRC2012_val_XXXXXXXX.JPEG images (flat or in synset sub-folders); "
@@ -213,4 +225,4 @@ def load_dataset(
         _val_image(index, name, path, labels[index][0] if label_file is not None else None)
         for index, name, path in found
     )
-    return ValDataset(image_dir=image_dir, label_file=label_file, images=images)
+    return ValDataset(image_dir=image_dir, label_file=label_file, images=images, skipped=tuple(skipped))

@@ -210,13 +210,15 @@ def export_and_validate(
     # What this attempt would replace goes first: a failure of any kind (bad checkpoint included) or a kill then
     # leaves nothing, never an older ONNX or report that answers for another source.
     clear_stale_temporaries(target)
-    for stale in (report_path, target):
-        stale.unlink(missing_ok=True)
+    _remove_pair(target)
 
     try:
         model = prepare_model(source, variant, seed)
         batch = seeded_batch(parity_batch, seed)
-        with atomic_path(report_path) as report_tmp, atomic_path(target) as onnx_tmp:
+        # Two files cannot be renamed at once, so the ONNX is the commit point: the report (the inner block) lands
+        # first and the ONNX last. A kill between the two renames leaves a report beside no ONNX: nothing a later
+        # step reads, and the next export removes it.
+        with atomic_path(target) as onnx_tmp, atomic_path(report_path) as report_tmp:
             parity, export_seconds, validate_seconds = _export_checked(
                 model, batch, onnx_tmp, target, variant, opset, dynamo, tolerance
             )
@@ -233,12 +235,17 @@ def export_and_validate(
                 validate_seconds=validate_seconds,
             )
             report_tmp.write_text(json.dumps(to_jsonable(result), indent=2, sort_keys=True) + "\n")
-            # Leaving the block moves the ONNX in, then the report: the report marks the pair complete.
     except BaseException:
-        for stale in (report_path, target):
-            stale.unlink(missing_ok=True)
+        _remove_pair(target)
         raise
     return result
+
+
+def _remove_pair(target: Path) -> None:
+    """Remove an ONNX and its report in the reverse of their landing order: the ONNX first, so no moment (and no
+    kill) ever shows an ONNX without the report that describes it."""
+    for path in (target, parity_report_path(target)):
+        path.unlink(missing_ok=True)
 
 
 def clear_stale_temporaries(target: Path) -> None:

@@ -4,7 +4,8 @@ shapes, dtypes, shard ranges). JSON and file sizes only, no numpy or PIL, so rea
 Layout (ais_bench takes every ``*.bin``/``*.npy`` in the folder, so nothing else of ours ends so)::
 
     prep/input_00000.bin …      finished files only (written to a hidden ``.tmp`` name, then renamed)
-    prep/manifest.json          which image sits in which file/slot; written last, identical from every shard
+    prep/manifest.json          which image sits in which file/slot, and which entries of the image folder were
+                                skipped or are suspicious; written last, identical from every shard
     prep/.state/<file>.<layout>.<inputs>   empty marker: this file holds these inputs in this layout
 """
 
@@ -13,10 +14,11 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convmixer_tasks.dataset import SkippedEntry
 from convmixer_tasks.errors import ConfigError, PreprocessError
 from convmixer_tasks.fileio import read_json, sha256_json
 from convmixer_tasks.variants import INPUT
@@ -40,6 +42,17 @@ class PrepFile:
     padded_slots: int = 0  # zero-filled slots after them (last file only)
 
 
+@dataclass(frozen=True)
+class SuspiciousImage:
+    """An image of the set whose conversion to 8-bit RGB (exactly the reference's) may not show what it holds."""
+
+    image: str  # name, as in PrepFile.images
+    mode: str  # PIL's mode, from the file's header
+    width: int
+    height: int
+    reason: str
+
+
 @dataclass
 class PrepManifest:
     batch_size: int
@@ -49,6 +62,9 @@ class PrepManifest:
     transform: dict[str, Any]
     files: list[PrepFile]
     image_count: int
+    # Not part of the layout: a manifest without them (an older one) just says nothing was left out or flagged.
+    skipped: list[SkippedEntry] = field(default_factory=list)  # in the image folder, not in the set
+    suspicious: list[SuspiciousImage] = field(default_factory=list)  # in the set, in index order
 
     def file_nbytes(self) -> int:
         return math.prod(self.input_shape) * DTYPE_ITEMSIZE[self.dtype]
@@ -80,6 +96,17 @@ def manifest_from_json(raw: Any) -> PrepManifest:
         transform=dict(raw["transform"]),
         files=files,
         image_count=int(raw["image_count"]),
+        skipped=[SkippedEntry(entry=str(e["entry"]), reason=str(e["reason"])) for e in raw.get("skipped", [])],
+        suspicious=[
+            SuspiciousImage(
+                image=str(e["image"]),
+                mode=str(e["mode"]),
+                width=int(e["width"]),
+                height=int(e["height"]),
+                reason=str(e["reason"]),
+            )
+            for e in raw.get("suspicious", [])
+        ],
     )
     if manifest.dtype not in INPUT_DTYPES or manifest.input_shape != input_shape(manifest.batch_size, manifest.dtype):
         raise ValueError(

@@ -10,6 +10,7 @@ from the model's input spec (``variants.INPUT``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -19,7 +20,8 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from PIL import Image
 
 from convmixer_tasks import guards
 from convmixer_tasks.checks import check_batch_size
-from convmixer_tasks.dataset import ValDataset, ValImage, load_dataset
+from convmixer_tasks.dataset import SHOW_FIRST, ValDataset, ValImage, load_dataset
 from convmixer_tasks.errors import ConfigError, PreprocessError
 from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, sha256_json
 from convmixer_tasks.prepfolder import (
@@ -40,6 +42,7 @@ from convmixer_tasks.prepfolder import (
     STATE_DIR,
     PrepFile,
     PrepManifest,
+    SuspiciousImage,
     check_shard,
     file_name,
     file_position,
@@ -56,9 +59,12 @@ logger = logging.getLogger(__name__)
 MEAN, STD, CROP, RESIZE = INPUT.mean, INPUT.std, INPUT.crop, INPUT.resize  # RESIZE 233: the reference's int(224 / 0.96)
 _AIS_BENCH_INPUT_RE = re.compile(r"\.(bin|npy)$", re.IGNORECASE)  # what ais_bench picks up from a folder
 PROGRESS_STEPS = 20  # progress lines per run
-# One size limit for every image: PIL's warning level (it only warns there, and refuses at twice that).
+# One size limit for every image, checked from the header before any decoding: PIL's warning level (PIL itself
+# only warns there and refuses at twice that, so its warning is silenced where ours refuses).
 MAX_IMAGE_PIXELS = 89_478_485
-LOSSY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # converting to 8-bit RGB clips or truncates these
+# Modes the reference's convert('RGB') maps exactly: ImageNet val's JPEGs are RGB or grayscale, GIF/PNG palettes.
+PLAIN_MODES = ("RGB", "L", "P")
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 PREP_LOCK_WAIT_S = 300.0  # how long a second writer of the same shard waits for the first (a zombie's retry)
 
 
@@ -77,33 +83,65 @@ def crop_offsets(width: int, height: int, crop: int = CROP) -> tuple[int, int]:
     return round((width - crop) / 2.0), round((height - crop) / 2.0)
 
 
-def _too_large(path: str | os.PathLike, size: str) -> PreprocessError:
+def _too_large(sizes: list[tuple[str, str]]) -> PreprocessError:
+    """The one refusal for images above ``MAX_IMAGE_PIXELS``: (path, "WxH pixels") of each, the first few named."""
+    limit = f"the limit of {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels per image"
+    if len(sizes) == 1:
+        (path, size), *_ = sizes
+        return PreprocessError(
+            f"image {path} is {size}, above {limit} (decoding it would take gigabytes); downscale it or remove it "
+            "(and its label)"
+        )
+    shown = ", ".join(f"{path} is {size}" for path, size in sizes[:SHOW_FIRST])
+    more = f" (first {SHOW_FIRST} shown)" if len(sizes) > SHOW_FIRST else ""
     return PreprocessError(
-        f"image {path} is {size}, above the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels (decoding it would take "
-        "gigabytes); downscale it or remove it (and its label)"
+        f"{len(sizes)} images are above {limit} (decoding one would take gigabytes){more}: {shown}; downscale them or "
+        "remove them (and their labels)"
     )
+
+
+def _size_text(img: Image.Image) -> str | None:
+    """The image's size as "WxH pixels" when its header puts it above the limit, else None."""
+    return f"{img.width}x{img.height} pixels" if img.width * img.height > MAX_IMAGE_PIXELS else None
+
+
+@contextlib.contextmanager
+def _open_header(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """``Image.open`` (header only, nothing decoded yet) without PIL's size warning: ``MAX_IMAGE_PIXELS`` refuses."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            yield img
+
+
+def mode_concern(mode: str) -> str | None:
+    """Why converting an image of this mode to 8-bit RGB (as the reference does) may not show what it holds."""
+    if mode in PLAIN_MODES:
+        return None
+    if mode == "F" or mode.startswith("I"):
+        return "more than 8 bits per sample: values above 255 saturate in 8-bit RGB"
+    if mode == "CMYK":
+        return "CMYK converted without a colour profile: colours are approximate"
+    if mode in ALPHA_MODES:
+        return "its transparency is dropped"
+    return "an unusual mode, converted to RGB"
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Decoded RGB image; a file PIL cannot read, or one above ``MAX_IMAGE_PIXELS``, is a PreprocessError naming it.
 
     Modes other than RGB are converted exactly as the reference does (PIL's ``convert``), so the output stays
-    bit-identical; modes that lose information on the way (16-bit, 32-bit) are logged, not silently accepted.
+    bit-identical; a run reports the images whose mode loses something on the way (``scan_images``).
     """
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:  # before decoding: the header already says
-                raise _too_large(path, f"{img.width}x{img.height} pixels")
+        with _open_header(path) as img:
+            too_large = _size_text(img)  # before decoding: the header already says
+            if too_large:
+                raise _too_large([(str(path), too_large)])
             img.load()
-            if img.mode in LOSSY_MODES:
-                logger.warning(
-                    "image %s has mode %s: converted to 8-bit RGB as the reference does (values above 255 saturate)",
-                    path,
-                    img.mode,
-                )
             return img if img.mode == "RGB" else img.convert("RGB")
     except Image.DecompressionBombError as exc:  # PIL's own, larger limit: the same refusal
-        raise _too_large(path, "too large for PIL to open") from exc
+        raise _too_large([(str(path), "too large for PIL to open")]) from exc
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise PreprocessError(
             f"image {path} cannot be decoded ({type(exc).__name__}: {exc}); replace it or remove it (and its label)"
@@ -184,9 +222,50 @@ class PrepResult:
     files_written: int  # by this call (this shard)
     files_skipped: int  # by this call: already done with the same inputs
     dataset_fingerprint: str
+    entries_skipped: int = 0  # in the image folder but not in the set (the manifest's "skipped" names them)
+    images_suspicious: int = 0  # in the set, converted as the reference does but flagged (the manifest's "suspicious")
 
 
-def _plan(dataset: ValDataset, batch_size: int, dtype: str) -> PrepManifest:
+def scan_images(dataset: ValDataset) -> tuple[list[SuspiciousImage], list[tuple[str, str]]]:
+    """Every image's header (mode and size; no pixel decoded): the suspicious ones, and (path, size) of those above
+    ``MAX_IMAGE_PIXELS``. A file whose header PIL cannot read is left to the transform, which names it."""
+    suspicious, too_large = [], []
+    for image in dataset.images:
+        try:
+            with _open_header(image.path) as img:
+                mode, width, height, size = img.mode, img.width, img.height, _size_text(img)
+        except Image.DecompressionBombError:
+            too_large.append((str(image.path), "too large for PIL to open"))
+            continue
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error):
+            continue
+        if size:
+            too_large.append((str(image.path), size))
+        concern = mode_concern(mode)
+        if concern:
+            suspicious.append(SuspiciousImage(image.name, mode, width, height, concern))
+    return suspicious, too_large
+
+
+def _report_notes(manifest: PrepManifest, out_dir: Path) -> None:
+    """The run's one summary line for what the manifest lists beside the files (the skipped names were logged
+    when the folder was read)."""
+    if not (manifest.skipped or manifest.suspicious):
+        return
+    shown = ", ".join(f"{s.image} (mode {s.mode}: {s.reason})" for s in manifest.suspicious[:SHOW_FIRST])
+    more = f" (first {SHOW_FIRST} shown)" if len(manifest.suspicious) > SHOW_FIRST else ""
+    logger.warning(
+        "preprocess: %s lists %d entries skipped from the image folder and %d suspicious images, converted "
+        "exactly as the reference does%s%s",
+        out_dir / MANIFEST_NAME,
+        len(manifest.skipped),
+        len(manifest.suspicious),
+        more,
+        f": {shown}" if shown else "",
+    )
+
+
+def _plan(dataset: ValDataset, batch_size: int, dtype: str, suspicious: list[SuspiciousImage]) -> PrepManifest:
     names = [image.name for image in dataset.images]
     files = [
         PrepFile(
@@ -204,6 +283,8 @@ def _plan(dataset: ValDataset, batch_size: int, dtype: str) -> PrepManifest:
         transform=transform_params(dtype),
         files=files,
         image_count=len(names),
+        skipped=list(dataset.skipped),
+        suspicious=suspicious,
     )
 
 
@@ -389,24 +470,33 @@ def preprocess(
     out_dir = Path(out_dir)
     _refuse_foreign_inputs(out_dir)
 
-    manifest = _plan(dataset, batch_size, dtype)
+    suspicious, too_large = scan_images(dataset)
+    manifest = _plan(dataset, batch_size, dtype, suspicious)
     owned = shard_range(len(manifest.files), shard)
     (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
     # One writer per shard of a folder: a zombie task and its retry would otherwise delete each other's temp files.
     lock = out_dir / STATE_DIR / f"lock.shard-{shard[0]}-of-{shard[1]}"
     try:
         with guards.exclusive(lock, f"prep folder {out_dir} (shard {shard[0]}/{shard[1]})", PREP_LOCK_WAIT_S):
-            return _preprocess_locked(dataset, out_dir, manifest, owned, shard, workers)
+            return _preprocess_locked(dataset, out_dir, manifest, owned, shard, workers, too_large)
     except TimeoutError as exc:
         raise PreprocessError(str(exc)) from None
 
 
 def _preprocess_locked(
-    dataset: ValDataset, out_dir: Path, manifest: PrepManifest, owned: range, shard: tuple[int, int], workers: int
+    dataset: ValDataset,
+    out_dir: Path,
+    manifest: PrepManifest,
+    owned: range,
+    shard: tuple[int, int],
+    workers: int,
+    too_large: list[tuple[str, str]],
 ) -> PrepResult:
     batch_size, dtype = manifest.batch_size, manifest.dtype
     markers = read_markers(out_dir)
     _clear_stale(out_dir, manifest, owned, markers)
+    if too_large:  # after the clearing, so a manifest of the folder's older inputs does not outlive the refusal
+        raise _too_large(too_large)
 
     layout, nbytes = manifest.layout_id(), manifest.file_nbytes()
     jobs = []
@@ -448,6 +538,7 @@ def _preprocess_locked(
         _run_jobs(jobs, manifest, min(workers, len(jobs)))
 
     manifest_path = atomic_write_json(out_dir / MANIFEST_NAME, manifest)
+    _report_notes(manifest, out_dir)
     return PrepResult(
         out_dir=out_dir,
         manifest_path=manifest_path,
@@ -458,4 +549,6 @@ def _preprocess_locked(
         files_written=len(jobs),
         files_skipped=len(owned) - len(jobs),
         dataset_fingerprint=manifest.dataset_fingerprint,
+        entries_skipped=len(manifest.skipped),
+        images_suspicious=len(manifest.suspicious),
     )

@@ -275,8 +275,8 @@ def prepare_shard(plan: RunPlan, shard: int, shards: int, workers: int | None = 
 def export_cached(checkpoint: str | os.PathLike, variant: str, work_dir: str | os.PathLike) -> ExportedModel:
     """The validated ONNX for (checkpoint content, variant, opset, exporter), exported only on a cache miss.
 
-    The parity report that ``export_and_validate`` writes last beside the ONNX is the entry's completion marker; a
-    hit is also checked against the ONNX hash recorded in it, so a truncated or replaced file is rebuilt.
+    An entry is complete when its ONNX (which ``export_and_validate`` moves in last, after its parity report) has
+    the hash that report records: a report alone (a killed export), a truncated or a replaced file is rebuilt.
     """
     checkpoint_sha256 = sha256_file(checkpoint)
     cache = WorkLayout(Path(work_dir)).onnx_cache

@@ -17,14 +17,7 @@ if ! command -v airflow >/dev/null 2>&1; then
   exit 1
 fi
 
-export AIRFLOW_HOME=${AIRFLOW_HOME:-$REPO/airflow-home}
-export AIRFLOW__CORE__LOAD_EXAMPLES=${AIRFLOW__CORE__LOAD_EXAMPLES:-False}
-export AIRFLOW__CORE__DAGS_FOLDER=${AIRFLOW__CORE__DAGS_FOLDER:-$REPO/dags}
-export AIRFLOW__CORE__PLUGINS_FOLDER=${AIRFLOW__CORE__PLUGINS_FOLDER:-$REPO/plugins}
-export AIRFLOW__CORE__EXECUTOR=${AIRFLOW__CORE__EXECUTOR:-LocalExecutor}
-# The default (32) starts 32 executor processes; this machine kind has 2 cores.
-export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-4}
-mkdir -p "$AIRFLOW_HOME"
+source "$REPO/scripts/airflow-env.sh"
 
 # The settings the DAG uses, from the library that resolves them (airflow.cfg / AIRFLOW__CONVMIXER__*), one per line.
 # The metrics URL follows the same rule as the DAG, so the rows shown are the ones written.
@@ -68,12 +61,10 @@ convmixer-tasks metrics-show --limit 10 --url "$METRICS_URL" || echo "(could not
 cat <<EOF
 
 == open the UI (DAG graph, task logs, Browse -> ConvMixer metrics):
-  AIRFLOW_HOME=$AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER=$AIRFLOW__CORE__DAGS_FOLDER \\
-  AIRFLOW__CORE__PLUGINS_FOLDER=$AIRFLOW__CORE__PLUGINS_FOLDER \\
-  AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__PARALLELISM=$AIRFLOW__CORE__PARALLELISM airflow standalone
+  AIRFLOW_HOME=$AIRFLOW_HOME $REPO/scripts/standalone.sh start    # airflow standalone in the background, this DAG and plugins
   then open http://localhost:8080 (Browse -> ConvMixer metrics for the history) ; user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
   before triggering runs there: airflow dags unpause convmixer_validation   (the DAG is created paused)
-  stop it with Ctrl-C in its terminal (stops its scheduler and workers too; see README "Two commands")
+  stop it with: AIRFLOW_HOME=$AIRFLOW_HOME $REPO/scripts/standalone.sh stop   (its scheduler, workers and tasks too)
   (metrics DB: Airflow connection '$METRICS_CONN_ID' if defined, else \$CONVMIXER_METRICS_DB_URL, else
    $AIRFLOW_HOME/convmixer_metrics.db)
 EOF

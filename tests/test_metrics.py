@@ -7,6 +7,7 @@ $CONVMIXER_TEST_PG_URL (default postgres@127.0.0.1:5432/postgres, trust auth) an
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
@@ -541,23 +542,6 @@ def test_distinct_values(metrics_url):
     assert set(values["statuses"]) == {"ok", "regressed", "failed", "pending", "inconclusive"}
 
 
-def test_recent_ok_throughputs_counts_only_ok_runs(metrics_url):
-    seed(metrics_url)
-    history = metrics.recent_ok_throughputs(metrics_url, "convmixer_1536_20", "ascend", "Ascend310P3", 1, n=5)
-    assert history == [52.0, 50.0]  # r3 then r0: newest first; r1 regressed, Ascend910B another device
-    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_1536_20", "ascend", "Ascend310P3", 1, n=1) == [52.0]
-    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_1536_20", "ascend", "Ascend310P3", 1, n=5,
-                                         exclude_run_id="r3") == [50.0]
-    metrics.record_run(metrics_url, make_row(run_id="nodev", device=None, throughput=7.0))
-    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_demo", "onnxruntime", None, 4, n=5) == [7.0]
-    # A newer run that was recorded but never gated (its gate task died) is not history.
-    metrics.record_run(metrics_url, make_row(run_id="ungated", device=None, throughput=9.0, status="pending",
-                                             logical_date=DAY0 + timedelta(days=30)))
-    assert metrics.recent_ok_throughputs(metrics_url, "convmixer_demo", "onnxruntime", None, 4, n=5) == [7.0]
-    with pytest.raises(MetricsError, match="n must"):
-        metrics.recent_ok_throughputs(metrics_url, "convmixer_demo", "onnxruntime", None, 4, n=0)
-
-
 # --- URLs, engines, errors ------------------------------------------------------------------------------------
 
 def test_unreachable_database_error_masks_the_password():
@@ -626,9 +610,33 @@ def test_mask_url():
     assert "hunter2" not in metrics.mask_url("weird://u:hunter2@[bad")
 
 
-def test_metrics_row_fields_are_the_writable_columns():
-    writable = set(ValidationRun.__table__.columns.keys()) - {"id", "created_at", "updated_at"}
-    assert set(MetricsRow.field_names()) == writable
+def test_metrics_row_agrees_with_the_table_field_for_field():
+    """MetricsRow restates the writable columns by hand, on purpose: mypy checks every MetricsRow(...) call against
+    it, which a class generated from the ORM (make_dataclass) would not allow. This keeps the two from drifting:
+    the same names, a default of None exactly for the nullable columns (and for the two NOT NULL ones record_run
+    derives), and the ORM's declared types among the field's (datetimes also as ISO strings: rows cross XCom). The
+    order differs on purpose: MetricsRow's is the CSV export's, the table's is the migrations'."""
+    import types
+    import typing
+
+    from convmixer_tasks.metrics.schema import GENERATED_COLUMNS
+
+    def members(hint) -> set:  # X | Y | None -> {X, Y, NoneType}; list[str] -> {list}
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        return {typing.get_origin(t) or t for t in (typing.get_args(hint) if union else (hint,))}
+
+    derived = {"logical_date": "started_at, else now", "precision_mode": "the backend's effective mode"}
+    columns = {c.key: c for c in ValidationRun.__table__.columns if c.key not in GENERATED_COLUMNS}
+    fields = {f.name: f for f in dataclasses.fields(MetricsRow)}
+    assert set(fields) == set(columns)
+    row_hints, orm_hints = typing.get_type_hints(MetricsRow), typing.get_type_hints(ValidationRun)
+    for name, column in columns.items():
+        optional = fields[name].default is None
+        assert optional == (column.nullable or name in derived), f"{name}: default vs nullable={column.nullable}"
+        (declared,) = typing.get_args(orm_hints[name])  # Mapped[X]
+        assert members(declared) <= members(row_hints[name]) | {type(None)}, f"{name}: {row_hints[name]} vs {declared}"
+        assert (type(None) in members(declared)) == column.nullable, f"{name}: Mapped[{declared}] vs the column"
+        assert (type(None) in members(row_hints[name])) == optional, f"{name}: {row_hints[name]}"
 
 
 @pytest.mark.parametrize("given", ["postgres://u:p@db:5432/m", "postgresql://u:p@db:5432/m"])

@@ -32,7 +32,6 @@ from convmixer_tasks.metrics.schema import (
     GATED_STATUSES,
     KEY_COLUMNS,
     STATUS_FAILED,
-    STATUS_OK,
     STATUSES,
     TABLE_NAME,
     THROUGHPUT_CHECKS,
@@ -748,23 +747,3 @@ def distinct_values(url: str) -> dict[str, list]:
         }
     values["statuses"] = list(STATUSES)
     return values
-
-
-def recent_ok_throughputs(
-    url: str, model: str, backend: str, device: str | None, batch_size: int, n: int, exclude_run_id: str | None = None
-) -> list[float]:
-    """Throughputs of the newest ``n`` runs with status ``ok`` on the same model, backend, device and batch size
-    (newest first) — the gate's history. Regressed, failed and pending (not yet gated) runs never count."""
-    n = _check_int(n, "n", minimum=1, maximum=MAX_LIMIT)
-    clauses = [
-        ValidationRun.model_variant == model,
-        ValidationRun.backend == backend,
-        ValidationRun.device == device,  # None → IS NULL
-        ValidationRun.batch_size == _check_int(batch_size, "batch_size", minimum=1),
-        ValidationRun.status == STATUS_OK,
-        ValidationRun.throughput.is_not(None),
-    ]
-    if exclude_run_id is not None:
-        clauses.append(ValidationRun.run_id != exclude_run_id)
-    with _db_errors(url, "read throughput history"), Session(get_engine(url)) as session:
-        return list(session.scalars(select(ValidationRun.throughput).where(*clauses).order_by(*_NEWEST_FIRST).limit(n)))
