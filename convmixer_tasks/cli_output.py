@@ -25,6 +25,7 @@ COMPACT_COLUMNS = (
     ("run", "run_id"),
     ("batch", "batch_size"),
     ("backend", "backend"),
+    ("precision", "precision_mode"),  # a run may map over several: without it two rows look alike
     ("top-1 %", "top1"),
     ("top-5 %", "top5"),
     ("img/s", "throughput"),

@@ -85,7 +85,7 @@ def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_
     assert row["top1"] == demo_expected()["expected_top1"]
     assert not human.lstrip().startswith("{")
     header = next(line for line in human.splitlines() if line.startswith("run "))
-    assert header.split() == ["run", "batch", "backend", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"]
+    assert header.split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"]
     # ONNX Runtime on the CPU: energy from RAPL where this host lets us read it, else empty with the reason why.
     if row["energy_j_per_image"] is None:
         assert row["throughput_per_watt"] is None and "RAPL" in row["energy"]["reason"]
@@ -93,7 +93,7 @@ def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_
         assert row["energy"]["source"].startswith("RAPL") and row["energy"]["samples"] >= 2
     assert row["fingerprint"]["cores_used"] >= 1 and "cpu_steal_pct" in row["fingerprint"]
     table_row = next(line for line in human.splitlines() if line.startswith("cli__"))
-    assert table_row.split()[1:5] == ["4", "onnxruntime", f"{row['top1']:.2f}", f"{row['top5']:.2f}"]
+    assert table_row.split()[1:6] == ["4", "onnxruntime", "fp32", f"{row['top1']:.2f}", f"{row['top5']:.2f}"]
 
 
 @pytest.mark.parametrize("argv, names", [

@@ -319,9 +319,9 @@ def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_p
     assert "task_id=regression_gate" in proc.stdout and "successful" in proc.stdout
     # The script ends with the compact metrics table (human; scripts that need figures ask for --output json).
     lines = proc.stdout.splitlines()
-    assert ["run", "batch", "backend", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"] in [ln.split() for ln in lines]
+    assert ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"] in [ln.split() for ln in lines]
     (row,) = [ln.split() for ln in lines if ln.startswith("manual__")]
-    assert row[1:3] == ["4", "onnxruntime"] and row[-1] == "ok" and float(row[5].replace(",", "")) > 0
+    assert row[1:4] == ["4", "onnxruntime", "fp32"] and row[-1] == "ok" and float(row[6].replace(",", "")) > 0
     assert "airflow standalone" in proc.stdout
     home = tmp_path / "airflow-home"
     assert (home / "convmixer_metrics.db").is_file()  # beside AIRFLOW_HOME's files, not in Airflow's own DB
@@ -348,8 +348,8 @@ def test_the_demo_script_refuses_an_unknown_conf_key_and_shows_the_rows_the_dag_
     log = (tmp_path / "airflow-home" / "logs" / "run_demo_dag.log").read_text()
     assert "unknown param(s) batch_szie" in log
     table = [line.split() for line in proc.stdout.splitlines()]
-    assert ["seeded-before", "4", "onnxruntime", "-", "-", "-", "-", "failed"] in table  # rows from the DB the DAG wrote
+    assert ["seeded-before", "4", "onnxruntime", "fp32", "-", "-", "-", "-", "failed"] in table  # rows from the DB the DAG wrote
     # ...which now also holds this run's 'failed' rows, one per default batch size (1 and 4)
-    assert sum(1 for cells in table if cells[-1:] == ["failed"] and len(cells) == 8) == 3
+    assert sum(1 for cells in table if cells[-1:] == ["failed"] and len(cells) == 9) == 3
     assert not setting.exists()
     assert not (tmp_path / "airflow-home" / "convmixer-work" / "demo").exists()  # refused before any work
