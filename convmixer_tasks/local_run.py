@@ -16,7 +16,7 @@ from typing import Any
 from convmixer_tasks import steps
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
-from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
+from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
 from convmixer_tasks.workdir import WorkLayout
 
@@ -38,6 +38,7 @@ def run_chain(
     metrics_url: str | None = None,
     remeasure: int = DEFAULT_REMEASURE,
     max_cv_pct: float = DEFAULT_MAX_CV_PCT,
+    confirm: int = DEFAULT_CONFIRM,
 ) -> dict[str, Any]:
     """Preprocess → export + parity → compile → infer → benchmark → eval, per batch size; returns the metrics rows.
 
@@ -76,8 +77,21 @@ def run_chain(
     )
     compiled = [steps.compile_artifact(plan, exported, work_dir, settings=settings) for plan in plans]
     inferred = [steps.infer_shard(entry, 0, prepared, work_dir, settings=settings) for entry in compiled]
+    gate_params = {**gate_defaults(), "image_limit": limit, "throughput_max_cv_pct": max_cv_pct}
     benchmarks = [
-        steps.benchmark_artifact(entry, loop, work_dir, settings=settings, remeasure=remeasure, max_cv_pct=max_cv_pct)
+        steps.benchmark_artifact(
+            entry,
+            loop,
+            work_dir,
+            settings=settings,
+            remeasure=remeasure,
+            max_cv_pct=max_cv_pct,
+            # like the DAG: a figure suspect against the recorded history is confirmed before the verdict
+            suspect=steps.suspect_check(metrics_url, params["model_variant"], entry, gate_params)
+            if metrics_url
+            else None,
+            confirm=confirm,
+        )
         for entry in compiled
     ]
     scores = [steps.evaluate_batch(plan, inferred, work_dir, exported) for plan in plans]
@@ -107,7 +121,6 @@ def run_chain(
     regression: RegressionError | None = None
     if metrics_url is not None:
         recorded = steps.record_rows(metrics_url, rows)
-        gate_params = {**gate_defaults(), "image_limit": limit, "throughput_max_cv_pct": max_cv_pct}
         try:
             summary["verdicts"] = [verdict.values() for verdict in steps.gate_rows(metrics_url, recorded, gate_params)]
         except RegressionError as exc:

@@ -23,7 +23,7 @@ from convmixer_tasks.gate import (
 from convmixer_tasks.precision import ATC_DEFAULT_PRECISION, PRECISION_MODES
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.settings import SchedulingSettings
-from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
+from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 from convmixer_tasks.variants import VARIANT_NAMES
 
 SOC_VERSION_PATTERN = r"^(auto|Ascend[0-9A-Za-z]+)$"
@@ -133,6 +133,12 @@ def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
             DEFAULT_REMEASURE,
             {"type": "integer", "minimum": 0, "maximum": 10},
             "Re-measurements a benchmark may take while its per-loop CV is above throughput_max_cv_pct.",
+        ),
+        "benchmark_confirm": ParamSpec(
+            DEFAULT_CONFIRM,
+            {"type": "integer", "minimum": 0, "maximum": 10},
+            "Measurements a benchmark takes to confirm a figure below its same-fingerprint history's suspect line "
+            "(half the throughput tolerance below the median); the verdict judges such a run on them. 0 = never.",
         ),
         "precision_mode": ParamSpec(
             None,

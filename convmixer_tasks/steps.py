@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 from convmixer_tasks.backends.base import Artifact, CompileOptions, get_backend
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
-from convmixer_tasks.errors import ConfigError, RegressionError
+from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file, to_jsonable
 from convmixer_tasks.precision import check_precision_mode, effective_precision
 from convmixer_tasks.records import (
@@ -384,10 +384,14 @@ def benchmark_artifact(
     *,
     remeasure: int = 0,
     max_cv_pct: float | None = None,
+    suspect: Callable[[dict[str, Any]], float | None] | None = None,
+    confirm: int = 0,
 ) -> BenchSummary:
     """Pure-inference throughput of one artifact, re-measured up to ``remeasure`` times while the per-loop CV is
     above ``max_cv_pct``; the least noisy measurement is kept. Every measurement's samples go to a file, the kept
-    one's (packed) travel with the record."""
+    one's (packed) travel with the record. When ``suspect`` (``suspect_check``) puts the kept figure below its
+    same-fingerprint history's suspect line, ``confirm`` more such measurements are taken and their figures kept in
+    the fingerprint's measurement record for the verdict."""
     from convmixer_tasks import fingerprint, throughput
 
     backend = get_backend(compiled.backend, **(settings or {}))
@@ -396,13 +400,26 @@ def benchmark_artifact(
         compiled.backend, compiled.device, compiled.toolkit_version, compiled.artifact.options, compiled.artifact.meta
     )
     env["load_before"] = fingerprint.load_average()
-    tries = throughput.measure_until_quiet(
-        lambda: backend.benchmark(artifact, loop=loop, warmup=BENCH_WARMUP), compiled.batch_size, remeasure, max_cv_pct
+
+    def quiet() -> throughput.Tries:
+        return throughput.measure_until_quiet(
+            lambda: backend.benchmark(artifact, loop=loop, warmup=BENCH_WARMUP),
+            compiled.batch_size,
+            remeasure,
+            max_cv_pct,
+        )
+
+    tries = quiet()
+    confirmed = throughput.confirm_if_suspect(
+        quiet, tries.chosen.throughput, suspect(env) if suspect else None, confirm
     )
     env["load_after"] = fingerprint.load_average()
+    if confirmed:
+        env[fingerprint.CONFIRMATIONS] = [one.chosen.throughput for one in confirmed]
     bench, stats = tries.chosen, tries.stats
     bench_json = WorkLayout(Path(work_dir)).batch_dir(compiled.run_id, compiled.batch_size) / "benchmark.json"
-    atomic_write_json(bench_json, {**to_jsonable(bench), "measurements": [to_jsonable(one) for one in tries.all]})
+    taken = [*tries.all, *(one for confirmation in confirmed for one in confirmation.all)]
+    atomic_write_json(bench_json, {**to_jsonable(bench), "measurements": [to_jsonable(one) for one in taken]})
     return BenchSummary(
         batch_size=bench.batch_size,
         backend=bench.backend,
@@ -418,7 +435,7 @@ def benchmark_artifact(
         sample_count=stats.count if stats else None,
         latency_cv=stats.cv if stats else None,
         latency_iqr_ms=stats.iqr_ms if stats else None,
-        measurements=len(tries.all),
+        measurements=len(taken),
         fingerprint=env,
     )
 
@@ -654,12 +671,45 @@ def gate_rows(url: str, recorded: Iterable[RecordedRow], params: Mapping[str, An
 
 
 def benchmark_options(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The DAG params that tune ``benchmark_artifact``: loops, re-measurements and the CV that triggers them."""
+    """The DAG params that tune ``benchmark_artifact``: loops, re-measurements and the CV that triggers them, and
+    the confirmations a suspect figure takes."""
+    from convmixer_tasks.throughput import DEFAULT_CONFIRM
+
     return {
         "loop": params["benchmark_loop"],
         "remeasure": params["benchmark_remeasure"],
         "max_cv_pct": params["throughput_max_cv_pct"],
+        "confirm": params.get("benchmark_confirm", DEFAULT_CONFIRM),
     }
+
+
+def suspect_check(
+    url: str, model_variant: str, compiled: CompiledModel, params: Mapping[str, Any]
+) -> Callable[[dict[str, Any]], float | None]:
+    """For ``benchmark_artifact``: the suspect line of the benchmark's same-fingerprint history in the metrics DB
+    (read once the fingerprint is known). A DB that cannot be read only costs the confirmation: logged, no line."""
+    from convmixer_tasks import fingerprint, throughput
+    from convmixer_tasks.gate import THROUGHPUT_TOLERANCE_PARAM
+    from convmixer_tasks.metrics.history import throughput_history
+
+    def line(env: dict[str, Any]) -> float | None:
+        row = {
+            "model_variant": model_variant,
+            "backend": compiled.backend,
+            "device": compiled.device,
+            "batch_size": compiled.batch_size,
+            "run_id": compiled.run_id,
+            "logical_date": datetime.now(UTC).isoformat(),
+            "fingerprint_key": fingerprint.key(env),
+        }
+        try:
+            found = throughput_history(url, row, params["throughput_history"])
+        except MetricsError as exc:
+            log.warning("no throughput history for the suspect check (%s); a low figure is not confirmed", exc)
+            return None
+        return throughput.suspect_line(found.figures, params[THROUGHPUT_TOLERANCE_PARAM])
+
+    return line
 
 
 def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
