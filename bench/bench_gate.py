@@ -47,7 +47,7 @@ def measure(rng, level: float, cv: float, hit: str | None) -> list[float]:
     return list(1000.0 * BATCH / per_loop)
 
 
-def one_run(rng, level, cv, outliers, kind, history):
+def one_run(rng, level, cv, outliers, kind, history, previous_check=None):
     """(old figure, new Measured) of one run: the benchmark step's re-measurement on a high CV, then its
     confirmations when the kept figure is suspect against ``history`` (the same functions the step calls)."""
     hit = kind if rng.random() < outliers else None
@@ -70,7 +70,7 @@ def one_run(rng, level, cv, outliers, kind, history):
     samples = measure(rng, level, cv, hit)
     best, taken = quiet(samples)
     stats = tp.sample_stats(best, BATCH, 5)
-    line = tp.suspect_line(history[-NEW_HISTORY:], TOLERANCE_PCT)
+    line = tp.suspect_line(history[-NEW_HISTORY:], TOLERANCE_PCT, previous_check=previous_check)
     confirmed = tp.confirm_if_suspect(quiet, stats.throughput, line, CONFIRM)
     figures = tuple(1000.0 * BATCH / statistics.fmean(one) for one, _ in confirmed)
     old_figure = 1000.0 * BATCH / statistics.fmean(samples)  # the old gate measured once, mean-based
@@ -89,13 +89,18 @@ class Series:
         self.previous: tp.Previous | None = None
         self.count = 0
 
+    def previous_check(self) -> str | None:
+        return self.previous.check if self.previous else None
+
     def feed(self, old_figure: float, measured: tp.Measured) -> tuple[bool, tp.Judgement]:
         window = self.old_ok[-OLD_HISTORY:]
         old_regressed = bool(window) and old_figure < statistics.median(window) * (1 - TOLERANCE_PCT / 100)
         if not old_regressed:
             self.old_ok.append(old_figure)
+        # as gate.judge_throughput: one figure more when the previous run is history[0] (the pair leaves it out)
+        depth = NEW_HISTORY + 1 if self.previous is not None and self.previous.in_history else NEW_HISTORY
         judgement = tp.judge(
-            measured, self.new_ok[-NEW_HISTORY:][::-1], self.previous, tolerance_pct=TOLERANCE_PCT, runs=RUNS
+            measured, self.new_ok[-depth:][::-1], self.previous, tolerance_pct=TOLERANCE_PCT, runs=RUNS
         )
         if judgement.status == "ok":
             self.new_ok.append(measured.value)
@@ -111,7 +116,7 @@ def noise_only(rng, runs, cv, outliers, kind):
     series = Series()
     old = new = inconclusive = remeasured = confirmed = measurements = 0
     for index in range(runs + WARMUP_RUNS):
-        old_figure, measured = one_run(rng, BASE, cv, outliers, kind, series.new_ok)
+        old_figure, measured = one_run(rng, BASE, cv, outliers, kind, series.new_ok, series.previous_check())
         old_flag, judgement = series.feed(old_figure, measured)
         if index >= WARMUP_RUNS:
             old += old_flag
@@ -129,10 +134,12 @@ def step_detection(rng, trials, cv, drop):
     for _ in range(trials):
         series = Series()
         for _ in range(WARMUP_RUNS + 5):
-            series.feed(*one_run(rng, BASE, cv, 0.0, None, series.new_ok))
+            series.feed(*one_run(rng, BASE, cv, 0.0, None, series.new_ok, series.previous_check()))
         old_flags, new_flags = [], []
         for _ in range(2):
-            old_flag, judgement = series.feed(*one_run(rng, BASE * (1 - drop), cv, 0.0, None, series.new_ok))
+            old_flag, judgement = series.feed(
+                *one_run(rng, BASE * (1 - drop), cv, 0.0, None, series.new_ok, series.previous_check())
+            )
             old_flags.append(old_flag)
             new_flags.append(judgement.status == "regressed")
         old_hits += any(old_flags)

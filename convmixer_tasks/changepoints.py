@@ -25,7 +25,7 @@ from convmixer_tasks.errors import ConfigError
 DETECTOR = "ruptures.Pelt(model='l2')"
 MIN_SIZE = 3  # runs on each side of a step: fewer is an episode, not a persistent change
 CLIP = 3.0  # standardized values beyond ±CLIP noise units are clipped (a 2-3x slowed run is one such point)
-PENALTY_PER_LOG_N = 2.5  # PELT penalty = this × ln(n) on the standardized series (BIC-like; bench/bench_gate.py)
+PENALTY_PER_LOG_N = 2.0  # PELT penalty = this × ln(n) on the standardized series (BIC-like; bench/bench_gate.py)
 WINDOW = 100  # newest runs of a series the detector looks at
 
 

@@ -193,7 +193,7 @@ def _with_change_points(url: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         for point in points.values()
     ]
     shown = [{**row, "change_point": points[row["id"]]} if row.get("id") in points else row for row in rows]
-    return {"change_points": lines, "rows": shown}
+    return {**({"change_points": lines} if lines else {}), "rows": shown}
 
 
 def _metrics_rebaseline(args: argparse.Namespace) -> Any:

@@ -262,7 +262,7 @@ def judge_throughput(
 ) -> tuple[tp.Judgement, list[str]]:
     """The noise-aware throughput verdict for a stored row against its same-fingerprint history, plus a line naming
     an environment change since the series' last run, and one flagging a busy host."""
-    found = throughput_history(url, row, history)
+    found = throughput_history(url, row, history + 1)  # one more: the two-run rule leaves the previous run out
     samples = tp.unpack_samples(row["samples_ms"]) if row.get("samples_ms") else None
     value = row.get("throughput")
     measured = tp.Measured(
@@ -286,7 +286,7 @@ def judge_throughput(
     note = "same-fingerprint ok runs" if key else "ok runs without a fingerprint"
     judgement = tp.judge(
         measured,
-        found.figures,
+        found.figures if previous is not None and previous.in_history else found.figures[:history],
         previous,
         tolerance_pct=tolerance_pct,
         max_cv_pct=max_cv_pct,

@@ -707,7 +707,8 @@ def suspect_check(
         except MetricsError as exc:
             log.warning("no throughput history for the suspect check (%s); a low figure is not confirmed", exc)
             return None
-        return throughput.suspect_line(found.figures, params[THROUGHPUT_TOLERANCE_PARAM])
+        previous_check = found.previous["check"] if found.previous else None
+        return throughput.suspect_line(found.figures, params[THROUGHPUT_TOLERANCE_PARAM], previous_check=previous_check)
 
     return line
 

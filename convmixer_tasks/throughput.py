@@ -19,7 +19,8 @@ Why these rules (see bench/bench_gate.py for the measured false-alarm and detect
   reads the same-fingerprint history, takes ``confirm`` more measurements (each a fresh process/session, so the
   run-to-run noise is drawn again) and the verdict judges the run on those confirmations alone. The first one is
   left out of that judgement because it was picked for being low (its figure stays the row's figure, so the history
-  remains an unbiased sample of single measurements).
+  remains an unbiased sample of single measurements). After a run judged ``below``, the next run is always
+  confirmed, so a pair is judged on confirmations.
 * One run is never enough: a whole run can be slowed 2-3x by a neighbour that stays for all of its measurements and
   leaves no trace in timing alone. A regression needs two consecutive runs (same fingerprint, not inconclusive)
   whose levels are both below the suspect line, whose mean lies below the floor, whose pooled evidence is
@@ -173,13 +174,19 @@ def measure_until_quiet(measure: Callable[[], Any], batch_size: int, remeasure: 
 
 
 def suspect_line(
-    history: Sequence[float], tolerance_pct: float, min_history: int = DEFAULT_MIN_HISTORY
+    history: Sequence[float],
+    tolerance_pct: float,
+    min_history: int = DEFAULT_MIN_HISTORY,
+    previous_check: str | None = None,
 ) -> float | None:
     """The figure below which a first measurement is suspect: ``median(history) × (1 - tolerance × SUSPECT_SHARE)``;
-    None while there is too little same-fingerprint history for any verdict."""
+    None while there is too little same-fingerprint history for any verdict. After a run judged ``below`` every
+    figure is suspect (infinity): the two-run rule then has this run's confirmations to judge the pair on."""
     figures = [float(one) for one in history if one and one > 0]
     if len(figures) < min_history:
         return None
+    if previous_check == CHECK_BELOW:
+        return math.inf
     return statistics.median(figures) * (1 - tolerance_pct * SUSPECT_SHARE / 100)
 
 
@@ -298,7 +305,7 @@ def judge(
         )
     baseline = statistics.median(history)
     floor = baseline * (1 - tolerance_pct / 100)
-    line = suspect_line(history, tolerance_pct, min_history)
+    line = suspect_line(history, tolerance_pct, min_history)  # the line itself, whatever the run before said
     assert line is not None  # enough history, checked above
     evidence = _evidence(value, measured.confirmations)
     level = statistics.geometric_mean(evidence)

@@ -327,6 +327,11 @@ def test_gate_stores_every_verdict_before_failing_once(tmp_path):
                                                                        run_id=f"old-{index}")))
         verdicts = steps.gate_rows(url, old, params)
         assert [verdict.status for verdict in verdicts] == ["ok"] and verdicts[0].batch_size == 4
+    # one slow run is never a regression on its own (a neighbour may have slowed that whole run) ...
+    first = steps.record_rows(url, steps.rows_for_run(*_step_results(batch_sizes=(4,), throughput=100.0,
+                                                                     run_id="run-8")))
+    assert [verdict.status for verdict in steps.gate_rows(url, first, params)] == ["ok"]
+    # ... the second in a row is judged together with it
     recorded = steps.record_rows(url, steps.rows_for_run(*_step_results(throughput=100.0)))
     with pytest.raises(RegressionError, match="batch size 4") as failure:
         steps.gate_rows(url, recorded, params)

@@ -99,6 +99,7 @@ def test_the_runs_own_noise_can_veto_a_regression():
 def test_a_suspect_figure_is_confirmed_and_judged_on_its_confirmations():
     line = tp.suspect_line(HISTORY, 10.0)
     assert line == pytest.approx(np.median(HISTORY) * 0.95) and tp.suspect_line(HISTORY[:3], 10.0) is None
+    assert tp.suspect_line(HISTORY, 10.0, previous_check="below") == math.inf  # after a low run: always confirm
     calls = iter([101.0, 99.0, 100.0])
     assert tp.confirm_if_suspect(lambda: next(calls), 96.0, line, 3) == []  # not suspect: nothing taken
     assert tp.confirm_if_suspect(lambda: next(calls), 80.0, line, 3) == [101.0, 99.0, 100.0]
@@ -251,3 +252,43 @@ def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, ca
     assert "no metrics row with id 999" in capsys.readouterr().err
     assert cli.main([*argv, "--reason", "  "]) == 1
     assert "needs a reason" in capsys.readouterr().err
+
+
+def test_benchmark_step_confirms_a_suspect_figure_with_fresh_measurements(tmp_path, monkeypatch, metrics_url):
+    from convmixer_tasks import steps
+    from convmixer_tasks.fileio import read_json
+    from tests.test_steps import _step_results
+
+    compiled = _step_results(batch_sizes=(4,), throughput=100.0)[3][0]
+    slow, fast = [20.0, 20.2, 19.8, 20.0], [10.0, 10.2, 9.8, 10.0]  # 200 img/s, then 400 img/s
+    scripted = ScriptedBench([slow, fast, fast])
+    monkeypatch.setattr(steps, "get_backend", lambda name, **settings: scripted)
+    seen = []
+
+    def suspect(env):
+        seen.append(fingerprint.key(env))
+        return 380.0  # the history's suspect line
+
+    summary = steps.benchmark_artifact(compiled, 4, tmp_path, suspect=suspect, confirm=2)
+    assert summary.throughput == pytest.approx(200.0)  # the row keeps its first figure: the history stays unbiased
+    assert summary.fingerprint[fingerprint.CONFIRMATIONS] == pytest.approx([400.0, 400.0])
+    assert summary.measurements == scripted.calls == 3 and len(read_json(summary.bench_json)["measurements"]) == 3
+    assert seen == [fingerprint.key(summary.fingerprint)]  # the confirmations are not part of the key
+    not_suspect = steps.benchmark_artifact(compiled, 4, tmp_path, suspect=lambda env: 150.0, confirm=2)
+    assert not_suspect.measurements == 1 and fingerprint.CONFIRMATIONS not in not_suspect.fingerprint
+
+    # The DAG's suspect check reads the same-fingerprint history; without a readable metrics DB it gives no line.
+    params = {"throughput_history": 20, "throughput_tolerance_pct": 10.0}
+    from convmixer_tasks import metrics
+    from tests.test_metrics import make_row
+
+    env = summary.fingerprint
+    for day in range(6):
+        metrics.record_run(metrics_url, make_row(
+            run_id=f"h{day}", logical_date=f"2026-11-0{day + 1}T00:00:00+00:00", model_variant="convmixer_demo",
+            backend=compiled.backend, device=compiled.device, batch_size=4, throughput=400.0 + day,
+            fingerprint=env, fingerprint_key=fingerprint.key(env)))
+    line = steps.suspect_check(metrics_url, "convmixer_demo", compiled, params)(env)
+    assert line == pytest.approx(402.5 * 0.95)
+    broken = steps.suspect_check("sqlite:////nonexistent/dir/x.db", "convmixer_demo", compiled, params)
+    assert broken(env) is None
