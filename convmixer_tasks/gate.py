@@ -360,7 +360,7 @@ def _change_points(
             tp.CHECK_REGRESSED,
             f"throughput regressed: a persistent step since run {start.start_run_id}, {drop.before:.2f} -> "
             f"{drop.after:.2f} ({drop.magnitude_pct:+.1f}% beyond -{tolerance_pct:g}%; change point "
-            f"p={drop.p_value:.2g} < {alpha:g}) though no single run was flagged",
+            f"p={drop.p_value:.2g} x {len(detected.statuses)} positions < {alpha:g}) though no single run was flagged",
             judgement.baseline,
             drop.p_value,
         )
