@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import time
 
 import numpy as np
 
 from convmixer_tasks import changepoints as cp
+from convmixer_tasks import fingerprint
 from convmixer_tasks import throughput as tp
 
 BATCH, BASE, LOOPS, JITTER_CV = 4, 1000.0, 50, 0.03
@@ -179,17 +179,6 @@ def change_point_alarms(rng, runs, cv, outliers, kind):
     return flagged / runs
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
@@ -204,7 +193,10 @@ def main() -> None:
     CONFIRM, RUNS = args.confirm, args.runs_needed
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical cores); load {os.getloadavg()[0]:.2f}; seed {args.seed}")
+    print(
+        f"CPU: {fingerprint.cpu_model()} ({os.cpu_count()} logical cores); "
+        f"load {os.getloadavg()[0]:.2f}; seed {args.seed}"
+    )
     print(f"new gate: confirm {CONFIRM}, runs needed {RUNS}, alpha {tp.DEFAULT_ALPHA}, tolerance {TOLERANCE_PCT:g}%")
     print(f"\nnoise only, {args.runs} runs each (false alarms = share of runs marked regressed)")
     print(

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from convmixer_tasks import gate
+from convmixer_tasks import fingerprint, gate
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.local_run import run_chain
 
@@ -52,10 +52,7 @@ def main() -> None:
     db = work / "metrics.db"
     db.unlink(missing_ok=True)
     url = f"sqlite:///{db}"
-    print(
-        f"CPU: {open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}, "
-        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at start"
-    )
+    print(f"CPU: {fingerprint.cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at start")
     old_ok: list[float] = []
     counts: dict[str, dict[str, int]] = {}
     started = time.perf_counter()
