@@ -729,6 +729,7 @@ def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
         "history": params["throughput_history"],
         "significance": evidence_options(params)["top1_significance"],
         **({"max_cv_pct": params["throughput_max_cv_pct"]} if "throughput_max_cv_pct" in params else {}),
+        **({"runs": params["throughput_runs"]} if "throughput_runs" in params else {}),
     }
 
 

@@ -349,3 +349,4 @@ def test_a_partial_run_is_not_gated_on_accuracy_but_still_on_throughput(tmp_path
     assert full["top1_tolerance"] == 0.5 and partial["top1_tolerance"] == 100.0
     assert partial["throughput_drop_pct"] == full["throughput_drop_pct"] == 10.0
     assert partial["history"] == full["history"] == 5
+    assert "runs" not in full and steps.gate_options(_params(tmp_path, throughput_runs=1))["runs"] == 1
