@@ -97,10 +97,17 @@ class Series:
         old_regressed = bool(window) and old_figure < statistics.median(window) * (1 - TOLERANCE_PCT / 100)
         if not old_regressed:
             self.old_ok.append(old_figure)
-        # as gate.judge_throughput: one figure more when the previous run is history[0] (the pair leaves it out)
-        depth = NEW_HISTORY + 1 if self.previous is not None and self.previous.in_history else NEW_HISTORY
+        # as gate.judge_throughput: the pair is compared with as many runs as the history, from the one before the
+        # previous run on (the gate reads one figure more for it)
+        newest_first = self.new_ok[-(NEW_HISTORY + 1) :][::-1]
+        in_history = self.previous is not None and self.previous.in_history
         judgement = tp.judge(
-            measured, self.new_ok[-depth:][::-1], self.previous, tolerance_pct=TOLERANCE_PCT, runs=RUNS
+            measured,
+            newest_first[:NEW_HISTORY],
+            self.previous,
+            tolerance_pct=TOLERANCE_PCT,
+            runs=RUNS,
+            pair_history=newest_first[1:] if in_history else None,
         )
         if judgement.status == "ok":
             self.new_ok.append(measured.value)

@@ -286,13 +286,14 @@ def judge_throughput(
     note = "same-fingerprint ok runs" if key else "ok runs without a fingerprint"
     judgement = tp.judge(
         measured,
-        found.figures if previous is not None and previous.in_history else found.figures[:history],
+        found.figures[:history],
         previous,
         tolerance_pct=tolerance_pct,
         max_cv_pct=max_cv_pct,
         alpha=alpha,
         runs=runs,
         history_note=note,
+        pair_history=found.figures[1:] if previous is not None and previous.in_history else None,
     )
     busy, share = busy_reason(row.get("fingerprint"))
     # A host loaded to L on C cores gives the benchmark about C/L of its CPU: a drop that fair share explains is not

@@ -275,9 +275,12 @@ def judge(
     min_history: int = DEFAULT_MIN_HISTORY,
     runs: int = DEFAULT_RUNS,
     history_note: str = "same-fingerprint ok runs",
+    pair_history: Sequence[float] | None = None,
 ) -> Judgement:
     """The throughput verdict for one row. ``history``: run figures of the same fingerprint's ok runs (newest first,
-    this run excluded); ``previous``: the newest earlier row of that fingerprint, if any."""
+    this run excluded); ``previous``: the newest earlier row of that fingerprint, if any; ``pair_history``: what
+    the two-run rule compares the pair with (default: ``history`` without the previous run when it is in it; the
+    gate passes as many figures as ``history`` has, from the one after the previous run on)."""
     check_options(max_cv_pct, alpha, min_history, runs)
     value = measured.value
     if value is None or value <= 0:
@@ -323,7 +326,10 @@ def judge(
         # Two consecutive runs, judged together: a persistent step that neither run proved alone.
         before = _evidence(previous.value, previous.confirmations)
         before_level = statistics.geometric_mean(before)
-        rest = history[1:] if previous.in_history else history
+        if pair_history is not None:
+            rest = [float(one) for one in pair_history if one and one > 0]
+        else:
+            rest = history[1:] if previous.in_history else history
         if before_level < line and level < line and statistics.geometric_mean([before_level, level]) < floor:
             enough = len(rest) >= min_history
             p_pair = _t_less(before + evidence, rest) if enough else 1.0
