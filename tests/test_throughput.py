@@ -121,6 +121,11 @@ def test_two_runs_below_are_judged_together_and_each_must_show_the_drop():
     assert both.status == "regressed" and "since run r1" in both.reason
     expected = stats.ttest_ind(np.log([80.0, 81.0, 79.0, 80.5, 79.5, 80.0]), np.log(HISTORY), alternative="less")
     assert both.p_value == pytest.approx(expected.pvalue)
+    measured = tp.Measured(83.0, None, 4, 0.02, 4, (80.5, 79.5, 80.0))
+    given = tp.judge(measured, history, previous, tolerance_pct=10.0, pair_history=HISTORY)  # what the gate passes
+    assert given.p_value == pytest.approx(expected.pvalue)
+    short = tp.judge(measured, history, previous, tolerance_pct=10.0, pair_history=HISTORY[:4])
+    assert short.status == "ok"  # too little history to judge the pair against
     # One whole run slowed 2.5x next to a merely low one: the pair's mean is far below the floor, but the low run
     # does not show the drop on its own, so it is not a regression.
     slowed = tp.Previous("r1", 40.0, "below", True, (40.0, 41.0, 39.0))
