@@ -1,6 +1,6 @@
 """Old vs new throughput verdict, side by side on the same synthetic histories.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/bench_gate.py [--runs 1000] [--trials 200] [--seed 0]
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_gate.py [--runs 1000] [--trials 1000] [--cp-runs 200] [--seed 0]
 
 Synthetic model (stated, because the rates depend on it): a run is ``loops`` per-loop times of a batch of 4 at
 1000 img/s. Run-to-run noise is lognormal with the series' CV (one factor per measurement: a re-measurement draws a
@@ -8,7 +8,10 @@ new one); each loop adds 3 % lognormal jitter. "Hit by a 2-3x slowdown" comes in
 intermittent (a CPU hog contending on a random 30-90 % of the loops: high per-loop CV, so the benchmark re-measures)
 and steady (every loop and every re-measurement of the run 2-3x slower: indistinguishable from a real regression by
 timing alone). The old gate is the one this package shipped: ais_bench's mean-based figure vs the median of the last 5
-ok runs minus 10 %. The new one is ``convmixer_tasks.throughput.judge`` with the DAG's defaults, fed the same runs.
+ok runs minus 10 %. The new one is ``convmixer_tasks.throughput.judge`` with the DAG's defaults, fed the same runs,
+each measured as the benchmark step measures: re-measured while its per-loop CV is too high, then confirmed by
+fresh measurements when the figure is suspect against the same history (``suspect_line``, ``confirm_if_suspect``).
+Change points: ``changepoints.detect`` and the gate's ``persistent_drop`` rule over the gated figures.
 """
 
 from __future__ import annotations

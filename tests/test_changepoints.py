@@ -94,3 +94,18 @@ def test_a_persistent_drop_no_run_was_flagged_for_is_a_regression_with_its_start
     record(metrics_url, "today", 30, 88.0, status="pending")
     with pytest.raises(RegressionError, match="a persistent step since run b12"):
         gate.apply_gate(metrics_url, "today", BS, BACKEND)
+
+
+def test_a_step_the_detector_no_longer_sees_is_removed(metrics_url, monkeypatch):
+    from convmixer_tasks.metrics import changes, get_run
+
+    for day, value in enumerate(QUIET):
+        record(metrics_url, f"a{day}", day, value)
+    row = get_run(metrics_url, "a11", BS, BACKEND)
+    seen = [cp.Step(index=6, before=100.0, after=99.0, magnitude_pct=-1.0, p_value=0.5, noise=0.005)]
+    monkeypatch.setattr(changes.cp, "detect", lambda values: seen)  # a scripted detector: one step, then none
+    assert [point.start_run_id for point in changes.update_change_points(metrics_url, row).found] == ["a6"]
+    assert [point["start_run_id"] for point in change_points(metrics_url)] == ["a6"]
+    seen = []
+    assert changes.update_change_points(metrics_url, row).found == []
+    assert change_points(metrics_url) == []
