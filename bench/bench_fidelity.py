@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from convmixer_tasks import fingerprint
+from convmixer_tasks import fingerprint, quiet
 from convmixer_tasks.backends.base import get_backend
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.dataset import load_dataset
@@ -63,7 +63,7 @@ def main() -> int:
 
     backend = get_backend("onnxruntime")
     artifact = backend.compile(onnx_path, args.batch_size, work / "cache")  # cached across runs: not timed
-    print(f"cpu: {fingerprint.cpu_model()}, {os.cpu_count()} cores; load before {fingerprint.load_average()}")
+    print(f"cpu: {fingerprint.cpu_model()}, {os.cpu_count()} cores; load before {quiet.load_average()}")
 
     prep_dir, out_dir = work / f"prep{args.images}", work / f"outputs{args.images}"
 
@@ -88,7 +88,7 @@ def main() -> int:
     assert not cached_first and cached_again and (again == reference).all()
     scored = evaluate_with_evidence(outputs.output_dir, label_file, prep_dir=prep_dir)
     t_metrics, metrics = timed(lambda: summarise(fidelity_metrics(reference, scored.logits), check_thresholds({})))
-    print(f"load after {fingerprint.load_average()}")
+    print(f"load after {quiet.load_average()}")
     print(f"images {args.images}, model {args.variant}, artifact batch {args.batch_size}")
     print(f"baseline: preprocess + ORT infer (one pass)   {t_base:8.1f} s  ({args.images / t_base:.2f} img/s)")
     print(f"reference logits, cold cache (fidelity, miss)  {t_miss:8.1f} s  = {t_miss / t_base:.2f} x baseline")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import inspect
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -22,7 +23,7 @@ from convmixer_tasks.cli_output import DEFAULT_FORMAT, OUTPUT_FORMATS, ROWS_FORM
 from convmixer_tasks.errors import ConvMixerError
 from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE, GELU_IMPLMODES, gelu_compile_options
 from convmixer_tasks.prepfolder import INPUT_DTYPES
-from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
+from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 
 
 def _fail(command: str, message: str) -> int:
@@ -188,7 +189,26 @@ def _metrics_show(args: argparse.Namespace) -> Any:
         )
     filters = {name: getattr(args, name) for name in ("model", "backend", "device", "batch_size", "status")}
     rows, total = query_runs(url, limit=args.limit, offset=args.offset, since=args.since, until=args.until, **filters)
-    return {"total": total, "rows": rows}
+    return {"total": total, **_with_change_points(url, rows)}
+
+
+def _with_change_points(url: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rows, each that starts a stored change point carrying it (``change_point``), and one line per change
+    point of the shown rows' series."""
+    from convmixer_tasks.metrics.changes import change_points, series_of
+
+    points: dict[int, dict[str, Any]] = {}
+    for series in {json.dumps(series_of(row), sort_keys=True) for row in rows if row.get("precision_mode")}:
+        points.update({point["start_row_id"]: point for point in change_points(url, json.loads(series))})
+    lines = [
+        f"{'/'.join(str(point['series'][name]) for name in ('model_variant', 'backend', 'precision_mode'))} "
+        f"bs{point['series']['batch_size']}: {point['metric']} {point['magnitude_pct']:+.1f}% from run "
+        f"{point['start_run_id']} ({point['before_value']:.2f} -> {point['after_value']:.2f})"
+        + (f", {'; '.join(point['fingerprint_changes'])}" if point["fingerprint_changes"] else "")
+        for point in points.values()
+    ]
+    shown = [{**row, "change_point": points[row["id"]]} if row.get("id") in points else row for row in rows]
+    return {**({"change_points": lines} if lines else {}), "rows": shown}
 
 
 def _metrics_rebaseline(args: argparse.Namespace) -> Any:
@@ -402,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--url", default=None, help="metrics DB for --record (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
     p.add_argument("--remeasure", type=int, default=DEFAULT_REMEASURE, help="re-measurements while the CV is too high")
+    p.add_argument("--confirm", type=int, default=DEFAULT_CONFIRM, help="measurements confirming a suspect figure")
     p.add_argument("--max-cv-pct", type=float, default=DEFAULT_MAX_CV_PCT, help="per-loop CV (%%) judged too noisy")
     p.add_argument(
         "--precision-mode",

@@ -31,8 +31,11 @@ _ARTIFACT_KEYS = (
     "graph_optimization_level",
     "runtime",
 )
+# The figures of the measurements a suspect run took to confirm itself (throughput.confirm_if_suspect): part of the
+# measurement's record, read by the verdict, never part of the key.
+CONFIRMATIONS = "suspect_confirmations"
 # Measurement conditions kept on the fingerprint dict for the record, but outside the key (quiet.BenchmarkWindow's).
-NOT_KEYED = ("cores_online", *WINDOW_FACTS)
+NOT_KEYED = ("cores_online", *WINDOW_FACTS, CONFIRMATIONS)
 
 
 def cpu_model() -> str | None:

@@ -9,6 +9,7 @@ record (and shown in the UI) even though its DAG task fails.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import statistics
@@ -168,6 +169,7 @@ def apply_gate(
     max_cv_pct: float = tp.DEFAULT_MAX_CV_PCT,
     alpha: float = tp.DEFAULT_ALPHA,
     precision_mode: str | None = None,
+    runs: int = tp.DEFAULT_RUNS,
 ) -> GateDecision:
     """Gate a recorded row: store the decision (status, reasons, baselines) on it, then raise RegressionError
     if it regressed. ``baseline_top1`` overrides the variant's known baseline. ``precision_mode`` names the row
@@ -202,7 +204,9 @@ def apply_gate(
         top1_tolerance=top1_tolerance,
         throughput_drop_pct=throughput_drop_pct,
     )
-    verdict, lines = judge_throughput(url, row, throughput_drop_pct, history, max_cv_pct=max_cv_pct, alpha=alpha)
+    verdict, lines = judge_throughput(
+        url, row, throughput_drop_pct, history, max_cv_pct=max_cv_pct, alpha=alpha, runs=runs
+    )
     reasons = [reason for reason in accuracy.reasons if reason.startswith("top1")] + lines
     if STATUS_REGRESSED in (accuracy.status, verdict.status):
         status = STATUS_REGRESSED
@@ -259,10 +263,11 @@ def judge_throughput(
     *,
     max_cv_pct: float = tp.DEFAULT_MAX_CV_PCT,
     alpha: float = tp.DEFAULT_ALPHA,
+    runs: int = tp.DEFAULT_RUNS,
 ) -> tuple[tp.Judgement, list[str]]:
     """The noise-aware throughput verdict for a stored row against its same-fingerprint history, plus a line naming
     an environment change since the series' last run, and one flagging a busy host."""
-    found = throughput_history(url, row, history)
+    found = throughput_history(url, row, history + 1)  # one more: the two-run rule leaves the previous run out
     samples = tp.unpack_samples(row["samples_ms"]) if row.get("samples_ms") else None
     value = row.get("throughput")
     measured = tp.Measured(
@@ -272,6 +277,7 @@ def judge_throughput(
         row.get("latency_cv"),
         row.get("measurements") or 1,
     )
+    measured = dataclasses.replace(measured, confirmations=confirmations_of(row.get("fingerprint")))
     previous = None
     if found.previous is not None and found.previous["figure"]:
         previous = tp.Previous(
@@ -279,17 +285,20 @@ def judge_throughput(
             found.previous["figure"],
             found.previous["check"],
             found.previous["status"] == STATUS_OK,
+            confirmations_of(found.previous["fingerprint"]),
         )
     key = row.get("fingerprint_key")
     note = "same-fingerprint ok runs" if key else "ok runs without a fingerprint"
     judgement = tp.judge(
         measured,
-        found.figures,
+        found.figures[:history],
         previous,
         tolerance_pct=tolerance_pct,
         max_cv_pct=max_cv_pct,
         alpha=alpha,
+        runs=runs,
         history_note=note,
+        pair_history=found.figures[1:] if previous is not None and previous.in_history else None,
     )
     busy, share = busy_reason(row.get("fingerprint"))
     # A host loaded to L on C cores gives the benchmark about C/L of its CPU: a drop that fair share explains is not
@@ -304,7 +313,8 @@ def judge_throughput(
             judgement.baseline,
             judgement.p_value,
         )
-    lines = [judgement.reason]
+    judgement, steps = _change_points(url, row, judgement, tolerance_pct, alpha)
+    lines = [judgement.reason, *steps]
     if not samples:
         lines.append("throughput samples: none kept (the tool reported no per-loop list); judged on its figure only")
     if busy:
@@ -324,6 +334,45 @@ def judge_throughput(
         lines.append(f"environment changed since run {last['run_id']}: {changes}{delta}")
     if found.other_fingerprints and len(found.figures) < history:
         lines.append(f"throughput history: {found.other_fingerprints} ok runs of other fingerprints not compared")
+    return judgement, lines
+
+
+def confirmations_of(fingerprint: dict | None) -> tuple[float, ...]:
+    """The figures of the measurements a suspect run took to confirm itself (kept with its measurement record)."""
+    values = (fingerprint or {}).get(fp.CONFIRMATIONS) or ()
+    return tuple(float(value) for value in values if isinstance(value, (int, float)) and value > 0)
+
+
+def _change_points(
+    url: str, row: dict, judgement: tp.Judgement, tolerance_pct: float, alpha: float
+) -> tuple[tp.Judgement, list[str]]:
+    """Store the series' change points as of this row; lines for the ones found at it; and the verdict turned into
+    a regression when the newest is a persistent drop beyond the tolerance that no run was flagged for."""
+    from convmixer_tasks import changepoints as cp
+    from convmixer_tasks.metrics.changes import update_change_points
+
+    if row.get("throughput") is None:
+        return judgement, []
+    detected = update_change_points(url, row)
+    lines = [
+        f"change point: throughput {point.magnitude_pct:+.1f}% from run {point.start_run_id} "
+        f"({point.before_value:.2f} -> {point.after_value:.2f}, Welch p={point.p_value:.2g}"
+        + (f"; {'; '.join(point.fingerprint_changes)})" if point.fingerprint_changes else ")")
+        for point in detected.found
+        if point.detected_row_id == row["id"]
+    ]
+    drop = cp.persistent_drop(detected.steps, detected.statuses, tolerance_pct, alpha)
+    if drop is not None and judgement.status == STATUS_OK and judgement.check != tp.CHECK_UNJUDGED:
+        start = detected.found[-1]  # found is aligned with steps: the newest step's stored point
+        judgement = tp.Judgement(
+            STATUS_REGRESSED,
+            tp.CHECK_REGRESSED,
+            f"throughput regressed: a persistent step since run {start.start_run_id}, {drop.before:.2f} -> "
+            f"{drop.after:.2f} ({drop.magnitude_pct:+.1f}% beyond -{tolerance_pct:g}%; change point "
+            f"p={drop.p_value:.2g} x {len(detected.statuses)} positions < {alpha:g}) though no single run was flagged",
+            judgement.baseline,
+            drop.p_value,
+        )
     return judgement, lines
 
 

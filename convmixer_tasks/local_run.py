@@ -17,7 +17,7 @@ from convmixer_tasks import steps
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
 from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE
-from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
+from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
 from convmixer_tasks.workdir import WorkLayout
 
@@ -41,6 +41,7 @@ def run_chain(
     max_cv_pct: float = DEFAULT_MAX_CV_PCT,
     precision_modes: Sequence[str] | None = None,
     gelu_implmode: str | None = DEFAULT_GELU_IMPLMODE,
+    confirm: int = DEFAULT_CONFIRM,
 ) -> dict[str, Any]:
     """Preprocess → export + parity → compile → infer → benchmark → eval, per batch size × precision mode
     (``precision_modes``: ATC modes, Ascend only; None = ATC's default); returns the metrics rows.
@@ -82,8 +83,21 @@ def run_chain(
     )
     compiled = [steps.compile_artifact(plan, exported, work_dir, settings=settings) for plan in plans]
     inferred = [steps.infer_shard(entry, 0, prepared, work_dir, settings=settings) for entry in compiled]
+    gate_params = {**gate_defaults(), "image_limit": limit, "throughput_max_cv_pct": max_cv_pct}
     benchmarks = [
-        steps.benchmark_artifact(entry, loop, work_dir, settings=settings, remeasure=remeasure, max_cv_pct=max_cv_pct)
+        steps.benchmark_artifact(
+            entry,
+            loop,
+            work_dir,
+            settings=settings,
+            remeasure=remeasure,
+            max_cv_pct=max_cv_pct,
+            # like the DAG: a figure suspect against the recorded history is confirmed before the verdict
+            suspect=steps.suspect_check(metrics_url, params["model_variant"], entry, gate_params)
+            if metrics_url
+            else None,
+            confirm=confirm,
+        )
         for entry in compiled
     ]
     scores = [steps.evaluate_batch(plan, inferred, work_dir, exported) for plan in plans]
@@ -114,7 +128,6 @@ def run_chain(
     regression: RegressionError | None = None
     if metrics_url is not None:
         recorded = steps.record_rows(metrics_url, rows)
-        gate_params = {**gate_defaults(), "image_limit": limit, "throughput_max_cv_pct": max_cv_pct}
         try:
             summary["verdicts"] = [verdict.values() for verdict in steps.gate_rows(metrics_url, recorded, gate_params)]
         except RegressionError as exc:

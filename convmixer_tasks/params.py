@@ -30,7 +30,7 @@ from convmixer_tasks.precision import (
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.quiet import DEFAULT_IDLE_WAIT_S
 from convmixer_tasks.settings import SchedulingSettings
-from convmixer_tasks.throughput import DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
+from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE, DEFAULT_RUNS
 from convmixer_tasks.variants import VARIANT_NAMES
 
 SOC_VERSION_PATTERN = r"^(auto|Ascend[0-9A-Za-z]+)$"
@@ -140,6 +140,18 @@ def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
             DEFAULT_REMEASURE,
             {"type": "integer", "minimum": 0, "maximum": 10},
             "Re-measurements a benchmark may take while its per-loop CV is above throughput_max_cv_pct.",
+        ),
+        "throughput_runs": ParamSpec(
+            DEFAULT_RUNS,
+            {"type": "integer", "enum": [1, 2]},
+            "Gate: consecutive runs a throughput regression needs. 2: one run slowed from start to end by a "
+            "neighbour is never a regression (bench/RESULTS.md); 1: single-run verdicts, for hosts no one shares.",
+        ),
+        "benchmark_confirm": ParamSpec(
+            DEFAULT_CONFIRM,
+            {"type": "integer", "minimum": 0, "maximum": 10},
+            "Measurements a benchmark takes to confirm a figure below its same-fingerprint history's suspect line "
+            "(half the throughput tolerance below the median); the verdict judges such a run on them. 0 = never.",
         ),
         "precision_mode": ParamSpec(
             None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from convmixer_tasks.backends.base import Artifact, CompileOptions, get_backend
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
 from convmixer_tasks.energy import DEFAULT_PERIOD_S as DEFAULT_POWER_PERIOD_S
-from convmixer_tasks.errors import ConfigError, RegressionError
+from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file, to_jsonable
 from convmixer_tasks.precision import (
     DEFAULT_GELU_IMPLMODE,
@@ -418,12 +418,16 @@ def benchmark_artifact(
     max_cv_pct: float | None = None,
     idle_wait_s: float = DEFAULT_IDLE_WAIT_S,
     power_period_s: float = DEFAULT_POWER_PERIOD_S,
+    suspect: Callable[[dict[str, Any]], float | None] | None = None,
+    confirm: int = 0,
 ) -> BenchSummary:
     """Pure-inference throughput of one artifact, re-measured up to ``remeasure`` times while the per-loop CV is
     above ``max_cv_pct``; the least noisy measurement is kept. Every measurement's samples go to a file, the kept
     one's (packed) travel with the record. Each measurement runs in a ``quiet.BenchmarkWindow`` (busy device waited
     for up to ``idle_wait_s``, host load and steal, power sampled every ``power_period_s``); the kept one's window
-    goes on the row."""
+    goes on the row. When ``suspect`` (``suspect_check``) puts the kept figure below its same-fingerprint history's
+    suspect line, ``confirm`` more such measurements are taken and their figures kept in the fingerprint's
+    measurement record for the verdict."""
     from convmixer_tasks import fingerprint, quiet, throughput
 
     backend = get_backend(compiled.backend, **(settings or {}))
@@ -444,14 +448,23 @@ def benchmark_artifact(
         windows[id(result)] = window
         return result
 
-    tries = throughput.measure_until_quiet(measure, compiled.batch_size, remeasure, max_cv_pct)
+    def measure_quietly() -> throughput.Tries:
+        return throughput.measure_until_quiet(measure, compiled.batch_size, remeasure, max_cv_pct)
+
+    tries = measure_quietly()
+    confirmed = throughput.confirm_if_suspect(
+        measure_quietly, tries.chosen.throughput, suspect(env) if suspect else None, confirm
+    )
+    if confirmed:
+        env[fingerprint.CONFIRMATIONS] = [one.chosen.throughput for one in confirmed]
     bench, stats = tries.chosen, tries.stats
     window = windows[id(bench)]
     env.update(window.facts())
     power = window.energy(bench.throughput)
     batch_dir = WorkLayout(Path(work_dir)).batch_dir(compiled.run_id, compiled.batch_size, precision=compiled.precision)
     bench_json = batch_dir / "benchmark.json"
-    atomic_write_json(bench_json, {**to_jsonable(bench), "measurements": [to_jsonable(one) for one in tries.all]})
+    taken = [*tries.all, *(one for confirmation in confirmed for one in confirmation.all)]
+    atomic_write_json(bench_json, {**to_jsonable(bench), "measurements": [to_jsonable(one) for one in taken]})
     return BenchSummary(
         batch_size=bench.batch_size,
         backend=bench.backend,
@@ -468,7 +481,7 @@ def benchmark_artifact(
         sample_count=stats.count if stats else None,
         latency_cv=stats.cv if stats else None,
         latency_iqr_ms=stats.iqr_ms if stats else None,
-        measurements=len(tries.all),
+        measurements=len(taken),
         fingerprint=env,
         energy_j_per_image=power.j_per_image,
         throughput_per_watt=power.per_watt,
@@ -736,13 +749,48 @@ def gate_rows(url: str, recorded: Iterable[RecordedRow], params: Mapping[str, An
 
 
 def benchmark_options(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The DAG params that tune ``benchmark_artifact``: loops, re-measurements and the CV that triggers them."""
+    """The DAG params that tune ``benchmark_artifact``: loops, re-measurements and the CV that triggers them, and
+    the confirmations a suspect figure takes."""
+    from convmixer_tasks.throughput import DEFAULT_CONFIRM
+
     return {
         "loop": params["benchmark_loop"],
         "remeasure": params["benchmark_remeasure"],
         "max_cv_pct": params["throughput_max_cv_pct"],
         "idle_wait_s": params.get("benchmark_idle_wait_s", DEFAULT_IDLE_WAIT_S),
+        "confirm": params.get("benchmark_confirm", DEFAULT_CONFIRM),
     }
+
+
+def suspect_check(
+    url: str, model_variant: str, compiled: CompiledModel, params: Mapping[str, Any]
+) -> Callable[[dict[str, Any]], float | None]:
+    """For ``benchmark_artifact``: the suspect line of the benchmark's same-fingerprint history in the metrics DB
+    (read once the fingerprint is known). A DB that cannot be read only costs the confirmation: logged, no line."""
+    from convmixer_tasks import fingerprint, throughput
+    from convmixer_tasks.gate import THROUGHPUT_TOLERANCE_PARAM
+    from convmixer_tasks.metrics.history import throughput_history
+
+    def line(env: dict[str, Any]) -> float | None:
+        row = {
+            "model_variant": model_variant,
+            "backend": compiled.backend,
+            "device": compiled.device,
+            "batch_size": compiled.batch_size,
+            "precision_mode": compiled.precision,
+            "run_id": compiled.run_id,
+            "logical_date": datetime.now(UTC).isoformat(),
+            "fingerprint_key": fingerprint.key(env),
+        }
+        try:
+            found = throughput_history(url, row, params["throughput_history"])
+        except MetricsError as exc:
+            log.warning("no throughput history for the suspect check (%s); a low figure is not confirmed", exc)
+            return None
+        previous_check = found.previous["check"] if found.previous else None
+        return throughput.suspect_line(found.figures, params[THROUGHPUT_TOLERANCE_PARAM], previous_check=previous_check)
+
+    return line
 
 
 def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -761,6 +809,7 @@ def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
         "history": params["throughput_history"],
         "significance": evidence_options(params)["top1_significance"],
         **({"max_cv_pct": params["throughput_max_cv_pct"]} if "throughput_max_cv_pct" in params else {}),
+        **({"runs": params["throughput_runs"]} if "throughput_runs" in params else {}),
     }
 
 

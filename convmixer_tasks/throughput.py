@@ -15,9 +15,18 @@ Why these rules (see bench/bench_gate.py for the measured false-alarm and detect
 * Below ``baseline × (1 - tolerance)`` is necessary but not sufficient: the run must also lie outside what the
   history's run-to-run noise explains (Student's t prediction test on log throughput, one new value against the
   history, scipy), and its own figure's bootstrap interval must lie wholly below the floor.
-* A run below the floor but not clear on its own is ``ok`` with check ``below``. When the run before it (same
-  fingerprint, not inconclusive) was already below the baseline, the two are tested together: a persistent step
-  that no single run proved is reported with its start run.
+* A first measurement below ``baseline × (1 - tolerance × SUSPECT_SHARE)`` is *suspect*: the benchmark step, which
+  reads the same-fingerprint history, takes ``confirm`` more measurements (each a fresh process/session, so the
+  run-to-run noise is drawn again) and the verdict judges the run on those confirmations alone. The first one is
+  left out of that judgement because it was picked for being low (its figure stays the row's figure, so the history
+  remains an unbiased sample of single measurements). After a run judged ``below``, the next run is always
+  confirmed, so a pair is judged on confirmations.
+* One run is never enough: a whole run can be slowed 2-3x by a neighbour that stays for all of its measurements and
+  leaves no trace in timing alone. A regression needs two consecutive runs (same fingerprint, not inconclusive)
+  whose levels are both below the suspect line, whose mean lies below the floor, whose pooled evidence is
+  statistically clear against the rest of the history (``alpha``) and each of which shows the drop on its own
+  (``EACH_RUN_ALPHA``); it is reported with its start run. (``runs=1`` restores
+  single-run verdicts, for hosts where no such neighbour exists; bench/bench_gate.py shows what that costs.)
 """
 
 from __future__ import annotations
@@ -48,6 +57,12 @@ DEFAULT_MAX_CV_PCT = 10.0  # per-loop latency CV above which a measurement is to
 DEFAULT_REMEASURE = 2  # extra measurements the benchmark step may take when the CV is too high
 DEFAULT_ALPHA = 0.003  # one-sided; small because a false alarm costs a person's afternoon (bench/bench_gate.py)
 DEFAULT_MIN_HISTORY = 5  # same-fingerprint ok runs needed before any verdict (Conbench's "no history, no verdict")
+DEFAULT_CONFIRM = 3  # measurements a suspect run takes to confirm or clear itself (bench/bench_gate.py)
+SUSPECT_SHARE = 0.5  # a first measurement more than half the tolerance below the baseline is suspect
+DEFAULT_RUNS = 2  # consecutive runs a throughput regression needs (see the module docstring)
+# In a two-run regression each run must also show the drop on its own at this level, so one whole run slowed 2-3x
+# cannot carry a merely low neighbour over the line (an intersection test; bench/bench_gate.py, steady series).
+EACH_RUN_ALPHA = 0.01
 BOOTSTRAP_RESAMPLES = 999
 BOOTSTRAP_CONFIDENCE = 0.95
 
@@ -158,6 +173,33 @@ def measure_until_quiet(measure: Callable[[], Any], batch_size: int, remeasure: 
     return Tries([one for one, _ in taken], chosen, stats)
 
 
+def suspect_line(
+    history: Sequence[float],
+    tolerance_pct: float,
+    min_history: int = DEFAULT_MIN_HISTORY,
+    previous_check: str | None = None,
+) -> float | None:
+    """The figure below which a first measurement is suspect: ``median(history) × (1 - tolerance × SUSPECT_SHARE)``;
+    None while there is too little same-fingerprint history for any verdict. After a run judged ``below`` every
+    figure is suspect (infinity): the two-run rule then has this run's confirmations to judge the pair on."""
+    figures = [float(one) for one in history if one and one > 0]
+    if len(figures) < min_history:
+        return None
+    if previous_check == CHECK_BELOW:
+        return math.inf
+    return statistics.median(figures) * (1 - tolerance_pct * SUSPECT_SHARE / 100)
+
+
+def confirm_if_suspect(measure: Callable[[], Any], figure: float, line: float | None, confirm: int) -> list[Any]:
+    """``confirm`` more measurements when ``figure`` lies below the suspect ``line`` (none otherwise, or without a
+    line). Each is a new measurement: a fresh draw of the run-to-run noise, not of the artifact's speed."""
+    if isinstance(confirm, bool) or not isinstance(confirm, int) or confirm < 0:
+        raise ConfigError(f"confirm must be an integer >= 0, got {confirm!r} (param benchmark_confirm)")
+    if line is None or figure >= line:
+        return []
+    return [measure() for _ in range(confirm)]
+
+
 # --- the verdict -----------------------------------------------------------------------------------------------------
 
 
@@ -165,11 +207,12 @@ def measure_until_quiet(measure: Callable[[], Any], batch_size: int, remeasure: 
 class Measured:
     """What the row says about its throughput."""
 
-    value: float | None  # the row's throughput figure (images/s)
+    value: float | None  # the row's throughput figure (images/s): its first (least noisy) measurement
     samples_ms: tuple[float, ...] | None  # None: the tool kept no per-loop list
     batch_size: int
     cv: float | None
-    measurements: int = 1  # 1 + re-measurements the benchmark step took
+    measurements: int = 1  # every measurement the benchmark step took (re-measurements and confirmations included)
+    confirmations: tuple[float, ...] = ()  # figures of the measurements taken because the first was suspect
 
 
 @dataclass(frozen=True)
@@ -180,6 +223,7 @@ class Previous:
     value: float
     check: str | None
     in_history: bool  # it is ``history[0]``: left out of the history when it is judged together with this run
+    confirmations: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -191,13 +235,15 @@ class Judgement:
     p_value: float | None
 
 
-def check_options(max_cv_pct: float, alpha: float, min_history: int) -> None:
+def check_options(max_cv_pct: float, alpha: float, min_history: int, runs: int = DEFAULT_RUNS) -> None:
     if isinstance(max_cv_pct, bool) or not isinstance(max_cv_pct, (int, float)) or not 0 < max_cv_pct <= 1000:
         raise ConfigError(f"max_cv_pct must be a percentage above 0, got {max_cv_pct!r}; e.g. 10")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ConfigError(f"throughput alpha must be between 0 and 1, got {alpha!r}; e.g. 0.005")
     if isinstance(min_history, bool) or not isinstance(min_history, int) or min_history < 2:
         raise ConfigError(f"min_history must be an integer >= 2, got {min_history!r}")
+    if runs not in (1, 2) or isinstance(runs, bool):
+        raise ConfigError(f"throughput runs must be 1 or 2 (consecutive runs a regression needs), got {runs!r}")
 
 
 def _t_less(values: Sequence[float], history: Sequence[float]) -> float:
@@ -212,6 +258,12 @@ def _t_less(values: Sequence[float], history: Sequence[float]) -> float:
     return float(stats.ttest_ind(logs_new, logs_old, equal_var=True, alternative="less").pvalue)
 
 
+def _evidence(value: float, confirmations: Sequence[float]) -> list[float]:
+    """What a run is judged on: its confirmations when it took them (the suspect first figure is left out), else its
+    figure."""
+    return [float(one) for one in confirmations] or [value]
+
+
 def judge(
     measured: Measured,
     history: Sequence[float],
@@ -221,11 +273,15 @@ def judge(
     max_cv_pct: float = DEFAULT_MAX_CV_PCT,
     alpha: float = DEFAULT_ALPHA,
     min_history: int = DEFAULT_MIN_HISTORY,
+    runs: int = DEFAULT_RUNS,
     history_note: str = "same-fingerprint ok runs",
+    pair_history: Sequence[float] | None = None,
 ) -> Judgement:
     """The throughput verdict for one row. ``history``: run figures of the same fingerprint's ok runs (newest first,
-    this run excluded); ``previous``: the newest earlier row of that fingerprint, if any."""
-    check_options(max_cv_pct, alpha, min_history)
+    this run excluded); ``previous``: the newest earlier row of that fingerprint, if any; ``pair_history``: what
+    the two-run rule compares the pair with (default: ``history`` without the previous run when it is in it; the
+    gate passes as many figures as ``history`` has, from the one after the previous run on)."""
+    check_options(max_cv_pct, alpha, min_history, runs)
     value = measured.value
     if value is None or value <= 0:
         return Judgement(STATUS_OK, CHECK_UNJUDGED, "throughput not gated: this run measured none", None, None)
@@ -252,45 +308,69 @@ def judge(
         )
     baseline = statistics.median(history)
     floor = baseline * (1 - tolerance_pct / 100)
+    line = suspect_line(history, tolerance_pct, min_history)  # the line itself, whatever the run before said
+    assert line is not None  # enough history, checked above
+    evidence = _evidence(value, measured.confirmations)
+    level = statistics.geometric_mean(evidence)
     against = f"floor {floor:.2f} = median of {len(history)} {history_note} {baseline:.2f} - {tolerance_pct:g}%"
-    change = f"{(value / baseline - 1) * 100:+.1f}%"
-    if value >= floor:
-        return Judgement(STATUS_OK, CHECK_OK, f"throughput ok: {value:.2f} >= {against} ({change})", baseline, None)
+    change = f"{(level / baseline - 1) * 100:+.1f}%"
+    shown = f"{level:.2f}"
+    if measured.confirmations:
+        count = len(measured.confirmations)
+        shown = (
+            f"{level:.2f} (geometric mean of {count} confirmation{'s' if count != 1 else ''}; "
+            f"the first, {value:.2f}, was below {line:.2f})"
+        )
 
-    p_alone = _t_less([value], history)
+    if previous is not None:
+        # Two consecutive runs, judged together: a persistent step that neither run proved alone.
+        before = _evidence(previous.value, previous.confirmations)
+        before_level = statistics.geometric_mean(before)
+        if pair_history is not None:
+            rest = [float(one) for one in pair_history if one and one > 0]
+        else:
+            rest = history[1:] if previous.in_history else history
+        if before_level < line and level < line and statistics.geometric_mean([before_level, level]) < floor:
+            enough = len(rest) >= min_history
+            p_pair = _t_less(before + evidence, rest) if enough else 1.0
+            p_each = max(_t_less(before, rest), _t_less(evidence, rest)) if enough else 1.0
+            if p_pair < alpha and p_each < EACH_RUN_ALPHA:
+                return Judgement(
+                    STATUS_REGRESSED,
+                    CHECK_REGRESSED,
+                    f"throughput regressed since run {previous.run_id}: {before_level:.2f} then {shown}, {against} "
+                    f"({change}; two-run t-test vs history p={p_pair:.2g} < {alpha:g})",
+                    baseline,
+                    p_pair,
+                )
+    if level >= floor:
+        return Judgement(STATUS_OK, CHECK_OK, f"throughput ok: {shown} >= {against} ({change})", baseline, None)
+
+    p_alone = _t_less(evidence, history)
     inside = ""
-    if measured.samples_ms and len(measured.samples_ms) >= 2:
+    if not measured.confirmations and measured.samples_ms and len(measured.samples_ms) >= 2:
         low, high = figure_interval(measured.samples_ms, measured.batch_size)
         if high >= floor:  # the run's own noise reaches the floor: not clear whatever the history says
             p_alone = 1.0
             inside = f", its figure's 95% interval [{low:.2f}, {high:.2f}] reaches the floor"
-    if p_alone < alpha:
+    if runs == 1 and p_alone < alpha:
         return Judgement(
             STATUS_REGRESSED,
             CHECK_REGRESSED,
-            f"throughput regressed: {value:.2f} < {against} ({change}; t-test vs history p={p_alone:.2g} < {alpha:g})",
+            f"throughput regressed: {shown} < {against} ({change}; t-test vs history p={p_alone:.2g} < {alpha:g})",
             baseline,
             p_alone,
         )
-    if previous is not None and previous.check != CHECK_REGRESSED and previous.value < baseline:
-        # A persistent step: this run and the one before, judged together (their mean below the floor).
-        pair = [previous.value, value]
-        rest = history[1:] if previous.in_history else history
-        p_pair = _t_less(pair, rest) if len(rest) >= min_history else 1.0
-        if statistics.fmean(pair) < floor and p_pair < alpha:
-            return Judgement(
-                STATUS_REGRESSED,
-                CHECK_REGRESSED,
-                f"throughput regressed since run {previous.run_id}: {previous.value:.2f} then {value:.2f}, "
-                f"{against} ({change}; two-run t-test vs history p={p_pair:.2g} < {alpha:g})",
-                baseline,
-                p_pair,
-            )
+    why = (
+        f"not statistically clear: p={p_alone:.2g} >= {alpha:g}{inside}"
+        if p_alone >= alpha
+        else f"clear alone (p={p_alone:.2g}), but one run is not enough"
+    )
     return Judgement(
         STATUS_OK,
         CHECK_BELOW,
-        f"throughput ok but below the floor: {value:.2f} < {against} ({change}) is not statistically clear "
-        f"(p={p_alone:.2g} >= {alpha:g}{inside}); a second such run in a row is judged together with this one",
+        f"throughput ok but below the floor: {shown} < {against} ({change}; {why}); a second such run in a row is "
+        "judged together with this one",
         baseline,
         p_alone,
     )

@@ -96,6 +96,7 @@ def convmixer_validation():
         model, settings = rec.CompiledModel.from_dict(compiled), worker()
         label(f"bs{model.batch_size} {model.precision}")
         backend, options = settings.backend_settings(model.backend), steps.benchmark_options(params)
+        options["suspect"] = steps.suspect_check(metrics_url(), params["model_variant"], model, params)  # DB history
         return steps.benchmark_artifact(model, work_dir=settings.work_dir, settings=backend, **options).to_dict()
 
     @task

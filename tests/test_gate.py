@@ -118,7 +118,7 @@ def test_apply_gate_stores_regressed_then_raises(metrics_url):
 
     record(metrics_url, "today", 9, 50.0, status="pending")  # as the record step leaves it
     with pytest.raises(RegressionError) as caught:
-        gate.apply_gate(metrics_url, "today", BS, BACKEND)
+        gate.apply_gate(metrics_url, "today", BS, BACKEND, runs=1)  # single-run verdicts (a host with no neighbours)
     stored = metrics.get_run(metrics_url, "today", BS, BACKEND)
     assert stored["status"] == "regressed" and stored["throughput_check"] == "regressed"
     assert stored["baseline_throughput"] == statistics.median(STEADY)
@@ -150,10 +150,10 @@ def test_two_runs_below_in_a_row_regress_together_naming_the_first(metrics_url):
     history = (100.0, 106.0, 95.0, 104.0, 96.0, 102.0, 98.0, 100.0)  # CV ~4 %: floor 90
     for day, value in enumerate(history):
         record(metrics_url, f"h{day}", day, value)
-    record(metrics_url, "first-slow", 10, 89.0, status="pending")  # -11 %: not clear alone
+    record(metrics_url, "first-slow", 10, 86.0, status="pending")  # -14 %: one run is never enough
     first = gate.apply_gate(metrics_url, "first-slow", BS, BACKEND)
     assert (first.status, first.throughput_check) == ("ok", "below")
-    record(metrics_url, "second-slow", 11, 88.0, status="pending")  # not clear alone either (first-slow is history)
+    record(metrics_url, "second-slow", 11, 85.0, status="pending")  # judged with first-slow (which is history)
     with pytest.raises(RegressionError, match="since run first-slow"):
         gate.apply_gate(metrics_url, "second-slow", BS, BACKEND)
 
@@ -175,13 +175,13 @@ def test_busy_host_turns_a_regression_into_inconclusive(metrics_url):
         record(metrics_url, f"h{day}", day, value)
     busy = {"backend": BACKEND, "host_cores": 2, "load_before": 0.5, "load_after": 4.5}  # ~2.25x fair share
     record(metrics_url, "today", 9, 50.0, status="pending", fingerprint=busy)
-    decision = gate.apply_gate(metrics_url, "today", BS, BACKEND, history=20)
+    decision = gate.apply_gate(metrics_url, "today", BS, BACKEND, history=20, runs=1)
     assert decision.status == "inconclusive"
     assert any("load 4.50 > 2 cores" in reason for reason in decision.reasons)
     # A drop far beyond what the load explains is still a regression, with the load on record.
     record(metrics_url, "today", 9, 5.0, status="pending", fingerprint=busy)
     with pytest.raises(RegressionError):
-        gate.apply_gate(metrics_url, "today", BS, BACKEND)
+        gate.apply_gate(metrics_url, "today", BS, BACKEND, runs=1)
     assert any("busy host: load 4.50" in reason for reason in metrics.get_run(metrics_url, "today", BS, BACKEND)["gate_reasons"])
 
 

@@ -347,6 +347,11 @@ def test_gate_stores_every_verdict_before_failing_once(tmp_path):
                                                                        run_id=f"old-{index}")))
         verdicts = steps.gate_rows(url, old, params)
         assert [verdict.status for verdict in verdicts] == ["ok"] and verdicts[0].batch_size == 4
+    # one slow run is never a regression on its own (a neighbour may have slowed that whole run) ...
+    first = steps.record_rows(url, steps.rows_for_run(*_step_results(batch_sizes=(4,), throughput=100.0,
+                                                                     run_id="run-8")))
+    assert [verdict.status for verdict in steps.gate_rows(url, first, params)] == ["ok"]
+    # ... the second in a row is judged together with it
     recorded = steps.record_rows(url, steps.rows_for_run(*_step_results(throughput=100.0)))
     with pytest.raises(RegressionError, match="batch size 4") as failure:
         steps.gate_rows(url, recorded, params)
@@ -364,3 +369,4 @@ def test_a_partial_run_is_not_gated_on_accuracy_but_still_on_throughput(tmp_path
     assert full["top1_tolerance"] == 0.5 and partial["top1_tolerance"] == 100.0
     assert partial["throughput_drop_pct"] == full["throughput_drop_pct"] == 10.0
     assert partial["history"] == full["history"] == 5
+    assert "runs" not in full and steps.gate_options(_params(tmp_path, throughput_runs=1))["runs"] == 1

@@ -77,7 +77,9 @@ def test_verdict_branches():
     assert judged(50.0, cv=0.2).status == "inconclusive"  # too noisy, whatever the value
     assert judged(50.0, history=HISTORY[:3]).check == "unjudged"  # too little history: no verdict
     assert judged(95.0).status == "ok" and judged(95.0).check == "ok"
-    clear = judged(50.0)
+    alone = judged(50.0)  # clear on its own, but one run is never enough by default
+    assert (alone.status, alone.check) == ("ok", "below") and "one run is not enough" in alone.reason
+    clear = judged(50.0, runs=1)
     assert clear.status == "regressed" and clear.p_value < tp.DEFAULT_ALPHA
     assert clear.p_value == pytest.approx(
         stats.ttest_ind([math.log(50.0)], np.log(HISTORY), alternative="less").pvalue
@@ -88,12 +90,49 @@ def test_verdict_branches():
 
 def test_the_runs_own_noise_can_veto_a_regression():
     times = (20.0, 74.0) * 4  # figure 4000 / 47 = 85 img/s, below the floor of 90, but the loops disagree wildly
-    alone = judged(4000.0 / 47.0)  # the same figure without samples: the history alone calls it clear
+    alone = judged(4000.0 / 47.0, runs=1)  # the same figure without samples: the history alone calls it clear
     assert alone.status == "regressed"
     low, high = tp.figure_interval(times, 4)
     assert low < 4000.0 / 47.0 < high and high >= 90.0
-    vetoed = judged(4000.0 / 47.0, samples=times, cv=0.05)
+    vetoed = judged(4000.0 / 47.0, samples=times, cv=0.05, runs=1)
     assert (vetoed.status, vetoed.check) == ("ok", "below") and "interval" in vetoed.reason
+
+
+def test_a_suspect_figure_is_confirmed_and_judged_on_its_confirmations():
+    line = tp.suspect_line(HISTORY, 10.0)
+    assert line == pytest.approx(np.median(HISTORY) * 0.95) and tp.suspect_line(HISTORY[:3], 10.0) is None
+    assert tp.suspect_line(HISTORY, 10.0, previous_check="below") == math.inf  # after a low run: always confirm
+    calls = iter([101.0, 99.0, 100.0])
+    assert tp.confirm_if_suspect(lambda: next(calls), 96.0, line, 3) == []  # not suspect: nothing taken
+    assert tp.confirm_if_suspect(lambda: next(calls), 80.0, line, 3) == [101.0, 99.0, 100.0]
+    assert tp.confirm_if_suspect(lambda: 1 / 0, 80.0, None, 3) == []  # no history line: no confirmation
+    with pytest.raises(ConfigError, match="benchmark_confirm"):
+        tp.confirm_if_suspect(lambda: 1.0, 80.0, line, -1)
+    cleared = tp.judge(tp.Measured(80.0, None, 4, 0.02, 4, (101.0, 99.0, 100.0)), HISTORY, tolerance_pct=10.0)
+    assert cleared.check == "ok" and "the first, 80.00, was below" in cleared.reason  # an unlucky first figure
+    kept = tp.judge(tp.Measured(80.0, None, 4, 0.02, 4, (81.0, 79.0, 80.0)), HISTORY, tolerance_pct=10.0, runs=1)
+    assert kept.status == "regressed" and kept.p_value == pytest.approx(
+        stats.ttest_ind(np.log([81.0, 79.0, 80.0]), np.log(HISTORY), alternative="less").pvalue
+    )
+
+
+def test_two_runs_below_are_judged_together_and_each_must_show_the_drop():
+    previous = tp.Previous("r1", 82.0, "below", True, (80.0, 81.0, 79.0))
+    history = [82.0, *HISTORY]  # the previous run is history[0]
+    both = tp.judge(tp.Measured(83.0, None, 4, 0.02, 4, (80.5, 79.5, 80.0)), history, previous, tolerance_pct=10.0)
+    assert both.status == "regressed" and "since run r1" in both.reason
+    expected = stats.ttest_ind(np.log([80.0, 81.0, 79.0, 80.5, 79.5, 80.0]), np.log(HISTORY), alternative="less")
+    assert both.p_value == pytest.approx(expected.pvalue)
+    measured = tp.Measured(83.0, None, 4, 0.02, 4, (80.5, 79.5, 80.0))
+    given = tp.judge(measured, history, previous, tolerance_pct=10.0, pair_history=HISTORY)  # what the gate passes
+    assert given.p_value == pytest.approx(expected.pvalue)
+    short = tp.judge(measured, history, previous, tolerance_pct=10.0, pair_history=HISTORY[:4])
+    assert short.status == "ok"  # too little history to judge the pair against
+    # One whole run slowed 2.5x next to a merely low one: the pair's mean is far below the floor, but the low run
+    # does not show the drop on its own, so it is not a regression.
+    slowed = tp.Previous("r1", 40.0, "below", True, (40.0, 41.0, 39.0))
+    low = tp.judge(tp.Measured(93.0, None, 4, 0.02, 4, (94.5, 95.0, 94.0)), [40.0, *HISTORY], slowed, tolerance_pct=10.0)
+    assert low.status == "ok"
 
 
 def test_bad_verdict_options_are_refused():
@@ -101,6 +140,7 @@ def test_bad_verdict_options_are_refused():
         (dict(max_cv_pct=0), "max_cv_pct"),
         (dict(alpha=1.5), "alpha"),
         (dict(min_history=1), "min_history"),
+        (dict(runs=3), "runs must be 1 or 2"),
     ):
         with pytest.raises(ConfigError, match=match):
             judged(95.0, **options)
@@ -209,7 +249,7 @@ def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, ca
         record(metrics_url, f"h{day}", day, value)
     record(metrics_url, "new-precision", 9, 50.0, status="pending")
     with pytest.raises(RegressionError):
-        gate.apply_gate(metrics_url, "new-precision", BS, BACKEND)
+        gate.apply_gate(metrics_url, "new-precision", BS, BACKEND, runs=1)
     row_id = metrics.get_run(metrics_url, "new-precision", BS, BACKEND)["id"]
 
     argv = ["-o", "json", "metrics-rebaseline", "--url", metrics_url, "--row", str(row_id)]
@@ -227,3 +267,43 @@ def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, ca
     assert "no metrics row with id 999" in capsys.readouterr().err
     assert cli.main([*argv, "--reason", "  "]) == 1
     assert "needs a reason" in capsys.readouterr().err
+
+
+def test_benchmark_step_confirms_a_suspect_figure_with_fresh_measurements(tmp_path, monkeypatch, metrics_url):
+    from convmixer_tasks import steps
+    from convmixer_tasks.fileio import read_json
+    from tests.test_steps import _step_results
+
+    compiled = _step_results(batch_sizes=(4,), throughput=100.0)[3][0]
+    slow, fast = [20.0, 20.2, 19.8, 20.0], [10.0, 10.2, 9.8, 10.0]  # 200 img/s, then 400 img/s
+    scripted = ScriptedBench([slow, fast, fast])
+    monkeypatch.setattr(steps, "get_backend", lambda name, **settings: scripted)
+    seen = []
+
+    def suspect(env):
+        seen.append(fingerprint.key(env))
+        return 380.0  # the history's suspect line
+
+    summary = steps.benchmark_artifact(compiled, 4, tmp_path, suspect=suspect, confirm=2)
+    assert summary.throughput == pytest.approx(200.0)  # the row keeps its first figure: the history stays unbiased
+    assert summary.fingerprint[fingerprint.CONFIRMATIONS] == pytest.approx([400.0, 400.0])
+    assert summary.measurements == scripted.calls == 3 and len(read_json(summary.bench_json)["measurements"]) == 3
+    assert seen == [fingerprint.key(summary.fingerprint)]  # the confirmations are not part of the key
+    not_suspect = steps.benchmark_artifact(compiled, 4, tmp_path, suspect=lambda env: 150.0, confirm=2)
+    assert not_suspect.measurements == 1 and fingerprint.CONFIRMATIONS not in not_suspect.fingerprint
+
+    # The DAG's suspect check reads the same-fingerprint history; without a readable metrics DB it gives no line.
+    params = {"throughput_history": 20, "throughput_tolerance_pct": 10.0}
+    from convmixer_tasks import metrics
+    from tests.test_metrics import make_row
+
+    env = summary.fingerprint
+    for day in range(6):
+        metrics.record_run(metrics_url, make_row(
+            run_id=f"h{day}", logical_date=f"2026-11-0{day + 1}T00:00:00+00:00", model_variant="convmixer_demo",
+            backend=compiled.backend, device=compiled.device, batch_size=4, throughput=400.0 + day,
+            fingerprint=env, fingerprint_key=fingerprint.key(env)))
+    line = steps.suspect_check(metrics_url, "convmixer_demo", compiled, params)(env)
+    assert line == pytest.approx(402.5 * 0.95)
+    broken = steps.suspect_check("sqlite:////nonexistent/dir/x.db", "convmixer_demo", compiled, params)
+    assert broken(env) is None

@@ -80,6 +80,7 @@ def throughput_history(url: str, row: dict[str, Any], n: int) -> History:
                 "figure": figure(previous),
                 "check": previous.throughput_check,
                 "status": previous.status,
+                "fingerprint": previous.fingerprint,
             },
             last_of_series=None
             if last is None

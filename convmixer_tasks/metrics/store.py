@@ -239,11 +239,21 @@ def _check_reasons(reasons: Any, name: str = "gate_reasons") -> list[str] | None
 
 
 def _check_fingerprint(value: Any) -> dict[str, Any]:
-    """A flat mapping of names to strings, numbers or None: what the environment was (see fingerprint.py)."""
+    """A flat mapping of names to strings, numbers, None or lists of numbers (the measurement record's confirmation
+    figures): what the environment was and how it was measured (see fingerprint.py)."""
+
+    def plain(item: Any) -> bool:
+        return item is None or isinstance(item, (str, int, float))
+
+    def numbers_list(item: Any) -> bool:
+        return isinstance(item, list) and all(
+            isinstance(one, (int, float)) and not isinstance(one, bool) for one in item
+        )
+
     if not isinstance(value, Mapping) or not all(
-        isinstance(key, str) and (item is None or isinstance(item, (str, int, float))) for key, item in value.items()
+        isinstance(key, str) and (plain(item) or numbers_list(item)) for key, item in value.items()
     ):
-        raise MetricsError(f"fingerprint must map names to strings/numbers/None, got {value!r}")
+        raise MetricsError(f"fingerprint must map names to strings/numbers/None/lists of numbers, got {value!r}")
     return dict(value)
 
 

@@ -6,7 +6,8 @@ folder and SQLite metrics DB, and reports states, XComs, metrics rows and cache 
 1. ``first``     – everything built: the demo set is generated, prep/ONNX/artifacts written, rows recorded.
 2. ``cached``    – same conf: prep, ONNX and artifacts are reused untouched, and the run is faster.
 3. ``retried``   – the record step crashes after writing (attempt 1) and is retried: still one row per batch size.
-4. ``regressed`` – a seeded history of 1000× faster ok runs: the gate stores 'regressed', then fails the run.
+4. ``regressed`` – a seeded history of 1000× faster ok runs, single-run verdicts (``throughput_runs`` 1): the gate
+                   stores 'regressed', then fails the run.
 5. ``broken``    – inference always fails: no accuracy is recorded, 'failed' rows are, and the gate never runs.
 6. ``ascend``    – the Ascend backend against the tool doubles (tests/ascend_doubles.py: atc, npu-smi, ais_bench
                    behind a fake CANN set_env.sh): ATC compile, ais_bench inference, same top-1.
@@ -55,7 +56,7 @@ def runs(tmp_path_factory) -> dict[str, dict]:
         {"name": "cached", "conf": STEADY},
         {"name": "retried", "conf": STEADY, "fail_once": "record_rows"},
         {"name": "regressed", "conf": {"batch_sizes": [4], "benchmark_loop": 10, "throughput_history": 5,
-                                       "throughput_max_cv_pct": 1000},
+                                       "throughput_max_cv_pct": 1000, "throughput_runs": 1},
          "seed_from": {"run": "first", "batch_size": 4, "count": 5, "throughput_factor": 1000}},
         {"name": "broken", "conf": {"batch_sizes": [4]}, "fail_always": "infer_shard"},
         {"name": "ascend", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5}},

@@ -1,0 +1,99 @@
+"""The throughput verdict on real demo runs: quiet history, then back-to-back runs beside a CPU hog, then a genuinely
+slower artifact (ONNX Runtime limited to one thread), each recorded and gated as `convmixer-tasks run --record`
+does (``local_run.run_chain``) in a fresh SQLite metrics DB; the old gate's verdict computed beside it.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_gate_demo.py [--quiet 8] [--hogged 20] [--slow 2] [--work /tmp/x]
+
+The hog is one busy-looping Python process started by this script and ended by its pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from convmixer_tasks import fingerprint, gate
+from convmixer_tasks.errors import RegressionError
+from convmixer_tasks.local_run import run_chain
+
+OLD_HISTORY, TOLERANCE_PCT = 5, gate.DEFAULT_THROUGHPUT_DROP_PCT
+
+
+def one_run(work: Path, url: str, threads: int | None) -> dict:
+    settings = {"provider": "cpu", "threads": threads} if threads else {"provider": "cpu"}
+    try:
+        summary = run_chain(work, batch_sizes=(4,), loop=20, backend_settings=settings, metrics_url=url)
+        verdict = summary["verdicts"][0]
+        row = summary["rows"][0]
+    except RegressionError as exc:
+        decision = exc.decisions[0]
+        verdict = {"status": decision.status, "reasons": decision.reasons}
+        row = {"throughput": None}
+    from convmixer_tasks.metrics import query_runs
+
+    newest = query_runs(url, limit=1)[0][0]
+    return {"status": verdict["status"], "row": newest, "reasons": verdict["reasons"], "figure": row["throughput"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quiet", type=int, default=8)
+    parser.add_argument("--hogged", type=int, default=20)
+    parser.add_argument("--slow", type=int, default=2)
+    parser.add_argument("--work", default="/tmp/convmixer_gate_demo")
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "metrics.db"
+    db.unlink(missing_ok=True)
+    url = f"sqlite:///{db}"
+    print(f"CPU: {fingerprint.cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} at start")
+    old_ok: list[float] = []
+    counts: dict[str, dict[str, int]] = {}
+    started = time.perf_counter()
+
+    def run(phase: str, threads: int | None = None) -> None:
+        result = one_run(work, url, threads)
+        row = result["row"]
+        figure = row["throughput"]
+        window = old_ok[-OLD_HISTORY:]
+        old_flag = bool(window) and figure < statistics.median(window) * (1 - TOLERANCE_PCT / 100)
+        if not old_flag:
+            old_ok.append(figure)
+        tally = counts.setdefault(phase, {"runs": 0, "old regressed": 0})
+        tally["runs"] += 1
+        tally[row["status"]] = tally.get(row["status"], 0) + 1
+        tally["old regressed"] += old_flag
+        fingerprint = row["fingerprint"] or {}
+        confirmations = fingerprint.get("suspect_confirmations") or []
+        throughput_line = next((line for line in row["gate_reasons"] if line.startswith("throughput ")), "")
+        print(
+            f"{phase:7s} {figure:9.1f} img/s  load {fingerprint.get('load_after') or 0:5.2f}  "
+            f"{row['status']:12s} check {row['throughput_check'] or '-':9s} old {'REGRESSED' if old_flag else 'ok':9s} "
+            f"confirm {len(confirmations)}  | {throughput_line[:110]}",
+            flush=True,
+        )
+
+    for _ in range(args.quiet):
+        run("quiet")
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        for _ in range(args.hogged):
+            run("hogged")
+    finally:
+        hog.kill()
+        hog.wait()
+    for _ in range(args.slow):
+        run("slow", threads=1)
+    print(f"\n{time.perf_counter() - started:.0f} s")
+    for phase, tally in counts.items():
+        print(phase, tally)
+
+
+if __name__ == "__main__":
+    main()
