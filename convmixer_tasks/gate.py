@@ -300,7 +300,7 @@ def judge_throughput(
         history_note=note,
         pair_history=found.figures[1:] if previous is not None and previous.in_history else None,
     )
-    busy, share = busy_reason(row.get("fingerprint"))
+    busy, share = quiet.host_contention(row.get("fingerprint"))
     # A host loaded to L on C cores gives the benchmark about C/L of its CPU: a drop that fair share explains is not
     # judged; a bigger one (an artifact 1000x slower) is still a regression, with the load noted.
     floor = judgement.baseline * (1 - tolerance_pct / 100) if judgement.baseline else None
@@ -374,16 +374,3 @@ def _change_points(
             drop.p_value,
         )
     return judgement, lines
-
-
-def busy_reason(fingerprint: dict | None) -> tuple[str | None, float]:
-    """('load 3.10 > 2 cores', load/cores) when the host's 1-minute load around the benchmark exceeded its cores,
-    else (None, 1.0)."""
-    if not fingerprint:
-        return None, 1.0
-    cores = fingerprint.get("host_cores")
-    loads = [fingerprint.get(name) for name in ("load_before", "load_after")]
-    peak = max((load for load in loads if isinstance(load, (int, float))), default=None)
-    if peak is None or not isinstance(cores, int) or cores < 1 or peak <= cores:
-        return None, 1.0
-    return f"load {peak:.2f} > {cores} cores", peak / cores

@@ -3,9 +3,12 @@
 Before timing, a backend that can see its device's activity (Ascend: AI Core usage and the process table of
 ``npu-smi``) is asked whether the device is idle; a busy one is waited for (bounded by ``idle_wait_s``). If it is
 still busy the benchmark runs anyway and the row says so — a busy device is never timed silently. On the host the
-window records the 1-minute load average (before and after the call, and the higher of the two) and the CPU steal
-time from ``/proc/stat`` deltas, and flags the row when the load exceeded the cores the benchmark used. The gate adds
-``device_warning``'s line to the verdict of a row timed on a busy device.
+window counts, from ``/proc/stat`` deltas over the call itself, how many cores were busy and how many of those were
+other work (busy cores minus this process's own CPU time per second, its tool subprocesses included), and the CPU
+steal; it also keeps the 1-minute load average before and after (a slow average: a few-second benchmark beside a CPU
+hog barely moves it). ``host_contention`` is the one rule that reads these: the row is flagged when other work and
+the benchmark's cores together wanted more than the host has. The gate adds ``device_warning``'s and
+``host_contention``'s lines to the verdict.
 
 ``BenchmarkWindow`` wraps the benchmark call: it does the device check, starts the host counters and the energy
 sampler (``convmixer_tasks.energy``), and afterwards gives the flat facts for the row's fingerprint (outside its key:
@@ -16,10 +19,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from convmixer_tasks import energy
 from convmixer_tasks.errors import ConfigError
@@ -29,6 +32,9 @@ if TYPE_CHECKING:
 
 DEFAULT_IDLE_WAIT_S = 60.0  # how long a busy device is waited for before it is timed anyway (and flagged)
 IDLE_POLL_S = 2.0
+# Cores of other work tolerated beside a benchmark before the host counts as contended (the task runner, logging,
+# system daemons keep a fraction of a core busy on any worker).
+OTHER_WORK_MARGIN_CORES = 0.5
 PROC_STAT = Path("/proc/stat")
 # The fingerprint entries this window adds (all outside the fingerprint's key).
 WINDOW_FACTS = (
@@ -36,6 +42,8 @@ WINDOW_FACTS = (
     "load_after",
     "load_max",
     "cpu_steal_pct",
+    "host_busy_cores",
+    "other_cores",
     "cores_used",
     "host_overloaded",
     "device_busy",
@@ -72,10 +80,16 @@ def wait_until_idle(
     return state, round(clock() - began, 3)
 
 
-def cpu_times(path: Path = PROC_STAT) -> tuple[int, int] | None:
-    """(steal, total) jiffies of the aggregate ``cpu`` line of /proc/stat; None where there is no such file.
+class CpuCounters(NamedTuple):
+    """Jiffies of the aggregate ``cpu`` line of /proc/stat."""
 
-    Total is user+nice+system+idle+iowait+irq+softirq+steal (guest time is already inside user/nice)."""
+    steal: int
+    idle: int  # idle + iowait
+    total: int  # user+nice+system+idle+iowait+irq+softirq+steal (guest time is already inside user/nice)
+
+
+def cpu_times(path: Path = PROC_STAT) -> CpuCounters | None:
+    """The host's CPU counters now; None where there is no such file."""
     try:
         with open(path, encoding="ascii") as handle:
             for line in handle:
@@ -83,17 +97,58 @@ def cpu_times(path: Path = PROC_STAT) -> tuple[int, int] | None:
                 if fields and fields[0] == "cpu":
                     counters = [int(value) for value in fields[1:9]]
                     counters += [0] * (8 - len(counters))
-                    return counters[7], sum(counters)
+                    return CpuCounters(steal=counters[7], idle=counters[3] + counters[4], total=sum(counters))
     except (OSError, ValueError):
         pass
     return None
 
 
-def steal_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+def steal_pct(before: CpuCounters | None, after: CpuCounters | None) -> float | None:
     """Percent of the CPU time between two ``cpu_times`` reads that the hypervisor gave to other guests."""
-    if before is None or after is None or after[1] <= before[1]:
+    if before is None or after is None or after.total <= before.total:
         return None
-    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 2)
+    return round(100.0 * (after.steal - before.steal) / (after.total - before.total), 2)
+
+
+def busy_cores(before: CpuCounters | None, after: CpuCounters | None, cores: int | None) -> float | None:
+    """How many of the host's ``cores`` were busy on average between two reads (stolen time is not ours)."""
+    if before is None or after is None or after.total <= before.total or not cores:
+        return None
+    total = after.total - before.total
+    busy = total - (after.idle - before.idle) - (after.steal - before.steal)
+    return round(cores * max(busy, 0) / total, 2)
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (ais_bench runs as one)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def host_contention(fingerprint: Mapping[str, Any] | None) -> tuple[str | None, float]:
+    """(why the host was contended, how many times its cores were wanted) for a benchmark's measurement record,
+    else (None, 1.0): the one rule behind the row's flag and the gate's fair share.
+
+    Other work and the benchmark's own cores together wanting more than ``host_cores`` means the benchmark got
+    about cores/wanted of the CPU it needs. A record without the window's CPU counts (no /proc/stat) falls back to
+    the 1-minute load average around the call."""
+    facts = fingerprint or {}
+    cores = facts.get("host_cores")
+    if not isinstance(cores, int) or cores < 1:
+        return None, 1.0
+    other = facts.get("other_cores")
+    if isinstance(other, (int, float)):
+        used = facts.get("cores_used")
+        used = used if isinstance(used, int) and used >= 1 else 1
+        wanted = other + min(used, cores)
+        if other <= OTHER_WORK_MARGIN_CORES or wanted <= cores:
+            return None, 1.0
+        return f"other work kept {other:.2f} of {cores} cores busy beside the benchmark's {used}", wanted / cores
+    loads = [facts.get(name) for name in ("load_before", "load_after")]
+    peak = max((load for load in loads if isinstance(load, (int, float))), default=None)
+    if peak is None or peak <= cores:
+        return None, 1.0
+    return f"load {peak:.2f} > {cores} cores", peak / cores
 
 
 def load_average() -> float | None:
@@ -118,6 +173,9 @@ class BenchmarkWindow:
         idle_wait_s: float = DEFAULT_IDLE_WAIT_S,
         power_period_s: float = energy.DEFAULT_PERIOD_S,
         proc_stat: Path = PROC_STAT,
+        clock: Callable[[], float] = time.monotonic,
+        own_cpu: Callable[[], float] = own_cpu_seconds,
+        host_cores: int | None = None,
     ) -> None:
         self.backend = backend
         self.idle_wait_s = idle_wait_s
@@ -127,8 +185,11 @@ class BenchmarkWindow:
         self.device_wait_s: float | None = None
         self.sampler: energy.PowerSampler | None = None
         self.no_power: str | None = None
-        self._cpu_before: tuple[int, int] | None = None
-        self._cpu_after: tuple[int, int] | None = None
+        self.clock, self.own_cpu = clock, own_cpu
+        self.host_cores = host_cores if host_cores is not None else os.cpu_count()
+        self._cpu_before: CpuCounters | None = None
+        self._cpu_after: CpuCounters | None = None
+        self._own: tuple[float, float] = (0.0, 0.0)  # (wall, own CPU) seconds at the start, then their deltas
         self._load_before: float | None = None
         self._load_after: float | None = None
 
@@ -148,6 +209,7 @@ class BenchmarkWindow:
             self.sampler = energy.PowerSampler(source, self.power_period_s)
         self._load_before = load_average()
         self._cpu_before = cpu_times(self.proc_stat)
+        self._own = (self.clock(), self.own_cpu())
         if self.sampler is not None:
             self.sampler.start()
         return self
@@ -156,31 +218,32 @@ class BenchmarkWindow:
         if self.sampler is not None:
             self.sampler.stop()
         self._cpu_after = cpu_times(self.proc_stat)
+        self._own = (self.clock() - self._own[0], self.own_cpu() - self._own[1])
         self._load_after = load_average()
 
     def facts(self) -> dict[str, Any]:
         """Flat entries for the row's fingerprint (see WINDOW_FACTS)."""
         loads = [load for load in (self._load_before, self._load_after) if load is not None]
-        load_max = max(loads) if loads else None
         cores = self.backend.host_cores_used()
-        overloaded = None
-        if load_max is not None and cores and load_max > cores:
-            overloaded = f"load average {load_max:g} > {cores} core(s) the benchmark used"
+        busy_now = busy_cores(self._cpu_before, self._cpu_after, self.host_cores)
+        wall, own = self._own
+        other = None if busy_now is None or wall <= 0 else round(max(busy_now - own / wall, 0.0), 2)
+        measured = {
+            "load_before": self._load_before,
+            "load_after": self._load_after,
+            "load_max": max(loads) if loads else None,
+            "cpu_steal_pct": steal_pct(self._cpu_before, self._cpu_after),
+            "host_busy_cores": busy_now,
+            "other_cores": other,
+            "cores_used": cores,
+        }
+        overloaded, _ = host_contention({**measured, "host_cores": self.host_cores})
         busy = None
         if self.device is not None and not self.device.known:
             busy = f"not checked: {self.device.detail}"
         elif self.device is not None and self.device.busy:
             busy = f"{self.device.detail} (still busy after waiting {self.device_wait_s:g} s; timed anyway)"
-        return {
-            "load_before": self._load_before,
-            "load_after": self._load_after,
-            "load_max": load_max,
-            "cpu_steal_pct": steal_pct(self._cpu_before, self._cpu_after),
-            "cores_used": cores,
-            "host_overloaded": overloaded,
-            "device_busy": busy,
-            "device_wait_s": self.device_wait_s,
-        }
+        return {**measured, "host_overloaded": overloaded, "device_busy": busy, "device_wait_s": self.device_wait_s}
 
     def energy(self, throughput: float | None) -> energy.EnergyFigures:
         if self.sampler is None:

@@ -152,8 +152,10 @@ def test_cpu_steal_from_proc_stat_deltas(tmp_path):
     before = quiet.cpu_times(stat)
     stat.write_text("cpu  200 0 100 1500 10 0 0 190 9 0\n")
     after = quiet.cpu_times(stat)
-    assert before == (40, 1000) and after == (190, 2000)  # guest (7, 9) is inside user already
+    assert before == (40, 810, 1000) and after == (190, 1510, 2000)  # guest (7, 9) is inside user already
     assert quiet.steal_pct(before, after) == 15.0
+    # 1000 jiffies passed: 700 idle, 150 stolen, so 150 busy = 0.3 of 2 cores
+    assert quiet.busy_cores(before, after, 2) == 0.3 and quiet.busy_cores(after, before, 2) is None
     assert quiet.cpu_times(tmp_path / "none") is None and quiet.steal_pct(None, after) is None
 
 
@@ -170,20 +172,30 @@ class HostOnly:
         return 2
 
 
-def test_window_flags_a_load_above_the_cores_used_and_keeps_it_out_of_the_key(tmp_path, monkeypatch):
-    loads = iter([1.5, 3.25])
+def test_window_flags_other_work_beside_the_benchmark_and_keeps_it_out_of_the_key(tmp_path, monkeypatch):
+    """Over a 2 s window on 4 cores, 3.5 cores were busy and this process used 2 CPU-seconds (1 core): 2.5 cores
+    of other work beside the benchmark's 2, 4.5 wanted of 4: flagged, though the 1-minute load average (slow to
+    move) stayed below the cores."""
+    loads = iter([1.5, 1.75])
     monkeypatch.setattr(quiet, "load_average", lambda: next(loads))
+    clock, cpu = iter([100.0, 102.0]), iter([10.0, 12.0])
     stat = tmp_path / "stat"
     stat.write_text("cpu 10 0 0 90 0 0 0 0\n")
-    with quiet.BenchmarkWindow(HostOnly(), proc_stat=stat) as window:
-        stat.write_text("cpu 60 0 0 130 0 0 0 10\n")
+    window = quiet.BenchmarkWindow(HostOnly(), proc_stat=stat, clock=lambda: next(clock), own_cpu=lambda: next(cpu),
+                                   host_cores=4)
+    with window:
+        stat.write_text("cpu 360 0 0 130 0 0 0 10\n")  # 400 jiffies: 350 busy, 40 idle, 10 stolen
     facts = window.facts()
     assert facts == {
-        "load_before": 1.5, "load_after": 3.25, "load_max": 3.25, "cpu_steal_pct": 10.0, "cores_used": 2,
-        "host_overloaded": "load average 3.25 > 2 core(s) the benchmark used", "device_busy": None,
+        "load_before": 1.5, "load_after": 1.75, "load_max": 1.75, "cpu_steal_pct": 2.5, "host_busy_cores": 3.5,
+        "other_cores": 2.5, "cores_used": 2,
+        "host_overloaded": "other work kept 2.50 of 4 cores busy beside the benchmark's 2", "device_busy": None,
         "device_wait_s": None,
     }
     assert quiet.device_warning(facts) is None
+    assert quiet.host_contention({**facts, "host_cores": 4}) == (facts["host_overloaded"], 1.125)  # the gate's share
+    assert quiet.host_contention({**facts, "host_cores": 4, "other_cores": 1.5}) == (None, 1.0)  # 3.5 of 4 wanted
+    assert quiet.host_contention({**facts, "host_cores": 2, "other_cores": 0.4}) == (None, 1.0)  # within the margin
     assert window.energy(100.0) == energy.none("no RAPL here")
     base = {"backend": "onnxruntime", "toolkit_version": "onnxruntime 1.22.0"}
     assert fingerprint.key({**base, **facts}) == fingerprint.key(base)
