@@ -65,15 +65,17 @@ def main() -> None:
         old_flag = bool(window) and figure < statistics.median(window) * (1 - TOLERANCE_PCT / 100)
         if not old_flag:
             old_ok.append(figure)
-        tally = counts.setdefault(phase, {"runs": 0, "old regressed": 0})
+        tally = counts.setdefault(phase, {"runs": 0, "old regressed": 0, "busy host flagged": 0})
         tally["runs"] += 1
         tally[row["status"]] = tally.get(row["status"], 0) + 1
         tally["old regressed"] += old_flag
         fingerprint = row["fingerprint"] or {}
+        tally["busy host flagged"] = tally.get("busy host flagged", 0) + bool(fingerprint.get("host_overloaded"))
         confirmations = fingerprint.get("suspect_confirmations") or []
         throughput_line = next((line for line in row["gate_reasons"] if line.startswith("throughput ")), "")
         print(
             f"{phase:7s} {figure:9.1f} img/s  load {fingerprint.get('load_after') or 0:5.2f}  "
+            f"other cores {fingerprint.get('other_cores') if fingerprint.get('other_cores') is not None else '-'!s:5}  "
             f"{row['status']:12s} check {row['throughput_check'] or '-':9s} old {'REGRESSED' if old_flag else 'ok':9s} "
             f"confirm {len(confirmations)}  | {throughput_line[:110]}",
             flush=True,

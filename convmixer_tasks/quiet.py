@@ -35,6 +35,9 @@ IDLE_POLL_S = 2.0
 # Cores of other work tolerated beside a benchmark before the host counts as contended (the task runner, logging,
 # system daemons keep a fraction of a core busy on any worker).
 OTHER_WORK_MARGIN_CORES = 0.5
+# /proc/stat and os.times() count in 10 ms ticks: over a shorter call the busy-core count is mostly rounding (a demo
+# benchmark of a few ms showed 0-0.6 "other" cores on an idle host), so such a window is not counted.
+MIN_COUNTED_WINDOW_S = 1.0
 PROC_STAT = Path("/proc/stat")
 # The fingerprint entries this window adds (all outside the fingerprint's key).
 WINDOW_FACTS = (
@@ -130,8 +133,8 @@ def host_contention(fingerprint: Mapping[str, Any] | None) -> tuple[str | None, 
     else (None, 1.0): the one rule behind the row's flag and the gate's fair share.
 
     Other work and the benchmark's own cores together wanting more than ``host_cores`` means the benchmark got
-    about cores/wanted of the CPU it needs. A record without the window's CPU counts (no /proc/stat) falls back to
-    the 1-minute load average around the call."""
+    about cores/wanted of the CPU it needs. A record without the window's CPU counts (no /proc/stat, or a call
+    shorter than ``MIN_COUNTED_WINDOW_S``) falls back to the 1-minute load average around the call."""
     facts = fingerprint or {}
     cores = facts.get("host_cores")
     if not isinstance(cores, int) or cores < 1:
@@ -225,9 +228,11 @@ class BenchmarkWindow:
         """Flat entries for the row's fingerprint (see WINDOW_FACTS)."""
         loads = [load for load in (self._load_before, self._load_after) if load is not None]
         cores = self.backend.host_cores_used()
-        busy_now = busy_cores(self._cpu_before, self._cpu_after, self.host_cores)
         wall, own = self._own
-        other = None if busy_now is None or wall <= 0 else round(max(busy_now - own / wall, 0.0), 2)
+        busy_now = (
+            busy_cores(self._cpu_before, self._cpu_after, self.host_cores) if wall >= MIN_COUNTED_WINDOW_S else None
+        )
+        other = None if busy_now is None else round(max(busy_now - own / wall, 0.0), 2)
         measured = {
             "load_before": self._load_before,
             "load_after": self._load_after,

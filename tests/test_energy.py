@@ -196,6 +196,13 @@ def test_window_flags_other_work_beside_the_benchmark_and_keeps_it_out_of_the_ke
     assert quiet.host_contention({**facts, "host_cores": 4}) == (facts["host_overloaded"], 1.125)  # the gate's share
     assert quiet.host_contention({**facts, "host_cores": 4, "other_cores": 1.5}) == (None, 1.0)  # 3.5 of 4 wanted
     assert quiet.host_contention({**facts, "host_cores": 2, "other_cores": 0.4}) == (None, 1.0)  # within the margin
+    # A call shorter than the counters' resolution is not counted: the load average decides (here: not above 2).
+    short = quiet.BenchmarkWindow(HostOnly(), proc_stat=stat, clock=iter([0.0, 0.5]).__next__,
+                                  own_cpu=iter([0.0, 0.0]).__next__, host_cores=2)
+    loads = iter([1.0, 1.5])
+    with short:
+        stat.write_text("cpu 460 0 0 130 0 0 0 10\n")
+    assert short.facts()["other_cores"] is None and short.facts()["host_overloaded"] is None
     assert window.energy(100.0) == energy.none("no RAPL here")
     base = {"backend": "onnxruntime", "toolkit_version": "onnxruntime 1.22.0"}
     assert fingerprint.key({**base, **facts}) == fingerprint.key(base)
