@@ -2,7 +2,8 @@
 slower artifact (ONNX Runtime limited to one thread), each recorded and gated as `convmixer-tasks run --record`
 does (``local_run.run_chain``) in a fresh SQLite metrics DB; the old gate's verdict computed beside it.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/bench_gate_demo.py [--quiet 8] [--hogged 20] [--slow 2] [--work /tmp/x]
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_gate_demo.py [--quiet 8] [--hogged 20] [--slow 2] [--loop 20]
+        [--work /tmp/x]
 
 The hog is one busy-looping Python process started by this script and ended by its pid.
 """
@@ -24,10 +25,10 @@ from convmixer_tasks.local_run import run_chain
 OLD_HISTORY, TOLERANCE_PCT = 5, gate.DEFAULT_THROUGHPUT_DROP_PCT
 
 
-def one_run(work: Path, url: str, threads: int | None) -> dict:
+def one_run(work: Path, url: str, threads: int | None, loop: int) -> dict:
     settings = {"provider": "cpu", "threads": threads} if threads else {"provider": "cpu"}
     try:
-        summary = run_chain(work, batch_sizes=(4,), loop=20, backend_settings=settings, metrics_url=url)
+        summary = run_chain(work, batch_sizes=(4,), loop=loop, backend_settings=settings, metrics_url=url)
         verdict = summary["verdicts"][0]
         row = summary["rows"][0]
     except RegressionError as exc:
@@ -46,6 +47,8 @@ def main() -> None:
     parser.add_argument("--hogged", type=int, default=20)
     parser.add_argument("--slow", type=int, default=2)
     parser.add_argument("--work", default="/tmp/convmixer_gate_demo")
+    # 20 loops take a few ms: too short for the busy-host CPU counts (quiet.MIN_COUNTED_WINDOW_S); 2000 take > 1 s
+    parser.add_argument("--loop", type=int, default=20)
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -58,7 +61,7 @@ def main() -> None:
     started = time.perf_counter()
 
     def run(phase: str, threads: int | None = None) -> None:
-        result = one_run(work, url, threads)
+        result = one_run(work, url, threads, args.loop)
         row = result["row"]
         figure = row["throughput"]
         window = old_ok[-OLD_HISTORY:]
