@@ -72,6 +72,10 @@ def run_chain(
     settings = backend_settings or {}
 
     plans = steps.check_inputs(params, run_id, work_dir)
+    if metrics_url is not None:  # before minutes of work: a bad URL fails now, and the benchmark can read history
+        from convmixer_tasks.metrics import upgrade
+
+        upgrade(metrics_url)
     prepared = [steps.prepare_shard(plan, 0, 1) for plan in steps.plans_to_prepare(plans)]
     log.info("preprocess: %s", ", ".join(f"bs{p.batch_size} {'cached' if p.cached else 'written'}" for p in prepared))
     exported = steps.export_cached(params["checkpoint"], params["model_variant"], work_dir)
@@ -133,10 +137,18 @@ def run_chain(
         except RegressionError as exc:
             regression = exc
             summary["verdicts"] = [to_jsonable(decision) for decision in exc.decisions]
+        summary["rows"] = _as_stored(metrics_url, rows)  # with the gate's verdict, as metrics-show will show them
     atomic_write_json(layout.run_dir(run_id) / "summary.json", summary)
     if regression is not None:
         raise regression
     return summary
+
+
+def _as_stored(url: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from convmixer_tasks.metrics import get_run
+
+    keys = ("run_id", "batch_size", "backend", "precision_mode")
+    return [get_run(url, *(row[key] for key in keys)) or row for row in rows]
 
 
 def gate_defaults() -> dict[str, Any]:

@@ -195,6 +195,7 @@ def test_cli_run_with_record_gates_its_rows_like_the_dag(work_dir, tmp_path, cap
     assert stored["status"] == summary["verdicts"][0]["status"] == "ok"  # no history yet: nothing to regress against
     assert stored["throughput_check"] == "unjudged" and stored["sample_count"] == 3 and stored["warmup_count"] == 5
     assert stored["fingerprint_key"] == row["fingerprint_key"] and stored["fingerprint"]["backend"] == "onnxruntime"
+    assert row == stored  # the printed rows are the stored ones, verdict included (they once said 'pending')
 
     # No real timing has a CV under 0.001 %: re-measured twice, then inconclusive, and the run does not fail.
     assert cli.main([*argv, "--max-cv-pct", "0.001", "--remeasure", "2"]) == 0
