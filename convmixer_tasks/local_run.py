@@ -146,9 +146,9 @@ def run_chain(
 
 def _as_stored(url: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from convmixer_tasks.metrics import get_run
+    from convmixer_tasks.metrics.schema import KEY_COLUMNS
 
-    keys = ("run_id", "batch_size", "backend", "precision_mode")
-    return [get_run(url, *(row[key] for key in keys)) or row for row in rows]
+    return [get_run(url, *(row[key] for key in KEY_COLUMNS)) or row for row in rows]
 
 
 def gate_defaults() -> dict[str, Any]:

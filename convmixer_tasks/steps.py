@@ -378,28 +378,20 @@ def infer_shard(
         compiled.run_id, batch_size, shard, precision=compiled.precision
     )
     shutil.rmtree(output_dir.parent, ignore_errors=True)
-    if not prep.files:  # more shards than files: nothing to run
-        return ShardOutputs(
-            batch_size=batch_size,
-            precision=compiled.precision,
-            shard=shard,
-            prep_dir=prep.prep_dir,
-            files=prep.files,
-            output_dir=str(output_dir),
-            file_count=0,
-            summary_path=None,
-        )
-    backend = get_backend(compiled.backend, **(settings or {}))
-    inferred = backend.infer(_artifact(compiled), prep.prep_dir, output_dir, files=list(prep.files))
+    file_count, summary_path = 0, None  # more shards than files: nothing to run
+    if prep.files:
+        backend = get_backend(compiled.backend, **(settings or {}))
+        inferred = backend.infer(_artifact(compiled), prep.prep_dir, output_dir, files=list(prep.files))
+        output_dir, file_count, summary_path = inferred.output_dir, inferred.file_count, str(inferred.summary_path)
     return ShardOutputs(
         batch_size=batch_size,
         precision=compiled.precision,
         shard=shard,
         prep_dir=prep.prep_dir,
         files=prep.files,
-        output_dir=str(inferred.output_dir),
-        file_count=inferred.file_count,
-        summary_path=str(inferred.summary_path),
+        output_dir=str(output_dir),
+        file_count=file_count,
+        summary_path=summary_path,
     )
 
 
