@@ -177,6 +177,12 @@ class ValidationRun(Base):
     energy_j_per_image: Mapped[float | None] = mapped_column(Float)  # over the timed window (migration 0005)
     throughput_per_watt: Mapped[float | None] = mapped_column(Float)  # images/s/W
     energy: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # source, samples, window, mean W, or why none
+    # Migration 0006: the robust figure beside ais_bench's mean-based one, the end-to-end rate, the checkpoint's path.
+    throughput_robust: Mapped[float | None] = mapped_column(Float)  # images/s from the median per-loop time
+    latency_robust_cv: Mapped[float | None] = mapped_column(Float)  # 1.4826 × MAD / median (0.05 = 5 %)
+    e2e_throughput: Mapped[float | None] = mapped_column(Float)  # images/s over preprocess + infer + evaluate
+    stage_seconds: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # each stage's wall seconds
+    checkpoint_path: Mapped[str | None] = mapped_column(Text)
 
     @hybrid_property
     def ran_at(self) -> datetime:
@@ -261,6 +267,11 @@ class MetricsRow:
     energy_j_per_image: float | None = None
     throughput_per_watt: float | None = None
     energy: dict[str, Any] | None = None
+    throughput_robust: float | None = None
+    latency_robust_cv: float | None = None
+    e2e_throughput: float | None = None
+    stage_seconds: dict[str, Any] | None = None
+    checkpoint_path: str | None = None
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
