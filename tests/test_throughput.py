@@ -17,7 +17,7 @@ from convmixer_tasks import throughput as tp
 from convmixer_tasks.backends import base
 from convmixer_tasks.energy import PowerUnavailable
 from convmixer_tasks.errors import ConfigError, MetricsError
-from convmixer_tasks.metrics import store
+from convmixer_tasks.metrics.engine import get_engine
 from tests.test_metrics import downgrade, empty_url, insert_raw, make_row, read_old, version_rows  # noqa: F401
 
 
@@ -177,7 +177,7 @@ def test_migration_0004_adds_inconclusive_and_the_evidence_columns_reversibly(em
     assert version_rows(empty_url) == ["0002"]
     back = read_old(empty_url, "noisy")
     assert back["status"] == "pending" and "inconclusive" in back["gate_reasons"][0]
-    columns = {column["name"] for column in sa.inspect(store.get_engine(empty_url)).get_columns("convmixer_validation_runs")}
+    columns = {column["name"] for column in sa.inspect(get_engine(empty_url)).get_columns("convmixer_validation_runs")}
     assert "samples_ms" not in columns and "fingerprint" not in columns
     metrics.upgrade(empty_url)
     assert metrics.get_run(empty_url, "noisy", 4, "onnxruntime")["samples_ms"] is None

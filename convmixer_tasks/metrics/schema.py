@@ -1,7 +1,7 @@
 """The metrics table: one row per DAG run × batch size × backend (SQLAlchemy 2 typed declarative model).
 
 The Alembic migrations in ``migrations/versions`` create exactly this table; ``tests/test_metrics.py`` compares the
-two so they cannot drift apart. ``MetricsRow`` is the JSON-able input record that ``store.record_run`` writes.
+two so they cannot drift apart. ``MetricsRow`` is the JSON-able input record that ``writes.record_run`` writes.
 """
 
 from __future__ import annotations
