@@ -126,5 +126,5 @@ def test_duplicate_and_foreign_registrations_are_refused():
 
 
 def test_card_built_without_a_required_field_says_which():
-    with pytest.raises(CardError, match=r"^model card 'bare': required field 'family' is missing; add family="):
+    with pytest.raises(CardError, match=r"^model card 'bare': required field 'family' is missing; add a family name"):
         ModelCard(name="bare")
