@@ -25,12 +25,12 @@ import time
 import numpy as np
 
 from convmixer_tasks import changepoints as cp
-from convmixer_tasks import fingerprint
+from convmixer_tasks import defaults, fingerprint
 from convmixer_tasks import throughput as tp
 
 BATCH, BASE, LOOPS, JITTER_CV = 4, 1000.0, 50, 0.03
 TOLERANCE_PCT, OLD_HISTORY, NEW_HISTORY = 10.0, 5, 20
-CONFIRM, RUNS = tp.DEFAULT_CONFIRM, tp.DEFAULT_RUNS  # --confirm / --runs-needed change them for the trade-off
+CONFIRM, RUNS = defaults.DEFAULT_CONFIRM, tp.DEFAULT_RUNS  # --confirm / --runs-needed change them for the trade-off
 WARMUP_RUNS = 25  # runs before the first counted verdict (both gates have full history by then)
 
 
@@ -65,7 +65,7 @@ def one_run(rng, level, cv, outliers, kind, history, previous_check=None):
         """The benchmark step's measurement: re-measured while the per-loop CV is too high, least noisy kept."""
         tries = [first or again()]
         while (
-            len(tries) <= tp.DEFAULT_REMEASURE and tp.sample_stats(tries[-1], BATCH, 5).cv * 100 > tp.DEFAULT_MAX_CV_PCT
+            len(tries) <= defaults.DEFAULT_REMEASURE and tp.sample_stats(tries[-1], BATCH, 5).cv * 100 > tp.DEFAULT_MAX_CV_PCT
         ):
             tries.append(again())
         return min(tries, key=lambda one: tp.sample_stats(one, BATCH, 5).cv), len(tries)
@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cp-runs", type=int, default=100, help="runs per noise series for the change-point rule")
     parser.add_argument("--cp-trials", type=int, default=200)
-    parser.add_argument("--confirm", type=int, default=tp.DEFAULT_CONFIRM, help="confirmations of a suspect run")
+    parser.add_argument("--confirm", type=int, default=defaults.DEFAULT_CONFIRM, help="confirmations of a suspect run")
     parser.add_argument("--runs-needed", type=int, default=tp.DEFAULT_RUNS, help="consecutive runs a regression needs")
     args = parser.parse_args()
     global CONFIRM, RUNS

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from convmixer_tasks import energy
+from convmixer_tasks.defaults import DEFAULT_IDLE_WAIT_S
 from convmixer_tasks.device_state import DeviceState
 from convmixer_tasks.errors import ConfigError
 
 if TYPE_CHECKING:
     from convmixer_tasks.backends.base import Backend
 
-DEFAULT_IDLE_WAIT_S = 60.0  # how long a busy device is waited for before it is timed anyway (and flagged)
 IDLE_POLL_S = 2.0
 # Cores of other work tolerated beside a benchmark before the host counts as contended (the task runner, logging,
 # system daemons keep a fraction of a core busy on any worker).

@@ -47,16 +47,17 @@ class WorkLayout:
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_slug(run_id)
 
-    def batch_dir(self, run_id: str, batch_size: int, *, precision: str) -> Path:
-        # the effective precision mode is in the name: two modes of one run never share a folder
-        return self.run_dir(run_id) / f"bs{batch_size}-{precision}"
+    def batch_dir(self, run_id: str, batch_size: int, *, precision: str, model: str) -> Path:
+        # model and effective precision mode in the path: two models or modes of one run never share a folder
+        return self.run_dir(run_id) / model / f"bs{batch_size}-{precision}"
 
-    def shard_output_dir(self, run_id: str, batch_size: int, shard: int, *, precision: str) -> Path:
+    def shard_output_dir(self, run_id: str, batch_size: int, shard: int, *, precision: str, model: str) -> Path:
         # ais_bench layout: outputs in .../shardNNN/outputs, summary beside it as outputs_summary.json
-        return self.batch_dir(run_id, batch_size, precision=precision) / "infer" / f"shard{shard:03d}" / "outputs"
+        batch_dir = self.batch_dir(run_id, batch_size, precision=precision, model=model)
+        return batch_dir / "infer" / f"shard{shard:03d}" / "outputs"
 
-    def merged_output_dir(self, run_id: str, batch_size: int, *, precision: str) -> Path:
-        return self.batch_dir(run_id, batch_size, precision=precision) / "outputs"
+    def merged_output_dir(self, run_id: str, batch_size: int, *, precision: str, model: str) -> Path:
+        return self.batch_dir(run_id, batch_size, precision=precision, model=model) / "outputs"
 
 
 def run_slug(run_id: str) -> str:

@@ -10,10 +10,11 @@ from airflow.sdk import Asset, Param, TriggerRule, conf, dag, get_current_contex
 from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
-from convmixer_tasks import benchmark_step, rows, runfacts, steps
+# Parse time loads only what builds the DAG: settings, the Params (RunParams' specs), the light records. The steps
+# (and numpy/torch/onnx/SQLAlchemy behind them) load inside the tasks.
 from convmixer_tasks import records as rec
 from convmixer_tasks.errors import RegressionError
-from convmixer_tasks.params import benchmark_options, evidence_options, param_specs
+from convmixer_tasks.params import RunParams, param_specs
 from convmixer_tasks.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
 from convmixer_tasks.triggers import CHECKPOINT_ASSET, with_triggered_checkpoint
 
@@ -57,35 +58,55 @@ def convmixer_validation():
 
     @task
     def check_inputs(params=None, run_id=None, triggering_asset_events=None) -> list[dict]:
-        run_params = with_triggered_checkpoint(params, triggering_asset_events)
-        return [plan.to_dict() for plan in steps.check_inputs(run_params, run_id, worker().work_dir, PARAMS)]
+        from convmixer_tasks import steps
+
+        run = RunParams.from_mapping(with_triggered_checkpoint(params, triggering_asset_events))
+        return [plan.to_dict() for plan in steps.check_inputs(run, run_id, worker().work_dir)]
 
     @task
     def prep_plans(plans) -> list[dict]:  # precision modes share their batch size's prep: written once
+        from convmixer_tasks import steps
+
         return [plan.to_dict() for plan in steps.plans_to_prepare(rec.RunPlan.from_dicts(plans))]
 
     @task
     def preprocess(plan: dict, shard: int) -> dict:
+        from convmixer_tasks import steps
+
         run_plan = rec.RunPlan.from_dict(plan)
         label(f"bs{run_plan.batch_size} shard {shard}")
         return steps.prepare_shard(run_plan, shard, SETTINGS.shards, workers=worker().prep_workers).to_dict()
 
     @task
-    def export_onnx(plans) -> dict:  # the plan's checkpoint: an asset event may have named another
-        plan = rec.RunPlan.from_dict(plans[0])
-        return steps.export_cached(plan.checkpoint, plan.model_variant, worker().work_dir).to_dict()
+    def model_plans(plans) -> list[dict]:  # a zoo run exports each model once, for all its batch sizes and modes
+        from convmixer_tasks import steps
+
+        return [plan.to_dict() for plan in steps.plans_to_export(rec.RunPlan.from_dicts(plans))]
+
+    @task
+    def export_onnx(plan: dict) -> dict:  # the plan's checkpoint: an asset event may have named another
+        from convmixer_tasks import steps
+
+        run_plan = rec.RunPlan.from_dict(plan)
+        label(run_plan.model_variant)
+        return steps.export_cached(run_plan.checkpoint, run_plan.model_variant, worker().work_dir).to_dict()
 
     @task(**SETTINGS.on_npu())
-    def compile_model(plan: dict, exported: dict, params=None) -> dict:
-        run_plan, settings = rec.RunPlan.from_dict(plan), worker()
-        label(f"bs{run_plan.batch_size} {run_plan.precision}")
-        model, backend = rec.ExportedModel.from_dict(exported), settings.backend_settings(run_plan.backend)
-        return steps.compile_artifact(run_plan, model, settings.work_dir, params["soc_version"], backend).to_dict()
+    def compile_model(plan: dict, exported: list, params=None) -> dict:
+        from convmixer_tasks import steps
+
+        run_plan, settings, run = rec.RunPlan.from_dict(plan), worker(), RunParams.from_mapping(params)
+        label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
+        model = steps.exported_for(run_plan, rec.ExportedModel.from_dicts(exported[:]))
+        backend = settings.backend_settings(run_plan.backend)
+        return steps.compile_artifact(run_plan, model, settings.work_dir, run.soc_version, backend).to_dict()
 
     @task(**SETTINGS.on_npu())
     def infer(compiled: dict, shard: int, prepared: list) -> dict:
+        from convmixer_tasks import steps
+
         model, settings = rec.CompiledModel.from_dict(compiled), worker()
-        label(f"bs{model.batch_size} {model.precision} shard {shard}")
+        label(f"{model.model_variant} bs{model.batch_size} {model.precision} shard {shard}")
         shards = rec.PrepShard.from_dicts(prepared[:])
         return steps.infer_shard(
             model, shard, shards, settings.work_dir, settings.backend_settings(model.backend)
@@ -93,25 +114,31 @@ def convmixer_validation():
 
     @task(**SETTINGS.on_npu())
     def benchmark(compiled: dict, params=None) -> dict:
-        model, settings = rec.CompiledModel.from_dict(compiled), worker()
-        label(f"bs{model.batch_size} {model.precision}")
-        backend, options = settings.backend_settings(model.backend), benchmark_options(params)
-        # the suspect line comes from the metrics DB's history
-        options["suspect"] = benchmark_step.suspect_check(metrics_url(), params["model_variant"], model, params)
-        summary = benchmark_step.benchmark_artifact(model, work_dir=settings.work_dir, settings=backend, **options)
-        return summary.to_dict()
+        from convmixer_tasks import benchmark_step
+
+        model, settings, run = rec.CompiledModel.from_dict(compiled), worker(), RunParams.from_mapping(params)
+        label(f"{model.model_variant} bs{model.batch_size} {model.precision}")
+        suspect = benchmark_step.suspect_check(metrics_url(), model.model_variant, model, run.gate)  # DB history
+        backend = settings.backend_settings(model.backend)
+        return benchmark_step.benchmark_artifact(
+            model, run.benchmark, settings.work_dir, backend, suspect=suspect
+        ).to_dict()
 
     @task
-    def evaluate(plan: dict, inferred: list, exported: dict, params=None) -> dict:
-        run_plan, model = rec.RunPlan.from_dict(plan), rec.ExportedModel.from_dict(exported)
-        label(f"bs{run_plan.batch_size} {run_plan.precision}")
-        outputs = rec.ShardOutputs.from_dicts(inferred[:])
-        limits = evidence_options(params)  # the fidelity thresholds (other keys are ignored there)
-        return steps.evaluate_batch(run_plan, outputs, worker().work_dir, model, limits).to_dict()
+    def evaluate(plan: dict, inferred: list, exported: list, params=None) -> dict:
+        from convmixer_tasks import steps
+
+        run_plan = rec.RunPlan.from_dict(plan)
+        model = steps.exported_for(run_plan, rec.ExportedModel.from_dicts(exported[:]))
+        label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
+        outputs, evidence = rec.ShardOutputs.from_dicts(inferred[:]), RunParams.from_mapping(params).evidence
+        return steps.evaluate_batch(run_plan, outputs, worker().work_dir, model, evidence).to_dict()
 
     @task(**SETTINGS.retrying())
-    def record_metrics(plans: list, exported: dict, compiled: list, benches: list, scores: list, dag_run=None):
-        run_plans, model = rec.RunPlan.from_dicts(plans), rec.ExportedModel.from_dict(exported)
+    def record_metrics(plans: list, exported: list, compiled: list, benches: list, scores: list, dag_run=None):
+        from convmixer_tasks import rows, runfacts, steps
+
+        run_plans, model = rec.RunPlan.from_dicts(plans), rec.ExportedModel.from_dicts(exported[:])
         built, benched = rec.CompiledModel.from_dicts(compiled[:]), rec.BenchSummary.from_dicts(benches[:])
         scored = rec.Scores.from_dicts(scores[:])
         built_rows = rows.rows_for_run(runfacts.run_facts_of(dag_run), run_plans, model, built, benched, scored)
@@ -121,14 +148,20 @@ def convmixer_validation():
     def regression_gate(recorded: list, params=None) -> list[dict]:
         from airflow.sdk.exceptions import AirflowFailException
 
+        from convmixer_tasks import steps
+
         try:
-            verdicts = steps.gate_rows(metrics_url(), rec.RecordedRow.from_dicts(recorded), params)
+            verdicts = steps.gate_rows(
+                metrics_url(), rec.RecordedRow.from_dicts(recorded), RunParams.from_mapping(params)
+            )
         except RegressionError as exc:  # a verdict fails at once; a DB hiccup is retried, so no row stays pending
             raise AirflowFailException(str(exc)) from exc
         return [verdict.to_dict() for verdict in verdicts]
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, **SETTINGS.retrying())
     def record_failure(params=None, dag_run=None) -> list[dict]:
+        from convmixer_tasks import rows, runfacts, steps
+
         reason = f"the run failed before its metrics were recorded; see the task logs of DAG run {dag_run.run_id}"
         failed = rows.failed_rows(runfacts.run_facts_of(dag_run), params, reason)
         return [row.to_dict() for row in steps.record_rows(metrics_url(), failed, keep_gated=True)]
@@ -138,14 +171,15 @@ def convmixer_validation():
     plans = check_inputs()
     preps = prep_plans(plans)
     prepared = preprocess.expand(plan=preps, shard=shards)
-    exported = export_onnx(plans)
+    models = model_plans(plans)
+    exported = export_onnx.expand(plan=models)
     compiled = compile_model.partial(exported=exported).expand(plan=plans)
     inferred = infer.partial(prepared=prepared).expand(compiled=compiled, shard=shards)
     benchmarks = benchmark.expand(compiled=compiled)
     scores = evaluate.partial(inferred=inferred, exported=exported).expand(plan=plans)
     regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores))
     # Not downstream of the gate (regressed rows stay regressed); the gate stays a leaf so any failure fails the run.
-    [plans, preps, prepared, exported, compiled, inferred, benchmarks, scores] >> record_failure()
+    [plans, preps, prepared, models, exported, compiled, inferred, benchmarks, scores] >> record_failure()
 
 
 convmixer_validation()

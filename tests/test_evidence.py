@@ -263,12 +263,13 @@ def test_cli_fidelity_runs_the_artifact_and_the_onnx_on_the_subset(tmp_path, cap
 
 
 def test_the_evidence_param_keeps_defaults_for_left_out_keys_and_refuses_typos():
-    from convmixer_tasks.params import evidence_options
+    from convmixer_tasks.local_run import local_params
+    from convmixer_tasks.params import EvidenceOptions
 
-    options = evidence_options({"evidence": {"fidelity_subset": 64}})
-    assert options == {"fidelity_subset": 64, "min_cosine": 0.99, "max_rel_euclidean": 0.05, "max_kl": 0.005,
-                       "top1_significance": 0.01}
-    with pytest.raises(ConfigError, match="unknown key.*fidelity_subsett in param evidence"):
-        evidence_options({"evidence": {"fidelity_subsett": 64}})
-    with pytest.raises(ConfigError, match=r"top1_significance must be a p-value threshold in \(0, 1\], got 0"):
-        evidence_options({"evidence": {"top1_significance": 0}})
+    options = local_params("work", evidence={"fidelity_subset": 64}).evidence
+    assert options == EvidenceOptions(fidelity_subset=64, min_cosine=0.99, max_rel_euclidean=0.05, max_kl=0.005,
+                                      top1_significance=0.01)
+    with pytest.raises(ConfigError, match="param evidence: .*'fidelity_subsett' was unexpected"):
+        local_params("work", evidence={"fidelity_subsett": 64})
+    with pytest.raises(ConfigError, match=r"param evidence.top1_significance: 0 is less than or equal to the minimum"):
+        local_params("work", evidence={"top1_significance": 0})

@@ -9,7 +9,7 @@ import pytest
 
 from convmixer_tasks import cli
 from convmixer_tasks.demo import demo_expected
-from convmixer_tasks.local_run import run_chain
+from convmixer_tasks.local_run import local_params, run_chain
 from tests.ascend_doubles import ascend_doubles  # noqa: F401  (fixture)
 
 
@@ -21,7 +21,7 @@ def work_dir(tmp_path_factory):
 
 def test_demo_run_reproduces_the_committed_top1_at_each_batch_size(work_dir):
     expected = demo_expected()
-    summary = run_chain(work_dir=work_dir, batch_sizes=[4, 16], loop=3)
+    summary = run_chain(local_params(work_dir, batch_sizes=[4, 16], benchmark_loop=3), work_dir)
 
     assert [row["batch_size"] for row in summary["rows"]] == [4, 16]
     for row in summary["rows"]:
@@ -40,7 +40,7 @@ def test_second_run_reuses_prep_onnx_and_artifacts(work_dir):
     first_prep = sorted((work_dir / "cache" / "prep").rglob("input_*.bin"))
     mtimes = {path: path.stat().st_mtime_ns for path in first_prep}
 
-    summary = run_chain(work_dir=work_dir, batch_sizes=[4, 16], loop=3)
+    summary = run_chain(local_params(work_dir, batch_sizes=[4, 16], benchmark_loop=3), work_dir)
 
     assert summary["cached"] == {"preprocess": True, "export": True, "compile": True}
     assert {path: path.stat().st_mtime_ns for path in first_prep} == mtimes
@@ -51,7 +51,8 @@ def test_second_run_reuses_prep_onnx_and_artifacts(work_dir):
 def test_ascend_path_gives_the_same_top1_as_onnxruntime(ascend_doubles, tmp_path):  # noqa: F811
     """The whole chain through ATC + ais_bench (doubles that run the OM's ONNX) scores exactly like ONNX Runtime."""
     settings = {"cann_set_env": str(ascend_doubles.set_env)}
-    summary = run_chain(work_dir=tmp_path, batch_sizes=[8], backend="ascend", loop=2, backend_settings=settings)
+    run = local_params(tmp_path, batch_sizes=[8], backend="ascend", benchmark_loop=2)
+    summary = run_chain(run, tmp_path, backend_settings=settings)
 
     row = summary["rows"][0]
     assert row["backend"] == "ascend" and row["device"] == "Ascend310P3"

@@ -15,7 +15,7 @@ from convmixer_tasks.records import RecordedRow
 from convmixer_tasks.rows import failed_rows
 from convmixer_tasks.runfacts import run_facts
 from tests.test_metrics import DAY0, make_row
-from tests.test_steps import _params, small_demo  # noqa: F401 (fixture)
+from tests.test_steps import _params, check_inputs, gate_rows, small_demo  # noqa: F401 (fixture)
 
 ASCEND = {"backend": "ascend"}
 
@@ -59,7 +59,7 @@ def test_the_gelu_implmode_maps_to_the_atc_flag_pair_on_ascend_only():
 def test_check_inputs_plans_each_batch_size_times_mode_and_prepares_each_batch_size_once(tmp_path, small_demo):
     params = _params(tmp_path, image_limit=10, backend="ascend",
                      precision_modes=["force_fp16", "must_keep_origin_dtype"], gelu_implmode="high_precision")
-    plans = steps.check_inputs(params, "run-1", tmp_path / "work")
+    plans = check_inputs(params, "run-1", tmp_path / "work")
     assert [(plan.batch_size, plan.precision) for plan in plans] == [
         (4, "force_fp16"), (4, "must_keep_origin_dtype"), (16, "force_fp16"), (16, "must_keep_origin_dtype")]
     assert {plan.gelu_implmode for plan in plans} == {"high_precision"}
@@ -67,9 +67,9 @@ def test_check_inputs_plans_each_batch_size_times_mode_and_prepares_each_batch_s
     assert [(plan.batch_size, plan.precision) for plan in steps.plans_to_prepare(plans)] == [
         (4, "force_fp16"), (16, "force_fp16")]
     with pytest.raises(ConfigError, match="apply to the ascend backend only"):
-        steps.check_inputs({**params, "backend": "onnxruntime"}, "run-2", tmp_path / "work")
+        check_inputs({**params, "backend": "onnxruntime"}, "run-2", tmp_path / "work")
     with pytest.raises(ConfigError, match="gelu_implmode 'high_precision' applies to the ascend backend only"):
-        steps.check_inputs({**params, "backend": "onnxruntime", "precision_modes": None}, "run-3", tmp_path / "work")
+        check_inputs({**params, "backend": "onnxruntime", "precision_modes": None}, "run-3", tmp_path / "work")
 
 
 def test_failed_rows_cover_every_batch_size_and_mode_and_survive_an_unreadable_mode():
@@ -80,7 +80,8 @@ def test_failed_rows_cover_every_batch_size_and_mode_and_survive_an_unreadable_m
     assert [(row.batch_size, row.precision_mode) for row in rows] == [
         (1, "force_fp16"), (1, "force_fp32"), (4, "force_fp16"), (4, "force_fp32")]
     (row,) = failed_rows(run, {**params, "batch_sizes": [1], "precision_modes": ["fp8"]}, "refused")
-    assert row.precision_mode == "force_fp16" and "recorded under precision force_fp16: " in row.gate_reasons[1]
+    assert row.precision_mode == "force_fp16" and "recorded under precision force_fp16: " in row.gate_reasons[-1]
+    assert row.gate_reasons[1].startswith("the run's params were refused: ")
 
 
 def _two_modes(url: str, run_id: str = "both", **overrides) -> dict[str, int]:
@@ -127,12 +128,12 @@ def test_the_gate_judges_each_mode_against_its_own_history(metrics_url):
     _two_modes(metrics_url, run_id="today", status="pending", logical_date=DAY0 + timedelta(days=9), throughput=100.5,
                top1=84.5, top5=95.5)
     rows = [metrics.get_run(metrics_url, "today", 4, "ascend", mode) for mode in ("force_fp16", "must_keep_origin_dtype")]
-    recorded = [RecordedRow(id=row["id"], run_id="today", batch_size=4, backend="ascend",
+    recorded = [RecordedRow(id=row["id"], run_id="today", batch_size=4, backend="ascend", model_variant=row["model_variant"],
                             precision=row["precision_mode"]) for row in rows]
     params = {"top1_tolerance": 0.5, "throughput_tolerance_pct": 10.0, "throughput_history": 20, "image_limit": None,
               "throughput_runs": 1}  # one clear run decides: this test is about the series, not the two-run rule
     with pytest.raises(RegressionError) as caught:
-        steps.gate_rows(metrics_url, recorded, params)
+        gate_rows(metrics_url, recorded, params)
     (decision,) = caught.value.decisions  # only fp16's 100.5 against its own ~202 regressed
     assert decision.status == "regressed"
     fp16, keep = (metrics.get_run(metrics_url, "today", 4, "ascend", mode)

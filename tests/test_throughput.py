@@ -18,6 +18,7 @@ from convmixer_tasks.backends import base
 from convmixer_tasks.energy import PowerUnavailable
 from convmixer_tasks.errors import ConfigError, MetricsError
 from convmixer_tasks.metrics.engine import get_engine
+from convmixer_tasks.params import BenchmarkOptions, GateOptions
 from tests.test_metrics import downgrade, empty_url, insert_raw, make_row, read_old, version_rows  # noqa: F401
 
 
@@ -224,7 +225,7 @@ def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, 
     compiled = _step_results(batch_sizes=(4,), throughput=100.0)[3][0]
     scripted = ScriptedBench(scripts)
     monkeypatch.setattr(benchmark_step, "get_backend", lambda name, **settings: scripted)
-    summary = benchmark_step.benchmark_artifact(compiled, 4, tmp_path, remeasure=2, max_cv_pct=10.0)
+    summary = benchmark_step.benchmark_artifact(compiled, BenchmarkOptions(loop=4, remeasure=2, max_cv_pct=10.0), tmp_path)
     assert summary.measurements == scripted.calls == expected_measurements
     assert tp.unpack_samples(summary.samples_ms) == pytest.approx([10.0, 10.2, 9.8, 10.0], rel=1e-6)
     assert summary.sample_count == 4
@@ -238,7 +239,7 @@ def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, 
 
 def _pick(results, summary):
     run, plans, exported, compiled, _, scores = results
-    return run, plans[0], exported, compiled[0], summary, scores[0]
+    return run, plans[0], exported[0], compiled[0], summary, scores[0]
 
 
 def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, capsys):
@@ -285,16 +286,17 @@ def test_benchmark_step_confirms_a_suspect_figure_with_fresh_measurements(tmp_pa
         seen.append(fingerprint.key(env))
         return 380.0  # the history's suspect line
 
-    summary = benchmark_step.benchmark_artifact(compiled, 4, tmp_path, suspect=suspect, confirm=2)
+    summary = benchmark_step.benchmark_artifact(compiled, BenchmarkOptions(loop=4, confirm=2), tmp_path, suspect=suspect)
     assert summary.throughput == pytest.approx(200.0)  # the row keeps its first figure: the history stays unbiased
     assert summary.fingerprint[fingerprint.CONFIRMATIONS] == pytest.approx([400.0, 400.0])
     assert summary.measurements == scripted.calls == 3 and len(read_json(summary.bench_json)["measurements"]) == 3
     assert seen == [fingerprint.key(summary.fingerprint)]  # the confirmations are not part of the key
-    not_suspect = benchmark_step.benchmark_artifact(compiled, 4, tmp_path, suspect=lambda env: 150.0, confirm=2)
+    not_suspect = benchmark_step.benchmark_artifact(compiled, BenchmarkOptions(loop=4, confirm=2), tmp_path,
+                                                   suspect=lambda env: 150.0)
     assert not_suspect.measurements == 1 and fingerprint.CONFIRMATIONS not in not_suspect.fingerprint
 
     # The DAG's suspect check reads the same-fingerprint history; without a readable metrics DB it gives no line.
-    params = {"throughput_history": 20, "throughput_tolerance_pct": 10.0}
+    params = GateOptions(history=20, throughput_drop_pct=10.0)
     from convmixer_tasks import metrics
     from tests.test_metrics import make_row
 

@@ -102,7 +102,14 @@ class ValidationRun(Base):
 
     __tablename__ = TABLE_NAME
     __table_args__ = (
-        UniqueConstraint("run_id", "batch_size", "backend", "precision_mode", name="uq_convmixer_validation_runs_key"),
+        UniqueConstraint(
+            "run_id",
+            "batch_size",
+            "backend",
+            "precision_mode",
+            "model_variant",
+            name="uq_convmixer_validation_runs_key",
+        ),
         CheckConstraint(f"status IN {STATUSES!r}", name="status_known"),
         # Accuracy comes as a pair or not at all, and only an evaluated run can be pending, ok or regressed.
         CheckConstraint("(top1 IS NULL) = (top5 IS NULL)", name="accuracy_pair"),
@@ -204,7 +211,7 @@ def _jsonable(value: Any) -> Any:
 
 # Columns the database fills in itself; everything else in the table is a MetricsRow field.
 GENERATED_COLUMNS = ("id", "created_at", "updated_at")
-KEY_COLUMNS = ("run_id", "batch_size", "backend", "precision_mode")
+KEY_COLUMNS = ("run_id", "batch_size", "backend", "precision_mode", "model_variant")
 
 
 @dataclass(kw_only=True)

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from convmixer_tasks.params import batch_sizes_from_params
 from convmixer_tasks.backends.base import BACKEND_NAMES
-from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
+from convmixer_tasks.params import RunParams
+from convmixer_tasks.prepfolder import INPUT_DTYPES
+from convmixer_tasks.settings import env_reader, load_scheduling_settings
 from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANT_NAMES
 from convmixer_tasks.workdir import WorkLayout
 
@@ -129,10 +130,22 @@ BAD_CONFS = [
     ({"precision_modes": []}, "precision_modes", "should be non-empty"),
     ({"precision_modes": ["fp8"]}, "precision_modes", "'fp8' is not one of"),
     ({"gelu_implmode": "fastest"}, "gelu_implmode", "'fastest' is not one of"),
+    # values that cannot be true are refused when the run is triggered, not minutes later
+    ({"evidence": {"min_cosine": 1.5}}, "evidence", "1.5 is greater than the maximum of 1"),
+    ({"evidence": {"max_kl": -0.1}}, "evidence", "-0.1 is less than the minimum of 0"),
+    ({"evidence": {"top1_significance": 0}}, "evidence", "less than or equal to the minimum of 0"),
+    ({"evidence": {"fidelity_subset": 0}}, "evidence", "0 is less than the minimum of 1"),
+    ({"evidence": {"min_cosin": 0.9}}, "evidence", "'min_cosin' was unexpected"),
+    ({"benchmark_confirm": -1}, "benchmark_confirm", "less than the minimum"),
+    ({"throughput_max_cv_pct": 0}, "throughput_max_cv_pct", "less than or equal to the minimum"),
+    ({"model_variants": ["resnet"]}, "model_variants", "'resnet' is not one of"),
+    ({"checkpoints": {"resnet": "/m.pth"}}, "checkpoints", "'resnet' is not one of"),
 ]
 GOOD_CONFS = [{}, {"batch_size": 4}, {"batch_sizes": [1, 64]}, {"soc_version": "Ascend310P3", "backend": "ascend"},
               {"image_limit": 16, "input_dtype": "uint8"},
-              {"backend": "ascend", "precision_modes": ["force_fp16", "must_keep_origin_dtype"], "gelu_implmode": None}]
+              {"backend": "ascend", "precision_modes": ["force_fp16", "must_keep_origin_dtype"], "gelu_implmode": None},
+              {"model_variants": ["convmixer_demo", "convmixer_768_32"], "checkpoints": {"convmixer_768_32": "random"}},
+              {"evidence": {"min_cosine": 0.95, "fidelity_subset": 16}}]
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +242,8 @@ def test_wiring_follows_the_pipeline(parsed):
     assert set(tasks["infer"]["upstream"]) == {"compile_model", "preprocess"}
     assert set(tasks["benchmark"]["upstream"]) == {"compile_model"}
     # export follows the plan (an asset event may name the checkpoint); evaluate compares with the ONNX (fidelity)
-    assert set(tasks["export_onnx"]["upstream"]) == {"check_inputs"}
+    assert set(tasks["model_plans"]["upstream"]) == {"check_inputs"}  # a zoo run exports each model once
+    assert set(tasks["export_onnx"]["upstream"]) == {"model_plans"}
     assert set(tasks["evaluate"]["upstream"]) == {"check_inputs", "infer", "export_onnx"}
     assert set(tasks["record_metrics"]["upstream"]) >= {"evaluate", "benchmark", "export_onnx", "compile_model"}
     assert tasks["regression_gate"]["upstream"] == ["record_metrics"]
@@ -242,14 +256,16 @@ def test_wiring_follows_the_pipeline(parsed):
 
 
 def test_per_batch_size_steps_are_mapped_over_the_plans(parsed):
-    """One plan per batch size × precision mode: compile and evaluate map over the plans, so nothing re-joins lists."""
+    """One plan per model × batch size × precision mode: compile and evaluate map over the plans, so nothing
+    re-joins lists."""
     mapped = {task_id: task["mapped_over"] for task_id, task in parsed["tasks"].items()}
     assert mapped["preprocess"] == ["plan", "shard"]
     assert mapped["compile_model"] == ["plan"]
     assert mapped["infer"] == ["compiled", "shard"]
     assert mapped["benchmark"] == ["compiled"]
     assert mapped["evaluate"] == ["plan"]
-    for task_id in ("check_inputs", "prep_plans", "export_onnx", "record_metrics", "regression_gate", "record_failure"):
+    assert mapped["export_onnx"] == ["plan"]  # one plan per model
+    for task_id in ("check_inputs", "prep_plans", "model_plans", "record_metrics", "regression_gate", "record_failure"):
         assert mapped[task_id] is None, task_id
 
 
@@ -266,7 +282,8 @@ def test_good_confs_are_accepted_and_batch_size_overrides(parsed):
     verdicts = parsed["confs"][len(BAD_CONFS):]
     assert all(v["ok"] for v in verdicts), verdicts
     single = verdicts[GOOD_CONFS.index({"batch_size": 4})]
-    assert batch_sizes_from_params(single) == [4]
+    conf = {name: single[name] for name in ("batch_size", "batch_sizes")}
+    assert RunParams.from_mapping(conf, load_scheduling_settings(env_reader({}))).batch_sizes == (4,)
 
 
 def test_settings_come_from_airflow_configuration(tmp_path):
