@@ -10,9 +10,8 @@ from airflow.sdk import Asset, Param, TriggerRule, conf, dag, get_current_contex
 from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
-# Parse time loads only what builds the DAG: settings, the Params (RunParams' specs), the light records. The steps
-# (and numpy/torch/onnx/SQLAlchemy behind them) load inside the tasks.
-from convmixer_tasks import records as rec
+# Parse time loads only what builds the DAG: the settings and the Params (RunParams' specs). The records, the steps
+# and numpy/torch/onnx/SQLAlchemy behind them load inside the tasks.
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.params import RunParams, param_specs
 from convmixer_tasks.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
@@ -65,58 +64,58 @@ def convmixer_validation():
 
     @task
     def prep_plans(plans) -> list[dict]:  # precision modes share their batch size's prep: written once
-        from convmixer_tasks import steps
+        from convmixer_tasks import records, steps
 
-        return [plan.to_dict() for plan in steps.plans_to_prepare(rec.RunPlan.from_dicts(plans))]
+        return [plan.to_dict() for plan in steps.plans_to_prepare(records.RunPlan.from_dicts(plans))]
 
     @task
     def preprocess(plan: dict, shard: int) -> dict:
-        from convmixer_tasks import steps
+        from convmixer_tasks import records, steps
 
-        run_plan = rec.RunPlan.from_dict(plan)
+        run_plan = records.RunPlan.from_dict(plan)
         label(f"bs{run_plan.batch_size} shard {shard}")
         return steps.prepare_shard(run_plan, shard, SETTINGS.shards, workers=worker().prep_workers).to_dict()
 
     @task
     def model_plans(plans) -> list[dict]:  # a zoo run exports each model once, for all its batch sizes and modes
-        from convmixer_tasks import steps
+        from convmixer_tasks import records, steps
 
-        return [plan.to_dict() for plan in steps.plans_to_export(rec.RunPlan.from_dicts(plans))]
+        return [plan.to_dict() for plan in steps.plans_to_export(records.RunPlan.from_dicts(plans))]
 
     @task
     def export_onnx(plan: dict) -> dict:  # the plan's checkpoint: an asset event may have named another
-        from convmixer_tasks import steps
+        from convmixer_tasks import records, steps
 
-        run_plan = rec.RunPlan.from_dict(plan)
+        run_plan = records.RunPlan.from_dict(plan)
         label(run_plan.model_variant)
         return steps.export_cached(run_plan.checkpoint, run_plan.model_variant, worker().work_dir).to_dict()
 
     @task(**SETTINGS.on_npu())
     def compile_model(plan: dict, exported: list, params=None) -> dict:
-        from convmixer_tasks import steps
+        from convmixer_tasks import records, steps
 
-        run_plan, settings, run = rec.RunPlan.from_dict(plan), worker(), RunParams.from_mapping(params)
+        run_plan, settings, run = records.RunPlan.from_dict(plan), worker(), RunParams.from_mapping(params)
         label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
-        model = steps.exported_for(run_plan, rec.ExportedModel.from_dicts(exported[:]))
+        model = steps.exported_for(run_plan, records.ExportedModel.from_dicts(exported[:]))
         backend = settings.backend_settings(run_plan.backend)
         return steps.compile_artifact(run_plan, model, settings.work_dir, run.soc_version, backend).to_dict()
 
     @task(**SETTINGS.on_npu())
     def infer(compiled: dict, shard: int, prepared: list) -> dict:
-        from convmixer_tasks import steps
+        from convmixer_tasks import records, steps
 
-        model, settings = rec.CompiledModel.from_dict(compiled), worker()
+        model, settings = records.CompiledModel.from_dict(compiled), worker()
         label(f"{model.model_variant} bs{model.batch_size} {model.precision} shard {shard}")
-        shards = rec.PrepShard.from_dicts(prepared[:])
+        shards = records.PrepShard.from_dicts(prepared[:])
         return steps.infer_shard(
             model, shard, shards, settings.work_dir, settings.backend_settings(model.backend)
         ).to_dict()
 
     @task(**SETTINGS.on_npu())
     def benchmark(compiled: dict, params=None) -> dict:
-        from convmixer_tasks import benchmark_step
+        from convmixer_tasks import benchmark_step, records
 
-        model, settings, run = rec.CompiledModel.from_dict(compiled), worker(), RunParams.from_mapping(params)
+        model, settings, run = records.CompiledModel.from_dict(compiled), worker(), RunParams.from_mapping(params)
         label(f"{model.model_variant} bs{model.batch_size} {model.precision}")
         suspect = benchmark_step.suspect_check(metrics_url(), model.model_variant, model, run.gate)  # DB history
         backend = settings.backend_settings(model.backend)
@@ -126,21 +125,21 @@ def convmixer_validation():
 
     @task
     def evaluate(plan: dict, inferred: list, exported: list, params=None) -> dict:
-        from convmixer_tasks import steps
+        from convmixer_tasks import records, steps
 
-        run_plan = rec.RunPlan.from_dict(plan)
-        model = steps.exported_for(run_plan, rec.ExportedModel.from_dicts(exported[:]))
+        run_plan = records.RunPlan.from_dict(plan)
+        model = steps.exported_for(run_plan, records.ExportedModel.from_dicts(exported[:]))
         label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
-        outputs, evidence = rec.ShardOutputs.from_dicts(inferred[:]), RunParams.from_mapping(params).evidence
+        outputs, evidence = records.ShardOutputs.from_dicts(inferred[:]), RunParams.from_mapping(params).evidence
         return steps.evaluate_batch(run_plan, outputs, worker().work_dir, model, evidence).to_dict()
 
     @task(**SETTINGS.retrying())
     def record_metrics(plans: list, exported: list, compiled: list, benches: list, scores: list, dag_run=None):
-        from convmixer_tasks import rows, runfacts, steps
+        from convmixer_tasks import records, rows, runfacts, steps
 
-        run_plans, model = rec.RunPlan.from_dicts(plans), rec.ExportedModel.from_dicts(exported[:])
-        built, benched = rec.CompiledModel.from_dicts(compiled[:]), rec.BenchSummary.from_dicts(benches[:])
-        scored = rec.Scores.from_dicts(scores[:])
+        run_plans, model = records.RunPlan.from_dicts(plans), records.ExportedModel.from_dicts(exported[:])
+        built, benched = records.CompiledModel.from_dicts(compiled[:]), records.BenchSummary.from_dicts(benches[:])
+        scored = records.Scores.from_dicts(scores[:])
         built_rows = rows.rows_for_run(runfacts.run_facts_of(dag_run), run_plans, model, built, benched, scored)
         return [row.to_dict() for row in steps.record_rows(metrics_url(), built_rows, scores=scored)]
 
@@ -148,11 +147,11 @@ def convmixer_validation():
     def regression_gate(recorded: list, params=None) -> list[dict]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from convmixer_tasks import steps
+        from convmixer_tasks import records, steps
 
         try:
             verdicts = steps.gate_rows(
-                metrics_url(), rec.RecordedRow.from_dicts(recorded), RunParams.from_mapping(params)
+                metrics_url(), records.RecordedRow.from_dicts(recorded), RunParams.from_mapping(params)
             )
         except RegressionError as exc:  # a verdict fails at once; a DB hiccup is retried, so no row stays pending
             raise AirflowFailException(str(exc)) from exc

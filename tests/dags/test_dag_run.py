@@ -141,7 +141,8 @@ def test_first_run_builds_every_cache_and_maps_over_shards(runs):
     assert len(prepared) == len(BATCH_SIZES) * 2  # batch sizes x shards
     assert len(states(run, "infer")) == len(BATCH_SIZES) * 2
     # one evaluate per batch size × precision mode, named for them in the UI
-    assert sorted(t["rendered_map_index"] for t in run["tasks"] if t["task_id"] == "evaluate") == ["bs16 fp32", "bs4 fp32"]
+    evaluated = sorted(t["rendered_map_index"] for t in run["tasks"] if t["task_id"] == "evaluate")
+    assert evaluated == ["convmixer_demo bs16 fp32", "convmixer_demo bs4 fp32"]
     assert sorted(entry["batch_size"] for entry in xcom(run, "evaluate")) == BATCH_SIZES
     for batch_size in BATCH_SIZES:
         files = [name for entry in prepared if entry["batch_size"] == batch_size for name in entry["files"]]
@@ -270,9 +271,9 @@ def test_a_run_over_two_precision_modes_records_a_row_each_compared_like_with_li
     assert len(states(run, "preprocess")) == 2 and len(states(run, "compile_model")) == 2
     assert len(states(run, "infer")) == 4 and len(states(run, "evaluate")) == 2
     labels = sorted(t["rendered_map_index"] for t in run["tasks"] if t["task_id"] == "evaluate")
-    assert labels == ["bs4 force_fp16", "bs4 must_keep_origin_dtype"]
-    run_dir = WorkLayout(run["work"]).run_dir(run["run_id"])
-    assert sorted(folder.name for folder in run_dir.iterdir()) == ["bs4-force_fp16", "bs4-must_keep_origin_dtype"]
+    assert labels == ["convmixer_demo bs4 force_fp16", "convmixer_demo bs4 must_keep_origin_dtype"]
+    model_dir = WorkLayout(run["work"]).run_dir(run["run_id"]) / "convmixer_demo"
+    assert sorted(folder.name for folder in model_dir.iterdir()) == ["bs4-force_fp16", "bs4-must_keep_origin_dtype"]
     print("force_fp16 vs must_keep_origin_dtype min cosine:", fp16["fidelity_min_cosine"], keep["fidelity_min_cosine"])
 
 
