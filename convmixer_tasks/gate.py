@@ -23,8 +23,8 @@ from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.fileio import read_json
 from convmixer_tasks.metrics import STATUS_FAILED, STATUS_OK, STATUS_REGRESSED, get_run, mask_url, update_status
 from convmixer_tasks.metrics.history import throughput_history
+from convmixer_tasks.metrics.queries import describe_key
 from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
-from convmixer_tasks.metrics.store import describe_key
 from convmixer_tasks.models import CardError, get_card, package_path
 
 DEFAULT_TOP1_TOLERANCE = 0.5  # percentage points below the baseline still pass
