@@ -21,6 +21,7 @@ from typing import Any
 from convmixer_tasks.backends.base import BACKEND_NAMES, BACKENDS
 from convmixer_tasks.cli_output import DEFAULT_FORMAT, OUTPUT_FORMATS, ROWS_FORMATS, check_format, render
 from convmixer_tasks.errors import ConvMixerError
+from convmixer_tasks.models import DEFAULT_MODEL
 from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE, GELU_IMPLMODES, gelu_compile_options
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
@@ -326,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "export", _export, "checkpoint -> ONNX, validated against PyTorch (parity report beside it)")
     p.add_argument("--source", default=None, help="checkpoint (.pth/.pth.tar in the card's format), or an ONNX file")
     p.add_argument("--target", required=True, help="ONNX file to write")
-    p.add_argument("--model", dest="variant", default="convmixer_1536_20", help="model variant")
+    p.add_argument("--model", dest="variant", default=DEFAULT_MODEL, help="model card (convmixer-tasks models)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (ATC accepts <= 18; default: the card's)")
     p.add_argument("--dynamo", action="store_true", help="use torch's dynamo exporter (slower GELU under ORT)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| ONNX Runtime vs PyTorch")

@@ -25,7 +25,7 @@ from torch import nn
 
 from convmixer_tasks.errors import ConfigError, ExportError
 from convmixer_tasks.fileio import atomic_path, sha256_file, to_jsonable
-from convmixer_tasks.models import ModelCard, get_card
+from convmixer_tasks.models import DEFAULT_MODEL, ModelCard, default_card, get_card
 from convmixer_tasks.models.card import OnnxIO
 from convmixer_tasks.models.checkpoints import build_model, load_checkpoint
 from convmixer_tasks.onnxgraph import graph_inputs
@@ -83,7 +83,7 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def seeded_batch(batch: int, seed: int, card: ModelCard | str = "convmixer_1536_20") -> torch.Tensor:
+def seeded_batch(batch: int, seed: int, card: ModelCard | str = DEFAULT_MODEL) -> torch.Tensor:
     """A fixed input batch shaped like normalised images (roughly zero-mean, unit-variance)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn((batch, *image_shape(card)), generator=generator)
@@ -182,7 +182,7 @@ def run_parity(
     """PyTorch vs ONNX Runtime (CPU) logits on the same batch."""
     import onnxruntime as ort
 
-    io = io or get_card("convmixer_1536_20").io
+    io = io or default_card().io
     with torch.no_grad():
         expected = model(batch).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -207,7 +207,7 @@ def run_parity(
 def export_and_validate(
     source: str | os.PathLike | None,
     target: str | os.PathLike,
-    variant: str = "convmixer_1536_20",
+    variant: str = DEFAULT_MODEL,
     opset: int | None = None,
     dynamo: bool = False,
     tolerance: float = 1e-4,
