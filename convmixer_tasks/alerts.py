@@ -107,13 +107,10 @@ def reason_line(row: dict[str, Any]) -> str:
     environment change — in that order — else the first reason."""
     reasons = [str(reason) for reason in row.get("gate_reasons") or []]
     status = row.get("status")
-    picks = [
-        status == STATUS_REGRESSED and next((r for r in reasons if rule_of(r)), None),
-        status == STATUS_INCONCLUSIVE and next((r for r in reasons if "inconclusive" in r), None),
-        next((r for r in reasons if r.startswith(ENVIRONMENT_CHANGED)), None),
-        reasons[0] if reasons else f"status {status}",
-    ]
-    return _one_line(next(pick for pick in picks if pick))
+    fired = [reason for reason in reasons if rule_of(reason)] if status == STATUS_REGRESSED else []
+    unsure = [reason for reason in reasons if "inconclusive" in reason] if status == STATUS_INCONCLUSIVE else []
+    changed = [reason for reason in reasons if reason.startswith(ENVIRONMENT_CHANGED)]
+    return _one_line(next(iter(fired + unsure + changed + reasons), f"status {status}"))
 
 
 def row_events(row: dict[str, Any], streak: int, settings: AlertSettings, accepted: bool = False) -> tuple[str, ...]:

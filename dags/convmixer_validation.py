@@ -7,6 +7,7 @@ import logging
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import Asset, Param, TriggerRule, conf, dag, get_current_context, task
 from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
@@ -265,7 +266,8 @@ def notify(message, context) -> None:
         from airflow.providers.apprise.notifications.apprise import AppriseNotifier
 
         if "://" in target:
-            notifier = AppriseNotifier(body=message.text, title=message.subject, config=target)
+            # Apprise.add takes a URL as well as an AppriseConfig
+            notifier: Any = AppriseNotifier(body=message.text, title=message.subject, config=target)  # type: ignore[arg-type]
         else:
             from airflow.providers.smtp.notifications.smtp import SmtpNotifier
             from airflow.sdk import BaseHook
@@ -303,14 +305,12 @@ def notify(message, context) -> None:
 def convmixer_digest():
     @task
     def send_digest(data_interval_end=None) -> dict:
-        from convmixer_tasks import digest
-        from convmixer_tasks.settings import airflow_conf_reader as reader
-        from convmixer_tasks.settings import load_worker_settings as worker_settings
-
         from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowNotFoundException
 
-        settings = worker_settings(reader(conf))
+        from convmixer_tasks import digest
+
+        settings = load_worker_settings(airflow_conf_reader(conf))
         try:  # the metrics DB by the validation DAG's rule: its Connection, else the settings
             url = settings.metrics_url(BaseHook.get_connection(settings.metrics_conn_id))
         except AirflowNotFoundException:
