@@ -13,7 +13,7 @@ import html
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from convmixer_tasks.metrics.schema import STATUS_FAILED, STATUS_INCONCLUSIVE, STATUS_REGRESSED
@@ -37,8 +37,16 @@ _RULE_PREFIXES = (
     ("throughput regressed", "throughput"),
 )
 ENVIRONMENT_CHANGED = "environment changed since run"
+R = TypeVar("R", bound=Record)
 _CREDENTIALS = re.compile(r"(\w[\w+.-]*://)[^/@\s]+@")
 REASON_LIMIT = 300
+
+
+def nested(kind: type[R], value: Any) -> R:
+    """A record held inside another: ``to_dict`` writes it as plain fields, without its own header."""
+    if isinstance(value, dict) and "record" not in value:
+        value = {"record": kind.__name__, "version": kind.VERSION, **value}
+    return kind.from_dict(value)
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,7 @@ class RunAlert(Record):
     @classmethod
     def _decode(cls, name: str, value: Any) -> Any:
         if name == "rows":
-            return tuple(AlertRow.from_dict(item) for item in value)
+            return tuple(nested(AlertRow, item) for item in value)
         return super()._decode(name, value)
 
 

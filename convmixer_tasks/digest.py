@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from convmixer_tasks.alerts import Message, change_line, compare_url, masked, reason_line, run_page_url
+from convmixer_tasks.alerts import Message, change_line, compare_url, masked, nested, reason_line, run_page_url
 from convmixer_tasks.metrics.schema import STATUS_REGRESSED
 from convmixer_tasks.records import Record
 
@@ -51,7 +51,7 @@ class DigestLine(Record):
     @classmethod
     def _decode(cls, name: str, value: Any) -> Any:
         if name == "accepted":
-            return tuple(Acceptance.from_dict(item) for item in value)
+            return tuple(nested(Acceptance, item) for item in value)
         return super()._decode(name, value)
 
 
@@ -64,7 +64,7 @@ class Digest(Record):
     @classmethod
     def _decode(cls, name: str, value: Any) -> Any:
         if name == "lines":
-            return tuple(DigestLine.from_dict(item) for item in value)
+            return tuple(nested(DigestLine, item) for item in value)
         return super()._decode(name, value)
 
 
@@ -81,7 +81,7 @@ def build(url: str, until: datetime, days: int) -> Digest:
     for row in period_rows(url, since, until):  # latest run first
         grouped.setdefault(_series(row), []).append(row)
     lines = []
-    for key, rows in sorted(grouped.items(), key=lambda item: tuple(str(part) for part in item[0])):
+    for key, rows in sorted(grouped.items(), key=lambda item: (*(str(part or "") for part in item[0][:4]), item[0][4])):
         latest, oldest = rows[0], rows[-1]
         before = row_before(url, oldest) or oldest  # the change is measured from the run before the period
         lines.append(
