@@ -13,7 +13,7 @@ import html
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, urlencode
 
 from convmixer_tasks.metrics.schema import STATUS_FAILED, STATUS_INCONCLUSIVE, STATUS_REGRESSED
@@ -49,6 +49,18 @@ def nested(kind: type[R], value: Any) -> R:
     return kind.from_dict(value)
 
 
+class HoldsRecords(Record):
+    """A record with tuples of records in it: ``NESTED`` maps such a field to the type of its items."""
+
+    NESTED: ClassVar[dict[str, type[Record]]] = {}
+
+    @classmethod
+    def _decode(cls, name: str, value: Any) -> Any:
+        if name in cls.NESTED:
+            return tuple(nested(cls.NESTED[name], item) for item in value)
+        return super()._decode(name, value)
+
+
 @dataclass(frozen=True)
 class AlertRow(Record):
     """One metrics row that raised an event, with what the message says about it."""
@@ -72,20 +84,16 @@ class AlertRow(Record):
 
 
 @dataclass(frozen=True)
-class RunAlert(Record):
+class RunAlert(HoldsRecords):
     """Everything one message about one DAG run says."""
+
+    NESTED: ClassVar[dict[str, type[Record]]] = {"rows": AlertRow}
 
     dag_id: str
     run_id: str
     base_url: str  # where people open Airflow; links are absolute under it
     rows: tuple[AlertRow, ...]
     note: str | None = None  # e.g. the outcome of the review
-
-    @classmethod
-    def _decode(cls, name: str, value: Any) -> Any:
-        if name == "rows":
-            return tuple(nested(AlertRow, item) for item in value)
-        return super()._decode(name, value)
 
 
 @dataclass(frozen=True)

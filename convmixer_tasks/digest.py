@@ -10,9 +10,9 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
-from convmixer_tasks.alerts import Message, change_line, compare_url, masked, nested, reason_line, run_page_url
+from convmixer_tasks.alerts import HoldsRecords, Message, change_line, compare_url, masked, reason_line, run_page_url
 from convmixer_tasks.metrics.schema import STATUS_REGRESSED
 from convmixer_tasks.records import Record
 
@@ -27,8 +27,10 @@ class Acceptance(Record):
 
 
 @dataclass(frozen=True)
-class DigestLine(Record):
+class DigestLine(HoldsRecords):
     """One series (model, backend, chip, precision, batch size) over the period."""
+
+    NESTED: ClassVar[dict[str, type[Record]]] = {"accepted": Acceptance}
 
     model: str
     backend: str
@@ -48,24 +50,14 @@ class DigestLine(Record):
     accepted: tuple[Acceptance, ...]
     first_row_id: int | None = None
 
-    @classmethod
-    def _decode(cls, name: str, value: Any) -> Any:
-        if name == "accepted":
-            return tuple(nested(Acceptance, item) for item in value)
-        return super()._decode(name, value)
-
 
 @dataclass(frozen=True)
-class Digest(Record):
+class Digest(HoldsRecords):
+    NESTED: ClassVar[dict[str, type[Record]]] = {"lines": DigestLine}
+
     since: str
     until: str
     lines: tuple[DigestLine, ...]
-
-    @classmethod
-    def _decode(cls, name: str, value: Any) -> Any:
-        if name == "lines":
-            return tuple(nested(DigestLine, item) for item in value)
-        return super()._decode(name, value)
 
 
 def _series(row: dict[str, Any]) -> tuple:

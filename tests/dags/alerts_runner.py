@@ -10,7 +10,7 @@ SimpleAuthManager user with a JWT from ``POST /auth/token``. A timeout is resolv
 
     python tests/dags/alerts_runner.py SPEC.json OUT.json
 
-SPEC: {"user": [name, password], "runs": [{"name", "conf", "env": {...}, "seed": {"count", "factor"} | null,
+SPEC: {"user": [name, password], "digest": {"env": {...}} | null, "runs": [{"name", "conf", "env": {...}, "seed": {"count", "factor"} | null,
        "answer": {"option", "reason"} | "timeout" | null}]}
       seed: ``count`` ok rows copied from the first run's row, throughput × ``factor`` (a fast history: regressed).
 OUT:  {"runs": [{"name", "run_id", "state", "tasks": {task_id: state}, "rows": [...], "hitl": {...} | null,
@@ -167,7 +167,16 @@ def main(spec_path: str, out_path: str) -> int:
             "tasks": tis, "rows": run_rows(metrics_url, dag_run.run_id), "hitl": hitl,
             "responder": responder.result if responder else None, "log": dag_log.lines,
         })
-    Path(out_path).write_text(json.dumps({"runs": results}, indent=1, default=str))
+    digest = None
+    if spec.get("digest"):  # the digest DAG, after the runs, through the same notifier
+        os.environ.clear()
+        os.environ.update({**base_env, **spec["digest"]["env"]})
+        bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+        digest_run = bag.dags["convmixer_digest"].test()
+        with create_session() as session:
+            digest = {"state": str(digest_run.state),
+                      "tasks": {ti.task_id: str(ti.state) for ti in digest_run.get_task_instances(session=session)}}
+    Path(out_path).write_text(json.dumps({"runs": results, "digest": digest}, indent=1, default=str))
     return 0
 
 

@@ -11,6 +11,7 @@ Runs, in order (each regressed run is made so by a seeded history 1000x faster; 
 6. ``timeout``       – regressed, review on, nobody answers: the scheduler's sweep applies the default (keep).
 7. ``accept``        – regressed, review on, the user accepts: the row is the baseline, by that user; run success.
 8. ``next``          – after the timeout, a run with a wide tolerance: runs and succeeds, no review asked.
+Then the digest DAG mails the week's summary through the same SMTP Connection.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def runs(servers, tmp_path_factory) -> dict[str, dict]:
     closed = free_port()
     smtp = {"AIRFLOW__CONVMIXER__ALERTS": "convmixer_alerts"}
     review = {"AIRFLOW__CONVMIXER__REVIEW": "true", "AIRFLOW__CONVMIXER__REVIEW_TIMEOUT_HOURS": "1"}
-    spec = {"user": [USER, PASSWORD], "runs": [
+    spec = {"user": [USER, PASSWORD], "digest": {"env": smtp}, "runs": [
         {"name": "first", "conf": {**REGRESS, "throughput_tolerance_pct": 99}, "env": smtp},
         {"name": "smtp", "conf": REGRESS, "env": smtp, "seed": SEED},
         {"name": "apprise", "conf": REGRESS, "seed": SEED,
@@ -132,7 +133,7 @@ def runs(servers, tmp_path_factory) -> dict[str, dict]:
                               stderr=subprocess.STDOUT, timeout=900)  # fmt: skip
     assert proc.returncode == 0, log.read_text()[-8000:]
     report = json.loads((root / "out.json").read_text())
-    return {run["name"]: run for run in report["runs"]}
+    return {**{run["name"]: run for run in report["runs"]}, "digest": report["digest"]}
 
 
 def mails_about(servers, run_id: str) -> list:
@@ -238,3 +239,12 @@ def test_the_next_run_is_not_blocked_and_asks_nothing_when_nothing_regressed(run
     assert run["state"] == "success" and row_of(run)["status"] == "ok"
     assert run["tasks"]["review_request"] == "skipped" and run["tasks"]["review"] == "skipped"
     assert run["responder"] == {"asked": False}
+
+
+def test_the_digest_dag_mails_the_weeks_summary_through_the_same_notifier(runs, servers):
+    assert runs["digest"]["state"] == "success", runs["digest"]
+    (mail,) = [message for message in servers["inbox"].messages if message["Subject"].startswith("[convmixer] digest")]
+    assert "1 series, 0 open regressions" in mail["Subject"]  # the last run (next) was ok
+    body = mail.get_body(preferencelist=("html",)).get_content()
+    assert "convmixer_demo" in body and f"by {USER}" in body and "CANN 8.1 rolled out" in body
+    assert f"{BASE}/plugin/convmixer-metrics/convmixer-metrics/run?id={row_of(runs['next'])['id']}" in body
