@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, urlencode
 
-from convmixer_tasks.metrics.schema import STATUS_FAILED, STATUS_INCONCLUSIVE, STATUS_REGRESSED
 from convmixer_tasks.records import Record
 from convmixer_tasks.settings import AlertSettings
+from convmixer_tasks.status import STATUS_FAILED, STATUS_INCONCLUSIVE, STATUS_REGRESSED
 
 # The metrics page as the Airflow UI embeds it (plugins/convmixer_metrics/plugin.py: URL_ROUTE and URL_PREFIX):
 # /plugin/<route> + the page's own path, which the UI hands on to the embedded page.

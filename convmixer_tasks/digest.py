@@ -13,8 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from convmixer_tasks.alerts import HoldsRecords, Message, change_line, compare_url, masked, reason_line, run_page_url
-from convmixer_tasks.metrics.schema import STATUS_REGRESSED
 from convmixer_tasks.records import Record
+from convmixer_tasks.status import STATUS_REGRESSED
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any
 
 from convmixer_tasks.alerts import ENVIRONMENT_CHANGED, RunAlert
 from convmixer_tasks.errors import MetricsError
-from convmixer_tasks.metrics.schema import STATUS_FAILED, STATUS_PENDING, STATUS_REGRESSED
 from convmixer_tasks.records import Record
+from convmixer_tasks.status import STATUS_FAILED, STATUS_PENDING, STATUS_REGRESSED
 
 ACCEPT = "Accept as the new baseline"
 KEEP = "Keep as regression"

@@ -9,8 +9,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE, STATUS_OK, ValidationRun
-from convmixer_tasks.metrics.store import SERIES_KEY, _db_errors, get_engine, history_rows, series_neighbours
+from convmixer_tasks.metrics.engine import _db_errors, get_engine
+from convmixer_tasks.metrics.queries import SERIES_KEY, history_rows, series_neighbours
+from convmixer_tasks.metrics.schema import ValidationRun
+from convmixer_tasks.status import STATUS_INCONCLUSIVE, STATUS_OK
 
 # What a digest reads of each row in its period (a light query: no samples, no evidence).
 DIGEST_COLUMNS = (
