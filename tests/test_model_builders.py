@@ -13,7 +13,7 @@ from convmixer_tasks.models.builders.inception import inception_v3
 from convmixer_tasks.models.builders.vit import SelfAttention
 from convmixer_tasks.models.checkpoints import build_model, check_checkpoint, load_checkpoint
 
-KEY_TABLES = Path("/work/shared/spec/model-keys")
+KEY_TABLES = Path(__file__).resolve().parents[2] / "shared" / "spec" / "model-keys"  # shared/ sits beside the clone
 TORCHVISION_CARDS = ("resnet50", "inception_v3", "mobilenet_v2", "vit_b_16")
 
 
