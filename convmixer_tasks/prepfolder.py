@@ -3,7 +3,9 @@ shapes, dtypes, shard ranges). JSON and file sizes only, no numpy or PIL, so rea
 
 Layout (ais_bench takes every ``*.bin``/``*.npy`` in the folder, so nothing else of ours ends so)::
 
-    prep/input_00000.bin …      finished files only (written to a hidden ``.tmp`` name, then renamed)
+    prep/input_00000.bin …      finished files only (written to a hidden ``.tmp`` name, then renamed): a batch
+                                each, or (a guide's per-image layout) ``ILSVRC2012_val_00000001.bin`` … one image
+                                each, named after the JPEG's stem, which ais_bench packs into the model's batch
     prep/manifest.json          which image sits in which file/slot, and which entries of the image folder were
                                 skipped or are suspicious; written last, identical from every shard
     prep/.state/<file>.<layout>.<inputs>   empty marker: this file holds these inputs in this layout
@@ -30,6 +32,39 @@ INPUT_DTYPES: tuple[str, ...] = tuple(DTYPE_ITEMSIZE)
 MANIFEST_NAME = "manifest.json"
 STATE_DIR = ".state"
 FILE_RE = re.compile(r"^input_(\d{5,})\.bin$")
+IMAGE_FILE_RE = re.compile(r"^ILSVRC2012_val_\d{8}\.bin$")  # per-image layout: the JPEG's stem + .bin
+
+
+@dataclass(frozen=True)
+class HostTransform:
+    """What preprocess does to one image: a guide's host preprocessing, or the float transform equivalent to it.
+
+    Resize (shorter side to ``resize``, the longer ``int()``-truncated; or both sides with ``squash``), centre crop
+    ``crop`` (offsets rounded, or truncated with ``truncate_crop``), then either float32 CHW through ToTensor +
+    Normalize(mean, std) or the uint8 HWC pixels as they are. ``per_image``: one file per image named after it (the
+    guides) instead of ``input_XXXXX.bin`` batches (ConvMixer's reference).
+    """
+
+    resize: int
+    crop: int
+    interpolation: str  # "bilinear" | "bicubic" (PIL's filters)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    dtype: str = "float32"
+    squash: bool = False
+    truncate_crop: bool = False
+    per_image: bool = False
+
+    def file_shape(self, images: int) -> list[int]:
+        """One file's array: NCHW float32 (normalised) or NHWC uint8 (pixels)."""
+        if self.dtype == "float32":
+            return [images, 3, self.crop, self.crop]
+        return [images, self.crop, self.crop, 3]
+
+
+def default_transform(dtype: str = "float32") -> HostTransform:
+    """The default model's transform (``variants.INPUT``), batched: float32 normalised or uint8 pixels."""
+    return HostTransform(INPUT.resize, INPUT.crop, INPUT.interpolation, INPUT.mean, INPUT.std, dtype)
 
 
 # --- manifest -----------------------------------------------------------------------------------------------------
@@ -62,6 +97,8 @@ class PrepManifest:
     transform: dict[str, Any]
     files: list[PrepFile]
     image_count: int
+    # One file per image named after it (batch_size 1), which ais_bench packs into any model batch.
+    per_image: bool = False
     # Not part of the layout: a manifest without them (an older one) just says nothing was left out or flagged.
     skipped: list[SkippedEntry] = field(default_factory=list)  # in the image folder, not in the set
     suspicious: list[SuspiciousImage] = field(default_factory=list)  # in the set, in index order
@@ -74,12 +111,23 @@ class PrepManifest:
         return sha256_json([self.dtype, self.batch_size, self.input_shape, self.transform])[:16]
 
 
-def input_shape(batch_size: int, dtype: str) -> list[int]:
-    return [batch_size, 3, INPUT.crop, INPUT.crop] if dtype == "float32" else [batch_size, INPUT.crop, INPUT.crop, 3]
+def input_shape(batch_size: int, dtype: str, crop: int = INPUT.crop) -> list[int]:
+    return [batch_size, 3, crop, crop] if dtype == "float32" else [batch_size, crop, crop, 3]
 
 
 def file_name(position: int) -> str:
     return f"input_{position:05d}.bin"
+
+
+def image_file_name(image_name: str) -> str:
+    """A per-image file: the image's name up to its first dot + ``.bin``, as the guides write them (ais_bench then
+    names the output ``<stem>_0.<fmt>``)."""
+    return image_name.split(".")[0] + ".bin"
+
+
+def is_prep_file(name: str) -> bool:
+    """A file name preprocess writes (batched or per image)."""
+    return bool(FILE_RE.match(name) or IMAGE_FILE_RE.match(name))
 
 
 def manifest_from_json(raw: Any) -> PrepManifest:
@@ -96,6 +144,7 @@ def manifest_from_json(raw: Any) -> PrepManifest:
         transform=dict(raw["transform"]),
         files=files,
         image_count=int(raw["image_count"]),
+        per_image=bool(raw.get("per_image", False)),
         skipped=[SkippedEntry(entry=str(e["entry"]), reason=str(e["reason"])) for e in raw.get("skipped", [])],
         suspicious=[
             SuspiciousImage(
@@ -108,16 +157,21 @@ def manifest_from_json(raw: Any) -> PrepManifest:
             for e in raw.get("suspicious", [])
         ],
     )
-    if manifest.dtype not in INPUT_DTYPES or manifest.input_shape != input_shape(manifest.batch_size, manifest.dtype):
+    crop = manifest.input_shape[2] if len(manifest.input_shape) == 4 else 0
+    if (
+        manifest.dtype not in INPUT_DTYPES
+        or manifest.input_shape != input_shape(manifest.batch_size, manifest.dtype, crop)
+        or (manifest.per_image and manifest.batch_size != 1)
+    ):
         raise ValueError(
             f"dtype {manifest.dtype!r} / input_shape {manifest.input_shape} / batch size "
             f"{manifest.batch_size} do not fit together"
         )
     for position, prep_file in enumerate(files):
-        if (
-            prep_file.name != file_name(position)
-            or len(prep_file.images) + prep_file.padded_slots != manifest.batch_size
-        ):
+        expected_name = (
+            image_file_name(prep_file.images[0]) if manifest.per_image and prep_file.images else file_name(position)
+        )
+        if prep_file.name != expected_name or len(prep_file.images) + prep_file.padded_slots != manifest.batch_size:
             raise ValueError(f"file entry {position} ({prep_file.name}) does not fit batch size {manifest.batch_size}")
     if sum(len(f.images) for f in files) != manifest.image_count:
         raise ValueError(f"image_count {manifest.image_count} differs from the images listed")
@@ -136,7 +190,7 @@ def read_markers(out_dir: Path) -> dict[str, set[str]]:
     if state_dir.is_dir():
         for entry in os.scandir(state_dir):
             name, _, marker = entry.name.partition(".bin.")
-            if marker.count(".") == 1 and file_position(name + ".bin") is not None:
+            if marker.count(".") == 1 and is_prep_file(name + ".bin"):
                 markers.setdefault(name + ".bin", set()).add(marker)
     return markers
 
