@@ -23,6 +23,7 @@ from typing import Any
 from convmixer_tasks.dataset import SkippedEntry
 from convmixer_tasks.errors import ConfigError, PreprocessError
 from convmixer_tasks.fileio import read_json, sha256_json
+from convmixer_tasks.models.card import HostPreprocess, ModelCard
 from convmixer_tasks.variants import INPUT
 
 # The input dtypes a prep folder (and a compiled artifact) can hold: float32 NCHW normalised, or uint8 NHWC pixels.
@@ -35,36 +36,24 @@ FILE_RE = re.compile(r"^input_(\d{5,})\.bin$")
 IMAGE_FILE_RE = re.compile(r"^ILSVRC2012_val_\d{8}\.bin$")  # per-image layout: the JPEG's stem + .bin
 
 
-@dataclass(frozen=True)
-class HostTransform:
-    """What preprocess does to one image: a guide's host preprocessing, or the float transform equivalent to it.
-
-    Resize (shorter side to ``resize``, the longer ``int()``-truncated; or both sides with ``squash``), centre crop
-    ``crop`` (offsets rounded, or truncated with ``truncate_crop``), then either float32 CHW through ToTensor +
-    Normalize(mean, std) or the uint8 HWC pixels as they are. ``per_image``: one file per image named after it (the
-    guides) instead of ``input_XXXXX.bin`` batches (ConvMixer's reference).
-    """
-
-    resize: int
-    crop: int
-    interpolation: str  # "bilinear" | "bicubic" (PIL's filters)
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    dtype: str = "float32"
-    squash: bool = False
-    truncate_crop: bool = False
-    per_image: bool = False
-
-    def file_shape(self, images: int) -> list[int]:
-        """One file's array: NCHW float32 (normalised) or NHWC uint8 (pixels)."""
-        if self.dtype == "float32":
-            return [images, 3, self.crop, self.crop]
-        return [images, self.crop, self.crop, 3]
+def file_shape(prep: HostPreprocess, images: int) -> list[int]:
+    """One prep file's array: NCHW float32 (normalised) or NHWC uint8 (pixels)."""
+    return input_shape(images, prep.dtype, prep.transform.crop)
 
 
-def default_transform(dtype: str = "float32") -> HostTransform:
-    """The default model's transform (``variants.INPUT``), batched: float32 normalised or uint8 pixels."""
-    return HostTransform(INPUT.resize, INPUT.crop, INPUT.interpolation, INPUT.mean, INPUT.std, dtype)
+def host_preprocess(card: ModelCard, dtype: str | None = None) -> HostPreprocess:
+    """What preprocess writes for ``card``: its guide's host step (``dtype`` None), the float path batched as
+    ConvMixer's reference (``float32``: the card's float transform, NCHW), or uint8 pixels (``uint8``: the guide's
+    own when it writes uint8 for AIPP, else the float path's crop, batched NHWC, for an AIPP derived from it)."""
+    if dtype is None:
+        return card.preprocess
+    if dtype not in INPUT_DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(INPUT_DTYPES)} (--dtype)")
+    if dtype == "uint8" and card.preprocess.dtype == "uint8":
+        return card.preprocess
+    if dtype == "float32":
+        return HostPreprocess(transform=card.float_transform, dtype="float32", layout="NCHW", file_unit="batch")
+    return HostPreprocess(transform=card.float_transform, dtype="uint8", layout="HWC", file_unit="batch")
 
 
 # --- manifest -----------------------------------------------------------------------------------------------------

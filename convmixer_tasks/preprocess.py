@@ -4,9 +4,9 @@ Transform (the ModelZoo reference = torchvision on PIL images): ``convert('RGB')
 side → CenterCrop(224) → ToTensor (/255) → Normalize(MEAN, STD), all in float32. Files are raw ``tofile`` dumps of
 ``batch_size`` images, the last batch zero-padded, so ais_bench can read the folder as it reads the reference's.
 
-Other models' guides differ only in the numbers and a few switches (``prepfolder.HostTransform``: the resize size
+Other models' guides differ only in the numbers and a few switches (a card's ``HostPreprocess``: the resize size
 and filter, squash instead of shorter side, truncated crop offsets, uint8 pixels, one file per image), so one
-implementation serves them all; a transform is passed in, the default one is the default model's.
+implementation serves them all; ``prepfolder.host_preprocess`` picks a card's, the default is the default model's.
 
 The folder's layout and manifest are ``prepfolder``'s contract; this module writes them. The default transform's
 numbers come from the model's input spec (``variants.INPUT``).
@@ -40,18 +40,20 @@ from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import SHOW_FIRST, ValDataset, ValImage, load_dataset
 from convmixer_tasks.errors import ConfigError, PreprocessError
 from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, sha256_json
+from convmixer_tasks.models.card import HostPreprocess, ModelCard
+from convmixer_tasks.models.registry import default_card, get_card
 from convmixer_tasks.prepfolder import (
     INPUT_DTYPES,
     MANIFEST_NAME,
     STATE_DIR,
-    HostTransform,
     PrepFile,
     PrepManifest,
     SuspiciousImage,
     check_shard,
-    default_transform,
     file_name,
+    file_shape,
     has_size,
+    host_preprocess,
     image_file_name,
     is_prep_file,
     manifest_from_json,
@@ -73,8 +75,8 @@ PLAIN_MODES = ("RGB", "L", "P")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 PREP_LOCK_WAIT_S = 300.0  # how long a second writer of the same shard waits for the first (a zombie's retry)
 RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-FLOAT32 = default_transform("float32")
-UINT8 = default_transform("uint8")
+FLOAT32 = host_preprocess(default_card(), "float32")
+UINT8 = host_preprocess(default_card(), "uint8")
 
 
 # --- the transform ------------------------------------------------------------------------------------------------
@@ -160,16 +162,17 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         ) from exc
 
 
-def resize_crop(img: Image.Image, transform: HostTransform = FLOAT32) -> np.ndarray:
+def resize_crop(img: Image.Image, prep: HostPreprocess = FLOAT32) -> np.ndarray:
     """(crop, crop, 3) uint8 view of the transform's resize + centre crop of an RGB image (by default
     Resize(233, BICUBIC) + CenterCrop(224)). An image already at the size is not resampled, as torchvision skips it."""
-    if transform.squash:
+    transform = prep.transform
+    if transform.resize_rule == "squash":
         width, height = transform.resize, transform.resize
     else:
         width, height = resized_size(*img.size, size=transform.resize)
     resized = img if (width, height) == img.size else img.resize((width, height), RESAMPLING[transform.interpolation])
-    left, top = crop_offsets(width, height, transform.crop, transform.truncate_crop)
     crop = transform.crop
+    left, top = crop_offsets(width, height, crop, transform.crop_rounding == "truncate")
     return np.asarray(resized)[top : top + crop, left : left + crop]
 
 
@@ -187,46 +190,53 @@ def _normalisation_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.
     return (x[None, :] - mean_column) / std_column
 
 
-def normalize_into(pixels: np.ndarray, out: np.ndarray, transform: HostTransform = FLOAT32) -> np.ndarray:
+def normalize_into(pixels: np.ndarray, out: np.ndarray, prep: HostPreprocess = FLOAT32) -> np.ndarray:
     """(H, W, 3) uint8 HWC pixels -> ``out`` (3, H, W) float32 CHW, normalised like the reference."""
-    table = _normalisation_table(tuple(transform.mean), tuple(transform.std))
+    mean, std = prep.transform.mean, prep.transform.std
+    if mean is None or std is None:
+        raise ConfigError(f"transform {prep.transform} has no mean/std to normalise with; the card must give them")
+    table = _normalisation_table(tuple(mean), tuple(std))
     for channel in range(3):  # uint8 indices are always in range; "clip" skips take's buffered bounds check
         np.take(table[channel], pixels[:, :, channel], out=out[channel], mode="clip")
     return out
 
 
-def normalize(pixels: np.ndarray, transform: HostTransform = FLOAT32) -> np.ndarray:
+def normalize(pixels: np.ndarray, prep: HostPreprocess = FLOAT32) -> np.ndarray:
     """(H, W, 3) uint8 crop -> new (3, H, W) float32, exactly as ``transform_float32`` would give it."""
-    return normalize_into(pixels, np.empty((3, *pixels.shape[:2]), dtype=np.float32), transform)
+    return normalize_into(pixels, np.empty((3, *pixels.shape[:2]), dtype=np.float32), prep)
 
 
-def transform_uint8(path: str | os.PathLike, transform: HostTransform = UINT8) -> np.ndarray:
+def transform_uint8(path: str | os.PathLike, prep: HostPreprocess = UINT8) -> np.ndarray:
     """(crop, crop, 3) uint8 HWC: the cropped pixels before /255 (what AIPP or a uint8-input model takes)."""
-    return np.ascontiguousarray(resize_crop(load_rgb(path), transform))
+    return np.ascontiguousarray(resize_crop(load_rgb(path), prep))
 
 
-def transform_float32(path: str | os.PathLike, transform: HostTransform = FLOAT32) -> np.ndarray:
+def transform_float32(path: str | os.PathLike, prep: HostPreprocess = FLOAT32) -> np.ndarray:
     """(3, crop, crop) float32 CHW, bit-identical to the reference transform."""
-    return normalize(resize_crop(load_rgb(path), transform), transform)
+    return normalize(resize_crop(load_rgb(path), prep), prep)
 
 
-def transform_params(dtype: str, transform: HostTransform | None = None) -> dict[str, Any]:
-    """What produced the pixels; part of the manifest and of every file's cache key. The switches only a guide
-    sets appear only when set, so the default transform's record (and every layout id made from it) is unchanged."""
-    transform = transform or default_transform(dtype)
+def transform_params(dtype: str, prep: HostPreprocess | None = None) -> dict[str, Any]:
+    """What produced the pixels; part of the manifest and of every file's cache key. The choices only some guides
+    make appear only when made, so the default transform's record (and every layout id made from it) is unchanged."""
+    prep = prep or host_preprocess(default_card(), dtype)
+    transform = prep.transform
     params: dict[str, Any] = {
         "resize": transform.resize,
         "crop": transform.crop,
         "interpolation": transform.interpolation,
-        "mean": list(transform.mean),
-        "std": list(transform.std),
+        "mean": None if transform.mean is None else list(transform.mean),
+        "std": None if transform.std is None else list(transform.std),
         "normalized": dtype == "float32",
         "layout": "NCHW" if dtype == "float32" else "NHWC",
         "pillow": PIL.__version__,  # resampling code lives in Pillow: another version may give other pixels
     }
-    for switch in ("squash", "truncate_crop", "per_image"):
-        if getattr(transform, switch):
-            params[switch] = True
+    if transform.resize_rule != "shorter":
+        params["resize_rule"] = transform.resize_rule
+    if transform.crop_rounding != "round":
+        params["crop_rounding"] = transform.crop_rounding
+    if prep.file_unit != "batch":
+        params["file_unit"] = prep.file_unit
     return params
 
 
@@ -288,10 +298,11 @@ def _report_notes(manifest: PrepManifest, out_dir: Path) -> None:
 
 
 def _plan(
-    dataset: ValDataset, batch_size: int, transform: HostTransform, suspicious: list[SuspiciousImage]
+    dataset: ValDataset, batch_size: int, prep: HostPreprocess, suspicious: list[SuspiciousImage]
 ) -> PrepManifest:
     names = [image.name for image in dataset.images]
-    if transform.per_image:  # ais_bench packs the files into the model's batch: the folder fits any batch size
+    per_image = prep.file_unit == "image"
+    if per_image:  # ais_bench packs the files into the model's batch: the folder fits any batch size
         batch_size = 1
         files = [PrepFile(name=image_file_name(name), images=[name]) for name in names]
     else:
@@ -305,13 +316,13 @@ def _plan(
         ]
     return PrepManifest(
         batch_size=batch_size,
-        dtype=transform.dtype,
-        input_shape=transform.file_shape(batch_size),
+        dtype=prep.dtype,
+        input_shape=file_shape(prep, batch_size),
         dataset_fingerprint=dataset.fingerprint(),
-        transform=transform_params(transform.dtype, transform),
+        transform=transform_params(prep.dtype, prep),
         files=files,
         image_count=len(names),
-        per_image=transform.per_image,
+        per_image=per_image,
         skipped=list(dataset.skipped),
         suspicious=suspicious,
     )
@@ -343,7 +354,7 @@ class _Job:
     paths: tuple[str, ...]
     marker: str  # "<layout>.<inputs>"
     stale_markers: tuple[str, ...]
-    transform: HostTransform = FLOAT32  # numbers and strings only: crosses to a worker as the rest
+    prep: HostPreprocess = FLOAT32  # frozen records of numbers and strings: they pickle to a worker as the rest
 
 
 def _inputs_key(images: Iterable[ValImage]) -> str:
@@ -355,9 +366,9 @@ def _fill_and_write(job: _Job, buffer: np.ndarray) -> None:
     for stale in job.stale_markers:  # first, so a kill mid-write never leaves a marker vouching for new bytes
         (out_dir / STATE_DIR / f"{job.name}.{stale}").unlink(missing_ok=True)
     for slot, path in enumerate(job.paths):
-        pixels = resize_crop(load_rgb(path), job.transform)
+        pixels = resize_crop(load_rgb(path), job.prep)
         if buffer.dtype == np.float32:
-            normalize_into(pixels, buffer[slot], job.transform)
+            normalize_into(pixels, buffer[slot], job.prep)
         else:
             buffer[slot] = pixels
     buffer[len(job.paths) :] = 0
@@ -490,21 +501,19 @@ def preprocess(
     shard: tuple[int, int] = (0, 1),
     label_file: str | os.PathLike | None = None,
     limit: int | None = None,
-    transform: HostTransform | None = None,
+    model: ModelCard | str | None = None,
 ) -> PrepResult:
     """Write this shard's prep files and the manifest; files already done with the same inputs are skipped, so a
     rerun after a kill or an edit redoes only what changed.
 
-    ``transform`` (a model's, ``models``' cards give them) decides the pixels, dtype and file layout; without it the
-    default model's transform in ``dtype`` (float32 unless given). A per-image transform ignores ``batch_size``.
+    ``model`` (a card or its name; the default model when None) and ``dtype`` pick the transform, dtype and file
+    layout (``prepfolder.host_preprocess``): ``dtype`` None is the model's guide, ``float32`` its float path batched
+    like ConvMixer's reference, ``uint8`` the pixels its AIPP takes. A per-image layout ignores ``batch_size``.
     """
     batch_size = check_batch_size(batch_size)
     if dtype is not None and dtype not in INPUT_DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(INPUT_DTYPES)}")
-    if transform is None:
-        transform = default_transform(dtype or "float32")
-    elif dtype is not None and dtype != transform.dtype:
-        raise ConfigError(f"dtype {dtype!r} contradicts the model's transform ({transform.dtype}); drop one of them")
+    prep = host_preprocess(get_card(model) if model is not None else default_card(), dtype)
     workers = _check_workers(workers)
     shard = check_shard(shard)
     dataset = load_dataset(image_dir, label_file=label_file, limit=limit)
@@ -512,14 +521,14 @@ def preprocess(
     _refuse_foreign_inputs(out_dir)
 
     suspicious, too_large = scan_images(dataset)
-    manifest = _plan(dataset, batch_size, transform, suspicious)
+    manifest = _plan(dataset, batch_size, prep, suspicious)
     owned = shard_range(len(manifest.files), shard)
     (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
     # One writer per shard of a folder: a zombie task and its retry would otherwise delete each other's temp files.
     lock = out_dir / STATE_DIR / f"lock.shard-{shard[0]}-of-{shard[1]}"
     try:
         with guards.exclusive(lock, f"prep folder {out_dir} (shard {shard[0]}/{shard[1]})", PREP_LOCK_WAIT_S):
-            return _preprocess_locked(dataset, out_dir, manifest, owned, shard, workers, too_large, transform)
+            return _preprocess_locked(dataset, out_dir, manifest, owned, shard, workers, too_large, prep)
     except TimeoutError as exc:
         raise PreprocessError(str(exc)) from None
 
@@ -532,7 +541,7 @@ def _preprocess_locked(
     shard: tuple[int, int],
     workers: int,
     too_large: list[tuple[str, str]],
-    transform: HostTransform,
+    prep: HostPreprocess,
 ) -> PrepResult:
     batch_size, dtype = manifest.batch_size, manifest.dtype
     markers = read_markers(out_dir)
@@ -556,7 +565,7 @@ def _preprocess_locked(
                 paths=tuple(str(image.path) for image in images),
                 marker=marker,
                 stale_markers=tuple(existing),
-                transform=transform,
+                prep=prep,
             )
         )
     logger.info(
