@@ -305,8 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "preprocess", _preprocess, "ImageNet val JPEGs -> batched input_XXXXX.bin files + manifest.json")
     p.add_argument("--image-path", "--image-dir", dest="image_dir", required=True, help="val JPEGs (flat/synset dirs)")
     p.add_argument("--prep-image", "--out-dir", dest="out_dir", required=True, help="output folder for the .bin files")
-    p.add_argument("--batch-size", type=int, required=True, help="images per .bin file")
-    p.add_argument("--dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
+    p.add_argument("--batch-size", type=int, required=True, help="images per .bin file (batched layouts)")
+    p.add_argument("--model", default=None, help="model card (convmixer-tasks models); default: the default model")
+    p.add_argument(
+        "--dtype",
+        choices=INPUT_DTYPES,
+        default=None,
+        help="default: the model guide's own files; float32: its float path batched NCHW; uint8: the pixels AIPP takes",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--shard", default="0/1", help="i/n: write only the i-th of n contiguous ranges of files")
     p.add_argument(
