@@ -149,7 +149,7 @@ ORACLES: dict[str, GuideOracle] = {
     "mobilenet_v2": GuideOracle(
         mobilenetv2_guide, 150_528, FloatPath(256, 224, Image.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)
     ),
-    "vit_base_patch16_224": GuideOracle(vit_b16_guide, 602_112, FloatPath(248, 224, Image.BICUBIC, HALF, HALF)),
+    "vit_b_16": GuideOracle(vit_b16_guide, 602_112, FloatPath(248, 224, Image.BICUBIC, HALF, HALF)),
     "densenet121": GuideOracle(
         densenet121_guide, 602_112, FloatPath(256, 224, Image.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)
     ),
