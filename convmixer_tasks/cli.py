@@ -414,8 +414,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default="work", help="folder for prep, ONNX, artifacts, outputs")
     p.add_argument("--image-path", dest="image_dir", default=None, help="default: the demo set, made in the work dir")
     p.add_argument("--annotation-file-path", dest="label_file", default=None)
-    p.add_argument("--source", dest="checkpoint", default=None, help="checkpoint; default: the committed demo model")
-    p.add_argument("--model", dest="variant", default=None, help="variant; default: convmixer_demo")
+    p.add_argument(
+        "--source",
+        dest="checkpoint",
+        default=None,
+        help="checkpoint; default: the model's committed one (the demo model's), else seeded random weights",
+    )
+    p.add_argument(
+        "--model",
+        "--model-variant",
+        dest="variant",
+        default=None,
+        help="model card (convmixer-tasks models); default: convmixer_demo",
+    )
     p.add_argument("--batch-size", dest="batch_sizes", type=int, nargs="+", default=[4])
     _backend_flags(p)
     p.add_argument("--dtype", dest="input_dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)

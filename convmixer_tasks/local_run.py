@@ -22,6 +22,7 @@ from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
 from convmixer_tasks.workdir import WorkLayout
 
 log = logging.getLogger(__name__)
+RANDOM_WEIGHTS_NOTE = "random weights: top-1 at chance (0.1 %) expected"
 
 
 def run_chain(
@@ -52,14 +53,18 @@ def run_chain(
     (``RegressionError``) after the summary is written and every verdict stored.
 
     With no dataset and no checkpoint it runs the demo: the generated demo set (made in ``work_dir`` on first use)
-    and the committed demo model. Caches under ``work_dir/cache`` make a second run spend its time on inference.
+    and the committed demo model. Another model (``variant``: a card name) without a checkpoint runs with seeded
+    random weights, and the summary says its top-1 is expected at chance. Caches under ``work_dir/cache`` make a
+    second run spend its time on inference.
     """
     layout = WorkLayout(Path(work_dir))
+    variant = variant or DEMO_VARIANT
+    checkpoint = checkpoint or _default_checkpoint(variant)
     params: dict[str, Any] = {
         "dataset_dir": str(image_dir or layout.demo_image_dir),
         "label_file": str(label_file or layout.demo_label_file),
-        "checkpoint": str(checkpoint or DEMO_CHECKPOINT),
-        "model_variant": variant or DEMO_VARIANT,
+        "checkpoint": str(checkpoint or ""),  # "": seeded random weights
+        "model_variant": variant,
         "backend": backend,
         "input_dtype": input_dtype,
         "batch_sizes": list(batch_sizes),
@@ -122,6 +127,7 @@ def run_chain(
     summary = {
         "run_id": run_id,
         "work_dir": str(layout.root),
+        **({} if checkpoint else {"note": f"{variant}: {RANDOM_WEIGHTS_NOTE}"}),
         "rows": rows,
         "cached": {
             "preprocess": all(p.cached for p in prepared),
@@ -142,6 +148,16 @@ def run_chain(
     if regression is not None:
         raise regression
     return summary
+
+
+def _default_checkpoint(variant: str) -> Path | None:
+    """The card's committed checkpoint (the demo model's), else None: seeded random weights."""
+    from convmixer_tasks.models.registry import get_card
+
+    architecture = get_card(variant).architecture
+    if architecture is None or architecture.default_checkpoint is None:
+        return None
+    return DEMO_CHECKPOINT.parents[1] / architecture.default_checkpoint
 
 
 def _as_stored(url: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
