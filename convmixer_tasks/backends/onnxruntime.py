@@ -397,7 +397,7 @@ def _read_batch(
     batch padded by repeating its first file (as ais_bench pads; those slots' outputs are dropped)."""
     if per_batch == 1:
         return np.memmap(prep_dir / group[0].name, dtype=dtype, mode="r", shape=tuple(input_shape))
-    batch = np.empty(input_shape, dtype=dtype)
+    batch: np.ndarray = np.empty(input_shape, dtype=dtype)
     per_file = batch.reshape(per_batch, -1)
     for slot in range(per_batch):
         source = group[slot] if slot < len(group) else group[0]
