@@ -56,8 +56,9 @@ def _preprocess(args: argparse.Namespace) -> Any:
 
 def _export(args: argparse.Namespace) -> Any:
     from convmixer_tasks.export import export_and_validate
+    from convmixer_tasks.models import get_card
 
-    if args.source is None and not args.random_weights:
+    if args.source is None and not args.random_weights and get_card(args.variant).onnx is None:
         raise ConvMixerError("export needs --source CHECKPOINT (or --random-weights to export an untrained model)")
     return _call(export_and_validate, args)
 
@@ -321,10 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N images (quick runs)")
 
     p = _add(sub, "export", _export, "checkpoint -> ONNX, validated against PyTorch (parity report beside it)")
-    p.add_argument("--source", default=None, help="checkpoint (.pth.tar; released or timm key layout)")
+    p.add_argument("--source", default=None, help="checkpoint (.pth/.pth.tar in the card's format), or an ONNX file")
     p.add_argument("--target", required=True, help="ONNX file to write")
     p.add_argument("--model", dest="variant", default="convmixer_1536_20", help="model variant")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (ATC accepts <= 18)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (ATC accepts <= 18; default: the card's)")
     p.add_argument("--dynamo", action="store_true", help="use torch's dynamo exporter (slower GELU under ORT)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| ONNX Runtime vs PyTorch")
     p.add_argument("--random-weights", action="store_true", help="export without a checkpoint (architecture checks)")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
-from types import MappingProxyType
 from typing import Any
 
 from convmixer_tasks.models import cards as _cards_package
@@ -20,13 +19,14 @@ DEFAULT_MODEL = "convmixer_1536_20"
 
 
 @cache
-def _registry() -> MappingProxyType[str, ModelCard]:
+def _registry() -> dict[str, ModelCard]:
+    """Every card, by name (built once; the public functions below hand out copies, never this dict)."""
     found: dict[str, ModelCard] = {}
     for info in sorted(pkgutil.iter_modules(_cards_package.__path__), key=lambda i: i.name):
         module = importlib.import_module(f"{_cards_package.__name__}.{info.name}")
         for card in getattr(module, "CARDS", ()):
             register(card, found, origin=module.__name__)
-    return MappingProxyType(found)
+    return found
 
 
 def register(card: object, into: dict[str, ModelCard], origin: str = "") -> None:

@@ -18,6 +18,8 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
+        self.head_dim = dim // heads
+        self.scale = 1.0 / math.sqrt(self.head_dim)
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
@@ -25,11 +27,10 @@ class SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, tokens, dim = x.shape
-        head_dim = dim // self.heads
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
-        qkv = qkv.reshape(n, tokens, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
+        qkv = qkv.reshape(n, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        attention = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(head_dim), dim=-1)
+        attention = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)
         out = torch.matmul(attention, v).transpose(1, 2).reshape(n, tokens, dim)
         return self.out_proj(out)
 
