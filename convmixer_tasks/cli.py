@@ -103,6 +103,7 @@ def _compile(args: argparse.Namespace) -> Any:
     from convmixer_tasks.backends.base import CompileOptions
 
     options = CompileOptions(
+        model=args.model,
         input_dtype=args.input_dtype,
         soc_version=args.soc_version,
         precision_mode=args.precision_mode,
@@ -369,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True)
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--output", required=True, help="artifact cache folder")
+    p.add_argument(
+        "--model", default=None, help="model card: its input size, AIPP (uint8) and ATC extras; default: the default"
+    )
     p.add_argument("--soc-version", default="auto", help="auto (from npu-smi) or e.g. Ascend310P3")
     p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
     p.add_argument("--precision-mode", default=None, help="ATC --precision_mode (e.g. force_fp32)")
