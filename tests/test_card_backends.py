@@ -211,3 +211,25 @@ def test_resnet50_random_weights_uint8_guide_path_matches_the_float_path(demo, t
     float_logits, uint8_logits = float_and_uint8_logits(onnx_path, "resnet50", demo.image_dir, tmp_path)
     scale = np.abs(float_logits).max()
     assert np.abs(uint8_logits - float_logits).max() <= 1e-4 * scale
+
+
+# --- eval conventions ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("classes, offset", [(1000, 0), (1001, 1)])
+def test_eval_matches_per_image_outputs_by_name_and_shifts_labels_for_1001_outputs(tmp_path, classes, offset):
+    """The guides' scripts: output stem minus ``_0`` is the image; label + 1 when the output has 1001 values (a
+    background class first). Each image's logits peak at its label + offset, so only the right rule scores 100 %."""
+    labels = {1: 3, 2: 997, 3: 0}
+    label_file = tmp_path / "val_label.txt"
+    label_file.write_text("".join(f"ILSVRC2012_val_{i:08d}.JPEG {label}\n" for i, label in labels.items()))
+    out = tmp_path / "result"
+    out.mkdir()
+    for index, label in labels.items():
+        logits = np.zeros(classes, dtype=np.float32)
+        logits[label + offset] = 1.0
+        logits.tofile(out / f"ILSVRC2012_val_{index:08d}_0.bin")
+    result = evaluate(out, label_file, num_classes=classes)
+    assert (result.top1, result.image_count) == (100.0, 3)
+    shifted = evaluate(out, label_file, num_classes=classes, label_offset=1 - offset)
+    assert shifted.top1 == 0.0
