@@ -71,43 +71,43 @@ def to_tensor_normalize(img: Image.Image, mean, std) -> np.ndarray:
 
 def resnet50_guide(path) -> bytes:
     """imagenet_torch_preprocess.py, type 'resnet' in that folder: 256 bilinear, centre 256, int8-cast HWC."""
-    img = center_crop(resize_shorter(open_rgb(path), 256, Image.BILINEAR), 256)
+    img = center_crop(resize_shorter(open_rgb(path), 256, Image.Resampling.BILINEAR), 256)
     return np.array(img, dtype=np.uint8).astype(np.int8).tobytes()
 
 
 def inceptionv3_guide(path) -> bytes:
     """inceptionv3_preprocess.py: shorter side 342 bilinear, centre 299, int8-cast HWC."""
-    img = center_crop(resize_shorter(open_rgb(path), 342, Image.BILINEAR), 299)
+    img = center_crop(resize_shorter(open_rgb(path), 342, Image.Resampling.BILINEAR), 299)
     return np.array(img, dtype=np.uint8).astype(np.int8).tobytes()
 
 
 def mobilenetv2_guide(path) -> bytes:
     """preprocess.py: Scale(256) bilinear, CenterCrop(224), HWC array -> float -> int8 (wraps 128..255)."""
-    img = center_crop(resize_shorter(open_rgb(path), 256, Image.BILINEAR), 224)
+    img = center_crop(resize_shorter(open_rgb(path), 256, Image.Resampling.BILINEAR), 224)
     return np.array(img).astype(np.float32).astype(np.int8).tobytes()
 
 
 def vit_b16_guide(path) -> bytes:
     """Vit_base_preprocess.py at 224: shorter side 248 bicubic, centre 224, /255, (x - 0.5) / 0.5, float32 CHW."""
-    img = center_crop(resize_shorter(open_rgb(path), 248, Image.BICUBIC), 224)
+    img = center_crop(resize_shorter(open_rgb(path), 248, Image.Resampling.BICUBIC), 224)
     return to_tensor_normalize(img, HALF, HALF).tobytes()
 
 
 def densenet121_guide(path) -> bytes:
     """densenet121_preprocess.py: Resize(256) bilinear, CenterCrop(224), ToTensor, ImageNet norm, float32 CHW."""
-    img = center_crop(resize_shorter(open_rgb(path), 256, Image.BILINEAR), 224)
+    img = center_crop(resize_shorter(open_rgb(path), 256, Image.Resampling.BILINEAR), 224)
     return to_tensor_normalize(img, IMAGENET_MEAN, IMAGENET_STD).tobytes()
 
 
 def regnetx_016_guide(path) -> bytes:
     """timm eval transform: Resize(int(224 / 0.875) = 256, bicubic), CenterCrop(224), ImageNet norm, float32."""
-    img = center_crop(resize_shorter(open_rgb(path), 256, Image.BICUBIC), 224)
+    img = center_crop(resize_shorter(open_rgb(path), 256, Image.Resampling.BICUBIC), 224)
     return to_tensor_normalize(img, IMAGENET_MEAN, IMAGENET_STD).tobytes()
 
 
 def vgg16_guide(path) -> bytes:
     """vgg16_preprocess.py: squash to 256×256 bilinear, centre 224 with truncated offsets, ImageNet norm, float32."""
-    img = center_crop(squash(open_rgb(path), 256, Image.BILINEAR), 224, truncate=True)
+    img = center_crop(squash(open_rgb(path), 256, Image.Resampling.BILINEAR), 224, truncate=True)
     return to_tensor_normalize(img, IMAGENET_MEAN, IMAGENET_STD).tobytes()
 
 
@@ -142,24 +142,26 @@ class GuideOracle:
 
 ORACLES: dict[str, GuideOracle] = {
     # ResNet-50: the host writes 256×256, AIPP crops 224 at (16, 16): the float equivalent is 256 -> 224.
-    "resnet50": GuideOracle(resnet50_guide, 196_608, FloatPath(256, 224, Image.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)),
+    "resnet50": GuideOracle(
+        resnet50_guide, 196_608, FloatPath(256, 224, Image.Resampling.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)
+    ),
     "inception_v3": GuideOracle(
-        inceptionv3_guide, 268_203, FloatPath(342, 299, Image.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)
+        inceptionv3_guide, 268_203, FloatPath(342, 299, Image.Resampling.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)
     ),
     "mobilenet_v2": GuideOracle(
-        mobilenetv2_guide, 150_528, FloatPath(256, 224, Image.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)
+        mobilenetv2_guide, 150_528, FloatPath(256, 224, Image.Resampling.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)
     ),
-    "vit_b_16": GuideOracle(vit_b16_guide, 602_112, FloatPath(248, 224, Image.BICUBIC, HALF, HALF)),
+    "vit_b_16": GuideOracle(vit_b16_guide, 602_112, FloatPath(248, 224, Image.Resampling.BICUBIC, HALF, HALF)),
     "densenet121": GuideOracle(
-        densenet121_guide, 602_112, FloatPath(256, 224, Image.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)
+        densenet121_guide, 602_112, FloatPath(256, 224, Image.Resampling.BILINEAR, IMAGENET_MEAN, IMAGENET_STD)
     ),
     "regnetx_016": GuideOracle(
-        regnetx_016_guide, 602_112, FloatPath(256, 224, Image.BICUBIC, IMAGENET_MEAN, IMAGENET_STD)
+        regnetx_016_guide, 602_112, FloatPath(256, 224, Image.Resampling.BICUBIC, IMAGENET_MEAN, IMAGENET_STD)
     ),
     "vgg16": GuideOracle(
         vgg16_guide,
         602_112,
-        FloatPath(256, 224, Image.BILINEAR, IMAGENET_MEAN, IMAGENET_STD, squash=True, truncate=True),
+        FloatPath(256, 224, Image.Resampling.BILINEAR, IMAGENET_MEAN, IMAGENET_STD, squash=True, truncate=True),
     ),
 }
 
