@@ -63,6 +63,12 @@ def _export(args: argparse.Namespace) -> Any:
     return _call(export_and_validate, args)
 
 
+def _models(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.models.listing import list_cards
+
+    return list_cards()
+
+
 def _eval(args: argparse.Namespace) -> Any:
     from convmixer_tasks.evaluate import evaluate_with_evidence
     from convmixer_tasks.evidence import PREDICTIONS_FILE
@@ -321,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-file", "--annotation-file-path", dest="label_file", default=None, help="val_label.txt, to validate"
     )
     p.add_argument("--limit", type=int, default=None, help="only the first N images (quick runs)")
+
+    _add(sub, "models", _models, "list the model cards (-o json: every card whole)")
 
     p = _add(sub, "export", _export, "checkpoint -> ONNX, validated against PyTorch (parity report beside it)")
     p.add_argument("--source", default=None, help="checkpoint (.pth/.pth.tar in the card's format), or an ONNX file")

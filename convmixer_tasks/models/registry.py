@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from convmixer_tasks.models import cards as _cards_package
@@ -16,6 +17,13 @@ from convmixer_tasks.models.card import CardError, ModelCard
 
 # The flagship: what every step uses when no model is named.
 DEFAULT_MODEL = "convmixer_1536_20"
+# Card paths (default_checkpoint, expected_top1_file) are relative to the convmixer_tasks package.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def package_path(relative: str) -> Path:
+    """A card's file path: relative ones under the convmixer_tasks package, absolute ones as they are."""
+    return PACKAGE_DIR / relative
 
 
 @cache

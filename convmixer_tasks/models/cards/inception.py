@@ -3,46 +3,26 @@ graph, uint8 299×299 files, AIPP normalises without cropping."""
 
 from __future__ import annotations
 
-from convmixer_tasks.models.card import (
-    GUIDE_MIN_CHN,
-    GUIDE_VAR_RECI,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Aipp,
-    Architecture,
-    CheckpointFormat,
-    FpsAt,
-    HostPreprocess,
-    Labels,
-    ModelCard,
-    OnnxIO,
-    Reference,
-    Transform,
-)
+from convmixer_tasks.models.card import FpsAt, Reference
+from convmixer_tasks.models.cards import common as zoo
 
-FLOAT = Transform(resize=342, crop=299, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+FLOAT = zoo.imagenet_transform(resize=342, crop=299)
 
 CARDS = (
-    ModelCard(
-        name="inception_v3",
+    zoo.torchvision_card(
+        "inception_v3",
         family="inception",
-        architecture=Architecture(
-            builder="convmixer_tasks.models.builders.inception:inception_v3",
-            # The released file carries the auxiliary head: built with it, it loads strictly; eval mode returns
-            # the main logits only.
-            kwargs={"transform_input": True, "aux_logits": True},
-            checkpoint=CheckpointFormat(library="torchvision state_dict (inception_v3_google-1a9a5a14.pth)"),
-        ),
-        preprocess=HostPreprocess(
-            transform=Transform(resize=342, crop=299, interpolation="bilinear"), dtype="uint8", layout="HWC"
-        ),
+        builder="convmixer_tasks.models.builders.inception:inception_v3",
+        # The released file carries the auxiliary head: built with it, it loads strictly; eval mode returns the
+        # main logits only.
+        kwargs={"transform_input": True, "aux_logits": True},
+        weights_file="inception_v3_google-1a9a5a14.pth",
+        preprocess=zoo.raw_uint8(resize=342, crop=299),
         float_transform=FLOAT,
-        aipp=Aipp(src_size=299, min_chn=GUIDE_MIN_CHN, var_reci=GUIDE_VAR_RECI, float_equivalent=FLOAT),
-        io=OnnxIO(input_name="actual_input_1", output_name="output1", opset=11, dynamic_batch=True),
-        labels=Labels(),
+        aipp=zoo.guide_aipp(FLOAT, src_size=299),
         reference=Reference(
-            source="Ascend/ModelZoo-PyTorch:ACL_PyTorch/built-in/cv/InceptionV3_for_Pytorch",
-            commit="6a2804a",
+            source=f"{zoo.BUILT_IN}/InceptionV3_for_Pytorch",
+            commit=zoo.GUIDE_COMMIT,
             guide_top1=77.31,
             guide_top5=93.46,
             guide_fps=(

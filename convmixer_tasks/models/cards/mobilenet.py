@@ -3,44 +3,24 @@ AIPP normalises without cropping."""
 
 from __future__ import annotations
 
-from convmixer_tasks.models.card import (
-    GUIDE_MIN_CHN,
-    GUIDE_VAR_RECI,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Aipp,
-    Architecture,
-    CheckpointFormat,
-    FpsAt,
-    HostPreprocess,
-    Labels,
-    ModelCard,
-    OnnxIO,
-    Reference,
-    Transform,
-)
+from convmixer_tasks.models.card import FpsAt, Reference
+from convmixer_tasks.models.cards import common as zoo
 
-FLOAT = Transform(resize=256, crop=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+FLOAT = zoo.imagenet_transform(resize=256, crop=224)
 
 CARDS = (
-    ModelCard(
-        name="mobilenet_v2",
+    zoo.torchvision_card(
+        "mobilenet_v2",
         family="mobilenet",
-        architecture=Architecture(
-            builder="convmixer_tasks.models.builders.mobilenet:mobilenet_v2",
-            checkpoint=CheckpointFormat(library="torchvision state_dict (mobilenet_v2-b0353104.pth)"),
-        ),
+        builder="convmixer_tasks.models.builders.mobilenet:mobilenet_v2",
+        weights_file="mobilenet_v2-b0353104.pth",
         # The guide casts the float crop to int8 (wrap-around); uint8 writes the same bytes.
-        preprocess=HostPreprocess(
-            transform=Transform(resize=256, crop=224, interpolation="bilinear"), dtype="uint8", layout="HWC"
-        ),
+        preprocess=zoo.raw_uint8(resize=256, crop=224),
         float_transform=FLOAT,
-        aipp=Aipp(src_size=224, min_chn=GUIDE_MIN_CHN, var_reci=GUIDE_VAR_RECI, float_equivalent=FLOAT),
-        io=OnnxIO(input_name="actual_input_1", output_name="output1", opset=11, dynamic_batch=True),
-        labels=Labels(),
+        aipp=zoo.guide_aipp(FLOAT, src_size=224),
         reference=Reference(
-            source="Ascend/ModelZoo-PyTorch:ACL_PyTorch/built-in/cv/MobileNetV2_for_Pytorch",
-            commit="6a2804a",
+            source=f"{zoo.BUILT_IN}/MobileNetV2_for_Pytorch",
+            commit=zoo.GUIDE_COMMIT,
             guide_top1=71.87,
             guide_top5=90.32,
             guide_fps=(FpsAt(4, 7072.0),),

@@ -2,54 +2,25 @@
 
 from __future__ import annotations
 
-from convmixer_tasks.models.card import (
-    GUIDE_MIN_CHN,
-    GUIDE_VAR_RECI,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Aipp,
-    Architecture,
-    AtcExtras,
-    CheckpointFormat,
-    FpsAt,
-    HostPreprocess,
-    Labels,
-    ModelCard,
-    OnnxIO,
-    Reference,
-    Transform,
-)
+from convmixer_tasks.models.card import AtcExtras, FpsAt, Reference
+from convmixer_tasks.models.cards import common as zoo
 
-FLOAT = Transform(resize=256, crop=224, interpolation="bilinear", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+FLOAT = zoo.imagenet_transform(resize=256, crop=224)
 
 CARDS = (
-    ModelCard(
-        name="resnet50",
+    zoo.torchvision_card(
+        "resnet50",
         family="resnet",
-        architecture=Architecture(
-            builder="convmixer_tasks.models.builders.resnet:resnet50",
-            checkpoint=CheckpointFormat(library="torchvision state_dict (resnet50-0676ba61.pth)"),
-        ),
-        # The guide's host step keeps the 256×256 square; the crop happens on the NPU.
-        preprocess=HostPreprocess(
-            transform=Transform(resize=256, crop=256, interpolation="bilinear"), dtype="uint8", layout="HWC"
-        ),
+        builder="convmixer_tasks.models.builders.resnet:resnet50",
+        weights_file="resnet50-0676ba61.pth",
+        # The guide's host step keeps the 256×256 square; the crop happens on the NPU, at (256 - 224) / 2.
+        preprocess=zoo.raw_uint8(resize=256, crop=256),
         float_transform=FLOAT,
-        aipp=Aipp(
-            src_size=256,
-            crop=True,
-            crop_start=(16, 16),  # (256 - 224) / 2
-            crop_size=224,
-            min_chn=GUIDE_MIN_CHN,
-            var_reci=GUIDE_VAR_RECI,
-            float_equivalent=FLOAT,
-        ),
-        io=OnnxIO(input_name="actual_input_1", output_name="output1", opset=11, dynamic_batch=True),
+        aipp=zoo.guide_aipp(FLOAT, src_size=256, crop_start=16),
         atc=AtcExtras(enable_small_channel=True),
-        labels=Labels(),
         reference=Reference(
-            source="Ascend/ModelZoo-PyTorch:ACL_PyTorch/built-in/cv/Resnet50_Pytorch_Infer",
-            commit="6a2804a",
+            source=f"{zoo.BUILT_IN}/Resnet50_Pytorch_Infer",
+            commit=zoo.GUIDE_COMMIT,
             guide_top1=76.14,
             guide_top5=92.87,
             guide_fps=(FpsAt(64, 4250.0),),

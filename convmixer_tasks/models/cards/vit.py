@@ -8,37 +8,24 @@ AugReg weights, so it is kept as a reference but does not gate runs of torchvisi
 
 from __future__ import annotations
 
-from convmixer_tasks.models.card import (
-    Architecture,
-    AtcExtras,
-    CheckpointFormat,
-    FpsAt,
-    HostPreprocess,
-    Labels,
-    ModelCard,
-    OnnxIO,
-    Reference,
-    Transform,
-)
+from convmixer_tasks.models.card import AtcExtras, FpsAt, HostPreprocess, OnnxIO, Reference, Transform
+from convmixer_tasks.models.cards.common import CONTRIB, GUIDE_COMMIT, torchvision_card
 
 TRANSFORM = Transform(resize=248, crop=224, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 CARDS = (
-    ModelCard(
-        name="vit_b_16",
+    torchvision_card(
+        "vit_b_16",
         family="vit",
-        architecture=Architecture(
-            builder="convmixer_tasks.models.builders.vit:vit_b_16",
-            checkpoint=CheckpointFormat(library="torchvision state_dict (vit_b_16)"),
-        ),
+        builder="convmixer_tasks.models.builders.vit:vit_b_16",
+        weights_file="vit_b_16",
         preprocess=HostPreprocess(transform=TRANSFORM, dtype="float32", layout="NCHW"),
         float_transform=TRANSFORM,
         io=OnnxIO(input_name="input", output_name="output", opset=11, dynamic_batch=True),
         atc=AtcExtras(op_select_implmode="high_performance", optypelist_for_implmode="Gelu", enable_small_channel=True),
-        labels=Labels(),
         reference=Reference(
-            source="Ascend/ModelZoo-PyTorch:ACL_PyTorch/contrib/cv/classfication/ViT_base",
-            commit="6a2804a",
+            source=f"{CONTRIB}/ViT_base",
+            commit=GUIDE_COMMIT,
             guide_top1=84.16,
             guide_fps=(FpsAt(16, 660.64),),
             applies_to_checkpoint=False,
