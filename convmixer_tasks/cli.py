@@ -110,6 +110,7 @@ def _compile(args: argparse.Namespace) -> Any:
     from convmixer_tasks.backends.base import CompileOptions
 
     options = CompileOptions(
+        model=args.model,
         input_dtype=args.input_dtype,
         soc_version=args.soc_version,
         precision_mode=args.precision_mode,
@@ -313,8 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "preprocess", _preprocess, "ImageNet val JPEGs -> batched input_XXXXX.bin files + manifest.json")
     p.add_argument("--image-path", "--image-dir", dest="image_dir", required=True, help="val JPEGs (flat/synset dirs)")
     p.add_argument("--prep-image", "--out-dir", dest="out_dir", required=True, help="output folder for the .bin files")
-    p.add_argument("--batch-size", type=int, required=True, help="images per .bin file")
-    p.add_argument("--dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
+    p.add_argument("--batch-size", type=int, required=True, help="images per .bin file (batched layouts)")
+    p.add_argument("--model", default=None, help="model card (convmixer-tasks models); default: the default model")
+    p.add_argument(
+        "--dtype",
+        choices=INPUT_DTYPES,
+        default=None,
+        help="default: the model guide's own files; float32: its float path batched NCHW; uint8: the pixels AIPP takes",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--shard", default="0/1", help="i/n: write only the i-th of n contiguous ranges of files")
     p.add_argument(
@@ -372,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True)
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--output", required=True, help="artifact cache folder")
+    p.add_argument(
+        "--model", default=None, help="model card: its input size, AIPP (uint8) and ATC extras; default: the default"
+    )
     p.add_argument("--soc-version", default="auto", help="auto (from npu-smi) or e.g. Ascend310P3")
     p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
     p.add_argument("--precision-mode", default=None, help="ATC --precision_mode (e.g. force_fp32)")
@@ -418,8 +428,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default="work", help="folder for prep, ONNX, artifacts, outputs")
     p.add_argument("--image-path", dest="image_dir", default=None, help="default: the demo set, made in the work dir")
     p.add_argument("--annotation-file-path", dest="label_file", default=None)
-    p.add_argument("--source", dest="checkpoint", default=None, help="checkpoint; default: the committed demo model")
-    p.add_argument("--model", dest="variant", default=None, help="variant; default: convmixer_demo")
+    p.add_argument(
+        "--source",
+        dest="checkpoint",
+        default=None,
+        help="checkpoint; default: the model's committed one (the demo model's), else seeded random weights",
+    )
+    p.add_argument(
+        "--model",
+        "--model-variant",
+        dest="variant",
+        default=None,
+        help="model card (convmixer-tasks models); default: convmixer_demo",
+    )
     p.add_argument("--batch-size", dest="batch_sizes", type=int, nargs="+", default=[4])
     _backend_flags(p)
     p.add_argument("--dtype", dest="input_dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)

@@ -50,7 +50,12 @@ def measure_fidelity(
             f"{plan.dataset_dir}; the outputs are predictions of another image set — re-run preprocess and inference"
         )
     reference, cached = reference_logits(
-        exported.onnx_path, exported.onnx_sha256, [paths[i] for i in indices], indices, fidelity_cache(layout)
+        exported.onnx_path,
+        exported.onnx_sha256,
+        [paths[i] for i in indices],
+        indices,
+        fidelity_cache(layout),
+        model=plan.model_variant,
     )
     metrics = fidelity_metrics(reference, scored.logits[positions])
     summary = {
@@ -154,13 +159,16 @@ def fidelity_by_hand(
         (picked / image.name).symlink_to(Path(image.path).resolve())
     labels = work / "subset_label.txt"
     labels.write_text("".join(f"{image.name} {image.label}\n" for image in chosen))
-    prep = preprocess(picked, work / "prep", compiled.batch_size, dtype=compiled.input_dtype, label_file=labels)
+    model = compiled.options.get("model")  # the card the artifact was compiled for (None: the default model)
+    prep = preprocess(
+        picked, work / "prep", compiled.batch_size, dtype=compiled.input_dtype, label_file=labels, model=model
+    )
     outputs = backend.infer(compiled, prep.out_dir, work / "outputs" / "out")
     scored = evaluate_with_evidence(outputs.output_dir, labels, prep_dir=prep.out_dir)
     indices = [int(i) for i in scored.predictions.indices]
     by_index = {image.index: image.path for image in chosen}
     reference, cached = reference_logits(
-        onnx, sha256_file(onnx), [by_index[i] for i in indices], indices, ContentCache(work / "reference")
+        onnx, sha256_file(onnx), [by_index[i] for i in indices], indices, ContentCache(work / "reference"), model
     )
     metrics = fidelity_metrics(reference, scored.logits)
     summary = {**summarise(metrics, limits), "reference_cached": cached, "artifact": str(artifact)}

@@ -298,6 +298,7 @@ class AscendBackend(base.Backend):
         options = dataclasses.replace(options, soc_version=soc)  # the cache key and record name the real chip
         atc = self.tool("atc", INSTALL_ATC)
         onnx_abs = Path(onnx_path).resolve()
+        card = options.card()
 
         def build(tmp_artifact: Path) -> dict[str, Any]:
             input_name, rank = read_onnx_input(onnx_abs)  # only on a cache miss: the 1536/20 file is ~200 MB
@@ -306,7 +307,7 @@ class AscendBackend(base.Backend):
             aipp_cfg = None
             aipp_text = None
             if options.input_dtype == "uint8":
-                aipp_text = aipp_config()
+                aipp_text = aipp_config(card.uint8_aipp())
                 aipp_cfg = tmp_artifact.parent / "aipp.cfg"
                 aipp_cfg.write_text(aipp_text)
             output_base = tmp_artifact.with_name(tmp_artifact.name[: -len(".om")])
@@ -316,7 +317,7 @@ class AscendBackend(base.Backend):
                 run = self.run_tool(argv, self.atc_timeout_s, cwd=tmp_artifact.parent)
             check_atc_run(run, tmp_artifact, self.cann.env)
             return {
-                "input_shape": om_input_shape(batch_size, options.input_dtype),
+                "input_shape": om_input_shape(batch_size, options.input_dtype, card),
                 "soc_version": soc,
                 "toolkit_version": self.cann.toolkit_version,
                 "onnx_input_name": input_name,
