@@ -10,13 +10,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from convmixer_tasks import metrics
+from convmixer_tasks.metrics.rules import RULE_THROUGHPUT, RULE_TOP1, fired_rules
 
 # The fields that describe where a run ran, with the label the page shows. A change in any of them between two
 # consecutive runs of one model on one backend is marked on the charts and in the table. One line per field.
 ENV_FIELDS = {"device": "device", "toolkit_version": "toolkit"}
-# The gated metrics; the gate writes one reason per metric, starting "<metric> regressed" when its rule fired.
-GATED_METRICS = ("top1", "throughput")
-STATUS_REGRESSED = "regressed"
+# The charted metrics, named as the gate's rules for them are (metrics.rules).
+GATED_METRICS = (RULE_TOP1, RULE_THROUGHPUT)
 
 
 def ran_at(row: Mapping[str, Any]) -> str | None:
@@ -25,19 +25,10 @@ def ran_at(row: Mapping[str, Any]) -> str | None:
 
 
 def regressed_on(row: Mapping[str, Any]) -> list[str]:
-    """The metrics whose gate rule fired for this row; [] unless it is ``regressed``.
-
-    Reasons written before the gate used the "<metric> regressed" wording name the metric somewhere; a regressed
-    row whose reasons name none is marked on every gated metric rather than on none.
-    """
-    if row.get("status") != STATUS_REGRESSED:
-        return []
-    reasons = [str(reason) for reason in row.get("gate_reasons") or []]
-    fired = [m for m in GATED_METRICS if any(reason.startswith(f"{m} regressed") for reason in reasons)]
-    if fired:
-        return fired
-    named = [m for m in GATED_METRICS if any(m in reason for reason in reasons)]
-    return named or list(GATED_METRICS)
+    """The charted metrics whose gate rule fired for this row (``metrics.rules.fired_rules``); [] unless it is
+    ``regressed``. A row that regressed on fidelity alone is marked on neither chart."""
+    fired = fired_rules(row)
+    return [metric for metric in GATED_METRICS if metric in fired]
 
 
 def _lineage(row: Mapping[str, Any]) -> tuple:

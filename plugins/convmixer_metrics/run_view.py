@@ -6,14 +6,14 @@ Every function returns JSON-ready dicts; nothing here writes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convmixer_tasks import fingerprint as fp
 from convmixer_tasks import metrics as store
 from convmixer_tasks.errors import ConfigError, EvalError
-from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
+from convmixer_tasks.metrics.rebaseline import acceptance
+from convmixer_tasks.metrics.rules import line_outcome
 
 from . import history
 
@@ -35,11 +35,6 @@ AIRFLOW_TASKS = {
     "evaluate": "evaluate (per batch size)",
 }
 MAPPED_TASKS = ("benchmark", "evaluate")
-# Rows a rebaseline can start from (``rebaseline.rebaseline`` refuses the others).
-ACCEPTABLE_STATUSES = (store.STATUS_OK, store.STATUS_REGRESSED, STATUS_INCONCLUSIVE)
-# A reason line that reports a rule that held ("top1 ok: …", "fidelity ok: …", "top1 flips ok vs …").
-_PASSED = re.compile(r"^[\w-]+( [\w-]+)? ok\b")
-_FIRED = re.compile(r"^[\w-]+ regressed\b|^OM diverges\b")
 # Metrics compared side by side: (field, label, unit, higher is better).
 COMPARED_METRICS = (
     ("top1", "Top-1", "%", True),
@@ -62,12 +57,11 @@ def summary(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def reasons(row: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Each gate reason with its outcome: ``fired`` (this rule made the row regress), ``passed`` or ``note``."""
-    lines = []
-    for text in row.get("gate_reasons") or []:
-        outcome = "fired" if _FIRED.search(text) else "passed" if _PASSED.search(text) else "note"
-        lines.append({"text": str(text), "outcome": outcome})
-    return lines
+    """Each gate reason with its outcome (``rules.line_outcome``: ``fired``, ``held`` or ``note``), the deciding
+    lines first: the rules that fired, then the notes (why a row is inconclusive), then the rules that held."""
+    order = {"fired": 0, "note": 1, "held": 2}
+    lines = [{"text": str(text), "outcome": line_outcome(str(text))} for text in row.get("gate_reasons") or []]
+    return sorted(lines, key=lambda line: order[line["outcome"]])
 
 
 def _samples(row: Mapping[str, Any]) -> list[float] | None:
@@ -155,15 +149,17 @@ def _acceptance(row: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def accept_offer(row: Mapping[str, Any], changed_since_previous: Sequence[str]) -> dict[str, Any]:
-    """Whether the page offers "accept as baseline" for this row (a regressed run, or a run whose fingerprint
-    differs from the series' previous run), and if it cannot be accepted, why not."""
-    offered = row.get("status") == store.STATUS_REGRESSED or bool(changed_since_previous)
-    why_not = None
-    if row.get("rebaselined_at"):
-        why_not = "already accepted as the baseline"
-    elif row.get("status") not in ACCEPTABLE_STATUSES or row.get("throughput") is None:
-        why_not = f"a {row.get('status')} run without a throughput figure cannot be a baseline"
-    return {"offered": offered, "why_not": why_not, "accepted": _acceptance(row)}
+    """Whether the page offers "accept as baseline" for this row, whether it can be accepted and what accepting
+    does: ``metrics.rebaseline.acceptance``, the rule the API and the CLI apply too."""
+    rule = acceptance(row, changed_since_previous)
+    return {
+        "offered": rule.offered,
+        "why_not": rule.why_not,
+        "status_after": rule.status_after,
+        "kept": list(rule.kept),
+        "effect": rule.effect,
+        "accepted": _acceptance(row),
+    }
 
 
 def run_detail(url: str, row_id: int) -> dict[str, Any] | None:

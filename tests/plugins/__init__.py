@@ -118,6 +118,8 @@ def demo_rows() -> list[dict]:
 CHECKPOINT_SHA256 = "c" * 64
 IMAGES = 500
 CLASSES = 10
+# The ONNX Runtime run that regressed on throughput only.
+THROUGHPUT_REGRESSED_RUN = run_id_for(DAYS - 1)
 # The run page's example: the Ascend run on the new toolkit that regressed on top-1 (a changed fingerprint too).
 REGRESSED_ASCEND_RUN = "manual__2026-11-04T10:00:00+00:00"
 

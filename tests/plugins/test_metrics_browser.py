@@ -22,7 +22,9 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from tests.plugins import DAG_ID, NEW_NPU, NPU, REGRESSED_ASCEND_RUN, demo_rows, seed_with_evidence
+from tests.plugins import (
+    DAG_ID, NEW_NPU, NPU, REGRESSED_ASCEND_RUN, THROUGHPUT_REGRESSED_RUN, demo_rows, seed_with_evidence,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +34,6 @@ SCREENSHOT_DARK = REPO_ROOT / "docs" / "metrics-page-dark.png"
 SCREENSHOT_PHONE = REPO_ROOT / "docs" / "metrics-page-phone.png"
 SCREENSHOT_RUN = REPO_ROOT / "docs" / "metrics-run-page.png"
 SCREENSHOT_RUN_PHONE_DARK = REPO_ROOT / "docs" / "metrics-run-page-phone-dark.png"
-# The regressed ONNX Runtime run (throughput): offered for acceptance, refused to the viewer.
-THROUGHPUT_REGRESSED_RUN = "scheduled__2026-11-04T00:00:00+00:00"
 WIDE = {"width": 1440, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 CHROMIUM = Path("/usr/bin/chromium")
