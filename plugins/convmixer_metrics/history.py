@@ -10,7 +10,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from convmixer_tasks import metrics
-from convmixer_tasks.metrics.rules import RULE_THROUGHPUT, RULE_TOP1, fired_rules
+from convmixer_tasks.metrics import STATUS_OK
+from convmixer_tasks.metrics.rules import RULE_THROUGHPUT, RULE_TOP1, fired_rules, line_outcome
 
 # The fields that describe where a run ran, with the label the page shows. A change in any of them between two
 # consecutive runs of one model on one backend is marked on the charts and in the table. One line per field.
@@ -29,6 +30,17 @@ def regressed_on(row: Mapping[str, Any]) -> list[str]:
     ``regressed``. A row that regressed on fidelity alone is marked on neither chart."""
     fired = fired_rules(row)
     return [metric for metric in GATED_METRICS if metric in fired]
+
+
+def deciding(row: Mapping[str, Any]) -> list[str]:
+    """The reason lines that decided the row's status, for the table and the tooltip: the rules that fired, or
+    (none fired: an inconclusive, failed or ok row) the notes that say why, never the rules that held. An operator's
+    acceptance is shown apart (its own columns), so its line is left out."""
+    lines = [str(line) for line in row.get("gate_reasons") or [] if not str(line).startswith("rebaselined by ")]
+    fired = [line for line in lines if line_outcome(line) == "fired"]
+    if fired or row.get("status") == STATUS_OK:
+        return fired
+    return [line for line in lines if line_outcome(line) == "note"]
 
 
 def _lineage(row: Mapping[str, Any]) -> tuple:
@@ -84,6 +96,7 @@ def annotate_all(rows: Iterable[Mapping[str, Any]], changes: list[dict[str, Any]
             **row,
             "ran_at": ran_at(row),
             "regressed_on": regressed_on(row),
+            "deciding": deciding(row),
             "env_changed": changed.get(_change_key(row), {}),
         }
         for row in rows
@@ -108,6 +121,7 @@ POINT_FIELDS = (
     "baseline_throughput",
     "gate_reasons",
     "regressed_on",
+    "deciding",
 )
 
 

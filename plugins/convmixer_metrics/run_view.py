@@ -35,16 +35,19 @@ AIRFLOW_TASKS = {
     "evaluate": "evaluate (per batch size)",
 }
 MAPPED_TASKS = ("benchmark", "evaluate")
-# Metrics compared side by side: (field, label, unit, higher is better).
+# Metrics compared side by side: (field, label, unit, higher is better, scale: a fraction is shown in percent).
 COMPARED_METRICS = (
-    ("top1", "Top-1", "%", True),
-    ("top5", "Top-5", "%", True),
-    ("throughput", "Throughput", "img/s", True),
-    ("latency_p50_ms", "p50 latency", "ms", False),
-    ("latency_p99_ms", "p99 latency", "ms", False),
-    ("latency_cv", "Per-loop CV", "", False),
-    ("energy_j_per_image", "Energy", "J/image", False),
-    ("throughput_per_watt", "Throughput per watt", "img/s/W", True),
+    ("top1", "Top-1", "%", True, 1),
+    ("top5", "Top-5", "%", True, 1),
+    ("throughput", "Throughput (ais_bench: mean per loop)", "img/s", True, 1),
+    ("throughput_robust", "Throughput (robust: median per loop)", "img/s", True, 1),
+    ("e2e_throughput", "End-to-end throughput", "img/s", True, 1),
+    ("latency_p50_ms", "p50 latency", "ms", False, 1),
+    ("latency_p99_ms", "p99 latency", "ms", False, 1),
+    ("latency_cv", "Per-loop CV (standard deviation / mean)", "%", False, 100),
+    ("latency_robust_cv", "Per-loop CV (robust: 1.4826 × MAD / median)", "%", False, 100),
+    ("energy_j_per_image", "Energy", "J/image", False, 1),
+    ("throughput_per_watt", "Throughput per watt", "img/s/W", True, 1),
 )
 
 
@@ -196,8 +199,10 @@ def run_detail(url: str, row_id: int) -> dict[str, Any] | None:
     }
 
 
-def _delta(field: str, label: str, unit: str, better_up: bool, a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:
-    first, second = a.get(field), b.get(field)
+def _delta(
+    field: str, label: str, unit: str, better_up: bool, scale: float, a: Mapping[str, Any], b: Mapping[str, Any]
+) -> dict:
+    first, second = (None if side.get(field) is None else side[field] * scale for side in (a, b))
     entry: dict[str, Any] = {"field": field, "label": label, "unit": unit, "a": first, "b": second}
     if isinstance(first, (int, float)) and isinstance(second, (int, float)):
         entry["delta"] = second - first
