@@ -33,6 +33,8 @@ from sqlalchemy.orm import Session
 
 from convmixer_tasks import fingerprint as fp
 from convmixer_tasks.errors import MetricsError
+from convmixer_tasks.metrics.engine import _db_errors, get_engine
+from convmixer_tasks.metrics.queries import get_row, series_neighbours
 from convmixer_tasks.metrics.rules import RULE_THROUGHPUT, fired_rules
 from convmixer_tasks.metrics.schema import (
     STATUS_FAILED,
@@ -43,7 +45,8 @@ from convmixer_tasks.metrics.schema import (
     ValidationRun,
     utcnow,
 )
-from convmixer_tasks.metrics.store import _check_int, _db_errors, get_engine, get_row, mask_url, series_neighbours
+from convmixer_tasks.metrics.url import mask_url
+from convmixer_tasks.metrics.values import _check_int
 
 # The rules whose reference a rebaseline moves; any other rule that fired keeps the row regressed.
 MOVED_BY_REBASELINE = (RULE_THROUGHPUT,)

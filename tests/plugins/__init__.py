@@ -221,7 +221,7 @@ def _set_stage_seconds_and_checkpoint(url: str) -> None:
     from sqlalchemy.orm import Session
 
     from convmixer_tasks.metrics.schema import ValidationRun
-    from convmixer_tasks.metrics.store import get_engine
+    from convmixer_tasks.metrics.engine import get_engine
 
     with Session(get_engine(url)) as session, session.begin():
         session.execute(update(ValidationRun)
