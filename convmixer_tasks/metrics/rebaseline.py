@@ -102,7 +102,9 @@ def acceptance(row: Mapping[str, Any], changed_since_previous: Sequence[str]) ->
             "baseline; there is nothing to accept"
         )
     status_after = None if why_not else (STATUS_REGRESSED if kept else STATUS_OK)
-    effect = "Accepting makes this run the start of its fingerprint's throughput baseline: later runs are compared with it"
+    effect = (
+        "Accepting makes this run the start of its fingerprint's throughput baseline: later runs are compared with it"
+    )
     if kept:
         effect += (
             f". It stays regressed: {', '.join(kept)} "
