@@ -768,6 +768,10 @@ def test_a_fidelity_regression_is_marked_on_neither_chart(airflow_server, browse
 
     model = "convmixer_768_32"
     url = airflow_server["metrics_url"]
+    from convmixer_tasks.throughput import pack_samples
+
+    # Loops of about 0.5 ms with a few 40 ms spikes (a GC pause, an interrupt), as ais_bench lists show them.
+    spiky = pack_samples([40.0 if loop % 25 == 0 else 0.5 + 0.01 * (loop % 7) for loop in range(100)])
     for day, status, reasons in (
         (5, "ok", ["top1 ok: 80.100 >= 79.660 (baseline 80.160 - tolerance 0.5)",
                    "throughput ok: no history (no earlier ok run on this model, backend, device and batch size)"]),
@@ -781,7 +785,8 @@ def test_a_fidelity_regression_is_marked_on_neither_chart(airflow_server, browse
             "model_variant": model, "backend": "ascend", "device": NPU, "toolkit_version": "CANN 8.0.RC2",
             "batch_size": 4, "input_dtype": "uint8", "image_count": 500, "top1": 80.1, "top5": 95.0,
             "throughput": 700.0, "status": status, "throughput_check": "noisy" if day == 6 else "unjudged",
-            "gate_reasons": reasons})
+            "gate_reasons": reasons, "samples_ms": spiky if day == 6 else None,
+            "fingerprint": {"backend": "ascend", "device": NPU}})
     base, page = airflow_server["base"], browser_page
     page.set_viewport_size(viewport)
     _log_in(page, airflow_server)
@@ -794,3 +799,29 @@ def test_a_fidelity_regression_is_marked_on_neither_chart(airflow_server, browse
     cell = frame_locator.locator("#runs-table td.status-cell:has(.status-regressed)")
     expect(cell.locator(".reasons li")).to_have_text(["OM diverges from ONNX: min cosine 0.9812 < 0.999 (the "
                                                       "artifact is not the model)"])
+
+    # Hovering the last (rightmost) point: the tooltip, reasons and all, stays inside the chart.
+    last = max(_chart_points(frame, "chart-throughput"), key=lambda p: p["x"])
+    frame_locator.locator("#chart-throughput").scroll_into_view_if_needed()
+    box = frame_locator.locator("#chart-throughput").bounding_box()
+    page.mouse.move(box["x"] + last["x"], box["y"] + last["y"])
+    edges = frame.wait_for_function("""() => {
+        const chart = Chart.getChart(document.getElementById('chart-throughput'));
+        const t = chart.tooltip;
+        return t.opacity > 0 && t.body.length ? [t.x, t.x + t.width, chart.width] : null;
+    }""", timeout=WAIT_MS).json_value()
+    assert edges[0] >= 0 and edges[1] <= edges[2], edges
+    # No x-axis label repeats.
+    labels = [label for label in frame.evaluate(
+        "() => Chart.getChart(document.getElementById('chart-top1')).scales.x.getLabelItems().map(i => i.label)")
+        if label]
+    assert len(labels) == len(set(labels))
+
+    # Its run page: the spikes do not flatten the latency boxes (a log axis), and the spread reads in percent.
+    row = metrics.get_run(url, "manual__2026-11-06T08:00:00+00:00", 4, "ascend")
+    run, frame = _open_in_ui(page, base, f"run?id={row['id']}")
+    expect(run.locator("body")).to_have_attribute("data-state", "loaded")
+    assert frame.evaluate("() => Chart.getChart(document.getElementById('chart-boxes')).options.scales.y.type") == (
+        "logarithmic")
+    expect(run.locator("#reasons li").first).to_have_attribute("data-outcome", "fired")
+    expect(run.locator("#reasons li").first).to_contain_text("OM diverges from ONNX")

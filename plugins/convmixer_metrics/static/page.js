@@ -276,7 +276,9 @@
       return { x: (iso) => Date.parse(iso), label: (v) => fmtDate(new Date(v).toISOString()), slots: null };
     }
     const slot = new Map(times.map((iso, index) => [iso, index]));
-    return { x: (iso) => slot.get(iso), label: (v) => (times[v] ? fmtDate(times[v]).slice(5) : ""),
+    // Runs seconds apart share a minute: only the first of them is labelled, so no label repeats.
+    const shown = (v) => (times[v] ? fmtDate(times[v]).slice(5) : "");
+    return { x: (iso) => slot.get(iso), label: (v) => (v > 0 && shown(v - 1) === shown(v) ? "" : shown(v)),
       slots: times.length };
   }
 
@@ -419,6 +421,27 @@
     }
   }
 
+  // Reason lines are long: wrapped to the chart's width (about 7 px a character, less the tooltip's padding), the
+  // tooltip stays narrow enough for Chart.js to keep it inside the chart, on a phone too.
+  function tooltipChars(chart) {
+    return Math.max(20, Math.min(60, Math.floor((chart.width - 40) / 7)));
+  }
+
+  function wrapped(text, width) {
+    const lines = [];
+    let line = "";
+    for (const word of String(text).split(" ")) {
+      if (line && line.length + 1 + word.length > width) {
+        lines.push(line);
+        line = word;
+      } else {
+        line = line ? line + " " + word : word;
+      }
+    }
+    if (line) lines.push(line);
+    return lines;
+  }
+
   function drawChart(metric, body) {
     const spec = CHARTS[metric];
     if (charts[metric]) charts[metric].destroy();
@@ -467,7 +490,8 @@
             filter: (item) => !item.dataset.isBaseline,
             callbacks: {
               title: (items) => (items.length ? "ran " + fmtDate(items[0].raw.run.ran_at) : ""),
-              label: (item) => item.dataset.label + ": " + fmt(item.parsed.y, spec.digits) + " " + spec.unit,
+              label: (item) => wrapped(item.dataset.label + ": " + fmt(item.parsed.y, spec.digits) + " " +
+                spec.unit, tooltipChars(item.chart)),
               afterLabel: (item) => {
                 const run = item.raw.run;
                 const lines = ["run: " + run.run_id, "status: " + run.status];
@@ -476,7 +500,7 @@
                 }
                 lines.push(...(run.deciding || []));
                 lines.push("click for this run's page");
-                return lines;
+                return lines.flatMap((line) => wrapped(line, tooltipChars(item.chart)));
               },
             },
           },

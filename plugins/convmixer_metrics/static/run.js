@@ -34,6 +34,7 @@
   ];
   // How each reason line took part in the verdict, in words beside its colour.
   const OUTCOME_WORDS = { fired: "fired", held: "held", note: "note" };
+  const LOG_SPAN = 8;
 
   function value(row, field, digits, unit, missing) {
     const raw = row[field];
@@ -314,6 +315,12 @@
       x: { grid: { color: grid }, ticks: { color: text, maxRotation: 0 } },
       y: { grid: { color: grid }, ticks: { color: text }, title: { display: true, text: "ms per loop", color: text } },
     };
+    // One run's spikes (p99 at 40 ms beside loops of 0.5 ms) would flatten every box on a linear axis: a log axis
+    // once the values span more than a factor of LOG_SPAN.
+    const values = boxes.filter(Boolean).flatMap((b) => [b.p5, b.p99]).filter((v) => v > 0);
+    const logScale = values.length > 0 && Math.max(...values) / Math.min(...values) > LOG_SPAN;
+    const yAxis = { ...scales.y, beginAtZero: false, type: logScale ? "logarithmic" : "linear" };
+    if (logScale) yAxis.title = { ...scales.y.title, text: "ms per loop (log scale)" };
     charts.boxes = new window.Chart(document.getElementById("chart-boxes"), {
       data: {
         labels: runs.map(runLabel),
@@ -333,7 +340,7 @@
       },
       options: {
         animation: false, maintainAspectRatio: false,
-        scales: { x: scales.x, y: { ...scales.y, beginAtZero: false } }, // the spread matters, not the distance to 0
+        scales: { x: scales.x, y: yAxis }, // the spread matters, not the distance to 0
         plugins: {
           legend: { labels: { color: text } },
           tooltip: {
