@@ -639,6 +639,7 @@ def test_run_page_compare_and_accept_as_admin(airflow_server, browser_page, shot
     button.click()
     expect(run.locator("#accepted")).to_contain_text("accepted as baseline by admin")
     expect(run.locator("#accepted")).to_contain_text("CANN 8.0.RC2 rolled out on purpose")
+    expect(run.locator("#accepted")).to_contain_text("It stays regressed on top1, fidelity")
     expect(run.locator("#accept-form")).to_be_hidden()
     # Top-1 and fidelity fired: accepting moves the throughput baseline, but the badge stays red beside the red
     # "OM diverges" line (metrics.rebaseline).

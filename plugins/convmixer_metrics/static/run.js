@@ -93,7 +93,11 @@
     const text = acceptanceText(detail.row);
     box.hidden = !(accept.offered || text);
     accepted.hidden = !text;
-    accepted.textContent = text ? "This run was " + text : "";
+    // An accepted top-1 or fidelity regression keeps its red badge (metrics.rebaseline): say why beside it.
+    const stays = detail.row.status === "regressed" && accept.kept.length
+      ? " It stays regressed on " + accept.kept.join(", ") + ": accepting moved the throughput baseline, not " +
+        "what those rules compare with." : "";
+    accepted.textContent = text ? "This run was " + text + "." + stays : "";
     form.hidden = !accept.offered || Boolean(text);
     const refusal = accept.why_not || (accept.allowed ? null : accept.why_not_allowed);
     button.disabled = Boolean(refusal);
