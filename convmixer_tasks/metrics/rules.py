@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from convmixer_tasks.metrics.schema import CHECK_REGRESSED, STATUS_REGRESSED
+from convmixer_tasks.status import CHECK_REGRESSED, STATUS_REGRESSED
 
 RULE_THROUGHPUT = "throughput"
 RULE_TOP1 = "top1"

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from convmixer_tasks import metrics
-from convmixer_tasks.metrics import STATUS_OK
 from convmixer_tasks.metrics.rules import RULE_THROUGHPUT, RULE_TOP1, fired_rules, line_outcome
+from convmixer_tasks.status import STATUS_OK
 
 # The fields that describe where a run ran, with the label the page shows. A change in any of them between two
 # consecutive runs of one model on one backend is marked on the charts and in the table. One line per field.
