@@ -128,8 +128,8 @@ def test_metrics_show_is_a_compact_table_by_default(db, capsys):
 
 def test_metrics_show_csv_has_the_ui_columns_and_defuses_formulas(db, capsys):
     table = list(csv.reader(io.StringIO(call(capsys, "metrics-show", "--url", db, "--output", "csv"))))
-    assert tuple(table[0]) == MetricsRow.field_names()
-    assert [r[0] for r in table[1:]] == ["run_b", "run_a"]
+    assert tuple(table[0]) == ("id", *MetricsRow.field_names())  # the id links a row to the page's run?id=
+    assert [r[1] for r in table[1:]] == ["run_b", "run_a"]
     assert table[1][table[0].index("gate_reasons")] == "'=cmd|' /C calc'!A0"
 
 
