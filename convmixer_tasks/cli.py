@@ -178,15 +178,10 @@ def _metrics_upgrade(args: argparse.Namespace) -> Any:
 
 def _metrics_show(args: argparse.Namespace) -> Any:
     from convmixer_tasks.metrics import query_runs, resolve_metrics_url
-    from convmixer_tasks.metrics.url import missing_sqlite_file
+    from convmixer_tasks.metrics.url import require_existing_database
 
     url = resolve_metrics_url(args.url)
-    missing = missing_sqlite_file(url)
-    if missing is not None:  # a reader must not create the database
-        raise ConvMixerError(
-            f"no metrics database at {missing}: no run has been recorded there yet; check the path (--url, "
-            "$CONVMIXER_METRICS_DB_URL) or record a run first"
-        )
+    require_existing_database(url)  # a reader must not create the database
     filters = {name: getattr(args, name) for name in ("model", "backend", "device", "batch_size", "status")}
     rows, total = query_runs(url, limit=args.limit, offset=args.offset, since=args.since, until=args.until, **filters)
     return {"total": total, **_with_change_points(url, rows)}
@@ -216,8 +211,11 @@ def _metrics_rebaseline(args: argparse.Namespace) -> Any:
 
     from convmixer_tasks.metrics import resolve_metrics_url
     from convmixer_tasks.metrics.rebaseline import rebaseline
+    from convmixer_tasks.metrics.url import require_existing_database
 
-    return rebaseline(resolve_metrics_url(args.url), args.row, args.reason, args.by or getpass.getuser())
+    url = resolve_metrics_url(args.url)
+    require_existing_database(url)  # an update of a row that cannot exist must not create the database
+    return rebaseline(url, args.row, args.reason, args.by or getpass.getuser())
 
 
 DTYPE_HELP = "float32 NCHW normalised (reference) or uint8 NHWC pixels (normalised by AIPP / the model)"

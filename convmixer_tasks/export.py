@@ -4,7 +4,6 @@ reproduces PyTorch's logits on a fixed seeded batch within the tolerance.
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -17,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from convmixer_tasks import guards
 from convmixer_tasks.errors import ConfigError, ExportError
-from convmixer_tasks.fileio import atomic_path, sha256_file, to_jsonable
+from convmixer_tasks.fileio import atomic_path, remove_stale_temporaries, sha256_file, temporaries_of, to_jsonable
 from convmixer_tasks.model import build_model, get_spec, load_checkpoint
 from convmixer_tasks.onnxgraph import graph_inputs
 from convmixer_tasks.progress import working
@@ -31,6 +31,9 @@ MAX_OPSET = 18
 # The reference script exports at 11; nothing older is needed for Conv/BatchNorm/Erf/Gemm.
 MIN_OPSET = 11
 IMAGE_SHAPE = (3, INPUT.crop, INPUT.crop)
+# How long a second export to one target (a retried task beside its zombie, two runs sharing a work folder) waits
+# for the first: the ONNX and its report are one pair, so two writers take turns instead of mixing them.
+EXPORT_LOCK_WAIT_S = 1800.0
 
 
 @dataclass
@@ -196,22 +199,49 @@ def export_and_validate(
     dynamo exporter's opset-18 graph keeps them apart and runs slower, see bench/RESULTS.md); dynamo stays
     selectable, at opset 18 only, for torch versions without the TorchScript exporter.
     """
-    check_opset(opset)
-    if not tolerance > 0:
-        raise ConfigError(f"parity tolerance {tolerance!r} must be a positive number (default 1e-4)")
-    if parity_batch < 1:
-        raise ConfigError(f"parity batch {parity_batch!r} must be at least 1")
-    get_spec(variant)
     target = Path(target)
     if target.suffix.lower() != ".onnx":
         raise ConfigError(f"export target {target} must end in .onnx")
-    source = Path(source) if source is not None else None
-    report_path = parity_report_path(target)
-    # What this attempt would replace goes first: a failure of any kind (bad checkpoint included) or a kill then
-    # leaves nothing, never an older ONNX or report that answers for another source.
-    clear_stale_temporaries(target)
-    _remove_pair(target)
+    lock = target.with_name(f".{target.name}.lock")
+    try:
+        with guards.exclusive(lock, f"ONNX export to {target}", EXPORT_LOCK_WAIT_S):
+            # What this attempt would replace goes first: a failure of any kind (a refused option, a bad checkpoint)
+            # or a kill then leaves nothing, never an older ONNX or report that answers for another source.
+            clear_stale_temporaries(target)
+            _remove_pair(target)
+            check_opset(opset)
+            if not tolerance > 0:
+                raise ConfigError(
+                    f"parity tolerance {tolerance!r} must be a positive number (--tolerance, default 1e-4)"
+                )
+            if parity_batch < 1:
+                raise ConfigError(f"parity batch {parity_batch!r} must be at least 1")
+            get_spec(variant)
+            return _export_locked(
+                Path(source) if source is not None else None,
+                target,
+                variant,
+                opset,
+                dynamo,
+                tolerance,
+                seed,
+                parity_batch,
+            )
+    except TimeoutError as exc:
+        raise ExportError(str(exc)) from None
 
+
+def _export_locked(
+    source: Path | None,
+    target: Path,
+    variant: str,
+    opset: int,
+    dynamo: bool,
+    tolerance: float,
+    seed: int,
+    parity_batch: int,
+) -> ExportResult:
+    report_path = parity_report_path(target)
     try:
         model = prepare_model(source, variant, seed)
         batch = seeded_batch(parity_batch, seed)
@@ -249,12 +279,8 @@ def _remove_pair(target: Path) -> None:
 
 
 def clear_stale_temporaries(target: Path) -> None:
-    """Remove the ``.tmp`` files a killed export left beside ``target`` (``fileio.atomic_path`` names them)."""
-    if not target.parent.is_dir():
-        return
-    for name in (target.name, parity_report_path(target).name):
-        for stale in target.parent.glob(f".{glob.escape(name)}.*.tmp"):
-            stale.unlink(missing_ok=True)
+    """Remove the ``.tmp`` files a killed export left beside ``target``; a live writer's are left alone."""
+    remove_stale_temporaries(temporaries_of(target) + temporaries_of(parity_report_path(target)))
 
 
 def _export_checked(

@@ -34,7 +34,7 @@ from convmixer_tasks import guards
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import SHOW_FIRST, ValDataset, ValImage, load_dataset
 from convmixer_tasks.errors import ConfigError, PreprocessError
-from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, sha256_json
+from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, remove_stale_temporaries, sha256_json
 from convmixer_tasks.prepfolder import (
     FILE_RE,
     INPUT_DTYPES,
@@ -272,6 +272,7 @@ def _plan(dataset: ValDataset, batch_size: int, dtype: str, suspicious: list[Sus
             name=file_name(position),
             images=names[start : start + batch_size],
             padded_slots=max(0, start + batch_size - len(names)),
+            inputs=_inputs_key(dataset.images[start : start + batch_size]),
         )
         for position, start in enumerate(range(0, len(names), batch_size))
     ]
@@ -423,9 +424,9 @@ def _refuse_foreign_inputs(out_dir: Path) -> None:
         )
 
 
-def _clear_stale(out_dir: Path, manifest: PrepManifest, owned: range, markers: dict[str, set[str]]) -> None:
+def _clear_stale(out_dir: Path, manifest: PrepManifest, markers: dict[str, set[str]]) -> None:
     """Before any write: drop a manifest that no longer describes the folder, files past the new file count, and
-    temp files a killed run of this shard left. Files in other shards' ranges are theirs to redo."""
+    temp files a killed run left (a live writer's are kept). Files in other shards' ranges are theirs to redo."""
     manifest_path = out_dir / MANIFEST_NAME
     if manifest_path.exists():
         try:
@@ -439,14 +440,14 @@ def _clear_stale(out_dir: Path, manifest: PrepManifest, owned: range, markers: d
         if (file_position(name) or 0) >= count:  # read_markers keeps only input_NNNNN.bin names
             for marker in name_markers:
                 (out_dir / STATE_DIR / f"{name}.{marker}").unlink(missing_ok=True)
+    temporaries = []
     for entry in os.scandir(out_dir):
         if FILE_RE.match(entry.name):
             if (file_position(entry.name) or 0) >= count:
                 Path(entry.path).unlink(missing_ok=True)
         elif entry.name.startswith(".input_") and entry.name.endswith(".tmp"):
-            position = file_position(entry.name[1:].partition(".bin.")[0] + ".bin")  # atomic_path's ".<name>.XXXX.tmp"
-            if position is not None and (position in owned or position >= count):  # others' may be in flight
-                Path(entry.path).unlink(missing_ok=True)
+            temporaries.append(Path(entry.path))
+    remove_stale_temporaries(temporaries)  # a killed run's; another shard's writer in flight holds its own
 
 
 def preprocess(
@@ -494,7 +495,7 @@ def _preprocess_locked(
 ) -> PrepResult:
     batch_size, dtype = manifest.batch_size, manifest.dtype
     markers = read_markers(out_dir)
-    _clear_stale(out_dir, manifest, owned, markers)
+    _clear_stale(out_dir, manifest, markers)
     if too_large:  # after the clearing, so a manifest of the folder's older inputs does not outlive the refusal
         raise _too_large(too_large)
 
@@ -503,7 +504,7 @@ def _preprocess_locked(
     for position in owned:
         name = file_name(position)
         images = dataset.images[position * batch_size : (position + 1) * batch_size]
-        marker = f"{layout}.{_inputs_key(images)}"
+        marker = f"{layout}.{manifest.files[position].inputs}"
         existing = markers.get(name, set())
         if existing == {marker} and has_size(out_dir / name, nbytes):
             continue
@@ -533,6 +534,12 @@ def _preprocess_locked(
         replaced = sum(_size(out_dir / job.name) for job in jobs)
         needed = len(jobs) * nbytes - replaced + min(workers, len(jobs)) * nbytes  # + one temp file per worker
         refusal = guards.check_free_space(out_dir, needed, f"preprocess ({len(jobs)} files of {nbytes} bytes)")
+        if refusal and batch_size > manifest.image_count:  # the padding, not the images, fills the disk
+            raise PreprocessError(
+                f"batch size {batch_size} is too large: it exceeds the set's {manifest.image_count} images, and each "
+                f"file is padded to {batch_size} images ({nbytes:,} bytes), more than {out_dir}'s file system has "
+                f"free; pass --batch-size {manifest.image_count} or less"
+            )
         if refusal:
             raise PreprocessError(refusal)
         _run_jobs(jobs, manifest, min(workers, len(jobs)))

@@ -26,6 +26,8 @@ TIME_SECTIONS = ("NPU_compute_time", "H2D_latency", "D2H_latency")
 THROUGHPUT_FORMULA = "1000*batchsize/NPU_compute_time.mean"
 OUTPUT_FILE_RE = re.compile(r"^[^.]+_\d+\.(bin|npy|txt)$")
 STAGING_MARK = ".partial-"  # ".<dirname>.partial-<pid>": an infer's outputs before they are complete
+# Our key in the summary: ``prepfolder.manifest_identity`` of the prep folder the outputs were inferred from.
+PREP_MANIFEST_KEY = "convmixer_prep_manifest_sha256"
 
 
 def output_name(input_name: str | os.PathLike, index: int = 0, fmt: str = "bin") -> str:
@@ -90,12 +92,13 @@ def _clear_stale_staging(output_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_outputs(output_dir: str | os.PathLike) -> Iterator[Path]:
+def staged_outputs(output_dir: str | os.PathLike, prep_manifest: str | None = None) -> Iterator[Path]:
     """Yield a sibling staging folder for a run's outputs; they become ``output_dir`` only if the block finishes.
 
     The previous result at ``output_dir`` is removed first and the staging folder (with its sibling summary) on any
     failure, so after a crash or ``kill -9`` the path holds either nothing or one run's complete outputs — never a
-    mix of two models. The summary moves in last: it marks the outputs complete.
+    mix of two models. The summary moves in last: it marks the outputs complete. ``prep_manifest`` (the inputs'
+    ``manifest_identity``) is recorded in it, so eval can tell which prep folder the outputs belong to.
     """
     output_dir = Path(output_dir)
     clear_previous_outputs(output_dir)
@@ -107,6 +110,8 @@ def staged_outputs(output_dir: str | os.PathLike) -> Iterator[Path]:
         staged_summary = summary_path(staging)
         if (staging / OLD_SUMMARY_NAME).is_file():
             os.replace(staging / OLD_SUMMARY_NAME, staged_summary)
+        if prep_manifest is not None and staged_summary.is_file():
+            atomic_write_json(staged_summary, {**read_json(staged_summary), PREP_MANIFEST_KEY: prep_manifest})
         os.replace(staging, output_dir)
         if staged_summary.is_file():
             os.replace(staged_summary, summary_path(output_dir))

@@ -23,7 +23,15 @@ from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file
-from convmixer_tasks.prepfolder import DTYPE_ITEMSIZE, INPUT_DTYPES, PrepFile, PrepManifest, read_manifest
+from convmixer_tasks.precision import check_precision_mode
+from convmixer_tasks.prepfolder import (
+    DTYPE_ITEMSIZE,
+    INPUT_DTYPES,
+    PrepFile,
+    PrepManifest,
+    check_prep_files,
+    read_manifest,
+)
 
 if TYPE_CHECKING:
     from convmixer_tasks.energy import PowerSource
@@ -251,6 +259,8 @@ def compile_cached(
     written last, so an interrupted compile leaves no sidecar and is rebuilt on the next call.
     """
     check_batch_size(batch_size)
+    # An option this backend ignores must not be recorded in the sidecar as if the artifact computed in it.
+    check_precision_mode(backend, options.precision_mode, "precision_mode (--precision-mode)")
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ConfigError(f"ONNX model {onnx_path} does not exist; run the export step first or fix --onnx")
@@ -365,4 +375,5 @@ def select_prep_files(
                 f"input file {bin_path} is {actual} bytes but artifact {artifact.path.name} expects {expected} "
                 f"({artifact.input_dtype} {artifact.input_shape}); {fix}"
             )
+    check_prep_files(prep_dir, manifest, selected)  # and each holds the images the manifest says
     return manifest, selected

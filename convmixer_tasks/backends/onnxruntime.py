@@ -22,6 +22,7 @@ import onnxruntime as ort
 from convmixer_tasks.backends import aisbench_format, base
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.onnxgraph import graph_inputs
+from convmixer_tasks.prepfolder import manifest_identity
 from convmixer_tasks.progress import Progress, working
 from convmixer_tasks.variants import INPUT
 
@@ -205,7 +206,9 @@ class OnnxRuntimeBackend(base.Backend):
 
     def infer(self, artifact, prep_dir, output_dir, files=None) -> base.InferResult:
         prep_dir, output_dir = Path(prep_dir), Path(output_dir)
-        _, selected = base.select_prep_files(artifact, prep_dir, files)
+        # Before any check: a refused run, like a failed one, leaves no older result at the output path.
+        aisbench_format.clear_previous_outputs(output_dir)
+        manifest, selected = base.select_prep_files(artifact, prep_dir, files)
         session = self.open_session(artifact)
         input_name, output_name = artifact.meta["input_name"], artifact.meta["output_name"]
         dtype = NUMPY_DTYPES[artifact.input_dtype]
@@ -227,7 +230,7 @@ class OnnxRuntimeBackend(base.Backend):
         compute_ms: list[float] = []
         images = sum(len(prep_file.images) for prep_file in selected)
         progress = Progress(f"ONNX Runtime inference (batch {artifact.batch_size})", images, "images")
-        with aisbench_format.staged_outputs(output_dir) as staging:
+        with aisbench_format.staged_outputs(output_dir, manifest_identity(manifest)) as staging:
             staging.mkdir(parents=True)
             for sample_id, prep_file in enumerate(selected):
                 in_path = prep_dir / prep_file.name
