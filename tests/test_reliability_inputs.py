@@ -3,6 +3,8 @@ Each test is one case of the hostile-input probe; the fixtures and the one-clear
 (``test_reliability``).
 """
 
+# ruff: noqa: F811 — the fixtures imported from test_reliability are, as pytest wants, the test functions' parameters
+
 from __future__ import annotations
 
 import json
@@ -16,23 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from convmixer_tasks import fileio
 from convmixer_tasks.backends.aisbench_format import summary_path
 from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
 from convmixer_tasks.errors import PreprocessError
 from convmixer_tasks.export import export_and_validate, parity_report_path
-from convmixer_tasks import fileio
 from convmixer_tasks.prepfolder import read_manifest
 from convmixer_tasks.preprocess import preprocess
-from tests.test_reliability import (  # noqa: F401 (fixtures)
-    BATCH,
-    REPO,
-    assert_one_clear_line,
-    dataset,
-    models,
-    prep,
-    run_cli,
-    work,
-)
+from tests.test_reliability import BATCH, REPO, assert_one_clear_line, dataset, models, prep, run_cli, work  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(autouse=True)
@@ -93,7 +86,7 @@ def test_eval_of_outputs_inferred_from_another_prep_folder_is_refused(models, pr
 
 
 def test_fidelity_of_an_artifact_compiled_from_another_onnx_is_refused(models, dataset, work, capsys):
-    a, b = models
+    a, _ = models
     onnx_b = work / "m1" / "model.onnx"
     code, err = run_cli(
         capsys,
