@@ -31,7 +31,7 @@ MAX_OPSET = 18
 # The reference script exports at 11; nothing older is needed for Conv/BatchNorm/Erf/Gemm.
 MIN_OPSET = 11
 IMAGE_SHAPE = (3, INPUT.crop, INPUT.crop)
-# How long a second export to one target (a retried task beside its zombie, two runs sharing a work folder) waits
+# How long a second export into one folder (a retried task beside its zombie, two runs sharing a work folder) waits
 # for the first: the ONNX and its report are one pair, so two writers take turns instead of mixing them.
 EXPORT_LOCK_WAIT_S = 1800.0
 
@@ -202,9 +202,8 @@ def export_and_validate(
     target = Path(target)
     if target.suffix.lower() != ".onnx":
         raise ConfigError(f"export target {target} must end in .onnx")
-    lock = target.with_name(f".{target.name}.lock")
     try:
-        with guards.exclusive(lock, f"ONNX export to {target}", EXPORT_LOCK_WAIT_S):
+        with guards.exclusive_folder(target.parent, f"ONNX export to {target}", EXPORT_LOCK_WAIT_S):
             # What this attempt would replace goes first: a failure of any kind (a refused option, a bad checkpoint)
             # or a kill then leaves nothing, never an older ONNX or report that answers for another source.
             clear_stale_temporaries(target)
