@@ -34,8 +34,8 @@ from convmixer_tasks.prepfolder import (
 )
 
 if TYPE_CHECKING:
+    from convmixer_tasks.device_state import DeviceState
     from convmixer_tasks.energy import PowerSource
-    from convmixer_tasks.quiet import DeviceState
 
 
 @dataclass(frozen=True)
