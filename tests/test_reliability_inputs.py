@@ -18,13 +18,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convmixer_tasks import fileio
+from convmixer_tasks import cli, fileio
 from convmixer_tasks.backends.aisbench_format import summary_path
+from convmixer_tasks.backends.ascend import ToolRun
 from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
-from convmixer_tasks.errors import PreprocessError
+from convmixer_tasks.errors import BackendError, PreprocessError
 from convmixer_tasks.export import export_and_validate, parity_report_path
 from convmixer_tasks.prepfolder import read_manifest
 from convmixer_tasks.preprocess import preprocess
+from tests.ascend_doubles import ascend_doubles, write_tiny_onnx  # noqa: F401 (fixture)
 from tests.test_reliability import BATCH, REPO, assert_one_clear_line, dataset, models, prep, run_cli, work  # noqa: F401 (fixtures)
 
 
@@ -182,6 +184,18 @@ def test_concurrent_exports_to_one_target_never_fail_each_other(tmp_path):
     assert not fileio.temporaries_of(target) and not fileio.temporaries_of(parity_report_path(target))
 
 
+def test_ais_bench_timing_nothing_is_not_a_throughput_of_zero(ascend_doubles, tmp_path, monkeypatch):
+    backend = ascend_doubles.backend()
+    artifact = backend.compile(write_tiny_onnx(tmp_path / "tiny.onnx"), BATCH, tmp_path / "cache")
+    said = (
+        "[INFO] NPU_compute_time (ms): min = 0, max = 0, mean = 0, median = 0, percentile(99%) = 0\n"
+        "[INFO] throughput 1000*batchsize.mean(2)/NPU_compute_time.mean(0): 0\n"
+    )
+    monkeypatch.setattr(backend, "run_tool", lambda argv, *a, **k: ToolRun(argv, 0, said, 1))
+    with pytest.raises(BackendError, match=r"mean NPU compute time of 0 ms .* nothing was timed"):
+        backend.benchmark(artifact, loop=1, warmup=0)
+
+
 # --- 15: misleading or raw messages -------------------------------------------------------------------------------
 
 
@@ -232,3 +246,28 @@ def test_eval_of_another_batch_sizes_outputs_says_the_batch_sizes_differ(models,
         str(work / "res_bs"),
     )
     assert_one_clear_line(code, err, "eval", "batch sizes differ", "batches of 2", "batches of 3")
+
+
+def test_ais_bench_crash_with_exit_0_leads_with_its_error(ascend_doubles, tmp_path, monkeypatch):
+    backend = ascend_doubles.backend()
+    artifact = backend.compile(write_tiny_onnx(tmp_path / "tiny.onnx"), BATCH, tmp_path / "cache")
+    said = "[INFO] acl init success\n[ERROR] acl open device 0 failed, ret 507033\n"
+    monkeypatch.setattr(backend, "run_tool", lambda argv, *a, **k: ToolRun(argv, 0, said, 1))
+    with pytest.raises(BackendError) as info:
+        backend.benchmark(artifact, loop=1, warmup=0)
+    message = str(info.value)
+    assert message.startswith("ais_bench printed: [ERROR] acl open device 0 failed"), message
+    assert "npu-smi info" in message and message.index("[ERROR]") < message.index("NPU_compute_time")
+
+
+def test_ascend_compile_to_a_relative_output_folder(ascend_doubles, tmp_path, monkeypatch, capsys):
+    """ATC runs in its build folder: a relative --output used to be resolved there ("wrote no .om")."""
+    onnx_path = write_tiny_onnx(tmp_path / "tiny.onnx")
+    monkeypatch.chdir(tmp_path)
+    argv = ["-o", "json", "compile", "--backend", "ascend", "--cann-set-env", str(ascend_doubles.set_env),
+            "--onnx", str(onnx_path), "--batch-size", "2", "--output", "om"]  # fmt: skip
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    artifact = Path(json.loads(out)["path"])
+    assert artifact.is_file() and artifact.parent == tmp_path / "om"

@@ -8,6 +8,7 @@ first dot, ``_{output index}``, outfmt lower-cased) and the summary as the sibli
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -129,6 +130,17 @@ def natural_key(name: str) -> list[Any]:
 def throughput(batch_size: float, mean_ms: float) -> float:
     """ais_bench's figure: images per second from the mean compute time of one batch (0 when nothing was timed)."""
     return 1000.0 * batch_size / mean_ms if mean_ms > 0 else 0.0
+
+
+def check_timing(throughput_value: float, mean_ms: float, what: str) -> None:
+    """Refuse a measurement that timed nothing: a mean compute time of 0 ms (or not finite) gives throughput 0 or
+    infinity, which would be recorded, and gated, as a figure."""
+    if not (math.isfinite(mean_ms) and mean_ms > 0 and math.isfinite(throughput_value) and throughput_value > 0):
+        raise BackendError(
+            f"ais_bench {what} reported a mean NPU compute time of {mean_ms:g} ms and a throughput of "
+            f"{throughput_value:g}: nothing was timed, so there is no figure to record; check the device "
+            "(`npu-smi info`) and the ais_bench version, then re-run the benchmark"
+        )
 
 
 def stats(times_ms: Iterable[float]) -> dict[str, float | int]:

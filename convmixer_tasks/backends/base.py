@@ -276,7 +276,8 @@ def compile_cached(
             "options": options_dict,
         }
     )
-    cache_dir = cache.root
+    # Absolute before any tool sees it: ATC runs in the build folder and would resolve a relative path there.
+    cache_dir = cache.root.absolute()
     cache_dir.mkdir(parents=True, exist_ok=True)
     stem = onnx_path.name.split(".")[0]
     artifact_path = cache_dir / f"{stem}_bs{batch_size}_{options.input_dtype}_{cache.entry(key).name}{suffix}"
