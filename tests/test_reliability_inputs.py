@@ -271,3 +271,18 @@ def test_ascend_compile_to_a_relative_output_folder(ascend_doubles, tmp_path, mo
     assert code == 0, err
     artifact = Path(json.loads(out)["path"])
     assert artifact.is_file() and artifact.parent == tmp_path / "om"
+
+
+def test_a_metrics_db_from_a_newer_version_says_so(tmp_path, capsys):
+    import sqlite3
+
+    from convmixer_tasks.metrics import upgrade
+    from convmixer_tasks.metrics.schema import VERSION_TABLE
+
+    db = tmp_path / "newer.db"
+    upgrade(f"sqlite:///{db}")
+    with sqlite3.connect(db) as connection:
+        connection.execute(f"UPDATE {VERSION_TABLE} SET version_num = 'f00dfacef00d'")
+    for argv in (["metrics-upgrade"], ["run", "--record", "--work-dir", str(tmp_path / "w")]):
+        code, err = run_cli(capsys, *argv, "--url", f"sqlite:///{db}")
+        assert_one_clear_line(code, err, argv[0], "'f00dfacef00d'", "written by a newer convmixer-tasks")

@@ -174,8 +174,28 @@ def upgrade(url: str, revision: str = "head") -> str | None:
                 connection.execute(select(func.pg_advisory_xact_lock(_UPGRADE_LOCK_KEY)))
             config = alembic_config(url)
             config.attributes["connection"] = connection
+            _refuse_unknown_revision(url, config, connection)
             command.upgrade(config, revision)
             return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def _refuse_unknown_revision(url: str, config, connection) -> None:
+    """A database stamped with a revision none of our migrations has was written by a newer convmixer-tasks: say
+    so instead of Alembic's "Can't locate revision" traceback."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    current = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    if current is None:
+        return
+    scripts = ScriptDirectory.from_config(config)
+    if current not in {script.revision for script in scripts.walk_revisions()}:
+        raise MetricsError(
+            f"metrics database {mask_url(url)} is at schema revision {current!r}, which this convmixer-tasks does not "
+            f"know (its newest is {scripts.get_current_head()!r}): it was written by a newer convmixer-tasks; "
+            "upgrade the package here (pip install -U convmixer-tasks, or the newer image), or point --url at "
+            "another database"
+        )
 
 
 def _make_sqlite_folder(engine: Engine) -> None:
