@@ -286,3 +286,28 @@ def test_a_metrics_db_from_a_newer_version_says_so(tmp_path, capsys):
     for argv in (["metrics-upgrade"], ["run", "--record", "--work-dir", str(tmp_path / "w")]):
         code, err = run_cli(capsys, *argv, "--url", f"sqlite:///{db}")
         assert_one_clear_line(code, err, argv[0], "'f00dfacef00d'", "written by a newer convmixer-tasks")
+
+
+# --- 6: the checkpoint an asset event names -----------------------------------------------------------------------
+
+
+def test_an_asset_event_naming_a_missing_file_is_told_so_and_the_rows_keep_the_path(tmp_path):
+    from types import SimpleNamespace
+
+    from convmixer_tasks.errors import ConfigError
+    from convmixer_tasks.rows import failed_rows
+    from convmixer_tasks.runfacts import run_facts
+    from convmixer_tasks.triggers import recorded_checkpoint, with_triggered_checkpoint
+
+    missing = tmp_path / "ckpt" / "convmixer_new.pth.tar"
+    events = {"convmixer_checkpoint": [SimpleNamespace(asset=SimpleNamespace(uri="convmixer_checkpoint"),
+                                                       extra={"checkpoint": str(missing)})]}  # fmt: skip
+    params = {"checkpoint": "/default.pth.tar", "batch_sizes": [4], "backend": "onnxruntime"}
+    with pytest.raises(ConfigError) as info:
+        with_triggered_checkpoint(params, events)
+    message = str(info.value)
+    assert str(missing) in message and "named by the triggering asset event" in message
+    assert "emit the event again" in message and "set param checkpoint" not in message
+    # The failure row of that run names the event's checkpoint, not the param's default.
+    (row,) = failed_rows(run_facts("r", "d", None, None), recorded_checkpoint(params, events), "refused")
+    assert row.checkpoint_path == str(missing)
