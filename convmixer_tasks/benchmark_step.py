@@ -13,7 +13,7 @@ from typing import Any
 
 from convmixer_tasks.backends.base import get_backend
 from convmixer_tasks.energy import DEFAULT_PERIOD_S as DEFAULT_POWER_PERIOD_S
-from convmixer_tasks.errors import MetricsError
+from convmixer_tasks.errors import MetricsError, MetricsTableMissing
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
 from convmixer_tasks.quiet import DEFAULT_IDLE_WAIT_S
 from convmixer_tasks.records import BenchSummary, CompiledModel
@@ -127,6 +127,9 @@ def suspect_check(
         }
         try:
             found = throughput_history(url, row, params["throughput_history"])
+        except MetricsTableMissing:  # the first run: its record step creates the table after this benchmark
+            log.info("no throughput history yet (no run recorded in the metrics DB); a low figure is not confirmed")
+            return None
         except MetricsError as exc:
             log.warning("no throughput history for the suspect check (%s); a low figure is not confirmed", exc)
             return None

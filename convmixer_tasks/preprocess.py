@@ -19,7 +19,6 @@ import shutil
 import struct
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -52,13 +51,13 @@ from convmixer_tasks.prepfolder import (
     read_markers,
     shard_range,
 )
+from convmixer_tasks.progress import Progress
 from convmixer_tasks.variants import INPUT
 
 logger = logging.getLogger(__name__)
 
 MEAN, STD, CROP, RESIZE = INPUT.mean, INPUT.std, INPUT.crop, INPUT.resize  # RESIZE 233: the reference's int(224 / 0.96)
 _AIS_BENCH_INPUT_RE = re.compile(r"\.(bin|npy)$", re.IGNORECASE)  # what ais_bench picks up from a folder
-PROGRESS_STEPS = 20  # progress lines per run
 # One size limit for every image, checked from the header before any decoding: PIL's warning level (PIL itself
 # only warns there and refuses at twice that, so its warning is silenced where ours refuses).
 MAX_IMAGE_PIXELS = 89_478_485
@@ -382,30 +381,24 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 def _run_jobs(jobs: list[_Job], manifest: PrepManifest, workers: int) -> None:
-    total = len(jobs)
-    every = max(1, total // PROGRESS_STEPS)
-    started = time.perf_counter()
-
-    def progress(done: int) -> None:
-        if done % every == 0 or done == total:
-            rate = done * manifest.batch_size / max(time.perf_counter() - started, 1e-9)
-            logger.info("preprocess: %d/%d files written (~%.0f img/s)", done, total, rate)
-
     if workers > 1 and multiprocessing.current_process().daemon:
         logger.warning("preprocess: running inside a daemonic process, which may not start workers; using 1")
         workers = 1
-    if workers == 1:
-        buffer = np.empty(manifest.input_shape, dtype=manifest.dtype)
-        for done, job in enumerate(jobs, start=1):
-            _fill_and_write(job, buffer)
-            progress(done)
-        return
-    chunksize = max(1, 8 // manifest.batch_size)  # small files: fewer round trips to the workers
-    with _pool_context().Pool(
-        workers, initializer=_init_worker, initargs=(manifest.input_shape, manifest.dtype)
-    ) as pool:
-        for done, _ in enumerate(pool.imap_unordered(_worker_write, jobs, chunksize=chunksize), start=1):
-            progress(done)
+    # Images, not files: the rate and ETA then read as the README's (and the other steps') do.
+    with Progress(f"preprocess ({len(jobs)} files of {manifest.batch_size})", sum(len(j.paths) for j in jobs)) as bar:
+        if workers == 1:
+            buffer = np.empty(manifest.input_shape, dtype=manifest.dtype)
+            for job in jobs:
+                _fill_and_write(job, buffer)
+                bar.update(len(job.paths))
+            return
+        chunksize = max(1, 8 // manifest.batch_size)  # small files: fewer round trips to the workers
+        images = {job.name: len(job.paths) for job in jobs}
+        with _pool_context().Pool(
+            workers, initializer=_init_worker, initargs=(manifest.input_shape, manifest.dtype)
+        ) as pool:
+            for name in pool.imap_unordered(_worker_write, jobs, chunksize=chunksize):
+                bar.update(images[name])
 
 
 def _refuse_foreign_inputs(out_dir: Path) -> None:
@@ -545,7 +538,8 @@ def _preprocess_locked(
         _run_jobs(jobs, manifest, min(workers, len(jobs)))
 
     manifest_path = atomic_write_json(out_dir / MANIFEST_NAME, manifest)
-    _report_notes(manifest, out_dir)
+    if shard[0] == 0:  # every shard writes the same manifest: one of them says what it lists
+        _report_notes(manifest, out_dir)
     return PrepResult(
         out_dir=out_dir,
         manifest_path=manifest_path,

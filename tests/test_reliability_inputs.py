@@ -311,3 +311,35 @@ def test_an_asset_event_naming_a_missing_file_is_told_so_and_the_rows_keep_the_p
     # The failure row of that run names the event's checkpoint, not the param's default.
     (row,) = failed_rows(run_facts("r", "d", None, None), recorded_checkpoint(params, events), "refused")
     assert row.checkpoint_path == str(missing)
+
+
+# --- 3: what the demo prints once, and not too early --------------------------------------------------------------
+
+
+def test_suspicious_images_are_said_once_per_prep_folder_not_once_per_shard(tmp_path, caplog):
+    folder, labels = other_images(tmp_path / "val", seed=5, count=4)
+    Image.new("CMYK", (64, 64), (10, 20, 30, 40)).save(folder / "ILSVRC2012_val_00000001.JPEG")
+    with caplog.at_level(logging.WARNING):
+        for shard in ((0, 2), (1, 2)):
+            preprocess(folder, tmp_path / "prep", 1, workers=1, shard=shard, label_file=labels)
+    said = [r for r in caplog.records if "suspicious images" in r.getMessage()]
+    assert len(said) == 1 and "CMYK" in said[0].getMessage()
+
+
+def test_the_first_benchmark_does_not_ask_for_metrics_upgrade(tmp_path, caplog):
+    """The first run's benchmark reads the history before its record step creates the table: that is no problem
+    to warn about (the warning told the user to run metrics-upgrade a moment before the run did it itself)."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    from convmixer_tasks.benchmark_step import suspect_check
+    from convmixer_tasks.gate import THROUGHPUT_TOLERANCE_PARAM
+
+    db = tmp_path / "empty.db"
+    sqlite3.connect(db).close()
+    compiled = SimpleNamespace(backend="onnxruntime", device="cpu", batch_size=4, precision="fp32", run_id="r1")
+    params = {"throughput_history": 10, THROUGHPUT_TOLERANCE_PARAM: 10.0}
+    with caplog.at_level(logging.INFO):
+        assert suspect_check(f"sqlite:///{db}", "convmixer_demo", compiled, params)({}) is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "no throughput history yet" in caplog.text

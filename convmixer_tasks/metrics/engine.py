@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from convmixer_tasks.errors import MetricsError
+from convmixer_tasks.errors import MetricsError, MetricsTableMissing
 from convmixer_tasks.metrics.schema import TABLE_NAME, VERSION_TABLE
 from convmixer_tasks.metrics.url import AIRFLOW_CONNECTION_ID, ENV_VAR, mask_url, normalize_url
 
@@ -124,7 +124,7 @@ def _db_errors(url: str, action: str) -> Iterator[None]:
         ) from exc
     except sa_exc.DBAPIError as exc:
         if getattr(exc.orig, "pgcode", None) == "42P01" or "no such table" in str(exc.orig):
-            raise MetricsError(
+            raise MetricsTableMissing(
                 f"metrics table {TABLE_NAME} is missing in {mask_url(url)}; create it with "
                 f"`convmixer-tasks metrics-upgrade --url <url>` (or metrics.upgrade(url))"
             ) from exc
