@@ -23,6 +23,7 @@ from convmixer_tasks.cli_output import DEFAULT_FORMAT, OUTPUT_FORMATS, ROWS_FORM
 from convmixer_tasks.errors import ConvMixerError
 from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE, GELU_IMPLMODES, gelu_compile_options
 from convmixer_tasks.prepfolder import INPUT_DTYPES
+from convmixer_tasks.status import STATUSES
 from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 
 
@@ -160,13 +161,17 @@ def _run(args: argparse.Namespace) -> Any:
         from convmixer_tasks.metrics import resolve_metrics_url
 
         url = resolve_metrics_url(args.url)
-    return _call(
+    summary = _call(
         run_chain,
         args,
         backend_settings=_backend_settings(args),
         metrics_url=url,
         gelu_implmode=_implmode(args.gelu_implmode),
     )
+    if not args.record and args.output_format in ("table", "plain"):
+        # Nothing was recorded or gated: "pending" would read as a verdict still to come (json keeps the status).
+        summary = {**summary, "rows": [{**row, "status": NOT_GATED} for row in summary["rows"]]}
+    return summary
 
 
 def _metrics_upgrade(args: argparse.Namespace) -> Any:
@@ -219,6 +224,8 @@ def _metrics_rebaseline(args: argparse.Namespace) -> Any:
 
 
 DTYPE_HELP = "float32 NCHW normalised (reference) or uint8 NHWC pixels (normalised by AIPP / the model)"
+NOT_GATED = "not gated (--record)"  # run's verdict column without --record
+URL_HELP = "metrics DB (SQLAlchemy URL; default: $CONVMIXER_METRICS_DB_URL, else $AIRFLOW_HOME/convmixer_metrics.db)"
 
 
 # --- parser -------------------------------------------------------------------------------------------------------
@@ -337,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "compare", _compare, "flips, McNemar exact p and per-class deltas between two evaluations")
     p.add_argument("a", help="result folder of `eval` (its predictions.npz), or row:<id> of a metrics row")
     p.add_argument("b", help="the other side, the same way; flips are counted from a to b")
-    p.add_argument("--url", default=None, help="metrics DB for row:<id> (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
+    p.add_argument("--url", default=None, help=f"for row:<id>: the {URL_HELP}")
     p.add_argument("--classes", type=int, default=10, help="how many per-class deltas to list (largest drop first)")
 
     p = _add(sub, "fidelity", _fidelity, "compiled artifact vs its ONNX in fp32 on a fixed seeded image subset")
@@ -403,22 +410,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-count", type=int, default=None, help="generated training images")
 
     p = _add(sub, "run", _run, "the whole chain in one process (default: demo set + demo model on ONNX Runtime)")
-    p.add_argument("--work-dir", default="work", help="folder for prep, ONNX, artifacts, outputs")
+    p.add_argument(
+        "--work-dir", default="work", help="folder for prep, ONNX, artifacts, outputs (default: %(default)s)"
+    )
     p.add_argument("--image-path", dest="image_dir", default=None, help="default: the demo set, made in the work dir")
-    p.add_argument("--annotation-file-path", dest="label_file", default=None)
+    p.add_argument(
+        "--annotation-file-path", dest="label_file", default=None, help="val_label.txt (default: the demo set's)"
+    )
     p.add_argument("--source", dest="checkpoint", default=None, help="checkpoint; default: the committed demo model")
     p.add_argument("--model", dest="variant", default=None, help="variant; default: convmixer_demo")
     p.add_argument("--batch-size", dest="batch_sizes", type=int, nargs="+", default=[4])
     _backend_flags(p)
     p.add_argument("--dtype", dest="input_dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="only the first N images (default: all)")
     p.add_argument("--loop", type=int, default=20, help="benchmark loops per batch size")
     p.add_argument(
         "--record",
         action="store_true",
         help="record the rows in the metrics DB and apply the DAG's regression gate to them (exit 1 if regressed)",
     )
-    p.add_argument("--url", default=None, help="metrics DB for --record (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
+    p.add_argument("--url", default=None, help=f"with --record: the {URL_HELP}")
     p.add_argument("--remeasure", type=int, default=DEFAULT_REMEASURE, help="re-measurements while the CV is too high")
     p.add_argument("--confirm", type=int, default=DEFAULT_CONFIRM, help="measurements confirming a suspect figure")
     p.add_argument("--max-cv-pct", type=float, default=DEFAULT_MAX_CV_PCT, help="per-loop CV (%%) judged too noisy")
@@ -432,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     _gelu_flag(p)
 
     p = _add(sub, "metrics-upgrade", _metrics_upgrade, "create/upgrade the metrics table (Alembic)")
-    p.add_argument("--url", default=None, help="SQLAlchemy URL (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
+    p.add_argument("--url", default=None, help=f"the {URL_HELP}")
 
     p = _add(
         sub,
@@ -441,14 +452,14 @@ def build_parser() -> argparse.ArgumentParser:
         "print the newest metrics rows (the UI's filters; --output csv gives the UI's CSV)",
         formats=ROWS_FORMATS,
     )
-    p.add_argument("--url", default=None)
-    p.add_argument("--limit", type=int, default=20, help="rows (at most 500)")
+    p.add_argument("--url", default=None, help=f"the {URL_HELP}")
+    p.add_argument("--limit", type=int, default=20, help="rows (default: %(default)s, at most 500)")
     p.add_argument("--offset", type=int, default=0, help="skip this many newest rows first")
     p.add_argument("--model", default=None, help="model variant, e.g. convmixer_1536_20")
     p.add_argument("--backend", default=None, choices=BACKEND_NAMES)
     p.add_argument("--device", default=None, help="device name as recorded (e.g. Ascend310P3)")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--status", default=None, help="ok, regressed, failed or pending")
+    p.add_argument("--status", default=None, help=f"one of {', '.join(STATUSES)}")
     p.add_argument("--since", default=None, help="ISO date or date-time (UTC), inclusive")
     p.add_argument("--until", default=None, help="ISO date (that whole day) or date-time (UTC), inclusive")
 
@@ -456,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--row", type=int, required=True, help="the row's id (metrics-show)")
     p.add_argument("--reason", required=True, help="why the change is intended; kept on the row")
     p.add_argument("--by", default=None, help="who (default: the login name)")
-    p.add_argument("--url", default=None)
+    p.add_argument("--url", default=None, help=f"the {URL_HELP}")
     return parser
 
 
