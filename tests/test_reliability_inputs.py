@@ -343,3 +343,29 @@ def test_the_first_benchmark_does_not_ask_for_metrics_upgrade(tmp_path, caplog):
         assert suspect_check(f"sqlite:///{db}", "convmixer_demo", compiled, params)({}) is None
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert "no throughput history yet" in caplog.text
+
+
+# --- 1: one rule for the embedded AIRFLOW_HOME --------------------------------------------------------------------
+
+
+def test_activating_the_venv_sets_the_demos_airflow_home_by_the_scripts_rule(tmp_path):
+    """setup.sh makes .venv/bin/activate source scripts/airflow-env.sh, the rule the scripts use: after
+    `source .venv/bin/activate`, `airflow …` and `convmixer-tasks metrics-show` look where the demo wrote."""
+    setup = (REPO / "scripts" / "setup.sh").read_text()
+    hook = setup.split("cat >>.venv/bin/activate <<'EOF'\n")[1].split("\nEOF\n")[0]
+    venv = tmp_path / "checkout" / ".venv"
+    (venv / "bin").mkdir(parents=True)
+    (tmp_path / "checkout" / "scripts").symlink_to(REPO / "scripts")
+    (venv / "bin" / "activate").write_text(f'VIRTUAL_ENV="{venv}"\nexport VIRTUAL_ENV\n{hook}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "CONVMIXER"))}
+    echo = 'echo "$AIRFLOW_HOME $AIRFLOW__CORE__DAGS_FOLDER $AIRFLOW__API__HOST"'
+    shown = subprocess.run(
+        ["bash", "-c", f'. "{venv}/bin/activate" && {echo}'], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    checkout = tmp_path / "checkout"
+    assert shown == [str(checkout / "airflow-home"), str(checkout / "dags"), "127.0.0.1"]
+    from convmixer_tasks.metrics.url import resolve_metrics_url
+
+    assert (
+        resolve_metrics_url(env={"AIRFLOW_HOME": shown[0]}) == f"sqlite:///{checkout}/airflow-home/convmixer_metrics.db"
+    )
