@@ -77,8 +77,8 @@ def benchmark_artifact(
     window = windows[id(bench)]
     env.update(window.facts())
     power = window.energy(bench.throughput)
-    batch_dir = WorkLayout(Path(work_dir)).batch_dir(compiled.run_id, compiled.batch_size, precision=compiled.precision)
-    bench_json = batch_dir / "benchmark.json"
+    layout = WorkLayout(Path(work_dir))
+    bench_json = layout.benchmark_json(compiled.run_id, compiled.batch_size, precision=compiled.precision)
     taken = [*tries.all, *(one for confirmation in confirmed for one in confirmation.all)]
     atomic_write_json(bench_json, {**to_jsonable(bench), "measurements": [to_jsonable(one) for one in taken]})
     return BenchSummary(
