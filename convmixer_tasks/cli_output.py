@@ -75,11 +75,16 @@ def _human(data: Any, ruled: bool) -> str:
         return _cell(data)
     rows = data.get("rows")
     scalars = {key: value for key, value in data.items() if key != "rows"}
+    # A page of rows says how much of the whole it is, under the table: a bare "total  2" above it read as a row.
+    total = scalars.pop("total", None) if isinstance(rows, list) else None
     parts = []
     if scalars:
         parts.append(key_values(scalars))
     if isinstance(rows, list):
         parts.append(rows_table(rows, ruled=ruled) if rows else "(no rows)")
+        if rows and total is not None:
+            more = "" if total <= len(rows) else " (--limit/--offset show the others)"
+            parts[-1] += f"\n{len(rows)} of {total} rows, newest first{more}"
     return "\n\n".join(parts)
 
 

@@ -25,13 +25,13 @@ from typing import TypedDict, Unpack
 
 import numpy as np
 
-from convmixer_tasks.backends.aisbench_format import OUTFMTS, output_name, read_output
+from convmixer_tasks.backends.aisbench_format import OUTFMTS, PREP_MANIFEST_KEY, output_name, read_output, summary_path
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import VAL_NAME_RE, read_labels, val_name
 from convmixer_tasks.errors import EvalError
 from convmixer_tasks.evidence import Predictions, predictions_from_logits, write_predictions
-from convmixer_tasks.fileio import atomic_write_json
-from convmixer_tasks.prepfolder import read_manifest
+from convmixer_tasks.fileio import atomic_write_json, read_json
+from convmixer_tasks.prepfolder import PrepManifest, manifest_identity, read_manifest
 from convmixer_tasks.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,9 @@ def evaluate_with_evidence(
     if not labels:
         raise EvalError(f"label file {label_file} lists no images; pass the val_label.txt of the evaluated images")
     if prep_dir is not None:
-        paths, rows_per_file, row_labels, row_indices = _plan_from_manifest(prep_dir, outputs, labels, batch_size)
+        paths, rows_per_file, row_labels, row_indices = _plan_from_manifest(
+            prep_dir, outputs, labels, batch_size, num_classes
+        )
         logits = load_logits(paths, num_classes, rows_per_file)
     elif _image_named(outputs):
         paths, row_indices = _image_files(outputs)
@@ -307,8 +309,38 @@ def image_index(image_name: str) -> int:
 # --- which row is which image --------------------------------------------------------------------------------------
 
 
+def _check_outputs_came_from(outputs: OutputSet, prep_dir: str | os.PathLike, manifest: PrepManifest) -> None:
+    """Refuse outputs whose summary says they were inferred from another prep folder (one of the same shape would
+    otherwise be scored image by wrong image). Outputs without our record (ais_bench run by hand) are taken as
+    they are."""
+    summary = summary_path(outputs.folder)
+    try:
+        recorded = read_json(summary).get(PREP_MANIFEST_KEY) if summary.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded is not None and recorded != manifest_identity(manifest):
+        raise EvalError(
+            f"the outputs in {outputs.folder} were inferred from another prep folder than {prep_dir} (its summary "
+            f"{summary.name} records manifest {str(recorded)[:12]}…, {prep_dir}'s is "
+            f"{manifest_identity(manifest)[:12]}…); pass the prep folder they came from as --prep-image, or re-run "
+            f"infer with --input {prep_dir}"
+        )
+
+
+def _check_output_batch(outputs: OutputSet, prep_dir: str | os.PathLike, manifest: PrepManifest, classes: int) -> None:
+    """Outputs of another batch size than the prep folder's: say so, not "N files have no output"."""
+    first = outputs.files[min(outputs.files)]
+    rows = _read_rows(first, classes).shape[0]
+    if rows != manifest.batch_size:
+        raise EvalError(
+            f"the outputs in {outputs.folder} hold batches of {rows} ({first.name}) but prep folder {prep_dir} holds "
+            f"batches of {manifest.batch_size}: the batch sizes differ; pass the batch-size-{rows} prep folder the "
+            "outputs came from as --prep-image"
+        )
+
+
 def _plan_from_manifest(
-    prep_dir: str | os.PathLike, outputs: OutputSet, labels: dict[int, int], batch_size: int | None
+    prep_dir: str | os.PathLike, outputs: OutputSet, labels: dict[int, int], batch_size: int | None, classes: int
 ) -> tuple[list[Path], int, np.ndarray, np.ndarray]:
     """Output paths in manifest order, rows per file, each row's label (-1 for padded slots) and image index."""
     manifest = read_manifest(prep_dir, check_files=False)  # the inputs themselves may be gone or on another host
@@ -317,6 +349,8 @@ def _plan_from_manifest(
             f"--batch-size {batch_size} disagrees with the prep manifest in {prep_dir} (batch size "
             f"{manifest.batch_size}); drop --batch-size or pass the prep folder these outputs came from"
         )
+    _check_output_batch(outputs, prep_dir, manifest, classes)
+    _check_outputs_came_from(outputs, prep_dir, manifest)
     expected = {output_name(prep_file.name, 0, outputs.outfmt): prep_file for prep_file in manifest.files}
     missing = [name for name in expected if name not in outputs.files]
     if missing:

@@ -22,7 +22,7 @@ from typing import Any
 
 from convmixer_tasks.dataset import SkippedEntry
 from convmixer_tasks.errors import ConfigError, PreprocessError
-from convmixer_tasks.fileio import read_json, sha256_json
+from convmixer_tasks.fileio import read_json, sha256_json, to_jsonable
 from convmixer_tasks.models.card import HostPreprocess, ModelCard
 from convmixer_tasks.variants import INPUT
 
@@ -64,6 +64,9 @@ class PrepFile:
     name: str  # e.g. "input_00000.bin"
     images: list[str]  # image names in slot order, real slots only
     padded_slots: int = 0  # zero-filled slots after them (last file only)
+    # Hash of these images' (name, size, mtime): the ``.state`` marker a file written from exactly them carries.
+    # Empty in manifests older than it (their files are then checked by layout only).
+    inputs: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,12 @@ class PrepManifest:
         return sha256_json([self.dtype, self.batch_size, self.input_shape, self.transform])[:16]
 
 
+def manifest_identity(manifest: PrepManifest) -> str:
+    """What outputs record of the prep folder they were inferred from: the hash of its whole manifest (images per
+    file and slot, layout, dataset), so eval can refuse outputs scored against another folder of the same shape."""
+    return sha256_json(to_jsonable(manifest))
+
+
 def input_shape(batch_size: int, dtype: str, crop: int = INPUT.crop) -> list[int]:
     return [batch_size, 3, crop, crop] if dtype == "float32" else [batch_size, crop, crop, 3]
 
@@ -122,7 +131,12 @@ def is_prep_file(name: str) -> bool:
 def manifest_from_json(raw: Any) -> PrepManifest:
     """Rebuild and cross-check a manifest; ValueError/KeyError/TypeError say what is inconsistent."""
     files = [
-        PrepFile(name=str(f["name"]), images=[str(n) for n in f["images"]], padded_slots=int(f["padded_slots"]))
+        PrepFile(
+            name=str(f["name"]),
+            images=[str(n) for n in f["images"]],
+            padded_slots=int(f["padded_slots"]),
+            inputs=str(f.get("inputs", "")),
+        )
         for f in raw["files"]
     ]
     manifest = PrepManifest(
@@ -198,21 +212,34 @@ def read_manifest(prep_dir: str | os.PathLike, check_files: bool = True) -> Prep
             f"{path} is corrupt ({type(exc).__name__}: {exc}); delete it and re-run preprocess"
         ) from exc
     if check_files:
-        markers = read_markers(prep_dir)
-        layout, nbytes = manifest.layout_id(), manifest.file_nbytes()
-        bad = [
-            f.name
-            for f in manifest.files
-            if not has_size(prep_dir / f.name, nbytes)
-            or not any(m.startswith(layout + ".") for m in markers.get(f.name, ()))
-        ]
-        if bad:
-            raise PreprocessError(
-                f"prep folder {prep_dir} is incomplete: {len(bad)} of {len(manifest.files)} files missing, of the "
-                f"wrong size or not finished in this layout (first: {', '.join(bad[:5])}); run preprocess for every "
-                "shard into it (or copy it whole, .state/ included)"
-            )
+        check_prep_files(prep_dir, manifest, manifest.files)
     return manifest
+
+
+def check_prep_files(prep_dir: Path, manifest: PrepManifest, files: list[PrepFile]) -> None:
+    """Each of ``files`` is there, of the manifest's size, and was finished from the images the manifest lists for
+    it: a shard run after the image set changed leaves the other shards' older files, which must not be scored."""
+    markers = read_markers(prep_dir)
+    layout, nbytes = manifest.layout_id(), manifest.file_nbytes()
+    bad, foreign = [], []
+    for prep_file in files:
+        mine = markers.get(prep_file.name, set())
+        if not has_size(prep_dir / prep_file.name, nbytes) or not any(m.startswith(layout + ".") for m in mine):
+            bad.append(prep_file.name)
+        elif prep_file.inputs and f"{layout}.{prep_file.inputs}" not in mine:
+            foreign.append(prep_file.name)
+    if bad:
+        raise PreprocessError(
+            f"prep folder {prep_dir} is incomplete: {len(bad)} of {len(files)} files missing, of the "
+            f"wrong size or not finished in this layout (first: {', '.join(bad[:5])}); run preprocess for every "
+            "shard into it (or copy it whole, .state/ included)"
+        )
+    if foreign:
+        raise PreprocessError(
+            f"prep folder {prep_dir}: {len(foreign)} of {len(files)} files hold other images than its manifest "
+            f"lists (first: {', '.join(foreign[:5])}) — a shard was re-run after the image set changed and the "
+            "others were not; run preprocess for every shard into it (or use an empty folder)"
+        )
 
 
 def has_size(path: Path, nbytes: int) -> bool:

@@ -24,7 +24,6 @@ import shutil
 import struct
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from convmixer_tasks import guards
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import SHOW_FIRST, ValDataset, ValImage, load_dataset
 from convmixer_tasks.errors import ConfigError, PreprocessError
-from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, sha256_json
+from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, remove_stale_temporaries, sha256_json
 from convmixer_tasks.models.card import HostPreprocess, ModelCard
 from convmixer_tasks.models.registry import default_card, get_card
 from convmixer_tasks.prepfolder import (
@@ -60,13 +59,13 @@ from convmixer_tasks.prepfolder import (
     read_markers,
     shard_range,
 )
+from convmixer_tasks.progress import Progress
 from convmixer_tasks.variants import INPUT
 
 logger = logging.getLogger(__name__)
 
 MEAN, STD, CROP, RESIZE = INPUT.mean, INPUT.std, INPUT.crop, INPUT.resize  # RESIZE 233: the reference's int(224 / 0.96)
 _AIS_BENCH_INPUT_RE = re.compile(r"\.(bin|npy)$", re.IGNORECASE)  # what ais_bench picks up from a folder
-PROGRESS_STEPS = 20  # progress lines per run
 # One size limit for every image, checked from the header before any decoding: PIL's warning level (PIL itself
 # only warns there and refuses at twice that, so its warning is silenced where ours refuses).
 MAX_IMAGE_PIXELS = 89_478_485
@@ -304,13 +303,17 @@ def _plan(
     per_image = prep.file_unit == "image"
     if per_image:  # ais_bench packs the files into the model's batch: the folder fits any batch size
         batch_size = 1
-        files = [PrepFile(name=image_file_name(name), images=[name]) for name in names]
+        files = [
+            PrepFile(name=image_file_name(image.name), images=[image.name], inputs=_inputs_key([image]))
+            for image in dataset.images
+        ]
     else:
         files = [
             PrepFile(
                 name=file_name(position),
                 images=names[start : start + batch_size],
                 padded_slots=max(0, start + batch_size - len(names)),
+                inputs=_inputs_key(dataset.images[start : start + batch_size]),
             )
             for position, start in enumerate(range(0, len(names), batch_size))
         ]
@@ -422,30 +425,24 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 def _run_jobs(jobs: list[_Job], manifest: PrepManifest, workers: int) -> None:
-    total = len(jobs)
-    every = max(1, total // PROGRESS_STEPS)
-    started = time.perf_counter()
-
-    def progress(done: int) -> None:
-        if done % every == 0 or done == total:
-            rate = done * manifest.batch_size / max(time.perf_counter() - started, 1e-9)
-            logger.info("preprocess: %d/%d files written (~%.0f img/s)", done, total, rate)
-
     if workers > 1 and multiprocessing.current_process().daemon:
         logger.warning("preprocess: running inside a daemonic process, which may not start workers; using 1")
         workers = 1
-    if workers == 1:
-        buffer = np.empty(manifest.input_shape, dtype=manifest.dtype)
-        for done, job in enumerate(jobs, start=1):
-            _fill_and_write(job, buffer)
-            progress(done)
-        return
-    chunksize = max(1, 8 // manifest.batch_size)  # small files: fewer round trips to the workers
-    with _pool_context().Pool(
-        workers, initializer=_init_worker, initargs=(manifest.input_shape, manifest.dtype)
-    ) as pool:
-        for done, _ in enumerate(pool.imap_unordered(_worker_write, jobs, chunksize=chunksize), start=1):
-            progress(done)
+    # Images, not files: the rate and ETA then read as the README's (and the other steps') do.
+    with Progress(f"preprocess ({len(jobs)} files of {manifest.batch_size})", sum(len(j.paths) for j in jobs)) as bar:
+        if workers == 1:
+            buffer = np.empty(manifest.input_shape, dtype=manifest.dtype)
+            for job in jobs:
+                _fill_and_write(job, buffer)
+                bar.update(len(job.paths))
+            return
+        chunksize = max(1, 8 // manifest.batch_size)  # small files: fewer round trips to the workers
+        images = {job.name: len(job.paths) for job in jobs}
+        with _pool_context().Pool(
+            workers, initializer=_init_worker, initargs=(manifest.input_shape, manifest.dtype)
+        ) as pool:
+            for name in pool.imap_unordered(_worker_write, jobs, chunksize=chunksize):
+                bar.update(images[name])
 
 
 def _refuse_foreign_inputs(out_dir: Path) -> None:
@@ -464,10 +461,9 @@ def _refuse_foreign_inputs(out_dir: Path) -> None:
         )
 
 
-def _clear_stale(out_dir: Path, manifest: PrepManifest, owned: range, markers: dict[str, set[str]]) -> None:
-    """Before any write: drop a manifest that no longer describes the folder, files it does not list (past the new
-    file count, or of the other layout), and temp files a killed run of this shard left. Files in other shards'
-    ranges are theirs to redo."""
+def _clear_stale(out_dir: Path, manifest: PrepManifest, markers: dict[str, set[str]]) -> None:
+    """Before any write: drop a manifest that no longer describes the folder, files past the new file count, and
+    temp files a killed run left (a live writer's are kept). Files in other shards' ranges are theirs to redo."""
     manifest_path = out_dir / MANIFEST_NAME
     if manifest_path.exists():
         try:
@@ -477,19 +473,20 @@ def _clear_stale(out_dir: Path, manifest: PrepManifest, owned: range, markers: d
         if not same:
             manifest_path.unlink(missing_ok=True)
     listed = {prep_file.name for prep_file in manifest.files}
-    mine = {manifest.files[position].name for position in owned}
     for name, name_markers in markers.items():
         if name not in listed:  # read_markers keeps only prep file names
             for marker in name_markers:
                 (out_dir / STATE_DIR / f"{name}.{marker}").unlink(missing_ok=True)
+    temporaries = []
     for entry in os.scandir(out_dir):
         if is_prep_file(entry.name):
             if entry.name not in listed:
                 Path(entry.path).unlink(missing_ok=True)
         elif entry.name.startswith(".") and entry.name.endswith(".tmp"):
             target = entry.name[1:].partition(".bin.")[0] + ".bin"  # atomic_path's ".<name>.XXXX.tmp"
-            if is_prep_file(target) and (target in mine or target not in listed):  # others' may be in flight
-                Path(entry.path).unlink(missing_ok=True)
+            if is_prep_file(target):
+                temporaries.append(Path(entry.path))
+    remove_stale_temporaries(temporaries)  # a killed run's; another shard's writer in flight holds its own
 
 
 def preprocess(
@@ -545,7 +542,7 @@ def _preprocess_locked(
 ) -> PrepResult:
     batch_size, dtype = manifest.batch_size, manifest.dtype
     markers = read_markers(out_dir)
-    _clear_stale(out_dir, manifest, owned, markers)
+    _clear_stale(out_dir, manifest, markers)
     if too_large:  # after the clearing, so a manifest of the folder's older inputs does not outlive the refusal
         raise _too_large(too_large)
 
@@ -554,7 +551,7 @@ def _preprocess_locked(
     for position in owned:
         name = manifest.files[position].name
         images = dataset.images[position * batch_size : (position + 1) * batch_size]
-        marker = f"{layout}.{_inputs_key(images)}"
+        marker = f"{layout}.{manifest.files[position].inputs}"
         existing = markers.get(name, set())
         if existing == {marker} and has_size(out_dir / name, nbytes):
             continue
@@ -585,12 +582,19 @@ def _preprocess_locked(
         replaced = sum(_size(out_dir / job.name) for job in jobs)
         needed = len(jobs) * nbytes - replaced + min(workers, len(jobs)) * nbytes  # + one temp file per worker
         refusal = guards.check_free_space(out_dir, needed, f"preprocess ({len(jobs)} files of {nbytes} bytes)")
+        if refusal and batch_size > manifest.image_count:  # the padding, not the images, fills the disk
+            raise PreprocessError(
+                f"batch size {batch_size} is too large: it exceeds the set's {manifest.image_count} images, and each "
+                f"file is padded to {batch_size} images ({nbytes:,} bytes), more than {out_dir}'s file system has "
+                f"free; pass --batch-size {manifest.image_count} or less"
+            )
         if refusal:
             raise PreprocessError(refusal)
         _run_jobs(jobs, manifest, min(workers, len(jobs)))
 
     manifest_path = atomic_write_json(out_dir / MANIFEST_NAME, manifest)
-    _report_notes(manifest, out_dir)
+    if shard[0] == 0:  # every shard writes the same manifest: one of them says what it lists
+        _report_notes(manifest, out_dir)
     return PrepResult(
         out_dir=out_dir,
         manifest_path=manifest_path,

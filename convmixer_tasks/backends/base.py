@@ -25,7 +25,15 @@ from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file
 from convmixer_tasks.models.card import ModelCard
 from convmixer_tasks.models.registry import default_card, get_card
-from convmixer_tasks.prepfolder import DTYPE_ITEMSIZE, INPUT_DTYPES, PrepFile, PrepManifest, read_manifest
+from convmixer_tasks.precision import check_precision_mode
+from convmixer_tasks.prepfolder import (
+    DTYPE_ITEMSIZE,
+    INPUT_DTYPES,
+    PrepFile,
+    PrepManifest,
+    check_prep_files,
+    read_manifest,
+)
 
 if TYPE_CHECKING:
     from convmixer_tasks.device_state import DeviceState
@@ -258,6 +266,8 @@ def compile_cached(
     written last, so an interrupted compile leaves no sidecar and is rebuilt on the next call.
     """
     check_batch_size(batch_size)
+    # An option this backend ignores must not be recorded in the sidecar as if the artifact computed in it.
+    check_precision_mode(backend, options.precision_mode, "precision_mode (--precision-mode)")
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ConfigError(f"ONNX model {onnx_path} does not exist; run the export step first or fix --onnx")
@@ -273,7 +283,8 @@ def compile_cached(
             "options": options_dict,
         }
     )
-    cache_dir = cache.root
+    # Absolute before any tool sees it: ATC runs in the build folder and would resolve a relative path there.
+    cache_dir = cache.root.absolute()
     cache_dir.mkdir(parents=True, exist_ok=True)
     stem = onnx_path.name.split(".")[0]
     artifact_path = cache_dir / f"{stem}_bs{batch_size}_{options.input_dtype}_{cache.entry(key).name}{suffix}"
@@ -376,4 +387,5 @@ def select_prep_files(
                 f"input file {bin_path} is {actual} bytes but artifact {artifact.path.name} expects {expected} "
                 f"({artifact.input_dtype} {artifact.input_shape}); {fix}"
             )
+    check_prep_files(prep_dir, manifest, selected)  # and each holds the images the manifest says
     return manifest, selected

@@ -23,7 +23,7 @@ from convmixer_tasks.backends import aisbench_format, base
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.models.card import Aipp
 from convmixer_tasks.onnxgraph import graph_inputs
-from convmixer_tasks.prepfolder import PrepFile
+from convmixer_tasks.prepfolder import PrepFile, manifest_identity
 from convmixer_tasks.progress import Progress, working
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -207,6 +207,8 @@ class OnnxRuntimeBackend(base.Backend):
 
     def infer(self, artifact, prep_dir, output_dir, files=None) -> base.InferResult:
         prep_dir, output_dir = Path(prep_dir), Path(output_dir)
+        # Before any check: a refused run, like a failed one, leaves no older result at the output path.
+        aisbench_format.clear_previous_outputs(output_dir)
         manifest, selected = base.select_prep_files(artifact, prep_dir, files)
         session = self.open_session(artifact)
         input_name, output_name = artifact.meta["input_name"], artifact.meta["output_name"]
@@ -229,7 +231,7 @@ class OnnxRuntimeBackend(base.Backend):
         compute_ms: list[float] = []
         images = sum(len(prep_file.images) for prep_file in selected)
         progress = Progress(f"ONNX Runtime inference (batch {artifact.batch_size})", images, "images")
-        with aisbench_format.staged_outputs(output_dir) as staging:
+        with aisbench_format.staged_outputs(output_dir, manifest_identity(manifest)) as staging:
             staging.mkdir(parents=True)
             per_batch = artifact.batch_size // manifest.batch_size  # 1, or batch_size per-image files
             for start in range(0, len(selected), per_batch):
