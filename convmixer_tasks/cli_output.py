@@ -42,7 +42,13 @@ def check_format(output: str, gives_rows: bool) -> None:
 
 
 def render(result: Any, output: str = DEFAULT_FORMAT) -> str:
-    """``result`` (a step's dataclass, or a dict of them) as text in the ``--output`` format ``output``."""
+    """``result`` (a step's dataclass, or a dict of them) as text in the ``--output`` format ``output``.
+
+    A result with a ``summary_table()`` (header, rows) shows as that table in the human formats.
+    """
+    if output in ("table", "plain") and hasattr(result, "summary_table"):
+        header, body = result.summary_table()
+        return text_table(header, body, ruled=output == "table")
     data = to_jsonable(result)
     if output == "json":
         return json.dumps(data, indent=2, sort_keys=True)
@@ -69,11 +75,16 @@ def _human(data: Any, ruled: bool) -> str:
         return _cell(data)
     rows = data.get("rows")
     scalars = {key: value for key, value in data.items() if key != "rows"}
+    # A page of rows says how much of the whole it is, under the table: a bare "total  2" above it read as a row.
+    total = scalars.pop("total", None) if isinstance(rows, list) else None
     parts = []
     if scalars:
         parts.append(key_values(scalars))
     if isinstance(rows, list):
         parts.append(rows_table(rows, ruled=ruled) if rows else "(no rows)")
+        if rows and total is not None:
+            more = "" if total <= len(rows) else " (--limit/--offset show the others)"
+            parts[-1] += f"\n{len(rows)} of {total} rows, newest first{more}"
     return "\n\n".join(parts)
 
 
@@ -96,9 +107,14 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, s
 def rows_table(rows: Sequence[Mapping[str, Any]], ruled: bool = True) -> str:
     """Metrics rows as the compact table (run, batch size, backend, top-1, top-5, throughput, J/image, verdict)."""
     header = [title for title, _ in COMPACT_COLUMNS]
-    body = [[_cell(row.get(field)) for _, field in COMPACT_COLUMNS] for row in rows]
+    return text_table(header, [[row.get(field) for _, field in COMPACT_COLUMNS] for row in rows], ruled)
+
+
+def text_table(header: Sequence[str], values: Sequence[Sequence[Any]], ruled: bool = True) -> str:
+    """Aligned columns, numbers right-aligned; ``values`` are raw cells (formatted here)."""
+    body = [[_cell(value) for value in row] for row in values]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    numeric = [all(_is_number(row.get(field)) for row in rows) for _, field in COMPACT_COLUMNS]
+    numeric = [all(_is_number(row[i]) for row in values) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
         padded = (c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True))
@@ -135,19 +151,28 @@ def _cell(value: Any) -> str:
 
 
 def _csv_cell(value: Any) -> Any:
-    if isinstance(value, list):
-        value = "; ".join(str(item) for item in value)
+    # Reasons read best one after another; any other structure (energy, fingerprint, evidence) is JSON, which a
+    # program reading the CSV can parse back.
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        value = "; ".join(value)
+    elif isinstance(value, (dict, list)):
+        value = json.dumps(value, sort_keys=True, default=str)
     # A cell starting with = + - @ is run as a formula by spreadsheet apps; quote it so it stays text.
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
 
 
-def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Metrics rows as CSV in the metrics row's field order (the UI's export gives the same columns)."""
+def csv_columns() -> tuple[str, ...]:
+    """The CSV's columns: the row's id (the page links a run as run?id=<id>), then the metrics row's fields."""
     from convmixer_tasks.metrics import MetricsRow
 
-    columns = MetricsRow.field_names()
+    return ("id", *MetricsRow.field_names())
+
+
+def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Metrics rows as CSV in ``csv_columns`` order (the UI's export gives the same columns)."""
+    columns = csv_columns()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)

@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING, Any
 from convmixer_tasks import benchmark_step, rows, runfacts, steps
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
-from convmixer_tasks.params import RunParams
+from convmixer_tasks.params import RANDOM_CHECKPOINT, RunParams
 from convmixer_tasks.settings import SchedulingSettings, load_scheduling_settings
+from convmixer_tasks.variants import DEMO_CHECKPOINT
 from convmixer_tasks.workdir import WorkLayout
 
 if TYPE_CHECKING:
     from convmixer_tasks.metrics.schema import MetricsRow
 
 log = logging.getLogger(__name__)
+RANDOM_WEIGHTS_NOTE = "random weights: top-1 at chance (0.1 %) expected"
 
 
 def settings_for(work_dir: str | os.PathLike) -> SchedulingSettings:
@@ -52,7 +54,9 @@ def run_chain(
     (``RegressionError``) after the summary is written and every verdict stored.
 
     ``local_params(work_dir)`` runs the demo: the generated demo set (made in ``work_dir`` on first use) and the
-    committed demo model. Caches under ``work_dir/cache`` make a second run spend its time on inference.
+    committed demo model. A model whose checkpoint is ``RANDOM_CHECKPOINT`` runs with seeded random weights, and
+    the summary says its top-1 is expected at chance. Caches under ``work_dir/cache`` make a second run spend its
+    time on inference.
     """
     layout = WorkLayout(Path(work_dir))
     started_at = datetime.now(UTC)
@@ -114,9 +118,11 @@ def run_chain(
             row.top5,
             row.throughput,
         )
+    random = [plan.model_variant for plan in steps.plans_to_export(plans) if not plan.checkpoint]
     summary = {
         "run_id": run_id,
         "work_dir": str(layout.root),
+        **({"note": "; ".join(f"{model}: {RANDOM_WEIGHTS_NOTE}" for model in random)} if random else {}),
         "rows": [to_jsonable(row) for row in built],
         "cached": {
             "preprocess": all(p.cached for p in prepared),
@@ -137,6 +143,16 @@ def run_chain(
     if regression is not None:
         raise regression
     return summary
+
+
+def default_checkpoint(variant: str) -> str:
+    """The card's committed checkpoint (the demo model's), else ``RANDOM_CHECKPOINT``: seeded random weights."""
+    from convmixer_tasks.models.registry import get_card
+
+    architecture = get_card(variant).architecture
+    if architecture is None or architecture.default_checkpoint is None:
+        return RANDOM_CHECKPOINT
+    return str(DEMO_CHECKPOINT.parents[1] / architecture.default_checkpoint)
 
 
 def _as_stored(url: str, built: list[MetricsRow]) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ from convmixer_tasks.defaults import (
     TOP1_TOLERANCE_PARAM,
 )
 from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.models import card_names
 from convmixer_tasks.precision import (
     ATC_DEFAULT_PRECISION,
     DEFAULT_GELU_IMPLMODE,
@@ -45,23 +46,20 @@ from convmixer_tasks.precision import (
 )
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.settings import SchedulingSettings
-from convmixer_tasks.variants import VARIANT_NAMES
 
 SOC_VERSION_PATTERN = r"^(auto|Ascend[0-9A-Za-z]+)$"
 
 
 def model_names() -> tuple[str, ...]:
-    """The models a run may name: those the export step can build today (the ConvMixer cards). Once every card's
-    builder is in, this is ``models.card_names()``."""
-    return VARIANT_NAMES
+    """The models a run may name: every model card's (``convmixer-tasks models`` lists them)."""
+    return card_names()
 
 
 # The JSON-schema draft the Params declare: every keyword they use is draft 7's, and Airflow checks each Param's
 # schema against its draft's metaschema whenever the DAG is parsed; draft 7's check costs a third of 2020-12's.
 JSON_SCHEMA_DRAFT = "http://json-schema.org/draft-07/schema#"
-# A checkpoint value that exports the model with seeded random weights (export's seed).
-RANDOM_WEIGHTS = "random"
-RANDOM_SEED = 0
+# A checkpoint param value that exports the model with seeded random weights (its top-1 is at chance).
+RANDOM_CHECKPOINT = "random"
 # What the CLI's `run` calls each param (the rest have no flag there); error messages name both.
 CLI_FLAGS = {
     "batch_sizes": "--batch-size",
@@ -296,7 +294,7 @@ class RunParams:
             "propertyNames": {"enum": list(model_names())},
             "additionalProperties": {"type": "string", "minLength": 1},
         },
-        f'A zoo run\'s checkpoints: {{model: "/path/to/model.pth.tar"}}; "{RANDOM_WEIGHTS}" exports the model '
+        f'A zoo run\'s checkpoints: {{model: "/path/to/model.pth.tar"}}; "{RANDOM_CHECKPOINT}" exports the model '
         "with seeded random weights (its top-1 is at chance: a smoke test, not a result).",
     )
     soc_version: str = _param(
@@ -357,7 +355,7 @@ class RunParams:
         return self.model_variants or (self.model_variant,)
 
     def checkpoint_of(self, variant: str) -> str:
-        """The checkpoint (or ``RANDOM_WEIGHTS``) of one of the run's models."""
+        """The checkpoint (or ``RANDOM_CHECKPOINT``) of one of the run's models."""
         named = dict(self.checkpoints)
         if variant in named:
             return named[variant]
@@ -365,7 +363,7 @@ class RunParams:
             return self.checkpoint
         raise ConfigError(
             f"no checkpoint for model {variant}; set param checkpoints, e.g. "
-            f'{{"{variant}": "/path/to/{variant}.pth.tar"}} ("{RANDOM_WEIGHTS}" for seeded random weights; '
+            f'{{"{variant}": "/path/to/{variant}.pth.tar"}} ("{RANDOM_CHECKPOINT}" for seeded random weights; '
             f"CLI: --checkpoint {variant}=PATH or --random-weights)"
         )
 

@@ -94,7 +94,7 @@ class RunPlan(Record):
     backend: str
     input_dtype: str
     model_variant: str
-    checkpoint: str  # the .pth.tar, or params.RANDOM_WEIGHTS
+    checkpoint: str  # the .pth.tar; "": seeded random weights
     dataset_dir: str
     label_file: str
     image_limit: int | None
@@ -132,7 +132,7 @@ class ExportedModel(Record):
 
     onnx_path: str
     onnx_sha256: str
-    checkpoint_sha256: str | None  # None: seeded random weights (params.RANDOM_WEIGHTS)
+    checkpoint_sha256: str  # steps.RANDOM_WEIGHTS for seeded random weights
     variant: str
     opset: int
     parity_max_abs_diff: float

@@ -34,6 +34,7 @@ def build_row(
         finished_at=datetime.now(UTC).isoformat(),
         model_variant=plan.model_variant,
         checkpoint_sha256=exported.checkpoint_sha256,
+        checkpoint_path=plan.checkpoint,  # the triggering asset event's path when an event started the run
         onnx_sha256=exported.onnx_sha256,
         artifact_sha256=compiled.artifact.sha256,
         backend=plan.backend,
@@ -95,12 +96,13 @@ def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[M
         parsed = RunParams.from_mapping(params)
     except ConfigError as exc:
         return _rows_of_a_refused_conf(run, params, [reason, f"the run's params were refused: {exc}"])
-    finished_at = datetime.now(UTC).isoformat()
+    finished_at, named = datetime.now(UTC).isoformat(), dict(parsed.checkpoints)
     return [
         MetricsRow(
             **run.values(),
             finished_at=finished_at,
             model_variant=model,
+            checkpoint_path=named.get(model, parsed.checkpoint if model == parsed.model_variant else None),
             backend=parsed.backend,
             batch_size=batch_size,
             precision_mode=effective_precision(parsed.backend, mode),
@@ -133,6 +135,7 @@ def _rows_of_a_refused_conf(run: RunFacts, params: Mapping[str, Any], reasons: l
             **run.values(),
             finished_at=finished_at,
             model_variant=_readable_text(model, 100),
+            checkpoint_path=_readable_text(params.get("checkpoint"), 4096) or None,
             backend=backend,
             batch_size=batch_size,
             precision_mode=precision,

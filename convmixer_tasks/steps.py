@@ -21,8 +21,10 @@ from convmixer_tasks.backends.base import CompileOptions, get_backend
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.errors import ConfigError, RegressionError
 from convmixer_tasks.fileio import read_json, sha256_file, to_jsonable
-from convmixer_tasks.params import RANDOM_SEED, RANDOM_WEIGHTS, EvidenceOptions, RunParams
+from convmixer_tasks.models.registry import get_card
+from convmixer_tasks.params import RANDOM_CHECKPOINT, EvidenceOptions, RunParams
 from convmixer_tasks.precision import effective_precision, gelu_compile_options
+from convmixer_tasks.prepfolder import host_preprocess
 from convmixer_tasks.records import (
     CompiledModel,
     ExportedModel,
@@ -45,6 +47,7 @@ ONNX_DYNAMO = False
 PARITY_TOLERANCE = 1e-4
 
 log = logging.getLogger(__name__)
+RANDOM_WEIGHTS = "random-weights-seed-0"  # what a run without a checkpoint records as the checkpoint's hash
 
 
 # --- check inputs -----------------------------------------------------------------------------------------------
@@ -80,8 +83,9 @@ def check_inputs(run: RunParams, run_id: str, work_dir: str | os.PathLike) -> li
     layout = WorkLayout(Path(work_dir))
     checkpoints = {variant: run.checkpoint_of(variant) for variant in run.models}
     for variant, checkpoint in checkpoints.items():
-        if checkpoint == RANDOM_WEIGHTS:
-            log.warning("model %s runs with seeded random weights: its top-1 is at chance, not a result", variant)
+        card = get_card(variant)
+        if checkpoint == RANDOM_CHECKPOINT:
+            log.warning("model %s: no checkpoint, seeded random weights: top-1 at chance (0.1 %%) expected", card.name)
             continue
         if not Path(checkpoint).is_file():
             raise ConfigError(
@@ -115,15 +119,15 @@ def _plan(
     fingerprint: str,
     image_count: int,
 ) -> RunPlan:
-    """One model × batch size × mode. The prep folder is keyed by what produces the pixels, not by the model: two
-    models with the same input transform share their preprocessed batches."""
+    """One model × batch size × mode. The prep folder is keyed by what produces the pixels (the model card's
+    host preprocessing), not by the model: two models with the same input transform share their batches."""
     from convmixer_tasks.preprocess import transform_params
 
     dtype = run.input_dtype
     prep_key = layout.prep_cache.key(
         {
             "dataset": fingerprint,
-            "transform": transform_params(dtype),
+            "transform": transform_params(dtype, host_preprocess(get_card(variant), dtype)),
             "batch_size": batch_size,
             "dtype": dtype,
             "limit": run.image_limit,
@@ -135,7 +139,7 @@ def _plan(
         backend=run.backend,
         input_dtype=dtype,
         model_variant=variant,
-        checkpoint=checkpoint,
+        checkpoint="" if checkpoint == RANDOM_CHECKPOINT else checkpoint,  # "": seeded random weights
         dataset_dir=run.dataset_dir,
         label_file=run.label_file,
         image_limit=run.image_limit,
@@ -205,6 +209,7 @@ def prepare_shard(plan: RunPlan, shard: int, shards: int, workers: int | None = 
             shard=(shard, shards),
             label_file=plan.label_file,
             limit=plan.image_limit,
+            model=plan.model_variant,
         )
         written = result.files_written
         # Other shards may still be writing: read the plan, not the files (infer checks them all later).
@@ -224,19 +229,18 @@ def prepare_shard(plan: RunPlan, shard: int, shards: int, workers: int | None = 
 # --- export + parity (content-keyed ONNX cache) -----------------------------------------------------------------
 
 
-def export_cached(checkpoint: str | os.PathLike, variant: str, work_dir: str | os.PathLike) -> ExportedModel:
-    """The validated ONNX for (checkpoint content, variant, opset, exporter), exported only on a cache miss.
+def export_cached(checkpoint: str | os.PathLike | None, variant: str, work_dir: str | os.PathLike) -> ExportedModel:
+    """The validated ONNX for (checkpoint content, variant, opset, exporter), exported only on a cache miss; no
+    checkpoint (None or "") exports the card's model with seeded random weights.
 
     An entry is complete when its ONNX (which ``export_and_validate`` moves in last, after its parity report) has
     the hash that report records: a report alone (a killed export), a truncated or a replaced file is rebuilt.
-    ``RANDOM_WEIGHTS`` exports the model with seeded random weights (no checkpoint hash on its rows).
     """
-    random = os.fspath(checkpoint) == RANDOM_WEIGHTS
-    checkpoint_sha256 = None if random else sha256_file(checkpoint)
+    checkpoint_sha256 = sha256_file(checkpoint) if checkpoint else RANDOM_WEIGHTS
     cache = WorkLayout(Path(work_dir)).onnx_cache
     key = cache.key(
         {
-            "checkpoint_sha256": checkpoint_sha256 or f"random weights, seed {RANDOM_SEED}",
+            "checkpoint_sha256": checkpoint_sha256,
             "variant": variant,
             "opset": ONNX_OPSET,
             "dynamo": ONNX_DYNAMO,
@@ -258,13 +262,12 @@ def export_cached(checkpoint: str | os.PathLike, variant: str, work_dir: str | o
 
         report = to_jsonable(
             export_and_validate(
-                None if random else checkpoint,
+                checkpoint or None,
                 onnx_path,
                 variant=variant,
                 opset=ONNX_OPSET,
                 dynamo=ONNX_DYNAMO,
                 tolerance=PARITY_TOLERANCE,
-                seed=RANDOM_SEED,
             )
         )
     return ExportedModel(
@@ -294,6 +297,7 @@ def compile_artifact(
     backend = get_backend(plan.backend, **(settings or {}))
     info = backend.describe()
     options = CompileOptions(
+        model=plan.model_variant,
         input_dtype=plan.input_dtype,
         soc_version=soc_version,
         precision_mode=plan.precision_mode,
@@ -399,6 +403,7 @@ def evaluate_batch(
         prep_dir=plan.prep_dir,
         result_json=batch_dir / "result.json",
         predictions_file=batch_dir / PREDICTIONS_FILE,
+        num_classes=get_card(plan.model_variant).io.num_classes,
     )
     fidelity_json = None
     if exported is not None:

@@ -67,7 +67,7 @@ def test_opset_18_and_the_dynamo_exporter_are_selectable(tmp_path):
 @pytest.mark.parametrize("kwargs, match", [
     ({"tolerance": 0}, "tolerance"),
     ({"parity_batch": 0}, "parity batch"),
-    ({"variant": "convmixer_9"}, "unknown ConvMixer variant"),
+    ({"variant": "convmixer_9"}, "unknown model 'convmixer_9'"),
 ])
 def test_bad_settings_are_config_errors(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):
@@ -90,8 +90,8 @@ def perturbed_export(monkeypatch):
     """Export as usual, then shift one logit's bias in the ONNX file: the exporter 'got it wrong' by 0.01."""
     real_export = export_module._export_onnx
 
-    def export_then_perturb(model, example, path, opset, dynamo):
-        real_export(model, example, path, opset, dynamo)
+    def export_then_perturb(model, example, path, opset, dynamo, io):
+        real_export(model, example, path, opset, dynamo, io)
         proto = onnx.load(str(path))
         head_bias = next(t for t in proto.graph.initializer if list(t.dims) == [1000])
         values = onnx.numpy_helper.to_array(head_bias).copy()

@@ -12,7 +12,7 @@ from convmixer_tasks import cli, defaults
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.local_run import local_params, run_chain, settings_for
 from convmixer_tasks.params import (
-    RANDOM_WEIGHTS,
+    RANDOM_CHECKPOINT,
     BenchmarkOptions,
     EvidenceOptions,
     GateOptions,
@@ -76,8 +76,8 @@ def test_the_run_commands_flags_are_the_dags_params(tmp_path):
         "benchmark_confirm": 0,
         "model_variant": "convmixer_demo",
         "model_variants": ["convmixer_demo", "convmixer_768_32"],
-        "checkpoint": RANDOM_WEIGHTS,
-        "checkpoints": {"convmixer_768_32": RANDOM_WEIGHTS},
+        "checkpoint": RANDOM_CHECKPOINT,
+        "checkpoints": {"convmixer_768_32": RANDOM_CHECKPOINT},
     }
     assert flags == conf
     run = RunParams.from_mapping({**dag_run_params(tmp_path), **conf})
@@ -160,7 +160,7 @@ def test_a_zoo_run_of_two_models_records_a_row_per_model(tmp_path):
     run = local_params(
         tmp_path,
         model_variants=["convmixer_demo", "convmixer_1024_20_ks9_p14"],
-        checkpoints={"convmixer_1024_20_ks9_p14": RANDOM_WEIGHTS},
+        checkpoints={"convmixer_1024_20_ks9_p14": RANDOM_CHECKPOINT},
         batch_sizes=[4],
         image_limit=8,
         benchmark_loop=2,
