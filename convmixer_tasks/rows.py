@@ -15,6 +15,7 @@ from convmixer_tasks.params import RunParams
 from convmixer_tasks.precision import effective_precision, precision_modes_from_params
 from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunFacts, RunPlan, Scores, join_key
 from convmixer_tasks.status import STATUS_FAILED, STATUS_PENDING
+from convmixer_tasks.steps import RANDOM_WEIGHTS
 
 
 def build_row(
@@ -33,7 +34,8 @@ def build_row(
         **run.values(),
         finished_at=datetime.now(UTC).isoformat(),
         model_variant=plan.model_variant,
-        checkpoint_sha256=exported.checkpoint_sha256,
+        # seeded random weights have no checkpoint to hash: the column holds SHA-256s only
+        checkpoint_sha256=None if exported.checkpoint_sha256 == RANDOM_WEIGHTS else exported.checkpoint_sha256,
         checkpoint_path=plan.checkpoint,  # the triggering asset event's path when an event started the run
         onnx_sha256=exported.onnx_sha256,
         artifact_sha256=compiled.artifact.sha256,

@@ -3,16 +3,17 @@
 cache/prep/<key>/               prep folders (dataset fingerprint + transform + batch size + dtype + limit)
 cache/onnx/<key>/model.onnx     validated ONNX (+ model.parity.json) (checkpoint hash + variant + exporter)
 cache/artifacts/<backend>/      compiled artifacts (ONNX hash + options + toolkit/device)
-runs/<run>/bs<N>-<precision>/   one run's outputs, eval and benchmark results per batch size × precision mode
+runs/<run>/<model>/bs<N>-<precision>/   one run's outputs, eval and benchmark results per model × batch size × precision
 demo/                           the generated demo set, when the dataset params point there
 
 Scripts outside Python (docker/smoke-test.sh) ask here rather than restate the layout::
 
-    python -m convmixer_tasks.workdir benchmark-json WORK_DIR RUN_ID BATCH_SIZE BACKEND [PRECISION_MODE]
+    python -m convmixer_tasks.workdir benchmark-json WORK_DIR RUN_ID BATCH_SIZE BACKEND [PRECISION_MODE [MODEL]]
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     when none is given, and the effective precision mode, e.g. force_fp16 for an Ascend run that set none; an empty
     PRECISION_MODE is none)."""
     from convmixer_tasks.precision import effective_precision
-    from convmixer_tasks.settings import env_reader, load_scheduling_settings
+    from convmixer_tasks.variants import DEMO_VARIANT
 
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) not in (5, 6, 7) or args[0] != "benchmark-json" or not args[3].isdigit():
@@ -91,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _, work_dir, run_id, batch_size, backend, *rest = args
     precision = effective_precision(backend, rest[0] if rest and rest[0] else None)
-    model = rest[1] if len(rest) > 1 else load_scheduling_settings(env_reader()).model_variant
+    # the DAG's default model as the services read it ([convmixer] model_variant through the environment; settings
+    # is not imported here: it imports this module)
+    model = rest[1] if len(rest) > 1 else os.environ.get("AIRFLOW__CONVMIXER__MODEL_VARIANT") or DEMO_VARIANT
     print(WorkLayout(Path(work_dir)).benchmark_json(run_id, int(batch_size), precision=precision, model=model))
     return 0
 

@@ -172,6 +172,7 @@ def test_a_zoo_run_of_two_models_records_a_row_per_model(tmp_path):
     assert set(rows) == {"convmixer_demo", "convmixer_1024_20_ks9_p14"}
     assert rows["convmixer_demo"]["onnx_sha256"] != rows["convmixer_1024_20_ks9_p14"]["onnx_sha256"]
     assert rows["convmixer_1024_20_ks9_p14"]["checkpoint_sha256"] is None  # random weights: no checkpoint to hash
+    assert summary["note"] == "convmixer_1024_20_ks9_p14: random weights: top-1 at chance (0.1 %) expected"
     assert all(row["status"] != "pending" and row["image_count"] == 8 for row in rows.values())  # recorded, gated
     assert len(list((tmp_path / "cache" / "prep").iterdir())) == 1  # one input transform: one prep folder
     from convmixer_tasks.metrics import get_run
