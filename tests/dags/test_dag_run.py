@@ -321,7 +321,7 @@ def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # Each task once, in the order they ended (issue 22: raw, interleaved log lines before), then the outcome.
     ended = [ln.split()[0] for ln in proc.stdout.splitlines() if ln.startswith("  ") and ln.split()[1:2] == ["done"]]
-    assert ended[0] == "check_inputs" and ended[-1] == "regression_gate" and len(ended) == len(set(ended))
+    assert ended[0] == "check_inputs" and ended[-1] == "finish_run" and len(ended) == len(set(ended))
     assert re.search(r"DAG run manual__\S+: succeeded", proc.stdout) and "[DAG TEST]" not in proc.stdout
     # The script ends with the compact metrics table (human; scripts that need figures ask for --output json).
     lines = proc.stdout.splitlines()
