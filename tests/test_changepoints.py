@@ -30,7 +30,7 @@ def test_a_step_is_found_where_it_starts_with_its_magnitude_and_test():
 def test_noise_an_episode_and_a_short_series_give_no_step():
     rng = np.random.default_rng(3)
     assert cp.detect(1000 * np.exp(rng.normal(0, 0.05, 80))) == []  # noise only
-    slowed = QUIET + [40.0] + QUIET  # one run slowed 2.5x is an episode, not a step
+    slowed = [*QUIET, 40.0, *QUIET]  # one run slowed 2.5x is an episode, not a step
     assert cp.detect(slowed) == []
     assert cp.detect(QUIET[:5]) == []  # fewer than 2 x MIN_SIZE runs
     with pytest.raises(ConfigError, match="positive finite"):

@@ -113,9 +113,11 @@ def test_metrics_show_is_a_compact_table_by_default(db, capsys):
     lines = human.splitlines()
     assert lines[0] == "total  2"
     table = lines[lines.index("") + 1 :]
-    assert table[0].split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"]
+    assert table[0].split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img",
+                                "verdict"]
     assert set(table[1]) <= {"-", " "}
-    assert table[2].split() == ["run_b", "1", "ascend", "force_fp16", "80.00", "95.62", "9.50", "1.60", "regressed"]  # newest first
+    # newest first
+    assert table[2].split() == ["run_b", "1", "ascend", "force_fp16", "80.00", "95.62", "9.50", "1.60", "regressed"]
     assert table[3].split() == ["run_a", "16", "onnxruntime", "fp32", "81.37", "95.62", "123.46", "-", "ok"]
     assert [r["run_id"] for r in data["rows"]] == ["run_b", "run_a"] and data["total"] == 2
     assert data["rows"][1]["throughput"] == 123.456

@@ -162,7 +162,7 @@ def test_bad_limit_is_a_config_error(tmp_path, limit):
 def test_empty_or_missing_folder_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "cat.jpg").write_bytes(b"x")
-    with pytest.raises(DatasetError, match="holds no ILSVRC2012_val_XXXXXXXX.JPEG images"):
+    with pytest.raises(DatasetError, match=r"holds no ILSVRC2012_val_XXXXXXXX.JPEG images"):
         load_dataset(tmp_path / "empty")
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset(tmp_path / "missing")

@@ -11,8 +11,18 @@ import torch
 from PIL import Image
 
 from convmixer_tasks.dataset import load_dataset, read_labels
-from convmixer_tasks.demo import (CLASS_IDS, DEMO_VAL_COUNT, DEMO_VAL_SEED, DEMO_VARIANT, MARKER_NAME,
-                                  demo_checkpoint_path, demo_expected, make_demo_dataset, render_image, score_onnx)
+from convmixer_tasks.demo import (
+    CLASS_IDS,
+    DEMO_VAL_COUNT,
+    DEMO_VAL_SEED,
+    DEMO_VARIANT,
+    MARKER_NAME,
+    demo_checkpoint_path,
+    demo_expected,
+    make_demo_dataset,
+    render_image,
+    score_onnx,
+)
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.export import export_and_validate
 from convmixer_tasks.fileio import sha256_file
@@ -207,6 +217,6 @@ def test_committed_model_reproduces_its_expected_scores_and_wrong_labels_drop_to
     names, labels = [line.split()[0] for line in lines], [line.split()[1] for line in lines]
     shifted = tmp_path / "shifted" / "val_label.txt"
     shifted.parent.mkdir()
-    shifted.write_text("".join(f"{n} {l}\n" for n, l in zip(names, labels[1:] + labels[:1])))
+    shifted.write_text("".join(f"{n} {label}\n" for n, label in zip(names, labels[1:] + labels[:1], strict=True)))
     wrong = score_onnx(export.onnx_path, demo_set.__class__(**{**demo_set.__dict__, "label_file": shifted}))
     assert wrong["top1"] < 25.0

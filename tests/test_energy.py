@@ -10,7 +10,7 @@ import pytest
 
 from convmixer_tasks import energy, fingerprint, quiet
 from convmixer_tasks.errors import ConfigError
-from tests.ascend_doubles import ascend_doubles, write_tiny_onnx  # noqa: F401 (fixture)
+from tests.ascend_doubles import write_tiny_onnx
 
 
 def scripted_clock(*times: float):
@@ -302,8 +302,8 @@ def ascend_compiled(doubles, tmp_path):
     backend = doubles.backend()
     artifact = backend.compile(write_tiny_onnx(tmp_path / "tiny.onnx"), 2, tmp_path / "cache")
     info = backend.describe()
-    return CompiledModel(run_id="r1", batch_size=2, backend="ascend", precision="force_fp16", artifact=artifact, device=info.device,
-                         toolkit_version=info.toolkit_version, cached=False)
+    return CompiledModel(run_id="r1", batch_size=2, backend="ascend", precision="force_fp16", artifact=artifact,
+                         device=info.device, toolkit_version=info.toolkit_version, cached=False)
 
 
 def test_benchmark_step_records_energy_fingerprint_and_busy_device(ascend_doubles, tmp_path):

@@ -86,7 +86,7 @@ def test_known_baselines(tmp_path, monkeypatch):
     assert gate.known_baseline_top1("convmixer_demo") == 63.0  # read when asked, not cached at import
     for broken in ("{not json", json.dumps({"top1": 60}), json.dumps({"expected_top1": "high"})):
         demo_json.write_text(broken)
-        with pytest.raises(ConfigError, match="demo_model.json"):
+        with pytest.raises(ConfigError, match=r"demo_model.json"):
             gate.known_baseline_top1("convmixer_demo")
 
 

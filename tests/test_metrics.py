@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ from convmixer_tasks.errors import ConfigError, MetricsError
 from convmixer_tasks.metrics.engine import alembic_config, get_engine
 from convmixer_tasks.metrics.schema import KEY_COLUMNS, TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
 
-DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
+DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
 HEAD = "0006"  # the newest migration
 
 
@@ -46,16 +46,6 @@ def count_rows(url: str) -> int:
 
 # --- migration ------------------------------------------------------------------------------------------------
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request, tmp_path, fresh_pg_database):
-    """A database that has never been migrated."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'sub' / 'fresh.db'}"  # the folder does not exist yet either
-    else:
-        with fresh_pg_database() as url:
-            yield url
-
-
 def test_upgrade_creates_table_and_is_idempotent(empty_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near: configuration is in code
     assert metrics.upgrade(empty_url) == HEAD
@@ -78,7 +68,7 @@ def version_rows(url: str) -> list[str]:
 
 def insert_raw(url: str, **values) -> None:
     """Insert past record_run's validation, so only the database's own constraints judge the row."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     base = dict(run_id="raw", logical_date=now, model_variant="m", backend="b", batch_size=1,
                 created_at=now, updated_at=now)
     with get_engine(url).begin() as connection:
@@ -175,7 +165,7 @@ def test_concurrent_upgrades_queue_instead_of_racing(empty_url):
         try:
             barrier.wait()
             results.append(metrics.upgrade(empty_url))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(3)]
@@ -206,7 +196,7 @@ def test_migration_0005_keys_rows_by_precision_and_refuses_a_lossy_downgrade(emp
         connection.execute(sa.insert(ChangePoint).values(
             series_key="s", series={"backend": "ascend"}, metric="throughput", start_row_id=fp32,
             magnitude_pct=-5.0, created_at=DAY0))
-    with pytest.raises(RuntimeError, match="1 run × batch size × backend.*more than one precision mode"):
+    with pytest.raises(RuntimeError, match=r"1 run × batch size × backend.*more than one precision mode"):
         downgrade(empty_url, "0004")
     with get_engine(empty_url).begin() as connection:
         connection.execute(sa.text("PRAGMA foreign_keys=ON") if empty_url.startswith("sqlite") else sa.text("SELECT 1"))
@@ -289,7 +279,7 @@ def test_concurrent_inserts_of_one_key_leave_one_row(metrics_url):
         try:
             barrier.wait()
             ids.append(metrics.record_run(metrics_url, make_row(throughput=throughput)))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(100.0 + i,)) for i in range(writers)]
@@ -695,7 +685,7 @@ def test_rows_by_run_time_and_the_light_history_agree_on_when_a_run_ran(metrics_
 
 
 def test_the_light_history_refuses_an_unknown_column(metrics_url):
-    with pytest.raises(MetricsError, match="unknown metrics column.*top_one"):
+    with pytest.raises(MetricsError, match=r"unknown metrics column.*top_one"):
         metrics.history_rows(metrics_url, ["run_id", "top_one"])
 
 

@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from convmixer_tasks.errors import CheckpointError, ConfigError
-from convmixer_tasks.model import (VARIANTS, ConvMixerSpec, build_model, get_spec, infer_spec, load_checkpoint,
-                                   map_timm_keys)
+from convmixer_tasks.model import (
+    VARIANTS,
+    ConvMixerSpec,
+    build_model,
+    get_spec,
+    infer_spec,
+    load_checkpoint,
+    map_timm_keys,
+)
 
 SMALL = ConvMixerSpec(dim=8, depth=2, kernel_size=3, patch_size=16, num_classes=5)
 
@@ -224,7 +231,7 @@ def test_a_checkpoint_needing_arbitrary_unpickling_is_refused(tmp_path, trained_
 def test_a_whole_pickled_model_is_refused(tmp_path):
     path = tmp_path / "model.pt"
     torch.save(build_model(SMALL), path)
-    with pytest.raises(CheckpointError, match="refused by weights_only.*GLOBAL torch.nn.modules.container.Sequential"):
+    with pytest.raises(CheckpointError, match=r"refused by weights_only.*GLOBAL torch.nn.modules.container.Sequential"):
         load_checkpoint(build_model(SMALL), path)
 
 

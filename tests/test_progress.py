@@ -14,7 +14,7 @@ import pytest
 from convmixer_tasks import progress
 from convmixer_tasks.backends.aisbench_progress import AisBenchProgress
 from convmixer_tasks.progress import Progress
-from tests.ascend_doubles import ascend_doubles, write_tiny_onnx  # noqa: F401 (fixture)
+from tests.ascend_doubles import write_tiny_onnx
 
 
 class Clock:
@@ -65,12 +65,15 @@ def test_a_step_under_the_threshold_logs_nothing(caplog):
 
 def test_a_failed_step_does_not_claim_to_have_finished(caplog):
     clock = Clock()
-    with caplog.at_level(logging.INFO), pytest.raises(RuntimeError):
-        with Progress("job", 100, clock=clock, bar=False) as job:
-            for _ in range(40):
-                clock.now += 1.0
-                job.update()
-            raise RuntimeError("boom")
+    with (
+        caplog.at_level(logging.INFO),
+        pytest.raises(RuntimeError),
+        Progress("job", 100, clock=clock, bar=False) as job,
+    ):
+        for _ in range(40):
+            clock.now += 1.0
+            job.update()
+        raise RuntimeError("boom")
     assert counts(lines(caplog, "job:")) == ["30/100"]
 
 
@@ -154,7 +157,7 @@ def test_onnxruntime_benchmark_counts_warmup_and_loops(ort_setup, caplog, monkey
     assert counts(got)[0] == "1/20" and counts(got)[-1] == "20/20" and "runs/s" in got[-1]
 
 
-def test_ascend_infer_relays_the_ais_bench_counter(ascend_doubles, ort_setup, caplog, monkeypatch, tmp_path):  # noqa: F811
+def test_ascend_infer_relays_the_ais_bench_counter(ascend_doubles, ort_setup, caplog, monkeypatch, tmp_path):
     _, _, prep, _ = ort_setup
     monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
     backend = ascend_doubles.backend()
@@ -168,7 +171,7 @@ def test_ascend_infer_relays_the_ais_bench_counter(ascend_doubles, ort_setup, ca
 
 
 def test_ascend_benchmark_relays_the_counter_and_atc_compile_reports_while_it_runs(
-    ascend_doubles, caplog, monkeypatch, tmp_path  # noqa: F811
+    ascend_doubles, caplog, monkeypatch, tmp_path
 ):
     monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
     backend = ascend_doubles.backend()
@@ -182,7 +185,7 @@ def test_ascend_benchmark_relays_the_counter_and_atc_compile_reports_while_it_ru
 
 
 def test_onnxruntime_compile_reports_while_it_runs(ort_setup, caplog, monkeypatch, tmp_path):
-    backend, artifact, _, work = ort_setup
+    backend, _artifact, _, work = ort_setup
     monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
     with caplog.at_level(logging.INFO):
         backend.compile(work / "demo.onnx", 3, tmp_path / "cache")  # a new batch size: a cache miss

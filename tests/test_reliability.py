@@ -32,7 +32,6 @@ from convmixer_tasks.export import export_and_validate, parity_report_path
 from convmixer_tasks.fileio import sha256_file
 from convmixer_tasks.preprocess import preprocess
 from convmixer_tasks.variants import DEMO_CHECKPOINT
-from tests.ascend_doubles import ascend_doubles  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from pathlib import Path
 
@@ -81,14 +80,6 @@ def test_run_facts_are_iso_strings_in_utc():
 
 # --- check inputs + preprocess shards -------------------------------------------------------------------------------
 
-@pytest.fixture
-def small_demo(monkeypatch):
-    """The auto-generated demo set at 12 images instead of 250 (generation itself is tests/test_demo.py's)."""
-    from convmixer_tasks import demo
-
-    monkeypatch.setattr(demo, "make_demo_dataset", functools.partial(demo.make_demo_dataset, count=12))
-
-
 def test_check_inputs_generates_the_demo_set_once_and_plans_each_batch_size(tmp_path, small_demo):
     params = _params(tmp_path, image_limit=10)
     plans = steps.check_inputs(params, "run-1", tmp_path / "work")
@@ -112,7 +103,7 @@ def test_check_inputs_generates_the_demo_set_once_and_plans_each_batch_size(tmp_
 
 
 def test_check_inputs_fails_fast_on_missing_checkpoint_and_bad_dataset(tmp_path):
-    with pytest.raises(ConfigError, match="checkpoint .*missing.pth.tar"):
+    with pytest.raises(ConfigError, match=r"checkpoint .*missing.pth.tar"):
         steps.check_inputs(_params(tmp_path, checkpoint=str(tmp_path / "missing.pth.tar")), "r", tmp_path / "work")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="empty"):
@@ -123,15 +114,15 @@ def test_check_inputs_checks_the_checkpoint_against_the_variant(tmp_path):
     # refused here, before preprocess runs for minutes and export finds out
     text = tmp_path / "notes.pth.tar"
     text.write_text("not a checkpoint\n")
-    with pytest.raises(CheckpointError, match="notes.pth.tar is a text file"):
+    with pytest.raises(CheckpointError, match=r"notes.pth.tar is a text file"):
         steps.check_inputs(_params(tmp_path, checkpoint=str(text)), "r", tmp_path / "work")
-    with pytest.raises(CheckpointError, match="does not fit the model.*variant convmixer_demo"):
+    with pytest.raises(CheckpointError, match=r"does not fit the model.*variant convmixer_demo"):
         steps.check_inputs(_params(tmp_path, model_variant="convmixer_1536_20"), "r", tmp_path / "work")
 
 
 def test_check_inputs_refuses_a_conf_key_that_is_not_a_param(tmp_path):
     params = _params(tmp_path)
-    with pytest.raises(ConfigError, match="unknown param.* batch_szie.*check the spelling"):
+    with pytest.raises(ConfigError, match=r"unknown param.* batch_szie.*check the spelling"):
         steps.check_inputs({**params, "batch_szie": 4}, "r", tmp_path / "work", known_params=params)
     steps.check_param_names(params, known=params)  # every declared key passes
 
@@ -246,7 +237,8 @@ def _step_results(batch_sizes=(4, 16), throughput=100.0, run_id="run-9", backend
                                                 options={}, cached=False))
                 for index, plan in enumerate(plans)]
     benchmarks = [BenchSummary(batch_size=plan.batch_size, backend=backend, precision=plan.precision, loop=3,
-                               warmup=5, throughput=throughput * plan.batch_size * (1 + modes.index(plan.precision_mode)),
+                               warmup=5,
+                               throughput=throughput * plan.batch_size * (1 + modes.index(plan.precision_mode)),
                                latency_mean_ms=1.0, latency_p50_ms=1.0, latency_p99_ms=2.0, formula="1000*bs/mean",
                                bench_json=f"/runs/run-9/bs{plan.batch_size}/benchmark.json") for plan in plans]
     evaluated = [Scores(batch_size=plan.batch_size, precision=plan.precision, top1=80.0, top5=95.0, image_count=250,

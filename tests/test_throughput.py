@@ -18,7 +18,7 @@ from convmixer_tasks.backends import base
 from convmixer_tasks.energy import PowerUnavailable
 from convmixer_tasks.errors import ConfigError, MetricsError
 from convmixer_tasks.metrics.engine import get_engine
-from tests.test_metrics import downgrade, empty_url, insert_raw, make_row, read_old, version_rows  # noqa: F401
+from tests.test_metrics import downgrade, insert_raw, make_row, read_old, version_rows
 
 
 def test_samples_round_trip_at_float32_precision_and_compress():
@@ -131,7 +131,8 @@ def test_two_runs_below_are_judged_together_and_each_must_show_the_drop():
     # One whole run slowed 2.5x next to a merely low one: the pair's mean is far below the floor, but the low run
     # does not show the drop on its own, so it is not a regression.
     slowed = tp.Previous("r1", 40.0, "below", True, (40.0, 41.0, 39.0))
-    low = tp.judge(tp.Measured(93.0, None, 4, 0.02, 4, (94.5, 95.0, 94.0)), [40.0, *HISTORY], slowed, tolerance_pct=10.0)
+    low = tp.judge(tp.Measured(93.0, None, 4, 0.02, 4, (94.5, 95.0, 94.0)), [40.0, *HISTORY], slowed,
+                   tolerance_pct=10.0)
     assert low.status == "ok"
 
 
@@ -257,7 +258,8 @@ def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, ca
     stored = json.loads(capsys.readouterr().out)
     assert stored["status"] == "ok" and stored["rebaselined_by"] == "alice" and stored["rebaselined_at"]
     assert stored["rebaseline_reason"] == "precision_mode allow_fp32_to_fp16 on purpose"
-    assert stored["gate_reasons"][-1].startswith("rebaselined by alice at ") and "(was 'regressed')" in stored["gate_reasons"][-1]
+    assert stored["gate_reasons"][-1].startswith("rebaselined by alice at ")
+    assert "(was 'regressed')" in stored["gate_reasons"][-1]
 
     record(metrics_url, "after", 10, 50.5, status="pending")  # the old 100 img/s runs no longer count
     decision = gate.apply_gate(metrics_url, "after", BS, BACKEND)

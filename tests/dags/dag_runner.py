@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 DAG_ID = "convmixer_validation"
@@ -84,9 +84,10 @@ def main(spec_path: str, out_path: str) -> int:
             source = next(r for r in results if r["name"] == seed["run"])
             template = next(row for row in source["rows"] if row["batch_size"] == seed["batch_size"])
             for index in range(seed["count"]):
-                row = {key: value for key, value in template.items() if key not in ("id", "created_at", "updated_at", "ran_at")}
+                row = {key: value for key, value in template.items()
+                       if key not in ("id", "created_at", "updated_at", "ran_at")}
                 row.update(run_id=f"seeded-{index}", status="ok", gate_reasons=None,
-                           logical_date=datetime.now(timezone.utc).isoformat(),
+                           logical_date=datetime.now(UTC).isoformat(),
                            throughput=template["throughput"] * seed["throughput_factor"])
                 record_run(metrics_url, row)
         if run.get("fail_once"):

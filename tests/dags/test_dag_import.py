@@ -18,8 +18,8 @@ import pytest
 
 from convmixer_tasks import steps
 from convmixer_tasks.backends.base import BACKEND_NAMES
-from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
+from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANT_NAMES
 from convmixer_tasks.workdir import WorkLayout
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 DAG_ID = "convmixer_validation"
 DEVICE = "Intel(R) Xeon(R) CPU @ 2.90GHz"
@@ -28,7 +28,7 @@ def demo_rows() -> list[dict]:
     later, one on a new device (a series of one point). As ``record_run`` rows; values vary a little so the charts
     have shape. Reasons are worded as ``gate.evaluate_gate`` words them."""
     rows = []
-    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
     for day in range(DAYS):
         for batch_size in BATCH_SIZES:
             top1, throughput = HEALTHY[batch_size]
@@ -64,10 +64,10 @@ def demo_rows() -> list[dict]:
     rows.append({
         "run_id": "manual__2026-11-03T12:00:00+00:00",
         "dag_id": DAG_ID,
-        "logical_date": datetime(2026, 11, 3, 12, tzinfo=timezone.utc),
+        "logical_date": datetime(2026, 11, 3, 12, tzinfo=UTC),
         "model_variant": "convmixer_1536_20",
         "backend": "ascend",
-        "started_at": datetime(2026, 11, 3, 12, tzinfo=timezone.utc),
+        "started_at": datetime(2026, 11, 3, 12, tzinfo=UTC),
         "device": NPU,
         "toolkit_version": "CANN 8.0.RC1",
         "batch_size": 4,
@@ -85,7 +85,7 @@ def demo_rows() -> list[dict]:
     rows.append({
         "run_id": "manual__2026-11-02T09:30:00+00:00",
         "dag_id": DAG_ID,
-        "logical_date": datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc),
+        "logical_date": datetime(2026, 11, 2, 9, 30, tzinfo=UTC),
         "model_variant": "convmixer_1536_20",
         "backend": "ascend",
         "device": NPU,
@@ -103,7 +103,7 @@ def demo_rows() -> list[dict]:
          [TOP1_OK.format(81.36), "throughput ok: no history (no earlier ok run on this model, backend, device and "
                                  "batch size)"]),
     ):
-        when = datetime(2026, 11, 4, 10, minute, tzinfo=timezone.utc)
+        when = datetime(2026, 11, 4, 10, minute, tzinfo=UTC)
         rows.append({
             "run_id": f"manual__{when.isoformat()}", "dag_id": DAG_ID, "logical_date": when, "started_at": when,
             "finished_at": when + timedelta(minutes=3), "model_variant": "convmixer_1536_20", "backend": "ascend",

@@ -304,7 +304,7 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page):
     page.screenshot(path=str(SCREENSHOT))
 
     # Hovering the regressed point shows that run and why in the tooltip.
-    regressed = [p for p in throughput_points if p["style"] == "triangle"][0]
+    regressed = next(p for p in throughput_points if p["style"] == "triangle")
     canvas_box = frame_locator.locator("#chart-throughput").bounding_box()
     page.mouse.move(canvas_box["x"] + regressed["x"], canvas_box["y"] + regressed["y"])
     tooltip = frame.wait_for_function(
