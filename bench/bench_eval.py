@@ -107,9 +107,9 @@ def reference_style_eval(folder: Path, label_file: Path, batch_size: int, topn: 
             for k, value in enumerate(values):
                 prediction[k] = np.float32(value)
             order = np.argsort(-prediction)
-            label = int(gt[f"ILSVRC2012_val_{index:08d}"])
+            truth = int(gt[f"ILSVRC2012_val_{index:08d}"])
             for k in range(min(len(order), topn)):
-                if str(label) == str(order[k]):
+                if str(truth) == str(order[k]):
                     hits[k] += 1
                     break
     accuracy = np.cumsum(hits) / count * 100

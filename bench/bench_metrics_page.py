@@ -80,6 +80,7 @@ def old_run_page(url: str, row_id: int) -> list[list[float]]:
     from convmixer_tasks.throughput import unpack_samples
 
     row = metrics.get_row(url, row_id)
+    assert row is not None, f"row {row_id} was just recorded"
     series = {"model": row["model_variant"], "backend": row["backend"], "device": row["device"],
               "batch_size": row["batch_size"]}  # fmt: skip
     rows: list[dict] = []
@@ -107,7 +108,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-"))
-    from convmixer_metrics import app as page_app
+    import convmixer_metrics.app as page_app
     from fastapi.testclient import TestClient
 
     with tempfile.TemporaryDirectory(prefix="bench-metrics-page-") as tmp:

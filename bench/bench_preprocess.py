@@ -47,7 +47,7 @@ def generate(folder: Path, count: int, seed: int = 0) -> list[Path]:
     for index in range(1, count + 1):
         width, height = SIZES[rng.integers(len(SIZES))]
         coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
-        field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
+        field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)
         pixels = np.clip(field + rng.integers(-12, 13, field.shape), 0, 255).astype(np.uint8)
         img = Image.fromarray(pixels)
         if index % 50 == 0:

@@ -147,8 +147,9 @@ def run_double(tool: str, *args: str, env: dict[str, str] | None = None, cwd: st
     argv = [sys.executable, "-m", "ais_bench"] if tool == "ais_bench" else [sys.executable, str(DOUBLES_BIN / tool)]
     full_env = {**os.environ, "PYTHONPATH": str(DOUBLES_DIR), **(env or {})}
     proc = subprocess.run(argv + list(args), capture_output=True, env=full_env, cwd=cwd, timeout=120)
-    proc.stdout, proc.stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-    return proc
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+    )
 
 
 def write_tiny_onnx(path: str | os.PathLike, input_name: str = "image", classes: int = 10, seed: int = 0) -> Path:

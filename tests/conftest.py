@@ -32,7 +32,7 @@ def _fresh_pg_database():
         connection = admin.connect()
     except sa.exc.OperationalError as exc:
         admin.dispose()
-        problem = " ".join(str(exc.orig).split())
+        problem: str | None = " ".join(str(exc.orig).split())
     else:
         problem = None
     if problem is not None:  # fail (not skip): CI starts PostgreSQL, so a missing server is a broken setup

@@ -168,8 +168,9 @@ KV = re.compile(r"^\t(\S.{29}) : (.*)$")  # the driver's "\t%-30s : %s" lines
 
 def kv_lines(text: str) -> list[tuple[str, str]]:
     lines = [line for line in text.splitlines() if line]
-    assert all(KV.match(line) for line in lines), text
-    return [(m.group(1).rstrip(), m.group(2)) for m in map(KV.match, lines)]
+    matches = [KV.match(line) for line in lines]
+    assert all(matches), text
+    return [(m.group(1).rstrip(), m.group(2)) for m in matches if m]
 
 
 @pytest.mark.parametrize("chip, label, default", [

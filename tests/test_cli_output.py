@@ -8,9 +8,10 @@ import csv
 import io
 import json
 import re
+from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs installed
 
 from convmixer_tasks import cli
 from convmixer_tasks.metrics import MetricsRow, record_runs, upgrade
@@ -88,6 +89,7 @@ def test_infer_benchmark_and_eval_print_summaries_with_the_json_figures(chain, c
 
 
 def row(run_id: str, **overrides) -> MetricsRow:
+    values: dict[str, Any]
     values = dict(run_id=run_id, model_variant="convmixer_1536_20", backend="onnxruntime", batch_size=16,
                   status="ok", top1=81.37, top5=95.62, throughput=123.456, logical_date="2026-03-01T10:00:00+00:00",
                   gate_reasons=["=cmd|' /C calc'!A0"])

@@ -63,7 +63,7 @@ def test_names_and_label_file_have_the_imagenet_shape(demo_set):
     assert len(lines) == DEMO_VAL_COUNT
     parsed = [LINE_RE.match(line) for line in lines]
     assert all(parsed)
-    assert [int(m.group(1)) for m in parsed] == list(range(1, DEMO_VAL_COUNT + 1))
+    assert [int(m.group(1)) for m in parsed if m] == list(range(1, DEMO_VAL_COUNT + 1))
     # the project's own reader agrees, and every label is one of the demo classes' ImageNet ids
     labels = read_labels(demo_set.label_file)
     assert sorted(labels) == list(range(1, DEMO_VAL_COUNT + 1)) and set(labels.values()) == set(CLASS_IDS)
@@ -77,7 +77,8 @@ def test_classes_are_balanced_enough_that_wrong_labels_score_near_chance(demo_se
 
 
 def test_set_holds_grayscale_cmyk_tiny_and_extreme_aspect_images(demo_set):
-    modes, sizes = collections.Counter(), set()
+    modes: collections.Counter[str] = collections.Counter()
+    sizes = set()
     for path in demo_set.image_dir.iterdir():
         with Image.open(path) as image:
             assert image.format == "JPEG"

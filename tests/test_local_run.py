@@ -10,6 +10,7 @@ import pytest
 from convmixer_tasks import cli
 from convmixer_tasks.demo import demo_expected
 from convmixer_tasks.local_run import run_chain
+from tests.stored import stored_run
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +186,6 @@ def test_demo_training_is_a_cli_step():
 
 def test_cli_run_with_record_gates_its_rows_like_the_dag(work_dir, tmp_path, capsys):
     """The one-process run records and gates (issue: its rows used to stay pending forever)."""
-    from convmixer_tasks import metrics
 
     url = f"sqlite:///{tmp_path / 'metrics.db'}"
     argv = ["-o", "json", "run", "--work-dir", str(work_dir), "--batch-size", "4", "--loop", "3", "--record",
@@ -193,7 +193,7 @@ def test_cli_run_with_record_gates_its_rows_like_the_dag(work_dir, tmp_path, cap
     assert cli.main([*argv, "--max-cv-pct", "1000"]) == 0  # any dispersion accepted: judged
     summary = json.loads(capsys.readouterr().out)
     [row] = summary["rows"]
-    stored = metrics.get_run(url, summary["run_id"], 4, "onnxruntime")
+    stored = stored_run(url, summary["run_id"], 4, "onnxruntime")
     assert stored["status"] == summary["verdicts"][0]["status"] == "ok"  # no history yet: nothing to regress against
     assert stored["throughput_check"] == "unjudged" and stored["sample_count"] == 3 and stored["warmup_count"] == 5
     assert stored["fingerprint_key"] == row["fingerprint_key"] and stored["fingerprint"]["backend"] == "onnxruntime"
@@ -202,5 +202,5 @@ def test_cli_run_with_record_gates_its_rows_like_the_dag(work_dir, tmp_path, cap
     # No real timing has a CV under 0.001 %: re-measured twice, then inconclusive, and the run does not fail.
     assert cli.main([*argv, "--max-cv-pct", "0.001", "--remeasure", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    stored = metrics.get_run(url, summary["run_id"], 4, "onnxruntime")
+    stored = stored_run(url, summary["run_id"], 4, "onnxruntime")
     assert stored["status"] == "inconclusive" and stored["measurements"] == 3 and stored["throughput_check"] == "noisy"

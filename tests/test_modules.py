@@ -140,13 +140,15 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     stack: list[str] = []
 
     def visit(node: str) -> list[str] | None:
-        state[node], _ = "open", stack.append(node)
+        state[node] = "open"
+        stack.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == "open":
                 return [*stack[stack.index(target):], target]
             if target not in state and (cycle := visit(target)):
                 return cycle
-        state[node], _ = "done", stack.pop()
+        state[node] = "done"
+        stack.pop()
         return None
 
     for node in sorted(graph):

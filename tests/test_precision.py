@@ -12,6 +12,7 @@ from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.metrics.predictions import load_predictions, store_evidence, store_predictions
 from convmixer_tasks.precision import gelu_compile_options, precision_modes_from_params
 from convmixer_tasks.records import RecordedRow
+from tests.stored import stored_run
 from tests.test_metrics import DAY0, make_row
 from tests.test_steps import _params
 
@@ -93,7 +94,7 @@ def test_rows_of_two_modes_are_read_and_written_by_their_own_key(metrics_url):
     with pytest.raises(MetricsError, match=r"run both \(batch size 4, backend ascend\) has rows of several precision "
                                            r"modes \(force_fp16, must_keep_origin_dtype\); pass the precision_mode"):
         metrics.get_run(metrics_url, "both", 4, "ascend")
-    assert metrics.get_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")["id"] == ids[
+    assert stored_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")["id"] == ids[
         "must_keep_origin_dtype"]
     with pytest.raises(MetricsError, match="several precision modes"):
         metrics.update_status(metrics_url, "both", 4, "ascend", "ok", [])
@@ -102,14 +103,14 @@ def test_rows_of_two_modes_are_read_and_written_by_their_own_key(metrics_url):
     with pytest.raises(MetricsError, match="several precision modes"):
         store_predictions(metrics_url, "both", 4, "ascend", b"blob", image_count=64)
     # nothing above wrote anything: a refused call leaves both rows as they were
-    rows = {mode: metrics.get_run(metrics_url, "both", 4, "ascend", mode) for mode in ids}
+    rows = {mode: stored_run(metrics_url, "both", 4, "ascend", mode) for mode in ids}
     assert {row["status"] for row in rows.values()} == {"pending"} and {row["flips_p_value"] for row in rows.values()} \
         == {None}
     metrics.update_status(metrics_url, "both", 4, "ascend", "ok", ["fine"], precision_mode="force_fp16")
     store_evidence(metrics_url, "both", 4, "ascend", {"flips_p_value": 0.5}, precision_mode="force_fp16")
     store_predictions(metrics_url, "both", 4, "ascend", b"blob16", image_count=64, precision_mode="force_fp16")
-    fp16 = metrics.get_run(metrics_url, "both", 4, "ascend", "force_fp16")
-    keep = metrics.get_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")
+    fp16 = stored_run(metrics_url, "both", 4, "ascend", "force_fp16")
+    keep = stored_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")
     assert (fp16["status"], fp16["flips_p_value"]) == ("ok", 0.5)
     assert (keep["status"], keep["flips_p_value"]) == ("pending", None)
     assert load_predictions(metrics_url, ids["force_fp16"]) == b"blob16"
@@ -126,7 +127,7 @@ def test_the_gate_judges_each_mode_against_its_own_history(metrics_url):
     _two_modes(metrics_url, run_id="today", status="pending", logical_date=DAY0 + timedelta(days=9), throughput=100.5,
                top1=84.5, top5=95.5)
     modes = ("force_fp16", "must_keep_origin_dtype")
-    rows = [metrics.get_run(metrics_url, "today", 4, "ascend", mode) for mode in modes]
+    rows = [stored_run(metrics_url, "today", 4, "ascend", mode) for mode in modes]
     recorded = [RecordedRow(id=row["id"], run_id="today", batch_size=4, backend="ascend",
                             precision=row["precision_mode"]) for row in rows]
     params = {"top1_tolerance": 0.5, "throughput_tolerance_pct": 10.0, "throughput_history": 20, "image_limit": None,
@@ -135,7 +136,7 @@ def test_the_gate_judges_each_mode_against_its_own_history(metrics_url):
         steps.gate_rows(metrics_url, recorded, params)
     (decision,) = caught.value.decisions  # only fp16's 100.5 against its own ~202 regressed
     assert decision.status == "regressed"
-    fp16, keep = (metrics.get_run(metrics_url, "today", 4, "ascend", mode)
+    fp16, keep = (stored_run(metrics_url, "today", 4, "ascend", mode)
                   for mode in ("force_fp16", "must_keep_origin_dtype"))
     assert fp16["status"] == "regressed" and keep["status"] == "ok"
     assert not any("environment changed" in reason for reason in keep["gate_reasons"])  # fp16 is not its series

@@ -31,7 +31,9 @@ def lines(caplog, what: str) -> list[str]:
 
 def counts(got: list[str]) -> list[str]:
     """The ``done/total`` of each progress line."""
-    return [re.search(r": (\d+/\d+) ", line).group(1) for line in got]
+    found = [re.search(r": (\d+/\d+) ", line) for line in got]
+    assert all(found), got
+    return [match.group(1) for match in found if match]
 
 
 def run_counted(caplog, total: int, seconds_each: float) -> list[str]:

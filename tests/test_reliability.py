@@ -383,7 +383,7 @@ def test_disk_filling_up_mid_preprocess_names_the_file(dataset, work, capsys, mo
 
     from convmixer_tasks import preprocess as prep_module
 
-    written = []
+    written: list[str] = []
 
     def write(buffer, path):  # the third file hits a full disk, as a real ENOSPC would
         if len(written) == 2:

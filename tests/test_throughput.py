@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from scipy import stats
+from scipy import stats  # type: ignore[import-untyped]  # no stubs installed
 
 from convmixer_tasks import fingerprint, metrics
 from convmixer_tasks import throughput as tp
@@ -18,6 +18,7 @@ from convmixer_tasks.backends import base
 from convmixer_tasks.energy import PowerUnavailable
 from convmixer_tasks.errors import ConfigError, MetricsError
 from convmixer_tasks.metrics.engine import get_engine
+from tests.stored import stored_run
 from tests.test_metrics import downgrade, insert_raw, make_row, read_old, version_rows
 
 
@@ -34,6 +35,7 @@ def test_samples_round_trip_at_float32_precision_and_compress():
 def test_sample_stats_match_numpy_and_scipy():
     times = [10.0, 11.0, 9.0, 10.5, 30.0, 10.2]
     got = tp.sample_stats(times, batch_size=4, warmup=5)
+    assert got is not None
     array = np.asarray(times)
     assert got.count == 6 and got.warmup == 5
     assert got.mean_ms == pytest.approx(array.mean()) and got.p50_ms == pytest.approx(np.median(array))
@@ -57,6 +59,7 @@ def test_remeasure_until_quiet_keeps_the_least_noisy_and_stops_at_the_limit():
     assert len(tries.all) == 2 and tries.chosen.samples == quiet  # stopped once quiet
 
     tries = tp.measure_until_quiet(lambda: fake_bench(noisy), 4, remeasure=2, max_cv_pct=10)
+    assert tries.stats is not None
     assert len(tries.all) == 3 and tries.stats.cv > 0.1  # still noisy after R re-measurements
     no_list = tp.measure_until_quiet(lambda: fake_bench([]), 4, remeasure=2, max_cv_pct=10)
     assert len(no_list.all) == 1 and no_list.stats is None  # no per-loop list: no CV, nothing to repeat
@@ -169,7 +172,7 @@ def test_migration_0004_adds_inconclusive_and_the_evidence_columns_reversibly(em
                    latency_cv=0.4, measurements=3, throughput_check="noisy", fingerprint={"backend": "onnxruntime"},
                    fingerprint_key="k")
     metrics.record_run(empty_url, row)
-    stored = metrics.get_run(empty_url, "noisy", 4, "onnxruntime")
+    stored = stored_run(empty_url, "noisy", 4, "onnxruntime")
     assert stored["status"] == "inconclusive" and tp.unpack_samples(stored["samples_ms"]) == [1.0, 2.0]
     assert stored["fingerprint"] == {"backend": "onnxruntime"}
     with pytest.raises(MetricsError, match="throughput_check"):
@@ -181,7 +184,7 @@ def test_migration_0004_adds_inconclusive_and_the_evidence_columns_reversibly(em
     columns = {column["name"] for column in sa.inspect(get_engine(empty_url)).get_columns("convmixer_validation_runs")}
     assert "samples_ms" not in columns and "fingerprint" not in columns
     metrics.upgrade(empty_url)
-    assert metrics.get_run(empty_url, "noisy", 4, "onnxruntime")["samples_ms"] is None
+    assert stored_run(empty_url, "noisy", 4, "onnxruntime")["samples_ms"] is None
 
 
 class ScriptedBench:
@@ -226,6 +229,7 @@ def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, 
     monkeypatch.setattr(steps, "get_backend", lambda name, **settings: scripted)
     summary = steps.benchmark_artifact(compiled, 4, tmp_path, remeasure=2, max_cv_pct=10.0)
     assert summary.measurements == scripted.calls == expected_measurements
+    assert summary.samples_ms is not None and summary.fingerprint is not None
     assert tp.unpack_samples(summary.samples_ms) == pytest.approx([10.0, 10.2, 9.8, 10.0], rel=1e-6)
     assert summary.sample_count == 4
     assert summary.latency_cv == pytest.approx(np.std([10.0, 10.2, 9.8, 10.0], ddof=1) / 10.0)
@@ -251,7 +255,7 @@ def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, ca
     record(metrics_url, "new-precision", 9, 50.0, status="pending")
     with pytest.raises(RegressionError):
         gate.apply_gate(metrics_url, "new-precision", BS, BACKEND, runs=1)
-    row_id = metrics.get_run(metrics_url, "new-precision", BS, BACKEND)["id"]
+    row_id = stored_run(metrics_url, "new-precision", BS, BACKEND)["id"]
 
     argv = ["-o", "json", "metrics-rebaseline", "--url", metrics_url, "--row", str(row_id)]
     assert cli.main([*argv, "--reason", "precision_mode allow_fp32_to_fp16 on purpose", "--by", "alice"]) == 0
@@ -287,11 +291,13 @@ def test_benchmark_step_confirms_a_suspect_figure_with_fresh_measurements(tmp_pa
         return 380.0  # the history's suspect line
 
     summary = steps.benchmark_artifact(compiled, 4, tmp_path, suspect=suspect, confirm=2)
+    assert summary.fingerprint is not None
     assert summary.throughput == pytest.approx(200.0)  # the row keeps its first figure: the history stays unbiased
     assert summary.fingerprint[fingerprint.CONFIRMATIONS] == pytest.approx([400.0, 400.0])
     assert summary.measurements == scripted.calls == 3 and len(read_json(summary.bench_json)["measurements"]) == 3
     assert seen == [fingerprint.key(summary.fingerprint)]  # the confirmations are not part of the key
     not_suspect = steps.benchmark_artifact(compiled, 4, tmp_path, suspect=lambda env: 150.0, confirm=2)
+    assert not_suspect.fingerprint is not None
     assert not_suspect.measurements == 1 and fingerprint.CONFIRMATIONS not in not_suspect.fingerprint
 
     # The DAG's suspect check reads the same-fingerprint history; without a readable metrics DB it gives no line.

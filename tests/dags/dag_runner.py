@@ -19,13 +19,15 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 DAG_ID = "convmixer_validation"
 
 
-def _inject(steps, name: str, *, once: bool) -> None:
+def _inject(steps, name: str, *, once: bool) -> Callable[..., Any]:
     """Make ``steps.<name>`` raise: after doing its work once (a crash after the write), or always (before it).
 
     The DAG's tasks call ``steps.<name>`` through the module at run time, and ``dag.test`` runs them in this
@@ -76,9 +78,9 @@ def main(spec_path: str, out_path: str) -> int:
     metrics_url = os.environ["CONVMIXER_METRICS_DB_URL"]
     work_dir = Path(os.environ["AIRFLOW__CONVMIXER__WORK_DIR"])
 
-    results = []
+    results: list[dict[str, Any]] = []
     for run in spec["runs"]:
-        restore = {}
+        restore: dict[str, Callable[..., Any]] = {}
         if run.get("seed_from"):
             seed = run["seed_from"]
             source = next(r for r in results if r["name"] == seed["run"])

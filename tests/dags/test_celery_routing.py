@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,13 +38,13 @@ NPU_WORKER_CONCURRENCY = 4
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 REDIS = ("127.0.0.1", 6379)
 # 24 of the 250 demo images (a run with image_limit is not gated on accuracy); CPU throughput is noisy
-CONF = {"batch_sizes": [4], "image_limit": 24, "benchmark_loop": 5, "throughput_tolerance_pct": 99}
+CONF: dict[str, Any] = {"batch_sizes": [4], "image_limit": 24, "benchmark_loop": 5, "throughput_tolerance_pct": 99}
 
 
 # --- services the test needs ------------------------------------------------------------------------------------
 
 def _require_services() -> None:
-    import psycopg2
+    import psycopg2  # type: ignore[import-untyped]  # no stubs installed
     import redis
 
     problems = []

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,7 +113,7 @@ def probe(tmp_path: Path, confs: list[dict] | None = None, warm: int = 0, **sett
     return {**json.loads(line[len("PROBE "):]), "home": str(home)}
 
 
-BAD_CONFS = [
+BAD_CONFS: list[tuple[dict[str, Any], str, str]] = [
     ({"batch_size": 3}, "batch_size", "3 is not one of"),
     ({"batch_sizes": []}, "batch_sizes", "should be non-empty"),
     ({"batch_sizes": [4, 4]}, "batch_sizes", "non-unique"),
@@ -130,7 +131,8 @@ BAD_CONFS = [
     ({"precision_modes": ["fp8"]}, "precision_modes", "'fp8' is not one of"),
     ({"gelu_implmode": "fastest"}, "gelu_implmode", "'fastest' is not one of"),
 ]
-GOOD_CONFS = [{}, {"batch_size": 4}, {"batch_sizes": [1, 64]}, {"soc_version": "Ascend310P3", "backend": "ascend"},
+GOOD_CONFS: list[dict[str, Any]] = [
+              {}, {"batch_size": 4}, {"batch_sizes": [1, 64]}, {"soc_version": "Ascend310P3", "backend": "ascend"},
               {"image_limit": 16, "input_dtype": "uint8"},
               {"backend": "ascend", "precision_modes": ["force_fp16", "must_keep_origin_dtype"], "gelu_implmode": None}]
 

@@ -21,6 +21,7 @@ PG_ADMIN_URL = os.environ.get("CONVMIXER_TEST_PG_URL", "postgresql+psycopg2://po
 
 def _load_init_module():
     spec = importlib.util.spec_from_file_location("convmixer_init", cm.DOCKER_DIR / "convmixer_init.py")
+    assert spec is not None and spec.loader is not None, "convmixer_init.py is a loadable file"
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -186,6 +186,7 @@ def seed_with_evidence(url: str) -> None:
     from convmixer_tasks import evidence, metrics
     from convmixer_tasks.evidence_gate import judge
     from convmixer_tasks.metrics.predictions import store_evidence, store_predictions
+    from tests.stored import stored_run
 
     metrics.upgrade(url)
     rows = evidence_rows()
@@ -197,6 +198,6 @@ def seed_with_evidence(url: str) -> None:
         blob = evidence.encode(_predictions(row, seed))
         store_predictions(url, row["run_id"], row["batch_size"], row["backend"], blob, IMAGES)
     for row in evaluated:
-        stored = metrics.get_run(url, row["run_id"], row["batch_size"], row["backend"])
+        stored = stored_run(url, row["run_id"], row["batch_size"], row["backend"])
         judged = judge(url, stored, top1_tolerance=0.5, significance=0.05)
         store_evidence(url, row["run_id"], row["batch_size"], row["backend"], judged.values)

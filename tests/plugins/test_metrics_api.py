@@ -539,9 +539,9 @@ def evidence_url(tmp_path_factory) -> str:
 
 
 def row_id(url: str, run_id: str, batch_size: int, backend: str) -> int:
-    from convmixer_tasks import metrics
+    from tests.stored import stored_run
 
-    return metrics.get_run(url, run_id, batch_size, backend)["id"]
+    return stored_run(url, run_id, batch_size, backend)["id"]
 
 
 def test_run_page_explains_the_regressed_run(evidence_url, auth_manager):
@@ -687,9 +687,9 @@ def accept(client, row: int, reason="CANN 8.0.RC2 rolled out on purpose", **kwar
 
 
 def stored(url: str, row: int) -> dict:
-    from convmixer_tasks import metrics
+    from tests.stored import stored_row
 
-    return metrics.get_row(url, row)
+    return stored_row(url, row)
 
 
 def test_admin_accepts_a_regressed_run_and_history_shows_who_when_why(accept_url, auth_manager):

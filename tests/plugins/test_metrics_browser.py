@@ -18,11 +18,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import pytest
 
 from tests.plugins import DAG_ID, NEW_NPU, NPU, REGRESSED_ASCEND_RUN, demo_rows, seed_with_evidence
+from tests.stored import stored_row
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +36,10 @@ SCREENSHOT_RUN = REPO_ROOT / "docs" / "metrics-run-page.png"
 SCREENSHOT_RUN_PHONE_DARK = REPO_ROOT / "docs" / "metrics-run-page-phone-dark.png"
 # The regressed ONNX Runtime run (throughput): offered for acceptance, refused to the viewer.
 THROUGHPUT_REGRESSED_RUN = "scheduled__2026-11-04T00:00:00+00:00"
-WIDE = {"width": 1440, "height": 1000}
+if TYPE_CHECKING:
+    from playwright.sync_api import ViewportSize
+
+WIDE: ViewportSize = {"width": 1440, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -641,9 +646,8 @@ def test_viewer_is_refused_accept_on_a_phone_in_dark_mode(airflow_server, browse
         return response.status;
     }""", regressed)
     assert status == 403
-    from convmixer_tasks import metrics
 
-    assert metrics.get_row(airflow_server["metrics_url"], regressed)["rebaselined_at"] is None
+    assert stored_row(airflow_server["metrics_url"], regressed)["rebaselined_at"] is None
 
 
 def _whole_page_screenshot(page, url: str, path: Path) -> None:

@@ -23,6 +23,7 @@ import stat
 import struct
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -355,6 +356,7 @@ def run(args: argparse.Namespace) -> None:
             sys.stdout.write(f"\rloop inference exec: ({done}/{total})")
             sys.stdout.flush()
         if output_folder is not None:
+            assert outputs is not None, "--loop is at least 1"
             for out_index, out in enumerate(outputs):
                 pieces = np.array_split(out, len(batch), axis=0)
                 for slot, (path, piece) in enumerate(zip(batch, pieces, strict=True)):
@@ -378,7 +380,7 @@ def run(args: argparse.Namespace) -> None:
     print_performance(compute, list_info([]), list_info([]), float(batchsize), throughput,
                       args.display_all_summary, style)
     if output_folder is not None:
-        summary = {"filesinfo": filesinfo, "args": vars(args), "NPU_compute_time": compute,
+        summary: dict[str, Any] = {"filesinfo": filesinfo, "args": vars(args), "NPU_compute_time": compute,
                    "H2D_latency": list_info([]), "D2H_latency": list_info([]), "throughput": throughput,
                    "npu_compute_time_list": compute_ms, "pid": os.getpid()}
         if generation == "old":  # before late 2022: inside the folder, misspelt, fewer keys
