@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from convmixer_tasks.backends.base import get_backend
 from convmixer_tasks.backends.onnxruntime import random_batch, worker_threads
-from convmixer_tasks.export import IMAGE_SHAPE, export_and_validate, prepare_model
-from convmixer_tasks.model import build_model
+from convmixer_tasks.export import export_and_validate, image_shape, prepare_model
+from convmixer_tasks.models.checkpoints import build_model
 
 
 def model_flops(variant: str) -> float:
@@ -47,7 +47,7 @@ def model_flops(variant: str) -> float:
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             module.register_forward_hook(count)
-    model(torch.empty((1, *IMAGE_SHAPE), device="meta"))
+    model(torch.empty((1, *image_shape(variant)), device="meta"))
     return total
 
 

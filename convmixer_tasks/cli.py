@@ -21,6 +21,7 @@ from typing import Any
 from convmixer_tasks.backends.base import BACKEND_NAMES, BACKENDS
 from convmixer_tasks.cli_output import DEFAULT_FORMAT, OUTPUT_FORMATS, ROWS_FORMATS, check_format, render
 from convmixer_tasks.errors import ConvMixerError
+from convmixer_tasks.models import DEFAULT_MODEL
 from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE, GELU_IMPLMODES, gelu_compile_options
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
@@ -56,10 +57,17 @@ def _preprocess(args: argparse.Namespace) -> Any:
 
 def _export(args: argparse.Namespace) -> Any:
     from convmixer_tasks.export import export_and_validate
+    from convmixer_tasks.models import get_card
 
-    if args.source is None and not args.random_weights:
+    if args.source is None and not args.random_weights and get_card(args.variant).onnx is None:
         raise ConvMixerError("export needs --source CHECKPOINT (or --random-weights to export an untrained model)")
     return _call(export_and_validate, args)
+
+
+def _models(args: argparse.Namespace) -> Any:
+    from convmixer_tasks.models.listing import list_cards
+
+    return list_cards()
 
 
 def _eval(args: argparse.Namespace) -> Any:
@@ -314,11 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=None, help="only the first N images (quick runs)")
 
+    _add(sub, "models", _models, "list the model cards (-o json: every card whole)")
+
     p = _add(sub, "export", _export, "checkpoint -> ONNX, validated against PyTorch (parity report beside it)")
-    p.add_argument("--source", default=None, help="checkpoint (.pth.tar; released or timm key layout)")
+    p.add_argument("--source", default=None, help="checkpoint (.pth/.pth.tar in the card's format), or an ONNX file")
     p.add_argument("--target", required=True, help="ONNX file to write")
-    p.add_argument("--model", dest="variant", default="convmixer_1536_20", help="model variant")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (ATC accepts <= 18)")
+    p.add_argument("--model", dest="variant", default=DEFAULT_MODEL, help="model card (convmixer-tasks models)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (ATC accepts <= 18; default: the card's)")
     p.add_argument("--dynamo", action="store_true", help="use torch's dynamo exporter (slower GELU under ORT)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| ONNX Runtime vs PyTorch")
     p.add_argument("--random-weights", action="store_true", help="export without a checkpoint (architecture checks)")

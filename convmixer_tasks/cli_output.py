@@ -42,7 +42,13 @@ def check_format(output: str, gives_rows: bool) -> None:
 
 
 def render(result: Any, output: str = DEFAULT_FORMAT) -> str:
-    """``result`` (a step's dataclass, or a dict of them) as text in the ``--output`` format ``output``."""
+    """``result`` (a step's dataclass, or a dict of them) as text in the ``--output`` format ``output``.
+
+    A result with a ``summary_table()`` (header, rows) shows as that table in the human formats.
+    """
+    if output in ("table", "plain") and hasattr(result, "summary_table"):
+        header, body = result.summary_table()
+        return text_table(header, body, ruled=output == "table")
     data = to_jsonable(result)
     if output == "json":
         return json.dumps(data, indent=2, sort_keys=True)
@@ -96,9 +102,14 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, s
 def rows_table(rows: Sequence[Mapping[str, Any]], ruled: bool = True) -> str:
     """Metrics rows as the compact table (run, batch size, backend, top-1, top-5, throughput, J/image, verdict)."""
     header = [title for title, _ in COMPACT_COLUMNS]
-    body = [[_cell(row.get(field)) for _, field in COMPACT_COLUMNS] for row in rows]
+    return text_table(header, [[row.get(field) for _, field in COMPACT_COLUMNS] for row in rows], ruled)
+
+
+def text_table(header: Sequence[str], values: Sequence[Sequence[Any]], ruled: bool = True) -> str:
+    """Aligned columns, numbers right-aligned; ``values`` are raw cells (formatted here)."""
+    body = [[_cell(value) for value in row] for row in values]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    numeric = [all(_is_number(row.get(field)) for row in rows) for _, field in COMPACT_COLUMNS]
+    numeric = [all(_is_number(row[i]) for row in values) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
         padded = (c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric, strict=True))

@@ -1,5 +1,10 @@
 """PyTorch → ONNX export and its parity check, as one step: an ONNX file only lands at the target once ONNX Runtime
 reproduces PyTorch's logits on a fixed seeded batch within the tolerance.
+
+Everything model-specific comes from the card: the builder and checkpoint format, the input size, the graph's I/O
+names, the opset (ConvMixer's 17, the ModelZoo guides' 11) and whether the batch axis is dynamic. A card that brings
+its own ONNX skips building: the file is checked against the card, copied to the target and hashed, and the parity
+report says it was skipped.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,27 +25,34 @@ from torch import nn
 
 from convmixer_tasks.errors import ConfigError, ExportError
 from convmixer_tasks.fileio import atomic_path, sha256_file, to_jsonable
-from convmixer_tasks.model import build_model, get_spec, load_checkpoint
+from convmixer_tasks.models import DEFAULT_MODEL, ModelCard, default_card, get_card
+from convmixer_tasks.models.card import OnnxIO
+from convmixer_tasks.models.checkpoints import build_model, load_checkpoint
 from convmixer_tasks.onnxgraph import graph_inputs
 from convmixer_tasks.progress import working
-from convmixer_tasks.variants import INPUT
 
-INPUT_NAME = INPUT.input_name
-OUTPUT_NAME = INPUT.output_name
 # ATC parses ONNX up to opset 18; a newer opset would export fine here and only fail later on the NPU host.
 MAX_OPSET = 18
-# The reference script exports at 11; nothing older is needed for Conv/BatchNorm/Erf/Gemm.
+# The reference scripts export at 11; nothing older is needed for Conv/BatchNorm/Erf/Gemm.
 MIN_OPSET = 11
-IMAGE_SHAPE = (3, INPUT.crop, INPUT.crop)
+BRING_YOUR_OWN = "skipped: bring-your-own ONNX"
+
+
+def image_shape(card: ModelCard | str) -> tuple[int, int, int]:
+    """(C, H, W) of one input image of ``card``'s model."""
+    size = get_card(card).input_size
+    return (3, size, size)
 
 
 @dataclass
 class ParityReport:
-    max_abs_diff: float
-    top1_agreement: float  # fraction of rows whose arg-max class is the same in both runtimes
+    max_abs_diff: float | None  # None: parity skipped (see skipped)
+    top1_agreement: float | None  # fraction of rows whose arg-max class is the same in both runtimes
     tolerance: float
     batch: int
     passed: bool  # max_abs_diff <= tolerance (a NaN anywhere fails)
+    max_rel_diff: float | None = None  # max_abs_diff / max |PyTorch logit|: the same check, scale-free
+    skipped: str | None = None  # why no parity was run (a bring-your-own ONNX has no PyTorch model)
 
 
 @dataclass
@@ -65,18 +78,18 @@ def check_opset(opset: int) -> int:
     if not isinstance(opset, int) or isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConfigError(
             f"ONNX opset {opset!r} is not supported: ATC accepts opset <= {MAX_OPSET}; "
-            f"pass --opset between {MIN_OPSET} and {MAX_OPSET} (default 17)"
+            f"pass --opset between {MIN_OPSET} and {MAX_OPSET} (default: the model card's)"
         )
     return opset
 
 
-def seeded_batch(batch: int, seed: int) -> torch.Tensor:
+def seeded_batch(batch: int, seed: int, card: ModelCard | str = DEFAULT_MODEL) -> torch.Tensor:
     """A fixed input batch shaped like normalised images (roughly zero-mean, unit-variance)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn((batch, *IMAGE_SHAPE), generator=generator)
+    return torch.randn((batch, *image_shape(card)), generator=generator)
 
 
-def prepare_model(source: str | os.PathLike | None, variant: str, seed: int = 0) -> nn.Sequential:
+def prepare_model(source: str | os.PathLike | None, variant: str, seed: int = 0) -> nn.Module:
     """The model in eval mode: weights from ``source``, or seeded random weights when ``source`` is None.
 
     Random weights get their BatchNorm statistics from one seeded training-mode pass, so activations stay
@@ -86,9 +99,9 @@ def prepare_model(source: str | os.PathLike | None, variant: str, seed: int = 0)
     torch.manual_seed(seed)
     model = build_model(variant)
     if source is not None:
-        load_checkpoint(model, source)
+        load_checkpoint(model, source, variant)
     else:
-        _calibrate_batchnorm(model, seeded_batch(2, seed + 1))
+        _calibrate_batchnorm(model, seeded_batch(2, seed + 1, variant))
     return model.eval()
 
 
@@ -104,27 +117,32 @@ def _calibrate_batchnorm(model: nn.Module, batch: torch.Tensor) -> None:
             module.momentum = 0.1
 
 
-def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int, dynamo: bool) -> None:
+def _export_onnx(model: nn.Module, example: torch.Tensor, path: Path, opset: int, dynamo: bool, io: OnnxIO) -> None:
     # The two exporters declare the dynamic batch axis differently; the dynamo one also defaults to external data.
-    exporter_options: dict[str, Any] = (
-        {"dynamic_shapes": ({0: torch.export.Dim("batch")},), "external_data": False, "verbose": False}
-        if dynamo
-        else {"dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}}
-    )
+    exporter_options: dict[str, Any]
+    if dynamo:
+        exporter_options = {"external_data": False, "verbose": False}
+        if io.dynamic_batch:
+            exporter_options["dynamic_shapes"] = ({0: torch.export.Dim("batch")},)
+    else:
+        exporter_options = (
+            {"dynamic_axes": {io.input_name: {0: "batch"}, io.output_name: {0: "batch"}}} if io.dynamic_batch else {}
+        )
     torch.onnx.export(
         model,
         (example,),
         str(path),
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
+        input_names=[io.input_name],
+        output_names=[io.output_name],
         opset_version=opset,
         dynamo=dynamo,
         **exporter_options,
     )
 
 
-def _check_onnx_file(path: Path, target: Path, opset: int) -> None:
-    """onnx.checker plus the layout later steps rely on: one file, input ``image`` with a symbolic batch axis."""
+def _check_onnx_file(path: Path, target: Path, opset: int, io: OnnxIO) -> None:
+    """onnx.checker plus the layout later steps rely on: one file, the card's input/output names, and a symbolic
+    batch axis when the card asks for one."""
     import onnx
 
     try:
@@ -139,10 +157,10 @@ def _check_onnx_file(path: Path, target: Path, opset: int) -> None:
             "this step must write a single file (models under 2 GB)"
         )
     inputs = graph_inputs(proto)
-    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in proto.graph.output] != [OUTPUT_NAME]:
+    if [i.name for i in inputs] != [io.input_name] or [o.name for o in proto.graph.output] != [io.output_name]:
         raise ExportError(
             f"exported ONNX for {target} has inputs {[i.name for i in inputs]} and outputs "
-            f"{[o.name for o in proto.graph.output]}; expected ['{INPUT_NAME}'] and ['{OUTPUT_NAME}']"
+            f"{[o.name for o in proto.graph.output]}; expected ['{io.input_name}'] and ['{io.output_name}']"
         )
     written_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if written_opset != opset:
@@ -152,23 +170,28 @@ def _check_onnx_file(path: Path, target: Path, opset: int) -> None:
             "use the TorchScript exporter (dynamo=False) for opsets below 18"
         )
     batch_dim = inputs[0].type.tensor_type.shape.dim[0]
-    if not batch_dim.dim_param:
+    if io.dynamic_batch and not batch_dim.dim_param:
         raise ExportError(
             f"exported ONNX for {target} has a fixed batch size {batch_dim.dim_value}; expected a dynamic batch axis"
         )
 
 
-def run_parity(model: nn.Module, onnx_path: Path, batch: torch.Tensor, tolerance: float) -> ParityReport:
+def run_parity(
+    model: nn.Module, onnx_path: Path, batch: torch.Tensor, tolerance: float, io: OnnxIO | None = None
+) -> ParityReport:
     """PyTorch vs ONNX Runtime (CPU) logits on the same batch."""
     import onnxruntime as ort
 
+    io = io or default_card().io
     with torch.no_grad():
         expected = model(batch).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})
+    (actual,) = session.run([io.output_name], {io.input_name: batch.numpy()})
     if actual.shape != expected.shape:
-        raise ExportError(f"ONNX output '{OUTPUT_NAME}' has shape {actual.shape}, PyTorch gives {expected.shape}")
-    max_abs_diff = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
+        raise ExportError(f"ONNX output '{io.output_name}' has shape {actual.shape}, PyTorch gives {expected.shape}")
+    difference = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    max_abs_diff = float(np.max(difference))
+    scale = float(np.max(np.abs(expected.astype(np.float64))))
     top1_agreement = float(np.mean(actual.argmax(axis=1) == expected.argmax(axis=1)))
     passed = bool(max_abs_diff <= tolerance)  # False for NaN
     return ParityReport(
@@ -177,31 +200,33 @@ def run_parity(model: nn.Module, onnx_path: Path, batch: torch.Tensor, tolerance
         tolerance=tolerance,
         batch=int(batch.shape[0]),
         passed=passed,
+        max_rel_diff=max_abs_diff / scale if scale > 0 else max_abs_diff,
     )
 
 
 def export_and_validate(
     source: str | os.PathLike | None,
     target: str | os.PathLike,
-    variant: str = "convmixer_1536_20",
-    opset: int = 17,
+    variant: str = DEFAULT_MODEL,
+    opset: int | None = None,
     dynamo: bool = False,
     tolerance: float = 1e-4,
     seed: int = 0,
     parity_batch: int = 2,
 ) -> ExportResult:
-    """Export ``source`` (a checkpoint, or None for seeded random weights) to ``target`` and prove it matches.
+    """Export ``source`` (a checkpoint, or None for seeded random weights) of the card ``variant`` to ``target`` and
+    prove it matches; ``opset`` None takes the card's.
 
-    The TorchScript exporter at opset 17 is the default because ONNX Runtime fuses its GELU and BatchNorms (the
-    dynamo exporter's opset-18 graph keeps them apart and runs slower, see bench/RESULTS.md); dynamo stays
+    The TorchScript exporter at opset 17 is ConvMixer's default because ONNX Runtime fuses its GELU and BatchNorms
+    (the dynamo exporter's opset-18 graph keeps them apart and runs slower, see bench/RESULTS.md); dynamo stays
     selectable, at opset 18 only, for torch versions without the TorchScript exporter.
     """
-    check_opset(opset)
+    card = get_card(variant)
+    opset = check_opset(card.io.opset if opset is None else opset)
     if not tolerance > 0:
         raise ConfigError(f"parity tolerance {tolerance!r} must be a positive number (default 1e-4)")
     if parity_batch < 1:
         raise ConfigError(f"parity batch {parity_batch!r} must be at least 1")
-    get_spec(variant)
     target = Path(target)
     if target.suffix.lower() != ".onnx":
         raise ConfigError(f"export target {target} must end in .onnx")
@@ -213,20 +238,28 @@ def export_and_validate(
     _remove_pair(target)
 
     try:
-        model = prepare_model(source, variant, seed)
-        batch = seeded_batch(parity_batch, seed)
         # Two files cannot be renamed at once, so the ONNX is the commit point: the report (the inner block) lands
         # first and the ONNX last. A kill between the two renames leaves a report beside no ONNX: nothing a later
         # step reads, and the next export removes it.
         with atomic_path(target) as onnx_tmp, atomic_path(report_path) as report_tmp:
-            parity, export_seconds, validate_seconds = _export_checked(
-                model, batch, onnx_tmp, target, variant, opset, dynamo, tolerance
-            )
+            export_seconds = validate_seconds = 0.0
+            if card.onnx is not None:
+                onnx_file = source if source is not None and source.suffix.lower() == ".onnx" else Path(card.onnx)
+                started = time.perf_counter()
+                parity = _bring_your_own(card, onnx_file, onnx_tmp, tolerance)
+                validate_seconds = round(time.perf_counter() - started, 3)
+                source = onnx_file
+            else:
+                model = prepare_model(source, card.name, seed)
+                batch = seeded_batch(parity_batch, seed, card)
+                parity, export_seconds, validate_seconds = _export_checked(
+                    model, batch, onnx_tmp, target, card, opset, dynamo, tolerance
+                )
             result = ExportResult(
                 onnx_path=target,
                 onnx_sha256=sha256_file(onnx_tmp),
                 checkpoint_sha256=sha256_file(source) if source is not None else None,
-                variant=variant,
+                variant=card.name,
                 opset=opset,
                 dynamo=dynamo,
                 parity=parity,
@@ -239,6 +272,61 @@ def export_and_validate(
         _remove_pair(target)
         raise
     return result
+
+
+def _bring_your_own(card: ModelCard, onnx_file: Path, tmp: Path, tolerance: float) -> ParityReport:
+    """Check a card's own ONNX against the card and copy it to ``tmp``; there is no PyTorch model to compare with."""
+    check_onnx_against_card(onnx_file, card)
+    shutil.copyfile(onnx_file, tmp)
+    return ParityReport(
+        max_abs_diff=None, top1_agreement=None, tolerance=tolerance, batch=0, passed=True, skipped=BRING_YOUR_OWN
+    )
+
+
+def check_onnx_against_card(onnx_file: Path, card: ModelCard) -> None:
+    """The ONNX's one input (name, float32, N×3×S×S) and one output (name, N×classes) must be what the card says;
+    otherwise one line naming the card, the file, expected vs found, and the fix."""
+    import onnx
+
+    if not onnx_file.is_file():
+        raise ConfigError(
+            f"model card {card.name!r}: ONNX {onnx_file} does not exist; fix the card's onnx path or pass --source"
+        )
+    try:
+        proto = onnx.load(str(onnx_file), load_external_data=False)
+    except Exception as exc:
+        raise ConfigError(f"model card {card.name!r}: {onnx_file} is not a readable ONNX model ({exc})") from exc
+    size = card.input_size
+    fix = f"export the model with input {card.io.input_name!r} float32 [N,3,{size},{size}], or fix the card"
+
+    def dims(value: Any) -> list[int | str]:
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    inputs = graph_inputs(proto)
+    found_inputs = [(i.name, dims(i)) for i in inputs]
+    if len(inputs) != 1 or inputs[0].name != card.io.input_name:
+        raise ConfigError(
+            f"model card {card.name!r}: {onnx_file} has inputs {found_inputs}, expected one input "
+            f"{card.io.input_name!r}; {fix}"
+        )
+    shape = dims(inputs[0])
+    # A symbolic (or unknown, 0) batch axis is dynamic; a positive one is fixed.
+    fixed_batch = bool(shape) and isinstance(shape[0], int) and shape[0] > 0
+    batch_ok = bool(shape) and fixed_batch != card.io.dynamic_batch
+    if len(shape) != 4 or shape[1:] != [3, size, size] or not batch_ok:
+        batch = "a symbolic batch" if card.io.dynamic_batch else "a fixed batch"
+        raise ConfigError(
+            f"model card {card.name!r}: {onnx_file} input {card.io.input_name!r} has shape {shape}, expected "
+            f"[N,3,{size},{size}] with {batch}; {fix}"
+        )
+    if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
+        raise ConfigError(f"model card {card.name!r}: {onnx_file} input {card.io.input_name!r} is not float32; {fix}")
+    outputs = [(o.name, dims(o)) for o in proto.graph.output]
+    if len(outputs) != 1 or outputs[0][0] != card.io.output_name or outputs[0][1][1:] != [card.io.num_classes]:
+        raise ConfigError(
+            f"model card {card.name!r}: {onnx_file} has outputs {outputs}, expected one output "
+            f"{card.io.output_name!r} of shape [N,{card.io.num_classes}]; fix the ONNX or the card's io"
+        )
 
 
 def _remove_pair(target: Path) -> None:
@@ -262,7 +350,7 @@ def _export_checked(
     batch: torch.Tensor,
     tmp: Path,
     target: Path,
-    variant: str,
+    card: ModelCard,
     opset: int,
     dynamo: bool,
     tolerance: float,
@@ -270,18 +358,19 @@ def _export_checked(
     """Export to ``tmp`` (beside ``target``) and check it; the caller moves it into place once every check passed."""
     started = time.perf_counter()
     try:
-        with torch.no_grad(), working(f"export of {variant}, step 1/2 (torch.onnx.export)"):
-            _export_onnx(model, batch, tmp, opset, dynamo)
+        with torch.no_grad(), working(f"export of {card.name}, step 1/2 (torch.onnx.export)"):
+            _export_onnx(model, batch, tmp, opset, dynamo, card.io)
     except Exception as exc:
         raise ExportError(
-            f"torch.onnx.export of {variant} to {target} failed "
+            f"torch.onnx.export of {card.name} to {target} failed "
             f"(opset {opset}, dynamo={dynamo}): {type(exc).__name__}: {exc}"
         ) from exc
     exported = time.perf_counter()
-    with working(f"export of {variant}, step 2/2 (onnx.checker, then parity ONNX Runtime vs PyTorch)"):
-        _check_onnx_file(tmp, target, opset)
-        parity = run_parity(model, tmp, batch, tolerance)
+    with working(f"export of {card.name}, step 2/2 (onnx.checker, then parity ONNX Runtime vs PyTorch)"):
+        _check_onnx_file(tmp, target, opset, card.io)
+        parity = run_parity(model, tmp, batch, tolerance, card.io)
     validated = time.perf_counter()
+    assert parity.max_abs_diff is not None  # run_parity always measures
     if not math.isfinite(parity.max_abs_diff):
         # No tolerance can pass NaN/inf, and argmax over NaN rows "agrees" trivially: name the real cause.
         raise ExportError(
@@ -291,9 +380,9 @@ def _export_checked(
         )
     if not parity.passed:
         raise ExportError(
-            f"ONNX output '{OUTPUT_NAME}' of {target} differs from PyTorch by max |Δ| {parity.max_abs_diff:.3g} "
-            f"> tolerance {tolerance:g} (top-1 agreement {parity.top1_agreement:.0%} on {parity.batch} seeded "
-            f"images, opset {opset}, dynamo={dynamo}); the ONNX file was not kept — try another opset/exporter "
-            "or, if the difference is expected, a larger --tolerance"
+            f"ONNX output '{card.io.output_name}' of {target} differs from PyTorch by max |Δ| "
+            f"{parity.max_abs_diff:.3g} > tolerance {tolerance:g} (top-1 agreement {parity.top1_agreement:.0%} on "
+            f"{parity.batch} seeded images, opset {opset}, dynamo={dynamo}); the ONNX file was not kept — try another "
+            "opset/exporter or, if the difference is expected, a larger --tolerance"
         )
     return parity, round(exported - started, 3), round(validated - exported, 3)

@@ -6,6 +6,7 @@ Two groups, read where they apply:
 * ``WorkerSettings`` — what a task needs where it runs: the work folder, the NPU device, the CANN env script, the
   metrics database. A task loads these when it starts, so a worker's own environment (its device, its CANN path)
   wins over the scheduler's.
+* ``AlertSettings`` — who is told what (``alerts``), the review step and the digest (see ``convmixer_tasks.alerts``).
 
 Both loaders take ``read(key) -> str | None`` (the DAG passes Airflow's ``conf``), so this module imports no Airflow.
 """
@@ -189,4 +190,74 @@ def load_worker_settings(read: Reader, home: Path | None = None) -> WorkerSettin
         metrics_conn_id=settings.text("metrics_conn_id", AIRFLOW_CONNECTION_ID) or AIRFLOW_CONNECTION_ID,
         metrics_db_url=settings.text("metrics_db_url", ""),
         airflow_home=home,
+    )
+
+
+# Alert events (``[convmixer] alert_events``): ``regressed`` (every rule) or ``regressed:<rule>``, ``failed``,
+# ``inconclusive:<N>`` (a series' N-th inconclusive run in a row), ``fingerprint`` (environment changed),
+# ``baseline_accepted``.
+REGRESSION_RULES = ("accuracy", "throughput", "fidelity", "change_point")
+ALERT_EVENTS = ("regressed", "failed", "inconclusive", "fingerprint", "baseline_accepted")
+DEFAULT_ALERT_EVENTS = "regressed,failed,inconclusive:3,fingerprint,baseline_accepted"
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    target: str  # "" = no alerts; an Airflow Connection id (smtp/email or apprise type), or an Apprise URL
+    email_to: tuple[str, ...]  # recipients of an SMTP connection; () = the connection's extra "to"
+    regressed_rules: frozenset[str]  # the rules whose regressions are sent; empty = none
+    failed: bool
+    inconclusive_streak: int  # 0 = never
+    fingerprint: bool
+    baseline_accepted: bool
+    base_url: str  # where people open Airflow (links in the messages); "" = Airflow's [api] base_url
+    review: bool  # the DAG asks a person to accept or keep a regression / fingerprint change (HITL)
+    review_timeout: timedelta  # unanswered: the regression is kept and the run ends
+    digest_schedule: str | None  # cron of the weekly digest DAG; None = manual only
+    digest_days: int
+
+    @property
+    def target_is_url(self) -> bool:
+        return "://" in self.target
+
+
+def _alert_events(settings: _Settings) -> dict[str, Any]:
+    raw = settings.text("alert_events", DEFAULT_ALERT_EVENTS)
+    wanted = f"a comma list of {list(ALERT_EVENTS)}, regressed:<{'|'.join(REGRESSION_RULES)}>, inconclusive:<N>"
+    events: dict[str, Any] = {"regressed_rules": set(), "failed": False, "inconclusive_streak": 0,
+                              "fingerprint": False, "baseline_accepted": False}  # fmt: skip
+    for item in (part.strip() for part in raw.split(",")):
+        name, _, arg = item.partition(":")
+        if not item:
+            continue
+        if name == "regressed" and (not arg or arg in REGRESSION_RULES):
+            events["regressed_rules"] |= {arg} if arg else set(REGRESSION_RULES)
+        elif name == "inconclusive" and (arg or "1").isdigit() and int(arg or "1") >= 1:
+            events["inconclusive_streak"] = int(arg or "1")
+        elif name in ("failed", "fingerprint", "baseline_accepted") and not arg:
+            events[name] = True
+        else:
+            raise settings.error("alert_events", raw, wanted)
+    events["regressed_rules"] = frozenset(events["regressed_rules"])
+    return events
+
+
+def _flag(settings: _Settings, key: str, default: str) -> bool:
+    value = settings.text(key, default).strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise settings.error(key, value, "true or false")
+    return value in ("true", "1", "yes", "on")
+
+
+def load_alert_settings(read: Reader) -> AlertSettings:
+    settings = _Settings(read)
+    return AlertSettings(
+        target=settings.text("alerts", "").strip(),
+        email_to=tuple(part.strip() for part in settings.text("alert_email_to", "").split(",") if part.strip()),
+        base_url=settings.text("alert_base_url", "").strip().rstrip("/"),
+        review=_flag(settings, "review", "false"),
+        review_timeout=timedelta(hours=settings.number("review_timeout_hours", "24", float, 0.0001)),
+        digest_schedule=settings.text("digest_schedule", "0 8 * * 1") or None,
+        digest_days=int(settings.number("digest_days", "7", int, 1)),
+        **_alert_events(settings),
     )

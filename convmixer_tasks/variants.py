@@ -5,10 +5,9 @@ flat record. A view over ``convmixer_tasks.models`` (the cards hold the facts); 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.models import ModelCard, default_card, get_card
+from convmixer_tasks.models import ModelCard, default_card, get_card, package_path
 from convmixer_tasks.models.registry import all_cards
 
 
@@ -53,13 +52,12 @@ class ConvMixerSpec:
 INPUT = input_spec(default_card())
 
 DEMO_VARIANT = "convmixer_demo"
-_PACKAGE = Path(__file__).resolve().parent
 _DEMO_CARD = get_card(DEMO_VARIANT)
 assert _DEMO_CARD.architecture is not None and _DEMO_CARD.architecture.default_checkpoint is not None
 assert _DEMO_CARD.reference is not None and _DEMO_CARD.reference.expected_top1_file is not None
 # The committed demo model and its expected scores on the generated demo set (``convmixer-tasks demo-train``).
-DEMO_CHECKPOINT = _PACKAGE / _DEMO_CARD.architecture.default_checkpoint
-DEMO_EXPECTED = _PACKAGE / _DEMO_CARD.reference.expected_top1_file
+DEMO_CHECKPOINT = package_path(_DEMO_CARD.architecture.default_checkpoint)
+DEMO_EXPECTED = package_path(_DEMO_CARD.reference.expected_top1_file)
 DEMO_ASSETS = DEMO_CHECKPOINT.parent
 
 VARIANTS: dict[str, ConvMixerSpec] = {

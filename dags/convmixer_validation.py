@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import Asset, Param, TriggerRule, conf, dag, get_current_context, task
 from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
@@ -14,10 +17,17 @@ from convmixer_tasks import benchmark_step, rows, runfacts, steps
 from convmixer_tasks import records as rec
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.params import benchmark_options, evidence_options, param_specs
-from convmixer_tasks.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
+from convmixer_tasks.settings import (
+    airflow_conf_reader,
+    load_alert_settings,
+    load_scheduling_settings,
+    load_worker_settings,
+)
 from convmixer_tasks.triggers import CHECKPOINT_ASSET, with_triggered_checkpoint
 
 SETTINGS = load_scheduling_settings(airflow_conf_reader(conf))
+ALERTS = load_alert_settings(airflow_conf_reader(conf))
+log = logging.getLogger(__name__)
 CHECKPOINT = Asset(CHECKPOINT_ASSET)
 PARAMS = {
     name: Param(spec.default, description=spec.description, **spec.schema)
@@ -143,9 +153,175 @@ def convmixer_validation():
     inferred = infer.partial(prepared=prepared).expand(compiled=compiled, shard=shards)
     benchmarks = benchmark.expand(compiled=compiled)
     scores = evaluate.partial(inferred=inferred, exported=exported).expand(plan=plans)
-    regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores))
-    # Not downstream of the gate (regressed rows stay regressed); the gate stays a leaf so any failure fails the run.
-    [plans, preps, prepared, exported, compiled, inferred, benchmarks, scores] >> record_failure()
+    gate = regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores))
+    # Not downstream of the gate (regressed rows stay regressed).
+    failure = [plans, preps, prepared, exported, compiled, inferred, benchmarks, scores] >> record_failure()
+    alerts_and_review(gate, failure, metrics_url)
+
+
+def alerts_and_review(gate, failure, metrics_url) -> None:
+    """After the gate: one alert per run, the optional review (HITL), and ``finish_run``, the leaf that ends the run
+    by its rows — failed while any is regressed/failed/pending, so an accepted regression ends the run green."""
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def send_alert(dag_run=None) -> None:  # never fails: a broken notifier costs one log line
+        from convmixer_tasks import alerts
+        from convmixer_tasks.errors import ConvMixerError
+
+        try:
+            alert = alerts.collect(metrics_url(), dag_run.run_id, dag_run.dag_id, ALERTS, base_url())
+        except ConvMixerError as exc:
+            log.error("no alert for run %s: its rows could not be read: %s", dag_run.run_id, exc)
+            return
+        if alert.rows:
+            notify(alerts.render(alert), get_current_context())
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def review_request(dag_run=None) -> str:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from convmixer_tasks import alerts, review
+
+        alert = alerts.collect(metrics_url(), dag_run.run_id, dag_run.dag_id, ALERTS, base_url())
+        if not review.rows_to_review(alert):
+            raise AirflowSkipException("nothing to review: no regression and no environment change")
+        return alerts.review_body(alert)
+
+    @task
+    def apply_review(dag_run=None, ti=None) -> dict:
+        from convmixer_tasks import alerts, review
+
+        answer = ti.xcom_pull(task_ids="review")
+        url = metrics_url()
+        alert = alerts.collect(url, dag_run.run_id, dag_run.dag_id, ALERTS, base_url())
+        who = (answer.get("responded_by_user") or {}).get("name")  # None: the timeout chose the default
+        outcome = review.apply_answer(
+            url, review.rows_to_review(alert), answer["chosen_options"], who, str(answer["responded_at"]),
+            (answer.get("params_input") or {}).get("reason"),
+        )  # fmt: skip
+        log.warning("review of run %s: %s", dag_run.run_id, outcome.line)
+        if outcome.accepted and ALERTS.baseline_accepted:
+            told = alerts.collect(url, dag_run.run_id, dag_run.dag_id, ALERTS, base_url(), outcome.accepted)
+            rows = tuple(row for row in told.rows if row.row_id in outcome.accepted)
+            notify(alerts.render(replace(told, rows=rows, note=outcome.line)), get_current_context())
+        return outcome.to_dict()
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def finish_run(dag_run=None) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from convmixer_tasks import review
+        from convmixer_tasks.metrics.reports import run_rows
+
+        failed = review.conclusion(run_rows(metrics_url(), dag_run.run_id))
+        if failed:
+            raise AirflowFailException(f"run {dag_run.run_id} ends failed: {failed}")
+
+    alerted = [gate, failure] >> send_alert()
+    last = alerted
+    if ALERTS.review:
+        from airflow.providers.standard.operators.hitl import HITLOperator
+
+        from convmixer_tasks.review import KEEP, OPTIONS
+
+        request = review_request()
+        asked = HITLOperator(
+            task_id="review",
+            subject="ConvMixer run {{ run_id }}: accept the new figures as the baseline?",
+            body="{{ ti.xcom_pull(task_ids='review_request') }}",  # the request's verdicts and links
+            options=list(OPTIONS),
+            defaults=[KEEP],  # what a timeout chooses: the regression stays
+            params={"reason": Param("", type="string", description="why (kept on the rows)")},
+            response_timeout=ALERTS.review_timeout,  # the run ends then: the next run is not held behind it
+        )
+        last = alerted >> request >> asked >> apply_review()
+    [gate, failure, last] >> finish_run()
 
 
 convmixer_validation()
+
+
+# --- alerts: Airflow's notifiers, and the digest DAG ---------------------------------------------------------------
+
+
+def base_url() -> str:  # where people open Airflow, for the links in messages ([convmixer] alert_base_url wins)
+    return conf.get("api", "base_url", fallback="") or "http://localhost:8080"
+
+
+def notify(message, context) -> None:
+    """Send ``message`` (``alerts.Message``) through the notifier ``[convmixer] alerts`` names: an Apprise URL, or a
+    Connection (smtp/email: SmtpNotifier, HTML body; apprise: AppriseNotifier, text body). Never raises: a broken
+    notifier costs one error line, never the run or a row."""
+    from urllib.parse import urlsplit
+
+    target = ALERTS.target
+    if not target:
+        log.info("alert %r not sent: [convmixer] alerts is not set", message.subject)
+        return
+    shown = (
+        f"Apprise URL {urlsplit(target).scheme}://{urlsplit(target).hostname}"
+        if "://" in target
+        else (f"connection {target!r}")
+    )
+    try:
+        import apprise
+        from airflow.providers.apprise.notifications.apprise import AppriseNotifier
+
+        if "://" in target:
+            # Apprise.add takes a URL as well as an AppriseConfig
+            notifier: Any = AppriseNotifier(body=message.text, title=message.subject, config=target)  # type: ignore[arg-type]
+        else:
+            from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+            from airflow.sdk import BaseHook
+
+            connection = BaseHook.get_connection(target)
+            extra = connection.extra_dejson
+            if connection.conn_type == "apprise":
+                notifier = AppriseNotifier(body=message.text, title=message.subject, apprise_conn_id=target)
+            else:
+                to = ALERTS.email_to or [one.strip() for one in str(extra.get("to") or "").split(",") if one.strip()]
+                if not to:
+                    raise ValueError("no recipients: set [convmixer] alert_email_to or the connection's extra 'to'")
+                notifier = SmtpNotifier(to=list(to), subject=message.subject, html_content=message.html,
+                                        smtp_conn_id=target, from_email=extra.get("from_email"))  # fmt: skip
+        with apprise.LogCapture(level=logging.WARNING, fmt="%(message)s") as captured:
+            notifier.notify(context)  # notify, not __call__: the message is data, never a Jinja template
+        if captured.getvalue().strip():  # Apprise reports a failed delivery in its log, not by raising
+            raise RuntimeError(captured.getvalue().strip().splitlines()[-1])
+        log.info("alert %r sent through %s", message.subject, shown)
+    except Exception as exc:
+        detail = " ".join(str(exc).split())[:300]
+        log.error("alert %r NOT sent through %s: %s: %s", message.subject, shown, type(exc).__name__, detail)
+
+
+@dag(
+    dag_id="convmixer_digest",
+    schedule=ALERTS.digest_schedule and CronTriggerTimetable(ALERTS.digest_schedule, timezone="UTC"),
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["convmixer", "digest"],
+    doc_md="The zoo's digest (`[convmixer] digest_schedule`, `digest_days`) through the alerts' notifier.",
+    default_args=SETTINGS.default_args(conf.get("operators", "default_queue", fallback="default")),
+)
+def convmixer_digest():
+    @task
+    def send_digest(data_interval_end=None) -> dict:
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        from convmixer_tasks import digest
+
+        settings = load_worker_settings(airflow_conf_reader(conf))
+        try:  # the metrics DB by the validation DAG's rule: its Connection, else the settings
+            url = settings.metrics_url(BaseHook.get_connection(settings.metrics_conn_id))
+        except AirflowNotFoundException:
+            url = settings.metrics_url(None)
+        summary = digest.build(url, data_interval_end or datetime.now(UTC), ALERTS.digest_days)
+        notify(digest.render(summary, ALERTS.base_url or base_url()), get_current_context())
+        return summary.to_dict()
+
+    send_digest()
+
+
+convmixer_digest()

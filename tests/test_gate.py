@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from datetime import timedelta
@@ -10,10 +11,11 @@ import pytest
 
 from convmixer_tasks import fingerprint, gate, metrics
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
+from convmixer_tasks.models import get_card, registry
 from tests.stored import stored_run
 from tests.test_metrics import DAY0, make_row
 
-BASELINE = gate.BASELINE_TOP1["convmixer_1536_20"]
+BASELINE = 81.37  # convmixer_1536_20's card
 
 
 # --- pure rules -----------------------------------------------------------------------------------------------
@@ -78,8 +80,14 @@ def test_known_baselines(tmp_path, monkeypatch):
     assert gate.known_baseline_top1("convmixer_1536_20") == 81.37
     assert gate.known_baseline_top1("convmixer_768_32") is None
 
+    assert gate.known_baseline_top1("resnet50") == 76.14 and gate.known_baseline_top1("inception_v3") == 77.31
+    assert gate.known_baseline_top1("vit_b_16") is None  # the guide measured other weights than the card loads
+    assert gate.known_baseline_top1("not_a_card") is None
+
     demo_json = tmp_path / "demo_model.json"
-    monkeypatch.setattr(gate, "DEMO_EXPECTED", demo_json)
+    demo = get_card("convmixer_demo")
+    reference = dataclasses.replace(demo.reference, expected_top1_file=str(demo_json))  # absolute: used as it is
+    monkeypatch.setitem(registry._registry(), "convmixer_demo", dataclasses.replace(demo, reference=reference))
     assert gate.known_baseline_top1("convmixer_demo") is None  # not trained yet
     demo_json.write_text(json.dumps({"expected_top1": 62.5, "other": 1}))
     assert gate.known_baseline_top1("convmixer_demo") == 62.5

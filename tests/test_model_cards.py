@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 from typing import Any
@@ -128,3 +129,30 @@ def test_duplicate_and_foreign_registrations_are_refused():
 def test_card_built_without_a_required_field_says_which():
     with pytest.raises(CardError, match=r"^model card 'bare': required field 'family' is missing; add a family name"):
         ModelCard(name="bare")
+
+
+def test_models_command_lists_every_card_and_json_gives_each_whole(capsys):
+    from convmixer_tasks import cli
+    from convmixer_tasks.fileio import to_jsonable
+
+    assert cli.main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "family", "input", "AIPP", "top-1", "%", "source"]
+    by_name = {line.split()[0]: line.split() for line in lines[2:]}
+    assert set(by_name) == set(card_names())
+    assert by_name["resnet50"][1:] == [
+        "resnet",
+        "224",
+        "(uint8",
+        "HWC",
+        "256)",
+        "yes",
+        "76.14",
+        "Resnet50_Pytorch_Infer@6a2804a",
+    ]
+    assert by_name["convmixer_1536_20"][6:8] == ["no", "81.37"]
+
+    assert cli.main(["models", "-o", "json"]) == 0
+    cards = json.loads(capsys.readouterr().out)["cards"]
+    assert [card["name"] for card in cards] == list(card_names())
+    assert cards[card_names().index("inception_v3")] == to_jsonable(get_card("inception_v3"))

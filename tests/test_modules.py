@@ -195,9 +195,10 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 
 MAX_MODULE_LINES = 500
-# A module another change of issue #19 is rewriting (preprocess.py: the model cards' host preprocessing, branch
-# cardprep), split after it merges. Known, not accepted: delete the entry when the module is under the limit.
-EXPECTED_LONG = {"convmixer_tasks.preprocess"}
+# Modules other changes of issue #19 are rewriting, split after they merge: preprocess.py (the model cards' host
+# preprocessing, branch cardprep), cli.py (502 lines with the cards' `models` command; branch params moves its flags
+# to RunParams). Known, not accepted: delete an entry when its module is under the limit.
+EXPECTED_LONG = {"convmixer_tasks.preprocess", "convmixer_tasks.cli"}
 
 
 def test_no_import_cycle_among_the_packages_modules():

@@ -5,6 +5,15 @@ loaded only through a card's dotted path.
 """
 
 from convmixer_tasks.models.card import CardError, ModelCard
-from convmixer_tasks.models.registry import DEFAULT_MODEL, card_names, default_card, get_card, load_object
+from convmixer_tasks.models.registry import DEFAULT_MODEL, card_names, default_card, get_card, load_object, package_path
 
-__all__ = ["DEFAULT_MODEL", "CardError", "ModelCard", "card_names", "default_card", "get_card", "load_object"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "CardError",
+    "ModelCard",
+    "card_names",
+    "default_card",
+    "get_card",
+    "load_object",
+    "package_path",
+]

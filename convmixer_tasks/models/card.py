@@ -29,6 +29,9 @@ FileUnit = Literal["image", "batch"]  # one file per image (ais_bench packs them
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The same normalisation as the ModelZoo guides' AIPP files write it: 255·mean and 1/(255·std), 15 digits.
+GUIDE_MIN_CHN = (123.675, 116.28, 103.53)
+GUIDE_VAR_RECI = (0.0171247538316637, 0.0175070028011204, 0.0174291938997821)
 
 _BUILDER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -105,12 +108,12 @@ class KeyRename:
 class CheckpointFormat:
     """The checkpoint files a card accepts and how their keys map onto the builder's state_dict."""
 
-    library: str  # whose save format the keys follow, e.g. "torchvision state_dict"
-    suffixes: tuple[str, ...] = (".pth", ".pth.tar")
+    library: str  # whose save format the keys follow, e.g. "torchvision state_dict" (.pth or .pth.tar alike)
     wrappers: tuple[str, ...] = ("state_dict", "model", "state_dict_ema", "model_ema")  # dict keys around the tensors
     strip_prefixes: tuple[str, ...] = ("module.",)  # DataParallel / DDP saves
     renames: tuple[KeyRename, ...] = ()  # the guide's own key rewrites (DenseNet's legacy names)
     mapper: str | None = None  # "module:function(state, model) -> state" for mappings a regex cannot say
+    describe: str | None = None  # "module:function(state) -> str": what a foreign file looks like, for errors
     optional_keys: tuple[str, ...] = (r"(^|\.)num_batches_tracked$",)  # regexes of keys a file may leave out
 
 
@@ -170,11 +173,20 @@ class Reference:
     index_fps: FpsAt | None = None
     device: str = "Ascend310P3"
     expected_top1_file: str | None = None  # a JSON with "expected_top1", relative to the package (the demo model)
+    # False when the published top-1 was measured with other weights than those this card loads (the gate then
+    # has no baseline): ViT-B/16's guide uses timm's AugReg weights, the card torchvision's.
+    applies_to_checkpoint: bool = True
     notes: tuple[str, ...] = ()  # disagreements and quirks, one fact a line
 
     @property
     def top1(self) -> float | None:
+        """The published top-1: the guide's, else the index's."""
         return self.guide_top1 if self.guide_top1 is not None else self.index_top1
+
+    @property
+    def baseline_top1(self) -> float | None:
+        """The top-1 the gate holds a run to (None: not gated on accuracy, or read from expected_top1_file)."""
+        return self.top1 if self.applies_to_checkpoint else None
 
 
 class _Missing:
@@ -257,8 +269,10 @@ def validate_card(card: ModelCard) -> None:
                 'write it as "package.module:function"',
             )
         ckpt = card.architecture.checkpoint
-        if ckpt is not None and ckpt.mapper is not None and not _BUILDER_RE.match(ckpt.mapper):
-            raise _fail(name, f"checkpoint.mapper {ckpt.mapper!r} is not a dotted path", 'write "module:function"')
+        for attr in ("mapper", "describe"):
+            dotted = getattr(ckpt, attr) if ckpt is not None else None
+            if dotted is not None and not _BUILDER_RE.match(dotted):
+                raise _fail(name, f"checkpoint.{attr} {dotted!r} is not a dotted path", 'write "module:function"')
     _check_transform(name, "preprocess.transform", card.preprocess.transform)
     _check_transform(name, "float_transform", card.float_transform)
     _check_choice(name, "preprocess.dtype", card.preprocess.dtype, FileDtype)

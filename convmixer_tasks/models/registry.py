@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from functools import cache
-from types import MappingProxyType
+from pathlib import Path
 from typing import Any
 
 from convmixer_tasks.models import cards as _cards_package
@@ -17,16 +17,24 @@ from convmixer_tasks.models.card import CardError, ModelCard
 
 # The flagship: what every step uses when no model is named.
 DEFAULT_MODEL = "convmixer_1536_20"
+# Card paths (default_checkpoint, expected_top1_file) are relative to the convmixer_tasks package.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def package_path(relative: str) -> Path:
+    """A card's file path: relative ones under the convmixer_tasks package, absolute ones as they are."""
+    return PACKAGE_DIR / relative
 
 
 @cache
-def _registry() -> MappingProxyType[str, ModelCard]:
+def _registry() -> dict[str, ModelCard]:
+    """Every card, by name (built once; the public functions below hand out copies, never this dict)."""
     found: dict[str, ModelCard] = {}
     for info in sorted(pkgutil.iter_modules(_cards_package.__path__), key=lambda i: i.name):
         module = importlib.import_module(f"{_cards_package.__name__}.{info.name}")
         for card in getattr(module, "CARDS", ()):
             register(card, found, origin=module.__name__)
-    return MappingProxyType(found)
+    return found
 
 
 def register(card: object, into: dict[str, ModelCard], origin: str = "") -> None:

@@ -31,7 +31,7 @@ from convmixer_tasks import metrics as store
 from convmixer_tasks.cli_output import rows_to_csv
 from convmixer_tasks.errors import ConfigError, ConvMixerError
 
-from . import history, run_view
+from . import digest_api, history, run_view
 from .filters import Page, RunFilters, page, run_filters
 from .source import metrics_db_url
 
@@ -428,5 +428,6 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         headers = {**DATA_HEADERS, "Content-Disposition": f'attachment; filename="convmixer-metrics-{stamp}.csv"'}
         return Response(rows_to_csv(rows), media_type="text/csv; charset=utf-8", headers=headers)
 
+    digest_api.add_routes(router, db_url, _call_store, DATA_HEADERS)  # the digest section (its own module)
     app.include_router(router)
     return app

@@ -26,7 +26,11 @@ from convmixer_tasks.models.card import (
 TRANSFORM = Transform(resize=233, crop=224, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
 PREPROCESS = HostPreprocess(transform=TRANSFORM, dtype="float32", layout="NCHW", file_unit="batch")
 # The release's Sequential keys, or timm's stem./blocks.N./head. layout (mapped by index arithmetic).
-CHECKPOINT = CheckpointFormat(library="locuslab/convmixer .pth.tar", mapper="convmixer_tasks.model:map_checkpoint_keys")
+CHECKPOINT = CheckpointFormat(
+    library="locuslab/convmixer .pth.tar",
+    mapper="convmixer_tasks.model:map_checkpoint_keys",
+    describe="convmixer_tasks.model:describe_state",
+)
 # Our export keeps opset 17 (the guide's is 11): ONNX Runtime fuses GELU/BatchNorm there (bench/RESULTS.md).
 IO = OnnxIO(input_name="image", output_name="class", opset=17, dynamic_batch=True)
 # The guide's implmode for Gelu; CompileOptions applies it by default today.
