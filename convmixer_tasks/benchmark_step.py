@@ -13,7 +13,7 @@ from typing import Any
 
 from convmixer_tasks.backends.base import get_backend
 from convmixer_tasks.energy import DEFAULT_PERIOD_S as DEFAULT_POWER_PERIOD_S
-from convmixer_tasks.errors import MetricsError
+from convmixer_tasks.errors import MetricsError, MetricsTableMissing
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
 from convmixer_tasks.quiet import DEFAULT_IDLE_WAIT_S
 from convmixer_tasks.records import BenchSummary, CompiledModel
@@ -77,8 +77,8 @@ def benchmark_artifact(
     window = windows[id(bench)]
     env.update(window.facts())
     power = window.energy(bench.throughput)
-    batch_dir = WorkLayout(Path(work_dir)).batch_dir(compiled.run_id, compiled.batch_size, precision=compiled.precision)
-    bench_json = batch_dir / "benchmark.json"
+    layout = WorkLayout(Path(work_dir))
+    bench_json = layout.benchmark_json(compiled.run_id, compiled.batch_size, precision=compiled.precision)
     taken = [*tries.all, *(one for confirmation in confirmed for one in confirmation.all)]
     atomic_write_json(bench_json, {**to_jsonable(bench), "measurements": [to_jsonable(one) for one in taken]})
     return BenchSummary(
@@ -127,6 +127,9 @@ def suspect_check(
         }
         try:
             found = throughput_history(url, row, params["throughput_history"])
+        except MetricsTableMissing:  # the first run: its record step creates the table after this benchmark
+            log.info("no throughput history yet (no run recorded in the metrics DB); a low figure is not confirmed")
+            return None
         except MetricsError as exc:
             log.warning("no throughput history for the suspect check (%s); a low figure is not confirmed", exc)
             return None

@@ -24,6 +24,7 @@ from convmixer_tasks.errors import ConvMixerError
 from convmixer_tasks.models import DEFAULT_MODEL
 from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE, GELU_IMPLMODES, gelu_compile_options
 from convmixer_tasks.prepfolder import INPUT_DTYPES
+from convmixer_tasks.status import STATUSES
 from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 
 
@@ -110,6 +111,7 @@ def _compile(args: argparse.Namespace) -> Any:
     from convmixer_tasks.backends.base import CompileOptions
 
     options = CompileOptions(
+        model=args.model,
         input_dtype=args.input_dtype,
         soc_version=args.soc_version,
         precision_mode=args.precision_mode,
@@ -168,13 +170,17 @@ def _run(args: argparse.Namespace) -> Any:
         from convmixer_tasks.metrics import resolve_metrics_url
 
         url = resolve_metrics_url(args.url)
-    return _call(
+    summary = _call(
         run_chain,
         args,
         backend_settings=_backend_settings(args),
         metrics_url=url,
         gelu_implmode=_implmode(args.gelu_implmode),
     )
+    if not args.record and args.output_format in ("table", "plain"):
+        # Nothing was recorded or gated: "pending" would read as a verdict still to come (json keeps the status).
+        summary = {**summary, "rows": [{**row, "status": NOT_GATED} for row in summary["rows"]]}
+    return summary
 
 
 def _metrics_upgrade(args: argparse.Namespace) -> Any:
@@ -186,15 +192,10 @@ def _metrics_upgrade(args: argparse.Namespace) -> Any:
 
 def _metrics_show(args: argparse.Namespace) -> Any:
     from convmixer_tasks.metrics import query_runs, resolve_metrics_url
-    from convmixer_tasks.metrics.url import missing_sqlite_file
+    from convmixer_tasks.metrics.url import require_existing_database
 
     url = resolve_metrics_url(args.url)
-    missing = missing_sqlite_file(url)
-    if missing is not None:  # a reader must not create the database
-        raise ConvMixerError(
-            f"no metrics database at {missing}: no run has been recorded there yet; check the path (--url, "
-            "$CONVMIXER_METRICS_DB_URL) or record a run first"
-        )
+    require_existing_database(url)  # a reader must not create the database
     filters = {name: getattr(args, name) for name in ("model", "backend", "device", "batch_size", "status")}
     rows, total = query_runs(url, limit=args.limit, offset=args.offset, since=args.since, until=args.until, **filters)
     return {"total": total, **_with_change_points(url, rows)}
@@ -224,11 +225,16 @@ def _metrics_rebaseline(args: argparse.Namespace) -> Any:
 
     from convmixer_tasks.metrics import resolve_metrics_url
     from convmixer_tasks.metrics.rebaseline import rebaseline
+    from convmixer_tasks.metrics.url import require_existing_database
 
-    return rebaseline(resolve_metrics_url(args.url), args.row, args.reason, args.by or getpass.getuser())
+    url = resolve_metrics_url(args.url)
+    require_existing_database(url)  # an update of a row that cannot exist must not create the database
+    return rebaseline(url, args.row, args.reason, args.by or getpass.getuser())
 
 
 DTYPE_HELP = "float32 NCHW normalised (reference) or uint8 NHWC pixels (normalised by AIPP / the model)"
+NOT_GATED = "not gated (--record)"  # run's verdict column without --record
+URL_HELP = "metrics DB (SQLAlchemy URL; default: $CONVMIXER_METRICS_DB_URL, else $AIRFLOW_HOME/convmixer_metrics.db)"
 
 
 # --- parser -------------------------------------------------------------------------------------------------------
@@ -313,8 +319,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "preprocess", _preprocess, "ImageNet val JPEGs -> batched input_XXXXX.bin files + manifest.json")
     p.add_argument("--image-path", "--image-dir", dest="image_dir", required=True, help="val JPEGs (flat/synset dirs)")
     p.add_argument("--prep-image", "--out-dir", dest="out_dir", required=True, help="output folder for the .bin files")
-    p.add_argument("--batch-size", type=int, required=True, help="images per .bin file")
-    p.add_argument("--dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
+    p.add_argument("--batch-size", type=int, required=True, help="images per .bin file (batched layouts)")
+    p.add_argument("--model", default=None, help="model card (convmixer-tasks models); default: the default model")
+    p.add_argument(
+        "--dtype",
+        choices=INPUT_DTYPES,
+        default=None,
+        help="default: the model guide's own files; float32: its float path batched NCHW; uint8: the pixels AIPP takes",
+    )
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--shard", default="0/1", help="i/n: write only the i-th of n contiguous ranges of files")
     p.add_argument(
@@ -349,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "compare", _compare, "flips, McNemar exact p and per-class deltas between two evaluations")
     p.add_argument("a", help="result folder of `eval` (its predictions.npz), or row:<id> of a metrics row")
     p.add_argument("b", help="the other side, the same way; flips are counted from a to b")
-    p.add_argument("--url", default=None, help="metrics DB for row:<id> (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
+    p.add_argument("--url", default=None, help=f"for row:<id>: the {URL_HELP}")
     p.add_argument("--classes", type=int, default=10, help="how many per-class deltas to list (largest drop first)")
 
     p = _add(sub, "fidelity", _fidelity, "compiled artifact vs its ONNX in fp32 on a fixed seeded image subset")
@@ -372,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", required=True)
     p.add_argument("--batch-size", type=int, required=True)
     p.add_argument("--output", required=True, help="artifact cache folder")
+    p.add_argument(
+        "--model", default=None, help="model card: its input size, AIPP (uint8) and ATC extras; default: the default"
+    )
     p.add_argument("--soc-version", default="auto", help="auto (from npu-smi) or e.g. Ascend310P3")
     p.add_argument("--input-dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
     p.add_argument("--precision-mode", default=None, help="ATC --precision_mode (e.g. force_fp32)")
@@ -415,22 +430,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-count", type=int, default=None, help="generated training images")
 
     p = _add(sub, "run", _run, "the whole chain in one process (default: demo set + demo model on ONNX Runtime)")
-    p.add_argument("--work-dir", default="work", help="folder for prep, ONNX, artifacts, outputs")
+    p.add_argument(
+        "--work-dir", default="work", help="folder for prep, ONNX, artifacts, outputs (default: %(default)s)"
+    )
     p.add_argument("--image-path", dest="image_dir", default=None, help="default: the demo set, made in the work dir")
-    p.add_argument("--annotation-file-path", dest="label_file", default=None)
-    p.add_argument("--source", dest="checkpoint", default=None, help="checkpoint; default: the committed demo model")
-    p.add_argument("--model", dest="variant", default=None, help="variant; default: convmixer_demo")
+    p.add_argument(
+        "--annotation-file-path", dest="label_file", default=None, help="val_label.txt (default: the demo set's)"
+    )
+    p.add_argument(
+        "--source",
+        dest="checkpoint",
+        default=None,
+        help="checkpoint; default: the model's committed one (the demo model's), else seeded random weights",
+    )
+    p.add_argument(
+        "--model",
+        "--model-variant",
+        dest="variant",
+        default=None,
+        help="model card (convmixer-tasks models); default: convmixer_demo",
+    )
     p.add_argument("--batch-size", dest="batch_sizes", type=int, nargs="+", default=[4])
     _backend_flags(p)
     p.add_argument("--dtype", dest="input_dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="only the first N images (default: all)")
     p.add_argument("--loop", type=int, default=20, help="benchmark loops per batch size")
     p.add_argument(
         "--record",
         action="store_true",
         help="record the rows in the metrics DB and apply the DAG's regression gate to them (exit 1 if regressed)",
     )
-    p.add_argument("--url", default=None, help="metrics DB for --record (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
+    p.add_argument("--url", default=None, help=f"with --record: the {URL_HELP}")
     p.add_argument("--remeasure", type=int, default=DEFAULT_REMEASURE, help="re-measurements while the CV is too high")
     p.add_argument("--confirm", type=int, default=DEFAULT_CONFIRM, help="measurements confirming a suspect figure")
     p.add_argument("--max-cv-pct", type=float, default=DEFAULT_MAX_CV_PCT, help="per-loop CV (%%) judged too noisy")
@@ -444,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     _gelu_flag(p)
 
     p = _add(sub, "metrics-upgrade", _metrics_upgrade, "create/upgrade the metrics table (Alembic)")
-    p.add_argument("--url", default=None, help="SQLAlchemy URL (default: $CONVMIXER_METRICS_DB_URL or SQLite)")
+    p.add_argument("--url", default=None, help=f"the {URL_HELP}")
 
     p = _add(
         sub,
@@ -453,14 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
         "print the newest metrics rows (the UI's filters; --output csv gives the UI's CSV)",
         formats=ROWS_FORMATS,
     )
-    p.add_argument("--url", default=None)
-    p.add_argument("--limit", type=int, default=20, help="rows (at most 500)")
+    p.add_argument("--url", default=None, help=f"the {URL_HELP}")
+    p.add_argument("--limit", type=int, default=20, help="rows (default: %(default)s, at most 500)")
     p.add_argument("--offset", type=int, default=0, help="skip this many newest rows first")
     p.add_argument("--model", default=None, help="model variant, e.g. convmixer_1536_20")
     p.add_argument("--backend", default=None, choices=BACKEND_NAMES)
     p.add_argument("--device", default=None, help="device name as recorded (e.g. Ascend310P3)")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--status", default=None, help="ok, regressed, failed or pending")
+    p.add_argument("--status", default=None, help=f"one of {', '.join(STATUSES)}")
     p.add_argument("--since", default=None, help="ISO date or date-time (UTC), inclusive")
     p.add_argument("--until", default=None, help="ISO date (that whole day) or date-time (UTC), inclusive")
 
@@ -468,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--row", type=int, required=True, help="the row's id (metrics-show)")
     p.add_argument("--reason", required=True, help="why the change is intended; kept on the row")
     p.add_argument("--by", default=None, help="who (default: the login name)")
-    p.add_argument("--url", default=None)
+    p.add_argument("--url", default=None, help=f"the {URL_HELP}")
     return parser
 
 

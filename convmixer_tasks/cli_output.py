@@ -75,11 +75,16 @@ def _human(data: Any, ruled: bool) -> str:
         return _cell(data)
     rows = data.get("rows")
     scalars = {key: value for key, value in data.items() if key != "rows"}
+    # A page of rows says how much of the whole it is, under the table: a bare "total  2" above it read as a row.
+    total = scalars.pop("total", None) if isinstance(rows, list) else None
     parts = []
     if scalars:
         parts.append(key_values(scalars))
     if isinstance(rows, list):
         parts.append(rows_table(rows, ruled=ruled) if rows else "(no rows)")
+        if rows and total is not None:
+            more = "" if total <= len(rows) else " (--limit/--offset show the others)"
+            parts[-1] += f"\n{len(rows)} of {total} rows, newest first{more}"
     return "\n\n".join(parts)
 
 
@@ -146,19 +151,28 @@ def _cell(value: Any) -> str:
 
 
 def _csv_cell(value: Any) -> Any:
-    if isinstance(value, list):
-        value = "; ".join(str(item) for item in value)
+    # Reasons read best one after another; any other structure (energy, fingerprint, evidence) is JSON, which a
+    # program reading the CSV can parse back.
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        value = "; ".join(value)
+    elif isinstance(value, (dict, list)):
+        value = json.dumps(value, sort_keys=True, default=str)
     # A cell starting with = + - @ is run as a formula by spreadsheet apps; quote it so it stays text.
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
 
 
-def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Metrics rows as CSV in the metrics row's field order (the UI's export gives the same columns)."""
+def csv_columns() -> tuple[str, ...]:
+    """The CSV's columns: the row's id (the page links a run as run?id=<id>), then the metrics row's fields."""
     from convmixer_tasks.metrics import MetricsRow
 
-    columns = MetricsRow.field_names()
+    return ("id", *MetricsRow.field_names())
+
+
+def rows_to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Metrics rows as CSV in ``csv_columns`` order (the UI's export gives the same columns)."""
+    columns = csv_columns()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)

@@ -21,11 +21,13 @@ def load_side(source: str, url: str | None) -> Any:
         return evidence.read_predictions(source)
     from convmixer_tasks.metrics import resolve_metrics_url
     from convmixer_tasks.metrics.predictions import load_predictions
+    from convmixer_tasks.metrics.url import require_existing_database
 
     text = source[len(ROW_PREFIX) :]
     if not text.isdigit():
         raise ConfigError(f"{source!r} is not row:<id> with a numeric metrics row id (see metrics-show's 'id')")
     resolved = resolve_metrics_url(url)
+    require_existing_database(resolved)
     blob = load_predictions(resolved, int(text))
     if blob is None:
         raise ConfigError(
@@ -39,6 +41,8 @@ def compare(a: str, b: str, url: str | None = None, classes: int = 10) -> dict[s
     """Flips from A to B (right→wrong, wrong→right, first names), McNemar's exact p and the per-class deltas."""
     from convmixer_tasks import evidence
 
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 0:
+        raise ConfigError(f"--classes {classes!r} must be 0 or more: how many per-class deltas to list (default 10)")
     before, after = load_side(a, url), load_side(b, url)
     flips = evidence.flips(before, after, a, b)
     return {

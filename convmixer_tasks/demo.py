@@ -24,7 +24,14 @@ from PIL import Image
 
 from convmixer_tasks.dataset import val_name
 from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file, sha256_json
+from convmixer_tasks.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    read_json,
+    remove_stale_temporaries,
+    sha256_file,
+    sha256_json,
+)
 from convmixer_tasks.variants import DEMO_ASSETS, DEMO_CHECKPOINT, DEMO_EXPECTED, DEMO_VARIANT, INPUT
 
 DEMO_VAL_SEED = 20240601
@@ -292,11 +299,13 @@ def make_demo_dataset(
 def _clear_stale_temporaries(root: Path) -> None:
     """Remove what a killed run left in ``root``: its ``.images.*`` staging folder and the hidden ``.tmp`` files
     of its atomic writes (nothing reads them, but they pile up)."""
+    temporaries = []
     for entry in root.iterdir():
         if entry.name.startswith(".images.") and entry.is_dir():
             shutil.rmtree(entry, ignore_errors=True)
         elif entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
-            entry.unlink(missing_ok=True)
+            temporaries.append(entry)
+    remove_stale_temporaries(temporaries)  # a live writer's (it holds the lock) stays
 
 
 # --- the demo model ----------------------------------------------------------------------------------------------

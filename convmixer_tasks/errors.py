@@ -48,6 +48,10 @@ class MetricsError(ConvMixerError):
     """The metrics database is unreachable or a row cannot be written."""
 
 
+class MetricsTableMissing(MetricsError):
+    """The database has no metrics table yet: nothing was recorded there (the first run creates it)."""
+
+
 class RegressionError(ConvMixerError):
     """A run's accuracy or throughput fell below its baseline minus the tolerance.
 

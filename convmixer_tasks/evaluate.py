@@ -1,8 +1,12 @@
 """Top-1…top-5 accuracy from model outputs in ais_bench layout, scored against ``val_label.txt``.
 
 Which output row is which image comes from the prep manifest (exact: it knows the padded slots) or, for a person
-running by hand with the reference flags, from the reference's name arithmetic (``input_XXXXX_0`` row i → image
-``XXXXX*batch_size+i+1``). All outputs are stacked into one (N, C) float32 array and scored in one vectorised pass.
+running by hand with the reference flags, from the output names: ConvMixer's reference arithmetic (``input_XXXXX_0``
+row i → image ``XXXXX*batch_size+i+1``), or the other guides' one file per image (``ILSVRC2012_val_XXXXXXXX_0`` →
+that image). All outputs are stacked into one (N, C) float32 array and scored in one vectorised pass.
+
+Labels are 0-based ImageNet classes; a model with 1001 outputs (a background class first) is scored against
+label + 1, as the guides' scripts do.
 
 Rank rule: a row's label rank is the number of classes whose logit is strictly greater than the label's, plus the
 classes with an *equal* logit and a *lower* class index — the order ``np.argsort(-x, kind="stable")`` and
@@ -21,13 +25,13 @@ from typing import TypedDict, Unpack
 
 import numpy as np
 
-from convmixer_tasks.backends.aisbench_format import OUTFMTS, output_name, read_output
+from convmixer_tasks.backends.aisbench_format import OUTFMTS, PREP_MANIFEST_KEY, output_name, read_output, summary_path
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import VAL_NAME_RE, read_labels, val_name
 from convmixer_tasks.errors import EvalError
 from convmixer_tasks.evidence import Predictions, predictions_from_logits, write_predictions
-from convmixer_tasks.fileio import atomic_write_json
-from convmixer_tasks.prepfolder import read_manifest
+from convmixer_tasks.fileio import atomic_write_json, read_json
+from convmixer_tasks.prepfolder import PrepManifest, manifest_identity, read_manifest
 from convmixer_tasks.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,9 @@ TIE_RULE = "equal logits rank the lower class index first (stable descending sor
 OUTPUT_FILE_RE = re.compile(r"^(?P<stem>[^.]+)_0\.(?P<fmt>" + "|".join(OUTFMTS) + r")$")
 # What the reference's name arithmetic understands: the number after "input_" is the batch number.
 REFERENCE_STEM_RE = re.compile(r"^input_(?P<batch>\d+)$")
+# A guide's per-image output: the image's stem (ais_bench keeps the input's name up to its first dot).
+IMAGE_STEM_RE = re.compile(r"^ILSVRC2012_val_(?P<index>\d{8})$")
+BACKGROUND_CLASSES = 1001  # 1000 ImageNet classes + background first: labels shift by one
 _CHUNK_ROWS = 8192  # bounds the boolean temporaries of the ranking pass (~8 MB each at 1000 classes)
 _LIST_LIMIT = 5  # how many names an error message lists before "…"
 
@@ -68,6 +75,7 @@ class EvalOptions(TypedDict, total=False):
     result_json: str | os.PathLike | None
     num_classes: int
     predictions_file: str | os.PathLike | None
+    label_offset: int | None
 
 
 def evaluate(
@@ -94,13 +102,16 @@ def evaluate_with_evidence(
     result_json: str | os.PathLike | None = None,
     num_classes: int = 1000,
     predictions_file: str | os.PathLike | None = None,
+    label_offset: int | None = None,
 ) -> Evidence:
     """Score the outputs in ``output_dir``; write ``result_json`` (reference format + ``metrics``) and
     ``predictions_file`` (``evidence.Predictions``, compressed) only on success. Returns the result with each
     labelled image's logits and predictions.
 
-    With ``prep_dir`` the manifest decides which row is which image; without it the reference's name arithmetic
-    with ``batch_size`` (default: the rows per output file) does, restricted to the images in ``label_file``.
+    With ``prep_dir`` the manifest decides which row is which image; without it the output names do: one file per
+    image names its image, else the reference's name arithmetic with ``batch_size`` (default: the rows per output
+    file), restricted to the images in ``label_file``. ``label_offset`` (a card's ``Labels``) is added to every
+    label; None: +1 when the model has 1001 outputs, else 0.
     """
     if result_json is not None:
         # A result from an earlier run at this path must not outlive a failed (or killed) one: a reader would
@@ -115,12 +126,24 @@ def evaluate_with_evidence(
     if batch_size is not None:
         check_batch_size(batch_size)
     outputs = scan_outputs(resolve_output_dir(output_dir))
-    labels = read_labels(label_file, num_classes=num_classes)
+    if label_offset is None:
+        label_offset = 1 if num_classes == BACKGROUND_CLASSES else 0
+    labels = {
+        index: label + label_offset
+        for index, label in read_labels(label_file, num_classes=num_classes - label_offset).items()
+    }
     if not labels:
         raise EvalError(f"label file {label_file} lists no images; pass the val_label.txt of the evaluated images")
     if prep_dir is not None:
-        paths, rows_per_file, row_labels, row_indices = _plan_from_manifest(prep_dir, outputs, labels, batch_size)
+        paths, rows_per_file, row_labels, row_indices = _plan_from_manifest(
+            prep_dir, outputs, labels, batch_size, num_classes
+        )
         logits = load_logits(paths, num_classes, rows_per_file)
+    elif _image_named(outputs):
+        paths, row_indices = _image_files(outputs)
+        rows_per_file = 1
+        logits = load_logits(paths, num_classes, rows_per_file)
+        row_labels = _plan_from_image_names(paths, row_indices, labels)
     else:
         paths, batch_numbers = _reference_files(outputs)
         logits = load_logits(paths, num_classes, batch_size)
@@ -286,8 +309,38 @@ def image_index(image_name: str) -> int:
 # --- which row is which image --------------------------------------------------------------------------------------
 
 
+def _check_outputs_came_from(outputs: OutputSet, prep_dir: str | os.PathLike, manifest: PrepManifest) -> None:
+    """Refuse outputs whose summary says they were inferred from another prep folder (one of the same shape would
+    otherwise be scored image by wrong image). Outputs without our record (ais_bench run by hand) are taken as
+    they are."""
+    summary = summary_path(outputs.folder)
+    try:
+        recorded = read_json(summary).get(PREP_MANIFEST_KEY) if summary.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded is not None and recorded != manifest_identity(manifest):
+        raise EvalError(
+            f"the outputs in {outputs.folder} were inferred from another prep folder than {prep_dir} (its summary "
+            f"{summary.name} records manifest {str(recorded)[:12]}…, {prep_dir}'s is "
+            f"{manifest_identity(manifest)[:12]}…); pass the prep folder they came from as --prep-image, or re-run "
+            f"infer with --input {prep_dir}"
+        )
+
+
+def _check_output_batch(outputs: OutputSet, prep_dir: str | os.PathLike, manifest: PrepManifest, classes: int) -> None:
+    """Outputs of another batch size than the prep folder's: say so, not "N files have no output"."""
+    first = outputs.files[min(outputs.files)]
+    rows = _read_rows(first, classes).shape[0]
+    if rows != manifest.batch_size:
+        raise EvalError(
+            f"the outputs in {outputs.folder} hold batches of {rows} ({first.name}) but prep folder {prep_dir} holds "
+            f"batches of {manifest.batch_size}: the batch sizes differ; pass the batch-size-{rows} prep folder the "
+            "outputs came from as --prep-image"
+        )
+
+
 def _plan_from_manifest(
-    prep_dir: str | os.PathLike, outputs: OutputSet, labels: dict[int, int], batch_size: int | None
+    prep_dir: str | os.PathLike, outputs: OutputSet, labels: dict[int, int], batch_size: int | None, classes: int
 ) -> tuple[list[Path], int, np.ndarray, np.ndarray]:
     """Output paths in manifest order, rows per file, each row's label (-1 for padded slots) and image index."""
     manifest = read_manifest(prep_dir, check_files=False)  # the inputs themselves may be gone or on another host
@@ -296,6 +349,8 @@ def _plan_from_manifest(
             f"--batch-size {batch_size} disagrees with the prep manifest in {prep_dir} (batch size "
             f"{manifest.batch_size}); drop --batch-size or pass the prep folder these outputs came from"
         )
+    _check_output_batch(outputs, prep_dir, manifest, classes)
+    _check_outputs_came_from(outputs, prep_dir, manifest)
     expected = {output_name(prep_file.name, 0, outputs.outfmt): prep_file for prep_file in manifest.files}
     missing = [name for name in expected if name not in outputs.files]
     if missing:
@@ -353,6 +408,47 @@ def _reference_files(outputs: OutputSet) -> tuple[list[Path], np.ndarray]:
         numbered[batch] = path
     order = sorted(numbered)
     return [numbered[batch] for batch in order], np.asarray(order, dtype=np.int64)
+
+
+def _image_named(outputs: OutputSet) -> bool:
+    """Whether the outputs are a guide's one file per image (every stem an image's), not ConvMixer's batches."""
+    return all(IMAGE_STEM_RE.match(_stem(name)) for name in outputs.files)
+
+
+def _stem(name: str) -> str:
+    named = OUTPUT_FILE_RE.match(name)
+    assert named is not None, "OutputSet keeps only names that match OUTPUT_FILE_RE"
+    return named["stem"]
+
+
+def _image_files(outputs: OutputSet) -> tuple[list[Path], np.ndarray]:
+    """Per-image output paths in image order, and each one's image index."""
+    by_index = {}
+    for name, path in outputs.files.items():
+        match = IMAGE_STEM_RE.match(_stem(name))
+        assert match is not None, "_image_named checked every name"
+        by_index[int(match["index"])] = path
+    order = sorted(by_index)
+    return [by_index[index] for index in order], np.asarray(order, dtype=np.int64)
+
+
+def _plan_from_image_names(paths: list[Path], indices: np.ndarray, labels: dict[int, int]) -> np.ndarray:
+    """Each per-image output's label; an output without a label, or a label without an output, is an error (the
+    guides' scripts fail on the first, and the second would score a subset as if it were the set)."""
+    unlabelled = [path.name for path, index in zip(paths, indices, strict=True) if int(index) not in labels]
+    if unlabelled:
+        raise EvalError(
+            f"{len(unlabelled)} outputs are images with no label in the label file ({_names(unlabelled)}); use the "
+            "val_label.txt that covers them, or pass --prep-image so only the prepared images are evaluated"
+        )
+    uncovered = sorted(set(labels) - {int(index) for index in indices})
+    if uncovered:
+        raise EvalError(
+            f"{len(uncovered)} of {len(labels)} labelled images have no output "
+            f"({_names([val_name(i, '') for i in uncovered], len(uncovered))}); run inference on all prep files, or "
+            "pass --prep-image so only the prepared images are evaluated"
+        )
+    return np.asarray([labels[int(index)] for index in indices], dtype=np.int64)
 
 
 def _plan_from_names(

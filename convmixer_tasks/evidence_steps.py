@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from convmixer_tasks.cache import ContentCache
-from convmixer_tasks.errors import EvalError
+from convmixer_tasks.errors import ConfigError, EvalError
 from convmixer_tasks.fileio import atomic_write_json, read_json
 from convmixer_tasks.records import ExportedModel, RecordedRow, RunPlan, Scores
 from convmixer_tasks.workdir import WorkLayout
@@ -50,7 +50,12 @@ def measure_fidelity(
             f"{plan.dataset_dir}; the outputs are predictions of another image set — re-run preprocess and inference"
         )
     reference, cached = reference_logits(
-        exported.onnx_path, exported.onnx_sha256, [paths[i] for i in indices], indices, fidelity_cache(layout)
+        exported.onnx_path,
+        exported.onnx_sha256,
+        [paths[i] for i in indices],
+        indices,
+        fidelity_cache(layout),
+        model=plan.model_variant,
     )
     metrics = fidelity_metrics(reference, scored.logits[positions])
     summary = {
@@ -144,6 +149,13 @@ def fidelity_by_hand(
 
     limits = check_thresholds(thresholds or {})
     compiled = Artifact.load(artifact)
+    onnx_sha256 = sha256_file(onnx)
+    if compiled.onnx_sha256 != onnx_sha256:  # any other ONNX "diverges": a verdict on a pair that never belonged
+        raise ConfigError(
+            f"artifact {artifact} was compiled from another ONNX than {onnx} (its sidecar records onnx_sha256 "
+            f"{compiled.onnx_sha256[:12]}…, {Path(onnx).name} is {onnx_sha256[:12]}…); pass the ONNX it was compiled "
+            "from as --onnx, or compile this ONNX first"
+        )
     dataset = load_dataset(image_dir, label_file)
     chosen = [dataset.images[int(p)] for p in subset_positions(len(dataset.images), subset)]
     work = Path(work_dir)
@@ -154,13 +166,16 @@ def fidelity_by_hand(
         (picked / image.name).symlink_to(Path(image.path).resolve())
     labels = work / "subset_label.txt"
     labels.write_text("".join(f"{image.name} {image.label}\n" for image in chosen))
-    prep = preprocess(picked, work / "prep", compiled.batch_size, dtype=compiled.input_dtype, label_file=labels)
+    model = compiled.options.get("model")  # the card the artifact was compiled for (None: the default model)
+    prep = preprocess(
+        picked, work / "prep", compiled.batch_size, dtype=compiled.input_dtype, label_file=labels, model=model
+    )
     outputs = backend.infer(compiled, prep.out_dir, work / "outputs" / "out")
     scored = evaluate_with_evidence(outputs.output_dir, labels, prep_dir=prep.out_dir)
     indices = [int(i) for i in scored.predictions.indices]
     by_index = {image.index: image.path for image in chosen}
     reference, cached = reference_logits(
-        onnx, sha256_file(onnx), [by_index[i] for i in indices], indices, ContentCache(work / "reference")
+        onnx, onnx_sha256, [by_index[i] for i in indices], indices, ContentCache(work / "reference"), model
     )
     metrics = fidelity_metrics(reference, scored.logits)
     summary = {**summarise(metrics, limits), "reference_cached": cached, "artifact": str(artifact)}

@@ -9,7 +9,6 @@ report says it was skipped.
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -23,8 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from convmixer_tasks import guards
 from convmixer_tasks.errors import ConfigError, ExportError
-from convmixer_tasks.fileio import atomic_path, sha256_file, to_jsonable
+from convmixer_tasks.fileio import atomic_path, remove_stale_temporaries, sha256_file, temporaries_of, to_jsonable
 from convmixer_tasks.models import DEFAULT_MODEL, ModelCard, default_card, get_card
 from convmixer_tasks.models.card import OnnxIO
 from convmixer_tasks.models.checkpoints import build_model, load_checkpoint
@@ -36,6 +36,9 @@ MAX_OPSET = 18
 # The reference scripts export at 11; nothing older is needed for Conv/BatchNorm/Erf/Gemm.
 MIN_OPSET = 11
 BRING_YOUR_OWN = "skipped: bring-your-own ONNX"
+# How long a second export into one folder (a retried task beside its zombie, two runs sharing a work folder) waits
+# for the first: the ONNX and its report are one pair, so two writers take turns instead of mixing them.
+EXPORT_LOCK_WAIT_S = 1800.0
 
 
 def image_shape(card: ModelCard | str) -> tuple[int, int, int]:
@@ -221,22 +224,41 @@ def export_and_validate(
     (the dynamo exporter's opset-18 graph keeps them apart and runs slower, see bench/RESULTS.md); dynamo stays
     selectable, at opset 18 only, for torch versions without the TorchScript exporter.
     """
-    card = get_card(variant)
-    opset = check_opset(card.io.opset if opset is None else opset)
-    if not tolerance > 0:
-        raise ConfigError(f"parity tolerance {tolerance!r} must be a positive number (default 1e-4)")
-    if parity_batch < 1:
-        raise ConfigError(f"parity batch {parity_batch!r} must be at least 1")
     target = Path(target)
     if target.suffix.lower() != ".onnx":
         raise ConfigError(f"export target {target} must end in .onnx")
-    source = Path(source) if source is not None else None
-    report_path = parity_report_path(target)
-    # What this attempt would replace goes first: a failure of any kind (bad checkpoint included) or a kill then
-    # leaves nothing, never an older ONNX or report that answers for another source.
-    clear_stale_temporaries(target)
-    _remove_pair(target)
+    try:
+        with guards.exclusive_folder(target.parent, f"ONNX export to {target}", EXPORT_LOCK_WAIT_S):
+            # What this attempt would replace goes first: a failure of any kind (a refused option, a bad checkpoint)
+            # or a kill then leaves nothing, never an older ONNX or report that answers for another source.
+            clear_stale_temporaries(target)
+            _remove_pair(target)
+            card = get_card(variant)
+            opset = check_opset(card.io.opset if opset is None else opset)
+            if not tolerance > 0:
+                raise ConfigError(
+                    f"parity tolerance {tolerance!r} must be a positive number (--tolerance, default 1e-4)"
+                )
+            if parity_batch < 1:
+                raise ConfigError(f"parity batch {parity_batch!r} must be at least 1")
+            return _export_locked(
+                Path(source) if source is not None else None, target, card, opset, dynamo, tolerance, seed, parity_batch
+            )
+    except TimeoutError as exc:
+        raise ExportError(str(exc)) from None
 
+
+def _export_locked(
+    source: Path | None,
+    target: Path,
+    card: ModelCard,
+    opset: int,
+    dynamo: bool,
+    tolerance: float,
+    seed: int,
+    parity_batch: int,
+) -> ExportResult:
+    report_path = parity_report_path(target)
     try:
         # Two files cannot be renamed at once, so the ONNX is the commit point: the report (the inner block) lands
         # first and the ONNX last. A kill between the two renames leaves a report beside no ONNX: nothing a later
@@ -337,12 +359,8 @@ def _remove_pair(target: Path) -> None:
 
 
 def clear_stale_temporaries(target: Path) -> None:
-    """Remove the ``.tmp`` files a killed export left beside ``target`` (``fileio.atomic_path`` names them)."""
-    if not target.parent.is_dir():
-        return
-    for name in (target.name, parity_report_path(target).name):
-        for stale in target.parent.glob(f".{glob.escape(name)}.*.tmp"):
-            stale.unlink(missing_ok=True)
+    """Remove the ``.tmp`` files a killed export left beside ``target``; a live writer's are left alone."""
+    remove_stale_temporaries(temporaries_of(target) + temporaries_of(parity_report_path(target)))
 
 
 def _export_checked(

@@ -153,8 +153,10 @@ def reference_logits(
     image_paths: Sequence[Path],
     image_indices: Sequence[int],
     cache: ContentCache,
+    model: str | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """The source ONNX's fp32 logits on ``image_paths`` (reference transform, ONNX Runtime CPU); (logits, cached).
+    """The source ONNX's fp32 logits on ``image_paths`` (the model card's float transform, the default model's when
+    ``model`` is None; ONNX Runtime CPU); (logits, cached).
 
     Cached by ONNX hash + image indices + the transform; the entry's JSON is written last and names the array's
     sha256, so a half-written entry is a miss.
@@ -162,13 +164,17 @@ def reference_logits(
     import numpy as np
 
     from convmixer_tasks.fileio import sha256_file
+    from convmixer_tasks.models.registry import default_card, get_card
+    from convmixer_tasks.prepfolder import host_preprocess
     from convmixer_tasks.preprocess import transform_float32, transform_params
+
+    prep = host_preprocess(get_card(model) if model else default_card(), "float32")
 
     key = cache.key(
         {
             "onnx_sha256": onnx_sha256,
             "images": [int(i) for i in image_indices],
-            "transform": transform_params("float32"),
+            "transform": transform_params("float32", prep),
             "runtime": "onnxruntime-cpu-fp32",
         }
     )
@@ -190,7 +196,7 @@ def reference_logits(
     input_name = session.get_inputs()[0].name
     chunks = []
     for start in range(0, len(image_paths), _REFERENCE_BATCH):
-        batch = np.stack([transform_float32(path) for path in image_paths[start : start + _REFERENCE_BATCH]])
+        batch = np.stack([transform_float32(path, prep) for path in image_paths[start : start + _REFERENCE_BATCH]])
         chunks.append(session.run(None, {input_name: batch})[0].astype(np.float32))
     logits = np.concatenate(chunks)
     entry.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,26 @@ def _holder(lock_path: Path) -> str:
     return f"pid {info.get('pid', '?')} on {info.get('host', '?')} (since {info.get('since', '?')})"
 
 
+def _acquire(fd: int, what: str, holder: str | None, lock_path: Path, wait_s: float) -> None:
+    """Take an exclusive ``flock`` on ``fd``, waiting up to ``wait_s`` seconds (logging once who holds it)."""
+    deadline = time.monotonic() + wait_s
+    logged = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            who = holder or _holder(lock_path)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"{what} is being written by {who}; wait for it to finish (or stop it), then re-run"
+                ) from None
+            if not logged:
+                log.warning("%s is being written by %s; waiting up to %.0f s", what, who, wait_s)
+                logged = True
+            time.sleep(LOCK_POLL_S)
+
+
 @contextlib.contextmanager
 def exclusive(lock_path: Path, what: str, wait_s: float) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``lock_path`` for the block (released when the process dies, so a killed
@@ -71,22 +91,7 @@ def exclusive(lock_path: Path, what: str, wait_s: float) -> Iterator[None]:
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     handle = open(lock_path, "a+")  # noqa: SIM115 — held open for the whole block
     try:
-        deadline = time.monotonic() + wait_s
-        logged = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                holder = _holder(lock_path)
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"{what} is being written by {holder}; wait for it to finish (or stop it), then re-run"
-                    ) from None
-                if not logged:
-                    log.warning("%s is being written by %s; waiting up to %.0f s", what, holder, wait_s)
-                    logged = True
-                time.sleep(LOCK_POLL_S)
+        _acquire(handle.fileno(), what, None, lock_path, wait_s)
         handle.seek(0)
         handle.truncate()
         stamp = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -95,3 +100,19 @@ def exclusive(lock_path: Path, what: str, wait_s: float) -> Iterator[None]:
         yield
     finally:
         handle.close()  # closing drops the lock
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: Path, what: str, wait_s: float) -> Iterator[None]:
+    """``exclusive`` on the folder itself: no lock file is left among the results. A file system that cannot lock a
+    folder (NFS without flock emulation for read-only handles) runs the block unguarded, as before the lock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            _acquire(fd, what, "another process", folder, wait_s)
+        except OSError as exc:  # EBADF/ENOLCK: not lockable here
+            log.debug("cannot lock %s (%s); %s runs without the lock", folder, exc, what)
+        yield
+    finally:
+        os.close(fd)

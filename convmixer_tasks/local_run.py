@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from convmixer_tasks.metrics.schema import MetricsRow
 
 log = logging.getLogger(__name__)
+RANDOM_WEIGHTS_NOTE = "random weights: top-1 at chance (0.1 %) expected"
 
 
 def run_chain(
@@ -55,14 +56,18 @@ def run_chain(
     (``RegressionError``) after the summary is written and every verdict stored.
 
     With no dataset and no checkpoint it runs the demo: the generated demo set (made in ``work_dir`` on first use)
-    and the committed demo model. Caches under ``work_dir/cache`` make a second run spend its time on inference.
+    and the committed demo model. Another model (``variant``: a card name) without a checkpoint runs with seeded
+    random weights, and the summary says its top-1 is expected at chance. Caches under ``work_dir/cache`` make a
+    second run spend its time on inference.
     """
     layout = WorkLayout(Path(work_dir))
+    variant = variant or DEMO_VARIANT
+    checkpoint = checkpoint or _default_checkpoint(variant)
     params: dict[str, Any] = {
         "dataset_dir": str(image_dir or layout.demo_image_dir),
         "label_file": str(label_file or layout.demo_label_file),
-        "checkpoint": str(checkpoint or DEMO_CHECKPOINT),
-        "model_variant": variant or DEMO_VARIANT,
+        "checkpoint": str(checkpoint or ""),  # "": seeded random weights
+        "model_variant": variant,
         "backend": backend,
         "input_dtype": input_dtype,
         "batch_sizes": list(batch_sizes),
@@ -125,6 +130,7 @@ def run_chain(
     summary = {
         "run_id": run_id,
         "work_dir": str(layout.root),
+        **({} if checkpoint else {"note": f"{variant}: {RANDOM_WEIGHTS_NOTE}"}),
         "rows": [to_jsonable(row) for row in built],
         "cached": {
             "preprocess": all(p.cached for p in prepared),
@@ -145,6 +151,16 @@ def run_chain(
     if regression is not None:
         raise regression
     return summary
+
+
+def _default_checkpoint(variant: str) -> Path | None:
+    """The card's committed checkpoint (the demo model's), else None: seeded random weights."""
+    from convmixer_tasks.models.registry import get_card
+
+    architecture = get_card(variant).architecture
+    if architecture is None or architecture.default_checkpoint is None:
+        return None
+    return DEMO_CHECKPOINT.parents[1] / architecture.default_checkpoint
 
 
 def _as_stored(url: str, built: list[MetricsRow]) -> list[dict[str, Any]]:

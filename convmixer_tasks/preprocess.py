@@ -4,13 +4,18 @@ Transform (the ModelZoo reference = torchvision on PIL images): ``convert('RGB')
 side → CenterCrop(224) → ToTensor (/255) → Normalize(MEAN, STD), all in float32. Files are raw ``tofile`` dumps of
 ``batch_size`` images, the last batch zero-padded, so ais_bench can read the folder as it reads the reference's.
 
-The folder's layout and manifest are ``prepfolder``'s contract; this module writes them. The transform's numbers come
-from the model's input spec (``variants.INPUT``).
+Other models' guides differ only in the numbers and a few switches (a card's ``HostPreprocess``: the resize size
+and filter, squash instead of shorter side, truncated crop offsets, uint8 pixels, one file per image), so one
+implementation serves them all; ``prepfolder.host_preprocess`` picks a card's, the default is the default model's.
+
+The folder's layout and manifest are ``prepfolder``'s contract; this module writes them. The default transform's
+numbers come from the model's input spec (``variants.INPUT``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -19,7 +24,6 @@ import shutil
 import struct
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -34,9 +38,10 @@ from convmixer_tasks import guards
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import SHOW_FIRST, ValDataset, ValImage, load_dataset
 from convmixer_tasks.errors import ConfigError, PreprocessError
-from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, sha256_json
+from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, remove_stale_temporaries, sha256_json
+from convmixer_tasks.models.card import HostPreprocess, ModelCard
+from convmixer_tasks.models.registry import default_card, get_card
 from convmixer_tasks.prepfolder import (
-    FILE_RE,
     INPUT_DTYPES,
     MANIFEST_NAME,
     STATE_DIR,
@@ -45,20 +50,22 @@ from convmixer_tasks.prepfolder import (
     SuspiciousImage,
     check_shard,
     file_name,
-    file_position,
+    file_shape,
     has_size,
-    input_shape,
+    host_preprocess,
+    image_file_name,
+    is_prep_file,
     manifest_from_json,
     read_markers,
     shard_range,
 )
+from convmixer_tasks.progress import Progress
 from convmixer_tasks.variants import INPUT
 
 logger = logging.getLogger(__name__)
 
 MEAN, STD, CROP, RESIZE = INPUT.mean, INPUT.std, INPUT.crop, INPUT.resize  # RESIZE 233: the reference's int(224 / 0.96)
 _AIS_BENCH_INPUT_RE = re.compile(r"\.(bin|npy)$", re.IGNORECASE)  # what ais_bench picks up from a folder
-PROGRESS_STEPS = 20  # progress lines per run
 # One size limit for every image, checked from the header before any decoding: PIL's warning level (PIL itself
 # only warns there and refuses at twice that, so its warning is silenced where ours refuses).
 MAX_IMAGE_PIXELS = 89_478_485
@@ -66,6 +73,9 @@ MAX_IMAGE_PIXELS = 89_478_485
 PLAIN_MODES = ("RGB", "L", "P")
 ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 PREP_LOCK_WAIT_S = 300.0  # how long a second writer of the same shard waits for the first (a zombie's retry)
+RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+FLOAT32 = host_preprocess(default_card(), "float32")
+UINT8 = host_preprocess(default_card(), "uint8")
 
 
 # --- the transform ------------------------------------------------------------------------------------------------
@@ -78,8 +88,11 @@ def resized_size(width: int, height: int, size: int = RESIZE) -> tuple[int, int]
     return int(size * width / height), size
 
 
-def crop_offsets(width: int, height: int, crop: int = CROP) -> tuple[int, int]:
-    """torchvision ``CenterCrop``: (left, top) = ``int(round((side - crop) / 2.0))``; Python rounds halves to even."""
+def crop_offsets(width: int, height: int, crop: int = CROP, truncate: bool = False) -> tuple[int, int]:
+    """torchvision ``CenterCrop``: (left, top) = ``int(round((side - crop) / 2.0))``; Python rounds halves to even.
+    ``truncate``: ``int((side - crop) / 2)``, as VGG16's guide script crops."""
+    if truncate:
+        return int((width - crop) / 2), int((height - crop) / 2)
     return round((width - crop) / 2.0), round((height - crop) / 2.0)
 
 
@@ -148,15 +161,22 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
         ) from exc
 
 
-def resize_crop(img: Image.Image) -> np.ndarray:
-    """(224, 224, 3) uint8 view of Resize(233, BICUBIC) + CenterCrop(224) of an RGB image."""
-    width, height = resized_size(*img.size)
-    resized = img.resize((width, height), Image.Resampling.BICUBIC)
-    left, top = crop_offsets(width, height)
-    return np.asarray(resized)[top : top + CROP, left : left + CROP]
+def resize_crop(img: Image.Image, prep: HostPreprocess = FLOAT32) -> np.ndarray:
+    """(crop, crop, 3) uint8 view of the transform's resize + centre crop of an RGB image (by default
+    Resize(233, BICUBIC) + CenterCrop(224)). An image already at the size is not resampled, as torchvision skips it."""
+    transform = prep.transform
+    if transform.resize_rule == "squash":
+        width, height = transform.resize, transform.resize
+    else:
+        width, height = resized_size(*img.size, size=transform.resize)
+    resized = img if (width, height) == img.size else img.resize((width, height), RESAMPLING[transform.interpolation])
+    crop = transform.crop
+    left, top = crop_offsets(width, height, crop, transform.crop_rounding == "truncate")
+    return np.asarray(resized)[top : top + crop, left : left + crop]
 
 
-def _normalisation_table() -> np.ndarray:
+@functools.lru_cache(maxsize=8)
+def _normalisation_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """(3, 256) float32: what ToTensor + Normalize give each channel's pixel value.
 
     torchvision computes, in float32, ``x = float(u8) / 255`` then ``(x - mean) / std`` with mean/std as float32
@@ -164,48 +184,59 @@ def _normalisation_table() -> np.ndarray:
     is bit-identical and several times cheaper than doing it per pixel.
     """
     x = np.arange(256, dtype=np.float32) / np.float32(255)
-    mean = np.asarray(MEAN, dtype=np.float32)[:, None]
-    std = np.asarray(STD, dtype=np.float32)[:, None]
-    return (x[None, :] - mean) / std
+    mean_column = np.asarray(mean, dtype=np.float32)[:, None]
+    std_column = np.asarray(std, dtype=np.float32)[:, None]
+    return (x[None, :] - mean_column) / std_column
 
 
-_TABLE = _normalisation_table()
-
-
-def normalize_into(pixels: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """(224, 224, 3) uint8 HWC pixels -> ``out`` (3, 224, 224) float32 CHW, normalised like the reference."""
+def normalize_into(pixels: np.ndarray, out: np.ndarray, prep: HostPreprocess = FLOAT32) -> np.ndarray:
+    """(H, W, 3) uint8 HWC pixels -> ``out`` (3, H, W) float32 CHW, normalised like the reference."""
+    mean, std = prep.transform.mean, prep.transform.std
+    if mean is None or std is None:
+        raise ConfigError(f"transform {prep.transform} has no mean/std to normalise with; the card must give them")
+    table = _normalisation_table(tuple(mean), tuple(std))
     for channel in range(3):  # uint8 indices are always in range; "clip" skips take's buffered bounds check
-        np.take(_TABLE[channel], pixels[:, :, channel], out=out[channel], mode="clip")
+        np.take(table[channel], pixels[:, :, channel], out=out[channel], mode="clip")
     return out
 
 
-def normalize(pixels: np.ndarray) -> np.ndarray:
+def normalize(pixels: np.ndarray, prep: HostPreprocess = FLOAT32) -> np.ndarray:
     """(H, W, 3) uint8 crop -> new (3, H, W) float32, exactly as ``transform_float32`` would give it."""
-    return normalize_into(pixels, np.empty((3, *pixels.shape[:2]), dtype=np.float32))
+    return normalize_into(pixels, np.empty((3, *pixels.shape[:2]), dtype=np.float32), prep)
 
 
-def transform_uint8(path: str | os.PathLike) -> np.ndarray:
-    """(224, 224, 3) uint8 HWC: the cropped pixels before /255 (what AIPP or a uint8-input model takes)."""
-    return np.ascontiguousarray(resize_crop(load_rgb(path)))
+def transform_uint8(path: str | os.PathLike, prep: HostPreprocess = UINT8) -> np.ndarray:
+    """(crop, crop, 3) uint8 HWC: the cropped pixels before /255 (what AIPP or a uint8-input model takes)."""
+    return np.ascontiguousarray(resize_crop(load_rgb(path), prep))
 
 
-def transform_float32(path: str | os.PathLike) -> np.ndarray:
-    """(3, 224, 224) float32 CHW, bit-identical to the reference transform."""
-    return normalize(resize_crop(load_rgb(path)))
+def transform_float32(path: str | os.PathLike, prep: HostPreprocess = FLOAT32) -> np.ndarray:
+    """(3, crop, crop) float32 CHW, bit-identical to the reference transform."""
+    return normalize(resize_crop(load_rgb(path), prep), prep)
 
 
-def transform_params(dtype: str) -> dict[str, Any]:
-    """What produced the pixels; part of the manifest and of every file's cache key."""
-    return {
-        "resize": RESIZE,
-        "crop": CROP,
-        "interpolation": INPUT.interpolation,
-        "mean": list(MEAN),
-        "std": list(STD),
+def transform_params(dtype: str, prep: HostPreprocess | None = None) -> dict[str, Any]:
+    """What produced the pixels; part of the manifest and of every file's cache key. The choices only some guides
+    make appear only when made, so the default transform's record (and every layout id made from it) is unchanged."""
+    prep = prep or host_preprocess(default_card(), dtype)
+    transform = prep.transform
+    params: dict[str, Any] = {
+        "resize": transform.resize,
+        "crop": transform.crop,
+        "interpolation": transform.interpolation,
+        "mean": None if transform.mean is None else list(transform.mean),
+        "std": None if transform.std is None else list(transform.std),
         "normalized": dtype == "float32",
         "layout": "NCHW" if dtype == "float32" else "NHWC",
         "pillow": PIL.__version__,  # resampling code lives in Pillow: another version may give other pixels
     }
+    if transform.resize_rule != "shorter":
+        params["resize_rule"] = transform.resize_rule
+    if transform.crop_rounding != "round":
+        params["crop_rounding"] = transform.crop_rounding
+    if prep.file_unit != "batch":
+        params["file_unit"] = prep.file_unit
+    return params
 
 
 # --- the run ----------------------------------------------------------------------------------------------------
@@ -265,24 +296,36 @@ def _report_notes(manifest: PrepManifest, out_dir: Path) -> None:
     )
 
 
-def _plan(dataset: ValDataset, batch_size: int, dtype: str, suspicious: list[SuspiciousImage]) -> PrepManifest:
+def _plan(
+    dataset: ValDataset, batch_size: int, prep: HostPreprocess, suspicious: list[SuspiciousImage]
+) -> PrepManifest:
     names = [image.name for image in dataset.images]
-    files = [
-        PrepFile(
-            name=file_name(position),
-            images=names[start : start + batch_size],
-            padded_slots=max(0, start + batch_size - len(names)),
-        )
-        for position, start in enumerate(range(0, len(names), batch_size))
-    ]
+    per_image = prep.file_unit == "image"
+    if per_image:  # ais_bench packs the files into the model's batch: the folder fits any batch size
+        batch_size = 1
+        files = [
+            PrepFile(name=image_file_name(image.name), images=[image.name], inputs=_inputs_key([image]))
+            for image in dataset.images
+        ]
+    else:
+        files = [
+            PrepFile(
+                name=file_name(position),
+                images=names[start : start + batch_size],
+                padded_slots=max(0, start + batch_size - len(names)),
+                inputs=_inputs_key(dataset.images[start : start + batch_size]),
+            )
+            for position, start in enumerate(range(0, len(names), batch_size))
+        ]
     return PrepManifest(
         batch_size=batch_size,
-        dtype=dtype,
-        input_shape=input_shape(batch_size, dtype),
+        dtype=prep.dtype,
+        input_shape=file_shape(prep, batch_size),
         dataset_fingerprint=dataset.fingerprint(),
-        transform=transform_params(dtype),
+        transform=transform_params(prep.dtype, prep),
         files=files,
         image_count=len(names),
+        per_image=per_image,
         skipped=list(dataset.skipped),
         suspicious=suspicious,
     )
@@ -314,6 +357,7 @@ class _Job:
     paths: tuple[str, ...]
     marker: str  # "<layout>.<inputs>"
     stale_markers: tuple[str, ...]
+    prep: HostPreprocess = FLOAT32  # frozen records of numbers and strings: they pickle to a worker as the rest
 
 
 def _inputs_key(images: Iterable[ValImage]) -> str:
@@ -325,9 +369,9 @@ def _fill_and_write(job: _Job, buffer: np.ndarray) -> None:
     for stale in job.stale_markers:  # first, so a kill mid-write never leaves a marker vouching for new bytes
         (out_dir / STATE_DIR / f"{job.name}.{stale}").unlink(missing_ok=True)
     for slot, path in enumerate(job.paths):
-        pixels = resize_crop(load_rgb(path))
+        pixels = resize_crop(load_rgb(path), job.prep)
         if buffer.dtype == np.float32:
-            normalize_into(pixels, buffer[slot])
+            normalize_into(pixels, buffer[slot], job.prep)
         else:
             buffer[slot] = pixels
     buffer[len(job.paths) :] = 0
@@ -381,30 +425,24 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
 
 def _run_jobs(jobs: list[_Job], manifest: PrepManifest, workers: int) -> None:
-    total = len(jobs)
-    every = max(1, total // PROGRESS_STEPS)
-    started = time.perf_counter()
-
-    def progress(done: int) -> None:
-        if done % every == 0 or done == total:
-            rate = done * manifest.batch_size / max(time.perf_counter() - started, 1e-9)
-            logger.info("preprocess: %d/%d files written (~%.0f img/s)", done, total, rate)
-
     if workers > 1 and multiprocessing.current_process().daemon:
         logger.warning("preprocess: running inside a daemonic process, which may not start workers; using 1")
         workers = 1
-    if workers == 1:
-        buffer = np.empty(manifest.input_shape, dtype=manifest.dtype)
-        for done, job in enumerate(jobs, start=1):
-            _fill_and_write(job, buffer)
-            progress(done)
-        return
-    chunksize = max(1, 8 // manifest.batch_size)  # small files: fewer round trips to the workers
-    with _pool_context().Pool(
-        workers, initializer=_init_worker, initargs=(manifest.input_shape, manifest.dtype)
-    ) as pool:
-        for done, _ in enumerate(pool.imap_unordered(_worker_write, jobs, chunksize=chunksize), start=1):
-            progress(done)
+    # Images, not files: the rate and ETA then read as the README's (and the other steps') do.
+    with Progress(f"preprocess ({len(jobs)} files of {manifest.batch_size})", sum(len(j.paths) for j in jobs)) as bar:
+        if workers == 1:
+            buffer = np.empty(manifest.input_shape, dtype=manifest.dtype)
+            for job in jobs:
+                _fill_and_write(job, buffer)
+                bar.update(len(job.paths))
+            return
+        chunksize = max(1, 8 // manifest.batch_size)  # small files: fewer round trips to the workers
+        images = {job.name: len(job.paths) for job in jobs}
+        with _pool_context().Pool(
+            workers, initializer=_init_worker, initargs=(manifest.input_shape, manifest.dtype)
+        ) as pool:
+            for name in pool.imap_unordered(_worker_write, jobs, chunksize=chunksize):
+                bar.update(images[name])
 
 
 def _refuse_foreign_inputs(out_dir: Path) -> None:
@@ -414,7 +452,7 @@ def _refuse_foreign_inputs(out_dir: Path) -> None:
     if not out_dir.is_dir():
         return
     foreign = sorted(
-        e.name for e in os.scandir(out_dir) if _AIS_BENCH_INPUT_RE.search(e.name) and not FILE_RE.match(e.name)
+        e.name for e in os.scandir(out_dir) if _AIS_BENCH_INPUT_RE.search(e.name) and not is_prep_file(e.name)
     )
     if foreign:
         raise PreprocessError(
@@ -423,9 +461,9 @@ def _refuse_foreign_inputs(out_dir: Path) -> None:
         )
 
 
-def _clear_stale(out_dir: Path, manifest: PrepManifest, owned: range, markers: dict[str, set[str]]) -> None:
+def _clear_stale(out_dir: Path, manifest: PrepManifest, markers: dict[str, set[str]]) -> None:
     """Before any write: drop a manifest that no longer describes the folder, files past the new file count, and
-    temp files a killed run of this shard left. Files in other shards' ranges are theirs to redo."""
+    temp files a killed run left (a live writer's are kept). Files in other shards' ranges are theirs to redo."""
     manifest_path = out_dir / MANIFEST_NAME
     if manifest_path.exists():
         try:
@@ -434,36 +472,45 @@ def _clear_stale(out_dir: Path, manifest: PrepManifest, owned: range, markers: d
             same = False
         if not same:
             manifest_path.unlink(missing_ok=True)
-    count = len(manifest.files)
+    listed = {prep_file.name for prep_file in manifest.files}
     for name, name_markers in markers.items():
-        if (file_position(name) or 0) >= count:  # read_markers keeps only input_NNNNN.bin names
+        if name not in listed:  # read_markers keeps only prep file names
             for marker in name_markers:
                 (out_dir / STATE_DIR / f"{name}.{marker}").unlink(missing_ok=True)
+    temporaries = []
     for entry in os.scandir(out_dir):
-        if FILE_RE.match(entry.name):
-            if (file_position(entry.name) or 0) >= count:
+        if is_prep_file(entry.name):
+            if entry.name not in listed:
                 Path(entry.path).unlink(missing_ok=True)
-        elif entry.name.startswith(".input_") and entry.name.endswith(".tmp"):
-            position = file_position(entry.name[1:].partition(".bin.")[0] + ".bin")  # atomic_path's ".<name>.XXXX.tmp"
-            if position is not None and (position in owned or position >= count):  # others' may be in flight
-                Path(entry.path).unlink(missing_ok=True)
+        elif entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            target = entry.name[1:].partition(".bin.")[0] + ".bin"  # atomic_path's ".<name>.XXXX.tmp"
+            if is_prep_file(target):
+                temporaries.append(Path(entry.path))
+    remove_stale_temporaries(temporaries)  # a killed run's; another shard's writer in flight holds its own
 
 
 def preprocess(
     image_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     batch_size: int,
-    dtype: str = "float32",
+    dtype: str | None = None,
     workers: int | None = None,
     shard: tuple[int, int] = (0, 1),
     label_file: str | os.PathLike | None = None,
     limit: int | None = None,
+    model: ModelCard | str | None = None,
 ) -> PrepResult:
-    """Write this shard's ``input_XXXXX.bin`` files and the manifest; files already done with the same inputs are
-    skipped, so a rerun after a kill or an edit redoes only what changed."""
+    """Write this shard's prep files and the manifest; files already done with the same inputs are skipped, so a
+    rerun after a kill or an edit redoes only what changed.
+
+    ``model`` (a card or its name; the default model when None) and ``dtype`` pick the transform, dtype and file
+    layout (``prepfolder.host_preprocess``): ``dtype`` None is the model's guide, ``float32`` its float path batched
+    like ConvMixer's reference, ``uint8`` the pixels its AIPP takes. A per-image layout ignores ``batch_size``.
+    """
     batch_size = check_batch_size(batch_size)
-    if dtype not in INPUT_DTYPES:
+    if dtype is not None and dtype not in INPUT_DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(INPUT_DTYPES)}")
+    prep = host_preprocess(get_card(model) if model is not None else default_card(), dtype)
     workers = _check_workers(workers)
     shard = check_shard(shard)
     dataset = load_dataset(image_dir, label_file=label_file, limit=limit)
@@ -471,14 +518,14 @@ def preprocess(
     _refuse_foreign_inputs(out_dir)
 
     suspicious, too_large = scan_images(dataset)
-    manifest = _plan(dataset, batch_size, dtype, suspicious)
+    manifest = _plan(dataset, batch_size, prep, suspicious)
     owned = shard_range(len(manifest.files), shard)
     (out_dir / STATE_DIR).mkdir(parents=True, exist_ok=True)
     # One writer per shard of a folder: a zombie task and its retry would otherwise delete each other's temp files.
     lock = out_dir / STATE_DIR / f"lock.shard-{shard[0]}-of-{shard[1]}"
     try:
         with guards.exclusive(lock, f"prep folder {out_dir} (shard {shard[0]}/{shard[1]})", PREP_LOCK_WAIT_S):
-            return _preprocess_locked(dataset, out_dir, manifest, owned, shard, workers, too_large)
+            return _preprocess_locked(dataset, out_dir, manifest, owned, shard, workers, too_large, prep)
     except TimeoutError as exc:
         raise PreprocessError(str(exc)) from None
 
@@ -491,19 +538,20 @@ def _preprocess_locked(
     shard: tuple[int, int],
     workers: int,
     too_large: list[tuple[str, str]],
+    prep: HostPreprocess,
 ) -> PrepResult:
     batch_size, dtype = manifest.batch_size, manifest.dtype
     markers = read_markers(out_dir)
-    _clear_stale(out_dir, manifest, owned, markers)
+    _clear_stale(out_dir, manifest, markers)
     if too_large:  # after the clearing, so a manifest of the folder's older inputs does not outlive the refusal
         raise _too_large(too_large)
 
     layout, nbytes = manifest.layout_id(), manifest.file_nbytes()
     jobs = []
     for position in owned:
-        name = file_name(position)
+        name = manifest.files[position].name
         images = dataset.images[position * batch_size : (position + 1) * batch_size]
-        marker = f"{layout}.{_inputs_key(images)}"
+        marker = f"{layout}.{manifest.files[position].inputs}"
         existing = markers.get(name, set())
         if existing == {marker} and has_size(out_dir / name, nbytes):
             continue
@@ -514,6 +562,7 @@ def _preprocess_locked(
                 paths=tuple(str(image.path) for image in images),
                 marker=marker,
                 stale_markers=tuple(existing),
+                prep=prep,
             )
         )
     logger.info(
@@ -533,12 +582,19 @@ def _preprocess_locked(
         replaced = sum(_size(out_dir / job.name) for job in jobs)
         needed = len(jobs) * nbytes - replaced + min(workers, len(jobs)) * nbytes  # + one temp file per worker
         refusal = guards.check_free_space(out_dir, needed, f"preprocess ({len(jobs)} files of {nbytes} bytes)")
+        if refusal and batch_size > manifest.image_count:  # the padding, not the images, fills the disk
+            raise PreprocessError(
+                f"batch size {batch_size} is too large: it exceeds the set's {manifest.image_count} images, and each "
+                f"file is padded to {batch_size} images ({nbytes:,} bytes), more than {out_dir}'s file system has "
+                f"free; pass --batch-size {manifest.image_count} or less"
+            )
         if refusal:
             raise PreprocessError(refusal)
         _run_jobs(jobs, manifest, min(workers, len(jobs)))
 
     manifest_path = atomic_write_json(out_dir / MANIFEST_NAME, manifest)
-    _report_notes(manifest, out_dir)
+    if shard[0] == 0:  # every shard writes the same manifest: one of them says what it lists
+        _report_notes(manifest, out_dir)
     return PrepResult(
         out_dir=out_dir,
         manifest_path=manifest_path,

@@ -36,6 +36,7 @@ def build_row(
         finished_at=datetime.now(UTC).isoformat(),
         model_variant=plan.model_variant,
         checkpoint_sha256=exported.checkpoint_sha256,
+        checkpoint_path=plan.checkpoint,  # the triggering asset event's path when an event started the run
         onnx_sha256=exported.onnx_sha256,
         artifact_sha256=compiled.artifact.sha256,
         backend=plan.backend,
@@ -107,6 +108,7 @@ def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[M
             **run.values(),
             finished_at=finished_at,
             model_variant=_readable_text(params.get("model_variant"), 100),
+            checkpoint_path=_readable_text(params.get("checkpoint"), 4096) or None,
             backend=backend,
             batch_size=batch_size,
             precision_mode=precision,

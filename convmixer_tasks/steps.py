@@ -21,6 +21,7 @@ from convmixer_tasks.backends.base import CompileOptions, get_backend
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.errors import ConfigError, RegressionError
 from convmixer_tasks.fileio import read_json, sha256_file, to_jsonable
+from convmixer_tasks.models.registry import get_card
 from convmixer_tasks.params import batch_sizes_from_params, check_param_names, evidence_options, gate_options
 from convmixer_tasks.precision import (
     DEFAULT_GELU_IMPLMODE,
@@ -28,6 +29,7 @@ from convmixer_tasks.precision import (
     gelu_compile_options,
     precision_modes_from_params,
 )
+from convmixer_tasks.prepfolder import host_preprocess
 from convmixer_tasks.records import (
     CompiledModel,
     ExportedModel,
@@ -49,6 +51,7 @@ ONNX_DYNAMO = False
 PARITY_TOLERANCE = 1e-4
 
 log = logging.getLogger(__name__)
+RANDOM_WEIGHTS = "random-weights-seed-0"  # what a run without a checkpoint records as the checkpoint's hash
 
 
 # --- check inputs -----------------------------------------------------------------------------------------------
@@ -90,16 +93,20 @@ def check_inputs(
     gelu_implmode = params.get("gelu_implmode", DEFAULT_GELU_IMPLMODE)
     gelu_compile_options(backend, gelu_implmode)  # an unknown value, or one set for ONNX Runtime, fails here
     layout = WorkLayout(Path(work_dir))
-    checkpoint = Path(params["checkpoint"])
-    if not checkpoint.is_file():
+    card = get_card(variant)
+    checkpoint = Path(params["checkpoint"]) if params.get("checkpoint") else None  # None: random weights
+    if checkpoint is None:
+        log.warning("model %s: no checkpoint, seeded random weights: top-1 at chance (0.1 %%) expected", card.name)
+    elif not checkpoint.is_file():
         raise ConfigError(
             f"checkpoint {checkpoint} does not exist; set param checkpoint to the .pth.tar file "
             "(or [convmixer] checkpoint in airflow.cfg; CLI: --source)"
         )
-    from convmixer_tasks.model import check_checkpoint
+    else:
+        from convmixer_tasks.model import check_checkpoint
 
-    # Format and key layout against the variant now, not after minutes of preprocessing when export reads it.
-    check_checkpoint(checkpoint, params["model_variant"])
+        # Format and key layout against the variant now, not after minutes of preprocessing when export reads it.
+        check_checkpoint(checkpoint, params["model_variant"])
     image_dir, label_file = Path(params["dataset_dir"]), Path(params["label_file"])
     if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
         ensure_demo_dataset(layout)
@@ -108,7 +115,7 @@ def check_inputs(
     dataset = load_dataset(image_dir, label_file, limit=limit)
     subset_positions(len(dataset.images), fidelity_subset)  # a subset larger than the set fails here, not later
     fingerprint = dataset.fingerprint()
-    transform = transform_params(dtype)
+    transform = transform_params(dtype, host_preprocess(card, dtype))
     plans: list[RunPlan] = []
     for batch_size in batch_sizes_from_params(params):
         prep_key = layout.prep_cache.key(
@@ -121,7 +128,7 @@ def check_inputs(
                 backend=backend,
                 input_dtype=dtype,
                 model_variant=variant,
-                checkpoint=str(checkpoint),
+                checkpoint=str(checkpoint or ""),
                 dataset_dir=str(image_dir),
                 label_file=str(label_file),
                 image_limit=limit,
@@ -178,6 +185,7 @@ def prepare_shard(plan: RunPlan, shard: int, shards: int, workers: int | None = 
             shard=(shard, shards),
             label_file=plan.label_file,
             limit=plan.image_limit,
+            model=plan.model_variant,
         )
         written = result.files_written
         # Other shards may still be writing: read the plan, not the files (infer checks them all later).
@@ -197,13 +205,14 @@ def prepare_shard(plan: RunPlan, shard: int, shards: int, workers: int | None = 
 # --- export + parity (content-keyed ONNX cache) -----------------------------------------------------------------
 
 
-def export_cached(checkpoint: str | os.PathLike, variant: str, work_dir: str | os.PathLike) -> ExportedModel:
-    """The validated ONNX for (checkpoint content, variant, opset, exporter), exported only on a cache miss.
+def export_cached(checkpoint: str | os.PathLike | None, variant: str, work_dir: str | os.PathLike) -> ExportedModel:
+    """The validated ONNX for (checkpoint content, variant, opset, exporter), exported only on a cache miss; no
+    checkpoint (None or "") exports the card's model with seeded random weights.
 
     An entry is complete when its ONNX (which ``export_and_validate`` moves in last, after its parity report) has
     the hash that report records: a report alone (a killed export), a truncated or a replaced file is rebuilt.
     """
-    checkpoint_sha256 = sha256_file(checkpoint)
+    checkpoint_sha256 = sha256_file(checkpoint) if checkpoint else RANDOM_WEIGHTS
     cache = WorkLayout(Path(work_dir)).onnx_cache
     key = cache.key(
         {
@@ -229,7 +238,12 @@ def export_cached(checkpoint: str | os.PathLike, variant: str, work_dir: str | o
 
         report = to_jsonable(
             export_and_validate(
-                checkpoint, onnx_path, variant=variant, opset=ONNX_OPSET, dynamo=ONNX_DYNAMO, tolerance=PARITY_TOLERANCE
+                checkpoint or None,
+                onnx_path,
+                variant=variant,
+                opset=ONNX_OPSET,
+                dynamo=ONNX_DYNAMO,
+                tolerance=PARITY_TOLERANCE,
             )
         )
     return ExportedModel(
@@ -259,6 +273,7 @@ def compile_artifact(
     backend = get_backend(plan.backend, **(settings or {}))
     info = backend.describe()
     options = CompileOptions(
+        model=plan.model_variant,
         input_dtype=plan.input_dtype,
         soc_version=soc_version,
         precision_mode=plan.precision_mode,
@@ -366,6 +381,7 @@ def evaluate_batch(
         prep_dir=plan.prep_dir,
         result_json=batch_dir / "result.json",
         predictions_file=batch_dir / PREDICTIONS_FILE,
+        num_classes=get_card(plan.model_variant).io.num_classes,
     )
     fidelity_json = None
     if exported is not None:

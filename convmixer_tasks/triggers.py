@@ -12,6 +12,7 @@ A producer (a training DAG's last task) emits the event with the checkpoint path
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from convmixer_tasks.errors import ConfigError
@@ -52,6 +53,25 @@ def checkpoint_from_events(triggering_asset_events: Any) -> str | None:
 
 
 def with_triggered_checkpoint(params: Mapping[str, Any], triggering_asset_events: Any) -> dict[str, Any]:
-    """The run's params, with ``checkpoint`` replaced by the triggering event's (when an asset event started it)."""
+    """The run's params, with ``checkpoint`` replaced by the triggering event's (when an asset event started it).
+
+    A path the event names that is no file here is refused with the event as its source: the param's advice
+    ("set param checkpoint") would send the user to the wrong place."""
     checkpoint = checkpoint_from_events(triggering_asset_events)
+    if checkpoint and not Path(checkpoint).is_file():
+        raise ConfigError(
+            f"checkpoint {checkpoint} named by the triggering asset event ({CHECKPOINT_ASSET}, extra.{EXTRA_KEY}) "
+            "does not exist on this worker; emit the event again with the path of a .pth.tar that every worker can "
+            "read (a shared folder) — param checkpoint is not used for an asset-triggered run"
+        )
+    return {**params, "checkpoint": checkpoint} if checkpoint else dict(params)
+
+
+def recorded_checkpoint(params: Mapping[str, Any], triggering_asset_events: Any) -> dict[str, Any]:
+    """``with_triggered_checkpoint`` for the failure path: never raises (the failure row must be written whatever
+    the event held); the event's path when it has one, else the params as they are."""
+    try:
+        checkpoint = checkpoint_from_events(triggering_asset_events)
+    except ConfigError:
+        checkpoint = None
     return {**params, "checkpoint": checkpoint} if checkpoint else dict(params)

@@ -5,11 +5,17 @@ cache/onnx/<key>/model.onnx     validated ONNX (+ model.parity.json) (checkpoint
 cache/artifacts/<backend>/      compiled artifacts (ONNX hash + options + toolkit/device)
 runs/<run>/bs<N>-<precision>/   one run's outputs, eval and benchmark results per batch size × precision mode
 demo/                           the generated demo set, when the dataset params point there
+
+Scripts outside Python (docker/smoke-test.sh) ask here rather than restate the layout::
+
+    python -m convmixer_tasks.workdir benchmark-json WORK_DIR RUN_ID BATCH_SIZE BACKEND [PRECISION_MODE]
 """
 
 from __future__ import annotations
 
 import re
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +64,33 @@ class WorkLayout:
     def merged_output_dir(self, run_id: str, batch_size: int, *, precision: str) -> Path:
         return self.batch_dir(run_id, batch_size, precision=precision) / "outputs"
 
+    def benchmark_json(self, run_id: str, batch_size: int, *, precision: str) -> Path:
+        return self.batch_dir(run_id, batch_size, precision=precision) / "benchmark.json"
+
 
 def run_slug(run_id: str) -> str:
     """A folder name for an Airflow run id (``manual__2026-01-01T00:00:00+00:00`` has ``:`` and ``+``)."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("._")[:80]
     return f"{readable}-{sha256_json(run_id)[:8]}"  # the hash keeps two ids that read alike apart
+
+
+USAGE = "benchmark-json WORK_DIR RUN_ID BATCH_SIZE BACKEND [PRECISION_MODE]"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``USAGE``: print where that benchmark.json is (its folder names the effective precision mode, e.g.
+    force_fp16 for an Ascend run that set none)."""
+    from convmixer_tasks.precision import effective_precision
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) not in (5, 6) or args[0] != "benchmark-json" or not args[3].isdigit():
+        print(f"usage: python -m convmixer_tasks.workdir {USAGE}", file=sys.stderr)
+        return 2
+    _, work_dir, run_id, batch_size, backend, *mode = args
+    precision = effective_precision(backend, mode[0] if mode else None)
+    print(WorkLayout(Path(work_dir)).benchmark_json(run_id, int(batch_size), precision=precision))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

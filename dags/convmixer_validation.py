@@ -23,7 +23,7 @@ from convmixer_tasks.settings import (
     load_scheduling_settings,
     load_worker_settings,
 )
-from convmixer_tasks.triggers import CHECKPOINT_ASSET, with_triggered_checkpoint
+from convmixer_tasks.triggers import CHECKPOINT_ASSET, recorded_checkpoint, with_triggered_checkpoint
 
 SETTINGS = load_scheduling_settings(airflow_conf_reader(conf))
 ALERTS = load_alert_settings(airflow_conf_reader(conf))
@@ -138,9 +138,10 @@ def convmixer_validation():
         return [verdict.to_dict() for verdict in verdicts]
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, **SETTINGS.retrying())
-    def record_failure(params=None, dag_run=None) -> list[dict]:
+    def record_failure(params=None, dag_run=None, triggering_asset_events=None) -> list[dict]:
         reason = f"the run failed before its metrics were recorded; see the task logs of DAG run {dag_run.run_id}"
-        failed = rows.failed_rows(runfacts.run_facts_of(dag_run), params, reason)
+        run_params = recorded_checkpoint(params, triggering_asset_events)  # the row names the event's checkpoint
+        failed = rows.failed_rows(runfacts.run_facts_of(dag_run), run_params, reason)
         return [row.to_dict() for row in steps.record_rows(metrics_url(), failed, keep_gated=True)]
 
     # Mapped results arrive as lazy sequences; tasks read them whole with `[:]` (one request, not one per item).

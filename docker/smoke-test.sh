@@ -21,12 +21,18 @@
 #      (success, every loop in its task log, its benchmark.json, run 2's metrics row) more than Docker's default
 #      10 s after the SIGTERM and inside the grace period, and the worker exits 0
 #
-# Usage (as root, dockerd running): DOCKER=/usr/bin/docker docker/smoke-test.sh     Output goes to stdout; the stack
-# is removed at the end unless SMOKE_KEEP=1. Settings: SMOKE_DIR (default /var/lib/convmixer-smoke), DOCKER,
-# STANDIN_WORK, SMOKE_STOP_BENCH_S (step 6's benchmark length, default 180).
+# Usage (as root, dockerd running, after scripts/setup.sh: the host side runs this checkout's library with
+# .venv/bin/python — the demo set, the run folders' paths): DOCKER=/usr/bin/docker docker/smoke-test.sh
+# Output goes to stdout; the stack is removed at the end unless SMOKE_KEEP=1. Settings: SMOKE_DIR (default
+# /var/lib/convmixer-smoke), DOCKER, STANDIN_WORK, SMOKE_STOP_BENCH_S (step 6's benchmark length, default 180).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+python=$repo/.venv/bin/python
+if [ ! -x "$python" ]; then
+  echo "smoke-test.sh: $python is missing; run scripts/setup.sh first (the host side uses this checkout's library)" >&2
+  exit 1
+fi
 docker_dir=$repo/docker
 smoke=${SMOKE_DIR:-/var/lib/convmixer-smoke}
 project=convmixer-smoke
@@ -84,7 +90,7 @@ step "1. a fake NPU host and the smoke settings ($smoke)"
 rm -rf "$smoke"
 mkdir -p "$smoke/work" "$smoke/data"
 "$docker_dir/standin/make-fake-npu-host.sh" "$smoke/npu-host" "$chips" "$device_gid"
-PYTHONPATH=$repo "$repo/.venv/bin/python" -m convmixer_tasks.cli demo-dataset --output "$smoke/data/demo" >/dev/null
+PYTHONPATH=$repo "$python" -m convmixer_tasks.cli demo-dataset --output "$smoke/data/demo" >/dev/null
 chmod -R a+rX,a-w "$smoke/data"
 # .env = .env.example + secrets + what this machine needs (stand-in images, the fake host, free loopback ports).
 {
@@ -429,7 +435,8 @@ bench_log=$(api GET "/api/v2/dags/convmixer_validation/dagRuns/$run2/taskInstanc
 completed="ais_bench benchmark (batch 4): $loops/$loops batch runs (100%)"
 grep -qF "$completed" <<<"$bench_log" && ok "its task log shows all loops done: '$completed'" ||
   fail "its task log ($api_status) lacks '$completed'"
-bench_json=$smoke/work/runs/$(PYTHONPATH=$repo "$repo/.venv/bin/python" -c 'import sys; from convmixer_tasks.workdir import run_slug; print(run_slug(sys.argv[1]))' "$run2")/bs4/benchmark.json
+# Where the run's folder is comes from the library (the layout names the run slug and the effective precision mode).
+bench_json=$(PYTHONPATH=$repo "$python" -m convmixer_tasks.workdir benchmark-json "$smoke/work" "$run2" 4 ascend)
 bench_loop=$(python3 -c 'import json, sys; b = json.load(open(sys.argv[1])); print(b["loop"], b["throughput"])' "$bench_json" 2>&1 || true)
 [[ ${bench_loop%% *} == "$loops" ]] && ok "its output exists: $bench_json (loop ${bench_loop% *}, ${bench_loop#* } images/s)" ||
   fail "its output $bench_json: $bench_loop"

@@ -48,8 +48,30 @@ mkdir -p "$(dirname "$LOG")"
 echo "== airflow dags test convmixer_validation -c '$CONF'   (log: $LOG)"
 status=0
 airflow dags test convmixer_validation -c "$CONF" >"$LOG" 2>&1 || status=$?
-grep -E "\[DAG TEST\] end task|Marking run|failed with exception" "$LOG" \
-  | sed -E 's/^[^ ]+ +//; s/ +\[[a-z._]+\].*$//' || true
+# The log in a few ordered lines: each task once (mapped ones with their count), the run's outcome, and each of
+# our warnings once (the log has every line).
+python - "$LOG" <<'EOF'
+import re, sys
+
+ended, failures, warnings, outcome = {}, [], {}, None
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    if match := re.search(r"\[DAG TEST\] end task task_id=(\S+) map_index=(-?\d+)", line):
+        ended.setdefault(match[1], set()).add(int(match[2]))
+    elif match := re.search(r"Marking run <DagRun [^>]*?(\w+__\S+?), state:.*> (successful|failed)", line):
+        outcome = (match[1], "succeeded" if match[2] == "successful" else "FAILED")
+    elif "failed with exception" in line:
+        failures.append(re.sub(r"^\S+ +|\s+\[[\w.]+\] loc=.*$", "", line.strip()))
+    elif match := re.match(r"^\S+ \[warning\s*\] (.*) \[convmixer_tasks[\w.]*\] loc=", line.strip()):
+        warnings.setdefault(re.sub(r"[0-9a-f]{16}", "…", match[1]), match[1])  # ours; libraries' notes stay in the log
+for task, maps in ended.items():
+    print(f"  {task:<18} done" + ("" if maps == {-1} else f" ({len(maps)} mapped instances)"))
+for line in failures:
+    print(f"  {line}")
+if outcome:
+    print(f"  DAG run {outcome[0]}: {outcome[1]}")
+for text in warnings.values():
+    print(f"  warning: {text[:400]}")
+EOF
 if [ "$status" -ne 0 ]; then
   echo "== the DAG run failed (exit $status); last lines of $LOG:" >&2
   tail -n 30 "$LOG" >&2
@@ -60,12 +82,15 @@ convmixer-tasks metrics-show --limit 10 --url "$METRICS_URL" || echo "(could not
 
 cat <<EOF
 
-== open the UI (DAG graph, task logs, Browse -> ConvMixer metrics):
-  AIRFLOW_HOME=$AIRFLOW_HOME $REPO/scripts/standalone.sh start    # airflow standalone in the background, this DAG and plugins
-  then open http://localhost:8080 (Browse -> ConvMixer metrics for the history) ; user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
-  before triggering runs there: airflow dags unpause convmixer_validation   (the DAG is created paused)
-  stop it with: AIRFLOW_HOME=$AIRFLOW_HOME $REPO/scripts/standalone.sh stop   (its scheduler, workers and tasks too)
+== open the UI (DAG graph, task logs, Browse -> ConvMixer metrics), as in the README:
+  source .venv/bin/activate           # also sets AIRFLOW_HOME=$AIRFLOW_HOME (scripts/airflow-env.sh)
+  convmixer-tasks metrics-show        # the rows above again
+  scripts/standalone.sh start         # airflow standalone in the background: this DAG and plugins
+  open http://127.0.0.1:8080 (user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated);
+    the metrics page: http://127.0.0.1:8080/plugin/convmixer-metrics (Browse -> ConvMixer metrics)
+  airflow dags unpause convmixer_validation   # once, before triggering runs there (the DAG is created paused)
+  scripts/standalone.sh stop          # its scheduler, workers and tasks too
   (metrics DB: Airflow connection '$METRICS_CONN_ID' if defined, else \$CONVMIXER_METRICS_DB_URL, else
-   $AIRFLOW_HOME/convmixer_metrics.db)
+   \$AIRFLOW_HOME/convmixer_metrics.db = $METRICS_URL)
 EOF
 exit "$status"

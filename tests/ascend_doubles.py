@@ -98,8 +98,7 @@ class AscendDoubles:
             "export LD_LIBRARY_PATH=${ASCEND_TOOLKIT_HOME}/lib64:${ASCEND_TOOLKIT_HOME}/lib64/plugin/opskernel:"
             "${LD_LIBRARY_PATH}\n"
             f"export PYTHONPATH={pythonpath}${{ASCEND_TOOLKIT_HOME}}/python/site-packages:${{PYTHONPATH}}\n"
-            "export PATH=${ASCEND_TOOLKIT_HOME}/bin:${ASCEND_TOOLKIT_HOME}/compiler/ccec_compiler/bin:${PATH}\n"
-            + noise
+            "export PATH=${ASCEND_TOOLKIT_HOME}/bin:${ASCEND_TOOLKIT_HOME}/compiler/ccec_compiler/bin:${PATH}\n" + noise
         )
         return self
 
@@ -140,6 +139,7 @@ def ascend_doubles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AscendDou
 
 # --- helpers shared by the Ascend test modules ----------------------------------------------------------------------
 
+
 def run_double(tool: str, *args: str, env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None):
     """Run one double directly (not through the backend); stdout/stderr decoded with their "\r" kept."""
     import subprocess
@@ -152,8 +152,15 @@ def run_double(tool: str, *args: str, env: dict[str, str] | None = None, cwd: st
     )
 
 
-def write_tiny_onnx(path: str | os.PathLike, input_name: str = "image", classes: int = 10, seed: int = 0) -> Path:
-    """A small classifier with the real model's interface: float32 [batch,3,224,224] in, [batch,classes] out.
+def write_tiny_onnx(
+    path: str | os.PathLike,
+    input_name: str = "image",
+    classes: int = 10,
+    seed: int = 0,
+    size: int = 224,
+    output_name: str = "class",
+) -> Path:
+    """A small classifier with a real model's interface: float32 [batch,3,size,size] in, [batch,classes] out.
 
     Per-channel means and a coarse 4x4 pooling feed a linear layer, so outputs depend on the pixels.
     """
@@ -165,14 +172,17 @@ def write_tiny_onnx(path: str | os.PathLike, input_name: str = "image", classes:
     weight = numpy_helper.from_array(rng.standard_normal((classes, 48)).astype(np.float32), "fc.weight")
     bias = numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32), "fc.bias")
     nodes = [
-        helper.make_node("AveragePool", [input_name], ["pooled"], kernel_shape=[56, 56], strides=[56, 56]),
+        helper.make_node(
+            "AveragePool", [input_name], ["pooled"], kernel_shape=[size // 4] * 2, strides=[size // 4] * 2
+        ),
         helper.make_node("Flatten", ["pooled"], ["features"]),
-        helper.make_node("Gemm", ["features", "fc.weight", "fc.bias"], ["class"], transB=1),
+        helper.make_node("Gemm", ["features", "fc.weight", "fc.bias"], [output_name], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_classifier",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", 3, 224, 224])],
-        [helper.make_tensor_value_info("class", TensorProto.FLOAT, ["batch", classes])],
+        nodes,
+        "tiny_classifier",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", classes])],
         [weight, bias],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)

@@ -17,12 +17,13 @@ import pytest
 from PIL import Image
 
 from convmixer_tasks.backends import aisbench_format
+from convmixer_tasks.backends.aisbench_format import PREP_MANIFEST_KEY
 from convmixer_tasks.backends.base import Artifact, CompileOptions, compile_cached, get_backend, sidecar_path
 from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.export import export_and_validate
 from convmixer_tasks.fileio import sha256_file, to_jsonable
-from convmixer_tasks.prepfolder import read_manifest
+from convmixer_tasks.prepfolder import manifest_identity, read_manifest
 from convmixer_tasks.preprocess import preprocess
 
 BATCH = 4
@@ -212,7 +213,8 @@ def test_infer_writes_ais_bench_layout(backend, artifact_f32, prep_f32, onnx_mod
 
     summary = json.loads(result.summary_path.read_text())
     assert set(summary) == {"filesinfo", "args", "NPU_compute_time", "H2D_latency", "D2H_latency", "throughput",
-                            "npu_compute_time_list", "pid"}
+                            "npu_compute_time_list", "pid", PREP_MANIFEST_KEY}
+    assert summary[PREP_MANIFEST_KEY] == manifest_identity(read_manifest(prep_f32))  # what eval checks
     assert summary["filesinfo"]["1"] == {"infiles": [str(prep_f32 / "input_00001.bin")],
                                          "outfiles": [str(output_dir / "input_00001_0.bin")]}
     compute = summary["NPU_compute_time"]

@@ -113,8 +113,8 @@ def db(tmp_path):
 def test_metrics_show_is_a_compact_table_by_default(db, capsys):
     human, data = human_and_json(capsys, "metrics-show", "--url", db)
     lines = human.splitlines()
-    assert lines[0] == "total  2"
-    table = lines[lines.index("") + 1 :]
+    assert "total" not in human and lines[-1] == "2 of 2 rows, newest first"  # issue 22: no bare "total  2" line
+    table = lines
     assert table[0].split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img",
                                 "verdict"]
     assert set(table[1]) <= {"-", " "}
@@ -127,13 +127,13 @@ def test_metrics_show_is_a_compact_table_by_default(db, capsys):
     assert (energy["energy_j_per_image"], energy["throughput_per_watt"]) == (1.6, 0.625)
     assert energy["energy"] == {"source": "npu-smi info -t power -i 0", "samples": 9, "mean_w": 15.2}
     plain = call(capsys, "metrics-show", "--url", db, "-o", "plain").splitlines()
-    assert plain[2:] == [table[0], *table[2:]]  # the same table without the rule under the header
+    assert plain == [table[0], *table[2:]]  # the same table without the rule under the header
 
 
 def test_metrics_show_csv_has_the_ui_columns_and_defuses_formulas(db, capsys):
     table = list(csv.reader(io.StringIO(call(capsys, "metrics-show", "--url", db, "--output", "csv"))))
-    assert tuple(table[0]) == MetricsRow.field_names()
-    assert [r[0] for r in table[1:]] == ["run_b", "run_a"]
+    assert tuple(table[0]) == ("id", *MetricsRow.field_names())  # the id links a row to the page's run?id=
+    assert [r[1] for r in table[1:]] == ["run_b", "run_a"]
     assert table[1][table[0].index("gate_reasons")] == "'=cmd|' /C calc'!A0"
 
 
@@ -183,3 +183,18 @@ def test_steps_whose_output_flag_is_a_path_take_the_format_before_the_step(step,
     assert f"convmixer-tasks -o json {step}" in " ".join(capsys.readouterr().out.split())
     argv = ["-o", "json", "demo-dataset", "--output", str(tmp_path / "d"), "--count", "2"]
     assert json.loads(call(capsys, *argv))["count"] == 2
+
+
+def test_help_names_every_status_and_the_run_flags_defaults(capsys):
+    """Issue 22: --status help omitted inconclusive; run's --url/--limit/--annotation-file-path had no help."""
+    from convmixer_tasks.status import STATUSES
+
+    for argv in (["metrics-show", "--help"], ["run", "--help"]):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        if argv[0] == "metrics-show":
+            assert all(status in text for status in STATUSES)
+        else:
+            assert "(default: work)" in text and "val_label.txt (default: the demo set's)" in text
+            assert "only the first N images" in text and "with --record: the metrics DB" in text

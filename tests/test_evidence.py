@@ -221,17 +221,19 @@ def test_cli_eval_writes_predictions_and_compare_prints_flips_and_p(tmp_path, ca
 # --- re-validation on a new checkpoint: the triggering asset event names it -----------------------------------------
 
 
-def test_the_newest_triggering_asset_event_names_the_checkpoint():
+def test_the_newest_triggering_asset_event_names_the_checkpoint(tmp_path):
     from types import SimpleNamespace
 
     from convmixer_tasks.triggers import checkpoint_from_events, with_triggered_checkpoint
 
     asset = SimpleNamespace(uri="convmixer_checkpoint")
+    new = tmp_path / "new.pth.tar"
+    new.write_bytes(b"weights")
     events = {"convmixer_checkpoint": [SimpleNamespace(asset=asset, extra={"checkpoint": "/ckpt/old.pth.tar"}),
-                      SimpleNamespace(asset=asset, extra={"checkpoint": "/ckpt/new.pth.tar"})]}
-    assert checkpoint_from_events(events) == "/ckpt/new.pth.tar"
+                      SimpleNamespace(asset=asset, extra={"checkpoint": str(new)})]}
+    assert checkpoint_from_events(events) == str(new)
     params = {"checkpoint": "/default.pth.tar", "batch_sizes": [4]}
-    assert with_triggered_checkpoint(params, events) == {"checkpoint": "/ckpt/new.pth.tar", "batch_sizes": [4]}
+    assert with_triggered_checkpoint(params, events) == {"checkpoint": str(new), "batch_sizes": [4]}
     assert with_triggered_checkpoint(params, {}) == params and checkpoint_from_events(None) is None
     with pytest.raises(ConfigError, match=r"asset event from convmixer_checkpoint .* has no extra.checkpoint; emit"):
         checkpoint_from_events({"convmixer_checkpoint": [SimpleNamespace(asset=asset, extra={})]})

@@ -96,6 +96,8 @@ def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_
     assert row["fingerprint"]["cores_used"] >= 1 and "cpu_steal_pct" in row["fingerprint"]
     table_row = next(line for line in human.splitlines() if line.startswith("cli__"))
     assert table_row.split()[1:6] == ["4", "onnxruntime", "fp32", f"{row['top1']:.2f}", f"{row['top5']:.2f}"]
+    # Issue 22: without --record nothing is gated, and the verdict column says so rather than "pending".
+    assert table_row.endswith("not gated (--record)") and row["status"] == "pending"
 
 
 @pytest.mark.parametrize("argv, names", [

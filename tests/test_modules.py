@@ -195,10 +195,11 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
 
 
 MAX_MODULE_LINES = 500
-# Modules other changes of issue #19 are rewriting, split after they merge: preprocess.py (the model cards' host
-# preprocessing, branch cardprep), cli.py (502 lines with the cards' `models` command; branch params moves its flags
-# to RunParams). Known, not accepted: delete an entry when its module is under the limit.
-EXPECTED_LONG = {"convmixer_tasks.preprocess", "convmixer_tasks.cli"}
+# Over the limit since the model cards merged (13:30 UTC), to split once the branches still editing them are in:
+# preprocess.py (610: the card-driven transform apart from the batching run), evaluate.py (592: "which row is which
+# image" apart from the scoring), cli.py (532; branch params moves its flags to RunParams). Known, not accepted:
+# delete an entry when its module is under the limit.
+EXPECTED_LONG = {"convmixer_tasks.preprocess", "convmixer_tasks.evaluate", "convmixer_tasks.cli"}
 
 
 def test_no_import_cycle_among_the_packages_modules():

@@ -206,3 +206,23 @@ def test_1536_20_export_reports_its_stages_while_it_runs(tmp_path, caplog, monke
     assert step1 and step1[0].endswith("running for 1s") and step1[-1].startswith(
         "export of convmixer_1536_20, step 1/2 (torch.onnx.export): done in"
     )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_preprocess_reports_through_progress_with_rate_and_eta(ort_setup, caplog, monkeypatch, workers):
+    """Issue 22: preprocess had its own 20 lines per run, with no ETA and no bar; it now uses ``Progress``."""
+    from convmixer_tasks.preprocess import preprocess
+
+    _, _, _, work = ort_setup
+    images = work / "prep_images"
+    if not images.exists():
+        from convmixer_tasks.demo import make_demo_dataset
+
+        make_demo_dataset(images, count=12)
+    monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
+    with caplog.at_level(logging.INFO):
+        preprocess(images / "images", work / f"prep_progress_{workers}", 2, workers=workers)
+    got = lines(caplog, "preprocess (6 files of 2):")
+    assert counts(got)[-1] == "12/12" and len(got) <= 1 / progress.EVERY_FRACTION + 1
+    assert all(" images/s, elapsed " in line and ", ETA " in line for line in got)
+    assert not [r for r in caplog.records if "files written (~" in r.getMessage()]

@@ -255,6 +255,7 @@ def test_rows_join_each_plan_with_its_own_batch_size_whatever_the_order():
     rows = rows_for_run(run, plans, exported, compiled[::-1], benchmarks[::-1], evaluated)
     assert [(row.batch_size, row.artifact_sha256, row.throughput) for row in rows] == \
         [(4, f"{4:063d}0", 400.0), (16, f"{16:063d}1", 1600.0)]
+    assert {row.checkpoint_path for row in rows} == {"/ckpt.pth.tar"}  # the path beside its sha256
     with pytest.raises(ConfigError, match="different batch sizes"):
         build_row(run, plans[0], exported, compiled[1], benchmarks[0], evaluated[0])
 

@@ -263,8 +263,11 @@ def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, ca
     stored = json.loads(capsys.readouterr().out)
     assert stored["status"] == "ok" and stored["rebaselined_by"] == "alice" and stored["rebaselined_at"]
     assert stored["rebaseline_reason"] == "precision_mode allow_fp32_to_fp16 on purpose"
-    assert stored["gate_reasons"][-1].startswith("rebaselined by alice at ")
-    assert "(was 'regressed')" in stored["gate_reasons"][-1]
+    line = stored["gate_reasons"][-1]
+    assert line.startswith("rebaselined by alice at ")
+    assert line.endswith("(was 'regressed'; the throughput baseline starts here)")
+    assert cli.main([*argv, "--reason", "twice", "--by", "bob"]) == 1  # the page's rule: once is enough
+    assert "cannot be accepted as baseline: already accepted as the baseline by alice" in capsys.readouterr().err
 
     record(metrics_url, "after", 10, 50.5, status="pending")  # the old 100 img/s runs no longer count
     decision = gate.apply_gate(metrics_url, "after", BS, BACKEND)

@@ -8,6 +8,7 @@ first dot, ``_{output index}``, outfmt lower-cased) and the summary as the sibli
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -26,6 +27,8 @@ TIME_SECTIONS = ("NPU_compute_time", "H2D_latency", "D2H_latency")
 THROUGHPUT_FORMULA = "1000*batchsize/NPU_compute_time.mean"
 OUTPUT_FILE_RE = re.compile(r"^[^.]+_\d+\.(bin|npy|txt)$")
 STAGING_MARK = ".partial-"  # ".<dirname>.partial-<pid>": an infer's outputs before they are complete
+# Our key in the summary: ``prepfolder.manifest_identity`` of the prep folder the outputs were inferred from.
+PREP_MANIFEST_KEY = "convmixer_prep_manifest_sha256"
 
 
 def output_name(input_name: str | os.PathLike, index: int = 0, fmt: str = "bin") -> str:
@@ -90,12 +93,13 @@ def _clear_stale_staging(output_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_outputs(output_dir: str | os.PathLike) -> Iterator[Path]:
+def staged_outputs(output_dir: str | os.PathLike, prep_manifest: str | None = None) -> Iterator[Path]:
     """Yield a sibling staging folder for a run's outputs; they become ``output_dir`` only if the block finishes.
 
     The previous result at ``output_dir`` is removed first and the staging folder (with its sibling summary) on any
     failure, so after a crash or ``kill -9`` the path holds either nothing or one run's complete outputs — never a
-    mix of two models. The summary moves in last: it marks the outputs complete.
+    mix of two models. The summary moves in last: it marks the outputs complete. ``prep_manifest`` (the inputs'
+    ``manifest_identity``) is recorded in it, so eval can tell which prep folder the outputs belong to.
     """
     output_dir = Path(output_dir)
     clear_previous_outputs(output_dir)
@@ -107,6 +111,8 @@ def staged_outputs(output_dir: str | os.PathLike) -> Iterator[Path]:
         staged_summary = summary_path(staging)
         if (staging / OLD_SUMMARY_NAME).is_file():
             os.replace(staging / OLD_SUMMARY_NAME, staged_summary)
+        if prep_manifest is not None and staged_summary.is_file():
+            atomic_write_json(staged_summary, {**read_json(staged_summary), PREP_MANIFEST_KEY: prep_manifest})
         os.replace(staging, output_dir)
         if staged_summary.is_file():
             os.replace(staged_summary, summary_path(output_dir))
@@ -124,6 +130,17 @@ def natural_key(name: str) -> list[Any]:
 def throughput(batch_size: float, mean_ms: float) -> float:
     """ais_bench's figure: images per second from the mean compute time of one batch (0 when nothing was timed)."""
     return 1000.0 * batch_size / mean_ms if mean_ms > 0 else 0.0
+
+
+def check_timing(throughput_value: float, mean_ms: float, what: str) -> None:
+    """Refuse a measurement that timed nothing: a mean compute time of 0 ms (or not finite) gives throughput 0 or
+    infinity, which would be recorded, and gated, as a figure."""
+    if not (math.isfinite(mean_ms) and mean_ms > 0 and math.isfinite(throughput_value) and throughput_value > 0):
+        raise BackendError(
+            f"ais_bench {what} reported a mean NPU compute time of {mean_ms:g} ms and a throughput of "
+            f"{throughput_value:g}: nothing was timed, so there is no figure to record; check the device "
+            "(`npu-smi info`) and the ais_bench version, then re-run the benchmark"
+        )
 
 
 def stats(times_ms: Iterable[float]) -> dict[str, float | int]:

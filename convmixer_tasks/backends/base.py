@@ -23,7 +23,17 @@ from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file
-from convmixer_tasks.prepfolder import DTYPE_ITEMSIZE, INPUT_DTYPES, PrepFile, PrepManifest, read_manifest
+from convmixer_tasks.models.card import ModelCard
+from convmixer_tasks.models.registry import default_card, get_card
+from convmixer_tasks.precision import check_precision_mode
+from convmixer_tasks.prepfolder import (
+    DTYPE_ITEMSIZE,
+    INPUT_DTYPES,
+    PrepFile,
+    PrepManifest,
+    check_prep_files,
+    read_manifest,
+)
 
 if TYPE_CHECKING:
     from convmixer_tasks.device_state import DeviceState
@@ -63,6 +73,8 @@ class CompileOptions:
     # Ascend only: the seed guide's GELU kernel choice; None passes neither flag (precision.gelu_compile_options)
     op_select_implmode: str | None = "high_performance"
     optypelist_for_implmode: str | None = "Gelu"
+    # The model card (name) whose input size, AIPP and ATC extras apply; None = the default model.
+    model: str | None = None
 
     def __post_init__(self) -> None:
         if self.input_dtype not in INPUT_DTYPES:
@@ -73,6 +85,9 @@ class CompileOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def card(self) -> ModelCard:
+        return get_card(self.model) if self.model is not None else default_card()
 
 
 @dataclass
@@ -251,6 +266,8 @@ def compile_cached(
     written last, so an interrupted compile leaves no sidecar and is rebuilt on the next call.
     """
     check_batch_size(batch_size)
+    # An option this backend ignores must not be recorded in the sidecar as if the artifact computed in it.
+    check_precision_mode(backend, options.precision_mode, "precision_mode (--precision-mode)")
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ConfigError(f"ONNX model {onnx_path} does not exist; run the export step first or fix --onnx")
@@ -266,7 +283,8 @@ def compile_cached(
             "options": options_dict,
         }
     )
-    cache_dir = cache.root
+    # Absolute before any tool sees it: ATC runs in the build folder and would resolve a relative path there.
+    cache_dir = cache.root.absolute()
     cache_dir.mkdir(parents=True, exist_ok=True)
     stem = onnx_path.name.split(".")[0]
     artifact_path = cache_dir / f"{stem}_bs{batch_size}_{options.input_dtype}_{cache.entry(key).name}{suffix}"
@@ -328,16 +346,20 @@ def select_prep_files(
     prep_dir = Path(prep_dir)
     # Only the selected files are checked below: other shards of the folder may still be being written.
     manifest = read_manifest(prep_dir, check_files=False)
+    # Per-image files (a guide's layout) fill a batch of any size: ais_bench packs batch_size of them per run.
+    files_per_batch = artifact.batch_size if manifest.per_image else 1
     fix = (
         f"re-run preprocess with --batch-size {artifact.batch_size} --dtype {artifact.input_dtype}, "
         f"or compile with --batch-size {manifest.batch_size} --input-dtype {manifest.dtype}"
     )
-    if manifest.dtype != artifact.input_dtype or int(manifest.batch_size) != artifact.batch_size:
+    if manifest.per_image:
+        fix = f"re-run preprocess for this model's input ({artifact.input_dtype}), or compile for {manifest.dtype}"
+    if manifest.dtype != artifact.input_dtype or int(manifest.batch_size) * files_per_batch != artifact.batch_size:
         raise BackendError(
             f"prep folder {prep_dir} holds {manifest.dtype} batches of {manifest.batch_size} but artifact "
             f"{artifact.path.name} takes {artifact.input_dtype} batches of {artifact.batch_size}; {fix}"
         )
-    if artifact.input_shape and list(manifest.input_shape) != list(artifact.input_shape):
+    if artifact.input_shape and list(manifest.input_shape[1:]) != list(artifact.input_shape[1:]):
         raise BackendError(
             f"prep folder {prep_dir} has input shape {list(manifest.input_shape)} but artifact {artifact.path.name} "
             f"takes {artifact.input_shape}; {fix}"
@@ -354,7 +376,7 @@ def select_prep_files(
             )
         selected = [by_name[name] for name in files]
 
-    expected = artifact.input_nbytes
+    expected = artifact.input_nbytes // files_per_batch
     for prep_file in selected:
         bin_path = prep_dir / prep_file.name
         if not bin_path.is_file():
@@ -365,4 +387,5 @@ def select_prep_files(
                 f"input file {bin_path} is {actual} bytes but artifact {artifact.path.name} expects {expected} "
                 f"({artifact.input_dtype} {artifact.input_shape}); {fix}"
             )
+    check_prep_files(prep_dir, manifest, selected)  # and each holds the images the manifest says
     return manifest, selected

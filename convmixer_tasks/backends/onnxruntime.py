@@ -1,9 +1,9 @@
 """ONNX Runtime backend: runs anywhere (CPU, or CUDA when onnxruntime-gpu is installed) and writes ais_bench's layout.
 
 compile = the ONNX with its batch axis fixed (static shapes let ORT plan memory and pick kernels up front), for
-``input_dtype="uint8"`` a normalisation prologue doing Ascend static AIPP's arithmetic, then ORT's full graph
-optimisation saved to disk. ORT_ENABLE_ALL output may contain CPU-layout-specific ops, so the device is part of the
-cache key and an artifact is only run on the device it was optimised for.
+``input_dtype="uint8"`` a prologue doing the model card's Ascend static AIPP (crop, then normalisation), then ORT's
+full graph optimisation saved to disk. ORT_ENABLE_ALL output may contain CPU-layout-specific ops, so the device is
+part of the cache key and an artifact is only run on the device it was optimised for.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ import onnxruntime as ort
 
 from convmixer_tasks.backends import aisbench_format, base
 from convmixer_tasks.errors import BackendError, ConfigError
+from convmixer_tasks.models.card import Aipp
 from convmixer_tasks.onnxgraph import graph_inputs
+from convmixer_tasks.prepfolder import PrepFile, manifest_identity
 from convmixer_tasks.progress import Progress, working
-from convmixer_tasks.variants import INPUT
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 NUMPY_DTYPES = {"float32": np.float32, "uint8": np.uint8}
@@ -120,7 +121,8 @@ class OnnxRuntimeBackend(base.Backend):
         options = options or base.CompileOptions()
 
         def build(tmp: Path) -> dict[str, Any]:
-            return self._build(Path(onnx_path), batch_size, options.input_dtype, tmp)
+            aipp = options.card().uint8_aipp() if options.input_dtype == "uint8" else None
+            return self._build(Path(onnx_path), batch_size, aipp, tmp)
 
         runtime = self.runtime
         with working(f"ONNX Runtime compile of {Path(onnx_path).name} at batch {batch_size}"):
@@ -135,7 +137,7 @@ class OnnxRuntimeBackend(base.Backend):
                 build=build,
             )
 
-    def _build(self, onnx_path: Path, batch_size: int, input_dtype: str, target: Path) -> dict[str, Any]:
+    def _build(self, onnx_path: Path, batch_size: int, aipp: Aipp | None, target: Path) -> dict[str, Any]:
         import onnx
 
         try:
@@ -143,8 +145,8 @@ class OnnxRuntimeBackend(base.Backend):
         except Exception as exc:
             raise BackendError(f"{onnx_path} is not a readable ONNX model ({exc}); re-run the export step") from exc
         input_name, output_name = fix_batch(model, batch_size, onnx_path)
-        if input_dtype == "uint8":
-            prepend_uint8_normalisation(model, input_name)
+        if aipp is not None:
+            prepend_aipp(model, input_name, aipp)
         fixed = target.with_name("fixed.onnx")  # same private temp folder; removed with it
         onnx.save(model, str(fixed))
         session_options = self._session_options(ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
@@ -205,7 +207,9 @@ class OnnxRuntimeBackend(base.Backend):
 
     def infer(self, artifact, prep_dir, output_dir, files=None) -> base.InferResult:
         prep_dir, output_dir = Path(prep_dir), Path(output_dir)
-        _, selected = base.select_prep_files(artifact, prep_dir, files)
+        # Before any check: a refused run, like a failed one, leaves no older result at the output path.
+        aisbench_format.clear_previous_outputs(output_dir)
+        manifest, selected = base.select_prep_files(artifact, prep_dir, files)
         session = self.open_session(artifact)
         input_name, output_name = artifact.meta["input_name"], artifact.meta["output_name"]
         dtype = NUMPY_DTYPES[artifact.input_dtype]
@@ -227,18 +231,25 @@ class OnnxRuntimeBackend(base.Backend):
         compute_ms: list[float] = []
         images = sum(len(prep_file.images) for prep_file in selected)
         progress = Progress(f"ONNX Runtime inference (batch {artifact.batch_size})", images, "images")
-        with aisbench_format.staged_outputs(output_dir) as staging:
+        with aisbench_format.staged_outputs(output_dir, manifest_identity(manifest)) as staging:
             staging.mkdir(parents=True)
-            for sample_id, prep_file in enumerate(selected):
-                in_path = prep_dir / prep_file.name
-                batch = np.memmap(in_path, dtype=dtype, mode="r", shape=tuple(artifact.input_shape))
+            per_batch = artifact.batch_size // manifest.batch_size  # 1, or batch_size per-image files
+            for start in range(0, len(selected), per_batch):
+                group = selected[start : start + per_batch]
+                batch = _read_batch(prep_dir, group, per_batch, dtype, artifact.input_shape)
                 started = time.perf_counter()
                 (logits,) = session.run([output_name], {input_name: batch})
                 compute_ms.append((time.perf_counter() - started) * 1000.0)
-                name = aisbench_format.output_name(prep_file.name, 0, "bin")
-                np.ascontiguousarray(logits, dtype=np.float32).tofile(staging / name)
-                filesinfo[sample_id] = {"infiles": [str(in_path)], "outfiles": [str(output_dir / name)]}
-                progress.update(len(prep_file.images))
+                # As ais_bench: each input file gets its rows back under its own name; padded slots are not saved.
+                rows = np.ascontiguousarray(logits, dtype=np.float32).reshape(per_batch, -1, logits.shape[-1])
+                for slot, prep_file in enumerate(group):
+                    name = aisbench_format.output_name(prep_file.name, 0, "bin")
+                    rows[slot].tofile(staging / name)
+                    filesinfo[start + slot] = {
+                        "infiles": [str(prep_dir / prep_file.name)],
+                        "outfiles": [str(output_dir / name)],
+                    }
+                    progress.update(len(prep_file.images))
             progress.close()
             aisbench_format.write_summary(staging, filesinfo, compute_ms, artifact.batch_size, args)
         summary = aisbench_format.summary_path(output_dir)
@@ -329,40 +340,71 @@ def fix_batch(model, batch_size: int, onnx_path: Path) -> tuple[str, str]:
     return graph_input.name, graph_output.name
 
 
-def prepend_uint8_normalisation(model, input_name: str) -> None:
-    """Replace the float32 NCHW input with a uint8 NHWC one and normalise in-graph, as Ascend static AIPP does:
-    (pixel − 255·mean) × 1/(255·std). The input keeps its name so callers feed ``image`` either way."""
+def prepend_aipp(model, input_name: str, aipp: Aipp) -> None:
+    """Replace the float32 NCHW input with a uint8 NHWC one of the AIPP source size and do in-graph what Ascend
+    static AIPP does: the crop window at (load_start_pos_h, load_start_pos_w) when it crops, then
+    (pixel − min_chn) × var_reci per channel. The input keeps its name so callers feed it either way."""
     import onnx
     from onnx import TensorProto, helper
 
     graph = model.graph
     graph_input = next(i for i in graph.input if i.name == input_name)
     n, c, h, w = (d.dim_value for d in graph_input.type.tensor_type.shape.dim)
+    if aipp.output_size != h or h != w:
+        raise BackendError(
+            f"the model takes {h}x{w} but the card's AIPP gives {aipp.output_size}x{aipp.output_size}; fix the card's "
+            "aipp (src_size/crop_size) or re-export the model"
+        )
     inner = input_name + NORMALISED_SUFFIX
     for node in graph.node:
         node.input[:] = [inner if name == input_name else name for name in node.input]
 
-    mean_255 = np.asarray([255.0 * m for m in INPUT.mean], dtype=np.float32).reshape(1, c, 1, 1)
-    var_reci = np.asarray([1.0 / (255.0 * s) for s in INPUT.std], dtype=np.float32).reshape(1, c, 1, 1)
-    graph.initializer.extend(
-        [
-            onnx.numpy_helper.from_array(mean_255, inner + "_min_chn"),
-            onnx.numpy_helper.from_array(var_reci, inner + "_var_reci_chn"),
+    min_chn = np.asarray(aipp.min_chn, dtype=np.float32).reshape(1, c, 1, 1)
+    var_reci = np.asarray(aipp.var_reci, dtype=np.float32).reshape(1, c, 1, 1)
+    initializers = [
+        onnx.numpy_helper.from_array(min_chn, inner + "_min_chn"),
+        onnx.numpy_helper.from_array(var_reci, inner + "_var_reci_chn"),
+    ]
+    prologue = [helper.make_node("Cast", [input_name], [inner + "_f32"], to=TensorProto.FLOAT)]
+    pixels = inner + "_f32"
+    if aipp.crop and aipp.crop_size is not None:
+        (top, left), size = aipp.crop_start, aipp.crop_size
+        window = {"starts": [top, left], "ends": [top + size, left + size], "axes": [1, 2]}
+        initializers += [
+            onnx.numpy_helper.from_array(np.asarray(value, dtype=np.int64), f"{inner}_crop_{key}")
+            for key, value in window.items()
         ]
-    )
-    prologue = [
-        helper.make_node("Cast", [input_name], [inner + "_f32"], to=TensorProto.FLOAT),
-        helper.make_node("Transpose", [inner + "_f32"], [inner + "_nchw"], perm=[0, 3, 1, 2]),
+        crop_inputs = [pixels, *(f"{inner}_crop_{key}" for key in window)]
+        prologue.append(helper.make_node("Slice", crop_inputs, [inner + "_crop"]))
+        pixels = inner + "_crop"
+    prologue += [
+        helper.make_node("Transpose", [pixels], [inner + "_nchw"], perm=[0, 3, 1, 2]),
         helper.make_node("Sub", [inner + "_nchw", inner + "_min_chn"], [inner + "_centred"]),
         helper.make_node("Mul", [inner + "_centred", inner + "_var_reci_chn"], [inner]),
     ]
+    graph.initializer.extend(initializers)
     nodes = prologue + list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes)
-    new_input = helper.make_tensor_value_info(input_name, TensorProto.UINT8, [n, h, w, c])
+    new_input = helper.make_tensor_value_info(input_name, TensorProto.UINT8, [n, aipp.src_size, aipp.src_size, c])
     index = list(graph.input).index(graph_input)
     graph.input.remove(graph_input)
     graph.input.insert(index, new_input)
+
+
+def _read_batch(
+    prep_dir: Path, group: list[PrepFile], per_batch: int, dtype: type, input_shape: list[int]
+) -> np.ndarray:
+    """One model batch from prep files: a whole batch file, or ``per_batch`` per-image files in order, the last
+    batch padded by repeating its first file (as ais_bench pads; those slots' outputs are dropped)."""
+    if per_batch == 1:
+        return np.memmap(prep_dir / group[0].name, dtype=dtype, mode="r", shape=tuple(input_shape))
+    batch: np.ndarray = np.empty(input_shape, dtype=dtype)
+    per_file = batch.reshape(per_batch, -1)
+    for slot in range(per_batch):
+        source = group[slot] if slot < len(group) else group[0]
+        per_file[slot] = np.fromfile(prep_dir / source.name, dtype=dtype)
+    return batch
 
 
 def random_batch(input_dtype: str, input_shape: list[int], seed: int = 0) -> np.ndarray:

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from convmixer_tasks.errors import MetricsError
+from convmixer_tasks.errors import MetricsError, MetricsTableMissing
 from convmixer_tasks.metrics.schema import TABLE_NAME, VERSION_TABLE
 from convmixer_tasks.metrics.url import AIRFLOW_CONNECTION_ID, ENV_VAR, mask_url, normalize_url
 
@@ -124,7 +124,7 @@ def _db_errors(url: str, action: str) -> Iterator[None]:
         ) from exc
     except sa_exc.DBAPIError as exc:
         if getattr(exc.orig, "pgcode", None) == "42P01" or "no such table" in str(exc.orig):
-            raise MetricsError(
+            raise MetricsTableMissing(
                 f"metrics table {TABLE_NAME} is missing in {mask_url(url)}; create it with "
                 f"`convmixer-tasks metrics-upgrade --url <url>` (or metrics.upgrade(url))"
             ) from exc
@@ -174,8 +174,28 @@ def upgrade(url: str, revision: str = "head") -> str | None:
                 connection.execute(select(func.pg_advisory_xact_lock(_UPGRADE_LOCK_KEY)))
             config = alembic_config(url)
             config.attributes["connection"] = connection
+            _refuse_unknown_revision(url, config, connection)
             command.upgrade(config, revision)
             return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def _refuse_unknown_revision(url: str, config, connection) -> None:
+    """A database stamped with a revision none of our migrations has was written by a newer convmixer-tasks: say
+    so instead of Alembic's "Can't locate revision" traceback."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    current = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+    if current is None:
+        return
+    scripts = ScriptDirectory.from_config(config)
+    if current not in {script.revision for script in scripts.walk_revisions()}:
+        raise MetricsError(
+            f"metrics database {mask_url(url)} is at schema revision {current!r}, which this convmixer-tasks does not "
+            f"know (its newest is {scripts.get_current_head()!r}): it was written by a newer convmixer-tasks; "
+            "upgrade the package here (pip install -U convmixer-tasks, or the newer image), or point --url at "
+            "another database"
+        )
 
 
 def _make_sqlite_folder(engine: Engine) -> None:

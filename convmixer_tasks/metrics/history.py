@@ -63,7 +63,12 @@ def throughput_history(url: str, row: dict[str, Any], n: int) -> History:
         start = next((index for index, run in enumerate(same) if run.rebaselined_at is not None), None)
         if start is not None:
             same = same[: start + 1]
-        figures = [value for run in same if run.status == STATUS_OK and (value := figure(run)) is not None][:n]
+        # An accepted run is its baseline's first figure even when an accuracy rule keeps it regressed (rebaseline).
+        figures = [
+            value
+            for run in same
+            if (run.status == STATUS_OK or run.rebaselined_at is not None) and (value := figure(run)) is not None
+        ][:n]
         other = sum(1 for run in runs if run.fingerprint_key != key and run.status == STATUS_OK)
         previous = next((run for run in same if run.status != STATUS_INCONCLUSIVE), None)
         last = runs[0] if runs else None

@@ -83,3 +83,20 @@ def missing_sqlite_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
         return None
     return None if Path(database).exists() else Path(database)
+
+
+def require_existing_database(url: str, env: Mapping[str, str] = os.environ) -> None:
+    """Refuse a SQLite URL whose file does not exist: every command but ``metrics-upgrade`` and a recording run reads
+    or updates an existing database, and opening a missing file would create an empty one at a mistyped path."""
+    missing = missing_sqlite_file(url)
+    if missing is None:
+        return
+    home = env.get("AIRFLOW_HOME")
+    default = f"$AIRFLOW_HOME/{DEFAULT_DB_FILENAME}, " + (
+        f"AIRFLOW_HOME={home}" if home else "AIRFLOW_HOME unset, so ~/airflow"
+    )
+    raise ConfigError(
+        f"no metrics database at {missing}: the file does not exist (no run was recorded there, or the path is "
+        f"mistyped); check the path (--url, else ${ENV_VAR}, else {default}: `source .venv/bin/activate` sets the "
+        "demo's) or record a run first"
+    )

@@ -28,7 +28,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from convmixer_tasks import metrics as store
-from convmixer_tasks.cli_output import rows_to_csv
+from convmixer_tasks.cli_output import csv_columns, rows_to_csv
 from convmixer_tasks.errors import ConfigError, ConvMixerError
 
 from . import digest_api, history, run_view
@@ -47,8 +47,8 @@ STATIC_FILES = {
     for path in STATIC_DIR.rglob("*")
     if path.is_file() and path.suffix in {".js", ".css", ".md"}
 }
-# The documented row columns, in the order the CSV gives them: the metrics row's fields.
-CSV_COLUMNS = store.MetricsRow.field_names()
+# The documented row columns, in the order the CSV gives them: the row id, then the metrics row's fields.
+CSV_COLUMNS = csv_columns()
 # The page loads only its own files and talks only to this server; Chart.js sets canvas sizes through the CSSOM,
 # which style-src does not govern.
 PAGE_HEADERS = {
@@ -146,7 +146,7 @@ def _call_store(db_url: Callable[[], str], query: Callable[[str], Any], empty: A
 # What the charts read of each matching row: identity, when it ran, the charted metrics and the verdict.
 SERIES_COLUMNS = (
     "id", "run_id", "dag_id", "model_variant", "backend", "device", "precision_mode", "batch_size", "ran_at", "top1",
-    "throughput", "baseline_top1", "baseline_throughput", "status", "gate_reasons",
+    "throughput", "baseline_top1", "baseline_throughput", "status", "gate_reasons", "throughput_check",
 )  # fmt: skip
 # What environment changes are found from: one row per run of a model on a backend, newest first.
 ENVIRONMENT_COLUMNS = ("ran_at", "run_id", "model_variant", "backend", *history.ENV_FIELDS)
@@ -393,7 +393,7 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
     def accept_baseline(row_id: RowIdPath, body: AcceptBody, user: Annotated[Any, Depends(_csrf_checked)]):
         """Make this run its fingerprint's new throughput baseline (``metrics.rebaseline``), recorded with the
         signed-in user's name, now, and the reason given."""
-        from convmixer_tasks.metrics.rebaseline import rebaseline
+        from convmixer_tasks.metrics.rebaseline import NotAcceptable, rebaseline
 
         row = _call_store(db_url, lambda url: store.get_row(url, row_id), empty=None)
         if row is None:
@@ -401,10 +401,16 @@ def create_app(db_url: Callable[[], str] = metrics_db_url) -> FastAPI:
         refused = _may_edit_dag(user, row.get("dag_id"))
         if refused:
             raise HTTPException(status.HTTP_403_FORBIDDEN, refused)
-        why_not = run_view.accept_offer(row, []).get("why_not")
-        if why_not:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"row {row_id} cannot be accepted: {why_not}")
-        updated = _call_store(db_url, lambda url: rebaseline(url, row_id, body.reason, user.get_name()), empty=None)
+
+        def accept(url: str) -> dict[str, Any] | NotAcceptable:
+            try:  # the library's rule decides what may be accepted and what accepting means
+                return rebaseline(url, row_id, body.reason, user.get_name())
+            except NotAcceptable as exc:
+                return exc
+
+        updated = _call_store(db_url, accept, empty=None)
+        if isinstance(updated, NotAcceptable):
+            raise HTTPException(status.HTTP_409_CONFLICT, str(updated))
         log.info("ConvMixer metrics: %s accepted row %s as baseline: %s", user.get_name(), row_id, body.reason)
         accepted = {"row": run_view.summary(updated), "accepted": run_view.accept_offer(updated, [])["accepted"]}
         return JSONResponse(jsonable_encoder(accepted), headers=DATA_HEADERS)

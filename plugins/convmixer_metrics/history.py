@@ -10,13 +10,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from convmixer_tasks import metrics
+from convmixer_tasks.metrics.rules import RULE_THROUGHPUT, RULE_TOP1, fired_rules, line_outcome
+from convmixer_tasks.status import STATUS_OK
 
 # The fields that describe where a run ran, with the label the page shows. A change in any of them between two
 # consecutive runs of one model on one backend is marked on the charts and in the table. One line per field.
 ENV_FIELDS = {"device": "device", "toolkit_version": "toolkit"}
-# The gated metrics; the gate writes one reason per metric, starting "<metric> regressed" when its rule fired.
-GATED_METRICS = ("top1", "throughput")
-STATUS_REGRESSED = "regressed"
+# The charted metrics, named as the gate's rules for them are (metrics.rules).
+GATED_METRICS = (RULE_TOP1, RULE_THROUGHPUT)
 
 
 def ran_at(row: Mapping[str, Any]) -> str | None:
@@ -25,19 +26,21 @@ def ran_at(row: Mapping[str, Any]) -> str | None:
 
 
 def regressed_on(row: Mapping[str, Any]) -> list[str]:
-    """The metrics whose gate rule fired for this row; [] unless it is ``regressed``.
+    """The charted metrics whose gate rule fired for this row (``metrics.rules.fired_rules``); [] unless it is
+    ``regressed``. A row that regressed on fidelity alone is marked on neither chart."""
+    fired = fired_rules(row)
+    return [metric for metric in GATED_METRICS if metric in fired]
 
-    Reasons written before the gate used the "<metric> regressed" wording name the metric somewhere; a regressed
-    row whose reasons name none is marked on every gated metric rather than on none.
-    """
-    if row.get("status") != STATUS_REGRESSED:
-        return []
-    reasons = [str(reason) for reason in row.get("gate_reasons") or []]
-    fired = [m for m in GATED_METRICS if any(reason.startswith(f"{m} regressed") for reason in reasons)]
-    if fired:
+
+def deciding(row: Mapping[str, Any]) -> list[str]:
+    """The reason lines that decided the row's status, for the table and the tooltip: the rules that fired, or
+    (none fired: an inconclusive, failed or ok row) the notes that say why, never the rules that held. An operator's
+    acceptance is shown apart (its own columns), so its line is left out."""
+    lines = [str(line) for line in row.get("gate_reasons") or [] if not str(line).startswith("rebaselined by ")]
+    fired = [line for line in lines if line_outcome(line) == "fired"]
+    if fired or row.get("status") == STATUS_OK:
         return fired
-    named = [m for m in GATED_METRICS if any(m in reason for reason in reasons)]
-    return named or list(GATED_METRICS)
+    return [line for line in lines if line_outcome(line) == "note"]
 
 
 def _lineage(row: Mapping[str, Any]) -> tuple:
@@ -93,6 +96,7 @@ def annotate_all(rows: Iterable[Mapping[str, Any]], changes: list[dict[str, Any]
             **row,
             "ran_at": ran_at(row),
             "regressed_on": regressed_on(row),
+            "deciding": deciding(row),
             "env_changed": changed.get(_change_key(row), {}),
         }
         for row in rows
@@ -117,6 +121,7 @@ POINT_FIELDS = (
     "baseline_throughput",
     "gate_reasons",
     "regressed_on",
+    "deciding",
 )
 
 

@@ -6,14 +6,14 @@ Every function returns JSON-ready dicts; nothing here writes.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convmixer_tasks import fingerprint as fp
 from convmixer_tasks import metrics as store
 from convmixer_tasks.errors import ConfigError, EvalError
-from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
+from convmixer_tasks.metrics.rebaseline import acceptance
+from convmixer_tasks.metrics.rules import line_outcome
 
 from . import history
 
@@ -35,21 +35,19 @@ AIRFLOW_TASKS = {
     "evaluate": "evaluate (per batch size)",
 }
 MAPPED_TASKS = ("benchmark", "evaluate")
-# Rows a rebaseline can start from (``rebaseline.rebaseline`` refuses the others).
-ACCEPTABLE_STATUSES = (store.STATUS_OK, store.STATUS_REGRESSED, STATUS_INCONCLUSIVE)
-# A reason line that reports a rule that held ("top1 ok: …", "fidelity ok: …", "top1 flips ok vs …").
-_PASSED = re.compile(r"^[\w-]+( [\w-]+)? ok\b")
-_FIRED = re.compile(r"^[\w-]+ regressed\b|^OM diverges\b")
-# Metrics compared side by side: (field, label, unit, higher is better).
+# Metrics compared side by side: (field, label, unit, higher is better, scale: a fraction is shown in percent).
 COMPARED_METRICS = (
-    ("top1", "Top-1", "%", True),
-    ("top5", "Top-5", "%", True),
-    ("throughput", "Throughput", "img/s", True),
-    ("latency_p50_ms", "p50 latency", "ms", False),
-    ("latency_p99_ms", "p99 latency", "ms", False),
-    ("latency_cv", "Per-loop CV", "", False),
-    ("energy_j_per_image", "Energy", "J/image", False),
-    ("throughput_per_watt", "Throughput per watt", "img/s/W", True),
+    ("top1", "Top-1", "%", True, 1),
+    ("top5", "Top-5", "%", True, 1),
+    ("throughput", "Throughput (ais_bench: mean per loop)", "img/s", True, 1),
+    ("throughput_robust", "Throughput (robust: median per loop)", "img/s", True, 1),
+    ("e2e_throughput", "End-to-end throughput", "img/s", True, 1),
+    ("latency_p50_ms", "p50 latency", "ms", False, 1),
+    ("latency_p99_ms", "p99 latency", "ms", False, 1),
+    ("latency_cv", "Per-loop CV (standard deviation / mean)", "%", False, 100),
+    ("latency_robust_cv", "Per-loop CV (robust: 1.4826 × MAD / median)", "%", False, 100),
+    ("energy_j_per_image", "Energy", "J/image", False, 1),
+    ("throughput_per_watt", "Throughput per watt", "img/s/W", True, 1),
 )
 
 
@@ -62,12 +60,11 @@ def summary(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def reasons(row: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Each gate reason with its outcome: ``fired`` (this rule made the row regress), ``passed`` or ``note``."""
-    lines = []
-    for text in row.get("gate_reasons") or []:
-        outcome = "fired" if _FIRED.search(text) else "passed" if _PASSED.search(text) else "note"
-        lines.append({"text": str(text), "outcome": outcome})
-    return lines
+    """Each gate reason with its outcome (``rules.line_outcome``: ``fired``, ``held`` or ``note``), the deciding
+    lines first: the rules that fired, then the notes (why a row is inconclusive), then the rules that held."""
+    order = {"fired": 0, "note": 1, "held": 2}
+    lines = [{"text": str(text), "outcome": line_outcome(str(text))} for text in row.get("gate_reasons") or []]
+    return sorted(lines, key=lambda line: order[line["outcome"]])
 
 
 def _samples(row: Mapping[str, Any]) -> list[float] | None:
@@ -155,15 +152,17 @@ def _acceptance(row: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def accept_offer(row: Mapping[str, Any], changed_since_previous: Sequence[str]) -> dict[str, Any]:
-    """Whether the page offers "accept as baseline" for this row (a regressed run, or a run whose fingerprint
-    differs from the series' previous run), and if it cannot be accepted, why not."""
-    offered = row.get("status") == store.STATUS_REGRESSED or bool(changed_since_previous)
-    why_not = None
-    if row.get("rebaselined_at"):
-        why_not = "already accepted as the baseline"
-    elif row.get("status") not in ACCEPTABLE_STATUSES or row.get("throughput") is None:
-        why_not = f"a {row.get('status')} run without a throughput figure cannot be a baseline"
-    return {"offered": offered, "why_not": why_not, "accepted": _acceptance(row)}
+    """Whether the page offers "accept as baseline" for this row, whether it can be accepted and what accepting
+    does: ``metrics.rebaseline.acceptance``, the rule the API and the CLI apply too."""
+    rule = acceptance(row, changed_since_previous)
+    return {
+        "offered": rule.offered,
+        "why_not": rule.why_not,
+        "status_after": rule.status_after,
+        "kept": list(rule.kept),
+        "effect": rule.effect,
+        "accepted": _acceptance(row),
+    }
 
 
 def run_detail(url: str, row_id: int) -> dict[str, Any] | None:
@@ -200,8 +199,10 @@ def run_detail(url: str, row_id: int) -> dict[str, Any] | None:
     }
 
 
-def _delta(field: str, label: str, unit: str, better_up: bool, a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:
-    first, second = a.get(field), b.get(field)
+def _delta(
+    field: str, label: str, unit: str, better_up: bool, scale: float, a: Mapping[str, Any], b: Mapping[str, Any]
+) -> dict:
+    first, second = (None if side.get(field) is None else side[field] * scale for side in (a, b))
     entry: dict[str, Any] = {"field": field, "label": label, "unit": unit, "a": first, "b": second}
     if isinstance(first, (int, float)) and isinstance(second, (int, float)):
         entry["delta"] = second - first

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -319,7 +320,10 @@ def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_p
     proc = subprocess.run([str(REPO / "scripts" / "run_demo_dag.sh"), conf], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "task_id=regression_gate" in proc.stdout and "successful" in proc.stdout
+    # Each task once, in the order they ended (issue 22: raw, interleaved log lines before), then the outcome.
+    ended = [ln.split()[0] for ln in proc.stdout.splitlines() if ln.startswith("  ") and ln.split()[1:2] == ["done"]]
+    assert ended[0] == "check_inputs" and ended[-1] == "regression_gate" and len(ended) == len(set(ended))
+    assert re.search(r"DAG run manual__\S+: succeeded", proc.stdout) and "[DAG TEST]" not in proc.stdout
     # The script ends with the compact metrics table (human; scripts that need figures ask for --output json).
     lines = proc.stdout.splitlines()
     header = ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"]

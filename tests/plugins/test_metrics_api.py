@@ -35,6 +35,7 @@ from tests.plugins import (  # noqa: E402
     NEW_NPU,
     NPU,
     REGRESSED_ASCEND_RUN,
+    THROUGHPUT_REGRESSED_RUN,
     demo_rows,
     seed_with_evidence,
 )
@@ -388,11 +389,24 @@ def test_csv_download_has_every_filtered_row(api):
     table = list(csv.reader(io.StringIO(response.text)))
     assert tuple(table[0]) == plugin_app.CSV_COLUMNS
     expected = api.get("/api/runs", params={"backend": "onnxruntime", "limit": 50}).json()["rows"]
-    assert [line[0] for line in table[1:]] == [row["run_id"] for row in expected]
+    assert table[0][:2] == ["id", "run_id"]  # the id links back to the run page (run?id=)
+    assert [(int(line[0]), line[1]) for line in table[1:]] == [(row["id"], row["run_id"]) for row in expected]
     assert len(table) - 1 == len(expected) == DAYS * len(BATCH_SIZES)
     regressed = [dict(zip(table[0], line, strict=True)) for line in table[1:]
                  if line[table[0].index("status")] == "regressed"]
     assert len(regressed) == 1 and "throughput regressed" in regressed[0]["gate_reasons"]
+
+
+def test_csv_structured_cells_are_json(accept_url, token):
+    """energy, fingerprint and evidence come out as JSON a program can read back, not Python reprs."""
+    import json
+
+    table = list(csv.reader(io.StringIO(client_for(accept_url, token).get("/api/runs.csv").text)))
+    rows = [dict(zip(table[0], line, strict=True)) for line in table[1:]]
+    regressed = next(row for row in rows if row["run_id"] == REGRESSED_ASCEND_RUN)
+    assert json.loads(regressed["fingerprint"])["toolkit_version"] == "CANN 8.0.RC2"
+    assert json.loads(regressed["evidence"])["fidelity"]["breaches"][0].startswith("OM diverges from ONNX")
+    assert "'" not in regressed["fingerprint"] and "None" not in regressed["evidence"]
 
 
 def test_csv_cells_cannot_become_spreadsheet_formulas(tmp_path, token):
@@ -416,7 +430,7 @@ def test_empty_database_answers_empty(tmp_path, token):
     assert api.get("/api/runs").json()["total"] == 0
     assert api.get("/api/series").json()["series"] == []
     assert api.get("/api/filters").json()["batch_sizes"] == []
-    assert api.get("/api/runs.csv").text.strip().split(",")[0] == "run_id"
+    assert api.get("/api/runs.csv").text.strip().split(",")[:2] == ["id", "run_id"]
 
 
 def test_database_not_created_yet_is_empty_and_stays_uncreated(tmp_path, token):
@@ -508,6 +522,23 @@ def test_regressed_metric_is_read_from_the_gates_own_reasons(top1, throughput, f
     assert history.regressed_on({**row, "status": "ok"}) == []
 
 
+def test_a_fidelity_regression_is_marked_on_neither_chart():
+    """The rule that fired decides the marker, not a word in a line: "top1 ok …" and "throughput inconclusive …"
+    mention the metrics without their rules firing."""
+    from convmixer_metrics import history
+
+    reasons = ["top1 ok: 81.300 >= 80.870 (baseline 81.370 - tolerance 0.5)",
+               "throughput inconclusive: per-loop CV 234.8% > 10% after 3 measurements",
+               "OM diverges from ONNX: min cosine 0.9812 < 0.999 (the artifact is not numerically the model)"]
+    row = {"status": "regressed", "gate_reasons": reasons, "throughput_check": "noisy"}
+    assert history.regressed_on(row) == []
+    from convmixer_tasks.metrics.rules import fired_rules
+
+    assert fired_rules(row) == ("fidelity",)
+    # The throughput rule's own record wins over its wording.
+    assert history.regressed_on({**row, "throughput_check": "regressed"}) == ["throughput"]
+
+
 def test_environment_fields_are_compared_per_model_and_backend_in_the_order_runs_ran():
     from convmixer_metrics import history
 
@@ -553,7 +584,10 @@ def test_run_page_explains_the_regressed_run(evidence_url, auth_manager):
     assert "samples_ms" not in body["row"]  # summarised, not sent
     outcomes = {line["outcome"] for line in body["reasons"] if line["text"].startswith(("top1 regressed", "OM "))}
     assert outcomes == {"fired"}
-    assert any(line["outcome"] == "passed" and line["text"].startswith("throughput ok") for line in body["reasons"])
+    assert any(line["outcome"] == "held" and line["text"].startswith("throughput ok") for line in body["reasons"])
+    # The deciding lines first: what fired, then notes, then the rules that held.
+    order = [line["outcome"] for line in body["reasons"]]
+    assert order == sorted(order, key=["fired", "note", "held"].index) and order[0] == "fired"
     # The run before it in its series (model, backend, device, precision, batch size) and what changed since.
     assert body["previous"]["id"] == body["baseline"]["id"] == previous and body["next"] is None
     assert body["series"]["precision_mode"] == "force_fp16"
@@ -579,6 +613,8 @@ def test_run_page_explains_the_regressed_run(evidence_url, auth_manager):
     # Offered for acceptance (regressed, new toolkit), and this admin may.
     accept = body["accept"]
     assert accept["offered"] and accept["allowed"] and accept["why_not"] is None and accept["csrf_token"]
+    # Top-1 and fidelity fired: accepting moves the throughput baseline but the row stays regressed.
+    assert accept["status_after"] == "regressed" and accept["kept"] == ["top1", "fidelity"]
 
 
 def test_run_page_says_why_energy_is_missing_or_shows_it(tmp_path, token):
@@ -693,7 +729,8 @@ def stored(url: str, row: int) -> dict:
 
 
 def test_admin_accepts_a_regressed_run_and_history_shows_who_when_why(accept_url, auth_manager):
-    regressed = row_id(accept_url, REGRESSED_ASCEND_RUN, 4, "ascend")
+    """A throughput regression accepted: the run becomes its series' baseline and its verdict ok."""
+    regressed = row_id(accept_url, THROUGHPUT_REGRESSED_RUN, 4, "onnxruntime")
     admin = client_for(accept_url, mint(auth_manager, role="admin", username="ada"))
     response = accept(admin, regressed)
     assert response.status_code == 200, response.text
@@ -701,12 +738,45 @@ def test_admin_accepts_a_regressed_run_and_history_shows_who_when_why(accept_url
     row = stored(accept_url, regressed)
     assert (row["status"], row["rebaselined_by"], row["rebaseline_reason"]) == (
         "ok", "ada", "CANN 8.0.RC2 rolled out on purpose")
+    assert "the throughput baseline starts here)" in row["gate_reasons"][-1]
     (listed,) = [r for r in admin.get("/api/runs", params={"limit": 50}).json()["rows"] if r["id"] == regressed]
     assert listed["rebaselined_by"] == "ada" and listed["rebaselined_at"] == row["rebaselined_at"]
     assert listed["rebaseline_reason"] == "CANN 8.0.RC2 rolled out on purpose"
     detail = admin.get(f"/api/runs/{regressed}").json()["accept"]
-    assert detail["accepted"]["by"] == "ada" and detail["why_not"] == "already accepted as the baseline"
-    assert accept(admin, regressed).status_code == 409  # once is enough
+    assert detail["accepted"]["by"] == "ada" and detail["why_not"] == "already accepted as the baseline by ada"
+    again = accept(admin, regressed)
+    assert again.status_code == 409 and "already accepted as the baseline by ada" in again.json()["detail"]
+
+
+def test_accepting_a_fidelity_regression_keeps_it_regressed(accept_url, auth_manager):
+    """The Ascend run regressed on top-1 and fidelity ("OM diverges from ONNX"): accepted, it is the throughput
+    baseline, but its badge stays red beside the red fidelity line, with who accepted it and why."""
+    regressed = row_id(accept_url, REGRESSED_ASCEND_RUN, 4, "ascend")
+    admin = client_for(accept_url, mint(auth_manager, role="admin", username="ada"))
+    assert accept(admin, regressed).status_code == 200
+    row = stored(accept_url, regressed)
+    assert (row["status"], row["rebaselined_by"]) == ("regressed", "ada")
+    assert row["gate_reasons"][-1].endswith("still regressed on top1, fidelity)")
+    detail = admin.get(f"/api/runs/{regressed}").json()
+    assert detail["row"]["status"] == "regressed" and detail["accept"]["accepted"]["by"] == "ada"
+    assert detail["evidence"]["fidelity"]["breaches"][0].startswith("OM diverges from ONNX")
+
+
+def test_accept_refuses_what_the_gate_did_not_judge(accept_url, auth_manager):
+    """An inconclusive row (spread too wide to judge) is not made the baseline through the API either."""
+    from convmixer_tasks import metrics
+    from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
+
+    row = stored(accept_url, row_id(accept_url, THROUGHPUT_REGRESSED_RUN, 4, "onnxruntime"))
+    metrics.update_status(accept_url, row["run_id"], 4, "onnxruntime", STATUS_INCONCLUSIVE,
+                          ["throughput inconclusive: per-loop CV 234.8% > 10% after 3 measurements"])
+    admin = client_for(accept_url, mint(auth_manager, role="admin"))
+    response = accept(admin, row["id"])
+    assert response.status_code == 409 and "it is inconclusive" in response.json()["detail"]
+    assert "rerun it on a quiet host" in response.json()["detail"]
+    assert stored(accept_url, row["id"])["status"] == STATUS_INCONCLUSIVE
+    offer = admin.get(f"/api/runs/{row['id']}").json()["accept"]
+    assert offer["why_not"].startswith("it is inconclusive") and offer["status_after"] is None
 
 
 def test_user_role_may_accept_with_a_session_cookie_and_the_pages_csrf_token(accept_url, auth_manager):
@@ -783,24 +853,34 @@ def test_accept_refuses_a_failed_run_and_bad_ids(accept_url, auth_manager):
     admin = client_for(accept_url, mint(auth_manager, role="admin"))
     failed = row_id(accept_url, "manual__2026-11-02T09:30:00+00:00", 1, "ascend")
     response = accept(admin, failed)
-    assert response.status_code == 409 and "cannot be a baseline" in response.json()["detail"]
+    assert response.status_code == 409 and "it is failed: it failed before its metrics" in response.json()["detail"]
     assert accept(admin, 999999).status_code == 404
     for bad in ("abc", "0", "1;DROP TABLE x"):
         assert admin.post(f"/api/runs/{bad}/accept", json={"reason": "why not"}).status_code in (404, 422)
 
 
-@pytest.mark.parametrize(("row", "changed", "offered", "why_not"), [
-    ({"status": "regressed", "throughput": 61.2}, [], True, None),
-    ({"status": "ok", "throughput": 900.0}, ["toolkit_version: 8.0 → 8.1"], True, None),  # a new environment
-    ({"status": "ok", "throughput": 900.0}, [], False, None),
-    ({"status": "inconclusive", "throughput": 900.0}, ["host_cpu: a → b"], True, None),
-    ({"status": "failed", "throughput": None}, ["toolkit_version: 8.0 → 8.1"], True,
-     "a failed run without a throughput figure cannot be a baseline"),
-    ({"status": "regressed", "throughput": 61.2, "rebaselined_at": "2026-11-05T00:00:00+00:00"}, [], True,
-     "already accepted as the baseline"),
+REGRESSED_ON_TOP1 = ["top1 regressed: 80.410 < 80.870 (baseline 81.370 - tolerance 0.5)"]
+REGRESSED_ON_THROUGHPUT = ["throughput regressed: 61.20 < 84.60 (median of the last 3 ok runs 94.00 - 10%)"]
+
+
+@pytest.mark.parametrize(("row", "changed", "offered", "why_not", "after"), [
+    ({"status": "regressed", "throughput": 61.2, "gate_reasons": REGRESSED_ON_THROUGHPUT}, [], True, None, "ok"),
+    ({"status": "regressed", "throughput": 61.2, "gate_reasons": REGRESSED_ON_TOP1}, [], True, None, "regressed"),
+    ({"status": "regressed", "throughput": 61.2, "throughput_check": "ok",
+      "evidence": {"fidelity": {"breaches": ["OM diverges from ONNX: min cosine 0.98 < 0.999"]}}}, [], True, None,
+     "regressed"),
+    ({"status": "ok", "throughput": 900.0}, ["toolkit_version: 8.0 → 8.1"], True, None, "ok"),  # a new environment
+    ({"status": "ok", "throughput": 900.0}, [], False, "it is ok and its environment matches", None),
+    ({"status": "inconclusive", "throughput": 900.0}, ["host_cpu: a → b"], True, "it is inconclusive: ", None),
+    ({"status": "pending", "throughput": 900.0}, ["host_cpu: a → b"], True, "it is pending: it is not gated", None),
+    ({"status": "failed", "throughput": None}, ["toolkit_version: 8.0 → 8.1"], True, "it is failed: ", None),
+    ({"status": "regressed", "throughput": 61.2, "rebaselined_at": "2026-11-05T00:00:00+00:00",
+      "rebaselined_by": "ada"}, [], True, "already accepted as the baseline by ada", None),
 ])
-def test_accept_is_offered_on_regressed_or_changed_runs_that_can_be_a_baseline(row, changed, offered, why_not):
+def test_accept_is_offered_on_regressed_or_changed_runs_that_can_be_a_baseline(row, changed, offered, why_not,
+                                                                                after):
     from convmixer_metrics import run_view
 
     offer = run_view.accept_offer(row, changed)
-    assert (offer["offered"], offer["why_not"]) == (offered, why_not)
+    assert offer["offered"] == offered and offer["status_after"] == after
+    assert (offer["why_not"] or "").startswith(why_not or "") and (offer["why_not"] is None) == (why_not is None)

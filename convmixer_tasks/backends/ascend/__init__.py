@@ -10,11 +10,11 @@ from convmixer_tasks.backends.ascend.aisbench import (
     PERF_DIRNAME,
     ais_bench_error_lines,
     ais_bench_input_files,
+    exit_0_failure,
     link_shard_folder,
     perf_from_stdout,
     perf_from_summary,
     prepare_output_parent,
-    printed_errors,
     tighten_input_files,
 )
 from convmixer_tasks.backends.ascend.atc import (
@@ -88,6 +88,7 @@ __all__ = [
     "ais_bench_input_files",
     "atc_argv",
     "check_atc_run",
+    "exit_0_failure",
     "kill_process_group",
     "link_shard_folder",
     "npu_smi_values",
@@ -102,7 +103,6 @@ __all__ = [
     "plog_location",
     "plog_root",
     "prepare_output_parent",
-    "printed_errors",
     "read_onnx_input",
     "read_streaming",
     "soc_from_chips",

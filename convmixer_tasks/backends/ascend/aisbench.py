@@ -64,10 +64,16 @@ def ais_bench_error_lines(output: str) -> list[str]:
     return picked
 
 
-def printed_errors(run: ToolRun) -> str:
-    """``; ais_bench printed: …`` with its [ERROR] lines, for failures it reports only in its output (exit 0)."""
+def exit_0_failure(run: ToolRun, problem: str, fix: str) -> str:
+    """The message for a failure ais_bench reports only in its output (exit 0): its own [ERROR] lines first, with
+    what to do about them, then what we found missing; without such lines, ours and ``fix``."""
     errors = ais_bench_error_lines(run.output)
-    return f"; ais_bench printed: {'; '.join(errors)}" if errors else "; ais_bench printed no [ERROR] line"
+    if errors:
+        return (
+            f"ais_bench printed: {'; '.join(errors)} (and exited 0); fix what it reports (`npu-smi info` shows the "
+            f"device's state) and re-run — {problem}"
+        )
+    return f"{problem}; ais_bench printed no [ERROR] line; {fix}"
 
 
 def ais_bench_input_files(folder: Path) -> list[str]:
@@ -200,8 +206,11 @@ def settle_summary(output_dir: Path, run: ToolRun) -> Path:
         os.replace(old, target)
     if not target.is_file():
         raise BackendError(
-            f"ais_bench exited 0 but wrote no summary at {target} (nor {old}){printed_errors(run)}; "
-            "check that it ran with --output"
+            exit_0_failure(
+                run,
+                f"ais_bench exited 0 but wrote no summary at {target} (nor {old})",
+                "check that it ran with --output",
+            )
         )
     return target
 
@@ -210,10 +219,11 @@ def check_outputs(output_dir: Path, names: Sequence[str], run: ToolRun) -> None:
     expected = [output_name(name) for name in names]
     missing = [name for name in expected if not (output_dir / name).is_file()]
     if missing:
-        raise BackendError(
+        problem = (
             f"ais_bench exited 0 but {len(missing)} of {len(expected)} outputs are missing in "
-            f"{output_dir} (e.g. {', '.join(missing[:3])}){printed_errors(run)}"
+            f"{output_dir} (e.g. {', '.join(missing[:3])})"
         )
+        raise BackendError(exit_0_failure(run, problem, "re-run inference"))
     sizes = {(output_dir / name).stat().st_size for name in expected}
     if len(sizes) != 1 or 0 in sizes:
         raise BackendError(f"ais_bench outputs in {output_dir} have unequal or zero sizes {sorted(sizes)}")

@@ -1,4 +1,5 @@
-"""ATC: its command line (and the AIPP config for uint8 input), and its run judged the way ATC reports success."""
+"""ATC: its command line and the AIPP config for uint8 input (both from the model card), and its run judged the way
+ATC reports success."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from convmixer_tasks.backends import base
 from convmixer_tasks.backends.ascend.tools import ToolRun
 from convmixer_tasks.backends.cann_env import SET_ENV_SETTING
 from convmixer_tasks.errors import CompileError, ConfigError
+from convmixer_tasks.models.card import Aipp, ModelCard
+from convmixer_tasks.models.registry import default_card
 from convmixer_tasks.onnxgraph import graph_inputs
 from convmixer_tasks.prepfolder import input_shape
-from convmixer_tasks.variants import INPUT
 
 ATC_SUCCESS_LINE = "ATC run success, welcome to the next use."
 ATC_CODE_RE = re.compile(r"^[EW][0-9A-Z]\d{4}:.*$", re.MULTILINE)
@@ -49,26 +51,40 @@ def read_onnx_input(onnx_path: str | os.PathLike) -> tuple[str, int]:
     return graph_input.name, len(graph_input.type.tensor_type.shape.dim)
 
 
-def aipp_config(size: int = INPUT.crop) -> str:
-    """Static AIPP: uint8 RGB in, ``(x - 255·mean) · 1/(255·std)`` per channel on the NPU, i.e. the float transform."""
+def aipp_config(aipp: Aipp | None = None) -> str:
+    """Static AIPP: uint8 RGB of ``src_size`` in, the optional crop, then ``(x - min_chn) · var_reci`` per channel on
+    the NPU (``min_chn = 255·mean``, ``var_reci = 1/(255·std)``: the float transform). Default: the default model's."""
+    aipp = aipp or default_card().uint8_aipp()
 
     lines = [
         "aipp_op {",
         "  aipp_mode: static",
         "  related_input_rank: 0",
-        "  input_format: RGB888_U8",
-        f"  src_image_size_w: {size}",
-        f"  src_image_size_h: {size}",
-        "  csc_switch: false",
+        f"  input_format: {aipp.input_format}",
+        f"  src_image_size_w: {aipp.src_size}",
+        f"  src_image_size_h: {aipp.src_size}",
     ]
-    lines += [f"  min_chn_{c}: {255.0 * m:.16g}" for c, m in enumerate(INPUT.mean)]
-    lines += [f"  var_reci_chn_{c}: {1.0 / (255.0 * s):.16g}" for c, s in enumerate(INPUT.std)]
+    if aipp.crop and aipp.crop_size is not None:
+        start_h, start_w = aipp.crop_start
+        lines += [
+            "  crop: true",
+            f"  load_start_pos_h: {start_h}",
+            f"  load_start_pos_w: {start_w}",
+            f"  crop_size_w: {aipp.crop_size}",
+            f"  crop_size_h: {aipp.crop_size}",
+        ]
+    lines.append("  csc_switch: false")
+    lines += [f"  min_chn_{c}: {value:.16g}" for c, value in enumerate(aipp.min_chn)]
+    lines += [f"  var_reci_chn_{c}: {value:.16g}" for c, value in enumerate(aipp.var_reci)]
     return "\n".join([*lines, "}"]) + "\n"
 
 
-def om_input_shape(batch_size: int, input_dtype: str) -> list[int]:
-    """The OM's input: NCHW float32, or (with AIPP) NHWC uint8."""
-    return input_shape(batch_size, input_dtype)
+def om_input_shape(batch_size: int, input_dtype: str, card: ModelCard | None = None) -> list[int]:
+    """The OM's input: NCHW float32 at the model's size, or (with AIPP) NHWC uint8 at the AIPP source size."""
+    card = card or default_card()
+    if input_dtype == "uint8":
+        return input_shape(batch_size, input_dtype, card.uint8_aipp().src_size)
+    return input_shape(batch_size, input_dtype, card.input_size)
 
 
 def atc_argv(
@@ -82,16 +98,21 @@ def atc_argv(
     log_level: str = "error",
     aipp_cfg: str | os.PathLike | None = None,
 ) -> list[str]:
-    """ATC's command line; ``output_base`` has no ``.om`` (ATC appends it)."""
+    """ATC's command line; ``output_base`` has no ``.om`` (ATC appends it). The shape is the tensor the model takes,
+    after AIPP (224/299), never the uint8 file's size; the card adds its guide's extras."""
+    card = options.card()
+    size = card.input_size
     argv = [
         atc,
         "--framework=5",
         f"--model={onnx_path}",
         f"--output={output_base}",
         "--input_format=NCHW",
-        f"--input_shape={input_name}:{batch_size},3,{INPUT.crop},{INPUT.crop}",
+        f"--input_shape={input_name}:{batch_size},3,{size},{size}",
         f"--soc_version={soc_version}",
     ]
+    if card.atc.enable_small_channel:
+        argv.append("--enable_small_channel=1")
     if options.op_select_implmode:
         argv.append(f"--op_select_implmode={options.op_select_implmode}")
         if options.optypelist_for_implmode:

@@ -25,6 +25,8 @@ from convmixer_tasks.backends.aisbench_format import (
     OLD_SUMMARY_NAME,
     PERCENTILE_KEY,
     THROUGHPUT_FORMULA,
+    check_timing,
+    clear_previous_outputs,
     natural_key,
     read_summary,
     staged_outputs,
@@ -39,12 +41,12 @@ from convmixer_tasks.backends.ascend.aisbench import (
     benchmark_argv,
     check_ais_bench_run,
     check_outputs,
+    exit_0_failure,
     infer_argv,
     link_shard_folder,
     perf_from_stdout,
     perf_from_summary,
     prepare_output_parent,
-    printed_errors,
     settle_summary,
     tighten_input_files,
 )
@@ -76,6 +78,7 @@ from convmixer_tasks.backends.cann_env import UNKNOWN_VERSION, CannEnv, file_ide
 from convmixer_tasks.device_state import DeviceState
 from convmixer_tasks.energy import KIND_POWER, PowerSource, PowerUnavailable
 from convmixer_tasks.errors import BackendError, ConfigError, ToolMissingError
+from convmixer_tasks.prepfolder import manifest_identity
 from convmixer_tasks.progress import working
 
 log = logging.getLogger(__name__)
@@ -298,6 +301,7 @@ class AscendBackend(base.Backend):
         options = dataclasses.replace(options, soc_version=soc)  # the cache key and record name the real chip
         atc = self.tool("atc", INSTALL_ATC)
         onnx_abs = Path(onnx_path).resolve()
+        card = options.card()
 
         def build(tmp_artifact: Path) -> dict[str, Any]:
             input_name, rank = read_onnx_input(onnx_abs)  # only on a cache miss: the 1536/20 file is ~200 MB
@@ -306,7 +310,7 @@ class AscendBackend(base.Backend):
             aipp_cfg = None
             aipp_text = None
             if options.input_dtype == "uint8":
-                aipp_text = aipp_config()
+                aipp_text = aipp_config(card.uint8_aipp())
                 aipp_cfg = tmp_artifact.parent / "aipp.cfg"
                 aipp_cfg.write_text(aipp_text)
             output_base = tmp_artifact.with_name(tmp_artifact.name[: -len(".om")])
@@ -316,7 +320,7 @@ class AscendBackend(base.Backend):
                 run = self.run_tool(argv, self.atc_timeout_s, cwd=tmp_artifact.parent)
             check_atc_run(run, tmp_artifact, self.cann.env)
             return {
-                "input_shape": om_input_shape(batch_size, options.input_dtype),
+                "input_shape": om_input_shape(batch_size, options.input_dtype, card),
                 "soc_version": soc,
                 "toolkit_version": self.cann.toolkit_version,
                 "onnx_input_name": input_name,
@@ -339,10 +343,12 @@ class AscendBackend(base.Backend):
     ) -> base.InferResult:
         self._check_artifact(artifact)
         prep_dir = Path(prep_dir).resolve()  # newer ais_bench refuses symlinked paths: hand it real ones
-        _, selected = base.select_prep_files(artifact, prep_dir, files)  # dtype/shape/size: ais_bench checks none
-        names = [prep_file.name for prep_file in selected]
         output_dir = Path(output_dir).absolute()
         output_dir = output_dir.parent.resolve() / output_dir.name
+        clear_previous_outputs(output_dir)  # before any check: a refused run leaves no older result either
+        # dtype/shape/size: ais_bench checks none
+        manifest, selected = base.select_prep_files(artifact, prep_dir, files)
+        names = [prep_file.name for prep_file in selected]
         command = self.ais_bench_command()
         tighten_input_files([prep_dir / name for name in names])  # hard links below share the mode
         prepare_output_parent(output_dir.parent)
@@ -350,7 +356,7 @@ class AscendBackend(base.Backend):
         link_folder = None
         input_folder = prep_dir
         try:
-            with staged_outputs(output_dir) as staging:
+            with staged_outputs(output_dir, manifest_identity(manifest)) as staging:
                 if ais_bench_input_files(prep_dir) != sorted(names, key=natural_key):
                     link_folder = output_dir.parent / f".{output_dir.name}_inputs"
                     shutil.rmtree(link_folder, ignore_errors=True)
@@ -389,7 +395,8 @@ class AscendBackend(base.Backend):
                 else:
                     value, latency, samples = perf_from_stdout(run.output)
             except BackendError as exc:
-                raise BackendError(f"{exc}{printed_errors(run)}") from exc
+                raise BackendError(exit_0_failure(run, str(exc), "re-run the benchmark")) from exc
+        check_timing(value, latency["mean"], f"benchmark of {artifact.path.name}")
         return base.BenchResult(
             backend=self.name,
             batch_size=artifact.batch_size,

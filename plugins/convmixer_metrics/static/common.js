@@ -51,12 +51,6 @@
     return el("span", status, "status status-" + String(status).replace(/[^a-z]/g, ""));
   }
 
-  // The gate writes one line per rule; the ones that did not pass say why the row is not ok.
-  function reasonsToShow(row) {
-    const reasons = Array.isArray(row.gate_reasons) ? row.gate_reasons : [];
-    return reasons.filter((reason) => !/^\w+ ok\b/.test(reason));
-  }
-
   // Who accepted the run as its fingerprint's baseline, when and why (metrics.rebaseline's columns).
   function acceptanceText(row) {
     if (!row.rebaselined_at) return null;
@@ -234,7 +228,7 @@
   }
 
   window.metricsCommon = {
-    el, show, fmt, fmtSigned, fmtP, fmtDate, cssVar, statusBadge, reasonsToShow, acceptanceText, runPageUrl,
+    el, show, fmt, fmtSigned, fmtP, fmtDate, cssVar, statusBadge, acceptanceText, runPageUrl,
     comparePageUrl, dagRunUrl, taskUrl, airflowWindow, openInAirflow, plainClick, airflowLink, mirrorUrl,
     RequestError, getJson, postJson, showError, clearError,
   };

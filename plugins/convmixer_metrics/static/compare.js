@@ -10,6 +10,9 @@
   const form = document.getElementById("pick");
   const ROW_ID = /^[1-9]\d{0,9}$/;
   const DIGITS = { "%": 3, "img/s": 1, ms: 3, "": 3, "J/image": 4, "img/s/W": 2 };
+  const NOT_MEASURED = "not measured";
+  // A spread in percent reads as the run page gives it (234.8 %), not to a top-1's three decimals.
+  const FIELD_DIGITS = { latency_cv: 1, latency_robust_cv: 1 };
 
   function sideRow(label, side) {
     const tr = el("tr");
@@ -85,12 +88,15 @@
     const body = document.querySelector("#deltas tbody");
     body.replaceChildren();
     for (const metric of view.metrics) {
-      const digits = DIGITS[metric.unit] === undefined ? 3 : DIGITS[metric.unit];
+      const digits = FIELD_DIGITS[metric.field] !== undefined ? FIELD_DIGITS[metric.field]
+        : DIGITS[metric.unit] === undefined ? 3 : DIGITS[metric.unit];
       const tr = body.appendChild(el("tr"));
       tr.dataset.field = metric.field;
       const change = metric.delta === undefined ? "–" : fmtSigned(metric.delta_pct, 1) + " %";
-      tr.append(el("th", metric.label + (metric.unit ? " (" + metric.unit + ")" : "")), el("td", fmt(metric.a, digits), "num"),
-        el("td", fmt(metric.b, digits), "num"),
+      // A figure the run did not record (older rows, a tool that gives no per-loop list) says so.
+      const side = (v) => (v === null || v === undefined ? NOT_MEASURED : fmt(v, digits));
+      tr.append(el("th", metric.label + (metric.unit ? " (" + metric.unit + ")" : "")), el("td", side(metric.a), "num"),
+        el("td", side(metric.b), "num"),
         el("td", metric.delta === undefined ? "–" : fmtSigned(metric.delta, digits), "num"), el("td", change, "num"));
       if (metric.delta !== undefined && metric.delta !== 0) tr.className = metric.better ? "better" : "worse";
     }

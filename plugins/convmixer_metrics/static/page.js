@@ -4,7 +4,7 @@
   "use strict";
 
   const {
-    el, show, fmt, fmtDate, cssVar, statusBadge, reasonsToShow, acceptanceText, runPageUrl, comparePageUrl,
+    el, show, fmt, fmtDate, cssVar, statusBadge, acceptanceText, runPageUrl, comparePageUrl,
     airflowLink, dagRunUrl, mirrorUrl, getJson, showError, clearError,
   } = window.metricsCommon;
 
@@ -33,7 +33,8 @@
 
   const form = document.getElementById("filters");
   const axisSelect = document.getElementById("x-axis");
-  const state = { limit: DEFAULT_LIMIT, offset: 0, request: 0, series: null, picked: [] };
+  // unheld: what the page's URL asked for that the form cannot show, until the user changes the view.
+  const state = { limit: DEFAULT_LIMIT, offset: 0, request: 0, series: null, picked: [], unheld: {} };
   const charts = {};
 
   // --- filters and the URL ---------------------------------------------------------------------------------------
@@ -53,7 +54,20 @@
       const value = (data.get(name) || "").trim();
       if (value) params.set(name, value);
     }
+    // What the page's URL asked for but the form cannot hold (since=notadate): sent as given, so the server's
+    // 422 says what is wrong instead of the filter being dropped and every run shown.
+    for (const [name, value] of Object.entries(state.unheld)) {
+      if (FILTER_NAMES.includes(name)) params.set(name, value);
+    }
     return params;
+  }
+
+  // The paging the URL asked for that the page's menu does not offer (limit=100000000, offset=-5), likewise.
+  function pagingParams(params) {
+    const paged = new URLSearchParams(params);
+    paged.set("limit", state.unheld.limit !== undefined ? state.unheld.limit : String(state.limit));
+    paged.set("offset", state.unheld.offset !== undefined ? state.unheld.offset : String(state.offset));
+    return paged;
   }
 
   function hasFilters() {
@@ -66,6 +80,9 @@
     if (axisSelect.value !== axisSelect.options[0].value) params.set("x", axisSelect.value);
     if (state.limit !== DEFAULT_LIMIT) params.set("limit", String(state.limit));
     if (state.offset) params.set("offset", String(state.offset));
+    for (const name of ["limit", "offset"]) {
+      if (state.unheld[name] !== undefined) params.set(name, state.unheld[name]);
+    }
     return params;
   }
 
@@ -77,6 +94,7 @@
 
   function loadView() {
     const params = new URLSearchParams(window.location.search);
+    state.unheld = {};
     for (const name of FILTER_NAMES) {
       const value = params.get(name);
       if (!value) continue;
@@ -85,16 +103,20 @@
         field.appendChild(el("option", value)).value = value; // not recorded (yet): keep the filter visible
       }
       field.value = value;
+      if (field.value !== value) state.unheld[name] = value; // a date input drops what is not a date
     }
     if ([...axisSelect.options].some((option) => option.value === params.get("x"))) axisSelect.value = params.get("x");
-    const limit = Number(params.get("limit"));
+    const limit = params.get("limit");
     const pageSize = document.getElementById("page-size");
-    if ([...pageSize.options].some((option) => Number(option.value) === limit)) {
-      state.limit = limit;
-      pageSize.value = String(limit);
+    if ([...pageSize.options].some((option) => option.value === limit)) {
+      state.limit = Number(limit);
+      pageSize.value = limit;
+    } else if (limit !== null) {
+      state.unheld.limit = limit;
     }
-    const offset = Number(params.get("offset"));
-    state.offset = Number.isInteger(offset) && offset > 0 ? offset : 0;
+    const offset = params.get("offset");
+    state.offset = offset !== null && /^\d{1,9}$/.test(offset) ? Number(offset) : 0;
+    if (offset !== null && String(state.offset) !== offset) state.unheld.offset = offset;
   }
 
   function fillMenus(values) {
@@ -109,21 +131,30 @@
 
   // --- table -------------------------------------------------------------------------------------------------------
 
+  // The status, then the lines that decided it (the rules that fired, else why it was not judged), at most
+  // SHOWN_REASONS of them; the run page has every line.
+  const SHOWN_REASONS = 2;
+
   function statusCell(row) {
     const cell = el("td", null, "status-cell");
     cell.appendChild(statusBadge(row.status));
-    const reasons = reasonsToShow(row);
+    const reasons = row.deciding || [];
     const accepted = acceptanceText(row);
     if (reasons.length || accepted) {
       const list = cell.appendChild(el("ul", null, "reasons"));
       if (accepted) list.appendChild(el("li", accepted, "accepted"));
-      for (const reason of reasons) list.appendChild(el("li", reason));
+      for (const reason of reasons.slice(0, SHOWN_REASONS)) list.appendChild(el("li", reason));
+      if (reasons.length > SHOWN_REASONS) {
+        const more = list.appendChild(el("li", null, "more"));
+        const link = more.appendChild(el("a", "+" + (reasons.length - SHOWN_REASONS) + " more on the run page"));
+        link.href = runPageUrl(row.id);
+      }
     }
     return cell;
   }
 
   function ranCell(row) {
-    const cell = el("td", null, "ran opt");
+    const cell = el("td", null, "ran");
     if (row.dag_id) {
       cell.appendChild(airflowLink(fmtDate(row.ran_at), dagRunUrl(row.dag_id, row.run_id),
         "Open DAG run " + row.dag_id + " / " + row.run_id + " in Airflow"));
@@ -165,7 +196,7 @@
 
   // Pick any two rows (across pages too) and compare them.
   function pickCell(row) {
-    const cell = el("td", null, "pick opt");
+    const cell = el("td", null, "pick");
     const box = cell.appendChild(el("input"));
     box.type = "checkbox";
     box.value = String(row.id);
@@ -245,7 +276,9 @@
       return { x: (iso) => Date.parse(iso), label: (v) => fmtDate(new Date(v).toISOString()), slots: null };
     }
     const slot = new Map(times.map((iso, index) => [iso, index]));
-    return { x: (iso) => slot.get(iso), label: (v) => (times[v] ? fmtDate(times[v]).slice(5) : ""),
+    // Runs seconds apart share a minute: only the first of them is labelled, so no label repeats.
+    const shown = (v) => (times[v] ? fmtDate(times[v]).slice(5) : "");
+    return { x: (iso) => slot.get(iso), label: (v) => (v > 0 && shown(v - 1) === shown(v) ? "" : shown(v)),
       slots: times.length };
   }
 
@@ -388,6 +421,27 @@
     }
   }
 
+  // Reason lines are long: wrapped to the chart's width (about 7 px a character, less the tooltip's padding), the
+  // tooltip stays narrow enough for Chart.js to keep it inside the chart, on a phone too.
+  function tooltipChars(chart) {
+    return Math.max(20, Math.min(60, Math.floor((chart.width - 40) / 7)));
+  }
+
+  function wrapped(text, width) {
+    const lines = [];
+    let line = "";
+    for (const word of String(text).split(" ")) {
+      if (line && line.length + 1 + word.length > width) {
+        lines.push(line);
+        line = word;
+      } else {
+        line = line ? line + " " + word : word;
+      }
+    }
+    if (line) lines.push(line);
+    return lines;
+  }
+
   function drawChart(metric, body) {
     const spec = CHARTS[metric];
     if (charts[metric]) charts[metric].destroy();
@@ -436,16 +490,17 @@
             filter: (item) => !item.dataset.isBaseline,
             callbacks: {
               title: (items) => (items.length ? "ran " + fmtDate(items[0].raw.run.ran_at) : ""),
-              label: (item) => item.dataset.label + ": " + fmt(item.parsed.y, spec.digits) + " " + spec.unit,
+              label: (item) => wrapped(item.dataset.label + ": " + fmt(item.parsed.y, spec.digits) + " " +
+                spec.unit, tooltipChars(item.chart)),
               afterLabel: (item) => {
                 const run = item.raw.run;
                 const lines = ["run: " + run.run_id, "status: " + run.status];
                 if (run[spec.baseline] !== null && run[spec.baseline] !== undefined) {
                   lines.push("baseline: " + fmt(run[spec.baseline], spec.digits) + " " + spec.unit);
                 }
-                lines.push(...reasonsToShow(run));
+                lines.push(...(run.deciding || []));
                 lines.push("click for this run's page");
-                return lines;
+                return lines.flatMap((line) => wrapped(line, tooltipChars(item.chart)));
               },
             },
           },
@@ -487,9 +542,7 @@
     const params = filterParams();
     saveView();
     document.getElementById("csv").href = "api/runs.csv" + (params.toString() ? "?" + params.toString() : "");
-    const pageParams = new URLSearchParams(params);
-    pageParams.set("limit", String(state.limit));
-    pageParams.set("offset", String(state.offset));
+    const pageParams = pagingParams(params);
     const request = ++state.request;
     show("loading", true);
     try {
@@ -534,10 +587,12 @@
 
   form.addEventListener("change", () => {
     state.offset = 0;
+    state.unheld = {}; // the user took over from the URL
     refresh();
   });
   form.addEventListener("reset", () => {
     state.offset = 0;
+    state.unheld = {};
     window.setTimeout(refresh, 0); // after the browser has cleared the fields
   });
   form.addEventListener("submit", (event) => event.preventDefault());
@@ -546,14 +601,17 @@
     drawCharts();
   });
   document.getElementById("prev").addEventListener("click", () => {
+    state.unheld = {};
     state.offset = Math.max(0, state.offset - state.limit);
     refresh();
   });
   document.getElementById("next").addEventListener("click", () => {
+    state.unheld = {};
     state.offset += state.limit;
     refresh();
   });
   document.getElementById("page-size").addEventListener("change", (event) => {
+    state.unheld = {};
     state.limit = Number(event.target.value);
     state.offset = 0;
     refresh();

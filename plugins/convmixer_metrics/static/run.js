@@ -11,25 +11,40 @@
   const charts = {};
   const state = { id: null, detail: null };
 
-  // The figures listed under "Figures": row field, label, decimals, unit.
+  // The figures listed under "Figures": row field, label, format (decimals, or "pct" for a fraction shown in
+  // percent, "sha", "p", "stages", null for text), unit, and what a missing value says.
+  const NOT_MEASURED = "not measured";
   const FIGURES = [
     ["top1", "Top-1", 3, "%"], ["top5", "Top-5", 3, "%"], ["baseline_top1", "Top-1 baseline", 3, "%"],
-    ["throughput", "Throughput", 1, "img/s"], ["baseline_throughput", "Throughput baseline", 1, "img/s"],
+    ["throughput", "Throughput (ais_bench: mean per loop)", 1, "img/s"],
+    ["throughput_robust", "Throughput (robust: median per loop)", 1, "img/s", NOT_MEASURED],
+    ["e2e_throughput", "End-to-end throughput (preprocess + infer + evaluate)", 1, "img/s", NOT_MEASURED],
+    ["stage_seconds", "Stage times", "stages", "", NOT_MEASURED],
+    ["baseline_throughput", "Throughput baseline", 1, "img/s"],
     ["throughput_check", "Throughput rule", null, ""], ["throughput_p_value", "Throughput p", "p", ""],
     ["latency_mean_ms", "Latency mean", 3, "ms"], ["latency_p50_ms", "Latency p50", 3, "ms"],
-    ["latency_p99_ms", "Latency p99", 3, "ms"], ["latency_cv", "Per-loop CV", 3, ""],
+    ["latency_p99_ms", "Latency p99", 3, "ms"], ["latency_cv", "Per-loop CV (standard deviation / mean)", "pct", ""],
+    ["latency_robust_cv", "Per-loop CV (robust: 1.4826 × MAD / median)", "pct", "", NOT_MEASURED],
     ["latency_iqr_ms", "Per-loop IQR", 3, "ms"], ["sample_count", "Loops kept", 0, ""],
     ["warmup_count", "Warm-up loops", 0, ""], ["measurements", "Measurements", 0, ""],
     ["image_count", "Images", 0, ""], ["input_dtype", "Input dtype", null, ""],
     ["toolkit_version", "Toolkit", null, ""], ["trigger", "Trigger", null, ""],
+    ["checkpoint_path", "Checkpoint", null, ""],
     ["checkpoint_sha256", "Checkpoint sha256", "sha", ""], ["artifact_sha256", "Artifact sha256", "sha", ""],
   ];
+  // How each reason line took part in the verdict, in words beside its colour.
+  const OUTCOME_WORDS = { fired: "fired", held: "held", note: "note" };
+  const LOG_SPAN = 8;
 
-  function value(row, field, digits, unit) {
+  function value(row, field, digits, unit, missing) {
     const raw = row[field];
-    if (raw === null || raw === undefined || raw === "") return "–";
+    if (raw === null || raw === undefined || raw === "") return missing || "–";
     if (digits === "sha") return String(raw).slice(0, 12) + "…";
     if (digits === "p") return fmtP(raw);
+    if (digits === "pct") return fmt(100 * raw, 1) + " %";
+    if (digits === "stages") {
+      return Object.entries(raw).map(([stage, seconds]) => stage + " " + fmt(seconds, 2) + " s").join(" · ");
+    }
     if (digits === null) return String(raw);
     return fmt(raw, digits) + (unit ? " " + unit : "");
   }
@@ -61,7 +76,8 @@
     const list = document.getElementById("reasons");
     list.replaceChildren();
     for (const reason of detail.reasons) {
-      const item = list.appendChild(el("li", reason.text, "rule rule-" + reason.outcome));
+      const item = list.appendChild(el("li", null, "rule rule-" + reason.outcome));
+      item.append(el("span", OUTCOME_WORDS[reason.outcome] || reason.outcome, "rule-outcome"), reason.text);
       item.dataset.outcome = reason.outcome;
     }
     if (!detail.reasons.length) list.appendChild(el("li", "The gate wrote no reasons for this row.", "rule"));
@@ -77,15 +93,16 @@
     const text = acceptanceText(detail.row);
     box.hidden = !(accept.offered || text);
     accepted.hidden = !text;
-    accepted.textContent = text ? "This run was " + text : "";
+    // An accepted top-1 or fidelity regression keeps its red badge (metrics.rebaseline): say why beside it.
+    const stays = detail.row.status === "regressed" && accept.kept.length
+      ? " It stays regressed on " + accept.kept.join(", ") + ": accepting moved the throughput baseline, not " +
+        "what those rules compare with." : "";
+    accepted.textContent = text ? "This run was " + text + "." + stays : "";
     form.hidden = !accept.offered || Boolean(text);
     const refusal = accept.why_not || (accept.allowed ? null : accept.why_not_allowed);
     button.disabled = Boolean(refusal);
     form.elements.namedItem("reason").disabled = Boolean(refusal);
-    why.textContent = refusal
-      ? "You cannot accept this run: " + refusal + "."
-      : "Accepting makes this run the start of its fingerprint's throughput baseline: later runs are compared " +
-        "with it, and its verdict becomes ok.";
+    why.textContent = refusal ? "You cannot accept this run: " + refusal + "." : accept.effect;
     button.title = refusal || "";
   }
 
@@ -158,8 +175,10 @@
   function renderFigures(detail) {
     const list = document.getElementById("figures");
     list.replaceChildren();
-    for (const [field, label, digits, unit] of FIGURES) {
-      list.append(el("dt", label), el("dd", value(detail.row, field, digits, unit)));
+    for (const [field, label, digits, unit, missing] of FIGURES) {
+      const shown = el("dd", value(detail.row, field, digits, unit, missing));
+      shown.dataset.field = field;
+      list.append(el("dt", label), shown);
     }
   }
 
@@ -189,7 +208,8 @@
       ? fmt(energy.j_per_image, 4) + " J per image · " + fmt(energy.throughput_per_watt, 2) + " images/s per watt"
       : "Not measured: " + energy.why + ".";
     summary.className = energy.measured ? "" : "hint";
-    const entries = Object.entries(energy.details).filter(([, shown]) => typeof shown !== "object" || shown === null)
+    // Only what was read: a field the reader left empty (no source, no samples) is not a value to show.
+    const entries = Object.entries(energy.details).filter(([, shown]) => shown !== null && typeof shown !== "object")
       .map(([key, shown]) => [key, String(shown)]);
     kvRows(document.querySelector("#energy-table tbody"), entries);
   }
@@ -299,6 +319,12 @@
       x: { grid: { color: grid }, ticks: { color: text, maxRotation: 0 } },
       y: { grid: { color: grid }, ticks: { color: text }, title: { display: true, text: "ms per loop", color: text } },
     };
+    // One run's spikes (p99 at 40 ms beside loops of 0.5 ms) would flatten every box on a linear axis: a log axis
+    // once the values span more than a factor of LOG_SPAN.
+    const values = boxes.filter(Boolean).flatMap((b) => [b.p5, b.p99]).filter((v) => v > 0);
+    const logScale = values.length > 0 && Math.max(...values) / Math.min(...values) > LOG_SPAN;
+    const yAxis = { ...scales.y, beginAtZero: false, type: logScale ? "logarithmic" : "linear" };
+    if (logScale) yAxis.title = { ...scales.y.title, text: "ms per loop (log scale)" };
     charts.boxes = new window.Chart(document.getElementById("chart-boxes"), {
       data: {
         labels: runs.map(runLabel),
@@ -318,7 +344,7 @@
       },
       options: {
         animation: false, maintainAspectRatio: false,
-        scales: { x: scales.x, y: { ...scales.y, beginAtZero: false } }, // the spread matters, not the distance to 0
+        scales: { x: scales.x, y: yAxis }, // the spread matters, not the distance to 0
         plugins: {
           legend: { labels: { color: text } },
           tooltip: {

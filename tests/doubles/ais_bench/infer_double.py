@@ -120,7 +120,10 @@ class DoubleSession:
     def to_model_input(self, raw: np.ndarray) -> np.ndarray:
         data = raw.view(self.dtype).reshape(self.input["shape"])
         aipp = self.meta.get("aipp")
-        if aipp:  # RGB888_U8 NHWC → ((x - mean - min) * var_reci) per channel, NCHW float
+        if aipp:  # RGB888_U8 NHWC → the crop window → ((x - mean - min) * var_reci) per channel, NCHW float
+            if aipp.get("crop"):
+                (top, left), (height, width) = aipp["crop"]["start"], aipp["crop"]["size"]
+                data = data[:, top:top + height, left:left + width, :]
             pixels = data.astype(np.float32)
             mean = np.asarray(aipp["mean_chn"], np.float32)
             low = np.asarray(aipp["min_chn"], np.float32)

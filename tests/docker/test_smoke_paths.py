@@ -1,0 +1,37 @@
+"""docker/smoke-test.sh reads files the run wrote on the host; their paths come from the library (issue 22: it read
+``…/bs4/benchmark.json`` long after run folders became ``bs<N>-<precision>``). The script's own line is run here."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from convmixer_tasks.precision import effective_precision
+from convmixer_tasks.workdir import WorkLayout
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "docker" / "smoke-test.sh"
+
+
+def test_the_benchmark_json_the_smoke_test_reads_is_where_the_benchmark_step_writes(tmp_path):
+    text = SCRIPT.read_text()
+    (line,) = [line for line in text.splitlines() if line.startswith("bench_json=")]
+    assert not re.search(r"/bs\d", text), "a run-folder name restated in the script"
+    run_id = "manual__2026-12-07T12:00:00+00:00"
+    shown = subprocess.run(
+        ["bash", "-c", f'{line}\nprintf %s "$bench_json"'],
+        env={**os.environ, "repo": str(REPO), "python": sys.executable, "smoke": str(tmp_path), "run2": run_id},
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    # The DAG run the script triggers: backend ascend, batch size 4, no precision mode (ATC's default).
+    expected = WorkLayout(tmp_path / "work").benchmark_json(run_id, 4, precision=effective_precision("ascend", None))
+    assert shown == str(expected) and expected.parent.name == "bs4-force_fp16"
+
+
+def test_the_smoke_test_says_it_needs_the_checkouts_venv(tmp_path):
+    text = SCRIPT.read_text()
+    assert "run scripts/setup.sh first" in text and 'python=$repo/.venv/bin/python' in text
+    assert text.index('python=$repo/.venv/bin/python') < text.index('"$python"')
