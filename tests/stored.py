@@ -8,10 +8,15 @@ from convmixer_tasks import metrics
 
 
 def stored_run(
-    url: str, run_id: str, batch_size: int, backend: str, precision_mode: str | None = None
+    url: str,
+    run_id: str,
+    batch_size: int,
+    backend: str,
+    precision_mode: str | None = None,
+    model_variant: str | None = None,
 ) -> dict[str, Any]:
     """``metrics.get_run`` of a row that must exist."""
-    row = metrics.get_run(url, run_id, batch_size, backend, precision_mode)
+    row = metrics.get_run(url, run_id, batch_size, backend, precision_mode, model_variant)
     assert row is not None, f"no metrics row for run {run_id} (batch size {batch_size}, {backend}, {precision_mode})"
     return row
 

@@ -130,7 +130,7 @@ def test_the_gate_judges_each_mode_against_its_own_history(metrics_url):
                 precision_mode=mode, throughput=throughput, top1=84.5, top5=95.5))
     _two_modes(metrics_url, run_id="today", status="pending", logical_date=DAY0 + timedelta(days=9), throughput=100.5,
                top1=84.5, top5=95.5)
-    rows = [metrics.get_run(metrics_url, "today", 4, "ascend", mode) for mode in ("force_fp16", "must_keep_origin_dtype")]
+    rows = [stored_run(metrics_url, "today", 4, "ascend", mode) for mode in ("force_fp16", "must_keep_origin_dtype")]
     recorded = [RecordedRow(id=row["id"], run_id="today", batch_size=4, backend="ascend", model_variant=row["model_variant"],
                             precision=row["precision_mode"]) for row in rows]
     params = {"top1_tolerance": 0.5, "throughput_tolerance_pct": 10.0, "throughput_history": 20, "image_limit": None,

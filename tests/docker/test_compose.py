@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 
-import jsonschema  # type: ignore[import-untyped]  # no stubs installed
+import jsonschema
 import pytest
 
 from tests.docker import compose_model as cm
