@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -334,10 +333,11 @@ def test_the_first_benchmark_does_not_ask_for_metrics_upgrade(tmp_path, caplog):
 
     from convmixer_tasks.benchmark_step import suspect_check
     from convmixer_tasks.params import GateOptions
+    from tests.test_steps import _step_results
 
     db = tmp_path / "empty.db"
     sqlite3.connect(db).close()
-    compiled = SimpleNamespace(backend="onnxruntime", device="cpu", batch_size=4, precision="fp32", run_id="r1")
+    compiled = _step_results(batch_sizes=(4,))[3][0]  # an onnxruntime fp32 artifact of batch size 4
     gate = GateOptions(history=10, throughput_drop_pct=10.0)
     with caplog.at_level(logging.INFO):
         assert suspect_check(f"sqlite:///{db}", "convmixer_demo", compiled, gate)({}) is None
