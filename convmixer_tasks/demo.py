@@ -341,11 +341,11 @@ def demo_expected() -> dict:
 def load_crops(dataset: DemoDataset) -> tuple[np.ndarray, np.ndarray]:
     """(N, 224, 224, 3) uint8 reference crops (pre-normalisation) and (N,) labels, in index order.
 
-    Kept as uint8 so a few thousand images fit in memory; ``preprocess.normalize`` of a crop is bit-identical to
-    ``preprocess.transform_float32`` of its file, so training sees exactly what evaluation feeds the model.
+    Kept as uint8 so a few thousand images fit in memory; ``transforms.normalize`` of a crop is bit-identical to
+    ``transforms.transform_float32`` of its file, so training sees exactly what evaluation feeds the model.
     """
     from convmixer_tasks.dataset import read_labels
-    from convmixer_tasks.preprocess import transform_uint8
+    from convmixer_tasks.transforms import transform_uint8
 
     labels = read_labels(dataset.label_file)
     crops = np.stack([transform_uint8(dataset.image_dir / val_name(i)) for i in range(1, dataset.count + 1)])
@@ -355,7 +355,7 @@ def load_crops(dataset: DemoDataset) -> tuple[np.ndarray, np.ndarray]:
 def _normalized_batch(crops: np.ndarray):
     import torch
 
-    from convmixer_tasks.preprocess import normalize
+    from convmixer_tasks.transforms import normalize
 
     return torch.from_numpy(np.stack([normalize(crop) for crop in crops]))
 
@@ -411,7 +411,7 @@ def score_onnx(onnx_path: str | os.PathLike, dataset: DemoDataset) -> dict[str, 
 
     from convmixer_tasks.dataset import read_labels
     from convmixer_tasks.evaluate import label_ranks
-    from convmixer_tasks.preprocess import transform_float32
+    from convmixer_tasks.transforms import transform_float32
 
     labels = read_labels(dataset.label_file)
     indices = sorted(labels)

@@ -164,7 +164,7 @@ def reference_logits(
     from convmixer_tasks.fileio import sha256_file
     from convmixer_tasks.models.registry import default_card, get_card
     from convmixer_tasks.prepfolder import host_preprocess
-    from convmixer_tasks.preprocess import transform_float32, transform_params
+    from convmixer_tasks.transforms import transform_float32, transform_params
 
     prep = host_preprocess(get_card(model) if model else default_card(), "float32")
 

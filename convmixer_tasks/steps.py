@@ -121,7 +121,7 @@ def _plan(
 ) -> RunPlan:
     """One model × batch size × mode. The prep folder is keyed by what produces the pixels (the model card's
     host preprocessing), not by the model: two models with the same input transform share their batches."""
-    from convmixer_tasks.preprocess import transform_params
+    from convmixer_tasks.transforms import transform_params
 
     dtype = run.input_dtype
     prep_key = layout.prep_cache.key(

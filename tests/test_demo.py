@@ -172,7 +172,7 @@ def test_count_must_be_a_positive_integer(tmp_path, count):
 def test_training_crops_normalise_to_exactly_the_reference_transform(tmp_path):
     """Training keeps uint8 crops and normalises per batch; that must equal what evaluation feeds the model."""
     from convmixer_tasks.demo import load_crops
-    from convmixer_tasks.preprocess import normalize, transform_float32
+    from convmixer_tasks.transforms import normalize, transform_float32
 
     small = make_demo_dataset(tmp_path, count=6, seed=3)
     crops, labels = load_crops(small)

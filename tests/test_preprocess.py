@@ -20,7 +20,8 @@ from PIL import Image
 
 from convmixer_tasks.errors import ConfigError, DatasetError, PreprocessError
 from convmixer_tasks.prepfolder import parse_shard, read_manifest
-from convmixer_tasks.preprocess import CROP, MEAN, RESIZE, STD, preprocess, transform_float32, transform_uint8
+from convmixer_tasks.preprocess import preprocess
+from convmixer_tasks.transforms import CROP, MEAN, RESIZE, STD, transform_float32, transform_uint8
 from tests.reference_transform import reference_pixels, reference_preprocess, reference_transform
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
