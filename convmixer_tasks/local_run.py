@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from convmixer_tasks import benchmark_step, rows, runfacts, steps
+from convmixer_tasks import benchmark_step, export_step, rows, runfacts, steps
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
 from convmixer_tasks.params import RANDOM_CHECKPOINT, RunParams
@@ -71,7 +71,8 @@ def run_chain(
     prepared = [steps.prepare_shard(plan, 0, 1) for plan in steps.plans_to_prepare(plans)]
     log.info("preprocess: %s", ", ".join(f"bs{p.batch_size} {'cached' if p.cached else 'written'}" for p in prepared))
     exported = [
-        steps.export_cached(plan.checkpoint, plan.model_variant, work_dir) for plan in steps.plans_to_export(plans)
+        export_step.export_cached(plan.checkpoint, plan.model_variant, work_dir)
+        for plan in steps.plans_to_export(plans)
     ]
     for model in exported:
         log.info(

@@ -132,7 +132,7 @@ class ExportedModel(Record):
 
     onnx_path: str
     onnx_sha256: str
-    checkpoint_sha256: str  # steps.RANDOM_WEIGHTS for seeded random weights
+    checkpoint_sha256: str  # export_step.RANDOM_WEIGHTS for seeded random weights
     variant: str
     opset: int
     parity_max_abs_diff: float

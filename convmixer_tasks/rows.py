@@ -10,12 +10,12 @@ from typing import Any
 
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
 from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.export_step import RANDOM_WEIGHTS
 from convmixer_tasks.metrics.schema import MetricsRow
 from convmixer_tasks.params import RunParams
 from convmixer_tasks.precision import effective_precision, precision_modes_from_params
 from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunFacts, RunPlan, Scores, join_key
 from convmixer_tasks.status import STATUS_FAILED, STATUS_PENDING
-from convmixer_tasks.steps import RANDOM_WEIGHTS
 
 
 def build_row(

@@ -1,6 +1,6 @@
-"""The validation run's steps, one function per Airflow task: check inputs and plan, preprocess a shard, export,
-compile, infer a shard, evaluate, record, gate (the benchmark is ``benchmark_step``, the rows ``rows``, the run's
-facts ``runfacts``, the options ``params``).
+"""The validation run's steps, one function per Airflow task: check inputs and plan, preprocess a shard, compile,
+infer a shard, evaluate, record, gate (the export is ``export_step``, the benchmark ``benchmark_step``, the rows
+``rows``, the run's facts ``runfacts``, the options ``params``).
 
 Each takes and returns the typed records of ``records`` (the DAG turns them into JSON at the task edge), reads and
 writes files under the work folder (``workdir``), and imports numpy/torch/onnx only inside the function that needs
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from convmixer_tasks.backends.base import CompileOptions, get_backend
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.errors import ConfigError, RegressionError
-from convmixer_tasks.fileio import read_json, sha256_file, to_jsonable
 from convmixer_tasks.models.registry import get_card
 from convmixer_tasks.params import RANDOM_CHECKPOINT, EvidenceOptions, RunParams
 from convmixer_tasks.precision import effective_precision, gelu_compile_options
@@ -41,13 +40,7 @@ from convmixer_tasks.workdir import WorkLayout
 if TYPE_CHECKING:
     from convmixer_tasks.metrics.schema import MetricsRow
 
-# The ONNX step's fixed options (part of its cache key). Opset 17: the exporter default that ATC parses.
-ONNX_OPSET = 17
-ONNX_DYNAMO = False
-PARITY_TOLERANCE = 1e-4
-
 log = logging.getLogger(__name__)
-RANDOM_WEIGHTS = "random-weights-seed-0"  # what a run without a checkpoint records as the checkpoint's hash
 
 
 # --- check inputs -----------------------------------------------------------------------------------------------
@@ -223,62 +216,6 @@ def prepare_shard(plan: RunPlan, shard: int, shards: int, workers: int | None = 
         files=files,
         files_written=written,
         cached=written == 0,
-    )
-
-
-# --- export + parity (content-keyed ONNX cache) -----------------------------------------------------------------
-
-
-def export_cached(checkpoint: str | os.PathLike | None, variant: str, work_dir: str | os.PathLike) -> ExportedModel:
-    """The validated ONNX for (checkpoint content, variant, opset, exporter), exported only on a cache miss; no
-    checkpoint (None or "") exports the card's model with seeded random weights.
-
-    An entry is complete when its ONNX (which ``export_and_validate`` moves in last, after its parity report) has
-    the hash that report records: a report alone (a killed export), a truncated or a replaced file is rebuilt.
-    """
-    checkpoint_sha256 = sha256_file(checkpoint) if checkpoint else RANDOM_WEIGHTS
-    cache = WorkLayout(Path(work_dir)).onnx_cache
-    key = cache.key(
-        {
-            "checkpoint_sha256": checkpoint_sha256,
-            "variant": variant,
-            "opset": ONNX_OPSET,
-            "dynamo": ONNX_DYNAMO,
-            "tolerance": PARITY_TOLERANCE,
-        }
-    )
-    onnx_path = cache.entry(key) / "model.onnx"
-    report_path = onnx_path.with_name(f"{onnx_path.stem}.parity.json")
-
-    def validated() -> dict[str, Any] | None:
-        report = read_json(report_path)
-        passed = report["parity"]["passed"] and report["onnx_sha256"] == sha256_file(onnx_path)
-        return report if passed else None
-
-    report = cache.lookup(validated)
-    cached = report is not None
-    if report is None:
-        from convmixer_tasks.export import export_and_validate
-
-        report = to_jsonable(
-            export_and_validate(
-                checkpoint or None,
-                onnx_path,
-                variant=variant,
-                opset=ONNX_OPSET,
-                dynamo=ONNX_DYNAMO,
-                tolerance=PARITY_TOLERANCE,
-            )
-        )
-    return ExportedModel(
-        onnx_path=str(onnx_path),
-        onnx_sha256=report["onnx_sha256"],
-        checkpoint_sha256=checkpoint_sha256,
-        variant=variant,
-        opset=ONNX_OPSET,
-        parity_max_abs_diff=report["parity"]["max_abs_diff"],
-        cache_key=key,
-        cached=cached,
     )
 
 

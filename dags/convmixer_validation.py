@@ -94,11 +94,11 @@ def convmixer_validation():
 
     @task
     def export_onnx(plan: dict) -> dict:  # the plan's checkpoint: an asset event may have named another
-        from convmixer_tasks import records, steps
+        from convmixer_tasks import export_step, records
 
         run_plan = records.RunPlan.from_dict(plan)
         label(run_plan.model_variant)
-        return steps.export_cached(run_plan.checkpoint, run_plan.model_variant, worker().work_dir).to_dict()
+        return export_step.export_cached(run_plan.checkpoint, run_plan.model_variant, worker().work_dir).to_dict()
 
     @task(**SETTINGS.on_npu())
     def compile_model(plan: dict, exported: list, params=None) -> dict:

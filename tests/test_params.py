@@ -8,7 +8,7 @@ import dataclasses
 import jsonschema
 import pytest
 
-from convmixer_tasks import cli, defaults
+from convmixer_tasks import cli, cli_steps, defaults
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.local_run import local_params, run_chain, settings_for
 from convmixer_tasks.params import (
@@ -64,7 +64,7 @@ def test_the_run_commands_flags_are_the_dags_params(tmp_path):
         "convmixer_768_32",
         "--random-weights",
     ]
-    flags = cli._run_params(cli.build_parser().parse_args(argv))
+    flags = cli_steps._run_params(cli.build_parser().parse_args(argv))
     conf = {
         "batch_sizes": [8, 1],
         "benchmark_loop": 7,

@@ -282,7 +282,7 @@ def _onnx_with_its_own_report(target: Path) -> bool:
 def test_export_killed_between_its_two_renames_or_removals_leaves_no_onnx_without_its_report(work, call):
     """The ONNX and its report cannot move in one rename; a kill after the first of the two (landing the new pair,
     or clearing the previous one) must still leave no ONNX that its report does not describe."""
-    from convmixer_tasks import steps
+    from convmixer_tasks import export_step
 
     target = work / f"exp_{call}" / "model.onnx"
     export_and_validate(None, target, variant="convmixer_demo", seed=0, parity_batch=1)
@@ -310,8 +310,8 @@ def test_export_killed_between_its_two_renames_or_removals_leaves_no_onnx_withou
     assert target.exists() and _onnx_with_its_own_report(target)
     # The DAG's export cache takes a report alone (what the kill leaves) for a miss and exports again.
     work_dir = work / f"exp_{call}_work"
-    Path(steps.export_cached(DEMO_CHECKPOINT, "convmixer_demo", work_dir).onnx_path).unlink()
-    again = steps.export_cached(DEMO_CHECKPOINT, "convmixer_demo", work_dir)
+    Path(export_step.export_cached(DEMO_CHECKPOINT, "convmixer_demo", work_dir).onnx_path).unlink()
+    again = export_step.export_cached(DEMO_CHECKPOINT, "convmixer_demo", work_dir)
     assert not again.cached and _onnx_with_its_own_report(Path(again.onnx_path))
 
 

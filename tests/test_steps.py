@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from convmixer_tasks import steps
+from convmixer_tasks import export_step, steps
 from convmixer_tasks.backends.base import Artifact
 from convmixer_tasks.errors import CheckpointError, ConfigError, DatasetError, MetricsError, RegressionError
 from convmixer_tasks.params import RunParams
@@ -186,14 +186,14 @@ def exported_once(tmp_path_factory):
     from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
 
     work = tmp_path_factory.mktemp("export-work")
-    first = steps.export_cached(DEMO_CHECKPOINT, DEMO_VARIANT, work)
+    first = export_step.export_cached(DEMO_CHECKPOINT, DEMO_VARIANT, work)
     return work, first
 
 
 def _export_again(work):
     from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
 
-    return steps.export_cached(DEMO_CHECKPOINT, DEMO_VARIANT, work)
+    return export_step.export_cached(DEMO_CHECKPOINT, DEMO_VARIANT, work)
 
 
 def test_export_cache_reuses_a_validated_onnx_untouched(exported_once):
