@@ -15,8 +15,8 @@ from convmixer_tasks.backends.base import get_backend
 from convmixer_tasks.energy import DEFAULT_PERIOD_S as DEFAULT_POWER_PERIOD_S
 from convmixer_tasks.errors import MetricsError, MetricsTableMissing
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
-from convmixer_tasks.params import BenchmarkOptions, GateOptions
 from convmixer_tasks.records import BenchSummary, CompiledModel
+from convmixer_tasks.run_options import BenchmarkOptions, GateOptions
 from convmixer_tasks.workdir import WorkLayout
 
 BENCH_WARMUP = 5

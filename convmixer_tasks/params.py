@@ -17,22 +17,6 @@ from typing import Any
 
 from convmixer_tasks.backends.base import BACKEND_NAMES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
-from convmixer_tasks.defaults import (
-    BENCHMARK_LOOP,
-    DEFAULT_CONFIRM,
-    DEFAULT_HISTORY,
-    DEFAULT_IDLE_WAIT_S,
-    DEFAULT_MAX_CV_PCT,
-    DEFAULT_REMEASURE,
-    DEFAULT_RUNS,
-    DEFAULT_SIGNIFICANCE,
-    DEFAULT_SUBSET,
-    DEFAULT_THRESHOLDS,
-    DEFAULT_THROUGHPUT_DROP_PCT,
-    DEFAULT_TOP1_TOLERANCE,
-    THROUGHPUT_TOLERANCE_PARAM,
-    TOP1_TOLERANCE_PARAM,
-)
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.models import card_names
 from convmixer_tasks.precision import (
@@ -45,6 +29,17 @@ from convmixer_tasks.precision import (
     precision_modes_from_params,
 )
 from convmixer_tasks.prepfolder import INPUT_DTYPES
+from convmixer_tasks.run_options import (
+    EVIDENCE_DESCRIPTION,
+    EVIDENCE_PARAM,
+    BenchmarkOptions,
+    Declared,
+    EvidenceOptions,
+    GateOptions,
+    evidence_schema,
+    param_field,
+    setting_field,
+)
 from convmixer_tasks.settings import SchedulingSettings
 
 SOC_VERSION_PATTERN = r"^(auto|Ascend[0-9A-Za-z]+)$"
@@ -90,151 +85,6 @@ class ParamSpec:
     description: str
 
 
-@dataclass(frozen=True)
-class _Declared:
-    """A field's Param: its name in the conf, schema, description, and where its default comes from."""
-
-    name: str
-    schema: dict[str, Any]
-    description: str
-    setting: str | None = None  # the SchedulingSettings attribute holding the default; None: the field's default
-    default: Any = None  # for a second, shorthand Param of the same field (batch_size for batch_sizes)
-
-
-def _param(default: Any, name: str, schema: dict[str, Any], description: str, *also: _Declared) -> Any:
-    """A field whose Param is ``name``; ``also``: shorthand Params folded into the same field."""
-    return field(default=default, metadata={"params": (_Declared(name, schema, description), *also)})
-
-
-def _setting(setting: str, name: str, schema: dict[str, Any], description: str, *also: _Declared) -> Any:
-    """A field whose Param's default is a ``[convmixer]`` setting (no default of its own: a caller names it)."""
-    return field(metadata={"params": (_Declared(name, schema, description, setting), *also)})
-
-
-def _number(minimum: float | None = None, maximum: float | None = None, **bounds: float) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "number", **bounds}
-    if minimum is not None:
-        schema["minimum"] = minimum
-    if maximum is not None:
-        schema["maximum"] = maximum
-    return schema
-
-
-@dataclass(frozen=True, kw_only=True)
-class BenchmarkOptions:
-    """What tunes ``benchmark_step.benchmark_artifact``: loops, re-measurements while the per-loop CV is above
-    ``max_cv_pct``, the idle wait for a busy device, the confirmations a suspect figure takes."""
-
-    loop: int = _param(
-        BENCHMARK_LOOP,
-        "benchmark_loop",
-        {"type": "integer", "minimum": 1, "maximum": 100000},
-        "Pure-inference iterations per batch size (after 5 warm-up runs).",
-    )
-    remeasure: int = _param(
-        DEFAULT_REMEASURE,
-        "benchmark_remeasure",
-        {"type": "integer", "minimum": 0, "maximum": 10},
-        "Re-measurements a benchmark may take while its per-loop CV is above throughput_max_cv_pct.",
-    )
-    max_cv_pct: float = _param(
-        DEFAULT_MAX_CV_PCT,
-        "throughput_max_cv_pct",
-        _number(maximum=1000, exclusiveMinimum=0),
-        "Gate: per-loop coefficient of variation (percent) above which a benchmark is too noisy to judge: "
-        "re-measured, then 'inconclusive'.",
-    )
-    idle_wait_s: float = _param(
-        DEFAULT_IDLE_WAIT_S,
-        "benchmark_idle_wait_s",
-        _number(0, 3600),
-        "Seconds a busy device (Ascend: AI Core in use or a process on it, per npu-smi) is waited for before it "
-        "is timed anyway; the row then says it was busy.",
-    )
-    confirm: int = _param(
-        DEFAULT_CONFIRM,
-        "benchmark_confirm",
-        {"type": "integer", "minimum": 0, "maximum": 10},
-        "Measurements a benchmark takes to confirm a figure below its same-fingerprint history's suspect line "
-        "(half the throughput tolerance below the median); the verdict judges such a run on them. 0 = never.",
-    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class GateOptions:
-    """What tunes ``gate.apply_gate`` (with the benchmark's ``max_cv_pct`` and the evidence's significance)."""
-
-    top1_tolerance: float = _param(
-        DEFAULT_TOP1_TOLERANCE,
-        TOP1_TOLERANCE_PARAM,
-        _number(0, 100),
-        "Gate: allowed top-1 drop (percentage points) below the variant's published baseline (the demo model: "
-        "its committed expected_top1).",
-    )
-    throughput_drop_pct: float = _param(
-        DEFAULT_THROUGHPUT_DROP_PCT,
-        THROUGHPUT_TOLERANCE_PARAM,
-        _number(0, exclusiveMaximum=100),
-        "Gate: allowed throughput drop, in percent of the median of the recent ok runs with the same environment "
-        "fingerprint (same model, backend, device, batch size); a drop beyond it must also be statistically clear "
-        "against their noise to count as a regression.",
-    )
-    history: int = _param(
-        DEFAULT_HISTORY,
-        "throughput_history",
-        {"type": "integer", "minimum": 1, "maximum": 100},
-        "Gate: how many recent same-fingerprint ok runs form the throughput baseline and its noise (no throughput "
-        "verdict before 5).",
-    )
-    runs: int = _param(
-        DEFAULT_RUNS,
-        "throughput_runs",
-        {"type": "integer", "enum": [1, 2]},
-        "Gate: consecutive runs a throughput regression needs. 2: one run slowed from start to end by a neighbour "
-        "is never a regression (bench/RESULTS.md); 1: single-run verdicts, for hosts no one shares.",
-    )
-
-
-def _key(default: Any, schema: dict[str, Any]) -> Any:
-    """A key of the ``evidence`` object param."""
-    return field(default=default, metadata={"schema": schema})
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvidenceOptions:
-    """The ``evidence`` param: the fidelity subset and limits (msit compare's defaults), and the significance a
-    paired top-1 drop needs."""
-
-    fidelity_subset: int | None = _key(None, {"type": ["null", "integer"], "minimum": 1})
-    min_cosine: float = _key(DEFAULT_THRESHOLDS["min_cosine"], _number(-1, 1))
-    max_rel_euclidean: float = _key(DEFAULT_THRESHOLDS["max_rel_euclidean"], _number(0))
-    max_kl: float = _key(DEFAULT_THRESHOLDS["max_kl"], _number(0))
-    top1_significance: float = _key(DEFAULT_SIGNIFICANCE, _number(maximum=1, exclusiveMinimum=0))
-
-    def thresholds(self) -> dict[str, float]:
-        """The fidelity limits, as ``fidelity.check_thresholds`` takes them."""
-        return {name: getattr(self, name) for name in DEFAULT_THRESHOLDS}
-
-
-EVIDENCE_PARAM = "evidence"
-_EVIDENCE_DESCRIPTION = (
-    f"fidelity_subset: images (fixed seeded subset) on which the artifact is compared with its ONNX in fp32 (null = "
-    f"{DEFAULT_SUBSET}, or all when fewer; more than the set is an error). min_cosine (in [-1, 1]) / "
-    "max_rel_euclidean / max_kl (>= 0): a breach on any image is a regression (msit compare's defaults). "
-    "top1_significance (in (0, 1]): a top-1 drop beyond top1_tolerance against the previous ok run or the ONNX "
-    "reference run regresses only when McNemar's exact p is below it. Keys left out keep their defaults."
-)
-
-
-def _evidence_schema() -> dict[str, Any]:
-    keys = dataclasses.fields(EvidenceOptions)
-    return {
-        "type": "object",
-        "properties": {key.name: key.metadata["schema"] for key in keys},
-        "additionalProperties": False,
-    }
-
-
 _SIZES = list(BATCH_SIZE_CHOICES)
 
 
@@ -245,35 +95,35 @@ class RunParams:
     The run maps over ``models`` × ``batch_sizes`` × ``precision_modes`` (the shorthand params ``batch_size`` and
     ``precision_mode`` fold into their lists)."""
 
-    batch_sizes: tuple[int, ...] = _setting(
+    batch_sizes: tuple[int, ...] = setting_field(
         "batch_sizes",
         "batch_sizes",
         {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "enum": _SIZES}},
         "Batch sizes to compile, infer and benchmark (one metrics row each).",
-        _Declared(
+        Declared(
             "batch_size",
             {"type": ["null", "integer"], "enum": [None, *_SIZES]},
             'One batch size; when set it replaces batch_sizes (e.g. conf {"batch_size": 4}).',
         ),
     )
-    backend: str = _setting(
+    backend: str = setting_field(
         "default_backend",
         "backend",
         {"type": "string", "enum": list(BACKEND_NAMES)},
         "ascend: ATC + ais_bench on an NPU worker; onnxruntime: runs anywhere.",
     )
-    dataset_dir: str = _setting(
+    dataset_dir: str = setting_field(
         "dataset_dir",
         "dataset_dir",
         {"type": "string", "minLength": 1},
         "ImageNet val JPEGs (flat or synset folders); default: the generated demo set.",
     )
-    label_file: str = _setting("label_file", "label_file", {"type": "string", "minLength": 1}, "val_label.txt.")
-    checkpoint: str = _setting("checkpoint", "checkpoint", {"type": "string", "minLength": 1}, "The .pth.tar.")
-    model_variant: str = _setting(
+    label_file: str = setting_field("label_file", "label_file", {"type": "string", "minLength": 1}, "val_label.txt.")
+    checkpoint: str = setting_field("checkpoint", "checkpoint", {"type": "string", "minLength": 1}, "The .pth.tar.")
+    model_variant: str = setting_field(
         "model_variant", "model_variant", {"type": "string", "enum": list(model_names())}, "The checkpoint's model."
     )
-    model_variants: tuple[str, ...] | None = _param(
+    model_variants: tuple[str, ...] | None = param_field(
         None,
         "model_variants",
         {
@@ -286,7 +136,7 @@ class RunParams:
         "mode, each compared with its own model's history). Each model's checkpoint comes from checkpoints (or "
         "checkpoint, for model_variant). null = model_variant alone.",
     )
-    checkpoints: tuple[tuple[str, str], ...] = _param(
+    checkpoints: tuple[tuple[str, str], ...] = param_field(
         (),
         "checkpoints",
         {
@@ -297,25 +147,25 @@ class RunParams:
         f'A zoo run\'s checkpoints: {{model: "/path/to/model.pth.tar"}}; "{RANDOM_CHECKPOINT}" exports the model '
         "with seeded random weights (its top-1 is at chance: a smoke test, not a result).",
     )
-    soc_version: str = _param(
+    soc_version: str = param_field(
         "auto",
         "soc_version",
         {"type": "string", "pattern": SOC_VERSION_PATTERN},
         "Ascend SoC for ATC, e.g. Ascend310P3; auto = read from npu-smi.",
     )
-    input_dtype: str = _param(
+    input_dtype: str = param_field(
         "float32",
         "input_dtype",
         {"type": "string", "enum": list(INPUT_DTYPES)},
         "float32 NCHW (reference) or uint8 NHWC (normalised inside the model / AIPP).",
     )
-    image_limit: int | None = _param(
+    image_limit: int | None = param_field(
         None,
         "image_limit",
         {"type": ["null", "integer"], "minimum": 1},
         "Only the first N images (quick runs; their accuracy is not gated against the full-set baseline); null = all.",
     )
-    precision_modes: tuple[str | None, ...] = _param(
+    precision_modes: tuple[str | None, ...] = param_field(
         (None,),
         "precision_modes",
         {
@@ -327,14 +177,14 @@ class RunParams:
         "Ascend only: map the run over these ATC modes as over batch sizes (one row per batch size × mode, each "
         'compared with its own mode only), e.g. ["force_fp16", "must_keep_origin_dtype"]; null = precision_mode '
         "alone. Set one of precision_mode / precision_modes.",
-        _Declared(
+        Declared(
             "precision_mode",
             {"type": ["null", "string"], "enum": [None, *PRECISION_MODES]},
             f"Ascend only: ATC --precision_mode; null = ATC's default ({ATC_DEFAULT_PRECISION}, recorded as such). "
             "ONNX Runtime runs fp32 (leave null).",
         ),
     )
-    gelu_implmode: str | None = _param(
+    gelu_implmode: str | None = param_field(
         DEFAULT_GELU_IMPLMODE,
         "gelu_implmode",
         {"type": ["null", "string"], "enum": [None, *GELU_IMPLMODES]},
@@ -346,7 +196,7 @@ class RunParams:
     benchmark: BenchmarkOptions = field(default_factory=BenchmarkOptions)
     evidence: EvidenceOptions = field(
         default_factory=EvidenceOptions,
-        metadata={"params": (_Declared(EVIDENCE_PARAM, _evidence_schema(), _EVIDENCE_DESCRIPTION),)},
+        metadata={"params": (Declared(EVIDENCE_PARAM, evidence_schema(), EVIDENCE_DESCRIPTION),)},
     )
 
     @property
@@ -429,12 +279,12 @@ def _flag(name: str) -> str:
     return f"CLI: {CLI_FLAGS[name]}" if name in CLI_FLAGS else "DAG param only"
 
 
-def _declared() -> dict[str, _Declared]:
+def _declared() -> dict[str, Declared]:
     """Every Param, by name, in the order the DAG shows them."""
     return {declared.name: declared for declared, _ in _walk()}
 
 
-def _walk() -> Iterator[tuple[_Declared, Any]]:
+def _walk() -> Iterator[tuple[Declared, Any]]:
     """(Param, its default) for every field of RunParams and of its nested options, shorthands included."""
     for one in dataclasses.fields(RunParams):
         nested = {"gate": GateOptions, "benchmark": BenchmarkOptions}.get(one.name)

@@ -21,7 +21,7 @@ from convmixer_tasks.backends.base import CompileOptions, get_backend
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.errors import ConfigError, RegressionError
 from convmixer_tasks.models.registry import get_card
-from convmixer_tasks.params import RANDOM_CHECKPOINT, EvidenceOptions, RunParams
+from convmixer_tasks.params import RANDOM_CHECKPOINT, RunParams
 from convmixer_tasks.precision import effective_precision, gelu_compile_options
 from convmixer_tasks.prepfolder import host_preprocess
 from convmixer_tasks.records import (
@@ -35,6 +35,7 @@ from convmixer_tasks.records import (
     Verdict,
     join_key,
 )
+from convmixer_tasks.run_options import EvidenceOptions
 from convmixer_tasks.workdir import WorkLayout
 
 if TYPE_CHECKING:

@@ -309,7 +309,7 @@ def ascend_compiled(doubles, tmp_path):
 
 def test_benchmark_step_records_energy_fingerprint_and_busy_device(ascend_doubles, tmp_path):
     from convmixer_tasks import benchmark_step
-    from convmixer_tasks.params import BenchmarkOptions
+    from convmixer_tasks.run_options import BenchmarkOptions
 
     # Constant 12.5 W and 4 ms per batch of 2 (500 images/s): 0.025 J per image and 40 images/s/W, exactly.
     ascend_doubles.mode(NPU_SMI_DOUBLE_POWER="12.5", AIS_BENCH_DOUBLE_FIXED_MS="4.0", NPU_SMI_DOUBLE_MODE="busy")

@@ -268,7 +268,7 @@ def test_cli_fidelity_runs_the_artifact_and_the_onnx_on_the_subset(tmp_path, cap
 
 def test_the_evidence_param_keeps_defaults_for_left_out_keys_and_refuses_typos():
     from convmixer_tasks.local_run import local_params
-    from convmixer_tasks.params import EvidenceOptions
+    from convmixer_tasks.run_options import EvidenceOptions
 
     options = local_params("work", evidence={"fidelity_subset": 64}).evidence
     assert options == EvidenceOptions(fidelity_subset=64, min_cosine=0.99, max_rel_euclidean=0.05, max_kl=0.005,

@@ -11,15 +11,8 @@ import pytest
 from convmixer_tasks import cli, cli_steps, defaults
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.local_run import local_params, run_chain, settings_for
-from convmixer_tasks.params import (
-    RANDOM_CHECKPOINT,
-    BenchmarkOptions,
-    EvidenceOptions,
-    GateOptions,
-    RunParams,
-    model_names,
-    param_specs,
-)
+from convmixer_tasks.params import RANDOM_CHECKPOINT, RunParams, model_names, param_specs
+from convmixer_tasks.run_options import BenchmarkOptions, EvidenceOptions, GateOptions
 
 
 def dag_run_params(work_dir) -> dict:

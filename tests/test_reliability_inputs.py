@@ -332,7 +332,7 @@ def test_the_first_benchmark_does_not_ask_for_metrics_upgrade(tmp_path, caplog):
     import sqlite3
 
     from convmixer_tasks.benchmark_step import suspect_check
-    from convmixer_tasks.params import GateOptions
+    from convmixer_tasks.run_options import GateOptions
     from tests.test_steps import _step_results
 
     db = tmp_path / "empty.db"

@@ -18,7 +18,7 @@ from convmixer_tasks.backends import base
 from convmixer_tasks.energy import PowerUnavailable
 from convmixer_tasks.errors import ConfigError, MetricsError
 from convmixer_tasks.metrics.engine import get_engine
-from convmixer_tasks.params import BenchmarkOptions, GateOptions
+from convmixer_tasks.run_options import BenchmarkOptions, GateOptions
 from tests.stored import stored_run
 from tests.test_metrics import downgrade, insert_raw, make_row, read_old, version_rows
 
