@@ -22,7 +22,7 @@ from convmixer_tasks import throughput as tp
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.fileio import read_json
 from convmixer_tasks.metrics import STATUS_FAILED, STATUS_OK, STATUS_REGRESSED, get_run, mask_url, update_status
-from convmixer_tasks.metrics.history import throughput_history
+from convmixer_tasks.metrics.history import figure, throughput_history
 from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
 from convmixer_tasks.metrics.store import describe_key
 from convmixer_tasks.variants import DEMO_EXPECTED, DEMO_VARIANT
@@ -269,12 +269,13 @@ def judge_throughput(
     an environment change since the series' last run, and one flagging a busy host."""
     found = throughput_history(url, row, history + 1)  # one more: the two-run rule leaves the previous run out
     samples = tp.unpack_samples(row["samples_ms"]) if row.get("samples_ms") else None
-    value = row.get("throughput")
+    value = figure(row)  # the robust figure when the row kept samples (see throughput's docstring)
+    spread = tp.sample_stats(samples, row["batch_size"], 0) if samples else None
     measured = tp.Measured(
         value,
         tuple(samples) if samples else None,
         row["batch_size"],
-        row.get("latency_cv"),
+        spread.robust_cv if spread else row.get("latency_robust_cv"),
         row.get("measurements") or 1,
     )
     measured = dataclasses.replace(measured, confirmations=confirmations_of(row.get("fingerprint")))

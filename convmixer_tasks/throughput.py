@@ -7,14 +7,26 @@ functions, so the gate and the DAG file stay light to import.
 
 Why these rules (see bench/bench_gate.py for the measured false-alarm and detection rates):
 
-* The run's figure is the stored one (ais_bench's 1000 * batch size / mean time; the UI shows the same); the kept
-  per-loop samples give its dispersion and a bootstrap interval. Without them (multi-thread ais_bench keeps no
-  per-loop list) the verdict says it judged the figure alone.
-* A run whose own samples are too dispersed (CV above ``max_cv_pct``, after the benchmark step re-measured it) is
-  ``inconclusive``: no verdict either way, and it never enters the history.
+* Two figures are kept on the row: ais_bench's (1000 * batch size / mean per-loop time: ``throughput``, what the
+  tool prints and the seed's numbers are) and the robust one (1000 * batch size / *median* per-loop time:
+  ``throughput_robust``). **The verdict judges the robust figure.** A few loops several times slower (GC, an
+  interrupt, a page fault; normal in ais_bench per-loop lists) move the mean by their count × size, which differs
+  from run to run though the artifact did not change; they do not move the median. A slower artifact slows every
+  loop, so the median moves with it. The history (``metrics.history.figure``) and the change points read the same
+  figure; a row without per-loop samples (multi-thread ais_bench keeps none) is judged on the tool's figure and
+  says so.
+* The spread is judged robustly too: 1.4826 × MAD / median of the per-loop times (``latency_robust_cv``; the
+  standard deviation's value for normal loops), not the mean-based CV (``latency_cv``, kept), which a handful of
+  spikes pushes past any limit. A measurement whose robust CV is above ``max_cv_pct`` (after the benchmark step
+  re-measured it) is ``inconclusive``: no verdict either way, and it never enters the history.
 * Below ``baseline × (1 - tolerance)`` is necessary but not sufficient: the run must also lie outside what the
-  history's run-to-run noise explains (Student's t prediction test on log throughput, one new value against the
-  history, scipy), and its own figure's bootstrap interval must lie wholly below the floor.
+  history's run-to-run noise explains (Student's t prediction test on log throughput, scipy), and its own figure's
+  bootstrap interval must lie wholly below the floor.
+* Runs are not assumed independent: a neighbour or thermal state that lasts hours makes consecutive runs drift
+  together, and a window of them then looks quieter than the noise really is. The t test uses the history's
+  effective sample size (``effective_size``: statsmodels' autocorrelation) for its degrees of freedom and variance,
+  so a run that landed where a slow drift took it is not called a regression; the drift itself is a change point
+  (``changepoints``, ruptures), and the reason line says the history drifts.
 * A first measurement below ``baseline × (1 - tolerance × SUSPECT_SHARE)`` is *suspect*: the benchmark step, which
   reads the same-fingerprint history, takes ``confirm`` more measurements (each a fresh process/session, so the
   run-to-run noise is drawn again) and the verdict judges the run on those confirmations alone. The first one is
@@ -63,6 +75,8 @@ DEFAULT_RUNS = 2  # consecutive runs a throughput regression needs (see the modu
 # In a two-run regression each run must also show the drop on its own at this level, so one whole run slowed 2-3x
 # cannot carry a merely low neighbour over the line (an intersection test; bench/bench_gate.py, steady series).
 EACH_RUN_ALPHA = 0.01
+# What an inconclusive (too noisy) row tells its reader to do, in one line.
+NOISY_ADVICE = "quiet the host, raise max_cv_pct, or take more loops (benchmark_loop)"
 BOOTSTRAP_RESAMPLES = 999
 BOOTSTRAP_CONFIDENCE = 0.95
 
@@ -101,9 +115,11 @@ class SampleStats:
     mean_ms: float
     p50_ms: float
     p99_ms: float
-    cv: float  # sample standard deviation / mean of the per-loop times (0.12 = 12 %)
+    cv: float  # sample standard deviation / mean of the per-loop times (0.12 = 12 %): ais_bench-style, kept on the row
     iqr_ms: float
-    throughput: float  # 1000 * batch size / mean per-loop time: ais_bench's figure, the run's figure for the verdict
+    throughput: float  # 1000 * batch size / mean per-loop time: ais_bench's figure, kept on the row
+    robust_cv: float  # 1.4826 × MAD / median of the per-loop times: the spread the verdict judges
+    throughput_robust: float  # 1000 * batch size / median per-loop time: the figure the verdict judges
 
 
 def sample_stats(samples_ms: Sequence[float], batch_size: int, warmup: int) -> SampleStats | None:
@@ -127,16 +143,18 @@ def sample_stats(samples_ms: Sequence[float], batch_size: int, warmup: int) -> S
         cv=float(stats.variation(times, ddof=1)),
         iqr_ms=float(stats.iqr(times)),
         throughput=float(1000.0 * batch_size / times.mean()),
+        robust_cv=float(stats.median_abs_deviation(times, scale="normal") / np.median(times)),
+        throughput_robust=float(1000.0 * batch_size / np.median(times)),
     )
 
 
 def figure_interval(samples_ms: Sequence[float], batch_size: int, seed: int = 0) -> tuple[float, float]:
-    """Bootstrap interval (percentile method, scipy) of the run's figure, 1000 * batch size / mean time."""
+    """Bootstrap interval (percentile method, scipy) of the run's judged figure, 1000 * batch size / median time."""
     import numpy as np
     from scipy import stats
 
     def figure(times, axis=-1):
-        return 1000.0 * batch_size / np.mean(times, axis=axis)
+        return 1000.0 * batch_size / np.median(times, axis=axis)
 
     result = stats.bootstrap(
         (np.asarray(samples_ms, dtype=np.float64),),
@@ -151,14 +169,19 @@ def figure_interval(samples_ms: Sequence[float], batch_size: int, seed: int = 0)
 
 @dataclass(frozen=True)
 class Tries:
-    all: list  # every measurement taken (BenchResult-like: .samples, .batch_size, .warmup)
+    all: list  # every measurement taken (BenchResult-like: .samples, .batch_size, .warmup, .throughput)
     chosen: Any  # the least noisy one
     stats: SampleStats | None  # its stats; None when it kept no per-loop samples
 
+    @property
+    def figure(self) -> float:
+        """The figure the verdict judges: the robust one from the per-loop samples, else the tool's own."""
+        return self.stats.throughput_robust if self.stats is not None else float(self.chosen.throughput)
+
 
 def measure_until_quiet(measure: Callable[[], Any], batch_size: int, remeasure: int, max_cv_pct: float | None) -> Tries:
-    """Measure once, then again (up to ``remeasure`` more times) while the per-loop CV is above ``max_cv_pct``.
-    A measurement without per-loop samples cannot show its CV, so it is never repeated."""
+    """Measure once, then again (up to ``remeasure`` more times) while the robust per-loop CV is above
+    ``max_cv_pct``. A measurement without per-loop samples cannot show its CV, so it is never repeated."""
     if isinstance(remeasure, bool) or not isinstance(remeasure, int) or remeasure < 0:
         raise ConfigError(f"remeasure must be an integer >= 0, got {remeasure!r} (param benchmark_remeasure)")
     taken: list[tuple[Any, SampleStats | None]] = []
@@ -166,10 +189,10 @@ def measure_until_quiet(measure: Callable[[], Any], batch_size: int, remeasure: 
         result = measure()
         stats = sample_stats(result.samples, batch_size, result.warmup)
         taken.append((result, stats))
-        noisy = stats is not None and max_cv_pct is not None and stats.cv * 100 > max_cv_pct
+        noisy = stats is not None and max_cv_pct is not None and stats.robust_cv * 100 > max_cv_pct
         if not noisy or len(taken) > remeasure:
             break
-    chosen, stats = min(taken, key=lambda one: one[1].cv if one[1] is not None else math.inf)
+    chosen, stats = min(taken, key=lambda one: one[1].robust_cv if one[1] is not None else math.inf)
     return Tries([one for one, _ in taken], chosen, stats)
 
 
@@ -207,10 +230,10 @@ def confirm_if_suspect(measure: Callable[[], Any], figure: float, line: float | 
 class Measured:
     """What the row says about its throughput."""
 
-    value: float | None  # the row's throughput figure (images/s): its first (least noisy) measurement
+    value: float | None  # the judged figure (images/s, robust when samples were kept): the kept measurement's
     samples_ms: tuple[float, ...] | None  # None: the tool kept no per-loop list
     batch_size: int
-    cv: float | None
+    cv: float | None  # the robust per-loop CV (1.4826 × MAD / median); None without samples
     measurements: int = 1  # every measurement the benchmark step took (re-measurements and confirmations included)
     confirmations: tuple[float, ...] = ()  # figures of the measurements taken because the first was suspect
 
@@ -246,16 +269,56 @@ def check_options(max_cv_pct: float, alpha: float, min_history: int, runs: int =
         raise ConfigError(f"throughput runs must be 1 or 2 (consecutive runs a regression needs), got {runs!r}")
 
 
+def effective_size(history: Sequence[float]) -> float:
+    """How many independent runs the history is worth: n / (1 + 2 Σ ρ_k) over its initial positive autocorrelations
+    (statsmodels' acf on log throughput, lags up to n/4), kept within [2, n]. Runs that drift together (a neighbour
+    or a thermal state lasting hours) are worth fewer than their count; independent runs about their count."""
+    from statsmodels.tsa.stattools import acf  # type: ignore[import-untyped]
+
+    logs = [math.log(value) for value in history]
+    count = len(logs)
+    if count < 4 or len(set(logs)) < 2:
+        return float(count)
+    total = 0.0
+    for rho in acf(logs, nlags=max(1, count // 4), fft=False)[1:]:
+        if rho <= 0:
+            break
+        total += float(rho)
+    return min(float(count), max(2.0, count / (1 + 2 * total)))
+
+
 def _t_less(values: Sequence[float], history: Sequence[float]) -> float:
-    """One-sided p that ``values`` come from below the history, on log throughput (noise is multiplicative).
-    With one value this is the t prediction test; scipy's pooled-variance t-test is exactly that."""
+    """One-sided p that ``values`` come from below the history, on log throughput (noise is multiplicative): Student's
+    pooled-variance t test with the history's effective size (``effective_size``) in place of its count, and its
+    variance corrected for the autocorrelation that shrinks it (E s² = σ² (1 - (n/n_eff - 1)/(n - 1))). With
+    independent runs this is exactly scipy's ``ttest_ind``; with a drifting history it asks less of a run that landed
+    where the drift took it."""
+    import numpy as np
     from scipy import stats
 
-    logs_new = [math.log(value) for value in values]
-    logs_old = [math.log(value) for value in history]
-    if len(set(logs_old)) < 2:  # no spread in the history: any value below the floor is clear
+    logs_new = np.log(np.asarray(values, dtype=np.float64))
+    logs_old = np.log(np.asarray(history, dtype=np.float64))
+    if len(set(logs_old.tolist())) < 2:  # no spread in the history: any value below the floor is clear
         return 0.0
-    return float(stats.ttest_ind(logs_new, logs_old, equal_var=True, alternative="less").pvalue)
+    count, new = logs_old.size, logs_new.size
+    n_eff = effective_size(history)
+    old_variance = float(np.var(logs_old, ddof=1)) / (1 - (count / n_eff - 1) / (count - 1))
+    new_squares = float(np.sum((logs_new - logs_new.mean()) ** 2))
+    df = new + n_eff - 2
+    pooled = (new_squares + (n_eff - 1) * old_variance) / df
+    spread = math.sqrt(pooled * (1 / new + 1 / n_eff))
+    return float(stats.t.cdf((logs_new.mean() - logs_old.mean()) / spread, df=df))
+
+
+def _drift_note(history: Sequence[float]) -> str:
+    """A clause naming a drifting history (effective size under half its count), else ''."""
+    n_eff = effective_size(history)
+    if n_eff >= len(history) / 2:
+        return ""
+    return (
+        f"; the history drifts (worth {n_eff:.1f} of its {len(history)} runs, statsmodels acf): a slow drift is "
+        "reported by the change points, not as this run's regression"
+    )
 
 
 def _evidence(value: float, confirmations: Sequence[float]) -> list[float]:
@@ -290,8 +353,8 @@ def judge(
         return Judgement(
             STATUS_INCONCLUSIVE,
             CHECK_NOISY,
-            f"throughput inconclusive: per-loop CV {measured.cv * 100:.1f}% > {max_cv_pct:g}% after {tries} "
-            f"({value:.2f} img/s not judged; quiet the host or raise max_cv_pct)",
+            f"throughput inconclusive: robust per-loop CV {measured.cv * 100:.1f}% > {max_cv_pct:g}% after {tries} "
+            f"({value:.2f} img/s not judged; {NOISY_ADVICE})",
             None,
             None,
         )
@@ -362,7 +425,7 @@ def judge(
             p_alone,
         )
     why = (
-        f"not statistically clear: p={p_alone:.2g} >= {alpha:g}{inside}"
+        f"not statistically clear: p={p_alone:.2g} >= {alpha:g}{inside}{_drift_note(history)}"
         if p_alone >= alpha
         else f"clear alone (p={p_alone:.2g}), but one run is not enough"
     )

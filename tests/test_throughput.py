@@ -111,6 +111,7 @@ def test_a_suspect_figure_is_confirmed_and_judged_on_its_confirmations():
     cleared = tp.judge(tp.Measured(80.0, None, 4, 0.02, 4, (101.0, 99.0, 100.0)), HISTORY, tolerance_pct=10.0)
     assert cleared.check == "ok" and "the first, 80.00, was below" in cleared.reason  # an unlucky first figure
     kept = tp.judge(tp.Measured(80.0, None, 4, 0.02, 4, (81.0, 79.0, 80.0)), HISTORY, tolerance_pct=10.0, runs=1)
+    assert tp.effective_size(HISTORY) == len(HISTORY)  # no positive autocorrelation: worth its count
     assert kept.status == "regressed" and kept.p_value == pytest.approx(
         stats.ttest_ind(np.log([81.0, 79.0, 80.0]), np.log(HISTORY), alternative="less").pvalue
     )

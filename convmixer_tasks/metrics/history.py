@@ -8,6 +8,7 @@ series whatever its fingerprint (to name a change). Pending, failed, regressed a
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +23,17 @@ SCAN_LIMIT = 500
 
 
 def figure(row: Any) -> float | None:
-    """A run's throughput figure: the stored one (ais_bench's 1000*batchsize/mean), what the UI shows too."""
-    return row.throughput
+    """The throughput figure the verdict judges for a run (an ORM row or a ``get_run`` dict): the robust one
+    (1000 * batch size / median per-loop time, see ``throughput``); for a row recorded before it was stored, the same
+    from its kept samples; without samples, the tool's mean-based figure."""
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name, None)
+    if get("throughput_robust") is not None:
+        return float(get("throughput_robust"))
+    if get("samples_ms") and get("batch_size"):
+        from convmixer_tasks.throughput import unpack_samples
+
+        return 1000.0 * get("batch_size") / statistics.median(unpack_samples(get("samples_ms")))
+    return get("throughput")
 
 
 @dataclass(frozen=True)
