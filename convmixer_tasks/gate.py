@@ -375,3 +375,36 @@ def _change_points(
             drop.p_value,
         )
     return judgement, lines
+
+
+def short_reason(row: dict) -> str:
+    """A row's verdict in a few words for the closing tables (``metrics-show``, ``run --record``, the demo): why it
+    got its status, and for an inconclusive row what to do. The full lines stay in ``gate_reasons``."""
+    import re
+
+    status, check = row.get("status"), row.get("throughput_check")
+    reasons = list(row.get("gate_reasons") or [])
+    busy, _ = quiet.host_contention(row.get("fingerprint"))
+    busy_note = f"busy host: {busy}" if busy else ""
+    if status == "pending":
+        return "not gated yet"
+    if status == STATUS_FAILED:
+        return "the run failed; see its task log"
+    if status == STATUS_REGRESSED:
+        heads = [line.split(":")[0] for line in reasons if "regressed" in line.split(":")[0]]
+        text = "; ".join(heads) or "regressed; see gate_reasons"
+    elif status == STATUS_INCONCLUSIVE:
+        if busy:
+            return f"not judged, {busy_note}; rerun when the host is quiet"
+        cv = row.get("latency_robust_cv")
+        spread = f" (robust per-loop CV {cv:.0%})" if isinstance(cv, (int, float)) else ""
+        return f"too noisy to judge{spread}; {tp.NOISY_ADVICE}"
+    elif check == tp.CHECK_UNJUDGED:
+        found = next((re.search(r"only (\d+) .*\(need (\d+)\)", line) for line in reasons if "not judged" in line), None)
+        text = f"ok; throughput not judged yet ({found[1]} of {found[2]} runs of history)" if found else "ok"
+    elif check == tp.CHECK_BELOW:
+        text = "ok; below the floor, not yet clear (a second such run decides)"
+    else:
+        value, baseline = figure(row), row.get("baseline_throughput")
+        text = f"ok: {(value / baseline - 1) * 100:+.1f}% vs history median" if value and baseline else "ok"
+    return f"{text}; {busy_note}" if busy_note else text
