@@ -181,12 +181,14 @@ def replay(bench: Bench, runs: int, trials: int, step: float) -> dict:
     return result
 
 
+def measure_quietly(bench: Bench, level: float) -> tp.Tries:
+    """One measurement as the benchmark step takes it: re-measured while the robust per-loop CV is too high."""
+    return tp.measure_until_quiet(lambda: bench.measure(level), BATCH, tp.DEFAULT_REMEASURE, tp.DEFAULT_MAX_CV_PCT)
+
+
 def figures(bench: Bench, level: float, count: int) -> list[float]:
     """The verdict's figures of ``count`` runs at ``level``, each measured as the benchmark step measures."""
-    return [
-        tp.measure_until_quiet(lambda: bench.measure(level), BATCH, tp.DEFAULT_REMEASURE, tp.DEFAULT_MAX_CV_PCT).figure
-        for _ in range(count)
-    ]
+    return [measure_quietly(bench, level).figure for _ in range(count)]
 
 
 def change_point_alarms(bench: Bench, runs: int) -> float:
@@ -262,7 +264,7 @@ def main() -> None:
         results[spec.rpartition(":")[2]] = result
         if args.output == "table":
 
-            def pct(key: str) -> str:
+            def pct(key: str, result: dict = result) -> str:
                 return f"{result[key]:.2%}" if key in result else "-"
 
             print(

@@ -400,7 +400,8 @@ def short_reason(row: dict) -> str:
         spread = f" (robust per-loop CV {cv:.0%})" if isinstance(cv, (int, float)) else ""
         return f"too noisy to judge{spread}; {tp.NOISY_ADVICE}"
     elif check == tp.CHECK_UNJUDGED:
-        found = next((re.search(r"only (\d+) .*\(need (\d+)\)", line) for line in reasons if "not judged" in line), None)
+        lines = (line for line in reasons if "not judged" in line)
+        found = next((re.search(r"only (\d+) .*\(need (\d+)\)", line) for line in lines), None)
         text = f"ok; throughput not judged yet ({found[1]} of {found[2]} runs of history)" if found else "ok"
     elif check == tp.CHECK_BELOW:
         text = "ok; below the floor, not yet clear (a second such run decides)"
