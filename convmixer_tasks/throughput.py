@@ -289,10 +289,11 @@ def effective_size(history: Sequence[float]) -> float:
 
 def _t_less(values: Sequence[float], history: Sequence[float]) -> float:
     """One-sided p that ``values`` come from below the history, on log throughput (noise is multiplicative): Student's
-    pooled-variance t test with the history's effective size (``effective_size``) in place of its count, and its
-    variance corrected for the autocorrelation that shrinks it (E s² = σ² (1 - (n/n_eff - 1)/(n - 1))). With
-    independent runs this is exactly scipy's ``ttest_ind``; with a drifting history it asks less of a run that landed
-    where the drift took it."""
+    pooled-variance t test with effective sizes in place of counts. The history's (``effective_size``) sets its
+    weight and degrees of freedom, and corrects its variance for the autocorrelation that shrinks it
+    (E s² = σ² (1 - (n/n_eff - 1)/(n - 1))); the new values, as close in time as the history's neighbours, are
+    worth the same share of their count. With independent runs this is exactly scipy's ``ttest_ind``; with a
+    drifting history it asks less of runs that landed where the drift took them."""
     import numpy as np
     from scipy import stats
 
@@ -302,11 +303,12 @@ def _t_less(values: Sequence[float], history: Sequence[float]) -> float:
         return 0.0
     count, new = logs_old.size, logs_new.size
     n_eff = effective_size(history)
+    new_eff = max(1.0, new * n_eff / count)
     old_variance = float(np.var(logs_old, ddof=1)) / (1 - (count / n_eff - 1) / (count - 1))
-    new_squares = float(np.sum((logs_new - logs_new.mean()) ** 2))
-    df = new + n_eff - 2
-    pooled = (new_squares + (n_eff - 1) * old_variance) / df
-    spread = math.sqrt(pooled * (1 / new + 1 / n_eff))
+    new_variance = float(np.var(logs_new, ddof=1)) if new > 1 else 0.0
+    df = new_eff + n_eff - 2
+    pooled = ((new_eff - 1) * new_variance + (n_eff - 1) * old_variance) / df
+    spread = math.sqrt(pooled * (1 / new_eff + 1 / n_eff))
     return float(stats.t.cdf((logs_new.mean() - logs_old.mean()) / spread, df=df))
 
 

@@ -308,3 +308,30 @@ def test_benchmark_step_confirms_a_suspect_figure_with_fresh_measurements(tmp_pa
     assert line == pytest.approx(402.5 * 0.95)
     broken = steps.suspect_check("sqlite:////nonexistent/dir/x.db", "convmixer_demo", compiled, params)
     assert broken(env) is None
+
+
+def test_a_drifting_history_is_worth_fewer_runs_and_a_run_that_drifted_low_is_not_a_regression():
+    rng = np.random.default_rng(3)
+    independent = list(100 * np.exp(rng.normal(0, 0.02, 20)))
+    drifting = [104 - 0.6 * index + (0.3 if index % 2 else -0.3) for index in range(20)][::-1]  # newest first: 93
+    assert tp.effective_size(independent) == 20  # no positive lag-1 autocorrelation in this draw
+    assert tp.effective_size(drifting) < 4  # statsmodels' acf: the runs move together
+    previous = tp.Previous("r1", 88.0, "below", False, (88.5, 87.5, 88.0))
+    measured = tp.Measured(87.0, None, 4, 0.02, 4, (87.5, 87.0, 88.0))
+    # Against independent runs the same pair is clear; against the drift it is where the drift was heading.
+    assert tp.judge(measured, independent, previous, tolerance_pct=10.0).status == "regressed"
+    drifted = tp.judge(measured, drifting, previous, tolerance_pct=10.0)
+    assert (drifted.status, drifted.check) == ("ok", "below") and "the history drifts (worth " in drifted.reason
+    iid_p = stats.ttest_ind(np.log([88.5, 87.5, 88.0, 87.5, 87.0, 88.0]), np.log(drifting), alternative="less").pvalue
+    assert iid_p < tp.DEFAULT_ALPHA < drifted.p_value  # what assuming independent runs would have called clear
+
+
+def test_spikes_move_the_mean_based_figure_and_cv_but_not_the_robust_ones():
+    times = [10.0, 10.2, 9.8, 10.1, 9.9] * 20
+    times[7] = times[50] = times[93] = 80.0  # three loops 8x slower
+    got = tp.sample_stats(times, batch_size=4, warmup=5)
+    assert got.cv > 0.5 and got.robust_cv == pytest.approx(stats.median_abs_deviation(times, scale="normal") / 10.0)
+    assert got.robust_cv < 0.05 and got.throughput_robust == pytest.approx(400.0)
+    assert got.throughput < 0.85 * got.throughput_robust
+    tries = tp.measure_until_quiet(lambda: fake_bench(times), 4, remeasure=2, max_cv_pct=10)
+    assert len(tries.all) == 1 and tries.figure == pytest.approx(400.0)  # quiet by the robust CV: not re-measured
