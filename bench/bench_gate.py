@@ -43,7 +43,7 @@ from convmixer_tasks import throughput as tp
 
 BATCH, BASE = 4, 1000.0
 TOLERANCE_PCT, OLD_HISTORY, NEW_HISTORY = 10.0, 5, 20
-WARMUP_RUNS = 25  # runs before the first counted verdict (both gates have full history by then)
+WARMUP_RUNS = 100  # runs before the first counted verdict: both gates' histories full (the noise's 100 runs)
 WARMUP_LOOPS = 5  # as ais_bench's warm-up: recorded on the measurement, not in its samples
 MODELS_FILE = Path(__file__).with_name("noise_models.py")
 
@@ -93,7 +93,7 @@ class Series:
     count: int = 0
 
     def branch(self) -> Series:
-        return Series(list(self.old_ok[-OLD_HISTORY:]), list(self.new_ok[-(NEW_HISTORY + 1) :]), self.previous)
+        return Series(list(self.old_ok[-OLD_HISTORY:]), list(self.new_ok[-tp.NOISE_RUNS :]), self.previous)
 
     def run(self, bench: Bench, level: float) -> tuple[bool, tp.Judgement, tp.Measured]:
         """Measure one run at true throughput ``level`` as the benchmark step does, then judge it with both gates."""
@@ -123,14 +123,15 @@ class Series:
             self.old_ok.append(old_figure)
         # as gate.judge_throughput: the pair is compared with as many runs as the history, from the one before the
         # previous run on (the gate reads one figure more for it)
-        newest_first = self.new_ok[-(NEW_HISTORY + 1) :][::-1]
+        newest_first = self.new_ok[-tp.NOISE_RUNS :][::-1]
         in_history = self.previous is not None and self.previous.in_history
         judgement = tp.judge(
             measured,
             newest_first[:NEW_HISTORY],
             self.previous,
             tolerance_pct=TOLERANCE_PCT,
-            pair_history=newest_first[1:] if in_history else None,
+            pair_history=newest_first[1 : NEW_HISTORY + 1] if in_history else None,
+            noise_history=newest_first,
         )
         if judgement.status == "ok":
             self.new_ok.append(measured.value)

@@ -267,7 +267,8 @@ def judge_throughput(
 ) -> tuple[tp.Judgement, list[str]]:
     """The noise-aware throughput verdict for a stored row against its same-fingerprint history, plus a line naming
     an environment change since the series' last run, and one flagging a busy host."""
-    found = throughput_history(url, row, history + 1)  # one more: the two-run rule leaves the previous run out
+    # one more: the two-run rule leaves the previous run out; NOISE_RUNS: the noise is estimated over a longer stretch
+    found = throughput_history(url, row, max(history + 1, tp.NOISE_RUNS))
     samples = tp.unpack_samples(row["samples_ms"]) if row.get("samples_ms") else None
     value = figure(row)  # the robust figure when the row kept samples (see throughput's docstring)
     spread = tp.sample_stats(samples, row["batch_size"], 0) if samples else None
@@ -299,7 +300,8 @@ def judge_throughput(
         alpha=alpha,
         runs=runs,
         history_note=note,
-        pair_history=found.figures[1:] if previous is not None and previous.in_history else None,
+        pair_history=found.figures[1 : history + 1] if previous is not None and previous.in_history else None,
+        noise_history=found.figures,
     )
     busy, share = quiet.host_contention(row.get("fingerprint"))
     # A host loaded to L on C cores gives the benchmark about C/L of its CPU: a drop that fair share explains is not

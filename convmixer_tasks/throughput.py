@@ -68,6 +68,7 @@ from convmixer_tasks.metrics.schema import (
 DEFAULT_MAX_CV_PCT = 10.0  # per-loop latency CV above which a measurement is too noisy to judge
 DEFAULT_REMEASURE = 2  # extra measurements the benchmark step may take when the CV is too high
 DEFAULT_ALPHA = 0.003  # one-sided; small because a false alarm costs a person's afternoon (bench/bench_gate.py)
+NOISE_RUNS = 100  # same-fingerprint ok runs the run-to-run variance and autocorrelation are estimated over
 DEFAULT_MIN_HISTORY = 5  # same-fingerprint ok runs needed before any verdict (Conbench's "no history, no verdict")
 DEFAULT_CONFIRM = 3  # measurements a suspect run takes to confirm or clear itself (bench/bench_gate.py)
 SUSPECT_SHARE = 0.5  # a first measurement more than half the tolerance below the baseline is suspect
@@ -269,57 +270,70 @@ def check_options(max_cv_pct: float, alpha: float, min_history: int, runs: int =
         raise ConfigError(f"throughput runs must be 1 or 2 (consecutive runs a regression needs), got {runs!r}")
 
 
-def effective_size(history: Sequence[float]) -> float:
-    """How many independent runs the history is worth: n / (1 + 2 Σ ρ_k) over its initial positive autocorrelations
-    (statsmodels' acf on log throughput, lags up to n/4), kept within [2, n]. Runs that drift together (a neighbour
-    or a thermal state lasting hours) are worth fewer than their count; independent runs about their count."""
+def effective_size(series: Sequence[float], count: int | None = None) -> float:
+    """How many independent runs ``count`` consecutive runs of this series are worth (default: all of it):
+    count / (1 + 2 Σ (1 - k/count) ρ_k) over the series' initial positive autocorrelations (statsmodels' acf on log
+    throughput, lags up to a quarter of the series), kept within [2, count]. Runs that drift together (a neighbour or
+    a thermal state lasting hours) are worth fewer than their count; independent runs about their count."""
     from statsmodels.tsa.stattools import acf  # type: ignore[import-untyped]
 
-    logs = [math.log(value) for value in history]
-    count = len(logs)
-    if count < 4 or len(set(logs)) < 2:
+    logs = [math.log(value) for value in series]
+    size = len(logs)
+    count = size if count is None else count
+    if size < 4 or count < 2 or len(set(logs)) < 2:
         return float(count)
     total = 0.0
-    for rho in acf(logs, nlags=max(1, count // 4), fft=False)[1:]:
+    for lag, rho in enumerate(acf(logs, nlags=max(1, min(count - 1, size // 4)), fft=False)[1:], start=1):
         if rho <= 0:
             break
-        total += float(rho)
+        total += (1 - lag / count) * float(rho)
     return min(float(count), max(2.0, count / (1 + 2 * total)))
 
 
-def _t_less(values: Sequence[float], history: Sequence[float]) -> float:
+def _t_less(values: Sequence[float], history: Sequence[float], noise: Sequence[float] | None = None) -> float:
     """One-sided p that ``values`` come from below the history, on log throughput (noise is multiplicative): Student's
-    pooled-variance t test with effective sizes in place of counts. The history's (``effective_size``) sets its
-    weight and degrees of freedom, and corrects its variance for the autocorrelation that shrinks it
-    (E s² = σ² (1 - (n/n_eff - 1)/(n - 1))); the new values, as close in time as the history's neighbours, are
-    worth the same share of their count. With independent runs this is exactly scipy's ``ttest_ind``; with a
-    drifting history it asks less of runs that landed where the drift took them."""
+    pooled-variance t test, with three changes that keep it honest on real benchmark noise (bench/bench_gate.py):
+
+    * the run-to-run scale comes from ``noise`` (a longer stretch of the same series, newest first; default the
+      history): a drift slower than the history's window shows in the longer stretch, not in the window;
+    * that scale is scipy's normal-consistent MAD, so heavy-tailed noise's rare far runs do not set the bar for
+      every run, corrected for the autocorrelation that shrinks it (E s² = σ² (1 - (N/N_eff - 1)/(N - 1)));
+    * effective sizes replace counts: the history is worth ``effective_size(noise, len(history))`` runs, and the
+      new values, as close in time as the history's neighbours, the same share of their count; the degrees of
+      freedom follow. With independent runs this is the classic test with a robust scale; with a drifting series it
+      asks less of runs that landed where the drift took them."""
     import numpy as np
     from scipy import stats
 
+    noise = list(noise) if noise else list(history)
     logs_new = np.log(np.asarray(values, dtype=np.float64))
     logs_old = np.log(np.asarray(history, dtype=np.float64))
-    if len(set(logs_old.tolist())) < 2:  # no spread in the history: any value below the floor is clear
+    logs_noise = np.log(np.asarray(noise, dtype=np.float64))
+    if len(set(logs_noise.tolist())) < 2:  # no spread in the series: any value below the floor is clear
         return 0.0
-    count, new = logs_old.size, logs_new.size
-    n_eff = effective_size(history)
-    new_eff = max(1.0, new * n_eff / count)
-    old_variance = float(np.var(logs_old, ddof=1)) / (1 - (count / n_eff - 1) / (count - 1))
+    size, count, new = logs_noise.size, logs_old.size, logs_new.size
+    noise_eff = effective_size(noise)
+    window_eff = effective_size(noise, count)
+    new_eff = max(1.0, new * window_eff / count)
+    # The scale of typical runs (scipy's normal-consistent MAD): heavy-tailed noise's rare far runs would otherwise
+    # set the bar for every run (bench/bench_gate.py, heavy_tails_cv10).
+    scale = float(stats.median_abs_deviation(logs_noise, scale="normal")) or float(np.std(logs_noise, ddof=1))
+    old_variance = scale**2 / (1 - (size / noise_eff - 1) / (size - 1))
     new_variance = float(np.var(logs_new, ddof=1)) if new > 1 else 0.0
-    df = new_eff + n_eff - 2
-    pooled = ((new_eff - 1) * new_variance + (n_eff - 1) * old_variance) / df
-    spread = math.sqrt(pooled * (1 / new_eff + 1 / n_eff))
+    df = new_eff + noise_eff - 2
+    pooled = ((new_eff - 1) * new_variance + (noise_eff - 1) * old_variance) / df
+    spread = math.sqrt(pooled * (1 / new_eff + 1 / window_eff))
     return float(stats.t.cdf((logs_new.mean() - logs_old.mean()) / spread, df=df))
 
 
-def _drift_note(history: Sequence[float]) -> str:
-    """A clause naming a drifting history (effective size under half its count), else ''."""
-    n_eff = effective_size(history)
+def _drift_note(history: Sequence[float], noise: Sequence[float] | None) -> str:
+    """A clause naming a drifting history (worth under half its count), else ''."""
+    n_eff = effective_size(noise or history, len(history))
     if n_eff >= len(history) / 2:
         return ""
     return (
-        f"; the history drifts (worth {n_eff:.1f} of its {len(history)} runs, statsmodels acf): a slow drift is "
-        "reported by the change points, not as this run's regression"
+        f"; the series drifts (its last {len(history)} runs are worth {n_eff:.1f}, statsmodels acf): a slow drift "
+        "is reported by the change points, not as this run's regression"
     )
 
 
@@ -341,11 +355,14 @@ def judge(
     runs: int = DEFAULT_RUNS,
     history_note: str = "same-fingerprint ok runs",
     pair_history: Sequence[float] | None = None,
+    noise_history: Sequence[float] | None = None,
 ) -> Judgement:
     """The throughput verdict for one row. ``history``: run figures of the same fingerprint's ok runs (newest first,
     this run excluded); ``previous``: the newest earlier row of that fingerprint, if any; ``pair_history``: what
     the two-run rule compares the pair with (default: ``history`` without the previous run when it is in it; the
-    gate passes as many figures as ``history`` has, from the one after the previous run on)."""
+    gate passes as many figures as ``history`` has, from the one after the previous run on); ``noise_history``: a
+    longer stretch of the same ok runs (newest first, up to ``NOISE_RUNS``) the run-to-run variance and
+    autocorrelation are estimated over (default: ``history``)."""
     check_options(max_cv_pct, alpha, min_history, runs)
     value = measured.value
     if value is None or value <= 0:
@@ -373,6 +390,7 @@ def judge(
         )
     baseline = statistics.median(history)
     floor = baseline * (1 - tolerance_pct / 100)
+    noise = [float(one) for one in noise_history or () if one and one > 0] or None
     line = suspect_line(history, tolerance_pct, min_history)  # the line itself, whatever the run before said
     assert line is not None  # enough history, checked above
     evidence = _evidence(value, measured.confirmations)
@@ -397,8 +415,10 @@ def judge(
             rest = history[1:] if previous.in_history else history
         if before_level < line and level < line and statistics.geometric_mean([before_level, level]) < floor:
             enough = len(rest) >= min_history
-            p_pair = _t_less(before + evidence, rest) if enough else 1.0
-            p_each = max(_t_less(before, rest), _t_less(evidence, rest)) if enough else 1.0
+            # the previous run is judged, so it leaves the noise stretch as it leaves the history
+            others = noise[1:] if noise and previous.in_history else noise
+            p_pair = _t_less(before + evidence, rest, others) if enough else 1.0
+            p_each = max(_t_less(before, rest, others), _t_less(evidence, rest, others)) if enough else 1.0
             if p_pair < alpha and p_each < EACH_RUN_ALPHA:
                 return Judgement(
                     STATUS_REGRESSED,
@@ -411,7 +431,7 @@ def judge(
     if level >= floor:
         return Judgement(STATUS_OK, CHECK_OK, f"throughput ok: {shown} >= {against} ({change})", baseline, None)
 
-    p_alone = _t_less(evidence, history)
+    p_alone = _t_less(evidence, history, noise)
     inside = ""
     if not measured.confirmations and measured.samples_ms and len(measured.samples_ms) >= 2:
         low, high = figure_interval(measured.samples_ms, measured.batch_size)
@@ -427,7 +447,7 @@ def judge(
             p_alone,
         )
     why = (
-        f"not statistically clear: p={p_alone:.2g} >= {alpha:g}{inside}{_drift_note(history)}"
+        f"not statistically clear: p={p_alone:.2g} >= {alpha:g}{inside}{_drift_note(history, noise)}"
         if p_alone >= alpha
         else f"clear alone (p={p_alone:.2g}), but one run is not enough"
     )
