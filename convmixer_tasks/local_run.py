@@ -11,15 +11,18 @@ import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from convmixer_tasks import steps
+from convmixer_tasks import benchmark_step, rows, runfacts, steps
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
 from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE
 from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
 from convmixer_tasks.workdir import WorkLayout
+
+if TYPE_CHECKING:
+    from convmixer_tasks.metrics.schema import MetricsRow
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,7 @@ def run_chain(
     inferred = [steps.infer_shard(entry, 0, prepared, work_dir, settings=settings) for entry in compiled]
     gate_params = {**gate_defaults(), "image_limit": limit, "throughput_max_cv_pct": max_cv_pct}
     benchmarks = [
-        steps.benchmark_artifact(
+        benchmark_step.benchmark_artifact(
             entry,
             loop,
             work_dir,
@@ -97,7 +100,7 @@ def run_chain(
             remeasure=remeasure,
             max_cv_pct=max_cv_pct,
             # like the DAG: a figure suspect against the recorded history is confirmed before the verdict
-            suspect=steps.suspect_check(metrics_url, params["model_variant"], entry, gate_params)
+            suspect=benchmark_step.suspect_check(metrics_url, params["model_variant"], entry, gate_params)
             if metrics_url
             else None,
             confirm=confirm,
@@ -105,24 +108,24 @@ def run_chain(
         for entry in compiled
     ]
     scores = [steps.evaluate_batch(plan, inferred, work_dir, exported) for plan in plans]
-    rows = steps.rows_for_run(
-        steps.run_facts(run_id, None, started_at, started_at, "cli"), plans, exported, compiled, benchmarks, scores
+    built = rows.rows_for_run(
+        runfacts.run_facts(run_id, None, started_at, started_at, "cli"), plans, exported, compiled, benchmarks, scores
     )
-    for row in rows:
+    for row in built:
         log.info(
             "bs%d %s %s on %s: top-1 %.2f%%, top-5 %.2f%%, %.1f img/s",
-            row["batch_size"],
-            row["backend"],
-            row["precision_mode"],
-            row["device"],
-            row["top1"],
-            row["top5"],
-            row["throughput"],
+            row.batch_size,
+            row.backend,
+            row.precision_mode,
+            row.device,
+            row.top1,
+            row.top5,
+            row.throughput,
         )
     summary = {
         "run_id": run_id,
         "work_dir": str(layout.root),
-        "rows": rows,
+        "rows": [to_jsonable(row) for row in built],
         "cached": {
             "preprocess": all(p.cached for p in prepared),
             "export": exported.cached,
@@ -131,24 +134,24 @@ def run_chain(
     }
     regression: RegressionError | None = None
     if metrics_url is not None:
-        recorded = steps.record_rows(metrics_url, rows)
+        recorded = steps.record_rows(metrics_url, built)
         try:
             summary["verdicts"] = [verdict.values() for verdict in steps.gate_rows(metrics_url, recorded, gate_params)]
         except RegressionError as exc:
             regression = exc
             summary["verdicts"] = [to_jsonable(decision) for decision in exc.decisions]
-        summary["rows"] = _as_stored(metrics_url, rows)  # with the gate's verdict, as metrics-show will show them
+        summary["rows"] = _as_stored(metrics_url, built)  # with the gate's verdict, as metrics-show will show them
     atomic_write_json(layout.run_dir(run_id) / "summary.json", summary)
     if regression is not None:
         raise regression
     return summary
 
 
-def _as_stored(url: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _as_stored(url: str, built: list[MetricsRow]) -> list[dict[str, Any]]:
     from convmixer_tasks.metrics import get_run
     from convmixer_tasks.metrics.schema import KEY_COLUMNS
 
-    return [get_run(url, *(row[key] for key in KEY_COLUMNS)) or row for row in rows]
+    return [get_run(url, *(getattr(row, key) for key in KEY_COLUMNS)) or to_jsonable(row) for row in built]
 
 
 def gate_defaults() -> dict[str, Any]:

@@ -4,7 +4,7 @@ registries (backends, input dtypes, variants), so adding a backend or a variant 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,62 @@ def evidence_options(params: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(significance, bool) or not isinstance(significance, (int, float)) or not 0 < significance <= 1:
         raise ConfigError(f"evidence.top1_significance must be a p-value threshold in (0, 1], got {significance!r}")
     return options
+
+
+def batch_sizes_from_params(params: Mapping[str, Any]) -> list[int]:
+    """``batch_size`` (a manual trigger's single size) overrides ``batch_sizes``; order kept, duplicates dropped."""
+    single = params.get("batch_size")
+    sizes = [single] if single is not None else list(params.get("batch_sizes") or [])
+    if not sizes:
+        raise ConfigError("no batch size given; set param batch_sizes (e.g. [1, 16]) or batch_size (CLI: --batch-size)")
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size not in BATCH_SIZE_CHOICES:
+            raise ConfigError(
+                f"batch size {size!r} is not one of {list(BATCH_SIZE_CHOICES)}; fix param batch_sizes "
+                "(CLI: --batch-size)"
+            )
+    return list(dict.fromkeys(sizes))
+
+
+def check_param_names(params: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Refuse conf keys the DAG does not declare: Airflow merges them into the params unchecked, so a misspelt key
+    (``batch_szie``) would otherwise run silently with the default it meant to change."""
+    known = set(known)
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown param(s) {', '.join(unknown)} in the run's conf; use only "
+            f"{', '.join(sorted(known))} (check the spelling) and trigger again"
+        )
+
+
+def benchmark_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The DAG params that tune ``benchmark_artifact``: loops, re-measurements and the CV that triggers them, and
+    the confirmations a suspect figure takes."""
+    return {
+        "loop": params["benchmark_loop"],
+        "remeasure": params["benchmark_remeasure"],
+        "max_cv_pct": params["throughput_max_cv_pct"],
+        "idle_wait_s": params.get("benchmark_idle_wait_s", DEFAULT_IDLE_WAIT_S),
+        "confirm": params.get("benchmark_confirm", DEFAULT_CONFIRM),
+    }
+
+
+def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The DAG params that tune ``gate.apply_gate``.
+
+    A quick run on the first ``image_limit`` images cannot be held to a baseline measured on the whole set, so its
+    accuracy is not gated (tolerance 100 points; the stored reasons say so); its throughput still is.
+    """
+    top1_tolerance = params[TOP1_TOLERANCE_PARAM] if params.get("image_limit") is None else 100.0
+    return {
+        "top1_tolerance": top1_tolerance,
+        "throughput_drop_pct": params[THROUGHPUT_TOLERANCE_PARAM],
+        "history": params["throughput_history"],
+        "significance": evidence_options(params)["top1_significance"],
+        **({"max_cv_pct": params["throughput_max_cv_pct"]} if "throughput_max_cv_pct" in params else {}),
+        **({"runs": params["throughput_runs"]} if "throughput_runs" in params else {}),
+    }
 
 
 @dataclass(frozen=True)

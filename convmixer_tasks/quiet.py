@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from convmixer_tasks import energy
+from convmixer_tasks.device_state import DeviceState
 from convmixer_tasks.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -52,13 +52,6 @@ WINDOW_FACTS = (
     "device_busy",
     "device_wait_s",
 )
-
-
-@dataclass(frozen=True)
-class DeviceState:
-    busy: bool
-    detail: str  # e.g. "AI Core 87 %; process 48213 python3 (2048 MB)", or "idle"
-    known: bool = True  # False: the backend could not tell (not waited for; the row says it was not checked)
 
 
 def wait_until_idle(

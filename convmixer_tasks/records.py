@@ -145,6 +145,10 @@ class CompiledModel(Record):
     toolkit_version: str
     cached: bool
 
+    def fresh_artifact(self) -> Artifact:
+        """The record's artifact, as a fresh object (backends may set fields on it)."""
+        return Artifact.from_dict(to_jsonable(self.artifact))
+
     @classmethod
     def _decode(cls, name: str, value: Any) -> Any:
         if name == "artifact":

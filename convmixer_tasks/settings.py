@@ -98,7 +98,7 @@ class SchedulingSettings:
 
     def default_args(self, default_queue: str) -> dict[str, Any]:
         """The DAG's ``default_args``: no retries unless a step asks, a log line when a task fails for good."""
-        from convmixer_tasks.steps import log_task_failure
+        from convmixer_tasks.runfacts import log_task_failure
 
         return {"owner": "convmixer", "retries": 0, "on_failure_callback": [log_task_failure], "queue": default_queue}
 

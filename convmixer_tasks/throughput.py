@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.metrics.schema import (
+from convmixer_tasks.status import (
     CHECK_BELOW,
     CHECK_NOISY,
     CHECK_OK,

@@ -1,32 +1,42 @@
-"""The ConvMixer variants and the input every variant takes: architecture numbers, the transform's parameters and
-the exported graph's I/O names. Plain data (no torch, numpy or PIL), so the DAG's Param choices, the CLI and the
-preprocess/export/backend modules all read one definition.
+"""The ConvMixer cards seen as the architecture numbers ``model.py`` builds from, plus the default card's input as one
+flat record. A view over ``convmixer_tasks.models`` (the cards hold the facts); plain data, no torch/numpy/PIL.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.models import ModelCard, default_card, get_card
+from convmixer_tasks.models.registry import all_cards
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a model expects of an image, as timm keeps it in a model's config: the transform is built from this."""
+    """A card's input as the preprocess/export/backend modules read it (until they take the card itself)."""
 
-    crop: int = 224  # input_size is (3, crop, crop)
-    crop_pct: float = 0.96  # resize the shorter side to floor(crop / crop_pct) = 233 before the centre crop
-    interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    input_name: str = "image"  # the exported graph's input
-    output_name: str = "class"  # and its logits output
+    crop: int
+    resize: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_name: str  # the exported graph's input
+    output_name: str  # and its logits output
 
-    @property
-    def resize(self) -> int:
-        return math.floor(self.crop / self.crop_pct)
+
+def input_spec(card: ModelCard) -> InputSpec:
+    transform, io = card.float_transform, card.io
+    assert transform.mean is not None and transform.std is not None  # validate_card: the float path normalises
+    return InputSpec(
+        crop=transform.crop,
+        resize=transform.resize,
+        interpolation=transform.interpolation,
+        mean=transform.mean,
+        std=transform.std,
+        input_name=io.input_name,
+        output_name=io.output_name,
+    )
 
 
 @dataclass(frozen=True)
@@ -39,22 +49,23 @@ class ConvMixerSpec:
     activation: str = "gelu"
 
 
-# Every variant takes the ImageNet input of the reference scripts.
-INPUT = InputSpec()
+# The default card's input (ConvMixer-1536/20's, shared by every ConvMixer card).
+INPUT = input_spec(default_card())
 
 DEMO_VARIANT = "convmixer_demo"
+_PACKAGE = Path(__file__).resolve().parent
+_DEMO_CARD = get_card(DEMO_VARIANT)
+assert _DEMO_CARD.architecture is not None and _DEMO_CARD.architecture.default_checkpoint is not None
+assert _DEMO_CARD.reference is not None and _DEMO_CARD.reference.expected_top1_file is not None
 # The committed demo model and its expected scores on the generated demo set (``convmixer-tasks demo-train``).
-DEMO_ASSETS = Path(__file__).resolve().parent / "demo_assets"
-DEMO_CHECKPOINT = DEMO_ASSETS / f"{DEMO_VARIANT}.pth.tar"
-DEMO_EXPECTED = DEMO_ASSETS / "demo_model.json"
+DEMO_CHECKPOINT = _PACKAGE / _DEMO_CARD.architecture.default_checkpoint
+DEMO_EXPECTED = _PACKAGE / _DEMO_CARD.reference.expected_top1_file
+DEMO_ASSETS = DEMO_CHECKPOINT.parent
 
 VARIANTS: dict[str, ConvMixerSpec] = {
-    "convmixer_1536_20": ConvMixerSpec(dim=1536, depth=20, kernel_size=9, patch_size=7),
-    "convmixer_768_32": ConvMixerSpec(dim=768, depth=32, kernel_size=7, patch_size=7, activation="relu"),
-    "convmixer_1024_20_ks9_p14": ConvMixerSpec(dim=1024, depth=20, kernel_size=9, patch_size=14),
-    # Small enough to train on two CPU cores in a couple of minutes; 1000 classes so its outputs are shaped
-    # like the real model's and flow through the same evaluate/ais_bench code unchanged.
-    DEMO_VARIANT: ConvMixerSpec(dim=64, depth=4, kernel_size=5, patch_size=14),
+    card.name: ConvMixerSpec(**card.architecture.kwargs)  # type: ignore[arg-type]
+    for card in all_cards()
+    if card.family == "convmixer" and card.architecture is not None
 }
 
 VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)

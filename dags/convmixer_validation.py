@@ -10,10 +10,10 @@ from airflow.sdk import Asset, Param, TriggerRule, conf, dag, get_current_contex
 from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
+from convmixer_tasks import benchmark_step, rows, runfacts, steps
 from convmixer_tasks import records as rec
-from convmixer_tasks import steps
 from convmixer_tasks.errors import RegressionError
-from convmixer_tasks.params import evidence_options, param_specs
+from convmixer_tasks.params import benchmark_options, evidence_options, param_specs
 from convmixer_tasks.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
 from convmixer_tasks.triggers import CHECKPOINT_ASSET, with_triggered_checkpoint
 
@@ -95,9 +95,11 @@ def convmixer_validation():
     def benchmark(compiled: dict, params=None) -> dict:
         model, settings = rec.CompiledModel.from_dict(compiled), worker()
         label(f"bs{model.batch_size} {model.precision}")
-        backend, options = settings.backend_settings(model.backend), steps.benchmark_options(params)
-        options["suspect"] = steps.suspect_check(metrics_url(), params["model_variant"], model, params)  # DB history
-        return steps.benchmark_artifact(model, work_dir=settings.work_dir, settings=backend, **options).to_dict()
+        backend, options = settings.backend_settings(model.backend), benchmark_options(params)
+        # the suspect line comes from the metrics DB's history
+        options["suspect"] = benchmark_step.suspect_check(metrics_url(), params["model_variant"], model, params)
+        summary = benchmark_step.benchmark_artifact(model, work_dir=settings.work_dir, settings=backend, **options)
+        return summary.to_dict()
 
     @task
     def evaluate(plan: dict, inferred: list, exported: dict, params=None) -> dict:
@@ -112,8 +114,8 @@ def convmixer_validation():
         run_plans, model = rec.RunPlan.from_dicts(plans), rec.ExportedModel.from_dict(exported)
         built, benched = rec.CompiledModel.from_dicts(compiled[:]), rec.BenchSummary.from_dicts(benches[:])
         scored = rec.Scores.from_dicts(scores[:])
-        rows = steps.rows_for_run(steps.run_facts_of(dag_run), run_plans, model, built, benched, scored)
-        return [row.to_dict() for row in steps.record_rows(metrics_url(), rows, scores=scored)]
+        built_rows = rows.rows_for_run(runfacts.run_facts_of(dag_run), run_plans, model, built, benched, scored)
+        return [row.to_dict() for row in steps.record_rows(metrics_url(), built_rows, scores=scored)]
 
     @task(**SETTINGS.retrying())
     def regression_gate(recorded: list, params=None) -> list[dict]:
@@ -128,8 +130,8 @@ def convmixer_validation():
     @task(trigger_rule=TriggerRule.ONE_FAILED, **SETTINGS.retrying())
     def record_failure(params=None, dag_run=None) -> list[dict]:
         reason = f"the run failed before its metrics were recorded; see the task logs of DAG run {dag_run.run_id}"
-        rows = steps.failed_rows(steps.run_facts_of(dag_run), params, reason)
-        return [row.to_dict() for row in steps.record_rows(metrics_url(), rows, keep_gated=True)]
+        failed = rows.failed_rows(runfacts.run_facts_of(dag_run), params, reason)
+        return [row.to_dict() for row in steps.record_rows(metrics_url(), failed, keep_gated=True)]
 
     # Mapped results arrive as lazy sequences; tasks read them whole with `[:]` (one request, not one per item).
     shards = list(range(SETTINGS.shards))

@@ -68,13 +68,13 @@ def metrics_url(request, tmp_path):
     import sqlalchemy as sa
 
     from convmixer_tasks import metrics
-    from convmixer_tasks.metrics import store
+    from convmixer_tasks.metrics.engine import get_engine
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'metrics.db'}"
         metrics.upgrade(url)
         return url
     url = request.getfixturevalue("pg_metrics_url")
-    with store.get_engine(url).begin() as connection:
+    with get_engine(url).begin() as connection:
         connection.execute(sa.delete(metrics.ValidationRun))
     return url

@@ -461,7 +461,7 @@ def test_group_writable_input_we_do_not_own_names_file_and_fix(tmp_path, monkeyp
     path = tmp_path / "input_00000.bin"
     path.write_bytes(b"x")
     os.chmod(path, 0o666)
-    monkeypatch.setattr(ascend.os, "getuid", lambda: path.stat().st_uid + 1)
+    monkeypatch.setattr(os, "getuid", lambda: path.stat().st_uid + 1)
     with pytest.raises(ConfigError, match=rf"input file {re.escape(str(path))} has mode 0o666 .*chmod go-w"):
         ascend.tighten_input_files([path])
     assert stat.S_IMODE(path.stat().st_mode) == 0o666

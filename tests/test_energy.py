@@ -307,13 +307,13 @@ def ascend_compiled(doubles, tmp_path):
 
 
 def test_benchmark_step_records_energy_fingerprint_and_busy_device(ascend_doubles, tmp_path):
-    from convmixer_tasks import steps
+    from convmixer_tasks import benchmark_step
 
     # Constant 12.5 W and 4 ms per batch of 2 (500 images/s): 0.025 J per image and 40 images/s/W, exactly.
     ascend_doubles.mode(NPU_SMI_DOUBLE_POWER="12.5", AIS_BENCH_DOUBLE_FIXED_MS="4.0", NPU_SMI_DOUBLE_MODE="busy")
     compiled = ascend_compiled(ascend_doubles, tmp_path)
     settings = {"cann_set_env": str(ascend_doubles.set_env)}
-    summary = steps.benchmark_artifact(compiled, 3, tmp_path / "work", settings, idle_wait_s=0, power_period_s=0.05)
+    summary = benchmark_step.benchmark_artifact(compiled, 3, tmp_path / "work", settings, idle_wait_s=0, power_period_s=0.05)
     assert summary.throughput == pytest.approx(500.0)
     assert summary.energy["source"] == "npu-smi info -t power -i 0" and summary.energy["samples"] >= 2
     assert summary.energy["mean_w"] == pytest.approx(12.5)

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from convmixer_tasks import metrics
 from convmixer_tasks.errors import ConfigError, MetricsError
-from convmixer_tasks.metrics import store
+from convmixer_tasks.metrics.engine import alembic_config, get_engine
 from convmixer_tasks.metrics.schema import KEY_COLUMNS, TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
 
 DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
@@ -40,7 +40,7 @@ def make_row(**overrides) -> dict:
 
 
 def count_rows(url: str) -> int:
-    with store.get_engine(url).connect() as connection:
+    with get_engine(url).connect() as connection:
         return connection.scalar(sa.select(sa.func.count()).select_from(ValidationRun))
 
 
@@ -59,7 +59,7 @@ def empty_url(request, tmp_path, fresh_pg_database):
 def test_upgrade_creates_table_and_is_idempotent(empty_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near: configuration is in code
     assert metrics.upgrade(empty_url) == HEAD
-    inspector = sa.inspect(store.get_engine(empty_url))
+    inspector = sa.inspect(get_engine(empty_url))
     columns = {column["name"] for column in inspector.get_columns(TABLE_NAME)}
     assert columns == set(ValidationRun.__table__.columns.keys())
     uniques = [sorted(u["column_names"]) for u in inspector.get_unique_constraints(TABLE_NAME)]
@@ -72,7 +72,7 @@ def test_upgrade_creates_table_and_is_idempotent(empty_url, tmp_path, monkeypatc
 
 
 def version_rows(url: str) -> list[str]:
-    with store.get_engine(url).connect() as connection:
+    with get_engine(url).connect() as connection:
         return connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
 
 
@@ -81,14 +81,14 @@ def insert_raw(url: str, **values) -> None:
     now = datetime.now(timezone.utc)
     base = dict(run_id="raw", logical_date=now, model_variant="m", backend="b", batch_size=1,
                 created_at=now, updated_at=now)
-    with store.get_engine(url).begin() as connection:
+    with get_engine(url).begin() as connection:
         connection.execute(sa.insert(ValidationRun).values(**{**base, **values}))
 
 
 def raw_row(url: str, run_id: str) -> dict:
     """A row read with 0001's columns (the model's newer ones do not exist after a downgrade)."""
     columns = "status, gate_reasons, top1"
-    with store.get_engine(url).connect() as connection:
+    with get_engine(url).connect() as connection:
         row = connection.execute(sa.text(f"SELECT {columns} FROM {TABLE_NAME} WHERE run_id = :r"), {"r": run_id}).one()
     reasons = row.gate_reasons
     return {"status": row.status, "top1": row.top1,
@@ -98,8 +98,8 @@ def raw_row(url: str, run_id: str) -> dict:
 def downgrade(url: str, revision: str) -> None:
     from alembic import command
 
-    with store.get_engine(url).begin() as connection:
-        config = store.alembic_config(url)
+    with get_engine(url).begin() as connection:
+        config = alembic_config(url)
         config.attributes["connection"] = connection
         command.downgrade(config, revision)
 
@@ -111,13 +111,13 @@ def record_old(url: str, **overrides) -> None:
     """A row at an old revision: only the columns it has (the current model has more)."""
     values = {**make_row(**overrides), "created_at": DAY0, "updated_at": DAY0}
     table = sa.table(TABLE_NAME, *(sa.column(name, ValidationRun.__table__.c[name].type) for name in values))
-    with store.get_engine(url).begin() as connection:
+    with get_engine(url).begin() as connection:
         connection.execute(sa.insert(table).values(**values))
 
 
 def read_old(url: str, run_id: str) -> dict:
     table = sa.table(TABLE_NAME, *(sa.column(name, ValidationRun.__table__.c[name].type) for name in OLD_COLUMNS))
-    with store.get_engine(url).connect() as connection:
+    with get_engine(url).connect() as connection:
         return dict(connection.execute(sa.select(table).where(table.c.run_id == run_id)).mappings().one())
 
 
@@ -145,7 +145,7 @@ def test_upgrade_from_0001_keeps_rows_and_allows_pending(empty_url):
         insert_raw(empty_url, run_id="raw4", status="pending", top1=50.0, top5=60.0)
     assert metrics.upgrade(empty_url) == HEAD  # idempotent
     assert version_rows(empty_url) == [HEAD] and count_rows(empty_url) == 2
-    inspector = sa.inspect(store.get_engine(empty_url))
+    inspector = sa.inspect(get_engine(empty_url))
     assert {"ix_convmixer_validation_runs_logical_date", "ix_convmixer_validation_runs_series"} <= {
         index["name"] for index in inspector.get_indexes(TABLE_NAME)}  # PostgreSQL lists the unique key too
 
@@ -202,18 +202,18 @@ def test_migration_0005_keys_rows_by_precision_and_refuses_a_lossy_downgrade(emp
     assert fp16 != fp32 and count_rows(empty_url) == 3
     with pytest.raises(MetricsError, match="energy must be a JSON object"):
         metrics.record_run(empty_url, make_row(run_id="bad", energy=[1, 2]))
-    with store.get_engine(empty_url).begin() as connection:
+    with get_engine(empty_url).begin() as connection:
         connection.execute(sa.insert(ChangePoint).values(
             series_key="s", series={"backend": "ascend"}, metric="throughput", start_row_id=fp32,
             magnitude_pct=-5.0, created_at=DAY0))
     with pytest.raises(RuntimeError, match="1 run × batch size × backend.*more than one precision mode"):
         downgrade(empty_url, "0004")
-    with store.get_engine(empty_url).begin() as connection:
+    with get_engine(empty_url).begin() as connection:
         connection.execute(sa.text("PRAGMA foreign_keys=ON") if empty_url.startswith("sqlite") else sa.text("SELECT 1"))
         connection.execute(sa.delete(ValidationRun).where(ValidationRun.id == fp32))
     downgrade(empty_url, "0004")
     assert version_rows(empty_url) == ["0004"] and count_rows(empty_url) == 2
-    assert "convmixer_change_points" not in sa.inspect(store.get_engine(empty_url)).get_table_names()
+    assert "convmixer_change_points" not in sa.inspect(get_engine(empty_url)).get_table_names()
     metrics.upgrade(empty_url)
 
 
@@ -222,7 +222,7 @@ def test_model_matches_migration(metrics_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    with store.get_engine(metrics_url).connect() as connection:
+    with get_engine(metrics_url).connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True,
                                                                "version_table": VERSION_TABLE})
         assert compare_metadata(context, Base.metadata) == []
@@ -333,7 +333,7 @@ def refusing_batch_size(url: str, batch_size: int):
     """A trigger that makes the database itself refuse rows of ``batch_size`` (a constraint violation, as a CHECK
     would raise): for rows that pass the store's validation but not the database."""
     table = TABLE_NAME
-    engine = store.get_engine(url)
+    engine = get_engine(url)
     if engine.dialect.name == "sqlite":
         create = [f"CREATE TRIGGER test_refuse BEFORE INSERT ON {table} WHEN NEW.batch_size = {batch_size} "
                   "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"]
@@ -574,21 +574,21 @@ def test_unusable_urls(url, named):
 
 def test_engines_are_cached_per_url(tmp_path):
     url = f"sqlite:///{tmp_path / 'a.db'}"
-    assert store.get_engine(url) is store.get_engine(url)
-    assert store.get_engine(url) is not store.get_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    assert get_engine(url) is get_engine(url)
+    assert get_engine(url) is not get_engine(f"sqlite:///{tmp_path / 'b.db'}")
 
 
 def test_forked_child_does_not_reuse_the_parents_engine(tmp_path):
     url = f"sqlite:///{tmp_path / 'fork.db'}"
     metrics.upgrade(url)
-    parent_engine = store.get_engine(url)
+    parent_engine = get_engine(url)
     pid = os.fork()
     if pid == 0:  # child: report through the exit code only
-        fresh = store.get_engine(url) is not parent_engine and metrics.query_runs(url) == ([], 0)
+        fresh = get_engine(url) is not parent_engine and metrics.query_runs(url) == ([], 0)
         os._exit(0 if fresh else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert store.get_engine(url) is parent_engine  # the parent keeps its pool
+    assert get_engine(url) is parent_engine  # the parent keeps its pool
 
 
 def test_resolve_metrics_url_precedence(tmp_path):

@@ -12,6 +12,8 @@ from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.metrics.predictions import load_predictions, store_evidence, store_predictions
 from convmixer_tasks.precision import gelu_compile_options, precision_modes_from_params
 from convmixer_tasks.records import RecordedRow
+from convmixer_tasks.rows import failed_rows
+from convmixer_tasks.runfacts import run_facts
 from tests.test_metrics import DAY0, make_row
 from tests.test_steps import _params, small_demo  # noqa: F401 (fixture)
 
@@ -71,14 +73,14 @@ def test_check_inputs_plans_each_batch_size_times_mode_and_prepares_each_batch_s
 
 
 def test_failed_rows_cover_every_batch_size_and_mode_and_survive_an_unreadable_mode():
-    run = steps.run_facts("broke", "convmixer_validation", DAY0, DAY0)
+    run = run_facts("broke", "convmixer_validation", DAY0, DAY0)
     params = {"backend": "ascend", "batch_sizes": [1, 4], "precision_modes": ["force_fp16", "force_fp32"],
               "model_variant": "convmixer_demo"}
-    rows = steps.failed_rows(run, params, "compile failed")
-    assert [(row["batch_size"], row["precision_mode"]) for row in rows] == [
+    rows = failed_rows(run, params, "compile failed")
+    assert [(row.batch_size, row.precision_mode) for row in rows] == [
         (1, "force_fp16"), (1, "force_fp32"), (4, "force_fp16"), (4, "force_fp32")]
-    (row,) = steps.failed_rows(run, {**params, "batch_sizes": [1], "precision_modes": ["fp8"]}, "refused")
-    assert row["precision_mode"] == "force_fp16" and "recorded under precision force_fp16: " in row["gate_reasons"][1]
+    (row,) = failed_rows(run, {**params, "batch_sizes": [1], "precision_modes": ["fp8"]}, "refused")
+    assert row.precision_mode == "force_fp16" and "recorded under precision force_fp16: " in row.gate_reasons[1]
 
 
 def _two_modes(url: str, run_id: str = "both", **overrides) -> dict[str, int]:

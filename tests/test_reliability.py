@@ -344,21 +344,24 @@ def test_failed_eval_removes_the_stale_result_json(models, prep, dataset, work, 
 @item
 def test_record_failure_writes_a_row_for_any_conf(tmp_path):
     from convmixer_tasks import metrics, steps
+    from convmixer_tasks.params import batch_sizes_from_params
+    from convmixer_tasks.rows import failed_rows
+    from convmixer_tasks.runfacts import run_facts
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     base = {"model_variant": "convmixer_demo", "backend": "onnxruntime", "input_dtype": "float32"}
-    run = steps.run_facts("manual__1", "convmixer_validation", "2026-01-01T00:00:00+00:00", None)
+    run = run_facts("manual__1", "convmixer_validation", "2026-01-01T00:00:00+00:00", None)
     with pytest.raises(Exception):  # noqa: B017 — check_inputs refuses this conf...
-        steps.batch_sizes_from_params({**base, "batch_size": 4.0})
-    rows = steps.failed_rows(run, {**base, "batch_size": 4.0, "batch_sizes": [1]}, "broke")
+        batch_sizes_from_params({**base, "batch_size": 4.0})
+    rows = failed_rows(run, {**base, "batch_size": 4.0, "batch_sizes": [1]}, "broke")
     steps.record_rows(url, rows, keep_gated=True)  # ...and its failure is still recorded
     (row,), _ = metrics.query_runs(url)
     assert (row["batch_size"], row["status"]) == (4, "failed")
     # Nothing readable at all: one row under a stated placeholder, still naming what was asked.
-    run2 = steps.run_facts("manual__2", "convmixer_validation", "2026-01-01T00:00:00+00:00", None)
-    rows = steps.failed_rows(run2, {"batch_size": "four", "backend": 7}, "broke")
+    run2 = run_facts("manual__2", "convmixer_validation", "2026-01-01T00:00:00+00:00", None)
+    rows = failed_rows(run2, {"batch_size": "four", "backend": 7}, "broke")
     steps.record_rows(url, rows, keep_gated=True)
-    assert len(rows) == 1 and rows[0]["backend"] == "7" and "'four'" in rows[0]["gate_reasons"][-1]
+    assert len(rows) == 1 and rows[0].backend == "7" and "'four'" in rows[0].gate_reasons[-1]
 
 
 # --- messages that sent the user the wrong way --------------------------------------------------------------------

@@ -12,7 +12,10 @@ import pytest
 from convmixer_tasks import steps
 from convmixer_tasks.backends.base import Artifact
 from convmixer_tasks.errors import CheckpointError, ConfigError, DatasetError, MetricsError, RegressionError
+from convmixer_tasks.params import batch_sizes_from_params, check_param_names, gate_options
 from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunPlan, Scores
+from convmixer_tasks.rows import build_row, failed_rows, rows_for_run
+from convmixer_tasks.runfacts import run_facts
 from convmixer_tasks.variants import DEMO_CHECKPOINT
 from convmixer_tasks.workdir import WorkLayout, run_slug
 
@@ -32,15 +35,15 @@ def _params(tmp_path: Path, **overrides) -> dict:
 # --- params and names -----------------------------------------------------------------------------------------------
 
 def test_batch_size_overrides_batch_sizes_and_duplicates_are_dropped():
-    assert steps.batch_sizes_from_params({"batch_sizes": [16, 1, 16], "batch_size": None}) == [16, 1]
-    assert steps.batch_sizes_from_params({"batch_sizes": [1, 16], "batch_size": 4}) == [4]
+    assert batch_sizes_from_params({"batch_sizes": [16, 1, 16], "batch_size": None}) == [16, 1]
+    assert batch_sizes_from_params({"batch_sizes": [1, 16], "batch_size": 4}) == [4]
 
 
 @pytest.mark.parametrize("params", [{"batch_sizes": []}, {"batch_sizes": [3]}, {"batch_sizes": [True]},
                                     {"batch_size": 0, "batch_sizes": [1]}])
 def test_bad_batch_sizes_are_refused_naming_the_param(params):
     with pytest.raises(ConfigError, match="batch"):
-        steps.batch_sizes_from_params(params)
+        batch_sizes_from_params(params)
 
 
 def test_run_slug_is_a_safe_distinct_folder_name():
@@ -73,10 +76,10 @@ def test_run_facts_are_iso_strings_in_utc():
     from datetime import datetime, timedelta, timezone
 
     local = datetime(2026, 1, 5, 4, 0, tzinfo=timezone(timedelta(hours=1)))
-    facts = steps.run_facts("r", "convmixer_validation", local, "2026-01-05T03:00:01+00:00")
+    facts = run_facts("r", "convmixer_validation", local, "2026-01-05T03:00:01+00:00")
     assert facts.logical_date == "2026-01-05T03:00:00+00:00"
     assert facts.started_at == "2026-01-05T03:00:01+00:00"
-    assert steps.run_facts("r", None, None, None).logical_date is None
+    assert run_facts("r", None, None, None).logical_date is None
 
 
 # --- check inputs + preprocess shards -------------------------------------------------------------------------------
@@ -133,7 +136,7 @@ def test_check_inputs_refuses_a_conf_key_that_is_not_a_param(tmp_path):
     params = _params(tmp_path)
     with pytest.raises(ConfigError, match="unknown param.* batch_szie.*check the spelling"):
         steps.check_inputs({**params, "batch_szie": 4}, "r", tmp_path / "work", known_params=params)
-    steps.check_param_names(params, known=params)  # every declared key passes
+    check_param_names(params, known=params)  # every declared key passes
 
 
 def test_prep_shards_cover_the_manifest_and_a_finished_folder_is_reused_untouched(tmp_path, small_demo):
@@ -229,7 +232,7 @@ def test_export_cache_re_exports_when_the_entry_is_damaged(exported_once, damage
 def _step_results(batch_sizes=(4, 16), throughput=100.0, run_id="run-9", backend="onnxruntime", modes=(None,)):
     """What each step hands on for one run of ``batch_sizes`` × precision ``modes`` (Ascend modes: backend ascend);
     a plan's throughput is ``throughput`` × batch size (× 2 for its second mode, so rows tell modes apart)."""
-    run = steps.run_facts(run_id, "convmixer_validation", "2026-01-05T03:00:00+00:00", "2026-01-05T03:00:01+00:00")
+    run = run_facts(run_id, "convmixer_validation", "2026-01-05T03:00:00+00:00", "2026-01-05T03:00:01+00:00")
     plans = [RunPlan(run_id=run_id, batch_size=bs, backend=backend, input_dtype="float32",
                      model_variant="convmixer_768_32", checkpoint="/ckpt.pth.tar", dataset_dir="/val",
                      label_file="/val_label.txt", image_limit=None, image_count=250, dataset_fingerprint="f" * 64,
@@ -256,31 +259,31 @@ def _step_results(batch_sizes=(4, 16), throughput=100.0, run_id="run-9", backend
 
 def test_rows_join_each_plan_with_its_own_batch_size_whatever_the_order():
     run, plans, exported, compiled, benchmarks, evaluated = _step_results()
-    rows = steps.rows_for_run(run, plans, exported, compiled[::-1], benchmarks[::-1], evaluated)
-    assert [(row["batch_size"], row["artifact_sha256"], row["throughput"]) for row in rows] == \
+    rows = rows_for_run(run, plans, exported, compiled[::-1], benchmarks[::-1], evaluated)
+    assert [(row.batch_size, row.artifact_sha256, row.throughput) for row in rows] == \
         [(4, f"{4:063d}0", 400.0), (16, f"{16:063d}1", 1600.0)]
     with pytest.raises(ConfigError, match="different batch sizes"):
-        steps.build_row(run, plans[0], exported, compiled[1], benchmarks[0], evaluated[0])
+        build_row(run, plans[0], exported, compiled[1], benchmarks[0], evaluated[0])
 
 
 def test_rows_join_each_plan_with_its_own_batch_size_and_precision_mode():
     run, plans, exported, compiled, benchmarks, evaluated = _step_results(
         backend="ascend", modes=(None, "must_keep_origin_dtype"))
-    rows = steps.rows_for_run(run, plans, exported, compiled[::-1], benchmarks[::-1], evaluated[::-1])
-    assert [(row["batch_size"], row["precision_mode"], row["artifact_sha256"], row["throughput"]) for row in rows] == [
+    rows = rows_for_run(run, plans, exported, compiled[::-1], benchmarks[::-1], evaluated[::-1])
+    assert [(row.batch_size, row.precision_mode, row.artifact_sha256, row.throughput) for row in rows] == [
         (4, "force_fp16", f"{4:063d}0", 400.0), (4, "must_keep_origin_dtype", f"{4:063d}1", 800.0),
         (16, "force_fp16", f"{16:063d}2", 1600.0), (16, "must_keep_origin_dtype", f"{16:063d}3", 3200.0)]
     with pytest.raises(ConfigError, match="precision modes were joined for the bs4 force_fp16 row"):
-        steps.build_row(run, plans[0], exported, compiled[0], benchmarks[1], evaluated[0])
+        build_row(run, plans[0], exported, compiled[0], benchmarks[1], evaluated[0])
     with pytest.raises(ConfigError, match="no benchmark result for bs16 must_keep_origin_dtype"):
-        steps.rows_for_run(run, plans, exported, compiled, benchmarks[:3], evaluated)
+        rows_for_run(run, plans, exported, compiled, benchmarks[:3], evaluated)
 
 
 def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
     from convmixer_tasks.metrics import get_run, query_runs
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    rows = steps.rows_for_run(*_step_results())
+    rows = rows_for_run(*_step_results())
     recorded = steps.record_rows(url, rows)
     again = steps.record_rows(url, rows)  # a retried record task
     assert [r.id for r in again] == [r.id for r in recorded]
@@ -298,8 +301,8 @@ def test_a_refused_row_leaves_none_of_the_runs_rows(tmp_path):
     from convmixer_tasks.metrics import query_runs
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    rows = steps.rows_for_run(*_step_results())
-    rows[1]["throughput"] = float("nan")  # a broken benchmark figure at batch 16
+    rows = rows_for_run(*_step_results())
+    rows[1].throughput = float("nan")  # a broken benchmark figure at batch 16
     with pytest.raises(MetricsError, match="throughput"):
         steps.record_rows(url, rows)
     assert query_runs(url)[1] == 0  # no half-recorded run: batch 4 is not left behind without batch 16
@@ -309,9 +312,9 @@ def test_failed_rows_have_no_accuracy_and_are_not_gated(tmp_path):
     from convmixer_tasks.metrics import get_run
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    run = steps.run_facts("run-f", "convmixer_validation", None, "2026-01-05T03:00:01+00:00")
+    run = run_facts("run-f", "convmixer_validation", None, "2026-01-05T03:00:01+00:00")
     params = _params(tmp_path, batch_size=8)
-    recorded = steps.record_rows(url, steps.failed_rows(run, params, "compile failed"))
+    recorded = steps.record_rows(url, failed_rows(run, params, "compile failed"))
     row = get_run(url, "run-f", 8, "onnxruntime")
     assert row["status"] == "failed" and row["top1"] is None and row["throughput"] is None
     assert row["gate_reasons"] == ["compile failed"]
@@ -326,9 +329,9 @@ def test_the_failure_path_keeps_a_gated_verdict_and_fails_an_ungated_row(tmp_pat
     url = f"sqlite:///{tmp_path / 'm.db'}"
     params = _params(tmp_path, batch_sizes=[4, 16])
     run, plans, exported, compiled, benchmarks, evaluated = _step_results()
-    recorded = steps.record_rows(url, steps.rows_for_run(run, plans, exported, compiled, benchmarks, evaluated))
+    recorded = steps.record_rows(url, rows_for_run(run, plans, exported, compiled, benchmarks, evaluated))
     steps.gate_rows(url, recorded[:1], params)  # batch 4 got its verdict, batch 16 did not
-    failed = steps.record_rows(url, steps.failed_rows(run, params, "infer failed"), keep_gated=True)
+    failed = steps.record_rows(url, failed_rows(run, params, "infer failed"), keep_gated=True)
     assert [row.id for row in failed] == [row.id for row in recorded]
     gated, ungated = get_run(url, "run-9", 4, "onnxruntime"), get_run(url, "run-9", 16, "onnxruntime")
     assert gated["status"] == "ok" and gated["top1"] == 80.0 and gated["throughput"] == 400.0
@@ -343,16 +346,16 @@ def test_gate_stores_every_verdict_before_failing_once(tmp_path):
     # history: five fast ok runs at batch 4 only (recorded pending, then gated ok: only ok rows are history; the
     # noise-aware gate judges nothing before five)
     for index in range(5):
-        old = steps.record_rows(url, steps.rows_for_run(*_step_results(batch_sizes=(4,), throughput=1000.0,
+        old = steps.record_rows(url, rows_for_run(*_step_results(batch_sizes=(4,), throughput=1000.0,
                                                                        run_id=f"old-{index}")))
         verdicts = steps.gate_rows(url, old, params)
         assert [verdict.status for verdict in verdicts] == ["ok"] and verdicts[0].batch_size == 4
     # one slow run is never a regression on its own (a neighbour may have slowed that whole run) ...
-    first = steps.record_rows(url, steps.rows_for_run(*_step_results(batch_sizes=(4,), throughput=100.0,
+    first = steps.record_rows(url, rows_for_run(*_step_results(batch_sizes=(4,), throughput=100.0,
                                                                      run_id="run-8")))
     assert [verdict.status for verdict in steps.gate_rows(url, first, params)] == ["ok"]
     # ... the second in a row is judged together with it
-    recorded = steps.record_rows(url, steps.rows_for_run(*_step_results(throughput=100.0)))
+    recorded = steps.record_rows(url, rows_for_run(*_step_results(throughput=100.0)))
     with pytest.raises(RegressionError, match="batch size 4") as failure:
         steps.gate_rows(url, recorded, params)
     assert "batch size 16" not in str(failure.value)
@@ -364,9 +367,9 @@ def test_gate_stores_every_verdict_before_failing_once(tmp_path):
 
 
 def test_a_partial_run_is_not_gated_on_accuracy_but_still_on_throughput(tmp_path):
-    full = steps.gate_options(_params(tmp_path, top1_tolerance=0.5, throughput_tolerance_pct=10.0))
-    partial = steps.gate_options(_params(tmp_path, top1_tolerance=0.5, image_limit=24))
+    full = gate_options(_params(tmp_path, top1_tolerance=0.5, throughput_tolerance_pct=10.0))
+    partial = gate_options(_params(tmp_path, top1_tolerance=0.5, image_limit=24))
     assert full["top1_tolerance"] == 0.5 and partial["top1_tolerance"] == 100.0
     assert partial["throughput_drop_pct"] == full["throughput_drop_pct"] == 10.0
     assert partial["history"] == full["history"] == 5
-    assert "runs" not in full and steps.gate_options(_params(tmp_path, throughput_runs=1))["runs"] == 1
+    assert "runs" not in full and gate_options(_params(tmp_path, throughput_runs=1))["runs"] == 1

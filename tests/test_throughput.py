@@ -17,7 +17,7 @@ from convmixer_tasks import throughput as tp
 from convmixer_tasks.backends import base
 from convmixer_tasks.energy import PowerUnavailable
 from convmixer_tasks.errors import ConfigError, MetricsError
-from convmixer_tasks.metrics import store
+from convmixer_tasks.metrics.engine import get_engine
 from tests.test_metrics import downgrade, empty_url, insert_raw, make_row, read_old, version_rows  # noqa: F401
 
 
@@ -185,7 +185,7 @@ def test_migration_0004_adds_inconclusive_and_the_evidence_columns_reversibly(em
     assert version_rows(empty_url) == ["0002"]
     back = read_old(empty_url, "noisy")
     assert back["status"] == "pending" and "inconclusive" in back["gate_reasons"][0]
-    columns = {column["name"] for column in sa.inspect(store.get_engine(empty_url)).get_columns("convmixer_validation_runs")}
+    columns = {column["name"] for column in sa.inspect(get_engine(empty_url)).get_columns("convmixer_validation_runs")}
     assert "samples_ms" not in columns and "fingerprint" not in columns
     metrics.upgrade(empty_url)
     assert metrics.get_run(empty_url, "noisy", 4, "onnxruntime")["samples_ms"] is None
@@ -224,14 +224,15 @@ class ScriptedBench:
 ])
 def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, monkeypatch, scripts,
                                                                          expected_measurements):
-    from convmixer_tasks import steps
+    from convmixer_tasks import benchmark_step
     from convmixer_tasks.fileio import read_json
+    from convmixer_tasks.rows import build_row
     from tests.test_steps import _step_results
 
     compiled = _step_results(batch_sizes=(4,), throughput=100.0)[3][0]
     scripted = ScriptedBench(scripts)
-    monkeypatch.setattr(steps, "get_backend", lambda name, **settings: scripted)
-    summary = steps.benchmark_artifact(compiled, 4, tmp_path, remeasure=2, max_cv_pct=10.0)
+    monkeypatch.setattr(benchmark_step, "get_backend", lambda name, **settings: scripted)
+    summary = benchmark_step.benchmark_artifact(compiled, 4, tmp_path, remeasure=2, max_cv_pct=10.0)
     assert summary.measurements == scripted.calls == expected_measurements
     assert tp.unpack_samples(summary.samples_ms) == pytest.approx([10.0, 10.2, 9.8, 10.0], rel=1e-6)
     assert summary.sample_count == 4
@@ -239,8 +240,8 @@ def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, 
     assert summary.throughput == pytest.approx(400.0)
     assert summary.fingerprint["backend"] == "onnxruntime" and "load_after" in summary.fingerprint
     assert len(read_json(summary.bench_json)["measurements"]) == expected_measurements
-    row = steps.build_row(*(_pick(_step_results(batch_sizes=(4,), throughput=100.0), summary)))
-    assert row["warmup_count"] == 5 and row["fingerprint_key"] == fingerprint.key(summary.fingerprint)
+    row = build_row(*(_pick(_step_results(batch_sizes=(4,), throughput=100.0), summary)))
+    assert row.warmup_count == 5 and row.fingerprint_key == fingerprint.key(summary.fingerprint)
 
 
 def _pick(results, summary):
@@ -278,26 +279,26 @@ def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, ca
 
 
 def test_benchmark_step_confirms_a_suspect_figure_with_fresh_measurements(tmp_path, monkeypatch, metrics_url):
-    from convmixer_tasks import steps
+    from convmixer_tasks import benchmark_step
     from convmixer_tasks.fileio import read_json
     from tests.test_steps import _step_results
 
     compiled = _step_results(batch_sizes=(4,), throughput=100.0)[3][0]
     slow, fast = [20.0, 20.2, 19.8, 20.0], [10.0, 10.2, 9.8, 10.0]  # 200 img/s, then 400 img/s
     scripted = ScriptedBench([slow, fast, fast])
-    monkeypatch.setattr(steps, "get_backend", lambda name, **settings: scripted)
+    monkeypatch.setattr(benchmark_step, "get_backend", lambda name, **settings: scripted)
     seen = []
 
     def suspect(env):
         seen.append(fingerprint.key(env))
         return 380.0  # the history's suspect line
 
-    summary = steps.benchmark_artifact(compiled, 4, tmp_path, suspect=suspect, confirm=2)
+    summary = benchmark_step.benchmark_artifact(compiled, 4, tmp_path, suspect=suspect, confirm=2)
     assert summary.throughput == pytest.approx(200.0)  # the row keeps its first figure: the history stays unbiased
     assert summary.fingerprint[fingerprint.CONFIRMATIONS] == pytest.approx([400.0, 400.0])
     assert summary.measurements == scripted.calls == 3 and len(read_json(summary.bench_json)["measurements"]) == 3
     assert seen == [fingerprint.key(summary.fingerprint)]  # the confirmations are not part of the key
-    not_suspect = steps.benchmark_artifact(compiled, 4, tmp_path, suspect=lambda env: 150.0, confirm=2)
+    not_suspect = benchmark_step.benchmark_artifact(compiled, 4, tmp_path, suspect=lambda env: 150.0, confirm=2)
     assert not_suspect.measurements == 1 and fingerprint.CONFIRMATIONS not in not_suspect.fingerprint
 
     # The DAG's suspect check reads the same-fingerprint history; without a readable metrics DB it gives no line.
@@ -311,9 +312,9 @@ def test_benchmark_step_confirms_a_suspect_figure_with_fresh_measurements(tmp_pa
             run_id=f"h{day}", logical_date=f"2026-11-0{day + 1}T00:00:00+00:00", model_variant="convmixer_demo",
             backend=compiled.backend, device=compiled.device, batch_size=4, throughput=400.0 + day,
             fingerprint=env, fingerprint_key=fingerprint.key(env)))
-    line = steps.suspect_check(metrics_url, "convmixer_demo", compiled, params)(env)
+    line = benchmark_step.suspect_check(metrics_url, "convmixer_demo", compiled, params)(env)
     assert line == pytest.approx(402.5 * 0.95)
-    broken = steps.suspect_check("sqlite:////nonexistent/dir/x.db", "convmixer_demo", compiled, params)
+    broken = benchmark_step.suspect_check("sqlite:////nonexistent/dir/x.db", "convmixer_demo", compiled, params)
     assert broken(env) is None
 
 

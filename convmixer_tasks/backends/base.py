@@ -26,8 +26,8 @@ from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file
 from convmixer_tasks.prepfolder import DTYPE_ITEMSIZE, INPUT_DTYPES, PrepFile, PrepManifest, read_manifest
 
 if TYPE_CHECKING:
+    from convmixer_tasks.device_state import DeviceState
     from convmixer_tasks.energy import PowerSource
-    from convmixer_tasks.quiet import DeviceState
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,20 @@
 the UI. Evaluated rows are recorded ``pending``; ``convmixer_tasks.gate`` turns them into ok/regressed.
 """
 
+from convmixer_tasks.metrics.engine import dispose_engines, upgrade
+from convmixer_tasks.metrics.queries import (
+    MAX_LIMIT,
+    SERIES_KEY,
+    count_runs,
+    distinct_values,
+    get_row,
+    get_run,
+    history_rows,
+    query_runs,
+    series,
+    series_neighbours,
+    time_range,
+)
 from convmixer_tasks.metrics.schema import (
     STATUS_FAILED,
     STATUS_OK,
@@ -14,24 +28,6 @@ from convmixer_tasks.metrics.schema import (
     MetricsRow,
     ValidationRun,
 )
-from convmixer_tasks.metrics.store import (
-    MAX_LIMIT,
-    SERIES_KEY,
-    count_runs,
-    dispose_engines,
-    distinct_values,
-    get_row,
-    get_run,
-    history_rows,
-    query_runs,
-    record_run,
-    record_runs,
-    series,
-    series_neighbours,
-    time_range,
-    update_status,
-    upgrade,
-)
 from convmixer_tasks.metrics.url import (
     AIRFLOW_CONNECTION_ID,
     ENV_VAR,
@@ -40,6 +36,7 @@ from convmixer_tasks.metrics.url import (
     normalize_url,
     resolve_metrics_url,
 )
+from convmixer_tasks.metrics.writes import record_run, record_runs, update_status
 
 __all__ = [
     "AIRFLOW_CONNECTION_ID",

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from convmixer_tasks import changepoints as cp
 from convmixer_tasks import fingerprint as fp
+from convmixer_tasks.metrics.engine import _db_errors, get_engine
 from convmixer_tasks.metrics.history import figure
 from convmixer_tasks.metrics.schema import STATUS_OK, STATUS_REGRESSED, ChangePoint, ValidationRun
-from convmixer_tasks.metrics.store import _db_errors, get_engine
 
 METRIC = "throughput"
 

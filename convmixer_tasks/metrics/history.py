@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from convmixer_tasks.metrics.engine import _db_errors, get_engine
 from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE, STATUS_OK, STATUS_REGRESSED, ValidationRun
-from convmixer_tasks.metrics.store import _db_errors, get_engine, parse_datetime
+from convmixer_tasks.metrics.values import parse_datetime
 
 # How far back the gate looks for the fingerprint's runs (older ones are not a baseline any more).
 SCAN_LIMIT = 500

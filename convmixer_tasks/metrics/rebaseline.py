@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from convmixer_tasks.errors import MetricsError
+from convmixer_tasks.metrics.engine import _db_errors, get_engine
 from convmixer_tasks.metrics.schema import (
     STATUS_FAILED,
     STATUS_INCONCLUSIVE,
@@ -23,7 +24,8 @@ from convmixer_tasks.metrics.schema import (
     ValidationRun,
     utcnow,
 )
-from convmixer_tasks.metrics.store import _check_int, _db_errors, get_engine, mask_url
+from convmixer_tasks.metrics.url import mask_url
+from convmixer_tasks.metrics.values import _check_int
 
 
 def rebaseline(url: str, row_id: int, reason: str, by: str) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The metrics table: one row per DAG run × batch size × backend (SQLAlchemy 2 typed declarative model).
 
 The Alembic migrations in ``migrations/versions`` create exactly this table; ``tests/test_metrics.py`` compares the
-two so they cannot drift apart. ``MetricsRow`` is the JSON-able input record that ``store.record_run`` writes.
+two so they cannot drift apart. ``MetricsRow`` is the JSON-able input record that ``writes.record_run`` writes.
 """
 
 from __future__ import annotations
@@ -31,31 +31,28 @@ from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 
+# The status and throughput-check names live in the vocabulary module; re-exported for the metrics package's readers.
+from convmixer_tasks.status import (  # noqa: F401
+    CHECK_BELOW,
+    CHECK_NOISY,
+    CHECK_OK,
+    CHECK_REGRESSED,
+    CHECK_UNJUDGED,
+    GATED_STATUSES,
+    STATUS_FAILED,
+    STATUS_INCONCLUSIVE,
+    STATUS_OK,
+    STATUS_PENDING,
+    STATUS_REGRESSED,
+    STATUSES,
+    THROUGHPUT_CHECKS,
+)
+
 TABLE_NAME = "convmixer_validation_runs"
 # Our own Alembic version table: the metrics URL may point at a database that already has an ``alembic_version``
 # (Airflow's metadata DB, for one); sharing it would make either migration history overwrite the other.
 VERSION_TABLE = "convmixer_metrics_alembic_version"
 
-STATUS_OK = "ok"
-STATUS_REGRESSED = "regressed"
-STATUS_FAILED = "failed"
-# Recorded with accuracy but not gated yet: the record step writes it, the gate turns it into ok/regressed. A gate
-# that never finished leaves it, and the gate's history (ok only) ignores it. Migration 0002 allows it.
-STATUS_PENDING = "pending"
-# Gated, but the throughput could not be judged (the run's own samples too noisy even after re-measuring): no
-# verdict either way, never part of the gate's history, does not fail the run. Migration 0004 allows it.
-STATUS_INCONCLUSIVE = "inconclusive"
-STATUSES = (STATUS_OK, STATUS_REGRESSED, STATUS_FAILED, STATUS_PENDING, STATUS_INCONCLUSIVE)
-# What the gate has decided; a row in one of these is never overwritten by a later 'failed' record.
-GATED_STATUSES = (STATUS_OK, STATUS_REGRESSED, STATUS_INCONCLUSIVE)
-
-# What the throughput rule concluded (column ``throughput_check``; see convmixer_tasks.throughput).
-CHECK_OK = "ok"  # at or above the floor
-CHECK_BELOW = "below"  # below the floor but not statistically clear
-CHECK_REGRESSED = "regressed"  # below the floor and clear, alone or together with the run before
-CHECK_NOISY = "noisy"  # the run's own per-loop CV too high to judge, after re-measuring
-CHECK_UNJUDGED = "unjudged"  # nothing measured, or too little same-fingerprint history
-THROUGHPUT_CHECKS = (CHECK_OK, CHECK_BELOW, CHECK_REGRESSED, CHECK_NOISY, CHECK_UNJUDGED)
 
 # Named constraints so later migrations (SQLite batch mode included) can refer to them by name.
 NAMING_CONVENTION = {

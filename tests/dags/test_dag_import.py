@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from convmixer_tasks import steps
+from convmixer_tasks.params import batch_sizes_from_params
 from convmixer_tasks.backends.base import BACKEND_NAMES
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
@@ -266,7 +266,7 @@ def test_good_confs_are_accepted_and_batch_size_overrides(parsed):
     verdicts = parsed["confs"][len(BAD_CONFS):]
     assert all(v["ok"] for v in verdicts), verdicts
     single = verdicts[GOOD_CONFS.index({"batch_size": 4})]
-    assert steps.batch_sizes_from_params(single) == [4]
+    assert batch_sizes_from_params(single) == [4]
 
 
 def test_settings_come_from_airflow_configuration(tmp_path):

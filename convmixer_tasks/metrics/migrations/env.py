@@ -1,11 +1,11 @@
 """Alembic environment for the metrics database, driven from code (there is no alembic.ini in the package).
 
-``convmixer_tasks.metrics.store.upgrade(url)`` builds the Alembic Config, opens the connection (taking a lock so
+``convmixer_tasks.metrics.engine.upgrade(url)`` builds the Alembic Config, opens the connection (taking a lock so
 concurrent upgrades queue instead of racing) and hands it over in ``config.attributes["connection"]``; this file
 only runs the migrations on it. To write a new revision against a scratch database:
 
     from alembic import command
-    from convmixer_tasks.metrics.store import alembic_config
+    from convmixer_tasks.metrics.engine import alembic_config
     command.revision(alembic_config("sqlite:////tmp/scratch.db"), message="add column x", autogenerate=True)
 
 (upgrade the scratch database first so autogenerate sees the current schema), then review the generated file.

@@ -1,0 +1,172 @@
+"""The metrics rows a run writes, built from the steps' records: one per batch size × precision mode once it is
+evaluated (``pending`` until the gate judges it), or ``failed`` ones for a run that broke before. The only place
+that builds a ``MetricsRow``; the steps record what it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from convmixer_tasks.checks import BATCH_SIZE_CHOICES
+from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.metrics.schema import MetricsRow
+from convmixer_tasks.params import batch_sizes_from_params
+from convmixer_tasks.precision import effective_precision, precision_modes_from_params
+from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunFacts, RunPlan, Scores
+from convmixer_tasks.status import STATUS_FAILED, STATUS_PENDING
+
+
+def build_row(
+    run: RunFacts, plan: RunPlan, exported: ExportedModel, compiled: CompiledModel, bench: BenchSummary, scores: Scores
+) -> MetricsRow:
+    """One batch size × precision's metrics row, status ``pending``: evaluated but not gated, so it stays out of the
+    gate's history (``ok`` rows only) until ``gate_rows`` stores ok/regressed on it."""
+    parts = {
+        name: (part.batch_size, part.precision)
+        for name, part in (("compiled", compiled), ("benchmark", bench), ("scores", scores))
+    }
+    if set(parts.values()) != {(plan.batch_size, plan.precision)}:
+        raise ConfigError(
+            f"results of different batch sizes or precision modes were joined for the bs{plan.batch_size} "
+            f"{plan.precision} row ({parts}); clear the run's tasks and run it again"
+        )
+    return MetricsRow(
+        **run.values(),
+        finished_at=datetime.now(UTC).isoformat(),
+        model_variant=plan.model_variant,
+        checkpoint_sha256=exported.checkpoint_sha256,
+        onnx_sha256=exported.onnx_sha256,
+        artifact_sha256=compiled.artifact.sha256,
+        backend=plan.backend,
+        device=compiled.device,
+        toolkit_version=compiled.toolkit_version,
+        batch_size=plan.batch_size,
+        input_dtype=plan.input_dtype,
+        image_count=scores.image_count,
+        top1=scores.top1,
+        top5=scores.top5,
+        throughput=bench.throughput,
+        latency_mean_ms=bench.latency_mean_ms,
+        latency_p50_ms=bench.latency_p50_ms,
+        latency_p99_ms=bench.latency_p99_ms,
+        parity_max_abs_diff=exported.parity_max_abs_diff,
+        status=STATUS_PENDING,
+        precision_mode=plan.precision,
+        **evidence_fields(scores),
+        **_throughput_evidence(bench),
+    )
+
+
+def _throughput_evidence(bench: BenchSummary) -> dict[str, Any]:
+    from convmixer_tasks import fingerprint
+
+    return {
+        "samples_ms": bench.samples_ms,
+        "sample_count": bench.sample_count,
+        "warmup_count": bench.warmup,
+        "latency_cv": bench.latency_cv,
+        "latency_iqr_ms": bench.latency_iqr_ms,
+        "measurements": bench.measurements,
+        "fingerprint": bench.fingerprint,
+        "fingerprint_key": fingerprint.key(bench.fingerprint),
+        "energy_j_per_image": bench.energy_j_per_image,
+        "throughput_per_watt": bench.throughput_per_watt,
+        "energy": bench.energy,
+    }
+
+
+def evidence_fields(scores: Scores) -> dict[str, Any]:
+    """The row's fidelity columns and first evidence (the gate adds the pairings)."""
+    from convmixer_tasks.evidence_steps import row_evidence
+
+    return row_evidence(scores)
+
+
+def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[MetricsRow]:
+    """``failed`` rows (no accuracy, no throughput) for a run that broke before evaluation, one per batch size ×
+    precision mode.
+
+    Built from whatever can be read of ``params``: a conf that ``check_inputs`` refused (``{"batch_size": 4.0}``,
+    an unknown variant) is exactly the run that must still show up as failed, so nothing here may raise on it.
+
+    Record them with ``record_rows(..., keep_gated=True)``: a rerun of a cleared task that fails must not replace a
+    verdict an earlier attempt stored (a ``pending`` row from that attempt does become ``failed``)."""
+    finished_at = datetime.now(UTC).isoformat()
+    sizes, unreadable = _readable_batch_sizes(params)
+    reasons = [reason] + ([f"recorded under batch size {sizes[0]}: {unreadable}"] if unreadable else [])
+    backend = _readable_text(params.get("backend"), 32)
+    try:
+        precisions = [effective_precision(backend, mode) for mode in precision_modes_from_params(params)]
+    except ConfigError as exc:
+        precisions = [effective_precision(backend, None)]
+        reasons.append(f"recorded under precision {precisions[0]}: {exc}")
+    dtype = params.get("input_dtype")
+    return [
+        MetricsRow(
+            **run.values(),
+            finished_at=finished_at,
+            model_variant=_readable_text(params.get("model_variant"), 100),
+            backend=backend,
+            batch_size=batch_size,
+            precision_mode=precision,
+            input_dtype=dtype if isinstance(dtype, str) and len(dtype) <= 16 else None,
+            status=STATUS_FAILED,
+            gate_reasons=reasons,
+        )
+        for batch_size in sizes
+        for precision in precisions
+    ]
+
+
+def _readable_text(value: Any, limit: int) -> str:
+    """A conf string as the row can hold it; anything else as its repr (a failed row must name what was asked)."""
+    text = value if isinstance(value, str) and value else repr(value)
+    return text[:limit]
+
+
+def _readable_batch_sizes(params: Mapping[str, Any]) -> tuple[list[int], str | None]:
+    """The batch sizes a conf asked for, read leniently (``4.0`` → 4); (sizes, None) when they are readable,
+    else ([the first supported size], what could not be read) so the failed run still gets its row."""
+    try:
+        return batch_sizes_from_params(params), None
+    except ConfigError:
+        pass
+    single = params.get("batch_size")
+    asked = [single] if single is not None else params.get("batch_sizes")
+    sizes = []
+    for size in asked if isinstance(asked, (list, tuple)) else [asked]:
+        if isinstance(size, (int, float)) and not isinstance(size, bool) and float(size).is_integer() and size >= 1:
+            sizes.append(int(size))
+    if sizes:
+        return list(dict.fromkeys(sizes)), None
+    return [BATCH_SIZE_CHOICES[0]], f"the conf's batch size {asked!r} is unreadable"
+
+
+def rows_for_run(
+    run: RunFacts,
+    plans: Sequence[RunPlan],
+    exported: ExportedModel,
+    compiled: Iterable[CompiledModel],
+    benchmarks: Iterable[BenchSummary],
+    scores: Iterable[Scores],
+) -> list[MetricsRow]:
+    """One row per plan, each joined with its own batch size × precision's results."""
+    compiled_by = {(entry.batch_size, entry.precision): entry for entry in compiled}
+    bench_by = {(entry.batch_size, entry.precision): entry for entry in benchmarks}
+    scores_by = {(entry.batch_size, entry.precision): entry for entry in scores}
+    rows = []
+    for plan in plans:
+        key = (plan.batch_size, plan.precision)
+        missing = [
+            name
+            for name, found in (("compile", compiled_by), ("benchmark", bench_by), ("evaluate", scores_by))
+            if key not in found
+        ]
+        if missing:
+            raise ConfigError(
+                f"no {' / '.join(missing)} result for bs{plan.batch_size} {plan.precision}; clear the run's tasks "
+                "and run it again"
+            )
+        rows.append(build_row(run, plan, exported, compiled_by[key], bench_by[key], scores_by[key]))
+    return rows
