@@ -1,6 +1,6 @@
 """Old vs new throughput verdict, side by side, replayed on noise models (ours or one given with ``--noise``).
 
-    PYTHONPATH=$PWD .venv/bin/python bench/bench_gate.py [--runs 1000] [--trials 500] [--cp-runs 100] [--seed 0]
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_gate.py [--runs 1000] [--trials 200] [--cp-trials 200] [--seed 0]
     PYTHONPATH=$PWD .venv/bin/python bench/bench_gate.py --noise FILE.py:FUNC [--step -0.2] [--runs N] [--trials M]
         [--seed S] [-o json]
 
@@ -14,7 +14,7 @@ measured as the benchmark step measures (``throughput.measure_until_quiet``: re-
 is above 10 %, the least noisy kept; then ``suspect_line`` / ``confirm_if_suspect`` against the same history) and
 judged by ``throughput.judge`` at the DAG's defaults; ``ok`` runs join the history (newest 20). The old gate is the
 one this package first shipped: ais_bench's mean-based figure of the run's first measurement vs the median of its
-last 5 ok runs minus 10 %. Noise-only: ``--runs`` counted runs after 25 warm-up runs; false alarm = a run marked
+last 5 ok runs minus 10 %. Noise-only: ``--runs`` counted runs after 40 warm-up runs; false alarm = a run marked
 ``regressed``. Step trials: every ``runs/trials``-th run of that series (after the warm-up) is branched, and on the
 branch the true level changes by ``--step`` for two runs; detected_within_2 = the share of branches flagged at the
 first or second run (branches share the history they start from, so neighbouring trials are not independent).
@@ -43,9 +43,10 @@ from convmixer_tasks import throughput as tp
 
 BATCH, BASE = 4, 1000.0
 TOLERANCE_PCT, OLD_HISTORY, NEW_HISTORY = 10.0, 5, 20
-WARMUP_RUNS = 100  # runs before the first counted verdict: both gates' histories full (the noise's 100 runs)
+WARMUP_RUNS = 40  # runs before the first counted verdict: both histories full (the noise stretch grows to 100)
 WARMUP_LOOPS = 5  # as ais_bench's warm-up: recorded on the measurement, not in its samples
 MODELS_FILE = Path(__file__).with_name("noise_models.py")
+EXTRA_STEPS = (("heavy_tails_cv10", -0.20),)  # step trials beyond the table's --step, ours only
 
 
 def load_model(spec: str):
@@ -232,7 +233,7 @@ def main() -> None:
     parser.add_argument("--noise", help="FILE.py:FUNC, a noise model under the replay contract (default: all of ours)")
     parser.add_argument("--step", type=float, default=-0.15, help="persistent change of the true level, e.g. -0.2")
     parser.add_argument("--runs", type=int, default=1000, help="noise-only runs per model (0 skips)")
-    parser.add_argument("--trials", type=int, default=500, help="step trials per model (0 skips)")
+    parser.add_argument("--trials", type=int, default=200, help="step trials per model (0 skips)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cp-runs", type=int, default=0, help="noise-only runs for the change-point rule per model")
     parser.add_argument("--cp-trials", type=int, default=0, help="trials of a -5 %% step at CV 2 %% (ours only)")
@@ -275,6 +276,17 @@ def main() -> None:
                 f"{pct('change_point_false_alarm_rate'):>6s}",
                 flush=True,
             )
+    if args.trials and not args.noise:  # the issue's second step target: -20 % at CV 10 %, heavy-tailed
+        for name, step in EXTRA_STEPS:
+            rng = np.random.default_rng([args.seed, len(models) + 1])
+            bench = Bench(load_model(f"{MODELS_FILE}:{name}"), rng, name)
+            result = replay(bench, 0, args.trials, step)
+            results[f"{name} step {step:+.0%}"] = result
+            if args.output == "table":
+                print(
+                    f"{name}, {step:+.0%} step, {args.trials} trials: detected within 2 runs "
+                    f"{result['detected_within_2']:.1%} (old gate {result['old_detected_within_2']:.1%})"
+                )
     if args.cp_trials and not args.noise:
         rng = np.random.default_rng([args.seed, len(models)])
         bench = Bench(load_model(f"{MODELS_FILE}:lognormal_cv2"), rng, "lognormal_cv2")

@@ -22,12 +22,8 @@ from convmixer_tasks import throughput as tp
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.fileio import read_json
 from convmixer_tasks.metrics import STATUS_FAILED, STATUS_OK, STATUS_REGRESSED, get_run, mask_url, update_status
-<<<<<<< HEAD
 from convmixer_tasks.metrics.history import figure, throughput_history
-=======
-from convmixer_tasks.metrics.history import throughput_history
 from convmixer_tasks.metrics.queries import describe_key
->>>>>>> main
 from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
 from convmixer_tasks.variants import DEMO_EXPECTED, DEMO_VARIANT
 

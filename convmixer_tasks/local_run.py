@@ -108,12 +108,11 @@ def run_chain(
         for entry in compiled
     ]
     scores = [steps.evaluate_batch(plan, inferred, work_dir, exported) for plan in plans]
-    built = rows.rows_for_run(
-        runfacts.run_facts(run_id, None, started_at, started_at, "cli"), plans, exported, compiled, benchmarks, scores
-    )
+    facts = runfacts.run_facts(run_id, None, started_at, started_at, "cli")
+    built = rows.rows_for_run(facts, plans, exported, compiled, benchmarks, scores, prepared, inferred)
     for row in built:
         log.info(
-            "bs%d %s %s on %s: top-1 %.2f%%, top-5 %.2f%%, %.1f img/s",
+            "bs%d %s %s on %s: top-1 %.2f%%, top-5 %.2f%%, %.1f img/s pure inference (ais_bench-style), %s end to end",
             row.batch_size,
             row.backend,
             row.precision_mode,
@@ -121,6 +120,7 @@ def run_chain(
             row.top1,
             row.top5,
             row.throughput,
+            f"{row.e2e_throughput:.1f} img/s" if row.e2e_throughput else "unknown",
         )
     summary = {
         "run_id": run_id,

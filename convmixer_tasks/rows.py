@@ -13,15 +13,31 @@ from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.metrics.schema import MetricsRow
 from convmixer_tasks.params import batch_sizes_from_params
 from convmixer_tasks.precision import effective_precision, precision_modes_from_params
-from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunFacts, RunPlan, Scores
+from convmixer_tasks.records import (
+    BenchSummary,
+    CompiledModel,
+    ExportedModel,
+    PrepShard,
+    RunFacts,
+    RunPlan,
+    Scores,
+    ShardOutputs,
+)
 from convmixer_tasks.status import STATUS_FAILED, STATUS_PENDING
 
 
 def build_row(
-    run: RunFacts, plan: RunPlan, exported: ExportedModel, compiled: CompiledModel, bench: BenchSummary, scores: Scores
+    run: RunFacts,
+    plan: RunPlan,
+    exported: ExportedModel,
+    compiled: CompiledModel,
+    bench: BenchSummary,
+    scores: Scores,
+    stages: dict[str, float] | None = None,
 ) -> MetricsRow:
     """One batch size × precision's metrics row, status ``pending``: evaluated but not gated, so it stays out of the
-    gate's history (``ok`` rows only) until ``gate_rows`` stores ok/regressed on it."""
+    gate's history (``ok`` rows only) until ``gate_rows`` stores ok/regressed on it. ``stages``: its
+    preprocess/infer/evaluate wall seconds (``stage_seconds``), which give its end-to-end rate."""
     parts = {
         name: (part.batch_size, part.precision)
         for name, part in (("compiled", compiled), ("benchmark", bench), ("scores", scores))
@@ -55,6 +71,8 @@ def build_row(
         precision_mode=plan.precision,
         **evidence_fields(scores),
         **_throughput_evidence(bench),
+        stage_seconds=stages,
+        e2e_throughput=scores.image_count / sum(stages.values()) if stages and sum(stages.values()) > 0 else None,
     )
 
 
@@ -67,6 +85,8 @@ def _throughput_evidence(bench: BenchSummary) -> dict[str, Any]:
         "warmup_count": bench.warmup,
         "latency_cv": bench.latency_cv,
         "latency_iqr_ms": bench.latency_iqr_ms,
+        "throughput_robust": bench.throughput_robust,
+        "latency_robust_cv": bench.latency_robust_cv,
         "measurements": bench.measurements,
         "fingerprint": bench.fingerprint,
         "fingerprint_key": fingerprint.key(bench.fingerprint),
@@ -150,8 +170,12 @@ def rows_for_run(
     compiled: Iterable[CompiledModel],
     benchmarks: Iterable[BenchSummary],
     scores: Iterable[Scores],
+    prepared: Iterable[PrepShard] = (),
+    inferred: Iterable[ShardOutputs] = (),
 ) -> list[MetricsRow]:
-    """One row per plan, each joined with its own batch size × precision's results."""
+    """One row per plan, each joined with its own batch size × precision's results; given the run's ``prepared``
+    and ``inferred`` shards, with its stage seconds and end-to-end rate."""
+    prepared, inferred = list(prepared), list(inferred)
     compiled_by = {(entry.batch_size, entry.precision): entry for entry in compiled}
     bench_by = {(entry.batch_size, entry.precision): entry for entry in benchmarks}
     scores_by = {(entry.batch_size, entry.precision): entry for entry in scores}
@@ -168,5 +192,25 @@ def rows_for_run(
                 f"no {' / '.join(missing)} result for bs{plan.batch_size} {plan.precision}; clear the run's tasks "
                 "and run it again"
             )
-        rows.append(build_row(run, plan, exported, compiled_by[key], bench_by[key], scores_by[key]))
+        stages = stage_seconds(plan, prepared, inferred, scores_by[key])
+        rows.append(build_row(run, plan, exported, compiled_by[key], bench_by[key], scores_by[key], stages))
     return rows
+
+
+def stage_seconds(
+    plan: RunPlan, prepared: Sequence[PrepShard], inferred: Sequence[ShardOutputs], scores: Scores
+) -> dict[str, float] | None:
+    """The plan's preprocess, infer and evaluate wall seconds, each summed over its shards (the work, not the
+    elapsed time of shards run side by side); None when a stage's seconds are unknown. A prep folder shared by
+    precision modes counts in each of their rows; a cached one counts its check only."""
+    preps = [shard.seconds for shard in prepared if shard.prep_dir == plan.prep_dir]
+    infers = [
+        shard.seconds for shard in inferred if (shard.batch_size, shard.precision) == (plan.batch_size, plan.precision)
+    ]
+    if not preps or not infers or scores.seconds is None or None in preps or None in infers:
+        return None
+    return {
+        "preprocess": round(sum(preps), 3),  # type: ignore[arg-type]  # None excluded above
+        "infer": round(sum(infers), 3),  # type: ignore[arg-type]
+        "evaluate": round(scores.seconds, 3),
+    }

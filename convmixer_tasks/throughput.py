@@ -76,6 +76,10 @@ DEFAULT_RUNS = 2  # consecutive runs a throughput regression needs (see the modu
 # In a two-run regression each run must also show the drop on its own at this level, so one whole run slowed 2-3x
 # cannot carry a merely low neighbour over the line (an intersection test; bench/bench_gate.py, steady series).
 EACH_RUN_ALPHA = 0.01
+# A run whose own measurements (first and confirmations) spread more than this many run-to-run sigmas was not
+# measured at one level; it cannot carry a two-run regression (bench/bench_gate.py, neighbour_cv5). Three sigma:
+# three draws of one level exceed it about once in 10,000 runs.
+MIXED_SPREAD = 3.0
 # What an inconclusive (too noisy) row tells its reader to do, in one line.
 NOISY_ADVICE = "quiet the host, raise max_cv_pct, or take more loops (benchmark_loop)"
 BOOTSTRAP_RESAMPLES = 999
@@ -337,6 +341,31 @@ def _drift_note(history: Sequence[float], noise: Sequence[float] | None) -> str:
     )
 
 
+def _mixed_runs(runs: dict[str, list[float]], series: Sequence[float]) -> str:
+    """A clause naming the runs whose own measurements (first and confirmations) disagree beyond ``MIXED_SPREAD`` ×
+    the series' run-to-run scale (scipy's MAD of log figures), else ''. Such a run was not measured at one level:
+    the host changed state during it (a neighbour came or went), so it cannot carry a two-run regression;
+    measurements of a slower artifact agree with each other at the new level."""
+    import numpy as np
+    from scipy import stats
+
+    logs = np.log(np.asarray(series, dtype=np.float64))
+    scale = float(stats.median_abs_deviation(logs, scale="normal")) if logs.size >= 2 else 0.0
+    if scale <= 0:
+        return ""
+    named = [
+        name
+        for name, values in runs.items()
+        if len(values) > 1 and np.std(np.log(values), ddof=1) > MIXED_SPREAD * scale
+    ]
+    if not named:
+        return ""
+    return (
+        f"; {' and '.join(named)} measured levels that disagree beyond {MIXED_SPREAD:g}x the run-to-run noise (the "
+        "host changed during it), so the pair is not judged a regression"
+    )
+
+
 def _evidence(value: float, confirmations: Sequence[float]) -> list[float]:
     """What a run is judged on: its confirmations when it took them (the suspect first figure is left out), else its
     figure."""
@@ -405,6 +434,7 @@ def judge(
             f"the first, {value:.2f}, was below {line:.2f})"
         )
 
+    mixed = ""
     if previous is not None:
         # Two consecutive runs, judged together: a persistent step that neither run proved alone.
         before = _evidence(previous.value, previous.confirmations)
@@ -417,9 +447,15 @@ def judge(
             enough = len(rest) >= min_history
             # the previous run is judged, so it leaves the noise stretch as it leaves the history
             others = noise[1:] if noise and previous.in_history else noise
+            # every measurement of each run, the first too: measurements of one artifact at one level agree
+            taken = {
+                "the previous run": [previous.value, *previous.confirmations],
+                "this run": [value, *measured.confirmations],
+            }
+            mixed = _mixed_runs(taken, others or rest)
             p_pair = _t_less(before + evidence, rest, others) if enough else 1.0
             p_each = max(_t_less(before, rest, others), _t_less(evidence, rest, others)) if enough else 1.0
-            if p_pair < alpha and p_each < EACH_RUN_ALPHA:
+            if p_pair < alpha and p_each < EACH_RUN_ALPHA and not mixed:
                 return Judgement(
                     STATUS_REGRESSED,
                     CHECK_REGRESSED,
@@ -447,9 +483,9 @@ def judge(
             p_alone,
         )
     why = (
-        f"not statistically clear: p={p_alone:.2g} >= {alpha:g}{inside}{_drift_note(history, noise)}"
+        f"not statistically clear: p={p_alone:.2g} >= {alpha:g}{inside}{_drift_note(history, noise)}{mixed}"
         if p_alone >= alpha
-        else f"clear alone (p={p_alone:.2g}), but one run is not enough"
+        else f"clear alone (p={p_alone:.2g}), but one run is not enough{mixed}"
     )
     return Judgement(
         STATUS_OK,

@@ -110,11 +110,22 @@ def convmixer_validation():
         return steps.evaluate_batch(run_plan, outputs, worker().work_dir, model, limits).to_dict()
 
     @task(**SETTINGS.retrying())
-    def record_metrics(plans: list, exported: dict, compiled: list, benches: list, scores: list, dag_run=None):
+    def record_metrics(
+        plans: list,
+        exported: dict,
+        compiled: list,
+        benches: list,
+        scores: list,
+        prepared: list,
+        inferred: list,
+        dag_run=None,
+    ):
         run_plans, model = rec.RunPlan.from_dicts(plans), rec.ExportedModel.from_dict(exported)
         built, benched = rec.CompiledModel.from_dicts(compiled[:]), rec.BenchSummary.from_dicts(benches[:])
         scored = rec.Scores.from_dicts(scores[:])
-        built_rows = rows.rows_for_run(runfacts.run_facts_of(dag_run), run_plans, model, built, benched, scored)
+        stages = rec.PrepShard.from_dicts(prepared[:]), rec.ShardOutputs.from_dicts(inferred[:])  # stage_seconds
+        facts = runfacts.run_facts_of(dag_run)
+        built_rows = rows.rows_for_run(facts, run_plans, model, built, benched, scored, *stages)
         return [row.to_dict() for row in steps.record_rows(metrics_url(), built_rows, scores=scored)]
 
     @task(**SETTINGS.retrying())
@@ -143,7 +154,7 @@ def convmixer_validation():
     inferred = infer.partial(prepared=prepared).expand(compiled=compiled, shard=shards)
     benchmarks = benchmark.expand(compiled=compiled)
     scores = evaluate.partial(inferred=inferred, exported=exported).expand(plan=plans)
-    regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores))
+    regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores, prepared, inferred))
     # Not downstream of the gate (regressed rows stay regressed); the gate stays a leaf so any failure fails the run.
     [plans, preps, prepared, exported, compiled, inferred, benchmarks, scores] >> record_failure()
 

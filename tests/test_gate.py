@@ -261,3 +261,24 @@ def test_apply_gate_refuses_missing_and_failed_rows(metrics_url):
     with pytest.raises(MetricsError, match="nothing to gate"):
         gate.apply_gate(metrics_url, "crashed", BS, BACKEND)
     assert metrics.get_run(metrics_url, "crashed", BS, BACKEND)["status"] == "failed"
+
+
+@pytest.mark.parametrize("row, expected", [
+    (dict(status="pending"), "not gated yet"),
+    (dict(status="inconclusive", latency_robust_cv=0.35),
+     "too noisy to judge (robust per-loop CV 35%); quiet the host, raise max_cv_pct, or take more loops (benchmark_loop)"),
+    (dict(status="inconclusive", latency_robust_cv=0.35,
+          fingerprint={"host_cores": 2, "cores_used": 2, "other_cores": 1.5}),
+     "not judged, busy host: other work kept 1.50 of 2 cores busy beside the benchmark's 2; rerun when the host is quiet"),
+    (dict(status="ok", throughput_check="unjudged",
+          gate_reasons=["top1 ok", "throughput not judged: 10.00 img/s (from per-loop samples), only 2 same-fingerprint "
+                                  "ok runs (need 5)"]),
+     "ok; throughput not judged yet (2 of 5 runs of history)"),
+    (dict(status="ok", throughput_check="ok", throughput=90.0, throughput_robust=105.0, baseline_throughput=100.0,
+          fingerprint={"host_cores": 2, "load_before": 3.0}),
+     "ok: +5.0% vs history median; busy host: load 3.00 > 2 cores"),
+    (dict(status="regressed", gate_reasons=["top1 ok: 81.4 >= 80.9", "throughput regressed since run r1: 50 then 49"]),
+     "throughput regressed since run r1"),
+])
+def test_the_short_reason_says_why_and_what_to_do(row, expected):
+    assert gate.short_reason(row) == expected

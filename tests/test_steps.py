@@ -279,6 +279,26 @@ def test_rows_join_each_plan_with_its_own_batch_size_and_precision_mode():
         rows_for_run(run, plans, exported, compiled, benchmarks[:3], evaluated)
 
 
+def test_rows_carry_each_stages_seconds_and_the_end_to_end_rate_beside_the_pure_inference_figure(tmp_path):
+    from dataclasses import replace
+
+    from convmixer_tasks.records import PrepShard, ShardOutputs
+
+    run, plans, exported, compiled, benchmarks, evaluated = _step_results(batch_sizes=(4,))
+    prepared = [PrepShard(batch_size=4, shard=shard, shards=2, prep_dir="/cache/prep/4", files=(), files_written=1,
+                          cached=False, seconds=1.5) for shard in range(2)]
+    prepared.append(replace(prepared[0], prep_dir="/cache/prep/16", seconds=99.0))  # another batch size's prep
+    inferred = [ShardOutputs(batch_size=4, precision=plans[0].precision, shard=shard, prep_dir="/cache/prep/4",
+                             files=(), output_dir=f"/o/{shard}", file_count=1, summary_path=None, seconds=2.0)
+                for shard in range(2)]
+    scored = [replace(evaluated[0], seconds=3.0)]
+    (row,) = rows_for_run(run, plans, exported, compiled, benchmarks, scored, prepared, inferred)
+    assert row.stage_seconds == {"preprocess": 3.0, "infer": 4.0, "evaluate": 3.0}  # shards summed, per plan
+    assert row.e2e_throughput == pytest.approx(250 / 10.0) and row.throughput == 400.0  # beside ais_bench's
+    (unknown,) = rows_for_run(run, plans, exported, compiled, benchmarks, evaluated, prepared, inferred)
+    assert unknown.stage_seconds is None and unknown.e2e_throughput is None  # a stage without seconds: no rate
+
+
 def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
     from convmixer_tasks.metrics import get_run, query_runs
 

@@ -343,3 +343,14 @@ def test_spikes_move_the_mean_based_figure_and_cv_but_not_the_robust_ones():
     assert got.throughput < 0.85 * got.throughput_robust
     tries = tp.measure_until_quiet(lambda: fake_bench(times), 4, remeasure=2, max_cv_pct=10)
     assert len(tries.all) == 1 and tries.figure == pytest.approx(400.0)  # quiet by the robust CV: not re-measured
+
+
+def test_a_run_whose_measurements_disagree_cannot_carry_a_two_run_regression():
+    history = list(100 * np.exp(np.random.default_rng(5).normal(0, 0.02, 20)))
+    slowed = tp.Previous("r1", 40.0, "below", True, (41.0, 39.0, 40.5))  # a neighbour slowed all of it
+    came_back = tp.Measured(88.0, None, 4, 0.02, 4, (40.0, 41.0, 99.0))  # it left during this run's measurements
+    judged_pair = tp.judge(came_back, [40.0, *history], slowed, tolerance_pct=10.0, pair_history=history)
+    assert (judged_pair.status, judged_pair.check) == ("ok", "below")
+    assert "this run measured levels that disagree beyond 3x the run-to-run noise" in judged_pair.reason
+    steady = tp.Measured(41.0, None, 4, 0.02, 4, (40.0, 41.0, 40.5))  # a slower artifact: all at the new level
+    assert tp.judge(steady, [40.0, *history], slowed, tolerance_pct=10.0, pair_history=history).status == "regressed"
