@@ -276,9 +276,10 @@ def check_options(max_cv_pct: float, alpha: float, min_history: int, runs: int =
 
 def effective_size(series: Sequence[float], count: int | None = None) -> float:
     """How many independent runs ``count`` consecutive runs of this series are worth (default: all of it):
-    count / (1 + 2 Σ (1 - k/count) ρ_k) over the series' initial positive autocorrelations (statsmodels' acf on log
-    throughput, lags up to a quarter of the series), kept within [2, count]. Runs that drift together (a neighbour or
-    a thermal state lasting hours) are worth fewer than their count; independent runs about their count."""
+    count / (1 + 2 Σ (1 - k/count) ρ_k) over the series' leading autocorrelations that stand out of white noise
+    (statsmodels' acf on log throughput, summed while ρ_k > 1.96/√N, lags up to a quarter of the series), kept within
+    [2, count]. Runs that drift together (a neighbour or a thermal state lasting hours) are worth fewer than their
+    count; independent runs their count (a chance positive ρ_1 inside the white-noise band does not cost power)."""
     from statsmodels.tsa.stattools import acf  # type: ignore[import-untyped]
 
     logs = [math.log(value) for value in series]
@@ -287,8 +288,9 @@ def effective_size(series: Sequence[float], count: int | None = None) -> float:
     if size < 4 or count < 2 or len(set(logs)) < 2:
         return float(count)
     total = 0.0
+    band = 1.96 / math.sqrt(size)
     for lag, rho in enumerate(acf(logs, nlags=max(1, min(count - 1, size // 4)), fft=False)[1:], start=1):
-        if rho <= 0:
+        if rho <= band:
             break
         total += (1 - lag / count) * float(rho)
     return min(float(count), max(2.0, count / (1 + 2 * total)))

@@ -323,7 +323,7 @@ def test_a_drifting_history_is_worth_fewer_runs_and_a_run_that_drifted_low_is_no
     independent = list(100 * np.exp(rng.normal(0, 0.02, 20)))
     drifting = [104 - 0.6 * index + (0.3 if index % 2 else -0.3) for index in range(20)][::-1]  # newest first: 93
     assert tp.effective_size(independent) == 20  # no positive lag-1 autocorrelation in this draw
-    assert tp.effective_size(drifting) < 4  # statsmodels' acf: the runs move together
+    assert tp.effective_size(drifting) < 5  # statsmodels' acf: the runs move together
     previous = tp.Previous("r1", 88.0, "below", False, (88.5, 87.5, 88.0))
     measured = tp.Measured(87.0, None, 4, 0.02, 4, (87.5, 87.0, 88.0))
     # Against independent runs the same pair is clear; against the drift it is where the drift was heading.
