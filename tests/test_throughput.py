@@ -351,6 +351,6 @@ def test_a_run_whose_measurements_disagree_cannot_carry_a_two_run_regression():
     came_back = tp.Measured(88.0, None, 4, 0.02, 4, (40.0, 41.0, 99.0))  # it left during this run's measurements
     judged_pair = tp.judge(came_back, [40.0, *history], slowed, tolerance_pct=10.0, pair_history=history)
     assert (judged_pair.status, judged_pair.check) == ("ok", "below")
-    assert "this run measured levels that disagree beyond 3x the run-to-run noise" in judged_pair.reason
+    assert "this run measured levels that disagree beyond 6x the run-to-run noise" in judged_pair.reason
     steady = tp.Measured(41.0, None, 4, 0.02, 4, (40.0, 41.0, 40.5))  # a slower artifact: all at the new level
     assert tp.judge(steady, [40.0, *history], slowed, tolerance_pct=10.0, pair_history=history).status == "regressed"
