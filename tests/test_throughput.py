@@ -354,3 +354,14 @@ def test_a_run_whose_measurements_disagree_cannot_carry_a_two_run_regression():
     assert "this run measured levels that disagree beyond 6x the run-to-run noise" in judged_pair.reason
     steady = tp.Measured(41.0, None, 4, 0.02, 4, (40.0, 41.0, 40.5))  # a slower artifact: all at the new level
     assert tp.judge(steady, [40.0, *history], slowed, tolerance_pct=10.0, pair_history=history).status == "regressed"
+
+
+def test_a_drop_the_newest_runs_had_already_made_is_a_drift_not_a_step():
+    rng = np.random.default_rng(7)
+    history = list(np.array([100.0] * 15 + [95.0, 93.0, 92.0, 91.0, 90.0])[::-1] * np.exp(rng.normal(0, 0.01, 20)))
+    previous = tp.Previous("r1", 88.0, "below", True, (88.5, 87.5, 88.0))
+    measured = tp.Measured(87.0, None, 4, 0.02, 4, (87.5, 87.0, 88.0))
+    drifted = tp.judge(measured, [88.0, *history], previous, tolerance_pct=10.0, pair_history=history)
+    assert drifted.status == "ok" and "the newest 5 ok runs had already come down to" in drifted.reason
+    stepped = [100.0 * factor for factor in np.exp(rng.normal(0, 0.01, 20))]  # level until the pair: a step
+    assert tp.judge(measured, [88.0, *stepped], previous, tolerance_pct=10.0, pair_history=stepped).status == "regressed"
