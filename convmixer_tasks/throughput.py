@@ -25,10 +25,10 @@ Why these rules (see bench/bench_gate.py for the measured false-alarm and detect
 * Runs are not assumed independent: a neighbour or thermal state that lasts hours makes consecutive runs drift
   together, and a window of them then looks quieter than the noise really is. The t test takes its scale (scipy's
   MAD, so heavy tails' rare far runs do not set the bar) and its effective sample sizes (``effective_size``:
-  statsmodels' autocorrelation) from the fingerprint's last ``NOISE_RUNS`` ok runs, and a regression must also lie
-  beyond the tolerance below the newest ``RECENT_RUNS`` ok runs, which a slow drift has already brought down and a
-  step has not. So a run that landed where a drift took it is not called a regression; the drift itself is a change
-  point (``changepoints``, ruptures), and the reason line says so.
+  statsmodels' autocorrelation) from the fingerprint's last ``NOISE_RUNS`` ok runs, and a regression must also be
+  clearly below (the same t test, ``EACH_RUN_ALPHA``) the newest ``RECENT_RUNS`` ok runs, which a slow drift has
+  already brought down and a step has not. So a run that landed where a drift took it is not called a regression;
+  the drift itself is a change point (``changepoints``, ruptures), and the reason line says so.
 * A run whose own measurements disagree by more than ``MIXED_SPREAD`` run-to-run sigmas (a neighbour came or went
   during it) was not measured at one level and cannot carry a two-run regression.
 * A first measurement below ``baseline × (1 - tolerance × SUSPECT_SHARE)`` is *suspect*: the benchmark step, which
@@ -84,9 +84,10 @@ EACH_RUN_ALPHA = 0.01
 # measured at one level; it cannot carry a two-run regression (bench/bench_gate.py: neighbour_cv5, a 2-3x slowdown
 # that comes or goes mid-run, spreads 7-10 sigmas; heavy_tails_cv10's far draws rarely reach 6, 3 cost it detection).
 MIXED_SPREAD = 6.0
-# A regression must also lie beyond the tolerance below the newest few ok runs (the first gate's whole rule): a slow
-# drift had already brought those down, a step has not (bench/bench_gate.py, drift_slow).
+# A regression must also be clearly below the newest few ok runs (the first gate compared with as many): a slow drift
+# had already brought those down, a step has not (bench/bench_gate.py, drift_slow).
 RECENT_RUNS = 5
+RECENT_SHARE = 0.75  # ... by this share of the tolerance below their median (1: 4 % of -15 % steps missed at CV 5 %)
 # What an inconclusive (too noisy) row tells its reader to do, in one line.
 NOISY_ADVICE = "quiet the host, raise max_cv_pct, or take more loops (benchmark_loop)"
 BOOTSTRAP_RESAMPLES = 999
@@ -375,12 +376,21 @@ def _mixed_runs(runs: dict[str, list[float]], series: Sequence[float]) -> str:
     )
 
 
-def _drifted_to(level: float, history: Sequence[float], tolerance_pct: float) -> str:
-    """A clause when ``level`` is within the tolerance of the median of the newest ``RECENT_RUNS`` ok runs (history
-    newest first), else '': the series had already come down most of the way before this run, so the drop is a
-    drift (the change points report it), not a step at this run. A step leaves the recent runs at the old level."""
-    recent = history[:RECENT_RUNS]
-    if len(recent) < RECENT_RUNS or level < statistics.median(recent) * (1 - tolerance_pct / 100):
+def _drifted_to(
+    values: Sequence[float], history: Sequence[float], noise: Sequence[float] | None, tolerance_pct: float
+) -> str:
+    """A clause when ``values`` are not clearly below the newest ``RECENT_RUNS`` ok runs (history newest first):
+    ``RECENT_SHARE`` of the tolerance below their median and the same t test at ``EACH_RUN_ALPHA``; else ''. Not
+    clearly below: the series had already come down most of the way before this run, so the drop is a drift (the
+    change points report it), not a step at this run. A step leaves the recent runs at the old level."""
+    recent = list(history[:RECENT_RUNS])
+    if len(recent) < RECENT_RUNS:
+        return ""
+    level, line = (
+        statistics.geometric_mean(values),
+        statistics.median(recent) * (1 - tolerance_pct * RECENT_SHARE / 100),
+    )
+    if level < line and _t_less(values, recent, noise) < EACH_RUN_ALPHA:
         return ""
     return (
         f"; the newest {RECENT_RUNS} ok runs had already come down to {statistics.median(recent):.2f} (a drift, which "
@@ -474,9 +484,7 @@ def judge(
                 "the previous run": [previous.value, *previous.confirmations],
                 "this run": [value, *measured.confirmations],
             }
-            mixed = _mixed_runs(taken, others or rest) or _drifted_to(
-                statistics.geometric_mean([before_level, level]), rest, tolerance_pct
-            )
+            mixed = _mixed_runs(taken, others or rest) or _drifted_to(before + evidence, rest, others, tolerance_pct)
             p_pair = _t_less(before + evidence, rest, others) if enough else 1.0
             p_each = max(_t_less(before, rest, others), _t_less(evidence, rest, others)) if enough else 1.0
             if p_pair < alpha and p_each < EACH_RUN_ALPHA and not mixed:
@@ -498,7 +506,7 @@ def judge(
         if high >= floor:  # the run's own noise reaches the floor: not clear whatever the history says
             p_alone = 1.0
             inside = f", its figure's 95% interval [{low:.2f}, {high:.2f}] reaches the floor"
-    mixed = mixed or _drifted_to(level, history, tolerance_pct)
+    mixed = mixed or _drifted_to(evidence, history, noise, tolerance_pct)
     if runs == 1 and p_alone < alpha and not mixed:
         return Judgement(
             STATUS_REGRESSED,
