@@ -393,3 +393,20 @@ def test_a_partial_run_is_not_gated_on_accuracy_but_still_on_throughput(tmp_path
     assert partial["throughput_drop_pct"] == full["throughput_drop_pct"] == 10.0
     assert partial["history"] == full["history"] == 5
     assert "runs" not in full and gate_options(_params(tmp_path, throughput_runs=1))["runs"] == 1
+
+
+def test_stage_seconds_are_stored_and_bad_ones_refused(tmp_path):
+    from dataclasses import replace
+
+    from convmixer_tasks.errors import MetricsError
+    from convmixer_tasks.metrics import get_run
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    (row,) = rows_for_run(*_step_results(batch_sizes=(4,)))
+    steps.record_rows(url, [replace(row, stage_seconds={"preprocess": 1.0, "infer": 2.0, "evaluate": 0.5},
+                                    e2e_throughput=71.4)])
+    stored = get_run(url, "run-9", 4, "onnxruntime")
+    assert stored["stage_seconds"] == {"preprocess": 1.0, "infer": 2.0, "evaluate": 0.5}
+    assert stored["e2e_throughput"] == 71.4
+    with pytest.raises(MetricsError, match="stage_seconds\\['infer'\\] cannot be negative"):
+        steps.record_rows(url, [replace(row, run_id="bad", stage_seconds={"infer": -1.0})])
