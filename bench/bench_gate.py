@@ -34,6 +34,13 @@ CONFIRM, RUNS = defaults.DEFAULT_CONFIRM, tp.DEFAULT_RUNS  # --confirm / --runs-
 WARMUP_RUNS = 25  # runs before the first counted verdict (both gates have full history by then)
 
 
+def stats_of(samples: list[float]) -> tp.SampleStats:
+    """``tp.sample_stats`` of a synthetic run, which always has its ``LOOPS`` loops."""
+    stats = tp.sample_stats(samples, BATCH, 5)
+    assert stats is not None, "a synthetic run has more than one loop"
+    return stats
+
+
 def _sigma(cv: float) -> float:
     return math.sqrt(math.log1p(cv * cv))
 
@@ -65,14 +72,14 @@ def one_run(rng, level, cv, outliers, kind, history, previous_check=None):
         """The benchmark step's measurement: re-measured while the per-loop CV is too high, least noisy kept."""
         tries = [first or again()]
         while (
-            len(tries) <= defaults.DEFAULT_REMEASURE and tp.sample_stats(tries[-1], BATCH, 5).cv * 100 > tp.DEFAULT_MAX_CV_PCT
+            len(tries) <= defaults.DEFAULT_REMEASURE and stats_of(tries[-1]).cv * 100 > tp.DEFAULT_MAX_CV_PCT
         ):
             tries.append(again())
-        return min(tries, key=lambda one: tp.sample_stats(one, BATCH, 5).cv), len(tries)
+        return min(tries, key=lambda one: stats_of(one).cv), len(tries)
 
     samples = measure(rng, level, cv, hit)
     best, taken = quiet(samples)
-    stats = tp.sample_stats(best, BATCH, 5)
+    stats = stats_of(best)
     line = tp.suspect_line(history[-NEW_HISTORY:], TOLERANCE_PCT, previous_check=previous_check)
     confirmed = tp.confirm_if_suspect(quiet, stats.throughput, line, CONFIRM)
     figures = tuple(1000.0 * BATCH / statistics.fmean(one) for one, _ in confirmed)
@@ -112,11 +119,13 @@ class Series:
             runs=RUNS,
             pair_history=newest_first[1:] if in_history else None,
         )
+        value = measured.value
+        assert value is not None, "a synthetic run always has a figure"
         if judgement.status == "ok":
-            self.new_ok.append(measured.value)
+            self.new_ok.append(value)
         if judgement.status != "inconclusive":
             self.previous = tp.Previous(
-                f"r{self.count}", measured.value, judgement.check, judgement.status == "ok", measured.confirmations
+                f"r{self.count}", value, judgement.check, judgement.status == "ok", measured.confirmations
             )
         self.count += 1
         return old_regressed, judgement

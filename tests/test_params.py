@@ -175,7 +175,7 @@ def test_a_zoo_run_of_two_models_records_a_row_per_model(tmp_path):
     assert summary["note"] == "convmixer_1024_20_ks9_p14: random weights: top-1 at chance (0.1 %) expected"
     assert all(row["status"] != "pending" and row["image_count"] == 8 for row in rows.values())  # recorded, gated
     assert len(list((tmp_path / "cache" / "prep").iterdir())) == 1  # one input transform: one prep folder
-    from convmixer_tasks.metrics import get_run
+    from tests.stored import stored_run
 
     for model in rows:  # the row key names the model: two rows of one run × batch size × backend × precision
-        assert get_run(url, summary["run_id"], 4, "onnxruntime", "fp32", model)["model_variant"] == model
+        assert stored_run(url, summary["run_id"], 4, "onnxruntime", "fp32", model)["model_variant"] == model

@@ -14,8 +14,9 @@ from convmixer_tasks.precision import gelu_compile_options, precision_modes_from
 from convmixer_tasks.records import RecordedRow
 from convmixer_tasks.rows import failed_rows
 from convmixer_tasks.runfacts import run_facts
+from tests.stored import stored_run
 from tests.test_metrics import DAY0, make_row
-from tests.test_steps import _params, check_inputs, gate_rows, small_demo  # noqa: F401 (fixture)
+from tests.test_steps import _params, check_inputs, gate_rows
 
 ASCEND = {"backend": "ascend"}
 
@@ -80,6 +81,7 @@ def test_failed_rows_cover_every_batch_size_and_mode_and_survive_an_unreadable_m
     assert [(row.batch_size, row.precision_mode) for row in rows] == [
         (1, "force_fp16"), (1, "force_fp32"), (4, "force_fp16"), (4, "force_fp32")]
     (row,) = failed_rows(run, {**params, "batch_sizes": [1], "precision_modes": ["fp8"]}, "refused")
+    assert row.gate_reasons is not None
     assert row.precision_mode == "force_fp16" and "recorded under precision force_fp16: " in row.gate_reasons[-1]
     assert row.gate_reasons[1].startswith("the run's params were refused: ")
 
@@ -96,7 +98,7 @@ def test_rows_of_two_modes_are_read_and_written_by_their_own_key(metrics_url):
     with pytest.raises(MetricsError, match=r"run both \(batch size 4, backend ascend\) has rows of several precision "
                                            r"modes \(force_fp16, must_keep_origin_dtype\); pass the precision_mode"):
         metrics.get_run(metrics_url, "both", 4, "ascend")
-    assert metrics.get_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")["id"] == ids[
+    assert stored_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")["id"] == ids[
         "must_keep_origin_dtype"]
     with pytest.raises(MetricsError, match="several precision modes"):
         metrics.update_status(metrics_url, "both", 4, "ascend", "ok", [])
@@ -105,15 +107,16 @@ def test_rows_of_two_modes_are_read_and_written_by_their_own_key(metrics_url):
     with pytest.raises(MetricsError, match="several precision modes"):
         store_predictions(metrics_url, "both", 4, "ascend", b"blob", image_count=64)
     # nothing above wrote anything: a refused call leaves both rows as they were
-    rows = {mode: metrics.get_run(metrics_url, "both", 4, "ascend", mode) for mode in ids}
+    rows = {mode: stored_run(metrics_url, "both", 4, "ascend", mode) for mode in ids}
     assert {row["status"] for row in rows.values()} == {"pending"} and {row["flips_p_value"] for row in rows.values()} \
         == {None}
     metrics.update_status(metrics_url, "both", 4, "ascend", "ok", ["fine"], precision_mode="force_fp16")
     store_evidence(metrics_url, "both", 4, "ascend", {"flips_p_value": 0.5}, precision_mode="force_fp16")
     store_predictions(metrics_url, "both", 4, "ascend", b"blob16", image_count=64, precision_mode="force_fp16")
-    fp16 = metrics.get_run(metrics_url, "both", 4, "ascend", "force_fp16")
-    keep = metrics.get_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")
-    assert (fp16["status"], fp16["flips_p_value"], keep["status"], keep["flips_p_value"]) == ("ok", 0.5, "pending", None)
+    fp16 = stored_run(metrics_url, "both", 4, "ascend", "force_fp16")
+    keep = stored_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")
+    assert (fp16["status"], fp16["flips_p_value"]) == ("ok", 0.5)
+    assert (keep["status"], keep["flips_p_value"]) == ("pending", None)
     assert load_predictions(metrics_url, ids["force_fp16"]) == b"blob16"
     assert load_predictions(metrics_url, ids["must_keep_origin_dtype"]) is None
 
@@ -127,7 +130,7 @@ def test_the_gate_judges_each_mode_against_its_own_history(metrics_url):
                 precision_mode=mode, throughput=throughput, top1=84.5, top5=95.5))
     _two_modes(metrics_url, run_id="today", status="pending", logical_date=DAY0 + timedelta(days=9), throughput=100.5,
                top1=84.5, top5=95.5)
-    rows = [metrics.get_run(metrics_url, "today", 4, "ascend", mode) for mode in ("force_fp16", "must_keep_origin_dtype")]
+    rows = [stored_run(metrics_url, "today", 4, "ascend", mode) for mode in ("force_fp16", "must_keep_origin_dtype")]
     recorded = [RecordedRow(id=row["id"], run_id="today", batch_size=4, backend="ascend", model_variant=row["model_variant"],
                             precision=row["precision_mode"]) for row in rows]
     params = {"top1_tolerance": 0.5, "throughput_tolerance_pct": 10.0, "throughput_history": 20, "image_limit": None,
@@ -136,7 +139,7 @@ def test_the_gate_judges_each_mode_against_its_own_history(metrics_url):
         gate_rows(metrics_url, recorded, params)
     (decision,) = caught.value.decisions  # only fp16's 100.5 against its own ~202 regressed
     assert decision.status == "regressed"
-    fp16, keep = (metrics.get_run(metrics_url, "today", 4, "ascend", mode)
+    fp16, keep = (stored_run(metrics_url, "today", 4, "ascend", mode)
                   for mode in ("force_fp16", "must_keep_origin_dtype"))
     assert fp16["status"] == "regressed" and keep["status"] == "ok"
     assert not any("environment changed" in reason for reason in keep["gate_reasons"])  # fp16 is not its series

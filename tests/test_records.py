@@ -66,11 +66,12 @@ def test_a_record_survives_json_unchanged(record):
     assert type(record).from_dicts([json.loads(text)] * 2) == [record, record]
     assert type(record).from_dict(record) is record  # a record passed where its dict is expected
     with pytest.raises(dataclasses.FrozenInstanceError):
-        record.batch_size = 99  # type: ignore[misc]  # frozen: a step cannot change what it was handed
+        record.batch_size = 99  # frozen: a step cannot change what it was handed
 
 
 def test_values_are_the_fields_without_the_header():
     facts = SAMPLES[records.RunFacts]
+    assert isinstance(facts, records.RunFacts)
     assert facts.values() == {"run_id": facts.run_id, "dag_id": "convmixer_validation",
                               "logical_date": "2026-01-05T03:00:00+00:00", "started_at": None, "trigger": None}
 

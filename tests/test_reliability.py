@@ -32,7 +32,6 @@ from convmixer_tasks.export import export_and_validate, parity_report_path
 from convmixer_tasks.fileio import sha256_file
 from convmixer_tasks.preprocess import preprocess
 from convmixer_tasks.variants import DEMO_CHECKPOINT
-from tests.ascend_doubles import ascend_doubles  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 2
@@ -364,7 +363,8 @@ def test_record_failure_writes_a_row_for_any_conf(tmp_path):
     run2 = run_facts("manual__2", "convmixer_validation", "2026-01-01T00:00:00+00:00", None)
     rows = failed_rows(run2, {"batch_size": "four", "backend": 7}, "broke")
     steps.record_rows(url, rows, keep_gated=True)
-    assert len(rows) == 1 and rows[0].backend == "7" and "'four'" in rows[0].gate_reasons[-1]
+    assert len(rows) == 1 and rows[0].gate_reasons is not None
+    assert rows[0].backend == "7" and "'four'" in rows[0].gate_reasons[-1]
 
 
 # --- messages that sent the user the wrong way --------------------------------------------------------------------
@@ -390,7 +390,7 @@ def test_disk_filling_up_mid_preprocess_names_the_file(dataset, work, capsys, mo
 
     from convmixer_tasks import preprocess as prep_module
 
-    written = []
+    written: list[str] = []
 
     def write(buffer, path):  # the third file hits a full disk, as a real ENOSPC would
         if len(written) == 2:

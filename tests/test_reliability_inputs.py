@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -330,7 +331,6 @@ def test_the_first_benchmark_does_not_ask_for_metrics_upgrade(tmp_path, caplog):
     """The first run's benchmark reads the history before its record step creates the table: that is no problem
     to warn about (the warning told the user to run metrics-upgrade a moment before the run did it itself)."""
     import sqlite3
-    from types import SimpleNamespace
 
     from convmixer_tasks.benchmark_step import suspect_check
     from convmixer_tasks.params import GateOptions

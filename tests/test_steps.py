@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from convmixer_tasks.runfacts import run_facts
 from convmixer_tasks.settings import env_reader, load_scheduling_settings
 from convmixer_tasks.variants import DEMO_CHECKPOINT
 from convmixer_tasks.workdir import WorkLayout, run_slug
+from tests.stored import stored_run
 
 
 def _params(tmp_path: Path, **overrides) -> dict:
@@ -98,14 +98,6 @@ def test_run_facts_are_iso_strings_in_utc():
 
 
 # --- check inputs + preprocess shards -------------------------------------------------------------------------------
-
-@pytest.fixture
-def small_demo(monkeypatch):
-    """The auto-generated demo set at 12 images instead of 250 (generation itself is tests/test_demo.py's)."""
-    from convmixer_tasks import demo
-
-    monkeypatch.setattr(demo, "make_demo_dataset", functools.partial(demo.make_demo_dataset, count=12))
-
 
 def test_check_inputs_generates_the_demo_set_once_and_plans_each_batch_size(tmp_path, small_demo):
     params = _params(tmp_path, image_limit=10)
@@ -298,7 +290,7 @@ def test_rows_join_each_plan_with_its_own_batch_size_and_precision_mode():
 
 
 def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
-    from convmixer_tasks.metrics import get_run, query_runs
+    from convmixer_tasks.metrics import query_runs
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     rows = rows_for_run(*_step_results())
@@ -308,7 +300,7 @@ def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
     assert [(r.run_id, r.batch_size, r.backend) for r in recorded] == [("run-9", 4, "onnxruntime"),
                                                                        ("run-9", 16, "onnxruntime")]
     assert query_runs(url)[1] == 2
-    row = get_run(url, "run-9", 16, "onnxruntime")
+    row = stored_run(url, "run-9", 16, "onnxruntime")
     assert row["artifact_sha256"] == f"{16:063d}1" and row["throughput"] == 1600.0
     assert row["onnx_sha256"] == "e" * 64 and row["device"] == "cpu-x"
     assert row["status"] == "pending"  # recorded, not gated: the gate's history ignores it until gate_rows
@@ -327,13 +319,12 @@ def test_a_refused_row_leaves_none_of_the_runs_rows(tmp_path):
 
 
 def test_failed_rows_have_no_accuracy_and_are_not_gated(tmp_path):
-    from convmixer_tasks.metrics import get_run
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     run = run_facts("run-f", "convmixer_validation", None, "2026-01-05T03:00:01+00:00")
     params = _params(tmp_path, batch_size=8)
     recorded = steps.record_rows(url, failed_rows(run, params, "compile failed"))
-    row = get_run(url, "run-f", 8, "onnxruntime")
+    row = stored_run(url, "run-f", 8, "onnxruntime")
     assert row["status"] == "failed" and row["top1"] is None and row["throughput"] is None
     assert row["gate_reasons"] == ["compile failed"]
     with pytest.raises(MetricsError, match="failed"):
@@ -342,7 +333,6 @@ def test_failed_rows_have_no_accuracy_and_are_not_gated(tmp_path):
 
 def test_the_failure_path_keeps_a_gated_verdict_and_fails_an_ungated_row(tmp_path):
     """record_failure (keep_gated) after a cleared rerun: a verdict stays, a 'pending' row becomes 'failed'."""
-    from convmixer_tasks.metrics import get_run
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     params = _params(tmp_path, batch_sizes=[4, 16], model_variant="convmixer_768_32")  # the rows' model
@@ -351,13 +341,12 @@ def test_the_failure_path_keeps_a_gated_verdict_and_fails_an_ungated_row(tmp_pat
     gate_rows(url, recorded[:1], params)  # batch 4 got its verdict, batch 16 did not
     failed = steps.record_rows(url, failed_rows(run, params, "infer failed"), keep_gated=True)
     assert [row.id for row in failed] == [row.id for row in recorded]
-    gated, ungated = get_run(url, "run-9", 4, "onnxruntime"), get_run(url, "run-9", 16, "onnxruntime")
+    gated, ungated = stored_run(url, "run-9", 4, "onnxruntime"), stored_run(url, "run-9", 16, "onnxruntime")
     assert gated["status"] == "ok" and gated["top1"] == 80.0 and gated["throughput"] == 400.0
     assert ungated["status"] == "failed" and ungated["top1"] is None and ungated["gate_reasons"] == ["infer failed"]
 
 
 def test_gate_stores_every_verdict_before_failing_once(tmp_path):
-    from convmixer_tasks.metrics import get_run
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     params = _params(tmp_path, throughput_history=5, throughput_tolerance_pct=10.0)
@@ -378,7 +367,7 @@ def test_gate_stores_every_verdict_before_failing_once(tmp_path):
         gate_rows(url, recorded, params)
     assert "batch size 16" not in str(failure.value)
     assert [decision.status for decision in failure.value.decisions] == ["regressed"]
-    slow, new = get_run(url, "run-9", 4, "onnxruntime"), get_run(url, "run-9", 16, "onnxruntime")
+    slow, new = stored_run(url, "run-9", 4, "onnxruntime"), stored_run(url, "run-9", 16, "onnxruntime")
     assert slow["status"] == "regressed" and slow["baseline_throughput"] == 4000.0
     assert new["status"] == "ok"  # gated after the regressed one, and stored
     assert any("throughput regressed" in reason for reason in slow["gate_reasons"])

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,7 +129,7 @@ def probe(tmp_path: Path, confs: list[dict] | None = None, warm: int = 0, **sett
     return {**json.loads(line[len("PROBE "):]), "home": str(home)}
 
 
-BAD_CONFS = [
+BAD_CONFS: list[tuple[dict[str, Any], str, str]] = [
     ({"batch_size": 3}, "batch_size", "3 is not one of"),
     ({"batch_sizes": []}, "batch_sizes", "should be non-empty"),
     ({"batch_sizes": [4, 4]}, "batch_sizes", "non-unique"),
@@ -156,7 +157,8 @@ BAD_CONFS = [
     ({"model_variants": ["resnet"]}, "model_variants", "'resnet' is not one of"),
     ({"checkpoints": {"resnet": "/m.pth"}}, "checkpoints", "'resnet' is not one of"),
 ]
-GOOD_CONFS = [{}, {"batch_size": 4}, {"batch_sizes": [1, 64]}, {"soc_version": "Ascend310P3", "backend": "ascend"},
+GOOD_CONFS: list[dict[str, Any]] = [
+              {}, {"batch_size": 4}, {"batch_sizes": [1, 64]}, {"soc_version": "Ascend310P3", "backend": "ascend"},
               {"image_limit": 16, "input_dtype": "uint8"},
               {"backend": "ascend", "precision_modes": ["force_fp16", "must_keep_origin_dtype"], "gelu_implmode": None},
               {"model_variants": ["convmixer_demo", "convmixer_768_32"], "checkpoints": {"convmixer_768_32": "random"}},
@@ -286,7 +288,8 @@ def test_wiring_follows_the_pipeline(parsed):
 
 def test_the_review_setting_adds_a_hitl_review_that_times_out(tmp_path):
     tasks = probe(tmp_path, review="true", review_timeout_hours="2")["tasks"]
-    assert tasks["review_request"]["upstream"] == ["send_alert"] and tasks["review_request"]["trigger_rule"] == "all_done"
+    assert tasks["review_request"]["upstream"] == ["send_alert"]
+    assert tasks["review_request"]["trigger_rule"] == "all_done"
     assert tasks["review"]["upstream"] == ["review_request"]
     assert tasks["review"]["hitl_options"] == ["Accept as the new baseline", "Keep as regression"]
     assert tasks["review"]["response_timeout_s"] == 2 * 3600  # unanswered: the run ends, the next is not held

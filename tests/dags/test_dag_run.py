@@ -126,9 +126,10 @@ def test_first_run_reproduces_the_demo_models_top1_and_records_a_row_per_batch_s
     # XCom carries small JSON (paths, hashes, numbers), never arrays of pixels or logits
     assert max(len(json.dumps(value)) for task in run["xcom"].values() for value in task.values()) < 20_000
     # ...as versioned step records, one per batch size (and shard), readable in the UI
-    records = {"check_inputs": "RunPlan", "prep_plans": "RunPlan", "preprocess": "PrepShard", "export_onnx": "ExportedModel",
-               "compile_model": "CompiledModel", "infer": "ShardOutputs", "benchmark": "BenchSummary",
-               "evaluate": "Scores", "record_metrics": "RecordedRow", "regression_gate": "Verdict"}
+    records = {"check_inputs": "RunPlan", "prep_plans": "RunPlan", "preprocess": "PrepShard",
+               "export_onnx": "ExportedModel", "compile_model": "CompiledModel", "infer": "ShardOutputs",
+               "benchmark": "BenchSummary", "evaluate": "Scores", "record_metrics": "RecordedRow",
+               "regression_gate": "Verdict"}
     for task_id, record in records.items():
         values = xcom(run, task_id)
         entries = [entry for value in values for entry in (value if isinstance(value, list) else [value])]
@@ -325,7 +326,8 @@ def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_p
     assert re.search(r"DAG run manual__\S+: succeeded", proc.stdout) and "[DAG TEST]" not in proc.stdout
     # The script ends with the compact metrics table (human; scripts that need figures ask for --output json).
     lines = proc.stdout.splitlines()
-    assert ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"] in [ln.split() for ln in lines]
+    header = ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"]
+    assert header in [ln.split() for ln in lines]
     (row,) = [ln.split() for ln in lines if ln.startswith("manual__")]
     assert row[1:4] == ["4", "onnxruntime", "fp32"] and row[-1] == "ok" and float(row[6].replace(",", "")) > 0
     assert "airflow standalone" in proc.stdout
@@ -354,7 +356,8 @@ def test_the_demo_script_refuses_an_unknown_conf_key_and_shows_the_rows_the_dag_
     log = (tmp_path / "airflow-home" / "logs" / "run_demo_dag.log").read_text()
     assert "unknown param(s) batch_szie" in log
     table = [line.split() for line in proc.stdout.splitlines()]
-    assert ["seeded-before", "4", "onnxruntime", "fp32", "-", "-", "-", "-", "failed"] in table  # rows from the DB the DAG wrote
+    # rows from the DB the DAG wrote
+    assert ["seeded-before", "4", "onnxruntime", "fp32", "-", "-", "-", "-", "failed"] in table
     # ...which now also holds this run's 'failed' rows, one per default batch size (1 and 4)
     assert sum(1 for cells in table if cells[-1:] == ["failed"] and len(cells) == 9) == 3
     assert not setting.exists()
