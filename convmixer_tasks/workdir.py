@@ -74,7 +74,8 @@ class WorkLayout:
 
 
 def _cache(folder: Path) -> ContentCache:
-    from convmixer_tasks.cache import ContentCache  # the settings read WorkLayout at DAG parse time; caches load in tasks
+    # imported here: the settings build a WorkLayout at DAG parse time, the caches are used inside tasks only
+    from convmixer_tasks.cache import ContentCache
 
     return ContentCache(folder)
 

@@ -19,8 +19,8 @@ import pytest
 
 from convmixer_tasks.backends.catalog import BACKEND_NAMES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
-from convmixer_tasks.params import RunParams
 from convmixer_tasks.dtypes import INPUT_DTYPES
+from convmixer_tasks.params import RunParams
 from convmixer_tasks.settings import env_reader, load_scheduling_settings
 from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANT_NAMES
 from convmixer_tasks.workdir import WorkLayout
