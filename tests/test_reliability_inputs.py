@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -29,16 +28,6 @@ from convmixer_tasks.prepfolder import read_manifest
 from convmixer_tasks.preprocess import preprocess
 from tests.ascend_doubles import ascend_doubles, write_tiny_onnx  # noqa: F401 (fixture)
 from tests.test_reliability import BATCH, REPO, assert_one_clear_line, dataset, models, prep, run_cli, work  # noqa: F401 (fixtures)
-
-
-@pytest.fixture(autouse=True)
-def cli_logging_unbound():
-    """``cli.main`` binds the root logger to this test's captured stderr; a later test's direct library call must
-    not log into that closed stream."""
-    yield
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if type(h) is logging.StreamHandler]:
-        root.removeHandler(handler)
 
 
 def other_images(folder: Path, seed: int, count: int = 6) -> tuple[Path, Path]:
@@ -334,10 +323,11 @@ def test_the_first_benchmark_does_not_ask_for_metrics_upgrade(tmp_path, caplog):
 
     from convmixer_tasks.benchmark_step import suspect_check
     from convmixer_tasks.params import GateOptions
+    from tests.test_steps import _step_results
 
     db = tmp_path / "empty.db"
     sqlite3.connect(db).close()
-    compiled = SimpleNamespace(backend="onnxruntime", device="cpu", batch_size=4, precision="fp32", run_id="r1")
+    compiled = _step_results(batch_sizes=(4,))[3][0]  # an onnxruntime fp32 artifact of batch size 4
     gate = GateOptions(history=10, throughput_drop_pct=10.0)
     with caplog.at_level(logging.INFO):
         assert suspect_check(f"sqlite:///{db}", "convmixer_demo", compiled, gate)({}) is None
