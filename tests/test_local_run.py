@@ -161,8 +161,8 @@ def test_cli_errors_name_the_cli_flag_not_only_the_dag_param(argv, names, tmp_pa
 
 def test_cli_choices_come_from_the_registries(capsys):
     """--backend and the dtype flags offer the registries' names (one source, as the DAG's Params do)."""
-    from convmixer_tasks.backends.base import BACKEND_NAMES
-    from convmixer_tasks.prepfolder import INPUT_DTYPES
+    from convmixer_tasks.backends.catalog import BACKEND_NAMES
+    from convmixer_tasks.dtypes import INPUT_DTYPES
 
     parser = cli.build_parser()
     for backend in BACKEND_NAMES:
