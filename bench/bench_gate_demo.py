@@ -2,10 +2,12 @@
 slower artifact (ONNX Runtime limited to one thread), each recorded and gated as `convmixer-tasks run --record`
 does (``local_run.run_chain``) in a fresh SQLite metrics DB; the old gate's verdict computed beside it.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/bench_gate_demo.py [--quiet 8] [--hogged 20] [--slow 2] [--loop 20]
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_gate_demo.py [--quiet 20] [--hogged 20] [--slow 2] [--loop 2000]
         [--work /tmp/x]
 
-The hog is one busy-looping Python process started by this script and ended by its pid.
+The hog is one busy-looping Python process started by this script and ended by its pid. Each row is printed with the
+closing table's short reason (``gate.short_reason``); the tallies count judged rows (not ``inconclusive``), rows whose
+reason names the busy host, and ``regressed`` rows.
 """
 
 from __future__ import annotations
@@ -44,12 +46,12 @@ def one_run(work: Path, url: str, threads: int | None, loop: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quiet", type=int, default=8)
+    parser.add_argument("--quiet", type=int, default=20)
     parser.add_argument("--hogged", type=int, default=20)
     parser.add_argument("--slow", type=int, default=2)
     parser.add_argument("--work", default="/tmp/convmixer_gate_demo")
-    # 20 loops take a few ms: too short for the busy-host CPU counts (quiet.MIN_COUNTED_WINDOW_S); 2000 take > 1 s
-    parser.add_argument("--loop", type=int, default=20)
+    # 20 loops take a few ms: too short for the busy-host CPU counts (quiet.MIN_COUNTED_WINDOW_S); 2000 take ~1 s
+    parser.add_argument("--loop", type=int, default=2000)
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -69,19 +71,21 @@ def main() -> None:
         old_flag = bool(window) and figure < statistics.median(window) * (1 - TOLERANCE_PCT / 100)
         if not old_flag:
             old_ok.append(figure)
-        tally = counts.setdefault(phase, {"runs": 0, "old regressed": 0, "busy host flagged": 0})
+        tally = counts.setdefault(phase, {"runs": 0, "judged": 0, "reason names the busy host": 0, "old regressed": 0})
         tally["runs"] += 1
         tally[row["status"]] = tally.get(row["status"], 0) + 1
+        tally["judged"] += row["status"] != "inconclusive"
+        reason = gate.short_reason(row)
+        tally["reason names the busy host"] += "busy host" in reason
         tally["old regressed"] += old_flag
         fingerprint = row["fingerprint"] or {}
-        tally["busy host flagged"] = tally.get("busy host flagged", 0) + bool(fingerprint.get("host_overloaded"))
         confirmations = fingerprint.get("suspect_confirmations") or []
-        throughput_line = next((line for line in row["gate_reasons"] if line.startswith("throughput ")), "")
+        cv = row.get("latency_robust_cv")
         print(
-            f"{phase:7s} {figure:9.1f} img/s  load {fingerprint.get('load_after') or 0:5.2f}  "
+            f"{phase:7s} {figure:9.1f} img/s (robust {row.get('throughput_robust') or 0:9.1f}, robust CV "
+            f"{cv * 100 if cv is not None else float('nan'):5.1f}%)  load {fingerprint.get('load_after') or 0:5.2f}  "
             f"other cores {fingerprint.get('other_cores') if fingerprint.get('other_cores') is not None else '-'!s:5}  "
-            f"{row['status']:12s} check {row['throughput_check'] or '-':9s} old {'REGRESSED' if old_flag else 'ok':9s} "
-            f"confirm {len(confirmations)}  | {throughput_line[:110]}",
+            f"{row['status']:12s} old {'REGRESSED' if old_flag else 'ok':9s} confirm {len(confirmations)}  | {reason}",
             flush=True,
         )
 

@@ -66,10 +66,10 @@ def benchmark_artifact(
 
     tries = measure_quietly()
     confirmed = throughput.confirm_if_suspect(
-        measure_quietly, tries.chosen.throughput, suspect(env) if suspect else None, options.confirm
+        measure_quietly, tries.figure, suspect(env) if suspect else None, options.confirm
     )
     if confirmed:
-        env[fingerprint.CONFIRMATIONS] = [one.chosen.throughput for one in confirmed]
+        env[fingerprint.CONFIRMATIONS] = [one.figure for one in confirmed]  # the verdict's (robust) figures
     bench, stats = tries.chosen, tries.stats
     window = windows[id(bench)]
     env.update(window.facts())
@@ -96,6 +96,8 @@ def benchmark_artifact(
         sample_count=stats.count if stats else None,
         latency_cv=stats.cv if stats else None,
         latency_iqr_ms=stats.iqr_ms if stats else None,
+        throughput_robust=stats.throughput_robust if stats else None,
+        latency_robust_cv=stats.robust_cv if stats else None,
         measurements=len(taken),
         fingerprint=env,
         energy_j_per_image=power.j_per_image,

@@ -14,14 +14,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from convmixer_tasks.backends.base import BACKEND_NAMES
+from convmixer_tasks.backends.catalog import BACKEND_NAMES
 from convmixer_tasks.cli_output import DEFAULT_FORMAT, OUTPUT_FORMATS, ROWS_FORMATS, check_format, render
 from convmixer_tasks.cli_steps import HANDLERS
 from convmixer_tasks.defaults import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
+from convmixer_tasks.dtypes import INPUT_DTYPES
 from convmixer_tasks.errors import ConvMixerError
 from convmixer_tasks.models import DEFAULT_MODEL
 from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE, GELU_IMPLMODES
-from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.status import STATUSES
 
 
@@ -311,12 +311,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,  # bind to this call's stderr: main() may run more than once in one process (tests, scripts)
-    )
+    # The log goes to this call's stderr and only for this call: main() may run more than once in one process (tests,
+    # scripts), and a handler left behind would write to a stream a later caller has closed.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return _run_step(args)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _run_step(args: argparse.Namespace) -> int:
     try:
         check_format(args.output_format, gives_rows=args.command == "metrics-show")
         result = args.handler(args)

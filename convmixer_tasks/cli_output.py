@@ -28,9 +28,12 @@ COMPACT_COLUMNS = (
     ("precision", "precision_mode"),  # a run may map over several: without it two rows look alike
     ("top-1 %", "top1"),
     ("top-5 %", "top5"),
-    ("img/s", "throughput"),
+    ("img/s", "throughput"),  # ais_bench's figure: 1000 * batch / mean per-loop time, pure inference
+    ("robust img/s", "throughput_robust"),  # 1000 * batch / median per-loop time: the figure the verdict judges
+    ("e2e img/s", "e2e_throughput"),  # images over preprocess + infer + evaluate wall time
     ("J/img", "energy_j_per_image"),
     ("verdict", "status"),
+    ("why", "reason"),  # gate.short_reason: computed from the row, not a column
 )
 _MAX_INLINE_ITEMS = 4  # longer lists (latency samples, tool argv) are counted, not printed
 
@@ -105,7 +108,11 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, s
 
 
 def rows_table(rows: Sequence[Mapping[str, Any]], ruled: bool = True) -> str:
-    """Metrics rows as the compact table (run, batch size, backend, top-1, top-5, throughput, J/image, verdict)."""
+    """Metrics rows as the compact table (run, batch size, backend, top-1, top-5, the three throughput figures,
+    J/image, verdict and a short reason)."""
+    from convmixer_tasks.gate import short_reason
+
+    rows = [{**row, "reason": short_reason(dict(row))} for row in rows]
     header = [title for title, _ in COMPACT_COLUMNS]
     return text_table(header, [[row.get(field) for _, field in COMPACT_COLUMNS] for row in rows], ruled)
 

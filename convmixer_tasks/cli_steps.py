@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from convmixer_tasks.backends.base import BACKENDS
+from convmixer_tasks.backends.catalog import BACKENDS
 from convmixer_tasks.errors import ConvMixerError
 from convmixer_tasks.precision import gelu_compile_options
 

@@ -30,7 +30,7 @@ from convmixer_tasks.defaults import (
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.fileio import read_json
 from convmixer_tasks.metrics import STATUS_FAILED, STATUS_OK, STATUS_REGRESSED, get_run, mask_url, update_status
-from convmixer_tasks.metrics.history import throughput_history
+from convmixer_tasks.metrics.history import figure, throughput_history
 from convmixer_tasks.metrics.queries import describe_key
 from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
 from convmixer_tasks.models import CardError, get_card, package_path
@@ -282,14 +282,16 @@ def judge_throughput(
 ) -> tuple[tp.Judgement, list[str]]:
     """The noise-aware throughput verdict for a stored row against its same-fingerprint history, plus a line naming
     an environment change since the series' last run, and one flagging a busy host."""
-    found = throughput_history(url, row, history + 1)  # one more: the two-run rule leaves the previous run out
+    # one more: the two-run rule leaves the previous run out; NOISE_RUNS: the noise is estimated over a longer stretch
+    found = throughput_history(url, row, max(history + 1, tp.NOISE_RUNS))
     samples = tp.unpack_samples(row["samples_ms"]) if row.get("samples_ms") else None
-    value = row.get("throughput")
+    value = figure(row)  # the robust figure when the row kept samples (see throughput's docstring)
+    spread = tp.sample_stats(samples, row["batch_size"], 0) if samples else None
     measured = tp.Measured(
         value,
         tuple(samples) if samples else None,
         row["batch_size"],
-        row.get("latency_cv"),
+        spread.robust_cv if spread else row.get("latency_robust_cv"),
         row.get("measurements") or 1,
     )
     measured = dataclasses.replace(measured, confirmations=confirmations_of(row.get("fingerprint")))
@@ -313,7 +315,8 @@ def judge_throughput(
         alpha=alpha,
         runs=runs,
         history_note=note,
-        pair_history=found.figures[1:] if previous is not None and previous.in_history else None,
+        pair_history=found.figures[1 : history + 1] if previous is not None and previous.in_history else None,
+        noise_history=found.figures,
     )
     busy, share = quiet.host_contention(row.get("fingerprint"))
     # A host loaded to L on C cores gives the benchmark about C/L of its CPU: a drop that fair share explains is not
@@ -389,3 +392,37 @@ def _change_points(
             drop.p_value,
         )
     return judgement, lines
+
+
+def short_reason(row: dict) -> str:
+    """A row's verdict in a few words for the closing tables (``metrics-show``, ``run --record``, the demo): why it
+    got its status, and for an inconclusive row what to do. The full lines stay in ``gate_reasons``."""
+    import re
+
+    status, check = row.get("status"), row.get("throughput_check")
+    reasons = list(row.get("gate_reasons") or [])
+    busy, _ = quiet.host_contention(row.get("fingerprint"))
+    busy_note = f"busy host: {busy}" if busy else ""
+    if status == "pending":
+        return "not gated yet"
+    if status == STATUS_FAILED:
+        return "the run failed; see its task log"
+    if status == STATUS_REGRESSED:
+        heads = [line.split(":")[0] for line in reasons if "regressed" in line.split(":")[0]]
+        text = "; ".join(heads) or "regressed; see gate_reasons"
+    elif status == STATUS_INCONCLUSIVE:
+        if busy:
+            return f"not judged, {busy_note}; rerun when the host is quiet"
+        cv = row.get("latency_robust_cv")
+        spread = f" (robust per-loop CV {cv:.0%})" if isinstance(cv, (int, float)) else ""
+        return f"too noisy to judge{spread}; {tp.NOISY_ADVICE}"
+    elif check == tp.CHECK_UNJUDGED:
+        lines = (line for line in reasons if "not judged" in line)
+        found = next((re.search(r"only (\d+) .*\(need (\d+)\)", line) for line in lines), None)
+        text = f"ok; throughput not judged yet ({found[1]} of {found[2]} runs of history)" if found else "ok"
+    elif check == tp.CHECK_BELOW:
+        text = "ok; below the floor, not yet clear (a second such run decides)"
+    else:
+        value, baseline = figure(row), row.get("baseline_throughput")
+        text = f"ok: {(value / baseline - 1) * 100:+.1f}% vs history median" if value and baseline else "ok"
+    return f"{text}; {busy_note}" if busy_note else text

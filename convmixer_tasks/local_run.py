@@ -104,12 +104,12 @@ def run_chain(
         steps.evaluate_batch(plan, inferred, work_dir, steps.exported_for(plan, exported), run.evidence)
         for plan in plans
     ]
-    built = rows.rows_for_run(
-        runfacts.run_facts(run_id, None, started_at, started_at, "cli"), plans, exported, compiled, benchmarks, scores
-    )
+    facts = runfacts.run_facts(run_id, None, started_at, started_at, "cli")
+    built = rows.rows_for_run(facts, plans, exported, compiled, benchmarks, scores, prepared, inferred)
     for row in built:
         log.info(
-            "%s bs%d %s %s on %s: top-1 %.2f%%, top-5 %.2f%%, %.1f img/s",
+            "%s bs%d %s %s on %s: top-1 %.2f%%, top-5 %.2f%%, %.1f img/s pure inference (ais_bench-style), "
+            "%s end to end",
             row.model_variant,
             row.batch_size,
             row.backend,
@@ -118,6 +118,7 @@ def run_chain(
             row.top1,
             row.top5,
             row.throughput,
+            f"{row.e2e_throughput:.1f} img/s" if row.e2e_throughput else "unknown",
         )
     random = [plan.model_variant for plan in steps.plans_to_export(plans) if not plan.checkpoint]
     summary = {

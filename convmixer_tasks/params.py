@@ -15,8 +15,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from convmixer_tasks.backends.base import BACKEND_NAMES
+from convmixer_tasks.backends.catalog import BACKEND_NAMES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
+from convmixer_tasks.dtypes import INPUT_DTYPES
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.models import card_names
 from convmixer_tasks.precision import (
@@ -28,7 +29,6 @@ from convmixer_tasks.precision import (
     gelu_compile_options,
     precision_modes_from_params,
 )
-from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.run_options import (
     EVIDENCE_DESCRIPTION,
     EVIDENCE_PARAM,

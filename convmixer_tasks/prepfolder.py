@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from convmixer_tasks.dataset import SkippedEntry
+from convmixer_tasks.dtypes import DTYPE_ITEMSIZE, INPUT_DTYPES
 from convmixer_tasks.errors import ConfigError, PreprocessError
 from convmixer_tasks.fileio import read_json, sha256_json, to_jsonable
 from convmixer_tasks.models.card import HostPreprocess, ModelCard
 from convmixer_tasks.variants import INPUT
 
 # The input dtypes a prep folder (and a compiled artifact) can hold: float32 NCHW normalised, or uint8 NHWC pixels.
-DTYPE_ITEMSIZE: dict[str, int] = {"float32": 4, "uint8": 1}
-INPUT_DTYPES: tuple[str, ...] = tuple(DTYPE_ITEMSIZE)
 
 MANIFEST_NAME = "manifest.json"
 STATE_DIR = ".state"

@@ -24,12 +24,12 @@ import numpy as np
 from convmixer_tasks import guards
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dataset import SHOW_FIRST, ValDataset, ValImage, load_dataset
+from convmixer_tasks.dtypes import INPUT_DTYPES
 from convmixer_tasks.errors import ConfigError, PreprocessError
 from convmixer_tasks.fileio import atomic_path, atomic_write_json, read_json, remove_stale_temporaries, sha256_json
 from convmixer_tasks.models.card import HostPreprocess, ModelCard
 from convmixer_tasks.models.registry import default_card, get_card
 from convmixer_tasks.prepfolder import (
-    INPUT_DTYPES,
     MANIFEST_NAME,
     STATE_DIR,
     PrepFile,

@@ -124,6 +124,7 @@ class PrepShard(Record):
     files: tuple[str, ...]
     files_written: int
     cached: bool
+    seconds: float | None = None  # this step's wall time (a cached prep: the check alone); for stage_seconds
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,7 @@ class ShardOutputs(Record):
     output_dir: str
     file_count: int
     summary_path: str | None
+    seconds: float | None = None  # this step's wall time; for stage_seconds
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ class Scores(Record):
     result_json: str
     predictions: str | None = None  # evidence.Predictions file (compressed), stored beside the row
     fidelity_json: str | None = None  # fidelity.summarise of the artifact vs its ONNX; None = not measured
+    seconds: float | None = None  # this step's wall time (scoring and the fidelity check); for stage_seconds
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,8 @@ class BenchSummary(Record):
     sample_count: int | None = None
     latency_cv: float | None = None
     latency_iqr_ms: float | None = None
+    throughput_robust: float | None = None  # 1000 * batch size / median per-loop time: the figure the verdict judges
+    latency_robust_cv: float | None = None  # 1.4826 × MAD / median of the per-loop times
     measurements: int = 1  # 1 + re-measurements taken because the CV was too high
     fingerprint: dict[str, Any] | None = None  # fingerprint.build on the benchmarking host, with its load
     # Energy over the kept measurement's window (convmixer_tasks.energy); None with the reason in ``energy``.

@@ -14,15 +14,32 @@ from convmixer_tasks.export_step import RANDOM_WEIGHTS
 from convmixer_tasks.metrics.schema import MetricsRow
 from convmixer_tasks.params import RunParams
 from convmixer_tasks.precision import effective_precision, precision_modes_from_params
-from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunFacts, RunPlan, Scores, join_key
+from convmixer_tasks.records import (
+    BenchSummary,
+    CompiledModel,
+    ExportedModel,
+    PrepShard,
+    RunFacts,
+    RunPlan,
+    Scores,
+    ShardOutputs,
+    join_key,
+)
 from convmixer_tasks.status import STATUS_FAILED, STATUS_PENDING
 
 
 def build_row(
-    run: RunFacts, plan: RunPlan, exported: ExportedModel, compiled: CompiledModel, bench: BenchSummary, scores: Scores
+    run: RunFacts,
+    plan: RunPlan,
+    exported: ExportedModel,
+    compiled: CompiledModel,
+    bench: BenchSummary,
+    scores: Scores,
+    stages: dict[str, float] | None = None,
 ) -> MetricsRow:
     """One model × batch size × precision's metrics row, status ``pending``: evaluated but not gated, so it stays
-    out of the gate's history (``ok`` rows only) until ``gate_rows`` stores ok/regressed on it."""
+    out of the gate's history (``ok`` rows only) until ``gate_rows`` stores ok/regressed on it. ``stages``: its
+    preprocess/infer/evaluate wall seconds (``stage_seconds``), which give its end-to-end rate."""
     parts = {name: join_key(part) for name, part in (("compiled", compiled), ("benchmark", bench), ("scores", scores))}
     if set(parts.values()) != {join_key(plan)} or exported.variant != plan.model_variant:
         raise ConfigError(
@@ -56,6 +73,8 @@ def build_row(
         precision_mode=plan.precision,
         **evidence_fields(scores),
         **_throughput_evidence(bench),
+        stage_seconds=stages,
+        e2e_throughput=scores.image_count / sum(stages.values()) if stages and sum(stages.values()) > 0 else None,
     )
 
 
@@ -68,6 +87,8 @@ def _throughput_evidence(bench: BenchSummary) -> dict[str, Any]:
         "warmup_count": bench.warmup,
         "latency_cv": bench.latency_cv,
         "latency_iqr_ms": bench.latency_iqr_ms,
+        "throughput_robust": bench.throughput_robust,
+        "latency_robust_cv": bench.latency_robust_cv,
         "measurements": bench.measurements,
         "fingerprint": bench.fingerprint,
         "fingerprint_key": fingerprint.key(bench.fingerprint),
@@ -178,8 +199,12 @@ def rows_for_run(
     compiled: Iterable[CompiledModel],
     benchmarks: Iterable[BenchSummary],
     scores: Iterable[Scores],
+    prepared: Iterable[PrepShard] = (),
+    inferred: Iterable[ShardOutputs] = (),
 ) -> list[MetricsRow]:
-    """One row per plan, each joined with its own model × batch size × precision's results (and its model's ONNX)."""
+    """One row per plan, each joined with its own model × batch size × precision's results (and its model's ONNX);
+    given the run's ``prepared`` and ``inferred`` shards, with its stage seconds and end-to-end rate."""
+    prepared, inferred = list(prepared), list(inferred)
     onnx_of = {model.variant: model for model in exported}
     compiled_by = {join_key(entry): entry for entry in compiled}
     bench_by = {join_key(entry): entry for entry in benchmarks}
@@ -202,5 +227,25 @@ def rows_for_run(
                 f"no {' / '.join(missing)} result for {plan.model_variant} bs{plan.batch_size} {plan.precision}; "
                 "clear the run's tasks and run it again"
             )
-        rows.append(build_row(run, plan, onnx_of[plan.model_variant], compiled_by[key], bench_by[key], scores_by[key]))
+        stages = stage_seconds(plan, prepared, inferred, scores_by[key])
+        rows.append(
+            build_row(run, plan, onnx_of[plan.model_variant], compiled_by[key], bench_by[key], scores_by[key], stages)
+        )
     return rows
+
+
+def stage_seconds(
+    plan: RunPlan, prepared: Sequence[PrepShard], inferred: Sequence[ShardOutputs], scores: Scores
+) -> dict[str, float] | None:
+    """The plan's preprocess, infer and evaluate wall seconds, each summed over its shards (the work, not the
+    elapsed time of shards run side by side); None when a stage's seconds are unknown. A prep folder shared by
+    precision modes counts in each of their rows; a cached one counts its check only."""
+    preps = [shard.seconds for shard in prepared if shard.prep_dir == plan.prep_dir]
+    infers = [shard.seconds for shard in inferred if join_key(shard) == join_key(plan)]
+    if not preps or not infers or scores.seconds is None or None in preps or None in infers:
+        return None
+    return {
+        "preprocess": round(sum(preps), 3),  # type: ignore[arg-type]  # None excluded above
+        "infer": round(sum(infers), 3),  # type: ignore[arg-type]
+        "evaluate": round(scores.seconds, 3),
+    }

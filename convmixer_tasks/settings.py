@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from convmixer_tasks.backends.base import BACKENDS
+from convmixer_tasks.backends.catalog import BACKENDS
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANTS

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,6 +186,8 @@ def prepare_shard(plan: RunPlan, shard: int, shards: int, workers: int | None = 
     """
     from convmixer_tasks.prepfolder import read_manifest, shard_range
 
+    started = time.perf_counter()
+
     def finished() -> Any:
         manifest = read_manifest(plan.prep_dir)  # checks every listed file's size and layout marker
         return manifest if manifest.dataset_fingerprint == plan.dataset_fingerprint else None
@@ -217,6 +220,7 @@ def prepare_shard(plan: RunPlan, shard: int, shards: int, workers: int | None = 
         files=files,
         files_written=written,
         cached=written == 0,
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -276,6 +280,7 @@ def infer_shard(
 
     The folder is emptied first, so a retried attempt never mixes its outputs with a failed attempt's.
     """
+    started = time.perf_counter()
     batch_size = compiled.batch_size
     prep = _prep_shard_of(prepared, compiled.prep_dir, shard)
     output_dir = WorkLayout(Path(work_dir)).shard_output_dir(
@@ -297,6 +302,7 @@ def infer_shard(
         output_dir=str(output_dir),
         file_count=file_count,
         summary_path=summary_path,
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -330,6 +336,7 @@ def evaluate_batch(
     from convmixer_tasks.evaluate import evaluate_with_evidence
     from convmixer_tasks.evidence import PREDICTIONS_FILE
 
+    started = time.perf_counter()
     layout = WorkLayout(Path(work_dir))
     shard_dirs = [entry.output_dir for entry in inferred if join_key(entry) == join_key(plan) and entry.file_count]
     where = {"precision": plan.precision, "model": plan.model_variant}
@@ -360,6 +367,7 @@ def evaluate_batch(
         result_json=str(result.result_json),
         predictions=str(batch_dir / PREDICTIONS_FILE),
         fidelity_json=fidelity_json,
+        seconds=time.perf_counter() - started,
     )
 
 

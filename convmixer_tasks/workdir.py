@@ -19,9 +19,12 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.fileio import sha256_json
+
+if TYPE_CHECKING:
+    from convmixer_tasks.cache import ContentCache
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,14 @@ class WorkLayout:
 
     @property
     def prep_cache(self) -> ContentCache:
-        return ContentCache(self.root / "cache" / "prep")
+        return _cache(self.root / "cache" / "prep")
 
     @property
     def onnx_cache(self) -> ContentCache:
-        return ContentCache(self.root / "cache" / "onnx")
+        return _cache(self.root / "cache" / "onnx")
 
     def artifact_cache(self, backend: str) -> ContentCache:
-        return ContentCache(self.root / "cache" / "artifacts" / backend)
+        return _cache(self.root / "cache" / "artifacts" / backend)
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_slug(run_id)
@@ -68,6 +71,13 @@ class WorkLayout:
 
     def benchmark_json(self, run_id: str, batch_size: int, *, precision: str, model: str) -> Path:
         return self.batch_dir(run_id, batch_size, precision=precision, model=model) / "benchmark.json"
+
+
+def _cache(folder: Path) -> ContentCache:
+    # imported here: the settings build a WorkLayout at DAG parse time, the caches are used inside tasks only
+    from convmixer_tasks.cache import ContentCache
+
+    return ContentCache(folder)
 
 
 def run_slug(run_id: str) -> str:

@@ -144,13 +144,24 @@ def convmixer_validation():
         return steps.evaluate_batch(run_plan, outputs, worker().work_dir, model, evidence).to_dict()
 
     @task(**SETTINGS.retrying())
-    def record_metrics(plans: list, exported: list, compiled: list, benches: list, scores: list, dag_run=None):
+    def record_metrics(
+        plans: list,
+        exported: list,
+        compiled: list,
+        benches: list,
+        scores: list,
+        prepared: list,
+        inferred: list,
+        dag_run=None,
+    ):
         from convmixer_tasks import records, rows, runfacts, steps
 
         run_plans, model = records.RunPlan.from_dicts(plans), records.ExportedModel.from_dicts(exported[:])
         built, benched = records.CompiledModel.from_dicts(compiled[:]), records.BenchSummary.from_dicts(benches[:])
         scored = records.Scores.from_dicts(scores[:])
-        built_rows = rows.rows_for_run(runfacts.run_facts_of(dag_run), run_plans, model, built, benched, scored)
+        stages = records.PrepShard.from_dicts(prepared[:]), records.ShardOutputs.from_dicts(inferred[:])
+        facts = runfacts.run_facts_of(dag_run)
+        built_rows = rows.rows_for_run(facts, run_plans, model, built, benched, scored, *stages)
         return [row.to_dict() for row in steps.record_rows(metrics_url(), built_rows, scores=scored)]
 
     @task(**SETTINGS.retrying())
@@ -187,7 +198,7 @@ def convmixer_validation():
     inferred = infer.partial(prepared=prepared).expand(compiled=compiled, shard=shards)
     benchmarks = benchmark.expand(compiled=compiled)
     scores = evaluate.partial(inferred=inferred, exported=exported).expand(plan=plans)
-    gate = regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores))
+    gate = regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores, prepared, inferred))
     # Not downstream of the gate (regressed rows stay regressed).
     failure = [plans, preps, prepared, models, exported, compiled, inferred, benchmarks, scores] >> record_failure()
     alerts_and_review(gate, failure, metrics_url)

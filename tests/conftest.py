@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -101,3 +102,16 @@ def small_demo(monkeypatch):
     from convmixer_tasks import demo
 
     monkeypatch.setattr(demo, "make_demo_dataset", functools.partial(demo.make_demo_dataset, count=12))
+
+
+@pytest.fixture(autouse=True)
+def root_log_handlers_restored():
+    """A handler added to the root logger during a test (``cli.main``'s, or Airflow's logging set up on import) is
+    bound to that test's captured stderr; left behind, it would make a later test's log call write into a closed
+    stream. Every test ends with the root handlers it started with."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
+

@@ -102,7 +102,7 @@ def db(tmp_path):
     url = f"sqlite:///{tmp_path}/metrics.db"
     upgrade(url)
     record_runs(url, [
-        row("run_a"),
+        row("run_a", throughput_robust=125.0, e2e_throughput=40.5, baseline_throughput=120.0),
         row("run_b", batch_size=1, backend="ascend", status="regressed", top1=80.0, throughput=9.5,
             logical_date="2026-03-05T10:00:00+00:00", energy_j_per_image=1.6, throughput_per_watt=0.625,
             energy={"source": "npu-smi info -t power -i 0", "samples": 9, "mean_w": 15.2}),
@@ -115,12 +115,13 @@ def test_metrics_show_is_a_compact_table_by_default(db, capsys):
     lines = human.splitlines()
     assert "total" not in human and lines[-1] == "2 of 2 rows, newest first"  # issue 22: no bare "total  2" line
     table = lines
-    assert table[0].split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img",
-                                "verdict"]
+    assert table[0].split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "robust",
+                                "img/s", "e2e", "img/s", "J/img", "verdict", "why"]
     assert set(table[1]) <= {"-", " "}
-    # newest first
-    assert table[2].split() == ["run_b", "1", "ascend", "force_fp16", "80.00", "95.62", "9.50", "1.60", "regressed"]
-    assert table[3].split() == ["run_a", "16", "onnxruntime", "fp32", "81.37", "95.62", "123.46", "-", "ok"]
+    assert table[2].split() == ["run_b", "1", "ascend", "force_fp16", "80.00", "95.62", "9.50", "-", "-", "1.60",
+                                "regressed", "regressed;", "see", "gate_reasons"]  # newest first
+    assert table[3].split() == ["run_a", "16", "onnxruntime", "fp32", "81.37", "95.62", "123.46", "125.00", "40.50", "-",
+                                "ok", "ok:", "+4.2%", "vs", "history", "median"]  # the robust figure vs the baseline
     assert [r["run_id"] for r in data["rows"]] == ["run_b", "run_a"] and data["total"] == 2
     assert data["rows"][1]["throughput"] == 123.456
     energy = data["rows"][0]

@@ -87,8 +87,8 @@ def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_
     assert row["top1"] == demo_expected()["expected_top1"]
     assert not human.lstrip().startswith("{")
     header = next(line for line in human.splitlines() if line.startswith("run "))
-    assert header.split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img",
-                              "verdict"]
+    assert header.split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "robust",
+                              "img/s", "e2e", "img/s", "J/img", "verdict", "why"]
     # ONNX Runtime on the CPU: energy from RAPL where this host lets us read it, else empty with the reason why.
     if row["energy_j_per_image"] is None:
         assert row["throughput_per_watt"] is None and "RAPL" in row["energy"]["reason"]
@@ -161,8 +161,8 @@ def test_cli_errors_name_the_cli_flag_not_only_the_dag_param(argv, names, tmp_pa
 
 def test_cli_choices_come_from_the_registries(capsys):
     """--backend and the dtype flags offer the registries' names (one source, as the DAG's Params do)."""
-    from convmixer_tasks.backends.base import BACKEND_NAMES
-    from convmixer_tasks.prepfolder import INPUT_DTYPES
+    from convmixer_tasks.backends.catalog import BACKEND_NAMES
+    from convmixer_tasks.dtypes import INPUT_DTYPES
 
     parser = cli.build_parser()
     for backend in BACKEND_NAMES:

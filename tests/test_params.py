@@ -90,6 +90,15 @@ def test_every_param_comes_from_one_field_with_its_default_and_schema(tmp_path):
     assert specs["model_variant"].schema["enum"] == list(model_names())
 
 
+def test_the_vocabulary_params_keep_their_enums_and_defaults(tmp_path):
+    """The backend and dtype names now live in leaf modules (backends/catalog.py, dtypes.py, read at DAG parse time
+    without backends.base or prepfolder): the Params built from them keep the same choices, order and defaults."""
+    specs = param_specs(settings_for(tmp_path))
+    assert specs["backend"].schema["enum"] == ["onnxruntime", "ascend"] and specs["backend"].default == "onnxruntime"
+    assert specs["input_dtype"].schema["enum"] == ["float32", "uint8"]
+    assert specs["batch_sizes"].schema["items"]["enum"] == [1, 4, 8, 16, 32, 64]
+
+
 IMPOSSIBLE = [
     ({"evidence": {"min_cosine": 1.5}}, "param evidence.min_cosine: 1.5 is greater than the maximum of 1"),
     ({"evidence": {"min_cosine": -1.5}}, "param evidence.min_cosine: -1.5 is less than the minimum of -1"),

@@ -30,16 +30,6 @@ from tests.ascend_doubles import ascend_doubles, write_tiny_onnx  # noqa: F401 (
 from tests.test_reliability import BATCH, REPO, assert_one_clear_line, dataset, models, prep, run_cli, work  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(autouse=True)
-def cli_logging_unbound():
-    """``cli.main`` binds the root logger to this test's captured stderr; a later test's direct library call must
-    not log into that closed stream."""
-    yield
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if type(h) is logging.StreamHandler]:
-        root.removeHandler(handler)
-
-
 def other_images(folder: Path, seed: int, count: int = 6) -> tuple[Path, Path]:
     """A second set with the same names and shapes as ``dataset`` but other pixels (and labels)."""
     folder.mkdir(parents=True)

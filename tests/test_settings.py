@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from convmixer_tasks.backends.base import BACKEND_NAMES
+from convmixer_tasks.backends.catalog import BACKEND_NAMES
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.settings import (
     BATCH_SIZE_CHOICES,

@@ -289,6 +289,26 @@ def test_rows_join_each_plan_with_its_own_batch_size_and_precision_mode():
         rows_for_run(run, plans, exported, compiled, benchmarks[:3], evaluated)
 
 
+def test_rows_carry_each_stages_seconds_and_the_end_to_end_rate_beside_the_pure_inference_figure(tmp_path):
+    from dataclasses import replace
+
+    from convmixer_tasks.records import PrepShard, ShardOutputs
+
+    run, plans, exported, compiled, benchmarks, evaluated = _step_results(batch_sizes=(4,))
+    prepared = [PrepShard(batch_size=4, shard=shard, shards=2, prep_dir="/cache/prep/4", files=(), files_written=1,
+                          cached=False, seconds=1.5) for shard in range(2)]
+    prepared.append(replace(prepared[0], prep_dir="/cache/prep/16", seconds=99.0))  # another batch size's prep
+    inferred = [ShardOutputs(model_variant=plans[0].model_variant, batch_size=4, precision=plans[0].precision, shard=shard, prep_dir="/cache/prep/4",
+                             files=(), output_dir=f"/o/{shard}", file_count=1, summary_path=None, seconds=2.0)
+                for shard in range(2)]
+    scored = [replace(evaluated[0], seconds=3.0)]
+    (row,) = rows_for_run(run, plans, exported, compiled, benchmarks, scored, prepared, inferred)
+    assert row.stage_seconds == {"preprocess": 3.0, "infer": 4.0, "evaluate": 3.0}  # shards summed, per plan
+    assert row.e2e_throughput == pytest.approx(250 / 10.0) and row.throughput == 400.0  # beside ais_bench's
+    (unknown,) = rows_for_run(run, plans, exported, compiled, benchmarks, evaluated, prepared, inferred)
+    assert unknown.stage_seconds is None and unknown.e2e_throughput is None  # a stage without seconds: no rate
+
+
 def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
     from convmixer_tasks.metrics import query_runs
 
@@ -381,3 +401,20 @@ def test_a_partial_run_is_not_gated_on_accuracy_but_still_on_throughput(tmp_path
     assert partial["history"] == full["history"] == 5
     single_run = RunParams.from_mapping(_params(tmp_path, throughput_runs=1)).gate_arguments()
     assert full["runs"] == 2 and single_run["runs"] == 1
+
+
+def test_stage_seconds_are_stored_and_bad_ones_refused(tmp_path):
+    from dataclasses import replace
+
+    from convmixer_tasks.errors import MetricsError
+    from tests.stored import stored_run
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    (row,) = rows_for_run(*_step_results(batch_sizes=(4,)))
+    steps.record_rows(url, [replace(row, stage_seconds={"preprocess": 1.0, "infer": 2.0, "evaluate": 0.5},
+                                    e2e_throughput=71.4)])
+    stored = stored_run(url, "run-9", 4, "onnxruntime")
+    assert stored["stage_seconds"] == {"preprocess": 1.0, "infer": 2.0, "evaluate": 0.5}
+    assert stored["e2e_throughput"] == 71.4
+    with pytest.raises(MetricsError, match="stage_seconds\\['infer'\\] cannot be negative"):
+        steps.record_rows(url, [replace(row, run_id="bad", stage_seconds={"infer": -1.0})])

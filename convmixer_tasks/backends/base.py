@@ -19,42 +19,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from convmixer_tasks.backends.catalog import BACKENDS
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.checks import check_batch_size
+from convmixer_tasks.dtypes import DTYPE_ITEMSIZE, INPUT_DTYPES
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file
 from convmixer_tasks.models.card import ModelCard
 from convmixer_tasks.models.registry import default_card, get_card
 from convmixer_tasks.precision import check_precision_mode
-from convmixer_tasks.prepfolder import (
-    DTYPE_ITEMSIZE,
-    INPUT_DTYPES,
-    PrepFile,
-    PrepManifest,
-    check_prep_files,
-    read_manifest,
-)
+from convmixer_tasks.prepfolder import PrepFile, PrepManifest, check_prep_files, read_manifest
 
 if TYPE_CHECKING:
     from convmixer_tasks.device_state import DeviceState
     from convmixer_tasks.energy import PowerSource
 
 
-@dataclass(frozen=True)
-class BackendEntry:
-    module: str
-    class_name: str
-    settings: tuple[str, ...] = ()  # constructor settings it takes (CLI flags; workers set those they know)
-
-
-# The backend registry: adding a backend is its module plus one line here. Param enums and CLI choices derive from it.
-BACKENDS: dict[str, BackendEntry] = {
-    "onnxruntime": BackendEntry("convmixer_tasks.backends.onnxruntime", "OnnxRuntimeBackend"),
-    "ascend": BackendEntry(
-        "convmixer_tasks.backends.ascend", "AscendBackend", ("device_id", "cann_set_env", "python", "atc_log")
-    ),
-}
-BACKEND_NAMES: tuple[str, ...] = tuple(BACKENDS)
 SIDECAR_SUFFIX = ".json"  # artifact "x.om" -> sidecar "x.om.json"
 
 

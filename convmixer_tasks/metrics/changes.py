@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from convmixer_tasks import changepoints as cp
 from convmixer_tasks import fingerprint as fp
 from convmixer_tasks.metrics.engine import _db_errors, get_engine
+from convmixer_tasks.metrics.history import figure
 from convmixer_tasks.metrics.schema import STATUS_OK, STATUS_REGRESSED, ChangePoint, ValidationRun
 
 METRIC = "throughput"
@@ -71,7 +72,7 @@ def update_change_points(url: str, row: dict[str, Any]) -> Detected:
             .order_by(ValidationRun.logical_date.desc(), ValidationRun.id.desc())
             .limit(cp.WINDOW)
         ).all()[::-1]
-        steps = cp.detect([run.throughput for run in runs if run.throughput is not None])  # all, by the query
+        steps = cp.detect([value for run in runs if (value := figure(run)) is not None])  # the verdict's figure; all
         stored = {
             point.start_row_id: point
             for point in session.scalars(

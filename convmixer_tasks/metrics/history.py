@@ -8,6 +8,7 @@ series whatever its fingerprint (to name a change). Pending, failed, regressed a
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,21 @@ from convmixer_tasks.metrics.values import parse_datetime
 SCAN_LIMIT = 500
 
 
+FIGURE_COLUMNS = ("throughput_robust", "samples_ms", "batch_size", "throughput")
+
+
 def figure(row: Any) -> float | None:
-    """A run's throughput figure: the stored one (ais_bench's 1000*batchsize/mean), what the UI shows too."""
-    return row.throughput
+    """The throughput figure the verdict judges for a run (an ORM row or a ``get_run`` dict): the robust one
+    (1000 * batch size / median per-loop time, see ``throughput``); for a row recorded before it was stored, the same
+    from its kept samples; without samples, the tool's mean-based figure."""
+    values: Any = row if isinstance(row, dict) else {name: getattr(row, name, None) for name in FIGURE_COLUMNS}
+    if values.get("throughput_robust") is not None:
+        return float(values["throughput_robust"])
+    if values.get("samples_ms") and values.get("batch_size"):
+        from convmixer_tasks.throughput import unpack_samples
+
+        return 1000.0 * values["batch_size"] / statistics.median(unpack_samples(values["samples_ms"]))
+    return values.get("throughput")
 
 
 @dataclass(frozen=True)

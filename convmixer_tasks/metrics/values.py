@@ -118,6 +118,10 @@ def _check_value(name: str, value: Any) -> Any:
         return dict(value)
     if name == "fingerprint":
         return _check_fingerprint(value)
+    if name == "stage_seconds":  # each stage's wall seconds: {"preprocess": 1.2, "infer": 3.4, "evaluate": 0.5}
+        if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+            raise MetricsError(f"stage_seconds must map stage names to seconds, got {value!r}")
+        return {key: _check_float(seconds, f"stage_seconds[{key!r}]") for key, seconds in value.items()}
     if name == "throughput_check" and value not in THROUGHPUT_CHECKS:
         raise MetricsError(f"throughput_check {value!r} is not known; use one of {', '.join(THROUGHPUT_CHECKS)}")
     column_type = _COLUMNS[name].type

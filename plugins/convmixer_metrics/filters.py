@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import HTTPException, Query, status
 
 from convmixer_tasks import metrics
-from convmixer_tasks.backends.base import BACKEND_NAMES
+from convmixer_tasks.backends.catalog import BACKEND_NAMES
 from convmixer_tasks.errors import MetricsError
 
 # Model variants are identifiers (convmixer_1536_20). Device names are whatever the hardware reports

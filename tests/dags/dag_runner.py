@@ -90,7 +90,8 @@ def main(spec_path: str, out_path: str) -> int:
                        if key not in ("id", "created_at", "updated_at", "ran_at")}
                 row.update(run_id=f"seeded-{index}", status="ok", gate_reasons=None,
                            logical_date=datetime.now(UTC).isoformat(),
-                           throughput=template["throughput"] * seed["throughput_factor"])
+                           throughput=template["throughput"] * seed["throughput_factor"],
+                           throughput_robust=template["throughput_robust"] * seed["throughput_factor"])  # judged
                 record_run(metrics_url, row)
         if run.get("fail_once"):
             restore[run["fail_once"]] = _inject(steps, run["fail_once"], once=True)

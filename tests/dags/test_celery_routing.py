@@ -38,7 +38,10 @@ NPU_WORKER_CONCURRENCY = 4
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 REDIS = ("127.0.0.1", 6379)
 # 24 of the 250 demo images (a run with image_limit is not gated on accuracy); CPU throughput is noisy
-CONF: dict[str, Any] = {"batch_sizes": [4], "image_limit": 24, "benchmark_loop": 5, "throughput_tolerance_pct": 99}
+# The verdict's inputs pinned: real ORT timings on a busy box can be too dispersed to judge (then "inconclusive", which
+# is right), so the dispersion limit is lifted; a fresh metrics DB has no history, so the row is "ok", unjudged.
+CONF: dict[str, Any] = {"batch_sizes": [4], "image_limit": 24, "benchmark_loop": 5, "throughput_tolerance_pct": 99,
+                        "throughput_max_cv_pct": 1000}
 
 
 # --- services the test needs ------------------------------------------------------------------------------------
