@@ -10,7 +10,7 @@ re-measurements, confirmations, next run), so it may keep state. ``bench/noise_m
 ``--noise`` every one of its ``MODELS`` is replayed and tabled.
 
 Harness (stated, because the rates depend on it): batches of 4 at a true 1000 img/s (4 ms a loop). A run is
-measured as the benchmark step measures (``throughput.measure_until_quiet``: re-measured while the robust per-loop CV
+measured as the benchmark step measures (``loopstats.measure_until_quiet``: re-measured while the robust per-loop CV
 is above 10 %, the least noisy kept; then ``suspect_line`` / ``confirm_if_suspect`` against the same history) and
 judged by ``throughput.judge`` at the DAG's defaults; ``ok`` runs join the history (newest 20). The old gate is the
 one this package first shipped: ais_bench's mean-based figure of the run's first measurement vs the median of its
@@ -38,7 +38,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from convmixer_tasks import changepoints as cp
-from convmixer_tasks import defaults, fingerprint
+from convmixer_tasks import defaults, fingerprint, loopstats
 from convmixer_tasks import throughput as tp
 
 BATCH, BASE = 4, 1000.0
@@ -99,15 +99,15 @@ class Series:
     def run(self, bench: Bench, level: float) -> tuple[bool, tp.Judgement, tp.Measured]:
         """Measure one run at true throughput ``level`` as the benchmark step does, then judge it with both gates."""
 
-        def quietly() -> tp.Tries:
-            return tp.measure_until_quiet(
+        def quietly() -> loopstats.Tries:
+            return loopstats.measure_until_quiet(
                 lambda: bench.measure(level), BATCH, defaults.DEFAULT_REMEASURE, tp.DEFAULT_MAX_CV_PCT
             )
 
         tries = quietly()
         previous_check = self.previous.check if self.previous else None
-        line = tp.suspect_line(self.new_ok[-NEW_HISTORY:], TOLERANCE_PCT, previous_check=previous_check)
-        confirmed = tp.confirm_if_suspect(quietly, tries.figure, line, defaults.DEFAULT_CONFIRM)
+        line = loopstats.suspect_line(self.new_ok[-NEW_HISTORY:], TOLERANCE_PCT, previous_check=previous_check)
+        confirmed = loopstats.confirm_if_suspect(quietly, tries.figure, line, defaults.DEFAULT_CONFIRM)
         stats = tries.stats
         measured = tp.Measured(
             tries.figure,
@@ -185,9 +185,9 @@ def replay(bench: Bench, runs: int, trials: int, step: float) -> dict:
     return result
 
 
-def measure_quietly(bench: Bench, level: float) -> tp.Tries:
+def measure_quietly(bench: Bench, level: float) -> loopstats.Tries:
     """One measurement as the benchmark step takes it: re-measured while the robust per-loop CV is too high."""
-    return tp.measure_until_quiet(
+    return loopstats.measure_until_quiet(
         lambda: bench.measure(level), BATCH, defaults.DEFAULT_REMEASURE, tp.DEFAULT_MAX_CV_PCT
     )
 

@@ -41,7 +41,7 @@ def benchmark_artifact(
     ``suspect`` (``suspect_check``) puts the kept figure below its same-fingerprint history's suspect line,
     ``options.confirm`` more such measurements are taken and their figures kept in the fingerprint's measurement
     record for the verdict."""
-    from convmixer_tasks import fingerprint, quiet, throughput
+    from convmixer_tasks import fingerprint, loopstats, quiet
 
     backend = get_backend(compiled.backend, **(settings or {}))
     artifact = compiled.fresh_artifact()
@@ -61,11 +61,11 @@ def benchmark_artifact(
         windows[id(result)] = window
         return result
 
-    def measure_quietly() -> throughput.Tries:
-        return throughput.measure_until_quiet(measure, compiled.batch_size, options.remeasure, options.max_cv_pct)
+    def measure_quietly() -> loopstats.Tries:
+        return loopstats.measure_until_quiet(measure, compiled.batch_size, options.remeasure, options.max_cv_pct)
 
     tries = measure_quietly()
-    confirmed = throughput.confirm_if_suspect(
+    confirmed = loopstats.confirm_if_suspect(
         measure_quietly, tries.figure, suspect(env) if suspect else None, options.confirm
     )
     if confirmed:
@@ -92,7 +92,7 @@ def benchmark_artifact(
         latency_p99_ms=bench.latency_p99_ms,
         formula=bench.formula,
         bench_json=str(bench_json),
-        samples_ms=throughput.pack_samples(bench.samples) if stats else None,
+        samples_ms=loopstats.pack_samples(bench.samples) if stats else None,
         sample_count=stats.count if stats else None,
         latency_cv=stats.cv if stats else None,
         latency_iqr_ms=stats.iqr_ms if stats else None,
@@ -111,7 +111,7 @@ def suspect_check(
 ) -> Callable[[dict[str, Any]], float | None]:
     """For ``benchmark_artifact``: the suspect line of the benchmark's same-fingerprint history in the metrics DB
     (read once the fingerprint is known). A DB that cannot be read only costs the confirmation: logged, no line."""
-    from convmixer_tasks import fingerprint, throughput
+    from convmixer_tasks import fingerprint, loopstats
     from convmixer_tasks.metrics.history import throughput_history
 
     def line(env: dict[str, Any]) -> float | None:
@@ -134,6 +134,6 @@ def suspect_check(
             log.warning("no throughput history for the suspect check (%s); a low figure is not confirmed", exc)
             return None
         previous_check = found.previous["check"] if found.previous else None
-        return throughput.suspect_line(found.figures, gate.throughput_drop_pct, previous_check=previous_check)
+        return loopstats.suspect_line(found.figures, gate.throughput_drop_pct, previous_check=previous_check)
 
     return line

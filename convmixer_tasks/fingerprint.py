@@ -31,7 +31,7 @@ _ARTIFACT_KEYS = (
     "graph_optimization_level",
     "runtime",
 )
-# The figures of the measurements a suspect run took to confirm itself (throughput.confirm_if_suspect): part of the
+# The figures of the measurements a suspect run took to confirm itself (loopstats.confirm_if_suspect): part of the
 # measurement's record, read by the verdict, never part of the key.
 CONFIRMATIONS = "suspect_confirmations"
 # Measurement conditions kept on the fingerprint dict for the record, but outside the key (quiet.BenchmarkWindow's).

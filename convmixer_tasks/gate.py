@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convmixer_tasks import fingerprint as fp
-from convmixer_tasks import quiet
+from convmixer_tasks import loopstats, quiet
 from convmixer_tasks import throughput as tp
 from convmixer_tasks.defaults import (
     DEFAULT_HISTORY,
@@ -34,6 +34,7 @@ from convmixer_tasks.metrics.history import figure, throughput_history
 from convmixer_tasks.metrics.queries import describe_key
 from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
 from convmixer_tasks.models import CardError, get_card, package_path
+from convmixer_tasks.status import STATUSES
 
 
 @dataclass
@@ -284,9 +285,9 @@ def judge_throughput(
     an environment change since the series' last run, and one flagging a busy host."""
     # one more: the two-run rule leaves the previous run out; NOISE_RUNS: the noise is estimated over a longer stretch
     found = throughput_history(url, row, max(history + 1, tp.NOISE_RUNS))
-    samples = tp.unpack_samples(row["samples_ms"]) if row.get("samples_ms") else None
+    samples = loopstats.unpack_samples(row["samples_ms"]) if row.get("samples_ms") else None
     value = figure(row)  # the robust figure when the row kept samples (see throughput's docstring)
-    spread = tp.sample_stats(samples, row["batch_size"], 0) if samples else None
+    spread = loopstats.sample_stats(samples, row["batch_size"], 0) if samples else None
     measured = tp.Measured(
         value,
         tuple(samples) if samples else None,
@@ -405,6 +406,8 @@ def short_reason(row: dict) -> str:
     busy_note = f"busy host: {busy}" if busy else ""
     if status == "pending":
         return "not gated yet"
+    if status not in STATUSES:  # a display status such as run's "not gated (--record)": no verdict to explain
+        return ""
     if status == STATUS_FAILED:
         return "the run failed; see its task log"
     if status == STATUS_REGRESSED:

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from convmixer_tasks import fingerprint, gate, metrics
+from convmixer_tasks import fingerprint, gate, loopstats, metrics
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.models import get_card, registry
 from tests.stored import stored_run
@@ -188,7 +188,7 @@ def test_a_few_spiky_loops_are_judged_on_the_robust_figure_not_made_inconclusive
     for index in (10, 45, 80):
         times[index] = 10 * loop_ms  # three loops 10x slower (GC, an interrupt): mean CV ~130 %, the median unmoved
     mean_based = 1000.0 * BS / statistics.fmean(times)
-    record(metrics_url, "spiky", 9, mean_based, status="pending", samples_ms=gate.tp.pack_samples(times))
+    record(metrics_url, "spiky", 9, mean_based, status="pending", samples_ms=loopstats.pack_samples(times))
     decision = gate.apply_gate(metrics_url, "spiky", BS, BACKEND)
     assert (decision.status, decision.throughput_check) == ("ok", "ok")  # judged (100 img/s), not inconclusive
     assert mean_based < 0.8 * min(STEADY) and "throughput ok: 100.00" in decision.reasons[1]

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from scipy import stats  # type: ignore[import-untyped]  # no stubs installed
 
-from convmixer_tasks import fingerprint, metrics
+from convmixer_tasks import fingerprint, loopstats, metrics
 from convmixer_tasks import throughput as tp
 from convmixer_tasks.backends import base
 from convmixer_tasks.energy import PowerUnavailable
@@ -26,16 +26,16 @@ from tests.test_metrics import downgrade, insert_raw, make_row, read_old, versio
 def test_samples_round_trip_at_float32_precision_and_compress():
     rng = np.random.default_rng(1)
     samples = list(rng.lognormal(math.log(12.0), 0.05, 1000))
-    packed = tp.pack_samples(samples)
+    packed = loopstats.pack_samples(samples)
     assert len(packed) < 4 * len(samples) * 4 / 3 + 8  # at most float32 + base64
-    np.testing.assert_array_equal(tp.unpack_samples(packed), np.asarray(samples, dtype=np.float32))
+    np.testing.assert_array_equal(loopstats.unpack_samples(packed), np.asarray(samples, dtype=np.float32))
     with pytest.raises(ConfigError, match="not packed samples"):
-        tp.unpack_samples("not base64 at all!")
+        loopstats.unpack_samples("not base64 at all!")
 
 
 def test_sample_stats_match_numpy_and_scipy():
     times = [10.0, 11.0, 9.0, 10.5, 30.0, 10.2]
-    got = tp.sample_stats(times, batch_size=4, warmup=5)
+    got = loopstats.sample_stats(times, batch_size=4, warmup=5)
     assert got is not None
     array = np.asarray(times)
     assert got.count == 6 and got.warmup == 5
@@ -44,9 +44,9 @@ def test_sample_stats_match_numpy_and_scipy():
     assert got.cv == pytest.approx(array.std(ddof=1) / array.mean())
     assert got.iqr_ms == pytest.approx(stats.iqr(array))
     assert got.throughput == pytest.approx(4000.0 / array.mean())
-    assert tp.sample_stats([10.0], 4, 5) is None  # one loop: no dispersion to speak of
+    assert loopstats.sample_stats([10.0], 4, 5) is None  # one loop: no dispersion to speak of
     with pytest.raises(ConfigError, match="positive finite"):
-        tp.sample_stats([10.0, -1.0], 4, 5)
+        loopstats.sample_stats([10.0, -1.0], 4, 5)
 
 
 def fake_bench(samples):
@@ -56,16 +56,16 @@ def fake_bench(samples):
 def test_remeasure_until_quiet_keeps_the_least_noisy_and_stops_at_the_limit():
     noisy, quiet = [10.0, 30.0, 10.0, 30.0], [10.0, 10.1, 9.9, 10.0]
     queue = iter([noisy, quiet, noisy])
-    tries = tp.measure_until_quiet(lambda: fake_bench(next(queue)), 4, remeasure=2, max_cv_pct=10)
+    tries = loopstats.measure_until_quiet(lambda: fake_bench(next(queue)), 4, remeasure=2, max_cv_pct=10)
     assert len(tries.all) == 2 and tries.chosen.samples == quiet  # stopped once quiet
 
-    tries = tp.measure_until_quiet(lambda: fake_bench(noisy), 4, remeasure=2, max_cv_pct=10)
+    tries = loopstats.measure_until_quiet(lambda: fake_bench(noisy), 4, remeasure=2, max_cv_pct=10)
     assert tries.stats is not None
     assert len(tries.all) == 3 and tries.stats.cv > 0.1  # still noisy after R re-measurements
-    no_list = tp.measure_until_quiet(lambda: fake_bench([]), 4, remeasure=2, max_cv_pct=10)
+    no_list = loopstats.measure_until_quiet(lambda: fake_bench([]), 4, remeasure=2, max_cv_pct=10)
     assert len(no_list.all) == 1 and no_list.stats is None  # no per-loop list: no CV, nothing to repeat
     with pytest.raises(ConfigError, match="benchmark_remeasure"):
-        tp.measure_until_quiet(lambda: fake_bench(noisy), 4, remeasure=-1, max_cv_pct=10)
+        loopstats.measure_until_quiet(lambda: fake_bench(noisy), 4, remeasure=-1, max_cv_pct=10)
 
 
 HISTORY = [100.0, 101.0, 99.0, 100.5, 99.5, 100.2]
@@ -105,22 +105,22 @@ def test_the_runs_own_noise_can_veto_a_regression():
     times = (20.0, 74.0) * 4  # figure 4000 / 47 = 85 img/s, below the floor of 90, but the loops disagree wildly
     alone = judged(4000.0 / 47.0, runs=1)  # the same figure without samples: the history alone calls it clear
     assert alone.status == "regressed"
-    low, high = tp.figure_interval(times, 4)
+    low, high = loopstats.figure_interval(times, 4)
     assert low < 4000.0 / 47.0 < high and high >= 90.0
     vetoed = judged(4000.0 / 47.0, samples=times, cv=0.05, runs=1)
     assert (vetoed.status, vetoed.check) == ("ok", "below") and "interval" in vetoed.reason
 
 
 def test_a_suspect_figure_is_confirmed_and_judged_on_its_confirmations():
-    line = tp.suspect_line(HISTORY, 10.0)
-    assert line == pytest.approx(np.median(HISTORY) * 0.95) and tp.suspect_line(HISTORY[:3], 10.0) is None
-    assert tp.suspect_line(HISTORY, 10.0, previous_check="below") == math.inf  # after a low run: always confirm
+    line = loopstats.suspect_line(HISTORY, 10.0)
+    assert line == pytest.approx(np.median(HISTORY) * 0.95) and loopstats.suspect_line(HISTORY[:3], 10.0) is None
+    assert loopstats.suspect_line(HISTORY, 10.0, previous_check="below") == math.inf  # after a low run: always confirm
     calls = iter([101.0, 99.0, 100.0])
-    assert tp.confirm_if_suspect(lambda: next(calls), 96.0, line, 3) == []  # not suspect: nothing taken
-    assert tp.confirm_if_suspect(lambda: next(calls), 80.0, line, 3) == [101.0, 99.0, 100.0]
-    assert tp.confirm_if_suspect(lambda: 1 / 0, 80.0, None, 3) == []  # no history line: no confirmation
+    assert loopstats.confirm_if_suspect(lambda: next(calls), 96.0, line, 3) == []  # not suspect: nothing taken
+    assert loopstats.confirm_if_suspect(lambda: next(calls), 80.0, line, 3) == [101.0, 99.0, 100.0]
+    assert loopstats.confirm_if_suspect(lambda: 1 / 0, 80.0, None, 3) == []  # no history line: no confirmation
     with pytest.raises(ConfigError, match="benchmark_confirm"):
-        tp.confirm_if_suspect(lambda: 1.0, 80.0, line, -1)
+        loopstats.confirm_if_suspect(lambda: 1.0, 80.0, line, -1)
     cleared = tp.judge(tp.Measured(80.0, None, 4, 0.02, 4, (101.0, 99.0, 100.0)), HISTORY, tolerance_pct=10.0)
     assert cleared.check == "ok" and "the first, 80.00, was below" in cleared.reason  # an unlucky first figure
     kept = tp.judge(tp.Measured(80.0, None, 4, 0.02, 4, (81.0, 79.0, 80.0)), HISTORY, tolerance_pct=10.0, runs=1)
@@ -177,12 +177,12 @@ def test_migration_0004_adds_inconclusive_and_the_evidence_columns_reversibly(em
     with pytest.raises(sa.exc.IntegrityError):
         insert_raw(empty_url, status="inconclusive", top1=1.0, top5=2.0)
     metrics.upgrade(empty_url)  # through 0004 (and 0005, whose downgrade is crossed below as well)
-    row = make_row(run_id="noisy", status="inconclusive", samples_ms=tp.pack_samples([1.0, 2.0]), sample_count=2,
+    row = make_row(run_id="noisy", status="inconclusive", samples_ms=loopstats.pack_samples([1.0, 2.0]), sample_count=2,
                    latency_cv=0.4, measurements=3, throughput_check="noisy", fingerprint={"backend": "onnxruntime"},
                    fingerprint_key="k")
     metrics.record_run(empty_url, row)
     stored = stored_run(empty_url, "noisy", 4, "onnxruntime")
-    assert stored["status"] == "inconclusive" and tp.unpack_samples(stored["samples_ms"]) == [1.0, 2.0]
+    assert stored["status"] == "inconclusive" and loopstats.unpack_samples(stored["samples_ms"]) == [1.0, 2.0]
     assert stored["fingerprint"] == {"backend": "onnxruntime"}
     with pytest.raises(MetricsError, match="throughput_check"):
         metrics.record_run(empty_url, make_row(run_id="bad", throughput_check="meh"))
@@ -240,7 +240,7 @@ def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, 
     summary = benchmark_step.benchmark_artifact(compiled, BenchmarkOptions(loop=4, remeasure=2, max_cv_pct=10.0), tmp_path)
     assert summary.measurements == scripted.calls == expected_measurements
     assert summary.samples_ms is not None and summary.fingerprint is not None
-    assert tp.unpack_samples(summary.samples_ms) == pytest.approx([10.0, 10.2, 9.8, 10.0], rel=1e-6)
+    assert loopstats.unpack_samples(summary.samples_ms) == pytest.approx([10.0, 10.2, 9.8, 10.0], rel=1e-6)
     assert summary.sample_count == 4
     assert summary.latency_cv == pytest.approx(np.std([10.0, 10.2, 9.8, 10.0], ddof=1) / 10.0)
     assert summary.throughput == pytest.approx(400.0)
@@ -351,12 +351,12 @@ def test_a_drifting_history_is_worth_fewer_runs_and_a_run_that_drifted_low_is_no
 def test_spikes_move_the_mean_based_figure_and_cv_but_not_the_robust_ones():
     times = [10.0, 10.2, 9.8, 10.1, 9.9] * 20
     times[7] = times[50] = times[93] = 80.0  # three loops 8x slower
-    got = tp.sample_stats(times, batch_size=4, warmup=5)
+    got = loopstats.sample_stats(times, batch_size=4, warmup=5)
     assert got is not None
     assert got.cv > 0.5 and got.robust_cv == pytest.approx(stats.median_abs_deviation(times, scale="normal") / 10.0)
     assert got.robust_cv < 0.05 and got.throughput_robust == pytest.approx(400.0)
     assert got.throughput < 0.85 * got.throughput_robust
-    tries = tp.measure_until_quiet(lambda: fake_bench(times), 4, remeasure=2, max_cv_pct=10)
+    tries = loopstats.measure_until_quiet(lambda: fake_bench(times), 4, remeasure=2, max_cv_pct=10)
     assert len(tries.all) == 1 and tries.figure == pytest.approx(400.0)  # quiet by the robust CV: not re-measured
 
 

@@ -151,7 +151,7 @@ class ValidationRun(Base):
     gate_reasons: Mapped[list[str] | None] = mapped_column(JSON)
     # Throughput evidence (migration 0004): the kept per-loop times and their dispersion, the re-measurements, the
     # throughput rule's own outcome, and the environment the figures depend on.
-    samples_ms: Mapped[str | None] = mapped_column(Text)  # throughput.pack_samples: float32, zlib, base64
+    samples_ms: Mapped[str | None] = mapped_column(Text)  # loopstats.pack_samples: float32, zlib, base64
     sample_count: Mapped[int | None] = mapped_column(Integer)  # timed loops kept (warm-up excluded)
     warmup_count: Mapped[int | None] = mapped_column(Integer)  # warm-up loops run and left out
     latency_cv: Mapped[float | None] = mapped_column(Float)  # per-loop CV (0.05 = 5 %)

@@ -70,7 +70,7 @@ def reasons(row: Mapping[str, Any]) -> list[dict[str, str]]:
 def _samples(row: Mapping[str, Any]) -> list[float] | None:
     if not row.get("samples_ms"):
         return None
-    from convmixer_tasks.throughput import unpack_samples
+    from convmixer_tasks.loopstats import unpack_samples
 
     try:
         return unpack_samples(row["samples_ms"])
@@ -219,7 +219,7 @@ def throughput_significance(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[
         return {"why": "both runs need kept per-loop times; at least one has none"}
     from scipy import stats  # type: ignore[import-untyped]
 
-    from convmixer_tasks.throughput import figure_interval
+    from convmixer_tasks.loopstats import figure_interval
 
     interval_a = figure_interval(first, a["batch_size"])
     interval_b = figure_interval(second, b["batch_size"])

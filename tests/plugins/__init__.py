@@ -127,7 +127,7 @@ REGRESSED_ASCEND_RUN = "manual__2026-11-04T10:00:00+00:00"
 
 def _samples(row: dict) -> str | None:
     """Per-loop times (ms) around the row's mean, packed as the benchmark step packs them."""
-    from convmixer_tasks.throughput import pack_samples
+    from convmixer_tasks.loopstats import pack_samples
 
     if row.get("throughput") is None:
         return None
