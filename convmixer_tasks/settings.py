@@ -191,10 +191,10 @@ def load_scheduling_settings(read: Reader, home: Path | None = None) -> Scheduli
             settings.text("chips", ""), where="[convmixer] chips (airflow.cfg or AIRFLOW__CONVMIXER__CHIPS) lists"
         ),
         npu_queue_template=check_template(
-            settings.text("npu_queue_template", DEFAULT_QUEUE_TEMPLATE), key="npu_queue_template", queue=npu_queue
+            settings.text("npu_queue_template", "") or DEFAULT_QUEUE_TEMPLATE, key="npu_queue_template", queue=npu_queue
         ),
         npu_pool_template=check_template(
-            settings.text("npu_pool_template", DEFAULT_POOL_TEMPLATE), key="npu_pool_template", pool=npu_pool
+            settings.text("npu_pool_template", "") or DEFAULT_POOL_TEMPLATE, key="npu_pool_template", pool=npu_pool
         ),
         shards=int(settings.number("shards", "2", int, 1)),
         retries=int(settings.number("retries", "2", int, 0)),
