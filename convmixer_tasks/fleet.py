@@ -12,8 +12,10 @@ serves fails at once instead of waiting for a worker that never comes. The quest
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from convmixer_tasks.errors import ConfigError
@@ -114,3 +116,39 @@ def chip_workers_missing(
             f"ascend-entrypoint.sh serves its own chip's queue; or `airflow celery worker --queues "
             f"{missing[0][1]}`), or leave the chip out of param chips"
         )
+
+
+def requested_chips(param: object, configured: Sequence[str]) -> tuple[str, ...]:
+    """The chips a run asks for (param ``chips``; None = every configured chip), each one the DAG has tasks for."""
+    chips = configured if param is None else parse_chips(param, where="param chips:")  # type: ignore[arg-type]
+    unknown = [chip for chip in chips if chip not in configured]
+    if unknown or not chips:
+        raise ConfigError(
+            f"param chips {list(chips)} must name one or more of the chip types this DAG has tasks for "
+            f"({list(configured)}); add a chip to [convmixer] chips (AIRFLOW__CONVMIXER__CHIPS) to run on it"
+        )
+    return tuple(chips)
+
+
+def uses_celery(executor: str) -> bool:
+    """Whether ``[core] executor`` (one name, a class path or a comma list) includes the CeleryExecutor."""
+    return any(name.strip().rsplit(".", 1)[-1] == "CeleryExecutor" for name in executor.split(","))
+
+
+def check_chip_workers(
+    chip_queues: Mapping[str, str], executor: str, active_queues: ActiveQueues, timeout: float = ACTIVE_QUEUES_TIMEOUT_S
+) -> str:
+    """Fail at once when a requested chip has no live worker (Celery only); the line to log when it passes."""
+    if not uses_celery(executor):
+        return (
+            f"executor {executor!r} is not Celery: not checking that chips {sorted(chip_queues)} have a live worker "
+            "(the LocalExecutor runs every task on this machine; the Edge executor's workers are not asked)"
+        )
+    chip_workers_missing(chip_queues, active_queues, timeout)
+    return f"live workers serve every requested chip: {dict(chip_queues)}"
+
+
+def chip_work_dir(work_dir: str | os.PathLike[str], chip: str | None) -> Path:
+    """Where chip X's run outputs and compile cache live: its own folder under the work folder, so two chips'
+    outputs for the same batch size and mode never meet; None (no chips configured) = the work folder itself."""
+    return Path(work_dir) if chip is None else Path(work_dir) / "chips" / check_chip(chip)

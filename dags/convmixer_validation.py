@@ -4,16 +4,17 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, Param, TriggerRule, conf, dag, get_current_context, task
+from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, conf, dag, get_current_context, task
 from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
-from convmixer_tasks import benchmark_step, rows, runfacts, steps
+from convmixer_tasks import benchmark_step, fleet, rows, runfacts, steps
 from convmixer_tasks import records as rec
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.params import benchmark_options, evidence_options, param_specs
@@ -33,6 +34,17 @@ PARAMS = {
     name: Param(spec.default, description=spec.description, **spec.schema)
     for name, spec in param_specs(SETTINGS).items()
 }
+if SETTINGS.chips:  # chip types as a run dimension (convmixer_tasks.fleet); the DAG has tasks for these only
+    PARAMS["chips"] = Param(
+        list(SETTINGS.chips),
+        type="array",
+        minItems=1,
+        uniqueItems=True,
+        items={"type": "string", "enum": list(SETTINGS.chips)},
+        description="chip types (npu-smi Name) to validate on: one row per chip × batch size × mode; compile, infer "
+        "and benchmark of chip X run on its queue and pool, compiled with --soc_version Ascend<X> (soc_version "
+        "is not used then)",
+    )
 
 
 @dag(
@@ -67,8 +79,17 @@ def convmixer_validation():
 
     @task
     def check_inputs(params=None, run_id=None, triggering_asset_events=None) -> list[dict]:
+        if SETTINGS.chips:  # first: a chip nobody serves fails the run in seconds, not after a wait without end
+            chips = fleet.requested_chips(params.get("chips"), SETTINGS.chips)
+            executor = conf.get("core", "executor", fallback="")
+            queues = {chip: SETTINGS.queue_for(chip) for chip in chips}
+            log.info("%s", fleet.check_chip_workers(queues, executor, celery_active_queues))
         run_params = with_triggered_checkpoint(params, triggering_asset_events)
         return [plan.to_dict() for plan in steps.check_inputs(run_params, run_id, worker().work_dir, PARAMS)]
+
+    @task
+    def chip_plans(plans, chip: str, params=None) -> list[dict]:  # a chip the run leaves out: [], its tasks skip
+        return plans if chip in fleet.requested_chips(params.get("chips"), SETTINGS.chips) else []
 
     @task
     def prep_plans(plans) -> list[dict]:  # precision modes share their batch size's prep: written once
@@ -85,39 +106,43 @@ def convmixer_validation():
         plan = rec.RunPlan.from_dict(plans[0])
         return steps.export_cached(plan.checkpoint, plan.model_variant, worker().work_dir).to_dict()
 
+    # chip: None without [convmixer] chips; else the chip type whose queue/pool the task was given (.override)
     @task(**SETTINGS.on_npu())
-    def compile_model(plan: dict, exported: dict, params=None) -> dict:
+    def compile_model(plan: dict, exported: dict, chip: str | None = None, params=None) -> dict:
         run_plan, settings = rec.RunPlan.from_dict(plan), worker()
         label(f"bs{run_plan.batch_size} {run_plan.precision}")
         model, backend = rec.ExportedModel.from_dict(exported), settings.backend_settings(run_plan.backend)
-        return steps.compile_artifact(run_plan, model, settings.work_dir, params["soc_version"], backend).to_dict()
+        soc = fleet.soc_version_of(chip) if chip else params["soc_version"]
+        work_dir = fleet.chip_work_dir(settings.work_dir, chip)
+        return steps.compile_artifact(run_plan, model, work_dir, soc, backend).to_dict()
 
     @task(**SETTINGS.on_npu())
-    def infer(compiled: dict, shard: int, prepared: list) -> dict:
+    def infer(compiled: dict, shard: int, prepared: list, chip: str | None = None) -> dict:
         model, settings = rec.CompiledModel.from_dict(compiled), worker()
         label(f"bs{model.batch_size} {model.precision} shard {shard}")
         shards = rec.PrepShard.from_dicts(prepared[:])
-        return steps.infer_shard(
-            model, shard, shards, settings.work_dir, settings.backend_settings(model.backend)
-        ).to_dict()
+        work_dir = fleet.chip_work_dir(settings.work_dir, chip)
+        return steps.infer_shard(model, shard, shards, work_dir, settings.backend_settings(model.backend)).to_dict()
 
     @task(**SETTINGS.on_npu())
-    def benchmark(compiled: dict, params=None) -> dict:
+    def benchmark(compiled: dict, chip: str | None = None, params=None) -> dict:
         model, settings = rec.CompiledModel.from_dict(compiled), worker()
         label(f"bs{model.batch_size} {model.precision}")
         backend, options = settings.backend_settings(model.backend), benchmark_options(params)
         # the suspect line comes from the metrics DB's history
         options["suspect"] = benchmark_step.suspect_check(metrics_url(), params["model_variant"], model, params)
-        summary = benchmark_step.benchmark_artifact(model, work_dir=settings.work_dir, settings=backend, **options)
+        work_dir = fleet.chip_work_dir(settings.work_dir, chip)
+        summary = benchmark_step.benchmark_artifact(model, work_dir=work_dir, settings=backend, **options)
         return summary.to_dict()
 
     @task
-    def evaluate(plan: dict, inferred: list, exported: dict, params=None) -> dict:
+    def evaluate(plan: dict, inferred: list, exported: dict, chip: str | None = None, params=None) -> dict:
         run_plan, model = rec.RunPlan.from_dict(plan), rec.ExportedModel.from_dict(exported)
         label(f"bs{run_plan.batch_size} {run_plan.precision}")
         outputs = rec.ShardOutputs.from_dicts(inferred[:])
         limits = evidence_options(params)  # the fidelity thresholds (other keys are ignored there)
-        return steps.evaluate_batch(run_plan, outputs, worker().work_dir, model, limits).to_dict()
+        work_dir = fleet.chip_work_dir(worker().work_dir, chip)
+        return steps.evaluate_batch(run_plan, outputs, work_dir, model, limits).to_dict()
 
     @task(**SETTINGS.retrying())
     def record_metrics(plans: list, exported: dict, compiled: list, benches: list, scores: list, dag_run=None):
@@ -150,17 +175,34 @@ def convmixer_validation():
     preps = prep_plans(plans)
     prepared = preprocess.expand(plan=preps, shard=shards)
     exported = export_onnx(plans)
-    compiled = compile_model.partial(exported=exported).expand(plan=plans)
-    inferred = infer.partial(prepared=prepared).expand(compiled=compiled, shard=shards)
-    benchmarks = benchmark.expand(compiled=compiled)
-    scores = evaluate.partial(inferred=inferred, exported=exported).expand(plan=plans)
-    gate = regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores))
+    # One pipeline from compile to the gate per chip type (a TaskGroup each), or one untyped as before: a mapped
+    # task's queue and pool are fixed when the DAG is parsed, so each chip needs its own tasks (dags/*.md).
+    gates, before_record = [], [plans, preps, prepared, exported]
+    for chip in SETTINGS.chips or (None,):
+        with TaskGroup(f"chip_{chip}", tooltip=f"chip {chip}") if chip else nullcontext():
+            on_chip = chip_plans(plans, chip) if chip else plans
+            on_npu = SETTINGS.on_npu(chip)
+            compiled = compile_model.override(**on_npu).partial(exported=exported, chip=chip).expand(plan=on_chip)
+            inferred = (
+                infer.override(**on_npu).partial(prepared=prepared, chip=chip).expand(compiled=compiled, shard=shards)
+            )
+            benchmarks = benchmark.override(**on_npu).partial(chip=chip).expand(compiled=compiled)
+            scores = evaluate.partial(inferred=inferred, exported=exported, chip=chip).expand(plan=on_chip)
+            gates.append(regression_gate(record_metrics(on_chip, exported, compiled, benchmarks, scores)))
+        before_record += [compiled, inferred, benchmarks, scores, *([on_chip] if chip else [])]
     # Not downstream of the gate (regressed rows stay regressed).
-    failure = [plans, preps, prepared, exported, compiled, inferred, benchmarks, scores] >> record_failure()
-    alerts_and_review(gate, failure, metrics_url)
+    failure = before_record >> record_failure()
+    alerts_and_review(gates, failure, metrics_url)
 
 
-def alerts_and_review(gate, failure, metrics_url) -> None:
+def celery_active_queues(timeout: float):
+    """Celery's answer to which queues its live workers consume, through the Celery provider's app."""
+    from airflow.providers.celery.executors.celery_executor_utils import app
+
+    return app.control.inspect(timeout=timeout).active_queues()
+
+
+def alerts_and_review(gates, failure, metrics_url) -> None:
     """After the gate: one alert per run, the optional review (HITL), and ``finish_run``, the leaf that ends the run
     by its rows — failed while any is regressed/failed/pending, so an accepted regression ends the run green."""
 
@@ -218,7 +260,7 @@ def alerts_and_review(gate, failure, metrics_url) -> None:
         if failed:
             raise AirflowFailException(f"run {dag_run.run_id} ends failed: {failed}")
 
-    alerted = [gate, failure] >> send_alert()
+    alerted = [*gates, failure] >> send_alert()
     last = alerted
     if ALERTS.review:
         from airflow.providers.standard.operators.hitl import HITLOperator
@@ -236,7 +278,7 @@ def alerts_and_review(gate, failure, metrics_url) -> None:
             response_timeout=ALERTS.review_timeout,  # the run ends then: the next run is not held behind it
         )
         last = alerted >> request >> asked >> apply_review()
-    [gate, failure, last] >> finish_run()
+    [*gates, failure, last] >> finish_run()
 
 
 convmixer_validation()

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.fleet import chip_workers_missing, parse_chips, served_queues, soc_version_of
+from convmixer_tasks.fleet import (
+    check_chip_workers,
+    chip_work_dir,
+    chip_workers_missing,
+    parse_chips,
+    requested_chips,
+    served_queues,
+    soc_version_of,
+)
 from convmixer_tasks.settings import load_scheduling_settings
 
 
@@ -85,3 +93,30 @@ def test_a_chip_nobody_serves_fails_with_one_line_naming_the_chip_and_how_to_add
 
 def test_no_chips_asks_nobody():
     chip_workers_missing({}, lambda timeout: pytest.fail("asked Celery with no chip queue to check"))
+
+
+def test_a_run_asks_for_configured_chips_only():
+    assert requested_chips(None, ("310P3", "910B3")) == ("310P3", "910B3")  # no param: every configured chip
+    assert requested_chips(["910B3"], ("310P3", "910B3")) == ("910B3",)
+    with pytest.raises(ConfigError, match=r"must name one or more of .*\['310P3'\].*AIRFLOW__CONVMIXER__CHIPS"):
+        requested_chips(["910B3"], ("310P3",))
+    with pytest.raises(ConfigError, match="must name one or more"):
+        requested_chips([], ("310P3",))
+
+
+@pytest.mark.parametrize(
+    ("executor", "celery"),
+    [("CeleryExecutor", True), ("LocalExecutor,CeleryExecutor", True),
+     ("airflow.providers.celery.executors.celery_executor.CeleryExecutor", True), ("LocalExecutor", False),
+     ("airflow.providers.edge3.executors.EdgeExecutor", False)],
+)  # fmt: skip
+def test_only_a_celery_executor_is_asked_about_workers(executor, celery):
+    asked = []
+    line = check_chip_workers({"310P3": "npu.310P3"}, executor, lambda timeout: asked.append(timeout) or ANSWER)
+    assert bool(asked) is celery
+    assert ("not checking" in line) is not celery
+
+
+def test_each_chip_works_in_its_own_folder(tmp_path):
+    assert chip_work_dir(tmp_path, None) == tmp_path
+    assert chip_work_dir(tmp_path, "910B3") == tmp_path / "chips" / "910B3"
