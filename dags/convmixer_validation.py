@@ -145,11 +145,14 @@ def convmixer_validation():
         return steps.evaluate_batch(run_plan, outputs, work_dir, model, limits).to_dict()
 
     @task(**SETTINGS.retrying())
-    def record_metrics(plans: list, exported: dict, compiled: list, benches: list, scores: list, dag_run=None):
+    def record_metrics(
+        plans: list, exported: dict, compiled: list, benches: list, scores: list, chip: str | None = None, dag_run=None
+    ):
         run_plans, model = rec.RunPlan.from_dicts(plans), rec.ExportedModel.from_dict(exported)
         built, benched = rec.CompiledModel.from_dicts(compiled[:]), rec.BenchSummary.from_dicts(benches[:])
         scored = rec.Scores.from_dicts(scores[:])
         built_rows = rows.rows_for_run(runfacts.run_facts_of(dag_run), run_plans, model, built, benched, scored)
+        built_rows = [replace(row, chip=chip or "") for row in built_rows]  # the chip is part of the row key
         return [row.to_dict() for row in steps.record_rows(metrics_url(), built_rows, scores=scored)]
 
     @task(**SETTINGS.retrying())
@@ -188,7 +191,7 @@ def convmixer_validation():
             )
             benchmarks = benchmark.override(**on_npu).partial(chip=chip).expand(compiled=compiled)
             scores = evaluate.partial(inferred=inferred, exported=exported, chip=chip).expand(plan=on_chip)
-            gates.append(regression_gate(record_metrics(on_chip, exported, compiled, benchmarks, scores)))
+            gates.append(regression_gate(record_metrics(on_chip, exported, compiled, benchmarks, scores, chip)))
         before_record += [compiled, inferred, benchmarks, scores, *([on_chip] if chip else [])]
     # Not downstream of the gate (regressed rows stay regressed).
     failure = before_record >> record_failure()

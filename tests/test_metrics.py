@@ -23,7 +23,7 @@ from convmixer_tasks.metrics.engine import alembic_config, get_engine
 from convmixer_tasks.metrics.schema import KEY_COLUMNS, TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
 
 DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
-HEAD = "0006"  # the newest migration
+HEAD = "0007"  # the newest migration
 
 
 # --- helpers (test_gate.py imports these; the database fixtures are in tests/conftest.py) ------------------------
@@ -723,3 +723,19 @@ def test_a_rows_series_neighbours_by_run_time_never_mix_precision_or_device(metr
     assert len(metrics.history_rows(metrics_url, ["id"], limit=3)) == 3
     with pytest.raises(MetricsError, match="row id must be"):
         metrics.get_row(metrics_url, "1 OR 1=1")
+
+
+def test_migration_0007_puts_the_chip_in_the_row_key_and_downgrades_only_without_two_chips(empty_url):
+    from convmixer_tasks.metrics import get_run, record_runs, upgrade
+
+    upgrade(empty_url)
+    record_runs(empty_url, [make_row(run_id="no-chips", precision_mode="fp32")])
+    assert get_run(empty_url, "no-chips", 4, "onnxruntime", "fp32")["chip"] == ""  # a run without chip types
+    rows = [make_row(run_id="fleet", precision_mode="fp32", chip=chip, device=f"Ascend{chip}")
+            for chip in ("310P3", "910B3")]
+    first = record_runs(empty_url, rows)
+    assert len(set(first)) == 2  # one row per chip, not the second chip's over the first's
+    assert record_runs(empty_url, rows) == first  # a retried task replaces its own chip's row
+    assert get_run(empty_url, "fleet", 4, "onnxruntime", "fp32", "910B3")["device"] == "Ascend910B3"
+    with pytest.raises(RuntimeError, match="below 0007: 1 run .* more than one chip"):
+        downgrade(empty_url, "0006")

@@ -19,10 +19,15 @@ from convmixer_tasks.metrics.values import _COLUMNS, _check_int, _check_status, 
 MAX_LIMIT = 500
 
 
-def _key(run_id: str, batch_size: int, backend: str, precision_mode: str | None = None):
-    """The row key's clauses; without ``precision_mode`` it matches every precision of that run × batch size."""
-    clauses = (ValidationRun.run_id == run_id, ValidationRun.batch_size == batch_size, ValidationRun.backend == backend)
-    return clauses if precision_mode is None else (*clauses, ValidationRun.precision_mode == precision_mode)
+def _key(run_id: str, batch_size: int, backend: str, precision_mode: str | None = None, chip: str | None = None):
+    """The row key's clauses; without ``precision_mode`` (``chip``) it matches every precision (chip) of that run ×
+    batch size."""
+    clauses = [ValidationRun.run_id == run_id, ValidationRun.batch_size == batch_size, ValidationRun.backend == backend]
+    if precision_mode is not None:
+        clauses.append(ValidationRun.precision_mode == precision_mode)
+    if chip is not None:
+        clauses.append(ValidationRun.chip == chip)
+    return tuple(clauses)
 
 
 def describe_key(run_id: str, batch_size: int, backend: str, precision_mode: str | None = None) -> str:
@@ -32,12 +37,19 @@ def describe_key(run_id: str, batch_size: int, backend: str, precision_mode: str
 
 
 def _one_row_id(
-    session: Session, run_id: str, batch_size: int, backend: str, precision_mode: str | None = None
+    session: Session,
+    run_id: str,
+    batch_size: int,
+    backend: str,
+    precision_mode: str | None = None,
+    chip: str | None = None,
 ) -> int | None:
     """The id of the row with this key, None when there is none. Without ``precision_mode`` the run × batch size
     must have one precision only: a run mapped over several modes is refused rather than one of them picked."""
     found = session.execute(
-        select(ValidationRun.id, ValidationRun.precision_mode).where(*_key(run_id, batch_size, backend, precision_mode))
+        select(ValidationRun.id, ValidationRun.precision_mode).where(
+            *_key(run_id, batch_size, backend, precision_mode, chip)
+        )
     ).all()
     if len(found) > 1:
         modes = ", ".join(sorted(str(mode) for _, mode in found))
@@ -49,12 +61,12 @@ def _one_row_id(
 
 
 def get_run(
-    url: str, run_id: str, batch_size: int, backend: str, precision_mode: str | None = None
+    url: str, run_id: str, batch_size: int, backend: str, precision_mode: str | None = None, chip: str | None = None
 ) -> dict[str, Any] | None:
     """One row as a JSON-ready dict, or None when it was never recorded. Without ``precision_mode`` the run ×
     batch size must have a single row (``MetricsError`` naming the modes otherwise)."""
     with _db_errors(url, f"read run {run_id}"), Session(get_engine(url)) as session:
-        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode)
+        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode, chip)
         run = None if row_id is None else session.get(ValidationRun, row_id)
         return None if run is None else run.to_dict()
 

@@ -36,6 +36,7 @@ def _normalise_row(row: MetricsRow | Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         raise MetricsError(f"metrics row lacks required field(s) {', '.join(missing)}")
     values = {name: _check_value(name, given.get(name)) for name in _FIELDS}
+    values["chip"] = values["chip"] or ""  # no chip types: "" (a key column; NULL would never conflict)
 
     top1, top5, status = values["top1"], values["top5"], values["status"]
     if (top1 is None) != (top5 is None):
