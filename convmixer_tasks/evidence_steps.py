@@ -115,6 +115,7 @@ def record_predictions(url: str, recorded: Iterable[RecordedRow], scores: Iterab
             blob,
             image_count=entry.image_count,
             precision_mode=row.precision,
+            chip=row.chip,
         )
     return sizes
 

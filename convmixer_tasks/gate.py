@@ -169,6 +169,7 @@ def apply_gate(
     max_cv_pct: float = tp.DEFAULT_MAX_CV_PCT,
     alpha: float = tp.DEFAULT_ALPHA,
     precision_mode: str | None = None,
+    chip: str | None = None,
     runs: int = tp.DEFAULT_RUNS,
 ) -> GateDecision:
     """Gate a recorded row: store the decision (status, reasons, baselines) on it, then raise RegressionError
@@ -183,7 +184,7 @@ def apply_gate(
     only needs to notify, not write. A retry would reach the same decision, so the DAG turns a RegressionError
     into an AirflowFailException (no retry) and keeps retries for other failures (an unreachable DB).
     """
-    row = get_run(url, run_id, batch_size, backend, precision_mode)
+    row = get_run(url, run_id, batch_size, backend, precision_mode, chip)
     what = describe_key(run_id, batch_size, backend, precision_mode if row is None else row["precision_mode"])
     if row is None:
         raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record_run it before gating")
@@ -230,7 +231,9 @@ def apply_gate(
     decision.reasons.extend(judged.reasons)
     if judged.regressed:
         decision.status = STATUS_REGRESSED
-    store_evidence(url, run_id, batch_size, backend, judged.values, precision_mode=row["precision_mode"])
+    store_evidence(
+        url, run_id, batch_size, backend, judged.values, precision_mode=row["precision_mode"], chip=row["chip"]
+    )
     # Stored first: the row must say 'regressed' even though the task is about to fail.
     update_status(
         url,
@@ -244,6 +247,7 @@ def apply_gate(
         throughput_check=decision.throughput_check,
         throughput_p_value=decision.throughput_p_value,
         precision_mode=row["precision_mode"],
+        chip=row["chip"],
     )
     if decision.status == STATUS_REGRESSED:
         raise RegressionError(

@@ -423,6 +423,7 @@ def record_rows(
             batch_size=row.batch_size,
             backend=row.backend,
             precision=row.precision_mode or effective_precision(row.backend, None),
+            chip=row.chip,
         )
         for row_id, row in zip(ids, rows, strict=False)
     ]
@@ -449,7 +450,9 @@ def gate_rows(url: str, recorded: Iterable[RecordedRow], params: Mapping[str, An
     verdicts, regressions = [], []
     for row in recorded:
         try:
-            decision = apply_gate(url, row.run_id, row.batch_size, row.backend, precision_mode=row.precision, **options)
+            decision = apply_gate(
+                url, row.run_id, row.batch_size, row.backend, precision_mode=row.precision, chip=row.chip, **options
+            )
             verdicts.append(
                 Verdict(
                     batch_size=row.batch_size,

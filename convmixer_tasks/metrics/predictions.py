@@ -31,12 +31,13 @@ def store_predictions(
     blob: bytes,
     image_count: int,
     precision_mode: str | None = None,
+    chip: str | None = None,
 ) -> int:
     """Put the row's predictions blob in place (replacing a retried attempt's); returns the stored size in bytes.
     Without ``precision_mode`` the run × batch size must have a single row."""
     what = describe_key(run_id, batch_size, backend, precision_mode)
     with _db_errors(url, f"store predictions of {what}"), Session(get_engine(url)) as session, session.begin():
-        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode)
+        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode, chip)
         if row_id is None:
             raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record the row before its predictions")
         existing = session.get(RunPredictions, row_id)
@@ -106,7 +107,13 @@ def reference_row(url: str, row: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def store_evidence(
-    url: str, run_id: str, batch_size: int, backend: str, values: dict[str, Any], precision_mode: str | None = None
+    url: str,
+    run_id: str,
+    batch_size: int,
+    backend: str,
+    values: dict[str, Any],
+    precision_mode: str | None = None,
+    chip: str | None = None,
 ) -> None:
     """Set the gate's pairing results (``EVIDENCE_COLUMNS``) on a recorded row (without ``precision_mode``, the
     run × batch size's only row)."""
@@ -120,12 +127,12 @@ def store_evidence(
         # means several precisions and no mode named: refused, and the transaction rolls back.
         result = session.execute(
             update(ValidationRun)
-            .where(*_key(run_id, batch_size, backend, precision_mode))
+            .where(*_key(run_id, batch_size, backend, precision_mode, chip))
             .values(**checked, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
         updated = getattr(result, "rowcount", 0)
         if updated > 1:  # _one_row_id raises: the transaction rolls back
-            _one_row_id(session, run_id, batch_size, backend, precision_mode)
+            _one_row_id(session, run_id, batch_size, backend, precision_mode, chip)
         if updated == 0:
             raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record the row before its evidence")

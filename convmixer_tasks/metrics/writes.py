@@ -130,6 +130,7 @@ def update_status(
     throughput_check: str | None = _UNCHANGED,
     throughput_p_value: float | None = _UNCHANGED,
     precision_mode: str | None = None,
+    chip: str | None = None,
 ) -> None:
     """Set a recorded row's status and gate reasons (and, when given, the baselines the gate compared against and
     the throughput rule's outcome). Without ``precision_mode`` the run × batch size must have a single row."""
@@ -143,7 +144,7 @@ def update_status(
         if value is not _UNCHANGED:
             values[name] = _check_value(name, value)
     values["updated_at"] = utcnow()
-    key = _key(run_id, batch_size, backend, precision_mode)
+    key = _key(run_id, batch_size, backend, precision_mode, chip)
     what = f"{describe_key(run_id, batch_size, backend, precision_mode)} in {mask_url(url)}"
     # Write first, then read: on SQLite a read-then-write transaction can deadlock against a concurrent writer.
     # The top1 condition keeps 'ok'/'regressed' off rows that never reached evaluation.
@@ -156,7 +157,7 @@ def update_status(
         if updated == 1:
             return
         if updated > 1:  # several precisions, none named: _one_row_id raises and the transaction rolls back
-            _one_row_id(session, run_id, batch_size, backend, precision_mode)
+            _one_row_id(session, run_id, batch_size, backend, precision_mode, chip)
         if session.scalar(select(ValidationRun.id).where(*key)) is None:
             raise MetricsError(f"no metrics row for {what}; record_run it before setting its status")
         raise MetricsError(

@@ -114,8 +114,8 @@ def chip_runs(tmp_path_factory):
         dispose_engines()
         atc = {chip: [json.loads(line) for line in (root / f"atc-{chip}.jsonl").read_text().splitlines()]
                if (root / f"atc-{chip}.jsonl").exists() else [] for chip in SERVED}
-        logs = {path.name: path.read_text(errors="replace")
-                for path in (root / "airflow-home" / "logs").rglob("*.log") if "check_inputs" in str(path)}
+        unserved_logs = root / "airflow-home" / "logs" / f"dag_id={DAG_ID}" / f"run_id={runs['unserved']}"
+        logs = {str(path): path.read_text(errors="replace") for path in unserved_logs.glob("task_id=check_inputs/*.log")}
         yield {"runs": results, "rows": rows, "atc": atc, "check_logs": logs, "logs": cluster.logs(lines=60),
                "home": root / "airflow-home"}
     finally:
