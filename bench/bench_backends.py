@@ -24,10 +24,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from convmixer_tasks.backends.base import get_backend  # noqa: E402
-from convmixer_tasks.backends.onnxruntime import random_batch, worker_threads  # noqa: E402
-from convmixer_tasks.export import export_and_validate, image_shape, prepare_model  # noqa: E402
-from convmixer_tasks.models.checkpoints import build_model  # noqa: E402
+from convmixer_tasks.backends.base import get_backend
+from convmixer_tasks.backends.onnxruntime import random_batch, worker_threads
+from convmixer_tasks.export import export_and_validate, image_shape, prepare_model
+from convmixer_tasks.models.checkpoints import build_model
 
 
 def model_flops(variant: str) -> float:
@@ -117,8 +117,8 @@ def main() -> None:
         torch_runs.append(bench_torch(model, batch, args.loop, args.warmup))
         result = backend.benchmark(artifact, loop=args.loop, warmup=args.warmup)
         ort_runs.append(result.throughput)
-        print(f"round {round_index + 1}: GEMM peak {peaks[-1]:.0f} GFLOP/s | pytorch eager {torch_runs[-1]:.3f} img/s | "
-              f"onnxruntime {result.throughput:.3f} img/s "
+        print(f"round {round_index + 1}: GEMM peak {peaks[-1]:.0f} GFLOP/s | "
+              f"pytorch eager {torch_runs[-1]:.3f} img/s | onnxruntime {result.throughput:.3f} img/s "
               f"(mean {result.latency_mean_ms:.0f} ms, p99 {result.latency_p99_ms:.0f} ms per batch)")
 
     best_torch, best_ort, peak = max(torch_runs), max(ort_runs), max(peaks)
@@ -129,7 +129,7 @@ def main() -> None:
     print(f"{'':22}{'img/s':>8}{'% roofline':>12}")
     print(f"{'pytorch eager':22}{best_torch:8.3f}{100 * best_torch / roofline:11.1f}%")
     print(f"{'onnxruntime (ours)':22}{best_ort:8.3f}{100 * best_ort / roofline:11.1f}%")
-    per_round = sorted(o / t for o, t in zip(ort_runs, torch_runs))
+    per_round = sorted(o / t for o, t in zip(ort_runs, torch_runs, strict=True))
     print(f"speed-up ORT / PyTorch eager: {best_ort / best_torch:.2f}x (best vs best); "
           f"per round {', '.join(f'{r:.2f}x' for r in per_round)}")
 

@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from convmixer_tasks.evaluate import evaluate  # noqa: E402
-from convmixer_tasks.fileio import atomic_write_json  # noqa: E402
-from convmixer_tasks.prepfolder import MANIFEST_NAME, PrepFile, PrepManifest, file_name, input_shape  # noqa: E402
+from convmixer_tasks.evaluate import evaluate
+from convmixer_tasks.fileio import atomic_write_json
+from convmixer_tasks.prepfolder import MANIFEST_NAME, PrepFile, PrepManifest, file_name, input_shape
 
 NUM_CLASSES = 1000
 TARGET_SECONDS = 2.0
@@ -55,7 +55,7 @@ def write_dataset(root: Path, logits: np.ndarray, labels: np.ndarray, batch_size
     images = labels.size
     names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, images + 1)]
     label_file = root / "val_label.txt"
-    label_file.write_text("".join(f"{name} {label}\n" for name, label in zip(names, labels.tolist())))
+    label_file.write_text("".join(f"{name} {label}\n" for name, label in zip(names, labels.tolist(), strict=True)))
     prep = root / "prep"
     files = len(logits) // batch_size
     prep_files = [PrepFile(name=file_name(n), images=names[n * batch_size:(n + 1) * batch_size],
@@ -90,15 +90,15 @@ def reference_style_eval(folder: Path, label_file: Path, batch_size: int, topn: 
     image_count = len(gt)
     count = 0
     hits = np.zeros(topn)
-    for file_name in os.listdir(folder):
+    for output_file in os.listdir(folder):
         for i in range(batch_size):
-            stem = file_name.split(".")[0]
+            stem = output_file.split(".")[0]
             start = stem.find("_") + 1
             index = int(stem[start:start + 5]) * batch_size + i + 1
             if index > image_count:
                 break
             count += 1
-            with open(folder / file_name) as handle:
+            with open(folder / output_file) as handle:
                 for row, text in enumerate(handle):
                     if row == i:
                         data = text
@@ -107,9 +107,9 @@ def reference_style_eval(folder: Path, label_file: Path, batch_size: int, topn: 
             for k, value in enumerate(values):
                 prediction[k] = np.float32(value)
             order = np.argsort(-prediction)
-            label = int(gt[f"ILSVRC2012_val_{index:08d}"])
+            truth = int(gt[f"ILSVRC2012_val_{index:08d}"])
             for k in range(min(len(order), topn)):
-                if str(label) == str(order[k]):
+                if str(truth) == str(order[k]):
                     hits[k] += 1
                     break
     accuracy = np.cumsum(hits) / count * 100

@@ -25,13 +25,20 @@ import time
 import numpy as np
 
 from convmixer_tasks import changepoints as cp
-from convmixer_tasks import fingerprint
+from convmixer_tasks import defaults, fingerprint
 from convmixer_tasks import throughput as tp
 
 BATCH, BASE, LOOPS, JITTER_CV = 4, 1000.0, 50, 0.03
 TOLERANCE_PCT, OLD_HISTORY, NEW_HISTORY = 10.0, 5, 20
-CONFIRM, RUNS = tp.DEFAULT_CONFIRM, tp.DEFAULT_RUNS  # --confirm / --runs-needed change them for the trade-off
+CONFIRM, RUNS = defaults.DEFAULT_CONFIRM, tp.DEFAULT_RUNS  # --confirm / --runs-needed change them for the trade-off
 WARMUP_RUNS = 25  # runs before the first counted verdict (both gates have full history by then)
+
+
+def stats_of(samples: list[float]) -> tp.SampleStats:
+    """``tp.sample_stats`` of a synthetic run, which always has its ``LOOPS`` loops."""
+    stats = tp.sample_stats(samples, BATCH, 5)
+    assert stats is not None, "a synthetic run has more than one loop"
+    return stats
 
 
 def _sigma(cv: float) -> float:
@@ -65,14 +72,14 @@ def one_run(rng, level, cv, outliers, kind, history, previous_check=None):
         """The benchmark step's measurement: re-measured while the per-loop CV is too high, least noisy kept."""
         tries = [first or again()]
         while (
-            len(tries) <= tp.DEFAULT_REMEASURE and tp.sample_stats(tries[-1], BATCH, 5).cv * 100 > tp.DEFAULT_MAX_CV_PCT
+            len(tries) <= defaults.DEFAULT_REMEASURE and stats_of(tries[-1]).cv * 100 > tp.DEFAULT_MAX_CV_PCT
         ):
             tries.append(again())
-        return min(tries, key=lambda one: tp.sample_stats(one, BATCH, 5).cv), len(tries)
+        return min(tries, key=lambda one: stats_of(one).cv), len(tries)
 
     samples = measure(rng, level, cv, hit)
     best, taken = quiet(samples)
-    stats = tp.sample_stats(best, BATCH, 5)
+    stats = stats_of(best)
     line = tp.suspect_line(history[-NEW_HISTORY:], TOLERANCE_PCT, previous_check=previous_check)
     confirmed = tp.confirm_if_suspect(quiet, stats.throughput, line, CONFIRM)
     figures = tuple(1000.0 * BATCH / statistics.fmean(one) for one, _ in confirmed)
@@ -112,11 +119,13 @@ class Series:
             runs=RUNS,
             pair_history=newest_first[1:] if in_history else None,
         )
+        value = measured.value
+        assert value is not None, "a synthetic run always has a figure"
         if judgement.status == "ok":
-            self.new_ok.append(measured.value)
+            self.new_ok.append(value)
         if judgement.status != "inconclusive":
             self.previous = tp.Previous(
-                f"r{self.count}", measured.value, judgement.check, judgement.status == "ok", measured.confirmations
+                f"r{self.count}", value, judgement.check, judgement.status == "ok", measured.confirmations
             )
         self.count += 1
         return old_regressed, judgement
@@ -196,7 +205,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cp-runs", type=int, default=100, help="runs per noise series for the change-point rule")
     parser.add_argument("--cp-trials", type=int, default=200)
-    parser.add_argument("--confirm", type=int, default=tp.DEFAULT_CONFIRM, help="confirmations of a suspect run")
+    parser.add_argument("--confirm", type=int, default=defaults.DEFAULT_CONFIRM, help="confirmations of a suspect run")
     parser.add_argument("--runs-needed", type=int, default=tp.DEFAULT_RUNS, help="consecutive runs a regression needs")
     args = parser.parse_args()
     global CONFIRM, RUNS

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from convmixer_tasks import fingerprint, gate
 from convmixer_tasks.errors import RegressionError
-from convmixer_tasks.local_run import run_chain
+from convmixer_tasks.local_run import local_params, run_chain
 
 OLD_HISTORY, TOLERANCE_PCT = 5, gate.DEFAULT_THROUGHPUT_DROP_PCT
 
@@ -28,7 +28,8 @@ OLD_HISTORY, TOLERANCE_PCT = 5, gate.DEFAULT_THROUGHPUT_DROP_PCT
 def one_run(work: Path, url: str, threads: int | None, loop: int) -> dict:
     settings = {"provider": "cpu", "threads": threads} if threads else {"provider": "cpu"}
     try:
-        summary = run_chain(work, batch_sizes=(4,), loop=loop, backend_settings=settings, metrics_url=url)
+        run = local_params(work, batch_sizes=[4], benchmark_loop=loop)
+        summary = run_chain(run, work, backend_settings=settings, metrics_url=url)
         verdict = summary["verdicts"][0]
         row = summary["rows"][0]
     except RegressionError as exc:

@@ -80,6 +80,7 @@ def old_run_page(url: str, row_id: int) -> list[list[float]]:
     from convmixer_tasks.throughput import unpack_samples
 
     row = metrics.get_row(url, row_id)
+    assert row is not None, f"row {row_id} was just recorded"
     series = {"model": row["model_variant"], "backend": row["backend"], "device": row["device"],
               "batch_size": row["batch_size"]}  # fmt: skip
     rows: list[dict] = []
@@ -107,9 +108,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="bench-airflow-"))
+    import convmixer_metrics.app as page_app
     from fastapi.testclient import TestClient
-
-    from convmixer_metrics import app as page_app
 
     with tempfile.TemporaryDirectory(prefix="bench-metrics-page-") as tmp:
         url = f"sqlite:///{Path(tmp) / 'metrics.db'}"
@@ -132,8 +132,8 @@ def main() -> int:
         boxes = client.get(f"/api/runs/{latest}").json()["latency"]["runs"]
         assert len(boxes) == 1 + page_app.run_view.LATENCY_RUNS_BEFORE and all(run["box"] for run in boxes)
         assert client.get("/api/series").json()["points"] == min(args.rows, page_app.MAX_CHART_POINTS)
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                   platform.processor())
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.processor())
         print(f"CPU: {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
         baseline = timed(lambda: old_history(url), args.repeat)
         print(f"baseline (whole rows, sorted in Python): {baseline:.0f} ms")

@@ -47,7 +47,7 @@ def generate(folder: Path, count: int, seed: int = 0) -> list[Path]:
     for index in range(1, count + 1):
         width, height = SIZES[rng.integers(len(SIZES))]
         coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
-        field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.int16)
+        field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)
         pixels = np.clip(field + rng.integers(-12, 13, field.shape), 0, 255).astype(np.uint8)
         img = Image.fromarray(pixels)
         if index % 50 == 0:
@@ -207,7 +207,8 @@ def main() -> int:
         for name, (ours, ref, target) in pairs.items():
             ratio, cpu_ratio = rates[ours] / rates[ref], cpu_ms[ref] / cpu_ms[ours]
             print(f"{name:32s} {ratio:5.2f}x  (target >= {target}x: {'ok' if ratio >= target else 'MISSED'}); "
-                  f"CPU/img reference:ours {cpu_ratio:4.2f}, i.e. ~{cpu_ratio * args.workers:4.2f}x on {args.workers} idle cores")
+                  f"CPU/img reference:ours {cpu_ratio:4.2f}, "
+                  f"i.e. ~{cpu_ratio * args.workers:4.2f}x on {args.workers} idle cores")
         for name, same in identical.items():
             print(f"bit-identical {name}: {same}")
 
@@ -216,7 +217,8 @@ def main() -> int:
             link_dataset(paths, root / "images_large", args.rss_images)
             rss[args.rss_images] = peak_rss_mb(root / "images_large", root / "rss_large", args.workers)
         for count, peaks in rss.items():
-            print(f"peak RSS at {count:6d} images: main {peaks['main']:.0f} MB, largest worker {peaks['worker']:.0f} MB")
+            print(f"peak RSS at {count:6d} images: main {peaks['main']:.0f} MB, "
+                  f"largest worker {peaks['worker']:.0f} MB")
         flat = True
         if len(rss) == 2:
             # Pixels must not accumulate: one float32 image is 588 KiB. Names/paths/manifest entries are O(N) metadata

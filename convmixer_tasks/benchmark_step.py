@@ -15,7 +15,7 @@ from convmixer_tasks.backends.base import get_backend
 from convmixer_tasks.energy import DEFAULT_PERIOD_S as DEFAULT_POWER_PERIOD_S
 from convmixer_tasks.errors import MetricsError, MetricsTableMissing
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
-from convmixer_tasks.quiet import DEFAULT_IDLE_WAIT_S
+from convmixer_tasks.params import BenchmarkOptions, GateOptions
 from convmixer_tasks.records import BenchSummary, CompiledModel
 from convmixer_tasks.workdir import WorkLayout
 
@@ -26,24 +26,21 @@ log = logging.getLogger(__name__)
 
 def benchmark_artifact(
     compiled: CompiledModel,
-    loop: int,
+    options: BenchmarkOptions,
     work_dir: str | os.PathLike,
     settings: Mapping[str, Any] | None = None,
     *,
-    remeasure: int = 0,
-    max_cv_pct: float | None = None,
-    idle_wait_s: float = DEFAULT_IDLE_WAIT_S,
     power_period_s: float = DEFAULT_POWER_PERIOD_S,
     suspect: Callable[[dict[str, Any]], float | None] | None = None,
-    confirm: int = 0,
 ) -> BenchSummary:
-    """Pure-inference throughput of one artifact, re-measured up to ``remeasure`` times while the per-loop CV is
-    above ``max_cv_pct``; the least noisy measurement is kept. Every measurement's samples go to a file, the kept
-    one's (packed) travel with the record. Each measurement runs in a ``quiet.BenchmarkWindow`` (busy device waited
-    for up to ``idle_wait_s``, host load and steal, power sampled every ``power_period_s``); the kept one's window
-    goes on the row. When ``suspect`` (``suspect_check``) puts the kept figure below its same-fingerprint history's
-    suspect line, ``confirm`` more such measurements are taken and their figures kept in the fingerprint's
-    measurement record for the verdict."""
+    """Pure-inference throughput of one artifact (``options.loop`` iterations), re-measured up to
+    ``options.remeasure`` times while the per-loop CV is above ``options.max_cv_pct``; the least noisy measurement
+    is kept. Every measurement's samples go to a file, the kept one's (packed) travel with the record. Each
+    measurement runs in a ``quiet.BenchmarkWindow`` (busy device waited for up to ``options.idle_wait_s``, host
+    load and steal, power sampled every ``power_period_s``); the kept one's window goes on the row. When
+    ``suspect`` (``suspect_check``) puts the kept figure below its same-fingerprint history's suspect line,
+    ``options.confirm`` more such measurements are taken and their figures kept in the fingerprint's measurement
+    record for the verdict."""
     from convmixer_tasks import fingerprint, quiet, throughput
 
     backend = get_backend(compiled.backend, **(settings or {}))
@@ -59,17 +56,17 @@ def benchmark_artifact(
     windows: dict[int, quiet.BenchmarkWindow] = {}
 
     def measure() -> Any:
-        with quiet.BenchmarkWindow(backend, idle_wait_s, power_period_s) as window:
-            result = backend.benchmark(artifact, loop=loop, warmup=BENCH_WARMUP)
+        with quiet.BenchmarkWindow(backend, options.idle_wait_s, power_period_s) as window:
+            result = backend.benchmark(artifact, loop=options.loop, warmup=BENCH_WARMUP)
         windows[id(result)] = window
         return result
 
     def measure_quietly() -> throughput.Tries:
-        return throughput.measure_until_quiet(measure, compiled.batch_size, remeasure, max_cv_pct)
+        return throughput.measure_until_quiet(measure, compiled.batch_size, options.remeasure, options.max_cv_pct)
 
     tries = measure_quietly()
     confirmed = throughput.confirm_if_suspect(
-        measure_quietly, tries.chosen.throughput, suspect(env) if suspect else None, confirm
+        measure_quietly, tries.chosen.throughput, suspect(env) if suspect else None, options.confirm
     )
     if confirmed:
         env[fingerprint.CONFIRMATIONS] = [one.chosen.throughput for one in confirmed]
@@ -77,11 +74,13 @@ def benchmark_artifact(
     window = windows[id(bench)]
     env.update(window.facts())
     power = window.energy(bench.throughput)
-    layout = WorkLayout(Path(work_dir))
-    bench_json = layout.benchmark_json(compiled.run_id, compiled.batch_size, precision=compiled.precision)
+    bench_json = WorkLayout(Path(work_dir)).benchmark_json(
+        compiled.run_id, compiled.batch_size, precision=compiled.precision, model=compiled.model_variant
+    )
     taken = [*tries.all, *(one for confirmation in confirmed for one in confirmation.all)]
     atomic_write_json(bench_json, {**to_jsonable(bench), "measurements": [to_jsonable(one) for one in taken]})
     return BenchSummary(
+        model_variant=compiled.model_variant,
         batch_size=bench.batch_size,
         backend=bench.backend,
         precision=compiled.precision,
@@ -106,12 +105,11 @@ def benchmark_artifact(
 
 
 def suspect_check(
-    url: str, model_variant: str, compiled: CompiledModel, params: Mapping[str, Any]
+    url: str, model_variant: str, compiled: CompiledModel, gate: GateOptions
 ) -> Callable[[dict[str, Any]], float | None]:
     """For ``benchmark_artifact``: the suspect line of the benchmark's same-fingerprint history in the metrics DB
     (read once the fingerprint is known). A DB that cannot be read only costs the confirmation: logged, no line."""
     from convmixer_tasks import fingerprint, throughput
-    from convmixer_tasks.gate import THROUGHPUT_TOLERANCE_PARAM
     from convmixer_tasks.metrics.history import throughput_history
 
     def line(env: dict[str, Any]) -> float | None:
@@ -126,7 +124,7 @@ def suspect_check(
             "fingerprint_key": fingerprint.key(env),
         }
         try:
-            found = throughput_history(url, row, params["throughput_history"])
+            found = throughput_history(url, row, gate.history)
         except MetricsTableMissing:  # the first run: its record step creates the table after this benchmark
             log.info("no throughput history yet (no run recorded in the metrics DB); a low figure is not confirmed")
             return None
@@ -134,6 +132,6 @@ def suspect_check(
             log.warning("no throughput history for the suspect check (%s); a low figure is not confirmed", exc)
             return None
         previous_check = found.previous["check"] if found.previous else None
-        return throughput.suspect_line(found.figures, params[THROUGHPUT_TOLERANCE_PARAM], previous_check=previous_check)
+        return throughput.suspect_line(found.figures, gate.throughput_drop_pct, previous_check=previous_check)
 
     return line

@@ -20,12 +20,12 @@ from typing import Any
 
 from convmixer_tasks.backends.base import BACKEND_NAMES, BACKENDS
 from convmixer_tasks.cli_output import DEFAULT_FORMAT, OUTPUT_FORMATS, ROWS_FORMATS, check_format, render
+from convmixer_tasks.defaults import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 from convmixer_tasks.errors import ConvMixerError
 from convmixer_tasks.models import DEFAULT_MODEL
 from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE, GELU_IMPLMODES, gelu_compile_options
 from convmixer_tasks.prepfolder import INPUT_DTYPES
 from convmixer_tasks.status import STATUSES
-from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 
 
 def _fail(command: str, message: str) -> int:
@@ -163,24 +163,77 @@ def _demo_train(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.local_run import run_chain
+    from convmixer_tasks.local_run import local_params, run_chain
 
     url = None
     if args.record:
         from convmixer_tasks.metrics import resolve_metrics_url
 
         url = resolve_metrics_url(args.url)
-    summary = _call(
-        run_chain,
-        args,
-        backend_settings=_backend_settings(args),
-        metrics_url=url,
-        gelu_implmode=_implmode(args.gelu_implmode),
-    )
+    run = local_params(args.work_dir, **_run_params(args))
+    summary = run_chain(run, args.work_dir, backend_settings=_backend_settings(args), metrics_url=url)
     if not args.record and args.output_format in ("table", "plain"):
         # Nothing was recorded or gated: "pending" would read as a verdict still to come (json keeps the status).
         summary = {**summary, "rows": [{**row, "status": NOT_GATED} for row in summary["rows"]]}
     return summary
+
+
+# ``run``'s flags that are DAG params as they are: argparse dest -> Param name (None = left out: the default).
+RUN_PARAM_FLAGS = {
+    "image_dir": "dataset_dir",
+    "label_file": "label_file",
+    "checkpoint": "checkpoint",
+    "batch_sizes": "batch_sizes",
+    "backend": "backend",
+    "soc_version": "soc_version",
+    "input_dtype": "input_dtype",
+    "limit": "image_limit",
+    "loop": "benchmark_loop",
+    "remeasure": "benchmark_remeasure",
+    "confirm": "benchmark_confirm",
+    "max_cv_pct": "throughput_max_cv_pct",
+    "precision_modes": "precision_modes",
+}
+
+
+def _run_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags of ``run`` as the DAG's params (by Param name): ``RunParams`` parses both the same way, and a flag
+    left out takes the DAG's default. A model named without a checkpoint runs its card's committed one, else (or
+    with ``--random-weights``) seeded random weights."""
+    from convmixer_tasks.local_run import default_checkpoint
+    from convmixer_tasks.params import RANDOM_CHECKPOINT
+
+    params: dict[str, Any] = {"gelu_implmode": _implmode(args.gelu_implmode)}
+    models = args.models or []
+    if models:  # the first model is model_variant: --source is its checkpoint
+        params["model_variant"] = models[0]
+    if len(models) > 1:
+        params["model_variants"] = models
+    checkpoints = {}
+    for entry in args.checkpoints or []:
+        model, _, path = entry.partition("=")
+        if not path:
+            raise ConvMixerError(f"--checkpoint {entry!r} must be MODEL=PATH, e.g. resnet50=/models/resnet50.pth")
+        checkpoints[model] = path
+    unnamed = [model for model in models[1:] if model not in checkpoints]
+    fallback = (lambda model: RANDOM_CHECKPOINT) if args.random_weights else default_checkpoint
+    checkpoints.update({model: fallback(model) for model in unnamed})
+    if not args.checkpoint and (models or args.random_weights):
+        params["checkpoint"] = fallback(models[0] if models else load_default_model())
+    if checkpoints:
+        params["checkpoints"] = checkpoints
+    for flag, name in RUN_PARAM_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            params[name] = value
+    return params
+
+
+def load_default_model() -> str:
+    """The DAG's default model_variant (``[convmixer] model_variant``; the demo model)."""
+    from convmixer_tasks.settings import env_reader, load_scheduling_settings
+
+    return load_scheduling_settings(env_reader({})).model_variant
 
 
 def _metrics_upgrade(args: argparse.Namespace) -> Any:
@@ -429,7 +482,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--train-count", type=int, default=None, help="generated training images")
 
-    p = _add(sub, "run", _run, "the whole chain in one process (default: demo set + demo model on ONNX Runtime)")
+    p = _add(
+        sub,
+        "run",
+        _run,
+        "the whole chain in one process, with the DAG's params and defaults (default: demo set + demo model on "
+        "ONNX Runtime)",
+    )
     p.add_argument(
         "--work-dir", default="work", help="folder for prep, ONNX, artifacts, outputs (default: %(default)s)"
     )
@@ -441,29 +500,52 @@ def build_parser() -> argparse.ArgumentParser:
         "--source",
         dest="checkpoint",
         default=None,
-        help="checkpoint; default: the model's committed one (the demo model's), else seeded random weights",
+        help="the (first) model's checkpoint; default: the model's committed one (the demo model's), else seeded "
+        "random weights",
     )
     p.add_argument(
         "--model",
         "--model-variant",
-        dest="variant",
+        dest="models",
+        nargs="+",
         default=None,
-        help="model card (convmixer-tasks models); default: convmixer_demo",
+        help="model card(s) (convmixer-tasks models); several make a zoo run (one row per model × batch size × "
+        "mode); default: convmixer_demo",
     )
-    p.add_argument("--batch-size", dest="batch_sizes", type=int, nargs="+", default=[4])
+    p.add_argument(
+        "--checkpoint",
+        dest="checkpoints",
+        nargs="+",
+        default=None,
+        metavar="MODEL=PATH",
+        help="a zoo run's checkpoints, one per model (--source names the first model's)",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="models without a checkpoint get seeded random weights (top-1 at chance: a smoke test, not a result)",
+    )
+    p.add_argument("--batch-size", dest="batch_sizes", type=int, nargs="+", default=None, help="default: 1 4")
     _backend_flags(p)
-    p.add_argument("--dtype", dest="input_dtype", choices=INPUT_DTYPES, default="float32", help=DTYPE_HELP)
+    p.add_argument("--soc-version", default=None, help="ascend: ATC --soc_version; default: auto (from npu-smi)")
+    p.add_argument("--dtype", dest="input_dtype", choices=INPUT_DTYPES, default=None, help=DTYPE_HELP)
     p.add_argument("--limit", type=int, default=None, help="only the first N images (default: all)")
-    p.add_argument("--loop", type=int, default=20, help="benchmark loops per batch size")
+    p.add_argument("--loop", type=int, default=None, help="benchmark loops per batch size (default: 100)")
     p.add_argument(
         "--record",
         action="store_true",
         help="record the rows in the metrics DB and apply the DAG's regression gate to them (exit 1 if regressed)",
     )
     p.add_argument("--url", default=None, help=f"with --record: the {URL_HELP}")
-    p.add_argument("--remeasure", type=int, default=DEFAULT_REMEASURE, help="re-measurements while the CV is too high")
-    p.add_argument("--confirm", type=int, default=DEFAULT_CONFIRM, help="measurements confirming a suspect figure")
-    p.add_argument("--max-cv-pct", type=float, default=DEFAULT_MAX_CV_PCT, help="per-loop CV (%%) judged too noisy")
+    p.add_argument(
+        "--remeasure", type=int, default=None, help=f"re-measurements while the CV is too high ({DEFAULT_REMEASURE})"
+    )
+    p.add_argument(
+        "--confirm", type=int, default=None, help=f"measurements confirming a suspect figure ({DEFAULT_CONFIRM})"
+    )
+    p.add_argument(
+        "--max-cv-pct", type=float, default=None, help=f"per-loop CV (%%) judged too noisy ({DEFAULT_MAX_CV_PCT:g})"
+    )
     p.add_argument(
         "--precision-mode",
         dest="precision_modes",
@@ -504,12 +586,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,  # bind to this call's stderr: main() may run more than once in one process (tests, scripts)
-    )
+    # The log goes to this call's stderr and only for this call: main() may run more than once in one process (tests,
+    # scripts), and a handler left behind would write to a stream a later caller has closed.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        return _run_step(args)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _run_step(args: argparse.Namespace) -> int:
     try:
         check_format(args.output_format, gives_rows=args.command == "metrics-show")
         result = args.handler(args)

@@ -11,7 +11,7 @@ from typing import Any
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.errors import ConfigError, EvalError
 from convmixer_tasks.fileio import atomic_write_json, read_json
-from convmixer_tasks.records import ExportedModel, RecordedRow, RunPlan, Scores
+from convmixer_tasks.records import ExportedModel, RecordedRow, RunPlan, Scores, join_key
 from convmixer_tasks.workdir import WorkLayout
 
 WORST_CLASSES = 10
@@ -73,7 +73,8 @@ def measure_fidelity(
         "top1_agree": metrics.top1_agree.tolist(),
     }
     return atomic_write_json(
-        layout.batch_dir(plan.run_id, plan.batch_size, precision=plan.precision) / FIDELITY_FILE,
+        layout.batch_dir(plan.run_id, plan.batch_size, precision=plan.precision, model=plan.model_variant)
+        / FIDELITY_FILE,
         {"summary": summary, "per_image": per_image},
     )
 
@@ -100,14 +101,14 @@ def record_predictions(url: str, recorded: Iterable[RecordedRow], scores: Iterab
     ``pending`` (not a result) until the gate, which needs these, has run."""
     from convmixer_tasks.metrics.predictions import store_predictions
 
-    by_key = {(entry.batch_size, entry.precision): entry for entry in scores}
+    by_key = {join_key(entry): entry for entry in scores}
     sizes = {}
     for row in recorded:
-        entry = by_key.get((row.batch_size, row.precision))
+        entry = by_key.get(join_key(row))
         if entry is None or entry.predictions is None:
             continue
         blob = Path(entry.predictions).read_bytes()
-        sizes[f"bs{row.batch_size} {row.precision}"] = store_predictions(
+        sizes[f"{row.model_variant} bs{row.batch_size} {row.precision}"] = store_predictions(
             url,
             row.run_id,
             row.batch_size,
@@ -115,6 +116,7 @@ def record_predictions(url: str, recorded: Iterable[RecordedRow], scores: Iterab
             blob,
             image_count=entry.image_count,
             precision_mode=row.precision,
+            model_variant=row.model_variant,
             chip=row.chip,
         )
     return sizes

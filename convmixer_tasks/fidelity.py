@@ -16,16 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convmixer_tasks.cache import ContentCache
+from convmixer_tasks.defaults import DEFAULT_SUBSET, DEFAULT_THRESHOLDS
 from convmixer_tasks.errors import ConfigError, EvalError
 from convmixer_tasks.fileio import atomic_write_bytes, atomic_write_json, read_json
 
 if TYPE_CHECKING:  # numpy is imported where used: params reads this module's defaults at DAG parse time
     import numpy as np
 
-DEFAULT_SUBSET = 256
 SUBSET_SEED = 0  # fixed: the same images every run, so runs compare like with like
-# msit compare's abnormality thresholds; params of the DAG.
-DEFAULT_THRESHOLDS = {"min_cosine": 0.99, "max_rel_euclidean": 0.05, "max_kl": 0.005}
 _REFERENCE_BATCH = 16
 
 

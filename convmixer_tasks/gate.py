@@ -19,6 +19,14 @@ from pathlib import Path
 from convmixer_tasks import fingerprint as fp
 from convmixer_tasks import quiet
 from convmixer_tasks import throughput as tp
+from convmixer_tasks.defaults import (
+    DEFAULT_HISTORY,
+    DEFAULT_SIGNIFICANCE,
+    DEFAULT_THROUGHPUT_DROP_PCT,
+    DEFAULT_TOP1_TOLERANCE,
+    THROUGHPUT_TOLERANCE_PARAM,
+    TOP1_TOLERANCE_PARAM,
+)
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.fileio import read_json
 from convmixer_tasks.metrics import STATUS_FAILED, STATUS_OK, STATUS_REGRESSED, get_run, mask_url, update_status
@@ -26,15 +34,6 @@ from convmixer_tasks.metrics.history import throughput_history
 from convmixer_tasks.metrics.queries import describe_key
 from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
 from convmixer_tasks.models import CardError, get_card, package_path
-
-DEFAULT_TOP1_TOLERANCE = 0.5  # percentage points below the baseline still pass
-DEFAULT_THROUGHPUT_DROP_PCT = 10.0  # percent below the history median still passes
-DEFAULT_HISTORY = 20  # same-fingerprint ok runs the throughput baseline and its noise are taken over
-# The DAG Params that carry the two tolerances: params.py declares them under these names and messages cite them,
-# so advice to "rerun with a larger …" names a param that exists.
-TOP1_TOLERANCE_PARAM = "top1_tolerance"
-THROUGHPUT_TOLERANCE_PARAM = "throughput_tolerance_pct"
-DEFAULT_SIGNIFICANCE = 0.01  # McNemar p below which a paired top-1 drop beyond tolerance is a regression
 
 
 @dataclass
@@ -169,12 +168,14 @@ def apply_gate(
     max_cv_pct: float = tp.DEFAULT_MAX_CV_PCT,
     alpha: float = tp.DEFAULT_ALPHA,
     precision_mode: str | None = None,
-    chip: str | None = None,
     runs: int = tp.DEFAULT_RUNS,
+    model_variant: str | None = None,
+    chip: str | None = None,
 ) -> GateDecision:
     """Gate a recorded row: store the decision (status, reasons, baselines) on it, then raise RegressionError
-    if it regressed. ``baseline_top1`` overrides the variant's known baseline. ``precision_mode`` names the row
-    of a run mapped over several modes (None: the run × batch size's only row).
+    if it regressed. ``baseline_top1`` overrides the variant's known baseline. ``precision_mode`` and
+    ``model_variant`` name the row of a run mapped over several modes or models (None: the run × batch size's only
+    row).
 
     The row is normally ``pending`` (as recorded); an ``ok``/``regressed`` row (a retried gate task) is decided
     again. A ``failed`` row is refused.
@@ -184,8 +185,13 @@ def apply_gate(
     only needs to notify, not write. A retry would reach the same decision, so the DAG turns a RegressionError
     into an AirflowFailException (no retry) and keeps retries for other failures (an unreachable DB).
     """
-    row = get_run(url, run_id, batch_size, backend, precision_mode, chip)
-    what = describe_key(run_id, batch_size, backend, precision_mode if row is None else row["precision_mode"])
+    row = get_run(url, run_id, batch_size, backend, precision_mode, model_variant, chip)
+    # the model leads the messages below (``variant``); named here only for a row that is not there
+    what = describe_key(
+        run_id, batch_size, backend, precision_mode if row is None else row["precision_mode"], model_variant
+    )
+    if row is not None:
+        what = describe_key(run_id, batch_size, backend, row["precision_mode"])
     if row is None:
         raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record_run it before gating")
     if row["status"] == STATUS_FAILED:  # the constraint guarantees pending/ok/regressed rows have top1
@@ -232,7 +238,14 @@ def apply_gate(
     if judged.regressed:
         decision.status = STATUS_REGRESSED
     store_evidence(
-        url, run_id, batch_size, backend, judged.values, precision_mode=row["precision_mode"], chip=row["chip"]
+        url,
+        run_id,
+        batch_size,
+        backend,
+        judged.values,
+        precision_mode=row["precision_mode"],
+        model_variant=row["model_variant"],
+        chip=row["chip"],
     )
     # Stored first: the row must say 'regressed' even though the task is about to fail.
     update_status(
@@ -247,6 +260,7 @@ def apply_gate(
         throughput_check=decision.throughput_check,
         throughput_p_value=decision.throughput_p_value,
         precision_mode=row["precision_mode"],
+        model_variant=row["model_variant"],
         chip=row["chip"],
     )
     if decision.status == STATUS_REGRESSED:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from convmixer_tasks import benchmark_step, rows, runfacts, steps
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
-from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE
-from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
-from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
+from convmixer_tasks.params import RANDOM_CHECKPOINT, RunParams
+from convmixer_tasks.settings import SchedulingSettings, load_scheduling_settings
+from convmixer_tasks.variants import DEMO_CHECKPOINT
 from convmixer_tasks.workdir import WorkLayout
 
 if TYPE_CHECKING:
@@ -28,97 +27,89 @@ log = logging.getLogger(__name__)
 RANDOM_WEIGHTS_NOTE = "random weights: top-1 at chance (0.1 %) expected"
 
 
+def settings_for(work_dir: str | os.PathLike) -> SchedulingSettings:
+    """The DAG's default settings with the work folder the CLI names: where the Params' defaults (the demo set in
+    the work folder, the committed demo model) come from for a run without Airflow."""
+    return load_scheduling_settings(lambda key: os.fspath(work_dir) if key == "work_dir" else None)
+
+
+def local_params(work_dir: str | os.PathLike = "work", **params: Any) -> RunParams:
+    """``RunParams`` for a run in ``work_dir``: the given params (by Param name, as a DAG conf names them) over the
+    DAG's defaults."""
+    return RunParams.from_mapping(params, settings_for(work_dir))
+
+
 def run_chain(
+    run: RunParams,
     work_dir: str | os.PathLike = "work",
-    image_dir: str | os.PathLike | None = None,
-    label_file: str | os.PathLike | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    variant: str | None = None,
-    batch_sizes: Sequence[int] = (4,),
-    backend: str = "onnxruntime",
-    input_dtype: str = "float32",
-    limit: int | None = None,
-    loop: int = 20,
     backend_settings: dict[str, Any] | None = None,
     metrics_url: str | None = None,
-    remeasure: int = DEFAULT_REMEASURE,
-    max_cv_pct: float = DEFAULT_MAX_CV_PCT,
-    precision_modes: Sequence[str] | None = None,
-    gelu_implmode: str | None = DEFAULT_GELU_IMPLMODE,
-    confirm: int = DEFAULT_CONFIRM,
 ) -> dict[str, Any]:
-    """Preprocess → export + parity → compile → infer → benchmark → eval, per batch size × precision mode
-    (``precision_modes``: ATC modes, Ascend only; None = ATC's default); returns the metrics rows.
+    """Preprocess → export + parity → compile → infer → benchmark → eval, per model × batch size × precision mode;
+    returns the metrics rows.
 
     Without ``metrics_url`` the rows are what the DAG's record step builds, status ``pending``: nothing is recorded
     and no row claims a verdict. With it, the rows are recorded and gated exactly as the DAG's record and gate tasks
-    do (same steps, the DAG's default gate params); the summary carries the verdicts, and a regression is raised
+    do (same steps, same ``RunParams``); the summary carries the verdicts, and a regression is raised
     (``RegressionError``) after the summary is written and every verdict stored.
 
-    With no dataset and no checkpoint it runs the demo: the generated demo set (made in ``work_dir`` on first use)
-    and the committed demo model. Another model (``variant``: a card name) without a checkpoint runs with seeded
-    random weights, and the summary says its top-1 is expected at chance. Caches under ``work_dir/cache`` make a
-    second run spend its time on inference.
+    ``local_params(work_dir)`` runs the demo: the generated demo set (made in ``work_dir`` on first use) and the
+    committed demo model. A model whose checkpoint is ``RANDOM_CHECKPOINT`` runs with seeded random weights, and
+    the summary says its top-1 is expected at chance. Caches under ``work_dir/cache`` make a second run spend its
+    time on inference.
     """
     layout = WorkLayout(Path(work_dir))
-    variant = variant or DEMO_VARIANT
-    checkpoint = checkpoint or _default_checkpoint(variant)
-    params: dict[str, Any] = {
-        "dataset_dir": str(image_dir or layout.demo_image_dir),
-        "label_file": str(label_file or layout.demo_label_file),
-        "checkpoint": str(checkpoint or ""),  # "": seeded random weights
-        "model_variant": variant,
-        "backend": backend,
-        "input_dtype": input_dtype,
-        "batch_sizes": list(batch_sizes),
-        "image_limit": limit,
-        "precision_modes": list(precision_modes) if precision_modes else None,
-        "gelu_implmode": gelu_implmode,
-    }
     started_at = datetime.now(UTC)
     run_id = f"cli__{started_at.strftime('%Y%m%dT%H%M%S.%fZ')}"
     settings = backend_settings or {}
 
-    plans = steps.check_inputs(params, run_id, work_dir)
+    plans = steps.check_inputs(run, run_id, work_dir)
     if metrics_url is not None:  # before minutes of work: a bad URL fails now, and the benchmark can read history
         from convmixer_tasks.metrics import upgrade
 
         upgrade(metrics_url)
     prepared = [steps.prepare_shard(plan, 0, 1) for plan in steps.plans_to_prepare(plans)]
     log.info("preprocess: %s", ", ".join(f"bs{p.batch_size} {'cached' if p.cached else 'written'}" for p in prepared))
-    exported = steps.export_cached(params["checkpoint"], params["model_variant"], work_dir)
-    log.info(
-        "export: %s (parity max |diff| %.2e)%s",
-        exported.onnx_path,
-        exported.parity_max_abs_diff,
-        " cached" if exported.cached else "",
-    )
-    compiled = [steps.compile_artifact(plan, exported, work_dir, settings=settings) for plan in plans]
+    exported = [
+        steps.export_cached(plan.checkpoint, plan.model_variant, work_dir) for plan in steps.plans_to_export(plans)
+    ]
+    for model in exported:
+        log.info(
+            "export %s: %s (parity max |diff| %.2e)%s",
+            model.variant,
+            model.onnx_path,
+            model.parity_max_abs_diff,
+            " cached" if model.cached else "",
+        )
+    compiled = [
+        steps.compile_artifact(plan, steps.exported_for(plan, exported), work_dir, run.soc_version, settings)
+        for plan in plans
+    ]
     inferred = [steps.infer_shard(entry, 0, prepared, work_dir, settings=settings) for entry in compiled]
-    gate_params = {**gate_defaults(), "image_limit": limit, "throughput_max_cv_pct": max_cv_pct}
     benchmarks = [
         benchmark_step.benchmark_artifact(
             entry,
-            loop,
+            run.benchmark,
             work_dir,
-            settings=settings,
-            remeasure=remeasure,
-            max_cv_pct=max_cv_pct,
+            settings,
             # like the DAG: a figure suspect against the recorded history is confirmed before the verdict
-            suspect=benchmark_step.suspect_check(metrics_url, params["model_variant"], entry, gate_params)
+            suspect=benchmark_step.suspect_check(metrics_url, entry.model_variant, entry, run.gate)
             if metrics_url
             else None,
-            confirm=confirm,
         )
         for entry in compiled
     ]
-    scores = [steps.evaluate_batch(plan, inferred, work_dir, exported) for plan in plans]
+    scores = [
+        steps.evaluate_batch(plan, inferred, work_dir, steps.exported_for(plan, exported), run.evidence)
+        for plan in plans
+    ]
     built = rows.rows_for_run(
         runfacts.run_facts(run_id, None, started_at, started_at, "cli"), plans, exported, compiled, benchmarks, scores
     )
     for row in built:
         log.info(
-            "bs%d %s %s on %s: top-1 %.2f%%, top-5 %.2f%%, %.1f img/s",
+            "%s bs%d %s %s on %s: top-1 %.2f%%, top-5 %.2f%%, %.1f img/s",
+            row.model_variant,
             row.batch_size,
             row.backend,
             row.precision_mode,
@@ -127,14 +118,15 @@ def run_chain(
             row.top5,
             row.throughput,
         )
+    random = [plan.model_variant for plan in steps.plans_to_export(plans) if not plan.checkpoint]
     summary = {
         "run_id": run_id,
         "work_dir": str(layout.root),
-        **({} if checkpoint else {"note": f"{variant}: {RANDOM_WEIGHTS_NOTE}"}),
+        **({"note": "; ".join(f"{model}: {RANDOM_WEIGHTS_NOTE}" for model in random)} if random else {}),
         "rows": [to_jsonable(row) for row in built],
         "cached": {
             "preprocess": all(p.cached for p in prepared),
-            "export": exported.cached,
+            "export": all(model.cached for model in exported),
             "compile": all(c.cached for c in compiled),
         },
     }
@@ -142,7 +134,7 @@ def run_chain(
     if metrics_url is not None:
         recorded = steps.record_rows(metrics_url, built)
         try:
-            summary["verdicts"] = [verdict.values() for verdict in steps.gate_rows(metrics_url, recorded, gate_params)]
+            summary["verdicts"] = [verdict.values() for verdict in steps.gate_rows(metrics_url, recorded, run)]
         except RegressionError as exc:
             regression = exc
             summary["verdicts"] = [to_jsonable(decision) for decision in exc.decisions]
@@ -153,14 +145,14 @@ def run_chain(
     return summary
 
 
-def _default_checkpoint(variant: str) -> Path | None:
-    """The card's committed checkpoint (the demo model's), else None: seeded random weights."""
+def default_checkpoint(variant: str) -> str:
+    """The card's committed checkpoint (the demo model's), else ``RANDOM_CHECKPOINT``: seeded random weights."""
     from convmixer_tasks.models.registry import get_card
 
     architecture = get_card(variant).architecture
     if architecture is None or architecture.default_checkpoint is None:
-        return None
-    return DEMO_CHECKPOINT.parents[1] / architecture.default_checkpoint
+        return RANDOM_CHECKPOINT
+    return str(DEMO_CHECKPOINT.parents[1] / architecture.default_checkpoint)
 
 
 def _as_stored(url: str, built: list[MetricsRow]) -> list[dict[str, Any]]:
@@ -168,14 +160,3 @@ def _as_stored(url: str, built: list[MetricsRow]) -> list[dict[str, Any]]:
     from convmixer_tasks.metrics.schema import KEY_COLUMNS
 
     return [get_run(url, *(getattr(row, key) for key in KEY_COLUMNS)) or to_jsonable(row) for row in built]
-
-
-def gate_defaults() -> dict[str, Any]:
-    """The gate params at the DAG's defaults (params.py takes them from the same gate constants)."""
-    from convmixer_tasks.gate import DEFAULT_HISTORY, DEFAULT_THROUGHPUT_DROP_PCT, DEFAULT_TOP1_TOLERANCE
-
-    return {
-        "top1_tolerance": DEFAULT_TOP1_TOLERANCE,
-        "throughput_tolerance_pct": DEFAULT_THROUGHPUT_DROP_PCT,
-        "throughput_history": DEFAULT_HISTORY,
-    }

@@ -1,117 +1,86 @@
-"""The run's parameters (DAG Params and the trigger conf): defaults from the settings, JSON-schema choices from the
-registries (backends, input dtypes, variants), so adding a backend or a variant never touches the DAG file.
+"""The run's parameters: ``RunParams``, one frozen record parsed once at each edge — a DAG task's params, the CLI's
+flags (``convmixer-tasks run``), ``local_run`` — through one constructor, ``RunParams.from_mapping``.
+
+Each field states its Param: name, JSON schema (so Airflow refuses an impossible value when the run is triggered),
+description; its default is the field's (figures from ``defaults``) or a ``[convmixer]`` setting's. ``param_specs``
+turns them into the DAG's Params, so a default or a rule is written once. Choices come from the registries
+(backends, input dtypes, variants, precision modes). Cheap to import: the DAG file builds its Params from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import dataclasses
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from convmixer_tasks.backends.base import BACKEND_NAMES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
-from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.fidelity import DEFAULT_SUBSET, DEFAULT_THRESHOLDS
-from convmixer_tasks.gate import (
+from convmixer_tasks.defaults import (
+    BENCHMARK_LOOP,
+    DEFAULT_CONFIRM,
     DEFAULT_HISTORY,
+    DEFAULT_IDLE_WAIT_S,
+    DEFAULT_MAX_CV_PCT,
+    DEFAULT_REMEASURE,
+    DEFAULT_RUNS,
     DEFAULT_SIGNIFICANCE,
+    DEFAULT_SUBSET,
+    DEFAULT_THRESHOLDS,
     DEFAULT_THROUGHPUT_DROP_PCT,
     DEFAULT_TOP1_TOLERANCE,
     THROUGHPUT_TOLERANCE_PARAM,
     TOP1_TOLERANCE_PARAM,
 )
+from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.models import card_names
 from convmixer_tasks.precision import (
     ATC_DEFAULT_PRECISION,
     DEFAULT_GELU_IMPLMODE,
     GELU_IMPLMODES,
     GELU_OPTYPE,
     PRECISION_MODES,
+    gelu_compile_options,
+    precision_modes_from_params,
 )
 from convmixer_tasks.prepfolder import INPUT_DTYPES
-from convmixer_tasks.quiet import DEFAULT_IDLE_WAIT_S
 from convmixer_tasks.settings import SchedulingSettings
-from convmixer_tasks.throughput import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE, DEFAULT_RUNS
-from convmixer_tasks.variants import VARIANT_NAMES
 
 SOC_VERSION_PATTERN = r"^(auto|Ascend[0-9A-Za-z]+)$"
-BENCHMARK_LOOP = 100
 
 
-def evidence_defaults() -> dict[str, Any]:
-    return {"fidelity_subset": None, **DEFAULT_THRESHOLDS, "top1_significance": DEFAULT_SIGNIFICANCE}
+def model_names() -> tuple[str, ...]:
+    """The models a run may name: every model card's (``convmixer-tasks models`` lists them)."""
+    return card_names()
 
 
-def evidence_options(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``evidence`` param, checked, with the defaults under the keys a conf left out (a conf replaces the whole
-    dict). The thresholds are checked by ``fidelity.check_thresholds`` and the subset by ``subset_positions``."""
-    given = params.get("evidence") or {}
-    defaults = evidence_defaults()
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(
-            f"unknown key(s) {', '.join(unknown)} in param evidence; use {', '.join(defaults)} (check the spelling)"
-        )
-    options = {**defaults, **given}
-    significance = options["top1_significance"]
-    if isinstance(significance, bool) or not isinstance(significance, (int, float)) or not 0 < significance <= 1:
-        raise ConfigError(f"evidence.top1_significance must be a p-value threshold in (0, 1], got {significance!r}")
-    return options
-
-
-def batch_sizes_from_params(params: Mapping[str, Any]) -> list[int]:
-    """``batch_size`` (a manual trigger's single size) overrides ``batch_sizes``; order kept, duplicates dropped."""
-    single = params.get("batch_size")
-    sizes = [single] if single is not None else list(params.get("batch_sizes") or [])
-    if not sizes:
-        raise ConfigError("no batch size given; set param batch_sizes (e.g. [1, 16]) or batch_size (CLI: --batch-size)")
-    for size in sizes:
-        if isinstance(size, bool) or not isinstance(size, int) or size not in BATCH_SIZE_CHOICES:
-            raise ConfigError(
-                f"batch size {size!r} is not one of {list(BATCH_SIZE_CHOICES)}; fix param batch_sizes "
-                "(CLI: --batch-size)"
-            )
-    return list(dict.fromkeys(sizes))
-
-
-def check_param_names(params: Mapping[str, Any], known: Iterable[str]) -> None:
-    """Refuse conf keys the DAG does not declare: Airflow merges them into the params unchecked, so a misspelt key
-    (``batch_szie``) would otherwise run silently with the default it meant to change."""
-    known = set(known)
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown param(s) {', '.join(unknown)} in the run's conf; use only "
-            f"{', '.join(sorted(known))} (check the spelling) and trigger again"
-        )
-
-
-def benchmark_options(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The DAG params that tune ``benchmark_artifact``: loops, re-measurements and the CV that triggers them, and
-    the confirmations a suspect figure takes."""
-    return {
-        "loop": params["benchmark_loop"],
-        "remeasure": params["benchmark_remeasure"],
-        "max_cv_pct": params["throughput_max_cv_pct"],
-        "idle_wait_s": params.get("benchmark_idle_wait_s", DEFAULT_IDLE_WAIT_S),
-        "confirm": params.get("benchmark_confirm", DEFAULT_CONFIRM),
-    }
-
-
-def gate_options(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The DAG params that tune ``gate.apply_gate``.
-
-    A quick run on the first ``image_limit`` images cannot be held to a baseline measured on the whole set, so its
-    accuracy is not gated (tolerance 100 points; the stored reasons say so); its throughput still is.
-    """
-    top1_tolerance = params[TOP1_TOLERANCE_PARAM] if params.get("image_limit") is None else 100.0
-    return {
-        "top1_tolerance": top1_tolerance,
-        "throughput_drop_pct": params[THROUGHPUT_TOLERANCE_PARAM],
-        "history": params["throughput_history"],
-        "significance": evidence_options(params)["top1_significance"],
-        **({"max_cv_pct": params["throughput_max_cv_pct"]} if "throughput_max_cv_pct" in params else {}),
-        **({"runs": params["throughput_runs"]} if "throughput_runs" in params else {}),
-    }
+# The JSON-schema draft the Params declare: every keyword they use is draft 7's, and Airflow checks each Param's
+# schema against its draft's metaschema whenever the DAG is parsed; draft 7's check costs a third of 2020-12's.
+JSON_SCHEMA_DRAFT = "http://json-schema.org/draft-07/schema#"
+# A checkpoint param value that exports the model with seeded random weights (its top-1 is at chance).
+RANDOM_CHECKPOINT = "random"
+# What the CLI's `run` calls each param (the rest have no flag there); error messages name both.
+CLI_FLAGS = {
+    "batch_sizes": "--batch-size",
+    "batch_size": "--batch-size",
+    "backend": "--backend",
+    "dataset_dir": "--image-path",
+    "label_file": "--annotation-file-path",
+    "checkpoint": "--source",
+    "model_variant": "--model",
+    "model_variants": "--model",
+    "checkpoints": "--checkpoint MODEL=PATH",
+    "soc_version": "--soc-version",
+    "input_dtype": "--dtype",
+    "image_limit": "--limit",
+    "throughput_max_cv_pct": "--max-cv-pct",
+    "benchmark_remeasure": "--remeasure",
+    "benchmark_confirm": "--confirm",
+    "benchmark_loop": "--loop",
+    "precision_modes": "--precision-mode",
+    "gelu_implmode": "--gelu-implmode",
+}
 
 
 @dataclass(frozen=True)
@@ -121,139 +90,414 @@ class ParamSpec:
     description: str
 
 
-def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
-    sizes = list(BATCH_SIZE_CHOICES)
+@dataclass(frozen=True)
+class _Declared:
+    """A field's Param: its name in the conf, schema, description, and where its default comes from."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str
+    setting: str | None = None  # the SchedulingSettings attribute holding the default; None: the field's default
+    default: Any = None  # for a second, shorthand Param of the same field (batch_size for batch_sizes)
+
+
+def _param(default: Any, name: str, schema: dict[str, Any], description: str, *also: _Declared) -> Any:
+    """A field whose Param is ``name``; ``also``: shorthand Params folded into the same field."""
+    return field(default=default, metadata={"params": (_Declared(name, schema, description), *also)})
+
+
+def _setting(setting: str, name: str, schema: dict[str, Any], description: str, *also: _Declared) -> Any:
+    """A field whose Param's default is a ``[convmixer]`` setting (no default of its own: a caller names it)."""
+    return field(metadata={"params": (_Declared(name, schema, description, setting), *also)})
+
+
+def _number(minimum: float | None = None, maximum: float | None = None, **bounds: float) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "number", **bounds}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    if maximum is not None:
+        schema["maximum"] = maximum
+    return schema
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchmarkOptions:
+    """What tunes ``benchmark_step.benchmark_artifact``: loops, re-measurements while the per-loop CV is above
+    ``max_cv_pct``, the idle wait for a busy device, the confirmations a suspect figure takes."""
+
+    loop: int = _param(
+        BENCHMARK_LOOP,
+        "benchmark_loop",
+        {"type": "integer", "minimum": 1, "maximum": 100000},
+        "Pure-inference iterations per batch size (after 5 warm-up runs).",
+    )
+    remeasure: int = _param(
+        DEFAULT_REMEASURE,
+        "benchmark_remeasure",
+        {"type": "integer", "minimum": 0, "maximum": 10},
+        "Re-measurements a benchmark may take while its per-loop CV is above throughput_max_cv_pct.",
+    )
+    max_cv_pct: float = _param(
+        DEFAULT_MAX_CV_PCT,
+        "throughput_max_cv_pct",
+        _number(maximum=1000, exclusiveMinimum=0),
+        "Gate: per-loop coefficient of variation (percent) above which a benchmark is too noisy to judge: "
+        "re-measured, then 'inconclusive'.",
+    )
+    idle_wait_s: float = _param(
+        DEFAULT_IDLE_WAIT_S,
+        "benchmark_idle_wait_s",
+        _number(0, 3600),
+        "Seconds a busy device (Ascend: AI Core in use or a process on it, per npu-smi) is waited for before it "
+        "is timed anyway; the row then says it was busy.",
+    )
+    confirm: int = _param(
+        DEFAULT_CONFIRM,
+        "benchmark_confirm",
+        {"type": "integer", "minimum": 0, "maximum": 10},
+        "Measurements a benchmark takes to confirm a figure below its same-fingerprint history's suspect line "
+        "(half the throughput tolerance below the median); the verdict judges such a run on them. 0 = never.",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateOptions:
+    """What tunes ``gate.apply_gate`` (with the benchmark's ``max_cv_pct`` and the evidence's significance)."""
+
+    top1_tolerance: float = _param(
+        DEFAULT_TOP1_TOLERANCE,
+        TOP1_TOLERANCE_PARAM,
+        _number(0, 100),
+        "Gate: allowed top-1 drop (percentage points) below the variant's published baseline (the demo model: "
+        "its committed expected_top1).",
+    )
+    throughput_drop_pct: float = _param(
+        DEFAULT_THROUGHPUT_DROP_PCT,
+        THROUGHPUT_TOLERANCE_PARAM,
+        _number(0, exclusiveMaximum=100),
+        "Gate: allowed throughput drop, in percent of the median of the recent ok runs with the same environment "
+        "fingerprint (same model, backend, device, batch size); a drop beyond it must also be statistically clear "
+        "against their noise to count as a regression.",
+    )
+    history: int = _param(
+        DEFAULT_HISTORY,
+        "throughput_history",
+        {"type": "integer", "minimum": 1, "maximum": 100},
+        "Gate: how many recent same-fingerprint ok runs form the throughput baseline and its noise (no throughput "
+        "verdict before 5).",
+    )
+    runs: int = _param(
+        DEFAULT_RUNS,
+        "throughput_runs",
+        {"type": "integer", "enum": [1, 2]},
+        "Gate: consecutive runs a throughput regression needs. 2: one run slowed from start to end by a neighbour "
+        "is never a regression (bench/RESULTS.md); 1: single-run verdicts, for hosts no one shares.",
+    )
+
+
+def _key(default: Any, schema: dict[str, Any]) -> Any:
+    """A key of the ``evidence`` object param."""
+    return field(default=default, metadata={"schema": schema})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvidenceOptions:
+    """The ``evidence`` param: the fidelity subset and limits (msit compare's defaults), and the significance a
+    paired top-1 drop needs."""
+
+    fidelity_subset: int | None = _key(None, {"type": ["null", "integer"], "minimum": 1})
+    min_cosine: float = _key(DEFAULT_THRESHOLDS["min_cosine"], _number(-1, 1))
+    max_rel_euclidean: float = _key(DEFAULT_THRESHOLDS["max_rel_euclidean"], _number(0))
+    max_kl: float = _key(DEFAULT_THRESHOLDS["max_kl"], _number(0))
+    top1_significance: float = _key(DEFAULT_SIGNIFICANCE, _number(maximum=1, exclusiveMinimum=0))
+
+    def thresholds(self) -> dict[str, float]:
+        """The fidelity limits, as ``fidelity.check_thresholds`` takes them."""
+        return {name: getattr(self, name) for name in DEFAULT_THRESHOLDS}
+
+
+EVIDENCE_PARAM = "evidence"
+_EVIDENCE_DESCRIPTION = (
+    f"fidelity_subset: images (fixed seeded subset) on which the artifact is compared with its ONNX in fp32 (null = "
+    f"{DEFAULT_SUBSET}, or all when fewer; more than the set is an error). min_cosine (in [-1, 1]) / "
+    "max_rel_euclidean / max_kl (>= 0): a breach on any image is a regression (msit compare's defaults). "
+    "top1_significance (in (0, 1]): a top-1 drop beyond top1_tolerance against the previous ok run or the ONNX "
+    "reference run regresses only when McNemar's exact p is below it. Keys left out keep their defaults."
+)
+
+
+def _evidence_schema() -> dict[str, Any]:
+    keys = dataclasses.fields(EvidenceOptions)
     return {
-        "batch_sizes": ParamSpec(
-            list(settings.batch_sizes),
-            {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "enum": sizes}},
-            "Batch sizes to compile, infer and benchmark (one metrics row each).",
-        ),
-        "batch_size": ParamSpec(
-            None,
-            {"type": ["null", "integer"], "enum": [None, *sizes]},
+        "type": "object",
+        "properties": {key.name: key.metadata["schema"] for key in keys},
+        "additionalProperties": False,
+    }
+
+
+_SIZES = list(BATCH_SIZE_CHOICES)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunParams:
+    """One run's parameters, checked: what every step reads instead of the raw conf.
+
+    The run maps over ``models`` × ``batch_sizes`` × ``precision_modes`` (the shorthand params ``batch_size`` and
+    ``precision_mode`` fold into their lists)."""
+
+    batch_sizes: tuple[int, ...] = _setting(
+        "batch_sizes",
+        "batch_sizes",
+        {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "integer", "enum": _SIZES}},
+        "Batch sizes to compile, infer and benchmark (one metrics row each).",
+        _Declared(
+            "batch_size",
+            {"type": ["null", "integer"], "enum": [None, *_SIZES]},
             'One batch size; when set it replaces batch_sizes (e.g. conf {"batch_size": 4}).',
         ),
-        "backend": ParamSpec(
-            settings.default_backend,
-            {"type": "string", "enum": list(BACKEND_NAMES)},
-            "ascend: ATC + ais_bench on an NPU worker; onnxruntime: runs anywhere.",
-        ),
-        "dataset_dir": ParamSpec(
-            settings.dataset_dir,
-            {"type": "string", "minLength": 1},
-            "ImageNet val JPEGs (flat or synset folders); default: the generated demo set.",
-        ),
-        "label_file": ParamSpec(
-            settings.label_file, {"type": "string", "minLength": 1}, "val_label.txt for the images."
-        ),
-        "checkpoint": ParamSpec(settings.checkpoint, {"type": "string", "minLength": 1}, "The .pth.tar to validate."),
-        "model_variant": ParamSpec(
-            settings.model_variant, {"type": "string", "enum": list(VARIANT_NAMES)}, "Architecture of the checkpoint."
-        ),
-        "soc_version": ParamSpec(
-            "auto",
-            {"type": "string", "pattern": SOC_VERSION_PATTERN},
-            "Ascend SoC for ATC, e.g. Ascend310P3; auto = read from npu-smi.",
-        ),
-        "input_dtype": ParamSpec(
-            "float32",
-            {"type": "string", "enum": list(INPUT_DTYPES)},
-            "float32 NCHW (reference) or uint8 NHWC (normalised inside the model / AIPP).",
-        ),
-        "image_limit": ParamSpec(
-            None,
-            {"type": ["null", "integer"], "minimum": 1},
-            "Only the first N images (quick runs; their accuracy is not gated against the "
-            "full-set baseline); null = all.",
-        ),
-        TOP1_TOLERANCE_PARAM: ParamSpec(
-            DEFAULT_TOP1_TOLERANCE,
-            {"type": "number", "minimum": 0, "maximum": 100},
-            "Gate: allowed top-1 drop (percentage points) below the variant's published "
-            "baseline (the demo model: its committed expected_top1).",
-        ),
-        THROUGHPUT_TOLERANCE_PARAM: ParamSpec(
-            DEFAULT_THROUGHPUT_DROP_PCT,
-            {"type": "number", "minimum": 0, "exclusiveMaximum": 100},
-            "Gate: allowed throughput drop, in percent of the median of the recent ok runs with the same "
-            "environment fingerprint (same model, backend, device, batch size); a drop beyond it must also be "
-            "statistically clear against their noise to count as a regression.",
-        ),
-        "throughput_history": ParamSpec(
-            DEFAULT_HISTORY,
-            {"type": "integer", "minimum": 1, "maximum": 100},
-            "Gate: how many recent same-fingerprint ok runs form the throughput baseline and its noise "
-            "(no throughput verdict before 5).",
-        ),
-        "throughput_max_cv_pct": ParamSpec(
-            DEFAULT_MAX_CV_PCT,
-            {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
-            "Gate: per-loop coefficient of variation (percent) above which a benchmark is too noisy to judge: "
-            "re-measured, then 'inconclusive'.",
-        ),
-        "benchmark_remeasure": ParamSpec(
-            DEFAULT_REMEASURE,
-            {"type": "integer", "minimum": 0, "maximum": 10},
-            "Re-measurements a benchmark may take while its per-loop CV is above throughput_max_cv_pct.",
-        ),
-        "throughput_runs": ParamSpec(
-            DEFAULT_RUNS,
-            {"type": "integer", "enum": [1, 2]},
-            "Gate: consecutive runs a throughput regression needs. 2: one run slowed from start to end by a "
-            "neighbour is never a regression (bench/RESULTS.md); 1: single-run verdicts, for hosts no one shares.",
-        ),
-        "benchmark_confirm": ParamSpec(
-            DEFAULT_CONFIRM,
-            {"type": "integer", "minimum": 0, "maximum": 10},
-            "Measurements a benchmark takes to confirm a figure below its same-fingerprint history's suspect line "
-            "(half the throughput tolerance below the median); the verdict judges such a run on them. 0 = never.",
-        ),
-        "precision_mode": ParamSpec(
-            None,
+    )
+    backend: str = _setting(
+        "default_backend",
+        "backend",
+        {"type": "string", "enum": list(BACKEND_NAMES)},
+        "ascend: ATC + ais_bench on an NPU worker; onnxruntime: runs anywhere.",
+    )
+    dataset_dir: str = _setting(
+        "dataset_dir",
+        "dataset_dir",
+        {"type": "string", "minLength": 1},
+        "ImageNet val JPEGs (flat or synset folders); default: the generated demo set.",
+    )
+    label_file: str = _setting("label_file", "label_file", {"type": "string", "minLength": 1}, "val_label.txt.")
+    checkpoint: str = _setting("checkpoint", "checkpoint", {"type": "string", "minLength": 1}, "The .pth.tar.")
+    model_variant: str = _setting(
+        "model_variant", "model_variant", {"type": "string", "enum": list(model_names())}, "The checkpoint's model."
+    )
+    model_variants: tuple[str, ...] | None = _param(
+        None,
+        "model_variants",
+        {
+            "type": ["null", "array"],
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "string", "enum": list(model_names())},
+        },
+        "A zoo run: map the run over these models as over batch sizes (one row per model × batch size × precision "
+        "mode, each compared with its own model's history). Each model's checkpoint comes from checkpoints (or "
+        "checkpoint, for model_variant). null = model_variant alone.",
+    )
+    checkpoints: tuple[tuple[str, str], ...] = _param(
+        (),
+        "checkpoints",
+        {
+            "type": "object",
+            "propertyNames": {"enum": list(model_names())},
+            "additionalProperties": {"type": "string", "minLength": 1},
+        },
+        f'A zoo run\'s checkpoints: {{model: "/path/to/model.pth.tar"}}; "{RANDOM_CHECKPOINT}" exports the model '
+        "with seeded random weights (its top-1 is at chance: a smoke test, not a result).",
+    )
+    soc_version: str = _param(
+        "auto",
+        "soc_version",
+        {"type": "string", "pattern": SOC_VERSION_PATTERN},
+        "Ascend SoC for ATC, e.g. Ascend310P3; auto = read from npu-smi.",
+    )
+    input_dtype: str = _param(
+        "float32",
+        "input_dtype",
+        {"type": "string", "enum": list(INPUT_DTYPES)},
+        "float32 NCHW (reference) or uint8 NHWC (normalised inside the model / AIPP).",
+    )
+    image_limit: int | None = _param(
+        None,
+        "image_limit",
+        {"type": ["null", "integer"], "minimum": 1},
+        "Only the first N images (quick runs; their accuracy is not gated against the full-set baseline); null = all.",
+    )
+    precision_modes: tuple[str | None, ...] = _param(
+        (None,),
+        "precision_modes",
+        {
+            "type": ["null", "array"],
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "string", "enum": list(PRECISION_MODES)},
+        },
+        "Ascend only: map the run over these ATC modes as over batch sizes (one row per batch size × mode, each "
+        'compared with its own mode only), e.g. ["force_fp16", "must_keep_origin_dtype"]; null = precision_mode '
+        "alone. Set one of precision_mode / precision_modes.",
+        _Declared(
+            "precision_mode",
             {"type": ["null", "string"], "enum": [None, *PRECISION_MODES]},
             f"Ascend only: ATC --precision_mode; null = ATC's default ({ATC_DEFAULT_PRECISION}, recorded as such). "
             "ONNX Runtime runs fp32 (leave null).",
         ),
-        "precision_modes": ParamSpec(
-            None,
-            {
-                "type": ["null", "array"],
-                "minItems": 1,
-                "uniqueItems": True,
-                "items": {"type": "string", "enum": list(PRECISION_MODES)},
-            },
-            "Ascend only: map the run over these ATC modes as over batch sizes (one row per batch size × mode, "
-            'each compared with its own mode only), e.g. ["force_fp16", "must_keep_origin_dtype"]; null = '
-            "precision_mode alone. Set one of precision_mode / precision_modes.",
-        ),
-        "gelu_implmode": ParamSpec(
-            DEFAULT_GELU_IMPLMODE,
-            {"type": ["null", "string"], "enum": [None, *GELU_IMPLMODES]},
-            f"Ascend only: ATC --op_select_implmode for --optypelist_for_implmode={GELU_OPTYPE} (the seed guide "
-            f"uses {DEFAULT_GELU_IMPLMODE}); null = pass neither flag. Part of the compile cache key and the "
-            "row's fingerprint.",
-        ),
-        # One object param, schema kept to "object": every param's schema is checked and deep-copied into each
-        # task at parse time (~1 ms per task for a nested schema); ``evidence_options`` checks the keys and values.
-        "evidence": ParamSpec(
-            evidence_defaults(),
-            {"type": "object"},
-            f"fidelity_subset: images (fixed seeded subset) on which the artifact is compared with its ONNX in fp32 "
-            f"(null = {DEFAULT_SUBSET}, or all when fewer; more than the set is an error). min_cosine / "
-            "max_rel_euclidean / max_kl: a breach on any image is a regression (msit compare's defaults). "
-            "top1_significance: a top-1 drop beyond top1_tolerance against the previous ok run or the ONNX "
-            "reference run regresses only when McNemar's exact p is below it. Keys left out keep their defaults.",
-        ),
-        "benchmark_idle_wait_s": ParamSpec(
-            DEFAULT_IDLE_WAIT_S,
-            {"type": "number", "minimum": 0, "maximum": 3600},
-            "Seconds a busy device (Ascend: AI Core in use or a process on it, per npu-smi) is waited for before it "
-            "is timed anyway; the row then says it was busy.",
-        ),
-        "benchmark_loop": ParamSpec(
-            BENCHMARK_LOOP,
-            {"type": "integer", "minimum": 1, "maximum": 100000},
-            "Pure-inference iterations per batch size (after 5 warm-up runs).",
-        ),
-    }
+    )
+    gelu_implmode: str | None = _param(
+        DEFAULT_GELU_IMPLMODE,
+        "gelu_implmode",
+        {"type": ["null", "string"], "enum": [None, *GELU_IMPLMODES]},
+        f"Ascend only: ATC --op_select_implmode for --optypelist_for_implmode={GELU_OPTYPE} (the seed guide uses "
+        f"{DEFAULT_GELU_IMPLMODE}); null = pass neither flag. Part of the compile cache key and the row's "
+        "fingerprint.",
+    )
+    gate: GateOptions = field(default_factory=GateOptions)
+    benchmark: BenchmarkOptions = field(default_factory=BenchmarkOptions)
+    evidence: EvidenceOptions = field(
+        default_factory=EvidenceOptions,
+        metadata={"params": (_Declared(EVIDENCE_PARAM, _evidence_schema(), _EVIDENCE_DESCRIPTION),)},
+    )
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The models the run maps over: ``model_variants``, or ``model_variant`` alone."""
+        return self.model_variants or (self.model_variant,)
+
+    def checkpoint_of(self, variant: str) -> str:
+        """The checkpoint (or ``RANDOM_CHECKPOINT``) of one of the run's models."""
+        named = dict(self.checkpoints)
+        if variant in named:
+            return named[variant]
+        if variant == self.model_variant:
+            return self.checkpoint
+        raise ConfigError(
+            f"no checkpoint for model {variant}; set param checkpoints, e.g. "
+            f'{{"{variant}": "/path/to/{variant}.pth.tar"}} ("{RANDOM_CHECKPOINT}" for seeded random weights; '
+            f"CLI: --checkpoint {variant}=PATH or --random-weights)"
+        )
+
+    def gate_arguments(self) -> dict[str, Any]:
+        """Keyword arguments of ``gate.apply_gate``. A quick run on the first ``image_limit`` images cannot be
+        held to a baseline measured on the whole set, so its accuracy is not gated (tolerance 100 points; the
+        stored reasons say so); its throughput still is."""
+        return {
+            "top1_tolerance": self.gate.top1_tolerance if self.image_limit is None else 100.0,
+            "throughput_drop_pct": self.gate.throughput_drop_pct,
+            "history": self.gate.history,
+            "significance": self.evidence.top1_significance,
+            "max_cv_pct": self.benchmark.max_cv_pct,
+            "runs": self.gate.runs,
+        }
+
+    @classmethod
+    def from_mapping(cls, params: Mapping[str, Any], settings: SchedulingSettings | None = None) -> RunParams:
+        """The run's params from a DAG run's params, a trigger conf or the CLI's flags (by Param name); a name
+        left out takes its default (a setting's from ``settings``). Refuses unknown names, values outside their
+        schema and contradictions (both precision params, a GELU mode for ONNX Runtime), one line naming the
+        param and the fix."""
+        specs = param_specs(settings) if settings is not None else None
+        unknown = sorted(set(params) - set(_declared()))
+        if unknown:
+            raise ConfigError(
+                f"unknown param(s) {', '.join(unknown)} in the run's conf; use only {', '.join(_declared())} "
+                "(check the spelling) and trigger again"
+            )
+
+        def given(name: str) -> Any:
+            if name in params:
+                return params[name]
+            if specs is not None:
+                return specs[name].default
+            declared = _declared()[name]
+            if declared.setting is not None:
+                raise ConfigError(
+                    f"param {name} is not set; give it ({_flag(name)}) or set [convmixer] {declared.setting}"
+                )
+            return declared.default
+
+        for name in params:
+            _check_schema(name, params[name])
+        values: dict[str, Any] = {
+            "batch_sizes": _batch_sizes(given("batch_size"), given("batch_sizes")),
+            "model_variants": _variants(given("model_variants")),
+            "checkpoints": tuple(sorted((given("checkpoints") or {}).items())),
+            "gate": _nested(GateOptions, given),
+            "benchmark": _nested(BenchmarkOptions, given),
+            "evidence": EvidenceOptions(**{**(given(EVIDENCE_PARAM) or {})}),
+        }
+        for one in dataclasses.fields(cls):
+            if one.name not in values:
+                values[one.name] = given(one.metadata["params"][0].name)
+        raw_modes = {"precision_mode": given("precision_mode"), "precision_modes": given("precision_modes")}
+        values["precision_modes"] = tuple(precision_modes_from_params({**raw_modes, "backend": values["backend"]}))
+        gelu_compile_options(values["backend"], values["gelu_implmode"])  # a mode set for ONNX Runtime fails here
+        return cls(**values)
+
+
+def _flag(name: str) -> str:
+    return f"CLI: {CLI_FLAGS[name]}" if name in CLI_FLAGS else "DAG param only"
+
+
+def _declared() -> dict[str, _Declared]:
+    """Every Param, by name, in the order the DAG shows them."""
+    return {declared.name: declared for declared, _ in _walk()}
+
+
+def _walk() -> Iterator[tuple[_Declared, Any]]:
+    """(Param, its default) for every field of RunParams and of its nested options, shorthands included."""
+    for one in dataclasses.fields(RunParams):
+        nested = {"gate": GateOptions, "benchmark": BenchmarkOptions}.get(one.name)
+        for inner in dataclasses.fields(nested) if nested else [one]:
+            for index, declared in enumerate(inner.metadata["params"]):
+                default = declared.default if index else inner.default
+                if declared.name == EVIDENCE_PARAM:
+                    default = dataclasses.asdict(EvidenceOptions())
+                elif declared.name == "precision_modes":
+                    default = None  # the field's (None,) is "precision_mode alone"
+                elif declared.name == "checkpoints":
+                    default = {}
+                yield dataclasses.replace(declared, default=default), default
+
+
+def _check_schema(name: str, value: Any) -> None:
+    """The value against its Param's JSON schema (what Airflow checks when a run is triggered; the CLI's flags and
+    direct callers come through here too)."""
+    import jsonschema
+
+    declared = _declared()[name]
+    error = jsonschema.exceptions.best_match(jsonschema.Draft7Validator(declared.schema).iter_errors(value))
+    if error is not None:
+        where = ".".join([name, *(str(part) for part in error.absolute_path)])
+        raise ConfigError(f"param {where}: {error.message}; fix it ({_flag(name)})")
+    if name == EVIDENCE_PARAM:
+        for key, number in (value or {}).items():
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ConfigError(f"param evidence.{key} = {number!r} must be a finite number; fix it")
+
+
+def _batch_sizes(single: Any, several: Any) -> tuple[int, ...]:
+    """``batch_size`` (a manual trigger's single size) overrides ``batch_sizes``; order kept, duplicates dropped.
+    The error names the param the value came from."""
+    name, sizes = ("batch_size", [single]) if single is not None else ("batch_sizes", list(several or []))
+    if not sizes:
+        raise ConfigError("no batch size given; set param batch_sizes (e.g. [1, 16]) or batch_size (CLI: --batch-size)")
+    for size in sizes:
+        if isinstance(size, bool) or not isinstance(size, int) or size not in BATCH_SIZE_CHOICES:
+            raise ConfigError(
+                f"batch size {size!r} is not one of {_SIZES} (a whole number); fix param {name} (CLI: --batch-size)"
+            )
+    return tuple(dict.fromkeys(sizes))
+
+
+def _variants(several: Any) -> tuple[str, ...] | None:
+    """``model_variants`` (a zoo run; None = ``model_variant`` alone), order kept, duplicates dropped."""
+    return None if several is None else tuple(dict.fromkeys(several))
+
+
+def _nested(record: type, given: Any) -> Any:
+    return record(**{one.name: given(one.metadata["params"][0].name) for one in dataclasses.fields(record)})
+
+
+def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
+    """The DAG's Params, derived from ``RunParams``: each field's name, schema and description, its default the
+    field's or the ``[convmixer]`` setting it names."""
+    specs = {}
+    for declared, default in _walk():
+        if declared.setting is not None:
+            default = getattr(settings, declared.setting)
+            default = list(default) if isinstance(default, tuple) else default
+        specs[declared.name] = ParamSpec(
+            default, {"$schema": JSON_SCHEMA_DRAFT, **declared.schema}, declared.description
+        )
+    return specs

@@ -13,7 +13,7 @@ compile, not a dimension: it is part of the compile cache key and of the row's f
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from convmixer_tasks.errors import ConfigError
 
@@ -90,7 +90,14 @@ def precision_modes_from_params(params: Mapping[str, Any]) -> list[str | None]:
     return list(seen.values())
 
 
-def gelu_compile_options(backend: str, implmode: str | None) -> dict[str, str | None]:
+class GeluOptions(TypedDict, total=False):
+    """The ``CompileOptions`` fields the GELU implmode param sets."""
+
+    op_select_implmode: str | None
+    optypelist_for_implmode: str | None
+
+
+def gelu_compile_options(backend: str, implmode: str | None) -> GeluOptions:
     """``CompileOptions`` fields for the GELU implmode param: the ATC flag pair, or neither when None. Backends
     without ATC keep the options' defaults, so their compile cache keys do not move with an Ascend-only param."""
     if backend not in COMPILED_PRECISION_BACKENDS:

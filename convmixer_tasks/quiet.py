@@ -21,16 +21,13 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from convmixer_tasks import energy
+from convmixer_tasks.defaults import DEFAULT_IDLE_WAIT_S
 from convmixer_tasks.device_state import DeviceState
 from convmixer_tasks.errors import ConfigError
 
-if TYPE_CHECKING:
-    from convmixer_tasks.backends.base import Backend
-
-DEFAULT_IDLE_WAIT_S = 60.0  # how long a busy device is waited for before it is timed anyway (and flagged)
 IDLE_POLL_S = 2.0
 # Cores of other work tolerated beside a benchmark before the host counts as contended (the task runner, logging,
 # system daemons keep a fraction of a core busy on any worker).
@@ -155,6 +152,16 @@ def load_average() -> float | None:
         return None
 
 
+class MeasuredDevice(Protocol):
+    """What the window asks of a backend (``backends.base.Backend`` answers all three)."""
+
+    def device_state(self) -> DeviceState | None: ...
+
+    def power_source(self) -> energy.PowerSource: ...
+
+    def host_cores_used(self) -> int: ...
+
+
 class BenchmarkWindow:
     """``with BenchmarkWindow(backend, ...) as window: <benchmark>``; then ``window.facts()`` and
     ``window.energy(throughput)``.
@@ -165,7 +172,7 @@ class BenchmarkWindow:
 
     def __init__(
         self,
-        backend: Backend,
+        backend: MeasuredDevice,
         idle_wait_s: float = DEFAULT_IDLE_WAIT_S,
         power_period_s: float = energy.DEFAULT_PERIOD_S,
         proc_stat: Path = PROC_STAT,

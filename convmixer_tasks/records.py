@@ -1,6 +1,6 @@
 """What one step of a validation run hands to the next: small frozen records, one per batch size × precision mode
 (and shard); ``precision`` is the effective mode (the row's ``precision_mode``), so records join on
-(batch_size, precision).
+(model_variant, batch_size, precision): ``join_key``.
 
 They cross Airflow tasks (and hosts) as XCom, so each turns into plain, readable JSON with ``to_dict()`` and back
 with ``from_dict()``. The dict carries the record's name and version: a record written by another version of this
@@ -66,6 +66,14 @@ class Record:
         return tuple(value) if isinstance(value, list) else value
 
 
+JoinKey = tuple[str, int, str]  # (model_variant, batch_size, effective precision): one metrics row's results
+
+
+def join_key(record: Any) -> JoinKey:
+    """What a record of one model × batch size × precision joins on."""
+    return (record.model_variant, record.batch_size, record.precision)
+
+
 @dataclass(frozen=True)
 class RunFacts(Record):
     """The Airflow run (or the one-process run) the rows belong to; dates as ISO strings."""
@@ -79,14 +87,14 @@ class RunFacts(Record):
 
 @dataclass(frozen=True)
 class RunPlan(Record):
-    """One batch size × precision mode of a run, checked and planned once by ``check_inputs``."""
+    """One model × batch size × precision mode of a run, checked and planned once by ``check_inputs``."""
 
     run_id: str
     batch_size: int
     backend: str
     input_dtype: str
     model_variant: str
-    checkpoint: str
+    checkpoint: str  # the .pth.tar; "": seeded random weights
     dataset_dir: str
     label_file: str
     image_limit: int | None
@@ -124,7 +132,7 @@ class ExportedModel(Record):
 
     onnx_path: str
     onnx_sha256: str
-    checkpoint_sha256: str
+    checkpoint_sha256: str  # steps.RANDOM_WEIGHTS for seeded random weights
     variant: str
     opset: int
     parity_max_abs_diff: float
@@ -134,8 +142,9 @@ class ExportedModel(Record):
 
 @dataclass(frozen=True)
 class CompiledModel(Record):
-    """One batch size × precision's compiled artifact and the device/toolkit it was compiled for."""
+    """One model × batch size × precision's compiled artifact and the device/toolkit it was compiled for."""
 
+    model_variant: str
     run_id: str
     batch_size: int
     backend: str
@@ -144,6 +153,7 @@ class CompiledModel(Record):
     device: str
     toolkit_version: str
     cached: bool
+    prep_dir: str  # the plan's prep folder: the inputs its infer shards read
 
     def fresh_artifact(self) -> Artifact:
         """The record's artifact, as a fresh object (backends may set fields on it)."""
@@ -160,6 +170,7 @@ class CompiledModel(Record):
 class ShardOutputs(Record):
     """Where one shard's inference outputs landed (ais_bench layout)."""
 
+    model_variant: str
     batch_size: int
     precision: str
     shard: int
@@ -172,8 +183,9 @@ class ShardOutputs(Record):
 
 @dataclass(frozen=True)
 class Scores(Record):
-    """Top-1/top-5 of one batch size × precision over the merged shard outputs."""
+    """Top-1/top-5 of one model × batch size × precision over the merged shard outputs."""
 
+    model_variant: str
     batch_size: int
     precision: str
     top1: float
@@ -186,8 +198,9 @@ class Scores(Record):
 
 @dataclass(frozen=True)
 class BenchSummary(Record):
-    """Pure-inference throughput of one batch size × precision; the per-loop samples stay in ``bench_json``."""
+    """Pure-inference throughput of one model × batch size × precision; the per-loop samples stay in ``bench_json``."""
 
+    model_variant: str
     batch_size: int
     backend: str
     precision: str
@@ -214,8 +227,9 @@ class BenchSummary(Record):
 
 @dataclass(frozen=True)
 class RecordedRow(Record):
-    """The metrics row a run wrote for one batch size × precision (the key the gate looks it up by)."""
+    """The metrics row a run wrote for one model × batch size × precision (the key the gate looks it up by)."""
 
+    model_variant: str
     id: int
     run_id: str
     batch_size: int
@@ -228,6 +242,7 @@ class RecordedRow(Record):
 class Verdict(Record):
     """The gate's decision on one recorded row."""
 
+    model_variant: str
     batch_size: int
     precision: str
     status: str

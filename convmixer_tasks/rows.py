@@ -11,31 +11,31 @@ from typing import Any
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.metrics.schema import MetricsRow
-from convmixer_tasks.params import batch_sizes_from_params
+from convmixer_tasks.params import RunParams
 from convmixer_tasks.precision import effective_precision, precision_modes_from_params
-from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunFacts, RunPlan, Scores
+from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunFacts, RunPlan, Scores, join_key
 from convmixer_tasks.status import STATUS_FAILED, STATUS_PENDING
+from convmixer_tasks.steps import RANDOM_WEIGHTS
 
 
 def build_row(
     run: RunFacts, plan: RunPlan, exported: ExportedModel, compiled: CompiledModel, bench: BenchSummary, scores: Scores
 ) -> MetricsRow:
-    """One batch size × precision's metrics row, status ``pending``: evaluated but not gated, so it stays out of the
-    gate's history (``ok`` rows only) until ``gate_rows`` stores ok/regressed on it."""
-    parts = {
-        name: (part.batch_size, part.precision)
-        for name, part in (("compiled", compiled), ("benchmark", bench), ("scores", scores))
-    }
-    if set(parts.values()) != {(plan.batch_size, plan.precision)}:
+    """One model × batch size × precision's metrics row, status ``pending``: evaluated but not gated, so it stays
+    out of the gate's history (``ok`` rows only) until ``gate_rows`` stores ok/regressed on it."""
+    parts = {name: join_key(part) for name, part in (("compiled", compiled), ("benchmark", bench), ("scores", scores))}
+    if set(parts.values()) != {join_key(plan)} or exported.variant != plan.model_variant:
         raise ConfigError(
-            f"results of different batch sizes or precision modes were joined for the bs{plan.batch_size} "
-            f"{plan.precision} row ({parts}); clear the run's tasks and run it again"
+            f"results of different models, batch sizes or precision modes were joined for the "
+            f"{plan.model_variant} bs{plan.batch_size} {plan.precision} row ({parts}, ONNX of {exported.variant}); "
+            "clear the run's tasks and run it again"
         )
     return MetricsRow(
         **run.values(),
         finished_at=datetime.now(UTC).isoformat(),
         model_variant=plan.model_variant,
-        checkpoint_sha256=exported.checkpoint_sha256,
+        # seeded random weights have no checkpoint to hash: the column holds SHA-256s only
+        checkpoint_sha256=None if exported.checkpoint_sha256 == RANDOM_WEIGHTS else exported.checkpoint_sha256,
         checkpoint_path=plan.checkpoint,  # the triggering asset event's path when an event started the run
         onnx_sha256=exported.onnx_sha256,
         artifact_sha256=compiled.artifact.sha256,
@@ -85,17 +85,43 @@ def evidence_fields(scores: Scores) -> dict[str, Any]:
 
 
 def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[MetricsRow]:
-    """``failed`` rows (no accuracy, no throughput) for a run that broke before evaluation, one per batch size ×
-    precision mode.
+    """``failed`` rows (no accuracy, no throughput) for a run that broke before evaluation, one per model × batch
+    size × precision mode.
 
-    Built from whatever can be read of ``params``: a conf that ``check_inputs`` refused (``{"batch_size": 4.0}``,
-    an unknown variant) is exactly the run that must still show up as failed, so nothing here may raise on it.
+    A conf that ``RunParams`` refuses (``{"batch_size": 4.0}``, an unknown key) is exactly the run that must still
+    show up as failed, so nothing here may raise on it: such a conf is read leniently, and the refusal joins the
+    reasons.
 
     Record them with ``record_rows(..., keep_gated=True)``: a rerun of a cleared task that fails must not replace a
     verdict an earlier attempt stored (a ``pending`` row from that attempt does become ``failed``)."""
-    finished_at = datetime.now(UTC).isoformat()
+    try:
+        parsed = RunParams.from_mapping(params)
+    except ConfigError as exc:
+        return _rows_of_a_refused_conf(run, params, [reason, f"the run's params were refused: {exc}"])
+    finished_at, named = datetime.now(UTC).isoformat(), dict(parsed.checkpoints)
+    return [
+        MetricsRow(
+            **run.values(),
+            finished_at=finished_at,
+            model_variant=model,
+            checkpoint_path=named.get(model, parsed.checkpoint if model == parsed.model_variant else None),
+            backend=parsed.backend,
+            batch_size=batch_size,
+            precision_mode=effective_precision(parsed.backend, mode),
+            input_dtype=parsed.input_dtype,
+            status=STATUS_FAILED,
+            gate_reasons=[reason],
+        )
+        for model in parsed.models
+        for batch_size in parsed.batch_sizes
+        for mode in parsed.precision_modes
+    ]
+
+
+def _rows_of_a_refused_conf(run: RunFacts, params: Mapping[str, Any], reasons: list[str]) -> list[MetricsRow]:
+    """What can be read of a refused conf, each guess stated in the reasons."""
     sizes, unreadable = _readable_batch_sizes(params)
-    reasons = [reason] + ([f"recorded under batch size {sizes[0]}: {unreadable}"] if unreadable else [])
+    reasons += [f"recorded under batch size {sizes[0]}: {unreadable}"] if unreadable else []
     backend = _readable_text(params.get("backend"), 32)
     try:
         precisions = [effective_precision(backend, mode) for mode in precision_modes_from_params(params)]
@@ -103,11 +129,14 @@ def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[M
         precisions = [effective_precision(backend, None)]
         reasons.append(f"recorded under precision {precisions[0]}: {exc}")
     dtype = params.get("input_dtype")
+    models = params.get("model_variants")
+    models = models if isinstance(models, (list, tuple)) and models else [params.get("model_variant")]
+    finished_at = datetime.now(UTC).isoformat()
     return [
         MetricsRow(
             **run.values(),
             finished_at=finished_at,
-            model_variant=_readable_text(params.get("model_variant"), 100),
+            model_variant=_readable_text(model, 100),
             checkpoint_path=_readable_text(params.get("checkpoint"), 4096) or None,
             backend=backend,
             batch_size=batch_size,
@@ -116,6 +145,7 @@ def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[M
             status=STATUS_FAILED,
             gate_reasons=reasons,
         )
+        for model in dict.fromkeys(_readable_text(model, 100) for model in models)
         for batch_size in sizes
         for precision in precisions
     ]
@@ -130,10 +160,6 @@ def _readable_text(value: Any, limit: int) -> str:
 def _readable_batch_sizes(params: Mapping[str, Any]) -> tuple[list[int], str | None]:
     """The batch sizes a conf asked for, read leniently (``4.0`` → 4); (sizes, None) when they are readable,
     else ([the first supported size], what could not be read) so the failed run still gets its row."""
-    try:
-        return batch_sizes_from_params(params), None
-    except ConfigError:
-        pass
     single = params.get("batch_size")
     asked = [single] if single is not None else params.get("batch_sizes")
     sizes = []
@@ -148,27 +174,33 @@ def _readable_batch_sizes(params: Mapping[str, Any]) -> tuple[list[int], str | N
 def rows_for_run(
     run: RunFacts,
     plans: Sequence[RunPlan],
-    exported: ExportedModel,
+    exported: Iterable[ExportedModel],
     compiled: Iterable[CompiledModel],
     benchmarks: Iterable[BenchSummary],
     scores: Iterable[Scores],
 ) -> list[MetricsRow]:
-    """One row per plan, each joined with its own batch size × precision's results."""
-    compiled_by = {(entry.batch_size, entry.precision): entry for entry in compiled}
-    bench_by = {(entry.batch_size, entry.precision): entry for entry in benchmarks}
-    scores_by = {(entry.batch_size, entry.precision): entry for entry in scores}
+    """One row per plan, each joined with its own model × batch size × precision's results (and its model's ONNX)."""
+    onnx_of = {model.variant: model for model in exported}
+    compiled_by = {join_key(entry): entry for entry in compiled}
+    bench_by = {join_key(entry): entry for entry in benchmarks}
+    scores_by = {join_key(entry): entry for entry in scores}
     rows = []
     for plan in plans:
-        key = (plan.batch_size, plan.precision)
+        key = join_key(plan)
         missing = [
             name
-            for name, found in (("compile", compiled_by), ("benchmark", bench_by), ("evaluate", scores_by))
+            for name, found in (
+                ("export", {join_key(plan): None} if plan.model_variant in onnx_of else {}),
+                ("compile", compiled_by),
+                ("benchmark", bench_by),
+                ("evaluate", scores_by),
+            )
             if key not in found
         ]
         if missing:
             raise ConfigError(
-                f"no {' / '.join(missing)} result for bs{plan.batch_size} {plan.precision}; clear the run's tasks "
-                "and run it again"
+                f"no {' / '.join(missing)} result for {plan.model_variant} bs{plan.batch_size} {plan.precision}; "
+                "clear the run's tasks and run it again"
             )
-        rows.append(build_row(run, plan, exported, compiled_by[key], bench_by[key], scores_by[key]))
+        rows.append(build_row(run, plan, onnx_of[plan.model_variant], compiled_by[key], bench_by[key], scores_by[key]))
     return rows

@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from convmixer_tasks.records import RunFacts
+if TYPE_CHECKING:  # the records load with the first RunFacts: the DAG file reads log_task_failure at parse time
+    from convmixer_tasks.records import RunFacts
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,8 @@ def run_facts(
     trigger: str | None = None,
 ) -> RunFacts:
     """What the metrics rows say about the Airflow run (dates as ISO strings: they travel through XCom)."""
+    from convmixer_tasks.records import RunFacts
+
     return RunFacts(
         run_id=run_id, dag_id=dag_id, logical_date=_iso(logical_date), started_at=_iso(started_at), trigger=trigger
     )

@@ -30,7 +30,6 @@ from convmixer_tasks.fleet import (
     named_for_chip,
     parse_chips,
 )
-from convmixer_tasks.metrics.url import AIRFLOW_CONNECTION_ID, connection_url, resolve_metrics_url
 from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANTS
 from convmixer_tasks.workdir import WorkLayout
 
@@ -161,6 +160,9 @@ class WorkerSettings:
 
     def metrics_url(self, connection: Any = None) -> str:
         """The metrics DB by ``metrics.url``'s rule, given the Airflow Connection (None when it does not exist)."""
+        # imported here: the metrics package loads SQLAlchemy's ORM, which the DAG file must not pay for at parse time
+        from convmixer_tasks.metrics.url import connection_url, resolve_metrics_url
+
         url = None
         if connection is not None:
             url = connection_url(connection.conn_type, connection.get_uri(), connection.host, connection.schema)
@@ -210,6 +212,8 @@ def load_scheduling_settings(read: Reader, home: Path | None = None) -> Scheduli
 
 
 def load_worker_settings(read: Reader, home: Path | None = None) -> WorkerSettings:
+    from convmixer_tasks.metrics.url import AIRFLOW_CONNECTION_ID
+
     settings, home = _Settings(read), home or airflow_home()
     return WorkerSettings(
         work_dir=_work_dir(settings, home),

@@ -22,13 +22,8 @@ from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.errors import ConfigError, RegressionError
 from convmixer_tasks.fileio import read_json, sha256_file, to_jsonable
 from convmixer_tasks.models.registry import get_card
-from convmixer_tasks.params import batch_sizes_from_params, check_param_names, evidence_options, gate_options
-from convmixer_tasks.precision import (
-    DEFAULT_GELU_IMPLMODE,
-    effective_precision,
-    gelu_compile_options,
-    precision_modes_from_params,
-)
+from convmixer_tasks.params import RANDOM_CHECKPOINT, EvidenceOptions, RunParams
+from convmixer_tasks.precision import effective_precision, gelu_compile_options
 from convmixer_tasks.prepfolder import host_preprocess
 from convmixer_tasks.records import (
     CompiledModel,
@@ -39,6 +34,7 @@ from convmixer_tasks.records import (
     Scores,
     ShardOutputs,
     Verdict,
+    join_key,
 )
 from convmixer_tasks.workdir import WorkLayout
 
@@ -71,79 +67,91 @@ def ensure_demo_dataset(layout: WorkLayout) -> bool:
     return True
 
 
-def check_inputs(
-    params: Mapping[str, Any], run_id: str, work_dir: str | os.PathLike, known_params: Iterable[str] | None = None
-) -> list[RunPlan]:
-    """Validate the run's inputs once, at the edge, and plan it: one ``RunPlan`` per batch size × precision mode
-    (batch sizes outer; ``plans_to_prepare`` picks one per prep folder).
+def check_inputs(run: RunParams, run_id: str, work_dir: str | os.PathLike) -> list[RunPlan]:
+    """Check the run's inputs once, at the edge, and plan it: one ``RunPlan`` per model × batch size × precision
+    mode (models outer, then batch sizes; ``plans_to_prepare`` picks one per prep folder, ``plans_to_export`` one
+    per model).
 
-    Fails fast (before any expensive step) on a param outside ``known_params`` (when given), a missing checkpoint,
-    a malformed dataset or label file. When the dataset params point at the default demo location and nothing is
-    there yet, the demo set is generated.
+    Fails fast (before any expensive step) on a missing checkpoint or one that does not fit its model, a malformed
+    dataset or label file, a fidelity subset larger than the set. When the dataset params point at the default
+    demo location and nothing is there yet, the demo set is generated.
     """
     from convmixer_tasks.dataset import load_dataset
     from convmixer_tasks.fidelity import subset_positions
-    from convmixer_tasks.preprocess import transform_params
+    from convmixer_tasks.model import check_checkpoint
 
-    if known_params is not None:
-        check_param_names(params, known_params)
-    # variant / backend / dtype choices are the Param schema's job (and the library's, which names the fix)
-    variant, backend, dtype = params["model_variant"], params["backend"], params["input_dtype"]
-    precision_modes = precision_modes_from_params(params)  # cheap checks first: before any file is read or made
-    gelu_implmode = params.get("gelu_implmode", DEFAULT_GELU_IMPLMODE)
-    gelu_compile_options(backend, gelu_implmode)  # an unknown value, or one set for ONNX Runtime, fails here
     layout = WorkLayout(Path(work_dir))
-    card = get_card(variant)
-    checkpoint = Path(params["checkpoint"]) if params.get("checkpoint") else None  # None: random weights
-    if checkpoint is None:
-        log.warning("model %s: no checkpoint, seeded random weights: top-1 at chance (0.1 %%) expected", card.name)
-    elif not checkpoint.is_file():
-        raise ConfigError(
-            f"checkpoint {checkpoint} does not exist; set param checkpoint to the .pth.tar file "
-            "(or [convmixer] checkpoint in airflow.cfg; CLI: --source)"
-        )
-    else:
-        from convmixer_tasks.model import check_checkpoint
-
-        # Format and key layout against the variant now, not after minutes of preprocessing when export reads it.
-        check_checkpoint(checkpoint, params["model_variant"])
-    image_dir, label_file = Path(params["dataset_dir"]), Path(params["label_file"])
+    checkpoints = {variant: run.checkpoint_of(variant) for variant in run.models}
+    for variant, checkpoint in checkpoints.items():
+        card = get_card(variant)
+        if checkpoint == RANDOM_CHECKPOINT:
+            log.warning("model %s: no checkpoint, seeded random weights: top-1 at chance (0.1 %%) expected", card.name)
+            continue
+        if not Path(checkpoint).is_file():
+            raise ConfigError(
+                f"checkpoint {checkpoint} of model {variant} does not exist; set param checkpoint (a zoo run: "
+                f"checkpoints) to the .pth.tar file (or [convmixer] checkpoint in airflow.cfg; CLI: --source)"
+            )
+        # Format and key layout against the model now, not after minutes of preprocessing when export reads it.
+        check_checkpoint(checkpoint, variant)
+    image_dir, label_file = Path(run.dataset_dir), Path(run.label_file)
     if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
         ensure_demo_dataset(layout)
-    fidelity_subset = evidence_options(params)["fidelity_subset"]
-    limit = params.get("image_limit")
-    dataset = load_dataset(image_dir, label_file, limit=limit)
-    subset_positions(len(dataset.images), fidelity_subset)  # a subset larger than the set fails here, not later
+    dataset = load_dataset(image_dir, label_file, limit=run.image_limit)
+    subset_positions(len(dataset.images), run.evidence.fidelity_subset)  # a subset larger than the set fails now
     fingerprint = dataset.fingerprint()
-    transform = transform_params(dtype, host_preprocess(card, dtype))
-    plans: list[RunPlan] = []
-    for batch_size in batch_sizes_from_params(params):
-        prep_key = layout.prep_cache.key(
-            {"dataset": fingerprint, "transform": transform, "batch_size": batch_size, "dtype": dtype, "limit": limit}
-        )
-        plans.extend(
-            RunPlan(
-                run_id=run_id,
-                batch_size=batch_size,
-                backend=backend,
-                input_dtype=dtype,
-                model_variant=variant,
-                checkpoint=str(checkpoint or ""),
-                dataset_dir=str(image_dir),
-                label_file=str(label_file),
-                image_limit=limit,
-                image_count=len(dataset.images),
-                dataset_fingerprint=fingerprint,
-                prep_dir=str(layout.prep_cache.entry(prep_key)),
-                prep_key=prep_key,
-                run_dir=str(layout.run_dir(run_id)),
-                precision_mode=precision_mode,
-                fidelity_subset=fidelity_subset,
-                gelu_implmode=gelu_implmode,
-            )
-            for precision_mode in precision_modes
-        )
-    return plans
+    return [
+        _plan(run, run_id, layout, variant, checkpoints[variant], batch_size, mode, fingerprint, len(dataset.images))
+        for variant in run.models
+        for batch_size in run.batch_sizes
+        for mode in run.precision_modes
+    ]
+
+
+def _plan(
+    run: RunParams,
+    run_id: str,
+    layout: WorkLayout,
+    variant: str,
+    checkpoint: str,
+    batch_size: int,
+    precision_mode: str | None,
+    fingerprint: str,
+    image_count: int,
+) -> RunPlan:
+    """One model × batch size × mode. The prep folder is keyed by what produces the pixels (the model card's
+    host preprocessing), not by the model: two models with the same input transform share their batches."""
+    from convmixer_tasks.preprocess import transform_params
+
+    dtype = run.input_dtype
+    prep_key = layout.prep_cache.key(
+        {
+            "dataset": fingerprint,
+            "transform": transform_params(dtype, host_preprocess(get_card(variant), dtype)),
+            "batch_size": batch_size,
+            "dtype": dtype,
+            "limit": run.image_limit,
+        }
+    )
+    return RunPlan(
+        run_id=run_id,
+        batch_size=batch_size,
+        backend=run.backend,
+        input_dtype=dtype,
+        model_variant=variant,
+        checkpoint="" if checkpoint == RANDOM_CHECKPOINT else checkpoint,  # "": seeded random weights
+        dataset_dir=run.dataset_dir,
+        label_file=run.label_file,
+        image_limit=run.image_limit,
+        image_count=image_count,
+        dataset_fingerprint=fingerprint,
+        prep_dir=str(layout.prep_cache.entry(prep_key)),
+        prep_key=prep_key,
+        run_dir=str(layout.run_dir(run_id)),
+        precision_mode=precision_mode,
+        fidelity_subset=run.evidence.fidelity_subset,
+        gelu_implmode=run.gelu_implmode,
+    )
 
 
 def plans_to_prepare(plans: Iterable[RunPlan]) -> list[RunPlan]:
@@ -153,6 +161,22 @@ def plans_to_prepare(plans: Iterable[RunPlan]) -> list[RunPlan]:
     for plan in plans:
         first_of.setdefault(plan.prep_key, plan)
     return list(first_of.values())
+
+
+def plans_to_export(plans: Iterable[RunPlan]) -> list[RunPlan]:
+    """One plan per model: its batch sizes and precision modes compile the same ONNX."""
+    first_of: dict[str, RunPlan] = {}
+    for plan in plans:
+        first_of.setdefault(plan.model_variant, plan)
+    return list(first_of.values())
+
+
+def exported_for(plan: RunPlan, exported: Iterable[ExportedModel]) -> ExportedModel:
+    """The ONNX of the plan's model among a zoo run's exports."""
+    for model in exported:
+        if model.variant == plan.model_variant:
+            return model
+    raise ConfigError(f"no exported ONNX for model {plan.model_variant}; clear the run's export task and rerun it")
 
 
 # --- preprocess (one shard of one batch size) -------------------------------------------------------------------
@@ -268,7 +292,7 @@ def compile_artifact(
     soc_version: str = "auto",
     settings: Mapping[str, Any] | None = None,
 ) -> CompiledModel:
-    """Compile the ONNX for one batch size × precision mode (cached by ONNX hash + options — precision and GELU
+    """Compile the ONNX for one model × batch size × precision mode (cached by ONNX hash + options — precision and GELU
     implmode included — + runtime) and describe the device."""
     backend = get_backend(plan.backend, **(settings or {}))
     info = backend.describe()
@@ -283,6 +307,7 @@ def compile_artifact(
         exported.onnx_path, plan.batch_size, WorkLayout(Path(work_dir)).artifact_cache(plan.backend).root, options
     )
     return CompiledModel(
+        model_variant=plan.model_variant,
         run_id=plan.run_id,
         batch_size=plan.batch_size,
         backend=plan.backend,
@@ -291,14 +316,15 @@ def compile_artifact(
         device=info.device,
         toolkit_version=info.toolkit_version,
         cached=bool(artifact.cached),
+        prep_dir=plan.prep_dir,
     )
 
 
-def _prep_shard_of(prepared: Iterable[PrepShard], batch_size: int, shard: int) -> PrepShard:
+def _prep_shard_of(prepared: Iterable[PrepShard], prep_dir: str, shard: int) -> PrepShard:
     for entry in prepared:
-        if entry.batch_size == batch_size and entry.shard == shard:
+        if entry.prep_dir == prep_dir and entry.shard == shard:
             return entry
-    raise ConfigError(f"no preprocess result for batch size {batch_size} shard {shard}; re-run the preprocess step")
+    raise ConfigError(f"no preprocess result for {prep_dir} shard {shard}; re-run the preprocess step")
 
 
 def infer_shard(
@@ -313,9 +339,9 @@ def infer_shard(
     The folder is emptied first, so a retried attempt never mixes its outputs with a failed attempt's.
     """
     batch_size = compiled.batch_size
-    prep = _prep_shard_of(prepared, batch_size, shard)
+    prep = _prep_shard_of(prepared, compiled.prep_dir, shard)
     output_dir = WorkLayout(Path(work_dir)).shard_output_dir(
-        compiled.run_id, batch_size, shard, precision=compiled.precision
+        compiled.run_id, batch_size, shard, precision=compiled.precision, model=compiled.model_variant
     )
     shutil.rmtree(output_dir.parent, ignore_errors=True)
     file_count, summary_path = 0, None  # more shards than files: nothing to run
@@ -324,6 +350,7 @@ def infer_shard(
         inferred = backend.infer(compiled.fresh_artifact(), prep.prep_dir, output_dir, files=list(prep.files))
         output_dir, file_count, summary_path = inferred.output_dir, inferred.file_count, str(inferred.summary_path)
     return ShardOutputs(
+        model_variant=compiled.model_variant,
         batch_size=batch_size,
         precision=compiled.precision,
         shard=shard,
@@ -357,24 +384,19 @@ def evaluate_batch(
     inferred: Iterable[ShardOutputs],
     work_dir: str | os.PathLike,
     exported: ExportedModel | None = None,
-    fidelity_thresholds: Mapping[str, float] | None = None,
+    evidence: EvidenceOptions | None = None,
 ) -> Scores:
-    """Top-1/top-5 of one batch size × precision from its merged shard outputs, scored through the prep manifest,
-    with the per-image predictions written beside ``result.json``; given ``exported``, also the artifact's fidelity
-    to that ONNX on the plan's fixed subset (``evidence_steps.measure_fidelity``)."""
+    """Top-1/top-5 of one model × batch size × precision from its merged shard outputs, scored through the prep
+    manifest, with the per-image predictions written beside ``result.json``; given ``exported``, also the
+    artifact's fidelity to that ONNX on the plan's fixed subset (``evidence_steps.measure_fidelity``)."""
     from convmixer_tasks.evaluate import evaluate_with_evidence
     from convmixer_tasks.evidence import PREDICTIONS_FILE
 
     layout = WorkLayout(Path(work_dir))
-    shard_dirs = [
-        entry.output_dir
-        for entry in inferred
-        if (entry.batch_size, entry.precision) == (plan.batch_size, plan.precision) and entry.file_count
-    ]
-    merged = merge_shard_outputs(
-        shard_dirs, layout.merged_output_dir(plan.run_id, plan.batch_size, precision=plan.precision)
-    )
-    batch_dir = layout.batch_dir(plan.run_id, plan.batch_size, precision=plan.precision)
+    shard_dirs = [entry.output_dir for entry in inferred if join_key(entry) == join_key(plan) and entry.file_count]
+    where = {"precision": plan.precision, "model": plan.model_variant}
+    merged = merge_shard_outputs(shard_dirs, layout.merged_output_dir(plan.run_id, plan.batch_size, **where))
+    batch_dir = layout.batch_dir(plan.run_id, plan.batch_size, **where)
     scored = evaluate_with_evidence(
         merged,
         plan.label_file,
@@ -387,9 +409,11 @@ def evaluate_batch(
     if exported is not None:
         from convmixer_tasks.evidence_steps import measure_fidelity
 
-        fidelity_json = str(measure_fidelity(plan, exported, scored, layout, fidelity_thresholds or {}))
+        thresholds = (evidence or EvidenceOptions()).thresholds()
+        fidelity_json = str(measure_fidelity(plan, exported, scored, layout, thresholds))
     result = scored.result
     return Scores(
+        model_variant=plan.model_variant,
         batch_size=plan.batch_size,
         precision=plan.precision,
         top1=result.top1,
@@ -423,6 +447,7 @@ def record_rows(
             batch_size=row.batch_size,
             backend=row.backend,
             precision=row.precision_mode or effective_precision(row.backend, None),
+            model_variant=row.model_variant,
             chip=row.chip,
         )
         for row_id, row in zip(ids, rows, strict=False)
@@ -436,25 +461,33 @@ def record_rows(
     return recorded
 
 
-def gate_rows(url: str, recorded: Iterable[RecordedRow], params: Mapping[str, Any]) -> list[Verdict]:
+def gate_rows(url: str, recorded: Iterable[RecordedRow], run: RunParams) -> list[Verdict]:
     """Apply the regression gate to every recorded row (``pending``, or already gated on a retry), then fail once
     if any regressed.
 
-    ``apply_gate`` stores ``regressed`` on the row before raising, so every batch size gets its verdict stored
-    even when an earlier one regressed; the combined error names them all (each message names its batch size)
+    ``apply_gate`` stores ``regressed`` on the row before raising, so every row gets its verdict stored even when
+    an earlier one regressed; the combined error names them all (each message names its model and batch size)
     and carries their ``GateDecision``s as ``.decisions``.
     """
     from convmixer_tasks.gate import apply_gate
 
-    options = gate_options(params)
+    options = run.gate_arguments()
     verdicts, regressions = [], []
     for row in recorded:
         try:
             decision = apply_gate(
-                url, row.run_id, row.batch_size, row.backend, precision_mode=row.precision, chip=row.chip, **options
+                url,
+                row.run_id,
+                row.batch_size,
+                row.backend,
+                precision_mode=row.precision,
+                model_variant=row.model_variant,
+                chip=row.chip,
+                **options,
             )
             verdicts.append(
                 Verdict(
+                    model_variant=row.model_variant,
                     batch_size=row.batch_size,
                     precision=row.precision,
                     status=decision.status,

@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from convmixer_tasks.defaults import DEFAULT_MAX_CV_PCT, DEFAULT_RUNS
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.status import (
     CHECK_BELOW,
@@ -53,13 +54,9 @@ from convmixer_tasks.status import (
     STATUS_REGRESSED,
 )
 
-DEFAULT_MAX_CV_PCT = 10.0  # per-loop latency CV above which a measurement is too noisy to judge
-DEFAULT_REMEASURE = 2  # extra measurements the benchmark step may take when the CV is too high
 DEFAULT_ALPHA = 0.003  # one-sided; small because a false alarm costs a person's afternoon (bench/bench_gate.py)
 DEFAULT_MIN_HISTORY = 5  # same-fingerprint ok runs needed before any verdict (Conbench's "no history, no verdict")
-DEFAULT_CONFIRM = 3  # measurements a suspect run takes to confirm or clear itself (bench/bench_gate.py)
 SUSPECT_SHARE = 0.5  # a first measurement more than half the tolerance below the baseline is suspect
-DEFAULT_RUNS = 2  # consecutive runs a throughput regression needs (see the module docstring)
 # In a two-run regression each run must also show the drop on its own at this level, so one whole run slowed 2-3x
 # cannot carry a merely low neighbour over the line (an intersection test; bench/bench_gate.py, steady series).
 EACH_RUN_ALPHA = 0.01

@@ -3,16 +3,17 @@
 cache/prep/<key>/               prep folders (dataset fingerprint + transform + batch size + dtype + limit)
 cache/onnx/<key>/model.onnx     validated ONNX (+ model.parity.json) (checkpoint hash + variant + exporter)
 cache/artifacts/<backend>/      compiled artifacts (ONNX hash + options + toolkit/device)
-runs/<run>/bs<N>-<precision>/   one run's outputs, eval and benchmark results per batch size × precision mode
+runs/<run>/<model>/bs<N>-<precision>/   one run's outputs, eval and benchmark results per model × batch size × precision
 demo/                           the generated demo set, when the dataset params point there
 
 Scripts outside Python (docker/smoke-test.sh) ask here rather than restate the layout::
 
-    python -m convmixer_tasks.workdir benchmark-json WORK_DIR RUN_ID BATCH_SIZE BACKEND [PRECISION_MODE]
+    python -m convmixer_tasks.workdir benchmark-json WORK_DIR RUN_ID BATCH_SIZE BACKEND [PRECISION_MODE [MODEL]]
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -53,19 +54,20 @@ class WorkLayout:
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_slug(run_id)
 
-    def batch_dir(self, run_id: str, batch_size: int, *, precision: str) -> Path:
-        # the effective precision mode is in the name: two modes of one run never share a folder
-        return self.run_dir(run_id) / f"bs{batch_size}-{precision}"
+    def batch_dir(self, run_id: str, batch_size: int, *, precision: str, model: str) -> Path:
+        # model and effective precision mode in the path: two models or modes of one run never share a folder
+        return self.run_dir(run_id) / model / f"bs{batch_size}-{precision}"
 
-    def shard_output_dir(self, run_id: str, batch_size: int, shard: int, *, precision: str) -> Path:
+    def shard_output_dir(self, run_id: str, batch_size: int, shard: int, *, precision: str, model: str) -> Path:
         # ais_bench layout: outputs in .../shardNNN/outputs, summary beside it as outputs_summary.json
-        return self.batch_dir(run_id, batch_size, precision=precision) / "infer" / f"shard{shard:03d}" / "outputs"
+        batch_dir = self.batch_dir(run_id, batch_size, precision=precision, model=model)
+        return batch_dir / "infer" / f"shard{shard:03d}" / "outputs"
 
-    def merged_output_dir(self, run_id: str, batch_size: int, *, precision: str) -> Path:
-        return self.batch_dir(run_id, batch_size, precision=precision) / "outputs"
+    def merged_output_dir(self, run_id: str, batch_size: int, *, precision: str, model: str) -> Path:
+        return self.batch_dir(run_id, batch_size, precision=precision, model=model) / "outputs"
 
-    def benchmark_json(self, run_id: str, batch_size: int, *, precision: str) -> Path:
-        return self.batch_dir(run_id, batch_size, precision=precision) / "benchmark.json"
+    def benchmark_json(self, run_id: str, batch_size: int, *, precision: str, model: str) -> Path:
+        return self.batch_dir(run_id, batch_size, precision=precision, model=model) / "benchmark.json"
 
 
 def run_slug(run_id: str) -> str:
@@ -74,21 +76,26 @@ def run_slug(run_id: str) -> str:
     return f"{readable}-{sha256_json(run_id)[:8]}"  # the hash keeps two ids that read alike apart
 
 
-USAGE = "benchmark-json WORK_DIR RUN_ID BATCH_SIZE BACKEND [PRECISION_MODE]"
+USAGE = "benchmark-json WORK_DIR RUN_ID BATCH_SIZE BACKEND [PRECISION_MODE [MODEL]]"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``USAGE``: print where that benchmark.json is (its folder names the effective precision mode, e.g.
-    force_fp16 for an Ascend run that set none)."""
+    """``USAGE``: print where that benchmark.json is (its folder names the model, the DAG's default model_variant
+    when none is given, and the effective precision mode, e.g. force_fp16 for an Ascend run that set none; an empty
+    PRECISION_MODE is none)."""
     from convmixer_tasks.precision import effective_precision
+    from convmixer_tasks.variants import DEMO_VARIANT
 
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) not in (5, 6) or args[0] != "benchmark-json" or not args[3].isdigit():
+    if len(args) not in (5, 6, 7) or args[0] != "benchmark-json" or not args[3].isdigit():
         print(f"usage: python -m convmixer_tasks.workdir {USAGE}", file=sys.stderr)
         return 2
-    _, work_dir, run_id, batch_size, backend, *mode = args
-    precision = effective_precision(backend, mode[0] if mode else None)
-    print(WorkLayout(Path(work_dir)).benchmark_json(run_id, int(batch_size), precision=precision))
+    _, work_dir, run_id, batch_size, backend, *rest = args
+    precision = effective_precision(backend, rest[0] if rest and rest[0] else None)
+    # the DAG's default model as the services read it ([convmixer] model_variant through the environment; settings
+    # is not imported here: it imports this module)
+    model = rest[1] if len(rest) > 1 else os.environ.get("AIRFLOW__CONVMIXER__MODEL_VARIANT") or DEMO_VARIANT
+    print(WorkLayout(Path(work_dir)).benchmark_json(run_id, int(batch_size), precision=precision, model=model))
     return 0
 
 

@@ -14,10 +14,11 @@ from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, conf, dag, get_cur
 from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
-from convmixer_tasks import benchmark_step, fleet, rows, runfacts, steps
-from convmixer_tasks import records as rec
+# Parse time loads only what builds the DAG: the settings and the Params (RunParams' specs). The records, the steps
+# and numpy/torch/onnx/SQLAlchemy behind them load inside the tasks.
+from convmixer_tasks import fleet
 from convmixer_tasks.errors import RegressionError
-from convmixer_tasks.params import benchmark_options, evidence_options, param_specs
+from convmixer_tasks.params import RunParams, param_specs
 from convmixer_tasks.settings import (
     airflow_conf_reader,
     load_alert_settings,
@@ -41,9 +42,9 @@ if SETTINGS.chips:  # chip types as a run dimension (convmixer_tasks.fleet); the
         minItems=1,
         uniqueItems=True,
         items={"type": "string", "enum": list(SETTINGS.chips)},
-        description="chip types (npu-smi Name) to validate on: one row per chip × batch size × mode; compile, infer "
-        "and benchmark of chip X run on its queue and pool, compiled with --soc_version Ascend<X> (soc_version "
-        "is not used then)",
+        description="chip types (npu-smi Name) to validate on: one row per chip × model × batch size × mode; "
+        "compile, infer and benchmark of chip X run on its queue and pool, compiled with --soc_version Ascend<X> "
+        "(soc_version is not used then)",
     )
 
 
@@ -79,13 +80,15 @@ def convmixer_validation():
 
     @task
     def check_inputs(params=None, run_id=None, triggering_asset_events=None) -> list[dict]:
+        from convmixer_tasks import steps
+
         if SETTINGS.chips:  # first: a chip nobody serves fails the run in seconds, not after a wait without end
             chips = fleet.requested_chips(params.get("chips"), SETTINGS.chips)
             executor = conf.get("core", "executor", fallback="")
             queues = {chip: SETTINGS.queue_for(chip) for chip in chips}
             log.info("%s", fleet.check_chip_workers(queues, executor, celery_active_queues))
-        run_params = with_triggered_checkpoint(params, triggering_asset_events)
-        return [plan.to_dict() for plan in steps.check_inputs(run_params, run_id, worker().work_dir, PARAMS)]
+        run = RunParams.from_mapping(with_triggered_checkpoint(params, triggering_asset_events))
+        return [plan.to_dict() for plan in steps.check_inputs(run, run_id, worker().work_dir)]
 
     @task
     def chip_plans(plans, chip: str, params=None) -> list[dict]:  # a chip the run leaves out: [], its tasks skip
@@ -93,64 +96,89 @@ def convmixer_validation():
 
     @task
     def prep_plans(plans) -> list[dict]:  # precision modes share their batch size's prep: written once
-        return [plan.to_dict() for plan in steps.plans_to_prepare(rec.RunPlan.from_dicts(plans))]
+        from convmixer_tasks import records, steps
+
+        return [plan.to_dict() for plan in steps.plans_to_prepare(records.RunPlan.from_dicts(plans))]
 
     @task
     def preprocess(plan: dict, shard: int) -> dict:
-        run_plan = rec.RunPlan.from_dict(plan)
+        from convmixer_tasks import records, steps
+
+        run_plan = records.RunPlan.from_dict(plan)
         label(f"bs{run_plan.batch_size} shard {shard}")
         return steps.prepare_shard(run_plan, shard, SETTINGS.shards, workers=worker().prep_workers).to_dict()
 
     @task
-    def export_onnx(plans) -> dict:  # the plan's checkpoint: an asset event may have named another
-        plan = rec.RunPlan.from_dict(plans[0])
-        return steps.export_cached(plan.checkpoint, plan.model_variant, worker().work_dir).to_dict()
+    def model_plans(plans) -> list[dict]:  # a zoo run exports each model once, for all its batch sizes and modes
+        from convmixer_tasks import records, steps
+
+        return [plan.to_dict() for plan in steps.plans_to_export(records.RunPlan.from_dicts(plans))]
+
+    @task
+    def export_onnx(plan: dict) -> dict:  # the plan's checkpoint: an asset event may have named another
+        from convmixer_tasks import records, steps
+
+        run_plan = records.RunPlan.from_dict(plan)
+        label(run_plan.model_variant)
+        return steps.export_cached(run_plan.checkpoint, run_plan.model_variant, worker().work_dir).to_dict()
 
     # chip: None without [convmixer] chips; else the chip type whose queue/pool the task was given (.override)
     @task(**SETTINGS.on_npu())
-    def compile_model(plan: dict, exported: dict, chip: str | None = None, params=None) -> dict:
-        run_plan, settings = rec.RunPlan.from_dict(plan), worker()
-        label(f"bs{run_plan.batch_size} {run_plan.precision}")
-        model, backend = rec.ExportedModel.from_dict(exported), settings.backend_settings(run_plan.backend)
-        soc = fleet.soc_version_of(chip) if chip else params["soc_version"]
-        work_dir = fleet.chip_work_dir(settings.work_dir, chip)
+    def compile_model(plan: dict, exported: list, chip: str | None = None, params=None) -> dict:
+        from convmixer_tasks import records, steps
+
+        run_plan, settings, run = records.RunPlan.from_dict(plan), worker(), RunParams.from_mapping(params)
+        label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
+        model = steps.exported_for(run_plan, records.ExportedModel.from_dicts(exported[:]))
+        backend = settings.backend_settings(run_plan.backend)
+        soc, work_dir = (
+            fleet.soc_version_of(chip) if chip else run.soc_version,
+            fleet.chip_work_dir(settings.work_dir, chip),
+        )
         return steps.compile_artifact(run_plan, model, work_dir, soc, backend).to_dict()
 
     @task(**SETTINGS.on_npu())
     def infer(compiled: dict, shard: int, prepared: list, chip: str | None = None) -> dict:
-        model, settings = rec.CompiledModel.from_dict(compiled), worker()
-        label(f"bs{model.batch_size} {model.precision} shard {shard}")
-        shards = rec.PrepShard.from_dicts(prepared[:])
+        from convmixer_tasks import records, steps
+
+        model, settings = records.CompiledModel.from_dict(compiled), worker()
+        label(f"{model.model_variant} bs{model.batch_size} {model.precision} shard {shard}")
+        shards = records.PrepShard.from_dicts(prepared[:])
         work_dir = fleet.chip_work_dir(settings.work_dir, chip)
         return steps.infer_shard(model, shard, shards, work_dir, settings.backend_settings(model.backend)).to_dict()
 
     @task(**SETTINGS.on_npu())
     def benchmark(compiled: dict, chip: str | None = None, params=None) -> dict:
-        model, settings = rec.CompiledModel.from_dict(compiled), worker()
-        label(f"bs{model.batch_size} {model.precision}")
-        backend, options = settings.backend_settings(model.backend), benchmark_options(params)
-        # the suspect line comes from the metrics DB's history
-        options["suspect"] = benchmark_step.suspect_check(metrics_url(), params["model_variant"], model, params)
-        work_dir = fleet.chip_work_dir(settings.work_dir, chip)
-        summary = benchmark_step.benchmark_artifact(model, work_dir=work_dir, settings=backend, **options)
-        return summary.to_dict()
+        from convmixer_tasks import benchmark_step, records
+
+        model, settings, run = records.CompiledModel.from_dict(compiled), worker(), RunParams.from_mapping(params)
+        label(f"{model.model_variant} bs{model.batch_size} {model.precision}")
+        suspect = benchmark_step.suspect_check(metrics_url(), model.model_variant, model, run.gate)  # DB history
+        backend = settings.backend_settings(model.backend)
+        return benchmark_step.benchmark_artifact(
+            model, run.benchmark, fleet.chip_work_dir(settings.work_dir, chip), backend, suspect=suspect
+        ).to_dict()
 
     @task
-    def evaluate(plan: dict, inferred: list, exported: dict, chip: str | None = None, params=None) -> dict:
-        run_plan, model = rec.RunPlan.from_dict(plan), rec.ExportedModel.from_dict(exported)
-        label(f"bs{run_plan.batch_size} {run_plan.precision}")
-        outputs = rec.ShardOutputs.from_dicts(inferred[:])
-        limits = evidence_options(params)  # the fidelity thresholds (other keys are ignored there)
+    def evaluate(plan: dict, inferred: list, exported: list, chip: str | None = None, params=None) -> dict:
+        from convmixer_tasks import records, steps
+
+        run_plan = records.RunPlan.from_dict(plan)
+        model = steps.exported_for(run_plan, records.ExportedModel.from_dicts(exported[:]))
+        label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
+        outputs, evidence = records.ShardOutputs.from_dicts(inferred[:]), RunParams.from_mapping(params).evidence
         work_dir = fleet.chip_work_dir(worker().work_dir, chip)
-        return steps.evaluate_batch(run_plan, outputs, work_dir, model, limits).to_dict()
+        return steps.evaluate_batch(run_plan, outputs, work_dir, model, evidence).to_dict()
 
     @task(**SETTINGS.retrying())
     def record_metrics(
-        plans: list, exported: dict, compiled: list, benches: list, scores: list, chip: str | None = None, dag_run=None
+        plans: list, exported: list, compiled: list, benches: list, scores: list, chip: str | None = None, dag_run=None
     ):
-        run_plans, model = rec.RunPlan.from_dicts(plans), rec.ExportedModel.from_dict(exported)
-        built, benched = rec.CompiledModel.from_dicts(compiled[:]), rec.BenchSummary.from_dicts(benches[:])
-        scored = rec.Scores.from_dicts(scores[:])
+        from convmixer_tasks import records, rows, runfacts, steps
+
+        run_plans, model = records.RunPlan.from_dicts(plans), records.ExportedModel.from_dicts(exported[:])
+        built, benched = records.CompiledModel.from_dicts(compiled[:]), records.BenchSummary.from_dicts(benches[:])
+        scored = records.Scores.from_dicts(scores[:])
         built_rows = rows.rows_for_run(runfacts.run_facts_of(dag_run), run_plans, model, built, benched, scored)
         built_rows = [replace(row, chip=chip or "") for row in built_rows]  # the chip is part of the row key
         return [row.to_dict() for row in steps.record_rows(metrics_url(), built_rows, scores=scored)]
@@ -159,14 +187,20 @@ def convmixer_validation():
     def regression_gate(recorded: list, params=None) -> list[dict]:
         from airflow.sdk.exceptions import AirflowFailException
 
+        from convmixer_tasks import records, steps
+
         try:
-            verdicts = steps.gate_rows(metrics_url(), rec.RecordedRow.from_dicts(recorded), params)
+            verdicts = steps.gate_rows(
+                metrics_url(), records.RecordedRow.from_dicts(recorded), RunParams.from_mapping(params)
+            )
         except RegressionError as exc:  # a verdict fails at once; a DB hiccup is retried, so no row stays pending
             raise AirflowFailException(str(exc)) from exc
         return [verdict.to_dict() for verdict in verdicts]
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, **SETTINGS.retrying())
     def record_failure(params=None, dag_run=None, triggering_asset_events=None) -> list[dict]:
+        from convmixer_tasks import rows, runfacts, steps
+
         reason = f"the run failed before its metrics were recorded; see the task logs of DAG run {dag_run.run_id}"
         run_params = recorded_checkpoint(params, triggering_asset_events)  # the row names the event's checkpoint
         failed = rows.failed_rows(runfacts.run_facts_of(dag_run), run_params, reason)
@@ -177,10 +211,11 @@ def convmixer_validation():
     plans = check_inputs()
     preps = prep_plans(plans)
     prepared = preprocess.expand(plan=preps, shard=shards)
-    exported = export_onnx(plans)
+    models = model_plans(plans)
+    exported = export_onnx.expand(plan=models)
     # One pipeline from compile to the gate per chip type (a TaskGroup each), or one untyped as before: a mapped
-    # task's queue and pool are fixed when the DAG is parsed, so each chip needs its own tasks (dags/*.md).
-    gates, before_record = [], [plans, preps, prepared, exported]
+    # task's queue and pool are fixed when the DAG is parsed, so each chip needs its own tasks (see the .md).
+    gates, before_record = [], [plans, preps, prepared, models, exported]
     for chip in SETTINGS.chips or (None,):
         with TaskGroup(f"chip_{chip}", tooltip=f"chip {chip}") if chip else nullcontext():
             on_chip = chip_plans(plans, chip) if chip else plans

@@ -11,7 +11,7 @@ fi
 # The tool doubles (tests/doubles) run `python3`: the venv's, which has numpy and onnx.
 export PATH="$PWD/.venv/bin:$PATH"
 # Lint, format and type checks first: cheap, and a finding fails the run like a failing test.
-.venv/bin/ruff check convmixer_tasks dags plugins
+.venv/bin/ruff check convmixer_tasks dags plugins tests bench
 .venv/bin/ruff format --check convmixer_tasks dags plugins
-.venv/bin/mypy
+.venv/bin/mypy  # pyproject's [tool.mypy] files: the library, dags, plugins, tests and bench
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

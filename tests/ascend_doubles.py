@@ -11,7 +11,7 @@ Layout it writes (nothing here is a real CANN install):
 
 Failure modes are chosen with the doubles' environment variables (see tests/doubles/README.md) through
 ``doubles.mode(ATC_DOUBLE_MODE="fail")`` BEFORE the backend is created (the backend captures its environment once).
-Usage: ``from tests.ascend_doubles import ascend_doubles  # noqa: F401`` in a test module, then take the fixture.
+Usage: take the ``ascend_doubles`` fixture (``tests/conftest.py`` registers this module as a pytest plugin).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class AscendDoubles:
     def install_info(self) -> Path:
         return self.toolkit_home / f"{platform.machine()}-linux" / "ascend_toolkit_install.info"
 
-    def build(self) -> "AscendDoubles":
+    def build(self) -> AscendDoubles:
         """(Re)write the fake install for the current layout/version/missing settings."""
         bin_dir = self.toolkit_home / "bin"
         for folder in (bin_dir, self.host_bin, self.log_dir, self.install_info.parent):
@@ -102,17 +102,17 @@ class AscendDoubles:
         )
         return self
 
-    def remove(self, *tools: str) -> "AscendDoubles":
+    def remove(self, *tools: str) -> AscendDoubles:
         unknown = set(tools) - set(TOOLS)
         assert not unknown, f"unknown tools {unknown}; choose from {TOOLS}"
         self.missing |= set(tools)
         return self.build()
 
-    def use_layout(self, layout: str, version: str | None = DEFAULT_VERSION) -> "AscendDoubles":
+    def use_layout(self, layout: str, version: str | None = DEFAULT_VERSION) -> AscendDoubles:
         self.layout, self.version = layout, version
         return self.build()
 
-    def mode(self, **variables: str) -> "AscendDoubles":
+    def mode(self, **variables: str) -> AscendDoubles:
         """Set the doubles' environment variables (e.g. ATC_DOUBLE_MODE="fail") for this test."""
         for name, value in variables.items():
             self.monkeypatch.setenv(name, str(value))
@@ -147,8 +147,9 @@ def run_double(tool: str, *args: str, env: dict[str, str] | None = None, cwd: st
     argv = [sys.executable, "-m", "ais_bench"] if tool == "ais_bench" else [sys.executable, str(DOUBLES_BIN / tool)]
     full_env = {**os.environ, "PYTHONPATH": str(DOUBLES_DIR), **(env or {})}
     proc = subprocess.run(argv + list(args), capture_output=True, env=full_env, cwd=cwd, timeout=120)
-    proc.stdout, proc.stderr = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
-    return proc
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+    )
 
 
 def write_tiny_onnx(

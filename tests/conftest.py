@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -11,6 +13,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOUBLES_DIR = REPO_ROOT / "tests" / "doubles"
+# The Ascend tool doubles' fixture (``ascend_doubles``), for every test that takes it.
+pytest_plugins = ("tests.ascend_doubles",)
 PG_ADMIN_URL = os.environ.get("CONVMIXER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 
 
@@ -29,7 +33,7 @@ def _fresh_pg_database():
         connection = admin.connect()
     except sa.exc.OperationalError as exc:
         admin.dispose()
-        problem = " ".join(str(exc.orig).split())
+        problem: str | None = " ".join(str(exc.orig).split())
     else:
         problem = None
     if problem is not None:  # fail (not skip): CI starts PostgreSQL, so a missing server is a broken setup
@@ -63,6 +67,16 @@ def pg_metrics_url():
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request, tmp_path, fresh_pg_database):
+    """A database that has never been migrated."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sub' / 'fresh.db'}"  # the folder does not exist yet either
+    else:
+        with fresh_pg_database() as url:
+            yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 def metrics_url(request, tmp_path):
     """A migrated, empty metrics database on each dialect."""
     import sqlalchemy as sa
@@ -78,3 +92,26 @@ def metrics_url(request, tmp_path):
     with get_engine(url).begin() as connection:
         connection.execute(sa.delete(metrics.ValidationRun))
     return url
+
+
+# --- the demo set ------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_demo(monkeypatch):
+    """The auto-generated demo set at 12 images instead of 250 (generation itself is tests/test_demo.py's)."""
+    from convmixer_tasks import demo
+
+    monkeypatch.setattr(demo, "make_demo_dataset", functools.partial(demo.make_demo_dataset, count=12))
+
+
+@pytest.fixture(autouse=True)
+def root_log_handlers_restored():
+    """A handler added to the root logger during a test (``cli.main``'s, or Airflow's logging set up on import) is
+    bound to that test's captured stderr; left behind, it would make a later test's log call write into a closed
+    stream. Every test ends with the root handlers it started with."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield
+    for handler in [h for h in root.handlers if h not in before]:
+        root.removeHandler(handler)
+

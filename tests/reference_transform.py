@@ -28,14 +28,14 @@ def tv_resize(img: Image.Image, size: int) -> Image.Image:
         return img
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    return img.resize((new_w, new_h), Image.BICUBIC)
+    return img.resize((new_w, new_h), Image.Resampling.BICUBIC)
 
 
 def tv_center_crop(img: Image.Image, size: int) -> Image.Image:
     """torchvision.transforms.functional.center_crop for a PIL image at least ``size`` on both sides."""
     image_width, image_height = img.size
-    crop_top = int(round((image_height - size) / 2.0))
-    crop_left = int(round((image_width - size) / 2.0))
+    crop_top = round((image_height - size) / 2.0)
+    crop_left = round((image_width - size) / 2.0)
     return img.crop((crop_left, crop_top, crop_left + size, crop_top + size))
 
 
@@ -78,10 +78,11 @@ def reference_preprocess(image_paths, out_dir, batch_size: int) -> list[str]:
         for path in image_paths[start:start + batch_size]:
             image = reference_transform(path)[None]
             batch = image if batch is None else np.concatenate((batch, image), axis=0)
+        assert batch is not None, "the range only starts a batch where an image is left"
         if batch.shape[0] < batch_size:
-            pad = np.zeros((batch_size - batch.shape[0],) + batch.shape[1:], dtype=np.float32)
+            pad = np.zeros((batch_size - batch.shape[0], *batch.shape[1:]), dtype=np.float32)
             batch = np.concatenate((batch, pad), axis=0)
-        name = "input_{:05d}.bin".format(start // batch_size)
+        name = f"input_{start // batch_size:05d}.bin"
         batch.tofile(os.path.join(out_dir, name))
         names.append(name)
     return names

@@ -50,6 +50,7 @@ def test_throughput_formula():
 def test_write_then_read_new_generation(tmp_path):
     out_dir = tmp_path / "outputs" / "run1"
     out_dir.mkdir(parents=True)
+    filesinfo: dict[int | str, dict[str, list[str]]]
     filesinfo = {0: {"infiles": ["prep/input_00000.bin"], "outfiles": [str(out_dir / "input_00000_0.bin")]},
                  1: {"infiles": ["prep/input_00001.bin"], "outfiles": [str(out_dir / "input_00001_0.bin")]}}
     written = fmt.write_summary(out_dir, filesinfo, [10.0, 30.0], batch_size=4, args={"loop": 1}, pid=1234)

@@ -4,19 +4,23 @@ links, no secrets), the review's answer through metrics.rebaseline, and the dige
 from __future__ import annotations
 
 import html
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from convmixer_tasks import alerts, digest, review
 from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.metrics import get_row, record_run, upgrade
+from convmixer_tasks.metrics import record_run, upgrade
 from convmixer_tasks.settings import REGRESSION_RULES, env_reader, load_alert_settings
+from tests.stored import stored_row
 from tests.test_metrics import DAY0, make_row
 
 BASE = "https://airflow.example.com"
 FAST = "throughput regressed: 10.00 < 90.00 (-90.0%; t-test vs history p=1e-09 < 0.01)"
-ENV = "environment changed since run r0: toolkit CANN 8.0 -> CANN 8.1: throughput -20.0% vs the previous environment's 3 ok runs"
+ENV = (
+    "environment changed since run r0: toolkit CANN 8.0 -> CANN 8.1: throughput -20.0% vs the previous environment's "
+    "3 ok runs"
+)
 
 
 def settings(**values: str):
@@ -145,7 +149,7 @@ def test_accept_goes_through_rebaseline_with_who_when_and_why(url):
     assert len(rows) == 1  # the ok batch size is not asked about
     outcome = review.apply_answer(url, rows, [review.ACCEPT], "alice", "2026-12-07T10:00:00+00:00", "CANN 8.1")
     assert outcome.accepted == tuple(rows) and "alice accepted" in outcome.line
-    row = get_row(url, rows[0])
+    row = stored_row(url, rows[0])
     assert row["status"] == "ok" and row["rebaselined_by"] == "alice" and row["rebaseline_reason"] == "CANN 8.1"
     assert review.conclusion([row]) is None
 
@@ -157,9 +161,9 @@ def test_keep_and_timeout_leave_the_regression_and_the_run_fails(url):
     timed_out = review.apply_answer(url, rows, [review.KEEP], None, "t2", "")
     assert kept.accepted == timed_out.accepted == ()
     assert "bob chose to keep" in kept.line and "timed out" in timed_out.line and "kept" in timed_out.line
-    row = get_row(url, rows[0])
+    row = stored_row(url, rows[0])
     assert row["status"] == "regressed" and row["rebaselined_by"] is None
-    assert f"(row {rows[0]}) is regressed" in review.conclusion([row])
+    assert f"(row {rows[0]}) is regressed" in (review.conclusion([row]) or "")
     assert review.conclusion([]) == "the run recorded no metrics row; see its task logs"
 
 
@@ -182,7 +186,7 @@ def test_the_digest_summarises_each_series_over_the_period(url):
     from convmixer_tasks.metrics.rebaseline import rebaseline
 
     add(url, "w3", 10, batch_size=16, throughput=150.0, status="regressed", gate_reasons=[FAST])
-    accepted = get_row(url, bad)["id"]
+    accepted = stored_row(url, bad)["id"]
     rebaseline(url, accepted, "new driver", "carol")
     add(url, "w4", 11, status="regressed", throughput=40.0, gate_reasons=[FAST])
     until = DAY0 + timedelta(days=12)
@@ -202,5 +206,5 @@ def test_the_digest_summarises_each_series_over_the_period(url):
 
 
 def test_an_empty_period_says_so(url):
-    summary = digest.build(url, datetime(2026, 1, 1, tzinfo=timezone.utc), 7)
+    summary = digest.build(url, datetime(2026, 1, 1, tzinfo=UTC), 7)
     assert summary.lines == () and "No runs in this period." in digest.render(summary, BASE).text

@@ -84,7 +84,7 @@ def test_atc_wrong_input_name_is_e10001_and_writes_nothing(tiny_onnx, tmp_path):
 @pytest.mark.parametrize("drop, code", [("--framework", "E10007"), ("--output", "E10004"),
                                         ("--soc_version", "E10004"), ("--model", "E10004")])
 def test_atc_missing_required_flag_fails_with_its_code(tiny_onnx, tmp_path, drop, code):
-    args = [f"--framework=5", f"--model={tiny_onnx}", f"--output={tmp_path / 'm'}",
+    args = ["--framework=5", f"--model={tiny_onnx}", f"--output={tmp_path / 'm'}",
             "--input_shape=image:1,3,224,224", "--soc_version=Ascend310P3"]
     proc = run_double("atc", *[a for a in args if not a.startswith(drop + "=")])
     assert proc.returncode != 0
@@ -168,8 +168,9 @@ KV = re.compile(r"^\t(\S.{29}) : (.*)$")  # the driver's "\t%-30s : %s" lines
 
 def kv_lines(text: str) -> list[tuple[str, str]]:
     lines = [line for line in text.splitlines() if line]
-    assert all(KV.match(line) for line in lines), text
-    return [(m.group(1).rstrip(), m.group(2)) for m in map(KV.match, lines)]
+    matches = [KV.match(line) for line in lines]
+    assert all(matches), text
+    return [(m.group(1).rstrip(), m.group(2)) for m in matches if m]
 
 
 @pytest.mark.parametrize("chip, label, default", [
@@ -214,8 +215,8 @@ def test_npu_smi_usages_idle_and_busy_and_version():
     assert other["Aicore Usage Rate(%)"] == "0"  # only NPU 0 is busy
     env = {"NPU_SMI_DOUBLE_DRIVER_VERSION": "24.1.rc2"}
     assert run_double("npu-smi", "-v", env=env).stdout == "npu-smi version: 24.1.rc2\n"
-    assert re.search(r"^\| npu-smi 24\.1\.rc2\s+Version: 24\.1\.rc2\s+\|$", run_double("npu-smi", "info", env=env).stdout,
-                     re.M)
+    header = r"^\| npu-smi 24\.1\.rc2\s+Version: 24\.1\.rc2\s+\|$"
+    assert re.search(header, run_double("npu-smi", "info", env=env).stdout, re.M)
 
 
 # --- ais_bench -----------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from convmixer_tasks.backends import ascend, cann_env
 from convmixer_tasks.backends.aisbench_format import summary_path
 from convmixer_tasks.backends.base import CompileOptions
 from convmixer_tasks.errors import BackendError, CompileError, ConfigError, ToolMissingError
-from tests.ascend_doubles import ascend_doubles, run_double, write_tiny_onnx  # noqa: F401 (fixture)
+from tests.ascend_doubles import run_double, write_tiny_onnx
 
 SPEC_TABLE = """\
 +-------------------+-----------------+------------------------------------------------------+
@@ -158,8 +158,8 @@ def test_aipp_config_matches_the_spec_values():
     values = dict(re.findall(r"(\w+)\s*:\s*(\S+)", text))
     assert values["aipp_mode"] == "static" and values["input_format"] == "RGB888_U8"
     assert values["src_image_size_w"] == values["src_image_size_h"] == "224"
-    for channel, (mean, std, spec_min, spec_var) in enumerate(zip(
-            MEAN, STD, (123.675, 116.28, 103.53), (0.0171247538316637, 0.0175070028011204, 0.0174291938997821))):
+    spec_mins, spec_vars = (123.675, 116.28, 103.53), (0.0171247538316637, 0.0175070028011204, 0.0174291938997821)
+    for channel, (mean, std, spec_min, spec_var) in enumerate(zip(MEAN, STD, spec_mins, spec_vars, strict=True)):
         assert float(values[f"min_chn_{channel}"]) == pytest.approx(255 * mean, abs=1e-9)
         assert float(values[f"min_chn_{channel}"]) == pytest.approx(spec_min, abs=1e-9)
         assert float(values[f"var_reci_chn_{channel}"]) == pytest.approx(1 / (255 * std), rel=1e-12)
@@ -249,7 +249,7 @@ def test_version_from_cann_85_layout_and_fallbacks(ascend_doubles):
 
 def test_backend_construction_needs_no_ascend_host():
     backend = ascend.AscendBackend(cann_set_env="/nonexistent/set_env.sh")
-    with pytest.raises(ToolMissingError, match="/nonexistent/set_env.sh"):
+    with pytest.raises(ToolMissingError, match=r"/nonexistent/set_env.sh"):
         backend.describe()
     with pytest.raises(ConfigError, match="--device"):
         ascend.AscendBackend(device_id=-1)
@@ -269,7 +269,7 @@ def test_npu_smi_failures(ascend_doubles):
     with pytest.raises(BackendError, match=r"`npu-smi info` failed with status 255: dcmi"):
         ascend_doubles.backend().describe()
     ascend_doubles.remove("npu-smi")
-    with pytest.raises(ToolMissingError, match="npu-smi not found.*Ascend NPU driver"):
+    with pytest.raises(ToolMissingError, match=r"npu-smi not found.*Ascend NPU driver"):
         ascend_doubles.backend().describe()
 
 
@@ -538,7 +538,7 @@ def test_infer_dtype_mismatch_is_caught_before_ais_bench(ascend_doubles, tiny_on
     artifact = backend.compile(tiny_onnx, 2, tmp_path / "cache")  # float32 OM
     backend.benchmark(artifact, loop=1, warmup=0)  # proves the log records this backend's ais_bench calls
     assert len(read_argvs(log)) == 1
-    with pytest.raises(BackendError, match="holds uint8 batches of 2 but artifact .* takes float32 batches of 2"):
+    with pytest.raises(BackendError, match=r"holds uint8 batches of 2 but artifact .* takes float32 batches of 2"):
         backend.infer(artifact, prep_u8, tmp_path / "o" / "r")
     assert len(read_argvs(log)) == 1 and not (tmp_path / "o" / "r").exists()
 

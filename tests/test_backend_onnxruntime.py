@@ -18,9 +18,7 @@ from PIL import Image
 
 from convmixer_tasks.backends import aisbench_format
 from convmixer_tasks.backends.aisbench_format import PREP_MANIFEST_KEY
-from convmixer_tasks.backends.base import (
-    Artifact, CompileOptions, compile_cached, get_backend, sidecar_path,
-)
+from convmixer_tasks.backends.base import Artifact, CompileOptions, compile_cached, get_backend, sidecar_path
 from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.export import export_and_validate
@@ -247,7 +245,7 @@ def test_infer_shard_subset(backend, artifact_f32, prep_f32, work):
     assert result.file_count == 1
     assert [p.name for p in output_dir.iterdir()] == ["input_00001_0.bin"]
     assert list(json.loads(result.summary_path.read_text())["filesinfo"]) == ["0"]
-    with pytest.raises(ConfigError, match="input_00009.bin"):
+    with pytest.raises(ConfigError, match=r"input_00009.bin"):
         backend.infer(artifact_f32, prep_f32, output_dir, files=["input_00009.bin"])
 
 

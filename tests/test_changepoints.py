@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import stats  # type: ignore[import-untyped]  # no stubs installed
 
 from convmixer_tasks import changepoints as cp
 from convmixer_tasks import cli, fingerprint, gate
@@ -29,8 +29,8 @@ def test_a_step_is_found_where_it_starts_with_its_magnitude_and_test():
 
 def test_noise_an_episode_and_a_short_series_give_no_step():
     rng = np.random.default_rng(3)
-    assert cp.detect(1000 * np.exp(rng.normal(0, 0.05, 80))) == []  # noise only
-    slowed = QUIET + [40.0] + QUIET  # one run slowed 2.5x is an episode, not a step
+    assert cp.detect((1000 * np.exp(rng.normal(0, 0.05, 80))).tolist()) == []  # noise only
+    slowed = [*QUIET, 40.0, *QUIET]  # one run slowed 2.5x is an episode, not a step
     assert cp.detect(slowed) == []
     assert cp.detect(QUIET[:5]) == []  # fewer than 2 x MIN_SIZE runs
     with pytest.raises(ConfigError, match="positive finite"):
@@ -97,11 +97,12 @@ def test_a_persistent_drop_no_run_was_flagged_for_is_a_regression_with_its_start
 
 
 def test_a_step_the_detector_no_longer_sees_is_removed(metrics_url, monkeypatch):
-    from convmixer_tasks.metrics import changes, get_run
+    from convmixer_tasks.metrics import changes
+    from tests.stored import stored_run
 
     for day, value in enumerate(QUIET):
         record(metrics_url, f"a{day}", day, value)
-    row = get_run(metrics_url, "a11", BS, BACKEND)
+    row = stored_run(metrics_url, "a11", BS, BACKEND)
     seen = [cp.Step(index=6, before=100.0, after=99.0, magnitude_pct=-1.0, p_value=0.5, noise=0.005)]
     monkeypatch.setattr(changes.cp, "detect", lambda values: seen)  # a scripted detector: one step, then none
     assert [point.start_run_id for point in changes.update_change_points(metrics_url, row).found] == ["a6"]

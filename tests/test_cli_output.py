@@ -8,9 +8,10 @@ import csv
 import io
 import json
 import re
+from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs installed
 
 from convmixer_tasks import cli
 from convmixer_tasks.metrics import MetricsRow, record_runs, upgrade
@@ -88,6 +89,7 @@ def test_infer_benchmark_and_eval_print_summaries_with_the_json_figures(chain, c
 
 
 def row(run_id: str, **overrides) -> MetricsRow:
+    values: dict[str, Any]
     values = dict(run_id=run_id, model_variant="convmixer_1536_20", backend="onnxruntime", batch_size=16,
                   status="ok", top1=81.37, top5=95.62, throughput=123.456, logical_date="2026-03-01T10:00:00+00:00",
                   gate_reasons=["=cmd|' /C calc'!A0"])
@@ -113,9 +115,11 @@ def test_metrics_show_is_a_compact_table_by_default(db, capsys):
     lines = human.splitlines()
     assert "total" not in human and lines[-1] == "2 of 2 rows, newest first"  # issue 22: no bare "total  2" line
     table = lines
-    assert table[0].split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"]
+    assert table[0].split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img",
+                                "verdict"]
     assert set(table[1]) <= {"-", " "}
-    assert table[2].split() == ["run_b", "1", "ascend", "force_fp16", "80.00", "95.62", "9.50", "1.60", "regressed"]  # newest first
+    # newest first
+    assert table[2].split() == ["run_b", "1", "ascend", "force_fp16", "80.00", "95.62", "9.50", "1.60", "regressed"]
     assert table[3].split() == ["run_a", "16", "onnxruntime", "fp32", "81.37", "95.62", "123.46", "-", "ok"]
     assert [r["run_id"] for r in data["rows"]] == ["run_b", "run_a"] and data["total"] == 2
     assert data["rows"][1]["throughput"] == 123.456

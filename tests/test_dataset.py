@@ -27,7 +27,8 @@ def write_labels(path: Path, pairs) -> Path:
 def test_name_regex_takes_any_extension_case_and_gives_the_index():
     for name in ["ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000001.jpeg", "ILSVRC2012_val_00000001.jpg",
                  "ilsvrc2012_val_00000001.JpEg"]:
-        assert VAL_NAME_RE.search(name).group(1) == "00000001"
+        found = VAL_NAME_RE.search(name)
+        assert found and found.group(1) == "00000001"
     for name in ["ILSVRC2012_val_0000001.JPEG", "ILSVRC2012_val_00000001.png", "ILSVRC2012_val_00000001.JPEG.bak",
                  "x_ILSVRC2012_val_00000001.JPEG"]:
         assert VAL_NAME_RE.search(name) is None
@@ -162,7 +163,7 @@ def test_bad_limit_is_a_config_error(tmp_path, limit):
 def test_empty_or_missing_folder_is_an_error(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "cat.jpg").write_bytes(b"x")
-    with pytest.raises(DatasetError, match="holds no ILSVRC2012_val_XXXXXXXX.JPEG images"):
+    with pytest.raises(DatasetError, match=r"holds no ILSVRC2012_val_XXXXXXXX.JPEG images"):
         load_dataset(tmp_path / "empty")
     with pytest.raises(DatasetError, match="does not exist"):
         load_dataset(tmp_path / "missing")

@@ -11,8 +11,18 @@ import torch
 from PIL import Image
 
 from convmixer_tasks.dataset import load_dataset, read_labels
-from convmixer_tasks.demo import (CLASS_IDS, DEMO_VAL_COUNT, DEMO_VAL_SEED, DEMO_VARIANT, MARKER_NAME,
-                                  demo_checkpoint_path, demo_expected, make_demo_dataset, render_image, score_onnx)
+from convmixer_tasks.demo import (
+    CLASS_IDS,
+    DEMO_VAL_COUNT,
+    DEMO_VAL_SEED,
+    DEMO_VARIANT,
+    MARKER_NAME,
+    demo_checkpoint_path,
+    demo_expected,
+    make_demo_dataset,
+    render_image,
+    score_onnx,
+)
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.export import export_and_validate
 from convmixer_tasks.fileio import sha256_file
@@ -53,7 +63,7 @@ def test_names_and_label_file_have_the_imagenet_shape(demo_set):
     assert len(lines) == DEMO_VAL_COUNT
     parsed = [LINE_RE.match(line) for line in lines]
     assert all(parsed)
-    assert [int(m.group(1)) for m in parsed] == list(range(1, DEMO_VAL_COUNT + 1))
+    assert [int(m.group(1)) for m in parsed if m] == list(range(1, DEMO_VAL_COUNT + 1))
     # the project's own reader agrees, and every label is one of the demo classes' ImageNet ids
     labels = read_labels(demo_set.label_file)
     assert sorted(labels) == list(range(1, DEMO_VAL_COUNT + 1)) and set(labels.values()) == set(CLASS_IDS)
@@ -67,7 +77,8 @@ def test_classes_are_balanced_enough_that_wrong_labels_score_near_chance(demo_se
 
 
 def test_set_holds_grayscale_cmyk_tiny_and_extreme_aspect_images(demo_set):
-    modes, sizes = collections.Counter(), set()
+    modes: collections.Counter[str] = collections.Counter()
+    sizes = set()
     for path in demo_set.image_dir.iterdir():
         with Image.open(path) as image:
             assert image.format == "JPEG"
@@ -207,6 +218,6 @@ def test_committed_model_reproduces_its_expected_scores_and_wrong_labels_drop_to
     names, labels = [line.split()[0] for line in lines], [line.split()[1] for line in lines]
     shifted = tmp_path / "shifted" / "val_label.txt"
     shifted.parent.mkdir()
-    shifted.write_text("".join(f"{n} {l}\n" for n, l in zip(names, labels[1:] + labels[:1])))
+    shifted.write_text("".join(f"{n} {label}\n" for n, label in zip(names, labels[1:] + labels[:1], strict=True)))
     wrong = score_onnx(export.onnx_path, demo_set.__class__(**{**demo_set.__dict__, "label_file": shifted}))
     assert wrong["top1"] < 25.0

@@ -10,7 +10,7 @@ import pytest
 
 from convmixer_tasks import energy, fingerprint, quiet
 from convmixer_tasks.errors import ConfigError
-from tests.ascend_doubles import ascend_doubles, write_tiny_onnx  # noqa: F401 (fixture)
+from tests.ascend_doubles import write_tiny_onnx
 
 
 def scripted_clock(*times: float):
@@ -134,7 +134,7 @@ def test_rapl_unreadable_or_absent_says_why(tmp_path, monkeypatch):
 
 def test_a_busy_device_is_waited_for_then_timed_anyway():
     busy, idle = quiet.DeviceState(True, "AI Core 87 %"), quiet.DeviceState(False, "idle")
-    slept = []
+    slept: list[float] = []
     states = iter([busy, idle])
     state, waited = quiet.wait_until_idle(busy, lambda: next(states), 10, poll_s=2,
                                           clock=scripted_clock(0, 0, 2, 4, 4), sleep=slept.append)
@@ -302,19 +302,23 @@ def ascend_compiled(doubles, tmp_path):
     backend = doubles.backend()
     artifact = backend.compile(write_tiny_onnx(tmp_path / "tiny.onnx"), 2, tmp_path / "cache")
     info = backend.describe()
-    return CompiledModel(run_id="r1", batch_size=2, backend="ascend", precision="force_fp16", artifact=artifact, device=info.device,
-                         toolkit_version=info.toolkit_version, cached=False)
+    return CompiledModel(model_variant="convmixer_demo", run_id="r1", batch_size=2, backend="ascend",
+                         precision="force_fp16", artifact=artifact, device=info.device,
+                         toolkit_version=info.toolkit_version, cached=False, prep_dir=str(tmp_path / "prep"))
 
 
 def test_benchmark_step_records_energy_fingerprint_and_busy_device(ascend_doubles, tmp_path):
     from convmixer_tasks import benchmark_step
+    from convmixer_tasks.params import BenchmarkOptions
 
     # Constant 12.5 W and 4 ms per batch of 2 (500 images/s): 0.025 J per image and 40 images/s/W, exactly.
     ascend_doubles.mode(NPU_SMI_DOUBLE_POWER="12.5", AIS_BENCH_DOUBLE_FIXED_MS="4.0", NPU_SMI_DOUBLE_MODE="busy")
     compiled = ascend_compiled(ascend_doubles, tmp_path)
     settings = {"cann_set_env": str(ascend_doubles.set_env)}
-    summary = benchmark_step.benchmark_artifact(compiled, 3, tmp_path / "work", settings, idle_wait_s=0, power_period_s=0.05)
+    options = BenchmarkOptions(loop=3, remeasure=0, idle_wait_s=0, confirm=0)
+    summary = benchmark_step.benchmark_artifact(compiled, options, tmp_path / "work", settings, power_period_s=0.05)
     assert summary.throughput == pytest.approx(500.0)
+    assert summary.energy is not None and summary.fingerprint is not None
     assert summary.energy["source"] == "npu-smi info -t power -i 0" and summary.energy["samples"] >= 2
     assert summary.energy["mean_w"] == pytest.approx(12.5)
     assert summary.energy_j_per_image == pytest.approx(0.025) and summary.throughput_per_watt == pytest.approx(40.0)
@@ -324,7 +328,8 @@ def test_benchmark_step_records_energy_fingerprint_and_busy_device(ascend_double
         "NPU 0 chip 0: AI Core 87 %; process 48213 python3 (2048 MB) (still busy after waiting 0 s; timed anyway)"
     )
     assert env["cores_used"] == 1 and "cpu_steal_pct" in env
-    assert quiet.device_warning(env).startswith("throughput measured on a busy device: NPU 0 chip 0: AI Core 87 %")
+    warning = quiet.device_warning(env)
+    assert warning and warning.startswith("throughput measured on a busy device: NPU 0 chip 0: AI Core 87 %")
 
 
 def test_the_gate_names_a_busy_device_in_the_verdict_and_keeps_its_history(metrics_url):

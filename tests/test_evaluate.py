@@ -35,7 +35,7 @@ def _row(label: int, rank: int, seed: int) -> np.ndarray:
     """10 distinct logits (exact in '%f' text) whose descending order puts ``label`` at position ``rank``."""
     others = [c for c in range(NUM_CLASSES) if c != label]
     np.random.default_rng(seed).shuffle(others)
-    order = others[:rank] + [label] + others[rank:]
+    order = [*others[:rank], label, *others[rank:]]
     row = np.empty(NUM_CLASSES, dtype=np.float32)
     for position, cls in enumerate(order):
         row[cls] = 4.5 - 0.75 * position
@@ -246,12 +246,12 @@ def test_output_not_in_manifest(case):
 
 
 def test_manifest_image_without_label(case):
-    labels = _write_labels(case["tmp"] / "short.txt", {i: l for i, (l, _) in HAND.items() if i != 4})
+    labels = _write_labels(case["tmp"] / "short.txt", {i: label for i, (label, _) in HAND.items() if i != 4})
     _assert_refused(case, r"no label.*ILSVRC2012_val_00000004", labels=labels, prep_dir=case["prep"])
 
 
 def test_reference_mapping_row_without_label(case):
-    labels = _write_labels(case["tmp"] / "gap.txt", {i: l for i, (l, _) in HAND.items() if i != 4})
+    labels = _write_labels(case["tmp"] / "gap.txt", {i: label for i, (label, _) in HAND.items() if i != 4})
     _assert_refused(case, r"input_00001_0\.bin row 0 → ILSVRC2012_val_00000004", labels=labels, batch_size=BATCH)
 
 
@@ -300,7 +300,8 @@ def test_batch_size_flag_disagrees_with_manifest(case):
 
 def test_wrong_class_count_in_npy(case):
     outputs = _write_outputs(case["tmp"] / "npy11", "npy", [np.zeros((3, 11), np.float32)] * 3)
-    _assert_refused(case, r"input_0000\d_0\.npy holds 33 values.*10 class logits", outputs=outputs, prep_dir=case["prep"])
+    _assert_refused(case, r"input_0000\d_0\.npy holds 33 values.*10 class logits", outputs=outputs,
+                    prep_dir=case["prep"])
 
 
 def test_ragged_txt_row(case):

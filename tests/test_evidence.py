@@ -11,7 +11,6 @@ import pytest
 from convmixer_tasks import evidence
 from convmixer_tasks.errors import ConfigError, EvalError
 from convmixer_tasks.fidelity import check_thresholds, fidelity_metrics, subset_positions, summarise
-from tests.ascend_doubles import ascend_doubles  # noqa: F401 (fixture)
 
 
 def preds(labels, top1, indices=None, classes=4) -> evidence.Predictions:
@@ -56,7 +55,7 @@ def test_flips_count_both_directions_and_name_the_images():
 
 def test_pairing_other_images_or_labels_is_one_clear_error():
     base = preds([0, 1, 2], [0, 1, 2])
-    with pytest.raises(EvalError, match="covers other images than run A.*same image set"):
+    with pytest.raises(EvalError, match=r"covers other images than run A.*same image set"):
         evidence.flips(base, preds([0, 1, 2], [0, 1, 2], indices=[1, 2, 4]), "run A", "run B")
     with pytest.raises(EvalError, match="covers other images"):
         evidence.flips(base, preds([0, 1], [0, 1]), "run A", "run B")
@@ -118,9 +117,9 @@ def test_fidelity_summary_names_each_breach():
 
 
 def test_output_width_mismatch_and_bad_thresholds_are_refused():
-    with pytest.raises(EvalError, match="artifact outputs are .*10.* the ONNX gives .*1000.*compile the artifact"):
+    with pytest.raises(EvalError, match=r"artifact outputs are .*10.* the ONNX gives .*1000.*compile the artifact"):
         fidelity_metrics(np.zeros((2, 1000)), np.zeros((2, 10)))
-    with pytest.raises(ConfigError, match="unknown fidelity threshold.*min_cosin"):
+    with pytest.raises(ConfigError, match=r"unknown fidelity threshold.*min_cosin"):
         check_thresholds({"min_cosin": 0.9})
     with pytest.raises(ConfigError, match="max_kl must be a finite number >= 0"):
         check_thresholds({"max_kl": -1})
@@ -130,7 +129,7 @@ def test_subset_is_fixed_seeded_and_bounded():
     first, again = subset_positions(1000, 256), subset_positions(1000, 256)
     assert np.array_equal(first, again) and first.size == 256 and np.all(np.diff(first) > 0)
     assert subset_positions(100, None).size == 100  # default 256, capped at a smaller set
-    with pytest.raises(ConfigError, match="subset of 300 images is larger than the 250 evaluated.*at most 250"):
+    with pytest.raises(ConfigError, match=r"subset of 300 images is larger than the 250 evaluated.*at most 250"):
         subset_positions(250, 300)
 
 
@@ -249,10 +248,13 @@ def test_cli_fidelity_runs_the_artifact_and_the_onnx_on_the_subset(tmp_path, cap
 
     demo = make_demo_dataset(tmp_path / "demo", count=6)
     onnx_path = write_tiny_onnx(tmp_path / "tiny.onnx", classes=1000)
-    assert cli.main(["-o", "json", "compile", "--onnx", str(onnx_path), "--batch-size", "2", "--output", str(tmp_path / "c")]) == 0
+    compile_argv = ["-o", "json", "compile", "--onnx", str(onnx_path), "--batch-size", "2",
+                    "--output", str(tmp_path / "c")]
+    assert cli.main(compile_argv) == 0
     artifact = json.loads(capsys.readouterr().out)["path"]
-    argv = ["-o", "json", "fidelity", "--onnx", str(onnx_path), "--artifact", artifact, "--image-path", str(demo.image_dir),
-            "--label-file", str(demo.label_file), "--work-dir", str(tmp_path / "w")]
+    argv = ["-o", "json", "fidelity", "--onnx", str(onnx_path), "--artifact", artifact,
+            "--image-path", str(demo.image_dir), "--label-file", str(demo.label_file),
+            "--work-dir", str(tmp_path / "w")]
     assert cli.main([*argv, "--subset", "5"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == 5 and summary["breaches"] == [] and not summary["reference_cached"]
@@ -265,12 +267,13 @@ def test_cli_fidelity_runs_the_artifact_and_the_onnx_on_the_subset(tmp_path, cap
 
 
 def test_the_evidence_param_keeps_defaults_for_left_out_keys_and_refuses_typos():
-    from convmixer_tasks.params import evidence_options
+    from convmixer_tasks.local_run import local_params
+    from convmixer_tasks.params import EvidenceOptions
 
-    options = evidence_options({"evidence": {"fidelity_subset": 64}})
-    assert options == {"fidelity_subset": 64, "min_cosine": 0.99, "max_rel_euclidean": 0.05, "max_kl": 0.005,
-                       "top1_significance": 0.01}
-    with pytest.raises(ConfigError, match="unknown key.*fidelity_subsett in param evidence"):
-        evidence_options({"evidence": {"fidelity_subsett": 64}})
-    with pytest.raises(ConfigError, match=r"top1_significance must be a p-value threshold in \(0, 1\], got 0"):
-        evidence_options({"evidence": {"top1_significance": 0}})
+    options = local_params("work", evidence={"fidelity_subset": 64}).evidence
+    assert options == EvidenceOptions(fidelity_subset=64, min_cosine=0.99, max_rel_euclidean=0.05, max_kl=0.005,
+                                      top1_significance=0.01)
+    with pytest.raises(ConfigError, match="param evidence: .*'fidelity_subsett' was unexpected"):
+        local_params("work", evidence={"fidelity_subsett": 64})
+    with pytest.raises(ConfigError, match=r"param evidence.top1_significance: 0 is less than or equal to the minimum"):
+        local_params("work", evidence={"top1_significance": 0})

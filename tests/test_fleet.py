@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from convmixer_tasks.errors import ConfigError
@@ -63,11 +65,21 @@ def test_param_chips_are_checked_like_the_setting():
         parse_chips([3], where="param chips")  # type: ignore[list-item]
 
 
-ANSWER = {
+ANSWER: dict[str, list[dict[str, Any]]] = {
     "npu310@a": [{"name": "npu.310P3", "exchange": {"name": "npu.310P3"}}],
     "npu310@b": [{"name": "npu.310P3"}],
     "default@c": [{"name": "default"}],
 }
+
+
+def recording(asked: list[float]):
+    """An active_queues double answering ANSWER and noting each timeout it was given."""
+
+    def active_queues(timeout: float) -> dict[str, list[dict[str, Any]]]:
+        asked.append(timeout)
+        return ANSWER
+
+    return active_queues
 
 
 def test_served_queues_lists_the_workers_of_each_queue():
@@ -76,8 +88,8 @@ def test_served_queues_lists_the_workers_of_each_queue():
 
 
 def test_a_served_chip_passes_and_the_inspect_call_gets_the_timeout():
-    asked = []
-    chip_workers_missing({"310P3": "npu.310P3"}, lambda timeout: asked.append(timeout) or ANSWER, timeout=1.5)
+    asked: list[float] = []
+    chip_workers_missing({"310P3": "npu.310P3"}, recording(asked), timeout=1.5)
     assert asked == [1.5]
 
 
@@ -111,8 +123,8 @@ def test_a_run_asks_for_configured_chips_only():
      ("airflow.providers.edge3.executors.EdgeExecutor", False)],
 )  # fmt: skip
 def test_only_a_celery_executor_is_asked_about_workers(executor, celery):
-    asked = []
-    line = check_chip_workers({"310P3": "npu.310P3"}, executor, lambda timeout: asked.append(timeout) or ANSWER)
+    asked: list[float] = []
+    line = check_chip_workers({"310P3": "npu.310P3"}, executor, recording(asked))
     assert bool(asked) is celery
     assert ("not checking" in line) is not celery
 

@@ -12,6 +12,7 @@ import pytest
 from convmixer_tasks import fingerprint, gate, metrics
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.models import get_card, registry
+from tests.stored import stored_run
 from tests.test_metrics import DAY0, make_row
 
 BASELINE = 81.37  # convmixer_1536_20's card
@@ -94,7 +95,7 @@ def test_known_baselines(tmp_path, monkeypatch):
     assert gate.known_baseline_top1("convmixer_demo") == 63.0  # read when asked, not cached at import
     for broken in ("{not json", json.dumps({"top1": 60}), json.dumps({"expected_top1": "high"})):
         demo_json.write_text(broken)
-        with pytest.raises(ConfigError, match="demo_model.json"):
+        with pytest.raises(ConfigError, match=r"demo_model.json"):
             gate.known_baseline_top1("convmixer_demo")
 
 
@@ -103,7 +104,7 @@ def test_known_baselines(tmp_path, monkeypatch):
 MODEL, BACKEND, DEVICE, BS = "convmixer_1536_20", "ascend", "Ascend310P3", 8
 
 
-def record(url: str, run_id: str, day: int, throughput: float, status: str = "ok", top1: float = 81.5,
+def record(url: str, run_id: str, day: int, throughput: float, status: str = "ok", top1: float | None = 81.5,
            **overrides) -> None:
     accuracy = dict(top1=None, top5=None) if top1 is None else dict(top1=top1, top5=95.5)
     values = dict(run_id=run_id, logical_date=DAY0 + timedelta(days=day), model_variant=MODEL, backend=BACKEND,
@@ -127,7 +128,7 @@ def test_apply_gate_stores_regressed_then_raises(metrics_url):
     record(metrics_url, "today", 9, 50.0, status="pending")  # as the record step leaves it
     with pytest.raises(RegressionError) as caught:
         gate.apply_gate(metrics_url, "today", BS, BACKEND, runs=1)  # single-run verdicts (a host with no neighbours)
-    stored = metrics.get_run(metrics_url, "today", BS, BACKEND)
+    stored = stored_run(metrics_url, "today", BS, BACKEND)
     assert stored["status"] == "regressed" and stored["throughput_check"] == "regressed"
     assert stored["baseline_throughput"] == statistics.median(STEADY)
     assert 0 <= stored["throughput_p_value"] < gate.tp.DEFAULT_ALPHA
@@ -140,7 +141,7 @@ def test_apply_gate_stores_regressed_then_raises(metrics_url):
     record(metrics_url, "today", 9, statistics.median(STEADY), status="pending")
     decision = gate.apply_gate(metrics_url, "today", BS, BACKEND)
     assert decision.status == "ok" and decision.throughput_check == "ok"
-    assert metrics.get_run(metrics_url, "today", BS, BACKEND)["status"] == "ok"
+    assert stored_run(metrics_url, "today", BS, BACKEND)["status"] == "ok"
 
 
 def test_a_drop_beyond_the_tolerance_that_the_history_noise_explains_is_not_a_regression(metrics_url):
@@ -171,7 +172,7 @@ def test_too_noisy_run_is_inconclusive_does_not_fail_and_is_not_history(metrics_
         record(metrics_url, f"h{day}", day, value)
     record(metrics_url, "hogged", 9, 40.0, status="pending", latency_cv=0.35, measurements=3)
     decision = gate.apply_gate(metrics_url, "hogged", BS, BACKEND)  # no RegressionError
-    row = metrics.get_run(metrics_url, "hogged", BS, BACKEND)
+    row = stored_run(metrics_url, "hogged", BS, BACKEND)
     assert decision.status == row["status"] == "inconclusive" and row["throughput_check"] == "noisy"
     assert "CV 35.0% > 10%" in row["gate_reasons"][1] and "3 measurements" in row["gate_reasons"][1]
     record(metrics_url, "next", 10, 100.0, status="pending")
@@ -196,7 +197,7 @@ def test_busy_host_turns_a_regression_into_inconclusive(metrics_url, busy, why):
     record(metrics_url, "today", 9, 5.0, status="pending", fingerprint=busy)
     with pytest.raises(RegressionError):
         gate.apply_gate(metrics_url, "today", BS, BACKEND, runs=1)
-    reasons = metrics.get_run(metrics_url, "today", BS, BACKEND)["gate_reasons"]
+    reasons = stored_run(metrics_url, "today", BS, BACKEND)["gate_reasons"]
     assert any(f"busy host: {why}" in reason for reason in reasons)
 
 
@@ -224,12 +225,12 @@ def test_row_without_samples_says_what_was_not_judged(metrics_url):
 def test_apply_gate_turns_pending_into_ok_and_stores_the_verdict(metrics_url):
     record(metrics_url, "earlier", 0, 100.0)
     record(metrics_url, "fresh", 1, 95.0, status="pending")
-    assert metrics.get_run(metrics_url, "fresh", BS, BACKEND)["gate_reasons"] is None
+    assert stored_run(metrics_url, "fresh", BS, BACKEND)["gate_reasons"] is None
     decision = gate.apply_gate(metrics_url, "fresh", BS, BACKEND)
-    row = metrics.get_run(metrics_url, "fresh", BS, BACKEND)
+    row = stored_run(metrics_url, "fresh", BS, BACKEND)
     assert decision.status == row["status"] == "ok"
     assert row["gate_reasons"] == decision.reasons and row["baseline_throughput"] == 100.0
-    assert [metrics.get_run(metrics_url, run, BS, BACKEND)["status"] for run in ("fresh", "earlier")] == ["ok", "ok"]
+    assert [stored_run(metrics_url, run, BS, BACKEND)["status"] for run in ("fresh", "earlier")] == ["ok", "ok"]
     # A retried gate task finds the row already gated and decides again, to the same verdict.
     assert gate.apply_gate(metrics_url, "fresh", BS, BACKEND) == decision
 
@@ -238,7 +239,7 @@ def test_apply_gate_accuracy_and_overrides(metrics_url):
     record(metrics_url, "first", 0, 100.0, top1=80.0, status="pending")
     with pytest.raises(RegressionError, match="top1 regressed"):
         gate.apply_gate(metrics_url, "first", BS, BACKEND)
-    row = metrics.get_run(metrics_url, "first", BS, BACKEND)
+    row = stored_run(metrics_url, "first", BS, BACKEND)
     assert row["status"] == "regressed"
     assert any("only 0 " in reason for reason in row["gate_reasons"])
 
@@ -253,4 +254,4 @@ def test_apply_gate_refuses_missing_and_failed_rows(metrics_url):
     record(metrics_url, "crashed", 0, 1.0, status="failed", top1=None)
     with pytest.raises(MetricsError, match="nothing to gate"):
         gate.apply_gate(metrics_url, "crashed", BS, BACKEND)
-    assert metrics.get_run(metrics_url, "crashed", BS, BACKEND)["status"] == "failed"
+    assert stored_run(metrics_url, "crashed", BS, BACKEND)["status"] == "failed"

@@ -9,8 +9,8 @@ import pytest
 
 from convmixer_tasks import cli
 from convmixer_tasks.demo import demo_expected
-from convmixer_tasks.local_run import run_chain
-from tests.ascend_doubles import ascend_doubles  # noqa: F401  (fixture)
+from convmixer_tasks.local_run import local_params, run_chain
+from tests.stored import stored_run
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def work_dir(tmp_path_factory):
 
 def test_demo_run_reproduces_the_committed_top1_at_each_batch_size(work_dir):
     expected = demo_expected()
-    summary = run_chain(work_dir=work_dir, batch_sizes=[4, 16], loop=3)
+    summary = run_chain(local_params(work_dir, batch_sizes=[4, 16], benchmark_loop=3), work_dir)
 
     assert [row["batch_size"] for row in summary["rows"]] == [4, 16]
     for row in summary["rows"]:
@@ -40,7 +40,7 @@ def test_second_run_reuses_prep_onnx_and_artifacts(work_dir):
     first_prep = sorted((work_dir / "cache" / "prep").rglob("input_*.bin"))
     mtimes = {path: path.stat().st_mtime_ns for path in first_prep}
 
-    summary = run_chain(work_dir=work_dir, batch_sizes=[4, 16], loop=3)
+    summary = run_chain(local_params(work_dir, batch_sizes=[4, 16], benchmark_loop=3), work_dir)
 
     assert summary["cached"] == {"preprocess": True, "export": True, "compile": True}
     assert {path: path.stat().st_mtime_ns for path in first_prep} == mtimes
@@ -48,10 +48,11 @@ def test_second_run_reuses_prep_onnx_and_artifacts(work_dir):
 
 
 @pytest.mark.slow
-def test_ascend_path_gives_the_same_top1_as_onnxruntime(ascend_doubles, tmp_path):  # noqa: F811
+def test_ascend_path_gives_the_same_top1_as_onnxruntime(ascend_doubles, tmp_path):
     """The whole chain through ATC + ais_bench (doubles that run the OM's ONNX) scores exactly like ONNX Runtime."""
     settings = {"cann_set_env": str(ascend_doubles.set_env)}
-    summary = run_chain(work_dir=tmp_path, batch_sizes=[8], backend="ascend", loop=2, backend_settings=settings)
+    run = local_params(tmp_path, batch_sizes=[8], backend="ascend", benchmark_loop=2)
+    summary = run_chain(run, tmp_path, backend_settings=settings)
 
     row = summary["rows"][0]
     assert row["backend"] == "ascend" and row["device"] == "Ascend310P3"
@@ -60,7 +61,7 @@ def test_ascend_path_gives_the_same_top1_as_onnxruntime(ascend_doubles, tmp_path
     assert row["toolkit_version"] and row["toolkit_version"] != "unknown"
 
 
-def test_cli_run_maps_over_precision_modes_on_ascend(ascend_doubles, tmp_path, capsys):  # noqa: F811
+def test_cli_run_maps_over_precision_modes_on_ascend(ascend_doubles, tmp_path, capsys):
     argv = ["-o", "json", "run", "--work-dir", str(tmp_path), "--backend", "ascend", "--cann-set-env",
             str(ascend_doubles.set_env), "--batch-size", "8", "--loop", "2", "--limit", "16",
             "--precision-mode", "force_fp16", "must_keep_origin_dtype", "--gelu-implmode", "none"]
@@ -72,7 +73,8 @@ def test_cli_run_maps_over_precision_modes_on_ascend(ascend_doubles, tmp_path, c
     assert all("op_select_implmode" not in row["fingerprint"] for row in rows)  # none: no implmode flag was passed
     fp16, keep = rows
     assert keep["fidelity_min_cosine"] == pytest.approx(1.0, abs=1e-9)  # fp32 compute: the ONNX's numbers
-    assert fp16["fidelity_min_cosine"] < keep["fidelity_min_cosine"] and fp16["evidence"]["fidelity"]["max_abs_diff"] > 0
+    assert fp16["fidelity_min_cosine"] < keep["fidelity_min_cosine"]
+    assert fp16["evidence"]["fidelity"]["max_abs_diff"] > 0
 
 
 def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_dir, capsys):
@@ -85,7 +87,8 @@ def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_
     assert row["top1"] == demo_expected()["expected_top1"]
     assert not human.lstrip().startswith("{")
     header = next(line for line in human.splitlines() if line.startswith("run "))
-    assert header.split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"]
+    assert header.split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img",
+                              "verdict"]
     # ONNX Runtime on the CPU: energy from RAPL where this host lets us read it, else empty with the reason why.
     if row["energy_j_per_image"] is None:
         assert row["throughput_per_watt"] is None and "RAPL" in row["energy"]["reason"]
@@ -186,14 +189,14 @@ def test_demo_training_is_a_cli_step():
 
 def test_cli_run_with_record_gates_its_rows_like_the_dag(work_dir, tmp_path, capsys):
     """The one-process run records and gates (issue: its rows used to stay pending forever)."""
-    from convmixer_tasks import metrics
 
     url = f"sqlite:///{tmp_path / 'metrics.db'}"
-    argv = ["-o", "json", "run", "--work-dir", str(work_dir), "--batch-size", "4", "--loop", "3", "--record", "--url", url]
+    argv = ["-o", "json", "run", "--work-dir", str(work_dir), "--batch-size", "4", "--loop", "3", "--record",
+            "--url", url]
     assert cli.main([*argv, "--max-cv-pct", "1000"]) == 0  # any dispersion accepted: judged
     summary = json.loads(capsys.readouterr().out)
     [row] = summary["rows"]
-    stored = metrics.get_run(url, summary["run_id"], 4, "onnxruntime")
+    stored = stored_run(url, summary["run_id"], 4, "onnxruntime")
     assert stored["status"] == summary["verdicts"][0]["status"] == "ok"  # no history yet: nothing to regress against
     assert stored["throughput_check"] == "unjudged" and stored["sample_count"] == 3 and stored["warmup_count"] == 5
     assert stored["fingerprint_key"] == row["fingerprint_key"] and stored["fingerprint"]["backend"] == "onnxruntime"
@@ -202,5 +205,5 @@ def test_cli_run_with_record_gates_its_rows_like_the_dag(work_dir, tmp_path, cap
     # No real timing has a CV under 0.001 %: re-measured twice, then inconclusive, and the run does not fail.
     assert cli.main([*argv, "--max-cv-pct", "0.001", "--remeasure", "2"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    stored = metrics.get_run(url, summary["run_id"], 4, "onnxruntime")
+    stored = stored_run(url, summary["run_id"], 4, "onnxruntime")
     assert stored["status"] == "inconclusive" and stored["measurements"] == 3 and stored["throughput_check"] == "noisy"

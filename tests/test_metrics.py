@@ -11,7 +11,7 @@ import dataclasses
 import json
 import os
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -21,9 +21,10 @@ from convmixer_tasks import metrics
 from convmixer_tasks.errors import ConfigError, MetricsError
 from convmixer_tasks.metrics.engine import alembic_config, get_engine
 from convmixer_tasks.metrics.schema import KEY_COLUMNS, TABLE_NAME, VERSION_TABLE, Base, MetricsRow, ValidationRun
+from tests.stored import stored_row, stored_run
 
-DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
-HEAD = "0007"  # the newest migration
+DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+HEAD = "0008"  # the newest migration
 
 
 # --- helpers (test_gate.py imports these; the database fixtures are in tests/conftest.py) ------------------------
@@ -41,20 +42,12 @@ def make_row(**overrides) -> dict:
 
 def count_rows(url: str) -> int:
     with get_engine(url).connect() as connection:
-        return connection.scalar(sa.select(sa.func.count()).select_from(ValidationRun))
+        count = connection.scalar(sa.select(sa.func.count()).select_from(ValidationRun))
+        assert count is not None, "COUNT(*) always gives a row"
+        return count
 
 
 # --- migration ------------------------------------------------------------------------------------------------
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_url(request, tmp_path, fresh_pg_database):
-    """A database that has never been migrated."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'sub' / 'fresh.db'}"  # the folder does not exist yet either
-    else:
-        with fresh_pg_database() as url:
-            yield url
-
 
 def test_upgrade_creates_table_and_is_idempotent(empty_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near: configuration is in code
@@ -67,18 +60,18 @@ def test_upgrade_creates_table_and_is_idempotent(empty_url, tmp_path, monkeypatc
 
     row_id = metrics.record_run(empty_url, make_row())
     assert metrics.upgrade(empty_url) == HEAD  # second run: no error, data kept, one version row
-    assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["id"] == row_id
+    assert stored_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["id"] == row_id
     assert version_rows(empty_url) == [HEAD]
 
 
 def version_rows(url: str) -> list[str]:
     with get_engine(url).connect() as connection:
-        return connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+        return list(connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all())
 
 
 def insert_raw(url: str, **values) -> None:
     """Insert past record_run's validation, so only the database's own constraints judge the row."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     base = dict(run_id="raw", logical_date=now, model_variant="m", backend="b", batch_size=1,
                 created_at=now, updated_at=now)
     with get_engine(url).begin() as connection:
@@ -133,9 +126,9 @@ def test_upgrade_from_0001_keeps_rows_and_allows_pending(empty_url):
     assert metrics.upgrade(empty_url) == HEAD
     assert read_old(empty_url, "manual__2026-11-01") == before
     assert before["id"] == row_id and before["status"] == "ok"
-    assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["samples_ms"] is None
-    assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["evidence"] is None  # 0003
-    assert metrics.get_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["precision_mode"] == "fp32"  # 0005
+    assert stored_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["samples_ms"] is None
+    assert stored_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["evidence"] is None  # 0003
+    assert stored_run(empty_url, "manual__2026-11-01", 4, "onnxruntime")["precision_mode"] == "fp32"  # 0005
     insert_raw(empty_url, status="pending", top1=50.0, top5=60.0, precision_mode="fp32")
     with pytest.raises(sa.exc.IntegrityError):  # the other constraints survived the rebuild (SQLite batch mode)
         insert_raw(empty_url, run_id="raw2", status="pending", precision_mode="fp32")
@@ -175,7 +168,7 @@ def test_concurrent_upgrades_queue_instead_of_racing(empty_url):
         try:
             barrier.wait()
             results.append(metrics.upgrade(empty_url))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(3)]
@@ -195,7 +188,7 @@ def test_migration_0005_keys_rows_by_precision_and_refuses_a_lossy_downgrade(emp
     metrics.upgrade(empty_url, revision="0004")
     record_old(empty_url, run_id="old-npu", backend="ascend", device="Ascend310P3")
     metrics.upgrade(empty_url)
-    assert metrics.get_run(empty_url, "old-npu", 4, "ascend")["precision_mode"] == "force_fp16"
+    assert stored_run(empty_url, "old-npu", 4, "ascend")["precision_mode"] == "force_fp16"
     fp16 = metrics.record_run(empty_url, make_row(run_id="r", backend="ascend", precision_mode="force_fp16"))
     fp32 = metrics.record_run(empty_url, make_row(run_id="r", backend="ascend", precision_mode="must_keep_origin_dtype",
                                                   energy={"source": "npu-smi", "samples": 3}, energy_j_per_image=0.5))
@@ -206,7 +199,7 @@ def test_migration_0005_keys_rows_by_precision_and_refuses_a_lossy_downgrade(emp
         connection.execute(sa.insert(ChangePoint).values(
             series_key="s", series={"backend": "ascend"}, metric="throughput", start_row_id=fp32,
             magnitude_pct=-5.0, created_at=DAY0))
-    with pytest.raises(RuntimeError, match="1 run × batch size × backend.*more than one precision mode"):
+    with pytest.raises(RuntimeError, match=r"1 run × batch size × backend.*more than one precision mode"):
         downgrade(empty_url, "0004")
     with get_engine(empty_url).begin() as connection:
         connection.execute(sa.text("PRAGMA foreign_keys=ON") if empty_url.startswith("sqlite") else sa.text("SELECT 1"))
@@ -240,14 +233,14 @@ def test_database_constraints_back_up_validation(metrics_url):
 
 def test_retry_updates_the_same_row(metrics_url):
     first_id = metrics.record_run(metrics_url, make_row(status="failed", top1=None, top5=None, throughput=None))
-    first = metrics.get_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
+    first = stored_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
     assert first["top1"] is None and first["status"] == "failed"
 
     retry = MetricsRow(run_id="manual__2026-11-01", model_variant="convmixer_demo", backend="onnxruntime",
                        batch_size=4, status="ok", top1=71.5, top5=91.0, throughput=123.0, device="cpu-x86")
     assert metrics.record_run(metrics_url, retry) == first_id
     assert count_rows(metrics_url) == 1
-    after = metrics.get_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
+    after = stored_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
     assert (after["status"], after["top1"], after["top5"], after["throughput"]) == ("ok", 71.5, 91.0, 123.0)
     assert after["created_at"] == first["created_at"]
     assert after["updated_at"] > first["updated_at"]
@@ -269,7 +262,7 @@ def test_keep_gated_leaves_a_verdict_but_replaces_a_pending_row(metrics_url):
                        gate_reasons=["crashed"]) for run_id in (*ids, "new")]
     recorded = metrics.record_runs(metrics_url, failed, keep_gated=True)
     assert recorded[:3] == list(ids.values()) and count_rows(metrics_url) == 4
-    rows = {run_id: metrics.get_run(metrics_url, run_id, 4, "onnxruntime") for run_id in (*ids, "new")}
+    rows = {run_id: stored_run(metrics_url, run_id, 4, "onnxruntime") for run_id in (*ids, "new")}
     assert (rows["gated-ok"]["status"], rows["gated-ok"]["top1"], rows["gated-ok"]["gate_reasons"]) == \
         ("ok", 70.0, ["ok"])
     assert (rows["gated-slow"]["status"], rows["gated-slow"]["gate_reasons"]) == ("regressed", ["regressed"])
@@ -277,7 +270,7 @@ def test_keep_gated_leaves_a_verdict_but_replaces_a_pending_row(metrics_url):
     assert rows["new"]["status"] == "failed"
     # Without keep_gated (a retried record step) the latest attempt replaces even a verdict.
     metrics.record_runs(metrics_url, failed[:1])
-    assert metrics.get_run(metrics_url, "gated-ok", 4, "onnxruntime")["status"] == "failed"
+    assert stored_run(metrics_url, "gated-ok", 4, "onnxruntime")["status"] == "failed"
 
 
 def test_concurrent_inserts_of_one_key_leave_one_row(metrics_url):
@@ -289,7 +282,7 @@ def test_concurrent_inserts_of_one_key_leave_one_row(metrics_url):
         try:
             barrier.wait()
             ids.append(metrics.record_run(metrics_url, make_row(throughput=throughput)))
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=write, args=(100.0 + i,)) for i in range(writers)]
@@ -299,7 +292,7 @@ def test_concurrent_inserts_of_one_key_leave_one_row(metrics_url):
         thread.join()
     assert errors == []
     assert len(set(ids)) == 1 and count_rows(metrics_url) == 1
-    stored = metrics.get_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")["throughput"]
+    stored = stored_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")["throughput"]
     assert stored in {100.0 + i for i in range(writers)}
 
 
@@ -372,7 +365,7 @@ def test_record_runs_writes_all_rows_or_none(metrics_url):
         assert count_rows(metrics_url) == 0
 
     ids = metrics.record_runs(metrics_url, rows)
-    assert ids == [metrics.get_run(metrics_url, "manual__2026-11-01", size, "onnxruntime")["id"] for size in (1, 8)]
+    assert ids == [stored_run(metrics_url, "manual__2026-11-01", size, "onnxruntime")["id"] for size in (1, 8)]
     assert metrics.record_runs(metrics_url, rows) == ids  # a retry replaces the same rows
     assert count_rows(metrics_url) == 2
 
@@ -386,7 +379,7 @@ def test_failed_run_keeps_no_accuracy_and_datetimes_are_utc(metrics_url):
                                              logical_date=datetime(2026, 11, 2, 16, 0, tzinfo=tz),
                                              started_at="2026-11-02T07:59:00Z",
                                              finished_at=datetime(2026, 11, 2, 8, 1)))  # naive = UTC
-    row = metrics.get_run(metrics_url, "manual__2026-11-01", 16, "onnxruntime")
+    row = stored_run(metrics_url, "manual__2026-11-01", 16, "onnxruntime")
     assert (row["status"], row["top1"], row["top5"], row["throughput"]) == ("failed", None, None, 5.5)
     assert row["logical_date"] == "2026-11-02T08:00:00+00:00"
     assert row["started_at"] == "2026-11-02T07:59:00+00:00"
@@ -397,7 +390,7 @@ def test_update_status(metrics_url):
     metrics.record_run(metrics_url, make_row())
     metrics.update_status(metrics_url, "manual__2026-11-01", 4, "onnxruntime", "regressed", ["too slow"],
                           baseline_throughput=150.0)
-    row = metrics.get_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
+    row = stored_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
     assert (row["status"], row["gate_reasons"], row["baseline_throughput"]) == ("regressed", ["too slow"], 150.0)
 
     with pytest.raises(MetricsError, match="record_run it"):
@@ -408,7 +401,7 @@ def test_update_status(metrics_url):
     metrics.record_run(metrics_url, make_row(run_id="broken", status="failed", top1=None, top5=None))
     with pytest.raises(MetricsError, match="no accuracy"):
         metrics.update_status(metrics_url, "broken", 4, "onnxruntime", "ok", ["looks fine"])
-    assert metrics.get_run(metrics_url, "broken", 4, "onnxruntime")["status"] == "failed"
+    assert stored_run(metrics_url, "broken", 4, "onnxruntime")["status"] == "failed"
 
 
 # --- queries --------------------------------------------------------------------------------------------------
@@ -601,7 +594,7 @@ def test_resolve_metrics_url_precedence(tmp_path):
         f"sqlite:///{tmp_path / 'other' / 'convmixer_metrics.db'}"
     home_default = metrics.resolve_metrics_url(env={})
     assert home_default == f"sqlite:///{os.path.expanduser('~/airflow')}/convmixer_metrics.db"
-    assert make_url(home_default).database.startswith("/")  # absolute: tasks run from any working directory
+    assert (make_url(home_default).database or "").startswith("/")  # absolute: tasks run from any working directory
 
 
 def test_mask_url():
@@ -695,7 +688,7 @@ def test_rows_by_run_time_and_the_light_history_agree_on_when_a_run_ran(metrics_
 
 
 def test_the_light_history_refuses_an_unknown_column(metrics_url):
-    with pytest.raises(MetricsError, match="unknown metrics column.*top_one"):
+    with pytest.raises(MetricsError, match=r"unknown metrics column.*top_one"):
         metrics.history_rows(metrics_url, ["run_id", "top_one"])
 
 
@@ -709,33 +702,35 @@ def test_a_rows_series_neighbours_by_run_time_never_mix_precision_or_device(metr
               make_row(run_id="run9", device="cpu-arm", started_at=times[2]),  # another device
               make_row(run_id="run8", batch_size=1, started_at=times[2])]  # another batch size
     metrics.record_runs(metrics_url, others)
-    middle = metrics.get_row(metrics_url, ids[3])
+    middle = stored_row(metrics_url, ids[3])
     assert middle["run_id"] == "run3" and middle["ran_at"] == times[3].isoformat()
     earlier, following = metrics.series_neighbours(metrics_url, middle, ["id", "run_id", "ran_at"], earlier=2)
     assert [row["run_id"] for row in earlier] == ["run2", "run1"]  # newest first, the tie broken by id
-    assert following["run_id"] == "run4" and following["ran_at"] == times[4].isoformat()
-    first = metrics.get_row(metrics_url, ids[0])
+    assert following is not None and following["run_id"] == "run4" and following["ran_at"] == times[4].isoformat()
+    first = stored_row(metrics_url, ids[0])
     assert metrics.series_neighbours(metrics_url, first, ["id"], earlier=5) == ([], {"id": ids[1]})
-    last = metrics.get_row(metrics_url, ids[4])
+    last = stored_row(metrics_url, ids[4])
     assert metrics.series_neighbours(metrics_url, last, ["run_id"], earlier=0) == ([], None)
     assert metrics.get_row(metrics_url, 10**6) is None
     assert metrics.count_runs(metrics_url) == 8 and metrics.count_runs(metrics_url, batch_size=1) == 1
     assert len(metrics.history_rows(metrics_url, ["id"], limit=3)) == 3
     with pytest.raises(MetricsError, match="row id must be"):
-        metrics.get_row(metrics_url, "1 OR 1=1")
+        metrics.get_row(metrics_url, "1 OR 1=1")  # type: ignore[arg-type]  # a string on purpose: it must be refused
 
 
-def test_migration_0007_puts_the_chip_in_the_row_key_and_downgrades_only_without_two_chips(empty_url):
+def test_migration_0008_puts_the_chip_in_the_row_key_and_downgrades_only_without_two_chips(empty_url):
     from convmixer_tasks.metrics import get_run, record_runs, upgrade
 
     upgrade(empty_url)
     record_runs(empty_url, [make_row(run_id="no-chips", precision_mode="fp32")])
-    assert get_run(empty_url, "no-chips", 4, "onnxruntime", "fp32")["chip"] == ""  # a run without chip types
+    before = get_run(empty_url, "no-chips", 4, "onnxruntime", "fp32")
+    assert before is not None and before["chip"] == ""  # a run without chip types
     rows = [make_row(run_id="fleet", precision_mode="fp32", chip=chip, device=f"Ascend{chip}")
             for chip in ("310P3", "910B3")]
     first = record_runs(empty_url, rows)
     assert len(set(first)) == 2  # one row per chip, not the second chip's over the first's
     assert record_runs(empty_url, rows) == first  # a retried task replaces its own chip's row
-    assert get_run(empty_url, "fleet", 4, "onnxruntime", "fp32", "910B3")["device"] == "Ascend910B3"
-    with pytest.raises(RuntimeError, match="below 0007: 1 run .* more than one chip"):
-        downgrade(empty_url, "0006")
+    second = get_run(empty_url, "fleet", 4, "onnxruntime", "fp32", "convmixer_demo", "910B3")
+    assert second is not None and second["device"] == "Ascend910B3"
+    with pytest.raises(RuntimeError, match=r"below 0008: 1 run .* more than one chip"):
+        downgrade(empty_url, "0007")

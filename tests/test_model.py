@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from convmixer_tasks.errors import CheckpointError, ConfigError
-from convmixer_tasks.model import (VARIANTS, ConvMixerSpec, build_model, get_spec, infer_spec, load_checkpoint,
-                                   map_timm_keys)
+from convmixer_tasks.model import (
+    VARIANTS,
+    ConvMixerSpec,
+    Residual,
+    build_model,
+    get_spec,
+    infer_spec,
+    load_checkpoint,
+    map_timm_keys,
+)
 
 SMALL = ConvMixerSpec(dim=8, depth=2, kernel_size=3, patch_size=16, num_classes=5)
 
@@ -50,12 +58,22 @@ def test_every_variant_builds_with_its_published_shape(name):
                                                          spec.num_classes)
 
 
+def depthwise_part(block: torch.nn.Module) -> torch.nn.Sequential:
+    """The Sequential a ConvMixer block's ``Residual`` wraps (depthwise conv, activation, batch norm)."""
+    assert isinstance(block, torch.nn.Sequential)
+    residual = block[0]
+    assert isinstance(residual, Residual) and isinstance(residual.fn, torch.nn.Sequential)
+    return residual.fn
+
+
 def test_activation_follows_the_variant():
     with torch.device("meta"):
         relu_model = build_model("convmixer_768_32")
         gelu_model = build_model("convmixer_1536_20")
-    assert isinstance(relu_model[1], torch.nn.ReLU) and isinstance(relu_model[3][2], torch.nn.ReLU)
-    assert isinstance(gelu_model[1], torch.nn.GELU) and isinstance(gelu_model[3][0].fn[1], torch.nn.GELU)
+    relu_block = relu_model[3]
+    assert isinstance(relu_block, torch.nn.Sequential)
+    assert isinstance(relu_model[1], torch.nn.ReLU) and isinstance(relu_block[2], torch.nn.ReLU)
+    assert isinstance(gelu_model[1], torch.nn.GELU) and isinstance(depthwise_part(gelu_model[3])[1], torch.nn.GELU)
 
 
 def test_forward_gives_logits_per_image_and_blocks_are_residual():
@@ -63,10 +81,14 @@ def test_forward_gives_logits_per_image_and_blocks_are_residual():
     model = build_model(SMALL).eval()
     images = torch.randn(3, 3, 64, 64)
     assert model(images).shape == (3, 5)
-    block = model[3][0]
+    first_block = model[3]
+    assert isinstance(first_block, torch.nn.Sequential)
+    block, depthwise = first_block[0], depthwise_part(first_block)
+    conv = depthwise[0]
+    assert isinstance(conv, torch.nn.Conv2d)
     x = torch.randn(1, 8, 4, 4)
-    assert torch.allclose(block(x), block.fn(x) + x)
-    assert block.fn[0].padding == (1, 1) and block.fn[0].groups == 8
+    assert torch.allclose(block(x), depthwise(x) + x)
+    assert conv.padding == (1, 1) and conv.groups == 8
 
 
 def test_unknown_variant_lists_the_known_ones():
@@ -224,7 +246,7 @@ def test_a_checkpoint_needing_arbitrary_unpickling_is_refused(tmp_path, trained_
 def test_a_whole_pickled_model_is_refused(tmp_path):
     path = tmp_path / "model.pt"
     torch.save(build_model(SMALL), path)
-    with pytest.raises(CheckpointError, match="refused by weights_only.*GLOBAL torch.nn.modules.container.Sequential"):
+    with pytest.raises(CheckpointError, match=r"refused by weights_only.*GLOBAL torch.nn.modules.container.Sequential"):
         load_checkpoint(build_model(SMALL), path)
 
 

@@ -1,6 +1,7 @@
 """The package's module structure: every module of convmixer_tasks imports on its own (in a fresh interpreter), no
-two modules import each other in a circle, and the modules the DAG file and the UI plugin parse with stay free of
-torch/numpy/onnx/PIL."""
+two modules import each other in a circle (counting every import, the ones inside functions and under
+``TYPE_CHECKING`` too), no module is over 500 lines, and the modules the DAG file and the UI plugin parse with stay
+free of torch/numpy/onnx/PIL."""
 
 from __future__ import annotations
 
@@ -107,8 +108,14 @@ def _with_parents(name: str) -> list[str]:
     return [".".join(parts[:index]) for index in range(1, len(parts) + 1)]
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules its import-time statements import.
+def _every_statement(tree: ast.Module):
+    """Every import statement of the module, wherever it is: inside functions and under ``if TYPE_CHECKING`` too."""
+    return (node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom)))
+
+
+def import_graph(every_import: bool = False) -> dict[str, set[str]]:
+    """Module -> the package modules its import-time statements import (``every_import``: all its import
+    statements, the ones inside functions and under ``TYPE_CHECKING`` included).
 
     Importing ``a.b.c`` runs ``a`` and ``a.b`` first, so those count too — except the importing module's own parent
     packages, which Python has already entered before the module runs."""
@@ -117,7 +124,8 @@ def import_graph() -> dict[str, set[str]]:
         is_package = path.name == "__init__.py"
         own_parents = set(_with_parents(name)[:-1])
         targets = set()
-        for node in _import_time_statements(ast.parse(path.read_text(), str(path)).body):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in _every_statement(tree) if every_import else _import_time_statements(tree.body):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -140,13 +148,15 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     stack: list[str] = []
 
     def visit(node: str) -> list[str] | None:
-        state[node], _ = "open", stack.append(node)
+        state[node] = "open"
+        stack.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == "open":
                 return [*stack[stack.index(target):], target]
             if target not in state and (cycle := visit(target)):
                 return cycle
-        state[node], _ = "done", stack.pop()
+        state[node] = "done"
+        stack.pop()
         return None
 
     for node in sorted(graph):
@@ -155,18 +165,75 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Every group of modules that import each other in a circle (strongly connected components of 2 or more)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm; the package's depth is far below the recursion limit
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group: set[str] = set()
+            while not group or node not in group:
+                group.add(stack.pop())
+            if len(group) > 1:
+                found.append(group)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+MAX_MODULE_LINES = 500
+# Over the limit since the model cards merged (13:30 UTC), to split once the branches still editing them are in:
+# preprocess.py (610: the card-driven transform apart from the batching run), evaluate.py (592: "which row is which
+# image" apart from the scoring), cli.py (532; branch params moves its flags to RunParams). Known, not accepted:
+# delete an entry when its module is under the limit.
+EXPECTED_LONG = {"convmixer_tasks.preprocess", "convmixer_tasks.evaluate", "convmixer_tasks.cli"}
+
+
 def test_no_import_cycle_among_the_packages_modules():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_import_cycle_counting_imports_inside_functions_and_under_type_checking():
+    """A function-level or type-only import does not fail at import time, but it still ties the two modules together:
+    neither can be understood, moved or tested without the other."""
+    found = cycles(import_graph(every_import=True))
+    assert not found, "import cycles (every import counted): " + "; ".join(" <-> ".join(sorted(g)) for g in found)
+
+
+def test_no_module_is_over_the_line_limit():
+    counts = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    long = {name: count for name, count in counts.items() if count > MAX_MODULE_LINES and name not in EXPECTED_LONG}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines (split them by concern): {long}"
+    assert len(MODULES) > 40  # the walk found the package, subpackages included
 
 
 def test_the_cycle_check_sees_imports_it_must_and_ignores_the_ones_it_must_not():
     """The graph is only as good as its parsing: check it on what the package is known to do."""
     graph = import_graph()
     assert "convmixer_tasks.records" in graph["convmixer_tasks.steps"]  # from ... import
-    assert "convmixer_tasks.metrics" in graph["convmixer_tasks.settings"]  # the parent package of metrics.url
+    assert "convmixer_tasks.metrics" in graph["convmixer_tasks.rows"]  # the parent package of metrics.schema
     assert "convmixer_tasks.metrics.writes" in graph["convmixer_tasks.metrics"]  # a package's own submodules
     assert "convmixer_tasks.metrics" not in graph["convmixer_tasks.metrics.writes"]  # not its own package
     assert "convmixer_tasks.preprocess" not in graph["convmixer_tasks.steps"]  # imported inside functions only
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+    every = import_graph(every_import=True)
+    assert "convmixer_tasks.preprocess" in every["convmixer_tasks.steps"]  # inside functions: counted here
+    assert "convmixer_tasks.device_state" in every["convmixer_tasks.backends.base"]  # under TYPE_CHECKING
+    assert "convmixer_tasks.device_state" not in graph["convmixer_tasks.backends.base"]
+    assert cycles({"a": {"b"}, "b": {"a", "c"}, "c": set(), "d": {"d"}}) == [{"a", "b"}]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "x": {"y"}, "y": {"x"}}) == [{"a", "b", "c"}, {"x", "y"}]

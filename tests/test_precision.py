@@ -14,8 +14,9 @@ from convmixer_tasks.precision import gelu_compile_options, precision_modes_from
 from convmixer_tasks.records import RecordedRow
 from convmixer_tasks.rows import failed_rows
 from convmixer_tasks.runfacts import run_facts
+from tests.stored import stored_run
 from tests.test_metrics import DAY0, make_row
-from tests.test_steps import _params, small_demo  # noqa: F401 (fixture)
+from tests.test_steps import _params, check_inputs, gate_rows
 
 ASCEND = {"backend": "ascend"}
 
@@ -59,7 +60,7 @@ def test_the_gelu_implmode_maps_to_the_atc_flag_pair_on_ascend_only():
 def test_check_inputs_plans_each_batch_size_times_mode_and_prepares_each_batch_size_once(tmp_path, small_demo):
     params = _params(tmp_path, image_limit=10, backend="ascend",
                      precision_modes=["force_fp16", "must_keep_origin_dtype"], gelu_implmode="high_precision")
-    plans = steps.check_inputs(params, "run-1", tmp_path / "work")
+    plans = check_inputs(params, "run-1", tmp_path / "work")
     assert [(plan.batch_size, plan.precision) for plan in plans] == [
         (4, "force_fp16"), (4, "must_keep_origin_dtype"), (16, "force_fp16"), (16, "must_keep_origin_dtype")]
     assert {plan.gelu_implmode for plan in plans} == {"high_precision"}
@@ -67,9 +68,9 @@ def test_check_inputs_plans_each_batch_size_times_mode_and_prepares_each_batch_s
     assert [(plan.batch_size, plan.precision) for plan in steps.plans_to_prepare(plans)] == [
         (4, "force_fp16"), (16, "force_fp16")]
     with pytest.raises(ConfigError, match="apply to the ascend backend only"):
-        steps.check_inputs({**params, "backend": "onnxruntime"}, "run-2", tmp_path / "work")
+        check_inputs({**params, "backend": "onnxruntime"}, "run-2", tmp_path / "work")
     with pytest.raises(ConfigError, match="gelu_implmode 'high_precision' applies to the ascend backend only"):
-        steps.check_inputs({**params, "backend": "onnxruntime", "precision_modes": None}, "run-3", tmp_path / "work")
+        check_inputs({**params, "backend": "onnxruntime", "precision_modes": None}, "run-3", tmp_path / "work")
 
 
 def test_failed_rows_cover_every_batch_size_and_mode_and_survive_an_unreadable_mode():
@@ -80,7 +81,9 @@ def test_failed_rows_cover_every_batch_size_and_mode_and_survive_an_unreadable_m
     assert [(row.batch_size, row.precision_mode) for row in rows] == [
         (1, "force_fp16"), (1, "force_fp32"), (4, "force_fp16"), (4, "force_fp32")]
     (row,) = failed_rows(run, {**params, "batch_sizes": [1], "precision_modes": ["fp8"]}, "refused")
-    assert row.precision_mode == "force_fp16" and "recorded under precision force_fp16: " in row.gate_reasons[1]
+    assert row.gate_reasons is not None
+    assert row.precision_mode == "force_fp16" and "recorded under precision force_fp16: " in row.gate_reasons[-1]
+    assert row.gate_reasons[1].startswith("the run's params were refused: ")
 
 
 def _two_modes(url: str, run_id: str = "both", **overrides) -> dict[str, int]:
@@ -95,7 +98,7 @@ def test_rows_of_two_modes_are_read_and_written_by_their_own_key(metrics_url):
     with pytest.raises(MetricsError, match=r"run both \(batch size 4, backend ascend\) has rows of several precision "
                                            r"modes \(force_fp16, must_keep_origin_dtype\); pass the precision_mode"):
         metrics.get_run(metrics_url, "both", 4, "ascend")
-    assert metrics.get_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")["id"] == ids[
+    assert stored_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")["id"] == ids[
         "must_keep_origin_dtype"]
     with pytest.raises(MetricsError, match="several precision modes"):
         metrics.update_status(metrics_url, "both", 4, "ascend", "ok", [])
@@ -104,15 +107,16 @@ def test_rows_of_two_modes_are_read_and_written_by_their_own_key(metrics_url):
     with pytest.raises(MetricsError, match="several precision modes"):
         store_predictions(metrics_url, "both", 4, "ascend", b"blob", image_count=64)
     # nothing above wrote anything: a refused call leaves both rows as they were
-    rows = {mode: metrics.get_run(metrics_url, "both", 4, "ascend", mode) for mode in ids}
+    rows = {mode: stored_run(metrics_url, "both", 4, "ascend", mode) for mode in ids}
     assert {row["status"] for row in rows.values()} == {"pending"} and {row["flips_p_value"] for row in rows.values()} \
         == {None}
     metrics.update_status(metrics_url, "both", 4, "ascend", "ok", ["fine"], precision_mode="force_fp16")
     store_evidence(metrics_url, "both", 4, "ascend", {"flips_p_value": 0.5}, precision_mode="force_fp16")
     store_predictions(metrics_url, "both", 4, "ascend", b"blob16", image_count=64, precision_mode="force_fp16")
-    fp16 = metrics.get_run(metrics_url, "both", 4, "ascend", "force_fp16")
-    keep = metrics.get_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")
-    assert (fp16["status"], fp16["flips_p_value"], keep["status"], keep["flips_p_value"]) == ("ok", 0.5, "pending", None)
+    fp16 = stored_run(metrics_url, "both", 4, "ascend", "force_fp16")
+    keep = stored_run(metrics_url, "both", 4, "ascend", "must_keep_origin_dtype")
+    assert (fp16["status"], fp16["flips_p_value"]) == ("ok", 0.5)
+    assert (keep["status"], keep["flips_p_value"]) == ("pending", None)
     assert load_predictions(metrics_url, ids["force_fp16"]) == b"blob16"
     assert load_predictions(metrics_url, ids["must_keep_origin_dtype"]) is None
 
@@ -126,16 +130,16 @@ def test_the_gate_judges_each_mode_against_its_own_history(metrics_url):
                 precision_mode=mode, throughput=throughput, top1=84.5, top5=95.5))
     _two_modes(metrics_url, run_id="today", status="pending", logical_date=DAY0 + timedelta(days=9), throughput=100.5,
                top1=84.5, top5=95.5)
-    rows = [metrics.get_run(metrics_url, "today", 4, "ascend", mode) for mode in ("force_fp16", "must_keep_origin_dtype")]
-    recorded = [RecordedRow(id=row["id"], run_id="today", batch_size=4, backend="ascend",
+    rows = [stored_run(metrics_url, "today", 4, "ascend", mode) for mode in ("force_fp16", "must_keep_origin_dtype")]
+    recorded = [RecordedRow(id=row["id"], run_id="today", batch_size=4, backend="ascend", model_variant=row["model_variant"],
                             precision=row["precision_mode"]) for row in rows]
     params = {"top1_tolerance": 0.5, "throughput_tolerance_pct": 10.0, "throughput_history": 20, "image_limit": None,
               "throughput_runs": 1}  # one clear run decides: this test is about the series, not the two-run rule
     with pytest.raises(RegressionError) as caught:
-        steps.gate_rows(metrics_url, recorded, params)
+        gate_rows(metrics_url, recorded, params)
     (decision,) = caught.value.decisions  # only fp16's 100.5 against its own ~202 regressed
     assert decision.status == "regressed"
-    fp16, keep = (metrics.get_run(metrics_url, "today", 4, "ascend", mode)
+    fp16, keep = (stored_run(metrics_url, "today", 4, "ascend", mode)
                   for mode in ("force_fp16", "must_keep_origin_dtype"))
     assert fp16["status"] == "regressed" and keep["status"] == "ok"
     assert not any("environment changed" in reason for reason in keep["gate_reasons"])  # fp16 is not its series

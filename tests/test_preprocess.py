@@ -19,16 +19,8 @@ import pytest
 from PIL import Image
 
 from convmixer_tasks.errors import ConfigError, DatasetError, PreprocessError
-from convmixer_tasks.preprocess import (
-    CROP,
-    MEAN,
-    RESIZE,
-    STD,
-    preprocess,
-    transform_float32,
-    transform_uint8,
-)
 from convmixer_tasks.prepfolder import parse_shard, read_manifest
+from convmixer_tasks.preprocess import CROP, MEAN, RESIZE, STD, preprocess, transform_float32, transform_uint8
 from tests.reference_transform import reference_pixels, reference_preprocess, reference_transform
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -283,7 +275,8 @@ def test_read_manifest_rejects_files_of_another_layout_even_with_the_same_size(t
     make_dataset(tmp_path / "images", 4)
     preprocess(tmp_path / "images", tmp_path / "float", batch_size=1, workers=1)
     preprocess(tmp_path / "images", tmp_path / "uint8", batch_size=4, dtype="uint8", workers=1)
-    assert (tmp_path / "float" / "input_00000.bin").stat().st_size == (tmp_path / "uint8" / "input_00000.bin").stat().st_size
+    float_size = (tmp_path / "float" / "input_00000.bin").stat().st_size
+    assert float_size == (tmp_path / "uint8" / "input_00000.bin").stat().st_size
     (tmp_path / "float" / "manifest.json").write_bytes((tmp_path / "uint8" / "manifest.json").read_bytes())
     with pytest.raises(PreprocessError, match="not finished in this layout"):
         read_manifest(tmp_path / "float")
@@ -359,8 +352,8 @@ def test_bad_dataset_raises_and_writes_nothing(tmp_path, case, match):
         make_dataset(images, 2)
     lines = {
         "image_without_label": good[:1],
-        "label_without_image": good + ["ILSVRC2012_val_00000003.JPEG 3"],
-        "malformed_line": good + ["ILSVRC2012_val_00000003.JPEG"],
+        "label_without_image": [*good, "ILSVRC2012_val_00000003.JPEG 3"],
+        "malformed_line": [*good, "ILSVRC2012_val_00000003.JPEG"],
         "label_out_of_range": [good[0], "ILSVRC2012_val_00000002.JPEG 1000"],
     }.get(case, good)
     if case == "duplicate_index":
@@ -378,7 +371,7 @@ def test_corrupt_image_stops_the_run_naming_it_and_writes_no_manifest(tmp_path, 
     broken = images / "ILSVRC2012_val_00000003.JPEG"
     broken.write_bytes(broken.read_bytes()[:300])  # truncated JPEG
     out = tmp_path / "prep"
-    with pytest.raises(PreprocessError, match="ILSVRC2012_val_00000003.JPEG"):
+    with pytest.raises(PreprocessError, match=r"ILSVRC2012_val_00000003.JPEG"):
         preprocess(images, out, batch_size=1, workers=workers)
     assert not (out / "manifest.json").exists()
     assert "input_00002.bin" not in bin_files(out)
@@ -391,7 +384,7 @@ def test_a_failed_rerun_leaves_no_manifest_describing_old_files(tmp_path):
     out = tmp_path / "prep"
     preprocess(images, out, batch_size=2, workers=1)
     (images / "ILSVRC2012_val_00000004.JPEG").write_bytes(b"broken")
-    with pytest.raises(PreprocessError, match="ILSVRC2012_val_00000004.JPEG"):
+    with pytest.raises(PreprocessError, match=r"ILSVRC2012_val_00000004.JPEG"):
         preprocess(images, out, batch_size=2, workers=1)
     assert not (out / "manifest.json").exists()  # the old one no longer matches the folder's inputs
 
@@ -424,13 +417,13 @@ def test_bad_settings_are_config_errors_before_any_work(tmp_path, kwargs, match)
 
 
 def test_read_manifest_errors_are_clear(tmp_path):
-    with pytest.raises(PreprocessError, match="manifest.json is missing"):
+    with pytest.raises(PreprocessError, match=r"manifest.json is missing"):
         read_manifest(tmp_path)
     make_dataset(tmp_path / "images", 3)
     out = tmp_path / "prep"
     preprocess(tmp_path / "images", out, batch_size=2, workers=1)
     (out / "input_00001.bin").unlink()
-    with pytest.raises(PreprocessError, match="incomplete: 1 of 2 files.*input_00001.bin"):
+    with pytest.raises(PreprocessError, match=r"incomplete: 1 of 2 files.*input_00001.bin"):
         read_manifest(out)
     (out / "manifest.json").write_text("{not json")
     with pytest.raises(PreprocessError, match="corrupt"):
@@ -448,8 +441,9 @@ def test_a_daemonic_caller_gets_an_in_process_run_instead_of_a_crash(tmp_path):
     make_dataset(tmp_path / "images", 3)
     context = multiprocessing.get_context("fork")
     results = context.Queue()
-    proc = context.Process(target=_preprocess_in_daemon, args=(str(tmp_path / "images"), str(tmp_path / "prep"), results),
-                           daemon=True)  # as under a prefork task worker: such a process may not have children
+    # daemon: as under a prefork task worker, such a process may not have children
+    proc = context.Process(target=_preprocess_in_daemon,
+                           args=(str(tmp_path / "images"), str(tmp_path / "prep"), results), daemon=True)
     proc.start()
     proc.join(60)
     assert proc.exitcode == 0 and results.get(timeout=5) == 3

@@ -14,7 +14,7 @@ import pytest
 from convmixer_tasks import progress
 from convmixer_tasks.backends.aisbench_progress import AisBenchProgress
 from convmixer_tasks.progress import Progress
-from tests.ascend_doubles import ascend_doubles, write_tiny_onnx  # noqa: F401 (fixture)
+from tests.ascend_doubles import write_tiny_onnx
 
 
 class Clock:
@@ -31,7 +31,9 @@ def lines(caplog, what: str) -> list[str]:
 
 def counts(got: list[str]) -> list[str]:
     """The ``done/total`` of each progress line."""
-    return [re.search(r": (\d+/\d+) ", line).group(1) for line in got]
+    found = [re.search(r": (\d+/\d+) ", line) for line in got]
+    assert all(found), got
+    return [match.group(1) for match in found if match]
 
 
 def run_counted(caplog, total: int, seconds_each: float) -> list[str]:
@@ -65,12 +67,15 @@ def test_a_step_under_the_threshold_logs_nothing(caplog):
 
 def test_a_failed_step_does_not_claim_to_have_finished(caplog):
     clock = Clock()
-    with caplog.at_level(logging.INFO), pytest.raises(RuntimeError):
-        with Progress("job", 100, clock=clock, bar=False) as job:
-            for _ in range(40):
-                clock.now += 1.0
-                job.update()
-            raise RuntimeError("boom")
+    with (
+        caplog.at_level(logging.INFO),
+        pytest.raises(RuntimeError),
+        Progress("job", 100, clock=clock, bar=False) as job,
+    ):
+        for _ in range(40):
+            clock.now += 1.0
+            job.update()
+        raise RuntimeError("boom")
     assert counts(lines(caplog, "job:")) == ["30/100"]
 
 
@@ -154,7 +159,7 @@ def test_onnxruntime_benchmark_counts_warmup_and_loops(ort_setup, caplog, monkey
     assert counts(got)[0] == "1/20" and counts(got)[-1] == "20/20" and "runs/s" in got[-1]
 
 
-def test_ascend_infer_relays_the_ais_bench_counter(ascend_doubles, ort_setup, caplog, monkeypatch, tmp_path):  # noqa: F811
+def test_ascend_infer_relays_the_ais_bench_counter(ascend_doubles, ort_setup, caplog, monkeypatch, tmp_path):
     _, _, prep, _ = ort_setup
     monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
     backend = ascend_doubles.backend()
@@ -168,7 +173,7 @@ def test_ascend_infer_relays_the_ais_bench_counter(ascend_doubles, ort_setup, ca
 
 
 def test_ascend_benchmark_relays_the_counter_and_atc_compile_reports_while_it_runs(
-    ascend_doubles, caplog, monkeypatch, tmp_path  # noqa: F811
+    ascend_doubles, caplog, monkeypatch, tmp_path
 ):
     monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
     backend = ascend_doubles.backend()
@@ -182,7 +187,7 @@ def test_ascend_benchmark_relays_the_counter_and_atc_compile_reports_while_it_ru
 
 
 def test_onnxruntime_compile_reports_while_it_runs(ort_setup, caplog, monkeypatch, tmp_path):
-    backend, artifact, _, work = ort_setup
+    backend, _artifact, _, work = ort_setup
     monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
     with caplog.at_level(logging.INFO):
         backend.compile(work / "demo.onnx", 3, tmp_path / "cache")  # a new batch size: a cache miss
@@ -208,7 +213,7 @@ def test_preprocess_reports_through_progress_with_rate_and_eta(ort_setup, caplog
     """Issue 22: preprocess had its own 20 lines per run, with no ETA and no bar; it now uses ``Progress``."""
     from convmixer_tasks.preprocess import preprocess
 
-    _, _, prep, work = ort_setup
+    _, _, _, work = ort_setup
     images = work / "prep_images"
     if not images.exists():
         from convmixer_tasks.demo import make_demo_dataset

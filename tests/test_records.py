@@ -30,17 +30,17 @@ SAMPLES: dict[type, records.Record] = {
     records.ExportedModel: records.ExportedModel(onnx_path="/o/model.onnx", onnx_sha256="e" * 64,
                                                  checkpoint_sha256="c" * 64, variant="convmixer_demo", opset=17,
                                                  parity_max_abs_diff=3.5e-6, cache_key="k" * 64, cached=True),
-    records.CompiledModel: records.CompiledModel(run_id="r", batch_size=4, backend="ascend", precision="force_fp16", artifact=ARTIFACT,
-                                                 device="Ascend310P3", toolkit_version="8.0.RC1", cached=True),
-    records.ShardOutputs: records.ShardOutputs(batch_size=4, precision="force_fp16", shard=0, prep_dir="/p", files=("input_00000.bin",),
+    records.CompiledModel: records.CompiledModel(model_variant="convmixer_demo", run_id="r", batch_size=4, backend="ascend", precision="force_fp16", artifact=ARTIFACT,
+                                                 device="Ascend310P3", toolkit_version="8.0.RC1", cached=True, prep_dir="/p"),
+    records.ShardOutputs: records.ShardOutputs(model_variant="convmixer_demo", batch_size=4, precision="force_fp16", shard=0, prep_dir="/p", files=("input_00000.bin",),
                                                output_dir="/o/shard000/outputs", file_count=1,
                                                summary_path="/o/shard000/outputs_summary.json"),
-    records.Scores: records.Scores(batch_size=4, precision="force_fp16", top1=61.2, top5=88.4, image_count=250, result_json="/r.json"),
-    records.BenchSummary: records.BenchSummary(batch_size=4, backend="ascend", precision="force_fp16", loop=100, warmup=5, throughput=812.5,
+    records.Scores: records.Scores(model_variant="convmixer_demo", batch_size=4, precision="force_fp16", top1=61.2, top5=88.4, image_count=250, result_json="/r.json"),
+    records.BenchSummary: records.BenchSummary(model_variant="convmixer_demo", batch_size=4, backend="ascend", precision="force_fp16", loop=100, warmup=5, throughput=812.5,
                                                latency_mean_ms=4.92, latency_p50_ms=4.9, latency_p99_ms=5.3,
                                                formula="1000 * batch_size / latency_mean_ms", bench_json="/b.json"),
-    records.RecordedRow: records.RecordedRow(id=7, run_id="r", batch_size=4, backend="ascend", precision="force_fp16"),
-    records.Verdict: records.Verdict(batch_size=4, precision="force_fp16", status="regressed", reasons=("throughput regressed 30%",),
+    records.RecordedRow: records.RecordedRow(model_variant="convmixer_demo", id=7, run_id="r", batch_size=4, backend="ascend", precision="force_fp16"),
+    records.Verdict: records.Verdict(model_variant="convmixer_demo", batch_size=4, precision="force_fp16", status="regressed", reasons=("throughput regressed 30%",),
                                      baseline_top1=61.5, baseline_throughput=1200.0),
 }
 
@@ -66,11 +66,12 @@ def test_a_record_survives_json_unchanged(record):
     assert type(record).from_dicts([json.loads(text)] * 2) == [record, record]
     assert type(record).from_dict(record) is record  # a record passed where its dict is expected
     with pytest.raises(dataclasses.FrozenInstanceError):
-        record.batch_size = 99  # type: ignore[misc]  # frozen: a step cannot change what it was handed
+        record.batch_size = 99  # frozen: a step cannot change what it was handed
 
 
 def test_values_are_the_fields_without_the_header():
     facts = SAMPLES[records.RunFacts]
+    assert isinstance(facts, records.RunFacts)
     assert facts.values() == {"run_id": facts.run_id, "dag_id": "convmixer_validation",
                               "logical_date": "2026-01-05T03:00:00+00:00", "started_at": None, "trigger": None}
 

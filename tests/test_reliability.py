@@ -32,7 +32,6 @@ from convmixer_tasks.export import export_and_validate, parity_report_path
 from convmixer_tasks.fileio import sha256_file
 from convmixer_tasks.preprocess import preprocess
 from convmixer_tasks.variants import DEMO_CHECKPOINT
-from tests.ascend_doubles import ascend_doubles  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 2
@@ -344,24 +343,28 @@ def test_failed_eval_removes_the_stale_result_json(models, prep, dataset, work, 
 @item
 def test_record_failure_writes_a_row_for_any_conf(tmp_path):
     from convmixer_tasks import metrics, steps
-    from convmixer_tasks.params import batch_sizes_from_params
+    from convmixer_tasks.errors import ConfigError
+    from convmixer_tasks.local_run import local_params
     from convmixer_tasks.rows import failed_rows
     from convmixer_tasks.runfacts import run_facts
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     base = {"model_variant": "convmixer_demo", "backend": "onnxruntime", "input_dtype": "float32"}
     run = run_facts("manual__1", "convmixer_validation", "2026-01-01T00:00:00+00:00", None)
-    with pytest.raises(Exception):  # noqa: B017 — check_inputs refuses this conf...
-        batch_sizes_from_params({**base, "batch_size": 4.0})
+    # RunParams refuses this conf, naming the param the user passed (not batch_sizes)...
+    with pytest.raises(ConfigError, match=r"batch size 4\.0 .*; fix param batch_size \("):
+        local_params(tmp_path, **base, batch_size=4.0, batch_sizes=[1])
     rows = failed_rows(run, {**base, "batch_size": 4.0, "batch_sizes": [1]}, "broke")
     steps.record_rows(url, rows, keep_gated=True)  # ...and its failure is still recorded
     (row,), _ = metrics.query_runs(url)
     assert (row["batch_size"], row["status"]) == (4, "failed")
+    assert "fix param batch_size (" in row["gate_reasons"][1]  # the refusal is on the row
     # Nothing readable at all: one row under a stated placeholder, still naming what was asked.
     run2 = run_facts("manual__2", "convmixer_validation", "2026-01-01T00:00:00+00:00", None)
     rows = failed_rows(run2, {"batch_size": "four", "backend": 7}, "broke")
     steps.record_rows(url, rows, keep_gated=True)
-    assert len(rows) == 1 and rows[0].backend == "7" and "'four'" in rows[0].gate_reasons[-1]
+    assert len(rows) == 1 and rows[0].gate_reasons is not None
+    assert rows[0].backend == "7" and "'four'" in rows[0].gate_reasons[-1]
 
 
 # --- messages that sent the user the wrong way --------------------------------------------------------------------
@@ -387,7 +390,7 @@ def test_disk_filling_up_mid_preprocess_names_the_file(dataset, work, capsys, mo
 
     from convmixer_tasks import preprocess as prep_module
 
-    written = []
+    written: list[str] = []
 
     def write(buffer, path):  # the third file hits a full disk, as a real ENOSPC would
         if len(written) == 2:

@@ -30,16 +30,6 @@ from tests.ascend_doubles import ascend_doubles, write_tiny_onnx  # noqa: F401 (
 from tests.test_reliability import BATCH, REPO, assert_one_clear_line, dataset, models, prep, run_cli, work  # noqa: F401 (fixtures)
 
 
-@pytest.fixture(autouse=True)
-def cli_logging_unbound():
-    """``cli.main`` binds the root logger to this test's captured stderr; a later test's direct library call must
-    not log into that closed stream."""
-    yield
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if type(h) is logging.StreamHandler]:
-        root.removeHandler(handler)
-
-
 def other_images(folder: Path, seed: int, count: int = 6) -> tuple[Path, Path]:
     """A second set with the same names and shapes as ``dataset`` but other pixels (and labels)."""
     folder.mkdir(parents=True)
@@ -330,17 +320,17 @@ def test_the_first_benchmark_does_not_ask_for_metrics_upgrade(tmp_path, caplog):
     """The first run's benchmark reads the history before its record step creates the table: that is no problem
     to warn about (the warning told the user to run metrics-upgrade a moment before the run did it itself)."""
     import sqlite3
-    from types import SimpleNamespace
 
     from convmixer_tasks.benchmark_step import suspect_check
-    from convmixer_tasks.gate import THROUGHPUT_TOLERANCE_PARAM
+    from convmixer_tasks.params import GateOptions
+    from tests.test_steps import _step_results
 
     db = tmp_path / "empty.db"
     sqlite3.connect(db).close()
-    compiled = SimpleNamespace(backend="onnxruntime", device="cpu", batch_size=4, precision="fp32", run_id="r1")
-    params = {"throughput_history": 10, THROUGHPUT_TOLERANCE_PARAM: 10.0}
+    compiled = _step_results(batch_sizes=(4,))[3][0]  # an onnxruntime fp32 artifact of batch size 4
+    gate = GateOptions(history=10, throughput_drop_pct=10.0)
     with caplog.at_level(logging.INFO):
-        assert suspect_check(f"sqlite:///{db}", "convmixer_demo", compiled, params)({}) is None
+        assert suspect_check(f"sqlite:///{db}", "convmixer_demo", compiled, gate)({}) is None
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert "no throughput history yet" in caplog.text
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from pathlib import Path
 
@@ -12,12 +11,14 @@ import pytest
 from convmixer_tasks import steps
 from convmixer_tasks.backends.base import Artifact
 from convmixer_tasks.errors import CheckpointError, ConfigError, DatasetError, MetricsError, RegressionError
-from convmixer_tasks.params import batch_sizes_from_params, check_param_names, gate_options
+from convmixer_tasks.params import RunParams
 from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunPlan, Scores
 from convmixer_tasks.rows import build_row, failed_rows, rows_for_run
 from convmixer_tasks.runfacts import run_facts
+from convmixer_tasks.settings import env_reader, load_scheduling_settings
 from convmixer_tasks.variants import DEMO_CHECKPOINT
 from convmixer_tasks.workdir import WorkLayout, run_slug
+from tests.stored import stored_run
 
 
 def _params(tmp_path: Path, **overrides) -> dict:
@@ -32,18 +33,30 @@ def _params(tmp_path: Path, **overrides) -> dict:
     return params
 
 
+DEFAULTS = load_scheduling_settings(env_reader({}))  # the DAG's defaults fill what a test's conf leaves out
+
+
+def check_inputs(params: dict, run_id: str, work_dir: Path) -> list[RunPlan]:
+    """``steps.check_inputs`` on a conf, parsed as the DAG's check_inputs task parses it."""
+    return steps.check_inputs(RunParams.from_mapping(params, DEFAULTS), run_id, work_dir)
+
+
+def gate_rows(url: str, recorded, params: dict):
+    return steps.gate_rows(url, recorded, RunParams.from_mapping(params, DEFAULTS))
+
+
 # --- params and names -----------------------------------------------------------------------------------------------
 
-def test_batch_size_overrides_batch_sizes_and_duplicates_are_dropped():
-    assert batch_sizes_from_params({"batch_sizes": [16, 1, 16], "batch_size": None}) == [16, 1]
-    assert batch_sizes_from_params({"batch_sizes": [1, 16], "batch_size": 4}) == [4]
+def test_batch_size_overrides_batch_sizes(tmp_path):
+    assert RunParams.from_mapping(_params(tmp_path, batch_sizes=[16, 1])).batch_sizes == (16, 1)
+    assert RunParams.from_mapping(_params(tmp_path, batch_sizes=[1, 16], batch_size=4)).batch_sizes == (4,)
 
 
 @pytest.mark.parametrize("params", [{"batch_sizes": []}, {"batch_sizes": [3]}, {"batch_sizes": [True]},
                                     {"batch_size": 0, "batch_sizes": [1]}])
-def test_bad_batch_sizes_are_refused_naming_the_param(params):
+def test_bad_batch_sizes_are_refused_naming_the_param(tmp_path, params):
     with pytest.raises(ConfigError, match="batch"):
-        batch_sizes_from_params(params)
+        RunParams.from_mapping(_params(tmp_path, **params))
 
 
 def test_run_slug_is_a_safe_distinct_folder_name():
@@ -63,13 +76,15 @@ def test_layout_keeps_caches_apart_from_runs(tmp_path):
     assert onnx.parent.parent == tmp_path / "cache" / "onnx" and onnx.parent.name == "cd" * 8
     assert layout.artifact_cache("ascend").root == tmp_path / "cache" / "artifacts" / "ascend"
     assert layout.artifact_cache("ascend").root != layout.artifact_cache("onnxruntime").root
-    shard_dir = layout.shard_output_dir("run:1", 4, 1, precision="force_fp16")
+    shard_dir = layout.shard_output_dir("run:1", 4, 1, precision="force_fp16", model="m")
     assert shard_dir.is_relative_to(layout.run_dir("run:1")) and shard_dir.name == "outputs"
-    assert layout.shard_output_dir("run:1", 4, 0, precision="force_fp16") != shard_dir
-    assert layout.shard_output_dir("run:1", 4, 1, precision="force_fp32") != shard_dir  # two modes never collide
-    merged = layout.merged_output_dir("run:1", 4, precision="fp32")
-    assert merged != layout.merged_output_dir("run:1", 16, precision="fp32")
-    assert layout.batch_dir("run:1", 4, precision="fp32") != layout.batch_dir("run:1", 4, precision="force_fp16")
+    assert layout.shard_output_dir("run:1", 4, 0, precision="force_fp16", model="m") != shard_dir
+    assert layout.shard_output_dir("run:1", 4, 1, precision="force_fp32", model="m") != shard_dir  # modes apart
+    merged = layout.merged_output_dir("run:1", 4, precision="fp32", model="m")
+    assert merged != layout.merged_output_dir("run:1", 16, precision="fp32", model="m")
+    batch = layout.batch_dir("run:1", 4, precision="fp32", model="m")
+    assert batch != layout.batch_dir("run:1", 4, precision="force_fp16", model="m")
+    assert batch != layout.batch_dir("run:1", 4, precision="fp32", model="n")  # two models of a zoo run apart
 
 
 def test_run_facts_are_iso_strings_in_utc():
@@ -84,17 +99,9 @@ def test_run_facts_are_iso_strings_in_utc():
 
 # --- check inputs + preprocess shards -------------------------------------------------------------------------------
 
-@pytest.fixture
-def small_demo(monkeypatch):
-    """The auto-generated demo set at 12 images instead of 250 (generation itself is tests/test_demo.py's)."""
-    from convmixer_tasks import demo
-
-    monkeypatch.setattr(demo, "make_demo_dataset", functools.partial(demo.make_demo_dataset, count=12))
-
-
 def test_check_inputs_generates_the_demo_set_once_and_plans_each_batch_size(tmp_path, small_demo):
     params = _params(tmp_path, image_limit=10)
-    plans = steps.check_inputs(params, "run-1", tmp_path / "work")
+    plans = check_inputs(params, "run-1", tmp_path / "work")
     layout = WorkLayout(tmp_path / "work")
     assert layout.demo_label_file.is_file()
     assert all(isinstance(plan, RunPlan) for plan in plans)
@@ -105,21 +112,21 @@ def test_check_inputs_generates_the_demo_set_once_and_plans_each_batch_size(tmp_
     first_image = sorted(layout.demo_image_dir.iterdir())[0]
     mtime = first_image.stat().st_mtime_ns
 
-    again = steps.check_inputs(params, "run-2", tmp_path / "work")
+    again = check_inputs(params, "run-2", tmp_path / "work")
     assert first_image.stat().st_mtime_ns == mtime  # an existing demo set is not regenerated
     assert [plan.prep_dir for plan in again] == [plan.prep_dir for plan in plans]
-    other_limit = steps.check_inputs({**params, "image_limit": 9}, "run-3", tmp_path / "work")
+    other_limit = check_inputs({**params, "image_limit": 9}, "run-3", tmp_path / "work")
     assert other_limit[0].prep_dir != plans[0].prep_dir
-    uint8 = steps.check_inputs({**params, "input_dtype": "uint8"}, "run-4", tmp_path / "work")
+    uint8 = check_inputs({**params, "input_dtype": "uint8"}, "run-4", tmp_path / "work")
     assert uint8[0].prep_dir != plans[0].prep_dir
 
 
 def test_check_inputs_fails_fast_on_missing_checkpoint_and_bad_dataset(tmp_path):
     with pytest.raises(ConfigError, match="checkpoint .*missing.pth.tar"):
-        steps.check_inputs(_params(tmp_path, checkpoint=str(tmp_path / "missing.pth.tar")), "r", tmp_path / "work")
+        check_inputs(_params(tmp_path, checkpoint=str(tmp_path / "missing.pth.tar")), "r", tmp_path / "work")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="empty"):
-        steps.check_inputs(_params(tmp_path, dataset_dir=str(tmp_path / "empty")), "r", tmp_path / "work")
+        check_inputs(_params(tmp_path, dataset_dir=str(tmp_path / "empty")), "r", tmp_path / "work")
 
 
 def test_check_inputs_checks_the_checkpoint_against_the_variant(tmp_path):
@@ -127,21 +134,20 @@ def test_check_inputs_checks_the_checkpoint_against_the_variant(tmp_path):
     text = tmp_path / "notes.pth.tar"
     text.write_text("not a checkpoint\n")
     with pytest.raises(CheckpointError, match="notes.pth.tar is a text file"):
-        steps.check_inputs(_params(tmp_path, checkpoint=str(text)), "r", tmp_path / "work")
+        check_inputs(_params(tmp_path, checkpoint=str(text)), "r", tmp_path / "work")
     with pytest.raises(CheckpointError, match="does not fit the model.*variant convmixer_demo"):
-        steps.check_inputs(_params(tmp_path, model_variant="convmixer_1536_20"), "r", tmp_path / "work")
+        check_inputs(_params(tmp_path, model_variant="convmixer_1536_20"), "r", tmp_path / "work")
 
 
 def test_check_inputs_refuses_a_conf_key_that_is_not_a_param(tmp_path):
     params = _params(tmp_path)
     with pytest.raises(ConfigError, match="unknown param.* batch_szie.*check the spelling"):
-        steps.check_inputs({**params, "batch_szie": 4}, "r", tmp_path / "work", known_params=params)
-    check_param_names(params, known=params)  # every declared key passes
+        check_inputs({**params, "batch_szie": 4}, "r", tmp_path / "work")
 
 
 def test_prep_shards_cover_the_manifest_and_a_finished_folder_is_reused_untouched(tmp_path, small_demo):
     params = _params(tmp_path, image_limit=10, batch_sizes=[4])
-    (plan,) = steps.check_inputs(params, "run-1", tmp_path / "work")
+    (plan,) = check_inputs(params, "run-1", tmp_path / "work")
     shards = [steps.prepare_shard(plan, index, 2) for index in range(2)]
     assert [entry.cached for entry in shards] == [False, False]
     files = shards[0].files + shards[1].files
@@ -241,20 +247,23 @@ def _step_results(batch_sizes=(4, 16), throughput=100.0, run_id="run-9", backend
     exported = ExportedModel(onnx_path="/cache/onnx/e/model.onnx", onnx_sha256="e" * 64, checkpoint_sha256="c" * 64,
                              variant="convmixer_768_32", opset=17, parity_max_abs_diff=1e-6, cache_key="k" * 64,
                              cached=False)
-    compiled = [CompiledModel(run_id=run_id, batch_size=plan.batch_size, backend=backend, precision=plan.precision,
+    compiled = [CompiledModel(model_variant=plan.model_variant, run_id=run_id, batch_size=plan.batch_size,
+                              backend=backend, precision=plan.precision, prep_dir=plan.prep_dir,
                               device="cpu-x", toolkit_version="onnxruntime 1", cached=False,
                               artifact=Artifact(path=Path(f"/cache/artifacts/{backend}/{plan.batch_size}.onnx"),
                                                 backend=backend, batch_size=plan.batch_size, input_dtype="float32",
                                                 sha256=f"{plan.batch_size:063d}{index}", onnx_sha256="e" * 64,
                                                 options={}, cached=False))
                 for index, plan in enumerate(plans)]
-    benchmarks = [BenchSummary(batch_size=plan.batch_size, backend=backend, precision=plan.precision, loop=3,
-                               warmup=5, throughput=throughput * plan.batch_size * (1 + modes.index(plan.precision_mode)),
+    benchmarks = [BenchSummary(model_variant=plan.model_variant, batch_size=plan.batch_size, backend=backend,
+                               precision=plan.precision, loop=3, warmup=5,
+                               throughput=throughput * plan.batch_size * (1 + modes.index(plan.precision_mode)),
                                latency_mean_ms=1.0, latency_p50_ms=1.0, latency_p99_ms=2.0, formula="1000*bs/mean",
                                bench_json=f"/runs/run-9/bs{plan.batch_size}/benchmark.json") for plan in plans]
-    evaluated = [Scores(batch_size=plan.batch_size, precision=plan.precision, top1=80.0, top5=95.0, image_count=250,
+    evaluated = [Scores(model_variant=plan.model_variant, batch_size=plan.batch_size, precision=plan.precision,
+                        top1=80.0, top5=95.0, image_count=250,
                         result_json=f"/runs/run-9/bs{plan.batch_size}/result.json") for plan in plans]
-    return run, plans, exported, compiled, benchmarks, evaluated
+    return run, plans, [exported], compiled, benchmarks, evaluated
 
 
 def test_rows_join_each_plan_with_its_own_batch_size_whatever_the_order():
@@ -263,8 +272,8 @@ def test_rows_join_each_plan_with_its_own_batch_size_whatever_the_order():
     assert [(row.batch_size, row.artifact_sha256, row.throughput) for row in rows] == \
         [(4, f"{4:063d}0", 400.0), (16, f"{16:063d}1", 1600.0)]
     assert {row.checkpoint_path for row in rows} == {"/ckpt.pth.tar"}  # the path beside its sha256
-    with pytest.raises(ConfigError, match="different batch sizes"):
-        build_row(run, plans[0], exported, compiled[1], benchmarks[0], evaluated[0])
+    with pytest.raises(ConfigError, match="different models, batch sizes"):
+        build_row(run, plans[0], exported[0], compiled[1], benchmarks[0], evaluated[0])
 
 
 def test_rows_join_each_plan_with_its_own_batch_size_and_precision_mode():
@@ -274,14 +283,14 @@ def test_rows_join_each_plan_with_its_own_batch_size_and_precision_mode():
     assert [(row.batch_size, row.precision_mode, row.artifact_sha256, row.throughput) for row in rows] == [
         (4, "force_fp16", f"{4:063d}0", 400.0), (4, "must_keep_origin_dtype", f"{4:063d}1", 800.0),
         (16, "force_fp16", f"{16:063d}2", 1600.0), (16, "must_keep_origin_dtype", f"{16:063d}3", 3200.0)]
-    with pytest.raises(ConfigError, match="precision modes were joined for the bs4 force_fp16 row"):
-        build_row(run, plans[0], exported, compiled[0], benchmarks[1], evaluated[0])
-    with pytest.raises(ConfigError, match="no benchmark result for bs16 must_keep_origin_dtype"):
+    with pytest.raises(ConfigError, match="precision modes were joined for the convmixer_768_32 bs4 force_fp16 row"):
+        build_row(run, plans[0], exported[0], compiled[0], benchmarks[1], evaluated[0])
+    with pytest.raises(ConfigError, match="no benchmark result for convmixer_768_32 bs16 must_keep_origin_dtype"):
         rows_for_run(run, plans, exported, compiled, benchmarks[:3], evaluated)
 
 
 def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
-    from convmixer_tasks.metrics import get_run, query_runs
+    from convmixer_tasks.metrics import query_runs
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     rows = rows_for_run(*_step_results())
@@ -291,7 +300,7 @@ def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
     assert [(r.run_id, r.batch_size, r.backend) for r in recorded] == [("run-9", 4, "onnxruntime"),
                                                                        ("run-9", 16, "onnxruntime")]
     assert query_runs(url)[1] == 2
-    row = get_run(url, "run-9", 16, "onnxruntime")
+    row = stored_run(url, "run-9", 16, "onnxruntime")
     assert row["artifact_sha256"] == f"{16:063d}1" and row["throughput"] == 1600.0
     assert row["onnx_sha256"] == "e" * 64 and row["device"] == "cpu-x"
     assert row["status"] == "pending"  # recorded, not gated: the gate's history ignores it until gate_rows
@@ -310,37 +319,34 @@ def test_a_refused_row_leaves_none_of_the_runs_rows(tmp_path):
 
 
 def test_failed_rows_have_no_accuracy_and_are_not_gated(tmp_path):
-    from convmixer_tasks.metrics import get_run
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     run = run_facts("run-f", "convmixer_validation", None, "2026-01-05T03:00:01+00:00")
     params = _params(tmp_path, batch_size=8)
     recorded = steps.record_rows(url, failed_rows(run, params, "compile failed"))
-    row = get_run(url, "run-f", 8, "onnxruntime")
+    row = stored_run(url, "run-f", 8, "onnxruntime")
     assert row["status"] == "failed" and row["top1"] is None and row["throughput"] is None
     assert row["gate_reasons"] == ["compile failed"]
     with pytest.raises(MetricsError, match="failed"):
-        steps.gate_rows(url, recorded, params)
+        gate_rows(url, recorded, params)
 
 
 def test_the_failure_path_keeps_a_gated_verdict_and_fails_an_ungated_row(tmp_path):
     """record_failure (keep_gated) after a cleared rerun: a verdict stays, a 'pending' row becomes 'failed'."""
-    from convmixer_tasks.metrics import get_run
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
-    params = _params(tmp_path, batch_sizes=[4, 16])
+    params = _params(tmp_path, batch_sizes=[4, 16], model_variant="convmixer_768_32")  # the rows' model
     run, plans, exported, compiled, benchmarks, evaluated = _step_results()
     recorded = steps.record_rows(url, rows_for_run(run, plans, exported, compiled, benchmarks, evaluated))
-    steps.gate_rows(url, recorded[:1], params)  # batch 4 got its verdict, batch 16 did not
+    gate_rows(url, recorded[:1], params)  # batch 4 got its verdict, batch 16 did not
     failed = steps.record_rows(url, failed_rows(run, params, "infer failed"), keep_gated=True)
     assert [row.id for row in failed] == [row.id for row in recorded]
-    gated, ungated = get_run(url, "run-9", 4, "onnxruntime"), get_run(url, "run-9", 16, "onnxruntime")
+    gated, ungated = stored_run(url, "run-9", 4, "onnxruntime"), stored_run(url, "run-9", 16, "onnxruntime")
     assert gated["status"] == "ok" and gated["top1"] == 80.0 and gated["throughput"] == 400.0
     assert ungated["status"] == "failed" and ungated["top1"] is None and ungated["gate_reasons"] == ["infer failed"]
 
 
 def test_gate_stores_every_verdict_before_failing_once(tmp_path):
-    from convmixer_tasks.metrics import get_run
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     params = _params(tmp_path, throughput_history=5, throughput_tolerance_pct=10.0)
@@ -349,28 +355,29 @@ def test_gate_stores_every_verdict_before_failing_once(tmp_path):
     for index in range(5):
         old = steps.record_rows(url, rows_for_run(*_step_results(batch_sizes=(4,), throughput=1000.0,
                                                                        run_id=f"old-{index}")))
-        verdicts = steps.gate_rows(url, old, params)
+        verdicts = gate_rows(url, old, params)
         assert [verdict.status for verdict in verdicts] == ["ok"] and verdicts[0].batch_size == 4
     # one slow run is never a regression on its own (a neighbour may have slowed that whole run) ...
     first = steps.record_rows(url, rows_for_run(*_step_results(batch_sizes=(4,), throughput=100.0,
                                                                      run_id="run-8")))
-    assert [verdict.status for verdict in steps.gate_rows(url, first, params)] == ["ok"]
+    assert [verdict.status for verdict in gate_rows(url, first, params)] == ["ok"]
     # ... the second in a row is judged together with it
     recorded = steps.record_rows(url, rows_for_run(*_step_results(throughput=100.0)))
     with pytest.raises(RegressionError, match="batch size 4") as failure:
-        steps.gate_rows(url, recorded, params)
+        gate_rows(url, recorded, params)
     assert "batch size 16" not in str(failure.value)
     assert [decision.status for decision in failure.value.decisions] == ["regressed"]
-    slow, new = get_run(url, "run-9", 4, "onnxruntime"), get_run(url, "run-9", 16, "onnxruntime")
+    slow, new = stored_run(url, "run-9", 4, "onnxruntime"), stored_run(url, "run-9", 16, "onnxruntime")
     assert slow["status"] == "regressed" and slow["baseline_throughput"] == 4000.0
     assert new["status"] == "ok"  # gated after the regressed one, and stored
     assert any("throughput regressed" in reason for reason in slow["gate_reasons"])
 
 
 def test_a_partial_run_is_not_gated_on_accuracy_but_still_on_throughput(tmp_path):
-    full = gate_options(_params(tmp_path, top1_tolerance=0.5, throughput_tolerance_pct=10.0))
-    partial = gate_options(_params(tmp_path, top1_tolerance=0.5, image_limit=24))
+    full = RunParams.from_mapping(_params(tmp_path, top1_tolerance=0.5, throughput_tolerance_pct=10.0)).gate_arguments()
+    partial = RunParams.from_mapping(_params(tmp_path, top1_tolerance=0.5, image_limit=24)).gate_arguments()
     assert full["top1_tolerance"] == 0.5 and partial["top1_tolerance"] == 100.0
     assert partial["throughput_drop_pct"] == full["throughput_drop_pct"] == 10.0
     assert partial["history"] == full["history"] == 5
-    assert "runs" not in full and gate_options(_params(tmp_path, throughput_runs=1))["runs"] == 1
+    single_run = RunParams.from_mapping(_params(tmp_path, throughput_runs=1)).gate_arguments()
+    assert full["runs"] == 2 and single_run["runs"] == 1

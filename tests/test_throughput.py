@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from scipy import stats
+from scipy import stats  # type: ignore[import-untyped]  # no stubs installed
 
 from convmixer_tasks import fingerprint, metrics
 from convmixer_tasks import throughput as tp
@@ -18,7 +18,9 @@ from convmixer_tasks.backends import base
 from convmixer_tasks.energy import PowerUnavailable
 from convmixer_tasks.errors import ConfigError, MetricsError
 from convmixer_tasks.metrics.engine import get_engine
-from tests.test_metrics import downgrade, empty_url, insert_raw, make_row, read_old, version_rows  # noqa: F401
+from convmixer_tasks.params import BenchmarkOptions, GateOptions
+from tests.stored import stored_run
+from tests.test_metrics import downgrade, insert_raw, make_row, read_old, version_rows
 
 
 def test_samples_round_trip_at_float32_precision_and_compress():
@@ -34,6 +36,7 @@ def test_samples_round_trip_at_float32_precision_and_compress():
 def test_sample_stats_match_numpy_and_scipy():
     times = [10.0, 11.0, 9.0, 10.5, 30.0, 10.2]
     got = tp.sample_stats(times, batch_size=4, warmup=5)
+    assert got is not None
     array = np.asarray(times)
     assert got.count == 6 and got.warmup == 5
     assert got.mean_ms == pytest.approx(array.mean()) and got.p50_ms == pytest.approx(np.median(array))
@@ -57,6 +60,7 @@ def test_remeasure_until_quiet_keeps_the_least_noisy_and_stops_at_the_limit():
     assert len(tries.all) == 2 and tries.chosen.samples == quiet  # stopped once quiet
 
     tries = tp.measure_until_quiet(lambda: fake_bench(noisy), 4, remeasure=2, max_cv_pct=10)
+    assert tries.stats is not None
     assert len(tries.all) == 3 and tries.stats.cv > 0.1  # still noisy after R re-measurements
     no_list = tp.measure_until_quiet(lambda: fake_bench([]), 4, remeasure=2, max_cv_pct=10)
     assert len(no_list.all) == 1 and no_list.stats is None  # no per-loop list: no CV, nothing to repeat
@@ -131,7 +135,8 @@ def test_two_runs_below_are_judged_together_and_each_must_show_the_drop():
     # One whole run slowed 2.5x next to a merely low one: the pair's mean is far below the floor, but the low run
     # does not show the drop on its own, so it is not a regression.
     slowed = tp.Previous("r1", 40.0, "below", True, (40.0, 41.0, 39.0))
-    low = tp.judge(tp.Measured(93.0, None, 4, 0.02, 4, (94.5, 95.0, 94.0)), [40.0, *HISTORY], slowed, tolerance_pct=10.0)
+    low = tp.judge(tp.Measured(93.0, None, 4, 0.02, 4, (94.5, 95.0, 94.0)), [40.0, *HISTORY], slowed,
+                   tolerance_pct=10.0)
     assert low.status == "ok"
 
 
@@ -168,7 +173,7 @@ def test_migration_0004_adds_inconclusive_and_the_evidence_columns_reversibly(em
                    latency_cv=0.4, measurements=3, throughput_check="noisy", fingerprint={"backend": "onnxruntime"},
                    fingerprint_key="k")
     metrics.record_run(empty_url, row)
-    stored = metrics.get_run(empty_url, "noisy", 4, "onnxruntime")
+    stored = stored_run(empty_url, "noisy", 4, "onnxruntime")
     assert stored["status"] == "inconclusive" and tp.unpack_samples(stored["samples_ms"]) == [1.0, 2.0]
     assert stored["fingerprint"] == {"backend": "onnxruntime"}
     with pytest.raises(MetricsError, match="throughput_check"):
@@ -180,7 +185,7 @@ def test_migration_0004_adds_inconclusive_and_the_evidence_columns_reversibly(em
     columns = {column["name"] for column in sa.inspect(get_engine(empty_url)).get_columns("convmixer_validation_runs")}
     assert "samples_ms" not in columns and "fingerprint" not in columns
     metrics.upgrade(empty_url)
-    assert metrics.get_run(empty_url, "noisy", 4, "onnxruntime")["samples_ms"] is None
+    assert stored_run(empty_url, "noisy", 4, "onnxruntime")["samples_ms"] is None
 
 
 class ScriptedBench:
@@ -224,8 +229,9 @@ def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, 
     compiled = _step_results(batch_sizes=(4,), throughput=100.0)[3][0]
     scripted = ScriptedBench(scripts)
     monkeypatch.setattr(benchmark_step, "get_backend", lambda name, **settings: scripted)
-    summary = benchmark_step.benchmark_artifact(compiled, 4, tmp_path, remeasure=2, max_cv_pct=10.0)
+    summary = benchmark_step.benchmark_artifact(compiled, BenchmarkOptions(loop=4, remeasure=2, max_cv_pct=10.0), tmp_path)
     assert summary.measurements == scripted.calls == expected_measurements
+    assert summary.samples_ms is not None and summary.fingerprint is not None
     assert tp.unpack_samples(summary.samples_ms) == pytest.approx([10.0, 10.2, 9.8, 10.0], rel=1e-6)
     assert summary.sample_count == 4
     assert summary.latency_cv == pytest.approx(np.std([10.0, 10.2, 9.8, 10.0], ddof=1) / 10.0)
@@ -238,7 +244,7 @@ def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, 
 
 def _pick(results, summary):
     run, plans, exported, compiled, _, scores = results
-    return run, plans[0], exported, compiled[0], summary, scores[0]
+    return run, plans[0], exported[0], compiled[0], summary, scores[0]
 
 
 def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, capsys):
@@ -251,7 +257,7 @@ def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, ca
     record(metrics_url, "new-precision", 9, 50.0, status="pending")
     with pytest.raises(RegressionError):
         gate.apply_gate(metrics_url, "new-precision", BS, BACKEND, runs=1)
-    row_id = metrics.get_run(metrics_url, "new-precision", BS, BACKEND)["id"]
+    row_id = stored_run(metrics_url, "new-precision", BS, BACKEND)["id"]
 
     argv = ["-o", "json", "metrics-rebaseline", "--url", metrics_url, "--row", str(row_id)]
     assert cli.main([*argv, "--reason", "precision_mode allow_fp32_to_fp16 on purpose", "--by", "alice"]) == 0
@@ -289,16 +295,19 @@ def test_benchmark_step_confirms_a_suspect_figure_with_fresh_measurements(tmp_pa
         seen.append(fingerprint.key(env))
         return 380.0  # the history's suspect line
 
-    summary = benchmark_step.benchmark_artifact(compiled, 4, tmp_path, suspect=suspect, confirm=2)
+    summary = benchmark_step.benchmark_artifact(compiled, BenchmarkOptions(loop=4, confirm=2), tmp_path, suspect=suspect)
+    assert summary.fingerprint is not None
     assert summary.throughput == pytest.approx(200.0)  # the row keeps its first figure: the history stays unbiased
     assert summary.fingerprint[fingerprint.CONFIRMATIONS] == pytest.approx([400.0, 400.0])
     assert summary.measurements == scripted.calls == 3 and len(read_json(summary.bench_json)["measurements"]) == 3
     assert seen == [fingerprint.key(summary.fingerprint)]  # the confirmations are not part of the key
-    not_suspect = benchmark_step.benchmark_artifact(compiled, 4, tmp_path, suspect=lambda env: 150.0, confirm=2)
+    not_suspect = benchmark_step.benchmark_artifact(compiled, BenchmarkOptions(loop=4, confirm=2), tmp_path,
+                                                   suspect=lambda env: 150.0)
+    assert not_suspect.fingerprint is not None
     assert not_suspect.measurements == 1 and fingerprint.CONFIRMATIONS not in not_suspect.fingerprint
 
     # The DAG's suspect check reads the same-fingerprint history; without a readable metrics DB it gives no line.
-    params = {"throughput_history": 20, "throughput_tolerance_pct": 10.0}
+    params = GateOptions(history=20, throughput_drop_pct=10.0)
     from convmixer_tasks import metrics
     from tests.test_metrics import make_row
 

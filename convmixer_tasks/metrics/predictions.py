@@ -31,13 +31,14 @@ def store_predictions(
     blob: bytes,
     image_count: int,
     precision_mode: str | None = None,
+    model_variant: str | None = None,
     chip: str | None = None,
 ) -> int:
     """Put the row's predictions blob in place (replacing a retried attempt's); returns the stored size in bytes.
-    Without ``precision_mode`` the run × batch size must have a single row."""
-    what = describe_key(run_id, batch_size, backend, precision_mode)
+    Without ``precision_mode`` (and ``model_variant``) the run × batch size must have a single row."""
+    what = describe_key(run_id, batch_size, backend, precision_mode, model_variant)
     with _db_errors(url, f"store predictions of {what}"), Session(get_engine(url)) as session, session.begin():
-        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode, chip)
+        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant, chip)
         if row_id is None:
             raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record the row before its predictions")
         existing = session.get(RunPredictions, row_id)
@@ -113,26 +114,27 @@ def store_evidence(
     backend: str,
     values: dict[str, Any],
     precision_mode: str | None = None,
+    model_variant: str | None = None,
     chip: str | None = None,
 ) -> None:
-    """Set the gate's pairing results (``EVIDENCE_COLUMNS``) on a recorded row (without ``precision_mode``, the
-    run × batch size's only row)."""
+    """Set the gate's pairing results (``EVIDENCE_COLUMNS``) on a recorded row (without ``precision_mode`` and
+    ``model_variant``, the run × batch size's only row)."""
     unknown = sorted(set(values) - set(EVIDENCE_COLUMNS))
     if unknown:
         raise MetricsError(f"store_evidence got unknown column(s) {', '.join(unknown)}; use {EVIDENCE_COLUMNS}")
     checked = {name: _check_value(name, value) for name, value in values.items()}
-    what = describe_key(run_id, batch_size, backend, precision_mode)
+    what = describe_key(run_id, batch_size, backend, precision_mode, model_variant)
     with _db_errors(url, f"store the evidence of {what}"), Session(get_engine(url)) as session, session.begin():
         # Write first (a read first can deadlock on SQLite against a concurrent writer); more than one row matched
         # means several precisions and no mode named: refused, and the transaction rolls back.
         result = session.execute(
             update(ValidationRun)
-            .where(*_key(run_id, batch_size, backend, precision_mode, chip))
+            .where(*_key(run_id, batch_size, backend, precision_mode, model_variant, chip))
             .values(**checked, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
         updated = getattr(result, "rowcount", 0)
         if updated > 1:  # _one_row_id raises: the transaction rolls back
-            _one_row_id(session, run_id, batch_size, backend, precision_mode, chip)
+            _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant, chip)
         if updated == 0:
             raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record the row before its evidence")

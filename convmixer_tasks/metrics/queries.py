@@ -19,21 +19,37 @@ from convmixer_tasks.metrics.values import _COLUMNS, _check_int, _check_status, 
 MAX_LIMIT = 500
 
 
-def _key(run_id: str, batch_size: int, backend: str, precision_mode: str | None = None, chip: str | None = None):
-    """The row key's clauses; without ``precision_mode`` (``chip``) it matches every precision (chip) of that run ×
-    batch size."""
-    clauses = [ValidationRun.run_id == run_id, ValidationRun.batch_size == batch_size, ValidationRun.backend == backend]
+def _key(
+    run_id: str,
+    batch_size: int,
+    backend: str,
+    precision_mode: str | None = None,
+    model_variant: str | None = None,
+    chip: str | None = None,
+):
+    """The row key's clauses; without ``precision_mode`` (``model_variant``) it matches every precision (model) of
+    that run × batch size."""
+    clauses: tuple[ColumnElement[bool], ...] = (
+        ValidationRun.run_id == run_id,
+        ValidationRun.batch_size == batch_size,
+        ValidationRun.backend == backend,
+    )
     if precision_mode is not None:
-        clauses.append(ValidationRun.precision_mode == precision_mode)
-    if chip is not None:
-        clauses.append(ValidationRun.chip == chip)
-    return tuple(clauses)
+        clauses = (*clauses, ValidationRun.precision_mode == precision_mode)
+    if model_variant is not None:
+        clauses = (*clauses, ValidationRun.model_variant == model_variant)
+    if chip is not None:  # the chip type of a run over chips ("" without)
+        clauses = (*clauses, ValidationRun.chip == chip)
+    return clauses
 
 
-def describe_key(run_id: str, batch_size: int, backend: str, precision_mode: str | None = None) -> str:
-    """The row key in messages: ``run R (batch size 4, backend ascend, precision force_fp16)``."""
+def describe_key(
+    run_id: str, batch_size: int, backend: str, precision_mode: str | None = None, model_variant: str | None = None
+) -> str:
+    """The row key in messages: ``run R (model M, batch size 4, backend ascend, precision force_fp16)``."""
+    model = "" if model_variant is None else f"model {model_variant}, "
     precision = "" if precision_mode is None else f", precision {precision_mode}"
-    return f"run {run_id} (batch size {batch_size}, backend {backend}{precision})"
+    return f"run {run_id} ({model}batch size {batch_size}, backend {backend}{precision})"
 
 
 def _one_row_id(
@@ -42,31 +58,44 @@ def _one_row_id(
     batch_size: int,
     backend: str,
     precision_mode: str | None = None,
+    model_variant: str | None = None,
     chip: str | None = None,
 ) -> int | None:
-    """The id of the row with this key, None when there is none. Without ``precision_mode`` the run × batch size
-    must have one precision only: a run mapped over several modes is refused rather than one of them picked."""
+    """The id of the row with this key, None when there is none. Without ``precision_mode`` / ``model_variant``
+    the run × batch size must have one precision / model only: a run mapped over several is refused rather than
+    one of them picked."""
     found = session.execute(
-        select(ValidationRun.id, ValidationRun.precision_mode).where(
-            *_key(run_id, batch_size, backend, precision_mode, chip)
+        select(ValidationRun.id, ValidationRun.precision_mode, ValidationRun.model_variant).where(
+            *_key(run_id, batch_size, backend, precision_mode, model_variant, chip)
         )
     ).all()
     if len(found) > 1:
-        modes = ", ".join(sorted(str(mode) for _, mode in found))
+        models = sorted({str(model) for _, _, model in found})
+        what, names, flag = (
+            ("models", models, "model_variant")
+            if len(models) > 1
+            else ("precision modes", sorted(str(mode) for _, mode, _ in found), "precision_mode")
+        )
         raise MetricsError(
-            f"{describe_key(run_id, batch_size, backend)} has rows of several precision modes ({modes}); "
-            "pass the precision_mode of the one you mean"
+            f"{describe_key(run_id, batch_size, backend)} has rows of several {what} ({', '.join(names)}); "
+            f"pass the {flag} of the one you mean"
         )
     return found[0][0] if found else None
 
 
 def get_run(
-    url: str, run_id: str, batch_size: int, backend: str, precision_mode: str | None = None, chip: str | None = None
+    url: str,
+    run_id: str,
+    batch_size: int,
+    backend: str,
+    precision_mode: str | None = None,
+    model_variant: str | None = None,
+    chip: str | None = None,
 ) -> dict[str, Any] | None:
-    """One row as a JSON-ready dict, or None when it was never recorded. Without ``precision_mode`` the run ×
-    batch size must have a single row (``MetricsError`` naming the modes otherwise)."""
+    """One row as a JSON-ready dict, or None when it was never recorded. Without ``precision_mode`` (and
+    ``model_variant``) the run × batch size must have a single row (``MetricsError`` naming them otherwise)."""
     with _db_errors(url, f"read run {run_id}"), Session(get_engine(url)) as session:
-        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode, chip)
+        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant, chip)
         run = None if row_id is None else session.get(ValidationRun, row_id)
         return None if run is None else run.to_dict()
 

@@ -103,7 +103,13 @@ class ValidationRun(Base):
     __tablename__ = TABLE_NAME
     __table_args__ = (
         UniqueConstraint(
-            "run_id", "batch_size", "backend", "precision_mode", "chip", name="uq_convmixer_validation_runs_key"
+            "run_id",
+            "batch_size",
+            "backend",
+            "precision_mode",
+            "model_variant",
+            "chip",
+            name="uq_convmixer_validation_runs_key",
         ),
         CheckConstraint(f"status IN {STATUSES!r}", name="status_known"),
         # Accuracy comes as a pair or not at all, and only an evaluated run can be pending, ok or regressed.
@@ -209,7 +215,7 @@ def _jsonable(value: Any) -> Any:
 
 # Columns the database fills in itself; everything else in the table is a MetricsRow field.
 GENERATED_COLUMNS = ("id", "created_at", "updated_at")
-KEY_COLUMNS = ("run_id", "batch_size", "backend", "precision_mode", "chip")
+KEY_COLUMNS = ("run_id", "batch_size", "backend", "precision_mode", "model_variant", "chip")
 
 
 @dataclass(kw_only=True)

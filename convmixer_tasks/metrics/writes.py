@@ -130,10 +130,12 @@ def update_status(
     throughput_check: str | None = _UNCHANGED,
     throughput_p_value: float | None = _UNCHANGED,
     precision_mode: str | None = None,
+    model_variant: str | None = None,
     chip: str | None = None,
 ) -> None:
     """Set a recorded row's status and gate reasons (and, when given, the baselines the gate compared against and
-    the throughput rule's outcome). Without ``precision_mode`` the run × batch size must have a single row."""
+    the throughput rule's outcome). Without ``precision_mode`` (and ``model_variant``) the run × batch size must
+    have a single row."""
     values: dict[str, Any] = {"status": _check_status(status), "gate_reasons": _check_reasons(reasons, "reasons")}
     for name, value in (
         ("baseline_top1", baseline_top1),
@@ -144,8 +146,8 @@ def update_status(
         if value is not _UNCHANGED:
             values[name] = _check_value(name, value)
     values["updated_at"] = utcnow()
-    key = _key(run_id, batch_size, backend, precision_mode, chip)
-    what = f"{describe_key(run_id, batch_size, backend, precision_mode)} in {mask_url(url)}"
+    key = _key(run_id, batch_size, backend, precision_mode, model_variant, chip)
+    what = f"{describe_key(run_id, batch_size, backend, precision_mode, model_variant)} in {mask_url(url)}"
     # Write first, then read: on SQLite a read-then-write transaction can deadlock against a concurrent writer.
     # The top1 condition keeps 'ok'/'regressed' off rows that never reached evaluation.
     conditions = [*key] if status == STATUS_FAILED else [*key, ValidationRun.top1.is_not(None)]
@@ -157,7 +159,7 @@ def update_status(
         if updated == 1:
             return
         if updated > 1:  # several precisions, none named: _one_row_id raises and the transaction rolls back
-            _one_row_id(session, run_id, batch_size, backend, precision_mode, chip)
+            _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant, chip)
         if session.scalar(select(ValidationRun.id).where(*key)) is None:
             raise MetricsError(f"no metrics row for {what}; record_run it before setting its status")
         raise MetricsError(

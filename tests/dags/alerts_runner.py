@@ -10,8 +10,9 @@ SimpleAuthManager user with a JWT from ``POST /auth/token``. A timeout is resolv
 
     python tests/dags/alerts_runner.py SPEC.json OUT.json
 
-SPEC: {"user": [name, password], "digest": {"env": {...}} | null, "runs": [{"name", "conf", "env": {...}, "seed": {"count", "factor"} | null,
-       "answer": {"option", "reason"} | "timeout" | null}]}
+SPEC: {"user": [name, password], "digest": {"env": {...}} | null,
+       "runs": [{"name", "conf", "env": {...}, "seed": {"count", "factor"} | null,
+                 "answer": {"option", "reason"} | "timeout" | null}]}
       seed: ``count`` ok rows copied from the first run's row, throughput × ``factor`` (a fast history: regressed).
 OUT:  {"runs": [{"name", "run_id", "state", "tasks": {task_id: state}, "rows": [...], "hitl": {...} | null,
                  "log": [what the DAG file's logger said]}]}

@@ -19,13 +19,15 @@ import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 DAG_ID = "convmixer_validation"
 
 
-def _inject(steps, name: str, *, once: bool) -> None:
+def _inject(steps, name: str, *, once: bool) -> Callable[..., Any]:
     """Make ``steps.<name>`` raise: after doing its work once (a crash after the write), or always (before it).
 
     The DAG's tasks call ``steps.<name>`` through the module at run time, and ``dag.test`` runs them in this
@@ -76,17 +78,18 @@ def main(spec_path: str, out_path: str) -> int:
     metrics_url = os.environ["CONVMIXER_METRICS_DB_URL"]
     work_dir = Path(os.environ["AIRFLOW__CONVMIXER__WORK_DIR"])
 
-    results = []
+    results: list[dict[str, Any]] = []
     for run in spec["runs"]:
-        restore = {}
+        restore: dict[str, Callable[..., Any]] = {}
         if run.get("seed_from"):
             seed = run["seed_from"]
             source = next(r for r in results if r["name"] == seed["run"])
             template = next(row for row in source["rows"] if row["batch_size"] == seed["batch_size"])
             for index in range(seed["count"]):
-                row = {key: value for key, value in template.items() if key not in ("id", "created_at", "updated_at", "ran_at")}
+                row = {key: value for key, value in template.items()
+                       if key not in ("id", "created_at", "updated_at", "ran_at")}
                 row.update(run_id=f"seeded-{index}", status="ok", gate_reasons=None,
-                           logical_date=datetime.now(timezone.utc).isoformat(),
+                           logical_date=datetime.now(UTC).isoformat(),
                            throughput=template["throughput"] * seed["throughput_factor"])
                 record_run(metrics_url, row)
         if run.get("fail_once"):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -38,8 +37,14 @@ DAG_ID = "convmixer_validation"
 SERVED = ("310P3", "910B3")
 UNSERVED = "310B1"
 NPU_STEPS = {"compile_model", "infer", "benchmark"}
-CONF = {"backend": "ascend", "chips": list(SERVED), "batch_sizes": [4], "image_limit": 24, "benchmark_loop": 5,
-        "throughput_tolerance_pct": 99}
+CONF = {
+    "backend": "ascend",
+    "chips": list(SERVED),
+    "batch_sizes": [4],
+    "image_limit": 24,
+    "benchmark_loop": 5,
+    "throughput_tolerance_pct": 99,
+}
 UNSERVED_CONF = {**CONF, "chips": [UNSERVED]}
 CHECK_SECONDS = 30  # "within seconds": the inspect timeout is 3 s; the rest is a task start on a busy machine
 
@@ -61,13 +66,15 @@ def chip_runs(tmp_path_factory):
     api = f"http://127.0.0.1:{_free_port()}"
     password = secrets.token_urlsafe(12)
     env = cluster_env(root, metadata_db, metrics_db, redis_db, api, password)
-    env.update({
-        "AIRFLOW__CONVMIXER__CHIPS": ",".join((*SERVED, UNSERVED)),
-        "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(doubles.set_env),
-        "AIRFLOW__CONVMIXER__NPU_TASK_TIMEOUT_HOURS": "0.25",
-        "ASCEND_PROCESS_LOG_PATH": str(doubles.log_dir),
-        "PATH": f"{doubles.host_bin}:{env['PATH']}",  # npu-smi, as on an NPU host
-    })
+    env.update(
+        {
+            "AIRFLOW__CONVMIXER__CHIPS": ",".join((*SERVED, UNSERVED)),
+            "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(doubles.set_env),
+            "AIRFLOW__CONVMIXER__NPU_TASK_TIMEOUT_HOURS": "0.25",
+            "ASCEND_PROCESS_LOG_PATH": str(doubles.log_dir),
+            "PATH": f"{doubles.host_bin}:{env['PATH']}",  # npu-smi, as on an NPU host
+        }
+    )
     cluster = Cluster(root, env)
     created = []
     try:
@@ -81,22 +88,33 @@ def chip_runs(tmp_path_factory):
         cluster.start("dag-processor", "dag-processor")
         start_worker(cluster, "default", "default", 2)
         for chip in SERVED:
-            start_worker(cluster, f"npu{chip}", f"npu.{chip}", 2,
-                         {"NPU_SMI_DOUBLE_CHIP": chip, "ATC_DOUBLE_ARGV_LOG": str(root / f"atc-{chip}.jsonl")})
+            start_worker(
+                cluster,
+                f"npu{chip}",
+                f"npu.{chip}",
+                2,
+                {"NPU_SMI_DOUBLE_CHIP": chip, "ATC_DOUBLE_ARGV_LOG": str(root / f"atc-{chip}.jsonl")},
+            )
         session = api_session(api, password, cluster)
         for chip in (*SERVED, UNSERVED):
             made = session.post(f"{api}/api/v2/pools", json={"name": f"npu.{chip}", "slots": 1}, timeout=10)
             assert made.status_code in (200, 201), made.text
-        wait_for("the DAG to be parsed", lambda: session.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=10).ok,
-                 180, cluster)
+        wait_for(
+            "the DAG to be parsed", lambda: session.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=10).ok, 180, cluster
+        )
         roles = ["default", *(f"npu{chip}" for chip in SERVED)]
-        wait_for("the Celery workers", lambda: all("ready" in (root / f"worker-{role}.log").read_text()
-                                                   for role in roles), 120, cluster)
+        wait_for(
+            "the Celery workers",
+            lambda: all("ready" in (root / f"worker-{role}.log").read_text() for role in roles),
+            120,
+            cluster,
+        )
 
         runs = {}
         for name, conf in (("unserved", UNSERVED_CONF), ("both", CONF)):  # max_active_runs=1: one after the other
-            triggered = session.post(f"{api}/api/v2/dags/{DAG_ID}/dagRuns",
-                                     json={"logical_date": None, "conf": conf}, timeout=30)
+            triggered = session.post(
+                f"{api}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf}, timeout=30
+            )
             assert triggered.status_code in (200, 201), triggered.text
             runs[name] = triggered.json()["dag_run_id"]
         results = {}
@@ -112,12 +130,24 @@ def chip_runs(tmp_path_factory):
             results[name] = {"run_id": run_id, "state": state, "tis": tis}
         rows, _ = query_runs(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{metrics_db}", limit=50)
         dispose_engines()
-        atc = {chip: [json.loads(line) for line in (root / f"atc-{chip}.jsonl").read_text().splitlines()]
-               if (root / f"atc-{chip}.jsonl").exists() else [] for chip in SERVED}
+        atc = {
+            chip: [json.loads(line) for line in (root / f"atc-{chip}.jsonl").read_text().splitlines()]
+            if (root / f"atc-{chip}.jsonl").exists()
+            else []
+            for chip in SERVED
+        }
         unserved_logs = root / "airflow-home" / "logs" / f"dag_id={DAG_ID}" / f"run_id={runs['unserved']}"
-        logs = {str(path): path.read_text(errors="replace") for path in unserved_logs.glob("task_id=check_inputs/*.log")}
-        yield {"runs": results, "rows": rows, "atc": atc, "check_logs": logs, "logs": cluster.logs(lines=60),
-               "home": root / "airflow-home"}
+        logs = {
+            str(path): path.read_text(errors="replace") for path in unserved_logs.glob("task_id=check_inputs/*.log")
+        }
+        yield {
+            "runs": results,
+            "rows": rows,
+            "atc": atc,
+            "check_logs": logs,
+            "logs": cluster.logs(lines=60),
+            "home": root / "airflow-home",
+        }
     finally:
         cluster.stop()
         dispose_engines()
@@ -132,8 +162,9 @@ def _argv(call) -> list[str]:
 
 def test_one_run_over_two_chips_records_one_row_per_chip(chip_runs):
     run = chip_runs["runs"]["both"]
-    not_ok = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in run["tis"]
-              if ti["state"] not in ("success", "skipped")]
+    not_ok = [
+        (ti["task_id"], ti["map_index"], ti["state"]) for ti in run["tis"] if ti["state"] not in ("success", "skipped")
+    ]
     assert run["state"] == "success", f"tasks not ok: {not_ok}\n{chip_runs['logs']}"
     rows = [row for row in chip_runs["rows"] if row["run_id"] == run["run_id"]]
     assert sorted(row["device"] for row in rows) == [f"Ascend{chip}" for chip in SERVED]
@@ -143,8 +174,11 @@ def test_one_run_over_two_chips_records_one_row_per_chip(chip_runs):
 def test_each_npu_task_ran_on_its_chips_worker_queue_and_pool(chip_runs):
     tis = chip_runs["runs"]["both"]["tis"]
     for chip in SERVED:
-        npu = [ti for ti in tis if ti["task_id"].startswith(f"chip_{chip}.")
-               and ti["task_id"].split(".", 1)[1] in NPU_STEPS]
+        npu = [
+            ti
+            for ti in tis
+            if ti["task_id"].startswith(f"chip_{chip}.") and ti["task_id"].split(".", 1)[1] in NPU_STEPS
+        ]
         assert {ti["task_id"].split(".", 1)[1] for ti in npu} == NPU_STEPS
         assert len(npu) == 4  # compile, infer x 2 shards, benchmark
         for ti in npu:

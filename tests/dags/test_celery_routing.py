@@ -12,6 +12,7 @@ Every process started here is stopped, and the databases dropped, even when the 
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import signal
@@ -19,9 +20,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import pytest
 
@@ -36,23 +38,23 @@ NPU_WORKER_CONCURRENCY = 4
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 REDIS = ("127.0.0.1", 6379)
 # 24 of the 250 demo images (a run with image_limit is not gated on accuracy); CPU throughput is noisy
-CONF = {"batch_sizes": [4], "image_limit": 24, "benchmark_loop": 5, "throughput_tolerance_pct": 99}
+CONF: dict[str, Any] = {"batch_sizes": [4], "image_limit": 24, "benchmark_loop": 5, "throughput_tolerance_pct": 99}
 
 
 # --- services the test needs ------------------------------------------------------------------------------------
 
 def _require_services() -> None:
-    import psycopg2
+    import psycopg2  # type: ignore[import-untyped]  # no stubs installed
     import redis
 
     problems = []
     try:
         redis.Redis(*REDIS, socket_timeout=3).ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means the same: not usable
+    except Exception as exc:
         problems.append(f"Redis on {REDIS[0]}:{REDIS[1]} ({exc})")
     try:
         psycopg2.connect(dbname="postgres", connect_timeout=3, **PG).close()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         problems.append(f"PostgreSQL on {PG['host']}:{PG['port']} as user postgres ({exc})")
     if problems:
         pytest.fail("the Celery routing test needs " + " and ".join(problems) + " — start them "
@@ -105,11 +107,10 @@ class Cluster:
         assert proc.returncode == 0, f"airflow {' '.join(args)} failed:\n{log.read_text()[-3000:]}"
 
     def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> None:
-        handle = open(self.root / f"{name}.log", "w")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "airflow", *args], env={**self.env, **(extra_env or {})}, cwd=self.root,
-            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-        handle.close()
+        with open(self.root / f"{name}.log", "w") as handle:  # the child keeps its own copy of the descriptor
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", *args], env={**self.env, **(extra_env or {})}, cwd=self.root,
+                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
 
     def check_alive(self) -> None:
         dead = {name: proc.returncode for name, proc in self.processes.items() if proc.poll() is not None}
@@ -151,7 +152,7 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, cluster: Cl
             result = check()
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 - the service may simply not be up yet
+        except Exception as exc:
             last_error = exc
         time.sleep(every)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})\n{cluster.logs()}")
@@ -304,7 +305,7 @@ def test_npu_tasks_never_overlap_under_the_one_slot_pool(celery_run):
                  key=lambda ti: _when(ti["start_date"]))
     assert len(npu) == 4  # compile, infer x 2 shards, benchmark: three of them ready at the same moment
     waited = 0
-    for earlier, later in zip(npu, npu[1:]):
+    for earlier, later in itertools.pairwise(npu):
         assert _when(later["start_date"]) >= _when(earlier["end_date"]), (
             f"{earlier['task_id']}[{earlier['map_index']}] and {later['task_id']}[{later['map_index']}] overlapped")
         waited += _when(later["scheduled_when"]) < _when(earlier["end_date"])

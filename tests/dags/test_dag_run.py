@@ -126,9 +126,10 @@ def test_first_run_reproduces_the_demo_models_top1_and_records_a_row_per_batch_s
     # XCom carries small JSON (paths, hashes, numbers), never arrays of pixels or logits
     assert max(len(json.dumps(value)) for task in run["xcom"].values() for value in task.values()) < 20_000
     # ...as versioned step records, one per batch size (and shard), readable in the UI
-    records = {"check_inputs": "RunPlan", "prep_plans": "RunPlan", "preprocess": "PrepShard", "export_onnx": "ExportedModel",
-               "compile_model": "CompiledModel", "infer": "ShardOutputs", "benchmark": "BenchSummary",
-               "evaluate": "Scores", "record_metrics": "RecordedRow", "regression_gate": "Verdict"}
+    records = {"check_inputs": "RunPlan", "prep_plans": "RunPlan", "preprocess": "PrepShard",
+               "export_onnx": "ExportedModel", "compile_model": "CompiledModel", "infer": "ShardOutputs",
+               "benchmark": "BenchSummary", "evaluate": "Scores", "record_metrics": "RecordedRow",
+               "regression_gate": "Verdict"}
     for task_id, record in records.items():
         values = xcom(run, task_id)
         entries = [entry for value in values for entry in (value if isinstance(value, list) else [value])]
@@ -142,7 +143,8 @@ def test_first_run_builds_every_cache_and_maps_over_shards(runs):
     assert len(prepared) == len(BATCH_SIZES) * 2  # batch sizes x shards
     assert len(states(run, "infer")) == len(BATCH_SIZES) * 2
     # one evaluate per batch size × precision mode, named for them in the UI
-    assert sorted(t["rendered_map_index"] for t in run["tasks"] if t["task_id"] == "evaluate") == ["bs16 fp32", "bs4 fp32"]
+    evaluated = sorted(t["rendered_map_index"] for t in run["tasks"] if t["task_id"] == "evaluate")
+    assert evaluated == ["convmixer_demo bs16 fp32", "convmixer_demo bs4 fp32"]
     assert sorted(entry["batch_size"] for entry in xcom(run, "evaluate")) == BATCH_SIZES
     for batch_size in BATCH_SIZES:
         files = [name for entry in prepared if entry["batch_size"] == batch_size for name in entry["files"]]
@@ -271,9 +273,9 @@ def test_a_run_over_two_precision_modes_records_a_row_each_compared_like_with_li
     assert len(states(run, "preprocess")) == 2 and len(states(run, "compile_model")) == 2
     assert len(states(run, "infer")) == 4 and len(states(run, "evaluate")) == 2
     labels = sorted(t["rendered_map_index"] for t in run["tasks"] if t["task_id"] == "evaluate")
-    assert labels == ["bs4 force_fp16", "bs4 must_keep_origin_dtype"]
-    run_dir = WorkLayout(run["work"]).run_dir(run["run_id"])
-    assert sorted(folder.name for folder in run_dir.iterdir()) == ["bs4-force_fp16", "bs4-must_keep_origin_dtype"]
+    assert labels == ["convmixer_demo bs4 force_fp16", "convmixer_demo bs4 must_keep_origin_dtype"]
+    model_dir = WorkLayout(run["work"]).run_dir(run["run_id"]) / "convmixer_demo"
+    assert sorted(folder.name for folder in model_dir.iterdir()) == ["bs4-force_fp16", "bs4-must_keep_origin_dtype"]
     print("force_fp16 vs must_keep_origin_dtype min cosine:", fp16["fidelity_min_cosine"], keep["fidelity_min_cosine"])
 
 
@@ -320,11 +322,12 @@ def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_p
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # Each task once, in the order they ended (issue 22: raw, interleaved log lines before), then the outcome.
     ended = [ln.split()[0] for ln in proc.stdout.splitlines() if ln.startswith("  ") and ln.split()[1:2] == ["done"]]
-    assert ended[0] == "check_inputs" and ended[-1] == "regression_gate" and len(ended) == len(set(ended))
+    assert ended[0] == "check_inputs" and ended[-1] == "finish_run" and len(ended) == len(set(ended))
     assert re.search(r"DAG run manual__\S+: succeeded", proc.stdout) and "[DAG TEST]" not in proc.stdout
     # The script ends with the compact metrics table (human; scripts that need figures ask for --output json).
     lines = proc.stdout.splitlines()
-    assert ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"] in [ln.split() for ln in lines]
+    header = ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "J/img", "verdict"]
+    assert header in [ln.split() for ln in lines]
     (row,) = [ln.split() for ln in lines if ln.startswith("manual__")]
     assert row[1:4] == ["4", "onnxruntime", "fp32"] and row[-1] == "ok" and float(row[6].replace(",", "")) > 0
     assert "airflow standalone" in proc.stdout
@@ -353,7 +356,8 @@ def test_the_demo_script_refuses_an_unknown_conf_key_and_shows_the_rows_the_dag_
     log = (tmp_path / "airflow-home" / "logs" / "run_demo_dag.log").read_text()
     assert "unknown param(s) batch_szie" in log
     table = [line.split() for line in proc.stdout.splitlines()]
-    assert ["seeded-before", "4", "onnxruntime", "fp32", "-", "-", "-", "-", "failed"] in table  # rows from the DB the DAG wrote
+    # rows from the DB the DAG wrote
+    assert ["seeded-before", "4", "onnxruntime", "fp32", "-", "-", "-", "-", "failed"] in table
     # ...which now also holds this run's 'failed' rows, one per default batch size (1 and 4)
     assert sum(1 for cells in table if cells[-1:] == ["failed"] and len(cells) == 9) == 3
     assert not setting.exists()

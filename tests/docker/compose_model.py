@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs installed
 
 DOCKER_DIR = Path(__file__).resolve().parents[2] / "docker"
 BASE_FILE = DOCKER_DIR / "docker-compose.yaml"
@@ -126,9 +127,9 @@ def _resolve(expr: str, env: Mapping[str, str]) -> str:
     check = is_full if op.startswith(":") else is_set
     kind = op[-1]
     if kind == "-":
-        return value if check else interpolate(arg, env)
+        return value if check and value is not None else interpolate(arg, env)  # check implies set
     if kind == "?":
-        if not check:
+        if not check or value is None:  # check implies set
             raise InterpolationError(f"required variable {name} is missing a value: {interpolate(arg, env)}")
         return value
     return interpolate(arg, env) if check else ""  # "+"

@@ -21,6 +21,7 @@ PG_ADMIN_URL = os.environ.get("CONVMIXER_TEST_PG_URL", "postgresql+psycopg2://po
 
 def _load_init_module():
     spec = importlib.util.spec_from_file_location("convmixer_init", cm.DOCKER_DIR / "convmixer_init.py")
+    assert spec is not None and spec.loader is not None, "convmixer_init.py is a loadable file"
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -62,7 +63,7 @@ def test_init_creates_db_schema_connection_pool_and_admin(tmp_path):
     assert calls[0] == ("airflow", ["db", "migrate"])
     assert calls[1] == ("convmixer-tasks", ["metrics-upgrade", "--url", metrics_url])
     assert calls[2] == ("airflow", ["connections", "delete", "metrics_db"])
-    tool, argv = calls[3]
+    _tool, argv = calls[3]
     assert argv[:3] == ["connections", "add", "metrics_db"] and argv[3] == "--conn-json"
     assert json.loads(argv[4]) == {"conn_type": "sqlite", "host": f"{tmp_path}/metrics/metrics.db"}
     assert calls[4][1][:4] == ["pools", "set", "ascend", "3"]
@@ -259,5 +260,6 @@ def test_default_metrics_url_is_built_from_the_postgres_settings(tmp_path):
     # The logs volume is left non-empty, so Docker does not re-copy the image's owner onto it at the next mount.
     assert (tmp_path / "airflow" / "logs" / "ascend").is_dir()
     calls = read_records(record)
-    assert [call["argv"][1:] for call in calls if call["tool"] == "python-double"][0] == ["create-database", expected]
-    assert ["metrics-upgrade", "--url", expected] in [call["argv"] for call in calls if call["tool"] == "convmixer-tasks"]
+    assert next(call["argv"][1:] for call in calls if call["tool"] == "python-double") == ["create-database", expected]
+    ours = [call["argv"] for call in calls if call["tool"] == "convmixer-tasks"]
+    assert ["metrics-upgrade", "--url", expected] in ours

@@ -11,16 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from tests.ascend_doubles import ascend_doubles  # noqa: F401  (the fixture)
 from tests.docker.helpers import (
-    AIRFLOW_INIT, ENTRYPOINT, fake_devices, fake_driver, install_recorders, prepend_path, read_records, run_script,
+    AIRFLOW_INIT,
+    ENTRYPOINT,
+    fake_devices,
+    fake_driver,
+    install_recorders,
+    prepend_path,
+    read_records,
+    run_script,
 )
 
 RECORDED_ENV = ("ASCEND_TOOLKIT_HOME", "ASCEND_OPP_PATH", "PATH", "PYTHONPATH")
 
 
 @pytest.fixture
-def npu_host(ascend_doubles, tmp_path):  # noqa: F811
+def npu_host(ascend_doubles, tmp_path):
     """The doubles' fake CANN host + fake /dev + recording `airflow` and `celery`; returns (env, doubles, record)."""
     record = tmp_path / "exec.jsonl"
     recorders = install_recorders(tmp_path / "recorders", record, ["airflow", "celery"], env_keys=RECORDED_ENV)
@@ -186,7 +192,7 @@ def test_failing_set_env_is_reported(npu_host, tmp_path):
 
 
 def test_npu_smi_failure_shows_the_driver_message(npu_host):
-    env, doubles, record = npu_host
+    env, _doubles, record = npu_host
     env["NPU_SMI_DOUBLE_MODE"] = "driver_error"
     result = run_script(ENTRYPOINT, env)
     assert result.returncode == 1

@@ -15,10 +15,16 @@ import sys
 import jsonschema
 import pytest
 
-from tests.ascend_doubles import ascend_doubles  # noqa: F401  (the fixture)
 from tests.docker import compose_model as cm
 from tests.docker.helpers import (
-    AIRFLOW_INIT, ENTRYPOINT, fake_devices, fake_driver, install_recorders, prepend_path, read_records, run_script,
+    AIRFLOW_INIT,
+    ENTRYPOINT,
+    fake_devices,
+    fake_driver,
+    install_recorders,
+    prepend_path,
+    read_records,
+    run_script,
 )
 
 REPO = cm.DOCKER_DIR.parent
@@ -26,7 +32,7 @@ DAG_FILE = REPO / "dags" / "convmixer_validation.py"
 SCHEMA = json.loads((REPO / "tests" / "docker" / "compose-spec" / "compose-spec.json").read_text())
 AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-triggerer", "airflow-worker", "airflow-npu-worker")
-LONG_RUNNING = tuple(name for name in AIRFLOW_SERVICES if name != "airflow-init") + ("postgres", "redis")
+LONG_RUNNING = (*(name for name in AIRFLOW_SERVICES if name != "airflow-init"), "postgres", "redis")
 NPU_HOST_ENV = {"NPU_HOST_NAME": "npu-host-1.example.org", "AIS_BENCH_SRC_DIR": "/opt/src/ais_bench",
                 "AIS_BENCH_SOURCE_SHA256": "0" * 64}
 FILE_SETS = {
@@ -216,7 +222,7 @@ def test_health_check_timing_defaults_to_the_official_one_and_one_setting_raises
 
 DRIVER_PATHS = ("/usr/local/dcmi", "/usr/local/bin/npu-smi", "/usr/local/Ascend/driver/lib64",
                 "/usr/local/Ascend/driver/version.info", "/etc/ascend_install.info")
-NPU_WORKERS = ("airflow-npu-worker",) + tuple(f"airflow-npu-worker-{slot}" for slot in range(1, 8))
+NPU_WORKERS = ("airflow-npu-worker", *(f"airflow-npu-worker-{slot}" for slot in range(1, 8)))
 
 
 def test_npu_worker_gets_the_device_files_and_driver_mounts():
@@ -261,7 +267,7 @@ def test_one_npu_worker_per_chip_from_one_definition():
     services = cm.project(env)["services"]
     first = services["airflow-npu-worker"]
     chips, names, profiles = [], [], []
-    for slot, name in enumerate(NPU_WORKERS):
+    for name in NPU_WORKERS:
         worker = services[name]
         container = cm.container_env(worker, env)
         own = [device for device in worker["devices"] if re.search(r"/davinci\d+:", device)]
@@ -466,7 +472,8 @@ def npu_worker_queues(container: dict[str, str], doubles, tmp_path) -> set[str]:
                         "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(doubles.set_env),
                         "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "work"),
                         "ASCEND_DRIVER_HOME": str(fake_driver(tmp_path / "driver")),
-                        "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev", [int(container["CONVMIXER_NPU_DEVICES"])]))},
+                        "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev",
+                                                            [int(container["CONVMIXER_NPU_DEVICES"])]))},
                        recorders, doubles.host_bin)
     result = run_script(ENTRYPOINT, env)
     assert result.returncode == 0, result.stderr
@@ -476,7 +483,7 @@ def npu_worker_queues(container: dict[str, str], doubles, tmp_path) -> set[str]:
 
 
 @pytest.mark.parametrize("scenario", ["env-example", "custom"])
-def test_compose_and_dag_agree(scenario, tmp_path, ascend_doubles):  # noqa: F811
+def test_compose_and_dag_agree(scenario, tmp_path, ascend_doubles):
     env = cm.example_env(**(CUSTOM_SETTINGS if scenario == "custom" else {}))
     services = cm.project(env)["services"]
     containers = {name: cm.container_env(services[name], env) for name in AIRFLOW_SERVICES}

@@ -46,7 +46,7 @@ def test_hadolint_config_fails_on_warnings(tmp_path):
 
 
 def test_ignore_list_is_small_and_justified():
-    import yaml
+    import yaml  # type: ignore[import-untyped]  # no stubs installed
 
     config = yaml.safe_load(HADOLINT_CONFIG.read_text())
     assert config["failure-threshold"] == "warning"
@@ -225,8 +225,11 @@ def test_images_carry_the_revision_label(dockerfile):
 def test_ascend_image_keeps_arbitrary_uids_and_the_driver_libraries_working():
     text = re.sub(r"\\\n", " ", DOCKERFILES[1].read_text())
     assert "RUN chmod g+w /etc/passwd" in text  # ascend-entrypoint.sh adds an unknown uid there
-    env = re.search(r"^ENV (.*)$", text, re.M).group(1)
-    ld_path = re.search(r"LD_LIBRARY_PATH=(\S+)", env).group(1).split(":")
+    env_line = re.search(r"^ENV (.*)$", text, re.M)
+    assert env_line, "the Ascend image sets ENV"
+    ld_line = re.search(r"LD_LIBRARY_PATH=(\S+)", env_line.group(1))
+    assert ld_line, "the Ascend image sets LD_LIBRARY_PATH"
+    ld_path = ld_line.group(1).split(":")
     assert {"/usr/local/Ascend/driver/lib64/driver", "/usr/local/Ascend/driver/lib64/common"} <= set(ld_path)
     assert "docker/ascend_preflight.py" in text and "/opt/convmixer/" in text
     labels = ("org.convmixer.ais-bench.source-sha256=\"${AIS_BENCH_SOURCE_SHA256}\"",

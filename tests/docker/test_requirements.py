@@ -48,7 +48,7 @@ def test_dev_set_starts_from_the_runtime_set_and_adds_only_tools():
     assert lines[0] == "-r requirements.txt"
     dev = pins(DEV)
     assert set(dev) & set(pins(RUNTIME)) == set(), "requirements-dev.txt re-pins runtime packages"
-    assert DEV_TOOLS <= set(dev)
+    assert set(dev) >= DEV_TOOLS
     assert dev["ruff"] == "0.17.6" and dev["mypy"] == "2.4.1"
 
 
@@ -59,7 +59,7 @@ def test_dev_set_is_closed_over_dependencies():
         try:
             requirements = distribution(tool).requires or []
         except PackageNotFoundError:
-            raise AssertionError(f"{tool} is not installed: install requirements-dev.txt (scripts/setup.sh)")
+            raise AssertionError(f"{tool} is not installed: install requirements-dev.txt (scripts/setup.sh)") from None
         for text in requirements:
             requirement = Requirement(text)
             if requirement.marker and not requirement.marker.evaluate({"extra": ""}):

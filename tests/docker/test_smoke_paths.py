@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from convmixer_tasks.precision import effective_precision
+from convmixer_tasks.variants import DEMO_VARIANT
 from convmixer_tasks.workdir import WorkLayout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +28,9 @@ def test_the_benchmark_json_the_smoke_test_reads_is_where_the_benchmark_step_wri
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     # The DAG run the script triggers: backend ascend, batch size 4, no precision mode (ATC's default).
-    expected = WorkLayout(tmp_path / "work").benchmark_json(run_id, 4, precision=effective_precision("ascend", None))
+    expected = WorkLayout(tmp_path / "work").benchmark_json(
+        run_id, 4, precision=effective_precision("ascend", None), model=DEMO_VARIANT  # the DAG's default model
+    )
     assert shown == str(expected) and expected.parent.name == "bs4-force_fp16"
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 DAG_ID = "convmixer_validation"
 DEVICE = "Intel(R) Xeon(R) CPU @ 2.90GHz"
@@ -28,7 +29,7 @@ def demo_rows() -> list[dict]:
     later, one on a new device (a series of one point). As ``record_run`` rows; values vary a little so the charts
     have shape. Reasons are worded as ``gate.evaluate_gate`` words them."""
     rows = []
-    start = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
     for day in range(DAYS):
         for batch_size in BATCH_SIZES:
             top1, throughput = HEALTHY[batch_size]
@@ -64,10 +65,10 @@ def demo_rows() -> list[dict]:
     rows.append({
         "run_id": "manual__2026-11-03T12:00:00+00:00",
         "dag_id": DAG_ID,
-        "logical_date": datetime(2026, 11, 3, 12, tzinfo=timezone.utc),
+        "logical_date": datetime(2026, 11, 3, 12, tzinfo=UTC),
         "model_variant": "convmixer_1536_20",
         "backend": "ascend",
-        "started_at": datetime(2026, 11, 3, 12, tzinfo=timezone.utc),
+        "started_at": datetime(2026, 11, 3, 12, tzinfo=UTC),
         "device": NPU,
         "toolkit_version": "CANN 8.0.RC1",
         "batch_size": 4,
@@ -85,7 +86,7 @@ def demo_rows() -> list[dict]:
     rows.append({
         "run_id": "manual__2026-11-02T09:30:00+00:00",
         "dag_id": DAG_ID,
-        "logical_date": datetime(2026, 11, 2, 9, 30, tzinfo=timezone.utc),
+        "logical_date": datetime(2026, 11, 2, 9, 30, tzinfo=UTC),
         "model_variant": "convmixer_1536_20",
         "backend": "ascend",
         "device": NPU,
@@ -103,7 +104,7 @@ def demo_rows() -> list[dict]:
          [TOP1_OK.format(81.36), "throughput ok: no history (no earlier ok run on this model, backend, device and "
                                  "batch size)"]),
     ):
-        when = datetime(2026, 11, 4, 10, minute, tzinfo=timezone.utc)
+        when = datetime(2026, 11, 4, 10, minute, tzinfo=UTC)
         rows.append({
             "run_id": f"manual__{when.isoformat()}", "dag_id": DAG_ID, "logical_date": when, "started_at": when,
             "finished_at": when + timedelta(minutes=3), "model_variant": "convmixer_1536_20", "backend": "ascend",
@@ -148,7 +149,7 @@ def evidence_rows() -> list[dict]:
 
     rows = []
     for row in demo_rows():
-        extra = {"checkpoint_sha256": CHECKPOINT_SHA256, "fingerprint": _fingerprint(row),
+        extra: dict[str, Any] = {"checkpoint_sha256": CHECKPOINT_SHA256, "fingerprint": _fingerprint(row),
                  "samples_ms": _samples(row), "image_count": IMAGES if row.get("top1") is not None else None}
         if row["run_id"] in (REGRESSED_ASCEND_RUN, THROUGHPUT_REGRESSED_RUN) and row.get("throughput"):
             # What migration 0006 added: the robust figure and spread, the end-to-end rate and its stages, and
@@ -193,6 +194,7 @@ def seed_with_evidence(url: str) -> None:
     from convmixer_tasks import evidence, metrics
     from convmixer_tasks.evidence_gate import judge
     from convmixer_tasks.metrics.predictions import store_evidence, store_predictions
+    from tests.stored import stored_run
 
     metrics.upgrade(url)
     rows = evidence_rows()
@@ -205,7 +207,7 @@ def seed_with_evidence(url: str) -> None:
         blob = evidence.encode(_predictions(row, seed))
         store_predictions(url, row["run_id"], row["batch_size"], row["backend"], blob, IMAGES)
     for row in evaluated:
-        stored = metrics.get_run(url, row["run_id"], row["batch_size"], row["backend"])
+        stored = stored_run(url, row["run_id"], row["batch_size"], row["backend"])
         judged = judge(url, stored, top1_tolerance=0.5, significance=0.05)
         store_evidence(url, row["run_id"], row["batch_size"], row["backend"], judged.values)
 
@@ -220,8 +222,8 @@ def _set_stage_seconds_and_checkpoint(url: str) -> None:
     from sqlalchemy import update
     from sqlalchemy.orm import Session
 
-    from convmixer_tasks.metrics.schema import ValidationRun
     from convmixer_tasks.metrics.engine import get_engine
+    from convmixer_tasks.metrics.schema import ValidationRun
 
     with Session(get_engine(url)) as session, session.begin():
         session.execute(update(ValidationRun)

@@ -78,9 +78,8 @@ def seeded_url(tmp_path_factory) -> str:
 
 
 def client_for(url: str, token: str | None = None):
-    from fastapi.testclient import TestClient
-
     from convmixer_metrics.app import create_app
+    from fastapi.testclient import TestClient
 
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return TestClient(create_app(db_url=lambda: url), headers=headers)
@@ -111,9 +110,8 @@ def test_airflow_plugin_loader_finds_exactly_the_metrics_plugin():
 
 
 def test_registered_app_is_the_protected_one_built_on_first_request(token):
-    from fastapi.testclient import TestClient
-
     from convmixer_metrics.plugin import ConvMixerMetricsPlugin
+    from fastapi.testclient import TestClient
 
     (entry,) = ConvMixerMetricsPlugin.fastapi_apps
     client = TestClient(entry["app"])
@@ -319,7 +317,8 @@ def test_series_one_per_batch_size_backend_device_in_the_order_they_ran(api):
 
 def test_series_keep_their_slot_whatever_the_filters(api):
     """The slot picks a series' colour: filtering must not renumber the series that remain."""
-    everything = {(g["batch_size"], g["backend"], g["device"]): g["slot"] for g in api.get("/api/series").json()["series"]}
+    everything = {(g["batch_size"], g["backend"], g["device"]): g["slot"]
+                  for g in api.get("/api/series").json()["series"]}
     assert sorted(everything.values()) == list(range(len(everything)))
     for params in ({"backend": "ascend"}, {"batch_size": 4}, {"device": NEW_NPU}, {"status": "regressed"}):
         for group in api.get("/api/series", params=params).json()["series"]:
@@ -393,7 +392,8 @@ def test_csv_download_has_every_filtered_row(api):
     assert table[0][:2] == ["id", "run_id"]  # the id links back to the run page (run?id=)
     assert [(int(line[0]), line[1]) for line in table[1:]] == [(row["id"], row["run_id"]) for row in expected]
     assert len(table) - 1 == len(expected) == DAYS * len(BATCH_SIZES)
-    regressed = [dict(zip(table[0], line)) for line in table[1:] if line[table[0].index("status")] == "regressed"]
+    regressed = [dict(zip(table[0], line, strict=True)) for line in table[1:]
+                 if line[table[0].index("status")] == "regressed"]
     assert len(regressed) == 1 and "throughput regressed" in regressed[0]["gate_reasons"]
 
 
@@ -402,7 +402,7 @@ def test_csv_structured_cells_are_json(accept_url, token):
     import json
 
     table = list(csv.reader(io.StringIO(client_for(accept_url, token).get("/api/runs.csv").text)))
-    rows = [dict(zip(table[0], line)) for line in table[1:]]
+    rows = [dict(zip(table[0], line, strict=True)) for line in table[1:]]
     regressed = next(row for row in rows if row["run_id"] == REGRESSED_ASCEND_RUN)
     assert json.loads(regressed["fingerprint"])["toolkit_version"] == "CANN 8.0.RC2"
     assert json.loads(regressed["evidence"])["fidelity"]["breaches"][0].startswith("OM diverges from ONNX")
@@ -416,7 +416,7 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(tmp_path, token):
     metrics.upgrade(url)
     metrics.record_run(url, {**demo_rows()[0], "toolkit_version": "=HYPERLINK(\"http://x\")"})
     table = list(csv.reader(io.StringIO(client_for(url, token).get("/api/runs.csv").text)))
-    assert dict(zip(table[0], table[1]))["toolkit_version"] == "'=HYPERLINK(\"http://x\")"
+    assert dict(zip(table[0], table[1], strict=True))["toolkit_version"] == "'=HYPERLINK(\"http://x\")"
 
 
 # --- empty and broken databases -----------------------------------------------------------------------------------
@@ -470,7 +470,6 @@ def test_database_without_the_table_names_the_fix(tmp_path, token):
 
 def test_db_url_comes_from_the_connection_then_env_then_setting_then_default(monkeypatch):
     from airflow.configuration import AIRFLOW_HOME
-
     from convmixer_metrics.source import metrics_db_url
 
     for name in ("AIRFLOW_CONN_CONVMIXER_METRICS", "CONVMIXER_METRICS_DB_URL", "AIRFLOW__CONVMIXER__METRICS_DB_URL",
@@ -495,9 +494,8 @@ def test_db_url_comes_from_the_connection_then_env_then_setting_then_default(mon
 
 
 def test_unusable_connection_is_a_503_naming_the_fix(monkeypatch, token):
-    from fastapi.testclient import TestClient
-
     from convmixer_metrics.app import create_app
+    from fastapi.testclient import TestClient
 
     monkeypatch.delenv("AIRFLOW__CONVMIXER__METRICS_CONN_ID", raising=False)
     monkeypatch.setenv("AIRFLOW_CONN_CONVMIXER_METRICS", '{"conn_type": "sqlite"}')  # no file named
@@ -515,6 +513,7 @@ def test_unusable_connection_is_a_503_naming_the_fix(monkeypatch, token):
 def test_regressed_metric_is_read_from_the_gates_own_reasons(top1, throughput, fired):
     """If the gate's wording changes, this fails rather than the charts marking the wrong metric."""
     from convmixer_metrics import history
+
     from convmixer_tasks.gate import evaluate_gate
 
     decision = evaluate_gate(top1, throughput, 81.37, [100.0, 100.0, 100.0])
@@ -571,9 +570,9 @@ def evidence_url(tmp_path_factory) -> str:
 
 
 def row_id(url: str, run_id: str, batch_size: int, backend: str) -> int:
-    from convmixer_tasks import metrics
+    from tests.stored import stored_run
 
-    return metrics.get_run(url, run_id, batch_size, backend)["id"]
+    return stored_run(url, run_id, batch_size, backend)["id"]
 
 
 def test_run_page_explains_the_regressed_run(evidence_url, auth_manager):
@@ -685,7 +684,7 @@ def test_series_never_mix_precisions(tmp_path, token):
 
     url = f"sqlite:///{tmp_path / 'precision.db'}"
     metrics.upgrade(url)
-    ascend = [row for row in demo_rows() if row["backend"] == "ascend" and row.get("top1") is not None][0]
+    ascend = next(row for row in demo_rows() if row["backend"] == "ascend" and row.get("top1") is not None)
     metrics.record_run(url, {**ascend, "precision_mode": "force_fp16"})
     metrics.record_run(url, {**ascend, "precision_mode": "allow_mix_precision", "throughput": 600.0})
     groups = client_for(url, token).get("/api/series").json()["series"]
@@ -695,6 +694,7 @@ def test_series_never_mix_precisions(tmp_path, token):
 
 def test_unfiltered_chart_is_capped_and_says_so(tmp_path, token, monkeypatch):
     from convmixer_metrics import app as plugin_app
+
     from convmixer_tasks import metrics
 
     url = f"sqlite:///{tmp_path / 'capped.db'}"
@@ -723,9 +723,9 @@ def accept(client, row: int, reason="CANN 8.0.RC2 rolled out on purpose", **kwar
 
 
 def stored(url: str, row: int) -> dict:
-    from convmixer_tasks import metrics
+    from tests.stored import stored_row
 
-    return metrics.get_row(url, row)
+    return stored_row(url, row)
 
 
 def test_admin_accepts_a_regressed_run_and_history_shows_who_when_why(accept_url, auth_manager):

@@ -18,15 +18,23 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import pytest
 
 from tests.plugins import (
-    DAG_ID, NEW_NPU, NPU, REGRESSED_ASCEND_RUN, THROUGHPUT_REGRESSED_RUN, demo_rows, seed_with_evidence,
+    DAG_ID,
+    NEW_NPU,
+    NPU,
+    REGRESSED_ASCEND_RUN,
+    THROUGHPUT_REGRESSED_RUN,
+    demo_rows,
+    seed_with_evidence,
 )
+from tests.stored import stored_row, stored_run
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +47,10 @@ SCREENSHOT_DARK = "metrics-page-dark.png"
 SCREENSHOT_PHONE = "metrics-page-phone.png"
 SCREENSHOT_RUN = "metrics-run-page.png"
 SCREENSHOT_RUN_PHONE_DARK = "metrics-run-page-phone-dark.png"
-WIDE = {"width": 1440, "height": 1000}
+if TYPE_CHECKING:
+    from playwright.sync_api import ViewportSize
+
+WIDE: ViewportSize = {"width": 1440, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -322,7 +333,7 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page, shots):
     page.screenshot(path=str(shots / SCREENSHOT))
 
     # Hovering the regressed point shows that run and why in the tooltip.
-    regressed = [p for p in throughput_points if p["style"] == "triangle"][0]
+    regressed = next(p for p in throughput_points if p["style"] == "triangle")
     canvas_box = frame_locator.locator("#chart-throughput").bounding_box()
     page.mouse.move(canvas_box["x"] + regressed["x"], canvas_box["y"] + regressed["y"])
     tooltip = frame.wait_for_function(
@@ -681,9 +692,8 @@ def test_viewer_is_refused_accept_on_a_phone_in_dark_mode(airflow_server, browse
         return response.status;
     }""", regressed)
     assert status == 403
-    from convmixer_tasks import metrics
 
-    assert metrics.get_row(airflow_server["metrics_url"], regressed)["rebaselined_at"] is None
+    assert stored_row(airflow_server["metrics_url"], regressed)["rebaselined_at"] is None
 
 
 def _whole_page_screenshot(page, url: str, path: Path) -> None:
@@ -780,7 +790,7 @@ def test_a_fidelity_regression_is_marked_on_neither_chart(airflow_server, browse
                           "throughput inconclusive: per-loop CV 234.8% > 10% after 3 measurements",
                           "OM diverges from ONNX: min cosine 0.9812 < 0.999 (the artifact is not the model)"]),
     ):
-        when = datetime(2026, 11, day, 8, tzinfo=timezone.utc)
+        when = datetime(2026, 11, day, 8, tzinfo=UTC)
         metrics.record_run(url, {
             "run_id": f"manual__{when.isoformat()}", "dag_id": DAG_ID, "logical_date": when, "started_at": when,
             "model_variant": model, "backend": "ascend", "device": NPU, "toolkit_version": "CANN 8.0.RC2",
@@ -819,7 +829,7 @@ def test_a_fidelity_regression_is_marked_on_neither_chart(airflow_server, browse
     assert len(labels) == len(set(labels))
 
     # Its run page: the spikes do not flatten the latency boxes (a log axis), and the spread reads in percent.
-    row = metrics.get_run(url, "manual__2026-11-06T08:00:00+00:00", 4, "ascend")
+    row = stored_run(url, "manual__2026-11-06T08:00:00+00:00", 4, "ascend")
     run, frame = _open_in_ui(page, base, f"run?id={row['id']}")
     expect(run.locator("body")).to_have_attribute("data-state", "loaded")
     assert frame.evaluate("() => Chart.getChart(document.getElementById('chart-boxes')).options.scales.y.type") == (

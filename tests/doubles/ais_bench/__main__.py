@@ -1,5 +1,5 @@
 import sys
 
-from ais_bench.infer_double import main
+from .infer_double import main
 
 sys.exit(main(sys.argv[1:]))
