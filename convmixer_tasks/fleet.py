@@ -152,3 +152,11 @@ def chip_work_dir(work_dir: str | os.PathLike[str], chip: str | None) -> Path:
     """Where chip X's run outputs and compile cache live: its own folder under the work folder, so two chips'
     outputs for the same batch size and mode never meet; None (no chips configured) = the work folder itself."""
     return Path(work_dir) if chip is None else Path(work_dir) / "chips" / check_chip(chip)
+
+
+CHIPS_PARAM = "chips"  # the DAG's own Param (its choices come from the settings), not one of RunParams'
+
+
+def without_chips(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's params less ``chips``, for ``RunParams.from_mapping`` (which refuses names it does not declare)."""
+    return {name: value for name, value in params.items() if name != CHIPS_PARAM}

@@ -36,7 +36,7 @@ PARAMS = {
     for name, spec in param_specs(SETTINGS).items()
 }
 if SETTINGS.chips:  # chip types as a run dimension (convmixer_tasks.fleet); the DAG has tasks for these only
-    PARAMS["chips"] = Param(
+    PARAMS[fleet.CHIPS_PARAM] = Param(
         list(SETTINGS.chips),
         type="array",
         minItems=1,
@@ -83,16 +83,16 @@ def convmixer_validation():
         from convmixer_tasks import steps
 
         if SETTINGS.chips:  # first: a chip nobody serves fails the run in seconds, not after a wait without end
-            chips = fleet.requested_chips(params.get("chips"), SETTINGS.chips)
+            chips = fleet.requested_chips(params.get(fleet.CHIPS_PARAM), SETTINGS.chips)
             executor = conf.get("core", "executor", fallback="")
             queues = {chip: SETTINGS.queue_for(chip) for chip in chips}
             log.info("%s", fleet.check_chip_workers(queues, executor, celery_active_queues))
-        run = RunParams.from_mapping(with_triggered_checkpoint(params, triggering_asset_events))
+        run = RunParams.from_mapping(fleet.without_chips(with_triggered_checkpoint(params, triggering_asset_events)))
         return [plan.to_dict() for plan in steps.check_inputs(run, run_id, worker().work_dir)]
 
     @task
     def chip_plans(plans, chip: str, params=None) -> list[dict]:  # a chip the run leaves out: [], its tasks skip
-        return plans if chip in fleet.requested_chips(params.get("chips"), SETTINGS.chips) else []
+        return plans if chip in fleet.requested_chips(params.get(fleet.CHIPS_PARAM), SETTINGS.chips) else []
 
     @task
     def prep_plans(plans) -> list[dict]:  # precision modes share their batch size's prep: written once
@@ -127,7 +127,11 @@ def convmixer_validation():
     def compile_model(plan: dict, exported: list, chip: str | None = None, params=None) -> dict:
         from convmixer_tasks import records, steps
 
-        run_plan, settings, run = records.RunPlan.from_dict(plan), worker(), RunParams.from_mapping(params)
+        run_plan, settings, run = (
+            records.RunPlan.from_dict(plan),
+            worker(),
+            RunParams.from_mapping(fleet.without_chips(params)),
+        )
         label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
         model = steps.exported_for(run_plan, records.ExportedModel.from_dicts(exported[:]))
         backend = settings.backend_settings(run_plan.backend)
@@ -151,7 +155,11 @@ def convmixer_validation():
     def benchmark(compiled: dict, chip: str | None = None, params=None) -> dict:
         from convmixer_tasks import benchmark_step, records
 
-        model, settings, run = records.CompiledModel.from_dict(compiled), worker(), RunParams.from_mapping(params)
+        model, settings, run = (
+            records.CompiledModel.from_dict(compiled),
+            worker(),
+            RunParams.from_mapping(fleet.without_chips(params)),
+        )
         label(f"{model.model_variant} bs{model.batch_size} {model.precision}")
         suspect = benchmark_step.suspect_check(metrics_url(), model.model_variant, model, run.gate)  # DB history
         backend = settings.backend_settings(model.backend)
@@ -166,7 +174,10 @@ def convmixer_validation():
         run_plan = records.RunPlan.from_dict(plan)
         model = steps.exported_for(run_plan, records.ExportedModel.from_dicts(exported[:]))
         label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
-        outputs, evidence = records.ShardOutputs.from_dicts(inferred[:]), RunParams.from_mapping(params).evidence
+        outputs, evidence = (
+            records.ShardOutputs.from_dicts(inferred[:]),
+            RunParams.from_mapping(fleet.without_chips(params)).evidence,
+        )
         work_dir = fleet.chip_work_dir(worker().work_dir, chip)
         return steps.evaluate_batch(run_plan, outputs, work_dir, model, evidence).to_dict()
 
@@ -191,7 +202,9 @@ def convmixer_validation():
 
         try:
             verdicts = steps.gate_rows(
-                metrics_url(), records.RecordedRow.from_dicts(recorded), RunParams.from_mapping(params)
+                metrics_url(),
+                records.RecordedRow.from_dicts(recorded),
+                RunParams.from_mapping(fleet.without_chips(params)),
             )
         except RegressionError as exc:  # a verdict fails at once; a DB hiccup is retried, so no row stays pending
             raise AirflowFailException(str(exc)) from exc
@@ -202,7 +215,7 @@ def convmixer_validation():
         from convmixer_tasks import rows, runfacts, steps
 
         reason = f"the run failed before its metrics were recorded; see the task logs of DAG run {dag_run.run_id}"
-        run_params = recorded_checkpoint(params, triggering_asset_events)  # the row names the event's checkpoint
+        run_params = recorded_checkpoint(fleet.without_chips(params), triggering_asset_events)  # the event's checkpoint
         failed = rows.failed_rows(runfacts.run_facts_of(dag_run), run_params, reason)
         return [row.to_dict() for row in steps.record_rows(metrics_url(), failed, keep_gated=True)]
 
