@@ -168,7 +168,9 @@ def test_one_run_over_two_chips_records_one_row_per_chip(chip_runs):
     assert run["state"] == "success", f"tasks not ok: {not_ok}\n{chip_runs['logs']}"
     rows = [row for row in chip_runs["rows"] if row["run_id"] == run["run_id"]]
     assert sorted(row["device"] for row in rows) == [f"Ascend{chip}" for chip in SERVED]
-    assert all(row["status"] == "ok" and row["batch_size"] == 4 and row["top1"] is not None for row in rows)
+    # gated (a busy machine may make the throughput verdict inconclusive: not asserted as ok)
+    assert all(row["status"] in ("ok", "inconclusive") for row in rows), [row["status"] for row in rows]
+    assert all(row["batch_size"] == 4 and row["top1"] is not None and row["chip"] in SERVED for row in rows)
 
 
 def test_each_npu_task_ran_on_its_chips_worker_queue_and_pool(chip_runs):
