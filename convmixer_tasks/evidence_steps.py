@@ -117,6 +117,7 @@ def record_predictions(url: str, recorded: Iterable[RecordedRow], scores: Iterab
             image_count=entry.image_count,
             precision_mode=row.precision,
             model_variant=row.model_variant,
+            chip=row.chip,
         )
     return sizes
 

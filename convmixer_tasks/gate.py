@@ -171,6 +171,7 @@ def apply_gate(
     precision_mode: str | None = None,
     runs: int = tp.DEFAULT_RUNS,
     model_variant: str | None = None,
+    chip: str | None = None,
 ) -> GateDecision:
     """Gate a recorded row: store the decision (status, reasons, baselines) on it, then raise RegressionError
     if it regressed. ``baseline_top1`` overrides the variant's known baseline. ``precision_mode`` and
@@ -185,7 +186,7 @@ def apply_gate(
     only needs to notify, not write. A retry would reach the same decision, so the DAG turns a RegressionError
     into an AirflowFailException (no retry) and keeps retries for other failures (an unreachable DB).
     """
-    row = get_run(url, run_id, batch_size, backend, precision_mode, model_variant)
+    row = get_run(url, run_id, batch_size, backend, precision_mode, model_variant, chip)
     # the model leads the messages below (``variant``); named here only for a row that is not there
     what = describe_key(
         run_id, batch_size, backend, precision_mode if row is None else row["precision_mode"], model_variant
@@ -245,6 +246,7 @@ def apply_gate(
         judged.values,
         precision_mode=row["precision_mode"],
         model_variant=row["model_variant"],
+        chip=row["chip"],
     )
     # Stored first: the row must say 'regressed' even though the task is about to fail.
     update_status(
@@ -260,6 +262,7 @@ def apply_gate(
         throughput_p_value=decision.throughput_p_value,
         precision_mode=row["precision_mode"],
         model_variant=row["model_variant"],
+        chip=row["chip"],
     )
     if decision.status == STATUS_REGRESSED:
         raise RegressionError(

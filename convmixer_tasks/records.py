@@ -240,6 +240,7 @@ class RecordedRow(Record):
     batch_size: int
     backend: str
     precision: str
+    chip: str = ""  # the chip type of a run over chips ([convmixer] chips); part of the row key
 
 
 @dataclass(frozen=True)

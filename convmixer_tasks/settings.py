@@ -23,6 +23,13 @@ from typing import Any
 from convmixer_tasks.backends.catalog import BACKENDS
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
 from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.fleet import (
+    DEFAULT_POOL_TEMPLATE,
+    DEFAULT_QUEUE_TEMPLATE,
+    check_template,
+    named_for_chip,
+    parse_chips,
+)
 from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANTS
 from convmixer_tasks.workdir import WorkLayout
 
@@ -84,6 +91,10 @@ class SchedulingSettings:
     npu_queue: str
     npu_pool: str
     npu_pool_slots: int  # = devices; the scripts create the pool with this size
+    # Chip types (npu-smi Names) a run maps over; () = one untyped `npu_queue`/`npu_pool` (convmixer_tasks.fleet)
+    chips: tuple[str, ...]
+    npu_queue_template: str  # "{queue}.{chip}": chip X's queue
+    npu_pool_template: str  # "{pool}.{chip}": chip X's pool
     shards: int  # preprocess and infer are mapped over this many shards per batch size
     retries: int
     retry_delay: timedelta
@@ -111,11 +122,19 @@ class SchedulingSettings:
             "max_retry_delay": timedelta(minutes=10),
         }
 
-    def on_npu(self) -> dict[str, Any]:
-        """Task arguments for compile/infer/benchmark: the NPU worker's queue, one pool slot per device."""
+    def queue_for(self, chip: str | None) -> str:
+        """The queue of ``chip``'s NPU workers; None (no chips configured) = ``npu_queue``."""
+        return named_for_chip(self.npu_queue_template, chip, key="npu_queue_template", queue=self.npu_queue)
+
+    def pool_for(self, chip: str | None) -> str:
+        """The pool of ``chip``'s devices; None = ``npu_pool``."""
+        return named_for_chip(self.npu_pool_template, chip, key="npu_pool_template", pool=self.npu_pool)
+
+    def on_npu(self, chip: str | None = None) -> dict[str, Any]:
+        """Task arguments for compile/infer/benchmark: the chip's NPU queue, one slot of its pool per device."""
         return {
-            "queue": self.npu_queue,
-            "pool": self.npu_pool,
+            "queue": self.queue_for(chip),
+            "pool": self.pool_for(chip),
             "pool_slots": 1,
             "execution_timeout": self.npu_task_timeout,
             **self.retrying(),
@@ -164,11 +183,21 @@ def load_scheduling_settings(read: Reader, home: Path | None = None) -> Scheduli
         batch_sizes = ()
     if not batch_sizes or not set(batch_sizes) <= set(BATCH_SIZE_CHOICES):
         raise settings.error("batch_sizes", raw_sizes, f"a comma list of {list(BATCH_SIZE_CHOICES)}")
+    npu_queue, npu_pool = settings.text("npu_queue", "npu"), settings.text("npu_pool", "npu")
     return SchedulingSettings(
         schedule=settings.text("schedule", "0 3 * * 1") or None,
-        npu_queue=settings.text("npu_queue", "npu"),
-        npu_pool=settings.text("npu_pool", "npu"),
+        npu_queue=npu_queue,
+        npu_pool=npu_pool,
         npu_pool_slots=int(settings.number("npu_pool_slots", "1", int, 1)),
+        chips=parse_chips(
+            settings.text("chips", ""), where="[convmixer] chips (airflow.cfg or AIRFLOW__CONVMIXER__CHIPS) lists"
+        ),
+        npu_queue_template=check_template(
+            settings.text("npu_queue_template", "") or DEFAULT_QUEUE_TEMPLATE, key="npu_queue_template", queue=npu_queue
+        ),
+        npu_pool_template=check_template(
+            settings.text("npu_pool_template", "") or DEFAULT_POOL_TEMPLATE, key="npu_pool_template", pool=npu_pool
+        ),
         shards=int(settings.number("shards", "2", int, 1)),
         retries=int(settings.number("retries", "2", int, 0)),
         retry_delay=timedelta(seconds=settings.number("retry_delay_seconds", "60", float, 0)),

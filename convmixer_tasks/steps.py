@@ -394,6 +394,7 @@ def record_rows(
             backend=row.backend,
             precision=row.precision_mode or effective_precision(row.backend, None),
             model_variant=row.model_variant,
+            chip=row.chip,
         )
         for row_id, row in zip(ids, rows, strict=False)
     ]
@@ -427,6 +428,7 @@ def gate_rows(url: str, recorded: Iterable[RecordedRow], run: RunParams) -> list
                 row.backend,
                 precision_mode=row.precision,
                 model_variant=row.model_variant,
+                chip=row.chip,
                 **options,
             )
             verdicts.append(

@@ -4,17 +4,19 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, Param, TriggerRule, conf, dag, get_current_context, task
+from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, conf, dag, get_current_context, task
 from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
 # Parse time loads only what builds the DAG: the settings and the Params (RunParams' specs). The records, the steps
 # and numpy/torch/onnx/SQLAlchemy behind them load inside the tasks.
+from convmixer_tasks import fleet
 from convmixer_tasks.errors import RegressionError
 from convmixer_tasks.params import RunParams, param_specs
 from convmixer_tasks.settings import (
@@ -33,6 +35,17 @@ PARAMS = {
     name: Param(spec.default, description=spec.description, **spec.schema)
     for name, spec in param_specs(SETTINGS).items()
 }
+if SETTINGS.chips:  # chip types as a run dimension (convmixer_tasks.fleet); the DAG has tasks for these only
+    PARAMS[fleet.CHIPS_PARAM] = Param(
+        list(SETTINGS.chips),
+        type="array",
+        minItems=1,
+        uniqueItems=True,
+        items={"type": "string", "enum": list(SETTINGS.chips)},
+        description="chip types (npu-smi Name) to validate on: one row per chip × model × batch size × mode; "
+        "compile, infer and benchmark of chip X run on its queue and pool, compiled with --soc_version Ascend<X> "
+        "(soc_version is not used then)",
+    )
 
 
 @dag(
@@ -69,8 +82,17 @@ def convmixer_validation():
     def check_inputs(params=None, run_id=None, triggering_asset_events=None) -> list[dict]:
         from convmixer_tasks import steps
 
-        run = RunParams.from_mapping(with_triggered_checkpoint(params, triggering_asset_events))
+        if SETTINGS.chips:  # first: a chip nobody serves fails the run in seconds, not after a wait without end
+            chips = fleet.requested_chips(params.get(fleet.CHIPS_PARAM), SETTINGS.chips)
+            executor = conf.get("core", "executor", fallback="")
+            queues = {chip: SETTINGS.queue_for(chip) for chip in chips}
+            log.info("%s", fleet.check_chip_workers(queues, executor, celery_active_queues))
+        run = RunParams.from_mapping(fleet.without_chips(with_triggered_checkpoint(params, triggering_asset_events)))
         return [plan.to_dict() for plan in steps.check_inputs(run, run_id, worker().work_dir)]
+
+    @task
+    def chip_plans(plans, chip: str, params=None) -> list[dict]:  # a chip the run leaves out: [], its tasks skip
+        return plans if chip in fleet.requested_chips(params.get(fleet.CHIPS_PARAM), SETTINGS.chips) else []
 
     @task
     def prep_plans(plans) -> list[dict]:  # precision modes share their batch size's prep: written once
@@ -100,48 +122,64 @@ def convmixer_validation():
         label(run_plan.model_variant)
         return export_step.export_cached(run_plan.checkpoint, run_plan.model_variant, worker().work_dir).to_dict()
 
+    # chip: None without [convmixer] chips; else the chip type whose queue/pool the task was given (.override)
     @task(**SETTINGS.on_npu())
-    def compile_model(plan: dict, exported: list, params=None) -> dict:
+    def compile_model(plan: dict, exported: list, chip: str | None = None, params=None) -> dict:
         from convmixer_tasks import records, steps
 
-        run_plan, settings, run = records.RunPlan.from_dict(plan), worker(), RunParams.from_mapping(params)
+        run_plan, settings, run = (
+            records.RunPlan.from_dict(plan),
+            worker(),
+            RunParams.from_mapping(fleet.without_chips(params)),
+        )
         label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
         model = steps.exported_for(run_plan, records.ExportedModel.from_dicts(exported[:]))
         backend = settings.backend_settings(run_plan.backend)
-        return steps.compile_artifact(run_plan, model, settings.work_dir, run.soc_version, backend).to_dict()
+        soc, work_dir = (
+            fleet.soc_version_of(chip) if chip else run.soc_version,
+            fleet.chip_work_dir(settings.work_dir, chip),
+        )
+        return steps.compile_artifact(run_plan, model, work_dir, soc, backend).to_dict()
 
     @task(**SETTINGS.on_npu())
-    def infer(compiled: dict, shard: int, prepared: list) -> dict:
+    def infer(compiled: dict, shard: int, prepared: list, chip: str | None = None) -> dict:
         from convmixer_tasks import records, steps
 
         model, settings = records.CompiledModel.from_dict(compiled), worker()
         label(f"{model.model_variant} bs{model.batch_size} {model.precision} shard {shard}")
         shards = records.PrepShard.from_dicts(prepared[:])
-        return steps.infer_shard(
-            model, shard, shards, settings.work_dir, settings.backend_settings(model.backend)
-        ).to_dict()
+        work_dir = fleet.chip_work_dir(settings.work_dir, chip)
+        return steps.infer_shard(model, shard, shards, work_dir, settings.backend_settings(model.backend)).to_dict()
 
     @task(**SETTINGS.on_npu())
-    def benchmark(compiled: dict, params=None) -> dict:
+    def benchmark(compiled: dict, chip: str | None = None, params=None) -> dict:
         from convmixer_tasks import benchmark_step, records
 
-        model, settings, run = records.CompiledModel.from_dict(compiled), worker(), RunParams.from_mapping(params)
+        model, settings, run = (
+            records.CompiledModel.from_dict(compiled),
+            worker(),
+            RunParams.from_mapping(fleet.without_chips(params)),
+        )
         label(f"{model.model_variant} bs{model.batch_size} {model.precision}")
         suspect = benchmark_step.suspect_check(metrics_url(), model.model_variant, model, run.gate)  # DB history
         backend = settings.backend_settings(model.backend)
         return benchmark_step.benchmark_artifact(
-            model, run.benchmark, settings.work_dir, backend, suspect=suspect
+            model, run.benchmark, fleet.chip_work_dir(settings.work_dir, chip), backend, suspect=suspect
         ).to_dict()
 
     @task
-    def evaluate(plan: dict, inferred: list, exported: list, params=None) -> dict:
+    def evaluate(plan: dict, inferred: list, exported: list, chip: str | None = None, params=None) -> dict:
         from convmixer_tasks import records, steps
 
         run_plan = records.RunPlan.from_dict(plan)
         model = steps.exported_for(run_plan, records.ExportedModel.from_dicts(exported[:]))
         label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
-        outputs, evidence = records.ShardOutputs.from_dicts(inferred[:]), RunParams.from_mapping(params).evidence
-        return steps.evaluate_batch(run_plan, outputs, worker().work_dir, model, evidence).to_dict()
+        outputs, evidence = (
+            records.ShardOutputs.from_dicts(inferred[:]),
+            RunParams.from_mapping(fleet.without_chips(params)).evidence,
+        )
+        work_dir = fleet.chip_work_dir(worker().work_dir, chip)
+        return steps.evaluate_batch(run_plan, outputs, work_dir, model, evidence).to_dict()
 
     @task(**SETTINGS.retrying())
     def record_metrics(
@@ -152,6 +190,7 @@ def convmixer_validation():
         scores: list,
         prepared: list,
         inferred: list,
+        chip: str | None = None,
         dag_run=None,
     ):
         from convmixer_tasks import records, rows, runfacts, steps
@@ -162,6 +201,7 @@ def convmixer_validation():
         stages = records.PrepShard.from_dicts(prepared[:]), records.ShardOutputs.from_dicts(inferred[:])
         facts = runfacts.run_facts_of(dag_run)
         built_rows = rows.rows_for_run(facts, run_plans, model, built, benched, scored, *stages)
+        built_rows = [replace(row, chip=chip or "") for row in built_rows]  # the chip is part of the row key
         return [row.to_dict() for row in steps.record_rows(metrics_url(), built_rows, scores=scored)]
 
     @task(**SETTINGS.retrying())
@@ -172,7 +212,9 @@ def convmixer_validation():
 
         try:
             verdicts = steps.gate_rows(
-                metrics_url(), records.RecordedRow.from_dicts(recorded), RunParams.from_mapping(params)
+                metrics_url(),
+                records.RecordedRow.from_dicts(recorded),
+                RunParams.from_mapping(fleet.without_chips(params)),
             )
         except RegressionError as exc:  # a verdict fails at once; a DB hiccup is retried, so no row stays pending
             raise AirflowFailException(str(exc)) from exc
@@ -183,7 +225,7 @@ def convmixer_validation():
         from convmixer_tasks import rows, runfacts, steps
 
         reason = f"the run failed before its metrics were recorded; see the task logs of DAG run {dag_run.run_id}"
-        run_params = recorded_checkpoint(params, triggering_asset_events)  # the row names the event's checkpoint
+        run_params = recorded_checkpoint(fleet.without_chips(params), triggering_asset_events)  # the event's checkpoint
         failed = rows.failed_rows(runfacts.run_facts_of(dag_run), run_params, reason)
         return [row.to_dict() for row in steps.record_rows(metrics_url(), failed, keep_gated=True)]
 
@@ -194,17 +236,38 @@ def convmixer_validation():
     prepared = preprocess.expand(plan=preps, shard=shards)
     models = model_plans(plans)
     exported = export_onnx.expand(plan=models)
-    compiled = compile_model.partial(exported=exported).expand(plan=plans)
-    inferred = infer.partial(prepared=prepared).expand(compiled=compiled, shard=shards)
-    benchmarks = benchmark.expand(compiled=compiled)
-    scores = evaluate.partial(inferred=inferred, exported=exported).expand(plan=plans)
-    gate = regression_gate(record_metrics(plans, exported, compiled, benchmarks, scores, prepared, inferred))
+    # One pipeline from compile to the gate per chip type (a TaskGroup each), or one untyped as before: a mapped
+    # task's queue and pool are fixed when the DAG is parsed, so each chip needs its own tasks (see the .md).
+    gates, before_record = [], [plans, preps, prepared, models, exported]
+    for chip in SETTINGS.chips or (None,):
+        with TaskGroup(f"chip_{chip}", tooltip=f"chip {chip}") if chip else nullcontext():
+            on_chip = chip_plans(plans, chip) if chip else plans
+            on_npu = SETTINGS.on_npu(chip)
+            compiled = compile_model.override(**on_npu).partial(exported=exported, chip=chip).expand(plan=on_chip)
+            inferred = (
+                infer.override(**on_npu).partial(prepared=prepared, chip=chip).expand(compiled=compiled, shard=shards)
+            )
+            benchmarks = benchmark.override(**on_npu).partial(chip=chip).expand(compiled=compiled)
+            scores = evaluate.partial(inferred=inferred, exported=exported, chip=chip).expand(plan=on_chip)
+            gates.append(
+                regression_gate(
+                    record_metrics(on_chip, exported, compiled, benchmarks, scores, prepared, inferred, chip)
+                )
+            )
+        before_record += [compiled, inferred, benchmarks, scores, *([on_chip] if chip else [])]
     # Not downstream of the gate (regressed rows stay regressed).
-    failure = [plans, preps, prepared, models, exported, compiled, inferred, benchmarks, scores] >> record_failure()
-    alerts_and_review(gate, failure, metrics_url)
+    failure = before_record >> record_failure()
+    alerts_and_review(gates, failure, metrics_url)
 
 
-def alerts_and_review(gate, failure, metrics_url) -> None:
+def celery_active_queues(timeout: float):
+    """Celery's answer to which queues its live workers consume, through the Celery provider's app."""
+    from airflow.providers.celery.executors.celery_executor_utils import app
+
+    return app.control.inspect(timeout=timeout).active_queues()
+
+
+def alerts_and_review(gates, failure, metrics_url) -> None:
     """After the gate: one alert per run, the optional review (HITL), and ``finish_run``, the leaf that ends the run
     by its rows — failed while any is regressed/failed/pending, so an accepted regression ends the run green."""
 
@@ -262,7 +325,7 @@ def alerts_and_review(gate, failure, metrics_url) -> None:
         if failed:
             raise AirflowFailException(f"run {dag_run.run_id} ends failed: {failed}")
 
-    alerted = [gate, failure] >> send_alert()
+    alerted = [*gates, failure] >> send_alert()
     last = alerted
     if ALERTS.review:
         from airflow.providers.standard.operators.hitl import HITLOperator
@@ -280,7 +343,7 @@ def alerts_and_review(gate, failure, metrics_url) -> None:
             response_timeout=ALERTS.review_timeout,  # the run ends then: the next run is not held behind it
         )
         last = alerted >> request >> asked >> apply_review()
-    [gate, failure, last] >> finish_run()
+    [*gates, failure, last] >> finish_run()
 
 
 convmixer_validation()

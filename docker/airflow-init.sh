@@ -7,7 +7,8 @@
 #   2. airflow db migrate
 #   3. the metrics database (CONVMIXER_METRICS_DB_URL) and its schema: convmixer-tasks metrics-upgrade
 #   4. the metrics Connection (AIRFLOW__CONVMIXER__METRICS_CONN_ID), re-created from CONVMIXER_METRICS_DB_URL
-#   5. the NPU pool (AIRFLOW__CONVMIXER__NPU_POOL) with AIRFLOW__CONVMIXER__NPU_POOL_SLOTS slots (= NPU devices)
+#   5. the NPU pool (AIRFLOW__CONVMIXER__NPU_POOL) with AIRFLOW__CONVMIXER__NPU_POOL_SLOTS slots (= NPU devices),
+#      and one such pool per chip type of AIRFLOW__CONVMIXER__CHIPS (AIRFLOW__CONVMIXER__NPU_POOL_TEMPLATE: npu.310P3)
 #   6. the admin user (_AIRFLOW_WWW_USER_USERNAME / _AIRFLOW_WWW_USER_PASSWORD)
 set -euo pipefail
 
@@ -58,8 +59,11 @@ conn_json=$("$python" "$here/convmixer_init.py" connection-json "$metrics_url")
 airflow connections delete "$conn_id" >/dev/null 2>&1 || true
 airflow connections add "$conn_id" --conn-json "$conn_json"
 
-log "5/6 pool '$pool' with $slots slot(s)"
-airflow pools set "$pool" "$slots" "Ascend NPU devices: one slot per device, so two NPU tasks never share one"
+npu_pools=$("$python" "$here/convmixer_init.py" npu-pools) || die "the NPU pools' settings are wrong (line above)"
+while read -r pool slots; do
+  log "5/6 pool '$pool' with $slots slot(s)"
+  airflow pools set "$pool" "$slots" "Ascend NPU devices: one slot per device, so two NPU tasks never share one"
+done <<<"$npu_pools"
 
 log "6/6 admin user '$admin_user'"
 case "$auth_manager" in

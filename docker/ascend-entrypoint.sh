@@ -19,8 +19,8 @@
 # worker needs.
 #
 # Usage: ascend-entrypoint.sh [MODE | COMMAND ...]
-#   celery   exec `airflow celery worker --queues <npu_queue> --concurrency N --celery-hostname <name>@%h`
-#   edge     exec `airflow edge worker --queues <npu_queue> --concurrency N --edge-hostname <name>@<host>`
+#   celery   exec `airflow celery worker --queues <queues> --concurrency N --celery-hostname <name>@%h`
+#   edge     exec `airflow edge worker --queues <queues> --concurrency N --edge-hostname <name>@<host>`
 #            (Edge executor: the worker reaches only the api-server over HTTP; see docker/README.md)
 #   check    the preflight only; exit 0 when this container can run the NPU tasks
 #   health   container health check of a running worker (no NPU checks: cheap, run every 30 s)
@@ -29,7 +29,11 @@
 #
 # Settings (environment):
 #   AIRFLOW__CONVMIXER__CANN_SET_ENV   CANN's set_env.sh (default /usr/local/Ascend/ascend-toolkit/set_env.sh)
-#   AIRFLOW__CONVMIXER__NPU_QUEUE      the Airflow queue this worker serves (default npu)
+#   AIRFLOW__CONVMIXER__NPU_QUEUE      the untyped NPU queue (default npu); the worker serves it and its chip's
+#   AIRFLOW__CONVMIXER__NPU_QUEUE_TEMPLATE  its chip's queue (default {queue}.{chip}: npu.310P3), the chip read from
+#                                      npu-smi after the preflight — adding a 910B host is starting this image there
+#   CONVMIXER_WORKER_CHIP              the chip type instead of npu-smi's (e.g. 910B3)
+#   CONVMIXER_WORKER_QUEUES            the queues served instead of the two above (comma list)
 #   AIRFLOW__CONVMIXER__NPU_DEVICE_ID  the device the tasks use (default 0)
 #   AIRFLOW__CONVMIXER__WORK_DIR       the shared work folder; checked for when set
 #   CONVMIXER_NPU_DEVICES              davinci numbers mapped into this container (default: NPU_DEVICE_ID), e.g. "0,1"
@@ -46,6 +50,8 @@ readonly CELERY_APP=airflow.providers.celery.executors.celery_executor.app
 
 set_env=${AIRFLOW__CONVMIXER__CANN_SET_ENV:-/usr/local/Ascend/ascend-toolkit/set_env.sh}
 queue=${AIRFLOW__CONVMIXER__NPU_QUEUE:-npu}
+queue_template=${AIRFLOW__CONVMIXER__NPU_QUEUE_TEMPLATE:-'{queue}.{chip}'}
+queues=${CONVMIXER_WORKER_QUEUES:-}
 device_id=${AIRFLOW__CONVMIXER__NPU_DEVICE_ID:-0}
 devices=${CONVMIXER_NPU_DEVICES:-$device_id}
 concurrency=${CONVMIXER_WORKER_CONCURRENCY:-1}
@@ -194,6 +200,30 @@ check_settings() {
     die "CONVMIXER_WORKER_CONCURRENCY='$concurrency' must be a positive integer (tasks at once on this worker)"
 }
 
+# The queues this worker serves: the untyped one (DAGs without [convmixer] chips route there) and its chip's, so one
+# image serves any host; the chip is the one the preflight compiled for (npu-smi's Name), unless given.
+worker_queues() {
+  local chip chip_queue
+  if [[ -n $queues ]]; then
+    log "serving the queues CONVMIXER_WORKER_QUEUES names: $queues"
+    return 0
+  fi
+  if [[ -n ${CONVMIXER_WORKER_CHIP:-} ]]; then
+    chip=$CONVMIXER_WORKER_CHIP
+  else
+    chip=$(python3 "$preflight_py" --chip --device "$device_id" --cann-set-env "$set_env") ||
+      die "the chip type could not be read (the line above says why); set CONVMIXER_WORKER_CHIP (e.g. 310P3)"
+  fi
+  [[ $chip =~ ^[0-9]{3}[A-Za-z0-9_-]*$ ]] ||
+    die "chip type '$chip' is not npu-smi's Name of a chip (e.g. 310P3, 910B3); fix CONVMIXER_WORKER_CHIP"
+  [[ $queue_template == *'{chip}'* ]] ||
+    die "AIRFLOW__CONVMIXER__NPU_QUEUE_TEMPLATE='$queue_template' must contain {chip} (default {queue}.{chip})"
+  chip_queue=${queue_template//'{queue}'/$queue}
+  chip_queue=${chip_queue//'{chip}'/$chip}
+  queues="$queue,$chip_queue"
+  log "chip $chip: serving queues $queues"
+}
+
 preflight() {
   check_settings
   ensure_user
@@ -203,6 +233,7 @@ preflight() {
   driver_library_path  # again: set_env.sh may have replaced LD_LIBRARY_PATH
   check_tools
   check_device_run
+  worker_queues
 }
 
 health() {
@@ -219,13 +250,13 @@ main() {
   case "$mode" in
     celery)
       preflight
-      log "starting Celery worker ${worker_name}@%h on queue '$queue' (concurrency $concurrency)"
-      exec airflow celery worker --queues "$queue" --concurrency "$concurrency" --celery-hostname "${worker_name}@%h"
+      log "starting Celery worker ${worker_name}@%h on queues '$queues' (concurrency $concurrency)"
+      exec airflow celery worker --queues "$queues" --concurrency "$concurrency" --celery-hostname "${worker_name}@%h"
       ;;
     edge)
       preflight
-      log "starting Edge worker ${worker_name}@${HOSTNAME:-$(hostname)} on queue '$queue' (concurrency $concurrency)"
-      exec airflow edge worker --queues "$queue" --concurrency "$concurrency" \
+      log "starting Edge worker ${worker_name}@${HOSTNAME:-$(hostname)} on queues '$queues' (concurrency $concurrency)"
+      exec airflow edge worker --queues "$queues" --concurrency "$concurrency" \
         --edge-hostname "${worker_name}@${HOSTNAME:-$(hostname)}"
       ;;
     check)

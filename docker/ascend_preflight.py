@@ -1,6 +1,10 @@
 """The NPU worker's preflight, in Python: what ascend-entrypoint.sh cannot prove with file tests.
 
     python ascend_preflight.py [--device N] [--cann-set-env PATH] [--keep DIR]
+    python ascend_preflight.py --chip [--cann-set-env PATH]   # print this host's chip type (e.g. 310P3), nothing else
+
+``--chip`` is what ascend-entrypoint.sh names its queue by (``npu.<chip>``): the Name npu-smi reports, read
+through the same backend code that gives compile_model its ``--soc_version``.
 
 It runs, in this order, and stops at the first failure with one line that names the step and the fix:
 
@@ -127,13 +131,29 @@ def run(device_id: int, cann_set_env: str | None, workdir: Path) -> dict[str, ob
     return facts
 
 
+def worker_chip(device_id: int, cann_set_env: str | None) -> str:
+    """The chip type of this host (npu-smi's Name of its first healthy NPU, as ``soc_version`` reads it)."""
+    from convmixer_tasks.backends.ascend import AscendBackend
+    from convmixer_tasks.errors import ConvMixerError
+
+    try:
+        soc = AscendBackend(device_id=device_id, cann_set_env=cann_set_env).soc_version()
+    except ConvMixerError as exc:
+        raise PreflightFailure("chip", f"cannot read this host's chip type from npu-smi: {exc}") from exc
+    return soc.removeprefix("Ascend")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ascend_preflight.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", type=int, default=int(os.environ.get("AIRFLOW__CONVMIXER__NPU_DEVICE_ID", "0")))
     parser.add_argument("--cann-set-env", default=os.environ.get("AIRFLOW__CONVMIXER__CANN_SET_ENV"))
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep the ONNX and OM there")
+    parser.add_argument("--chip", action="store_true", help="print this host's chip type (npu-smi's Name) only")
     args = parser.parse_args(argv)
     try:
+        if args.chip:
+            print(worker_chip(args.device, args.cann_set_env))
+            return 0
         if args.keep:
             Path(args.keep).mkdir(parents=True, exist_ok=True)
             facts = run(args.device, args.cann_set_env, Path(args.keep))

@@ -111,11 +111,22 @@ def write_password(path: str | os.PathLike, user: str, password: str) -> None:
     os.replace(partial, target)
 
 
+def npu_pools() -> list[tuple[str, int]]:
+    """(pool, slots) airflow-init creates: the untyped NPU pool, and each chip type's of ``[convmixer] chips``
+    (named by ``npu_pool_template``, NPU_POOL_SLOTS slots each), as the DAG reads the same settings."""
+    from convmixer_tasks.settings import env_reader, load_scheduling_settings
+
+    settings = load_scheduling_settings(env_reader())
+    chips: tuple[str | None, ...] = (None, *settings.chips)
+    return [(settings.pool_for(chip), settings.npu_pool_slots) for chip in chips]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="convmixer_init.py", description=__doc__.split("\n\n")[0])
     steps = parser.add_subparsers(dest="step", required=True)
     steps.add_parser("create-database").add_argument("url")
     steps.add_parser("connection-json").add_argument("url")
+    steps.add_parser("npu-pools")
     write = steps.add_parser("write-password")
     write.add_argument("file")
     write.add_argument("user")
@@ -123,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "create-database":
         created = create_database(args.url)
         print("created" if created else "exists")
+    elif args.step == "npu-pools":
+        print("\n".join(f"{pool} {slots}" for pool, slots in npu_pools()))
     elif args.step == "connection-json":
         print(connection_json(args.url))
     else:

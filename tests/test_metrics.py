@@ -24,7 +24,7 @@ from convmixer_tasks.metrics.schema import KEY_COLUMNS, TABLE_NAME, VERSION_TABL
 from tests.stored import stored_row, stored_run
 
 DAY0 = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
-HEAD = "0007"  # the newest migration
+HEAD = "0008"  # the newest migration
 
 
 # --- helpers (test_gate.py imports these; the database fixtures are in tests/conftest.py) ------------------------
@@ -716,3 +716,21 @@ def test_a_rows_series_neighbours_by_run_time_never_mix_precision_or_device(metr
     assert len(metrics.history_rows(metrics_url, ["id"], limit=3)) == 3
     with pytest.raises(MetricsError, match="row id must be"):
         metrics.get_row(metrics_url, "1 OR 1=1")  # type: ignore[arg-type]  # a string on purpose: it must be refused
+
+
+def test_migration_0008_puts_the_chip_in_the_row_key_and_downgrades_only_without_two_chips(empty_url):
+    from convmixer_tasks.metrics import get_run, record_runs, upgrade
+
+    upgrade(empty_url)
+    record_runs(empty_url, [make_row(run_id="no-chips", precision_mode="fp32")])
+    before = get_run(empty_url, "no-chips", 4, "onnxruntime", "fp32")
+    assert before is not None and before["chip"] == ""  # a run without chip types
+    rows = [make_row(run_id="fleet", precision_mode="fp32", chip=chip, device=f"Ascend{chip}")
+            for chip in ("310P3", "910B3")]
+    first = record_runs(empty_url, rows)
+    assert len(set(first)) == 2  # one row per chip, not the second chip's over the first's
+    assert record_runs(empty_url, rows) == first  # a retried task replaces its own chip's row
+    second = get_run(empty_url, "fleet", 4, "onnxruntime", "fp32", "convmixer_demo", "910B3")
+    assert second is not None and second["device"] == "Ascend910B3"
+    with pytest.raises(RuntimeError, match=r"below 0008: 1 run .* more than one chip"):
+        downgrade(empty_url, "0007")

@@ -32,12 +32,13 @@ def store_predictions(
     image_count: int,
     precision_mode: str | None = None,
     model_variant: str | None = None,
+    chip: str | None = None,
 ) -> int:
     """Put the row's predictions blob in place (replacing a retried attempt's); returns the stored size in bytes.
     Without ``precision_mode`` (and ``model_variant``) the run × batch size must have a single row."""
     what = describe_key(run_id, batch_size, backend, precision_mode, model_variant)
     with _db_errors(url, f"store predictions of {what}"), Session(get_engine(url)) as session, session.begin():
-        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant)
+        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant, chip)
         if row_id is None:
             raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record the row before its predictions")
         existing = session.get(RunPredictions, row_id)
@@ -114,6 +115,7 @@ def store_evidence(
     values: dict[str, Any],
     precision_mode: str | None = None,
     model_variant: str | None = None,
+    chip: str | None = None,
 ) -> None:
     """Set the gate's pairing results (``EVIDENCE_COLUMNS``) on a recorded row (without ``precision_mode`` and
     ``model_variant``, the run × batch size's only row)."""
@@ -127,12 +129,12 @@ def store_evidence(
         # means several precisions and no mode named: refused, and the transaction rolls back.
         result = session.execute(
             update(ValidationRun)
-            .where(*_key(run_id, batch_size, backend, precision_mode, model_variant))
+            .where(*_key(run_id, batch_size, backend, precision_mode, model_variant, chip))
             .values(**checked, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
         updated = getattr(result, "rowcount", 0)
         if updated > 1:  # _one_row_id raises: the transaction rolls back
-            _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant)
+            _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant, chip)
         if updated == 0:
             raise MetricsError(f"no metrics row for {what} in {mask_url(url)}; record the row before its evidence")

@@ -20,7 +20,12 @@ MAX_LIMIT = 500
 
 
 def _key(
-    run_id: str, batch_size: int, backend: str, precision_mode: str | None = None, model_variant: str | None = None
+    run_id: str,
+    batch_size: int,
+    backend: str,
+    precision_mode: str | None = None,
+    model_variant: str | None = None,
+    chip: str | None = None,
 ):
     """The row key's clauses; without ``precision_mode`` (``model_variant``) it matches every precision (model) of
     that run × batch size."""
@@ -33,6 +38,8 @@ def _key(
         clauses = (*clauses, ValidationRun.precision_mode == precision_mode)
     if model_variant is not None:
         clauses = (*clauses, ValidationRun.model_variant == model_variant)
+    if chip is not None:  # the chip type of a run over chips ("" without)
+        clauses = (*clauses, ValidationRun.chip == chip)
     return clauses
 
 
@@ -52,13 +59,14 @@ def _one_row_id(
     backend: str,
     precision_mode: str | None = None,
     model_variant: str | None = None,
+    chip: str | None = None,
 ) -> int | None:
     """The id of the row with this key, None when there is none. Without ``precision_mode`` / ``model_variant``
     the run × batch size must have one precision / model only: a run mapped over several is refused rather than
     one of them picked."""
     found = session.execute(
         select(ValidationRun.id, ValidationRun.precision_mode, ValidationRun.model_variant).where(
-            *_key(run_id, batch_size, backend, precision_mode, model_variant)
+            *_key(run_id, batch_size, backend, precision_mode, model_variant, chip)
         )
     ).all()
     if len(found) > 1:
@@ -82,11 +90,12 @@ def get_run(
     backend: str,
     precision_mode: str | None = None,
     model_variant: str | None = None,
+    chip: str | None = None,
 ) -> dict[str, Any] | None:
     """One row as a JSON-ready dict, or None when it was never recorded. Without ``precision_mode`` (and
     ``model_variant``) the run × batch size must have a single row (``MetricsError`` naming them otherwise)."""
     with _db_errors(url, f"read run {run_id}"), Session(get_engine(url)) as session:
-        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant)
+        row_id = _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant, chip)
         run = None if row_id is None else session.get(ValidationRun, row_id)
         return None if run is None else run.to_dict()
 

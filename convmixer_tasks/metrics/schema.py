@@ -108,6 +108,7 @@ class ValidationRun(Base):
             "backend",
             "precision_mode",
             "model_variant",
+            "chip",
             name="uq_convmixer_validation_runs_key",
         ),
         CheckConstraint(f"status IN {STATUSES!r}", name="status_known"),
@@ -172,6 +173,9 @@ class ValidationRun(Base):
     # The effective mode (ATC's, or "fp32" on ONNX Runtime; precision.effective_precision); part of the key: one run
     # maps over precision modes as over batch sizes (migration 0005).
     precision_mode: Mapped[str] = mapped_column(String(64))
+    # The chip type the run was routed to ([convmixer] chips, e.g. 910B3); "" without chip types (a NULL in the
+    # unique key would never conflict, so a rerun would add a row instead of replacing it).
+    chip: Mapped[str] = mapped_column(String(32), server_default="")
     fidelity_min_cosine: Mapped[float | None] = mapped_column(Float)  # artifact vs source ONNX, fixed subset
     fidelity_top1_agreement: Mapped[float | None] = mapped_column(Float)  # fraction 0..1
     flips_p_value: Mapped[float | None] = mapped_column(Float)  # McNemar exact vs the previous ok run
@@ -211,7 +215,7 @@ def _jsonable(value: Any) -> Any:
 
 # Columns the database fills in itself; everything else in the table is a MetricsRow field.
 GENERATED_COLUMNS = ("id", "created_at", "updated_at")
-KEY_COLUMNS = ("run_id", "batch_size", "backend", "precision_mode", "model_variant")
+KEY_COLUMNS = ("run_id", "batch_size", "backend", "precision_mode", "model_variant", "chip")
 
 
 @dataclass(kw_only=True)
@@ -249,6 +253,7 @@ class MetricsRow:
     baseline_throughput: float | None = None
     gate_reasons: list[str] | None = None
     precision_mode: str | None = None
+    chip: str = ""  # the chip type of a run mapped over chips ([convmixer] chips); part of the row key
     fidelity_min_cosine: float | None = None
     fidelity_top1_agreement: float | None = None
     flips_p_value: float | None = None

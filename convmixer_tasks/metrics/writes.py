@@ -36,6 +36,7 @@ def _normalise_row(row: MetricsRow | Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         raise MetricsError(f"metrics row lacks required field(s) {', '.join(missing)}")
     values = {name: _check_value(name, given.get(name)) for name in _FIELDS}
+    values["chip"] = values["chip"] or ""  # no chip types: "" (a key column; NULL would never conflict)
 
     top1, top5, status = values["top1"], values["top5"], values["status"]
     if (top1 is None) != (top5 is None):
@@ -130,6 +131,7 @@ def update_status(
     throughput_p_value: float | None = _UNCHANGED,
     precision_mode: str | None = None,
     model_variant: str | None = None,
+    chip: str | None = None,
 ) -> None:
     """Set a recorded row's status and gate reasons (and, when given, the baselines the gate compared against and
     the throughput rule's outcome). Without ``precision_mode`` (and ``model_variant``) the run × batch size must
@@ -144,7 +146,7 @@ def update_status(
         if value is not _UNCHANGED:
             values[name] = _check_value(name, value)
     values["updated_at"] = utcnow()
-    key = _key(run_id, batch_size, backend, precision_mode, model_variant)
+    key = _key(run_id, batch_size, backend, precision_mode, model_variant, chip)
     what = f"{describe_key(run_id, batch_size, backend, precision_mode, model_variant)} in {mask_url(url)}"
     # Write first, then read: on SQLite a read-then-write transaction can deadlock against a concurrent writer.
     # The top1 condition keeps 'ok'/'regressed' off rows that never reached evaluation.
@@ -157,7 +159,7 @@ def update_status(
         if updated == 1:
             return
         if updated > 1:  # several precisions, none named: _one_row_id raises and the transaction rolls back
-            _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant)
+            _one_row_id(session, run_id, batch_size, backend, precision_mode, model_variant, chip)
         if session.scalar(select(ValidationRun.id).where(*key)) is None:
             raise MetricsError(f"no metrics row for {what}; record_run it before setting its status")
         raise MetricsError(

@@ -161,20 +161,8 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, cluster: Cl
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})\n{cluster.logs()}")
 
 
-@pytest.fixture(scope="module")
-def celery_run(tmp_path_factory):
-    import requests
-
-    from convmixer_tasks.metrics import dispose_engines, query_runs
-
-    _require_services()
-    root = tmp_path_factory.mktemp("celery")
-    token = secrets.token_hex(4)
-    metadata_db, metrics_db = f"cvtest_af_{token}", f"cvtest_metrics_{token}"
-    redis_db, redis_client = _free_redis_db()
-    api_port = _free_port()
-    api = f"http://127.0.0.1:{api_port}"
-    password = secrets.token_urlsafe(12)
+def cluster_env(root: Path, metadata_db: str, metrics_db: str, redis_db: int, api: str, password: str) -> dict:
+    """The environment every Airflow component of the test cluster shares (CeleryExecutor, PostgreSQL, Redis)."""
     (root / "passwords.json").write_text(f'{{"admin": "{password}"}}')
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
@@ -203,6 +191,44 @@ def celery_run(tmp_path_factory):
         # Airflow writes PostgreSQL connections as postgres://; the DAG must turn that into postgresql://
         "AIRFLOW_CONN_CONVMIXER_METRICS": f"postgres://postgres@127.0.0.1:5432/{metrics_db}",
     })
+    return env
+
+
+def start_worker(cluster: Cluster, role: str, queues: str, concurrency: int, extra_env: dict | None = None) -> None:
+    """A Celery worker that reports ``role@host`` as its task instances' hostname (celery_identity)."""
+    cluster.start(f"worker-{role}", "celery", "worker", "--queues", queues, "--celery-hostname", f"{role}@%h",
+                  "--concurrency", str(concurrency),
+                  extra_env={"CONVMIXER_TEST_WORKER_ROLE": role,
+                             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()), **(extra_env or {})})
+
+
+def api_session(api: str, password: str, cluster: Cluster):
+    """A REST session as admin, once the api-server answers."""
+    import requests
+
+    wait_for("the api-server", lambda: requests.get(f"{api}/api/v2/monitor/health", timeout=5).ok, 180, cluster)
+    reply = requests.post(f"{api}/auth/token", json={"username": "admin", "password": password}, timeout=10)
+    assert reply.status_code in (200, 201), reply.text
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
+    return session
+
+
+@pytest.fixture(scope="module")
+def celery_run(tmp_path_factory):
+    import requests
+
+    from convmixer_tasks.metrics import dispose_engines, query_runs
+
+    _require_services()
+    root = tmp_path_factory.mktemp("celery")
+    token = secrets.token_hex(4)
+    metadata_db, metrics_db = f"cvtest_af_{token}", f"cvtest_metrics_{token}"
+    redis_db, redis_client = _free_redis_db()
+    api_port = _free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    password = secrets.token_urlsafe(12)
+    env = cluster_env(root, metadata_db, metrics_db, redis_db, api, password)
     cluster = Cluster(root, env)
     created = []
     try:
@@ -213,17 +239,10 @@ def celery_run(tmp_path_factory):
         cluster.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port))
         cluster.start("scheduler", "scheduler")
         cluster.start("dag-processor", "dag-processor")
-        for role, concurrency in (("default", "2"), ("npu", str(NPU_WORKER_CONCURRENCY))):
-            cluster.start(f"worker-{role}", "celery", "worker", "--queues", role, "--celery-hostname",
-                          f"{role}@%h", "--concurrency", concurrency,
-                          extra_env={"CONVMIXER_TEST_WORKER_ROLE": role,
-                                     "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port())})
+        for role, concurrency in (("default", 2), ("npu", NPU_WORKER_CONCURRENCY)):
+            start_worker(cluster, role, role, concurrency)
 
-        wait_for("the api-server", lambda: requests.get(f"{api}/api/v2/monitor/health", timeout=5).ok, 180, cluster)
-        reply = requests.post(f"{api}/auth/token", json={"username": "admin", "password": password}, timeout=10)
-        assert reply.status_code in (200, 201), reply.text
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {reply.json()['access_token']}"
+        session = api_session(api, password, cluster)
         assert requests.get(f"{api}/api/v2/dags", timeout=10).status_code in (401, 403)  # no token, no access
 
         npu_pool = session.post(f"{api}/api/v2/pools", json={"name": "npu", "slots": 1,

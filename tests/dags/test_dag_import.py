@@ -381,3 +381,30 @@ def test_param_choices_come_from_the_registries(parsed):
     assert model.VARIANTS is VARIANTS  # the model is built from the same registry
     assert DEMO_VARIANT in VARIANTS
     assert DEMO_CHECKPOINT.is_file(), "the committed demo checkpoint is missing"
+
+
+def test_each_chip_type_gets_its_own_npu_tasks_on_its_queue_and_pool(tmp_path):
+    parsed = probe(tmp_path, confs=[{"chips": ["910B3"]}, {"chips": ["910B4"]}, {"chips": []}],
+                   chips="310P3,910B3", npu_queue="ascend")
+    tasks, schema = parsed["tasks"], parsed["dag"]["schemas"]["chips"]
+    assert parsed["dag"]["params"]["chips"] == ["310P3", "910B3"]  # default: every configured chip
+    assert schema["items"]["enum"] == ["310P3", "910B3"]
+    for chip in ("310P3", "910B3"):
+        for step in NPU_TASKS:
+            task = tasks[f"chip_{chip}.{step}"]
+            assert (task["queue"], task["pool"]) == (f"ascend.{chip}", f"npu.{chip}"), (chip, step)
+            assert task["retries"] >= 1 and task["timeout_s"]
+        assert tasks[f"chip_{chip}.evaluate"]["queue"] == "default"
+        assert tasks[f"chip_{chip}.compile_model"]["upstream"] == [f"chip_{chip}.chip_plans", "export_onnx"]
+        assert tasks[f"chip_{chip}.chip_plans"]["upstream"] == ["check_inputs"]
+        assert tasks[f"chip_{chip}.regression_gate"]["downstream"] == ["finish_run", "send_alert"]
+    assert not NPU_TASKS & set(tasks)  # no untyped NPU task: nothing waits on a plain `npu` queue
+    assert [task_id for task_id, task in tasks.items() if not task["downstream"]] == ["finish_run"]
+    ok, unknown, empty = parsed["confs"]
+    assert ok["ok"] and not unknown["ok"] and "'910B4' is not one of" in unknown["message"]
+    assert not empty["ok"] and "chips" in empty["message"]
+
+
+def test_no_chips_setting_keeps_one_untyped_pipeline(parsed):
+    assert set(parsed["tasks"]) >= NPU_TASKS and "chips" not in parsed["dag"]["params"]
+    assert not [task_id for task_id in parsed["tasks"] if task_id.startswith("chip_")]

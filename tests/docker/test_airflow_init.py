@@ -75,6 +75,25 @@ def test_init_creates_db_schema_connection_pool_and_admin(tmp_path):
     assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
 
 
+def test_init_creates_each_chip_types_pool_beside_the_untyped_one(tmp_path):
+    env, record = init_env(tmp_path, AIRFLOW__CONVMIXER__NPU_POOL_SLOTS="2", AIRFLOW__CONVMIXER__CHIPS="310P3,910B3",
+                           AIRFLOW__CONVMIXER__NPU_POOL_TEMPLATE="")  # empty (compose's unset) = {pool}.{chip}
+
+    result = run_script(AIRFLOW_INIT, env)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    pools = [call["argv"][2:4] for call in read_records(record) if call["argv"][:2] == ["pools", "set"]]
+    assert pools == [["npu", "2"], ["npu.310P3", "2"], ["npu.910B3", "2"]]
+
+
+def test_init_refuses_a_bad_chip_before_creating_any_pool(tmp_path):
+    env, record = init_env(tmp_path, AIRFLOW__CONVMIXER__CHIPS="Ascend910B3")
+    result = run_script(AIRFLOW_INIT, env)
+    assert result.returncode == 1
+    assert "[convmixer] chips" in result.stderr and "drop the 'Ascend' prefix" in result.stderr
+    assert not [call for call in read_records(record) if call["argv"][:2] == ["pools", "set"]]
+
+
 def test_init_stops_at_the_first_failing_step(tmp_path):
     env, record = init_env(tmp_path, exit_codes={"db migrate": 1})
     result = run_script(AIRFLOW_INIT, env)

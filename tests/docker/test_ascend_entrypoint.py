@@ -40,7 +40,8 @@ def npu_host(ascend_doubles, tmp_path):
     env.pop("LD_LIBRARY_PATH", None)
     for name in ("AIRFLOW__CONVMIXER__NPU_QUEUE", "AIRFLOW__CONVMIXER__NPU_DEVICE_ID", "AIRFLOW__CONVMIXER__WORK_DIR",
                  "CONVMIXER_NPU_DEVICES", "CONVMIXER_WORKER_CONCURRENCY", "CONVMIXER_WORKER_NAME",
-                 "CONVMIXER_WORKER_MODE"):
+                 "CONVMIXER_WORKER_MODE", "CONVMIXER_WORKER_CHIP", "CONVMIXER_WORKER_QUEUES",
+                 "AIRFLOW__CONVMIXER__NPU_QUEUE_TEMPLATE", "NPU_SMI_DOUBLE_CHIP"):
         env.pop(name, None)
     return env, ascend_doubles, record
 
@@ -60,7 +61,7 @@ def test_celery_worker_is_execed_inside_the_cann_environment(npu_host):
     assert result.returncode == 0, result.stderr
     (call,) = read_records(record)
     assert call["tool"] == "airflow"
-    assert call["argv"] == ["celery", "worker", "--queues", "ascend-310p", "--concurrency", "1",
+    assert call["argv"] == ["celery", "worker", "--queues", "ascend-310p,ascend-310p.310P3", "--concurrency", "1",
                             "--celery-hostname", "npu@%h"]
     # What set_env.sh exported is in the worker's environment, so every task it forks inherits it.
     assert call["env"]["ASCEND_TOOLKIT_HOME"] == str(doubles.toolkit_home)
@@ -78,8 +79,53 @@ def test_edge_worker_mode_from_the_environment(npu_host):
 
     assert result.returncode == 0, result.stderr
     (call,) = read_records(record)
-    assert call["argv"] == ["edge", "worker", "--queues", "npu", "--concurrency", "2",
+    assert call["argv"] == ["edge", "worker", "--queues", "npu,npu.310P3", "--concurrency", "2",
                             "--edge-hostname", "npu1@npu-box"]
+
+
+def test_the_worker_serves_the_queue_of_the_chip_npu_smi_reports(npu_host):
+    env, _, record = npu_host
+    env.update({"NPU_SMI_DOUBLE_CHIP": "910B3", "AIRFLOW__CONVMIXER__NPU_QUEUE_TEMPLATE": "{chip}-{queue}"})
+
+    result = run_script(ENTRYPOINT, env)
+
+    assert result.returncode == 0, result.stderr
+    (call,) = read_records(record)
+    assert call["argv"][call["argv"].index("--queues") + 1] == "npu,910B3-npu"  # untyped DAGs still reach it
+    assert "chip 910B3: serving queues npu,910B3-npu" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "queues"),
+    [({"CONVMIXER_WORKER_CHIP": "310B1"}, "npu,npu.310B1"), ({"CONVMIXER_WORKER_QUEUES": "npu.910B3"}, "npu.910B3")],
+)
+def test_the_chip_or_the_queues_can_be_given(npu_host, overrides, queues):
+    env, _, record = npu_host
+    env.update({"NPU_SMI_DOUBLE_CHIP": "910B3", **overrides})
+
+    result = run_script(ENTRYPOINT, env)
+
+    assert result.returncode == 0, result.stderr
+    (call,) = read_records(record)
+    assert call["argv"][call["argv"].index("--queues") + 1] == queues
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"CONVMIXER_WORKER_CHIP": "Ascend910B3"}, ["chip type 'Ascend910B3'", "CONVMIXER_WORKER_CHIP"]),
+        ({"AIRFLOW__CONVMIXER__NPU_QUEUE_TEMPLATE": "npu-910"}, ["NPU_QUEUE_TEMPLATE='npu-910' must contain {chip}"]),
+    ],
+)
+def test_a_bad_chip_or_template_is_refused_before_the_worker_starts(npu_host, overrides, words):
+    env, _, record = npu_host
+    env.update(overrides)
+
+    result = run_script(ENTRYPOINT, env)
+
+    assert result.returncode == 1
+    assert all(word in result.stderr for word in words), result.stderr
+    assert read_records(record) == []
 
 
 def test_check_mode_runs_the_checks_and_starts_nothing(npu_host):

@@ -462,8 +462,8 @@ def init_calls(container: dict[str, str], tmp_path) -> list[list[str]]:
     return [call["argv"] for call in read_records(record) if call["tool"] == "airflow"]
 
 
-def npu_worker_queue(container: dict[str, str], doubles, tmp_path) -> str:
-    """The queue ascend-entrypoint.sh starts the Celery worker on, under the compose environment."""
+def npu_worker_queues(container: dict[str, str], doubles, tmp_path) -> set[str]:
+    """The queues ascend-entrypoint.sh starts the Celery worker on, under the compose environment."""
     record = tmp_path / "worker.jsonl"
     recorders = install_recorders(tmp_path / "worker-bin", record, ["airflow"])
     (tmp_path / "work").mkdir(exist_ok=True)
@@ -479,7 +479,7 @@ def npu_worker_queue(container: dict[str, str], doubles, tmp_path) -> str:
     assert result.returncode == 0, result.stderr
     (call,) = read_records(record)
     argv = call["argv"]
-    return argv[argv.index("--queues") + 1]
+    return set(argv[argv.index("--queues") + 1].split(","))
 
 
 @pytest.mark.parametrize("scenario", ["env-example", "custom"])
@@ -516,10 +516,10 @@ def test_compose_and_dag_agree(scenario, tmp_path, ascend_doubles):
 
     # Every task's queue is served by a worker of the deployment, and the NPU tasks sit in the NPU pool.
     default_queues = services["airflow-worker"]["command"][services["airflow-worker"]["command"].index("--queues") + 1]
-    npu_queue = npu_worker_queue(containers["airflow-npu-worker"], ascend_doubles, tmp_path)
-    assert dag_npu_queues == {npu_queue}
+    npu_queues = npu_worker_queues(containers["airflow-npu-worker"], ascend_doubles, tmp_path)
+    assert dag_npu_queues <= npu_queues and len(npu_queues) == 2  # the untyped queue and its chip's (npu.310P3)
     assert other_queues <= set(default_queues.split(","))
-    served = set(default_queues.split(",")) | {npu_queue}
+    served = set(default_queues.split(",")) | npu_queues
     assert {task["queue"] for task in tasks} <= served
 
     # airflow-init creates that pool with the configured size and the connection the tasks look up.
