@@ -83,8 +83,12 @@ def main() -> None:
     parser.add_argument("--loop", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--work-dir", type=Path, default=None,
-                        help="keeps model.onnx and the ORT cache between runs (default: a new temp folder)")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="keeps model.onnx and the ORT cache between runs (default: a new temp folder)",
+    )
     args = parser.parse_args()
 
     threads = worker_threads()
@@ -93,21 +97,27 @@ def main() -> None:
     work_dir.mkdir(parents=True, exist_ok=True)
 
     flops = model_flops(args.variant)
-    print(f"threads {threads}; load average {os.getloadavg()[0]:.1f}; model {args.variant}: "
-          f"{flops / 1e9:.1f} GFLOP/image (Conv+Linear, 2/MAC)")
+    print(
+        f"threads {threads}; load average {os.getloadavg()[0]:.1f}; model {args.variant}: "
+        f"{flops / 1e9:.1f} GFLOP/image (Conv+Linear, 2/MAC)"
+    )
 
     onnx_path = work_dir / f"{args.variant}.onnx"
     if not onnx_path.is_file():
         started = time.perf_counter()
         export = export_and_validate(None, onnx_path, variant=args.variant, parity_batch=1)
-        print(f"exported {onnx_path} (opset {export.opset}, parity max|d| {export.parity.max_abs_diff:.2e}) "
-              f"in {time.perf_counter() - started:.0f} s")
+        print(
+            f"exported {onnx_path} (opset {export.opset}, parity max|d| {export.parity.max_abs_diff:.2e}) "
+            f"in {time.perf_counter() - started:.0f} s"
+        )
 
     backend = get_backend("onnxruntime")
     started = time.perf_counter()
     artifact = backend.compile(onnx_path, args.batch_size, work_dir / "cache")
-    print(f"{backend.describe()}; compiled {artifact.path.name} (cached={artifact.cached}) "
-          f"in {time.perf_counter() - started:.1f} s")
+    print(
+        f"{backend.describe()}; compiled {artifact.path.name} (cached={artifact.cached}) "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
 
     model = prepare_model(None, args.variant)  # the same seeded weights the ONNX was exported from
     batch = torch.from_numpy(random_batch("float32", artifact.input_shape))
@@ -117,21 +127,27 @@ def main() -> None:
         torch_runs.append(bench_torch(model, batch, args.loop, args.warmup))
         result = backend.benchmark(artifact, loop=args.loop, warmup=args.warmup)
         ort_runs.append(result.throughput)
-        print(f"round {round_index + 1}: GEMM peak {peaks[-1]:.0f} GFLOP/s | "
-              f"pytorch eager {torch_runs[-1]:.3f} img/s | onnxruntime {result.throughput:.3f} img/s "
-              f"(mean {result.latency_mean_ms:.0f} ms, p99 {result.latency_p99_ms:.0f} ms per batch)")
+        print(
+            f"round {round_index + 1}: GEMM peak {peaks[-1]:.0f} GFLOP/s | "
+            f"pytorch eager {torch_runs[-1]:.3f} img/s | onnxruntime {result.throughput:.3f} img/s "
+            f"(mean {result.latency_mean_ms:.0f} ms, p99 {result.latency_p99_ms:.0f} ms per batch)"
+        )
 
     best_torch, best_ort, peak = max(torch_runs), max(ort_runs), max(peaks)
     roofline = peak * 1e9 / flops
-    print(f"\nbatch {args.batch_size}, best of {args.rounds} rounds x {args.loop} loops, formula {result.formula}; "
-          f"load average now {os.getloadavg()[0]:.1f}")
+    print(
+        f"\nbatch {args.batch_size}, best of {args.rounds} rounds x {args.loop} loops, formula {result.formula}; "
+        f"load average now {os.getloadavg()[0]:.1f}"
+    )
     print(f"measured fp32 GEMM peak {peak:.0f} GFLOP/s -> roofline {roofline:.2f} img/s")
     print(f"{'':22}{'img/s':>8}{'% roofline':>12}")
     print(f"{'pytorch eager':22}{best_torch:8.3f}{100 * best_torch / roofline:11.1f}%")
     print(f"{'onnxruntime (ours)':22}{best_ort:8.3f}{100 * best_ort / roofline:11.1f}%")
     per_round = sorted(o / t for o, t in zip(ort_runs, torch_runs, strict=True))
-    print(f"speed-up ORT / PyTorch eager: {best_ort / best_torch:.2f}x (best vs best); "
-          f"per round {', '.join(f'{r:.2f}x' for r in per_round)}")
+    print(
+        f"speed-up ORT / PyTorch eager: {best_ort / best_torch:.2f}x (best vs best); "
+        f"per round {', '.join(f'{r:.2f}x' for r in per_round)}"
+    )
 
 
 if __name__ == "__main__":

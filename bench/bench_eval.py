@@ -58,16 +58,29 @@ def write_dataset(root: Path, logits: np.ndarray, labels: np.ndarray, batch_size
     label_file.write_text("".join(f"{name} {label}\n" for name, label in zip(names, labels.tolist(), strict=True)))
     prep = root / "prep"
     files = len(logits) // batch_size
-    prep_files = [PrepFile(name=file_name(n), images=names[n * batch_size:(n + 1) * batch_size],
-                           padded_slots=max(0, (n + 1) * batch_size - images)) for n in range(files)]
-    manifest = PrepManifest(batch_size=batch_size, dtype="float32", input_shape=input_shape(batch_size, "float32"),
-                            dataset_fingerprint="bench", transform={}, files=prep_files, image_count=images)
+    prep_files = [
+        PrepFile(
+            name=file_name(n),
+            images=names[n * batch_size : (n + 1) * batch_size],
+            padded_slots=max(0, (n + 1) * batch_size - images),
+        )
+        for n in range(files)
+    ]
+    manifest = PrepManifest(
+        batch_size=batch_size,
+        dtype="float32",
+        input_shape=input_shape(batch_size, "float32"),
+        dataset_fingerprint="bench",
+        transform={},
+        files=prep_files,
+        image_count=images,
+    )
     atomic_write_json(prep / MANIFEST_NAME, manifest)  # only the manifest: evaluation reads no input files
     bin_dir, txt_dir = root / "out_bin", root / "out_txt"
     bin_dir.mkdir()
     txt_dir.mkdir()
     for n in range(files):
-        block = logits[n * batch_size:(n + 1) * batch_size]
+        block = logits[n * batch_size : (n + 1) * batch_size]
         block.tofile(bin_dir / f"input_{n:05d}_0.bin")
         # ais_bench TXT: one row per line, '%f', space-separated with a trailing space
         np.savetxt(txt_dir / f"input_{n:05d}_0.txt", block, fmt="%f", delimiter=" ", newline=" \n")
@@ -75,6 +88,7 @@ def write_dataset(root: Path, logits: np.ndarray, labels: np.ndarray, batch_size
 
 
 # --- the baseline: how the ModelZoo convmixer_eval_acc.py scores TXT outputs (name arithmetic, per-row argsort) ---
+
 
 def reference_style_eval(folder: Path, label_file: Path, batch_size: int, topn: int = 5) -> tuple[float, float, int]:
     """Per file, per row: re-open the file and walk to line i, float32() every value, argsort, scan the top n.
@@ -94,7 +108,7 @@ def reference_style_eval(folder: Path, label_file: Path, batch_size: int, topn: 
         for i in range(batch_size):
             stem = output_file.split(".")[0]
             start = stem.find("_") + 1
-            index = int(stem[start:start + 5]) * batch_size + i + 1
+            index = int(stem[start : start + 5]) * batch_size + i + 1
             if index > image_count:
                 break
             count += 1
@@ -139,14 +153,19 @@ def main() -> int:
         logits, labels, ranks = synthesize(args.images, args.batch_size)
         paths = write_dataset(root, logits, labels, args.batch_size)
         files = len(logits) // args.batch_size
-        print(f"synthesised {args.images} images, {files} files of {args.batch_size}x{NUM_CLASSES} "
-              f"(BIN + TXT) in {time.perf_counter() - start:.1f} s")
+        print(
+            f"synthesised {args.images} images, {files} files of {args.batch_size}x{NUM_CLASSES} "
+            f"(BIN + TXT) in {time.perf_counter() - start:.1f} s"
+        )
         truth = (100 * float(np.mean(ranks < 1)), 100 * float(np.mean(ranks < 5)))
 
-        ours_bin_s, ours = timed(lambda: evaluate(paths["bin"], paths["labels"], prep_dir=paths["prep"],
-                                                  result_json=root / "result.json"), args.repeat)
-        ours_names_s, ours_names = timed(lambda: evaluate(paths["bin"], paths["labels"],
-                                                          batch_size=args.batch_size), args.repeat)
+        ours_bin_s, ours = timed(
+            lambda: evaluate(paths["bin"], paths["labels"], prep_dir=paths["prep"], result_json=root / "result.json"),
+            args.repeat,
+        )
+        ours_names_s, ours_names = timed(
+            lambda: evaluate(paths["bin"], paths["labels"], batch_size=args.batch_size), args.repeat
+        )
         ours_txt_s, ours_txt = timed(lambda: evaluate(paths["txt"], paths["labels"], prep_dir=paths["prep"]), 1)
         base_s, base = timed(lambda: reference_style_eval(paths["txt"], paths["labels"], args.batch_size), 1)
 
@@ -168,8 +187,10 @@ def main() -> int:
     ratio = base_s / ours_bin_s
     print(f"top-1/top-5 agree across evaluators and with the construction: {'yes' if agree else 'NO'}")
     fast_enough, ratio_met = ours_bin_s < TARGET_SECONDS, ratio >= TARGET_RATIO
-    print(f"ours (BIN) {ours_bin_s:.3f} s (target < {TARGET_SECONDS} s: {'met' if fast_enough else 'MISSED'}); "
-          f"{ratio:.1f}x the TXT loop (target >= {TARGET_RATIO:.0f}x: {'met' if ratio_met else 'MISSED'})")
+    print(
+        f"ours (BIN) {ours_bin_s:.3f} s (target < {TARGET_SECONDS} s: {'met' if fast_enough else 'MISSED'}); "
+        f"{ratio:.1f}x the TXT loop (target >= {TARGET_RATIO:.0f}x: {'met' if ratio_met else 'MISSED'})"
+    )
     return 0 if agree else 1
 
 

@@ -132,8 +132,14 @@ def main() -> int:
         boxes = client.get(f"/api/runs/{latest}").json()["latency"]["runs"]
         assert len(boxes) == 1 + page_app.run_view.LATENCY_RUNS_BEFORE and all(run["box"] for run in boxes)
         assert client.get("/api/series").json()["points"] == min(args.rows, page_app.MAX_CHART_POINTS)
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), platform.processor())
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
         print(f"CPU: {cpu}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
         baseline = timed(lambda: old_history(url), args.repeat)
         print(f"baseline (whole rows, sorted in Python): {baseline:.0f} ms")

@@ -68,9 +68,13 @@ def digests(folder: Path, names: list[str]) -> list[str]:
 
 def timed(run) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process and of its children, workers included) spent in ``run()``."""
+
     def cpu() -> float:
-        return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-                   for field in ("ru_utime", "ru_stime"))
+        return sum(
+            getattr(resource.getrusage(who), field)
+            for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+            for field in ("ru_utime", "ru_stime")
+        )
 
     cpu_start, wall_start = cpu(), time.perf_counter()
     run()
@@ -108,8 +112,13 @@ print(json.dumps({"images": result.image_count, "wall": wall, "cpu": cpu_s, "mai
 def run_ours_process(images: Path, out: Path, batch_size: int, dtype: str, workers: int) -> dict[str, float]:
     """preprocess() in a fresh process: images, wall s, CPU s (workers included), peak RSS of main and a worker."""
     shutil.rmtree(out, ignore_errors=True)
-    done = subprocess.run([sys.executable, "-c", OURS_CODE, str(images), str(out), str(batch_size), dtype,
-                           str(workers)], cwd=REPO_ROOT, check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", OURS_CODE, str(images), str(out), str(batch_size), dtype, str(workers)],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -191,10 +200,15 @@ def main() -> int:
             keep(rates, f"ours bs16 uint8 w{args.workers}", rate, max)
             keep(cpu_ms, f"ours bs16 uint8 w{args.workers}", cpu, min)
             sample = min(len(paths), 64)
-            ours_u8 = np.concatenate([np.fromfile(ours_dir / f"input_{k:05d}.bin", dtype=np.uint8)
-                                      for k in range((sample + 15) // 16)]).reshape(-1, 224, 224, 3)
-            keep(identical, f"uint8 (first {sample} images)",
-                 all(np.array_equal(ours_u8[i], reference_pixels(paths[i])) for i in range(sample)), min)
+            ours_u8 = np.concatenate(
+                [np.fromfile(ours_dir / f"input_{k:05d}.bin", dtype=np.uint8) for k in range((sample + 15) // 16)]
+            ).reshape(-1, 224, 224, 3)
+            keep(
+                identical,
+                f"uint8 (first {sample} images)",
+                all(np.array_equal(ours_u8[i], reference_pixels(paths[i])) for i in range(sample)),
+                min,
+            )
             shutil.rmtree(ours_dir)
 
         pairs = {  # ours, reference, target
@@ -206,9 +220,11 @@ def main() -> int:
             print(f"{name:28s} {rate:8.1f} img/s  {cpu_ms[name]:5.2f} CPU-ms/img")
         for name, (ours, ref, target) in pairs.items():
             ratio, cpu_ratio = rates[ours] / rates[ref], cpu_ms[ref] / cpu_ms[ours]
-            print(f"{name:32s} {ratio:5.2f}x  (target >= {target}x: {'ok' if ratio >= target else 'MISSED'}); "
-                  f"CPU/img reference:ours {cpu_ratio:4.2f}, "
-                  f"i.e. ~{cpu_ratio * args.workers:4.2f}x on {args.workers} idle cores")
+            print(
+                f"{name:32s} {ratio:5.2f}x  (target >= {target}x: {'ok' if ratio >= target else 'MISSED'}); "
+                f"CPU/img reference:ours {cpu_ratio:4.2f}, "
+                f"i.e. ~{cpu_ratio * args.workers:4.2f}x on {args.workers} idle cores"
+            )
         for name, same in identical.items():
             print(f"bit-identical {name}: {same}")
 
@@ -217,8 +233,9 @@ def main() -> int:
             link_dataset(paths, root / "images_large", args.rss_images)
             rss[args.rss_images] = peak_rss_mb(root / "images_large", root / "rss_large", args.workers)
         for count, peaks in rss.items():
-            print(f"peak RSS at {count:6d} images: main {peaks['main']:.0f} MB, "
-                  f"largest worker {peaks['worker']:.0f} MB")
+            print(
+                f"peak RSS at {count:6d} images: main {peaks['main']:.0f} MB, largest worker {peaks['worker']:.0f} MB"
+            )
         flat = True
         if len(rss) == 2:
             # Pixels must not accumulate: one float32 image is 588 KiB. Names/paths/manifest entries are O(N) metadata
@@ -226,8 +243,10 @@ def main() -> int:
             (small_n, small), (large_n, large) = rss.items()
             per_image_kb = {k: (large[k] - small[k]) * 1024 / (large_n - small_n) for k in ("main", "worker")}
             flat = all(v < 4 for v in per_image_kb.values())
-            print(f"RSS growth per extra image: main {per_image_kb['main']:.2f} KiB, worker "
-                  f"{per_image_kb['worker']:.2f} KiB (flat = under 4 KiB, vs 588 KiB of output per image): {flat}")
+            print(
+                f"RSS growth per extra image: main {per_image_kb['main']:.2f} KiB, worker "
+                f"{per_image_kb['worker']:.2f} KiB (flat = under 4 KiB, vs 588 KiB of output per image): {flat}"
+            )
         print(f"total {time.perf_counter() - started:.0f}s")
     return 0 if all(identical.values()) and flat else 1
 

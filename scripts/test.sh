@@ -12,6 +12,6 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 # Lint, format and type checks first: cheap, and a finding fails the run like a failing test.
 .venv/bin/ruff check convmixer_tasks dags plugins tests bench
-.venv/bin/ruff format --check convmixer_tasks dags plugins
+.venv/bin/ruff format --check convmixer_tasks dags plugins tests bench
 .venv/bin/mypy  # pyproject's [tool.mypy] files: the library, dags, plugins, tests and bench
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

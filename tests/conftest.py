@@ -20,6 +20,7 @@ PG_ADMIN_URL = os.environ.get("CONVMIXER_TEST_PG_URL", "postgresql+psycopg2://po
 
 # --- metrics databases (tests/test_metrics.py, tests/test_gate.py) ----------------------------------------------
 
+
 @contextlib.contextmanager
 def _fresh_pg_database():
     """A new, empty PostgreSQL database for the duration of the block; its URL is yielded."""
@@ -37,8 +38,11 @@ def _fresh_pg_database():
     else:
         problem = None
     if problem is not None:  # fail (not skip): CI starts PostgreSQL, so a missing server is a broken setup
-        pytest.fail(f"PostgreSQL is unreachable at {metrics.mask_url(PG_ADMIN_URL)} ({problem}); the metrics "
-                    "tests need it: start it (CI does) or point $CONVMIXER_TEST_PG_URL at a server", pytrace=False)
+        pytest.fail(
+            f"PostgreSQL is unreachable at {metrics.mask_url(PG_ADMIN_URL)} ({problem}); the metrics "
+            "tests need it: start it (CI does) or point $CONVMIXER_TEST_PG_URL at a server",
+            pytrace=False,
+        )
     name = f"convmixer_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))  # our own generated name, not input
@@ -96,6 +100,7 @@ def metrics_url(request, tmp_path):
 
 # --- the demo set ------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def small_demo(monkeypatch):
     """The auto-generated demo set at 12 images instead of 250 (generation itself is tests/test_demo.py's)."""
@@ -114,4 +119,3 @@ def root_log_handlers_restored():
     yield
     for handler in [h for h in root.handlers if h not in before]:
         root.removeHandler(handler)
-

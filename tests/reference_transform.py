@@ -75,7 +75,7 @@ def reference_preprocess(image_paths, out_dir, batch_size: int) -> list[str]:
     names = []
     for start in range(0, len(image_paths), batch_size):
         batch = None
-        for path in image_paths[start:start + batch_size]:
+        for path in image_paths[start : start + batch_size]:
             image = reference_transform(path)[None]
             batch = image if batch is None else np.concatenate((batch, image), axis=0)
         assert batch is not None, "the range only starts a batch where an image is left"

@@ -51,14 +51,24 @@ def test_write_then_read_new_generation(tmp_path):
     out_dir = tmp_path / "outputs" / "run1"
     out_dir.mkdir(parents=True)
     filesinfo: dict[int | str, dict[str, list[str]]]
-    filesinfo = {0: {"infiles": ["prep/input_00000.bin"], "outfiles": [str(out_dir / "input_00000_0.bin")]},
-                 1: {"infiles": ["prep/input_00001.bin"], "outfiles": [str(out_dir / "input_00001_0.bin")]}}
+    filesinfo = {
+        0: {"infiles": ["prep/input_00000.bin"], "outfiles": [str(out_dir / "input_00000_0.bin")]},
+        1: {"infiles": ["prep/input_00001.bin"], "outfiles": [str(out_dir / "input_00001_0.bin")]},
+    }
     written = fmt.write_summary(out_dir, filesinfo, [10.0, 30.0], batch_size=4, args={"loop": 1}, pid=1234)
 
     assert written == tmp_path / "outputs" / "run1_summary.json"
     raw = json.loads(written.read_text())
-    assert set(raw) == {"filesinfo", "args", "NPU_compute_time", "H2D_latency", "D2H_latency", "throughput",
-                        "npu_compute_time_list", "pid"}
+    assert set(raw) == {
+        "filesinfo",
+        "args",
+        "NPU_compute_time",
+        "H2D_latency",
+        "D2H_latency",
+        "throughput",
+        "npu_compute_time_list",
+        "pid",
+    }
     assert list(raw["filesinfo"]) == ["0", "1"]  # sample ids are strings, as in ais_bench's JSON
     assert raw["throughput"] == pytest.approx(1000 * 4 / 20.0)
     assert raw["NPU_compute_time"]["count"] == 2 and raw["H2D_latency"]["count"] == 0
@@ -114,16 +124,23 @@ def test_unreadable_summary_is_an_eval_error(tmp_path):
 @pytest.mark.parametrize(
     ("stdout", "expected"),
     [
-        ("[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(0.6610000133514404): 1512.8592735267011\n",
-         1512.8592735267011),
+        (
+            "[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(0.6610000133514404): 1512.8592735267011\n",
+            1512.8592735267011,
+        ),
         ("[INFO] throughput (1000*batchsize/NPU_compute_time): 241.5\n", 241.5),
         ("[INFO] throughput 1000*batchsize(16)/NPU_compute_time.mean(12.5): 1280.0\n", 1280.0),
         ("[INFO] Throughput: 99.25\n", 99.25),
-        ("\rloop inference exec: (100/100)[INFO] throughput 1000*batchsize.mean(4)/NPU_compute_time.mean(2): 2000\n",
-         2000.0),
-        ("[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(1.0): 1000.0\n"
-         "[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(1.0): 1000.0\n"
-         "[INFO] summary throughput:2000.5\n", 2000.5),
+        (
+            "\rloop inference exec: (100/100)[INFO] throughput 1000*batchsize.mean(4)/NPU_compute_time.mean(2): 2000\n",
+            2000.0,
+        ),
+        (
+            "[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(1.0): 1000.0\n"
+            "[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(1.0): 1000.0\n"
+            "[INFO] summary throughput:2000.5\n",
+            2000.5,
+        ),
     ],
 )
 def test_parse_throughput_every_generation(stdout, expected):
@@ -136,11 +153,18 @@ def test_parse_throughput_missing_line():
 
 
 def test_parse_compute_time():
-    stdout = ("[INFO] -----------------Performance Summary------------------\n"
-              "[INFO] NPU_compute_time (ms): min = 0.661, max = 0.7, mean = 0.68, median = 0.67, "
-              "percentile(99%) = 0.699\n")
-    assert fmt.parse_compute_time(stdout) == {"min": 0.661, "max": 0.7, "mean": 0.68, "median": 0.67,
-                                              "percentile(99%)": 0.699}
+    stdout = (
+        "[INFO] -----------------Performance Summary------------------\n"
+        "[INFO] NPU_compute_time (ms): min = 0.661, max = 0.7, mean = 0.68, median = 0.67, "
+        "percentile(99%) = 0.699\n"
+    )
+    assert fmt.parse_compute_time(stdout) == {
+        "min": 0.661,
+        "max": 0.7,
+        "mean": 0.68,
+        "median": 0.67,
+        "percentile(99%)": 0.699,
+    }
 
 
 def test_read_output_all_formats(tmp_path):

@@ -40,6 +40,7 @@ def add(url: str, run_id: str, day: int, **values) -> int:
 
 # --- settings -------------------------------------------------------------------------------------------------------
 
+
 def test_alert_settings_default_to_no_target_every_event_and_no_review():
     defaults = settings()
     assert defaults.target == "" and defaults.review is False
@@ -56,14 +57,22 @@ def test_alert_events_pick_rules_and_streaks():
     assert chosen.target_is_url
 
 
-@pytest.mark.parametrize(("key", "value"), [("alert_events", "regressed:speed"), ("alert_events", "inconclusive:0"),
-                                            ("alert_events", "failed:2"), ("review", "maybe")])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("alert_events", "regressed:speed"),
+        ("alert_events", "inconclusive:0"),
+        ("alert_events", "failed:2"),
+        ("review", "maybe"),
+    ],
+)
 def test_a_bad_alert_setting_names_the_key_and_the_fix(key, value):
     with pytest.raises(ConfigError, match=rf"\[convmixer\] {key} = .* AIRFLOW__CONVMIXER__{key.upper()}"):
         settings(**{key: value})
 
 
 # --- events and the message -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("line", "rule"), [
     ("top1 regressed: 80.000 < 80.870 (baseline 81.370 - tolerance 0.5)", "accuracy"),
@@ -136,6 +145,7 @@ def test_an_inconclusive_streak_is_told_at_its_nth_run(url):
 
 # --- the review -----------------------------------------------------------------------------------------------------
 
+
 def regressed_run(url: str) -> alerts.RunAlert:
     add(url, "r0", 0)
     add(url, "r1", 1, status="regressed", throughput=10.0, gate_reasons=[FAST])
@@ -177,6 +187,7 @@ def test_a_row_the_rebaseline_path_refuses_is_reported_not_hidden(url):
 
 
 # --- the digest -----------------------------------------------------------------------------------------------------
+
 
 def test_the_digest_summarises_each_series_over_the_period(url):
     add(url, "old", 0, throughput=100.0)  # before the period: where the change is measured from

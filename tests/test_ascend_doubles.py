@@ -23,10 +23,19 @@ def tiny_onnx(tmp_path_factory) -> Path:
     return write_tiny_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
 
 
-def atc(onnx_path: Path, out_base: Path, *extra: str, shape: str = "image:2,3,224,224", env=None,
-        soc: str = "Ascend310P3"):
-    args = ["--framework=5", f"--model={onnx_path}", f"--output={out_base}", "--input_format=NCHW",
-            f"--input_shape={shape}", f"--soc_version={soc}", "--log=error", *extra]
+def atc(
+    onnx_path: Path, out_base: Path, *extra: str, shape: str = "image:2,3,224,224", env=None, soc: str = "Ascend310P3"
+):
+    args = [
+        "--framework=5",
+        f"--model={onnx_path}",
+        f"--output={out_base}",
+        "--input_format=NCHW",
+        f"--input_shape={shape}",
+        f"--soc_version={soc}",
+        "--log=error",
+        *extra,
+    ]
     return run_double("atc", *[a for a in args if a is not None], env=env)
 
 
@@ -58,9 +67,9 @@ def reference(onnx_path: Path, batch: np.ndarray) -> np.ndarray:
 
 # --- atc -----------------------------------------------------------------------------------------------------------
 
+
 def test_atc_success_prints_banner_warning_and_success_line_and_writes_om(tiny_onnx, tmp_path):
-    proc = atc(tiny_onnx, tmp_path / "m", "--op_select_implmode=high_performance",
-               "--optypelist_for_implmode=Gelu")
+    proc = atc(tiny_onnx, tmp_path / "m", "--op_select_implmode=high_performance", "--optypelist_for_implmode=Gelu")
     lines = proc.stdout.splitlines()
     assert proc.returncode == 0
     assert lines[0] == "ATC start working now, please wait for a moment."
@@ -68,7 +77,7 @@ def test_atc_success_prints_banner_warning_and_success_line_and_writes_om(tiny_o
     assert any(re.match(r"^W11001: ", line) for line in lines)
     blob = (tmp_path / "m.om").read_bytes()
     assert blob.startswith(b"OMDOUBLE")
-    meta = json.loads(blob[12:12 + int.from_bytes(blob[8:12], "little")])
+    meta = json.loads(blob[12 : 12 + int.from_bytes(blob[8:12], "little")])
     assert meta["inputs"] == [{"name": "image", "dtype": "float32", "shape": [2, 3, 224, 224], "format": "NCHW"}]
     assert meta["soc_version"] == "Ascend310P3"
 
@@ -81,11 +90,18 @@ def test_atc_wrong_input_name_is_e10001_and_writes_nothing(tiny_onnx, tmp_path):
     assert not (tmp_path / "m.om").exists()
 
 
-@pytest.mark.parametrize("drop, code", [("--framework", "E10007"), ("--output", "E10004"),
-                                        ("--soc_version", "E10004"), ("--model", "E10004")])
+@pytest.mark.parametrize(
+    "drop, code",
+    [("--framework", "E10007"), ("--output", "E10004"), ("--soc_version", "E10004"), ("--model", "E10004")],
+)
 def test_atc_missing_required_flag_fails_with_its_code(tiny_onnx, tmp_path, drop, code):
-    args = ["--framework=5", f"--model={tiny_onnx}", f"--output={tmp_path / 'm'}",
-            "--input_shape=image:1,3,224,224", "--soc_version=Ascend310P3"]
+    args = [
+        "--framework=5",
+        f"--model={tiny_onnx}",
+        f"--output={tmp_path / 'm'}",
+        "--input_shape=image:1,3,224,224",
+        "--soc_version=Ascend310P3",
+    ]
     proc = run_double("atc", *[a for a in args if not a.startswith(drop + "=")])
     assert proc.returncode != 0
     assert re.search(rf"^{code}: .*{drop}", proc.stdout, re.M)
@@ -106,8 +122,15 @@ def test_atc_rejects_flag_without_equals_and_optypelist_alone(tiny_onnx, tmp_pat
     assert proc.returncode != 0 and "--optypelist_for_implmode" in proc.stdout
 
 
-@pytest.mark.parametrize("implmode, ok", [("high_performance", True), ("high_precision", True),
-                                           ("high_performance_for_all", False), ("high_precision_for_all", False)])
+@pytest.mark.parametrize(
+    "implmode, ok",
+    [
+        ("high_performance", True),
+        ("high_precision", True),
+        ("high_performance_for_all", False),
+        ("high_precision_for_all", False),
+    ],
+)
 def test_atc_optypelist_pairs_only_with_the_two_plain_implmodes(tiny_onnx, tmp_path, implmode, ok):
     proc = atc(tiny_onnx, tmp_path / "m", f"--op_select_implmode={implmode}", "--optypelist_for_implmode=Gelu")
     assert (proc.returncode == 0) is ok, proc.stdout
@@ -135,18 +158,21 @@ def test_atc_no_success_line_mode_exits_zero_silently(tiny_onnx, tmp_path):
 
 def test_atc_aipp_makes_the_om_input_uint8_nhwc(tiny_onnx, tmp_path):
     cfg = tmp_path / "aipp.cfg"
-    cfg.write_text("aipp_op {\n aipp_mode: static\n input_format: RGB888_U8\n src_image_size_w: 224\n"
-                   " src_image_size_h: 224\n min_chn_0: 10\n var_reci_chn_0: 0.5\n}\n")
+    cfg.write_text(
+        "aipp_op {\n aipp_mode: static\n input_format: RGB888_U8\n src_image_size_w: 224\n"
+        " src_image_size_h: 224\n min_chn_0: 10\n var_reci_chn_0: 0.5\n}\n"
+    )
     proc = atc(tiny_onnx, tmp_path / "m", f"--insert_op_conf={cfg}")
     assert proc.returncode == 0, proc.stdout
     blob = (tmp_path / "m.om").read_bytes()
-    meta = json.loads(blob[12:12 + int.from_bytes(blob[8:12], "little")])
+    meta = json.loads(blob[12 : 12 + int.from_bytes(blob[8:12], "little")])
     assert meta["inputs"][0]["dtype"] == "uint8" and meta["inputs"][0]["shape"] == [2, 224, 224, 3]
     cfg.write_text(cfg.read_text().replace("224\n src_image_size_h", "100\n src_image_size_h"))
     assert atc(tiny_onnx, tmp_path / "m2", f"--insert_op_conf={cfg}").returncode != 0
 
 
 # --- npu-smi -------------------------------------------------------------------------------------------------------
+
 
 def test_npu_smi_prints_the_spec_table_with_selectable_chip_and_health():
     default = run_double("npu-smi", "info")
@@ -173,10 +199,13 @@ def kv_lines(text: str) -> list[tuple[str, str]]:
     return [(m.group(1).rstrip(), m.group(2)) for m in matches if m]
 
 
-@pytest.mark.parametrize("chip, label, default", [
-    ("310P3", "Power Dissipation(W)", "15.8"),  # a 310P card's reading comes from its MCU
-    ("910B3", "NPU Real-time Power(W)", "93.6"),
-])
+@pytest.mark.parametrize(
+    "chip, label, default",
+    [
+        ("310P3", "Power Dissipation(W)", "15.8"),  # a 310P card's reading comes from its MCU
+        ("910B3", "NPU Real-time Power(W)", "93.6"),
+    ],
+)
 def test_npu_smi_power_lines_per_chip_family(chip, label, default):
     card = run_double("npu-smi", "info", "-t", "power", "-i", "1", env={"NPU_SMI_DOUBLE_CHIP": chip})
     assert card.returncode == 0
@@ -191,8 +220,10 @@ def test_npu_smi_power_lines_per_chip_family(chip, label, default):
 def test_npu_smi_power_trace_na_unsupported_and_bad_id(tmp_path):
     trace = tmp_path / "trace.txt"
     trace.write_text("12\n14.25\n")
-    played = [run_double("npu-smi", "info", "-t", "power", "-i", "0", env={"NPU_SMI_DOUBLE_POWER_TRACE": str(trace)})
-              for _ in range(3)]
+    played = [
+        run_double("npu-smi", "info", "-t", "power", "-i", "0", env={"NPU_SMI_DOUBLE_POWER_TRACE": str(trace)})
+        for _ in range(3)
+    ]
     assert [kv_lines(run.stdout)[2][1] for run in played] == ["12.0", "14.2", "14.2"]  # %.1f; the last one stays
     na = run_double("npu-smi", "info", "-t", "power", "-i", "0", env={"NPU_SMI_DOUBLE_POWER": "na"})
     assert na.returncode == 0 and ("Power Dissipation(W)", "NA") in kv_lines(na.stdout)
@@ -205,13 +236,25 @@ def test_npu_smi_power_trace_na_unsupported_and_bad_id(tmp_path):
 def test_npu_smi_usages_idle_and_busy_and_version():
     idle = dict(kv_lines(run_double("npu-smi", "info", "-t", "usages", "-i", "0", "-c", "0").stdout))
     assert idle["Aicore Usage Rate(%)"] == "0" and "Vectorcore Usage Rate(%)" in idle and "HBM Capacity(MB)" not in idle
-    busy = run_double("npu-smi", "info", "-t", "usages", "-i", "0", env={"NPU_SMI_DOUBLE_MODE": "busy",
-                                                                         "NPU_SMI_DOUBLE_CHIP": "910B3"})
+    busy = run_double(
+        "npu-smi",
+        "info",
+        "-t",
+        "usages",
+        "-i",
+        "0",
+        env={"NPU_SMI_DOUBLE_MODE": "busy", "NPU_SMI_DOUBLE_CHIP": "910B3"},
+    )
     values = kv_lines(busy.stdout)
     assert values[:2] == [("NPU ID", "0"), ("Chip Count", "1")] and values[-1] == ("Chip ID", "0")
     assert ("Aicore Usage Rate(%)", "87") in values and ("HBM Capacity(MB)", "65536") in values
-    other = dict(kv_lines(run_double("npu-smi", "info", "-t", "usages", "-i", "1", "-c", "0",
-                                     env={"NPU_SMI_DOUBLE_MODE": "busy"}).stdout))
+    other = dict(
+        kv_lines(
+            run_double(
+                "npu-smi", "info", "-t", "usages", "-i", "1", "-c", "0", env={"NPU_SMI_DOUBLE_MODE": "busy"}
+            ).stdout
+        )
+    )
     assert other["Aicore Usage Rate(%)"] == "0"  # only NPU 0 is busy
     env = {"NPU_SMI_DOUBLE_DRIVER_VERSION": "24.1.rc2"}
     assert run_double("npu-smi", "-v", env=env).stdout == "npu-smi version: 24.1.rc2\n"
@@ -221,12 +264,23 @@ def test_npu_smi_usages_idle_and_busy_and_version():
 
 # --- ais_bench -----------------------------------------------------------------------------------------------------
 
-def test_ais_bench_batches_per_image_files_pads_last_batch_and_saves_real_slots_only(
-        om_bs2, tiny_onnx, tmp_path):
+
+def test_ais_bench_batches_per_image_files_pads_last_batch_and_saves_real_slots_only(om_bs2, tiny_onnx, tmp_path):
     images = write_images(tmp_path / "in", 3)
     (tmp_path / "in" / "notes.txt").write_text("ignored")
-    proc = run_double("ais_bench", "--model", str(om_bs2), "--input", str(tmp_path / "in"), "--output",
-                      str(tmp_path / "out"), "--output_dirname", "r", "--outfmt", "BIN")
+    proc = run_double(
+        "ais_bench",
+        "--model",
+        str(om_bs2),
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "out"),
+        "--output_dirname",
+        "r",
+        "--outfmt",
+        "BIN",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = tmp_path / "out" / "r"
     assert f"[INFO] output path:{out}" in proc.stdout
@@ -234,7 +288,7 @@ def test_ais_bench_batches_per_image_files_pads_last_batch_and_saves_real_slots_
     expected = reference(tiny_onnx, np.concatenate(images))
     for index in range(3):
         got = np.fromfile(out / f"input_{index}_0.bin", dtype=np.float32).reshape(1, -1)
-        np.testing.assert_allclose(got, expected[index:index + 1], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got, expected[index : index + 1], rtol=1e-5, atol=1e-5)
     summary = json.loads((tmp_path / "out" / "r_summary.json").read_text())
     assert sorted(summary["filesinfo"]) == ["0", "1", "2"]
     assert summary["NPU_compute_time"]["count"] == 2  # two runs: [0,1] and [2, padding]
@@ -253,8 +307,17 @@ def test_ais_bench_folder_order_is_natural_and_name_stops_at_first_dot(om_bs2, t
                 np.save(handle, data)
         else:
             data.tofile(folder / name)
-    proc = run_double("ais_bench", "--model", str(om_bs2), "--input", str(folder), "--output", str(tmp_path / "o"),
-                      "--output_dirname", "r")
+    proc = run_double(
+        "ais_bench",
+        "--model",
+        str(om_bs2),
+        "--input",
+        str(folder),
+        "--output",
+        str(tmp_path / "o"),
+        "--output_dirname",
+        "r",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads((tmp_path / "o" / "r_summary.json").read_text())
     order = [Path(summary["filesinfo"][str(i)]["infiles"][0]).name for i in range(3)]
@@ -267,8 +330,17 @@ def test_ais_bench_size_mismatch_is_error_on_stdout_and_traceback(om_bs2, tmp_pa
     folder.mkdir()
     np.zeros((1, 224, 224, 3), np.uint8).tofile(folder / "input_00000.bin")  # 150528 B: 1204224 % 150528 == 0!
     np.zeros(1000, np.uint8).tofile(folder / "input_00001.bin")
-    proc = run_double("ais_bench", "--model", str(om_bs2), "--input", str(folder / "input_00001.bin"),
-                      "--output", str(tmp_path / "o"), "--output_dirname", "r")
+    proc = run_double(
+        "ais_bench",
+        "--model",
+        str(om_bs2),
+        "--input",
+        str(folder / "input_00001.bin"),
+        "--output",
+        str(tmp_path / "o"),
+        "--output_dirname",
+        "r",
+    )
     assert proc.returncode == 1
     assert f"[ERROR] arg0 tensorsize: {2 * SIZE * 4} filesize: 1000 not match" in proc.stdout
     assert "Traceback" in proc.stderr
@@ -280,30 +352,51 @@ def test_ais_bench_size_mismatch_is_error_on_stdout_and_traceback(om_bs2, tmp_pa
 @pytest.mark.parametrize("generation, inside", [("up", False), ("t23", False), ("old", True)])
 def test_ais_bench_summary_location_per_generation(om_bs2, tmp_path, generation, inside):
     write_images(tmp_path / "in", 2, per_file=2)
-    proc = run_double("ais_bench", "--model", str(om_bs2), "--input", str(tmp_path / "in"), "--output",
-                      str(tmp_path / "o"), "--output_dirname", "r", env={"AIS_BENCH_DOUBLE_GEN": generation})
+    proc = run_double(
+        "ais_bench",
+        "--model",
+        str(om_bs2),
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "o"),
+        "--output_dirname",
+        "r",
+        env={"AIS_BENCH_DOUBLE_GEN": generation},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "o" / "r" / "sumary.json").is_file() is inside
     assert (tmp_path / "o" / "r_summary.json").is_file() is not inside
-    data = json.loads(((tmp_path / "o" / "r" / "sumary.json") if inside else (tmp_path / "o" / "r_summary.json"))
-                      .read_text())
+    data = json.loads(
+        ((tmp_path / "o" / "r" / "sumary.json") if inside else (tmp_path / "o" / "r_summary.json")).read_text()
+    )
     assert ("npu_compute_time_list" in data) is not inside
 
 
-@pytest.mark.parametrize("style, pattern", [
-    ("current", r"^\[INFO\] throughput 1000\*batchsize\.mean\(2\.0\)/NPU_compute_time\.mean\(4\.0\): 500\.0$"),
-    ("pre_2022_07", r"^\[INFO\] throughput \(1000\*batchsize/NPU_compute_time\): 500\.0$"),
-    ("mid_2022", r"^\[INFO\] throughput 1000\*batchsize\(2\)/NPU_compute_time\.mean\(4\.0\): 500\.0$"),
-    ("fork", r"^\[INFO\] Throughput 1000\*batchsize\.mean\(2\.0\)/NPU_compute_time\.mean\(4\.0\): 500\.0$"),
-    ("multi", r"^\[INFO\] summary throughput:500\.0$"),
-])
+@pytest.mark.parametrize(
+    "style, pattern",
+    [
+        ("current", r"^\[INFO\] throughput 1000\*batchsize\.mean\(2\.0\)/NPU_compute_time\.mean\(4\.0\): 500\.0$"),
+        ("pre_2022_07", r"^\[INFO\] throughput \(1000\*batchsize/NPU_compute_time\): 500\.0$"),
+        ("mid_2022", r"^\[INFO\] throughput 1000\*batchsize\(2\)/NPU_compute_time\.mean\(4\.0\): 500\.0$"),
+        ("fork", r"^\[INFO\] Throughput 1000\*batchsize\.mean\(2\.0\)/NPU_compute_time\.mean\(4\.0\): 500\.0$"),
+        ("multi", r"^\[INFO\] summary throughput:500\.0$"),
+    ],
+)
 def test_ais_bench_throughput_line_formats(om_bs2, style, pattern):
-    proc = run_double("ais_bench", "--model", str(om_bs2), "--loop", "3", "--batchsize", "2",
-                      env={"AIS_BENCH_DOUBLE_THROUGHPUT": style, "AIS_BENCH_DOUBLE_FIXED_MS": "4.0"})
+    proc = run_double(
+        "ais_bench",
+        "--model",
+        str(om_bs2),
+        "--loop",
+        "3",
+        "--batchsize",
+        "2",
+        env={"AIS_BENCH_DOUBLE_THROUGHPUT": style, "AIS_BENCH_DOUBLE_FIXED_MS": "4.0"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert re.search(pattern, proc.stdout.replace("\r", "\n"), re.M)
-    assert ("NPU_compute_time (ms): min = 4.0, max = 4.0, mean = 4.0, median = 4.0, percentile(99%) = 4.0"
-            in proc.stdout)
+    assert "NPU_compute_time (ms): min = 4.0, max = 4.0, mean = 4.0, median = 4.0, percentile(99%) = 4.0" in proc.stdout
 
 
 def test_ais_bench_output_folder_mode_rule_in_new_generation(om_bs2, tmp_path):
@@ -332,8 +425,12 @@ def test_ais_bench_new_generation_refuses_symlinked_inputs(om_bs2, tmp_path):
     (tmp_path / "links" / "input_0.bin").symlink_to(tmp_path / "real" / "input_0.bin")
     proc = run_double("ais_bench", "--model", str(om_bs2), "--input", str(tmp_path / "links"))
     assert proc.returncode == 1 and "soft link" in proc.stdout
-    assert run_double("ais_bench", "--model", str(om_bs2), "--input", str(tmp_path / "links"),
-                      env={"AIS_BENCH_DOUBLE_GEN": "t23"}).returncode == 0
+    assert (
+        run_double(
+            "ais_bench", "--model", str(om_bs2), "--input", str(tmp_path / "links"), env={"AIS_BENCH_DOUBLE_GEN": "t23"}
+        ).returncode
+        == 0
+    )
 
 
 def test_ais_bench_output_without_dirname_uses_a_timestamp_folder(om_bs2, tmp_path):
@@ -348,8 +445,18 @@ def test_ais_bench_output_without_dirname_uses_a_timestamp_folder(om_bs2, tmp_pa
 
 def test_ais_bench_crash_mode_is_a_traceback_after_partial_outputs(om_bs2, tmp_path):
     write_images(tmp_path / "in", 2, per_file=2)
-    proc = run_double("ais_bench", "--model", str(om_bs2), "--input", str(tmp_path / "in"), "--output",
-                      str(tmp_path / "o"), "--output_dirname", "r", env={"AIS_BENCH_DOUBLE_MODE": "crash"})
+    proc = run_double(
+        "ais_bench",
+        "--model",
+        str(om_bs2),
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "o"),
+        "--output_dirname",
+        "r",
+        env={"AIS_BENCH_DOUBLE_MODE": "crash"},
+    )
     assert proc.returncode == 1
     assert "[ERROR] aclmdlExecute failed" in proc.stdout and "Traceback" in proc.stderr
     assert os.listdir(tmp_path / "o" / "r") == ["input_0_0.bin"]  # half-written, as a crash leaves it
@@ -358,18 +465,39 @@ def test_ais_bench_crash_mode_is_a_traceback_after_partial_outputs(om_bs2, tmp_p
 
 def test_ais_bench_applies_aipp_to_uint8_input(tiny_onnx, tmp_path):
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    lines = ["aipp_op {", "aipp_mode: static", "input_format: RGB888_U8", "src_image_size_w: 224",
-             "src_image_size_h: 224"]
+    lines = [
+        "aipp_op {",
+        "aipp_mode: static",
+        "input_format: RGB888_U8",
+        "src_image_size_w: 224",
+        "src_image_size_h: 224",
+    ]
     lines += [f"min_chn_{c}: {float(255 * mean[c])!r}" for c in range(3)]
     lines += [f"var_reci_chn_{c}: {float(1 / (255 * std[c]))!r}" for c in range(3)] + ["}"]
     (tmp_path / "aipp.cfg").write_text("\n".join(lines))
-    assert atc(tiny_onnx, tmp_path / "u8", f"--insert_op_conf={tmp_path / 'aipp.cfg'}",
-               "--precision_mode=must_keep_origin_dtype").returncode == 0  # fp32: compared with the ONNX
+    assert (
+        atc(
+            tiny_onnx,
+            tmp_path / "u8",
+            f"--insert_op_conf={tmp_path / 'aipp.cfg'}",
+            "--precision_mode=must_keep_origin_dtype",
+        ).returncode
+        == 0
+    )  # fp32: compared with the ONNX
     pixels = np.random.default_rng(3).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     (tmp_path / "in").mkdir()
     pixels.tofile(tmp_path / "in" / "input_00000.bin")
-    proc = run_double("ais_bench", "--model", str(tmp_path / "u8.om"), "--input", str(tmp_path / "in"),
-                      "--output", str(tmp_path / "o"), "--output_dirname", "r")
+    proc = run_double(
+        "ais_bench",
+        "--model",
+        str(tmp_path / "u8.om"),
+        "--input",
+        str(tmp_path / "in"),
+        "--output",
+        str(tmp_path / "o"),
+        "--output_dirname",
+        "r",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     normalised = ((pixels / 255.0 - mean) / std).transpose(0, 3, 1, 2).astype(np.float32)
     got = np.fromfile(tmp_path / "o" / "r" / "input_00000_0.bin", dtype=np.float32).reshape(2, -1)

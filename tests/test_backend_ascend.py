@@ -33,6 +33,7 @@ SPEC_TABLE = """\
 
 # --- shared inputs (module scope: images, prep folders and ONNX are read-only for the tests) -------------------------
 
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     from convmixer_tasks.demo import make_demo_dataset
@@ -51,8 +52,9 @@ def prep_f32(demo, tmp_path_factory) -> Path:
 def prep_u8(demo, tmp_path_factory) -> Path:
     from convmixer_tasks.preprocess import preprocess
 
-    return preprocess(demo.image_dir, tmp_path_factory.mktemp("prep") / "u8_bs2", batch_size=2, dtype="uint8",
-                      workers=1).out_dir
+    return preprocess(
+        demo.image_dir, tmp_path_factory.mktemp("prep") / "u8_bs2", batch_size=2, dtype="uint8", workers=1
+    ).out_dir
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +82,38 @@ def onnx_outputs(onnx_path: Path, prep_dir: Path, name: str) -> np.ndarray:
 
 # --- chip names and npu-smi ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("soc", ["Ascend310", "Ascend310P3", "Ascend310B1", "Ascend910A", "Ascend910B", "Ascend910B3",
-                                 "Ascend910B4-1", "Ascend910ProB", "Ascend910_9391", "Ascend310P17", "Ascend950PR"])
+
+@pytest.mark.parametrize(
+    "soc",
+    [
+        "Ascend310",
+        "Ascend310P3",
+        "Ascend310B1",
+        "Ascend910A",
+        "Ascend910B",
+        "Ascend910B3",
+        "Ascend910B4-1",
+        "Ascend910ProB",
+        "Ascend910_9391",
+        "Ascend310P17",
+        "Ascend950PR",
+    ],
+)
 def test_valid_soc_versions_pass(soc):
     assert ascend.validate_soc_version(soc) == soc
 
 
-@pytest.mark.parametrize("soc, hint", [("Ascend310310P3", "expected 'Ascend'"), ("310P3", "did you mean Ascend310P3"),
-                                       ("Ascend 310P3", "drop the space"), ("ascend310p3", "expected"),
-                                       ("Ascend", "expected"), ("Ascend310P3; rm -rf /", "expected")])
+@pytest.mark.parametrize(
+    "soc, hint",
+    [
+        ("Ascend310310P3", "expected 'Ascend'"),
+        ("310P3", "did you mean Ascend310P3"),
+        ("Ascend 310P3", "drop the space"),
+        ("ascend310p3", "expected"),
+        ("Ascend", "expected"),
+        ("Ascend310P3; rm -rf /", "expected"),
+    ],
+)
 def test_garbage_soc_versions_are_refused_naming_value_and_form(soc, hint):
     with pytest.raises(ConfigError) as info:
         ascend.validate_soc_version(soc)
@@ -101,12 +126,15 @@ def test_npu_smi_parsing_of_the_spec_table():
     assert ascend.soc_from_chips(chips) == "Ascend310P3"
 
 
-@pytest.mark.parametrize("env, soc, npu_ids", [
-    ({}, "Ascend310P3", [0, 1]),
-    ({"NPU_SMI_DOUBLE_CHIP": "910B3"}, "Ascend910B3", [0, 1]),
-    ({"NPU_SMI_DOUBLE_MODE": "unhealthy_first"}, "Ascend310P3", [0, 1]),
-    ({"NPU_SMI_DOUBLE_MODE": "busy", "NPU_SMI_DOUBLE_COUNT": "3"}, "Ascend310P3", [0, 1, 2]),
-])
+@pytest.mark.parametrize(
+    "env, soc, npu_ids",
+    [
+        ({}, "Ascend310P3", [0, 1]),
+        ({"NPU_SMI_DOUBLE_CHIP": "910B3"}, "Ascend910B3", [0, 1]),
+        ({"NPU_SMI_DOUBLE_MODE": "unhealthy_first"}, "Ascend310P3", [0, 1]),
+        ({"NPU_SMI_DOUBLE_MODE": "busy", "NPU_SMI_DOUBLE_COUNT": "3"}, "Ascend310P3", [0, 1, 2]),
+    ],
+)
 def test_npu_smi_parsing_of_double_output(env, soc, npu_ids):
     chips = ascend.parse_npu_smi_info(run_double("npu-smi", "info", env=env).stdout)
     assert [chip.npu_id for chip in chips] == npu_ids  # the busy process row is not an NPU
@@ -126,32 +154,62 @@ def test_no_healthy_npu_is_an_error_listing_them():
 
 # --- ATC command, AIPP, result check -------------------------------------------------------------------------------
 
+
 def test_atc_argv_is_exact():
     options = CompileOptions(precision_mode="allow_mix_precision")
-    argv = ascend.atc_argv("/t/atc", "/m/model.onnx", "/c/model_bs8", "image", 8, "Ascend910B3", options,
-                           "info", "/c/aipp.cfg")
-    assert argv == ["/t/atc", "--framework=5", "--model=/m/model.onnx", "--output=/c/model_bs8",
-                    "--input_format=NCHW", "--input_shape=image:8,3,224,224", "--soc_version=Ascend910B3",
-                    "--op_select_implmode=high_performance", "--optypelist_for_implmode=Gelu", "--log=info",
-                    "--precision_mode=allow_mix_precision", "--insert_op_conf=/c/aipp.cfg"]
-    plain = ascend.atc_argv("atc", "m.onnx", "out", "x", 1, "Ascend310P3",
-                            CompileOptions(op_select_implmode="", optypelist_for_implmode="Gelu"))
+    argv = ascend.atc_argv(
+        "/t/atc", "/m/model.onnx", "/c/model_bs8", "image", 8, "Ascend910B3", options, "info", "/c/aipp.cfg"
+    )
+    assert argv == [
+        "/t/atc",
+        "--framework=5",
+        "--model=/m/model.onnx",
+        "--output=/c/model_bs8",
+        "--input_format=NCHW",
+        "--input_shape=image:8,3,224,224",
+        "--soc_version=Ascend910B3",
+        "--op_select_implmode=high_performance",
+        "--optypelist_for_implmode=Gelu",
+        "--log=info",
+        "--precision_mode=allow_mix_precision",
+        "--insert_op_conf=/c/aipp.cfg",
+    ]
+    plain = ascend.atc_argv(
+        "atc",
+        "m.onnx",
+        "out",
+        "x",
+        1,
+        "Ascend310P3",
+        CompileOptions(op_select_implmode="", optypelist_for_implmode="Gelu"),
+    )
     assert not any(arg.startswith(("--op_select", "--optypelist", "--precision", "--insert")) for arg in plain)
 
 
 def test_atc_argv_refuses_optypelist_with_a_for_all_implmode():
     options = CompileOptions(op_select_implmode="high_precision_for_all")  # optypelist keeps its default "Gelu"
-    with pytest.raises(ConfigError, match=r"only goes with --op_select_implmode high_performance or high_precision, "
-                                          r"not 'high_precision_for_all'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"only goes with --op_select_implmode high_performance or high_precision, "
+        r"not 'high_precision_for_all'",
+    ):
         ascend.atc_argv("atc", "m.onnx", "out", "x", 1, "Ascend310P3", options)
-    cleared = ascend.atc_argv("atc", "m.onnx", "out", "x", 1, "Ascend310P3",
-                              CompileOptions(op_select_implmode="high_precision_for_all", optypelist_for_implmode=""))
+    cleared = ascend.atc_argv(
+        "atc",
+        "m.onnx",
+        "out",
+        "x",
+        1,
+        "Ascend310P3",
+        CompileOptions(op_select_implmode="high_precision_for_all", optypelist_for_implmode=""),
+    )
     assert "--op_select_implmode=high_precision_for_all" in cleared
     assert not any(arg.startswith("--optypelist") for arg in cleared)
 
 
 def test_aipp_config_matches_the_spec_values():
     from convmixer_tasks.variants import INPUT
+
     MEAN, STD = INPUT.mean, INPUT.std
 
     text = ascend.aipp_config()
@@ -177,9 +235,11 @@ def test_atc_check_needs_status_zero_and_success_line(tmp_path):
         ascend.check_atc_run(ascend.ToolRun(["atc"], 0, "ATC start working now\n", 1), om, env)
     assert not om.exists()  # a partial OM never survives a failure
     om.write_bytes(b"partial")
-    output = ("ATC start working now, please wait for a moment.\nATC run failed, Please check the detail log, Try "
-              "'atc --help' for more information\nE10001: Value [x] for parameter [--input_shape] is invalid.\n"
-              "W11001: Op [a] does not hit\n  some detail\n")
+    output = (
+        "ATC start working now, please wait for a moment.\nATC run failed, Please check the detail log, Try "
+        "'atc --help' for more information\nE10001: Value [x] for parameter [--input_shape] is invalid.\n"
+        "W11001: Op [a] does not hit\n  some detail\n"
+    )
     with pytest.raises(CompileError) as info:
         ascend.check_atc_run(ascend.ToolRun(["atc", "--x=1"], 1, output, 4242), om, env)
     message = str(info.value)
@@ -197,6 +257,7 @@ def test_plog_location_falls_back_to_home(tmp_path):
 
 
 # --- CANN environment ----------------------------------------------------------------------------------------------
+
 
 def test_env_capture_from_fake_set_env(ascend_doubles):
     env = cann_env.load_cann_env(ascend_doubles.set_env)
@@ -257,6 +318,7 @@ def test_backend_construction_needs_no_ascend_host():
 
 # --- describe ------------------------------------------------------------------------------------------------------
 
+
 def test_describe_reports_soc_and_toolkit(ascend_doubles):
     info = ascend_doubles.backend().describe()
     assert (info.backend, info.device, info.toolkit_version) == ("ascend", "Ascend310P3", "8.0.RC3")
@@ -275,6 +337,7 @@ def test_npu_smi_failures(ascend_doubles):
 
 # --- compile -------------------------------------------------------------------------------------------------------
 
+
 def test_compile_runs_atc_with_exact_argv_and_reads_input_name(ascend_doubles, tiny_onnx, tmp_path):
     log = argv_log(ascend_doubles, tmp_path, "atc")
     artifact = ascend_doubles.backend().compile(tiny_onnx, 4, tmp_path / "cache")
@@ -282,8 +345,14 @@ def test_compile_runs_atc_with_exact_argv_and_reads_input_name(ascend_doubles, t
     cache = tmp_path / "cache"
     assert argv[:2] == ["--framework=5", f"--model={tiny_onnx.resolve()}"]
     assert re.fullmatch(rf"--output={re.escape(str(cache))}/\.build-[^/]+/{artifact.path.stem}", argv[2])
-    assert argv[3:] == ["--input_format=NCHW", "--input_shape=input1:4,3,224,224", "--soc_version=Ascend310P3",
-                        "--op_select_implmode=high_performance", "--optypelist_for_implmode=Gelu", "--log=error"]
+    assert argv[3:] == [
+        "--input_format=NCHW",
+        "--input_shape=input1:4,3,224,224",
+        "--soc_version=Ascend310P3",
+        "--op_select_implmode=high_performance",
+        "--optypelist_for_implmode=Gelu",
+        "--log=error",
+    ]
     assert artifact.path.parent == cache and artifact.path.suffix == ".om" and artifact.path.is_file()
     assert artifact.input_shape == [4, 3, 224, 224] and artifact.input_dtype == "float32"
     assert artifact.options["soc_version"] == "Ascend310P3" and artifact.meta["onnx_input_name"] == "input1"
@@ -326,14 +395,17 @@ def test_the_gelu_implmode_reaches_atc_and_keys_the_cache_and_the_fingerprint(as
     log = argv_log(ascend_doubles, tmp_path, "atc")
     built = {
         mode: ascend_doubles.backend().compile(
-            tiny_onnx, 2, tmp_path / "cache", CompileOptions(**gelu_compile_options("ascend", mode)))
+            tiny_onnx, 2, tmp_path / "cache", CompileOptions(**gelu_compile_options("ascend", mode))
+        )
         for mode in ("high_performance", "high_precision", None)
     }
     assert len({artifact.path for artifact in built.values()}) == 3 and not any(a.cached for a in built.values())
     flags = [[arg for arg in argv if arg.startswith(("--op_select", "--optypelist"))] for argv in read_argvs(log)]
-    assert flags == [["--op_select_implmode=high_performance", "--optypelist_for_implmode=Gelu"],
-                     ["--op_select_implmode=high_precision", "--optypelist_for_implmode=Gelu"],
-                     []]  # null: neither flag, ATC picks (the double accepts that too)
+    assert flags == [
+        ["--op_select_implmode=high_performance", "--optypelist_for_implmode=Gelu"],
+        ["--op_select_implmode=high_precision", "--optypelist_for_implmode=Gelu"],
+        [],
+    ]  # null: neither flag, ATC picks (the double accepts that too)
     assert built[None].options["op_select_implmode"] is None
     prints = {mode: fingerprint.build("ascend", "Ascend310P3", "8.0", a.options, a.meta) for mode, a in built.items()}
     assert prints["high_precision"]["op_select_implmode"] == "high_precision"
@@ -390,6 +462,7 @@ def test_compile_with_unknown_toolkit_version_keys_cache_on_the_atc_binary(ascen
 
 # --- infer ---------------------------------------------------------------------------------------------------------
 
+
 def test_infer_writes_contract_layout_with_correct_values(ascend_doubles, tiny_onnx, prep_f32, tmp_path):
     log = argv_log(ascend_doubles, tmp_path, "ais_bench")  # before the backend: it captures its environment once
     backend = ascend_doubles.backend()
@@ -405,9 +478,22 @@ def test_infer_writes_contract_layout_with_correct_values(ascend_doubles, tiny_o
         np.testing.assert_allclose(got, onnx_outputs(tiny_onnx, prep_f32, f"{name}.bin"), rtol=1e-5, atol=1e-5)
     assert stat.S_IMODE((tmp_path / "work").stat().st_mode) == 0o750
     (argv,) = read_argvs(log)
-    assert argv == ["--model", str(artifact.path), "--input", str(prep_f32), "--output", str(tmp_path / "work"),
-                    "--output_dirname", f".outputs_bs2.partial-{os.getpid()}", "--outfmt", "BIN", "--batchsize", "2",
-                    "--device", "0"]
+    assert argv == [
+        "--model",
+        str(artifact.path),
+        "--input",
+        str(prep_f32),
+        "--output",
+        str(tmp_path / "work"),
+        "--output_dirname",
+        f".outputs_bs2.partial-{os.getpid()}",
+        "--outfmt",
+        "BIN",
+        "--batchsize",
+        "2",
+        "--device",
+        "0",
+    ]
     # ais_bench writes into a staging sibling that became the result; nothing of it is left beside it
     assert sorted(os.listdir(tmp_path / "work")) == ["outputs_bs2", "outputs_bs2_summary.json"]
 
@@ -472,8 +558,9 @@ def test_tool_timeout_stops_the_tools_children_too(tmp_path):
     wrapper.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {tmp_path / 'child.pid'}\nwait\n")
     wrapper.chmod(0o755)
     backend = ascend.AscendBackend()
-    backend._cann = cann_env.CannEnv(set_env=tmp_path / "set_env.sh", env=dict(os.environ), toolkit_home=None,
-                                     toolkit_version="unknown")
+    backend._cann = cann_env.CannEnv(
+        set_env=tmp_path / "set_env.sh", env=dict(os.environ), toolkit_home=None, toolkit_version="unknown"
+    )
     import time
 
     started = time.monotonic()
@@ -502,8 +589,9 @@ def test_infer_old_generation_summary_is_moved_to_the_sibling_place(ascend_doubl
     assert "sumary.json" not in os.listdir(tmp_path / "o" / "r")
 
 
-def test_infer_rerun_replaces_previous_outputs_but_refuses_foreign_folders(ascend_doubles, tiny_onnx, prep_f32,
-                                                                           tmp_path):
+def test_infer_rerun_replaces_previous_outputs_but_refuses_foreign_folders(
+    ascend_doubles, tiny_onnx, prep_f32, tmp_path
+):
     backend = ascend_doubles.backend()
     artifact = backend.compile(tiny_onnx, 2, tmp_path / "cache")
     out = tmp_path / "o" / "r"
@@ -557,15 +645,21 @@ def test_infer_size_mismatch_reported_by_ais_bench_leaves_no_outputs(ascend_doub
 def test_infer_uint8_aipp_path_matches_float_path(ascend_doubles, tiny_onnx, prep_f32, prep_u8, tmp_path):
     backend = ascend_doubles.backend()
     f32 = backend.infer(backend.compile(tiny_onnx, 2, tmp_path / "c"), prep_f32, tmp_path / "o" / "f32")
-    u8 = backend.infer(backend.compile(tiny_onnx, 2, tmp_path / "c", CompileOptions(input_dtype="uint8")),
-                       prep_u8, tmp_path / "o" / "u8")
+    u8 = backend.infer(
+        backend.compile(tiny_onnx, 2, tmp_path / "c", CompileOptions(input_dtype="uint8")),
+        prep_u8,
+        tmp_path / "o" / "u8",
+    )
     from convmixer_tasks.prepfolder import read_manifest
 
     for prep_file in read_manifest(prep_u8).files:  # padded slots differ by design: zero pixels vs zero floats
         name, real = prep_file.name.replace(".bin", "_0.bin"), len(prep_file.images)
-        np.testing.assert_allclose(np.fromfile(u8.output_dir / name, dtype=np.float32).reshape(2, -1)[:real],
-                                   np.fromfile(f32.output_dir / name, dtype=np.float32).reshape(2, -1)[:real],
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            np.fromfile(u8.output_dir / name, dtype=np.float32).reshape(2, -1)[:real],
+            np.fromfile(f32.output_dir / name, dtype=np.float32).reshape(2, -1)[:real],
+            rtol=1e-4,
+            atol=1e-4,
+        )
 
 
 def test_missing_ais_bench_names_the_wheels(ascend_doubles, tiny_onnx, prep_f32, tmp_path):
@@ -590,6 +684,7 @@ def test_infer_refuses_foreign_artifact(ascend_doubles, tiny_onnx, prep_f32, tmp
 
 # --- benchmark -----------------------------------------------------------------------------------------------------
 
+
 def test_benchmark_command_and_result(ascend_doubles, tiny_onnx, tmp_path):
     backend = ascend_doubles.backend()
     artifact = backend.compile(tiny_onnx, 2, tmp_path / "cache")
@@ -597,8 +692,18 @@ def test_benchmark_command_and_result(ascend_doubles, tiny_onnx, tmp_path):
     ascend_doubles.mode(AIS_BENCH_DOUBLE_FIXED_MS="2.5")
     result = ascend_doubles.backend().benchmark(artifact, loop=7, warmup=2)
     (argv,) = read_argvs(log)
-    assert argv[:10] == ["--model", str(artifact.path), "--loop", "7", "--batchsize", "2", "--warmup_count", "2",
-                         "--output", argv[9]]
+    assert argv[:10] == [
+        "--model",
+        str(artifact.path),
+        "--loop",
+        "7",
+        "--batchsize",
+        "2",
+        "--warmup_count",
+        "2",
+        "--output",
+        argv[9],
+    ]
     assert argv[10:] == ["--output_dirname", "perf", "--device", "0"] and not Path(argv[9]).exists()
     assert "--input" not in argv
     assert (result.backend, result.batch_size, result.loop, result.warmup) == ("ascend", 2, 7, 2)
@@ -608,8 +713,9 @@ def test_benchmark_command_and_result(ascend_doubles, tiny_onnx, tmp_path):
 
 
 def test_benchmark_reads_old_generation_summary(ascend_doubles, tiny_onnx, tmp_path):
-    ascend_doubles.mode(AIS_BENCH_DOUBLE_GEN="old", AIS_BENCH_DOUBLE_FIXED_MS="4",
-                        AIS_BENCH_DOUBLE_THROUGHPUT="pre_2022_07")
+    ascend_doubles.mode(
+        AIS_BENCH_DOUBLE_GEN="old", AIS_BENCH_DOUBLE_FIXED_MS="4", AIS_BENCH_DOUBLE_THROUGHPUT="pre_2022_07"
+    )
     backend = ascend_doubles.backend()
     result = backend.benchmark(backend.compile(tiny_onnx, 4, tmp_path / "cache"), loop=3, warmup=0)
     assert result.throughput == pytest.approx(1000.0) and result.latency_p99_ms == 4.0
@@ -626,26 +732,40 @@ def test_benchmark_rejects_bad_counts(ascend_doubles, tiny_onnx, tmp_path):
 
 
 # Literal performance lines from the spec and the generations it lists.
-CURRENT = ("[INFO] NPU_compute_time (ms): min = 0.661, max = 0.661, mean = 0.661, median = 0.661, "
-           "percentile(99%) = 0.661\n"
-           "[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(0.6610000133514404): 1512.8592735267011\n")
+CURRENT = (
+    "[INFO] NPU_compute_time (ms): min = 0.661, max = 0.661, mean = 0.661, median = 0.661, "
+    "percentile(99%) = 0.661\n"
+    "[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(0.6610000133514404): 1512.8592735267011\n"
+)
 
 
-@pytest.mark.parametrize("throughput_line, expected", [
-    ("[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(0.6610000133514404): 1512.8592735267011",
-     1512.8592735267011),
-    ("[INFO] throughput (1000*batchsize/NPU_compute_time): 95.795763362348555", 95.795763362348555),
-    ("[INFO] throughput 1000*batchsize(16)/NPU_compute_time.mean(12.5): 1280.0", 1280.0),
-    ("[INFO] Throughput 1000*batchsize.mean(4)/NPU_compute_time.mean(38.87): 102.91136243948735",
-     102.91136243948735),
-    ("[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(1.0): 1000.0\n"
-     "[INFO] summary throughput:2000.5", 2000.5),
-])
+@pytest.mark.parametrize(
+    "throughput_line, expected",
+    [
+        (
+            "[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(0.6610000133514404): 1512.8592735267011",
+            1512.8592735267011,
+        ),
+        ("[INFO] throughput (1000*batchsize/NPU_compute_time): 95.795763362348555", 95.795763362348555),
+        ("[INFO] throughput 1000*batchsize(16)/NPU_compute_time.mean(12.5): 1280.0", 1280.0),
+        (
+            "[INFO] Throughput 1000*batchsize.mean(4)/NPU_compute_time.mean(38.87): 102.91136243948735",
+            102.91136243948735,
+        ),
+        (
+            "[INFO] throughput 1000*batchsize.mean(1)/NPU_compute_time.mean(1.0): 1000.0\n"
+            "[INFO] summary throughput:2000.5",
+            2000.5,
+        ),
+    ],
+)
 def test_perf_from_stdout_every_listed_format(throughput_line, expected):
-    stdout = ("\rloop inference exec: (1/100)\rloop inference exec: (100/100)\n"
-              "[INFO] -----------------Performance Summary------------------\n"
-              "[INFO] NPU_compute_time (ms): min = 0.5, max = 0.9, mean = 0.661, median = 0.65, "
-              "percentile(99%) = 0.88\n" + throughput_line + "\n[INFO] ------------------------------------------\n")
+    stdout = (
+        "\rloop inference exec: (1/100)\rloop inference exec: (100/100)\n"
+        "[INFO] -----------------Performance Summary------------------\n"
+        "[INFO] NPU_compute_time (ms): min = 0.5, max = 0.9, mean = 0.661, median = 0.65, "
+        "percentile(99%) = 0.88\n" + throughput_line + "\n[INFO] ------------------------------------------\n"
+    )
     value, latency, samples = ascend.perf_from_stdout(stdout)
     assert value == pytest.approx(expected)
     assert latency == {"mean": 0.661, "median": 0.65, "percentile(99%)": 0.88} and samples == []
@@ -659,8 +779,11 @@ def test_perf_from_stdout_without_lines_is_an_error():
 
 
 def test_perf_from_summary_multithreaded_layout_uses_the_list():
-    summary = {"NPU_compute_time": {"mean": 2.0, "count": 3}, "npu_compute_time_list": [1.0, 2.0, 3.0],
-               "throughput": None}
+    summary = {
+        "NPU_compute_time": {"mean": 2.0, "count": 3},
+        "npu_compute_time_list": [1.0, 2.0, 3.0],
+        "throughput": None,
+    }
     value, latency, samples = ascend.perf_from_summary(summary, batch_size=4)
     assert value == pytest.approx(2000.0) and latency["median"] == 2.0 and samples == [1.0, 2.0, 3.0]
     assert latency["percentile(99%)"] == pytest.approx(np.percentile([1.0, 2.0, 3.0], 99))
@@ -669,13 +792,18 @@ def test_perf_from_summary_multithreaded_layout_uses_the_list():
 
 
 def test_ais_bench_error_lines_pick_errors_and_exception():
-    output = ("[INFO] output path:/x\n[ERROR] arg0 tensorsize: 1 filesize: 2 not match\n"
-              "Traceback (most recent call last):\n  File \"x\", line 1\nRuntimeError: bad\n")
-    assert ascend.ais_bench_error_lines(output) == ["[ERROR] arg0 tensorsize: 1 filesize: 2 not match",
-                                                    "RuntimeError: bad"]
+    output = (
+        "[INFO] output path:/x\n[ERROR] arg0 tensorsize: 1 filesize: 2 not match\n"
+        'Traceback (most recent call last):\n  File "x", line 1\nRuntimeError: bad\n'
+    )
+    assert ascend.ais_bench_error_lines(output) == [
+        "[ERROR] arg0 tensorsize: 1 filesize: 2 not match",
+        "RuntimeError: bad",
+    ]
 
 
 # --- end to end: the Ascend path agrees with the ONNX Runtime path --------------------------------------------------
+
 
 @pytest.mark.parametrize("ascend_dtype", ["float32", "uint8"])
 def test_ascend_path_on_demo_set_matches_onnxruntime_top1(ascend_doubles, tmp_path, ascend_dtype):
@@ -688,8 +816,10 @@ def test_ascend_path_on_demo_set_matches_onnxruntime_top1(ascend_doubles, tmp_pa
 
     demo = make_demo_dataset(tmp_path / "demo", count=10)  # batch 4: the last file is half padding
     onnx_path = export_and_validate(None, tmp_path / "demo.onnx", variant="convmixer_demo").onnx_path
-    prep = {dtype: preprocess(demo.image_dir, tmp_path / f"prep_{dtype}", batch_size=4, dtype=dtype, workers=1).out_dir
-            for dtype in {"float32", ascend_dtype}}
+    prep = {
+        dtype: preprocess(demo.image_dir, tmp_path / f"prep_{dtype}", batch_size=4, dtype=dtype, workers=1).out_dir
+        for dtype in {"float32", ascend_dtype}
+    }
 
     ort = get_backend("onnxruntime")
     ort_out = ort.infer(ort.compile(onnx_path, 4, tmp_path / "ort_cache"), prep["float32"], tmp_path / "ort" / "out")

@@ -84,6 +84,7 @@ def reference_logits(onnx_path, batch: np.ndarray) -> np.ndarray:
 
 # --- get_backend / describe --------------------------------------------------------------------------------------
 
+
 def test_get_backend_unknown_name_lists_known():
     with pytest.raises(ConfigError) as info:
         get_backend("tensorrt")
@@ -96,8 +97,10 @@ def test_get_backend_returns_onnxruntime_with_settings():
 
 
 def test_importing_base_stays_light():
-    code = ("import sys, convmixer_tasks.backends.base; "
-            "print(sorted(m for m in ('numpy', 'onnx', 'onnxruntime', 'torch') if m in sys.modules))")
+    code = (
+        "import sys, convmixer_tasks.backends.base; "
+        "print(sorted(m for m in ('numpy', 'onnx', 'onnxruntime', 'torch') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -121,6 +124,7 @@ def test_provider_choice(monkeypatch):
 
 
 # --- compile -----------------------------------------------------------------------------------------------------
+
 
 def test_compile_records_fixed_batch_artifact(artifact_f32, onnx_model):
     assert artifact_f32.backend == "onnxruntime" and artifact_f32.batch_size == BATCH
@@ -175,8 +179,16 @@ def test_killed_build_leaves_nothing_usable(onnx_model, tmp_path):
         raise KeyboardInterrupt  # what a kill looks like from inside the process
 
     with pytest.raises(KeyboardInterrupt):
-        compile_cached(backend="onnxruntime", runtime="test", onnx_path=onnx_model, batch_size=BATCH,
-                       cache_dir=tmp_path, options=CompileOptions(), suffix=".onnx", build=build)
+        compile_cached(
+            backend="onnxruntime",
+            runtime="test",
+            onnx_path=onnx_model,
+            batch_size=BATCH,
+            cache_dir=tmp_path,
+            options=CompileOptions(),
+            suffix=".onnx",
+            build=build,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -197,6 +209,7 @@ def test_artifact_json_round_trip(artifact_u8):
 
 # --- infer -------------------------------------------------------------------------------------------------------
 
+
 def test_infer_writes_ais_bench_layout(backend, artifact_f32, prep_f32, onnx_model, work):
     output_dir = work / "out" / "f32"
     result = backend.infer(artifact_f32, prep_f32, output_dir)
@@ -208,15 +221,27 @@ def test_infer_writes_ais_bench_layout(backend, artifact_f32, prep_f32, onnx_mod
         batch = np.fromfile(prep_f32 / f"{name}.bin", dtype=np.float32).reshape(BATCH, 3, 224, 224)
         logits = np.fromfile(output_dir / f"{name}_0.bin", dtype=np.float32)
         assert logits.size == BATCH * NUM_CLASSES  # padded rows included, like ais_bench on a whole-batch file
-        np.testing.assert_allclose(logits.reshape(BATCH, NUM_CLASSES), reference_logits(onnx_model, batch),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            logits.reshape(BATCH, NUM_CLASSES), reference_logits(onnx_model, batch), rtol=1e-5, atol=1e-5
+        )
 
     summary = json.loads(result.summary_path.read_text())
-    assert set(summary) == {"filesinfo", "args", "NPU_compute_time", "H2D_latency", "D2H_latency", "throughput",
-                            "npu_compute_time_list", "pid", PREP_MANIFEST_KEY}
+    assert set(summary) == {
+        "filesinfo",
+        "args",
+        "NPU_compute_time",
+        "H2D_latency",
+        "D2H_latency",
+        "throughput",
+        "npu_compute_time_list",
+        "pid",
+        PREP_MANIFEST_KEY,
+    }
     assert summary[PREP_MANIFEST_KEY] == manifest_identity(read_manifest(prep_f32))  # what eval checks
-    assert summary["filesinfo"]["1"] == {"infiles": [str(prep_f32 / "input_00001.bin")],
-                                         "outfiles": [str(output_dir / "input_00001_0.bin")]}
+    assert summary["filesinfo"]["1"] == {
+        "infiles": [str(prep_f32 / "input_00001.bin")],
+        "outfiles": [str(output_dir / "input_00001_0.bin")],
+    }
     compute = summary["NPU_compute_time"]
     assert compute["count"] == 2 and len(summary["npu_compute_time_list"]) == 2
     assert summary["throughput"] == pytest.approx(1000 * BATCH / compute["mean"])
@@ -280,13 +305,15 @@ def test_infer_refuses_other_batch_size(backend, onnx_model, prep_f32, work, tmp
 
 
 def test_artifact_from_another_device_is_refused(backend, artifact_f32, prep_f32, tmp_path):
-    foreign = Artifact.from_dict({**to_jsonable(artifact_f32),
-                                  "meta": {**artifact_f32.meta, "runtime": "onnxruntime 0.1 on another CPU"}})
+    foreign = Artifact.from_dict(
+        {**to_jsonable(artifact_f32), "meta": {**artifact_f32.meta, "runtime": "onnxruntime 0.1 on another CPU"}}
+    )
     with pytest.raises(BackendError, match="compile on this worker"):
         backend.infer(foreign, prep_f32, tmp_path / "out")
 
 
 # --- benchmark ---------------------------------------------------------------------------------------------------
+
 
 def test_benchmark_fields_and_formula(backend, artifact_u8):
     result = backend.benchmark(artifact_u8, loop=5, warmup=1)

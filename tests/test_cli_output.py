@@ -41,12 +41,28 @@ def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_output")
     run = lambda *argv: cli.main(["-o", "json", *argv])  # noqa: E731
     assert run("demo-dataset", "--output", str(root / "demo"), "--count", "8") == 0
-    assert run("preprocess", "--image-path", str(root / "demo" / "images"), "--prep-image", str(root / "prep"),
-               "--batch-size", "4", "--workers", "1") == 0
+    assert (
+        run(
+            "preprocess",
+            "--image-path",
+            str(root / "demo" / "images"),
+            "--prep-image",
+            str(root / "prep"),
+            "--batch-size",
+            "4",
+            "--workers",
+            "1",
+        )
+        == 0
+    )
     from convmixer_tasks.demo import DEMO_CHECKPOINT
 
-    assert run("export", "--source", str(DEMO_CHECKPOINT), "--target", str(root / "demo.onnx"),
-               "--model", "convmixer_demo") == 0
+    assert (
+        run(
+            "export", "--source", str(DEMO_CHECKPOINT), "--target", str(root / "demo.onnx"), "--model", "convmixer_demo"
+        )
+        == 0
+    )
     assert run("compile", "--onnx", str(root / "demo.onnx"), "--batch-size", "4", "--output", str(root / "cache")) == 0
     from convmixer_tasks.backends.base import get_backend
 
@@ -57,8 +73,16 @@ def chain(tmp_path_factory):
 def test_a_step_prints_aligned_figures_and_json_holds_the_same(chain, capsys):
     from convmixer_tasks.demo import DEMO_CHECKPOINT
 
-    human, data = human_and_json(capsys, "export", "--source", str(DEMO_CHECKPOINT),
-                                 "--target", str(chain[0] / "demo2.onnx"), "--model", "convmixer_demo")
+    human, data = human_and_json(
+        capsys,
+        "export",
+        "--source",
+        str(DEMO_CHECKPOINT),
+        "--target",
+        str(chain[0] / "demo2.onnx"),
+        "--model",
+        "convmixer_demo",
+    )
     assert value_line(human, "onnx_path") == data["onnx_path"]
     assert value_line(human, "onnx_sha256") == data["onnx_sha256"]
     assert value_line(human, "parity.passed") == ("yes" if data["parity"]["passed"] else "no")
@@ -80,8 +104,17 @@ def test_infer_benchmark_and_eval_print_summaries_with_the_json_figures(chain, c
     human = call(capsys, "infer", "--model", model, "--input", str(chain / "prep"), "--output", str(out))
     assert value_line(human, "output_dir") == str(out) and value_line(human, "file_count") == "2"
 
-    argv = ["eval", "--outputs", str(out), "--label-file", str(chain / "demo" / "val_label.txt"),
-            "--result-json-path", str(chain), "--prep-image", str(chain / "prep")]
+    argv = [
+        "eval",
+        "--outputs",
+        str(out),
+        "--label-file",
+        str(chain / "demo" / "val_label.txt"),
+        "--result-json-path",
+        str(chain),
+        "--prep-image",
+        str(chain / "prep"),
+    ]
     human, data = human_and_json(capsys, *argv)
     assert value_line(human, "top1") == f"{data['top1']:,.2f}" and value_line(human, "top5") == f"{data['top5']:,.2f}"
     assert value_line(human, "image_count") == "8" == str(data["image_count"])
@@ -90,9 +123,18 @@ def test_infer_benchmark_and_eval_print_summaries_with_the_json_figures(chain, c
 
 def row(run_id: str, **overrides) -> MetricsRow:
     values: dict[str, Any]
-    values = dict(run_id=run_id, model_variant="convmixer_1536_20", backend="onnxruntime", batch_size=16,
-                  status="ok", top1=81.37, top5=95.62, throughput=123.456, logical_date="2026-03-01T10:00:00+00:00",
-                  gate_reasons=["=cmd|' /C calc'!A0"])
+    values = dict(
+        run_id=run_id,
+        model_variant="convmixer_1536_20",
+        backend="onnxruntime",
+        batch_size=16,
+        status="ok",
+        top1=81.37,
+        top5=95.62,
+        throughput=123.456,
+        logical_date="2026-03-01T10:00:00+00:00",
+        gate_reasons=["=cmd|' /C calc'!A0"],
+    )
     values.update(overrides)
     return MetricsRow(**values)
 
@@ -101,12 +143,24 @@ def row(run_id: str, **overrides) -> MetricsRow:
 def db(tmp_path):
     url = f"sqlite:///{tmp_path}/metrics.db"
     upgrade(url)
-    record_runs(url, [
-        row("run_a", throughput_robust=125.0, e2e_throughput=40.5, baseline_throughput=120.0),
-        row("run_b", batch_size=1, backend="ascend", status="regressed", top1=80.0, throughput=9.5,
-            logical_date="2026-03-05T10:00:00+00:00", energy_j_per_image=1.6, throughput_per_watt=0.625,
-            energy={"source": "npu-smi info -t power -i 0", "samples": 9, "mean_w": 15.2}),
-    ])
+    record_runs(
+        url,
+        [
+            row("run_a", throughput_robust=125.0, e2e_throughput=40.5, baseline_throughput=120.0),
+            row(
+                "run_b",
+                batch_size=1,
+                backend="ascend",
+                status="regressed",
+                top1=80.0,
+                throughput=9.5,
+                logical_date="2026-03-05T10:00:00+00:00",
+                energy_j_per_image=1.6,
+                throughput_per_watt=0.625,
+                energy={"source": "npu-smi info -t power -i 0", "samples": 9, "mean_w": 15.2},
+            ),
+        ],
+    )
     return url
 
 
@@ -115,13 +169,59 @@ def test_metrics_show_is_a_compact_table_by_default(db, capsys):
     lines = human.splitlines()
     assert "total" not in human and lines[-1] == "2 of 2 rows, newest first"  # issue 22: no bare "total  2" line
     table = lines
-    assert table[0].split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "robust",
-                                "img/s", "e2e", "img/s", "J/img", "verdict", "why"]
+    assert table[0].split() == [
+        "run",
+        "batch",
+        "backend",
+        "precision",
+        "top-1",
+        "%",
+        "top-5",
+        "%",
+        "img/s",
+        "robust",
+        "img/s",
+        "e2e",
+        "img/s",
+        "J/img",
+        "verdict",
+        "why",
+    ]
     assert set(table[1]) <= {"-", " "}
-    assert table[2].split() == ["run_b", "1", "ascend", "force_fp16", "80.00", "95.62", "9.50", "-", "-", "1.60",
-                                "regressed", "regressed;", "see", "gate_reasons"]  # newest first
-    assert table[3].split() == ["run_a", "16", "onnxruntime", "fp32", "81.37", "95.62", "123.46", "125.00", "40.50", "-",
-                                "ok", "ok:", "+4.2%", "vs", "history", "median"]  # the robust figure vs the baseline
+    assert table[2].split() == [
+        "run_b",
+        "1",
+        "ascend",
+        "force_fp16",
+        "80.00",
+        "95.62",
+        "9.50",
+        "-",
+        "-",
+        "1.60",
+        "regressed",
+        "regressed;",
+        "see",
+        "gate_reasons",
+    ]  # newest first
+    assert table[3].split() == [
+        "run_a",
+        "16",
+        "onnxruntime",
+        "fp32",
+        "81.37",
+        "95.62",
+        "123.46",
+        "125.00",
+        "40.50",
+        "-",
+        "ok",
+        "ok:",
+        "+4.2%",
+        "vs",
+        "history",
+        "median",
+    ]  # the robust figure vs the baseline
     assert [r["run_id"] for r in data["rows"]] == ["run_b", "run_a"] and data["total"] == 2
     assert data["rows"][1]["throughput"] == 123.456
     energy = data["rows"][0]
@@ -138,15 +238,18 @@ def test_metrics_show_csv_has_the_ui_columns_and_defuses_formulas(db, capsys):
     assert table[1][table[0].index("gate_reasons")] == "'=cmd|' /C calc'!A0"
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--backend", "ascend"], ["run_b"]),
-    (["--batch-size", "16"], ["run_a"]),
-    (["--status", "ok"], ["run_a"]),
-    (["--model", "convmixer_demo"], []),
-    (["--since", "2026-03-02"], ["run_b"]),
-    (["--until", "2026-03-01"], ["run_a"]),
-    (["--limit", "1", "--offset", "1"], ["run_a"]),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--backend", "ascend"], ["run_b"]),
+        (["--batch-size", "16"], ["run_a"]),
+        (["--status", "ok"], ["run_a"]),
+        (["--model", "convmixer_demo"], []),
+        (["--since", "2026-03-02"], ["run_b"]),
+        (["--until", "2026-03-01"], ["run_a"]),
+        (["--limit", "1", "--offset", "1"], ["run_a"]),
+    ],
+)
 def test_metrics_show_takes_the_ui_filters(db, capsys, flags, expected):
     data = json.loads(call(capsys, "metrics-show", "--url", db, "-o", "json", *flags))
     assert [r["run_id"] for r in data["rows"]] == expected

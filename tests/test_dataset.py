@@ -25,12 +25,20 @@ def write_labels(path: Path, pairs) -> Path:
 
 
 def test_name_regex_takes_any_extension_case_and_gives_the_index():
-    for name in ["ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000001.jpeg", "ILSVRC2012_val_00000001.jpg",
-                 "ilsvrc2012_val_00000001.JpEg"]:
+    for name in [
+        "ILSVRC2012_val_00000001.JPEG",
+        "ILSVRC2012_val_00000001.jpeg",
+        "ILSVRC2012_val_00000001.jpg",
+        "ilsvrc2012_val_00000001.JpEg",
+    ]:
         found = VAL_NAME_RE.search(name)
         assert found and found.group(1) == "00000001"
-    for name in ["ILSVRC2012_val_0000001.JPEG", "ILSVRC2012_val_00000001.png", "ILSVRC2012_val_00000001.JPEG.bak",
-                 "x_ILSVRC2012_val_00000001.JPEG"]:
+    for name in [
+        "ILSVRC2012_val_0000001.JPEG",
+        "ILSVRC2012_val_00000001.png",
+        "ILSVRC2012_val_00000001.JPEG.bak",
+        "x_ILSVRC2012_val_00000001.JPEG",
+    ]:
         assert VAL_NAME_RE.search(name) is None
 
 
@@ -44,7 +52,10 @@ def test_flat_folder_is_sorted_by_index_not_by_name(tmp_path):
     dataset = load_dataset(images)
     assert [image.index for image in dataset.images] == [1, 2, 10]
     assert [image.name for image in dataset.images] == [
-        "ILSVRC2012_val_00000001.jpg", "ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000010.jpeg"]
+        "ILSVRC2012_val_00000001.jpg",
+        "ILSVRC2012_val_00000002.JPEG",
+        "ILSVRC2012_val_00000010.jpeg",
+    ]
     assert all(image.label is None for image in dataset.images)
     assert dataset.images[0].path == images / "ILSVRC2012_val_00000001.jpg"
 
@@ -63,19 +74,22 @@ def test_synset_folders_and_labels(tmp_path):
 
 def test_read_labels_parses_and_accepts_blank_lines_and_crlf(tmp_path):
     path = tmp_path / "val_label.txt"
-    path.write_bytes(b"ILSVRC2012_val_00000001.JPEG 65\r\n\r\nILSVRC2012_val_00000002.JPEG 970\r\n"
-                     b"ILSVRC2012_val_00000003 0\n")
+    path.write_bytes(
+        b"ILSVRC2012_val_00000001.JPEG 65\r\n\r\nILSVRC2012_val_00000002.JPEG 970\r\nILSVRC2012_val_00000003 0\n"
+    )
     assert read_labels(path) == {1: 65, 2: 970, 3: 0}
 
 
 def test_read_labels_reports_line_numbers_of_malformed_lines(tmp_path):
     path = tmp_path / "val_label.txt"
-    path.write_text("ILSVRC2012_val_00000001.JPEG 65\n"
-                    "ILSVRC2012_val_00000002.JPEG\n"
-                    "ILSVRC2012_val_00000003.JPEG 6.5\n"
-                    "garbage 1\n"
-                    "ILSVRC2012_val_00000005.JPEG 1000\n"
-                    "ILSVRC2012_val_00000001.JPEG 3\n")
+    path.write_text(
+        "ILSVRC2012_val_00000001.JPEG 65\n"
+        "ILSVRC2012_val_00000002.JPEG\n"
+        "ILSVRC2012_val_00000003.JPEG 6.5\n"
+        "garbage 1\n"
+        "ILSVRC2012_val_00000005.JPEG 1000\n"
+        "ILSVRC2012_val_00000001.JPEG 3\n"
+    )
     with pytest.raises(DatasetError) as info:
         read_labels(path)
     message = str(info.value)
@@ -108,9 +122,11 @@ def test_every_kind_of_problem_comes_in_one_error_with_counts_and_first_five(tmp
     touch_image(images / "n01440764", 4)  # and in a synset folder
     labels = tmp_path / "val_label.txt"
     # labels for 1..3 only (7 images unlabelled), one label without image (12), one malformed, one out of range
-    labels.write_text("ILSVRC2012_val_00000001.JPEG 1\nILSVRC2012_val_00000002.JPEG 2\n"
-                      "ILSVRC2012_val_00000003.JPEG 3\nILSVRC2012_val_00000012.JPEG 4\nbroken line here\n"
-                      "ILSVRC2012_val_00000004.JPEG -1\n")
+    labels.write_text(
+        "ILSVRC2012_val_00000001.JPEG 1\nILSVRC2012_val_00000002.JPEG 2\n"
+        "ILSVRC2012_val_00000003.JPEG 3\nILSVRC2012_val_00000012.JPEG 4\nbroken line here\n"
+        "ILSVRC2012_val_00000004.JPEG -1\n"
+    )
     with pytest.raises(DatasetError) as info:
         load_dataset(images, labels)
     message = str(info.value)

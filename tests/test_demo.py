@@ -185,6 +185,7 @@ def test_training_crops_normalise_to_exactly_the_reference_transform(tmp_path):
 
 # --- the committed demo model ----------------------------------------------------------------------------------
 
+
 def test_committed_checkpoint_is_small_released_layout_and_loads_into_convmixer_demo():
     path = demo_checkpoint_path()
     assert path.stat().st_size < 2_000_000

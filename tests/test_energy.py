@@ -33,6 +33,7 @@ class Constant:
 
 # --- integration ---------------------------------------------------------------------------------------------------
 
+
 def test_power_is_integrated_over_the_window_with_interpolated_edges():
     # Samples (s, W): (0,10) (1,20) (2,20) (4,40); window [0.5, 3]: the power is 15 at 0.5 and 30 at 3, so
     # 0.5*(15+20)/2 + 1*(20+20)/2 + 1*(20+30)/2 = 8.75 + 20 + 25 = 53.75 J.
@@ -88,6 +89,7 @@ def test_sampler_really_samples_in_the_background():
 
 # --- RAPL ----------------------------------------------------------------------------------------------------------
 
+
 def fake_powercap(root: Path, zones: dict[str, tuple[int, int]]) -> Path:
     for name, (energy_uj, wraps) in zones.items():
         zone = root / name
@@ -99,8 +101,14 @@ def fake_powercap(root: Path, zones: dict[str, tuple[int, int]]) -> Path:
 
 
 def test_rapl_reads_the_packages_and_handles_a_wrap(tmp_path):
-    root = fake_powercap(tmp_path, {"intel-rapl:0": (999_000_000, 1_000_000_000), "intel-rapl:0:0": (5, 10),
-                                    "intel-rapl:1": (10_000_000, 2_000_000_000)})
+    root = fake_powercap(
+        tmp_path,
+        {
+            "intel-rapl:0": (999_000_000, 1_000_000_000),
+            "intel-rapl:0:0": (5, 10),
+            "intel-rapl:1": (10_000_000, 2_000_000_000),
+        },
+    )
     source = energy.rapl_source(root)
     assert source.kind == energy.KIND_COUNTER and source.wraps_at == (1_000_000_000, 2_000_000_000)
     assert source.name == "RAPL intel-rapl:0 (package-0), intel-rapl:1 (package-1)"  # the core sub-zone is inside
@@ -132,15 +140,18 @@ def test_rapl_unreadable_or_absent_says_why(tmp_path, monkeypatch):
 
 # --- quiet: idle wait, load, steal -----------------------------------------------------------------------------------
 
+
 def test_a_busy_device_is_waited_for_then_timed_anyway():
     busy, idle = quiet.DeviceState(True, "AI Core 87 %"), quiet.DeviceState(False, "idle")
     slept: list[float] = []
     states = iter([busy, idle])
-    state, waited = quiet.wait_until_idle(busy, lambda: next(states), 10, poll_s=2,
-                                          clock=scripted_clock(0, 0, 2, 4, 4), sleep=slept.append)
+    state, waited = quiet.wait_until_idle(
+        busy, lambda: next(states), 10, poll_s=2, clock=scripted_clock(0, 0, 2, 4, 4), sleep=slept.append
+    )
     assert state == idle and waited == 4 and slept == [2, 2]
-    state, waited = quiet.wait_until_idle(busy, lambda: busy, 3, poll_s=2, clock=scripted_clock(0, 0, 2, 3, 3),
-                                          sleep=slept.append)
+    state, waited = quiet.wait_until_idle(
+        busy, lambda: busy, 3, poll_s=2, clock=scripted_clock(0, 0, 2, 3, 3), sleep=slept.append
+    )
     assert state.busy and waited == 3 and slept[2:] == [2, 1]  # bounded: the last sleep is what was left
     with pytest.raises(ConfigError, match="benchmark_idle_wait_s"):
         quiet.wait_until_idle(busy, lambda: busy, -1)
@@ -181,15 +192,22 @@ def test_window_flags_other_work_beside_the_benchmark_and_keeps_it_out_of_the_ke
     clock, cpu = iter([100.0, 102.0]), iter([10.0, 12.0])
     stat = tmp_path / "stat"
     stat.write_text("cpu 10 0 0 90 0 0 0 0\n")
-    window = quiet.BenchmarkWindow(HostOnly(), proc_stat=stat, clock=lambda: next(clock), own_cpu=lambda: next(cpu),
-                                   host_cores=4)
+    window = quiet.BenchmarkWindow(
+        HostOnly(), proc_stat=stat, clock=lambda: next(clock), own_cpu=lambda: next(cpu), host_cores=4
+    )
     with window:
         stat.write_text("cpu 360 0 0 130 0 0 0 10\n")  # 400 jiffies: 350 busy, 40 idle, 10 stolen
     facts = window.facts()
     assert facts == {
-        "load_before": 1.5, "load_after": 1.75, "load_max": 1.75, "cpu_steal_pct": 2.5, "host_busy_cores": 3.5,
-        "other_cores": 2.5, "cores_used": 2,
-        "host_overloaded": "other work kept 2.50 of 4 cores busy beside the benchmark's 2", "device_busy": None,
+        "load_before": 1.5,
+        "load_after": 1.75,
+        "load_max": 1.75,
+        "cpu_steal_pct": 2.5,
+        "host_busy_cores": 3.5,
+        "other_cores": 2.5,
+        "cores_used": 2,
+        "host_overloaded": "other work kept 2.50 of 4 cores busy beside the benchmark's 2",
+        "device_busy": None,
         "device_wait_s": None,
     }
     assert quiet.device_warning(facts) is None
@@ -197,8 +215,9 @@ def test_window_flags_other_work_beside_the_benchmark_and_keeps_it_out_of_the_ke
     assert quiet.host_contention({**facts, "host_cores": 4, "other_cores": 1.5}) == (None, 1.0)  # 3.5 of 4 wanted
     assert quiet.host_contention({**facts, "host_cores": 2, "other_cores": 0.4}) == (None, 1.0)  # within the margin
     # A call shorter than the counters' resolution is not counted: the load average decides (here: not above 2).
-    short = quiet.BenchmarkWindow(HostOnly(), proc_stat=stat, clock=iter([0.0, 0.5]).__next__,
-                                  own_cpu=iter([0.0, 0.0]).__next__, host_cores=2)
+    short = quiet.BenchmarkWindow(
+        HostOnly(), proc_stat=stat, clock=iter([0.0, 0.5]).__next__, own_cpu=iter([0.0, 0.0]).__next__, host_cores=2
+    )
     loads = iter([1.0, 1.5])
     with short:
         stat.write_text("cpu 460 0 0 130 0 0 0 10\n")
@@ -209,6 +228,7 @@ def test_window_flags_other_work_beside_the_benchmark_and_keeps_it_out_of_the_ke
 
 
 # --- Ascend: npu-smi readings through the doubles -------------------------------------------------------------------
+
 
 def test_ascend_power_trace_is_integrated_exactly(ascend_doubles, tmp_path):
     trace = tmp_path / "power.txt"
@@ -226,10 +246,13 @@ def test_ascend_power_trace_is_integrated_exactly(ascend_doubles, tmp_path):
     assert figures.record["energy_j"] == pytest.approx(53.75) and figures.j_per_image == pytest.approx(21.5 / 500)
 
 
-@pytest.mark.parametrize("chip, power, reason", [
-    ("310P3", "unsupported", r"failed with status 193: Failed to execute npu-smi info\. ret is -8255\."),
-    ("910B3", "na", r"npu-smi shows NPU Real-time Power\(W\) = 'NA', not a number"),
-])
+@pytest.mark.parametrize(
+    "chip, power, reason",
+    [
+        ("310P3", "unsupported", r"failed with status 193: Failed to execute npu-smi info\. ret is -8255\."),
+        ("910B3", "na", r"npu-smi shows NPU Real-time Power\(W\) = 'NA', not a number"),
+    ],
+)
 def test_ascend_power_that_cannot_be_read_leaves_energy_empty_with_the_reason(ascend_doubles, chip, power, reason):
     ascend_doubles.mode(NPU_SMI_DOUBLE_CHIP=chip, NPU_SMI_DOUBLE_POWER=power)
     sampler = energy.PowerSampler(ascend_doubles.backend().power_source(), period_s=60)
@@ -252,10 +275,13 @@ def test_ascend_rated_power_is_not_a_reading():
         ascend.parse_power("\tRated Power Dissipation(W)     : 8.0\n")
 
 
-@pytest.mark.parametrize("mode, busy, detail", [
-    ("ok", False, "NPU 0 chip 0: idle"),
-    ("busy", True, "NPU 0 chip 0: AI Core 87 %; process 48213 python3 (2048 MB)"),
-])
+@pytest.mark.parametrize(
+    "mode, busy, detail",
+    [
+        ("ok", False, "NPU 0 chip 0: idle"),
+        ("busy", True, "NPU 0 chip 0: AI Core 87 %; process 48213 python3 (2048 MB)"),
+    ],
+)
 def test_ascend_device_state_from_usages_and_process_table(ascend_doubles, mode, busy, detail):
     ascend_doubles.mode(NPU_SMI_DOUBLE_MODE=mode)
     assert ascend_doubles.backend().device_state() == quiet.DeviceState(busy, detail)
@@ -268,7 +294,8 @@ def test_ascend_device_state_unknown_when_npu_smi_fails_or_hides_the_ai_core(asc
     assert not state.busy and not state.known and "dcmi model initialized failed" in state.detail
     ascend_doubles.mode(NPU_SMI_DOUBLE_MODE="vnpu")
     assert ascend_doubles.backend().device_state() == quiet.DeviceState(
-        False, "NPU 0 chip 0: no process, but npu-smi showed no Aicore Usage Rate(%) (None)", known=False)
+        False, "NPU 0 chip 0: no process, but npu-smi showed no Aicore Usage Rate(%) (None)", known=False
+    )
     window = quiet.BenchmarkWindow(ascend_doubles.backend(), idle_wait_s=0)
     with window:
         pass
@@ -302,9 +329,18 @@ def ascend_compiled(doubles, tmp_path):
     backend = doubles.backend()
     artifact = backend.compile(write_tiny_onnx(tmp_path / "tiny.onnx"), 2, tmp_path / "cache")
     info = backend.describe()
-    return CompiledModel(model_variant="convmixer_demo", run_id="r1", batch_size=2, backend="ascend",
-                         precision="force_fp16", artifact=artifact, device=info.device,
-                         toolkit_version=info.toolkit_version, cached=False, prep_dir=str(tmp_path / "prep"))
+    return CompiledModel(
+        model_variant="convmixer_demo",
+        run_id="r1",
+        batch_size=2,
+        backend="ascend",
+        precision="force_fp16",
+        artifact=artifact,
+        device=info.device,
+        toolkit_version=info.toolkit_version,
+        cached=False,
+        prep_dir=str(tmp_path / "prep"),
+    )
 
 
 def test_benchmark_step_records_energy_fingerprint_and_busy_device(ascend_doubles, tmp_path):
@@ -344,5 +380,6 @@ def test_the_gate_names_a_busy_device_in_the_verdict_and_keeps_its_history(metri
     record(metrics_url, "today", 9, 100.3, status="pending", fingerprint=busy, fingerprint_key=fingerprint.key(busy))
     decision = gate.apply_gate(metrics_url, "today", BS, BACKEND, history=20)
     assert decision.status == "ok"
-    assert ("throughput measured on a busy device: NPU 0 chip 0: AI Core 87 % (still busy after waiting 60 s; timed "
-            "anyway)") in decision.reasons
+    assert (
+        "throughput measured on a busy device: NPU 0 chip 0: AI Core 87 % (still busy after waiting 60 s; timed anyway)"
+    ) in decision.reasons

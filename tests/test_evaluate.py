@@ -46,7 +46,7 @@ def _batches() -> list[np.ndarray]:
     rows = [_row(*HAND[index], seed=index) for index in sorted(HAND)]
     padded = _row(PADDED_CLASS, 0, seed=99)
     rows += [padded, padded]
-    return [np.stack(rows[i:i + BATCH]) for i in range(0, len(rows), BATCH)]
+    return [np.stack(rows[i : i + BATCH]) for i in range(0, len(rows), BATCH)]
 
 
 def _write_output(path: Path, logits: np.ndarray, fmt: str) -> None:
@@ -74,12 +74,22 @@ def _write_manifest(prep_dir: Path, image_indices: list[int], batch_size: int = 
     """A manifest as preprocess writes it (its own dataclasses); evaluation needs no input files beside it."""
     names = [_val_name(i) for i in image_indices]
     files = [
-        PrepFile(name=file_name(position), images=names[start:start + batch_size],
-                 padded_slots=max(0, start + batch_size - len(names)))
+        PrepFile(
+            name=file_name(position),
+            images=names[start : start + batch_size],
+            padded_slots=max(0, start + batch_size - len(names)),
+        )
         for position, start in enumerate(range(0, len(names), batch_size))
     ]
-    manifest = PrepManifest(batch_size=batch_size, dtype="float32", input_shape=input_shape(batch_size, "float32"),
-                            dataset_fingerprint="0" * 64, transform={}, files=files, image_count=len(names))
+    manifest = PrepManifest(
+        batch_size=batch_size,
+        dtype="float32",
+        input_shape=input_shape(batch_size, "float32"),
+        dataset_fingerprint="0" * 64,
+        transform={},
+        files=files,
+        image_count=len(names),
+    )
     atomic_write_json(prep_dir / MANIFEST_NAME, manifest)
     return prep_dir
 
@@ -102,11 +112,11 @@ def _assert_hand_result(result: EvalResult) -> None:
 
 # --- the hand example, every format and both row mappings ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", ["bin", "npy", "txt"])
 def test_manifest_mapping_matches_hand_count(case, fmt):
     outputs = _write_outputs(case["tmp"] / f"outputs_{fmt}", fmt)
-    result = evaluate(outputs, case["labels"], prep_dir=case["prep"], result_json=case["json"],
-                      num_classes=NUM_CLASSES)
+    result = evaluate(outputs, case["labels"], prep_dir=case["prep"], result_json=case["json"], num_classes=NUM_CLASSES)
     _assert_hand_result(result)
     assert result.result_json == case["json"]
 
@@ -114,8 +124,13 @@ def test_manifest_mapping_matches_hand_count(case, fmt):
     assert document["title"] == "Overall statistical evaluation"
     values = {item["key"]: item["value"] for item in document["value"]}
     assert [item["key"] for item in document["value"]] == [
-        "Number of images", "Number of classes",
-        "Top1 accuracy", "Top2 accuracy", "Top3 accuracy", "Top4 accuracy", "Top5 accuracy",
+        "Number of images",
+        "Number of classes",
+        "Top1 accuracy",
+        "Top2 accuracy",
+        "Top3 accuracy",
+        "Top4 accuracy",
+        "Top5 accuracy",
     ]
     assert values["Number of images"] == "7"
     assert values["Number of classes"] == "10"
@@ -142,7 +157,10 @@ def test_reference_name_arithmetic_agrees_with_manifest(case, fmt, batch_size):
     # The reference counted one padded slot in the denominator (8 images); we must not.
     _assert_hand_result(by_names)
     assert (by_names.top1, by_names.top5, by_names.image_count) == (
-        by_manifest.top1, by_manifest.top5, by_manifest.image_count)
+        by_manifest.top1,
+        by_manifest.top5,
+        by_manifest.image_count,
+    )
     assert by_names.result_json is None
 
 
@@ -168,13 +186,15 @@ def test_manifest_picks_rows_by_image_name_not_position(case):
 
 
 def test_result_is_jsonable(case):
-    result = evaluate(case["outputs"], case["labels"], prep_dir=case["prep"], result_json=case["json"],
-                      num_classes=NUM_CLASSES)
+    result = evaluate(
+        case["outputs"], case["labels"], prep_dir=case["prep"], result_json=case["json"], num_classes=NUM_CLASSES
+    )
     data = json.loads(json.dumps(to_jsonable(result)))
     assert data["result_json"] == str(case["json"]) and data["image_count"] == 7
 
 
 # --- the rank / tie rule -----------------------------------------------------------------------------------------
+
 
 def test_label_ranks_equal_stable_descending_sort_with_ties():
     rng = np.random.default_rng(0)
@@ -199,6 +219,7 @@ def test_label_ranks_tie_goes_to_lower_class():
 
 # --- finding the output folder -----------------------------------------------------------------------------------
 
+
 def test_sibling_summary_json_is_not_taken_for_the_output_folder(case):
     # Today's ais_bench writes <dir>_summary.json beside the folder; the reference's listdir()[0] could pick it.
     summary = case["outputs"].parent / "outputs_bs3_summary.json"
@@ -220,12 +241,18 @@ def test_parent_with_one_output_subfolder_is_accepted_and_logged(case, caplog):
 def test_parent_with_several_output_subfolders_is_refused(case):
     _write_outputs(case["outputs"].parent / "outputs_bs3_again")
     with pytest.raises(EvalError, match=r"outputs_bs3, outputs_bs3_again"):
-        evaluate(case["outputs"].parent, case["labels"], prep_dir=case["prep"], result_json=case["json"],
-                 num_classes=NUM_CLASSES)
+        evaluate(
+            case["outputs"].parent,
+            case["labels"],
+            prep_dir=case["prep"],
+            result_json=case["json"],
+            num_classes=NUM_CLASSES,
+        )
     assert not case["json"].exists()
 
 
 # --- errors: each names the problem and writes no result JSON --------------------------------------------------
+
 
 def _assert_refused(case, pattern: str, outputs: Path | None = None, labels: Path | None = None, **kwargs) -> None:
     kwargs.setdefault("num_classes", NUM_CLASSES)
@@ -257,14 +284,18 @@ def test_reference_mapping_row_without_label(case):
 
 def test_reference_mapping_label_without_output(case):
     labels = _write_labels(case["tmp"] / "long.txt", {i: 0 for i in range(1, 11)})  # image 10 has no row
-    _assert_refused(case, r"1 of 10 labelled images have no output row.*ILSVRC2012_val_00000010",
-                    labels=labels, batch_size=BATCH)
+    _assert_refused(
+        case, r"1 of 10 labelled images have no output row.*ILSVRC2012_val_00000010", labels=labels, batch_size=BATCH
+    )
 
 
 def test_reference_mapping_whole_file_past_the_labels(case):
     _write_output(case["outputs"] / "input_00003_0.bin", _batches()[0], "bin")  # images 10..12: no labels
-    _assert_refused(case, r"1 output files lie past the last labelled image ILSVRC2012_val_00000007.*input_00003_0",
-                    batch_size=BATCH)
+    _assert_refused(
+        case,
+        r"1 output files lie past the last labelled image ILSVRC2012_val_00000007.*input_00003_0",
+        batch_size=BATCH,
+    )
 
 
 def test_reference_mapping_needs_input_names(case):
@@ -300,8 +331,9 @@ def test_batch_size_flag_disagrees_with_manifest(case):
 
 def test_wrong_class_count_in_npy(case):
     outputs = _write_outputs(case["tmp"] / "npy11", "npy", [np.zeros((3, 11), np.float32)] * 3)
-    _assert_refused(case, r"input_0000\d_0\.npy holds 33 values.*10 class logits", outputs=outputs,
-                    prep_dir=case["prep"])
+    _assert_refused(
+        case, r"input_0000\d_0\.npy holds 33 values.*10 class logits", outputs=outputs, prep_dir=case["prep"]
+    )
 
 
 def test_ragged_txt_row(case):

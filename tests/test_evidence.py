@@ -195,8 +195,17 @@ def test_cli_eval_writes_predictions_and_compare_prints_flips_and_p(tmp_path, ca
     results = {}
     for name, top1 in (("a", [5, 6, 7, 8, 0, 0]), ("b", [5, 0, 0, 0, 9, 10])):
         outputs, label_file = write_eval_case(tmp_path / name / "outputs", labels, top1)
-        argv = ["eval", "--outputs", str(outputs), "--label-file", str(label_file), "--batch-size", "3",
-                "--result-json-path", str(tmp_path / name / "result")]
+        argv = [
+            "eval",
+            "--outputs",
+            str(outputs),
+            "--label-file",
+            str(label_file),
+            "--batch-size",
+            "3",
+            "--result-json-path",
+            str(tmp_path / name / "result"),
+        ]
         assert cli.main(argv) == 0
         results[name] = tmp_path / name / "result"
         assert (results[name] / "predictions.npz").is_file()
@@ -209,8 +218,17 @@ def test_cli_eval_writes_predictions_and_compare_prints_flips_and_p(tmp_path, ca
     assert report["top1_a"] == pytest.approx(400 / 6) and report["top1_delta_pt"] == pytest.approx(-100 / 6)
 
     other, other_labels = write_eval_case(tmp_path / "c" / "outputs", labels[:3], [5, 6, 7])
-    argv = ["eval", "--outputs", str(other), "--label-file", str(other_labels), "--batch-size", "3",
-            "--result-json-path", str(tmp_path / "c" / "result")]
+    argv = [
+        "eval",
+        "--outputs",
+        str(other),
+        "--label-file",
+        str(other_labels),
+        "--batch-size",
+        "3",
+        "--result-json-path",
+        str(tmp_path / "c" / "result"),
+    ]
     assert cli.main(argv) == 0
     capsys.readouterr()
     assert cli.main(["compare", str(results["a"]), str(tmp_path / "c" / "result")]) == 1
@@ -229,8 +247,12 @@ def test_the_newest_triggering_asset_event_names_the_checkpoint(tmp_path):
     asset = SimpleNamespace(uri="convmixer_checkpoint")
     new = tmp_path / "new.pth.tar"
     new.write_bytes(b"weights")
-    events = {"convmixer_checkpoint": [SimpleNamespace(asset=asset, extra={"checkpoint": "/ckpt/old.pth.tar"}),
-                      SimpleNamespace(asset=asset, extra={"checkpoint": str(new)})]}
+    events = {
+        "convmixer_checkpoint": [
+            SimpleNamespace(asset=asset, extra={"checkpoint": "/ckpt/old.pth.tar"}),
+            SimpleNamespace(asset=asset, extra={"checkpoint": str(new)}),
+        ]
+    }
     assert checkpoint_from_events(events) == str(new)
     params = {"checkpoint": "/default.pth.tar", "batch_sizes": [4]}
     assert with_triggered_checkpoint(params, events) == {"checkpoint": str(new), "batch_sizes": [4]}
@@ -248,13 +270,34 @@ def test_cli_fidelity_runs_the_artifact_and_the_onnx_on_the_subset(tmp_path, cap
 
     demo = make_demo_dataset(tmp_path / "demo", count=6)
     onnx_path = write_tiny_onnx(tmp_path / "tiny.onnx", classes=1000)
-    compile_argv = ["-o", "json", "compile", "--onnx", str(onnx_path), "--batch-size", "2",
-                    "--output", str(tmp_path / "c")]
+    compile_argv = [
+        "-o",
+        "json",
+        "compile",
+        "--onnx",
+        str(onnx_path),
+        "--batch-size",
+        "2",
+        "--output",
+        str(tmp_path / "c"),
+    ]
     assert cli.main(compile_argv) == 0
     artifact = json.loads(capsys.readouterr().out)["path"]
-    argv = ["-o", "json", "fidelity", "--onnx", str(onnx_path), "--artifact", artifact,
-            "--image-path", str(demo.image_dir), "--label-file", str(demo.label_file),
-            "--work-dir", str(tmp_path / "w")]
+    argv = [
+        "-o",
+        "json",
+        "fidelity",
+        "--onnx",
+        str(onnx_path),
+        "--artifact",
+        artifact,
+        "--image-path",
+        str(demo.image_dir),
+        "--label-file",
+        str(demo.label_file),
+        "--work-dir",
+        str(tmp_path / "w"),
+    ]
     assert cli.main([*argv, "--subset", "5"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["images"] == 5 and summary["breaches"] == [] and not summary["reference_cached"]
@@ -271,9 +314,10 @@ def test_the_evidence_param_keeps_defaults_for_left_out_keys_and_refuses_typos()
     from convmixer_tasks.run_options import EvidenceOptions
 
     options = local_params("work", evidence={"fidelity_subset": 64}).evidence
-    assert options == EvidenceOptions(fidelity_subset=64, min_cosine=0.99, max_rel_euclidean=0.05, max_kl=0.005,
-                                      top1_significance=0.01)
-    with pytest.raises(ConfigError, match="param evidence: .*'fidelity_subsett' was unexpected"):
+    assert options == EvidenceOptions(
+        fidelity_subset=64, min_cosine=0.99, max_rel_euclidean=0.05, max_kl=0.005, top1_significance=0.01
+    )
+    with pytest.raises(ConfigError, match=r"param evidence: .*'fidelity_subsett' was unexpected"):
         local_params("work", evidence={"fidelity_subsett": 64})
     with pytest.raises(ConfigError, match=r"param evidence.top1_significance: 0 is less than or equal to the minimum"):
         local_params("work", evidence={"top1_significance": 0})

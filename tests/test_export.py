@@ -65,11 +65,14 @@ def test_opset_18_and_the_dynamo_exporter_are_selectable(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dyn.onnx", "dyn.parity.json"]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"tolerance": 0}, "tolerance"),
-    ({"parity_batch": 0}, "parity batch"),
-    ({"variant": "convmixer_9"}, "unknown model 'convmixer_9'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"tolerance": 0}, "tolerance"),
+        ({"parity_batch": 0}, "parity batch"),
+        ({"variant": "convmixer_9"}, "unknown model 'convmixer_9'"),
+    ],
+)
 def test_bad_settings_are_config_errors(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         export_and_validate(None, tmp_path / "m.onnx", **{"variant": "convmixer_demo", **kwargs})

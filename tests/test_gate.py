@@ -20,6 +20,7 @@ BASELINE = 81.37  # convmixer_1536_20's card
 
 # --- pure rules -----------------------------------------------------------------------------------------------
 
+
 def test_accuracy_below_baseline_minus_tolerance_regresses():
     decision = gate.evaluate_gate(BASELINE - 0.6, None, BASELINE, [])
     assert decision.status == "regressed"
@@ -65,8 +66,15 @@ def test_both_rules_failing_gives_both_reasons():
     assert [reason.split(":")[0] for reason in decision.reasons] == ["top1 regressed", "throughput regressed"]
 
 
-@pytest.mark.parametrize("settings", [dict(top1_tolerance=-1), dict(top1_tolerance=float("nan")),
-                                      dict(throughput_drop_pct=100), dict(throughput_drop_pct=-5)])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(top1_tolerance=-1),
+        dict(top1_tolerance=float("nan")),
+        dict(throughput_drop_pct=100),
+        dict(throughput_drop_pct=-5),
+    ],
+)
 def test_bad_settings_are_refused(settings):
     # the message names the DAG param that carries the setting, not the function's keyword
     param = {"top1_tolerance": gate.TOP1_TOLERANCE_PARAM, "throughput_drop_pct": gate.THROUGHPUT_TOLERANCE_PARAM}
@@ -75,6 +83,7 @@ def test_bad_settings_are_refused(settings):
 
 
 # --- baselines ------------------------------------------------------------------------------------------------
+
 
 def test_known_baselines(tmp_path, monkeypatch):
     assert gate.known_baseline_top1("convmixer_1536_20") == 81.37
@@ -104,11 +113,21 @@ def test_known_baselines(tmp_path, monkeypatch):
 MODEL, BACKEND, DEVICE, BS = "convmixer_1536_20", "ascend", "Ascend310P3", 8
 
 
-def record(url: str, run_id: str, day: int, throughput: float, status: str = "ok", top1: float | None = 81.5,
-           **overrides) -> None:
+def record(
+    url: str, run_id: str, day: int, throughput: float, status: str = "ok", top1: float | None = 81.5, **overrides
+) -> None:
     accuracy = dict(top1=None, top5=None) if top1 is None else dict(top1=top1, top5=95.5)
-    values = dict(run_id=run_id, logical_date=DAY0 + timedelta(days=day), model_variant=MODEL, backend=BACKEND,
-                  device=DEVICE, batch_size=BS, status=status, throughput=throughput, **accuracy)
+    values = dict(
+        run_id=run_id,
+        logical_date=DAY0 + timedelta(days=day),
+        model_variant=MODEL,
+        backend=BACKEND,
+        device=DEVICE,
+        batch_size=BS,
+        status=status,
+        throughput=throughput,
+        **accuracy,
+    )
     metrics.record_run(url, make_row(**{**values, **overrides}))
 
 
@@ -194,13 +213,18 @@ def test_a_few_spiky_loops_are_judged_on_the_robust_figure_not_made_inconclusive
     assert mean_based < 0.8 * min(STEADY) and "throughput ok: 100.00" in decision.reasons[1]
 
 
-@pytest.mark.parametrize("busy, why", [
-    # the benchmark window's CPU counts: 2.5 cores of other work beside the benchmark's 2 on 2 cores, 2.25x wanted
-    ({"backend": BACKEND, "host_cores": 2, "cores_used": 2, "other_cores": 2.5, "load_before": 0.5},
-     "other work kept 2.50 of 2 cores busy"),
-    # a record without them (no /proc/stat): the 1-minute load average around the call, ~2.25x fair share
-    ({"backend": BACKEND, "host_cores": 2, "load_before": 0.5, "load_after": 4.5}, "load 4.50 > 2 cores"),
-])
+@pytest.mark.parametrize(
+    "busy, why",
+    [
+        # the benchmark window's CPU counts: 2.5 cores of other work beside the benchmark's 2 on 2 cores, 2.25x wanted
+        (
+            {"backend": BACKEND, "host_cores": 2, "cores_used": 2, "other_cores": 2.5, "load_before": 0.5},
+            "other work kept 2.50 of 2 cores busy",
+        ),
+        # a record without them (no /proc/stat): the 1-minute load average around the call, ~2.25x fair share
+        ({"backend": BACKEND, "host_cores": 2, "load_before": 0.5, "load_after": 4.5}, "load 4.50 > 2 cores"),
+    ],
+)
 def test_busy_host_turns_a_regression_into_inconclusive(metrics_url, busy, why):
     for day, value in enumerate(STEADY):
         record(metrics_url, f"h{day}", day, value)
@@ -272,22 +296,55 @@ def test_apply_gate_refuses_missing_and_failed_rows(metrics_url):
     assert stored_run(metrics_url, "crashed", BS, BACKEND)["status"] == "failed"
 
 
-@pytest.mark.parametrize("row, expected", [
-    (dict(status="pending"), "not gated yet"),
-    (dict(status="inconclusive", latency_robust_cv=0.35),
-     "too noisy to judge (robust per-loop CV 35%); quiet the host, raise max_cv_pct, or take more loops (benchmark_loop)"),
-    (dict(status="inconclusive", latency_robust_cv=0.35,
-          fingerprint={"host_cores": 2, "cores_used": 2, "other_cores": 1.5}),
-     "not judged, busy host: other work kept 1.50 of 2 cores busy beside the benchmark's 2; rerun when the host is quiet"),
-    (dict(status="ok", throughput_check="unjudged",
-          gate_reasons=["top1 ok", "throughput not judged: 10.00 img/s (from per-loop samples), only 2 same-fingerprint "
-                                  "ok runs (need 5)"]),
-     "ok; throughput not judged yet (2 of 5 runs of history)"),
-    (dict(status="ok", throughput_check="ok", throughput=90.0, throughput_robust=105.0, baseline_throughput=100.0,
-          fingerprint={"host_cores": 2, "load_before": 3.0}),
-     "ok: +5.0% vs history median; busy host: load 3.00 > 2 cores"),
-    (dict(status="regressed", gate_reasons=["top1 ok: 81.4 >= 80.9", "throughput regressed since run r1: 50 then 49"]),
-     "throughput regressed since run r1"),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        (dict(status="pending"), "not gated yet"),
+        (
+            dict(status="inconclusive", latency_robust_cv=0.35),
+            "too noisy to judge (robust per-loop CV 35%); quiet the host, raise max_cv_pct, or take more loops "
+            "(benchmark_loop)",
+        ),
+        (
+            dict(
+                status="inconclusive",
+                latency_robust_cv=0.35,
+                fingerprint={"host_cores": 2, "cores_used": 2, "other_cores": 1.5},
+            ),
+            "not judged, busy host: other work kept 1.50 of 2 cores busy beside the benchmark's 2; rerun when the host "
+            "is quiet",
+        ),
+        (
+            dict(
+                status="ok",
+                throughput_check="unjudged",
+                gate_reasons=[
+                    "top1 ok",
+                    "throughput not judged: 10.00 img/s (from per-loop samples), only 2 same-fingerprint "
+                    "ok runs (need 5)",
+                ],
+            ),
+            "ok; throughput not judged yet (2 of 5 runs of history)",
+        ),
+        (
+            dict(
+                status="ok",
+                throughput_check="ok",
+                throughput=90.0,
+                throughput_robust=105.0,
+                baseline_throughput=100.0,
+                fingerprint={"host_cores": 2, "load_before": 3.0},
+            ),
+            "ok: +5.0% vs history median; busy host: load 3.00 > 2 cores",
+        ),
+        (
+            dict(
+                status="regressed",
+                gate_reasons=["top1 ok: 81.4 >= 80.9", "throughput regressed since run r1: 50 then 49"],
+            ),
+            "throughput regressed since run r1",
+        ),
+    ],
+)
 def test_the_short_reason_says_why_and_what_to_do(row, expected):
     assert gate.short_reason(row) == expected

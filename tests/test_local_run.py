@@ -62,13 +62,34 @@ def test_ascend_path_gives_the_same_top1_as_onnxruntime(ascend_doubles, tmp_path
 
 
 def test_cli_run_maps_over_precision_modes_on_ascend(ascend_doubles, tmp_path, capsys):
-    argv = ["-o", "json", "run", "--work-dir", str(tmp_path), "--backend", "ascend", "--cann-set-env",
-            str(ascend_doubles.set_env), "--batch-size", "8", "--loop", "2", "--limit", "16",
-            "--precision-mode", "force_fp16", "must_keep_origin_dtype", "--gelu-implmode", "none"]
+    argv = [
+        "-o",
+        "json",
+        "run",
+        "--work-dir",
+        str(tmp_path),
+        "--backend",
+        "ascend",
+        "--cann-set-env",
+        str(ascend_doubles.set_env),
+        "--batch-size",
+        "8",
+        "--loop",
+        "2",
+        "--limit",
+        "16",
+        "--precision-mode",
+        "force_fp16",
+        "must_keep_origin_dtype",
+        "--gelu-implmode",
+        "none",
+    ]
     assert cli.main(argv) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
-    assert [(row["batch_size"], row["precision_mode"]) for row in rows] == [(8, "force_fp16"),
-                                                                            (8, "must_keep_origin_dtype")]
+    assert [(row["batch_size"], row["precision_mode"]) for row in rows] == [
+        (8, "force_fp16"),
+        (8, "must_keep_origin_dtype"),
+    ]
     assert rows[0]["artifact_sha256"] != rows[1]["artifact_sha256"]
     assert all("op_select_implmode" not in row["fingerprint"] for row in rows)  # none: no implmode flag was passed
     fp16, keep = rows
@@ -87,8 +108,24 @@ def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_
     assert row["top1"] == demo_expected()["expected_top1"]
     assert not human.lstrip().startswith("{")
     header = next(line for line in human.splitlines() if line.startswith("run "))
-    assert header.split() == ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "robust",
-                              "img/s", "e2e", "img/s", "J/img", "verdict", "why"]
+    assert header.split() == [
+        "run",
+        "batch",
+        "backend",
+        "precision",
+        "top-1",
+        "%",
+        "top-5",
+        "%",
+        "img/s",
+        "robust",
+        "img/s",
+        "e2e",
+        "img/s",
+        "J/img",
+        "verdict",
+        "why",
+    ]
     # ONNX Runtime on the CPU: energy from RAPL where this host lets us read it, else empty with the reason why.
     if row["energy_j_per_image"] is None:
         assert row["throughput_per_watt"] is None and "RAPL" in row["energy"]["reason"]
@@ -101,16 +138,33 @@ def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_
     assert table_row.endswith("not gated (--record)") and row["status"] == "pending"
 
 
-@pytest.mark.parametrize("argv, names", [
-    (["preprocess", "--image-path", "{tmp}/missing", "--prep-image", "{tmp}/prep", "--batch-size", "4"], "missing"),
-    (["export", "--target", "{tmp}/model.onnx"], "--source"),
-    (["preprocess", "--image-path", "{tmp}", "--prep-image", "{tmp}/prep", "--batch-size", "4", "--shard", "3/2"],
-     "3/2"),
-    (["compile", "--onnx", "{tmp}/none.onnx", "--batch-size", "4", "--output", "{tmp}/om"], "none.onnx"),
-    (["infer", "--model", "{tmp}/none.onnx", "--input", "{tmp}", "--output", "{tmp}/out"], "none.onnx"),
-    (["run", "--work-dir", "{tmp}", "--precision-mode", "force_fp16", "force_fp32"],
-     "precision_modes ['force_fp16', 'force_fp32'] apply to the ascend backend only"),
-])
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["preprocess", "--image-path", "{tmp}/missing", "--prep-image", "{tmp}/prep", "--batch-size", "4"], "missing"),
+        (["export", "--target", "{tmp}/model.onnx"], "--source"),
+        (
+            [
+                "preprocess",
+                "--image-path",
+                "{tmp}",
+                "--prep-image",
+                "{tmp}/prep",
+                "--batch-size",
+                "4",
+                "--shard",
+                "3/2",
+            ],
+            "3/2",
+        ),
+        (["compile", "--onnx", "{tmp}/none.onnx", "--batch-size", "4", "--output", "{tmp}/om"], "none.onnx"),
+        (["infer", "--model", "{tmp}/none.onnx", "--input", "{tmp}", "--output", "{tmp}/out"], "none.onnx"),
+        (
+            ["run", "--work-dir", "{tmp}", "--precision-mode", "force_fp16", "force_fp32"],
+            "precision_modes ['force_fp16', 'force_fp32'] apply to the ascend backend only",
+        ),
+    ],
+)
 def test_cli_errors_are_one_line_naming_the_problem(argv, names, tmp_path, capsys):
     argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
     assert cli.main(argv) == 1
@@ -120,10 +174,13 @@ def test_cli_errors_are_one_line_naming_the_problem(argv, names, tmp_path, capsy
     assert not (tmp_path / "prep" / "manifest.json").exists()
 
 
-@pytest.mark.parametrize("argv", [
-    ["preprocess", "--image-path", "{demo}/images", "--prep-image", "{tmp}/taken/prep", "--batch-size", "4"],
-    ["demo-dataset", "--output", "{tmp}/taken/demo", "--count", "2"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["preprocess", "--image-path", "{demo}/images", "--prep-image", "{tmp}/taken/prep", "--batch-size", "4"],
+        ["demo-dataset", "--output", "{tmp}/taken/demo", "--count", "2"],
+    ],
+)
 def test_cli_turns_an_unusable_path_into_one_line_naming_it(argv, tmp_path, capsys):
     from convmixer_tasks.demo import make_demo_dataset
 
@@ -147,11 +204,14 @@ def test_cli_demo_dataset_repeated_keeps_the_set_and_prints_it(tmp_path, capsys)
     assert printed[0] == printed[1] and printed[0]["count"] == 3 and printed[0]["seed"] == 20240601
 
 
-@pytest.mark.parametrize("argv, names", [
-    (["run", "--work-dir", "{tmp}/w", "--source", "{tmp}/missing.pth"], "--source"),
-    (["run", "--work-dir", "{tmp}/w", "--batch-size", "2"], "--batch-size"),
-    (["benchmark", "--model", "{tmp}/missing.onnx"], "compiled model {tmp}/missing.onnx does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["run", "--work-dir", "{tmp}/w", "--source", "{tmp}/missing.pth"], "--source"),
+        (["run", "--work-dir", "{tmp}/w", "--batch-size", "2"], "--batch-size"),
+        (["benchmark", "--model", "{tmp}/missing.onnx"], "compiled model {tmp}/missing.onnx does not exist"),
+    ],
+)
 def test_cli_errors_name_the_cli_flag_not_only_the_dag_param(argv, names, tmp_path, capsys):
     argv = [part.replace("{tmp}", str(tmp_path)) for part in argv]
     assert cli.main(argv) == 1
@@ -168,9 +228,11 @@ def test_cli_choices_come_from_the_registries(capsys):
     for backend in BACKEND_NAMES:
         assert parser.parse_args(["benchmark", "--model", "m.om", "--backend", backend]).backend == backend
     for dtype in INPUT_DTYPES:
-        for argv in (["preprocess", "--image-path", "i", "--prep-image", "p", "--batch-size", "4", "--dtype", dtype],
-                     ["compile", "--onnx", "m.onnx", "--batch-size", "4", "--output", "o", "--input-dtype", dtype],
-                     ["run", "--dtype", dtype]):
+        for argv in (
+            ["preprocess", "--image-path", "i", "--prep-image", "p", "--batch-size", "4", "--dtype", dtype],
+            ["compile", "--onnx", "m.onnx", "--batch-size", "4", "--output", "o", "--input-dtype", dtype],
+            ["run", "--dtype", dtype],
+        ):
             assert dtype in vars(parser.parse_args(argv)).values(), argv
     for argv in (["benchmark", "--model", "m.om", "--backend", "tpu"], ["run", "--dtype", "int8"]):
         with pytest.raises(SystemExit):
@@ -191,8 +253,20 @@ def test_cli_run_with_record_gates_its_rows_like_the_dag(work_dir, tmp_path, cap
     """The one-process run records and gates (issue: its rows used to stay pending forever)."""
 
     url = f"sqlite:///{tmp_path / 'metrics.db'}"
-    argv = ["-o", "json", "run", "--work-dir", str(work_dir), "--batch-size", "4", "--loop", "3", "--record",
-            "--url", url]
+    argv = [
+        "-o",
+        "json",
+        "run",
+        "--work-dir",
+        str(work_dir),
+        "--batch-size",
+        "4",
+        "--loop",
+        "3",
+        "--record",
+        "--url",
+        url,
+    ]
     assert cli.main([*argv, "--max-cv-pct", "1000"]) == 0  # any dispersion accepted: judged
     summary = json.loads(capsys.readouterr().out)
     [row] = summary["rows"]

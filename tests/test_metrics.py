@@ -29,13 +29,30 @@ HEAD = "0008"  # the newest migration
 
 # --- helpers (test_gate.py imports these; the database fixtures are in tests/conftest.py) ------------------------
 
+
 def make_row(**overrides) -> dict:
     """A complete, valid row; tests override what they look at."""
-    row = dict(run_id="manual__2026-11-01", dag_id="convmixer_validation", logical_date=DAY0,
-               model_variant="convmixer_demo", backend="onnxruntime", device="cpu-x86", batch_size=4,
-               toolkit_version="onnxruntime 1.x", input_dtype="float32", image_count=64, top1=70.0, top5=90.0,
-               throughput=100.0, latency_mean_ms=40.0, latency_p50_ms=39.0, latency_p99_ms=45.0,
-               parity_max_abs_diff=1e-5, status="ok", onnx_sha256="a" * 64)
+    row = dict(
+        run_id="manual__2026-11-01",
+        dag_id="convmixer_validation",
+        logical_date=DAY0,
+        model_variant="convmixer_demo",
+        backend="onnxruntime",
+        device="cpu-x86",
+        batch_size=4,
+        toolkit_version="onnxruntime 1.x",
+        input_dtype="float32",
+        image_count=64,
+        top1=70.0,
+        top5=90.0,
+        throughput=100.0,
+        latency_mean_ms=40.0,
+        latency_p50_ms=39.0,
+        latency_p99_ms=45.0,
+        parity_max_abs_diff=1e-5,
+        status="ok",
+        onnx_sha256="a" * 64,
+    )
     row.update(overrides)
     return row
 
@@ -48,6 +65,7 @@ def count_rows(url: str) -> int:
 
 
 # --- migration ------------------------------------------------------------------------------------------------
+
 
 def test_upgrade_creates_table_and_is_idempotent(empty_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no alembic.ini anywhere near: configuration is in code
@@ -72,8 +90,9 @@ def version_rows(url: str) -> list[str]:
 def insert_raw(url: str, **values) -> None:
     """Insert past record_run's validation, so only the database's own constraints judge the row."""
     now = datetime.now(UTC)
-    base = dict(run_id="raw", logical_date=now, model_variant="m", backend="b", batch_size=1,
-                created_at=now, updated_at=now)
+    base = dict(
+        run_id="raw", logical_date=now, model_variant="m", backend="b", batch_size=1, created_at=now, updated_at=now
+    )
     with get_engine(url).begin() as connection:
         connection.execute(sa.insert(ValidationRun).values(**{**base, **values}))
 
@@ -84,8 +103,11 @@ def raw_row(url: str, run_id: str) -> dict:
     with get_engine(url).connect() as connection:
         row = connection.execute(sa.text(f"SELECT {columns} FROM {TABLE_NAME} WHERE run_id = :r"), {"r": run_id}).one()
     reasons = row.gate_reasons
-    return {"status": row.status, "top1": row.top1,
-            "gate_reasons": json.loads(reasons) if isinstance(reasons, str) else reasons}
+    return {
+        "status": row.status,
+        "top1": row.top1,
+        "gate_reasons": json.loads(reasons) if isinstance(reasons, str) else reasons,
+    }
 
 
 def downgrade(url: str, revision: str) -> None:
@@ -140,7 +162,8 @@ def test_upgrade_from_0001_keeps_rows_and_allows_pending(empty_url):
     assert version_rows(empty_url) == [HEAD] and count_rows(empty_url) == 2
     inspector = sa.inspect(get_engine(empty_url))
     assert {"ix_convmixer_validation_runs_logical_date", "ix_convmixer_validation_runs_series"} <= {
-        index["name"] for index in inspector.get_indexes(TABLE_NAME)}  # PostgreSQL lists the unique key too
+        index["name"] for index in inspector.get_indexes(TABLE_NAME)
+    }  # PostgreSQL lists the unique key too
 
 
 def test_downgrade_to_0001_turns_pending_rows_into_failed(empty_url):
@@ -190,15 +213,30 @@ def test_migration_0005_keys_rows_by_precision_and_refuses_a_lossy_downgrade(emp
     metrics.upgrade(empty_url)
     assert stored_run(empty_url, "old-npu", 4, "ascend")["precision_mode"] == "force_fp16"
     fp16 = metrics.record_run(empty_url, make_row(run_id="r", backend="ascend", precision_mode="force_fp16"))
-    fp32 = metrics.record_run(empty_url, make_row(run_id="r", backend="ascend", precision_mode="must_keep_origin_dtype",
-                                                  energy={"source": "npu-smi", "samples": 3}, energy_j_per_image=0.5))
+    fp32 = metrics.record_run(
+        empty_url,
+        make_row(
+            run_id="r",
+            backend="ascend",
+            precision_mode="must_keep_origin_dtype",
+            energy={"source": "npu-smi", "samples": 3},
+            energy_j_per_image=0.5,
+        ),
+    )
     assert fp16 != fp32 and count_rows(empty_url) == 3
     with pytest.raises(MetricsError, match="energy must be a JSON object"):
         metrics.record_run(empty_url, make_row(run_id="bad", energy=[1, 2]))
     with get_engine(empty_url).begin() as connection:
-        connection.execute(sa.insert(ChangePoint).values(
-            series_key="s", series={"backend": "ascend"}, metric="throughput", start_row_id=fp32,
-            magnitude_pct=-5.0, created_at=DAY0))
+        connection.execute(
+            sa.insert(ChangePoint).values(
+                series_key="s",
+                series={"backend": "ascend"},
+                metric="throughput",
+                start_row_id=fp32,
+                magnitude_pct=-5.0,
+                created_at=DAY0,
+            )
+        )
     with pytest.raises(RuntimeError, match=r"1 run × batch size × backend.*more than one precision mode"):
         downgrade(empty_url, "0004")
     with get_engine(empty_url).begin() as connection:
@@ -216,8 +254,7 @@ def test_model_matches_migration(metrics_url):
     from alembic.runtime.migration import MigrationContext
 
     with get_engine(metrics_url).connect() as connection:
-        context = MigrationContext.configure(connection, opts={"compare_type": True,
-                                                               "version_table": VERSION_TABLE})
+        context = MigrationContext.configure(connection, opts={"compare_type": True, "version_table": VERSION_TABLE})
         assert compare_metadata(context, Base.metadata) == []
 
 
@@ -231,13 +268,23 @@ def test_database_constraints_back_up_validation(metrics_url):
 
 # --- record_run / update_status -------------------------------------------------------------------------------
 
+
 def test_retry_updates_the_same_row(metrics_url):
     first_id = metrics.record_run(metrics_url, make_row(status="failed", top1=None, top5=None, throughput=None))
     first = stored_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
     assert first["top1"] is None and first["status"] == "failed"
 
-    retry = MetricsRow(run_id="manual__2026-11-01", model_variant="convmixer_demo", backend="onnxruntime",
-                       batch_size=4, status="ok", top1=71.5, top5=91.0, throughput=123.0, device="cpu-x86")
+    retry = MetricsRow(
+        run_id="manual__2026-11-01",
+        model_variant="convmixer_demo",
+        backend="onnxruntime",
+        batch_size=4,
+        status="ok",
+        top1=71.5,
+        top5=91.0,
+        throughput=123.0,
+        device="cpu-x86",
+    )
     assert metrics.record_run(metrics_url, retry) == first_id
     assert count_rows(metrics_url) == 1
     after = stored_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
@@ -258,13 +305,18 @@ def test_keep_gated_leaves_a_verdict_but_replaces_a_pending_row(metrics_url):
     ids = {}
     for run_id, status in (("gated-ok", "ok"), ("gated-slow", "regressed"), ("waiting", "pending")):
         ids[run_id] = metrics.record_run(metrics_url, make_row(run_id=run_id, status=status, gate_reasons=[status]))
-    failed = [make_row(run_id=run_id, status="failed", top1=None, top5=None, throughput=None,
-                       gate_reasons=["crashed"]) for run_id in (*ids, "new")]
+    failed = [
+        make_row(run_id=run_id, status="failed", top1=None, top5=None, throughput=None, gate_reasons=["crashed"])
+        for run_id in (*ids, "new")
+    ]
     recorded = metrics.record_runs(metrics_url, failed, keep_gated=True)
     assert recorded[:3] == list(ids.values()) and count_rows(metrics_url) == 4
     rows = {run_id: stored_run(metrics_url, run_id, 4, "onnxruntime") for run_id in (*ids, "new")}
-    assert (rows["gated-ok"]["status"], rows["gated-ok"]["top1"], rows["gated-ok"]["gate_reasons"]) == \
-        ("ok", 70.0, ["ok"])
+    assert (rows["gated-ok"]["status"], rows["gated-ok"]["top1"], rows["gated-ok"]["gate_reasons"]) == (
+        "ok",
+        70.0,
+        ["ok"],
+    )
     assert (rows["gated-slow"]["status"], rows["gated-slow"]["gate_reasons"]) == ("regressed", ["regressed"])
     assert (rows["waiting"]["status"], rows["waiting"]["top1"]) == ("failed", None)
     assert rows["new"]["status"] == "failed"
@@ -296,25 +348,28 @@ def test_concurrent_inserts_of_one_key_leave_one_row(metrics_url):
     assert stored in {100.0 + i for i in range(writers)}
 
 
-@pytest.mark.parametrize(("overrides", "named"), [
-    (dict(top5=None), "partial accuracy"),
-    (dict(top1=None), "partial accuracy"),
-    (dict(top1=None, top5=None), "needs accuracy"),  # status ok without accuracy
-    (dict(top1=None, top5=None, status="regressed"), "needs accuracy"),
-    (dict(top1=None, top5=None, status="pending"), "needs accuracy"),
-    (dict(status="passed"), "status 'passed'"),
-    (dict(top1=0.7, top5=0.9, status="ok", baseline_top1=101.0), "baseline_top1"),
-    (dict(top1=95.0, top5=90.0), "top5"),
-    (dict(throughput=float("nan")), "throughput"),
-    (dict(throughput=-1.0), "throughput"),
-    (dict(batch_size=0), "batch_size"),
-    (dict(batch_size="4"), "batch_size"),
-    (dict(run_id=""), "run_id"),
-    (dict(onnx_sha256="/tmp/model.onnx"), "onnx_sha256"),
-    (dict(logical_date="yesterday"), "logical_date"),
-    (dict(gate_reasons="slow"), "gate_reasons"),
-    (dict(top_1=70.0), "top_1"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (dict(top5=None), "partial accuracy"),
+        (dict(top1=None), "partial accuracy"),
+        (dict(top1=None, top5=None), "needs accuracy"),  # status ok without accuracy
+        (dict(top1=None, top5=None, status="regressed"), "needs accuracy"),
+        (dict(top1=None, top5=None, status="pending"), "needs accuracy"),
+        (dict(status="passed"), "status 'passed'"),
+        (dict(top1=0.7, top5=0.9, status="ok", baseline_top1=101.0), "baseline_top1"),
+        (dict(top1=95.0, top5=90.0), "top5"),
+        (dict(throughput=float("nan")), "throughput"),
+        (dict(throughput=-1.0), "throughput"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(batch_size="4"), "batch_size"),
+        (dict(run_id=""), "run_id"),
+        (dict(onnx_sha256="/tmp/model.onnx"), "onnx_sha256"),
+        (dict(logical_date="yesterday"), "logical_date"),
+        (dict(gate_reasons="slow"), "gate_reasons"),
+        (dict(top_1=70.0), "top_1"),
+    ],
+)
 def test_record_refuses_bad_rows_and_writes_nothing(metrics_url, overrides, named):
     with pytest.raises(MetricsError, match=named):
         metrics.record_run(metrics_url, make_row(**overrides))
@@ -328,17 +383,21 @@ def refusing_batch_size(url: str, batch_size: int):
     table = TABLE_NAME
     engine = get_engine(url)
     if engine.dialect.name == "sqlite":
-        create = [f"CREATE TRIGGER test_refuse BEFORE INSERT ON {table} WHEN NEW.batch_size = {batch_size} "
-                  "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"]
+        create = [
+            f"CREATE TRIGGER test_refuse BEFORE INSERT ON {table} WHEN NEW.batch_size = {batch_size} "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test trigger'); END"
+        ]
         drop = ["DROP TRIGGER test_refuse"]
     else:
-        create = [f"""CREATE FUNCTION test_refuse() RETURNS trigger AS $$ BEGIN
+        create = [
+            f"""CREATE FUNCTION test_refuse() RETURNS trigger AS $$ BEGIN
                         IF NEW.batch_size = {batch_size} THEN
                           RAISE EXCEPTION 'refused by the test trigger' USING ERRCODE = 'check_violation';
                         END IF;
                         RETURN NEW;
                       END $$ LANGUAGE plpgsql""",
-                  f"CREATE TRIGGER test_refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION test_refuse()"]
+            f"CREATE TRIGGER test_refuse BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION test_refuse()",
+        ]
         drop = [f"DROP TRIGGER test_refuse ON {table}", "DROP FUNCTION test_refuse()"]
     with engine.begin() as connection:
         for statement in create:
@@ -374,11 +433,19 @@ def test_failed_run_keeps_no_accuracy_and_datetimes_are_utc(metrics_url):
     import numpy as np
 
     tz = timezone(timedelta(hours=8))
-    metrics.record_run(metrics_url, make_row(status="failed", top1=None, top5=None, throughput=np.float32(5.5),
-                                             batch_size=np.int64(16),
-                                             logical_date=datetime(2026, 11, 2, 16, 0, tzinfo=tz),
-                                             started_at="2026-11-02T07:59:00Z",
-                                             finished_at=datetime(2026, 11, 2, 8, 1)))  # naive = UTC
+    metrics.record_run(
+        metrics_url,
+        make_row(
+            status="failed",
+            top1=None,
+            top5=None,
+            throughput=np.float32(5.5),
+            batch_size=np.int64(16),
+            logical_date=datetime(2026, 11, 2, 16, 0, tzinfo=tz),
+            started_at="2026-11-02T07:59:00Z",
+            finished_at=datetime(2026, 11, 2, 8, 1),
+        ),
+    )  # naive = UTC
     row = stored_run(metrics_url, "manual__2026-11-01", 16, "onnxruntime")
     assert (row["status"], row["top1"], row["top5"], row["throughput"]) == ("failed", None, None, 5.5)
     assert row["logical_date"] == "2026-11-02T08:00:00+00:00"
@@ -388,8 +455,9 @@ def test_failed_run_keeps_no_accuracy_and_datetimes_are_utc(metrics_url):
 
 def test_update_status(metrics_url):
     metrics.record_run(metrics_url, make_row())
-    metrics.update_status(metrics_url, "manual__2026-11-01", 4, "onnxruntime", "regressed", ["too slow"],
-                          baseline_throughput=150.0)
+    metrics.update_status(
+        metrics_url, "manual__2026-11-01", 4, "onnxruntime", "regressed", ["too slow"], baseline_throughput=150.0
+    )
     row = stored_run(metrics_url, "manual__2026-11-01", 4, "onnxruntime")
     assert (row["status"], row["gate_reasons"], row["baseline_throughput"]) == ("regressed", ["too slow"], 150.0)
 
@@ -422,9 +490,18 @@ def seed(url: str) -> list[dict]:
     rows = []
     for run_id, day, model, backend, device, batch_size, status, throughput in SEED:
         accuracy = dict(top1=None, top5=None) if status == "failed" else dict(top1=80.0 + day, top5=95.0)
-        row = make_row(run_id=run_id, logical_date=DAY0 + timedelta(days=day), model_variant=model,
-                       backend=backend, device=device, batch_size=batch_size, status=status,
-                       throughput=throughput, dag_id=f"dag_{day % 2}", **accuracy)
+        row = make_row(
+            run_id=run_id,
+            logical_date=DAY0 + timedelta(days=day),
+            model_variant=model,
+            backend=backend,
+            device=device,
+            batch_size=batch_size,
+            status=status,
+            throughput=throughput,
+            dag_id=f"dag_{day % 2}",
+            **accuracy,
+        )
         metrics.record_run(url, row)
         rows.append(row)
     return rows
@@ -461,34 +538,47 @@ def test_since_inside_a_bare_until_day(metrics_url):
     assert expected and total == len(expected) == len(found)
 
 
-@pytest.mark.parametrize("filters", [
-    dict(model="convmixer_demo"),
-    dict(backend="ascend"),
-    dict(device="Ascend310P3", batch_size=1),
-    dict(status="ok", backend="ascend"),
-    dict(batch_size=8),
-    dict(since="2026-11-02", until="2026-11-03"),  # bare dates: whole days, both ends included
-    dict(since=DAY0 + timedelta(days=1, hours=1)),
-    dict(until=(DAY0 + timedelta(days=1)).isoformat()),  # an exact instant: included
-    dict(model="", backend=None),  # empty means any
-])
+@pytest.mark.parametrize(
+    "filters",
+    [
+        dict(model="convmixer_demo"),
+        dict(backend="ascend"),
+        dict(device="Ascend310P3", batch_size=1),
+        dict(status="ok", backend="ascend"),
+        dict(batch_size=8),
+        dict(since="2026-11-02", until="2026-11-03"),  # bare dates: whole days, both ends included
+        dict(since=DAY0 + timedelta(days=1, hours=1)),
+        dict(until=(DAY0 + timedelta(days=1)).isoformat()),  # an exact instant: included
+        dict(model="", backend=None),  # empty means any
+    ],
+)
 def test_query_filters(metrics_url, filters):
     rows = seed(metrics_url)
 
     def matches(row: dict) -> bool:
         day = row["logical_date"].date()
         since, until = filters.get("since"), filters.get("until")
-        return all([
-            filters.get("model") in (None, "", row["model_variant"]),
-            filters.get("backend") in (None, "", row["backend"]),
-            filters.get("device") in (None, row["device"]),
-            filters.get("batch_size") in (None, row["batch_size"]),
-            filters.get("status") in (None, row["status"]),
-            since is None or (day >= datetime.fromisoformat(since).date() if isinstance(since, str)
-                              else row["logical_date"] >= since),
-            until is None or (day <= datetime.fromisoformat(until).date() if len(str(until)) == 10
-                              else row["logical_date"] <= datetime.fromisoformat(until)),
-        ])
+        return all(
+            [
+                filters.get("model") in (None, "", row["model_variant"]),
+                filters.get("backend") in (None, "", row["backend"]),
+                filters.get("device") in (None, row["device"]),
+                filters.get("batch_size") in (None, row["batch_size"]),
+                filters.get("status") in (None, row["status"]),
+                since is None
+                or (
+                    day >= datetime.fromisoformat(since).date()
+                    if isinstance(since, str)
+                    else row["logical_date"] >= since
+                ),
+                until is None
+                or (
+                    day <= datetime.fromisoformat(until).date()
+                    if len(str(until)) == 10
+                    else row["logical_date"] <= datetime.fromisoformat(until)
+                ),
+            ]
+        )
 
     expected = sorted(key_of(row) for row in rows if matches(row))
     found, total = metrics.query_runs(metrics_url, **filters)
@@ -498,12 +588,20 @@ def test_query_filters(metrics_url, filters):
         assert total < len(rows)  # the filter did narrow the seed
 
 
-@pytest.mark.parametrize(("kwargs", "named"), [
-    (dict(limit=0), "limit"), (dict(limit=501), "limit"), (dict(limit="10"), "limit"),
-    (dict(offset=-1), "offset"), (dict(since="last week"), "since"), (dict(until="2026-13-01"), "until"),
-    (dict(since="2026-11-05", until="2026-11-01"), "after until"), (dict(status="bad"), "status"),
-    (dict(batch_size=-4), "batch_size"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        (dict(limit=0), "limit"),
+        (dict(limit=501), "limit"),
+        (dict(limit="10"), "limit"),
+        (dict(offset=-1), "offset"),
+        (dict(since="last week"), "since"),
+        (dict(until="2026-13-01"), "until"),
+        (dict(since="2026-11-05", until="2026-11-01"), "after until"),
+        (dict(status="bad"), "status"),
+        (dict(batch_size=-4), "batch_size"),
+    ],
+)
 def test_query_input_validation_names_the_parameter(metrics_url, kwargs, named):
     with pytest.raises(MetricsError, match=named):
         metrics.query_runs(metrics_url, **kwargs)
@@ -513,15 +611,26 @@ def test_series_groups_oldest_first(metrics_url):
     rows = seed(metrics_url)
     found = metrics.series(metrics_url, model="convmixer_1536_20")
     groups = {(s["model_variant"], s["batch_size"], s["backend"], s["device"]): s["points"] for s in found}
-    expected_groups = {(r["model_variant"], r["batch_size"], r["backend"], r["device"])
-                       for r in rows if r["model_variant"] == "convmixer_1536_20"}
+    expected_groups = {
+        (r["model_variant"], r["batch_size"], r["backend"], r["device"])
+        for r in rows
+        if r["model_variant"] == "convmixer_1536_20"
+    }
     assert set(groups) == expected_groups
     assert list(groups) == sorted(groups)  # series come in a stable order
     points = groups[("convmixer_1536_20", 1, "ascend", "Ascend310P3")]
     assert [p["run_id"] for p in points] == ["r0", "r1", "r3"]
     assert [p["status"] for p in points] == ["ok", "regressed", "ok"]
-    assert set(points[0]) == {"logical_date", "top1", "throughput", "status", "run_id", "dag_id",
-                              "baseline_top1", "baseline_throughput"}
+    assert set(points[0]) == {
+        "logical_date",
+        "top1",
+        "throughput",
+        "status",
+        "run_id",
+        "dag_id",
+        "baseline_top1",
+        "baseline_throughput",
+    }
     assert metrics.series(metrics_url, status="failed")[0]["points"][0]["throughput"] is None
 
 
@@ -537,10 +646,14 @@ def test_distinct_values(metrics_url):
 
 # --- URLs, engines, errors ------------------------------------------------------------------------------------
 
+
 def test_unreachable_database_error_masks_the_password():
     url = "postgresql+psycopg2://reader:s3cr3t-pw@127.0.0.1:1/metrics"
-    for call in (lambda: metrics.query_runs(url), lambda: metrics.record_run(url, make_row()),
-                 lambda: metrics.upgrade(url)):
+    for call in (
+        lambda: metrics.query_runs(url),
+        lambda: metrics.record_run(url, make_row()),
+        lambda: metrics.upgrade(url),
+    ):
         with pytest.raises(MetricsError) as caught:
             call()
         message = str(caught.value)
@@ -555,10 +668,9 @@ def test_unmigrated_database_says_how_to_create_the_table(tmp_path):
         metrics.query_runs(url)
 
 
-@pytest.mark.parametrize(("url", "named"), [
-    ("not a url", "not a SQLAlchemy URL"),
-    ("mysql://u:pw@host/db", "supported"),
-])
+@pytest.mark.parametrize(
+    ("url", "named"), [("not a url", "not a SQLAlchemy URL"), ("mysql://u:pw@host/db", "supported")]
+)
 def test_unusable_urls(url, named):
     with pytest.raises(MetricsError, match=named) as caught:
         metrics.query_runs(url)
@@ -590,8 +702,10 @@ def test_resolve_metrics_url_precedence(tmp_path):
     assert metrics.resolve_metrics_url(None, env=env) == "postgresql+psycopg2://u@h/db"
     without_env_url = {"AIRFLOW_HOME": str(tmp_path / "af")}
     assert metrics.resolve_metrics_url(env=without_env_url) == f"sqlite:///{tmp_path / 'af' / 'convmixer_metrics.db'}"
-    assert metrics.resolve_metrics_url(env=without_env_url, airflow_home=tmp_path / "other") == \
-        f"sqlite:///{tmp_path / 'other' / 'convmixer_metrics.db'}"
+    assert (
+        metrics.resolve_metrics_url(env=without_env_url, airflow_home=tmp_path / "other")
+        == f"sqlite:///{tmp_path / 'other' / 'convmixer_metrics.db'}"
+    )
     home_default = metrics.resolve_metrics_url(env={})
     assert home_default == f"sqlite:///{os.path.expanduser('~/airflow')}/convmixer_metrics.db"
     assert (make_url(home_default).database or "").startswith("/")  # absolute: tasks run from any working directory
@@ -642,8 +756,10 @@ def test_bare_postgres_urls_name_the_pinned_driver(given):
 
 def test_connection_url_fixes_airflow_renderings():
     # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3 (not installed): the pinned driver is named
-    assert metrics.connection_url("postgres", "postgres://u:p%40ss@h:5432/db") == \
-        "postgresql+psycopg2://u:p%40ss@h:5432/db"
+    assert (
+        metrics.connection_url("postgres", "postgres://u:p%40ss@h:5432/db")
+        == "postgresql+psycopg2://u:p%40ss@h:5432/db"
+    )
     assert metrics.connection_url("postgres", "postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
     # Airflow renders a sqlite connection as sqlite:///%2Fpath; the path is in host (JSON form) or schema (URI form)
     assert metrics.connection_url("sqlite", "sqlite://%2Ftmp%2Fm.db", host="/tmp/m.db") == "sqlite:////tmp/m.db"
@@ -666,11 +782,16 @@ def test_metrics_url_precedence_connection_env_setting_sqlite(tmp_path):
 
 # --- the history views' reads ---------------------------------------------------------------------------------------
 
+
 def test_rows_by_run_time_and_the_light_history_agree_on_when_a_run_ran(metrics_url):
     # A scheduled run that started a day after its logical date ran after the manual run of the day in between.
     late = make_row(run_id="scheduled__d0", logical_date=DAY0, started_at=DAY0 + timedelta(days=2))
-    manual = make_row(run_id="manual__d1", logical_date=DAY0 + timedelta(days=1), started_at=None,
-                      finished_at=DAY0 + timedelta(days=1, hours=1))
+    manual = make_row(
+        run_id="manual__d1",
+        logical_date=DAY0 + timedelta(days=1),
+        started_at=None,
+        finished_at=DAY0 + timedelta(days=1, hours=1),
+    )
     other_size = {**manual, "batch_size": 16}  # the same run: batch sizes share its times
     metrics.record_runs(metrics_url, [late, manual, other_size])
     by_logical = [row["run_id"] for row in metrics.query_runs(metrics_url)[0]]
@@ -696,11 +817,15 @@ def test_a_rows_series_neighbours_by_run_time_never_mix_precision_or_device(metr
     """The run page reads a row by id and the runs of its series around it (model, backend, device, precision,
     batch size), by when they ran; two runs that started at the same moment are ordered by id."""
     times = [DAY0 + timedelta(hours=hour) for hour in (0, 1, 2, 2, 3)]
-    ids = [metrics.record_run(metrics_url, make_row(run_id=f"run{i}", started_at=when, logical_date=DAY0))
-           for i, when in enumerate(times)]
-    others = [make_row(run_id="run1", precision_mode="fp16", backend="ascend"),  # another precision and backend
-              make_row(run_id="run9", device="cpu-arm", started_at=times[2]),  # another device
-              make_row(run_id="run8", batch_size=1, started_at=times[2])]  # another batch size
+    ids = [
+        metrics.record_run(metrics_url, make_row(run_id=f"run{i}", started_at=when, logical_date=DAY0))
+        for i, when in enumerate(times)
+    ]
+    others = [
+        make_row(run_id="run1", precision_mode="fp16", backend="ascend"),  # another precision and backend
+        make_row(run_id="run9", device="cpu-arm", started_at=times[2]),  # another device
+        make_row(run_id="run8", batch_size=1, started_at=times[2]),
+    ]  # another batch size
     metrics.record_runs(metrics_url, others)
     middle = stored_row(metrics_url, ids[3])
     assert middle["run_id"] == "run3" and middle["ran_at"] == times[3].isoformat()
@@ -725,8 +850,10 @@ def test_migration_0008_puts_the_chip_in_the_row_key_and_downgrades_only_without
     record_runs(empty_url, [make_row(run_id="no-chips", precision_mode="fp32")])
     before = get_run(empty_url, "no-chips", 4, "onnxruntime", "fp32")
     assert before is not None and before["chip"] == ""  # a run without chip types
-    rows = [make_row(run_id="fleet", precision_mode="fp32", chip=chip, device=f"Ascend{chip}")
-            for chip in ("310P3", "910B3")]
+    rows = [
+        make_row(run_id="fleet", precision_mode="fp32", chip=chip, device=f"Ascend{chip}")
+        for chip in ("310P3", "910B3")
+    ]
     first = record_runs(empty_url, rows)
     assert len(set(first)) == 2  # one row per chip, not the second chip's over the first's
     assert record_runs(empty_url, rows) == first  # a retried task replaces its own chip's row

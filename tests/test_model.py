@@ -25,14 +25,26 @@ SMALL = ConvMixerSpec(dim=8, depth=2, kernel_size=3, patch_size=16, num_classes=
 
 def released_layout(dim: int, depth: int, k: int, patch: int, classes: int) -> dict[str, tuple[int, ...]]:
     """The key → shape table of locuslab's released checkpoints, written out independently of build_model."""
+
     def bn(prefix: str) -> dict[str, tuple[int, ...]]:
-        return {f"{prefix}.weight": (dim,), f"{prefix}.bias": (dim,), f"{prefix}.running_mean": (dim,),
-                f"{prefix}.running_var": (dim,), f"{prefix}.num_batches_tracked": ()}
+        return {
+            f"{prefix}.weight": (dim,),
+            f"{prefix}.bias": (dim,),
+            f"{prefix}.running_mean": (dim,),
+            f"{prefix}.running_var": (dim,),
+            f"{prefix}.num_batches_tracked": (),
+        }
 
     layout = {"0.weight": (dim, 3, patch, patch), "0.bias": (dim,), **bn("2")}
     for block in range(3, 3 + depth):
-        layout |= {f"{block}.0.fn.0.weight": (dim, 1, k, k), f"{block}.0.fn.0.bias": (dim,), **bn(f"{block}.0.fn.2"),
-                   f"{block}.1.weight": (dim, dim, 1, 1), f"{block}.1.bias": (dim,), **bn(f"{block}.3")}
+        layout |= {
+            f"{block}.0.fn.0.weight": (dim, 1, k, k),
+            f"{block}.0.fn.0.bias": (dim,),
+            **bn(f"{block}.0.fn.2"),
+            f"{block}.1.weight": (dim, dim, 1, 1),
+            f"{block}.1.bias": (dim,),
+            **bn(f"{block}.3"),
+        }
     layout |= {f"{depth + 5}.weight": (classes, dim), f"{depth + 5}.bias": (classes,)}
     return layout
 
@@ -54,8 +66,9 @@ def test_every_variant_builds_with_its_published_shape(name):
     spec = VARIANTS[name]
     with torch.device("meta"):
         model = build_model(name)
-    assert shapes(model.state_dict()) == released_layout(spec.dim, spec.depth, spec.kernel_size, spec.patch_size,
-                                                         spec.num_classes)
+    assert shapes(model.state_dict()) == released_layout(
+        spec.dim, spec.depth, spec.kernel_size, spec.patch_size, spec.num_classes
+    )
 
 
 def depthwise_part(block: torch.nn.Module) -> torch.nn.Sequential:
@@ -105,6 +118,7 @@ def test_unknown_activation_is_refused():
 
 # --- checkpoint formats ------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def trained_state():
     """A state dict with non-default values everywhere (so a load that silently skips a key is caught)."""
@@ -138,19 +152,26 @@ def assert_loaded(model, state):
         assert torch.equal(value, state[key]), key
 
 
-@pytest.mark.parametrize("wrap", [
-    pytest.param(lambda s: s, id="plain"),
-    pytest.param(lambda s: {f"module.{k}": v for k, v in s.items()}, id="module-prefix"),
-    pytest.param(lambda s: {"state_dict": s, "epoch": 300, "arch": "convmixer"}, id="state_dict-wrapper"),
-    pytest.param(lambda s: {"state_dict": {f"module.{k}": v for k, v in s.items()}}, id="wrapper-and-prefix"),
-    pytest.param(lambda s: {"model": s}, id="model-wrapper"),
-    pytest.param(lambda s: {"state_dict_ema": s, "optimizer": {"lr": 0.1}}, id="ema-wrapper"),
-    pytest.param(lambda s: {"state_dict": s, "args": argparse.Namespace(model="convmixer_1536_20", lr=0.01)},
-                 id="timm-train-args"),
-    pytest.param(lambda s: to_timm(s, SMALL.depth), id="timm-keys"),
-    pytest.param(lambda s: {"state_dict": {f"module.{k}": v for k, v in to_timm(s, SMALL.depth).items()}},
-                 id="timm-keys-wrapped"),
-])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        pytest.param(lambda s: s, id="plain"),
+        pytest.param(lambda s: {f"module.{k}": v for k, v in s.items()}, id="module-prefix"),
+        pytest.param(lambda s: {"state_dict": s, "epoch": 300, "arch": "convmixer"}, id="state_dict-wrapper"),
+        pytest.param(lambda s: {"state_dict": {f"module.{k}": v for k, v in s.items()}}, id="wrapper-and-prefix"),
+        pytest.param(lambda s: {"model": s}, id="model-wrapper"),
+        pytest.param(lambda s: {"state_dict_ema": s, "optimizer": {"lr": 0.1}}, id="ema-wrapper"),
+        pytest.param(
+            lambda s: {"state_dict": s, "args": argparse.Namespace(model="convmixer_1536_20", lr=0.01)},
+            id="timm-train-args",
+        ),
+        pytest.param(lambda s: to_timm(s, SMALL.depth), id="timm-keys"),
+        pytest.param(
+            lambda s: {"state_dict": {f"module.{k}": v for k, v in to_timm(s, SMALL.depth).items()}},
+            id="timm-keys-wrapped",
+        ),
+    ],
+)
 def test_accepted_checkpoint_formats_load_every_tensor(tmp_path, trained_state, wrap):
     path = tmp_path / "ckpt.pth.tar"
     torch.save(wrap(trained_state), path)
@@ -168,8 +189,15 @@ def test_missing_num_batches_tracked_is_tolerated(tmp_path, trained_state):
 
 
 def test_timm_mapping_puts_head_after_pool_and_flatten():
-    mapped = map_timm_keys({"stem.0.weight": torch.zeros(1), "blocks.19.0.fn.2.bias": torch.zeros(1),
-                            "head.weight": torch.zeros(1), "other.x": torch.zeros(1)}, head_index=25)
+    mapped = map_timm_keys(
+        {
+            "stem.0.weight": torch.zeros(1),
+            "blocks.19.0.fn.2.bias": torch.zeros(1),
+            "head.weight": torch.zeros(1),
+            "other.x": torch.zeros(1),
+        },
+        head_index=25,
+    )
     assert set(mapped) == {"0.weight", "22.0.fn.2.bias", "25.weight", "other.x"}
 
 
@@ -215,10 +243,13 @@ def test_infer_spec_reads_the_shape_back():
     assert infer_spec({"x": torch.zeros(1)}) is None
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"this is a text file, not a checkpoint\n", "is a text file .*not a file written by torch.save"),
-    (b"", "is empty, not a file written by torch.save"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"this is a text file, not a checkpoint\n", "is a text file .*not a file written by torch.save"),
+        (b"", "is empty, not a file written by torch.save"),
+    ],
+)
 def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path, content, reason):
     path = tmp_path / "notes.pth.tar"
     path.write_bytes(content)

@@ -18,10 +18,23 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "convmixer_tasks"
 HEAVY = ("torch", "numpy", "onnx", "onnxruntime", "onnxscript", "PIL")
 # What the DAG file parses with, and the vocabularies (registries) the Params, the CLI and the plugin read.
-LIGHT = ("convmixer_tasks.steps", "convmixer_tasks.records", "convmixer_tasks.settings", "convmixer_tasks.params",
-         "convmixer_tasks.variants", "convmixer_tasks.prepfolder", "convmixer_tasks.workdir", "convmixer_tasks.cache",
-         "convmixer_tasks.checks", "convmixer_tasks.errors", "convmixer_tasks.fileio", "convmixer_tasks.gate",
-         "convmixer_tasks.backends.base", "convmixer_tasks.metrics", "convmixer_tasks.metrics.url")
+LIGHT = (
+    "convmixer_tasks.steps",
+    "convmixer_tasks.records",
+    "convmixer_tasks.settings",
+    "convmixer_tasks.params",
+    "convmixer_tasks.variants",
+    "convmixer_tasks.prepfolder",
+    "convmixer_tasks.workdir",
+    "convmixer_tasks.cache",
+    "convmixer_tasks.checks",
+    "convmixer_tasks.errors",
+    "convmixer_tasks.fileio",
+    "convmixer_tasks.gate",
+    "convmixer_tasks.backends.base",
+    "convmixer_tasks.metrics",
+    "convmixer_tasks.metrics.url",
+)
 
 
 def module_name(path: Path) -> str:
@@ -51,8 +64,9 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 @pytest.fixture(scope="module")
 def imported_alone() -> dict[str, subprocess.CompletedProcess]:
     def run(name: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", IMPORT_ALONE, name], cwd=REPO, capture_output=True, text=True,
-                              timeout=180)
+        return subprocess.run(
+            [sys.executable, "-c", IMPORT_ALONE, name], cwd=REPO, capture_output=True, text=True, timeout=180
+        )
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(zip(MODULES, pool.map(run, MODULES), strict=True))
@@ -80,9 +94,11 @@ def test_parse_time_modules_import_no_heavy_library(imported_alone, name):
 
 # --- no import cycle --------------------------------------------------------------------------------------------
 
+
 def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
-        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _import_time_statements(body: list[ast.stmt]):
@@ -152,7 +168,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == "open":
-                return [*stack[stack.index(target):], target]
+                return [*stack[stack.index(target) :], target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         state[node] = "done"

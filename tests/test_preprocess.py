@@ -65,6 +65,7 @@ def folder_bytes(folder: Path) -> dict[str, bytes]:
 
 # --- the transform ------------------------------------------------------------------------------------------------
 
+
 def test_constants_are_the_reference_ones():
     assert (RESIZE, CROP) == (233, 224)
     assert MEAN == (0.485, 0.456, 0.406) and STD == (0.229, 0.224, 0.225)
@@ -107,11 +108,16 @@ def test_corrupt_image_names_the_file(tmp_path):
 
 # --- batches, manifest, uint8 -------------------------------------------------------------------------------------
 
+
 def test_batches_match_the_reference_script_and_pad_with_zeros(tmp_path):
     images = tmp_path / "images"
-    paths = [make_image(images, 1, (200, 150), "RGB"), make_image(images, 2, (150, 200), "L"),
-             make_image(images, 3, (180, 180), "CMYK"), make_image(images, 4, (90, 300), "P", "PNG"),
-             make_image(images, 5, (300, 90), "RGBA", "PNG")]
+    paths = [
+        make_image(images, 1, (200, 150), "RGB"),
+        make_image(images, 2, (150, 200), "L"),
+        make_image(images, 3, (180, 180), "CMYK"),
+        make_image(images, 4, (90, 300), "P", "PNG"),
+        make_image(images, 5, (300, 90), "RGBA", "PNG"),
+    ]
     out = tmp_path / "prep"
     result = preprocess(images, out, batch_size=3, workers=2)
     expected = reference_preprocess([str(p) for p in paths], tmp_path / "ref", batch_size=3)
@@ -153,8 +159,13 @@ def test_only_our_files_are_visible_to_an_ais_bench_folder_scan(tmp_path):
     out = tmp_path / "prep"
     preprocess(tmp_path / "images", out, batch_size=2, workers=1)
     assert bin_files(out) == [f.name for f in read_manifest(out).files]
-    assert sorted(p.name for p in out.iterdir()) == [".state", "input_00000.bin", "input_00001.bin",
-                                                       "input_00002.bin", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".state",
+        "input_00000.bin",
+        "input_00001.bin",
+        "input_00002.bin",
+        "manifest.json",
+    ]
 
 
 def test_limit_and_label_file(tmp_path):
@@ -184,6 +195,7 @@ def markers_in(out) -> list[str]:
 
 
 # --- resume, changes, layout ----------------------------------------------------------------------------------------
+
 
 def test_rerun_skips_done_files_and_redoes_deleted_state_or_truncated_files(tmp_path):
     make_dataset(tmp_path / "images", 7)
@@ -286,6 +298,7 @@ def test_read_manifest_rejects_files_of_another_layout_even_with_the_same_size(t
 
 # --- shards -------------------------------------------------------------------------------------------------------
 
+
 def _run_shard(images: str, out: str, shard: tuple[int, int]) -> None:
     preprocess(images, out, batch_size=2, workers=1, shard=shard)
 
@@ -328,6 +341,7 @@ def test_parse_shard():
 
 
 # --- bad inputs leave nothing behind --------------------------------------------------------------------------------
+
 
 def _labels(path: Path, lines: list[str]) -> Path:
     path.write_text("".join(line + "\n" for line in lines))
@@ -443,8 +457,9 @@ def test_a_daemonic_caller_gets_an_in_process_run_instead_of_a_crash(tmp_path):
     context = multiprocessing.get_context("fork")
     results = context.Queue()
     # daemon: as under a prefork task worker, such a process may not have children
-    proc = context.Process(target=_preprocess_in_daemon,
-                           args=(str(tmp_path / "images"), str(tmp_path / "prep"), results), daemon=True)
+    proc = context.Process(
+        target=_preprocess_in_daemon, args=(str(tmp_path / "images"), str(tmp_path / "prep"), results), daemon=True
+    )
     proc.start()
     proc.join(60)
     assert proc.exitcode == 0 and results.get(timeout=5) == 3

@@ -38,9 +38,10 @@ def counts(got: list[str]) -> list[str]:
 
 def run_counted(caplog, total: int, seconds_each: float) -> list[str]:
     clock = Clock()
-    with caplog.at_level(logging.INFO, logger="convmixer_tasks.progress"), Progress(
-        "job", total, "images", clock=clock, bar=False
-    ) as job:
+    with (
+        caplog.at_level(logging.INFO, logger="convmixer_tasks.progress"),
+        Progress("job", total, "images", clock=clock, bar=False) as job,
+    ):
         for _ in range(total):
             clock.now += seconds_each
             job.update()
@@ -203,8 +204,10 @@ def test_1536_20_export_reports_its_stages_while_it_runs(tmp_path, caplog, monke
     with caplog.at_level(logging.INFO):
         export_and_validate(None, tmp_path / "convmixer_1536_20.onnx", variant="convmixer_1536_20", parity_batch=1)
     step1 = lines(caplog, "export of convmixer_1536_20, step 1/2 (torch.onnx.export):")
-    assert step1 and step1[0].endswith("running for 1s") and step1[-1].startswith(
-        "export of convmixer_1536_20, step 1/2 (torch.onnx.export): done in"
+    assert (
+        step1
+        and step1[0].endswith("running for 1s")
+        and step1[-1].startswith("export of convmixer_1536_20, step 1/2 (torch.onnx.export): done in")
     )
 
 

@@ -151,8 +151,16 @@ def test_killed_infer_into_a_reused_folder_leaves_no_result(models, prep, datase
     # Neither A's outputs (cleared before B started) nor a half of B's: nothing eval could score.
     assert not out.exists() and not summary_path(out).exists()
     code, err = run_cli(
-        capsys, "eval", "--outputs", str(out), "--label-file", str(dataset[1]), "--prep-image", str(prep),
-        "--result-json-path", str(work / "res1"),
+        capsys,
+        "eval",
+        "--outputs",
+        str(out),
+        "--label-file",
+        str(dataset[1]),
+        "--prep-image",
+        str(prep),
+        "--result-json-path",
+        str(work / "res1"),
     )
     assert_one_clear_line(code, err, "eval")
     # The next run clears the killed run's staging folder and lands whole.
@@ -182,8 +190,19 @@ def test_killed_ascend_infer_into_a_reused_folder_leaves_no_result(ascend_double
 
     artifact = ascend_doubles.backend().compile(write_tiny_onnx(tmp_path / "tiny.onnx"), BATCH, tmp_path / "cache")
     out = tmp_path / "o" / "r"
-    argv = ["infer", "--backend", "ascend", "--cann-set-env", str(ascend_doubles.set_env), "--model",
-            str(artifact.path), "--input", str(prep), "--output", str(out)]
+    argv = [
+        "infer",
+        "--backend",
+        "ascend",
+        "--cann-set-env",
+        str(ascend_doubles.set_env),
+        "--model",
+        str(artifact.path),
+        "--input",
+        str(prep),
+        "--output",
+        str(out),
+    ]
     code, err = run_cli(capsys, *argv)
     assert code == 0 and summary_path(out).is_file() and len(os.listdir(out)) == 3, err
     marker = tmp_path / "ais_bench.killpoint"
@@ -377,8 +396,18 @@ def test_preprocess_without_the_space_it_needs_is_refused_up_front(dataset, work
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100_000, 100_000))
     out = work / "prep_full"
-    code, err = run_cli(capsys, "preprocess", "--image-path", str(dataset[0]), "--prep-image", str(out),
-                        "--batch-size", "2", "--workers", "1")
+    code, err = run_cli(
+        capsys,
+        "preprocess",
+        "--image-path",
+        str(dataset[0]),
+        "--prep-image",
+        str(out),
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+    )
     line = assert_one_clear_line(code, err, "preprocess", "no space left on device", str(out), "0.1 MB free")
     assert "3 files of 1204224 bytes" in line  # the figure the run needs, known before any pixel is decoded
     assert not list(out.glob("*.bin"))
@@ -400,8 +429,18 @@ def test_disk_filling_up_mid_preprocess_names_the_file(dataset, work, capsys, mo
 
     monkeypatch.setattr(prep_module, "_write_buffer", write)
     out = work / "prep_enospc"
-    code, err = run_cli(capsys, "preprocess", "--image-path", str(dataset[0]), "--prep-image", str(out),
-                        "--batch-size", "2", "--workers", "1")
+    code, err = run_cli(
+        capsys,
+        "preprocess",
+        "--image-path",
+        str(dataset[0]),
+        "--prep-image",
+        str(out),
+        "--batch-size",
+        "2",
+        "--workers",
+        "1",
+    )
     assert_one_clear_line(code, err, "preprocess", "no space left on device", "input_00002.bin")
     assert not (out / "input_00002.bin").exists() and not list(out.glob(".*.tmp"))  # nothing half-written
     assert not (out / "manifest.json").exists()
@@ -414,13 +453,17 @@ def test_second_preprocess_into_one_folder_says_who_holds_it(dataset, work, caps
     out = work / "prep_locked"
     marker = work / "lock.held"
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import pathlib, time
             from convmixer_tasks import guards
             with guards.exclusive(pathlib.Path({str(out / ".state" / "lock.shard-0-of-1")!r}), "x", 1):
                 pathlib.Path({str(marker)!r}).write_text("x")
                 time.sleep(600)
-        """)],
+        """),
+        ],
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     try:
@@ -428,8 +471,17 @@ def test_second_preprocess_into_one_folder_says_who_holds_it(dataset, work, caps
             assert holder.poll() is None
             time.sleep(0.05)
         monkeypatch.setattr(prep_module, "PREP_LOCK_WAIT_S", 0.5)
-        argv = ["preprocess", "--image-path", str(dataset[0]), "--prep-image", str(out), "--batch-size", "2",
-                "--workers", "1"]
+        argv = [
+            "preprocess",
+            "--image-path",
+            str(dataset[0]),
+            "--prep-image",
+            str(out),
+            "--batch-size",
+            "2",
+            "--workers",
+            "1",
+        ]
         code, err = run_cli(capsys, *argv)
         assert_one_clear_line(code, err, "preprocess", f"pid {holder.pid}", "being written")
     finally:
@@ -465,8 +517,20 @@ def test_check_inputs_refuses_a_checkpoint_that_export_would_refuse_before_any_w
         checkpoint, variant = tmp_path / "notes.pth.tar", "convmixer_demo"
         checkpoint.write_text("these are notes, not weights\n")
     work_dir = tmp_path / "work"
-    code, err = run_cli(capsys, "run", "--work-dir", str(work_dir), "--image-path", str(dataset[0]),
-                        "--annotation-file-path", str(dataset[1]), "--source", str(checkpoint), "--model", variant)
+    code, err = run_cli(
+        capsys,
+        "run",
+        "--work-dir",
+        str(work_dir),
+        "--image-path",
+        str(dataset[0]),
+        "--annotation-file-path",
+        str(dataset[1]),
+        "--source",
+        str(checkpoint),
+        "--model",
+        variant,
+    )
     needle = "is a text file" if case == "text file" else "does not fit the model"
     line = assert_one_clear_line(code, err, "run", str(checkpoint), needle)
     assert case == "text file" or "looks like dim=64 depth=4 kernel=5 patch=14 (variant convmixer_demo)" in line
@@ -478,8 +542,12 @@ def test_every_trigger_the_docs_show_comes_after_an_unpause():
     """The DAG is created paused; a run triggered before `airflow dags unpause` waits in the queue forever. Every
     place that tells a person to trigger it says to unpause it first (the metrics page's empty state included)."""
     unpause = "airflow dags unpause convmixer_validation"
-    places = [REPO / "README.md", REPO / "docker" / "README.md", REPO / "scripts" / "run_demo_dag.sh",
-              REPO / "plugins" / "convmixer_metrics" / "static" / "index.html"]
+    places = [
+        REPO / "README.md",
+        REPO / "docker" / "README.md",
+        REPO / "scripts" / "run_demo_dag.sh",
+        REPO / "plugins" / "convmixer_metrics" / "static" / "index.html",
+    ]
     for path in places:
         text = path.read_text()
         assert unpause in text, path
@@ -513,8 +581,9 @@ def test_checkpoint_messages_name_the_real_problem(tmp_path, capsys):
     evil.write_bytes(_malicious_pickle())
     cases = [(text, "is a text file"), (truncated, "truncated or damaged"), (evil, "posix.system")]
     for path, needle in cases:
-        code, err = run_cli(capsys, "export", "--source", str(path), "--target", str(tmp_path / "m.onnx"),
-                            "--model", "convmixer_demo")
+        code, err = run_cli(
+            capsys, "export", "--source", str(path), "--target", str(tmp_path / "m.onnx"), "--model", "convmixer_demo"
+        )
         line = assert_one_clear_line(code, err, "export", str(path), needle)
         assert ("re-save" in line) == (path is evil), line  # trusted-pickle advice only where it applies
 
@@ -540,8 +609,18 @@ def test_txt_outputs_with_999_columns_blame_the_file_not_a_flag(prep, dataset, w
     out.mkdir(parents=True)
     for index in range(3):
         np.savetxt(out / f"input_{index:05d}_0.txt", np.zeros((BATCH, 999), dtype=np.float32))
-    code, err = run_cli(capsys, "eval", "--outputs", str(out), "--label-file", str(dataset[1]), "--prep-image",
-                        str(prep), "--result-json-path", str(work / "res999"))
+    code, err = run_cli(
+        capsys,
+        "eval",
+        "--outputs",
+        str(out),
+        "--label-file",
+        str(dataset[1]),
+        "--prep-image",
+        str(prep),
+        "--result-json-path",
+        str(work / "res999"),
+    )
     line = assert_one_clear_line(code, err, "eval", "input_00000_0.txt", "rows of 999 values", "1000 class logits")
     assert "--num-classes" not in line  # eval has no such flag
 
@@ -573,8 +652,16 @@ def test_empty_json_file_name_is_refused(models, prep, dataset, work, capsys):
     OnnxRuntimeBackend(threads=1).infer(models[0], prep, out)
     results = work / "res4"
     code, err = run_cli(
-        capsys, "eval", "--outputs", str(out), "--label-file", str(dataset[1]), "--result-json-path", str(results),
-        "--json-file-name", "",
+        capsys,
+        "eval",
+        "--outputs",
+        str(out),
+        "--label-file",
+        str(dataset[1]),
+        "--result-json-path",
+        str(results),
+        "--json-file-name",
+        "",
     )
     assert_one_clear_line(code, err, "eval", "--json-file-name")
     assert not results.exists() or not any(results.iterdir())
@@ -590,8 +677,18 @@ def test_a_huge_image_number_in_the_labels_costs_no_memory(models, prep, dataset
     labels.write_text(dataset[1].read_text() + "ILSVRC2012_val_99999999.JPEG 5\n")
     tracemalloc.start()
     try:
-        code, err = run_cli(capsys, "eval", "--outputs", str(out), "--label-file", str(labels), "--batch-size", "2",
-                            "--result-json-path", str(work / "res5"))
+        code, err = run_cli(
+            capsys,
+            "eval",
+            "--outputs",
+            str(out),
+            "--label-file",
+            str(labels),
+            "--batch-size",
+            "2",
+            "--result-json-path",
+            str(work / "res5"),
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -688,11 +785,26 @@ def test_one_image_size_limit_with_a_clear_refusal_before_any_work(tmp_path, cap
     (folder / "ILSVRC2012_val_00000002.JPEG").write_bytes(_png_header(11000, 11000))  # PIL only warns at this size
     (folder / "ILSVRC2012_val_00000003.JPEG").write_bytes(_png_header(20000, 20000))  # PIL refuses this one itself
     out = tmp_path / "p"
-    code, err = run_cli(capsys, "preprocess", "--image-path", str(folder), "--prep-image", str(out),
-                        "--batch-size", "1", "--workers", "1")
-    line = assert_one_clear_line(code, err, "preprocess", "2 images are above the limit of 89.5 megapixels per image",
-                                 "ILSVRC2012_val_00000002.JPEG is 11000x11000 pixels",
-                                 "ILSVRC2012_val_00000003.JPEG is too large for PIL to open")
+    code, err = run_cli(
+        capsys,
+        "preprocess",
+        "--image-path",
+        str(folder),
+        "--prep-image",
+        str(out),
+        "--batch-size",
+        "1",
+        "--workers",
+        "1",
+    )
+    line = assert_one_clear_line(
+        code,
+        err,
+        "preprocess",
+        "2 images are above the limit of 89.5 megapixels per image",
+        "ILSVRC2012_val_00000002.JPEG is 11000x11000 pixels",
+        "ILSVRC2012_val_00000003.JPEG is too large for PIL to open",
+    )
     assert "DecompressionBomb" not in err, line  # PIL's own warning is not a second, different limit
     assert not list(out.glob("*.bin")) and not (out / "manifest.json").exists()  # refused before any file
 
@@ -713,13 +825,15 @@ def test_metrics_show_does_not_create_a_database(tmp_path, capsys):
 # (SIGTERM) on KeyboardInterrupt only; the component exits on SIGTERM unless a SIGINT reached it first; the task
 # process sits in a process group of its own, as Airflow's task supervisor puts it, and with STUBBORN=1 it ignores
 # SIGINT and SIGTERM.
-FAKE_COMPONENT = "; ".join([
-    "import signal, sys, time",
-    "wedged = []",
-    "signal.signal(signal.SIGINT, lambda *_: wedged.append(1))",
-    "signal.signal(signal.SIGTERM, lambda *_: wedged or sys.exit(0))",
-    "time.sleep(600)",
-])
+FAKE_COMPONENT = "; ".join(
+    [
+        "import signal, sys, time",
+        "wedged = []",
+        "signal.signal(signal.SIGINT, lambda *_: wedged.append(1))",
+        "signal.signal(signal.SIGTERM, lambda *_: wedged or sys.exit(0))",
+        "time.sleep(600)",
+    ]
+)
 FAKE_STANDALONE = f"""
 import os, subprocess, sys, time
 assert sys.argv[1:] == ["standalone"], sys.argv
@@ -761,8 +875,13 @@ def test_standalone_script_stops_everything_standalone_started(tmp_path, case):
     (bin_dir / "airflow").write_text(f"#!{sys.executable}\n{FAKE_STANDALONE}")
     (bin_dir / "airflow").chmod(0o755)
     home = tmp_path / "home"
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "AIRFLOW_HOME": str(home),
-           "STUBBORN": str(int(stubborn)), "STANDALONE_STOP_TIMEOUT": "2"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "AIRFLOW_HOME": str(home),
+        "STUBBORN": str(int(stubborn)),
+        "STANDALONE_STOP_TIMEOUT": "2",
+    }
     script = str(REPO / "scripts" / "standalone.sh")
 
     def run(command: str) -> subprocess.CompletedProcess:

@@ -37,6 +37,7 @@ def worker(home: Path, **settings: str):
 
 # --- defaults -------------------------------------------------------------------------------------------------------
 
+
 def test_scheduling_defaults(tmp_path):
     settings = scheduling(tmp_path)
     assert settings.schedule == "0 3 * * 1"  # Mondays 03:00
@@ -67,19 +68,31 @@ def test_airflow_home_defaults_to_the_users_airflow_folder(tmp_path):
 
 # --- overrides ------------------------------------------------------------------------------------------------------
 
+
 def test_every_scheduling_setting_can_be_overridden(tmp_path):
-    settings = scheduling(tmp_path, schedule="0 5 * * *", npu_queue="ascend-q", npu_pool="ascend-pool",
-                          npu_pool_slots="4", shards="3", retries="0", retry_delay_seconds="2.5",
-                          npu_task_timeout_hours="0.5", default_backend="ascend", dataset_dir="/val",
-                          label_file="/val_label.txt", checkpoint="/m.pth.tar", model_variant="convmixer_1536_20",
-                          batch_sizes="8, 16,")
+    settings = scheduling(
+        tmp_path,
+        schedule="0 5 * * *",
+        npu_queue="ascend-q",
+        npu_pool="ascend-pool",
+        npu_pool_slots="4",
+        shards="3",
+        retries="0",
+        retry_delay_seconds="2.5",
+        npu_task_timeout_hours="0.5",
+        default_backend="ascend",
+        dataset_dir="/val",
+        label_file="/val_label.txt",
+        checkpoint="/m.pth.tar",
+        model_variant="convmixer_1536_20",
+        batch_sizes="8, 16,",
+    )
     assert settings.schedule == "0 5 * * *"
     assert (settings.npu_queue, settings.npu_pool, settings.npu_pool_slots) == ("ascend-q", "ascend-pool", 4)
     assert settings.shards == 3 and settings.retries == 0
     assert settings.retry_delay == timedelta(seconds=2.5) and settings.npu_task_timeout == timedelta(minutes=30)
     assert settings.default_backend == "ascend"
-    assert (settings.dataset_dir, settings.label_file, settings.checkpoint) == ("/val", "/val_label.txt",
-                                                                                "/m.pth.tar")
+    assert (settings.dataset_dir, settings.label_file, settings.checkpoint) == ("/val", "/val_label.txt", "/m.pth.tar")
     assert settings.model_variant == "convmixer_1536_20" and settings.batch_sizes == (8, 16)
 
 
@@ -95,8 +108,14 @@ def test_the_work_dir_moves_the_default_demo_set_with_it(tmp_path):
 
 
 def test_every_worker_setting_can_be_overridden(tmp_path):
-    settings = worker(tmp_path, npu_device_id="3", cann_set_env="/opt/cann/set_env.sh", prep_workers="4",
-                      metrics_conn_id="metrics_pg", metrics_db_url="sqlite:////m.db")
+    settings = worker(
+        tmp_path,
+        npu_device_id="3",
+        cann_set_env="/opt/cann/set_env.sh",
+        prep_workers="4",
+        metrics_conn_id="metrics_pg",
+        metrics_db_url="sqlite:////m.db",
+    )
     assert settings.npu_device_id == 3 and settings.cann_set_env == "/opt/cann/set_env.sh"
     assert settings.prep_workers == 4
     assert settings.metrics_conn_id == "metrics_pg" and settings.metrics_db_url == "sqlite:////m.db"
@@ -123,20 +142,24 @@ def test_airflow_conf_reader_asks_the_convmixer_section_with_no_fallback(tmp_pat
 
 # --- bad values -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("key, value, wanted", [
-    ("npu_pool_slots", "two", "a number >= 1"),
-    ("npu_pool_slots", "0", "a number >= 1"),
-    ("shards", "0", "a number >= 1"),
-    ("shards", "1.5", "a number >= 1"),
-    ("retries", "-1", "a number >= 0"),
-    ("retry_delay_seconds", "soon", "a number >= 0"),
-    ("npu_task_timeout_hours", "0", "a number >= 0.001"),
-    ("default_backend", "tpu", f"one of {list(BACKEND_NAMES)}"),
-    ("model_variant", "resnet50", f"one of {list(VARIANT_NAMES)}"),
-    ("batch_sizes", "3", f"a comma list of {list(BATCH_SIZE_CHOICES)}"),
-    ("batch_sizes", "4,x", f"a comma list of {list(BATCH_SIZE_CHOICES)}"),
-    ("batch_sizes", " , ", f"a comma list of {list(BATCH_SIZE_CHOICES)}"),
-])
+
+@pytest.mark.parametrize(
+    "key, value, wanted",
+    [
+        ("npu_pool_slots", "two", "a number >= 1"),
+        ("npu_pool_slots", "0", "a number >= 1"),
+        ("shards", "0", "a number >= 1"),
+        ("shards", "1.5", "a number >= 1"),
+        ("retries", "-1", "a number >= 0"),
+        ("retry_delay_seconds", "soon", "a number >= 0"),
+        ("npu_task_timeout_hours", "0", "a number >= 0.001"),
+        ("default_backend", "tpu", f"one of {list(BACKEND_NAMES)}"),
+        ("model_variant", "resnet50", f"one of {list(VARIANT_NAMES)}"),
+        ("batch_sizes", "3", f"a comma list of {list(BATCH_SIZE_CHOICES)}"),
+        ("batch_sizes", "4,x", f"a comma list of {list(BATCH_SIZE_CHOICES)}"),
+        ("batch_sizes", " , ", f"a comma list of {list(BATCH_SIZE_CHOICES)}"),
+    ],
+)
 def test_a_bad_scheduling_setting_is_named_with_its_value_and_fix(tmp_path, key, value, wanted):
     with pytest.raises(ConfigError) as error:
         scheduling(tmp_path, **{key: value})
@@ -147,8 +170,11 @@ def test_a_bad_scheduling_setting_is_named_with_its_value_and_fix(tmp_path, key,
 
 @pytest.mark.parametrize("key, value", [("npu_device_id", "-1"), ("npu_device_id", "npu0"), ("prep_workers", "0")])
 def test_a_bad_worker_setting_is_named_with_its_value_and_fix(tmp_path, key, value):
-    with pytest.raises(ConfigError, match=rf"\[convmixer\] {key} = '{value}' must be a number >= \d.*"
-                                          f"AIRFLOW__CONVMIXER__{key.upper()}"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"\[convmixer\] {key} = '{value}' must be a number >= \d.*"
+        f"AIRFLOW__CONVMIXER__{key.upper()}",
+    ):
         worker(tmp_path, **{key: value})
 
 
@@ -158,6 +184,7 @@ def test_worker_settings_do_not_check_scheduling_ones(tmp_path):
 
 
 # --- what the DAG and the tasks take from them ----------------------------------------------------------------------
+
 
 def test_task_arguments_for_the_npu_steps_and_the_retrying_steps(tmp_path):
     settings = scheduling(tmp_path, npu_queue="q", npu_pool="p", retries="3", retry_delay_seconds="5")
@@ -185,6 +212,7 @@ def test_worker_metrics_url_follows_the_metrics_rule(tmp_path, monkeypatch):
     monkeypatch.setenv("CONVMIXER_METRICS_DB_URL", "sqlite:////env.db")
     assert configured.metrics_url(None) == "sqlite:////env.db"
     # an existing Airflow Connection wins, rendered as Airflow renders it
-    connection = SimpleNamespace(conn_type="postgres", host="db", schema="m",
-                                 get_uri=lambda: "postgres://u:p@db:5432/m")
+    connection = SimpleNamespace(
+        conn_type="postgres", host="db", schema="m", get_uri=lambda: "postgres://u:p@db:5432/m"
+    )
     assert configured.metrics_url(connection) == "postgresql+psycopg2://u:p@db:5432/m"

@@ -25,10 +25,20 @@ def _params(tmp_path: Path, **overrides) -> dict:
     layout = WorkLayout(tmp_path / "work")
     checkpoint = tmp_path / "model.pth.tar"
     checkpoint.write_bytes(DEMO_CHECKPOINT.read_bytes())  # check_inputs reads its format and keys
-    params = {"batch_sizes": [4, 16], "batch_size": None, "backend": "onnxruntime", "input_dtype": "float32",
-              "model_variant": "convmixer_demo", "checkpoint": str(checkpoint), "image_limit": None,
-              "dataset_dir": str(layout.demo_image_dir), "label_file": str(layout.demo_label_file),
-              "top1_tolerance": 0.5, "throughput_tolerance_pct": 10.0, "throughput_history": 5}
+    params = {
+        "batch_sizes": [4, 16],
+        "batch_size": None,
+        "backend": "onnxruntime",
+        "input_dtype": "float32",
+        "model_variant": "convmixer_demo",
+        "checkpoint": str(checkpoint),
+        "image_limit": None,
+        "dataset_dir": str(layout.demo_image_dir),
+        "label_file": str(layout.demo_label_file),
+        "top1_tolerance": 0.5,
+        "throughput_tolerance_pct": 10.0,
+        "throughput_history": 5,
+    }
     params.update(overrides)
     return params
 
@@ -47,13 +57,16 @@ def gate_rows(url: str, recorded, params: dict):
 
 # --- params and names -----------------------------------------------------------------------------------------------
 
+
 def test_batch_size_overrides_batch_sizes(tmp_path):
     assert RunParams.from_mapping(_params(tmp_path, batch_sizes=[16, 1])).batch_sizes == (16, 1)
     assert RunParams.from_mapping(_params(tmp_path, batch_sizes=[1, 16], batch_size=4)).batch_sizes == (4,)
 
 
-@pytest.mark.parametrize("params", [{"batch_sizes": []}, {"batch_sizes": [3]}, {"batch_sizes": [True]},
-                                    {"batch_size": 0, "batch_sizes": [1]}])
+@pytest.mark.parametrize(
+    "params",
+    [{"batch_sizes": []}, {"batch_sizes": [3]}, {"batch_sizes": [True]}, {"batch_size": 0, "batch_sizes": [1]}],
+)
 def test_bad_batch_sizes_are_refused_naming_the_param(tmp_path, params):
     with pytest.raises(ConfigError, match="batch"):
         RunParams.from_mapping(_params(tmp_path, **params))
@@ -99,6 +112,7 @@ def test_run_facts_are_iso_strings_in_utc():
 
 # --- check inputs + preprocess shards -------------------------------------------------------------------------------
 
+
 def test_check_inputs_generates_the_demo_set_once_and_plans_each_batch_size(tmp_path, small_demo):
     params = _params(tmp_path, image_limit=10)
     plans = check_inputs(params, "run-1", tmp_path / "work")
@@ -122,7 +136,7 @@ def test_check_inputs_generates_the_demo_set_once_and_plans_each_batch_size(tmp_
 
 
 def test_check_inputs_fails_fast_on_missing_checkpoint_and_bad_dataset(tmp_path):
-    with pytest.raises(ConfigError, match="checkpoint .*missing.pth.tar"):
+    with pytest.raises(ConfigError, match=r"checkpoint .*missing.pth.tar"):
         check_inputs(_params(tmp_path, checkpoint=str(tmp_path / "missing.pth.tar")), "r", tmp_path / "work")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="empty"):
@@ -133,15 +147,15 @@ def test_check_inputs_checks_the_checkpoint_against_the_variant(tmp_path):
     # refused here, before preprocess runs for minutes and export finds out
     text = tmp_path / "notes.pth.tar"
     text.write_text("not a checkpoint\n")
-    with pytest.raises(CheckpointError, match="notes.pth.tar is a text file"):
+    with pytest.raises(CheckpointError, match=r"notes.pth.tar is a text file"):
         check_inputs(_params(tmp_path, checkpoint=str(text)), "r", tmp_path / "work")
-    with pytest.raises(CheckpointError, match="does not fit the model.*variant convmixer_demo"):
+    with pytest.raises(CheckpointError, match=r"does not fit the model.*variant convmixer_demo"):
         check_inputs(_params(tmp_path, model_variant="convmixer_1536_20"), "r", tmp_path / "work")
 
 
 def test_check_inputs_refuses_a_conf_key_that_is_not_a_param(tmp_path):
     params = _params(tmp_path)
-    with pytest.raises(ConfigError, match="unknown param.* batch_szie.*check the spelling"):
+    with pytest.raises(ConfigError, match=r"unknown param.* batch_szie.*check the spelling"):
         check_inputs({**params, "batch_szie": 4}, "r", tmp_path / "work")
 
 
@@ -179,6 +193,7 @@ def test_merge_shard_outputs_links_every_shard_and_replaces_an_older_merge(tmp_p
 
 
 # --- export cache ---------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def exported_once(tmp_path_factory):
@@ -235,42 +250,105 @@ def test_export_cache_re_exports_when_the_entry_is_damaged(exported_once, damage
 
 # --- rows, failure rows, gate -----------------------------------------------------------------------------------------
 
+
 def _step_results(batch_sizes=(4, 16), throughput=100.0, run_id="run-9", backend="onnxruntime", modes=(None,)):
     """What each step hands on for one run of ``batch_sizes`` × precision ``modes`` (Ascend modes: backend ascend);
     a plan's throughput is ``throughput`` × batch size (× 2 for its second mode, so rows tell modes apart)."""
     run = run_facts(run_id, "convmixer_validation", "2026-01-05T03:00:00+00:00", "2026-01-05T03:00:01+00:00")
-    plans = [RunPlan(run_id=run_id, batch_size=bs, backend=backend, input_dtype="float32",
-                     model_variant="convmixer_768_32", checkpoint="/ckpt.pth.tar", dataset_dir="/val",
-                     label_file="/val_label.txt", image_limit=None, image_count=250, dataset_fingerprint="f" * 64,
-                     prep_dir=f"/cache/prep/{bs}", prep_key=f"{bs:064d}", run_dir="/runs/run-9", precision_mode=mode)
-             for bs in batch_sizes for mode in modes]
-    exported = ExportedModel(onnx_path="/cache/onnx/e/model.onnx", onnx_sha256="e" * 64, checkpoint_sha256="c" * 64,
-                             variant="convmixer_768_32", opset=17, parity_max_abs_diff=1e-6, cache_key="k" * 64,
-                             cached=False)
-    compiled = [CompiledModel(model_variant=plan.model_variant, run_id=run_id, batch_size=plan.batch_size,
-                              backend=backend, precision=plan.precision, prep_dir=plan.prep_dir,
-                              device="cpu-x", toolkit_version="onnxruntime 1", cached=False,
-                              artifact=Artifact(path=Path(f"/cache/artifacts/{backend}/{plan.batch_size}.onnx"),
-                                                backend=backend, batch_size=plan.batch_size, input_dtype="float32",
-                                                sha256=f"{plan.batch_size:063d}{index}", onnx_sha256="e" * 64,
-                                                options={}, cached=False))
-                for index, plan in enumerate(plans)]
-    benchmarks = [BenchSummary(model_variant=plan.model_variant, batch_size=plan.batch_size, backend=backend,
-                               precision=plan.precision, loop=3, warmup=5,
-                               throughput=throughput * plan.batch_size * (1 + modes.index(plan.precision_mode)),
-                               latency_mean_ms=1.0, latency_p50_ms=1.0, latency_p99_ms=2.0, formula="1000*bs/mean",
-                               bench_json=f"/runs/run-9/bs{plan.batch_size}/benchmark.json") for plan in plans]
-    evaluated = [Scores(model_variant=plan.model_variant, batch_size=plan.batch_size, precision=plan.precision,
-                        top1=80.0, top5=95.0, image_count=250,
-                        result_json=f"/runs/run-9/bs{plan.batch_size}/result.json") for plan in plans]
+    plans = [
+        RunPlan(
+            run_id=run_id,
+            batch_size=bs,
+            backend=backend,
+            input_dtype="float32",
+            model_variant="convmixer_768_32",
+            checkpoint="/ckpt.pth.tar",
+            dataset_dir="/val",
+            label_file="/val_label.txt",
+            image_limit=None,
+            image_count=250,
+            dataset_fingerprint="f" * 64,
+            prep_dir=f"/cache/prep/{bs}",
+            prep_key=f"{bs:064d}",
+            run_dir="/runs/run-9",
+            precision_mode=mode,
+        )
+        for bs in batch_sizes
+        for mode in modes
+    ]
+    exported = ExportedModel(
+        onnx_path="/cache/onnx/e/model.onnx",
+        onnx_sha256="e" * 64,
+        checkpoint_sha256="c" * 64,
+        variant="convmixer_768_32",
+        opset=17,
+        parity_max_abs_diff=1e-6,
+        cache_key="k" * 64,
+        cached=False,
+    )
+    compiled = [
+        CompiledModel(
+            model_variant=plan.model_variant,
+            run_id=run_id,
+            batch_size=plan.batch_size,
+            backend=backend,
+            precision=plan.precision,
+            prep_dir=plan.prep_dir,
+            device="cpu-x",
+            toolkit_version="onnxruntime 1",
+            cached=False,
+            artifact=Artifact(
+                path=Path(f"/cache/artifacts/{backend}/{plan.batch_size}.onnx"),
+                backend=backend,
+                batch_size=plan.batch_size,
+                input_dtype="float32",
+                sha256=f"{plan.batch_size:063d}{index}",
+                onnx_sha256="e" * 64,
+                options={},
+                cached=False,
+            ),
+        )
+        for index, plan in enumerate(plans)
+    ]
+    benchmarks = [
+        BenchSummary(
+            model_variant=plan.model_variant,
+            batch_size=plan.batch_size,
+            backend=backend,
+            precision=plan.precision,
+            loop=3,
+            warmup=5,
+            throughput=throughput * plan.batch_size * (1 + modes.index(plan.precision_mode)),
+            latency_mean_ms=1.0,
+            latency_p50_ms=1.0,
+            latency_p99_ms=2.0,
+            formula="1000*bs/mean",
+            bench_json=f"/runs/run-9/bs{plan.batch_size}/benchmark.json",
+        )
+        for plan in plans
+    ]
+    evaluated = [
+        Scores(
+            model_variant=plan.model_variant,
+            batch_size=plan.batch_size,
+            precision=plan.precision,
+            top1=80.0,
+            top5=95.0,
+            image_count=250,
+            result_json=f"/runs/run-9/bs{plan.batch_size}/result.json",
+        )
+        for plan in plans
+    ]
     return run, plans, [exported], compiled, benchmarks, evaluated
 
 
 def test_rows_join_each_plan_with_its_own_batch_size_whatever_the_order():
     run, plans, exported, compiled, benchmarks, evaluated = _step_results()
     rows = rows_for_run(run, plans, exported, compiled[::-1], benchmarks[::-1], evaluated)
-    assert [(row.batch_size, row.artifact_sha256, row.throughput) for row in rows] == \
-        [(4, f"{4:063d}0", 400.0), (16, f"{16:063d}1", 1600.0)]
+    assert [(row.batch_size, row.artifact_sha256, row.throughput) for row in rows] == [
+        (4, f"{4:063d}0", 400.0),
+        (16, f"{16:063d}1", 1600.0),
+    ]
     assert {row.checkpoint_path for row in rows} == {"/ckpt.pth.tar"}  # the path beside its sha256
     with pytest.raises(ConfigError, match="different models, batch sizes"):
         build_row(run, plans[0], exported[0], compiled[1], benchmarks[0], evaluated[0])
@@ -278,11 +356,15 @@ def test_rows_join_each_plan_with_its_own_batch_size_whatever_the_order():
 
 def test_rows_join_each_plan_with_its_own_batch_size_and_precision_mode():
     run, plans, exported, compiled, benchmarks, evaluated = _step_results(
-        backend="ascend", modes=(None, "must_keep_origin_dtype"))
+        backend="ascend", modes=(None, "must_keep_origin_dtype")
+    )
     rows = rows_for_run(run, plans, exported, compiled[::-1], benchmarks[::-1], evaluated[::-1])
     assert [(row.batch_size, row.precision_mode, row.artifact_sha256, row.throughput) for row in rows] == [
-        (4, "force_fp16", f"{4:063d}0", 400.0), (4, "must_keep_origin_dtype", f"{4:063d}1", 800.0),
-        (16, "force_fp16", f"{16:063d}2", 1600.0), (16, "must_keep_origin_dtype", f"{16:063d}3", 3200.0)]
+        (4, "force_fp16", f"{4:063d}0", 400.0),
+        (4, "must_keep_origin_dtype", f"{4:063d}1", 800.0),
+        (16, "force_fp16", f"{16:063d}2", 1600.0),
+        (16, "must_keep_origin_dtype", f"{16:063d}3", 3200.0),
+    ]
     with pytest.raises(ConfigError, match="precision modes were joined for the convmixer_768_32 bs4 force_fp16 row"):
         build_row(run, plans[0], exported[0], compiled[0], benchmarks[1], evaluated[0])
     with pytest.raises(ConfigError, match="no benchmark result for convmixer_768_32 bs16 must_keep_origin_dtype"):
@@ -295,12 +377,35 @@ def test_rows_carry_each_stages_seconds_and_the_end_to_end_rate_beside_the_pure_
     from convmixer_tasks.records import PrepShard, ShardOutputs
 
     run, plans, exported, compiled, benchmarks, evaluated = _step_results(batch_sizes=(4,))
-    prepared = [PrepShard(batch_size=4, shard=shard, shards=2, prep_dir="/cache/prep/4", files=(), files_written=1,
-                          cached=False, seconds=1.5) for shard in range(2)]
+    prepared = [
+        PrepShard(
+            batch_size=4,
+            shard=shard,
+            shards=2,
+            prep_dir="/cache/prep/4",
+            files=(),
+            files_written=1,
+            cached=False,
+            seconds=1.5,
+        )
+        for shard in range(2)
+    ]
     prepared.append(replace(prepared[0], prep_dir="/cache/prep/16", seconds=99.0))  # another batch size's prep
-    inferred = [ShardOutputs(model_variant=plans[0].model_variant, batch_size=4, precision=plans[0].precision, shard=shard, prep_dir="/cache/prep/4",
-                             files=(), output_dir=f"/o/{shard}", file_count=1, summary_path=None, seconds=2.0)
-                for shard in range(2)]
+    inferred = [
+        ShardOutputs(
+            model_variant=plans[0].model_variant,
+            batch_size=4,
+            precision=plans[0].precision,
+            shard=shard,
+            prep_dir="/cache/prep/4",
+            files=(),
+            output_dir=f"/o/{shard}",
+            file_count=1,
+            summary_path=None,
+            seconds=2.0,
+        )
+        for shard in range(2)
+    ]
     scored = [replace(evaluated[0], seconds=3.0)]
     (row,) = rows_for_run(run, plans, exported, compiled, benchmarks, scored, prepared, inferred)
     assert row.stage_seconds == {"preprocess": 3.0, "infer": 4.0, "evaluate": 3.0}  # shards summed, per plan
@@ -317,8 +422,10 @@ def test_rows_carry_every_step_result_and_a_rerecord_keeps_one_row(tmp_path):
     recorded = steps.record_rows(url, rows)
     again = steps.record_rows(url, rows)  # a retried record task
     assert [r.id for r in again] == [r.id for r in recorded]
-    assert [(r.run_id, r.batch_size, r.backend) for r in recorded] == [("run-9", 4, "onnxruntime"),
-                                                                       ("run-9", 16, "onnxruntime")]
+    assert [(r.run_id, r.batch_size, r.backend) for r in recorded] == [
+        ("run-9", 4, "onnxruntime"),
+        ("run-9", 16, "onnxruntime"),
+    ]
     assert query_runs(url)[1] == 2
     row = stored_run(url, "run-9", 16, "onnxruntime")
     assert row["artifact_sha256"] == f"{16:063d}1" and row["throughput"] == 1600.0
@@ -373,13 +480,13 @@ def test_gate_stores_every_verdict_before_failing_once(tmp_path):
     # history: five fast ok runs at batch 4 only (recorded pending, then gated ok: only ok rows are history; the
     # noise-aware gate judges nothing before five)
     for index in range(5):
-        old = steps.record_rows(url, rows_for_run(*_step_results(batch_sizes=(4,), throughput=1000.0,
-                                                                       run_id=f"old-{index}")))
+        old = steps.record_rows(
+            url, rows_for_run(*_step_results(batch_sizes=(4,), throughput=1000.0, run_id=f"old-{index}"))
+        )
         verdicts = gate_rows(url, old, params)
         assert [verdict.status for verdict in verdicts] == ["ok"] and verdicts[0].batch_size == 4
     # one slow run is never a regression on its own (a neighbour may have slowed that whole run) ...
-    first = steps.record_rows(url, rows_for_run(*_step_results(batch_sizes=(4,), throughput=100.0,
-                                                                     run_id="run-8")))
+    first = steps.record_rows(url, rows_for_run(*_step_results(batch_sizes=(4,), throughput=100.0, run_id="run-8")))
     assert [verdict.status for verdict in gate_rows(url, first, params)] == ["ok"]
     # ... the second in a row is judged together with it
     recorded = steps.record_rows(url, rows_for_run(*_step_results(throughput=100.0)))
@@ -411,8 +518,9 @@ def test_stage_seconds_are_stored_and_bad_ones_refused(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     (row,) = rows_for_run(*_step_results(batch_sizes=(4,)))
-    steps.record_rows(url, [replace(row, stage_seconds={"preprocess": 1.0, "infer": 2.0, "evaluate": 0.5},
-                                    e2e_throughput=71.4)])
+    steps.record_rows(
+        url, [replace(row, stage_seconds={"preprocess": 1.0, "infer": 2.0, "evaluate": 0.5}, e2e_throughput=71.4)]
+    )
     stored = stored_run(url, "run-9", 4, "onnxruntime")
     assert stored["stage_seconds"] == {"preprocess": 1.0, "infer": 2.0, "evaluate": 0.5}
     assert stored["e2e_throughput"] == 71.4

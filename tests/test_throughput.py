@@ -143,8 +143,9 @@ def test_two_runs_below_are_judged_together_and_each_must_show_the_drop():
     # One whole run slowed 2.5x next to a merely low one: the pair's mean is far below the floor, but the low run
     # does not show the drop on its own, so it is not a regression.
     slowed = tp.Previous("r1", 40.0, "below", True, (40.0, 41.0, 39.0))
-    low = tp.judge(tp.Measured(93.0, None, 4, 0.02, 4, (94.5, 95.0, 94.0)), [40.0, *HISTORY], slowed,
-                   tolerance_pct=10.0)
+    low = tp.judge(
+        tp.Measured(93.0, None, 4, 0.02, 4, (94.5, 95.0, 94.0)), [40.0, *HISTORY], slowed, tolerance_pct=10.0
+    )
     assert low.status == "ok"
 
 
@@ -177,9 +178,17 @@ def test_migration_0004_adds_inconclusive_and_the_evidence_columns_reversibly(em
     with pytest.raises(sa.exc.IntegrityError):
         insert_raw(empty_url, status="inconclusive", top1=1.0, top5=2.0)
     metrics.upgrade(empty_url)  # through 0004 (and 0005, whose downgrade is crossed below as well)
-    row = make_row(run_id="noisy", status="inconclusive", samples_ms=loopstats.pack_samples([1.0, 2.0]), sample_count=2,
-                   latency_cv=0.4, measurements=3, throughput_check="noisy", fingerprint={"backend": "onnxruntime"},
-                   fingerprint_key="k")
+    row = make_row(
+        run_id="noisy",
+        status="inconclusive",
+        samples_ms=loopstats.pack_samples([1.0, 2.0]),
+        sample_count=2,
+        latency_cv=0.4,
+        measurements=3,
+        throughput_check="noisy",
+        fingerprint={"backend": "onnxruntime"},
+        fingerprint_key="k",
+    )
     metrics.record_run(empty_url, row)
     stored = stored_run(empty_url, "noisy", 4, "onnxruntime")
     assert stored["status"] == "inconclusive" and loopstats.unpack_samples(stored["samples_ms"]) == [1.0, 2.0]
@@ -217,18 +226,29 @@ class ScriptedBench:
         self.calls += 1
         timing = aisbench_format.stats(samples)
         return base.BenchResult(
-            backend="onnxruntime", batch_size=artifact.batch_size, loop=loop, warmup=warmup,
-            throughput=aisbench_format.throughput(artifact.batch_size, timing["mean"]), latency_mean_ms=timing["mean"],
-            latency_p50_ms=timing["median"], latency_p99_ms=timing[aisbench_format.PERCENTILE_KEY], samples=samples,
-            formula=aisbench_format.THROUGHPUT_FORMULA)
+            backend="onnxruntime",
+            batch_size=artifact.batch_size,
+            loop=loop,
+            warmup=warmup,
+            throughput=aisbench_format.throughput(artifact.batch_size, timing["mean"]),
+            latency_mean_ms=timing["mean"],
+            latency_p50_ms=timing["median"],
+            latency_p99_ms=timing[aisbench_format.PERCENTILE_KEY],
+            samples=samples,
+            formula=aisbench_format.THROUGHPUT_FORMULA,
+        )
 
 
-@pytest.mark.parametrize("scripts, expected_measurements", [
-    ([[10.0, 30.0, 10.0, 30.0], [10.0, 10.2, 9.8, 10.0]], 2),  # noisy, then quiet: the quiet one is kept
-    ([[10.0, 10.2, 9.8, 10.0]], 1),  # quiet at once: measured once
-])
-def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, monkeypatch, scripts,
-                                                                         expected_measurements):
+@pytest.mark.parametrize(
+    "scripts, expected_measurements",
+    [
+        ([[10.0, 30.0, 10.0, 30.0], [10.0, 10.2, 9.8, 10.0]], 2),  # noisy, then quiet: the quiet one is kept
+        ([[10.0, 10.2, 9.8, 10.0]], 1),  # quiet at once: measured once
+    ],
+)
+def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(
+    tmp_path, monkeypatch, scripts, expected_measurements
+):
     from convmixer_tasks import benchmark_step
     from convmixer_tasks.fileio import read_json
     from convmixer_tasks.rows import build_row
@@ -237,7 +257,9 @@ def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(tmp_path, 
     compiled = _step_results(batch_sizes=(4,), throughput=100.0)[3][0]
     scripted = ScriptedBench(scripts)
     monkeypatch.setattr(benchmark_step, "get_backend", lambda name, **settings: scripted)
-    summary = benchmark_step.benchmark_artifact(compiled, BenchmarkOptions(loop=4, remeasure=2, max_cv_pct=10.0), tmp_path)
+    summary = benchmark_step.benchmark_artifact(
+        compiled, BenchmarkOptions(loop=4, remeasure=2, max_cv_pct=10.0), tmp_path
+    )
     assert summary.measurements == scripted.calls == expected_measurements
     assert summary.samples_ms is not None and summary.fingerprint is not None
     assert loopstats.unpack_samples(summary.samples_ms) == pytest.approx([10.0, 10.2, 9.8, 10.0], rel=1e-6)
@@ -303,14 +325,17 @@ def test_benchmark_step_confirms_a_suspect_figure_with_fresh_measurements(tmp_pa
         seen.append(fingerprint.key(env))
         return 380.0  # the history's suspect line
 
-    summary = benchmark_step.benchmark_artifact(compiled, BenchmarkOptions(loop=4, confirm=2), tmp_path, suspect=suspect)
+    summary = benchmark_step.benchmark_artifact(
+        compiled, BenchmarkOptions(loop=4, confirm=2), tmp_path, suspect=suspect
+    )
     assert summary.fingerprint is not None
     assert summary.throughput == pytest.approx(200.0)  # the row keeps its first figure: the history stays unbiased
     assert summary.fingerprint[fingerprint.CONFIRMATIONS] == pytest.approx([400.0, 400.0])
     assert summary.measurements == scripted.calls == 3 and len(read_json(summary.bench_json)["measurements"]) == 3
     assert seen == [fingerprint.key(summary.fingerprint)]  # the confirmations are not part of the key
-    not_suspect = benchmark_step.benchmark_artifact(compiled, BenchmarkOptions(loop=4, confirm=2), tmp_path,
-                                                   suspect=lambda env: 150.0)
+    not_suspect = benchmark_step.benchmark_artifact(
+        compiled, BenchmarkOptions(loop=4, confirm=2), tmp_path, suspect=lambda env: 150.0
+    )
     assert not_suspect.fingerprint is not None
     assert not_suspect.measurements == 1 and fingerprint.CONFIRMATIONS not in not_suspect.fingerprint
 
@@ -321,10 +346,20 @@ def test_benchmark_step_confirms_a_suspect_figure_with_fresh_measurements(tmp_pa
 
     env = summary.fingerprint
     for day in range(6):
-        metrics.record_run(metrics_url, make_row(
-            run_id=f"h{day}", logical_date=f"2026-11-0{day + 1}T00:00:00+00:00", model_variant="convmixer_demo",
-            backend=compiled.backend, device=compiled.device, batch_size=4, throughput=400.0 + day,
-            fingerprint=env, fingerprint_key=fingerprint.key(env)))
+        metrics.record_run(
+            metrics_url,
+            make_row(
+                run_id=f"h{day}",
+                logical_date=f"2026-11-0{day + 1}T00:00:00+00:00",
+                model_variant="convmixer_demo",
+                backend=compiled.backend,
+                device=compiled.device,
+                batch_size=4,
+                throughput=400.0 + day,
+                fingerprint=env,
+                fingerprint_key=fingerprint.key(env),
+            ),
+        )
     line = benchmark_step.suspect_check(metrics_url, "convmixer_demo", compiled, params)(env)
     assert line == pytest.approx(402.5 * 0.95)
     broken = benchmark_step.suspect_check("sqlite:////nonexistent/dir/x.db", "convmixer_demo", compiled, params)
@@ -342,7 +377,10 @@ def test_a_drifting_history_is_worth_fewer_runs_and_a_run_that_drifted_low_is_no
     # Against independent runs the same pair is clear; against the drift it is where the drift was heading.
     assert tp.judge(measured, independent, previous, tolerance_pct=10.0).status == "regressed"
     drifted = tp.judge(measured, drifting, previous, tolerance_pct=10.0)
-    assert (drifted.status, drifted.check) == ("ok", "below") and "the series drifts (its last 20 runs are worth " in drifted.reason
+    assert (drifted.status, drifted.check) == (
+        "ok",
+        "below",
+    ) and "the series drifts (its last 20 runs are worth " in drifted.reason
     iid_p = stats.ttest_ind(np.log([88.5, 87.5, 88.0, 87.5, 87.0, 88.0]), np.log(drifting), alternative="less").pvalue
     assert drifted.p_value is not None
     assert iid_p < tp.DEFAULT_ALPHA < drifted.p_value  # what assuming independent runs would have called clear
@@ -379,4 +417,6 @@ def test_a_drop_the_newest_runs_had_already_made_is_a_drift_not_a_step():
     drifted = tp.judge(measured, [88.0, *history], previous, tolerance_pct=10.0, pair_history=history)
     assert drifted.status == "ok" and "the newest 5 ok runs had already come down to" in drifted.reason
     stepped = [100.0 * factor for factor in np.exp(rng.normal(0, 0.01, 20))]  # level until the pair: a step
-    assert tp.judge(measured, [88.0, *stepped], previous, tolerance_pct=10.0, pair_history=stepped).status == "regressed"
+    assert (
+        tp.judge(measured, [88.0, *stepped], previous, tolerance_pct=10.0, pair_history=stepped).status == "regressed"
+    )

@@ -43,8 +43,9 @@ class Responder(threading.Thread):
         self.done = threading.Event()
 
     def _pending(self) -> dict | None:
-        reply = self.client.get(f"{API}/dags/{DAG_ID}/dagRuns/~/hitlDetails",
-                                headers={"Authorization": f"Bearer {self.token}"})
+        reply = self.client.get(
+            f"{API}/dags/{DAG_ID}/dagRuns/~/hitlDetails", headers={"Authorization": f"Bearer {self.token}"}
+        )
         reply.raise_for_status()
         waiting = [entry for entry in reply.json()["hitl_details"] if not entry.get("response_received")]
         return waiting[0] if waiting else None
@@ -61,8 +62,14 @@ class Responder(threading.Thread):
                 self.result = {"asked": False}
                 return
             ti = pending["task_instance"]
-            self.result = {"asked": True, "subject": pending["subject"], "body": pending["body"],
-                           "options": pending["options"], "run_id": ti["dag_run_id"], "state": ti["state"]}
+            self.result = {
+                "asked": True,
+                "subject": pending["subject"],
+                "body": pending["body"],
+                "options": pending["options"],
+                "run_id": ti["dag_run_id"],
+                "state": ti["state"],
+            }
             if self.answer == "timeout":
                 from airflow.jobs.job import Job
                 from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
@@ -87,11 +94,19 @@ def seed_rows(metrics_url: str, template: dict, count: int, factor: float, label
     from convmixer_tasks.metrics import record_run
 
     for index in range(count):
-        row = {key: value for key, value in template.items()
-               if key not in ("id", "created_at", "updated_at", "ran_at", "rebaselined_at", "rebaselined_by",
-                              "rebaseline_reason")}
-        row.update(run_id=f"seeded-{label}-{index}", status="ok", gate_reasons=None,
-                   logical_date=datetime.now(UTC).isoformat(), throughput=template["throughput"] * factor)
+        row = {
+            key: value
+            for key, value in template.items()
+            if key
+            not in ("id", "created_at", "updated_at", "ran_at", "rebaselined_at", "rebaselined_by", "rebaseline_reason")
+        }
+        row.update(
+            run_id=f"seeded-{label}-{index}",
+            status="ok",
+            gate_reasons=None,
+            logical_date=datetime.now(UTC).isoformat(),
+            throughput=template["throughput"] * factor,
+        )
         record_run(metrics_url, row)
 
 
@@ -156,18 +171,33 @@ def main(spec_path: str, out_path: str) -> int:
         with create_session() as session:
             tis = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances(session=session)}
             detail = session.scalar(
-                select(HITLDetail).join(TaskInstance, HITLDetail.ti_id == TaskInstance.id)
+                select(HITLDetail)
+                .join(TaskInstance, HITLDetail.ti_id == TaskInstance.id)
                 .where(TaskInstance.run_id == dag_run.run_id)
             )
-            hitl = None if detail is None else {
-                "chosen_options": detail.chosen_options, "responded_by": detail.responded_by,
-                "responded_at": str(detail.responded_at), "params_input": detail.params_input,
+            hitl = (
+                None
+                if detail is None
+                else {
+                    "chosen_options": detail.chosen_options,
+                    "responded_by": detail.responded_by,
+                    "responded_at": str(detail.responded_at),
+                    "params_input": detail.params_input,
+                }
+            )
+        results.append(
+            {
+                "name": run["name"],
+                "run_id": dag_run.run_id,
+                "state": str(dag_run.state),
+                "seconds": seconds,
+                "tasks": tis,
+                "rows": run_rows(metrics_url, dag_run.run_id),
+                "hitl": hitl,
+                "responder": responder.result if responder else None,
+                "log": dag_log.lines,
             }
-        results.append({
-            "name": run["name"], "run_id": dag_run.run_id, "state": str(dag_run.state), "seconds": seconds,
-            "tasks": tis, "rows": run_rows(metrics_url, dag_run.run_id), "hitl": hitl,
-            "responder": responder.result if responder else None, "log": dag_log.lines,
-        })
+        )
     digest = None
     if spec.get("digest"):  # the digest DAG, after the runs, through the same notifier
         os.environ.clear()
@@ -175,8 +205,10 @@ def main(spec_path: str, out_path: str) -> int:
         bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
         digest_run = bag.dags["convmixer_digest"].test()
         with create_session() as session:
-            digest = {"state": str(digest_run.state),
-                      "tasks": {ti.task_id: str(ti.state) for ti in digest_run.get_task_instances(session=session)}}
+            digest = {
+                "state": str(digest_run.state),
+                "tasks": {ti.task_id: str(ti.state) for ti in digest_run.get_task_instances(session=session)},
+            }
     Path(out_path).write_text(json.dumps({"runs": results, "digest": digest}, indent=1, default=str))
     return 0
 

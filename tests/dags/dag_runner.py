@@ -86,12 +86,19 @@ def main(spec_path: str, out_path: str) -> int:
             source = next(r for r in results if r["name"] == seed["run"])
             template = next(row for row in source["rows"] if row["batch_size"] == seed["batch_size"])
             for index in range(seed["count"]):
-                row = {key: value for key, value in template.items()
-                       if key not in ("id", "created_at", "updated_at", "ran_at")}
-                row.update(run_id=f"seeded-{index}", status="ok", gate_reasons=None,
-                           logical_date=datetime.now(UTC).isoformat(),
-                           throughput=template["throughput"] * seed["throughput_factor"],
-                           throughput_robust=template["throughput_robust"] * seed["throughput_factor"])  # judged
+                row = {
+                    key: value
+                    for key, value in template.items()
+                    if key not in ("id", "created_at", "updated_at", "ran_at")
+                }
+                row.update(
+                    run_id=f"seeded-{index}",
+                    status="ok",
+                    gate_reasons=None,
+                    logical_date=datetime.now(UTC).isoformat(),
+                    throughput=template["throughput"] * seed["throughput_factor"],
+                    throughput_robust=template["throughput_robust"] * seed["throughput_factor"],
+                )  # judged
                 record_run(metrics_url, row)
         if run.get("fail_once"):
             restore[run["fail_once"]] = _inject(steps, run["fail_once"], once=True)
@@ -107,20 +114,38 @@ def main(spec_path: str, out_path: str) -> int:
 
         with create_session() as session:
             tis = dag_run.get_task_instances(session=session)
-            tasks = [{"task_id": ti.task_id, "map_index": ti.map_index, "state": str(ti.state),
-                      "try_number": ti.try_number, "duration": ti.duration, "queue": ti.queue, "pool": ti.pool,
-                      "rendered_map_index": ti.rendered_map_index} for ti in tis]
+            tasks = [
+                {
+                    "task_id": ti.task_id,
+                    "map_index": ti.map_index,
+                    "state": str(ti.state),
+                    "try_number": ti.try_number,
+                    "duration": ti.duration,
+                    "queue": ti.queue,
+                    "pool": ti.pool,
+                    "rendered_map_index": ti.rendered_map_index,
+                }
+                for ti in tis
+            ]
             xcom: dict[str, dict[str, object]] = {}
-            for entry in session.query(XComModel).filter(XComModel.dag_id == DAG_ID,
-                                                         XComModel.run_id == dag_run.run_id,
-                                                         XComModel.key == "return_value"):
+            for entry in session.query(XComModel).filter(
+                XComModel.dag_id == DAG_ID, XComModel.run_id == dag_run.run_id, XComModel.key == "return_value"
+            ):
                 xcom.setdefault(entry.task_id, {})[str(entry.map_index)] = entry.value
         rows, _ = query_runs(metrics_url, limit=500)
-        results.append({
-            "name": run["name"], "run_id": dag_run.run_id, "state": str(dag_run.state), "seconds": seconds,
-            "tasks": tasks, "xcom": xcom, "rows": [row for row in rows if row["run_id"] == dag_run.run_id],
-            "all_rows": len(rows), "cache_files": _snapshot(work_dir / "cache"),
-        })
+        results.append(
+            {
+                "name": run["name"],
+                "run_id": dag_run.run_id,
+                "state": str(dag_run.state),
+                "seconds": seconds,
+                "tasks": tasks,
+                "xcom": xcom,
+                "rows": [row for row in rows if row["run_id"] == dag_run.run_id],
+                "all_rows": len(rows),
+                "cache_files": _snapshot(work_dir / "cache"),
+            }
+        )
     Path(out_path).write_text(json.dumps({"runs": results}, indent=1, default=str))
     return 0
 

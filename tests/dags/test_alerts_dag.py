@@ -36,8 +36,13 @@ pytestmark = pytest.mark.slow  # ~2 min on 2 cores (eight DAG runs, one ONNX exp
 REPO = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "alice", "alice-pw"
 BASE = "http://airflow.example:8080"
-REGRESS = {"batch_sizes": [4], "benchmark_loop": 10, "throughput_history": 5, "throughput_max_cv_pct": 1000,
-           "throughput_runs": 1}
+REGRESS = {
+    "batch_sizes": [4],
+    "benchmark_loop": 10,
+    "throughput_history": 5,
+    "throughput_max_cv_pct": 1000,
+    "throughput_runs": 1,
+}
 SEED = {"count": 5, "factor": 1000}
 
 
@@ -114,8 +119,11 @@ def runs(servers, tmp_path_factory) -> dict[str, dict]:
     ]}  # fmt: skip
     (root / "spec.json").write_text(json.dumps(spec))
     (root / "passwords.json").write_text(json.dumps({USER: PASSWORD}))
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))
+    }
     env.update({
         "AIRFLOW_HOME": str(root / "airflow-home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CONVMIXER__WORK_DIR": str(root / "work"),

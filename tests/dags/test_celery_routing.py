@@ -40,11 +40,17 @@ REDIS = ("127.0.0.1", 6379)
 # 24 of the 250 demo images (a run with image_limit is not gated on accuracy); CPU throughput is noisy
 # The verdict's inputs pinned: real ORT timings on a busy box can be too dispersed to judge (then "inconclusive", which
 # is right), so the dispersion limit is lifted; a fresh metrics DB has no history, so the row is "ok", unjudged.
-CONF: dict[str, Any] = {"batch_sizes": [4], "image_limit": 24, "benchmark_loop": 5, "throughput_tolerance_pct": 99,
-                        "throughput_max_cv_pct": 1000}
+CONF: dict[str, Any] = {
+    "batch_sizes": [4],
+    "image_limit": 24,
+    "benchmark_loop": 5,
+    "throughput_tolerance_pct": 99,
+    "throughput_max_cv_pct": 1000,
+}
 
 
 # --- services the test needs ------------------------------------------------------------------------------------
+
 
 def _require_services() -> None:
     import psycopg2  # type: ignore[import-untyped]  # no stubs installed
@@ -60,8 +66,10 @@ def _require_services() -> None:
     except Exception as exc:
         problems.append(f"PostgreSQL on {PG['host']}:{PG['port']} as user postgres ({exc})")
     if problems:
-        pytest.fail("the Celery routing test needs " + " and ".join(problems) + " — start them "
-                    "(e.g. `.ci/run` does: pg_ctlcluster <version> main start; redis-server --daemonize yes)")
+        pytest.fail(
+            "the Celery routing test needs " + " and ".join(problems) + " — start them "
+            "(e.g. `.ci/run` does: pg_ctlcluster <version> main start; redis-server --daemonize yes)"
+        )
 
 
 def _pg_admin(sql: str) -> None:
@@ -95,6 +103,7 @@ def _free_port() -> int:
 
 # --- the cluster -----------------------------------------------------------------------------------------------------
 
+
 class Cluster:
     """Airflow components as child processes (each in its own session), with their logs in ``root``."""
 
@@ -105,15 +114,26 @@ class Cluster:
     def airflow(self, *args: str, timeout: float) -> None:
         log = self.root / f"airflow-{args[0]}-{args[1] if len(args) > 1 else ''}.log"
         with open(log, "w") as handle:
-            proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, cwd=self.root,
-                                  stdout=handle, stderr=subprocess.STDOUT, timeout=timeout)
+            proc = subprocess.run(
+                [sys.executable, "-m", "airflow", *args],
+                env=self.env,
+                cwd=self.root,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+            )
         assert proc.returncode == 0, f"airflow {' '.join(args)} failed:\n{log.read_text()[-3000:]}"
 
     def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> None:
         with open(self.root / f"{name}.log", "w") as handle:  # the child keeps its own copy of the descriptor
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", *args], env={**self.env, **(extra_env or {})}, cwd=self.root,
-                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+                [sys.executable, "-m", "airflow", *args],
+                env={**self.env, **(extra_env or {})},
+                cwd=self.root,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def check_alive(self) -> None:
         dead = {name: proc.returncode for name, proc in self.processes.items() if proc.poll() is not None}
@@ -164,42 +184,59 @@ def wait_for(what: str, check: Callable[[], object], timeout: float, cluster: Cl
 def cluster_env(root: Path, metadata_db: str, metrics_db: str, redis_db: int, api: str, password: str) -> dict:
     """The environment every Airflow component of the test cluster shares (CeleryExecutor, PostgreSQL, Redis)."""
     (root / "passwords.json").write_text(f'{{"admin": "{password}"}}')
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
-    env.update({
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        "PYTHONPATH": str(REPO),  # for the hostname callable below
-        "AIRFLOW_HOME": str(root / "airflow-home"),
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{metadata_db}",
-        "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS[0]}:{REDIS[1]}/{redis_db}",
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://postgres@127.0.0.1:5432/{metadata_db}",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__PARALLELISM": "8",
-        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.dags.celery_identity.role_hostname",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),  # the same in every component
-        "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__CONVMIXER__WORK_DIR": str(root / "work"),
-        "AIRFLOW__CONVMIXER__SCHEDULE": "",  # manual runs only: no scheduled run may join ours
-        "AIRFLOW__CONVMIXER__RETRY_DELAY_SECONDS": "2",
-        # Airflow writes PostgreSQL connections as postgres://; the DAG must turn that into postgresql://
-        "AIRFLOW_CONN_CONVMIXER_METRICS": f"postgres://postgres@127.0.0.1:5432/{metrics_db}",
-    })
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))
+    }
+    env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "PYTHONPATH": str(REPO),  # for the hostname callable below
+            "AIRFLOW_HOME": str(root / "airflow-home"),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@127.0.0.1:5432/{metadata_db}",
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS[0]}:{REDIS[1]}/{redis_db}",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://postgres@127.0.0.1:5432/{metadata_db}",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.dags.celery_identity.role_hostname",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),  # the same in every component
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__CONVMIXER__WORK_DIR": str(root / "work"),
+            "AIRFLOW__CONVMIXER__SCHEDULE": "",  # manual runs only: no scheduled run may join ours
+            "AIRFLOW__CONVMIXER__RETRY_DELAY_SECONDS": "2",
+            # Airflow writes PostgreSQL connections as postgres://; the DAG must turn that into postgresql://
+            "AIRFLOW_CONN_CONVMIXER_METRICS": f"postgres://postgres@127.0.0.1:5432/{metrics_db}",
+        }
+    )
     return env
 
 
 def start_worker(cluster: Cluster, role: str, queues: str, concurrency: int, extra_env: dict | None = None) -> None:
     """A Celery worker that reports ``role@host`` as its task instances' hostname (celery_identity)."""
-    cluster.start(f"worker-{role}", "celery", "worker", "--queues", queues, "--celery-hostname", f"{role}@%h",
-                  "--concurrency", str(concurrency),
-                  extra_env={"CONVMIXER_TEST_WORKER_ROLE": role,
-                             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()), **(extra_env or {})})
+    cluster.start(
+        f"worker-{role}",
+        "celery",
+        "worker",
+        "--queues",
+        queues,
+        "--celery-hostname",
+        f"{role}@%h",
+        "--concurrency",
+        str(concurrency),
+        extra_env={
+            "CONVMIXER_TEST_WORKER_ROLE": role,
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+            **(extra_env or {}),
+        },
+    )
 
 
 def api_session(api: str, password: str, cluster: Cluster):
@@ -245,18 +282,26 @@ def celery_run(tmp_path_factory):
         session = api_session(api, password, cluster)
         assert requests.get(f"{api}/api/v2/dags", timeout=10).status_code in (401, 403)  # no token, no access
 
-        npu_pool = session.post(f"{api}/api/v2/pools", json={"name": "npu", "slots": 1,
-                                                              "description": "one slot per NPU"}, timeout=10)
+        npu_pool = session.post(
+            f"{api}/api/v2/pools", json={"name": "npu", "slots": 1, "description": "one slot per NPU"}, timeout=10
+        )
         assert npu_pool.status_code in (200, 201), npu_pool.text
-        wait_for("the DAG to be parsed", lambda: session.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=10).ok,
-                 180, cluster)
-        wait_for("both Celery workers", lambda: all("ready" in (root / f"worker-{role}.log").read_text()
-                                                     for role in ("default", "npu")), 120, cluster)
+        wait_for(
+            "the DAG to be parsed", lambda: session.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=10).ok, 180, cluster
+        )
+        wait_for(
+            "both Celery workers",
+            lambda: all("ready" in (root / f"worker-{role}.log").read_text() for role in ("default", "npu")),
+            120,
+            cluster,
+        )
 
-        refused = session.post(f"{api}/api/v2/dags/{DAG_ID}/dagRuns",
-                               json={"logical_date": None, "conf": {"batch_size": 3}}, timeout=30)
-        triggered = session.post(f"{api}/api/v2/dags/{DAG_ID}/dagRuns",
-                                 json={"logical_date": None, "conf": CONF}, timeout=30)
+        refused = session.post(
+            f"{api}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {"batch_size": 3}}, timeout=30
+        )
+        triggered = session.post(
+            f"{api}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": CONF}, timeout=30
+        )
         assert triggered.status_code in (200, 201), triggered.text
         run_id = triggered.json()["dag_run_id"]
         run_url = f"{api}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
@@ -269,8 +314,14 @@ def celery_run(tmp_path_factory):
         tis = session.get(f"{run_url}/taskInstances", params={"limit": 100}, timeout=10).json()["task_instances"]
         rows, _ = query_runs(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{metrics_db}", limit=50)
         dispose_engines()
-        yield {"state": state, "tis": tis, "rows": rows, "run_id": run_id, "refused": refused,
-               "logs": cluster.logs(lines=60)}
+        yield {
+            "state": state,
+            "tis": tis,
+            "rows": rows,
+            "run_id": run_id,
+            "refused": refused,
+            "logs": cluster.logs(lines=60),
+        }
     finally:
         cluster.stop()
         dispose_engines()
@@ -284,8 +335,11 @@ def _when(value: str) -> datetime:
 
 
 def test_the_run_succeeds_and_records_its_row_through_the_postgres_connection(celery_run):
-    not_ok = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in celery_run["tis"]
-              if ti["state"] not in ("success", "skipped")]
+    not_ok = [
+        (ti["task_id"], ti["map_index"], ti["state"])
+        for ti in celery_run["tis"]
+        if ti["state"] not in ("success", "skipped")
+    ]
     assert celery_run["state"] == "success", f"tasks not ok: {not_ok}\n{celery_run['logs']}"
     (row,) = [row for row in celery_run["rows"] if row["run_id"] == celery_run["run_id"]]
     assert row["status"] == "ok" and row["batch_size"] == 4 and row["image_count"] == 24
@@ -294,8 +348,14 @@ def test_the_run_succeeds_and_records_its_row_through_the_postgres_connection(ce
 
 def test_npu_steps_run_only_on_the_npu_worker_and_the_rest_only_on_the_default_worker(celery_run):
     ran = [ti for ti in celery_run["tis"] if ti["state"] == "success"]
-    assert {ti["task_id"] for ti in ran} >= NPU_TASKS | {"check_inputs", "preprocess", "export_onnx", "evaluate",
-                                                         "record_metrics", "regression_gate"}
+    assert {ti["task_id"] for ti in ran} >= NPU_TASKS | {
+        "check_inputs",
+        "preprocess",
+        "export_onnx",
+        "evaluate",
+        "record_metrics",
+        "regression_gate",
+    }
     for ti in ran:
         role = "npu" if ti["task_id"] in NPU_TASKS else "default"
         assert ti["queue"] == role, ti
@@ -304,13 +364,13 @@ def test_npu_steps_run_only_on_the_npu_worker_and_the_rest_only_on_the_default_w
 
 
 def test_npu_tasks_never_overlap_under_the_one_slot_pool(celery_run):
-    npu = sorted((ti for ti in celery_run["tis"] if ti["task_id"] in NPU_TASKS),
-                 key=lambda ti: _when(ti["start_date"]))
+    npu = sorted((ti for ti in celery_run["tis"] if ti["task_id"] in NPU_TASKS), key=lambda ti: _when(ti["start_date"]))
     assert len(npu) == 4  # compile, infer x 2 shards, benchmark: three of them ready at the same moment
     waited = 0
     for earlier, later in itertools.pairwise(npu):
         assert _when(later["start_date"]) >= _when(earlier["end_date"]), (
-            f"{earlier['task_id']}[{earlier['map_index']}] and {later['task_id']}[{later['map_index']}] overlapped")
+            f"{earlier['task_id']}[{earlier['map_index']}] and {later['task_id']}[{later['map_index']}] overlapped"
+        )
         waited += _when(later["scheduled_when"]) < _when(earlier["end_date"])
     # ...and not merely because they happened to come one after another: some were ready while another ran
     assert waited >= 1, [(ti["task_id"], ti["scheduled_when"], ti["start_date"], ti["end_date"]) for ti in npu]

@@ -38,8 +38,12 @@ pytestmark = pytest.mark.slow  # ~60 s on 2 cores (five DAG runs, one ONNX expor
 REPO = Path(__file__).resolve().parents[2]
 BATCH_SIZES = [4, 16]
 # Benchmark numbers on a shared CPU swing by 2-3x between runs; runs that must pass get a wide tolerance.
-STEADY = {"batch_sizes": BATCH_SIZES, "benchmark_loop": 10, "throughput_tolerance_pct": 99,
-          "throughput_max_cv_pct": 1000}
+STEADY = {
+    "batch_sizes": BATCH_SIZES,
+    "benchmark_loop": 10,
+    "throughput_tolerance_pct": 99,
+    "throughput_max_cv_pct": 1000,
+}
 CACHED_STEPS = ("preprocess", "export_onnx", "compile_model")
 
 
@@ -52,45 +56,95 @@ def expected_demo_top1() -> float:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("dagrun")
-    spec = {"runs": [
-        {"name": "first", "conf": STEADY},
-        {"name": "cached", "conf": STEADY},
-        {"name": "retried", "conf": STEADY, "fail_once": "record_rows"},
-        {"name": "regressed", "conf": {"batch_sizes": [4], "benchmark_loop": 10, "throughput_history": 5,
-                                       "throughput_max_cv_pct": 1000, "throughput_runs": 1},
-         "seed_from": {"run": "first", "batch_size": 4, "count": 5, "throughput_factor": 1000}},
-        {"name": "broken", "conf": {"batch_sizes": [4]}, "fail_always": "infer_shard"},
-        {"name": "ascend", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5}},
-        {"name": "ascend_keep", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5,
-                                         "precision_mode": "must_keep_origin_dtype"}},
-        # dag.test runs share one process, where a conf value stays in the DAG's Params for the next run (Airflow
-        # merges the conf into the same Param objects): a run resets what earlier runs set and it does not want.
-        {"name": "ascend_both", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5,
-                                         "precision_mode": None,
-                                         "precision_modes": ["force_fp16", "must_keep_origin_dtype"]}},
-        {"name": "oversubset", "conf": {"backend": "onnxruntime", "precision_modes": None, "batch_sizes": [4],
-                                        "evidence": {"fidelity_subset": 300}}},
-    ]}
+    spec = {
+        "runs": [
+            {"name": "first", "conf": STEADY},
+            {"name": "cached", "conf": STEADY},
+            {"name": "retried", "conf": STEADY, "fail_once": "record_rows"},
+            {
+                "name": "regressed",
+                "conf": {
+                    "batch_sizes": [4],
+                    "benchmark_loop": 10,
+                    "throughput_history": 5,
+                    "throughput_max_cv_pct": 1000,
+                    "throughput_runs": 1,
+                },
+                "seed_from": {"run": "first", "batch_size": 4, "count": 5, "throughput_factor": 1000},
+            },
+            {"name": "broken", "conf": {"batch_sizes": [4]}, "fail_always": "infer_shard"},
+            {"name": "ascend", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5}},
+            {
+                "name": "ascend_keep",
+                "conf": {
+                    "backend": "ascend",
+                    "batch_sizes": [4],
+                    "benchmark_loop": 5,
+                    "precision_mode": "must_keep_origin_dtype",
+                },
+            },
+            # dag.test runs share one process, where a conf value stays in the DAG's Params for the next run (Airflow
+            # merges the conf into the same Param objects): a run resets what earlier runs set and it does not want.
+            {
+                "name": "ascend_both",
+                "conf": {
+                    "backend": "ascend",
+                    "batch_sizes": [4],
+                    "benchmark_loop": 5,
+                    "precision_mode": None,
+                    "precision_modes": ["force_fp16", "must_keep_origin_dtype"],
+                },
+            },
+            {
+                "name": "oversubset",
+                "conf": {
+                    "backend": "onnxruntime",
+                    "precision_modes": None,
+                    "batch_sizes": [4],
+                    "evidence": {"fidelity_subset": 300},
+                },
+            },
+        ]
+    }
     npu_host = AscendDoubles(root=root / "npu-host", monkeypatch=pytest.MonkeyPatch()).build()
     (root / "spec.json").write_text(json.dumps(spec))
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
-    env.update({
-        "AIRFLOW_HOME": str(root / "airflow-home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CONVMIXER__WORK_DIR": str(root / "work"),
-        "CONVMIXER_METRICS_DB_URL": f"sqlite:///{root / 'metrics.db'}",
-        "AIRFLOW__CONVMIXER__RETRIES": "1", "AIRFLOW__CONVMIXER__RETRY_DELAY_SECONDS": "0",
-        "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(npu_host.set_env),
-        "PATH": f"{npu_host.host_bin}{os.pathsep}{os.environ.get('PATH', '')}",  # npu-smi (a driver tool)
-        "ASCEND_PROCESS_LOG_PATH": str(npu_host.log_dir),
-        # The ais_bench double reports fixed per-loop times: the Ascend runs' verdicts never depend on the box's load.
-        "AIS_BENCH_DOUBLE_FIXED_MS": "4.0",
-    })
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))
+    }
+    env.update(
+        {
+            "AIRFLOW_HOME": str(root / "airflow-home"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CONVMIXER__WORK_DIR": str(root / "work"),
+            "CONVMIXER_METRICS_DB_URL": f"sqlite:///{root / 'metrics.db'}",
+            "AIRFLOW__CONVMIXER__RETRIES": "1",
+            "AIRFLOW__CONVMIXER__RETRY_DELAY_SECONDS": "0",
+            "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(npu_host.set_env),
+            "PATH": f"{npu_host.host_bin}{os.pathsep}{os.environ.get('PATH', '')}",  # npu-smi (a driver tool)
+            "ASCEND_PROCESS_LOG_PATH": str(npu_host.log_dir),
+            # The ais_bench double reports fixed per-loop times: the Ascend runs' verdicts never depend on the box's
+            # load.
+            "AIS_BENCH_DOUBLE_FIXED_MS": "4.0",
+        }
+    )
     log = root / "runner.log"
     with open(log, "w") as handle:
-        proc = subprocess.run([sys.executable, str(REPO / "tests" / "dags" / "dag_runner.py"), str(root / "spec.json"),
-                               str(root / "out.json")], env=env, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
-                              timeout=600)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "tests" / "dags" / "dag_runner.py"),
+                str(root / "spec.json"),
+                str(root / "out.json"),
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+        )
     assert proc.returncode == 0, log.read_text()[-6000:]
     report = json.loads((root / "out.json").read_text())
     return {run["name"]: {**run, "work": root / "work"} for run in report["runs"]}
@@ -133,10 +187,18 @@ def test_first_run_reproduces_the_demo_models_top1_and_records_a_row_per_batch_s
     # XCom carries small JSON (paths, hashes, numbers), never arrays of pixels or logits
     assert max(len(json.dumps(value)) for task in run["xcom"].values() for value in task.values()) < 20_000
     # ...as versioned step records, one per batch size (and shard), readable in the UI
-    records = {"check_inputs": "RunPlan", "prep_plans": "RunPlan", "preprocess": "PrepShard",
-               "export_onnx": "ExportedModel", "compile_model": "CompiledModel", "infer": "ShardOutputs",
-               "benchmark": "BenchSummary", "evaluate": "Scores", "record_metrics": "RecordedRow",
-               "regression_gate": "Verdict"}
+    records = {
+        "check_inputs": "RunPlan",
+        "prep_plans": "RunPlan",
+        "preprocess": "PrepShard",
+        "export_onnx": "ExportedModel",
+        "compile_model": "CompiledModel",
+        "infer": "ShardOutputs",
+        "benchmark": "BenchSummary",
+        "evaluate": "Scores",
+        "record_metrics": "RecordedRow",
+        "regression_gate": "Verdict",
+    }
     for task_id, record in records.items():
         values = xcom(run, task_id)
         entries = [entry for value in values for entry in (value if isinstance(value, list) else [value])]
@@ -249,8 +311,15 @@ def test_force_fp16_on_the_doubles_shows_fidelity_below_one_flips_and_p_value(ru
     assert reference["right_to_wrong"] >= 0 and reference["wrong_to_right"] >= 0  # counted, zero or not
     assert 0 < row["reference_p_value"] <= 1.0
     assert any("vs reference run" in reason and "McNemar exact p=" in reason for reason in row["gate_reasons"])
-    print("force_fp16:", fidelity["min_cosine"], fidelity["max_kl"], fidelity["top1_agreement"], reference["table"],
-          row["reference_p_value"], row["top1"])  # the figures, for the log (pytest -rP)
+    print(
+        "force_fp16:",
+        fidelity["min_cosine"],
+        fidelity["max_kl"],
+        fidelity["top1_agreement"],
+        reference["table"],
+        row["reference_p_value"],
+        row["top1"],
+    )  # the figures, for the log (pytest -rP)
     keep = runs["ascend_keep"]["rows"][0]
     assert keep["precision_mode"] == "must_keep_origin_dtype" and keep["status"] == "ok"
     assert keep["fidelity_min_cosine"] == pytest.approx(1.0, abs=1e-6) and keep["fidelity_top1_agreement"] == 1.0
@@ -318,14 +387,23 @@ def test_the_ascend_backend_compiles_with_atc_and_infers_with_ais_bench(runs):
 
 def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_path):
     """scripts/run_demo_dag.sh (README command one): SQLite + LocalExecutor, demo set, demo model, ONNX Runtime."""
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))
+    }
     env["AIRFLOW_HOME"] = str(tmp_path / "airflow-home")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the venv, as if activated
     # 3 loops on a shared box are often too dispersed to judge (then "inconclusive"); this test is about the script
     conf = json.dumps({"batch_size": 4, "image_limit": 16, "benchmark_loop": 3, "throughput_max_cv_pct": 1000})
-    proc = subprocess.run([str(REPO / "scripts" / "run_demo_dag.sh"), conf], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "run_demo_dag.sh"), conf],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # Each task once, in the order they ended (issue 22: raw, interleaved log lines before), then the outcome.
     ended = [ln.split()[0] for ln in proc.stdout.splitlines() if ln.startswith("  ") and ln.split()[1:2] == ["done"]]
@@ -333,8 +411,24 @@ def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_p
     assert re.search(r"DAG run manual__\S+: succeeded", proc.stdout) and "[DAG TEST]" not in proc.stdout
     # The script ends with the compact metrics table (human; scripts that need figures ask for --output json).
     lines = proc.stdout.splitlines()
-    header = ["run", "batch", "backend", "precision", "top-1", "%", "top-5", "%", "img/s", "robust", "img/s", "e2e",
-              "img/s", "J/img", "verdict", "why"]
+    header = [
+        "run",
+        "batch",
+        "backend",
+        "precision",
+        "top-1",
+        "%",
+        "top-5",
+        "%",
+        "img/s",
+        "robust",
+        "img/s",
+        "e2e",
+        "img/s",
+        "J/img",
+        "verdict",
+        "why",
+    ]
     assert header in [ln.split() for ln in lines]
     (row,) = [ln.split() for ln in lines if ln.startswith("manual__")]
     assert row[1:4] == ["4", "onnxruntime", "fp32"] and row[10] == "ok" and float(row[6].replace(",", "")) > 0
@@ -353,15 +447,37 @@ def test_the_demo_script_refuses_an_unknown_conf_key_and_shows_the_rows_the_dag_
 
     written, setting = tmp_path / "env-metrics.db", tmp_path / "setting-metrics.db"
     upgrade(f"sqlite:///{written}")
-    record_run(f"sqlite:///{written}", {"run_id": "seeded-before", "model_variant": "convmixer_demo",
-                                        "backend": "onnxruntime", "batch_size": 4, "status": "failed"})
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))}
-    env.update({"AIRFLOW_HOME": str(tmp_path / "airflow-home"), "CONVMIXER_METRICS_DB_URL": f"sqlite:///{written}",
-                "AIRFLOW__CONVMIXER__METRICS_DB_URL": f"sqlite:///{setting}",
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})
-    proc = subprocess.run([str(REPO / "scripts" / "run_demo_dag.sh"), json.dumps({"batch_szie": 4})], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    record_run(
+        f"sqlite:///{written}",
+        {
+            "run_id": "seeded-before",
+            "model_variant": "convmixer_demo",
+            "backend": "onnxruntime",
+            "batch_size": 4,
+            "status": "failed",
+        },
+    )
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "CONVMIXER_"))
+    }
+    env.update(
+        {
+            "AIRFLOW_HOME": str(tmp_path / "airflow-home"),
+            "CONVMIXER_METRICS_DB_URL": f"sqlite:///{written}",
+            "AIRFLOW__CONVMIXER__METRICS_DB_URL": f"sqlite:///{setting}",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
+    proc = subprocess.run(
+        [str(REPO / "scripts" / "run_demo_dag.sh"), json.dumps({"batch_szie": 4})],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode != 0, proc.stdout[-3000:]
     log = (tmp_path / "airflow-home" / "logs" / "run_demo_dag.log").read_text()
     assert "unknown param(s) batch_szie" in log

@@ -101,10 +101,10 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
             index += 2
         elif text.startswith("${", index):
             end = _closing_brace(text, index)
-            out.append(_resolve(text[index + 2:end], env))
+            out.append(_resolve(text[index + 2 : end], env))
             index = end + 1
         else:
-            match = re.match(_NAME, text[index + 1:])
+            match = re.match(_NAME, text[index + 1 :])
             if match:
                 out.append(env.get(match.group(0), ""))
                 index += 1 + match.end()
@@ -156,6 +156,7 @@ def load(path: str | Path, env: Mapping[str, str]) -> dict[str, Any]:
 
 
 # --- merging override files -------------------------------------------------------------------------------------
+
 
 def _env_dict(value: Any) -> dict[str, Any]:
     if value is None:

@@ -27,14 +27,26 @@ sys.exit({exit_codes!r}.get(" ".join(sys.argv[1:3]), 0))
 """
 
 
-def install_recorders(bin_dir: Path, record: Path, names: Iterable[str], env_keys: Iterable[str] = (),
-                      exit_codes: Mapping[str, int] | None = None) -> Path:
+def install_recorders(
+    bin_dir: Path,
+    record: Path,
+    names: Iterable[str],
+    env_keys: Iterable[str] = (),
+    exit_codes: Mapping[str, int] | None = None,
+) -> Path:
     """Write a recording double for each name into ``bin_dir``; ``exit_codes`` maps "arg1 arg2" to a status."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         script = bin_dir / name
-        script.write_text(_RECORDER.format(python=sys.executable, name=name, record=str(record),
-                                           env_keys=list(env_keys), exit_codes=dict(exit_codes or {})))
+        script.write_text(
+            _RECORDER.format(
+                python=sys.executable,
+                name=name,
+                record=str(record),
+                env_keys=list(env_keys),
+                exit_codes=dict(exit_codes or {}),
+            )
+        )
         script.chmod(0o755)
     return bin_dir
 
@@ -66,8 +78,9 @@ def fake_driver(root: Path, with_hal: bool = True) -> Path:
 
 
 def run_script(script: Path, env: Mapping[str, str], *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(script), *args], env=dict(env), capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        ["bash", str(script), *args], env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def prepend_path(env: Mapping[str, str], *folders: Path) -> dict[str, str]:

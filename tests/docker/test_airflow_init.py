@@ -36,24 +36,35 @@ def init_env(tmp_path, exit_codes=None, **overrides):
     service = cm.project(env)["services"]["airflow-init"]
     container = cm.container_env(service, env)
     record = tmp_path / "calls.jsonl"
-    doubles = install_recorders(tmp_path / "bin", record, ["airflow", "convmixer-tasks"],
-                                exit_codes={"connections delete": 1, **(exit_codes or {})})
-    container.update({
-        "PATH": os.environ["PATH"], "HOME": str(tmp_path),
-        "PYTHON": sys.executable,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW_UID": str(os.getuid()),
-        "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "work"),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "auth" / "passwords.json"),
-        "CONVMIXER_METRICS_DB_URL": f"sqlite:///{tmp_path}/metrics/metrics.db",
-    })
+    doubles = install_recorders(
+        tmp_path / "bin",
+        record,
+        ["airflow", "convmixer-tasks"],
+        exit_codes={"connections delete": 1, **(exit_codes or {})},
+    )
+    container.update(
+        {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "PYTHON": sys.executable,
+            "AIRFLOW_HOME": str(tmp_path / "airflow"),
+            "AIRFLOW_UID": str(os.getuid()),
+            "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "work"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "auth" / "passwords.json"),
+            "CONVMIXER_METRICS_DB_URL": f"sqlite:///{tmp_path}/metrics/metrics.db",
+        }
+    )
     container.update(overrides)
     return prepend_path(container, doubles), record
 
 
 def test_init_creates_db_schema_connection_pool_and_admin(tmp_path):
-    env, record = init_env(tmp_path, AIRFLOW__CONVMIXER__NPU_POOL="ascend", AIRFLOW__CONVMIXER__NPU_POOL_SLOTS="3",
-                           AIRFLOW__CONVMIXER__METRICS_CONN_ID="metrics_db")
+    env, record = init_env(
+        tmp_path,
+        AIRFLOW__CONVMIXER__NPU_POOL="ascend",
+        AIRFLOW__CONVMIXER__NPU_POOL_SLOTS="3",
+        AIRFLOW__CONVMIXER__METRICS_CONN_ID="metrics_db",
+    )
 
     result = run_script(AIRFLOW_INIT, env)
 
@@ -76,8 +87,12 @@ def test_init_creates_db_schema_connection_pool_and_admin(tmp_path):
 
 
 def test_init_creates_each_chip_types_pool_beside_the_untyped_one(tmp_path):
-    env, record = init_env(tmp_path, AIRFLOW__CONVMIXER__NPU_POOL_SLOTS="2", AIRFLOW__CONVMIXER__CHIPS="310P3,910B3",
-                           AIRFLOW__CONVMIXER__NPU_POOL_TEMPLATE="")  # empty (compose's unset) = {pool}.{chip}
+    env, record = init_env(
+        tmp_path,
+        AIRFLOW__CONVMIXER__NPU_POOL_SLOTS="2",
+        AIRFLOW__CONVMIXER__CHIPS="310P3,910B3",
+        AIRFLOW__CONVMIXER__NPU_POOL_TEMPLATE="",
+    )  # empty (compose's unset) = {pool}.{chip}
 
     result = run_script(AIRFLOW_INIT, env)
 
@@ -124,20 +139,30 @@ def test_connection_json_round_trips_through_the_dags_url_reader():
     original = make_url(url)
     assert conn.conn_type == "postgres"
     assert (back.get_backend_name(), back.username, back.password, back.host, back.port, back.database) == (
-        "postgresql", original.username, original.password, original.host, original.port, original.database)
+        "postgresql",
+        original.username,
+        original.password,
+        original.host,
+        original.port,
+        original.database,
+    )
     assert original.password == "p@ss/w:rd"
     # ...and one whose driver is installed: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg (3), while the
     # pinned working set has psycopg2 — record_metrics would fail on every PostgreSQL metrics DB otherwise.
     try:
         back.get_dialect().import_dbapi()
     except ModuleNotFoundError as exc:
-        pytest.fail(f"the DAG turns the metrics Connection into {back.render_as_string(hide_password=True)}, "
-                    f"whose driver is not installed ({exc}); metrics.connection_url should name postgresql+psycopg2")
+        pytest.fail(
+            f"the DAG turns the metrics Connection into {back.render_as_string(hide_password=True)}, "
+            f"whose driver is not installed ({exc}); metrics.connection_url should name postgresql+psycopg2"
+        )
 
 
 def test_connection_json_of_sqlite_and_unsupported_backends(tmp_path):
-    assert json.loads(init.connection_json(f"sqlite:///{tmp_path}/m.db")) == {"conn_type": "sqlite",
-                                                                            "host": f"{tmp_path}/m.db"}
+    assert json.loads(init.connection_json(f"sqlite:///{tmp_path}/m.db")) == {
+        "conn_type": "sqlite",
+        "host": f"{tmp_path}/m.db",
+    }
     with pytest.raises(SystemExit, match="'mysql' has no Airflow connection type"):
         init.connection_json("mysql://u:p@h/db")
 
@@ -178,7 +203,9 @@ def test_create_database_on_postgresql_is_idempotent():
 
 
 def test_create_database_gives_up_with_the_server_named():
-    with pytest.raises(SystemExit, match=r"cannot create database 'metrics' on postgresql\+psycopg2://u:\*\*\*@127.0.0.1:1"):
+    with pytest.raises(
+        SystemExit, match=r"cannot create database 'metrics' on postgresql\+psycopg2://u:\*\*\*@127.0.0.1:1"
+    ):
         init.create_database("postgresql+psycopg2://u:secret@127.0.0.1:1/metrics", attempts=1)
 
 
@@ -194,15 +221,22 @@ def test_init_with_the_real_airflow_cli_and_postgresql(tmp_path):
     metrics_db = make_url(PG_ADMIN_URL).set(database=f"cmx_metrics_{suffix}").render_as_string(hide_password=False)
     venv_bin = os.path.dirname(sys.executable)
     env = {
-        "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "HOME": str(tmp_path), "PYTHON": sys.executable,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW_UID": str(os.getuid()),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db, "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}",
+        "HOME": str(tmp_path),
+        "PYTHON": sys.executable,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_UID": str(os.getuid()),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_db,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
         "AIRFLOW__CORE__FERNET_KEY": cm.TEST_SECRETS["AIRFLOW_FERNET_KEY"],
-        "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "work"), "AIRFLOW__CONVMIXER__NPU_POOL": "npu",
-        "AIRFLOW__CONVMIXER__NPU_POOL_SLOTS": "2", "AIRFLOW__CONVMIXER__METRICS_CONN_ID": "convmixer_metrics",
+        "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "work"),
+        "AIRFLOW__CONVMIXER__NPU_POOL": "npu",
+        "AIRFLOW__CONVMIXER__NPU_POOL_SLOTS": "2",
+        "AIRFLOW__CONVMIXER__METRICS_CONN_ID": "convmixer_metrics",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "airflow:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "auth" / "passwords.json"),
-        "_AIRFLOW_WWW_USER_PASSWORD": "admin-pw", "CONVMIXER_METRICS_DB_URL": metrics_db,
+        "_AIRFLOW_WWW_USER_PASSWORD": "admin-pw",
+        "CONVMIXER_METRICS_DB_URL": metrics_db,
     }
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     try:
@@ -226,8 +260,9 @@ url = connection_url(conn.conn_type, conn.get_uri(), conn.host, conn.schema)
 print(json.dumps({"slots": pool.slots, "url": url, "rows": query_runs(url, limit=1)[1],
                   "passwords": SimpleAuthManager.get_passwords()}))
 """
-        probe = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120,
-                               check=False)
+        probe = subprocess.run(
+            [sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
         assert probe.returncode == 0, probe.stderr[-3000:]
         facts = json.loads(probe.stdout.strip().splitlines()[-1])
         assert facts["slots"] == 2
@@ -248,12 +283,20 @@ def test_default_metrics_url_is_built_from_the_postgres_settings(tmp_path):
     container = cm.container_env(cm.project(env)["services"]["airflow-init"], env)
     assert container["CONVMIXER_METRICS_DB_URL"] == ""
     record = tmp_path / "calls.jsonl"
-    doubles = install_recorders(tmp_path / "bin", record, ["airflow", "convmixer-tasks", "python-double"],
-                                exit_codes={"connections delete": 1})
-    container.update({"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHON": str(doubles / "python-double"),
-                      "AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW_UID": str(os.getuid()),
-                      "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "work"),
-                      "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "auth" / "p.json")})
+    doubles = install_recorders(
+        tmp_path / "bin", record, ["airflow", "convmixer-tasks", "python-double"], exit_codes={"connections delete": 1}
+    )
+    container.update(
+        {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "PYTHON": str(doubles / "python-double"),
+            "AIRFLOW_HOME": str(tmp_path / "airflow"),
+            "AIRFLOW_UID": str(os.getuid()),
+            "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "work"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "auth" / "p.json"),
+        }
+    )
     result = run_script(AIRFLOW_INIT, prepend_path(container, doubles))
     assert result.returncode == 0, result.stdout + result.stderr
     expected = "postgresql+psycopg2://airflow:pg-secret@postgres:5432/convmixer_metrics"

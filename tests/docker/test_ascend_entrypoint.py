@@ -31,17 +31,28 @@ def npu_host(ascend_doubles, tmp_path):
     record = tmp_path / "exec.jsonl"
     recorders = install_recorders(tmp_path / "recorders", record, ["airflow", "celery"], env_keys=RECORDED_ENV)
     env = prepend_path(os.environ, recorders)
-    env.update({
-        "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(ascend_doubles.set_env),
-        "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev", [0])),
-        "ASCEND_DRIVER_HOME": str(fake_driver(tmp_path / "driver")),
-        "HOSTNAME": "npu-box",
-    })
+    env.update(
+        {
+            "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(ascend_doubles.set_env),
+            "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev", [0])),
+            "ASCEND_DRIVER_HOME": str(fake_driver(tmp_path / "driver")),
+            "HOSTNAME": "npu-box",
+        }
+    )
     env.pop("LD_LIBRARY_PATH", None)
-    for name in ("AIRFLOW__CONVMIXER__NPU_QUEUE", "AIRFLOW__CONVMIXER__NPU_DEVICE_ID", "AIRFLOW__CONVMIXER__WORK_DIR",
-                 "CONVMIXER_NPU_DEVICES", "CONVMIXER_WORKER_CONCURRENCY", "CONVMIXER_WORKER_NAME",
-                 "CONVMIXER_WORKER_MODE", "CONVMIXER_WORKER_CHIP", "CONVMIXER_WORKER_QUEUES",
-                 "AIRFLOW__CONVMIXER__NPU_QUEUE_TEMPLATE", "NPU_SMI_DOUBLE_CHIP"):
+    for name in (
+        "AIRFLOW__CONVMIXER__NPU_QUEUE",
+        "AIRFLOW__CONVMIXER__NPU_DEVICE_ID",
+        "AIRFLOW__CONVMIXER__WORK_DIR",
+        "CONVMIXER_NPU_DEVICES",
+        "CONVMIXER_WORKER_CONCURRENCY",
+        "CONVMIXER_WORKER_NAME",
+        "CONVMIXER_WORKER_MODE",
+        "CONVMIXER_WORKER_CHIP",
+        "CONVMIXER_WORKER_QUEUES",
+        "AIRFLOW__CONVMIXER__NPU_QUEUE_TEMPLATE",
+        "NPU_SMI_DOUBLE_CHIP",
+    ):
         env.pop(name, None)
     return env, ascend_doubles, record
 
@@ -61,8 +72,16 @@ def test_celery_worker_is_execed_inside_the_cann_environment(npu_host):
     assert result.returncode == 0, result.stderr
     (call,) = read_records(record)
     assert call["tool"] == "airflow"
-    assert call["argv"] == ["celery", "worker", "--queues", "ascend-310p,ascend-310p.310P3", "--concurrency", "1",
-                            "--celery-hostname", "npu@%h"]
+    assert call["argv"] == [
+        "celery",
+        "worker",
+        "--queues",
+        "ascend-310p,ascend-310p.310P3",
+        "--concurrency",
+        "1",
+        "--celery-hostname",
+        "npu@%h",
+    ]
     # What set_env.sh exported is in the worker's environment, so every task it forks inherits it.
     assert call["env"]["ASCEND_TOOLKIT_HOME"] == str(doubles.toolkit_home)
     assert call["env"]["ASCEND_OPP_PATH"] == f"{doubles.toolkit_home}/opp"
@@ -72,15 +91,22 @@ def test_celery_worker_is_execed_inside_the_cann_environment(npu_host):
 
 def test_edge_worker_mode_from_the_environment(npu_host):
     env, _, record = npu_host
-    env.update({"CONVMIXER_WORKER_MODE": "edge", "CONVMIXER_WORKER_NAME": "npu1",
-                "CONVMIXER_WORKER_CONCURRENCY": "2"})
+    env.update({"CONVMIXER_WORKER_MODE": "edge", "CONVMIXER_WORKER_NAME": "npu1", "CONVMIXER_WORKER_CONCURRENCY": "2"})
 
     result = run_script(ENTRYPOINT, env)
 
     assert result.returncode == 0, result.stderr
     (call,) = read_records(record)
-    assert call["argv"] == ["edge", "worker", "--queues", "npu,npu.310P3", "--concurrency", "2",
-                            "--edge-hostname", "npu1@npu-box"]
+    assert call["argv"] == [
+        "edge",
+        "worker",
+        "--queues",
+        "npu,npu.310P3",
+        "--concurrency",
+        "2",
+        "--edge-hostname",
+        "npu1@npu-box",
+    ]
 
 
 def test_the_worker_serves_the_queue_of_the_chip_npu_smi_reports(npu_host):
@@ -201,11 +227,14 @@ def test_npu_smi_failure_shows_the_driver_message(npu_host):
     assert read_records(record) == []
 
 
-@pytest.mark.parametrize("tool, messages", [
-    ("npu-smi", ["npu-smi is not on PATH", "/usr/local/bin/npu-smi"]),  # names the driver mount to add
-    ("atc", ["atc is not on PATH"]),
-    ("ais_bench", ["'python3 -m ais_bench --help' failed", "No module named ais_bench"]),
-])
+@pytest.mark.parametrize(
+    "tool, messages",
+    [
+        ("npu-smi", ["npu-smi is not on PATH", "/usr/local/bin/npu-smi"]),  # names the driver mount to add
+        ("atc", ["atc is not on PATH"]),
+        ("ais_bench", ["'python3 -m ais_bench --help' failed", "No module named ais_bench"]),
+    ],
+)
 def test_missing_tool_is_reported_and_no_worker_starts(npu_host, tool, messages):
     env, doubles, record = npu_host
     doubles.remove(tool)
@@ -216,10 +245,13 @@ def test_missing_tool_is_reported_and_no_worker_starts(npu_host, tool, messages)
     assert read_records(record) == []
 
 
-@pytest.mark.parametrize("variable, value, words", [
-    ("CONVMIXER_WORKER_CONCURRENCY", "0", "CONVMIXER_WORKER_CONCURRENCY='0' must be a positive integer"),
-    ("CONVMIXER_NPU_DEVICES", "davinci0", "must list device numbers"),
-])
+@pytest.mark.parametrize(
+    "variable, value, words",
+    [
+        ("CONVMIXER_WORKER_CONCURRENCY", "0", "CONVMIXER_WORKER_CONCURRENCY='0' must be a positive integer"),
+        ("CONVMIXER_NPU_DEVICES", "davinci0", "must list device numbers"),
+    ],
+)
 def test_bad_settings_are_refused(npu_host, variable, value, words):
     env, _, record = npu_host
     env[variable] = value
@@ -236,8 +268,14 @@ def test_health_pings_this_celery_worker(npu_host):
     assert result.returncode == 0, result.stderr
     (call,) = read_records(record)
     assert call["tool"] == "celery"
-    assert call["argv"] == ["--app", "airflow.providers.celery.executors.celery_executor.app", "inspect", "ping",
-                            "-d", "npu3@npu-box"]
+    assert call["argv"] == [
+        "--app",
+        "airflow.providers.celery.executors.celery_executor.app",
+        "inspect",
+        "ping",
+        "-d",
+        "npu3@npu-box",
+    ]
 
 
 def test_health_in_edge_mode_asks_the_edge_worker(npu_host):
@@ -249,6 +287,7 @@ def test_health_in_edge_mode_asks_the_edge_worker(npu_host):
 
 
 # --- the preflight: user, device access, driver libraries, ATC compile and a device run ---------------------------
+
 
 @pytest.fixture
 def npu_host_with_driver(npu_host):
@@ -263,9 +302,15 @@ def argv_of(line):
 def test_check_compiles_with_atc_and_runs_the_model_on_the_device(npu_host_with_driver, tmp_path):
     env, _, record = npu_host_with_driver
     atc_log, bench_log = tmp_path / "atc.jsonl", tmp_path / "bench.jsonl"
-    env.update({"ATC_DOUBLE_ARGV_LOG": str(atc_log), "AIS_BENCH_DOUBLE_ARGV_LOG": str(bench_log),
-                "AIRFLOW__CONVMIXER__NPU_DEVICE_ID": "1", "CONVMIXER_NPU_DEVICES": "1",
-                "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev1", [1]))})
+    env.update(
+        {
+            "ATC_DOUBLE_ARGV_LOG": str(atc_log),
+            "AIS_BENCH_DOUBLE_ARGV_LOG": str(bench_log),
+            "AIRFLOW__CONVMIXER__NPU_DEVICE_ID": "1",
+            "CONVMIXER_NPU_DEVICES": "1",
+            "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev1", [1])),
+        }
+    )
 
     result = run_script(ENTRYPOINT, env, "check")
 
@@ -307,8 +352,10 @@ def test_missing_driver_library_fails_the_preflight_with_the_mount(npu_host_with
 
 # A tool failing during the preflight: the double's mode, and what the message must say (step, cause, verdict).
 TOOL_FAILURES = {
-    "atc fails with its error code": ({"ATC_DOUBLE_MODE": "fail"},
-                                      ["FAILED at 'compile'", "EZ3003", "this worker takes no task"]),
+    "atc fails with its error code": (
+        {"ATC_DOUBLE_MODE": "fail"},
+        ["FAILED at 'compile'", "EZ3003", "this worker takes no task"],
+    ),
     "the device run crashes": ({"AIS_BENCH_DOUBLE_MODE": "crash"}, ["FAILED at 'device'", "device 0"]),
 }
 
@@ -326,8 +373,13 @@ def test_a_tool_failure_fails_the_preflight_and_names_the_step(npu_host_with_dri
 def test_device_the_double_does_not_have_fails_the_preflight(npu_host_with_driver, tmp_path):
     """ais_bench --device 5 on a host with 2 NPUs: the run that opens the device is what notices."""
     env, _, record = npu_host_with_driver
-    env.update({"AIRFLOW__CONVMIXER__NPU_DEVICE_ID": "5", "CONVMIXER_NPU_DEVICES": "5",
-                "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev5", [5]))})
+    env.update(
+        {
+            "AIRFLOW__CONVMIXER__NPU_DEVICE_ID": "5",
+            "CONVMIXER_NPU_DEVICES": "5",
+            "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev5", [5])),
+        }
+    )
     result = run_script(ENTRYPOINT, env)
     assert result.returncode == 1
     assert "FAILED at 'device'" in result.stderr
@@ -357,10 +409,25 @@ exec setpriv --reuid "$UID_UNDER_TEST" --regid 0 --clear-groups -- "$@"
 
 def run_as_uid(uid, passwd, env, *args):
     assert os.geteuid() == 0, "these tests switch uid with setpriv: run the docker/ tests as root (CI does)"
-    argv = ["unshare", "--mount", "--propagation", "private", "--", "bash", "-c", AS_UID_SCRIPT, "as-uid",
-            str(passwd), sys.executable, "bash", str(ENTRYPOINT), *args]
-    return subprocess.run(argv, env={**env, "UID_UNDER_TEST": str(uid)}, capture_output=True, text=True,
-                          timeout=180, check=False)
+    argv = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "bash",
+        "-c",
+        AS_UID_SCRIPT,
+        "as-uid",
+        str(passwd),
+        sys.executable,
+        "bash",
+        str(ENTRYPOINT),
+        *args,
+    ]
+    return subprocess.run(
+        argv, env={**env, "UID_UNDER_TEST": str(uid)}, capture_output=True, text=True, timeout=180, check=False
+    )
 
 
 @pytest.fixture

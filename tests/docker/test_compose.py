@@ -30,11 +30,21 @@ from tests.docker.helpers import (
 REPO = cm.DOCKER_DIR.parent
 DAG_FILE = REPO / "dags" / "convmixer_validation.py"
 SCHEMA = json.loads((REPO / "tests" / "docker" / "compose-spec" / "compose-spec.json").read_text())
-AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                    "airflow-triggerer", "airflow-worker", "airflow-npu-worker")
+AIRFLOW_SERVICES = (
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "airflow-npu-worker",
+)
 LONG_RUNNING = (*(name for name in AIRFLOW_SERVICES if name != "airflow-init"), "postgres", "redis")
-NPU_HOST_ENV = {"NPU_HOST_NAME": "npu-host-1.example.org", "AIS_BENCH_SRC_DIR": "/opt/src/ais_bench",
-                "AIS_BENCH_SOURCE_SHA256": "0" * 64}
+NPU_HOST_ENV = {
+    "NPU_HOST_NAME": "npu-host-1.example.org",
+    "AIS_BENCH_SRC_DIR": "/opt/src/ais_bench",
+    "AIS_BENCH_SOURCE_SHA256": "0" * 64,
+}
 FILE_SETS = {
     "base": (cm.BASE_FILE,),
     "ascend-build": (cm.BASE_FILE, cm.ASCEND_BUILD_FILE),
@@ -91,13 +101,15 @@ def validator() -> jsonschema.Draft7Validator:
 
 # --- the Compose Specification ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", FILE_SETS)
 def test_compose_files_follow_the_compose_specification(name):
     env = cm.example_env(**NPU_HOST_ENV)
     documents = [cm.load(path, env) for path in FILE_SETS[name]] + [cm.project(env, *FILE_SETS[name])]
     for document in documents:
-        errors = [f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
-                  for error in validator().iter_errors(document)]
+        errors = [
+            f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator().iter_errors(document)
+        ]
         assert errors == []
 
 
@@ -122,17 +134,28 @@ def test_compose_files_stay_within_docker_compose_1_29(path):
 @pytest.mark.parametrize("path", V1_FILES, ids=lambda path: path.name)
 def test_no_nested_interpolation_which_docker_compose_1_29_leaves_unexpanded(path):
     """1.29 reads ${A:-${B}} as the default '${B' plus a stray '}' (seen: a metrics URL with user '${POSTGRES_USER')."""
-    nested = [text for text in cm._strings(cm.load_raw(path))
-              if re.search(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?[-?+][^}]*\$\{", text.replace("$$", ""))]
+    nested = [
+        text
+        for text in cm._strings(cm.load_raw(path))
+        if re.search(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?[-?+][^}]*\$\{", text.replace("$$", ""))
+    ]
     assert nested == []
 
 
 def test_the_1_29_schema_refuses_what_v2_alone_accepts():
     env = cm.example_env(**NPU_HOST_ENV)
     assert v1_errors(cm.load(cm.ASCEND_BUILD_FILE, env))  # documented as v2-only
-    for change in ({"name": "convmixer"},
-                   {"services": {"x": {"image": "i", "volumes": [
-                       {"type": "bind", "source": "/a", "target": "/a", "bind": {"create_host_path": False}}]}}}):
+    for change in (
+        {"name": "convmixer"},
+        {
+            "services": {
+                "x": {
+                    "image": "i",
+                    "volumes": [{"type": "bind", "source": "/a", "target": "/a", "bind": {"create_host_path": False}}],
+                }
+            }
+        },
+    ):
         assert v1_errors(change), change
 
 
@@ -150,8 +173,12 @@ def test_every_variable_is_documented_in_env_example_and_every_documented_one_is
     used = set().union(*(cm.variables_used(path) for path in cm.COMPOSE_FILES))
     documented = _documented(cm.ENV_EXAMPLE)
     assert used - documented == set(), "undocumented in .env.example"
-    passed_through = {key for service in cm.load_raw(cm.BASE_FILE)["services"].values()
-                      for key, value in (service.get("environment") or {}).items() if value is None}
+    passed_through = {
+        key
+        for service in cm.load_raw(cm.BASE_FILE)["services"].values()
+        for key, value in (service.get("environment") or {}).items()
+        if value is None
+    }
     read_by_compose = {"COMPOSE_PROJECT_NAME"}
     assert documented - used - passed_through - read_by_compose == set(), "documented in .env.example but used nowhere"
 
@@ -169,14 +196,23 @@ def test_env_example_leaves_every_secret_to_the_operator():
 
 # --- the deployment's shape ----------------------------------------------------------------------------------------
 
+
 def test_airflow_services_share_executor_database_broker_and_secrets():
     env = cm.example_env()
     services = cm.project(env)["services"]
-    shared = ("AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL",
-              "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
-              "AIRFLOW__API__SECRET_KEY", "AIRFLOW__CORE__EXECUTION_API_SERVER_URL")
-    values = {name: {key: cm.container_env(services[name], env).get(key) for key in shared}
-              for name in AIRFLOW_SERVICES}
+    shared = (
+        "AIRFLOW__CORE__EXECUTOR",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW__API__SECRET_KEY",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    )
+    values = {
+        name: {key: cm.container_env(services[name], env).get(key) for key in shared} for name in AIRFLOW_SERVICES
+    }
     first = values["airflow-scheduler"]
     assert first["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert first["AIRFLOW__CELERY__BROKER_URL"] == "redis://:redis-secret@redis:6379/0"
@@ -213,23 +249,34 @@ def test_health_check_timing_defaults_to_the_official_one_and_one_setting_raises
         assert (check["interval"], check["retries"]) == ("30s", 5), name
         assert check["timeout"] == ("20s" if npu else "10s"), name
         assert check["start_period"] == ("180s" if npu else "30s"), name
-    loaded = cm.project(cm.example_env(AIRFLOW_HEALTHCHECK_TIMEOUT="2m", AIRFLOW_HEALTHCHECK_START_PERIOD="5m",
-                                       NPU_WORKER_HEALTHCHECK_START_PERIOD="15m"))["services"]
+    loaded = cm.project(
+        cm.example_env(
+            AIRFLOW_HEALTHCHECK_TIMEOUT="2m",
+            AIRFLOW_HEALTHCHECK_START_PERIOD="5m",
+            NPU_WORKER_HEALTHCHECK_START_PERIOD="15m",
+        )
+    )["services"]
     assert {loaded[name]["healthcheck"]["timeout"] for name in checked} == {"2m"}
     assert {loaded[name]["healthcheck"]["start_period"] for name in checked} == {"5m", "15m"}
     assert {loaded[name]["healthcheck"]["start_period"] for name in NPU_WORKERS} == {"15m"}
 
 
-DRIVER_PATHS = ("/usr/local/dcmi", "/usr/local/bin/npu-smi", "/usr/local/Ascend/driver/lib64",
-                "/usr/local/Ascend/driver/version.info", "/etc/ascend_install.info")
+DRIVER_PATHS = (
+    "/usr/local/dcmi",
+    "/usr/local/bin/npu-smi",
+    "/usr/local/Ascend/driver/lib64",
+    "/usr/local/Ascend/driver/version.info",
+    "/etc/ascend_install.info",
+)
 NPU_WORKERS = ("airflow-npu-worker", *(f"airflow-npu-worker-{slot}" for slot in range(1, 8)))
 
 
 def test_npu_worker_gets_the_device_files_and_driver_mounts():
     env = cm.example_env(NPU_DEVICE="3")
     worker = cm.project(env)["services"]["airflow-npu-worker"]
-    assert sorted(worker["devices"]) == sorted(f"/dev/{name}:/dev/{name}" for name in
-                                               ("davinci3", "davinci_manager", "devmm_svm", "hisi_hdc"))
+    assert sorted(worker["devices"]) == sorted(
+        f"/dev/{name}:/dev/{name}" for name in ("davinci3", "davinci_manager", "devmm_svm", "hisi_hdc")
+    )
     mounts = {cm.mount_target(volume): volume for volume in worker["volumes"]}
     for path in DRIVER_PATHS:
         assert mounts[path] == {"type": "bind", "source": path, "target": path, "read_only": True}
@@ -280,8 +327,16 @@ def test_one_npu_worker_per_chip_from_one_definition():
         assert container["CONVMIXER_WORKER_CONCURRENCY"] == "1", name
         assert container["AIRFLOW__CONVMIXER__NPU_DEVICE_ID"] == "0", name  # its only chip, as ACL numbers it
         assert "ports" not in worker, name
-        for key in ("image", "command", "user", "group_add", "volumes", "healthcheck", "depends_on",
-                    "stop_grace_period"):
+        for key in (
+            "image",
+            "command",
+            "user",
+            "group_add",
+            "volumes",
+            "healthcheck",
+            "depends_on",
+            "stop_grace_period",
+        ):
             assert worker[key] == first[key], (name, key)
         shared = sorted(set(worker["devices"]) - set(own))
         assert shared == sorted(set(first["devices"]) - {first["devices"][0]}), name
@@ -368,8 +423,10 @@ def test_ascend_image_build_through_compose():
     env = cm.example_env(AIS_BENCH_SRC_DIR="/opt/src/ais_bench", AIS_BENCH_SOURCE_SHA256="ab" * 32)
     build = cm.project(env, cm.BASE_FILE, cm.ASCEND_BUILD_FILE)["services"]["airflow-npu-worker"]["build"]
     assert build["dockerfile"] == "docker/Dockerfile.ascend" and build["context"] == ".."
-    assert build["additional_contexts"] == {"ais_bench_src": "/opt/src/ais_bench",
-                                            "cann": "/usr/local/Ascend/ascend-toolkit"}
+    assert build["additional_contexts"] == {
+        "ais_bench_src": "/opt/src/ais_bench",
+        "cann": "/usr/local/Ascend/ascend-toolkit",
+    }
     assert build["args"]["CANN_CONTEXT_DIR"] == "/"  # a folder context: the toolkit is at its root
     assert build["args"]["AIS_BENCH_SOURCE_SHA256"] == "ab" * 32
     dockerfile = (cm.DOCKER_DIR / "Dockerfile.ascend").read_text()
@@ -386,8 +443,12 @@ def test_ascend_image_build_through_compose():
 
 
 def test_npu_host_override_runs_only_the_worker_against_the_remote_services():
-    env = cm.example_env(POSTGRES_HOST="airflow.example.org", REDIS_HOST="airflow.example.org",
-                         AIRFLOW_API_SERVER_URL="http://airflow.example.org:8080", **NPU_HOST_ENV)
+    env = cm.example_env(
+        POSTGRES_HOST="airflow.example.org",
+        REDIS_HOST="airflow.example.org",
+        AIRFLOW_API_SERVER_URL="http://airflow.example.org:8080",
+        **NPU_HOST_ENV,
+    )
     services = cm.project(env, *FILE_SETS["npu-host"])["services"]
     assert set(cm.load(cm.NPU_HOST_FILE, env)["services"]) == set(NPU_WORKERS)
     for name in NPU_WORKERS:  # task logs are fetched from this host's name; only one worker can publish :8793
@@ -425,24 +486,42 @@ def test_airflow_starts_with_the_compose_database_settings(tmp_path):
     env = cm.example_env()
     container = cm.container_env(cm.project(env)["services"]["airflow-scheduler"], env)
     probe = "import airflow.settings as s; print(s.SQL_ALCHEMY_CONN_ASYNC.split(':')[0], type(s.engine).__name__)"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False,
-                            env={**container, "AIRFLOW_HOME": str(tmp_path), "PATH": os.environ["PATH"],
-                                 "HOME": str(tmp_path)})
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**container, "AIRFLOW_HOME": str(tmp_path), "PATH": os.environ["PATH"], "HOME": str(tmp_path)},
+    )
     assert result.returncode == 0, (
         "Airflow cannot start with the compose file's PostgreSQL settings; if the error is "
-        "\"No module named 'asyncpg'\", requirements.txt needs asyncpg pinned:\n" + result.stderr[-1500:])
+        "\"No module named 'asyncpg'\", requirements.txt needs asyncpg pinned:\n" + result.stderr[-1500:]
+    )
     assert result.stdout.split() == ["postgresql+asyncpg", "Engine"]
 
 
 # --- agreement with the DAG ----------------------------------------------------------------------------------------
 
+
 def probe_dag(container: dict[str, str], tmp_path) -> dict:
     # The metadata DB is not what this compares (and no PostgreSQL named "postgres" is reachable here).
-    env = {**container, "AIRFLOW_HOME": str(tmp_path / "airflow-home"), "PATH": os.environ["PATH"],
-           "PYTHONPATH": str(REPO), "HOME": str(tmp_path),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db"}
-    result = subprocess.run([sys.executable, "-c", DAG_PROBE, str(DAG_FILE)], env=env, capture_output=True,
-                            text=True, timeout=180, check=False)
+    env = {
+        **container,
+        "AIRFLOW_HOME": str(tmp_path / "airflow-home"),
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(REPO),
+        "HOME": str(tmp_path),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow.db",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", DAG_PROBE, str(DAG_FILE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -450,13 +529,23 @@ def probe_dag(container: dict[str, str], tmp_path) -> dict:
 def init_calls(container: dict[str, str], tmp_path) -> list[list[str]]:
     """airflow-init.sh under the compose environment (paths moved to tmp_path); the airflow calls it made."""
     record = tmp_path / "init-calls.jsonl"
-    doubles = install_recorders(tmp_path / "init-bin", record, ["airflow", "convmixer-tasks"],
-                                exit_codes={"connections delete": 1})
-    env = prepend_path({**container, "PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHON": sys.executable,
-                        "AIRFLOW_HOME": str(tmp_path / "init-home"), "AIRFLOW_UID": str(os.getuid()),
-                        "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "init-work"),
-                        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "auth.json"),
-                        "CONVMIXER_METRICS_DB_URL": f"sqlite:///{tmp_path}/metrics.db"}, doubles)
+    doubles = install_recorders(
+        tmp_path / "init-bin", record, ["airflow", "convmixer-tasks"], exit_codes={"connections delete": 1}
+    )
+    env = prepend_path(
+        {
+            **container,
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "PYTHON": sys.executable,
+            "AIRFLOW_HOME": str(tmp_path / "init-home"),
+            "AIRFLOW_UID": str(os.getuid()),
+            "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "init-work"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "auth.json"),
+            "CONVMIXER_METRICS_DB_URL": f"sqlite:///{tmp_path}/metrics.db",
+        },
+        doubles,
+    )
     result = run_script(AIRFLOW_INIT, env)
     assert result.returncode == 0, result.stdout + result.stderr
     return [call["argv"] for call in read_records(record) if call["tool"] == "airflow"]
@@ -467,14 +556,20 @@ def npu_worker_queues(container: dict[str, str], doubles, tmp_path) -> set[str]:
     record = tmp_path / "worker.jsonl"
     recorders = install_recorders(tmp_path / "worker-bin", record, ["airflow"])
     (tmp_path / "work").mkdir(exist_ok=True)
-    env = prepend_path({**container, "PATH": os.environ["PATH"], "HOME": str(tmp_path),
-                        "ASCEND_PROCESS_LOG_PATH": str(doubles.log_dir),
-                        "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(doubles.set_env),
-                        "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "work"),
-                        "ASCEND_DRIVER_HOME": str(fake_driver(tmp_path / "driver")),
-                        "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev",
-                                                            [int(container["CONVMIXER_NPU_DEVICES"])]))},
-                       recorders, doubles.host_bin)
+    env = prepend_path(
+        {
+            **container,
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "ASCEND_PROCESS_LOG_PATH": str(doubles.log_dir),
+            "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(doubles.set_env),
+            "AIRFLOW__CONVMIXER__WORK_DIR": str(tmp_path / "work"),
+            "ASCEND_DRIVER_HOME": str(fake_driver(tmp_path / "driver")),
+            "ASCEND_DEV_ROOT": str(fake_devices(tmp_path / "dev", [int(container["CONVMIXER_NPU_DEVICES"])])),
+        },
+        recorders,
+        doubles.host_bin,
+    )
     result = run_script(ENTRYPOINT, env)
     assert result.returncode == 0, result.stderr
     (call,) = read_records(record)

@@ -26,8 +26,13 @@ def hadolint_binary() -> str:
 
 
 def hadolint(*paths: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([hadolint_binary(), "--no-color", "--config", str(HADOLINT_CONFIG), *map(str, paths)],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [hadolint_binary(), "--no-color", "--config", str(HADOLINT_CONFIG), *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
@@ -93,6 +98,7 @@ def test_ascend_requirements_are_pinned_and_do_not_repin_the_working_set():
 
 
 # --- build context: docker/<Dockerfile>.dockerignore --------------------------------------------------------------
+
 
 def _pattern_regex(pattern: str) -> re.Pattern:
     out, index = [], 0
@@ -169,6 +175,7 @@ def test_dockerignore_matcher_follows_dockers_rules(tmp_path):
 
 # --- paths the images and the compose file share -------------------------------------------------------------------
 
+
 def _copy_destinations(dockerfile: Path) -> set[str]:
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
     destinations = set()
@@ -232,8 +239,10 @@ def test_ascend_image_keeps_arbitrary_uids_and_the_driver_libraries_working():
     ld_path = ld_line.group(1).split(":")
     assert {"/usr/local/Ascend/driver/lib64/driver", "/usr/local/Ascend/driver/lib64/common"} <= set(ld_path)
     assert "docker/ascend_preflight.py" in text and "/opt/convmixer/" in text
-    labels = ("org.convmixer.ais-bench.source-sha256=\"${AIS_BENCH_SOURCE_SHA256}\"",
-              "org.convmixer.ais-bench.source-commit=\"${AIS_BENCH_SOURCE_COMMIT}\"")
+    labels = (
+        'org.convmixer.ais-bench.source-sha256="${AIS_BENCH_SOURCE_SHA256}"',
+        'org.convmixer.ais-bench.source-commit="${AIS_BENCH_SOURCE_COMMIT}"',
+    )
     for label in labels:
         assert label in text
     # The id the build checks is computed by the same script operators run.
@@ -245,8 +254,9 @@ SOURCE_ID = cm.DOCKER_DIR / "ais-bench-source-id.sh"
 
 
 def _source_id(folder: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SOURCE_ID), str(folder)], capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run(
+        ["bash", str(SOURCE_ID), str(folder)], capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 def test_ais_bench_source_id_follows_content_only(tmp_path):
@@ -265,4 +275,3 @@ def test_ais_bench_source_id_follows_content_only(tmp_path):
     assert _source_id(src).stdout != first.stdout
     refused = _source_id(tmp_path)
     assert refused.returncode == 1 and "not an ais_bench source folder" in refused.stderr
-

@@ -38,8 +38,15 @@ def test_runtime_set_has_no_development_tools():
     runtime = pins(RUNTIME)
     assert DEV_TOOLS & set(runtime) == set()
     assert {"iniconfig"} & set(runtime) == set()  # pytest's own dependency goes with it
-    for needed in ("apache-airflow", "apache-airflow-providers-celery", "flower", "torch", "onnxruntime",
-                   "psycopg2-binary", "asyncpg"):
+    for needed in (
+        "apache-airflow",
+        "apache-airflow-providers-celery",
+        "flower",
+        "torch",
+        "onnxruntime",
+        "psycopg2-binary",
+        "asyncpg",
+    ):
         assert needed in runtime, needed
 
 

@@ -29,12 +29,15 @@ def test_the_benchmark_json_the_smoke_test_reads_is_where_the_benchmark_step_wri
     ).stdout  # fmt: skip
     # The DAG run the script triggers: backend ascend, batch size 4, no precision mode (ATC's default).
     expected = WorkLayout(tmp_path / "work").benchmark_json(
-        run_id, 4, precision=effective_precision("ascend", None), model=DEMO_VARIANT  # the DAG's default model
+        run_id,
+        4,
+        precision=effective_precision("ascend", None),
+        model=DEMO_VARIANT,  # the DAG's default model
     )
     assert shown == str(expected) and expected.parent.name == "bs4-force_fp16"
 
 
 def test_the_smoke_test_says_it_needs_the_checkouts_venv(tmp_path):
     text = SCRIPT.read_text()
-    assert "run scripts/setup.sh first" in text and 'python=$repo/.venv/bin/python' in text
-    assert text.index('python=$repo/.venv/bin/python') < text.index('"$python"')
+    assert "run scripts/setup.sh first" in text and "python=$repo/.venv/bin/python" in text
+    assert text.index("python=$repo/.venv/bin/python") < text.index('"$python"')

@@ -34,85 +34,132 @@ def demo_rows() -> list[dict]:
         for batch_size in BATCH_SIZES:
             top1, throughput = HEALTHY[batch_size]
             regressed = batch_size == 4 and day == DAYS - 1
-            rows.append({
-                "run_id": run_id_for(day),
-                "dag_id": DAG_ID,
-                "logical_date": start + timedelta(days=day),
-                "started_at": start + timedelta(days=day) + (LATE_START if day == DAYS - 1 else timedelta(minutes=1)),
-                "finished_at": start + timedelta(days=day) + (LATE_START if day == DAYS - 1 else timedelta()) +
-                timedelta(minutes=9),
-                "model_variant": "convmixer_1536_20",
-                "backend": "onnxruntime",
-                "device": DEVICE,
-                "toolkit_version": "onnxruntime 1.31.1",
-                "batch_size": batch_size,
-                "input_dtype": "float32",
-                "image_count": 500,
-                "top1": top1 + 0.02 * day,
-                "top5": 95.5 + 0.01 * day,
-                "throughput": 61.2 if regressed else throughput + 0.7 * day,
-                "latency_mean_ms": 1000.0 * batch_size / throughput,
-                "latency_p50_ms": 1000.0 * batch_size / throughput,
-                "latency_p99_ms": 1.2 * 1000.0 * batch_size / throughput,
-                "status": "regressed" if regressed else "ok",
-                "baseline_top1": 81.3,
-                "baseline_throughput": throughput,
-                "gate_reasons": [TOP1_OK.format(top1 + 0.02 * day)] + (
-                    ["throughput regressed: 61.20 < 84.60 (median of the last 3 ok runs 94.00 - 10%)"]
-                    if regressed else ["throughput ok: no history (no earlier ok run on this model, backend, device "
-                                       "and batch size)"]),
-            })
-    rows.append({
-        "run_id": "manual__2026-11-03T12:00:00+00:00",
-        "dag_id": DAG_ID,
-        "logical_date": datetime(2026, 11, 3, 12, tzinfo=UTC),
-        "model_variant": "convmixer_1536_20",
-        "backend": "ascend",
-        "started_at": datetime(2026, 11, 3, 12, tzinfo=UTC),
-        "device": NPU,
-        "toolkit_version": "CANN 8.0.RC1",
-        "batch_size": 4,
-        "input_dtype": "uint8",
-        "image_count": 500,
-        "top1": 81.35,
-        "top5": 95.52,
-        "throughput": 412.0,
-        "latency_p99_ms": 10.4,
-        "status": "ok",
-        "baseline_top1": 81.3,
-        "baseline_throughput": 405.0,
-        "gate_reasons": [],
-    })
-    rows.append({
-        "run_id": "manual__2026-11-02T09:30:00+00:00",
-        "dag_id": DAG_ID,
-        "logical_date": datetime(2026, 11, 2, 9, 30, tzinfo=UTC),
-        "model_variant": "convmixer_1536_20",
-        "backend": "ascend",
-        "device": NPU,
-        "toolkit_version": "CANN 8.0.RC1",
-        "batch_size": 1,
-        "input_dtype": "uint8",
-        "status": "failed",
-        "gate_reasons": ["compile failed: atc exited with code 1"],
-    })
+            rows.append(
+                {
+                    "run_id": run_id_for(day),
+                    "dag_id": DAG_ID,
+                    "logical_date": start + timedelta(days=day),
+                    "started_at": start
+                    + timedelta(days=day)
+                    + (LATE_START if day == DAYS - 1 else timedelta(minutes=1)),
+                    "finished_at": start
+                    + timedelta(days=day)
+                    + (LATE_START if day == DAYS - 1 else timedelta())
+                    + timedelta(minutes=9),
+                    "model_variant": "convmixer_1536_20",
+                    "backend": "onnxruntime",
+                    "device": DEVICE,
+                    "toolkit_version": "onnxruntime 1.31.1",
+                    "batch_size": batch_size,
+                    "input_dtype": "float32",
+                    "image_count": 500,
+                    "top1": top1 + 0.02 * day,
+                    "top5": 95.5 + 0.01 * day,
+                    "throughput": 61.2 if regressed else throughput + 0.7 * day,
+                    "latency_mean_ms": 1000.0 * batch_size / throughput,
+                    "latency_p50_ms": 1000.0 * batch_size / throughput,
+                    "latency_p99_ms": 1.2 * 1000.0 * batch_size / throughput,
+                    "status": "regressed" if regressed else "ok",
+                    "baseline_top1": 81.3,
+                    "baseline_throughput": throughput,
+                    "gate_reasons": [TOP1_OK.format(top1 + 0.02 * day)]
+                    + (
+                        ["throughput regressed: 61.20 < 84.60 (median of the last 3 ok runs 94.00 - 10%)"]
+                        if regressed
+                        else [
+                            "throughput ok: no history (no earlier ok run on this model, backend, device "
+                            "and batch size)"
+                        ]
+                    ),
+                }
+            )
+    rows.append(
+        {
+            "run_id": "manual__2026-11-03T12:00:00+00:00",
+            "dag_id": DAG_ID,
+            "logical_date": datetime(2026, 11, 3, 12, tzinfo=UTC),
+            "model_variant": "convmixer_1536_20",
+            "backend": "ascend",
+            "started_at": datetime(2026, 11, 3, 12, tzinfo=UTC),
+            "device": NPU,
+            "toolkit_version": "CANN 8.0.RC1",
+            "batch_size": 4,
+            "input_dtype": "uint8",
+            "image_count": 500,
+            "top1": 81.35,
+            "top5": 95.52,
+            "throughput": 412.0,
+            "latency_p99_ms": 10.4,
+            "status": "ok",
+            "baseline_top1": 81.3,
+            "baseline_throughput": 405.0,
+            "gate_reasons": [],
+        }
+    )
+    rows.append(
+        {
+            "run_id": "manual__2026-11-02T09:30:00+00:00",
+            "dag_id": DAG_ID,
+            "logical_date": datetime(2026, 11, 2, 9, 30, tzinfo=UTC),
+            "model_variant": "convmixer_1536_20",
+            "backend": "ascend",
+            "device": NPU,
+            "toolkit_version": "CANN 8.0.RC1",
+            "batch_size": 1,
+            "input_dtype": "uint8",
+            "status": "failed",
+            "gate_reasons": ["compile failed: atc exited with code 1"],
+        }
+    )
     for minute, device, top1, throughput, status, reasons in (
-        (0, NPU, 80.41, 409.0, "regressed",
-         ["top1 regressed: 80.410 < 80.870 (baseline 81.370 - tolerance 0.5)",
-          "throughput ok: 409.00 >= 364.50 (median of the last 1 ok runs 405.00 - 10%)"]),
-        (4, NEW_NPU, 81.36, 1650.0, "ok",
-         [TOP1_OK.format(81.36), "throughput ok: no history (no earlier ok run on this model, backend, device and "
-                                 "batch size)"]),
+        (
+            0,
+            NPU,
+            80.41,
+            409.0,
+            "regressed",
+            [
+                "top1 regressed: 80.410 < 80.870 (baseline 81.370 - tolerance 0.5)",
+                "throughput ok: 409.00 >= 364.50 (median of the last 1 ok runs 405.00 - 10%)",
+            ],
+        ),
+        (
+            4,
+            NEW_NPU,
+            81.36,
+            1650.0,
+            "ok",
+            [
+                TOP1_OK.format(81.36),
+                "throughput ok: no history (no earlier ok run on this model, backend, device and batch size)",
+            ],
+        ),
     ):
         when = datetime(2026, 11, 4, 10, minute, tzinfo=UTC)
-        rows.append({
-            "run_id": f"manual__{when.isoformat()}", "dag_id": DAG_ID, "logical_date": when, "started_at": when,
-            "finished_at": when + timedelta(minutes=3), "model_variant": "convmixer_1536_20", "backend": "ascend",
-            "device": device, "toolkit_version": "CANN 8.0.RC2", "batch_size": 4, "input_dtype": "uint8",
-            "image_count": 500, "top1": top1, "top5": 95.5, "throughput": throughput, "latency_p99_ms": 10.1,
-            "status": status, "baseline_top1": 81.37, "baseline_throughput": 405.0 if device == NPU else None,
-            "gate_reasons": reasons,
-        })
+        rows.append(
+            {
+                "run_id": f"manual__{when.isoformat()}",
+                "dag_id": DAG_ID,
+                "logical_date": when,
+                "started_at": when,
+                "finished_at": when + timedelta(minutes=3),
+                "model_variant": "convmixer_1536_20",
+                "backend": "ascend",
+                "device": device,
+                "toolkit_version": "CANN 8.0.RC2",
+                "batch_size": 4,
+                "input_dtype": "uint8",
+                "image_count": 500,
+                "top1": top1,
+                "top5": 95.5,
+                "throughput": throughput,
+                "latency_p99_ms": 10.1,
+                "status": status,
+                "baseline_top1": 81.37,
+                "baseline_throughput": 405.0 if device == NPU else None,
+                "gate_reasons": reasons,
+            }
+        )
     return rows
 
 
@@ -136,8 +183,13 @@ def _samples(row: dict) -> str | None:
 
 
 def _fingerprint(row: dict) -> dict:
-    return {"backend": row["backend"], "device": row.get("device"), "toolkit_version": row.get("toolkit_version"),
-            "host_cores": 2, "load_before": 0.4}
+    return {
+        "backend": row["backend"],
+        "device": row.get("device"),
+        "toolkit_version": row.get("toolkit_version"),
+        "host_cores": 2,
+        "load_before": 0.4,
+    }
 
 
 def evidence_rows() -> list[dict]:
@@ -149,18 +201,31 @@ def evidence_rows() -> list[dict]:
 
     rows = []
     for row in demo_rows():
-        extra: dict[str, Any] = {"checkpoint_sha256": CHECKPOINT_SHA256, "fingerprint": _fingerprint(row),
-                 "samples_ms": _samples(row), "image_count": IMAGES if row.get("top1") is not None else None}
+        extra: dict[str, Any] = {
+            "checkpoint_sha256": CHECKPOINT_SHA256,
+            "fingerprint": _fingerprint(row),
+            "samples_ms": _samples(row),
+            "image_count": IMAGES if row.get("top1") is not None else None,
+        }
         if row["run_id"] in (REGRESSED_ASCEND_RUN, THROUGHPUT_REGRESSED_RUN) and row.get("throughput"):
             # What migration 0006 added: the robust figure and spread, the end-to-end rate and its stages, and
             # where the checkpoint came from (the runs before them predate these columns: "not measured").
-            extra.update(throughput_robust=round(row["throughput"] * 1.01, 2), latency_robust_cv=0.0213,
-                         latency_cv=2.348, e2e_throughput=round(row["throughput"] * 0.31, 2))
+            extra.update(
+                throughput_robust=round(row["throughput"] * 1.01, 2),
+                latency_robust_cv=0.0213,
+                latency_cv=2.348,
+                e2e_throughput=round(row["throughput"] * 0.31, 2),
+            )
         if row["backend"] == "ascend" and row.get("top1") is not None:
             worse = row["run_id"] == REGRESSED_ASCEND_RUN
             cosine = np.full(64, 0.9995) - (np.linspace(0, 0.02, 64) if worse else 0)
-            metrics = FidelityMetrics(cosine=cosine, max_abs=np.full(64, 0.01), rel_euclidean=np.full(64, 0.01),
-                                      kl=np.full(64, 1e-4), top1_agree=np.arange(64) % 50 != 0)
+            metrics = FidelityMetrics(
+                cosine=cosine,
+                max_abs=np.full(64, 0.01),
+                rel_euclidean=np.full(64, 0.01),
+                kl=np.full(64, 1e-4),
+                top1_agree=np.arange(64) % 50 != 0,
+            )
             summary = summarise(metrics, DEFAULT_THRESHOLDS)
             extra["evidence"] = {"fidelity": summary}
             extra["fidelity_min_cosine"] = summary["min_cosine"]
@@ -184,8 +249,13 @@ def _predictions(row: dict, seed: int):
     right[rng.choice(np.flatnonzero(~right), 2, replace=False)] = True
     top1 = np.where(right, labels, (labels + 1) % CLASSES).astype(np.int16)
     top5 = np.stack([(top1 + shift) % CLASSES for shift in range(5)], axis=1).astype(np.int16)
-    return Predictions(indices=np.arange(1, IMAGES + 1, dtype=np.int32), labels=labels, top5=top5,
-                       margin=np.ones(IMAGES, np.float16), num_classes=CLASSES)
+    return Predictions(
+        indices=np.arange(1, IMAGES + 1, dtype=np.int32),
+        labels=labels,
+        top5=top5,
+        margin=np.ones(IMAGES, np.float16),
+        num_classes=CLASSES,
+    )
 
 
 def seed_with_evidence(url: str) -> None:
@@ -201,8 +271,9 @@ def seed_with_evidence(url: str) -> None:
     for row in rows:
         metrics.record_run(url, row)
     _set_stage_seconds_and_checkpoint(url)
-    evaluated = sorted((row for row in rows if row.get("top1") is not None),
-                       key=lambda r: (r.get("started_at") or r["logical_date"]))
+    evaluated = sorted(
+        (row for row in rows if row.get("top1") is not None), key=lambda r: r.get("started_at") or r["logical_date"]
+    )
     for seed, row in enumerate(evaluated):
         blob = evidence.encode(_predictions(row, seed))
         store_predictions(url, row["run_id"], row["batch_size"], row["backend"], blob, IMAGES)
@@ -226,7 +297,11 @@ def _set_stage_seconds_and_checkpoint(url: str) -> None:
     from convmixer_tasks.metrics.schema import ValidationRun
 
     with Session(get_engine(url)) as session, session.begin():
-        session.execute(update(ValidationRun)
-                        .where(ValidationRun.run_id.in_((REGRESSED_ASCEND_RUN, THROUGHPUT_REGRESSED_RUN)),
-                               ValidationRun.throughput.is_not(None))
-                        .values(stage_seconds=STAGE_SECONDS, checkpoint_path=CHECKPOINT_PATH))
+        session.execute(
+            update(ValidationRun)
+            .where(
+                ValidationRun.run_id.in_((REGRESSED_ASCEND_RUN, THROUGHPUT_REGRESSED_RUN)),
+                ValidationRun.throughput.is_not(None),
+            )
+            .values(stage_seconds=STAGE_SECONDS, checkpoint_path=CHECKPOINT_PATH)
+        )

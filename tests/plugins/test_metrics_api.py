@@ -21,8 +21,9 @@ PLUGINS_DIR = REPO_ROOT / "plugins"
 if "airflow" not in sys.modules:  # another test module may have configured Airflow already; keep its home then
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="convmixer-plugin-airflow-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__CORE__AUTH_MANAGER",
-                      "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
+os.environ.setdefault(
+    "AIRFLOW__CORE__AUTH_MANAGER", "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+)
 os.environ.setdefault("AIRFLOW__API_AUTH__JWT_SECRET", "convmixer-plugin-tests-" + "x" * 48)
 if str(PLUGINS_DIR) not in sys.path:
     sys.path.insert(0, str(PLUGINS_DIR))  # what Airflow does for its plugins folder
@@ -40,8 +41,19 @@ from tests.plugins import (  # noqa: E402
     seed_with_evidence,
 )
 
-ENDPOINTS = ["/", "/run", "/compare", "/static/page.js", "/static/run.js", "/api/filters", "/api/runs", "/api/series",
-             "/api/runs.csv", "/api/runs/1", "/api/compare?a=1&b=2"]
+ENDPOINTS = [
+    "/",
+    "/run",
+    "/compare",
+    "/static/page.js",
+    "/static/run.js",
+    "/api/filters",
+    "/api/runs",
+    "/api/series",
+    "/api/runs.csv",
+    "/api/runs/1",
+    "/api/compare?a=1&b=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +104,7 @@ def api(seeded_url, token):
 
 # --- registration -------------------------------------------------------------------------------------------------
 
+
 def test_airflow_plugin_loader_finds_exactly_the_metrics_plugin():
     from airflow._shared.plugins_manager import _load_plugins_from_plugin_directory
     from airflow.api_fastapi.app import RESERVED_URL_PREFIXES
@@ -123,14 +136,24 @@ def test_importing_the_plugin_stays_cheap_for_task_processes():
     """Every task process imports the plugins folder (for macros): no FastAPI app or auth imports at that point."""
     import subprocess
 
-    code = ("import sys, convmixer_metrics_plugin; "
-            "print(sorted(m for m in sys.modules if m.startswith(('convmixer_metrics.app', 'airflow.api_fastapi'))))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=PLUGINS_DIR, capture_output=True, text=True,
-                            timeout=120, check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    code = (
+        "import sys, convmixer_metrics_plugin; "
+        "print(sorted(m for m in sys.modules if m.startswith(('convmixer_metrics.app', 'airflow.api_fastapi'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PLUGINS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 # --- authentication -----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ENDPOINTS)
 def test_requests_without_credentials_are_refused(seeded_url, path):
@@ -143,8 +166,9 @@ def test_requests_without_credentials_are_refused(seeded_url, path):
 def test_bad_tokens_are_refused(seeded_url, auth_manager, path):
     from airflow.api_fastapi.auth.tokens import JWTGenerator
 
-    forged = JWTGenerator(secret_key="not-the-server-secret-" + "y" * 48, valid_for=60, audience="apache-airflow",
-                          issuer=None).generate({"sub": "mallory", "role": "admin"})
+    forged = JWTGenerator(
+        secret_key="not-the-server-secret-" + "y" * 48, valid_for=60, audience="apache-airflow", issuer=None
+    ).generate({"sub": "mallory", "role": "admin"})
     expired = mint(auth_manager, expiration_time_in_seconds=-60)
     for bad in ("not-a-jwt", forged, expired):
         response = client_for(seeded_url, bad).get(path)
@@ -207,6 +231,7 @@ def test_vendored_chart_library_is_served_locally(api):
 
 # --- table --------------------------------------------------------------------------------------------------------
 
+
 def test_runs_are_latest_run_first_with_total(api):
     """By when each run ran, so a scheduled run that started a day after its logical date is not listed below the
     runs it followed."""
@@ -226,19 +251,26 @@ def test_pages_tile_the_full_list(api):
     assert {page["total"] for page in pages} == {len(everything)}
 
 
-@pytest.mark.parametrize(("params", "expected"), [
-    ({"batch_size": 4}, lambda r: r["batch_size"] == 4),
-    ({"backend": "ascend"}, lambda r: r["backend"] == "ascend"),
-    ({"device": DEVICE}, lambda r: r["device"] == DEVICE),
-    ({"model": "convmixer_1536_20"}, lambda r: True),
-    ({"status": "regressed"}, lambda r: r["status"] == "regressed"),
-    ({"since": "2026-11-03"}, lambda r: r["logical_date"] >= "2026-11-03"),
-    ({"until": "2026-11-02"}, lambda r: r["logical_date"] < "2026-11-03"),  # a bare date: the whole day
-    ({"since": "2026-11-03T06:00:00Z", "until": "2026-11-03"},
-     lambda r: "2026-11-03T06" <= r["logical_date"] < "2026-11-04"),
-    ({"since": "2026-11-02T00:00:00Z", "until": "2026-11-03T06:00:00+00:00", "batch_size": 1},
-     lambda r: r["batch_size"] == 1 and "2026-11-02" <= r["logical_date"] < "2026-11-03T06"),
-])
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"batch_size": 4}, lambda r: r["batch_size"] == 4),
+        ({"backend": "ascend"}, lambda r: r["backend"] == "ascend"),
+        ({"device": DEVICE}, lambda r: r["device"] == DEVICE),
+        ({"model": "convmixer_1536_20"}, lambda r: True),
+        ({"status": "regressed"}, lambda r: r["status"] == "regressed"),
+        ({"since": "2026-11-03"}, lambda r: r["logical_date"] >= "2026-11-03"),
+        ({"until": "2026-11-02"}, lambda r: r["logical_date"] < "2026-11-03"),  # a bare date: the whole day
+        (
+            {"since": "2026-11-03T06:00:00Z", "until": "2026-11-03"},
+            lambda r: "2026-11-03T06" <= r["logical_date"] < "2026-11-04",
+        ),
+        (
+            {"since": "2026-11-02T00:00:00Z", "until": "2026-11-03T06:00:00+00:00", "batch_size": 1},
+            lambda r: r["batch_size"] == 1 and "2026-11-02" <= r["logical_date"] < "2026-11-03T06",
+        ),
+    ],
+)
 def test_filters_select_matching_rows(api, params, expected):
     body = api.get("/api/runs", params={**params, "limit": 50}).json()
     wanted = [row for row in api.get("/api/runs", params={"limit": 50}).json()["rows"] if expected(row)]
@@ -251,8 +283,10 @@ def test_unknown_model_matches_nothing(api):
 
 
 def test_rows_say_when_they_ran_which_rule_fired_and_what_changed(api):
-    rows = {(row["run_id"], row["batch_size"], row["backend"]): row
-            for row in api.get("/api/runs", params={"limit": 50}).json()["rows"]}
+    rows = {
+        (row["run_id"], row["batch_size"], row["backend"]): row
+        for row in api.get("/api/runs", params={"limit": 50}).json()["rows"]
+    }
     late = rows["scheduled__2026-11-04T00:00:00+00:00", 4, "onnxruntime"]
     assert late["ran_at"] == "2026-11-05T07:00:00+00:00" != late["logical_date"]
     assert late["regressed_on"] == ["throughput"]
@@ -270,36 +304,43 @@ def test_environment_changes_are_found_beyond_the_filters(api):
     assert row["env_changed"] == {"device": NPU}
 
 
-@pytest.mark.parametrize(("params", "word"), [
-    ({"limit": 0}, "limit"),
-    ({"limit": 501}, "limit"),
-    ({"offset": -1}, "offset"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"batch_size": "four"}, "batch_size"),
-    ({"backend": "tensorflow"}, "backend"),
-    ({"status": "great"}, "status"),
-    ({"model": "x' OR '1'='1"}, "model"),
-    ({"device": "cpu\n"}, "device"),
-    ({"since": "last tuesday"}, "since"),
-    ({"until": "2026-13-45"}, "until"),
-    ({"since": "2026-11-04", "until": "2026-11-02"}, "swap"),
-])
+@pytest.mark.parametrize(
+    ("params", "word"),
+    [
+        ({"limit": 0}, "limit"),
+        ({"limit": 501}, "limit"),
+        ({"offset": -1}, "offset"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": "four"}, "batch_size"),
+        ({"backend": "tensorflow"}, "backend"),
+        ({"status": "great"}, "status"),
+        ({"model": "x' OR '1'='1"}, "model"),
+        ({"device": "cpu\n"}, "device"),
+        ({"since": "last tuesday"}, "since"),
+        ({"until": "2026-13-45"}, "until"),
+        ({"since": "2026-11-04", "until": "2026-11-02"}, "swap"),
+    ],
+)
 def test_bad_inputs_get_422_naming_the_parameter(api, params, word):
     response = api.get("/api/runs", params=params)
     assert response.status_code == 422
     assert word in response.text
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"since": "last tuesday"}, "From (since) 'last tuesday' is not a date"),
-    ({"until": "2026-13-45"}, "To (until) '2026-13-45' is not a date"),
-    ({"since": "2026-11-04", "until": "2026-11-02"}, "From (2026-11-04) is after To (2026-11-02)"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"since": "last tuesday"}, "From (since) 'last tuesday' is not a date"),
+        ({"until": "2026-13-45"}, "To (until) '2026-13-45' is not a date"),
+        ({"since": "2026-11-04", "until": "2026-11-02"}, "From (2026-11-04) is after To (2026-11-02)"),
+    ],
+)
 def test_date_errors_use_the_forms_words(api, params, message):
     assert api.get("/api/runs", params=params).json()["detail"].startswith(message)
 
 
 # --- charts -------------------------------------------------------------------------------------------------------
+
 
 def test_series_one_per_batch_size_backend_device_in_the_order_they_ran(api):
     groups = api.get("/api/series").json()["series"]
@@ -317,8 +358,9 @@ def test_series_one_per_batch_size_backend_device_in_the_order_they_ran(api):
 
 def test_series_keep_their_slot_whatever_the_filters(api):
     """The slot picks a series' colour: filtering must not renumber the series that remain."""
-    everything = {(g["batch_size"], g["backend"], g["device"]): g["slot"]
-                  for g in api.get("/api/series").json()["series"]}
+    everything = {
+        (g["batch_size"], g["backend"], g["device"]): g["slot"] for g in api.get("/api/series").json()["series"]
+    }
     assert sorted(everything.values()) == list(range(len(everything)))
     for params in ({"backend": "ascend"}, {"batch_size": 4}, {"device": NEW_NPU}, {"status": "regressed"}):
         for group in api.get("/api/series", params=params).json()["series"]:
@@ -341,8 +383,10 @@ def test_series_points_carry_baselines_and_the_regressed_run(api):
     assert len(group["points"]) == DAYS
     for point in group["points"]:
         row = expected[point["run_id"]]
-        assert (point["baseline_top1"], point["baseline_throughput"]) == (row["baseline_top1"],
-                                                                          row["baseline_throughput"])
+        assert (point["baseline_top1"], point["baseline_throughput"]) == (
+            row["baseline_top1"],
+            row["baseline_throughput"],
+        )
         assert point["status"] == row["status"]
     assert [p["status"] for p in group["points"]].count("regressed") == 1
 
@@ -369,8 +413,11 @@ def test_pending_runs_are_listed_filtered_and_offered(tmp_path, token):
     body = api.get("/api/runs", params={"status": "pending"}).json()
     assert body["total"] == 1 and body["rows"][0]["batch_size"] == waiting["batch_size"]
     assert body["rows"][0]["status"] == "pending"
-    points = [point for group in api.get("/api/series", params={"status": "pending"}).json()["series"]
-              for point in group["points"]]
+    points = [
+        point
+        for group in api.get("/api/series", params={"status": "pending"}).json()["series"]
+        for point in group["points"]
+    ]
     assert [point["status"] for point in points] == ["pending"]
 
     css = (PLUGINS_DIR / "convmixer_metrics" / "static" / "page.css").read_text()
@@ -378,6 +425,7 @@ def test_pending_runs_are_listed_filtered_and_offered(tmp_path, token):
 
 
 # --- CSV ----------------------------------------------------------------------------------------------------------
+
 
 def test_csv_download_has_every_filtered_row(api):
     from convmixer_metrics import app as plugin_app
@@ -392,8 +440,9 @@ def test_csv_download_has_every_filtered_row(api):
     assert table[0][:2] == ["id", "run_id"]  # the id links back to the run page (run?id=)
     assert [(int(line[0]), line[1]) for line in table[1:]] == [(row["id"], row["run_id"]) for row in expected]
     assert len(table) - 1 == len(expected) == DAYS * len(BATCH_SIZES)
-    regressed = [dict(zip(table[0], line, strict=True)) for line in table[1:]
-                 if line[table[0].index("status")] == "regressed"]
+    regressed = [
+        dict(zip(table[0], line, strict=True)) for line in table[1:] if line[table[0].index("status")] == "regressed"
+    ]
     assert len(regressed) == 1 and "throughput regressed" in regressed[0]["gate_reasons"]
 
 
@@ -414,12 +463,13 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(tmp_path, token):
 
     url = f"sqlite:///{tmp_path / 'formula.db'}"
     metrics.upgrade(url)
-    metrics.record_run(url, {**demo_rows()[0], "toolkit_version": "=HYPERLINK(\"http://x\")"})
+    metrics.record_run(url, {**demo_rows()[0], "toolkit_version": '=HYPERLINK("http://x")'})
     table = list(csv.reader(io.StringIO(client_for(url, token).get("/api/runs.csv").text)))
-    assert dict(zip(table[0], table[1], strict=True))["toolkit_version"] == "'=HYPERLINK(\"http://x\")"
+    assert dict(zip(table[0], table[1], strict=True))["toolkit_version"] == '\'=HYPERLINK("http://x")'
 
 
 # --- empty and broken databases -----------------------------------------------------------------------------------
+
 
 def test_empty_database_answers_empty(tmp_path, token):
     from convmixer_tasks import metrics
@@ -468,12 +518,17 @@ def test_database_without_the_table_names_the_fix(tmp_path, token):
 
 # --- which database -----------------------------------------------------------------------------------------------
 
+
 def test_db_url_comes_from_the_connection_then_env_then_setting_then_default(monkeypatch):
     from airflow.configuration import AIRFLOW_HOME
     from convmixer_metrics.source import metrics_db_url
 
-    for name in ("AIRFLOW_CONN_CONVMIXER_METRICS", "CONVMIXER_METRICS_DB_URL", "AIRFLOW__CONVMIXER__METRICS_DB_URL",
-                 "AIRFLOW__CONVMIXER__METRICS_CONN_ID"):
+    for name in (
+        "AIRFLOW_CONN_CONVMIXER_METRICS",
+        "CONVMIXER_METRICS_DB_URL",
+        "AIRFLOW__CONVMIXER__METRICS_DB_URL",
+        "AIRFLOW__CONVMIXER__METRICS_CONN_ID",
+    ):
         monkeypatch.delenv(name, raising=False)
     assert metrics_db_url() == f"sqlite:///{Path(AIRFLOW_HOME).absolute() / 'convmixer_metrics.db'}"
 
@@ -486,9 +541,10 @@ def test_db_url_comes_from_the_connection_then_env_then_setting_then_default(mon
     monkeypatch.setenv("AIRFLOW_CONN_CONVMIXER_METRICS", '{"conn_type": "sqlite", "host": "/from/conn.db"}')
     assert metrics_db_url() == "sqlite:////from/conn.db"
 
-    monkeypatch.setenv("AIRFLOW_CONN_OTHER_METRICS",
-                       '{"conn_type": "postgres", "host": "db", "port": 5433, "login": "u", "password": "p@ss",'
-                       ' "schema": "metrics"}')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_OTHER_METRICS",
+        '{"conn_type": "postgres", "host": "db", "port": 5433, "login": "u", "password": "p@ss", "schema": "metrics"}',
+    )
     monkeypatch.setenv("AIRFLOW__CONVMIXER__METRICS_CONN_ID", "other_metrics")
     assert metrics_db_url() == "postgresql+psycopg2://u:p%40ss@db:5433/metrics"
 
@@ -505,11 +561,11 @@ def test_unusable_connection_is_a_503_naming_the_fix(monkeypatch, token):
 
 # --- what the page derives from rows ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("top1", "throughput", "fired"), [
-    (80.0, 100.0, ["top1"]),
-    (81.37, 50.0, ["throughput"]),
-    (80.0, 50.0, ["top1", "throughput"]),
-])
+
+@pytest.mark.parametrize(
+    ("top1", "throughput", "fired"),
+    [(80.0, 100.0, ["top1"]), (81.37, 50.0, ["throughput"]), (80.0, 50.0, ["top1", "throughput"])],
+)
 def test_regressed_metric_is_read_from_the_gates_own_reasons(top1, throughput, fired):
     """If the gate's wording changes, this fails rather than the charts marking the wrong metric."""
     from convmixer_metrics import history
@@ -527,9 +583,11 @@ def test_a_fidelity_regression_is_marked_on_neither_chart():
     mention the metrics without their rules firing."""
     from convmixer_metrics import history
 
-    reasons = ["top1 ok: 81.300 >= 80.870 (baseline 81.370 - tolerance 0.5)",
-               "throughput inconclusive: per-loop CV 234.8% > 10% after 3 measurements",
-               "OM diverges from ONNX: min cosine 0.9812 < 0.999 (the artifact is not numerically the model)"]
+    reasons = [
+        "top1 ok: 81.300 >= 80.870 (baseline 81.370 - tolerance 0.5)",
+        "throughput inconclusive: per-loop CV 234.8% > 10% after 3 measurements",
+        "OM diverges from ONNX: min cosine 0.9812 < 0.999 (the artifact is not numerically the model)",
+    ]
     row = {"status": "regressed", "gate_reasons": reasons, "throughput_check": "noisy"}
     assert history.regressed_on(row) == []
     from convmixer_tasks.metrics.rules import fired_rules
@@ -543,8 +601,15 @@ def test_environment_fields_are_compared_per_model_and_backend_in_the_order_runs
     from convmixer_metrics import history
 
     def run(run_id, started, backend="ascend", **env):
-        return {"run_id": run_id, "started_at": started, "model_variant": "m", "backend": backend,
-                "device": "d1", "toolkit_version": "t1", **env}
+        return {
+            "run_id": run_id,
+            "started_at": started,
+            "model_variant": "m",
+            "backend": backend,
+            "device": "d1",
+            "toolkit_version": "t1",
+            **env,
+        }
 
     rows = [
         run("c", "2026-11-03", toolkit_version="t2"),
@@ -561,6 +626,7 @@ def test_environment_fields_are_compared_per_model_and_backend_in_the_order_runs
 
 
 # --- run page -----------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def evidence_url(tmp_path_factory) -> str:
@@ -608,8 +674,13 @@ def test_run_page_explains_the_regressed_run(evidence_url, auth_manager):
     assert flips["right_to_wrong_names"][0].startswith("ILSVRC2012_val_")
     assert evidence["flips_reference"]["run_id"].startswith("scheduled__")
     # No power readings: said, not left blank.
-    assert body["energy"] == {"measured": False, "j_per_image": None, "throughput_per_watt": None, "details": {},
-                              "why": "no power reading was recorded for this run"}
+    assert body["energy"] == {
+        "measured": False,
+        "j_per_image": None,
+        "throughput_per_watt": None,
+        "details": {},
+        "why": "no power reading was recorded for this run",
+    }
     # Offered for acceptance (regressed, new toolkit), and this admin may.
     accept = body["accept"]
     assert accept["offered"] and accept["allowed"] and accept["why_not"] is None and accept["csrf_token"]
@@ -623,9 +694,18 @@ def test_run_page_says_why_energy_is_missing_or_shows_it(tmp_path, token):
     url = f"sqlite:///{tmp_path / 'energy.db'}"
     metrics.upgrade(url)
     measured, unmeasured = demo_rows()[:2]
-    ids = [metrics.record_run(url, {**measured, "energy_j_per_image": 0.21, "throughput_per_watt": 4.7,
-                                    "energy": {"source": "rapl", "samples": 120, "mean_w": 6.4}}),
-           metrics.record_run(url, {**unmeasured, "energy": {"reason": "RAPL is not readable on this host"}})]
+    ids = [
+        metrics.record_run(
+            url,
+            {
+                **measured,
+                "energy_j_per_image": 0.21,
+                "throughput_per_watt": 4.7,
+                "energy": {"source": "rapl", "samples": 120, "mean_w": 6.4},
+            },
+        ),
+        metrics.record_run(url, {**unmeasured, "energy": {"reason": "RAPL is not readable on this host"}}),
+    ]
     api = client_for(url, token)
     shown = api.get(f"/api/runs/{ids[0]}").json()["energy"]
     assert shown["measured"] and shown["j_per_image"] == 0.21 and shown["details"]["source"] == "rapl"
@@ -652,6 +732,7 @@ def test_unknown_row_is_a_404(api):
 
 
 # --- compare ------------------------------------------------------------------------------------------------------
+
 
 def test_compare_two_runs_with_flips_and_significance(evidence_url, token):
     before = row_id(evidence_url, "manual__2026-11-03T12:00:00+00:00", 4, "ascend")
@@ -711,6 +792,7 @@ def test_unfiltered_chart_is_capped_and_says_so(tmp_path, token, monkeypatch):
 
 # --- accept as baseline ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture()
 def accept_url(tmp_path) -> str:
     url = f"sqlite:///{tmp_path / 'accept.db'}"
@@ -737,7 +819,10 @@ def test_admin_accepts_a_regressed_run_and_history_shows_who_when_why(accept_url
     assert response.json()["accepted"]["by"] == "ada"
     row = stored(accept_url, regressed)
     assert (row["status"], row["rebaselined_by"], row["rebaseline_reason"]) == (
-        "ok", "ada", "CANN 8.0.RC2 rolled out on purpose")
+        "ok",
+        "ada",
+        "CANN 8.0.RC2 rolled out on purpose",
+    )
     assert "the throughput baseline starts here)" in row["gate_reasons"][-1]
     (listed,) = [r for r in admin.get("/api/runs", params={"limit": 50}).json()["rows"] if r["id"] == regressed]
     assert listed["rebaselined_by"] == "ada" and listed["rebaselined_at"] == row["rebaselined_at"]
@@ -768,8 +853,14 @@ def test_accept_refuses_what_the_gate_did_not_judge(accept_url, auth_manager):
     from convmixer_tasks.metrics.schema import STATUS_INCONCLUSIVE
 
     row = stored(accept_url, row_id(accept_url, THROUGHPUT_REGRESSED_RUN, 4, "onnxruntime"))
-    metrics.update_status(accept_url, row["run_id"], 4, "onnxruntime", STATUS_INCONCLUSIVE,
-                          ["throughput inconclusive: per-loop CV 234.8% > 10% after 3 measurements"])
+    metrics.update_status(
+        accept_url,
+        row["run_id"],
+        4,
+        "onnxruntime",
+        STATUS_INCONCLUSIVE,
+        ["throughput inconclusive: per-loop CV 234.8% > 10% after 3 measurements"],
+    )
     admin = client_for(accept_url, mint(auth_manager, role="admin"))
     response = accept(admin, row["id"])
     assert response.status_code == 409 and "it is inconclusive" in response.json()["detail"]
@@ -801,8 +892,9 @@ def test_accept_refuses_missing_and_bad_tokens(accept_url, auth_manager, credent
 
     tokens = {
         "none": None,
-        "forged": JWTGenerator(secret_key="not-the-server-secret-" + "y" * 48, valid_for=60,
-                               audience="apache-airflow", issuer=None).generate({"sub": "mallory", "role": "admin"}),
+        "forged": JWTGenerator(
+            secret_key="not-the-server-secret-" + "y" * 48, valid_for=60, audience="apache-airflow", issuer=None
+        ).generate({"sub": "mallory", "role": "admin"}),
         "unknown-role": mint(auth_manager, role="superhero"),
         "no-role": mint(auth_manager, role=None),
     }
@@ -818,8 +910,9 @@ def test_cross_site_form_post_cannot_accept(accept_url, auth_manager):
     browser = client_for(accept_url)
     browser.cookies.set("_token", mint(auth_manager, role="admin"))
     path = f"/api/runs/{regressed}/accept"
-    form = browser.post(path, data={"reason": "pwned"}, headers={"Origin": "https://evil.example",
-                                                                 "Sec-Fetch-Site": "cross-site"})
+    form = browser.post(
+        path, data={"reason": "pwned"}, headers={"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+    )
     assert form.status_code == 415
     plain = browser.post(path, content=b'{"reason": "pwned"}', headers={"Content-Type": "text/plain"})
     assert plain.status_code == 415
@@ -828,8 +921,9 @@ def test_cross_site_form_post_cannot_accept(accept_url, auth_manager):
     forged_token = browser.post(path, json={"reason": "pwned"}, headers={"X-CSRF-Token": "a.b.c"})
     assert forged_token.status_code == 403
     csrf = browser.get(f"/api/runs/{regressed}").json()["accept"]["csrf_token"]
-    cross_site = browser.post(path, json={"reason": "pwned"}, headers={"X-CSRF-Token": csrf,
-                                                                       "Sec-Fetch-Site": "cross-site"})
+    cross_site = browser.post(
+        path, json={"reason": "pwned"}, headers={"X-CSRF-Token": csrf, "Sec-Fetch-Site": "cross-site"}
+    )
     assert cross_site.status_code == 403
     # Another user's token does not fit this user's session.
     other = client_for(accept_url)
@@ -838,10 +932,16 @@ def test_cross_site_form_post_cannot_accept(accept_url, auth_manager):
     assert stored(accept_url, regressed)["rebaselined_at"] is None
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    ({"reason": ""}, 422), ({"reason": "  "}, 422), ({}, 422), ({"reason": "ok", "by": "mallory"}, 422),
-    ({"reason": "x" * 2001}, 422),
-])
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"reason": ""}, 422),
+        ({"reason": "  "}, 422),
+        ({}, 422),
+        ({"reason": "ok", "by": "mallory"}, 422),
+        ({"reason": "x" * 2001}, 422),
+    ],
+)
 def test_accept_needs_a_reason_and_nothing_else(accept_url, auth_manager, body, status):
     regressed = row_id(accept_url, REGRESSED_ASCEND_RUN, 4, "ascend")
     admin = client_for(accept_url, mint(auth_manager, role="admin"))
@@ -863,22 +963,43 @@ REGRESSED_ON_TOP1 = ["top1 regressed: 80.410 < 80.870 (baseline 81.370 - toleran
 REGRESSED_ON_THROUGHPUT = ["throughput regressed: 61.20 < 84.60 (median of the last 3 ok runs 94.00 - 10%)"]
 
 
-@pytest.mark.parametrize(("row", "changed", "offered", "why_not", "after"), [
-    ({"status": "regressed", "throughput": 61.2, "gate_reasons": REGRESSED_ON_THROUGHPUT}, [], True, None, "ok"),
-    ({"status": "regressed", "throughput": 61.2, "gate_reasons": REGRESSED_ON_TOP1}, [], True, None, "regressed"),
-    ({"status": "regressed", "throughput": 61.2, "throughput_check": "ok",
-      "evidence": {"fidelity": {"breaches": ["OM diverges from ONNX: min cosine 0.98 < 0.999"]}}}, [], True, None,
-     "regressed"),
-    ({"status": "ok", "throughput": 900.0}, ["toolkit_version: 8.0 → 8.1"], True, None, "ok"),  # a new environment
-    ({"status": "ok", "throughput": 900.0}, [], False, "it is ok and its environment matches", None),
-    ({"status": "inconclusive", "throughput": 900.0}, ["host_cpu: a → b"], True, "it is inconclusive: ", None),
-    ({"status": "pending", "throughput": 900.0}, ["host_cpu: a → b"], True, "it is pending: it is not gated", None),
-    ({"status": "failed", "throughput": None}, ["toolkit_version: 8.0 → 8.1"], True, "it is failed: ", None),
-    ({"status": "regressed", "throughput": 61.2, "rebaselined_at": "2026-11-05T00:00:00+00:00",
-      "rebaselined_by": "ada"}, [], True, "already accepted as the baseline by ada", None),
-])
-def test_accept_is_offered_on_regressed_or_changed_runs_that_can_be_a_baseline(row, changed, offered, why_not,
-                                                                                after):
+@pytest.mark.parametrize(
+    ("row", "changed", "offered", "why_not", "after"),
+    [
+        ({"status": "regressed", "throughput": 61.2, "gate_reasons": REGRESSED_ON_THROUGHPUT}, [], True, None, "ok"),
+        ({"status": "regressed", "throughput": 61.2, "gate_reasons": REGRESSED_ON_TOP1}, [], True, None, "regressed"),
+        (
+            {
+                "status": "regressed",
+                "throughput": 61.2,
+                "throughput_check": "ok",
+                "evidence": {"fidelity": {"breaches": ["OM diverges from ONNX: min cosine 0.98 < 0.999"]}},
+            },
+            [],
+            True,
+            None,
+            "regressed",
+        ),
+        ({"status": "ok", "throughput": 900.0}, ["toolkit_version: 8.0 → 8.1"], True, None, "ok"),  # a new environment
+        ({"status": "ok", "throughput": 900.0}, [], False, "it is ok and its environment matches", None),
+        ({"status": "inconclusive", "throughput": 900.0}, ["host_cpu: a → b"], True, "it is inconclusive: ", None),
+        ({"status": "pending", "throughput": 900.0}, ["host_cpu: a → b"], True, "it is pending: it is not gated", None),
+        ({"status": "failed", "throughput": None}, ["toolkit_version: 8.0 → 8.1"], True, "it is failed: ", None),
+        (
+            {
+                "status": "regressed",
+                "throughput": 61.2,
+                "rebaselined_at": "2026-11-05T00:00:00+00:00",
+                "rebaselined_by": "ada",
+            },
+            [],
+            True,
+            "already accepted as the baseline by ada",
+            None,
+        ),
+    ],
+)
+def test_accept_is_offered_on_regressed_or_changed_runs_that_can_be_a_baseline(row, changed, offered, why_not, after):
     from convmixer_metrics import run_view
 
     offer = run_view.accept_offer(row, changed)

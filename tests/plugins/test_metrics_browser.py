@@ -53,8 +53,14 @@ if TYPE_CHECKING:
 WIDE: ViewportSize = {"width": 1440, "height": 1000}
 PHONE = {"width": 390, "height": 844}
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SERVER_START_TIMEOUT_S = 120
 WAIT_MS = 30_000
 
@@ -96,8 +102,10 @@ def airflow_server(tmp_path_factory):
     (home / "dags").mkdir()
     metrics_url = f"sqlite:///{home / 'convmixer_metrics.db'}"
     seed_with_evidence(metrics_url)
-    ids = {(row["run_id"], row["batch_size"], row["backend"]): row["id"]
-           for row in metrics.query_runs(metrics_url, limit=metrics.MAX_LIMIT)[0]}
+    ids = {
+        (row["run_id"], row["batch_size"], row["backend"]): row["id"]
+        for row in metrics.query_runs(metrics_url, limit=metrics.MAX_LIMIT)[0]
+    }
 
     env = {
         **os.environ,
@@ -105,8 +113,7 @@ def airflow_server(tmp_path_factory):
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__AUTH_MANAGER":
-            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
         "AIRFLOW__API_AUTH__JWT_SECRET": "convmixer-browser-test-" + "z" * 48,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
@@ -123,7 +130,10 @@ def airflow_server(tmp_path_factory):
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
@@ -132,8 +142,14 @@ def airflow_server(tmp_path_factory):
                 pytest.fail(f"api-server did not come up on {base}:\n{log_path.read_text()[-4000:]}")
             time.sleep(1)
         passwords = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
-        yield {"base": base, "password": passwords["admin"], "passwords": passwords, "log": log_path, "ids": ids,
-               "metrics_url": metrics_url}
+        yield {
+            "base": base,
+            "password": passwords["admin"],
+            "passwords": passwords,
+            "log": log_path,
+            "ids": ids,
+            "metrics_url": metrics_url,
+        }
     finally:
         _stop(process)
 
@@ -300,8 +316,10 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page, shots):
     expect(frame_locator.locator("#env-changes")).to_contain_text("toolkit CANN 8.0.RC1 → CANN 8.0.RC2")
     expect(frame_locator.locator("#env-changes")).to_contain_text(f"device {NPU} → {NEW_NPU}")
     for canvas in ("chart-top1", "chart-throughput"):
-        lines = frame.evaluate(f"() => Chart.getChart(document.getElementById('{canvas}'))"
-                               ".options.plugins.envLines.lines.map(l => l.label)")
+        lines = frame.evaluate(
+            f"() => Chart.getChart(document.getElementById('{canvas}'))"
+            ".options.plugins.envLines.lines.map(l => l.label)"
+        )
         assert sorted(lines) == ["device", "toolkit"], canvas
 
     # Charts: every evaluated run once, a regression marked only on the chart of the metric that regressed.
@@ -310,7 +328,8 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page, shots):
     assert len(throughput_points) == len(top1_points) == len(evaluated) < len(rows)
     assert [p["run_id"] for p in top1_points if p["style"] == "triangle"] == ["manual__2026-11-04T10:00:00+00:00"]
     assert [p["run_id"] for p in throughput_points if p["style"] == "triangle"] == [
-        "scheduled__2026-11-04T00:00:00+00:00"]
+        "scheduled__2026-11-04T00:00:00+00:00"
+    ]
     # Series sitting on the same values stay apart: each has its own colour and marker shape.
     series_looks = {(p["series"], p["color"], p["shape"]) for p in top1_points}
     assert len(series_looks) == len({p["series"] for p in top1_points}) == 4  # bs 1 on ascend only failed
@@ -324,8 +343,9 @@ def test_metrics_page_in_the_airflow_ui(airflow_server, browser_page, shots):
     x = {p["run_id"]: p["x"] for p in top1_points}
     assert x["manual__2026-11-04T10:04:00+00:00"] - x["manual__2026-11-04T10:00:00+00:00"] > 30
     assert x["scheduled__2026-11-04T00:00:00+00:00"] > x["manual__2026-11-04T10:04:00+00:00"]
-    labels = frame.evaluate("() => Chart.getChart(document.getElementById('chart-top1')).scales.x.getLabelItems()"
-                            ".map(item => item.label)")
+    labels = frame.evaluate(
+        "() => Chart.getChart(document.getElementById('chart-top1')).scales.x.getLabelItems().map(item => item.label)"
+    )
     run_starts = {(row.get("started_at") or row["logical_date"]).strftime("%m-%d %H:%M") for row in evaluated}
     assert len(labels) > 3 and set(labels) <= run_starts  # ticks name runs by when they started (UTC)
 
@@ -431,21 +451,27 @@ def test_dark_mode_follows_airflow(airflow_server, browser_page, shots):
     assert _luminance(frame, "body", "backgroundColor") < 0.1
     assert _luminance(frame, "body", "color") > 0.6
     assert _luminance(frame, "#runs-table th", "backgroundColor") < 0.2
-    legend_colour = frame.evaluate("() => Chart.getChart(document.getElementById('chart-top1'))"
-                                   ".options.plugins.legend.labels.color")
-    assert legend_colour == frame.evaluate("() => getComputedStyle(document.body).color.length && "
-                                           "getComputedStyle(document.documentElement).getPropertyValue('--fg')"
-                                           ".trim()")
+    legend_colour = frame.evaluate(
+        "() => Chart.getChart(document.getElementById('chart-top1')).options.plugins.legend.labels.color"
+    )
+    assert legend_colour == frame.evaluate(
+        "() => getComputedStyle(document.body).color.length && "
+        "getComputedStyle(document.documentElement).getPropertyValue('--fg')"
+        ".trim()"
+    )
     _settle_for_screenshot(page)
     page.screenshot(path=str(shots / SCREENSHOT_DARK))
 
     # Switching in Airflow (what its colour-mode toggle does to <html>) switches the open page and its charts.
-    page.evaluate("() => { document.documentElement.classList.replace('dark', 'light');"
-                  " document.documentElement.style.colorScheme = 'light'; }")
+    page.evaluate(
+        "() => { document.documentElement.classList.replace('dark', 'light');"
+        " document.documentElement.style.colorScheme = 'light'; }"
+    )
     expect(frame_locator.locator("html")).to_have_attribute("data-theme", "light")
     assert _luminance(frame, "body", "backgroundColor") > 0.9
-    frame.wait_for_function("() => Chart.getChart(document.getElementById('chart-top1'))"
-                            ".options.plugins.legend.labels.color === '#1a202c'")
+    frame.wait_for_function(
+        "() => Chart.getChart(document.getElementById('chart-top1')).options.plugins.legend.labels.color === '#1a202c'"
+    )
 
 
 def _luminance(frame, selector: str, prop: str) -> float:
@@ -467,7 +493,14 @@ def test_phone_width_shows_the_essentials(airflow_server, browser_page, shots):
     regressed = frame_locator.locator("#runs-table tbody tr:has(.status-regressed)").first
     cells = [c for c in regressed.locator("td").all() if c.is_visible()]
     assert [c.get_attribute("data-label") for c in cells] == [
-        "Status", "Ran (UTC) · run", "Model", "Batch size", "Top-1 %", "Throughput (img/s)", "Compare"]
+        "Status",
+        "Ran (UTC) · run",
+        "Model",
+        "Batch size",
+        "Top-1 %",
+        "Throughput (img/s)",
+        "Compare",
+    ]
     # When it ran and its run id, and the compare box the pager's "Compare the two picked runs" counts.
     expect(regressed.locator("td.ran small")).to_have_text(re.compile(r"^(scheduled|manual)__"))
     expect(regressed.locator("td.pick input")).to_be_visible()
@@ -526,14 +559,23 @@ def test_empty_and_unreachable_metrics_db_states(airflow_server, browser_page, t
         expect(frame.locator("body")).to_have_attribute("data-state", "empty")
         expect(frame.locator("#empty")).to_contain_text("airflow dags unpause convmixer_validation")
         expect(frame.locator("#empty")).to_contain_text(
-            """airflow dags trigger convmixer_validation -c '{"batch_size": 4}'""")
+            """airflow dags trigger convmixer_validation -c '{"batch_size": 4}'"""
+        )
         expect(frame.locator("#charts")).to_be_hidden()
         expect(frame.locator("#runs")).to_be_hidden()
 
         # The metrics DB is down: a clear error instead of a table, naming neither the server nor the account.
-        _point_metrics_at(airflow_server, {"conn_type": "postgres", "host": "127.0.0.1", "port": 1,
-                                           "login": "metrics-login", "password": "do-not-show",
-                                           "schema": "metrics-db"})
+        _point_metrics_at(
+            airflow_server,
+            {
+                "conn_type": "postgres",
+                "host": "127.0.0.1",
+                "port": 1,
+                "login": "metrics-login",
+                "password": "do-not-show",
+                "schema": "metrics-db",
+            },
+        )
         page.reload()
         expect(frame.locator("body")).to_have_attribute("data-state", "error")
         error = frame.locator("#error")
@@ -593,20 +635,25 @@ def test_run_page_compare_and_accept_as_admin(airflow_server, browser_page, shot
     expect(run.locator("#figures dd[data-field=throughput_robust]")).to_have_text("413.1 img/s")
     expect(run.locator("#figures dd[data-field=e2e_throughput]")).to_have_text("126.8 img/s")
     expect(run.locator("#figures dd[data-field=stage_seconds]")).to_have_text(
-        "preprocess 4.20 s · infer 1.21 s · evaluate 0.35 s")
+        "preprocess 4.20 s · infer 1.21 s · evaluate 0.35 s"
+    )
     expect(run.locator("#figures dd[data-field=latency_cv]")).to_have_text("234.8 %")
     expect(run.locator("#figures dd[data-field=latency_robust_cv]")).to_have_text("2.1 %")
     expect(run.locator("#figures dd[data-field=checkpoint_path]")).to_contain_text("convmixer_1536_20_ks9_p7.pth.tar")
     # What changed since the previous run of the series, highlighted in the fingerprint.
     expect(run.locator("#fingerprint-diff li.changed").first).to_contain_text(
-        "toolkit_version: CANN 8.0.RC1 → CANN 8.0.RC2")
+        "toolkit_version: CANN 8.0.RC1 → CANN 8.0.RC2"
+    )
     expect(run.locator("#fingerprint-table tr.changed th")).to_have_text(["toolkit_version"])
     # Fidelity against the ONNX, and the flips against the previous ok run with McNemar's p and image names.
     expect(run.locator("#fidelity .verdict-bad")).to_contain_text("OM diverges from ONNX: min cosine")
     previous_flips = run.locator(".flip-block").first
     expect(previous_flips.locator(".flip-summary")).to_contain_text(
-        re.compile(r"Against run manual__2026-11-03T12:00:00\+00:00 \(batch size 4\): \d+ right→wrong, \d+ "
-                   r"wrong→right, top-1 -\d\.\d{3} pt, McNemar exact p = \S+\."))
+        re.compile(
+            r"Against run manual__2026-11-03T12:00:00\+00:00 \(batch size 4\): \d+ right→wrong, \d+ "
+            r"wrong→right, top-1 -\d\.\d{3} pt, McNemar exact p = \S+\."
+        )
+    )
     expect(previous_flips.locator(".names li").first).to_have_text(re.compile(r"ILSVRC2012_val_\d{8}\.JPEG"))
     p_value = float(previous_flips.get_attribute("data-p"))
     assert 0 < p_value < 0.05
@@ -614,8 +661,13 @@ def test_run_page_compare_and_accept_as_admin(airflow_server, browser_page, shot
     # Latency: a box per run of the series (the previous one and this one), this run's histogram.
     boxes = frame.evaluate("() => Chart.getChart(document.getElementById('chart-boxes')).data.labels")
     assert len(boxes) == 2 and boxes[-1].endswith("(this)")
-    assert frame.evaluate("() => Chart.getChart(document.getElementById('chart-histogram'))"
-                          ".data.datasets[0].data.reduce((a, b) => a + b, 0)") == 40
+    assert (
+        frame.evaluate(
+            "() => Chart.getChart(document.getElementById('chart-histogram'))"
+            ".data.datasets[0].data.reduce((a, b) => a + b, 0)"
+        )
+        == 40
+    )
     expect(run.locator("#energy-summary")).to_have_text("Not measured: no power reading was recorded for this run.")
     # Links: the Airflow run and its gate task's log (opened in the UI), the previous run's page.
     hrefs = run.locator("#airflow-links a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
@@ -658,7 +710,8 @@ def test_run_page_compare_and_accept_as_admin(airflow_server, browser_page, shot
     expect(run.locator("#fidelity .verdict-bad")).to_contain_text("OM diverges from ONNX")
     history, _ = _open_metrics_page(page, base)
     expect(history.locator("#runs-table td.status-cell .accepted")).to_contain_text(
-        re.compile(r"accepted as baseline by admin, 2026-\d\d-\d\d \d\d:\d\d UTC: CANN 8.0.RC2 rolled out"))
+        re.compile(r"accepted as baseline by admin, 2026-\d\d-\d\d \d\d:\d\d UTC: CANN 8.0.RC2 rolled out")
+    )
     assert problems == []
 
 
@@ -679,18 +732,22 @@ def test_viewer_is_refused_accept_on_a_phone_in_dark_mode(airflow_server, browse
     button = run.locator("#accept-button")
     expect(button).to_be_disabled()
     expect(run.locator("#accept-why")).to_contain_text(
-        "You cannot accept this run: your Airflow user 'viewer' may view but not edit DAG convmixer_validation")
+        "You cannot accept this run: your Airflow user 'viewer' may view but not edit DAG convmixer_validation"
+    )
     assert _no_sideways_scroll_page(frame) == 0
     _settle_for_screenshot(page)
     page.screenshot(path=str(shots / SCREENSHOT_RUN_PHONE_DARK), full_page=True)
     # Enabling the button by hand does not help: a viewer is never given the page's CSRF token, and the server
     # checks the edit permission as well (tests/plugins/test_metrics_api.py sends a viewer's valid token).
-    status = frame.evaluate("""async (id) => {
+    status = frame.evaluate(
+        """async (id) => {
         const response = await fetch('api/runs/' + id + '/accept', {method: 'POST', credentials: 'same-origin',
             headers: {'Content-Type': 'application/json', 'X-CSRF-Token': 'none'},
             body: JSON.stringify({reason: 'let me in'})});
         return response.status;
-    }""", regressed)
+    }""",
+        regressed,
+    )
     assert status == 403
 
     assert stored_row(airflow_server["metrics_url"], regressed)["rebaselined_at"] is None
@@ -725,8 +782,12 @@ def test_bad_filters_in_the_url_are_reported_not_dropped(airflow_server, browser
     page.set_viewport_size(viewport)
     _log_in(page, airflow_server)
     page.evaluate(f"() => localStorage.setItem('theme', '{theme}')")
-    for query, words in (("since=notadate", "From"), ("until=2026-13-45", "To"), ("limit=100000000", "limit"),
-                         ("offset=-5", "offset")):
+    for query, words in (
+        ("since=notadate", "From"),
+        ("until=2026-13-45", "To"),
+        ("limit=100000000", "limit"),
+        ("offset=-5", "offset"),
+    ):
         frame_locator, _frame = _open_metrics_page(page, base, f"?{query}")
         expect(frame_locator.locator("body")).to_have_attribute("data-state", "error")
         error = frame_locator.locator("#error")
@@ -784,20 +845,49 @@ def test_a_fidelity_regression_is_marked_on_neither_chart(airflow_server, browse
     # Loops of about 0.5 ms with a few 40 ms spikes (a GC pause, an interrupt), as ais_bench lists show them.
     spiky = pack_samples([40.0 if loop % 25 == 0 else 0.5 + 0.01 * (loop % 7) for loop in range(100)])
     for day, status, reasons in (
-        (5, "ok", ["top1 ok: 80.100 >= 79.660 (baseline 80.160 - tolerance 0.5)",
-                   "throughput ok: no history (no earlier ok run on this model, backend, device and batch size)"]),
-        (6, "regressed", ["top1 ok: 80.120 >= 79.660 (baseline 80.160 - tolerance 0.5)",
-                          "throughput inconclusive: per-loop CV 234.8% > 10% after 3 measurements",
-                          "OM diverges from ONNX: min cosine 0.9812 < 0.999 (the artifact is not the model)"]),
+        (
+            5,
+            "ok",
+            [
+                "top1 ok: 80.100 >= 79.660 (baseline 80.160 - tolerance 0.5)",
+                "throughput ok: no history (no earlier ok run on this model, backend, device and batch size)",
+            ],
+        ),
+        (
+            6,
+            "regressed",
+            [
+                "top1 ok: 80.120 >= 79.660 (baseline 80.160 - tolerance 0.5)",
+                "throughput inconclusive: per-loop CV 234.8% > 10% after 3 measurements",
+                "OM diverges from ONNX: min cosine 0.9812 < 0.999 (the artifact is not the model)",
+            ],
+        ),
     ):
         when = datetime(2026, 11, day, 8, tzinfo=UTC)
-        metrics.record_run(url, {
-            "run_id": f"manual__{when.isoformat()}", "dag_id": DAG_ID, "logical_date": when, "started_at": when,
-            "model_variant": model, "backend": "ascend", "device": NPU, "toolkit_version": "CANN 8.0.RC2",
-            "batch_size": 4, "input_dtype": "uint8", "image_count": 500, "top1": 80.1, "top5": 95.0,
-            "throughput": 700.0, "status": status, "throughput_check": "noisy" if day == 6 else "unjudged",
-            "gate_reasons": reasons, "samples_ms": spiky if day == 6 else None,
-            "fingerprint": {"backend": "ascend", "device": NPU}})
+        metrics.record_run(
+            url,
+            {
+                "run_id": f"manual__{when.isoformat()}",
+                "dag_id": DAG_ID,
+                "logical_date": when,
+                "started_at": when,
+                "model_variant": model,
+                "backend": "ascend",
+                "device": NPU,
+                "toolkit_version": "CANN 8.0.RC2",
+                "batch_size": 4,
+                "input_dtype": "uint8",
+                "image_count": 500,
+                "top1": 80.1,
+                "top5": 95.0,
+                "throughput": 700.0,
+                "status": status,
+                "throughput_check": "noisy" if day == 6 else "unjudged",
+                "gate_reasons": reasons,
+                "samples_ms": spiky if day == 6 else None,
+                "fingerprint": {"backend": "ascend", "device": NPU},
+            },
+        )
     base, page = airflow_server["base"], browser_page
     page.set_viewport_size(viewport)
     _log_in(page, airflow_server)
@@ -808,24 +898,32 @@ def test_a_fidelity_regression_is_marked_on_neither_chart(airflow_server, browse
         points = _chart_points(frame, canvas)
         assert len(points) == 2 and [p for p in points if p["style"] == "triangle"] == [], canvas
     cell = frame_locator.locator("#runs-table td.status-cell:has(.status-regressed)")
-    expect(cell.locator(".reasons li")).to_have_text(["OM diverges from ONNX: min cosine 0.9812 < 0.999 (the "
-                                                      "artifact is not the model)"])
+    expect(cell.locator(".reasons li")).to_have_text(
+        ["OM diverges from ONNX: min cosine 0.9812 < 0.999 (the artifact is not the model)"]
+    )
 
     # Hovering the last (rightmost) point: the tooltip, reasons and all, stays inside the chart.
     last = max(_chart_points(frame, "chart-throughput"), key=lambda p: p["x"])
     frame_locator.locator("#chart-throughput").scroll_into_view_if_needed()
     box = frame_locator.locator("#chart-throughput").bounding_box()
     page.mouse.move(box["x"] + last["x"], box["y"] + last["y"])
-    edges = frame.wait_for_function("""() => {
+    edges = frame.wait_for_function(
+        """() => {
         const chart = Chart.getChart(document.getElementById('chart-throughput'));
         const t = chart.tooltip;
         return t.opacity > 0 && t.body.length ? [t.x, t.x + t.width, chart.width] : null;
-    }""", timeout=WAIT_MS).json_value()
+    }""",
+        timeout=WAIT_MS,
+    ).json_value()
     assert edges[0] >= 0 and edges[1] <= edges[2], edges
     # No x-axis label repeats.
-    labels = [label for label in frame.evaluate(
-        "() => Chart.getChart(document.getElementById('chart-top1')).scales.x.getLabelItems().map(i => i.label)")
-        if label]
+    labels = [
+        label
+        for label in frame.evaluate(
+            "() => Chart.getChart(document.getElementById('chart-top1')).scales.x.getLabelItems().map(i => i.label)"
+        )
+        if label
+    ]
     assert len(labels) == len(set(labels))
 
     # Its run page: the spikes do not flatten the latency boxes (a log axis), and the spread reads in percent.
@@ -833,6 +931,7 @@ def test_a_fidelity_regression_is_marked_on_neither_chart(airflow_server, browse
     run, frame = _open_in_ui(page, base, f"run?id={row['id']}")
     expect(run.locator("body")).to_have_attribute("data-state", "loaded")
     assert frame.evaluate("() => Chart.getChart(document.getElementById('chart-boxes')).options.scales.y.type") == (
-        "logarithmic")
+        "logarithmic"
+    )
     expect(run.locator("#reasons li").first).to_have_attribute("data-outcome", "fired")
     expect(run.locator("#reasons li").first).to_contain_text("OM diverges from ONNX")

@@ -79,21 +79,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- the double OM ------------------------------------------------------------------------------------------------
 
+
 def load_om(path: str) -> tuple[dict, bytes]:
     with open(path, "rb") as handle:
         blob = handle.read()
     if not blob.startswith(OM_MAGIC) or len(blob) < len(OM_MAGIC) + 4:
         logger.error(f"load model from file failed, model file is {path}")
         raise DoubleInferError(f"[-1][ACL: invalid parameter] load model {path} failed")
-    (meta_len,) = struct.unpack("<I", blob[len(OM_MAGIC):len(OM_MAGIC) + 4])
+    (meta_len,) = struct.unpack("<I", blob[len(OM_MAGIC) : len(OM_MAGIC) + 4])
     start = len(OM_MAGIC) + 4
     try:
-        meta = json.loads(blob[start:start + meta_len])
+        meta = json.loads(blob[start : start + meta_len])
     except ValueError:
         logger.error(f"load model from file failed, model file is {path}")
         # Chained implicitly, as ais_bench's own raise is: the double prints the traceback the tool prints.
         raise DoubleInferError(f"[-1][ACL: invalid parameter] load model {path} failed")  # noqa: B904
-    return meta, blob[start + meta_len:]
+    return meta, blob[start + meta_len :]
 
 
 class DoubleSession:
@@ -123,7 +124,7 @@ class DoubleSession:
         if aipp:  # RGB888_U8 NHWC → the crop window → ((x - mean - min) * var_reci) per channel, NCHW float
             if aipp.get("crop"):
                 (top, left), (height, width) = aipp["crop"]["start"], aipp["crop"]["size"]
-                data = data[:, top:top + height, left:left + width, :]
+                data = data[:, top : top + height, left : left + width, :]
             pixels = data.astype(np.float32)
             mean = np.asarray(aipp["mean_chn"], np.float32)
             low = np.asarray(aipp["min_chn"], np.float32)
@@ -141,6 +142,7 @@ class DoubleSession:
 
 
 # --- path rules of the newer generations --------------------------------------------------------------------------
+
 
 def check_path(path: str, kind: str) -> None:
     real = os.path.abspath(path)
@@ -172,6 +174,7 @@ def check_output_mode(path: str) -> None:
 
 
 # --- inputs -------------------------------------------------------------------------------------------------------
+
 
 def natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
@@ -227,10 +230,12 @@ def group_files(input_arg: str, realsize: int, strict: bool) -> list[list[str]]:
     per_batch = realsize // filesize
     batches = []
     for start in range(0, len(files), per_batch):
-        chunk = files[start:start + per_batch]
+        chunk = files[start : start + per_batch]
         batches.append(chunk + [PADDING_INFER_FAKE_FILE] * (per_batch - len(chunk)))
-    logger.info(f"get filesperbatch files0 size:{filesize} tensor0size:{realsize} filesperbatch:{per_batch} "
-                f"runcount:{len(batches)}")
+    logger.info(
+        f"get filesperbatch files0 size:{filesize} tensor0size:{realsize} filesperbatch:{per_batch} "
+        f"runcount:{len(batches)}"
+    )
     return batches
 
 
@@ -254,19 +259,29 @@ def save_output(array: np.ndarray, path: str, outfmt: str) -> None:
 
 # --- summary ------------------------------------------------------------------------------------------------------
 
+
 def list_info(values: list[float]) -> dict:
     if not values:
         return {"min": 0.0, "max": 0.0, "mean": 0.0, "median": 0.0, "percentile(99%)": 0.0, "count": 0}
     arr = np.asarray(values, dtype=np.float64)
-    return {"min": float(arr.min()), "max": float(arr.max()), "mean": float(arr.mean()),
-            "median": float(np.median(arr)), "percentile(99%)": float(np.percentile(arr, 99)), "count": len(values)}
+    return {
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "mean": float(arr.mean()),
+        "median": float(np.median(arr)),
+        "percentile(99%)": float(np.percentile(arr, 99)),
+        "count": len(values),
+    }
 
 
-def print_performance(compute: dict, h2d: dict, d2h: dict, batchsize: float, throughput: float,
-                      display_all: bool, style: str) -> None:
+def print_performance(
+    compute: dict, h2d: dict, d2h: dict, batchsize: float, throughput: float, display_all: bool, style: str
+) -> None:
     def line(name: str, info: dict) -> str:
-        return (f"{name} (ms): min = {info['min']}, max = {info['max']}, mean = {info['mean']}, "
-                f"median = {info['median']}, percentile(99%) = {info['percentile(99%)']}")
+        return (
+            f"{name} (ms): min = {info['min']}, max = {info['max']}, mean = {info['mean']}, "
+            f"median = {info['median']}, percentile(99%) = {info['percentile(99%)']}"
+        )
 
     logger.info("-----------------Performance Summary------------------")
     if display_all:
@@ -275,22 +290,26 @@ def print_performance(compute: dict, h2d: dict, d2h: dict, batchsize: float, thr
     if display_all:
         logger.info(line("D2H_latency", d2h))
     if style == "current":
-        logger.info(f"throughput 1000*batchsize.mean({batchsize})/NPU_compute_time.mean({compute['mean']}): "
-                    f"{throughput}")
+        logger.info(
+            f"throughput 1000*batchsize.mean({batchsize})/NPU_compute_time.mean({compute['mean']}): {throughput}"
+        )
     elif style == "pre_2022_07":
         logger.info(f"throughput (1000*batchsize/NPU_compute_time): {throughput}")
     elif style == "mid_2022":
-        logger.info(f"throughput 1000*batchsize({int(batchsize)})/NPU_compute_time.mean({compute['mean']}): "
-                    f"{throughput}")
+        logger.info(
+            f"throughput 1000*batchsize({int(batchsize)})/NPU_compute_time.mean({compute['mean']}): {throughput}"
+        )
     elif style == "fork":
-        logger.info(f"Throughput 1000*batchsize.mean({batchsize})/NPU_compute_time.mean({compute['mean']}): "
-                    f"{throughput}")
+        logger.info(
+            f"Throughput 1000*batchsize.mean({batchsize})/NPU_compute_time.mean({compute['mean']}): {throughput}"
+        )
     logger.info("------------------------------------------------------")
     if style == "multi":
         logger.info(f"summary throughput:{throughput}")
 
 
 # --- the run ------------------------------------------------------------------------------------------------------
+
 
 def run(args: argparse.Namespace) -> None:
     generation = os.environ.get("AIS_BENCH_DOUBLE_GEN", "up")
@@ -367,7 +386,8 @@ def run(args: argparse.Namespace) -> None:
                         continue  # padded slots are run and timed, never saved
                     sample_id = str(index * len(batch) + slot)
                     out_path = os.path.join(
-                        output_folder, f"{os.path.basename(path).split('.')[0]}_{out_index}.{args.outfmt.lower()}")
+                        output_folder, f"{os.path.basename(path).split('.')[0]}_{out_index}.{args.outfmt.lower()}"
+                    )
                     entry = filesinfo.setdefault(sample_id, {"infiles": [path], "outfiles": []})
                     entry["outfiles"].append(out_path)
                     save_output(piece, out_path, args.outfmt)
@@ -380,12 +400,20 @@ def run(args: argparse.Namespace) -> None:
     compute = list_info(compute_ms)
     throughput = 1000.0 * batchsize / compute["mean"] if compute["mean"] else 0
     style = os.environ.get("AIS_BENCH_DOUBLE_THROUGHPUT", "current")
-    print_performance(compute, list_info([]), list_info([]), float(batchsize), throughput,
-                      args.display_all_summary, style)
+    print_performance(
+        compute, list_info([]), list_info([]), float(batchsize), throughput, args.display_all_summary, style
+    )
     if output_folder is not None:
-        summary: dict[str, Any] = {"filesinfo": filesinfo, "args": vars(args), "NPU_compute_time": compute,
-                   "H2D_latency": list_info([]), "D2H_latency": list_info([]), "throughput": throughput,
-                   "npu_compute_time_list": compute_ms, "pid": os.getpid()}
+        summary: dict[str, Any] = {
+            "filesinfo": filesinfo,
+            "args": vars(args),
+            "NPU_compute_time": compute,
+            "H2D_latency": list_info([]),
+            "D2H_latency": list_info([]),
+            "throughput": throughput,
+            "npu_compute_time_list": compute_ms,
+            "pid": os.getpid(),
+        }
         if generation == "old":  # before late 2022: inside the folder, misspelt, fewer keys
             for key in ("npu_compute_time_list", "pid"):
                 summary.pop(key)
