@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from convmixer_tasks.backends.base import get_backend
 from convmixer_tasks.backends.onnxruntime import random_batch, worker_threads
-from convmixer_tasks.export import export_and_validate, image_shape, prepare_model
 from convmixer_tasks.models.checkpoints import build_model
+from convmixer_tasks.stages.export import export_and_validate, image_shape, prepare_model
 
 
 def model_flops(variant: str) -> float:

@@ -21,9 +21,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from convmixer_tasks.evaluate import evaluate
 from convmixer_tasks.fileio import atomic_write_json
-from convmixer_tasks.prepfolder import MANIFEST_NAME, PrepFile, PrepManifest, file_name, input_shape
+from convmixer_tasks.stages.evaluate import evaluate
+from convmixer_tasks.stages.prepfolder import MANIFEST_NAME, PrepFile, PrepManifest, file_name, input_shape
 
 NUM_CLASSES = 1000
 TARGET_SECONDS = 2.0

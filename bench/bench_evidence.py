@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from convmixer_tasks import evidence
+from convmixer_tasks.evidence import predictions as evidence
 
 NUM_CLASSES = 1000
 TARGET_SECONDS = 1.0

@@ -24,16 +24,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from convmixer_tasks import fingerprint, quiet
 from convmixer_tasks.backends.base import get_backend
 from convmixer_tasks.cache import ContentCache
-from convmixer_tasks.dataset import load_dataset
-from convmixer_tasks.demo import make_demo_dataset
-from convmixer_tasks.evaluate import evaluate_with_evidence
-from convmixer_tasks.export import export_and_validate
-from convmixer_tasks.fidelity import check_thresholds, fidelity_metrics, reference_logits, summarise
+from convmixer_tasks.evidence.fidelity import check_thresholds, fidelity_metrics, reference_logits, summarise
 from convmixer_tasks.fileio import sha256_file
-from convmixer_tasks.preprocess import preprocess
+from convmixer_tasks.measure import fingerprint, quiet
+from convmixer_tasks.run.demo import make_demo_dataset
+from convmixer_tasks.stages.dataset import load_dataset
+from convmixer_tasks.stages.evaluate import evaluate_with_evidence
+from convmixer_tasks.stages.export import export_and_validate
+from convmixer_tasks.stages.preprocess import preprocess
 
 
 def timed(function):

@@ -37,9 +37,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from convmixer_tasks import changepoints as cp
-from convmixer_tasks import defaults, fingerprint, loopstats
-from convmixer_tasks import throughput as tp
+from convmixer_tasks import defaults
+from convmixer_tasks.measure import changepoints as cp
+from convmixer_tasks.measure import fingerprint, loopstats
+from convmixer_tasks.verdict import throughput as tp
 
 BATCH, BASE = 4, 1000.0
 TOLERANCE_PCT, OLD_HISTORY, NEW_HISTORY = 10.0, 5, 20

@@ -20,9 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from convmixer_tasks import fingerprint, gate
 from convmixer_tasks.errors import RegressionError
-from convmixer_tasks.local_run import local_params, run_chain
+from convmixer_tasks.measure import fingerprint
+from convmixer_tasks.run.local_run import local_params, run_chain
+from convmixer_tasks.verdict import gate
 
 OLD_HISTORY, TOLERANCE_PCT = 5, gate.DEFAULT_THROUGHPUT_DROP_PCT
 

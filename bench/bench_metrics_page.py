@@ -35,7 +35,7 @@ LOOPS = 200  # kept per-loop times per row (a 200-loop benchmark)
 
 
 def seed(url: str, rows: int) -> None:
-    from convmixer_tasks.loopstats import pack_samples
+    from convmixer_tasks.measure.loopstats import pack_samples
 
     metrics.upgrade(url)
     samples = pack_samples([4.0 + 0.01 * (loop % 17) for loop in range(LOOPS)])
@@ -77,7 +77,7 @@ def old_history(url: str) -> list[dict]:
 
 def old_run_page(url: str, row_id: int) -> list[list[float]]:
     """The run page's baseline: its whole series as ORM rows, page by page, every row's samples unpacked."""
-    from convmixer_tasks.loopstats import unpack_samples
+    from convmixer_tasks.measure.loopstats import unpack_samples
 
     row = metrics.get_row(url, row_id)
     assert row is not None, f"row {row_id} was just recorded"

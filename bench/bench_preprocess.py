@@ -93,7 +93,7 @@ def run_reference(paths: list[Path], out: Path, batch_size: int) -> tuple[float,
 # a parent holding torch pay ~10% more CPU per image (copy-on-write of its pages); the reference keeps torch here.
 OURS_CODE = """
 import json, re, resource, sys, time
-from convmixer_tasks.preprocess import preprocess
+from convmixer_tasks.stages.preprocess import preprocess
 
 def cpu():
     return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from convmixer_tasks.backends.catalog import BACKEND_NAMES
+from convmixer_tasks.backends.precision import DEFAULT_GELU_IMPLMODE, GELU_IMPLMODES
 from convmixer_tasks.cli_output import DEFAULT_FORMAT, OUTPUT_FORMATS, ROWS_FORMATS, check_format, render
 from convmixer_tasks.cli_steps import HANDLERS
 from convmixer_tasks.defaults import DEFAULT_CONFIRM, DEFAULT_MAX_CV_PCT, DEFAULT_REMEASURE
 from convmixer_tasks.dtypes import INPUT_DTYPES
 from convmixer_tasks.errors import ConvMixerError
 from convmixer_tasks.models import DEFAULT_MODEL
-from convmixer_tasks.precision import DEFAULT_GELU_IMPLMODE, GELU_IMPLMODES
 from convmixer_tasks.status import STATUSES
 
 

@@ -110,7 +110,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, s
 def rows_table(rows: Sequence[Mapping[str, Any]], ruled: bool = True) -> str:
     """Metrics rows as the compact table (run, batch size, backend, top-1, top-5, the three throughput figures,
     J/image, verdict and a short reason)."""
-    from convmixer_tasks.gate import short_reason
+    from convmixer_tasks.verdict.gate import short_reason
 
     rows = [{**row, "reason": short_reason(dict(row))} for row in rows]
     header = [title for title, _ in COMPACT_COLUMNS]

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from convmixer_tasks.backends.catalog import BACKENDS
+from convmixer_tasks.backends.precision import gelu_compile_options
 from convmixer_tasks.errors import ConvMixerError
-from convmixer_tasks.precision import gelu_compile_options
 
 NOT_GATED = "not gated (--record)"  # run's verdict column without --record
 
@@ -31,15 +31,15 @@ def _call(function: Callable[..., Any], args: argparse.Namespace, **extra: Any) 
 
 
 def _preprocess(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.prepfolder import parse_shard
-    from convmixer_tasks.preprocess import preprocess
+    from convmixer_tasks.stages.prepfolder import parse_shard
+    from convmixer_tasks.stages.preprocess import preprocess
 
     return _call(preprocess, args, shard=parse_shard(args.shard))
 
 
 def _export(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.export import export_and_validate
     from convmixer_tasks.models import get_card
+    from convmixer_tasks.stages.export import export_and_validate
 
     if args.source is None and not args.random_weights and get_card(args.variant).onnx is None:
         raise ConvMixerError("export needs --source CHECKPOINT (or --random-weights to export an untrained model)")
@@ -53,8 +53,8 @@ def _models(args: argparse.Namespace) -> Any:
 
 
 def _eval(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.evaluate import evaluate_with_evidence
-    from convmixer_tasks.evidence import PREDICTIONS_FILE
+    from convmixer_tasks.evidence.predictions import PREDICTIONS_FILE
+    from convmixer_tasks.stages.evaluate import evaluate_with_evidence
 
     if not args.json_file_name.strip() or Path(args.json_file_name).name != args.json_file_name:
         raise ConvMixerError(f"--json-file-name {args.json_file_name!r} must be a plain file name, e.g. result.json")
@@ -64,7 +64,7 @@ def _eval(args: argparse.Namespace) -> Any:
 
 
 def _fidelity(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.evidence_steps import fidelity_by_hand
+    from convmixer_tasks.run.evidence_steps import fidelity_by_hand
 
     return fidelity_by_hand(
         args.onnx, args.artifact, args.image_dir, args.label_file, args.subset, args.work_dir, _backend(args)
@@ -72,7 +72,7 @@ def _fidelity(args: argparse.Namespace) -> Any:
 
 
 def _compare(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.compare import compare
+    from convmixer_tasks.evidence.compare import compare
 
     return compare(args.a, args.b, url=args.url, classes=args.classes)
 
@@ -127,7 +127,7 @@ def _benchmark(args: argparse.Namespace) -> Any:
 
 
 def _demo_dataset(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.demo import make_demo_dataset
+    from convmixer_tasks.run.demo import make_demo_dataset
 
     # Unset flags take make_demo_dataset's defaults (kept there only, so --help never imports numpy/PIL for them).
     kwargs = {name: value for name, value in (("count", args.count), ("seed", args.seed)) if value is not None}
@@ -135,7 +135,7 @@ def _demo_dataset(args: argparse.Namespace) -> Any:
 
 
 def _demo_train(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.demo import ASSETS_DIR, TrainSettings, train_demo_model
+    from convmixer_tasks.run.demo import ASSETS_DIR, TrainSettings, train_demo_model
 
     overrides = {
         name: value for name, value in (("epochs", args.epochs), ("train_count", args.train_count)) if value is not None
@@ -144,7 +144,7 @@ def _demo_train(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> Any:
-    from convmixer_tasks.local_run import local_params, run_chain
+    from convmixer_tasks.run.local_run import local_params, run_chain
 
     url = None
     if args.record:
@@ -181,8 +181,8 @@ def _run_params(args: argparse.Namespace) -> dict[str, Any]:
     """The flags of ``run`` as the DAG's params (by Param name): ``RunParams`` parses both the same way, and a flag
     left out takes the DAG's default. A model named without a checkpoint runs its card's committed one, else (or
     with ``--random-weights``) seeded random weights."""
-    from convmixer_tasks.local_run import default_checkpoint
-    from convmixer_tasks.params import RANDOM_CHECKPOINT
+    from convmixer_tasks.run.local_run import default_checkpoint
+    from convmixer_tasks.run.params import RANDOM_CHECKPOINT
 
     params: dict[str, Any] = {"gelu_implmode": _implmode(args.gelu_implmode)}
     models = args.models or []
@@ -212,7 +212,7 @@ def _run_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_default_model() -> str:
     """The DAG's default model_variant (``[convmixer] model_variant``; the demo model)."""
-    from convmixer_tasks.settings import env_reader, load_scheduling_settings
+    from convmixer_tasks.run.settings import env_reader, load_scheduling_settings
 
     return load_scheduling_settings(env_reader({})).model_variant
 

@@ -19,7 +19,7 @@ STATUSES = (STATUS_OK, STATUS_REGRESSED, STATUS_FAILED, STATUS_PENDING, STATUS_I
 # What the gate has decided; a row in one of these is never overwritten by a later 'failed' record.
 GATED_STATUSES = (STATUS_OK, STATUS_REGRESSED, STATUS_INCONCLUSIVE)
 
-# What the throughput rule concluded (column ``throughput_check``; see convmixer_tasks.throughput).
+# What the throughput rule concluded (column ``throughput_check``; see convmixer_tasks.verdict.throughput).
 CHECK_OK = "ok"  # at or above the floor
 CHECK_BELOW = "below"  # below the floor but not statistically clear
 CHECK_REGRESSED = "regressed"  # below the floor and clear, alone or together with the run before

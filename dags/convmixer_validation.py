@@ -1,5 +1,5 @@
 """The `convmixer_validation` DAG: wiring only. What it does, its params, settings and failure policy are in
-`convmixer_validation.md` beside this file (the DAG's docs in the UI); the steps are `convmixer_tasks.steps`."""
+`convmixer_validation.md` beside this file (the DAG's docs in the UI); the steps are `convmixer_tasks.run.steps`."""
 
 from __future__ import annotations
 
@@ -14,18 +14,19 @@ from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, conf, dag, get_cur
 from airflow.sdk.definitions.timetables.assets import AssetOrTimeSchedule
 from airflow.sdk.definitions.timetables.trigger import CronTriggerTimetable
 
+from convmixer_tasks.errors import RegressionError
+
 # Parse time loads only what builds the DAG: the settings and the Params (RunParams' specs). The records, the steps
 # and numpy/torch/onnx/SQLAlchemy behind them load inside the tasks.
-from convmixer_tasks import fleet
-from convmixer_tasks.errors import RegressionError
-from convmixer_tasks.params import RunParams, param_specs
-from convmixer_tasks.settings import (
+from convmixer_tasks.run import fleet
+from convmixer_tasks.run.params import RunParams, param_specs
+from convmixer_tasks.run.settings import (
     airflow_conf_reader,
     load_alert_settings,
     load_scheduling_settings,
     load_worker_settings,
 )
-from convmixer_tasks.triggers import CHECKPOINT_ASSET, recorded_checkpoint, with_triggered_checkpoint
+from convmixer_tasks.run.triggers import CHECKPOINT_ASSET, recorded_checkpoint, with_triggered_checkpoint
 
 SETTINGS = load_scheduling_settings(airflow_conf_reader(conf))
 ALERTS = load_alert_settings(airflow_conf_reader(conf))
@@ -35,7 +36,7 @@ PARAMS = {
     name: Param(spec.default, description=spec.description, **spec.schema)
     for name, spec in param_specs(SETTINGS).items()
 }
-if SETTINGS.chips:  # chip types as a run dimension (convmixer_tasks.fleet); the DAG has tasks for these only
+if SETTINGS.chips:  # chip types as a run dimension (convmixer_tasks.run.fleet); the DAG has tasks for these only
     PARAMS[fleet.CHIPS_PARAM] = Param(
         list(SETTINGS.chips),
         type="array",
@@ -80,7 +81,7 @@ def convmixer_validation():
 
     @task
     def check_inputs(params=None, run_id=None, triggering_asset_events=None) -> list[dict]:
-        from convmixer_tasks import steps
+        from convmixer_tasks.run import steps
 
         if SETTINGS.chips:  # first: a chip nobody serves fails the run in seconds, not after a wait without end
             chips = fleet.requested_chips(params.get(fleet.CHIPS_PARAM), SETTINGS.chips)
@@ -96,13 +97,13 @@ def convmixer_validation():
 
     @task
     def prep_plans(plans) -> list[dict]:  # precision modes share their batch size's prep: written once
-        from convmixer_tasks import records, steps
+        from convmixer_tasks.run import records, steps
 
         return [plan.to_dict() for plan in steps.plans_to_prepare(records.RunPlan.from_dicts(plans))]
 
     @task
     def preprocess(plan: dict, shard: int) -> dict:
-        from convmixer_tasks import records, steps
+        from convmixer_tasks.run import records, steps
 
         run_plan = records.RunPlan.from_dict(plan)
         label(f"bs{run_plan.batch_size} shard {shard}")
@@ -110,13 +111,13 @@ def convmixer_validation():
 
     @task
     def model_plans(plans) -> list[dict]:  # a zoo run exports each model once, for all its batch sizes and modes
-        from convmixer_tasks import records, steps
+        from convmixer_tasks.run import records, steps
 
         return [plan.to_dict() for plan in steps.plans_to_export(records.RunPlan.from_dicts(plans))]
 
     @task
     def export_onnx(plan: dict) -> dict:  # the plan's checkpoint: an asset event may have named another
-        from convmixer_tasks import export_step, records
+        from convmixer_tasks.run import export_step, records
 
         run_plan = records.RunPlan.from_dict(plan)
         label(run_plan.model_variant)
@@ -125,7 +126,7 @@ def convmixer_validation():
     # chip: None without [convmixer] chips; else the chip type whose queue/pool the task was given (.override)
     @task(**SETTINGS.on_npu())
     def compile_model(plan: dict, exported: list, chip: str | None = None, params=None) -> dict:
-        from convmixer_tasks import records, steps
+        from convmixer_tasks.run import records, steps
 
         run_plan, settings, run = (
             records.RunPlan.from_dict(plan),
@@ -143,7 +144,7 @@ def convmixer_validation():
 
     @task(**SETTINGS.on_npu())
     def infer(compiled: dict, shard: int, prepared: list, chip: str | None = None) -> dict:
-        from convmixer_tasks import records, steps
+        from convmixer_tasks.run import records, steps
 
         model, settings = records.CompiledModel.from_dict(compiled), worker()
         label(f"{model.model_variant} bs{model.batch_size} {model.precision} shard {shard}")
@@ -153,7 +154,7 @@ def convmixer_validation():
 
     @task(**SETTINGS.on_npu())
     def benchmark(compiled: dict, chip: str | None = None, params=None) -> dict:
-        from convmixer_tasks import benchmark_step, records
+        from convmixer_tasks.run import benchmark_step, records
 
         model, settings, run = (
             records.CompiledModel.from_dict(compiled),
@@ -169,7 +170,7 @@ def convmixer_validation():
 
     @task
     def evaluate(plan: dict, inferred: list, exported: list, chip: str | None = None, params=None) -> dict:
-        from convmixer_tasks import records, steps
+        from convmixer_tasks.run import records, steps
 
         run_plan = records.RunPlan.from_dict(plan)
         model = steps.exported_for(run_plan, records.ExportedModel.from_dicts(exported[:]))
@@ -193,7 +194,7 @@ def convmixer_validation():
         chip: str | None = None,
         dag_run=None,
     ):
-        from convmixer_tasks import records, rows, runfacts, steps
+        from convmixer_tasks.run import records, rows, runfacts, steps
 
         run_plans, model = records.RunPlan.from_dicts(plans), records.ExportedModel.from_dicts(exported[:])
         built, benched = records.CompiledModel.from_dicts(compiled[:]), records.BenchSummary.from_dicts(benches[:])
@@ -208,7 +209,7 @@ def convmixer_validation():
     def regression_gate(recorded: list, params=None) -> list[dict]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from convmixer_tasks import records, steps
+        from convmixer_tasks.run import records, steps
 
         try:
             verdicts = steps.gate_rows(
@@ -222,7 +223,7 @@ def convmixer_validation():
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, **SETTINGS.retrying())
     def record_failure(params=None, dag_run=None, triggering_asset_events=None) -> list[dict]:
-        from convmixer_tasks import rows, runfacts, steps
+        from convmixer_tasks.run import rows, runfacts, steps
 
         reason = f"the run failed before its metrics were recorded; see the task logs of DAG run {dag_run.run_id}"
         run_params = recorded_checkpoint(fleet.without_chips(params), triggering_asset_events)  # the event's checkpoint
@@ -273,8 +274,8 @@ def alerts_and_review(gates, failure, metrics_url) -> None:
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def send_alert(dag_run=None) -> None:  # never fails: a broken notifier costs one log line
-        from convmixer_tasks import alerts
         from convmixer_tasks.errors import ConvMixerError
+        from convmixer_tasks.run import alerts
 
         try:
             alert = alerts.collect(metrics_url(), dag_run.run_id, dag_run.dag_id, ALERTS, base_url())
@@ -288,7 +289,7 @@ def alerts_and_review(gates, failure, metrics_url) -> None:
     def review_request(dag_run=None) -> str:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from convmixer_tasks import alerts, review
+        from convmixer_tasks.run import alerts, review
 
         alert = alerts.collect(metrics_url(), dag_run.run_id, dag_run.dag_id, ALERTS, base_url())
         if not review.rows_to_review(alert):
@@ -297,7 +298,7 @@ def alerts_and_review(gates, failure, metrics_url) -> None:
 
     @task
     def apply_review(dag_run=None, ti=None) -> dict:
-        from convmixer_tasks import alerts, review
+        from convmixer_tasks.run import alerts, review
 
         answer = ti.xcom_pull(task_ids="review")
         url = metrics_url()
@@ -318,8 +319,8 @@ def alerts_and_review(gates, failure, metrics_url) -> None:
     def finish_run(dag_run=None) -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from convmixer_tasks import review
         from convmixer_tasks.metrics.reports import run_rows
+        from convmixer_tasks.run import review
 
         failed = review.conclusion(run_rows(metrics_url(), dag_run.run_id))
         if failed:
@@ -330,7 +331,7 @@ def alerts_and_review(gates, failure, metrics_url) -> None:
     if ALERTS.review:
         from airflow.providers.standard.operators.hitl import HITLOperator
 
-        from convmixer_tasks.review import KEEP, OPTIONS
+        from convmixer_tasks.run.review import KEEP, OPTIONS
 
         request = review_request()
         asked = HITLOperator(
@@ -418,7 +419,7 @@ def convmixer_digest():
         from airflow.sdk import BaseHook
         from airflow.sdk.exceptions import AirflowNotFoundException
 
-        from convmixer_tasks import digest
+        from convmixer_tasks.run import digest
 
         settings = load_worker_settings(airflow_conf_reader(conf))
         try:  # the metrics DB by the validation DAG's rule: its Connection, else the settings

@@ -114,7 +114,7 @@ def write_password(path: str | os.PathLike, user: str, password: str) -> None:
 def npu_pools() -> list[tuple[str, int]]:
     """(pool, slots) airflow-init creates: the untyped NPU pool, and each chip type's of ``[convmixer] chips``
     (named by ``npu_pool_template``, NPU_POOL_SLOTS slots each), as the DAG reads the same settings."""
-    from convmixer_tasks.settings import env_reader, load_scheduling_settings
+    from convmixer_tasks.run.settings import env_reader, load_scheduling_settings
 
     settings = load_scheduling_settings(env_reader())
     chips: tuple[str | None, ...] = (None, *settings.chips)

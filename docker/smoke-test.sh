@@ -436,7 +436,7 @@ completed="ais_bench benchmark (batch 4): $loops/$loops batch runs (100%)"
 grep -qF "$completed" <<<"$bench_log" && ok "its task log shows all loops done: '$completed'" ||
   fail "its task log ($api_status) lacks '$completed'"
 # Where the run's folder is comes from the library (the layout names the run slug and the effective precision mode).
-bench_json=$(PYTHONPATH=$repo "$python" -m convmixer_tasks.workdir benchmark-json "$smoke/work" "$run2" 4 ascend)
+bench_json=$(PYTHONPATH=$repo "$python" -m convmixer_tasks.run.workdir benchmark-json "$smoke/work" "$run2" 4 ascend)
 bench_loop=$(python3 -c 'import json, sys; b = json.load(open(sys.argv[1])); print(b["loop"], b["throughput"])' "$bench_json" 2>&1 || true)
 [[ ${bench_loop%% *} == "$loops" ]] && ok "its output exists: $bench_json (loop ${bench_loop% *}, ${bench_loop#* } images/s)" ||
   fail "its output $bench_json: $bench_loop"

@@ -7,7 +7,7 @@
 #   scripts/run_demo_dag.sh              # or: scripts/run_demo_dag.sh '{"batch_size": 4}'
 #
 # AIRFLOW_HOME defaults to <repo>/airflow-home (git-ignored); everything else comes from the DAG's settings
-# ([convmixer] in $AIRFLOW_HOME/airflow.cfg or AIRFLOW__CONVMIXER__* variables), read by convmixer_tasks.settings.
+# ([convmixer] in $AIRFLOW_HOME/airflow.cfg or AIRFLOW__CONVMIXER__* variables), read by convmixer_tasks.run.settings.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CONF=${1:-"{}"}
@@ -23,7 +23,7 @@ source "$REPO/scripts/airflow-env.sh"
 # The metrics URL follows the same rule as the DAG, so the rows shown are the ones written.
 mapfile -t SETTINGS < <(python - <<'EOF'
 from airflow.configuration import conf
-from convmixer_tasks.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
+from convmixer_tasks.run.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
 scheduling = load_scheduling_settings(airflow_conf_reader(conf))
 worker = load_worker_settings(airflow_conf_reader(conf))
 for value in (scheduling.npu_pool, scheduling.npu_pool_slots, worker.metrics_conn_id, worker.metrics_url(None)):

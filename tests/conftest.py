@@ -104,7 +104,7 @@ def metrics_url(request, tmp_path):
 @pytest.fixture
 def small_demo(monkeypatch):
     """The auto-generated demo set at 12 images instead of 250 (generation itself is tests/test_demo.py's)."""
-    from convmixer_tasks import demo
+    from convmixer_tasks.run import demo
 
     monkeypatch.setattr(demo, "make_demo_dataset", functools.partial(demo.make_demo_dataset, count=12))
 

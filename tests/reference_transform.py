@@ -1,5 +1,5 @@
 """Independent oracle of the ModelZoo reference preprocess: torchvision's functional ops re-typed literally with torch
-tensors and PIL (torchvision itself is not installed). Shares no code with convmixer_tasks.preprocess on purpose:
+tensors and PIL (torchvision itself is not installed). Shares no code with convmixer_tasks.stages.preprocess on purpose:
 the tests compare the two byte for byte.
 
 Literal means slow and allocation-happy, like the original: PIL crop, a uint8 tensor from the bytes, permute +

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from convmixer_tasks.backends import aisbench_format as fmt
 from convmixer_tasks.errors import BackendError, EvalError
+from convmixer_tasks.stages import aisbench_format as fmt
 
 
 @pytest.mark.parametrize(

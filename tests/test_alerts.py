@@ -1,4 +1,4 @@
-"""convmixer_tasks.alerts / review / digest: which rows raise which event, the one message per run (text and HTML,
+"""convmixer_tasks.run.alerts / review / digest: which rows raise which event, the one message per run (text and HTML,
 links, no secrets), the review's answer through metrics.rebaseline, and the digest — on a real SQLite metrics DB."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from convmixer_tasks import alerts, digest, review
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.metrics import record_run, upgrade
-from convmixer_tasks.settings import REGRESSION_RULES, env_reader, load_alert_settings
+from convmixer_tasks.run import alerts, digest, review
+from convmixer_tasks.run.settings import REGRESSION_RULES, env_reader, load_alert_settings
 from tests.stored import stored_row
 from tests.test_metrics import DAY0, make_row
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from convmixer_tasks.backends import ascend, cann_env
-from convmixer_tasks.backends.aisbench_format import summary_path
 from convmixer_tasks.backends.base import CompileOptions
 from convmixer_tasks.errors import BackendError, CompileError, ConfigError, ToolMissingError
+from convmixer_tasks.stages.aisbench_format import summary_path
 from tests.ascend_doubles import run_double, write_tiny_onnx
 
 SPEC_TABLE = """\
@@ -36,21 +36,21 @@ SPEC_TABLE = """\
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from convmixer_tasks.demo import make_demo_dataset
+    from convmixer_tasks.run.demo import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), count=5)
 
 
 @pytest.fixture(scope="module")
 def prep_f32(demo, tmp_path_factory) -> Path:
-    from convmixer_tasks.preprocess import preprocess
+    from convmixer_tasks.stages.preprocess import preprocess
 
     return preprocess(demo.image_dir, tmp_path_factory.mktemp("prep") / "f32_bs2", batch_size=2, workers=1).out_dir
 
 
 @pytest.fixture(scope="module")
 def prep_u8(demo, tmp_path_factory) -> Path:
-    from convmixer_tasks.preprocess import preprocess
+    from convmixer_tasks.stages.preprocess import preprocess
 
     return preprocess(
         demo.image_dir, tmp_path_factory.mktemp("prep") / "u8_bs2", batch_size=2, dtype="uint8", workers=1
@@ -208,7 +208,7 @@ def test_atc_argv_refuses_optypelist_with_a_for_all_implmode():
 
 
 def test_aipp_config_matches_the_spec_values():
-    from convmixer_tasks.variants import INPUT
+    from convmixer_tasks.models.variants import INPUT
 
     MEAN, STD = INPUT.mean, INPUT.std
 
@@ -389,8 +389,8 @@ def test_compile_cache_hit_and_misses(ascend_doubles, tiny_onnx, tmp_path):
 
 
 def test_the_gelu_implmode_reaches_atc_and_keys_the_cache_and_the_fingerprint(ascend_doubles, tiny_onnx, tmp_path):
-    from convmixer_tasks import fingerprint
-    from convmixer_tasks.precision import gelu_compile_options
+    from convmixer_tasks.backends.precision import gelu_compile_options
+    from convmixer_tasks.measure import fingerprint
 
     log = argv_log(ascend_doubles, tmp_path, "atc")
     built = {
@@ -650,7 +650,7 @@ def test_infer_uint8_aipp_path_matches_float_path(ascend_doubles, tiny_onnx, pre
         prep_u8,
         tmp_path / "o" / "u8",
     )
-    from convmixer_tasks.prepfolder import read_manifest
+    from convmixer_tasks.stages.prepfolder import read_manifest
 
     for prep_file in read_manifest(prep_u8).files:  # padded slots differ by design: zero pixels vs zero floats
         name, real = prep_file.name.replace(".bin", "_0.bin"), len(prep_file.images)
@@ -808,11 +808,11 @@ def test_ais_bench_error_lines_pick_errors_and_exception():
 @pytest.mark.parametrize("ascend_dtype", ["float32", "uint8"])
 def test_ascend_path_on_demo_set_matches_onnxruntime_top1(ascend_doubles, tmp_path, ascend_dtype):
     from convmixer_tasks.backends.base import get_backend
-    from convmixer_tasks.demo import make_demo_dataset
-    from convmixer_tasks.evaluate import evaluate
-    from convmixer_tasks.export import export_and_validate
-    from convmixer_tasks.prepfolder import read_manifest
-    from convmixer_tasks.preprocess import preprocess
+    from convmixer_tasks.run.demo import make_demo_dataset
+    from convmixer_tasks.stages.evaluate import evaluate
+    from convmixer_tasks.stages.export import export_and_validate
+    from convmixer_tasks.stages.prepfolder import read_manifest
+    from convmixer_tasks.stages.preprocess import preprocess
 
     demo = make_demo_dataset(tmp_path / "demo", count=10)  # batch 4: the last file is half padding
     onnx_path = export_and_validate(None, tmp_path / "demo.onnx", variant="convmixer_demo").onnx_path

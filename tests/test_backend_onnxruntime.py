@@ -16,15 +16,15 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
-from convmixer_tasks.backends import aisbench_format
-from convmixer_tasks.backends.aisbench_format import PREP_MANIFEST_KEY
 from convmixer_tasks.backends.base import Artifact, CompileOptions, compile_cached, get_backend, sidecar_path
 from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
 from convmixer_tasks.errors import BackendError, ConfigError
-from convmixer_tasks.export import export_and_validate
 from convmixer_tasks.fileio import sha256_file, to_jsonable
-from convmixer_tasks.prepfolder import manifest_identity, read_manifest
-from convmixer_tasks.preprocess import preprocess
+from convmixer_tasks.stages import aisbench_format
+from convmixer_tasks.stages.aisbench_format import PREP_MANIFEST_KEY
+from convmixer_tasks.stages.export import export_and_validate
+from convmixer_tasks.stages.prepfolder import manifest_identity, read_manifest
+from convmixer_tasks.stages.preprocess import preprocess
 
 BATCH = 4
 IMAGES = 6  # two prep files; the second has 2 padded slots

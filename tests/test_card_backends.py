@@ -13,9 +13,9 @@ import pytest
 from convmixer_tasks.backends import ascend
 from convmixer_tasks.backends.base import CompileOptions, get_backend
 from convmixer_tasks.errors import CompileError
-from convmixer_tasks.evaluate import evaluate
 from convmixer_tasks.models.registry import all_cards, get_card
-from convmixer_tasks.preprocess import preprocess
+from convmixer_tasks.stages.evaluate import evaluate
+from convmixer_tasks.stages.preprocess import preprocess
 from tests.ascend_doubles import ascend_doubles, write_tiny_onnx  # noqa: F401 (fixture)
 
 GUIDE_CARDS = [card.name for card in all_cards() if card.family != "convmixer"]
@@ -26,7 +26,7 @@ IMAGES = 6  # one full batch of per-image files and one padded by ais_bench
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from convmixer_tasks.demo import make_demo_dataset
+    from convmixer_tasks.run.demo import make_demo_dataset
 
     return make_demo_dataset(tmp_path_factory.mktemp("demo"), count=IMAGES)
 
@@ -173,7 +173,7 @@ def float_and_uint8_logits(onnx_path: Path, name: str, image_dir: Path, work: Pa
         out = backend.infer(artifact, prep.out_dir, work / f"out_{dtype}" / "result").output_dir
         evaluation = evaluate(out, image_dir.parent / "val_label.txt", prep_dir=prep.out_dir)
         assert evaluation.image_count == IMAGES
-        from convmixer_tasks.evaluate import evaluate_with_evidence
+        from convmixer_tasks.stages.evaluate import evaluate_with_evidence
 
         logits.append(evaluate_with_evidence(out, image_dir.parent / "val_label.txt", prep_dir=prep.out_dir).logits)
     return logits[0], logits[1]

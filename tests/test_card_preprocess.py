@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convmixer_tasks.demo import make_demo_dataset
 from convmixer_tasks.models.registry import all_cards, card_names, get_card
-from convmixer_tasks.prepfolder import read_manifest
-from convmixer_tasks.preprocess import preprocess
+from convmixer_tasks.run.demo import make_demo_dataset
+from convmixer_tasks.stages.prepfolder import read_manifest
+from convmixer_tasks.stages.preprocess import preprocess
 from tests.guide_transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,

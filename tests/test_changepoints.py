@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 from scipy import stats  # type: ignore[import-untyped]  # no stubs installed
 
-from convmixer_tasks import changepoints as cp
-from convmixer_tasks import cli, fingerprint, gate
+from convmixer_tasks import cli
 from convmixer_tasks.errors import ConfigError, RegressionError
+from convmixer_tasks.measure import changepoints as cp
+from convmixer_tasks.measure import fingerprint
 from convmixer_tasks.metrics.changes import change_points
+from convmixer_tasks.verdict import gate
 from tests.test_gate import BACKEND, BS, record
 
 QUIET = [100.0 + 0.5 * ((index % 3) - 1) for index in range(12)]  # ±0.5 %: a quiet device

@@ -55,7 +55,7 @@ def chain(tmp_path_factory):
         )
         == 0
     )
-    from convmixer_tasks.demo import DEMO_CHECKPOINT
+    from convmixer_tasks.run.demo import DEMO_CHECKPOINT
 
     assert (
         run(
@@ -71,7 +71,7 @@ def chain(tmp_path_factory):
 
 
 def test_a_step_prints_aligned_figures_and_json_holds_the_same(chain, capsys):
-    from convmixer_tasks.demo import DEMO_CHECKPOINT
+    from convmixer_tasks.run.demo import DEMO_CHECKPOINT
 
     human, data = human_and_json(
         capsys,

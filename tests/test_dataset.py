@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from convmixer_tasks.dataset import VAL_NAME_RE, load_dataset, read_labels
 from convmixer_tasks.errors import ConfigError, DatasetError
+from convmixer_tasks.stages.dataset import VAL_NAME_RE, load_dataset, read_labels
 
 
 def touch_image(folder: Path, index: int, ext: str = "JPEG", content: bytes = b"not decoded here") -> Path:

@@ -10,8 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from convmixer_tasks.dataset import load_dataset, read_labels
-from convmixer_tasks.demo import (
+from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.fileio import sha256_file
+from convmixer_tasks.models.builders.convmixer import build_model, load_checkpoint, read_state_dict
+from convmixer_tasks.run.demo import (
     CLASS_IDS,
     DEMO_VAL_COUNT,
     DEMO_VAL_SEED,
@@ -23,10 +25,8 @@ from convmixer_tasks.demo import (
     render_image,
     score_onnx,
 )
-from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.export import export_and_validate
-from convmixer_tasks.fileio import sha256_file
-from convmixer_tasks.model import build_model, load_checkpoint, read_state_dict
+from convmixer_tasks.stages.dataset import load_dataset, read_labels
+from convmixer_tasks.stages.export import export_and_validate
 
 LINE_RE = re.compile(r"^ILSVRC2012_val_(\d{8})\.JPEG (\d+)$")
 
@@ -139,7 +139,7 @@ def test_a_repeat_call_on_a_complete_set_touches_nothing_but_a_damaged_set_is_re
 
 
 def test_a_run_interrupted_mid_swap_is_finished_by_the_next_one_not_refused(tmp_path, monkeypatch):
-    from convmixer_tasks import demo
+    from convmixer_tasks.run import demo
 
     make_demo_dataset(tmp_path, count=4)
 
@@ -171,8 +171,8 @@ def test_count_must_be_a_positive_integer(tmp_path, count):
 
 def test_training_crops_normalise_to_exactly_the_reference_transform(tmp_path):
     """Training keeps uint8 crops and normalises per batch; that must equal what evaluation feeds the model."""
-    from convmixer_tasks.demo import load_crops
-    from convmixer_tasks.transforms import normalize, transform_float32
+    from convmixer_tasks.run.demo import load_crops
+    from convmixer_tasks.stages.transforms import normalize, transform_float32
 
     small = make_demo_dataset(tmp_path, count=6, seed=3)
     crops, labels = load_crops(small)

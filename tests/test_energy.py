@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from convmixer_tasks import energy, fingerprint, quiet
 from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.measure import energy, fingerprint, quiet
 from tests.ascend_doubles import write_tiny_onnx
 
 
@@ -324,7 +324,7 @@ def test_ascend_environment_names_driver_and_ais_bench_build(ascend_doubles):
 
 
 def ascend_compiled(doubles, tmp_path):
-    from convmixer_tasks.records import CompiledModel
+    from convmixer_tasks.run.records import CompiledModel
 
     backend = doubles.backend()
     artifact = backend.compile(write_tiny_onnx(tmp_path / "tiny.onnx"), 2, tmp_path / "cache")
@@ -344,8 +344,8 @@ def ascend_compiled(doubles, tmp_path):
 
 
 def test_benchmark_step_records_energy_fingerprint_and_busy_device(ascend_doubles, tmp_path):
-    from convmixer_tasks import benchmark_step
-    from convmixer_tasks.run_options import BenchmarkOptions
+    from convmixer_tasks.run import benchmark_step
+    from convmixer_tasks.run.run_options import BenchmarkOptions
 
     # Constant 12.5 W and 4 ms per batch of 2 (500 images/s): 0.025 J per image and 40 images/s/W, exactly.
     ascend_doubles.mode(NPU_SMI_DOUBLE_POWER="12.5", AIS_BENCH_DOUBLE_FIXED_MS="4.0", NPU_SMI_DOUBLE_MODE="busy")
@@ -369,7 +369,7 @@ def test_benchmark_step_records_energy_fingerprint_and_busy_device(ascend_double
 
 
 def test_the_gate_names_a_busy_device_in_the_verdict_and_keeps_its_history(metrics_url):
-    from convmixer_tasks import gate
+    from convmixer_tasks.verdict import gate
     from tests.test_gate import BACKEND, BS, STEADY, record
 
     env = {"backend": BACKEND, "npu_driver_version": "23.0.6"}

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from convmixer_tasks.errors import ConfigError, EvalError
-from convmixer_tasks.evaluate import EvalResult, evaluate, label_ranks
 from convmixer_tasks.fileio import atomic_write_json, to_jsonable
-from convmixer_tasks.prepfolder import MANIFEST_NAME, PrepFile, PrepManifest, file_name, input_shape
+from convmixer_tasks.stages.evaluate import EvalResult, evaluate, label_ranks
+from convmixer_tasks.stages.prepfolder import MANIFEST_NAME, PrepFile, PrepManifest, file_name, input_shape
 
 NUM_CLASSES = 10
 BATCH = 3
@@ -232,7 +232,7 @@ def test_sibling_summary_json_is_not_taken_for_the_output_folder(case):
 
 
 def test_parent_with_one_output_subfolder_is_accepted_and_logged(case, caplog):
-    caplog.set_level("INFO", logger="convmixer_tasks.evaluate")
+    caplog.set_level("INFO", logger="convmixer_tasks.stages.evaluate")
     result = evaluate(case["outputs"].parent, case["labels"], batch_size=BATCH, num_classes=NUM_CLASSES)
     _assert_hand_result(result)
     assert "outputs_bs3" in caplog.text

@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from convmixer_tasks import evidence
 from convmixer_tasks.errors import ConfigError, EvalError
-from convmixer_tasks.fidelity import check_thresholds, fidelity_metrics, subset_positions, summarise
+from convmixer_tasks.evidence import predictions as evidence
+from convmixer_tasks.evidence.fidelity import check_thresholds, fidelity_metrics, subset_positions, summarise
 
 
 def preds(labels, top1, indices=None, classes=4) -> evidence.Predictions:
@@ -242,7 +242,7 @@ def test_cli_eval_writes_predictions_and_compare_prints_flips_and_p(tmp_path, ca
 def test_the_newest_triggering_asset_event_names_the_checkpoint(tmp_path):
     from types import SimpleNamespace
 
-    from convmixer_tasks.triggers import checkpoint_from_events, with_triggered_checkpoint
+    from convmixer_tasks.run.triggers import checkpoint_from_events, with_triggered_checkpoint
 
     asset = SimpleNamespace(uri="convmixer_checkpoint")
     new = tmp_path / "new.pth.tar"
@@ -265,7 +265,7 @@ def test_cli_fidelity_runs_the_artifact_and_the_onnx_on_the_subset(tmp_path, cap
     import json
 
     from convmixer_tasks import cli
-    from convmixer_tasks.demo import make_demo_dataset
+    from convmixer_tasks.run.demo import make_demo_dataset
     from tests.ascend_doubles import write_tiny_onnx
 
     demo = make_demo_dataset(tmp_path / "demo", count=6)
@@ -310,8 +310,8 @@ def test_cli_fidelity_runs_the_artifact_and_the_onnx_on_the_subset(tmp_path, cap
 
 
 def test_the_evidence_param_keeps_defaults_for_left_out_keys_and_refuses_typos():
-    from convmixer_tasks.local_run import local_params
-    from convmixer_tasks.run_options import EvidenceOptions
+    from convmixer_tasks.run.local_run import local_params
+    from convmixer_tasks.run.run_options import EvidenceOptions
 
     options = local_params("work", evidence={"fidelity_subset": 64}).evidence
     assert options == EvidenceOptions(

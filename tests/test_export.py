@@ -8,11 +8,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from convmixer_tasks import export as export_module
-from convmixer_tasks.demo import demo_checkpoint_path
 from convmixer_tasks.errors import CheckpointError, ConfigError, ExportError
-from convmixer_tasks.export import export_and_validate, parity_report_path, prepare_model
 from convmixer_tasks.fileio import read_json, sha256_file
+from convmixer_tasks.run.demo import demo_checkpoint_path
+from convmixer_tasks.stages import export as export_module
+from convmixer_tasks.stages.export import export_and_validate, parity_report_path, prepare_model
 
 
 def run_onnx(path, images: np.ndarray) -> np.ndarray:

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.export import BRING_YOUR_OWN, export_and_validate, image_shape, prepare_model
 from convmixer_tasks.fileio import read_json, sha256_file
 from convmixer_tasks.models import get_card
+from convmixer_tasks.stages.export import BRING_YOUR_OWN, export_and_validate, image_shape, prepare_model
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""Chip types as queues and pools (convmixer_tasks.fleet) and the settings that name them."""
+"""Chip types as queues and pools (convmixer_tasks.run.fleet) and the settings that name them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.fleet import (
+from convmixer_tasks.run.fleet import (
     check_chip_workers,
     chip_work_dir,
     chip_workers_missing,
@@ -16,7 +16,7 @@ from convmixer_tasks.fleet import (
     served_queues,
     soc_version_of,
 )
-from convmixer_tasks.settings import load_scheduling_settings
+from convmixer_tasks.run.settings import load_scheduling_settings
 
 
 def scheduling(tmp_path, **values):

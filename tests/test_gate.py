@@ -9,9 +9,11 @@ from datetime import timedelta
 
 import pytest
 
-from convmixer_tasks import fingerprint, gate, loopstats, metrics
+from convmixer_tasks import metrics
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
+from convmixer_tasks.measure import fingerprint, loopstats
 from convmixer_tasks.models import get_card, registry
+from convmixer_tasks.verdict import gate
 from tests.stored import stored_run
 from tests.test_metrics import DAY0, make_row
 

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from convmixer_tasks import cli
-from convmixer_tasks.demo import demo_expected
-from convmixer_tasks.local_run import local_params, run_chain
+from convmixer_tasks.run.demo import demo_expected
+from convmixer_tasks.run.local_run import local_params, run_chain
 from tests.stored import stored_run
 
 
@@ -182,7 +182,7 @@ def test_cli_errors_are_one_line_naming_the_problem(argv, names, tmp_path, capsy
     ],
 )
 def test_cli_turns_an_unusable_path_into_one_line_naming_it(argv, tmp_path, capsys):
-    from convmixer_tasks.demo import make_demo_dataset
+    from convmixer_tasks.run.demo import make_demo_dataset
 
     demo = make_demo_dataset(tmp_path / "demo", count=2)
     (tmp_path / "taken").write_text("a file where a folder must go")
@@ -241,10 +241,11 @@ def test_cli_choices_come_from_the_registries(capsys):
 
 
 def test_demo_training_is_a_cli_step():
-    """`convmixer-tasks demo-train` replaces demo.py's own argument parser (`python -m convmixer_tasks.demo train`)."""
+    """`convmixer-tasks demo-train` replaces demo.py's own argument parser (`python -m convmixer_tasks.run.demo
+    train`)."""
     args = cli.build_parser().parse_args(["demo-train", "--out-dir", "assets", "--epochs", "1", "--train-count", "8"])
     assert (args.command, args.out_dir, args.epochs, args.train_count) == ("demo-train", "assets", 1, 8)
-    import convmixer_tasks.demo as demo
+    import convmixer_tasks.run.demo as demo
 
     assert not hasattr(demo, "main")
 

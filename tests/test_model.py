@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from convmixer_tasks.errors import CheckpointError, ConfigError
-from convmixer_tasks.model import (
+from convmixer_tasks.models.builders.convmixer import (
     VARIANTS,
     ConvMixerSpec,
     Residual,

@@ -45,7 +45,7 @@ def _minimal(**overrides: Any) -> ModelCard:
 def test_registry_imports_without_torch_numpy_or_pil():
     code = (
         "import sys; from convmixer_tasks.models import card_names, get_card; "
-        "[get_card(n) for n in card_names()]; import convmixer_tasks.variants; "
+        "[get_card(n) for n in card_names()]; import convmixer_tasks.models.variants; "
         "heavy = [m for m in ('torch', 'numpy', 'PIL', 'onnx') if m in sys.modules]; "
         "print(','.join(heavy)); sys.exit(1 if heavy else 0)"
     )

@@ -19,18 +19,18 @@ PACKAGE = REPO / "convmixer_tasks"
 HEAVY = ("torch", "numpy", "onnx", "onnxruntime", "onnxscript", "PIL")
 # What the DAG file parses with, and the vocabularies (registries) the Params, the CLI and the plugin read.
 LIGHT = (
-    "convmixer_tasks.steps",
-    "convmixer_tasks.records",
-    "convmixer_tasks.settings",
-    "convmixer_tasks.params",
-    "convmixer_tasks.variants",
-    "convmixer_tasks.prepfolder",
-    "convmixer_tasks.workdir",
+    "convmixer_tasks.run.steps",
+    "convmixer_tasks.run.records",
+    "convmixer_tasks.run.settings",
+    "convmixer_tasks.run.params",
+    "convmixer_tasks.models.variants",
+    "convmixer_tasks.stages.prepfolder",
+    "convmixer_tasks.run.workdir",
     "convmixer_tasks.cache",
     "convmixer_tasks.checks",
     "convmixer_tasks.errors",
     "convmixer_tasks.fileio",
-    "convmixer_tasks.gate",
+    "convmixer_tasks.verdict.gate",
     "convmixer_tasks.backends.base",
     "convmixer_tasks.metrics",
     "convmixer_tasks.metrics.url",
@@ -73,7 +73,7 @@ def imported_alone() -> dict[str, subprocess.CompletedProcess]:
 
 
 def test_the_package_has_the_modules_this_file_expects():
-    assert {"convmixer_tasks.steps", "convmixer_tasks.local_run", "convmixer_tasks.metrics.url"} <= set(MODULES)
+    assert {"convmixer_tasks.run.steps", "convmixer_tasks.run.local_run", "convmixer_tasks.metrics.url"} <= set(MODULES)
     assert not {"convmixer_tasks.flow", "convmixer_tasks.pipeline"} & set(MODULES)
     assert set(LIGHT) <= set(MODULES)
 
@@ -235,15 +235,17 @@ def test_no_module_is_over_the_line_limit():
 def test_the_cycle_check_sees_imports_it_must_and_ignores_the_ones_it_must_not():
     """The graph is only as good as its parsing: check it on what the package is known to do."""
     graph = import_graph()
-    assert "convmixer_tasks.records" in graph["convmixer_tasks.steps"]  # from ... import
-    assert "convmixer_tasks.metrics" in graph["convmixer_tasks.rows"]  # the parent package of metrics.schema
+    assert "convmixer_tasks.run.records" in graph["convmixer_tasks.run.steps"]  # from ... import
+    assert "convmixer_tasks.metrics" in graph["convmixer_tasks.run.rows"]  # the parent package of metrics.schema
     assert "convmixer_tasks.metrics.writes" in graph["convmixer_tasks.metrics"]  # a package's own submodules
     assert "convmixer_tasks.metrics" not in graph["convmixer_tasks.metrics.writes"]  # not its own package
-    assert "convmixer_tasks.preprocess" not in graph["convmixer_tasks.steps"]  # imported inside functions only
+    assert (
+        "convmixer_tasks.stages.preprocess" not in graph["convmixer_tasks.run.steps"]
+    )  # imported inside functions only
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
     every = import_graph(every_import=True)
-    assert "convmixer_tasks.preprocess" in every["convmixer_tasks.steps"]  # inside functions: counted here
+    assert "convmixer_tasks.stages.preprocess" in every["convmixer_tasks.run.steps"]  # inside functions: counted here
     assert "convmixer_tasks.device_state" in every["convmixer_tasks.backends.base"]  # under TYPE_CHECKING
     assert "convmixer_tasks.device_state" not in graph["convmixer_tasks.backends.base"]
     assert cycles({"a": {"b"}, "b": {"a", "c"}, "c": set(), "d": {"d"}}) == [{"a", "b"}]

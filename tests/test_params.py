@@ -10,9 +10,9 @@ import pytest
 
 from convmixer_tasks import cli, cli_steps, defaults
 from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.local_run import local_params, run_chain, settings_for
-from convmixer_tasks.params import RANDOM_CHECKPOINT, RunParams, model_names, param_specs
-from convmixer_tasks.run_options import BenchmarkOptions, EvidenceOptions, GateOptions
+from convmixer_tasks.run.local_run import local_params, run_chain, settings_for
+from convmixer_tasks.run.params import RANDOM_CHECKPOINT, RunParams, model_names, param_specs
+from convmixer_tasks.run.run_options import BenchmarkOptions, EvidenceOptions, GateOptions
 
 
 def dag_run_params(work_dir) -> dict:
@@ -138,7 +138,7 @@ def test_the_dags_param_schemas_refuse_them_when_the_run_is_triggered(tmp_path, 
 
 
 def test_a_zoo_model_without_a_checkpoint_is_refused_naming_it_and_the_fix(tmp_path):
-    from convmixer_tasks import steps
+    from convmixer_tasks.run import steps
 
     run = local_params(tmp_path, model_variants=["convmixer_demo", "convmixer_768_32"])
     assert run.checkpoint_of("convmixer_demo") == run.checkpoint  # model_variant's own

@@ -7,13 +7,15 @@ from datetime import timedelta
 
 import pytest
 
-from convmixer_tasks import gate, metrics, steps
+from convmixer_tasks import metrics
+from convmixer_tasks.backends.precision import gelu_compile_options, precision_modes_from_params
 from convmixer_tasks.errors import ConfigError, MetricsError, RegressionError
 from convmixer_tasks.metrics.predictions import load_predictions, store_evidence, store_predictions
-from convmixer_tasks.precision import gelu_compile_options, precision_modes_from_params
-from convmixer_tasks.records import RecordedRow
-from convmixer_tasks.rows import failed_rows
-from convmixer_tasks.runfacts import run_facts
+from convmixer_tasks.run import steps
+from convmixer_tasks.run.records import RecordedRow
+from convmixer_tasks.run.rows import failed_rows
+from convmixer_tasks.run.runfacts import run_facts
+from convmixer_tasks.verdict import gate
 from tests.stored import stored_run
 from tests.test_metrics import DAY0, make_row
 from tests.test_steps import _params, check_inputs, gate_rows

@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from convmixer_tasks.errors import ConfigError, DatasetError, PreprocessError
-from convmixer_tasks.prepfolder import parse_shard, read_manifest
-from convmixer_tasks.preprocess import preprocess
-from convmixer_tasks.transforms import CROP, MEAN, RESIZE, STD, transform_float32, transform_uint8
+from convmixer_tasks.stages.prepfolder import parse_shard, read_manifest
+from convmixer_tasks.stages.preprocess import preprocess
+from convmixer_tasks.stages.transforms import CROP, MEAN, RESIZE, STD, transform_float32, transform_uint8
 from tests.reference_transform import reference_pixels, reference_preprocess, reference_transform
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def test_limit_and_label_file(tmp_path):
 
 def test_progress_is_logged(tmp_path, caplog):
     make_dataset(tmp_path / "images", 4)
-    with caplog.at_level(logging.INFO, logger="convmixer_tasks.preprocess"):
+    with caplog.at_level(logging.INFO, logger="convmixer_tasks.stages.preprocess"):
         preprocess(tmp_path / "images", tmp_path / "prep", batch_size=1, workers=1)
     messages = [r.getMessage() for r in caplog.records]
     assert any("4 to write" in m for m in messages)
@@ -222,7 +222,10 @@ def test_resume_after_a_real_kill_gives_identical_files(tmp_path):
     images = tmp_path / "images"
     make_dataset(images, 150, size=(400, 300))
     out = tmp_path / "prep"
-    code = f"from convmixer_tasks.preprocess import preprocess; preprocess({str(images)!r}, {str(out)!r}, 1, workers=2)"
+    code = (
+        "from convmixer_tasks.stages.preprocess import preprocess; "
+        f"preprocess({str(images)!r}, {str(out)!r}, 1, workers=2)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -470,7 +473,7 @@ def test_workers_start_safely_while_other_threads_run(tmp_path, monkeypatch):
     """Inside an Airflow task other threads are alive; forking then can deadlock, so a forkserver is used."""
     import threading
 
-    from convmixer_tasks import preprocess as prep_module
+    from convmixer_tasks.stages import preprocess as prep_module
 
     requested = []
     real_get_context = multiprocessing.get_context

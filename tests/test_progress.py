@@ -121,9 +121,9 @@ def test_ais_bench_counter_is_relayed_even_when_split_across_reads(caplog, monke
 @pytest.fixture(scope="module")
 def ort_setup(tmp_path_factory):
     from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
-    from convmixer_tasks.demo import make_demo_dataset
-    from convmixer_tasks.export import export_and_validate
-    from convmixer_tasks.preprocess import preprocess
+    from convmixer_tasks.run.demo import make_demo_dataset
+    from convmixer_tasks.stages.export import export_and_validate
+    from convmixer_tasks.stages.preprocess import preprocess
 
     work = tmp_path_factory.mktemp("progress")
     demo = make_demo_dataset(work / "demo", count=40)
@@ -198,7 +198,7 @@ def test_onnxruntime_compile_reports_while_it_runs(ort_setup, caplog, monkeypatc
 
 @pytest.mark.slow
 def test_1536_20_export_reports_its_stages_while_it_runs(tmp_path, caplog, monkeypatch):
-    from convmixer_tasks.export import export_and_validate
+    from convmixer_tasks.stages.export import export_and_validate
 
     monkeypatch.setattr(progress, "EVERY_SECONDS", 1.0)  # minutes on a worker; seconds on a fast host
     with caplog.at_level(logging.INFO):
@@ -214,12 +214,12 @@ def test_1536_20_export_reports_its_stages_while_it_runs(tmp_path, caplog, monke
 @pytest.mark.parametrize("workers", [1, 2])
 def test_preprocess_reports_through_progress_with_rate_and_eta(ort_setup, caplog, monkeypatch, workers):
     """Issue 22: preprocess had its own 20 lines per run, with no ETA and no bar; it now uses ``Progress``."""
-    from convmixer_tasks.preprocess import preprocess
+    from convmixer_tasks.stages.preprocess import preprocess
 
     _, _, _, work = ort_setup
     images = work / "prep_images"
     if not images.exists():
-        from convmixer_tasks.demo import make_demo_dataset
+        from convmixer_tasks.run.demo import make_demo_dataset
 
         make_demo_dataset(images, count=12)
     monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)

@@ -1,4 +1,4 @@
-"""convmixer_tasks.records: every step record crosses Airflow tasks as plain JSON and comes back equal; a record of
+"""convmixer_tasks.run.records: every step record crosses Airflow tasks as plain JSON and comes back equal; a record of
 another name or version is refused with a ConfigError that says what to do."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from convmixer_tasks import records
 from convmixer_tasks.backends.base import Artifact
 from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.run import records
 
 ARTIFACT = Artifact(
     path=Path("/work/cache/artifacts/ascend/ab12/model_bs4.om"),

@@ -23,15 +23,15 @@ import pytest
 from PIL import Image
 
 from convmixer_tasks import cli
-from convmixer_tasks.backends.aisbench_format import STAGING_MARK, summary_path
 from convmixer_tasks.backends.ascend import ToolRun
 from convmixer_tasks.backends.base import Artifact, sidecar_path
 from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
 from convmixer_tasks.errors import BackendError, ExportError
-from convmixer_tasks.export import export_and_validate, parity_report_path
 from convmixer_tasks.fileio import sha256_file
-from convmixer_tasks.preprocess import preprocess
-from convmixer_tasks.variants import DEMO_CHECKPOINT
+from convmixer_tasks.models.variants import DEMO_CHECKPOINT
+from convmixer_tasks.stages.aisbench_format import STAGING_MARK, summary_path
+from convmixer_tasks.stages.export import export_and_validate, parity_report_path
+from convmixer_tasks.stages.preprocess import preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 2
@@ -271,7 +271,7 @@ def test_killed_export_leaves_no_onnx_nor_an_old_report(work):
     kill_when(
         f"""
         import pathlib, time
-        from convmixer_tasks import export
+        from convmixer_tasks.stages import export
         def parity(*a, **k):  # the new ONNX is written and being checked
             pathlib.Path({str(marker)!r}).write_text("x")
             time.sleep(600)
@@ -301,7 +301,7 @@ def _onnx_with_its_own_report(target: Path) -> bool:
 def test_export_killed_between_its_two_renames_or_removals_leaves_no_onnx_without_its_report(work, call):
     """The ONNX and its report cannot move in one rename; a kill after the first of the two (landing the new pair,
     or clearing the previous one) must still leave no ONNX that its report does not describe."""
-    from convmixer_tasks import export_step
+    from convmixer_tasks.run import export_step
 
     target = work / f"exp_{call}" / "model.onnx"
     export_and_validate(None, target, variant="convmixer_demo", seed=0, parity_batch=1)
@@ -318,7 +318,7 @@ def test_export_killed_between_its_two_renames_or_removals_leaves_no_onnx_withou
                 time.sleep(600)
             return result
         os.{call} = stop_after_first
-        from convmixer_tasks import export
+        from convmixer_tasks.stages import export
         export.export_and_validate(None, {str(target)!r}, variant="convmixer_demo", seed=1, parity_batch=1)
         """,
         marker,
@@ -361,11 +361,12 @@ def test_failed_eval_removes_the_stale_result_json(models, prep, dataset, work, 
 
 @item
 def test_record_failure_writes_a_row_for_any_conf(tmp_path):
-    from convmixer_tasks import metrics, steps
+    from convmixer_tasks import metrics
     from convmixer_tasks.errors import ConfigError
-    from convmixer_tasks.local_run import local_params
-    from convmixer_tasks.rows import failed_rows
-    from convmixer_tasks.runfacts import run_facts
+    from convmixer_tasks.run import steps
+    from convmixer_tasks.run.local_run import local_params
+    from convmixer_tasks.run.rows import failed_rows
+    from convmixer_tasks.run.runfacts import run_facts
 
     url = f"sqlite:///{tmp_path / 'm.db'}"
     base = {"model_variant": "convmixer_demo", "backend": "onnxruntime", "input_dtype": "float32"}
@@ -417,7 +418,7 @@ def test_preprocess_without_the_space_it_needs_is_refused_up_front(dataset, work
 def test_disk_filling_up_mid_preprocess_names_the_file(dataset, work, capsys, monkeypatch):
     import errno
 
-    from convmixer_tasks import preprocess as prep_module
+    from convmixer_tasks.stages import preprocess as prep_module
 
     written: list[str] = []
 
@@ -448,7 +449,7 @@ def test_disk_filling_up_mid_preprocess_names_the_file(dataset, work, capsys, mo
 
 @item
 def test_second_preprocess_into_one_folder_says_who_holds_it(dataset, work, capsys, monkeypatch):
-    from convmixer_tasks import preprocess as prep_module
+    from convmixer_tasks.stages import preprocess as prep_module
 
     out = work / "prep_locked"
     marker = work / "lock.held"
@@ -559,9 +560,9 @@ def test_every_trigger_the_docs_show_comes_after_an_unpause():
 def test_gate_advice_names_real_params():
     import re
 
-    from convmixer_tasks import gate
-    from convmixer_tasks.params import param_specs
-    from convmixer_tasks.settings import env_reader, load_scheduling_settings
+    from convmixer_tasks.run.params import param_specs
+    from convmixer_tasks.run.settings import env_reader, load_scheduling_settings
+    from convmixer_tasks.verdict import gate
 
     declared = set(param_specs(load_scheduling_settings(env_reader({}), Path("/tmp"))))
     source = Path(gate.__file__).read_text()
@@ -629,7 +630,7 @@ def test_txt_outputs_with_999_columns_blame_the_file_not_a_flag(prep, dataset, w
 def test_nan_checkpoint_is_not_told_to_raise_the_tolerance(tmp_path):
     import torch
 
-    from convmixer_tasks.model import build_model
+    from convmixer_tasks.models.builders.convmixer import build_model
 
     model = build_model("convmixer_demo")
     state = model.state_dict()
@@ -703,7 +704,7 @@ def test_killed_demo_dataset_leaves_nothing_the_next_run_keeps(work, capsys):
     kill_when(
         f"""
         import pathlib, time
-        from convmixer_tasks import demo
+        from convmixer_tasks.run import demo
         real, calls = demo.render_image, []
         def render(*a, **k):  # a few images into the staging folder, then stop there
             calls.append(1)

@@ -19,13 +19,13 @@ import pytest
 from PIL import Image
 
 from convmixer_tasks import cli, fileio
-from convmixer_tasks.backends.aisbench_format import summary_path
 from convmixer_tasks.backends.ascend import ToolRun
 from convmixer_tasks.backends.onnxruntime import OnnxRuntimeBackend
 from convmixer_tasks.errors import BackendError, PreprocessError
-from convmixer_tasks.export import export_and_validate, parity_report_path
-from convmixer_tasks.prepfolder import read_manifest
-from convmixer_tasks.preprocess import preprocess
+from convmixer_tasks.stages.aisbench_format import summary_path
+from convmixer_tasks.stages.export import export_and_validate, parity_report_path
+from convmixer_tasks.stages.prepfolder import read_manifest
+from convmixer_tasks.stages.preprocess import preprocess
 from tests.ascend_doubles import ascend_doubles, write_tiny_onnx  # noqa: F401 (fixture)
 from tests.test_reliability import BATCH, REPO, assert_one_clear_line, dataset, models, prep, run_cli, work  # noqa: F401 (fixtures)
 
@@ -285,9 +285,9 @@ def test_an_asset_event_naming_a_missing_file_is_told_so_and_the_rows_keep_the_p
     from types import SimpleNamespace
 
     from convmixer_tasks.errors import ConfigError
-    from convmixer_tasks.rows import failed_rows
-    from convmixer_tasks.runfacts import run_facts
-    from convmixer_tasks.triggers import recorded_checkpoint, with_triggered_checkpoint
+    from convmixer_tasks.run.rows import failed_rows
+    from convmixer_tasks.run.runfacts import run_facts
+    from convmixer_tasks.run.triggers import recorded_checkpoint, with_triggered_checkpoint
 
     missing = tmp_path / "ckpt" / "convmixer_new.pth.tar"
     events = {"convmixer_checkpoint": [SimpleNamespace(asset=SimpleNamespace(uri="convmixer_checkpoint"),
@@ -321,8 +321,8 @@ def test_the_first_benchmark_does_not_ask_for_metrics_upgrade(tmp_path, caplog):
     to warn about (the warning told the user to run metrics-upgrade a moment before the run did it itself)."""
     import sqlite3
 
-    from convmixer_tasks.benchmark_step import suspect_check
-    from convmixer_tasks.run_options import GateOptions
+    from convmixer_tasks.run.benchmark_step import suspect_check
+    from convmixer_tasks.run.run_options import GateOptions
     from tests.test_steps import _step_results
 
     db = tmp_path / "empty.db"

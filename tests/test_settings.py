@@ -1,4 +1,4 @@
-"""convmixer_tasks.settings: the [convmixer] settings read once, typed and checked, from Airflow's conf or the
+"""convmixer_tasks.run.settings: the [convmixer] settings read once, typed and checked, from Airflow's conf or the
 AIRFLOW__CONVMIXER__* environment — defaults, overrides, and errors that name the key, the value and the fix."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 
 from convmixer_tasks.backends.catalog import BACKEND_NAMES
 from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.settings import (
+from convmixer_tasks.models.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANT_NAMES
+from convmixer_tasks.run.settings import (
     BATCH_SIZE_CHOICES,
     airflow_conf_reader,
     airflow_home,
@@ -19,8 +20,7 @@ from convmixer_tasks.settings import (
     load_scheduling_settings,
     load_worker_settings,
 )
-from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANT_NAMES
-from convmixer_tasks.workdir import WorkLayout
+from convmixer_tasks.run.workdir import WorkLayout
 
 
 def env(**settings: str) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""convmixer_tasks.steps: the DAG's task steps, exercised without Airflow (plans, caches, rows, gate wiring)."""
+"""convmixer_tasks.run.steps: the DAG's task steps, exercised without Airflow (plans, caches, rows, gate wiring)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from convmixer_tasks import export_step, steps
 from convmixer_tasks.backends.base import Artifact
 from convmixer_tasks.errors import CheckpointError, ConfigError, DatasetError, MetricsError, RegressionError
-from convmixer_tasks.params import RunParams
-from convmixer_tasks.records import BenchSummary, CompiledModel, ExportedModel, RunPlan, Scores
-from convmixer_tasks.rows import build_row, failed_rows, rows_for_run
-from convmixer_tasks.runfacts import run_facts
-from convmixer_tasks.settings import env_reader, load_scheduling_settings
-from convmixer_tasks.variants import DEMO_CHECKPOINT
-from convmixer_tasks.workdir import WorkLayout, run_slug
+from convmixer_tasks.models.variants import DEMO_CHECKPOINT
+from convmixer_tasks.run import export_step, steps
+from convmixer_tasks.run.params import RunParams
+from convmixer_tasks.run.records import BenchSummary, CompiledModel, ExportedModel, RunPlan, Scores
+from convmixer_tasks.run.rows import build_row, failed_rows, rows_for_run
+from convmixer_tasks.run.runfacts import run_facts
+from convmixer_tasks.run.settings import env_reader, load_scheduling_settings
+from convmixer_tasks.run.workdir import WorkLayout, run_slug
 from tests.stored import stored_run
 
 
@@ -198,7 +198,7 @@ def test_merge_shard_outputs_links_every_shard_and_replaces_an_older_merge(tmp_p
 @pytest.fixture(scope="module")
 def exported_once(tmp_path_factory):
     """The demo checkpoint exported once into a fresh work folder (a few seconds on 2 cores)."""
-    from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
+    from convmixer_tasks.models.variants import DEMO_CHECKPOINT, DEMO_VARIANT
 
     work = tmp_path_factory.mktemp("export-work")
     first = export_step.export_cached(DEMO_CHECKPOINT, DEMO_VARIANT, work)
@@ -206,7 +206,7 @@ def exported_once(tmp_path_factory):
 
 
 def _export_again(work):
-    from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT
+    from convmixer_tasks.models.variants import DEMO_CHECKPOINT, DEMO_VARIANT
 
     return export_step.export_cached(DEMO_CHECKPOINT, DEMO_VARIANT, work)
 
@@ -374,7 +374,7 @@ def test_rows_join_each_plan_with_its_own_batch_size_and_precision_mode():
 def test_rows_carry_each_stages_seconds_and_the_end_to_end_rate_beside_the_pure_inference_figure(tmp_path):
     from dataclasses import replace
 
-    from convmixer_tasks.records import PrepShard, ShardOutputs
+    from convmixer_tasks.run.records import PrepShard, ShardOutputs
 
     run, plans, exported, compiled, benchmarks, evaluated = _step_results(batch_sizes=(4,))
     prepared = [

@@ -12,13 +12,14 @@ import pytest
 import sqlalchemy as sa
 from scipy import stats  # type: ignore[import-untyped]  # no stubs installed
 
-from convmixer_tasks import fingerprint, loopstats, metrics
-from convmixer_tasks import throughput as tp
+from convmixer_tasks import metrics
 from convmixer_tasks.backends import base
-from convmixer_tasks.energy import PowerUnavailable
 from convmixer_tasks.errors import ConfigError, MetricsError
+from convmixer_tasks.measure import fingerprint, loopstats
+from convmixer_tasks.measure.energy import PowerUnavailable
 from convmixer_tasks.metrics.engine import get_engine
-from convmixer_tasks.run_options import BenchmarkOptions, GateOptions
+from convmixer_tasks.run.run_options import BenchmarkOptions, GateOptions
+from convmixer_tasks.verdict import throughput as tp
 from tests.stored import stored_run
 from tests.test_metrics import downgrade, insert_raw, make_row, read_old, version_rows
 
@@ -220,7 +221,8 @@ class ScriptedBench:
         raise PowerUnavailable("scripted benchmark: no power reader")
 
     def benchmark(self, artifact, loop, warmup):
-        from convmixer_tasks.backends import aisbench_format, base
+        from convmixer_tasks.backends import base
+        from convmixer_tasks.stages import aisbench_format
 
         samples = self.scripts[min(self.calls, len(self.scripts) - 1)]
         self.calls += 1
@@ -249,9 +251,9 @@ class ScriptedBench:
 def test_benchmark_step_remeasures_a_noisy_run_and_keeps_the_evidence(
     tmp_path, monkeypatch, scripts, expected_measurements
 ):
-    from convmixer_tasks import benchmark_step
     from convmixer_tasks.fileio import read_json
-    from convmixer_tasks.rows import build_row
+    from convmixer_tasks.run import benchmark_step
+    from convmixer_tasks.run.rows import build_row
     from tests.test_steps import _step_results
 
     compiled = _step_results(batch_sizes=(4,), throughput=100.0)[3][0]
@@ -278,8 +280,9 @@ def _pick(results, summary):
 
 
 def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, capsys):
-    from convmixer_tasks import cli, gate
+    from convmixer_tasks import cli
     from convmixer_tasks.errors import RegressionError
+    from convmixer_tasks.verdict import gate
     from tests.test_gate import BACKEND, BS, STEADY, record
 
     for day, value in enumerate(STEADY):
@@ -311,8 +314,8 @@ def test_rebaseline_on_purpose_restarts_the_fingerprints_history(metrics_url, ca
 
 
 def test_benchmark_step_confirms_a_suspect_figure_with_fresh_measurements(tmp_path, monkeypatch, metrics_url):
-    from convmixer_tasks import benchmark_step
     from convmixer_tasks.fileio import read_json
+    from convmixer_tasks.run import benchmark_step
     from tests.test_steps import _step_results
 
     compiled = _step_results(batch_sizes=(4,), throughput=100.0)[3][0]

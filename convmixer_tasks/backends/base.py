@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convmixer_tasks.backends.catalog import BACKENDS
+from convmixer_tasks.backends.precision import check_precision_mode
 from convmixer_tasks.cache import ContentCache
 from convmixer_tasks.checks import check_batch_size
 from convmixer_tasks.dtypes import DTYPE_ITEMSIZE, INPUT_DTYPES
@@ -27,12 +28,11 @@ from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.fileio import atomic_write_json, read_json, sha256_file
 from convmixer_tasks.models.card import ModelCard
 from convmixer_tasks.models.registry import default_card, get_card
-from convmixer_tasks.precision import check_precision_mode
-from convmixer_tasks.prepfolder import PrepFile, PrepManifest, check_prep_files, read_manifest
+from convmixer_tasks.stages.prepfolder import PrepFile, PrepManifest, check_prep_files, read_manifest
 
 if TYPE_CHECKING:
     from convmixer_tasks.device_state import DeviceState
-    from convmixer_tasks.energy import PowerSource
+    from convmixer_tasks.measure.energy import PowerSource
 
 
 SIDECAR_SUFFIX = ".json"  # artifact "x.om" -> sidecar "x.om.json"
@@ -201,7 +201,7 @@ class Backend(ABC):
     def power_source(self) -> PowerSource:
         """What measures the power a benchmark draws; ``energy.PowerUnavailable`` (saying why) when nothing does.
         A CPU-bound backend reads the host's RAPL counters."""
-        from convmixer_tasks.energy import rapl_source
+        from convmixer_tasks.measure.energy import rapl_source
 
         return rapl_source()
 

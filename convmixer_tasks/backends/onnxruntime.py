@@ -19,12 +19,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from convmixer_tasks.backends import aisbench_format, base
+from convmixer_tasks.backends import base
 from convmixer_tasks.errors import BackendError, ConfigError
 from convmixer_tasks.models.card import Aipp
-from convmixer_tasks.onnxgraph import graph_inputs
-from convmixer_tasks.prepfolder import PrepFile, manifest_identity
 from convmixer_tasks.progress import Progress, working
+from convmixer_tasks.stages import aisbench_format
+from convmixer_tasks.stages.onnxgraph import graph_inputs
+from convmixer_tasks.stages.prepfolder import PrepFile, manifest_identity
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 NUMPY_DTYPES = {"float32": np.float32, "uint8": np.uint8}
@@ -105,7 +106,7 @@ class OnnxRuntimeBackend(base.Backend):
     def power_source(self) -> base.PowerSource:
         if self.provider == "cpu":
             return super().power_source()
-        from convmixer_tasks.energy import PowerUnavailable
+        from convmixer_tasks.measure.energy import PowerUnavailable
 
         raise PowerUnavailable(f"no power reader for the {PROVIDERS[self.provider]} device (only RAPL, on CPU)")
 

@@ -2,7 +2,7 @@
 
 ``resolve_metrics_url`` (``url.py``) decides which database; call ``upgrade(url)`` once before use (idempotent),
 ``record_run`` / ``record_runs`` after evaluation (a retry updates the same rows), and the query functions from
-the UI. Evaluated rows are recorded ``pending``; ``convmixer_tasks.gate`` turns them into ok/regressed.
+the UI. Evaluated rows are recorded ``pending``; ``convmixer_tasks.verdict.gate`` turns them into ok/regressed.
 """
 
 from convmixer_tasks.metrics.engine import dispose_engines, upgrade

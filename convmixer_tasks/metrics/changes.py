@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from convmixer_tasks import changepoints as cp
-from convmixer_tasks import fingerprint as fp
+from convmixer_tasks.measure import changepoints as cp
+from convmixer_tasks.measure import fingerprint as fp
 from convmixer_tasks.metrics.engine import _db_errors, get_engine
 from convmixer_tasks.metrics.history import figure
 from convmixer_tasks.metrics.schema import STATUS_OK, STATUS_REGRESSED, ChangePoint, ValidationRun

@@ -34,7 +34,7 @@ def figure(row: Any) -> float | None:
     if values.get("throughput_robust") is not None:
         return float(values["throughput_robust"])
     if values.get("samples_ms") and values.get("batch_size"):
-        from convmixer_tasks.loopstats import unpack_samples
+        from convmixer_tasks.measure.loopstats import unpack_samples
 
         return 1000.0 * values["batch_size"] / statistics.median(unpack_samples(values["samples_ms"]))
     return values.get("throughput")

@@ -10,13 +10,13 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from convmixer_tasks.backends.precision import ONNXRUNTIME_PRECISION
 from convmixer_tasks.errors import MetricsError
 from convmixer_tasks.metrics.engine import _db_errors, get_engine
 from convmixer_tasks.metrics.queries import _NEWEST_FIRST, _key, _one_row_id, describe_key
 from convmixer_tasks.metrics.schema import STATUS_OK, RunPredictions, ValidationRun, utcnow
 from convmixer_tasks.metrics.url import mask_url
 from convmixer_tasks.metrics.values import _check_value, parse_datetime
-from convmixer_tasks.precision import ONNXRUNTIME_PRECISION
 
 REFERENCE_BACKEND = "onnxruntime"
 # Written by the gate after pairing; record_run leaves them unset.

@@ -31,8 +31,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from convmixer_tasks import fingerprint as fp
 from convmixer_tasks.errors import MetricsError
+from convmixer_tasks.measure import fingerprint as fp
 from convmixer_tasks.metrics.engine import _db_errors, get_engine
 from convmixer_tasks.metrics.queries import get_row, series_neighbours
 from convmixer_tasks.metrics.rules import RULE_THROUGHPUT, fired_rules

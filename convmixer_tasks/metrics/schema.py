@@ -169,7 +169,7 @@ class ValidationRun(Base):
     rebaseline_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
-    # Migration 0003: the accuracy evidence (see convmixer_tasks.evidence / fidelity).
+    # Migration 0003: the accuracy evidence (see convmixer_tasks.evidence.predictions / fidelity).
     # The effective mode (ATC's, or "fp32" on ONNX Runtime; precision.effective_precision); part of the key: one run
     # maps over precision modes as over batch sizes (migration 0005).
     precision_mode: Mapped[str] = mapped_column(String(64))

@@ -12,13 +12,13 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from convmixer_tasks.backends.precision import effective_precision
 from convmixer_tasks.errors import MetricsError
 from convmixer_tasks.metrics.engine import _db_errors, get_engine
 from convmixer_tasks.metrics.queries import _key, _one_row_id, describe_key
 from convmixer_tasks.metrics.schema import GATED_STATUSES, KEY_COLUMNS, STATUS_FAILED, MetricsRow, ValidationRun, utcnow
 from convmixer_tasks.metrics.url import mask_url
 from convmixer_tasks.metrics.values import _FIELDS, _REQUIRED, _check_reasons, _check_status, _check_value
-from convmixer_tasks.precision import effective_precision
 
 
 def _normalise_row(row: MetricsRow | Mapping[str, Any]) -> dict[str, Any]:

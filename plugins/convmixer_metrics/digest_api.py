@@ -1,4 +1,4 @@
-"""The digest section's endpoint: ``convmixer_tasks.digest.build`` over the last N days, as the digest DAG sends it.
+"""The digest section's endpoint: ``convmixer_tasks.run.digest.build`` over the last N days, as the digest DAG sends it.
 
 Kept in its own module (and ``static/digest.js``) so the history page's own code stays as it is."""
 
@@ -22,8 +22,8 @@ def add_routes(router: APIRouter, db_url: Callable[[], str], call_store: Callabl
         the latest verdict, the change over the period, regressions and who accepted which run as a baseline."""
         from airflow.configuration import conf
 
-        from convmixer_tasks import digest
-        from convmixer_tasks.settings import airflow_conf_reader, load_alert_settings
+        from convmixer_tasks.run import digest
+        from convmixer_tasks.run.settings import airflow_conf_reader, load_alert_settings
 
         period = days or load_alert_settings(airflow_conf_reader(conf)).digest_days
         now = datetime.now(UTC)

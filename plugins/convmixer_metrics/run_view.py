@@ -1,5 +1,6 @@
 """What the run page and the compare view show, built from stored rows through the store's query API and the
-evidence library (``convmixer_tasks.compare``, ``fingerprint``, ``throughput``); ``app.py`` routes and checks access.
+evidence library (``convmixer_tasks.evidence.compare``, ``fingerprint``, ``throughput``); ``app.py`` routes and checks
+access.
 
 Every function returns JSON-ready dicts; nothing here writes.
 """
@@ -9,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from convmixer_tasks import fingerprint as fp
 from convmixer_tasks import metrics as store
 from convmixer_tasks.errors import ConfigError, EvalError
+from convmixer_tasks.measure import fingerprint as fp
 from convmixer_tasks.metrics.rebaseline import acceptance
 from convmixer_tasks.metrics.rules import line_outcome
 
@@ -70,7 +71,7 @@ def reasons(row: Mapping[str, Any]) -> list[dict[str, str]]:
 def _samples(row: Mapping[str, Any]) -> list[float] | None:
     if not row.get("samples_ms"):
         return None
-    from convmixer_tasks.loopstats import unpack_samples
+    from convmixer_tasks.measure.loopstats import unpack_samples
 
     try:
         return unpack_samples(row["samples_ms"])
@@ -219,7 +220,7 @@ def throughput_significance(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[
         return {"why": "both runs need kept per-loop times; at least one has none"}
     from scipy import stats  # type: ignore[import-untyped]
 
-    from convmixer_tasks.loopstats import figure_interval
+    from convmixer_tasks.measure.loopstats import figure_interval
 
     interval_a = figure_interval(first, a["batch_size"])
     interval_b = figure_interval(second, b["batch_size"])
@@ -235,7 +236,7 @@ def throughput_significance(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[
 
 def compare_view(url: str, a_id: int, b_id: int) -> dict[str, Any] | str:
     """Two rows side by side, or a message naming the row that does not exist."""
-    from convmixer_tasks.compare import ROW_PREFIX, compare
+    from convmixer_tasks.evidence.compare import ROW_PREFIX, compare
 
     rows = {}
     for name, row_id in (("a", a_id), ("b", b_id)):

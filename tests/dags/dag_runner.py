@@ -6,7 +6,8 @@ environment, then this script imports Airflow, resets its (temporary) database a
 
     python tests/dags/dag_runner.py SPEC.json OUT.json
 
-SPEC: {"runs": [{"name", "conf", "fail_once": convmixer_tasks.steps function name | null, "fail_always": name | null,
+SPEC: {"runs": [{"name", "conf", "fail_once": convmixer_tasks.run.steps function name | null, "fail_always": name |
+null,
                  "seed_from": {"run": earlier run name, "batch_size", "count", "throughput_factor"} | null}]}
       seed_from records ``count`` ok rows copied from that run's row, throughput multiplied: a fast history.
 OUT:  {"runs": [{"name", "run_id", "state", "seconds", "tasks": [...], "xcom": {...}, "rows": [...],
@@ -68,8 +69,8 @@ def main(spec_path: str, out_path: str) -> int:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    from convmixer_tasks import steps
     from convmixer_tasks.metrics import query_runs, record_run
+    from convmixer_tasks.run import steps
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if bag.import_errors:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from convmixer_tasks.review import ACCEPT, KEEP
+from convmixer_tasks.run.review import ACCEPT, KEEP
 
 pytestmark = pytest.mark.slow  # ~2 min on 2 cores (eight DAG runs, one ONNX export)
 

@@ -3,7 +3,7 @@
 Each probe runs in a fresh interpreter with AIRFLOW_HOME in a temp dir: Airflow reads its configuration once, at
 first import, and ``sys.modules`` must show what parsing the DAG file alone imports. What the DAG does with its
 settings is read off the parsed DAG (tasks' queue/pool, Param defaults, mapped shard lists), never off the DAG
-module's globals; what a task reads when it runs comes from ``convmixer_tasks.settings`` over the same Airflow conf.
+module's globals; what a task reads when it runs comes from ``convmixer_tasks.run.settings`` over the same Airflow conf.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import pytest
 from convmixer_tasks.backends.catalog import BACKEND_NAMES
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
 from convmixer_tasks.dtypes import INPUT_DTYPES
-from convmixer_tasks.params import RunParams
-from convmixer_tasks.settings import env_reader, load_scheduling_settings
-from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANT_NAMES
-from convmixer_tasks.workdir import WorkLayout
+from convmixer_tasks.models.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANT_NAMES
+from convmixer_tasks.run.params import RunParams
+from convmixer_tasks.run.settings import env_reader, load_scheduling_settings
+from convmixer_tasks.run.workdir import WorkLayout
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -33,23 +33,23 @@ HEAVY_MODULES = ("torch", "numpy", "onnx", "onnxruntime", "onnxscript", "PIL", "
 # The library modules the DAG file must leave to its tasks: the steps and the verdict, and everything that loads the
 # metrics table's ORM schema (Airflow has SQLAlchemy loaded already; our schema module is what parsing must not pay).
 TASK_TIME_MODULES = (
-    "convmixer_tasks.steps",
-    "convmixer_tasks.benchmark_step",
-    "convmixer_tasks.rows",
-    "convmixer_tasks.gate",
-    "convmixer_tasks.throughput",
+    "convmixer_tasks.run.steps",
+    "convmixer_tasks.run.benchmark_step",
+    "convmixer_tasks.run.rows",
+    "convmixer_tasks.verdict.gate",
+    "convmixer_tasks.verdict.throughput",
     "convmixer_tasks.metrics",
     "convmixer_tasks.metrics.schema",
-    "convmixer_tasks.records",
-    "convmixer_tasks.fidelity",
-    "convmixer_tasks.quiet",
-    "convmixer_tasks.evidence_steps",
-    "convmixer_tasks.local_run",
+    "convmixer_tasks.run.records",
+    "convmixer_tasks.evidence.fidelity",
+    "convmixer_tasks.measure.quiet",
+    "convmixer_tasks.run.evidence_steps",
+    "convmixer_tasks.run.local_run",
     # the backend interface and the prep folder's contract behind it (the Params read the backend
     # and dtype vocabularies from their leaf modules), and the content cache
     "convmixer_tasks.backends.base",
-    "convmixer_tasks.prepfolder",
-    "convmixer_tasks.dataset",
+    "convmixer_tasks.stages.prepfolder",
+    "convmixer_tasks.stages.dataset",
     "convmixer_tasks.cache",
 )
 # The first parse in a process also imports convmixer_tasks (~0.25 s of CPU on the 2-core CI machine; a top-level
@@ -90,7 +90,7 @@ if dag is not None and os.environ.get("PROBE_WARM"):
     out["warm"] = warm
 if dag is not None:
     from airflow.configuration import conf
-    from convmixer_tasks.settings import airflow_conf_reader, load_worker_settings
+    from convmixer_tasks.run.settings import airflow_conf_reader, load_worker_settings
     # what a task loads when it runs (here with the probe's Airflow conf, as a worker would)
     out["worker"] = dataclasses.asdict(load_worker_settings(airflow_conf_reader(conf)))
     out["dag"] = {"schedule": str(dag.schedule), "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
@@ -204,7 +204,7 @@ def test_dagbag_imports_the_dag_without_errors(parsed):
 def test_parsing_leaves_the_steps_the_verdict_and_the_orm_schema_to_the_tasks(parsed):
     loaded = set(parsed["new_package_modules"])
     assert loaded, "the probe saw no convmixer_tasks module load: it measures nothing"
-    assert "convmixer_tasks.params" in loaded and "convmixer_tasks.settings" in loaded  # what builds the DAG
+    assert "convmixer_tasks.run.params" in loaded and "convmixer_tasks.run.settings" in loaded  # what builds the DAG
     assert not loaded & set(TASK_TIME_MODULES), sorted(loaded & set(TASK_TIME_MODULES))
 
 
@@ -403,10 +403,10 @@ def test_a_bad_setting_is_an_import_error_naming_it(tmp_path):
 
 def test_param_choices_come_from_the_registries(parsed):
     """The DAG offers the registries' choices (importable without torch/numpy), so they cannot drift."""
-    from convmixer_tasks import model
     from convmixer_tasks.backends import catalog
     from convmixer_tasks.models import card_names
-    from convmixer_tasks.variants import VARIANTS
+    from convmixer_tasks.models.builders import convmixer as model
+    from convmixer_tasks.models.variants import VARIANTS
 
     schemas = parsed["dag"]["schemas"]
     assert schemas["backend"]["enum"] == list(BACKEND_NAMES) == list(catalog.BACKENDS)

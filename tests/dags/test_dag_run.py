@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 
 from convmixer_tasks.fileio import read_json, sha256_file
-from convmixer_tasks.variants import DEMO_CHECKPOINT, DEMO_EXPECTED
-from convmixer_tasks.workdir import WorkLayout
+from convmixer_tasks.models.variants import DEMO_CHECKPOINT, DEMO_EXPECTED
+from convmixer_tasks.run.workdir import WorkLayout
 from tests.ascend_doubles import AscendDoubles
 
 pytestmark = pytest.mark.slow  # ~60 s on 2 cores (five DAG runs, one ONNX export)

@@ -79,7 +79,7 @@ DAG_PROBE = """
 import dataclasses, json, sys
 from airflow.configuration import conf
 from airflow.dag_processing.dagbag import DagBag
-from convmixer_tasks.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
+from convmixer_tasks.run.settings import airflow_conf_reader, load_scheduling_settings, load_worker_settings
 bag = DagBag(dag_folder=sys.argv[1])
 assert not bag.import_errors, bag.import_errors
 dag = bag.dags["convmixer_validation"]

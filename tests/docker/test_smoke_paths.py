@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from convmixer_tasks.precision import effective_precision
-from convmixer_tasks.variants import DEMO_VARIANT
-from convmixer_tasks.workdir import WorkLayout
+from convmixer_tasks.backends.precision import effective_precision
+from convmixer_tasks.models.variants import DEMO_VARIANT
+from convmixer_tasks.run.workdir import WorkLayout
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "docker" / "smoke-test.sh"

@@ -174,7 +174,7 @@ REGRESSED_ASCEND_RUN = "manual__2026-11-04T10:00:00+00:00"
 
 def _samples(row: dict) -> str | None:
     """Per-loop times (ms) around the row's mean, packed as the benchmark step packs them."""
-    from convmixer_tasks.loopstats import pack_samples
+    from convmixer_tasks.measure.loopstats import pack_samples
 
     if row.get("throughput") is None:
         return None
@@ -197,7 +197,7 @@ def evidence_rows() -> list[dict]:
     and one checkpoint; the Ascend rows also with a fidelity summary against the ONNX (one of them breaching)."""
     import numpy as np
 
-    from convmixer_tasks.fidelity import DEFAULT_THRESHOLDS, FidelityMetrics, summarise
+    from convmixer_tasks.evidence.fidelity import DEFAULT_THRESHOLDS, FidelityMetrics, summarise
 
     rows = []
     for row in demo_rows():
@@ -239,7 +239,7 @@ def _predictions(row: dict, seed: int):
     Ascend run turns many right images wrong (a significant McNemar test against the runs before it)."""
     import numpy as np
 
-    from convmixer_tasks.evidence import Predictions
+    from convmixer_tasks.evidence.predictions import Predictions
 
     labels = (np.arange(IMAGES) % CLASSES).astype(np.int16)
     right = np.random.default_rng(0).random(IMAGES) < 0.813
@@ -261,9 +261,10 @@ def _predictions(row: dict, seed: int):
 def seed_with_evidence(url: str) -> None:
     """Record ``evidence_rows``, store each evaluated row's predictions, then let the gate's evidence rules pair
     them (flips and McNemar vs the previous and the reference run) and store what they found, oldest first."""
-    from convmixer_tasks import evidence, metrics
-    from convmixer_tasks.evidence_gate import judge
+    from convmixer_tasks import metrics
+    from convmixer_tasks.evidence import predictions as evidence
     from convmixer_tasks.metrics.predictions import store_evidence, store_predictions
+    from convmixer_tasks.verdict.evidence_gate import judge
     from tests.stored import stored_run
 
     metrics.upgrade(url)

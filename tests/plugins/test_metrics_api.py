@@ -570,7 +570,7 @@ def test_regressed_metric_is_read_from_the_gates_own_reasons(top1, throughput, f
     """If the gate's wording changes, this fails rather than the charts marking the wrong metric."""
     from convmixer_metrics import history
 
-    from convmixer_tasks.gate import evaluate_gate
+    from convmixer_tasks.verdict.gate import evaluate_gate
 
     decision = evaluate_gate(top1, throughput, 81.37, [100.0, 100.0, 100.0])
     row = {"status": decision.status, "gate_reasons": decision.reasons}

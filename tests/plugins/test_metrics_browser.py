@@ -840,7 +840,7 @@ def test_a_fidelity_regression_is_marked_on_neither_chart(airflow_server, browse
 
     model = "convmixer_768_32"
     url = airflow_server["metrics_url"]
-    from convmixer_tasks.loopstats import pack_samples
+    from convmixer_tasks.measure.loopstats import pack_samples
 
     # Loops of about 0.5 ms with a few 40 ms spikes (a GC pause, an interrupt), as ais_bench lists show them.
     spiky = pack_samples([40.0 if loop % 25 == 0 else 0.5 + 0.01 * (loop % 7) for loop in range(100)])

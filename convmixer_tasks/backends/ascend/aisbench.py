@@ -12,7 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from convmixer_tasks.backends.aisbench_format import (
+from convmixer_tasks.backends.ascend.tools import ToolRun
+from convmixer_tasks.backends.base import Artifact
+from convmixer_tasks.errors import BackendError, ConfigError
+from convmixer_tasks.stages.aisbench_format import (
     OLD_SUMMARY_NAME,
     PERCENTILE_KEY,
     natural_key,
@@ -23,9 +26,6 @@ from convmixer_tasks.backends.aisbench_format import (
     summary_path,
     throughput,
 )
-from convmixer_tasks.backends.ascend.tools import ToolRun
-from convmixer_tasks.backends.base import Artifact
-from convmixer_tasks.errors import BackendError, ConfigError
 
 # Run by the ais_bench interpreter: its version (every upstream build says 0.0.2) and a digest of its Python files,
 # which is what tells two builds apart.

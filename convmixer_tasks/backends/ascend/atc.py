@@ -14,8 +14,8 @@ from convmixer_tasks.backends.cann_env import SET_ENV_SETTING
 from convmixer_tasks.errors import CompileError, ConfigError
 from convmixer_tasks.models.card import Aipp, ModelCard
 from convmixer_tasks.models.registry import default_card
-from convmixer_tasks.onnxgraph import graph_inputs
-from convmixer_tasks.prepfolder import input_shape
+from convmixer_tasks.stages.onnxgraph import graph_inputs
+from convmixer_tasks.stages.prepfolder import input_shape
 
 ATC_SUCCESS_LINE = "ATC run success, welcome to the next use."
 ATC_CODE_RE = re.compile(r"^[EW][0-9A-Z]\d{4}:.*$", re.MULTILINE)

@@ -21,17 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from convmixer_tasks.backends import base
-from convmixer_tasks.backends.aisbench_format import (
-    OLD_SUMMARY_NAME,
-    PERCENTILE_KEY,
-    THROUGHPUT_FORMULA,
-    check_timing,
-    clear_previous_outputs,
-    natural_key,
-    read_summary,
-    staged_outputs,
-    summary_path,
-)
 from convmixer_tasks.backends.aisbench_progress import AisBenchProgress
 from convmixer_tasks.backends.ascend.aisbench import (
     AIS_BENCH_IDENTITY_PROBE,
@@ -76,10 +65,21 @@ from convmixer_tasks.backends.ascend.npu_smi import (
 from convmixer_tasks.backends.ascend.tools import ToolRun, kill_process_group, read_streaming
 from convmixer_tasks.backends.cann_env import UNKNOWN_VERSION, CannEnv, file_identity, load_cann_env
 from convmixer_tasks.device_state import DeviceState
-from convmixer_tasks.energy import KIND_POWER, PowerSource, PowerUnavailable
 from convmixer_tasks.errors import BackendError, ConfigError, ToolMissingError
-from convmixer_tasks.prepfolder import manifest_identity
+from convmixer_tasks.measure.energy import KIND_POWER, PowerSource, PowerUnavailable
 from convmixer_tasks.progress import working
+from convmixer_tasks.stages.aisbench_format import (
+    OLD_SUMMARY_NAME,
+    PERCENTILE_KEY,
+    THROUGHPUT_FORMULA,
+    check_timing,
+    clear_previous_outputs,
+    natural_key,
+    read_summary,
+    staged_outputs,
+    summary_path,
+)
+from convmixer_tasks.stages.prepfolder import manifest_identity
 
 log = logging.getLogger(__name__)
 

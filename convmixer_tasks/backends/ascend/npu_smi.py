@@ -6,8 +6,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from convmixer_tasks.energy import PowerUnavailable
 from convmixer_tasks.errors import BackendError, ConfigError
+from convmixer_tasks.measure.energy import PowerUnavailable
 
 # "Ascend" + a 3-digit family + an optional model suffix (310P3, 910B4-1, 910ProA) or "_dddd" (910_9391).
 # A suffix may not start with a digit, which is what rejects the seed guide's "Ascend310310P3".

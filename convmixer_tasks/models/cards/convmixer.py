@@ -28,8 +28,8 @@ PREPROCESS = HostPreprocess(transform=TRANSFORM, dtype="float32", layout="NCHW",
 # The release's Sequential keys, or timm's stem./blocks.N./head. layout (mapped by index arithmetic).
 CHECKPOINT = CheckpointFormat(
     library="locuslab/convmixer .pth.tar",
-    mapper="convmixer_tasks.model:map_checkpoint_keys",
-    describe="convmixer_tasks.model:describe_state",
+    mapper="convmixer_tasks.models.builders.convmixer:map_checkpoint_keys",
+    describe="convmixer_tasks.models.builders.convmixer:describe_state",
 )
 # Our export keeps opset 17 (the guide's is 11): ONNX Runtime fuses GELU/BatchNorm there (bench/RESULTS.md).
 IO = OnnxIO(input_name="image", output_name="class", opset=17, dynamic_batch=True)
@@ -52,7 +52,7 @@ def convmixer_card(
         labels=Labels(),
         reference=reference,
         architecture=Architecture(
-            builder="convmixer_tasks.model:build_convmixer",
+            builder="convmixer_tasks.models.builders.convmixer:build_convmixer",
             kwargs=kwargs,
             checkpoint=CHECKPOINT,
             default_checkpoint=f"demo_assets/{name}.pth.tar" if name == "convmixer_demo" else None,

@@ -7,7 +7,8 @@ Create Date: 2026-12-01
 
 - ``precision_mode`` becomes NOT NULL and part of the unique key (run_id, batch_size, backend, precision_mode). Rows
   recorded before 0003 have none: they get the mode their backend computed in (ATC's default ``force_fp16`` on
-  ascend, ``fp32`` elsewhere — ``convmixer_tasks.precision``; spelt out here so this revision keeps its meaning).
+  ascend, ``fp32`` elsewhere — ``convmixer_tasks.backends.precision``; spelt out here so this revision keeps its
+  meaning).
 - Energy: J per image and images/s per watt as numbers (charts, history), the measurement itself (source, sample
   count, window, mean power, or why there is none) as JSON. All nullable: most hosts cannot read power.
 - ``convmixer_change_points``: one row per step change found in a series (model × backend × device × precision ×

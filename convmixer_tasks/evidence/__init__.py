@@ -1,0 +1,1 @@
+"""The evidence behind a verdict: per-image predictions, flips and McNemar, fidelity, comparing runs."""

@@ -1,0 +1,1 @@
+"""The conditions a figure was measured in: quiet device, energy, fingerprint, change points."""

@@ -1,0 +1,1 @@
+"""The guide's steps, model-agnostic: validation set, preprocessing, prep folder, export, evaluation."""

@@ -1,0 +1,1 @@
+"""The verdict: the gate's rules for accuracy, fidelity evidence and throughput."""
