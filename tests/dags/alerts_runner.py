@@ -106,6 +106,7 @@ def seed_rows(metrics_url: str, template: dict, count: int, factor: float, label
             gate_reasons=None,
             logical_date=datetime.now(UTC).isoformat(),
             throughput=template["throughput"] * factor,
+            throughput_robust=template["throughput_robust"] * factor,  # the figure the verdict judges
         )
         record_run(metrics_url, row)
 
