@@ -70,7 +70,9 @@ def runs(tmp_path_factory) -> dict[str, dict]:
                     "throughput_max_cv_pct": 1000,
                     "throughput_runs": 1,
                 },
-                "seed_from": {"run": "first", "batch_size": 4, "count": 5, "throughput_factor": 1000},
+                # A history 10^6 times faster: at a 99 % tolerance no busy host's fair share (load / cores) can
+                # explain the drop, so the verdict is regressed whatever the box's load (never inconclusive).
+                "seed_from": {"run": "first", "batch_size": 4, "count": 5, "throughput_factor": 1_000_000},
             },
             {"name": "broken", "conf": {"batch_sizes": [4]}, "fail_always": "infer_shard"},
             {"name": "ascend", "conf": {"backend": "ascend", "batch_sizes": [4], "benchmark_loop": 5}},
@@ -482,9 +484,13 @@ def test_the_demo_script_refuses_an_unknown_conf_key_and_shows_the_rows_the_dag_
     log = (tmp_path / "airflow-home" / "logs" / "run_demo_dag.log").read_text()
     assert "unknown param(s) batch_szie" in log
     table = [line.split() for line in proc.stdout.splitlines()]
-    # rows from the DB the DAG wrote
-    assert ["seeded-before", "4", "onnxruntime", "fp32", "-", "-", "-", "-", "failed"] in table
+    # rows from the DB the DAG wrote (the verdict column says "failed", the why column "the run failed; ...")
+    (seeded,) = [cells for cells in table if cells[:1] == ["seeded-before"]]
+    assert seeded[1:4] == ["4", "onnxruntime", "fp32"] and "failed" in seeded
     # ...which now also holds this run's 'failed' rows, one per default batch size (1 and 4)
-    assert sum(1 for cells in table if cells[-1:] == ["failed"] and len(cells) == 9) == 3
+    assert (
+        sum(1 for cells in table if cells[:1] and cells[0].startswith(("seeded-", "manual__")) and "failed" in cells)
+        == 3
+    )
     assert not setting.exists()
     assert not (tmp_path / "airflow-home" / "convmixer-work" / "demo").exists()  # refused before any work
