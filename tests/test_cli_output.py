@@ -16,6 +16,26 @@ import yaml  # type: ignore[import-untyped]  # no stubs installed
 from convmixer_tasks import cli
 from convmixer_tasks.metrics import MetricsRow, record_runs, upgrade
 
+# The compact metrics table's header cells (metrics-show, run, the demo's closing table), split on spaces.
+COMPACT_HEADER = [
+    "run",
+    "batch",
+    "backend",
+    "precision",
+    "top-1",
+    "%",
+    "top-5",
+    "%",
+    "img/s",
+    "robust",
+    "img/s",
+    "e2e",
+    "img/s",
+    "J/img",
+    "verdict",
+    "why",
+]
+
 
 def call(capsys, *argv: str) -> str:
     assert cli.main(list(argv)) == 0, capsys.readouterr().err
@@ -169,24 +189,7 @@ def test_metrics_show_is_a_compact_table_by_default(db, capsys):
     lines = human.splitlines()
     assert "total" not in human and lines[-1] == "2 of 2 rows, newest first"  # issue 22: no bare "total  2" line
     table = lines
-    assert table[0].split() == [
-        "run",
-        "batch",
-        "backend",
-        "precision",
-        "top-1",
-        "%",
-        "top-5",
-        "%",
-        "img/s",
-        "robust",
-        "img/s",
-        "e2e",
-        "img/s",
-        "J/img",
-        "verdict",
-        "why",
-    ]
+    assert table[0].split() == COMPACT_HEADER
     assert set(table[1]) <= {"-", " "}
     assert table[2].split() == [
         "run_b",

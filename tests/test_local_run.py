@@ -11,6 +11,7 @@ from convmixer_tasks import cli
 from convmixer_tasks.run.demo import demo_expected
 from convmixer_tasks.run.local_run import local_params, run_chain
 from tests.stored import stored_run
+from tests.test_cli_output import COMPACT_HEADER
 
 
 @pytest.fixture(scope="module")
@@ -108,24 +109,7 @@ def test_cli_run_prints_a_table_by_default_and_the_rows_as_json_on_request(work_
     assert row["top1"] == demo_expected()["expected_top1"]
     assert not human.lstrip().startswith("{")
     header = next(line for line in human.splitlines() if line.startswith("run "))
-    assert header.split() == [
-        "run",
-        "batch",
-        "backend",
-        "precision",
-        "top-1",
-        "%",
-        "top-5",
-        "%",
-        "img/s",
-        "robust",
-        "img/s",
-        "e2e",
-        "img/s",
-        "J/img",
-        "verdict",
-        "why",
-    ]
+    assert header.split() == COMPACT_HEADER
     # ONNX Runtime on the CPU: energy from RAPL where this host lets us read it, else empty with the reason why.
     if row["energy_j_per_image"] is None:
         assert row["throughput_per_watt"] is None and "RAPL" in row["energy"]["reason"]

@@ -32,6 +32,7 @@ from convmixer_tasks.fileio import read_json, sha256_file
 from convmixer_tasks.models.variants import DEMO_CHECKPOINT, DEMO_EXPECTED
 from convmixer_tasks.run.workdir import WorkLayout
 from tests.ascend_doubles import AscendDoubles
+from tests.test_cli_output import COMPACT_HEADER
 
 pytestmark = pytest.mark.slow  # ~60 s on 2 cores (five DAG runs, one ONNX export)
 
@@ -413,25 +414,7 @@ def test_the_demo_script_runs_the_dag_in_embedded_mode_and_prints_the_rows(tmp_p
     assert re.search(r"DAG run manual__\S+: succeeded", proc.stdout) and "[DAG TEST]" not in proc.stdout
     # The script ends with the compact metrics table (human; scripts that need figures ask for --output json).
     lines = proc.stdout.splitlines()
-    header = [
-        "run",
-        "batch",
-        "backend",
-        "precision",
-        "top-1",
-        "%",
-        "top-5",
-        "%",
-        "img/s",
-        "robust",
-        "img/s",
-        "e2e",
-        "img/s",
-        "J/img",
-        "verdict",
-        "why",
-    ]
-    assert header in [ln.split() for ln in lines]
+    assert COMPACT_HEADER in [ln.split() for ln in lines]
     (row,) = [ln.split() for ln in lines if ln.startswith("manual__")]
     assert row[1:4] == ["4", "onnxruntime", "fp32"] and row[10] == "ok" and float(row[6].replace(",", "")) > 0
     assert float(row[7].replace(",", "")) > 0 and float(row[8].replace(",", "")) > 0  # robust and end-to-end figures
