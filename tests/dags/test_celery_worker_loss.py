@@ -93,6 +93,7 @@ def _kill_host(worker: subprocess.Popen) -> list[int]:
 
 
 def _running(pid: int) -> bool:
+    """Not yet ended (a SIGKILL takes effect when the kernel next schedules the process; a zombie has ended)."""
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
@@ -198,7 +199,7 @@ def worker_loss(tmp_path_factory):
             files_then = sorted(path.name for path in staging.glob("*.bin"))
             killed = _kill_host(worker)
             del cluster.processes[f"worker-{LOST}"]  # gone on purpose: the others must stay alive
-            assert not [pid for pid in killed if _running(pid)], "a process of the killed worker survived"
+            wait_for("the killed worker's processes to end", lambda: not any(map(_running, killed)), 30, cluster, 0.5)
             return {
                 "staging": staging,
                 "files_then": files_then,
