@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -461,6 +462,16 @@ def test_ais_bench_crash_mode_is_a_traceback_after_partial_outputs(om_bs2, tmp_p
     assert "[ERROR] aclmdlExecute failed" in proc.stdout and "Traceback" in proc.stderr
     assert os.listdir(tmp_path / "o" / "r") == ["input_0_0.bin"]  # half-written, as a crash leaves it
     assert not (tmp_path / "o" / "r_summary.json").exists()
+
+
+def test_ais_bench_sleep_ms_holds_each_batch_for_that_long(om_bs2, tmp_path):
+    write_images(tmp_path / "in", 3)  # two batches of 2: [0, 1] and [2, padding]
+    argv = ["--model", str(om_bs2), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o")]
+    started = time.monotonic()
+    proc = run_double("ais_bench", *argv, "--output_dirname", "r", env={"AIS_BENCH_DOUBLE_SLEEP_MS": "700"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert time.monotonic() - started >= 2 * 0.7  # a lower bound: a busy host only adds to it
+    assert sorted(os.listdir(tmp_path / "o" / "r")) == ["input_0_0.bin", "input_1_0.bin", "input_2_0.bin"]
 
 
 def test_ais_bench_applies_aipp_to_uint8_input(tiny_onnx, tmp_path):

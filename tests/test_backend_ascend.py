@@ -513,6 +513,54 @@ def test_infer_shard_uses_a_hard_link_folder_and_removes_it(ascend_doubles, tiny
     assert [Path(v["infiles"][0]).name for v in summary["filesinfo"].values()] == ["input_00001.bin", "input_00002.bin"]
 
 
+def test_a_retried_infer_shard_ignores_what_a_killed_attempt_left(ascend_doubles, tiny_onnx, prep_f32, tmp_path):
+    """A host lost mid-infer leaves its half in the shared work folder: ais_bench's staging folder with some outputs
+    (one cut short), the hard-link input folder, an output the shard does not own. The retry runs on another host,
+    where the dead attempt's pid may well be alive: it must still leave the shard's own outputs and nothing else."""
+    from convmixer_tasks.run import steps
+    from convmixer_tasks.run.records import CompiledModel, PrepShard
+    from convmixer_tasks.run.workdir import WorkLayout
+    from convmixer_tasks.stages.aisbench_format import STAGING_MARK
+
+    artifact = ascend_doubles.backend().compile(tiny_onnx, 2, tmp_path / "cache")
+    compiled = CompiledModel(
+        model_variant="tiny",
+        run_id="run-1",
+        batch_size=2,
+        backend="ascend",
+        precision="force_fp16",
+        artifact=artifact,
+        device="Ascend310P3",
+        toolkit_version="8.0.RC3",
+        cached=True,
+        prep_dir=str(prep_f32),
+    )
+    owned = ("input_00001.bin", "input_00002.bin")
+    prepared = [
+        PrepShard(batch_size=2, shard=1, shards=2, prep_dir=str(prep_f32), files=owned, files_written=0, cached=True)
+    ]
+    work = tmp_path / "work"
+    out = WorkLayout(work).shard_output_dir("run-1", 2, 1, precision="force_fp16", model="tiny")
+    staging = out.with_name(f".{out.name}{STAGING_MARK}1")  # pid 1: alive on every host, so not "stale" by pid
+    staging.mkdir(parents=True)
+    (staging / "input_00001_0.bin").write_bytes(b"\0" * 7)  # cut short by the kill
+    (out.parent / f".{out.name}_inputs").mkdir()
+    (out.parent / f".{out.name}_inputs" / "input_00001.bin").write_bytes(b"\0" * 7)
+    out.mkdir()
+    (out / "input_00000_0.bin").write_bytes(b"\0" * 7)  # not this shard's image
+
+    result = steps.infer_shard(compiled, 1, prepared, work, {"cann_set_env": str(ascend_doubles.set_env)})
+
+    assert result.file_count == 2 and Path(result.output_dir) == out
+    assert sorted(os.listdir(out.parent)) == ["outputs", "outputs_summary.json"]  # no staging, no link folder
+    assert sorted(os.listdir(out)) == ["input_00001_0.bin", "input_00002_0.bin"]
+    for name in ("input_00001", "input_00002"):
+        got = np.fromfile(out / f"{name}_0.bin", dtype=np.float32).reshape(2, -1)
+        np.testing.assert_allclose(got, onnx_outputs(tiny_onnx, prep_f32, f"{name}.bin"), rtol=1e-2, atol=1e-2)
+    filesinfo = json.loads(summary_path(out).read_text())["filesinfo"]
+    assert sorted(Path(entry["infiles"][0]).name for entry in filesinfo.values()) == list(owned)
+
+
 def test_link_shard_folder_makes_hard_links_not_symlinks(prep_f32, tmp_path):
     folder = ascend.link_shard_folder(prep_f32, ["input_00002.bin"], tmp_path / "links")
     (entry,) = folder.iterdir()

@@ -115,7 +115,8 @@ class SchedulingSettings:
         return {"owner": "convmixer", "retries": 0, "on_failure_callback": [log_task_failure], "queue": default_queue}
 
     def retrying(self) -> dict[str, Any]:
-        """Task arguments for steps where trying again can help: device/tool hiccups and a busy metrics DB."""
+        """Task arguments for steps where trying again can help: device/tool hiccups, a lost worker (the scheduler
+        fails its try at the heartbeat timeout; the next try runs on another worker) and a busy metrics DB."""
         return {
             "retries": self.retries,
             "retry_delay": self.retry_delay,

@@ -7,6 +7,8 @@ Environment (set by tests through tests/ascend_doubles.py):
   AIS_BENCH_DOUBLE_THROUGHPUT=current (default) | pre_2022_07 | mid_2022 | fork | multi | none
   AIS_BENCH_DOUBLE_MODE=ok (default) | crash (the C++ layer fails after the first batch's outputs were written)
   AIS_BENCH_DOUBLE_FIXED_MS=<float>  report this compute time for every run instead of the measured one
+  AIS_BENCH_DOUBLE_SLEEP_MS=<float>  sleep this many ms per batch run (not warm-up), before its outputs are saved:
+                                     a stand-in chip's wall time per batch (not in the reported compute time)
   AIS_BENCH_DOUBLE_ARGV_LOG=<file>   append this call's argv as one JSON line
   NPU_SMI_DOUBLE_COUNT=<n>           devices present (shared with the npu-smi double; default 2)
 """
@@ -315,6 +317,7 @@ def run(args: argparse.Namespace) -> None:
     generation = os.environ.get("AIS_BENCH_DOUBLE_GEN", "up")
     strict = generation == "up"
     mode = os.environ.get("AIS_BENCH_DOUBLE_MODE", "ok")
+    sleep_ms = float(os.environ.get("AIS_BENCH_DOUBLE_SLEEP_MS") or 0)
 
     if args.output_dirname is not None and args.output is None:
         logger.error("--output_dirname must be used together with --output")
@@ -374,6 +377,8 @@ def run(args: argparse.Namespace) -> None:
         for _ in range(args.loop):
             outputs, elapsed = session.execute(raw)
             compute_ms.append(elapsed)
+            if sleep_ms > 0:
+                time.sleep(sleep_ms / 1000.0)
             done += 1
             sys.stdout.write(f"\rloop inference exec: ({done}/{total})")
             sys.stdout.flush()
