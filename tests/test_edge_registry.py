@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -158,6 +159,7 @@ class StandInApiServer(BaseHTTPRequestHandler):
 
     answer: ClassVar[dict[str, Any]] = {}
     status = 200
+    slow_s = 0.0  # how long the list takes to answer
     seen: ClassVar[list[tuple[str, str, str | None]]] = []
 
     def do_POST(self):  # http.server's name
@@ -170,6 +172,7 @@ class StandInApiServer(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.seen.append(("GET", self.path, self.headers.get("Authorization")))
+        time.sleep(self.slow_s)
         if self.path != "/edge_worker/ui/worker" or self.status == 404:
             self._reply(404, {"detail": "Not Found"})
         elif self.headers.get("Authorization") != "Bearer tok":
@@ -189,10 +192,17 @@ class StandInApiServer(BaseHTTPRequestHandler):
         pass
 
 
+class QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # the slow answer's client has hung up: expected
+        pass
+
+
 @pytest.fixture
 def api_server() -> Iterator[tuple[str, type[StandInApiServer]]]:
-    handler = type("Handler", (StandInApiServer,), {"seen": [], "answer": registry_answer(), "status": 200})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler = type(
+        "Handler", (StandInApiServer,), {"seen": [], "answer": registry_answer(), "status": 200, "slow_s": 0.0}
+    )
+    server = QuietServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -221,5 +231,8 @@ def test_a_refused_login_a_missing_edge_api_and_an_unreachable_server_each_fail_
     handler.status = 403
     with pytest.raises(ConfigError, match=r"may not read the Edge worker registry .*view access to Jobs"):
         fetch_workers(url, "admin", "secret", 2.0)
+    handler.status, handler.slow_s = 200, 1.0
+    with pytest.raises(ConfigError, match=r"did not answer within 0.2 s .*Edge workers; check that it is up"):
+        fetch_workers(url, "admin", "secret", 0.2)
     with pytest.raises(ConfigError, match=r"cannot ask the Edge worker registry at http://127.0.0.1:9 .*fix the host"):
         fetch_workers("http://127.0.0.1:9", "admin", "secret", 2.0)

@@ -26,6 +26,9 @@ from convmixer_tasks.run.fleet import ANY_QUEUE, EDGE_API_CONN_ID, ServedQueues
 
 LIVE_STATES = frozenset({"idle", "running"})  # maintenance, offline, unknown, starting, terminating: takes no task
 HEARTBEATS_TO_STALE = 5  # the EdgeExecutor's own liveness limit, in [edge] heartbeat_interval
+# Celery's inspect timeout (3 s) bounds a wait for broadcast replies; a login and a list request on a busy api-server
+# may take longer, and a timeout here fails the run, so each request gets at least this long.
+MIN_HTTP_TIMEOUT_S = 15.0
 TOKEN_PATH = "/auth/token"
 WORKERS_PATH = "/edge_worker/ui/worker"
 
@@ -127,6 +130,13 @@ def fetch_workers(base_url: str, login: str | None, password: str | None, timeou
                     f"{TOKEN_PATH}); set its login and password to a user allowed to view Jobs"
                 )
             reply = client.get(WORKERS_PATH, headers={"Authorization": f"Bearer {token.json()['access_token']}"})
+    except httpx.TimeoutException:
+        raise ConfigError(
+            f"the api-server at {base_url} did not answer within {timeout:g} s while the chip check asked for its "
+            f"Edge workers; check that it is up and that the host of {where} is the api-server"
+        ) from None
+    except (ValueError, KeyError):
+        raise _shape_error(f"a login of another shape on {TOKEN_PATH} (no access_token)") from None
     except httpx.HTTPError as exc:
         raise ConfigError(
             f"cannot ask the Edge worker registry at {base_url} ({type(exc).__name__}: {exc}); fix the host of {where}"
@@ -143,7 +153,10 @@ def fetch_workers(base_url: str, login: str | None, password: str | None, timeou
         )
     if reply.status_code != 200:
         raise _shape_error(f"HTTP {reply.status_code}")
-    return reply.json()
+    try:
+        return reply.json()
+    except ValueError:
+        raise _shape_error(f"{reply.text[:120]!r}") from None
 
 
 def registry_queues(
@@ -154,7 +167,8 @@ def registry_queues(
     base_url = api_base_url(connection.host, connection.port, connection.schema)
 
     def ask(timeout: float) -> ServedQueues:
-        workers = parse_workers(fetch_workers(base_url, connection.login, connection.password, timeout))
+        answer = fetch_workers(base_url, connection.login, connection.password, max(timeout, MIN_HTTP_TIMEOUT_S))
+        workers = parse_workers(answer)
         return live_queues(workers, now(), HEARTBEATS_TO_STALE * heartbeat_interval_s)
 
     return ask
