@@ -87,7 +87,8 @@ def convmixer_validation():
             chips = fleet.requested_chips(params.get(fleet.CHIPS_PARAM), SETTINGS.chips)
             executor = conf.get("core", "executor", fallback="")
             queues = {chip: SETTINGS.queue_for(chip) for chip in chips}
-            log.info("%s", fleet.check_chip_workers(queues, executor, celery_active_queues))
+            edge = edge_worker_queues() if fleet.remote_executor(executor) == "edge" else None
+            log.info("%s", fleet.check_chip_workers(queues, executor, celery_active_queues, edge_queues=edge))
         run = RunParams.from_mapping(fleet.without_chips(with_triggered_checkpoint(params, triggering_asset_events)))
         return [plan.to_dict() for plan in steps.check_inputs(run, run_id, worker().work_dir)]
 
@@ -266,6 +267,21 @@ def celery_active_queues(timeout: float):
     from airflow.providers.celery.executors.celery_executor_utils import app
 
     return app.control.inspect(timeout=timeout).active_queues()
+
+
+def edge_worker_queues():
+    """The Edge executor's worker registry, asked through the api-server as the user of Connection
+    ``fleet.EDGE_API_CONN_ID`` (a task has no DB access); None when there is no such Connection."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from convmixer_tasks.run import edge_registry
+
+    try:
+        api = BaseHook.get_connection(fleet.EDGE_API_CONN_ID)
+    except AirflowNotFoundException:
+        return None
+    return edge_registry.registry_queues(api, conf.getint("edge", "heartbeat_interval", fallback=30))
 
 
 def alerts_and_review(gates, failure, metrics_url) -> None:

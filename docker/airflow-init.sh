@@ -9,7 +9,9 @@
 #   4. the metrics Connection (AIRFLOW__CONVMIXER__METRICS_CONN_ID), re-created from CONVMIXER_METRICS_DB_URL
 #   5. the NPU pool (AIRFLOW__CONVMIXER__NPU_POOL) with AIRFLOW__CONVMIXER__NPU_POOL_SLOTS slots (= NPU devices),
 #      and one such pool per chip type of AIRFLOW__CONVMIXER__CHIPS (AIRFLOW__CONVMIXER__NPU_POOL_TEMPLATE: npu.310P3)
-#   6. the admin user (_AIRFLOW_WWW_USER_USERNAME / _AIRFLOW_WWW_USER_PASSWORD)
+#   6. the admin user (_AIRFLOW_WWW_USER_USERNAME / _AIRFLOW_WWW_USER_PASSWORD); under the Edge executor also the
+#      Connection convmixer_airflow_api as that user, unless it exists (check_inputs asks the Edge worker registry
+#      with it; docker/README.md, "Edge executor")
 set -euo pipefail
 
 log() { echo "airflow-init: $*"; }
@@ -77,6 +79,19 @@ case "$auth_manager" in
     ;;
   *) log "auth manager $auth_manager: create the admin user with its own tools" ;;
 esac
+if [[ ${AIRFLOW__CORE__EXECUTOR:-} == *EdgeExecutor* && -n ${_AIRFLOW_WWW_USER_PASSWORD:-} ]]; then
+  api_url=${AIRFLOW__EDGE__API_URL:-http://airflow-apiserver:8080/edge_worker/v1/rpcapi}
+  api_url=${api_url%/edge_worker/v1/rpcapi}
+  if airflow connections get convmixer_airflow_api >/dev/null 2>&1; then
+    log "6/6 connection 'convmixer_airflow_api' exists: kept"
+  else
+    log "6/6 connection 'convmixer_airflow_api' ($api_url as '$admin_user': the chip check reads the Edge workers)"
+    api_conn_json=$("$python" -c 'import json, sys
+print(json.dumps({"conn_type": "http", "host": sys.argv[1], "login": sys.argv[2], "password": sys.argv[3]}))' \
+      "$api_url" "$admin_user" "$_AIRFLOW_WWW_USER_PASSWORD")
+    airflow connections add convmixer_airflow_api --conn-json "$api_conn_json"
+  fi
+fi
 
 # Last, so that whatever the steps above created as root is the airflow user's too. An NFS work folder with
 # root_squash refuses chown: then its owner must be set on the NFS server (see docker/README.md).

@@ -20,7 +20,7 @@
 #
 # Usage: ascend-entrypoint.sh [MODE | COMMAND ...]
 #   celery   exec `airflow celery worker --queues <queues> --concurrency N --celery-hostname <name>@%h`
-#   edge     exec `airflow edge worker --queues <queues> --concurrency N --edge-hostname <name>@<host>`
+#   edge     exec `airflow edge worker --queues <queues> --concurrency N --edge-hostname <name>.<host>`
 #            (Edge executor: the worker reaches only the api-server over HTTP; see docker/README.md)
 #   check    the preflight only; exit 0 when this container can run the NPU tasks
 #   health   container health check of a running worker (no NPU checks: cheap, run every 30 s)
@@ -255,9 +255,11 @@ main() {
       ;;
     edge)
       preflight
-      log "starting Edge worker ${worker_name}@${HOSTNAME:-$(hostname)} on queues '$queues' (concurrency $concurrency)"
+      # <name>.<host>, not Celery's <name>@<host>: edge3 5.1 signs the URL-quoted /worker/<name> path and checks the
+      # plain one, so a name that quoting changes (an @) is refused with 403 at registration
+      log "starting Edge worker ${worker_name}.${HOSTNAME:-$(hostname)} on queues '$queues' (concurrency $concurrency)"
       exec airflow edge worker --queues "$queues" --concurrency "$concurrency" \
-        --edge-hostname "${worker_name}@${HOSTNAME:-$(hostname)}"
+        --edge-hostname "${worker_name}.${HOSTNAME:-$(hostname)}"
       ;;
     check)
       preflight

@@ -5,9 +5,10 @@ another, so compile, infer and benchmark for chip X go to the queue and pool nam
 npu_queue_template`` / ``npu_pool_template`` settings (``{queue}.{chip}`` → ``npu.310P3``), and ATC's
 ``--soc_version`` is ``Ascend`` + X. No chips configured (the default) is today's single ``npu`` queue and pool.
 
-``chip_workers_missing`` asks the executor which of those queues have a live worker, so a run for a chip nobody
+``check_chip_workers`` asks the executor which of those queues have a live worker, so a run for a chip nobody
 serves fails at once instead of waiting for a worker that never comes. The question itself (Celery's
-``inspect().active_queues()``) is passed in: this module imports neither Airflow nor Celery.
+``inspect().active_queues()``; the Edge executor's worker registry, ``edge_registry``) is passed in: this module
+imports neither Airflow nor Celery.
 """
 
 from __future__ import annotations
@@ -28,6 +29,18 @@ DEFAULT_POOL_TEMPLATE = "{pool}.{chip}"
 ACTIVE_QUEUES_TIMEOUT_S = 3.0
 # Answer of Celery's inspect().active_queues(): {worker name: [{"name": queue, ...}, ...]}, None when none replied.
 ActiveQueues = Callable[[float], "Mapping[str, Sequence[Mapping[str, Any]]] | None"]
+# {queue: [live workers serving it]}; workers that serve every queue (an Edge worker without queues) under ANY_QUEUE
+ServedQueues = Mapping[str, Sequence[str]]
+ANY_QUEUE = "*"
+# The Airflow Connection (api-server URL, a user allowed to view Jobs) the Edge executor's registry is asked with
+EDGE_API_CONN_ID = "convmixer_airflow_api"
+HOW_TO_ADD = {
+    "celery": "start an NPU worker on a host with that chip (the Ascend image's ascend-entrypoint.sh serves its own "
+    "chip's queue; or `airflow celery worker --queues {queue}`)",
+    "edge": "start an Edge worker on a host with that chip (the Ascend image's `ascend-entrypoint.sh edge` serves its "
+    "own chip's queue; or `airflow edge worker --queues {queue}`; one in maintenance takes none: "
+    "`airflow edge remote-edge-worker-exit-maintenance`)",
+}
 
 
 def check_chip(chip: object, where: str = "chip") -> str:
@@ -100,21 +113,24 @@ def served_queues(active: Mapping[str, Sequence[Mapping[str, Any]]] | None) -> d
 def chip_workers_missing(
     chip_queues: Mapping[str, str], active_queues: ActiveQueues, timeout: float = ACTIVE_QUEUES_TIMEOUT_S
 ) -> None:
-    """Fail with one line when a requested chip's queue has no live worker.
+    """Fail with one line when a requested chip's queue has no live Celery worker.
 
     ``chip_queues`` is {chip: its queue}; ``active_queues(timeout)`` asks the workers which queues they consume
     (a worker that does not answer within ``timeout`` counts as absent: it would not take the task either).
     """
-    if not chip_queues:
-        return
-    served = served_queues(active_queues(timeout))
-    missing = [(chip, queue) for chip, queue in chip_queues.items() if not served.get(queue)]
+    if chip_queues:
+        fail_unserved(chip_queues, served_queues(active_queues(timeout)), "celery")
+
+
+def fail_unserved(chip_queues: Mapping[str, str], served: ServedQueues, executor_kind: str) -> None:
+    """One line naming each requested chip whose queue no live worker serves, and how to add one (``HOW_TO_ADD``)."""
+    missing = [(chip, queue) for chip, queue in chip_queues.items() if not (served.get(queue) or served.get(ANY_QUEUE))]
     if missing:
         names = ", ".join(f"chip {chip} (queue {queue!r})" for chip, queue in missing)
+        worker = "Edge worker" if executor_kind == "edge" else "worker"
         raise ConfigError(
-            f"no live worker serves {names}; start an NPU worker on a host with that chip (the Ascend image's "
-            f"ascend-entrypoint.sh serves its own chip's queue; or `airflow celery worker --queues "
-            f"{missing[0][1]}`), or leave the chip out of param chips"
+            f"no live {worker} serves {names}; {HOW_TO_ADD[executor_kind].format(queue=missing[0][1])}, "
+            "or leave the chip out of param chips"
         )
 
 
@@ -130,20 +146,45 @@ def requested_chips(param: object, configured: Sequence[str]) -> tuple[str, ...]
     return tuple(chips)
 
 
-def uses_celery(executor: str) -> bool:
-    """Whether ``[core] executor`` (one name, a class path or a comma list) includes the CeleryExecutor."""
-    return any(name.strip().rsplit(".", 1)[-1] == "CeleryExecutor" for name in executor.split(","))
+def remote_executor(executor: str) -> str | None:
+    """``"celery"`` or ``"edge"``: the first of the two in ``[core] executor`` (one name, a class path or a comma
+    list), the one whose workers the chip queues are served by; None when it names neither."""
+    kinds = {"CeleryExecutor": "celery", "EdgeExecutor": "edge"}
+    for name in executor.split(","):
+        kind = kinds.get(name.strip().rsplit(".", 1)[-1])
+        if kind:
+            return kind
+    return None
 
 
 def check_chip_workers(
-    chip_queues: Mapping[str, str], executor: str, active_queues: ActiveQueues, timeout: float = ACTIVE_QUEUES_TIMEOUT_S
+    chip_queues: Mapping[str, str],
+    executor: str,
+    active_queues: ActiveQueues,
+    timeout: float = ACTIVE_QUEUES_TIMEOUT_S,
+    edge_queues: Callable[[float], ServedQueues] | None = None,
 ) -> str:
-    """Fail at once when a requested chip has no live worker (Celery only); the line to log when it passes."""
-    if not uses_celery(executor):
+    """Fail at once when a requested chip has no live worker; the line to log when it passes or is not checked.
+
+    Celery's workers are asked through ``active_queues``; the Edge executor's registry through ``edge_queues``
+    (``edge_registry.registry_queues``; None when there is no Connection ``EDGE_API_CONN_ID`` to ask it with).
+    """
+    kind = remote_executor(executor)
+    if kind is None:
         return (
-            f"executor {executor!r} is not Celery: not checking that chips {sorted(chip_queues)} have a live worker "
-            "(the LocalExecutor runs every task on this machine; the Edge executor's workers are not asked)"
+            f"executor {executor!r} is neither Celery nor Edge: not checking that chips {sorted(chip_queues)} have "
+            "a live worker (the LocalExecutor runs every task on this machine)"
         )
+    if kind == "edge":
+        if edge_queues is None:
+            return (
+                f"Edge executor: not checking that chips {sorted(chip_queues)} have a live worker: no Airflow "
+                f"Connection {EDGE_API_CONN_ID!r} (the api-server's URL and a user allowed to view Jobs) to ask its "
+                "worker registry with; add one, or a run for a chip nobody serves waits for a worker"
+            )
+        if chip_queues:
+            fail_unserved(chip_queues, edge_queues(timeout), "edge")
+        return f"live Edge workers serve every requested chip: {dict(chip_queues)}"
     chip_workers_missing(chip_queues, active_queues, timeout)
     return f"live workers serve every requested chip: {dict(chip_queues)}"
 

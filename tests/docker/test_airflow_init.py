@@ -86,6 +86,31 @@ def test_init_creates_db_schema_connection_pool_and_admin(tmp_path):
     assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
 
 
+def test_init_under_the_edge_executor_adds_the_api_connection_the_chip_check_asks_with(tmp_path):
+    edge = {
+        "AIRFLOW__CORE__EXECUTOR": "airflow.providers.edge3.executors.EdgeExecutor",
+        "AIRFLOW__EDGE__API_URL": "https://airflow.example.org/edge_worker/v1/rpcapi",
+    }
+    for name in ("new", "kept", "celery"):
+        (tmp_path / name).mkdir()
+    env, record = init_env(tmp_path / "new", exit_codes={"connections get": 1}, **edge)  # not there yet
+    assert run_script(AIRFLOW_INIT, env).returncode == 0
+    argv = read_records(record)[-1]["argv"]
+    assert argv[:4] == ["connections", "add", "convmixer_airflow_api", "--conn-json"]
+    assert json.loads(argv[4]) == {
+        "conn_type": "http",
+        "host": "https://airflow.example.org",
+        "login": "airflow",
+        "password": cm.TEST_SECRETS["_AIRFLOW_WWW_USER_PASSWORD"],
+    }
+    env, record = init_env(tmp_path / "kept", **edge)  # there already (maybe a read-only user's): kept
+    assert run_script(AIRFLOW_INIT, env).returncode == 0
+    assert read_records(record)[-1]["argv"] == ["connections", "get", "convmixer_airflow_api"]
+    env, record = init_env(tmp_path / "celery")  # Celery: not asked for
+    assert run_script(AIRFLOW_INIT, env).returncode == 0
+    assert not [call for call in read_records(record) if "convmixer_airflow_api" in call["argv"]]
+
+
 def test_init_creates_each_chip_types_pool_beside_the_untyped_one(tmp_path):
     env, record = init_env(
         tmp_path,

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -105,8 +106,10 @@ def test_edge_worker_mode_from_the_environment(npu_host):
         "--concurrency",
         "2",
         "--edge-hostname",
-        "npu1@npu-box",
+        "npu1.npu-box",
     ]
+    name = call["argv"][-1]  # edge3 signs the URL-quoted /worker/<name> and checks the plain one: 403 if they differ
+    assert quote(name) == name
 
 
 def test_the_worker_serves_the_queue_of_the_chip_npu_smi_reports(npu_host):
