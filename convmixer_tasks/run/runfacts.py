@@ -4,12 +4,14 @@ and the failure hook that names the run in the log. No Airflow import: the DAG p
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from convmixer_tasks.errors import ConvMixerError
+
 if TYPE_CHECKING:  # the records load with the first RunFacts: the DAG file reads log_task_failure at parse time
-    from convmixer_tasks.run.records import RunFacts
+    from convmixer_tasks.run.records import RunFacts, TaskFailure
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +37,79 @@ def run_facts(
     )
 
 
-def log_task_failure(context: Mapping[str, Any]) -> None:
-    """Task failure hook: one log line naming the run, task and error (add notifiers beside it in the DAG)."""
+FAILURE_XCOM_KEY = "convmixer_failure"  # the XCom a failed task's callback leaves for record_failure
+FAILURE_SCOPE_KEY = "convmixer_failure_scope"  # the context entry a task names its rows under (note_scope)
+ERROR_TEXT_LIMIT = 300  # characters of an exception's message a failed row keeps
+
+
+def error_line(exc: object) -> str:
+    """An exception as one bounded line: its message (our errors and Airflow's are already one clear line), else
+    ``Type: message``; whitespace runs, tracebacks' newlines included, become one space."""
+    if exc is None:
+        return "no exception was passed to the failure callback (see the task log)"
+    if isinstance(exc, BaseException):
+        own = isinstance(exc, ConvMixerError) or type(exc).__name__.startswith("Airflow")
+        text = str(exc) if own and str(exc) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+    else:
+        text = str(exc)
+    text = " ".join(text.split())
+    return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 1] + "…"
+
+
+def note_scope(
+    context: Any, *, model_variant: str | None = None, batch_size: int | None = None, precision: str | None = None
+) -> None:
+    """Name the rows the running task works for in its context, where its failure callback reads them (Airflow 3
+    runs the callback in the task's own process with the same context). None: any."""
+    context[FAILURE_SCOPE_KEY] = {"model_variant": model_variant, "batch_size": batch_size, "precision": precision}
+
+
+def task_failure(context: Mapping[str, Any]) -> TaskFailure:
+    """The failed task instance, its label, the error's line and the rows it worked for, from a callback context."""
+    from convmixer_tasks.run.fleet import chip_of_task_id
+    from convmixer_tasks.run.records import TaskFailure
+
     ti = context.get("ti")
-    log.error(
-        "convmixer_validation run %s: task %s failed: %s",
-        context.get("run_id"),
-        getattr(ti, "task_id", "?"),
-        context.get("exception"),
+    task_id = str(getattr(ti, "task_id", "?"))
+    map_index = getattr(ti, "map_index", None)
+    scope = context.get(FAILURE_SCOPE_KEY) or {}
+    return TaskFailure(
+        task_id=task_id,
+        map_index=map_index if isinstance(map_index, int) else -1,
+        label=getattr(ti, "rendered_map_index", None) or None,
+        error=error_line(context.get("exception")),
+        chip=chip_of_task_id(task_id),
+        **scope,
     )
+
+
+def log_task_failure(context: Mapping[str, Any]) -> None:
+    """Task failure hook: one log line naming the run, task and error, and the failure kept as an XCom of the
+    failed task (``FAILURE_XCOM_KEY``) for ``record_failure``, which may run on another host. Never raises: a
+    failure that cannot be kept leaves record_failure's "no task said why" line instead."""
+    failure = task_failure(context)
+    log.error("convmixer_validation run %s: %s", context.get("run_id"), failure.cause())
+    ti = context.get("ti")
+    try:
+        ti.xcom_push(key=FAILURE_XCOM_KEY, value=failure.to_dict())  # type: ignore[union-attr]
+    except Exception as exc:  # the callback must not turn one failure into two
+        log.warning("the failure of %s was not kept for record_failure: %s", failure.task_id, error_line(exc))
+
+
+def failures_of(pushed: Iterable[Any]) -> list[TaskFailure]:
+    """The ``TaskFailure`` records among the XComs record_failure pulled (None where a task left none), in order.
+    A value this version cannot read is skipped: the row still fails, with the line for an unknown cause."""
+    from convmixer_tasks.run.records import TaskFailure
+
+    failures = []
+    for value in pushed:
+        if value is None:
+            continue
+        try:
+            failures.append(TaskFailure.from_dict(value))
+        except (ConvMixerError, TypeError) as exc:
+            log.warning("a kept task failure could not be read: %s", error_line(exc))
+    return failures
 
 
 def run_facts_of(dag_run: Any) -> RunFacts:
