@@ -1,5 +1,6 @@
 """What the metrics rows say about the Airflow run (or the one-process run) they belong to, read off the DagRun,
-and the failure hook that names the run in the log. No Airflow import: the DAG passes its objects in."""
+and the failure hook that names the run in the log and keeps the failure (an XCom) for record_failure. No Airflow
+import: the DAG passes its objects in."""
 
 from __future__ import annotations
 
