@@ -20,6 +20,7 @@ from convmixer_tasks.run.rows import failed_rows
 from convmixer_tasks.run.runfacts import (
     ERROR_TEXT_LIMIT,
     FAILURE_XCOM_KEY,
+    NO_ERROR_KEPT,
     error_line,
     failures_of,
     log_task_failure,
@@ -162,3 +163,23 @@ def test_metrics_show_says_the_cause_in_its_why_column(status):
     line = "check_inputs failed: unknown param(s) batch_szie; did you mean batch_size?"
     assert short_reason({"status": status, "gate_reasons": [line, "recorded under batch size 1: …"]}) == line
     assert short_reason({"status": status, "gate_reasons": None}) == "the run failed; see its task log"
+
+
+def test_a_failed_task_that_kept_no_error_is_still_named_from_the_runs_task_instances(caplog):
+    kept = TaskFailure("chip_910B3.infer", 0, "convmixer_demo bs4 fp32 shard 0", "RuntimeError: x", chip="910B3")
+    crumbs = [
+        {"task_id": "check_inputs", "map_index": -1, "state": "success"},
+        {"task_id": "chip_910B3.infer", "map_index": 0, "state": "failed"},  # its callback kept why
+        {"task_id": "chip_910B3.infer", "map_index": 1, "state": "failed"},  # killed: no callback ran
+        {"task_id": "chip_910B3.evaluate", "map_index": 0, "state": "upstream_failed"},
+    ]
+    failures = failures_of([None, kept.to_dict()], lambda: crumbs)
+    assert failures[0] == kept
+    (killed,) = failures[1:]
+    assert killed.cause() == f"chip_910B3.infer [map index 1] failed: {NO_ERROR_KEPT}" and killed.chip == "910B3"
+
+    def unreachable():
+        raise ConnectionError("API server gone")
+
+    assert failures_of([kept.to_dict()], unreachable) == [kept]  # the kept failure still says why
+    assert "the run's failed tasks could not be listed: ConnectionError: API server gone" in caplog.text

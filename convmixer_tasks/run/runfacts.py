@@ -5,7 +5,7 @@ import: the DAG passes its objects in."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -97,9 +97,17 @@ def log_task_failure(context: Mapping[str, Any]) -> None:
         log.warning("the failure of %s was not kept for record_failure: %s", failure.task_id, error_line(exc))
 
 
-def failures_of(pushed: Iterable[Any]) -> list[TaskFailure]:
-    """The ``TaskFailure`` records among the XComs record_failure pulled (None where a task left none), in order.
-    A value this version cannot read is skipped: the row still fails, with the line for an unknown cause."""
+NO_ERROR_KEPT = "no error was kept (killed, timed out, or its failure callback could not run); see its task log"
+
+
+def failures_of(
+    pushed: Iterable[Any], breadcrumbs: Callable[[], Iterable[Mapping[str, Any]]] | None = None
+) -> list[TaskFailure]:
+    """The ``TaskFailure`` records among the XComs record_failure pulled (None where a task left none), in order;
+    then, from the run's finished task instances (``breadcrumbs()``: dicts with task_id, map_index, state, as the
+    Task SDK's ``get_task_breadcrumbs`` gives them), each failed one that kept no record, so a task killed before
+    its callback ran is still named. A value this version cannot read is skipped; unreadable breadcrumbs add none."""
+    from convmixer_tasks.run.fleet import chip_of_task_id
     from convmixer_tasks.run.records import TaskFailure
 
     failures = []
@@ -110,6 +118,17 @@ def failures_of(pushed: Iterable[Any]) -> list[TaskFailure]:
             failures.append(TaskFailure.from_dict(value))
         except (ConvMixerError, TypeError) as exc:
             log.warning("a kept task failure could not be read: %s", error_line(exc))
+    try:
+        finished = list(breadcrumbs()) if breadcrumbs is not None else []
+    except Exception as exc:  # an older API server, a hiccup: the kept failures still say why
+        log.warning("the run's failed tasks could not be listed: %s", error_line(exc))
+        finished = []
+    kept = {(failure.task_id, failure.map_index) for failure in failures}
+    for crumb in finished:
+        task_id, map_index, state = crumb.get("task_id"), crumb.get("map_index"), crumb.get("state")
+        index = map_index if isinstance(map_index, int) else -1
+        if getattr(state, "value", state) == "failed" and (task_id, index) not in kept:
+            failures.append(TaskFailure(str(task_id), index, None, NO_ERROR_KEPT, chip=chip_of_task_id(str(task_id))))
     return failures
 
 
