@@ -87,7 +87,7 @@ def task_failure(context: Mapping[str, Any]) -> TaskFailure:
 def log_task_failure(context: Mapping[str, Any]) -> None:
     """Task failure hook: one log line naming the run, task and error, and the failure kept as an XCom of the
     failed task (``FAILURE_XCOM_KEY``) for ``record_failure``, which may run on another host. Never raises: a
-    failure that cannot be kept leaves record_failure's "no task said why" line instead."""
+    failure that cannot be kept is named by record_failure without its error (``NO_ERROR_KEPT``)."""
     failure = task_failure(context)
     log.error("convmixer_validation run %s: %s", context.get("run_id"), failure.cause())
     ti = context.get("ti")
