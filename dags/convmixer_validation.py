@@ -231,13 +231,17 @@ def convmixer_validation():
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, **SETTINGS.retrying())
     def record_failure(params=None, dag_run=None, triggering_asset_events=None, ti=None) -> list[dict]:
+        from functools import partial
+
         from convmixer_tasks.run import rows, runfacts, steps
 
         # Each failed task's callback kept its error as an XCom (runfacts.log_task_failure): read them in DAG order,
         # then name any failed task that kept none (killed before its callback ran).
-        upstream = ti.task.get_flat_relative_ids(upstream=True)
-        kept = ti.xcom_pull(task_ids=[t for t in ti.task.dag.task_ids if t in upstream], key=runfacts.FAILURE_XCOM_KEY)
-        failures = runfacts.failures_of(kept or [], lambda: ti.get_task_breadcrumbs(dag_run.dag_id, dag_run.run_id))
+        before = ti.task.get_flat_relative_ids(upstream=True)
+        upstream = [task_id for task_id in ti.task.dag.task_ids if task_id in before]
+        kept = ti.xcom_pull(task_ids=upstream, key=runfacts.FAILURE_XCOM_KEY) or []
+        finished = partial(ti.get_task_breadcrumbs, dag_run.dag_id, dag_run.run_id)  # the run's ended tasks
+        failures = runfacts.failures_of(kept, finished, among=upstream)
         run_params = recorded_checkpoint(fleet.without_chips(params), triggering_asset_events)  # the event's checkpoint
         chips = fleet.failed_run_chips(params.get(fleet.CHIPS_PARAM), SETTINGS.chips)
         facts = runfacts.run_facts_of(dag_run)

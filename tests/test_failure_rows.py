@@ -177,6 +177,9 @@ def test_a_failed_task_that_kept_no_error_is_still_named_from_the_runs_task_inst
     assert failures[0] == kept
     (killed,) = failures[1:]
     assert killed.cause() == f"chip_910B3.infer [map index 1] failed: {NO_ERROR_KEPT}" and killed.chip == "910B3"
+    # Only the tasks record_failure pulled from: a failed gate (not upstream of it) kept its own error elsewhere.
+    gate = {"task_id": "chip_910B3.regression_gate", "map_index": -1, "state": "failed"}
+    assert failures_of([kept.to_dict()], lambda: [*crumbs, gate], among={"chip_910B3.infer"}) == failures
 
     def unreachable():
         raise ConnectionError("API server gone")

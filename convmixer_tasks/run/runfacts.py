@@ -5,7 +5,7 @@ import: the DAG passes its objects in."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -101,12 +101,15 @@ NO_ERROR_KEPT = "no error was kept (killed, timed out, or its failure callback c
 
 
 def failures_of(
-    pushed: Iterable[Any], breadcrumbs: Callable[[], Iterable[Mapping[str, Any]]] | None = None
+    pushed: Iterable[Any],
+    breadcrumbs: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+    among: Collection[str] | None = None,
 ) -> list[TaskFailure]:
     """The ``TaskFailure`` records among the XComs record_failure pulled (None where a task left none), in order;
     then, from the run's finished task instances (``breadcrumbs()``: dicts with task_id, map_index, state, as the
     Task SDK's ``get_task_breadcrumbs`` gives them), each failed one that kept no record, so a task killed before
-    its callback ran is still named. A value this version cannot read is skipped; unreadable breadcrumbs add none."""
+    its callback ran is still named (only those ``among`` the given task ids: the tasks whose XComs were pulled). A
+    value this version cannot read is skipped; unreadable breadcrumbs add none."""
     from convmixer_tasks.run.fleet import chip_of_task_id
     from convmixer_tasks.run.records import TaskFailure
 
@@ -127,6 +130,8 @@ def failures_of(
     for crumb in finished:
         task_id, map_index, state = crumb.get("task_id"), crumb.get("map_index"), crumb.get("state")
         index = map_index if isinstance(map_index, int) else -1
+        if among is not None and task_id not in among:
+            continue
         if getattr(state, "value", state) == "failed" and (task_id, index) not in kept:
             failures.append(TaskFailure(str(task_id), index, None, NO_ERROR_KEPT, chip=chip_of_task_id(str(task_id))))
     return failures
