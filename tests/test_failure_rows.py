@@ -94,6 +94,10 @@ def test_our_errors_are_kept_as_their_message_bounded_and_an_unkept_failure_does
     )
     assert failure.cause() == "check_inputs failed: unknown param(s) batch_szie; did you mean batch_size?"
     assert failure.chip is None and failure.batch_size is None  # no scope: it concerns every row
+    assert (
+        error_line(OSError("cannot reach postgresql://bob:hunter2@db/m"))
+        == "OSError: cannot reach postgresql://***@db/m"
+    )
     long = error_line(ValueError("x" * 5000))
     assert len(long) == ERROR_TEXT_LIMIT and long.startswith("ValueError: xxx") and long.endswith("…")
     assert chip_of_task_id("chip_310P3.compile_model") == "310P3" and chip_of_task_id("chip_plans") is None

@@ -9,7 +9,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from convmixer_tasks.errors import ConvMixerError
+from convmixer_tasks.errors import ConvMixerError, masked
 
 if TYPE_CHECKING:  # the records load with the first RunFacts: the DAG file reads log_task_failure at parse time
     from convmixer_tasks.run.records import RunFacts, TaskFailure
@@ -45,7 +45,8 @@ ERROR_TEXT_LIMIT = 300  # characters of an exception's message a failed row keep
 
 def error_line(exc: object) -> str:
     """An exception as one bounded line: its message (our errors and Airflow's are already one clear line), else
-    ``Type: message``; whitespace runs, tracebacks' newlines included, become one space."""
+    ``Type: message``; whitespace runs, tracebacks' newlines included, become one space; credentials in URLs are
+    masked (the line is stored on rows the metrics page shows)."""
     if exc is None:
         return "no exception was passed to the failure callback (see the task log)"
     if isinstance(exc, BaseException):
@@ -53,7 +54,7 @@ def error_line(exc: object) -> str:
         text = str(exc) if own and str(exc) else f"{type(exc).__name__}: {exc}".rstrip(": ")
     else:
         text = str(exc)
-    text = " ".join(text.split())
+    text = masked(" ".join(text.split()))
     return text if len(text) <= ERROR_TEXT_LIMIT else text[: ERROR_TEXT_LIMIT - 1] + "…"
 
 
