@@ -1,7 +1,16 @@
 """User-facing errors. Each message names the thing that is wrong and how to fix it; the CLI prints it as one line."""
 
+import re
 from collections.abc import Sequence
 from typing import Any
+
+_CREDENTIALS = re.compile(r"(\w[\w+.-]*://)[^/@\s]+@")
+
+
+def masked(text: str) -> str:
+    """``text`` without credentials in URLs (``scheme://user:secret@host`` -> ``scheme://***@host``): for what an
+    error's message may carry into a stored row, an alert or a page."""
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 class ConvMixerError(Exception):

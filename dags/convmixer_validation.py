@@ -66,8 +66,16 @@ def convmixer_validation():
     def worker():  # read where the task runs: the worker's own device, CANN path and work folder win
         return load_worker_settings(airflow_conf_reader(conf))
 
-    def label(text: str) -> None:  # names a mapped task instance in the UI
-        get_current_context()["map_index_template"] = text
+    def label(text: str, record: Any = None, **rows: Any) -> None:
+        """Names a mapped task instance in the UI, and the rows it works for (a plan's: ``record``) for its
+        failure callback, so a failure fails those rows and the others say "not run"."""
+        from convmixer_tasks.run import runfacts
+
+        context = get_current_context()
+        context["map_index_template"] = text
+        if record is not None:
+            rows.update(model_variant=record.model_variant, batch_size=record.batch_size, precision=record.precision)
+        runfacts.note_scope(context, **rows)
 
     def metrics_url() -> str:
         from airflow.sdk import BaseHook
@@ -107,7 +115,7 @@ def convmixer_validation():
         from convmixer_tasks.run import records, steps
 
         run_plan = records.RunPlan.from_dict(plan)
-        label(f"bs{run_plan.batch_size} shard {shard}")
+        label(f"bs{run_plan.batch_size} shard {shard}", batch_size=run_plan.batch_size)
         return steps.prepare_shard(run_plan, shard, SETTINGS.shards, workers=worker().prep_workers).to_dict()
 
     @task
@@ -121,7 +129,7 @@ def convmixer_validation():
         from convmixer_tasks.run import export_step, records
 
         run_plan = records.RunPlan.from_dict(plan)
-        label(run_plan.model_variant)
+        label(run_plan.model_variant, model_variant=run_plan.model_variant)
         return export_step.export_cached(run_plan.checkpoint, run_plan.model_variant, worker().work_dir).to_dict()
 
     # chip: None without [convmixer] chips; else the chip type whose queue/pool the task was given (.override)
@@ -134,7 +142,7 @@ def convmixer_validation():
             worker(),
             RunParams.from_mapping(fleet.without_chips(params)),
         )
-        label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
+        label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}", run_plan)
         model = steps.exported_for(run_plan, records.ExportedModel.from_dicts(exported[:]))
         backend = settings.backend_settings(run_plan.backend)
         soc, work_dir = (
@@ -148,7 +156,7 @@ def convmixer_validation():
         from convmixer_tasks.run import records, steps
 
         model, settings = records.CompiledModel.from_dict(compiled), worker()
-        label(f"{model.model_variant} bs{model.batch_size} {model.precision} shard {shard}")
+        label(f"{model.model_variant} bs{model.batch_size} {model.precision} shard {shard}", model)
         shards = records.PrepShard.from_dicts(prepared[:])
         work_dir = fleet.chip_work_dir(settings.work_dir, chip)
         return steps.infer_shard(model, shard, shards, work_dir, settings.backend_settings(model.backend)).to_dict()
@@ -162,7 +170,7 @@ def convmixer_validation():
             worker(),
             RunParams.from_mapping(fleet.without_chips(params)),
         )
-        label(f"{model.model_variant} bs{model.batch_size} {model.precision}")
+        label(f"{model.model_variant} bs{model.batch_size} {model.precision}", model)
         suspect = benchmark_step.suspect_check(metrics_url(), model.model_variant, model, run.gate)  # DB history
         backend = settings.backend_settings(model.backend)
         return benchmark_step.benchmark_artifact(
@@ -175,7 +183,7 @@ def convmixer_validation():
 
         run_plan = records.RunPlan.from_dict(plan)
         model = steps.exported_for(run_plan, records.ExportedModel.from_dicts(exported[:]))
-        label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}")
+        label(f"{run_plan.model_variant} bs{run_plan.batch_size} {run_plan.precision}", run_plan)
         outputs, evidence = (
             records.ShardOutputs.from_dicts(inferred[:]),
             RunParams.from_mapping(fleet.without_chips(params)).evidence,
@@ -223,13 +231,23 @@ def convmixer_validation():
         return [verdict.to_dict() for verdict in verdicts]
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, **SETTINGS.retrying())
-    def record_failure(params=None, dag_run=None, triggering_asset_events=None) -> list[dict]:
+    def record_failure(params=None, dag_run=None, triggering_asset_events=None, ti=None) -> list[dict]:
+        from functools import partial
+
         from convmixer_tasks.run import rows, runfacts, steps
 
-        reason = f"the run failed before its metrics were recorded; see the task logs of DAG run {dag_run.run_id}"
+        # Each failed task's callback kept its error as an XCom (runfacts.log_task_failure): read them in DAG order,
+        # then name any failed task that kept none (killed before its callback ran).
+        before = ti.task.get_flat_relative_ids(upstream=True)
+        upstream = [task_id for task_id in ti.task.dag.task_ids if task_id in before]
+        kept = ti.xcom_pull(task_ids=upstream, key=runfacts.FAILURE_XCOM_KEY) or []
+        finished = partial(ti.get_task_breadcrumbs, dag_run.dag_id, dag_run.run_id)  # the run's ended tasks
+        failures = runfacts.failures_of(kept, finished, among=upstream)
         run_params = recorded_checkpoint(fleet.without_chips(params), triggering_asset_events)  # the event's checkpoint
-        failed = rows.failed_rows(runfacts.run_facts_of(dag_run), run_params, reason)
-        return [row.to_dict() for row in steps.record_rows(metrics_url(), failed, keep_gated=True)]
+        chips = fleet.failed_run_chips(params.get(fleet.CHIPS_PARAM), SETTINGS.chips)
+        facts = runfacts.run_facts_of(dag_run)
+        failed_rows = rows.failed_rows(facts, run_params, failures, asked=dag_run.conf or {}, chips=chips)
+        return [row.to_dict() for row in steps.record_rows(metrics_url(), failed_rows, keep_gated=True)]
 
     # Mapped results arrive as lazy sequences; tasks read them whole with `[:]` (one request, not one per item).
     shards = list(range(SETTINGS.shards))
@@ -242,7 +260,7 @@ def convmixer_validation():
     # task's queue and pool are fixed when the DAG is parsed, so each chip needs its own tasks (see the .md).
     gates, before_record = [], [plans, preps, prepared, models, exported]
     for chip in SETTINGS.chips or (None,):
-        with TaskGroup(f"chip_{chip}", tooltip=f"chip {chip}") if chip else nullcontext():
+        with TaskGroup(fleet.chip_group(chip), tooltip=f"chip {chip}") if chip else nullcontext():
             on_chip = chip_plans(plans, chip) if chip else plans
             on_npu = SETTINGS.on_npu(chip)
             compiled = compile_model.override(**on_npu).partial(exported=exported, chip=chip).expand(plan=on_chip)

@@ -4,6 +4,7 @@ Runtime and on the Ascend path (through the tool doubles), and the CLI's error c
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -20,9 +21,16 @@ def work_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("work")
 
 
-def test_demo_run_reproduces_the_committed_top1_at_each_batch_size(work_dir):
+def test_demo_run_reproduces_the_committed_top1_at_each_batch_size(work_dir, caplog):
     expected = demo_expected()
-    summary = run_chain(local_params(work_dir, batch_sizes=[4, 16], benchmark_loop=3), work_dir)
+    with caplog.at_level(logging.INFO):
+        summary = run_chain(local_params(work_dir, batch_sizes=[4, 16], benchmark_loop=3), work_dir)
+
+    # The demo set's CMYK images are the set's fact: warned once for the run, each prep folder's note is INFO.
+    said = [record for record in caplog.records if "suspicious images" in record.getMessage()]
+    warned = [record.getMessage() for record in said if record.levelno >= logging.WARNING]
+    assert len(warned) == 1 and "image set " in warned[0] and "(mode CMYK: " in warned[0], warned
+    assert sum(record.levelno == logging.INFO for record in said) == 2  # bs4's and bs16's manifests
 
     assert [row["batch_size"] for row in summary["rows"]] == [4, 16]
     for row in summary["rows"]:

@@ -108,14 +108,14 @@ def test_failed_rows_cover_every_batch_size_and_mode_and_survive_an_unreadable_m
         "precision_modes": ["force_fp16", "force_fp32"],
         "model_variant": "convmixer_demo",
     }
-    rows = failed_rows(run, params, "compile failed")
+    rows = failed_rows(run, params)
     assert [(row.batch_size, row.precision_mode) for row in rows] == [
         (1, "force_fp16"),
         (1, "force_fp32"),
         (4, "force_fp16"),
         (4, "force_fp32"),
     ]
-    (row,) = failed_rows(run, {**params, "batch_sizes": [1], "precision_modes": ["fp8"]}, "refused")
+    (row,) = failed_rows(run, {**params, "batch_sizes": [1], "precision_modes": ["fp8"]})
     assert row.gate_reasons is not None
     assert row.precision_mode == "force_fp16" and "recorded under precision force_fp16: " in row.gate_reasons[-1]
     assert row.gate_reasons[1].startswith("the run's params were refused: ")

@@ -374,14 +374,14 @@ def test_record_failure_writes_a_row_for_any_conf(tmp_path):
     # RunParams refuses this conf, naming the param the user passed (not batch_sizes)...
     with pytest.raises(ConfigError, match=r"batch size 4\.0 .*; fix param batch_size \("):
         local_params(tmp_path, **base, batch_size=4.0, batch_sizes=[1])
-    rows = failed_rows(run, {**base, "batch_size": 4.0, "batch_sizes": [1]}, "broke")
+    rows = failed_rows(run, {**base, "batch_size": 4.0, "batch_sizes": [1]})
     steps.record_rows(url, rows, keep_gated=True)  # ...and its failure is still recorded
     (row,), _ = metrics.query_runs(url)
     assert (row["batch_size"], row["status"]) == (4, "failed")
     assert "fix param batch_size (" in row["gate_reasons"][1]  # the refusal is on the row
     # Nothing readable at all: one row under a stated placeholder, still naming what was asked.
     run2 = run_facts("manual__2", "convmixer_validation", "2026-01-01T00:00:00+00:00", None)
-    rows = failed_rows(run2, {"batch_size": "four", "backend": 7}, "broke")
+    rows = failed_rows(run2, {"batch_size": "four", "backend": 7})
     steps.record_rows(url, rows, keep_gated=True)
     assert len(rows) == 1 and rows[0].gate_reasons is not None
     assert rows[0].backend == "7" and "'four'" in rows[0].gate_reasons[-1]

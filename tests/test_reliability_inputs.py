@@ -299,7 +299,7 @@ def test_an_asset_event_naming_a_missing_file_is_told_so_and_the_rows_keep_the_p
     assert str(missing) in message and "named by the triggering asset event" in message
     assert "emit the event again" in message and "set param checkpoint" not in message
     # The failure row of that run names the event's checkpoint, not the param's default.
-    (row,) = failed_rows(run_facts("r", "d", None, None), recorded_checkpoint(params, events), "refused")
+    (row,) = failed_rows(run_facts("r", "d", None, None), recorded_checkpoint(params, events))
     assert row.checkpoint_path == str(missing)
 
 

@@ -13,7 +13,7 @@ from convmixer_tasks.errors import CheckpointError, ConfigError, DatasetError, M
 from convmixer_tasks.models.variants import DEMO_CHECKPOINT
 from convmixer_tasks.run import export_step, steps
 from convmixer_tasks.run.params import RunParams
-from convmixer_tasks.run.records import BenchSummary, CompiledModel, ExportedModel, RunPlan, Scores
+from convmixer_tasks.run.records import BenchSummary, CompiledModel, ExportedModel, RunPlan, Scores, TaskFailure
 from convmixer_tasks.run.rows import build_row, failed_rows, rows_for_run
 from convmixer_tasks.run.runfacts import run_facts
 from convmixer_tasks.run.settings import env_reader, load_scheduling_settings
@@ -155,7 +155,11 @@ def test_check_inputs_checks_the_checkpoint_against_the_variant(tmp_path):
 
 def test_check_inputs_refuses_a_conf_key_that_is_not_a_param(tmp_path):
     params = _params(tmp_path)
-    with pytest.raises(ConfigError, match=r"unknown param.* batch_szie.*check the spelling"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown param.* batch_szie in the run's conf \(did you mean batch_szie → batch_size\?\); "
+        r".*check the spelling",
+    ):
         check_inputs({**params, "batch_szie": 4}, "r", tmp_path / "work")
 
 
@@ -450,10 +454,11 @@ def test_failed_rows_have_no_accuracy_and_are_not_gated(tmp_path):
     url = f"sqlite:///{tmp_path / 'm.db'}"
     run = run_facts("run-f", "convmixer_validation", None, "2026-01-05T03:00:01+00:00")
     params = _params(tmp_path, batch_size=8)
-    recorded = steps.record_rows(url, failed_rows(run, params, "compile failed"))
+    compile_failed = TaskFailure("compile_model", 0, "convmixer_demo bs8 fp32", "BackendError: atc exited 1")
+    recorded = steps.record_rows(url, failed_rows(run, params, [compile_failed]))
     row = stored_run(url, "run-f", 8, "onnxruntime")
     assert row["status"] == "failed" and row["top1"] is None and row["throughput"] is None
-    assert row["gate_reasons"] == ["compile failed"]
+    assert row["gate_reasons"] == ["compile_model [convmixer_demo bs8 fp32] failed: BackendError: atc exited 1"]
     with pytest.raises(MetricsError, match="failed"):
         gate_rows(url, recorded, params)
 
@@ -466,11 +471,14 @@ def test_the_failure_path_keeps_a_gated_verdict_and_fails_an_ungated_row(tmp_pat
     run, plans, exported, compiled, benchmarks, evaluated = _step_results()
     recorded = steps.record_rows(url, rows_for_run(run, plans, exported, compiled, benchmarks, evaluated))
     gate_rows(url, recorded[:1], params)  # batch 4 got its verdict, batch 16 did not
-    failed = steps.record_rows(url, failed_rows(run, params, "infer failed"), keep_gated=True)
+    infer_failed = TaskFailure("infer", 1, None, "RuntimeError: device lost", batch_size=16)
+    failed = steps.record_rows(url, failed_rows(run, params, [infer_failed]), keep_gated=True)
     assert [row.id for row in failed] == [row.id for row in recorded]
     gated, ungated = stored_run(url, "run-9", 4, "onnxruntime"), stored_run(url, "run-9", 16, "onnxruntime")
     assert gated["status"] == "ok" and gated["top1"] == 80.0 and gated["throughput"] == 400.0
-    assert ungated["status"] == "failed" and ungated["top1"] is None and ungated["gate_reasons"] == ["infer failed"]
+    assert (
+        ungated["status"] == "failed" and ungated["top1"] is None and ungated["gate_reasons"] == [infer_failed.cause()]
+    )
 
 
 def test_gate_stores_every_verdict_before_failing_once(tmp_path):

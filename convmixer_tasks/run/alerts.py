@@ -10,12 +10,12 @@ Messages carry no secret: a URL with credentials in a reason line is masked, and
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import quote, urlencode
 
+from convmixer_tasks.errors import masked
 from convmixer_tasks.run.records import Record
 from convmixer_tasks.run.settings import AlertSettings
 from convmixer_tasks.status import STATUS_FAILED, STATUS_INCONCLUSIVE, STATUS_REGRESSED
@@ -38,7 +38,6 @@ _RULE_PREFIXES = (
 )
 ENVIRONMENT_CHANGED = "environment changed since run"
 R = TypeVar("R", bound=Record)
-_CREDENTIALS = re.compile(r"(\w[\w+.-]*://)[^/@\s]+@")
 REASON_LIMIT = 300
 
 
@@ -101,11 +100,6 @@ class Message:
     subject: str
     text: str
     html: str
-
-
-def masked(text: str) -> str:
-    """``text`` without credentials in URLs (``scheme://user:secret@host`` -> ``scheme://***@host``)."""
-    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def rule_of(reason: str) -> str | None:

@@ -146,6 +146,17 @@ def requested_chips(param: object, configured: Sequence[str]) -> tuple[str, ...]
     return tuple(chips)
 
 
+def failed_run_chips(param: object, configured: Sequence[str]) -> tuple[str, ...]:
+    """The chips a failed run's rows are recorded for: those it asked for, or every configured chip when its
+    ``chips`` param is itself what was wrong (the rows must still exist); () without chip types."""
+    if not configured:
+        return ()
+    try:
+        return requested_chips(param, configured)
+    except ConfigError:
+        return tuple(configured)
+
+
 def remote_executor(executor: str) -> str | None:
     """``"celery"`` or ``"edge"``: the first of the two in ``[core] executor`` (one name, a class path or a comma
     list), the one whose workers the chip queues are served by; None when it names neither."""
@@ -193,6 +204,20 @@ def chip_work_dir(work_dir: str | os.PathLike[str], chip: str | None) -> Path:
     """Where chip X's run outputs and compile cache live: its own folder under the work folder, so two chips'
     outputs for the same batch size and mode never meet; None (no chips configured) = the work folder itself."""
     return Path(work_dir) if chip is None else Path(work_dir) / "chips" / check_chip(chip)
+
+
+CHIP_GROUP_PREFIX = "chip_"  # the DAG's TaskGroup of chip X's tasks: "chip_910B3" (task ids "chip_910B3.infer")
+
+
+def chip_group(chip: str) -> str:
+    """The id of the DAG's TaskGroup that holds chip ``chip``'s compile-to-gate tasks."""
+    return CHIP_GROUP_PREFIX + chip
+
+
+def chip_of_task_id(task_id: str) -> str | None:
+    """The chip whose group a task id is in ("chip_910B3.infer" → 910B3); None for a task every chip shares."""
+    group, dot, _ = task_id.partition(".")
+    return group.removeprefix(CHIP_GROUP_PREFIX) if dot and group.startswith(CHIP_GROUP_PREFIX) else None
 
 
 CHIPS_PARAM = "chips"  # the DAG's own Param (its choices come from the settings), not one of RunParams'

@@ -239,8 +239,14 @@ class RunParams:
         specs = param_specs(settings) if settings is not None else None
         unknown = sorted(set(params) - set(_declared()))
         if unknown:
+            from difflib import get_close_matches
+
+            # The likely fix first: a failed row keeps only the message's first few hundred characters.
+            meant = {name: get_close_matches(name, _declared(), n=1) for name in unknown}
+            hints = [f"{name} → {close[0]}" for name, close in meant.items() if close]
+            hint = f" (did you mean {', '.join(hints)}?)" if hints else ""
             raise ConfigError(
-                f"unknown param(s) {', '.join(unknown)} in the run's conf; use only {', '.join(_declared())} "
+                f"unknown param(s) {', '.join(unknown)} in the run's conf{hint}; use only {', '.join(_declared())} "
                 "(check the spelling) and trigger again"
             )
 

@@ -255,3 +255,29 @@ class Verdict(Record):
     reasons: tuple[str, ...]
     baseline_top1: float | None
     baseline_throughput: float | None
+
+
+@dataclass(frozen=True)
+class TaskFailure(Record):
+    """Why one task instance of a run failed, as its failure callback saw it (``runfacts.log_task_failure``), kept
+    for ``record_failure`` on whichever host runs it. The scope fields say which rows the task was working for:
+    None matches any (``check_inputs`` concerns every row, a preprocess task its batch size's)."""
+
+    task_id: str  # as Airflow names it: "chip_910B3.infer" inside a chip's group
+    map_index: int  # -1: not mapped
+    label: str | None  # the mapped instance's name in the UI ("convmixer_demo bs4 force_fp16 shard 0")
+    error: str  # the exception's one-line message, bounded (runfacts.error_line)
+    model_variant: str | None = None
+    batch_size: int | None = None
+    precision: str | None = None
+    chip: str | None = None  # from the task's chip group; None: a task every chip shares
+
+    def cause(self) -> str:
+        """ "check_inputs failed: …", "chip_910B3.infer [convmixer_demo bs4 fp32 shard 0] failed: …"."""
+        where = f" [{self.label}]" if self.label else f" [map index {self.map_index}]" if self.map_index >= 0 else ""
+        return f"{self.task_id}{where} failed: {self.error}"
+
+    def concerns(self, model_variant: str, batch_size: int, precision: str, chip: str) -> bool:
+        """Whether the failed task was working for this row (so the row failed here, rather than not running)."""
+        scope = ((self.model_variant, model_variant), (self.batch_size, batch_size), (self.precision, precision))
+        return all(mine is None or mine == theirs for mine, theirs in scope) and self.chip in (None, chip)

@@ -23,6 +23,7 @@ from convmixer_tasks.run.records import (
     RunPlan,
     Scores,
     ShardOutputs,
+    TaskFailure,
     join_key,
 )
 from convmixer_tasks.status import STATUS_FAILED, STATUS_PENDING
@@ -105,20 +106,33 @@ def evidence_fields(scores: Scores) -> dict[str, Any]:
     return row_evidence(scores)
 
 
-def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[MetricsRow]:
-    """``failed`` rows (no accuracy, no throughput) for a run that broke before evaluation, one per model × batch
-    size × precision mode.
+def failed_rows(
+    run: RunFacts,
+    params: Mapping[str, Any],
+    failures: Sequence[TaskFailure] = (),
+    *,
+    asked: Mapping[str, Any] | None = None,
+    chips: Sequence[str] = (),
+) -> list[MetricsRow]:
+    """``failed`` rows (no accuracy, no throughput) for a run that broke before its metrics were recorded: one per
+    model × batch size × precision mode (× chip, given the run's ``chips``), each leading with why
+    (``failure_reason``): the failed task and its error for the rows it worked for, "not run: …" for the others.
 
-    A conf that ``RunParams`` refuses (``{"batch_size": 4.0}``, an unknown key) is exactly the run that must still
-    show up as failed, so nothing here may raise on it: such a conf is read leniently, and the refusal joins the
-    reasons.
+    ``failures``: the failed tasks' records (``runfacts.log_task_failure`` keeps them). ``asked``: the run's own
+    conf. A conf that ``RunParams`` refuses (``{"batch_szie": 4}``, ``{"batch_size": 4.0}``) is exactly the run that
+    must still show up as failed, so nothing here may raise on it: such a conf is read leniently, its rows are the
+    batch sizes it asked for (one row under a stated guess when it asked for none: ``params`` holds the DAG's
+    defaults too, which the run never reached), and the refusal joins the reasons unless a task already said it.
 
     Record them with ``record_rows(..., keep_gated=True)``: a rerun of a cleared task that fails must not replace a
     verdict an earlier attempt stored (a ``pending`` row from that attempt does become ``failed``)."""
     try:
         parsed = RunParams.from_mapping(params)
     except ConfigError as exc:
-        return _rows_of_a_refused_conf(run, params, [reason, f"the run's params were refused: {exc}"])
+        refusal = str(exc)
+        said = any(" ".join(refusal.split()).startswith(failure.error.rstrip("…")) for failure in failures)
+        notes = [] if said else [f"the run's params were refused: {refusal}"]
+        return _rows_of_a_refused_conf(run, params, asked, failures, notes, chips)
     finished_at, named = datetime.now(UTC).isoformat(), dict(parsed.checkpoints)
     return [
         MetricsRow(
@@ -128,27 +142,52 @@ def failed_rows(run: RunFacts, params: Mapping[str, Any], reason: str) -> list[M
             checkpoint_path=named.get(model, parsed.checkpoint if model == parsed.model_variant else None),
             backend=parsed.backend,
             batch_size=batch_size,
-            precision_mode=effective_precision(parsed.backend, mode),
+            precision_mode=precision,
             input_dtype=parsed.input_dtype,
             status=STATUS_FAILED,
-            gate_reasons=[reason],
+            gate_reasons=[failure_reason(failures, run.run_id, model, batch_size, precision, chip)],
+            chip=chip,
         )
         for model in parsed.models
         for batch_size in parsed.batch_sizes
-        for mode in parsed.precision_modes
+        for precision in (effective_precision(parsed.backend, mode) for mode in parsed.precision_modes)
+        for chip in chips or ("",)
     ]
 
 
-def _rows_of_a_refused_conf(run: RunFacts, params: Mapping[str, Any], reasons: list[str]) -> list[MetricsRow]:
+def failure_reason(
+    failures: Sequence[TaskFailure], run_id: str, model: str, batch_size: int, precision: str, chip: str
+) -> str:
+    """A failed row's deciding line: the first failed task that worked for the row ("<task> [<label>] failed:
+    <error>"), else "not run: " and the run's first failure; how many other tasks failed, if any."""
+    if not failures:
+        return (
+            f"the run failed before its metrics were recorded and no task kept its error (killed, or timed out); "
+            f"see the task logs of DAG run {run_id}"
+        )
+    own = [failure for failure in failures if failure.concerns(model, batch_size, precision, chip)]
+    line = own[0].cause() if own else f"not run: {failures[0].cause()}"
+    others = len(failures) - 1
+    return line + (f" (and {others} more failed task{'s' if others > 1 else ''})" if others else "")
+
+
+def _rows_of_a_refused_conf(
+    run: RunFacts,
+    params: Mapping[str, Any],
+    asked: Mapping[str, Any] | None,
+    failures: Sequence[TaskFailure],
+    notes: list[str],
+    chips: Sequence[str],
+) -> list[MetricsRow]:
     """What can be read of a refused conf, each guess stated in the reasons."""
-    sizes, unreadable = _readable_batch_sizes(params)
-    reasons += [f"recorded under batch size {sizes[0]}: {unreadable}"] if unreadable else []
+    sizes, unreadable = _readable_batch_sizes(params, asked)
+    notes += [f"recorded under batch size {sizes[0]}: {unreadable}"] if unreadable else []
     backend = _readable_text(params.get("backend"), 32)
     try:
         precisions = [effective_precision(backend, mode) for mode in precision_modes_from_params(params)]
     except ConfigError as exc:
         precisions = [effective_precision(backend, None)]
-        reasons.append(f"recorded under precision {precisions[0]}: {exc}")
+        notes.append(f"recorded under precision {precisions[0]}: {exc}")
     dtype = params.get("input_dtype")
     models = params.get("model_variants")
     models = models if isinstance(models, (list, tuple)) and models else [params.get("model_variant")]
@@ -157,18 +196,20 @@ def _rows_of_a_refused_conf(run: RunFacts, params: Mapping[str, Any], reasons: l
         MetricsRow(
             **run.values(),
             finished_at=finished_at,
-            model_variant=_readable_text(model, 100),
+            model_variant=model,
             checkpoint_path=_readable_text(params.get("checkpoint"), 4096) or None,
             backend=backend,
             batch_size=batch_size,
             precision_mode=precision,
             input_dtype=dtype if isinstance(dtype, str) and len(dtype) <= 16 else None,
             status=STATUS_FAILED,
-            gate_reasons=reasons,
+            gate_reasons=[failure_reason(failures, run.run_id, model, batch_size, precision, chip), *notes],
+            chip=chip,
         )
         for model in dict.fromkeys(_readable_text(model, 100) for model in models)
         for batch_size in sizes
         for precision in precisions
+        for chip in chips or ("",)
     ]
 
 
@@ -178,18 +219,32 @@ def _readable_text(value: Any, limit: int) -> str:
     return text[:limit]
 
 
-def _readable_batch_sizes(params: Mapping[str, Any]) -> tuple[list[int], str | None]:
-    """The batch sizes a conf asked for, read leniently (``4.0`` → 4); (sizes, None) when they are readable,
-    else ([the first supported size], what could not be read) so the failed run still gets its row."""
-    single = params.get("batch_size")
-    asked = [single] if single is not None else params.get("batch_sizes")
+def _asked_batch_sizes(source: Mapping[str, Any]) -> Any:
+    """What ``source`` names as its batch sizes (the single ``batch_size`` wins, as in ``RunParams``); None: none."""
+    single = source.get("batch_size")
+    return [single] if single is not None else source.get("batch_sizes")
+
+
+def _readable_batch_sizes(params: Mapping[str, Any], asked: Mapping[str, Any] | None) -> tuple[list[int], str | None]:
+    """The batch sizes a refused conf asked for, read leniently (``4.0`` → 4): (sizes, None) when they are readable,
+    else ([one size], the guess) so the failed run still gets its row. ``asked`` is the run's own conf: the sizes
+    in ``params`` it did not name are the DAG's defaults, which a refused run never reached."""
+    wanted = _asked_batch_sizes(params if asked is None else asked)
+    if wanted is None:  # the conf named no batch size: one row, under the DAG's first default
+        defaults = _readable_sizes(_asked_batch_sizes(params)) or [BATCH_SIZE_CHOICES[0]]
+        return [defaults[0]], "the refused conf named no batch size (the DAG's first default)"
+    sizes = _readable_sizes(wanted)
+    if sizes:
+        return sizes, None
+    return [BATCH_SIZE_CHOICES[0]], f"the conf's batch size {wanted!r} is unreadable"
+
+
+def _readable_sizes(asked: Any) -> list[int]:
     sizes = []
     for size in asked if isinstance(asked, (list, tuple)) else [asked]:
         if isinstance(size, (int, float)) and not isinstance(size, bool) and float(size).is_integer() and size >= 1:
             sizes.append(int(size))
-    if sizes:
-        return list(dict.fromkeys(sizes)), None
-    return [BATCH_SIZE_CHOICES[0]], f"the conf's batch size {asked!r} is unreadable"
+    return list(dict.fromkeys(sizes))
 
 
 def rows_for_run(

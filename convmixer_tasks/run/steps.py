@@ -74,6 +74,7 @@ def check_inputs(run: RunParams, run_id: str, work_dir: str | os.PathLike) -> li
     from convmixer_tasks.evidence.fidelity import subset_positions
     from convmixer_tasks.models.builders.convmixer import check_checkpoint
     from convmixer_tasks.stages.dataset import load_dataset
+    from convmixer_tasks.stages.preprocess import report_image_set
 
     layout = WorkLayout(Path(work_dir))
     checkpoints = {variant: run.checkpoint_of(variant) for variant in run.models}
@@ -93,6 +94,7 @@ def check_inputs(run: RunParams, run_id: str, work_dir: str | os.PathLike) -> li
     if image_dir == layout.demo_image_dir and label_file == layout.demo_label_file:
         ensure_demo_dataset(layout)
     dataset = load_dataset(image_dir, label_file, limit=run.image_limit)
+    report_image_set(dataset)  # once per run: the set's fact; each prep folder's manifest lists it too
     subset_positions(len(dataset.images), run.evidence.fidelity_subset)  # a subset larger than the set fails now
     fingerprint = dataset.fingerprint()
     return [
@@ -207,6 +209,7 @@ def prepare_shard(plan: RunPlan, shard: int, shards: int, workers: int | None = 
             label_file=plan.label_file,
             limit=plan.image_limit,
             model=plan.model_variant,
+            set_reported=True,  # check_inputs said the set's suspicious images once for the run
         )
         written = result.files_written
         # Other shards may still be writing: read the plan, not the files (infer checks them all later).

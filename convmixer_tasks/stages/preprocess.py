@@ -81,21 +81,41 @@ class PrepResult:
     images_suspicious: int = 0  # in the set, converted as the reference does but flagged (the manifest's "suspicious")
 
 
-def _report_notes(manifest: PrepManifest, out_dir: Path) -> None:
-    """The run's one summary line for what the manifest lists beside the files (the skipped names were logged
-    when the folder was read)."""
+def _suspicious_text(suspicious: list[SuspiciousImage]) -> str:
+    """The first few suspicious images, each with its mode and why: the tail of the notes' log lines."""
+    shown = ", ".join(f"{s.image} (mode {s.mode}: {s.reason})" for s in suspicious[:SHOW_FIRST])
+    more = f" (first {SHOW_FIRST} shown)" if len(suspicious) > SHOW_FIRST else ""
+    return f"{more}: {shown}" if shown else ""
+
+
+def report_image_set(dataset: ValDataset) -> list[SuspiciousImage]:
+    """Say, once per run where the set is read (``steps.check_inputs``), which of its images are suspicious (CMYK,
+    more than 8 bits, …): a fact of the image set, not of each batch size's prep folder. Each manifest still lists
+    them; preprocess then notes its folder's list at INFO (``set_reported``)."""
+    suspicious, _ = scan_images(dataset)
+    if suspicious:
+        logger.warning(
+            "image set %s: %d suspicious images, converted exactly as the reference does%s",
+            dataset.image_dir,
+            len(suspicious),
+            _suspicious_text(suspicious),
+        )
+    return suspicious
+
+
+def _report_notes(manifest: PrepManifest, out_dir: Path, set_reported: bool) -> None:
+    """The folder's one summary line for what the manifest lists beside the files (the skipped names were logged
+    when the folder was read): a warning, unless the run already said the image set's (``report_image_set``)."""
     if not (manifest.skipped or manifest.suspicious):
         return
-    shown = ", ".join(f"{s.image} (mode {s.mode}: {s.reason})" for s in manifest.suspicious[:SHOW_FIRST])
-    more = f" (first {SHOW_FIRST} shown)" if len(manifest.suspicious) > SHOW_FIRST else ""
-    logger.warning(
+    logger.log(
+        logging.INFO if set_reported else logging.WARNING,
         "preprocess: %s lists %d entries skipped from the image folder and %d suspicious images, converted "
-        "exactly as the reference does%s%s",
+        "exactly as the reference does%s",
         out_dir / MANIFEST_NAME,
         len(manifest.skipped),
         len(manifest.suspicious),
-        more,
-        f": {shown}" if shown else "",
+        _suspicious_text(manifest.suspicious),
     )
 
 
@@ -302,6 +322,7 @@ def preprocess(
     label_file: str | os.PathLike | None = None,
     limit: int | None = None,
     model: ModelCard | str | None = None,
+    set_reported: bool = False,
 ) -> PrepResult:
     """Write this shard's prep files and the manifest; files already done with the same inputs are skipped, so a
     rerun after a kill or an edit redoes only what changed.
@@ -309,6 +330,8 @@ def preprocess(
     ``model`` (a card or its name; the default model when None) and ``dtype`` pick the transform, dtype and file
     layout (``prepfolder.host_preprocess``): ``dtype`` None is the model's guide, ``float32`` its float path batched
     like ConvMixer's reference, ``uint8`` the pixels its AIPP takes. A per-image layout ignores ``batch_size``.
+    ``set_reported``: the run already said what the image set's headers flag (``report_image_set``), so this
+    folder's note is logged at INFO, not as a warning per batch size.
     """
     batch_size = check_batch_size(batch_size)
     if dtype is not None and dtype not in INPUT_DTYPES:
@@ -328,7 +351,7 @@ def preprocess(
     lock = out_dir / STATE_DIR / f"lock.shard-{shard[0]}-of-{shard[1]}"
     try:
         with guards.exclusive(lock, f"prep folder {out_dir} (shard {shard[0]}/{shard[1]})", PREP_LOCK_WAIT_S):
-            return _preprocess_locked(dataset, out_dir, manifest, owned, shard, workers, too_large, prep)
+            return _preprocess_locked(dataset, out_dir, manifest, owned, shard, workers, too_large, prep, set_reported)
     except TimeoutError as exc:
         raise PreprocessError(str(exc)) from None
 
@@ -342,6 +365,7 @@ def _preprocess_locked(
     workers: int,
     too_large: list[tuple[str, str]],
     prep: HostPreprocess,
+    set_reported: bool,
 ) -> PrepResult:
     batch_size, dtype = manifest.batch_size, manifest.dtype
     markers = read_markers(out_dir)
@@ -397,7 +421,7 @@ def _preprocess_locked(
 
     manifest_path = atomic_write_json(out_dir / MANIFEST_NAME, manifest)
     if shard[0] == 0:  # every shard writes the same manifest: one of them says what it lists
-        _report_notes(manifest, out_dir)
+        _report_notes(manifest, out_dir, set_reported)
     return PrepResult(
         out_dir=out_dir,
         manifest_path=manifest_path,

@@ -411,8 +411,8 @@ def short_reason(row: dict) -> str:
         return "not gated yet"
     if status not in STATUSES:  # a display status such as run's "not gated (--record)": no verdict to explain
         return ""
-    if status == STATUS_FAILED:
-        return "the run failed; see its task log"
+    if status == STATUS_FAILED:  # the first line says which task failed and why (rows.failure_reason)
+        return str(reasons[0]) if reasons else "the run failed; see its task log"
     if status == STATUS_REGRESSED:
         heads = [line.split(":")[0] for line in reasons if "regressed" in line.split(":")[0]]
         text = "; ".join(heads) or "regressed; see gate_reasons"

@@ -209,3 +209,8 @@ def test_a_chip_nobody_serves_fails_check_inputs_within_seconds_naming_it(chip_r
     text = "\n".join(chip_runs["check_logs"].values())
     assert f"no live worker serves chip {UNSERVED} (queue 'npu.{UNSERVED}')" in text, text[-3000:]
     assert f"airflow celery worker --queues npu.{UNSERVED}" in text
+    # Its failed row is the chip's, and leads with the error check_inputs' callback kept on its Celery worker (an
+    # XCom: record_failure ran in another worker process and read it through the API server).
+    (row,) = [row for row in chip_runs["rows"] if row["run_id"] == run["run_id"]]
+    assert (row["status"], row["chip"], row["batch_size"]) == ("failed", UNSERVED, 4)
+    assert row["gate_reasons"][0].startswith(f"check_inputs failed: no live worker serves chip {UNSERVED} "), row

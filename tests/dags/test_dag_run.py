@@ -15,6 +15,7 @@ folder and SQLite metrics DB, and reports states, XComs, metrics rows and cache 
 8. ``ascend_both`` – precision_modes [force_fp16, must_keep_origin_dtype] in one run: two rows, each paired with
                      the earlier run of its own mode.
 9. ``oversubset`` – a fidelity subset larger than the set: refused.
+10. ``misspelt``  – a conf key misspelt (``batch_szie``): check_inputs refuses it; one failed row says so.
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def runs(tmp_path_factory) -> dict[str, dict]:
                     "evidence": {"fidelity_subset": 300},
                 },
             },
+            # Last: a misspelt key is refused by check_inputs (and stays in the shared Params of later runs).
+            {"name": "misspelt", "conf": {"batch_szie": 4}},
         ]
     }
     npu_host = AscendDoubles(root=root / "npu-host", monkeypatch=pytest.MonkeyPatch()).build()
@@ -280,7 +283,12 @@ def test_a_run_broken_before_eval_records_no_accuracy_and_is_not_gated(runs):
     (row,) = run["rows"]
     assert row["status"] == "failed" and row["batch_size"] == 4
     assert row["top1"] is None and row["top5"] is None and row["throughput"] is None
-    assert row["run_id"] in row["gate_reasons"][0]
+    # The row leads with the task that failed, its label and the error (kept by the task's failure callback).
+    assert re.fullmatch(
+        r"infer \[convmixer_demo bs4 fp32 shard \d\] failed: RuntimeError: injected failure in infer_shard"
+        r"( \(and \d+ more failed tasks?\))?",
+        row["gate_reasons"][0],
+    ), row["gate_reasons"]
 
 
 def test_onnxruntime_rows_carry_fidelity_predictions_and_flips_against_the_previous_run(runs):
@@ -363,6 +371,24 @@ def test_a_fidelity_subset_larger_than_the_set_fails_with_one_clear_error_and_no
     assert run["state"] == "failed" and states(run, "check_inputs") == ["failed"]
     (row,) = run["rows"]
     assert row["status"] == "failed"
+    assert row["gate_reasons"][0].startswith("check_inputs failed: fidelity subset of 300 images is larger"), row[
+        "gate_reasons"
+    ]
+
+
+def test_a_misspelt_conf_key_fails_one_row_naming_check_inputs_and_the_key_with_its_guess_stated(runs):
+    run = runs["misspelt"]
+    assert run["state"] == "failed" and states(run, "check_inputs") == ["failed"]
+    assert states(run, "record_failure") == ["success"]
+    (row,) = run["rows"]  # the conf asked for no batch size: one row, not one per default batch size
+    assert row["status"] == "failed"
+    cause, *notes = row["gate_reasons"]
+    assert cause.startswith(
+        "check_inputs failed: unknown param(s) batch_szie in the run's conf (did you mean batch_szie → batch_size?)"
+    ), cause
+    assert notes == [
+        f"recorded under batch size {row['batch_size']}: the refused conf named no batch size (the DAG's first default)"
+    ]
 
 
 def test_the_ascend_backend_compiles_with_atc_and_infers_with_ais_bench(runs):
@@ -467,13 +493,13 @@ def test_the_demo_script_refuses_an_unknown_conf_key_and_shows_the_rows_the_dag_
     log = (tmp_path / "airflow-home" / "logs" / "run_demo_dag.log").read_text()
     assert "unknown param(s) batch_szie" in log
     table = [line.split() for line in proc.stdout.splitlines()]
-    # rows from the DB the DAG wrote (the verdict column says "failed", the why column "the run failed; ...")
+    # rows from the DB the DAG wrote (the verdict column says "failed")
     (seeded,) = [cells for cells in table if cells[:1] == ["seeded-before"]]
     assert seeded[1:4] == ["4", "onnxruntime", "fp32"] and "failed" in seeded
-    # ...which now also holds this run's 'failed' rows, one per default batch size (1 and 4)
-    assert (
-        sum(1 for cells in table if cells[:1] and cells[0].startswith(("seeded-", "manual__")) and "failed" in cells)
-        == 3
+    # ...which now also holds this run's one 'failed' row (the conf named no batch size), its why the refusal
+    (failed,) = [line for line in proc.stdout.splitlines() if line.startswith("manual__")]
+    assert re.search(r" failed +check_inputs failed: unknown param\(s\) batch_szie in the run's conf \(did", failed), (
+        failed
     )
     assert not setting.exists()
     assert not (tmp_path / "airflow-home" / "convmixer-work" / "demo").exists()  # refused before any work

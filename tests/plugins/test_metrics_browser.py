@@ -935,3 +935,43 @@ def test_a_fidelity_regression_is_marked_on_neither_chart(airflow_server, browse
     )
     expect(run.locator("#reasons li").first).to_have_attribute("data-outcome", "fired")
     expect(run.locator("#reasons li").first).to_contain_text("OM diverges from ONNX")
+
+
+@pytest.mark.parametrize(("theme", "viewport"), [("light", WIDE), ("dark", WIDE), ("light", PHONE), ("dark", PHONE)])
+def test_a_failed_row_shows_the_task_and_error_that_failed_it(airflow_server, browser_page, theme, viewport):
+    """A run whose check_inputs refused a misspelt conf key: its failed row (built by rows.failed_rows from the
+    failure the task's callback kept) shows the cause as its deciding line in the table and first on its run
+    page. Recorded last (its own model), so the other tests' views are unchanged."""
+    from playwright.sync_api import expect
+
+    from convmixer_tasks.run import steps
+    from convmixer_tasks.run.records import TaskFailure
+    from convmixer_tasks.run.rows import failed_rows
+    from convmixer_tasks.run.runfacts import run_facts
+
+    model, run_id = "convmixer_demo", "manual__2026-11-07T08:00:00+00:00"
+    cause = "check_inputs failed: unknown param(s) batch_szie in the run's conf (did you mean batch_szie → batch_size?)"
+    failure = TaskFailure("check_inputs", -1, None, cause.removeprefix("check_inputs failed: "))
+    params = {"model_variant": model, "backend": "onnxruntime", "batch_sizes": [1, 4], "batch_szie": 4}
+    rows = failed_rows(
+        run_facts(run_id, DAG_ID, "2026-11-07T08:00:00+00:00", None), params, [failure], asked={"batch_szie": 4}
+    )
+    (row,) = steps.record_rows(airflow_server["metrics_url"], rows, keep_gated=True)  # same key: once however run
+
+    base, page = airflow_server["base"], browser_page
+    page.set_viewport_size(viewport)
+    _log_in(page, airflow_server, user="viewer")
+    page.evaluate(f"() => localStorage.setItem('theme', '{theme}')")
+    frame_locator, frame = _open_metrics_page(page, base, f"?model={model}")
+    expect(frame_locator.locator("body")).to_have_attribute("data-state", "loaded")
+    expect(frame_locator.locator("html")).to_have_attribute("data-theme", theme)
+    reasons = frame_locator.locator("#runs-table td.status-cell:has(.status-failed) .reasons li")
+    expect(reasons.first).to_be_visible()
+    expect(reasons.first).to_have_text(cause)
+    assert _no_sideways_scroll_page(frame) == 0
+
+    run, frame = _open_in_ui(page, base, f"run?id={row.id}")
+    expect(run.locator("body")).to_have_attribute("data-state", "loaded")
+    expect(run.locator("#reasons li").first).to_be_visible()
+    expect(run.locator("#reasons li").first).to_contain_text(cause)
+    expect(run.locator("#reasons li").nth(1)).to_contain_text("recorded under batch size 1: the refused conf")
