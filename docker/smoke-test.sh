@@ -10,13 +10,18 @@
 #   2. the Airflow image builds through compose from the stand-in base; the NPU image builds from
 #      docker/Dockerfile.ascend (ais_bench wheels from a source folder, content id checked and labelled)
 #   3. a missing driver path stops the NPU worker from starting and leaves no empty folder on the host
-#   4. the stack starts with every container as an arbitrary non-root uid (AIRFLOW_UID, gid 0); three NPU workers on
-#      three stand-in chips pass the preflight (user name, device access, ATC compile, one ais_bench run)
-#   5. a DAG run with backend=ascend on a READ-ONLY dataset: compile/infer/benchmark ran in the NPU worker
-#      containers (their logs, and the task instances' hosts), the rest on the default worker; the two infer
-#      shards ran on two NPU workers at once (a third chip, so that the benchmark, which needs only the compiled
-#      model, cannot take the slot the second shard needs); a metrics row landed `ok`; the metrics page answers only with auth
-#   6. `docker compose stop` of the NPU worker that runs a benchmark (its loop count sized from run 1's time per loop
+#   4. the stack starts with every container as an arbitrary non-root uid (AIRFLOW_UID, gid 0); four NPU workers on
+#      stand-in chips of two types (`[convmixer] chips` = 310P3,910B3,310B1; the fake npu-smi of three reports
+#      310P3, of one 910B3) pass the preflight (user name, device access, ATC compile, one ais_bench run), and each
+#      serves the queue of the chip its npu-smi reports (read by the entrypoint at preflight, not configured)
+#   5. a run asking for 310B1, which no worker serves, fails in check_inputs within seconds, its log naming the chip
+#   6. one DAG run over 310P3 and 910B3 with backend=ascend on a READ-ONLY dataset: compile/infer/benchmark of each
+#      chip ran in its chip's NPU worker containers (their logs, the task instances' hosts, queues and pools), the
+#      rest on the default worker; each ATC call on a chip's worker carried that chip's --soc_version (the atc
+#      double's argv log); the two 310P3 infer shards ran on two NPU workers at once (a third 310P3 worker, so that
+#      the benchmark, which needs only the compiled model, cannot take the slot the second shard needs); one metrics
+#      row per chip landed `ok`; the metrics page answers only with auth
+#   7. `docker compose stop` of the NPU worker that runs a benchmark (its loop count sized from run 1's time per loop
 #      to last ~3 min, whatever the load): Celery's warm shutdown begins while the benchmark runs; it then finishes
 #      (success, every loop in its task log, its benchmark.json, run 2's metrics row) more than Docker's default
 #      10 s after the SIGTERM and inside the grace period, and the worker exits 0
@@ -40,11 +45,19 @@ export DOCKER=${DOCKER:-docker}
 rev=$(git -C "$repo" rev-parse --short=12 HEAD)
 api_port=18080
 uid=4242  # an arbitrary uid no image knows
-chips=3  # NPU workers airflow-npu-worker, -1, -2 (profiles npu, npu1, npu2), one stand-in chip each
-npu_services=(airflow-npu-worker airflow-npu-worker-1 airflow-npu-worker-2)
-npu_profiles=(--profile npu --profile npu1 --profile npu2)
-stop_grace_period=60m  # step 8: what the NPU workers get here
-stop_bench_s=${SMOKE_STOP_BENCH_S:-180}  # step 8: how long the benchmark that is running during the stop should take
+# NPU workers airflow-npu-worker, -1, -2, -3 (profiles npu … npu3), one stand-in chip each, and the chip type each
+# one's npu-smi double reports (NPU_SMI_DOUBLE_CHIP): three 310P3, so that a run's two 310P3 infer shards and its
+# benchmark can run at once (step 8), and one 910B3. [convmixer] chips also names 310B1, which nobody serves.
+npu_services=(airflow-npu-worker airflow-npu-worker-1 airflow-npu-worker-2 airflow-npu-worker-3)
+npu_profiles=(--profile npu --profile npu1 --profile npu2 --profile npu3)
+npu_chips=(310P3 310P3 310P3 910B3)
+served_chips=(310P3 910B3)
+unserved_chip=310B1
+bench_chip=310P3  # the chip whose benchmark step 9 stops a worker under
+npu_workers=${#npu_services[@]}
+pool_slots=3  # each chip's pool: the most workers one chip has here (310P3)
+stop_grace_period=60m  # step 9: what the NPU workers get here
+stop_bench_s=${SMOKE_STOP_BENCH_S:-180}  # step 9: how long the benchmark that is running during the stop should take
 device_gid=1234
 started=$SECONDS
 failures=0
@@ -69,7 +82,10 @@ export DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1
 # docker-compose 1.29 builds with the `docker` it finds on PATH: the same CLI as ours (a newer CLI without the buildx
 # plugin refuses DOCKER_BUILDKIT=1; run as DOCKER=/usr/bin/docker with Debian's docker.io).
 PATH="$(dirname "$(command -v "$DOCKER")"):$PATH"
-dc() { (cd "$docker_dir" && "${compose_v1[@]}" -p "$project" --env-file "$smoke/.env" "$@"); }
+# The stack plus the smoke test's own override ($smoke/docker-compose.chips.yaml, written in step 1): per NPU worker,
+# the chip its npu-smi double reports and where its atc double logs each call's argv.
+dc() { (cd "$docker_dir" && "${compose_v1[@]}" -p "$project" --env-file "$smoke/.env" -f docker-compose.yaml \
+  -f "$smoke/docker-compose.chips.yaml" "$@"); }
 cname() { echo "${project}_$1_1"; }
 
 # shellcheck disable=SC2317,SC2329  # the EXIT trap calls it
@@ -88,8 +104,19 @@ say "$("${compose_v1[@]}" version --short 2>/dev/null | sed 's/^/docker-compose 
 
 step "1. a fake NPU host and the smoke settings ($smoke)"
 rm -rf "$smoke"
-mkdir -p "$smoke/work" "$smoke/data"
-"$docker_dir/standin/make-fake-npu-host.sh" "$smoke/npu-host" "$chips" "$device_gid"
+mkdir -p "$smoke/work" "$smoke/data" "$smoke/atc-argv"
+chmod 0777 "$smoke/atc-argv"  # written by the NPU workers' uid
+"$docker_dir/standin/make-fake-npu-host.sh" "$smoke/npu-host" "$npu_workers" "$device_gid"
+atc_argv_dir=/opt/convmixer-smoke-atc-argv  # in the NPU worker containers
+{
+  echo "# docker/smoke-test.sh: each stand-in NPU host's chip type (what its npu-smi double reports) and atc argv log"
+  echo "services:"
+  for index in "${!npu_services[@]}"; do
+    printf '  %s:\n    environment:\n      NPU_SMI_DOUBLE_CHIP: "%s"\n      ATC_DOUBLE_ARGV_LOG: %s/%s.jsonl\n' \
+      "${npu_services[index]}" "${npu_chips[index]}" "$atc_argv_dir" "${npu_services[index]}"
+    printf '    volumes:\n      - %s:%s\n' "$smoke/atc-argv" "$atc_argv_dir"
+  done
+} >"$smoke/docker-compose.chips.yaml"
 PYTHONPATH=$repo "$python" -m convmixer_tasks.cli demo-dataset --output "$smoke/data/demo" >/dev/null
 chmod -R a+rX,a-w "$smoke/data"
 # .env = .env.example + secrets + what this machine needs (stand-in images, the fake host, free loopback ports).
@@ -117,7 +144,8 @@ FLOWER_PUBLISH=127.0.0.1:15555
 AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=false
 AIRFLOW__CONVMIXER__SCHEDULE=
 AIRFLOW__CONVMIXER__DEFAULT_BACKEND=ascend
-AIRFLOW__CONVMIXER__NPU_POOL_SLOTS=$chips
+AIRFLOW__CONVMIXER__NPU_POOL_SLOTS=$pool_slots
+AIRFLOW__CONVMIXER__CHIPS=$(IFS=,; echo "${served_chips[*]},$unserved_chip")
 AIRFLOW__CONVMIXER__BATCH_SIZES=4
 AIRFLOW__CONVMIXER__SHARDS=2
 DEFAULT_WORKER_CONCURRENCY=2
@@ -138,7 +166,21 @@ EOF
 } >"$smoke/.env"
 admin_password=$(sed -n 's/^_AIRFLOW_WWW_USER_PASSWORD=\(.\+\)$/\1/p' "$smoke/.env" | tail -n 1)
 pg_password=$(sed -n 's/^POSTGRES_PASSWORD=\(.\+\)$/\1/p' "$smoke/.env" | tail -n 1)
-say "revision $rev, AIRFLOW_UID=$uid, device group $device_gid, $chips stand-in chips"
+# "CHIP QUEUE POOL SOC_VERSION" per chip, as the DAG names them: the library's settings read from this .env
+chip_routes() {
+  PYTHONPATH=$repo "$python" -c '
+import sys
+from convmixer_tasks.run.fleet import soc_version_of
+from convmixer_tasks.run.settings import env_reader, load_scheduling_settings
+lines = open(sys.argv[1]).read().splitlines()
+env = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+settings = load_scheduling_settings(env_reader(env))
+for chip in sys.argv[2:]:
+    print(chip, settings.queue_for(chip), settings.pool_for(chip), soc_version_of(chip))' "$smoke/.env" "$@"
+}
+routes=$(chip_routes "${served_chips[@]}" "$unserved_chip")
+route() { awk -v chip="$1" -v field="$2" '$1 == chip { print $field }' <<<"$routes"; }  # route CHIP 2|3|4
+say "revision $rev, AIRFLOW_UID=$uid, device group $device_gid, $npu_workers stand-in chips: ${npu_chips[*]}"
 
 step "2. compose files: config with docker-compose 1.29 and Compose v2"
 for files in "docker-compose.yaml" "docker-compose.yaml docker-compose.npu-host.yaml" \
@@ -226,7 +268,7 @@ else
   [[ ! -e $missing_root ]] && ok "no folder was created at $missing_root" || fail "$missing_root was created"
 fi
 
-step "6. the stack, with $chips NPU workers (${npu_profiles[*]}), every container as uid $uid"
+step "6. the stack, with $npu_workers NPU workers (${npu_profiles[*]}) on chips ${npu_chips[*]}, every container as uid $uid"
 dc "${npu_profiles[@]}" up -d 2>&1 | tail -n 14
 wait_healthy() {  # wait_healthy SERVICE SECONDS
   local deadline=$((SECONDS + $2)) state
@@ -251,8 +293,19 @@ for service in "${npu_services[@]}"; do
   preflight=$("$DOCKER" logs "$container" 2>&1 | grep 'ascend-preflight: ok' | tail -n 1 || true)
   [[ -n $preflight ]] && ok "$service preflight: ${preflight#*ok: }" || fail "$service: no preflight line in its log"
 done
+# Nothing names a worker's chip in its settings (NPU_WORKER_CHIP and NPU_WORKER_QUEUES are empty): the entrypoint
+# reads it from npu-smi at preflight and serves that chip's queue beside the untyped one.
+for index in "${!npu_services[@]}"; do
+  service=${npu_services[index]}
+  chip=${npu_chips[index]}
+  serving=$("$DOCKER" logs "$(cname "$service")" 2>&1 | grep -o 'ascend-entrypoint: chip .*: serving queues .*' | tail -n 1 || true)
+  say "$service: ${serving:-no 'serving queues' line}"
+  [[ ${serving#ascend-entrypoint: } == "chip $chip: serving queues "*",$(route "$chip" 2)" ]] &&
+    ok "$service read chip $chip from its npu-smi and serves queue $(route "$chip" 2)" ||
+    fail "$service does not serve $(route "$chip" 2) (its npu-smi reports $chip)"
+done
 
-step "7. a DAG run with backend=ascend, dataset read-only from the data folder"
+step "7. a run for chip $unserved_chip, which no worker serves, fails in check_inputs within seconds"
 api() {  # api METHOD PATH [JSON] -> body; status in $api_status
   local out
   out=$(python3 - "$@" <<'PY'
@@ -305,7 +358,38 @@ task_instances() { api GET "/api/v2/dags/convmixer_validation/dagRuns/$1/taskIns
 # throughput_max_cv_pct at its maximum: on this shared machine the per-loop times of any benchmark scatter far beyond
 # the default CV, and the gate would rightly call the throughput 'inconclusive' instead of recording an `ok` row.
 conf='{"backend": "ascend", "batch_sizes": [4], "throughput_max_cv_pct": 1000, "dataset_dir": "/opt/airflow/convmixer-data/demo/images", "label_file": "/opt/airflow/convmixer-data/demo/val_label.txt"}'
-run1=$(trigger "$conf")
+with_chips() { python3 -c 'import json, sys; print(json.dumps({**json.loads(sys.argv[1]), "chips": sys.argv[2:]}))' "$@"; }
+unserved_run=$(trigger "$(with_chips "$conf" "$unserved_chip")")
+say "triggered $unserved_run (chips [$unserved_chip])"
+state=$(wait_run "$unserved_run" 300)
+check=$(task_instances "$unserved_run" | python3 -c 'import json, sys
+from datetime import datetime
+npu = {"compile_model", "infer", "benchmark"}
+tis = json.load(sys.stdin)["task_instances"]
+(check,) = [ti for ti in tis if ti["task_id"] == "check_inputs"]
+took = (datetime.fromisoformat(check["end_date"]) - datetime.fromisoformat(check["start_date"])).total_seconds() if check["end_date"] else -1
+ran = [ti["task_id"] for ti in tis if ti["task_id"].split(".")[-1] in npu and ti["state"] not in (None, "skipped", "upstream_failed", "removed")]
+print(check["state"], round(took, 1), ",".join(ran) or "-")' || echo "unknown -1 ?")
+read -r check_state check_s npu_ran <<<"$check"
+say "run $unserved_run: $state; check_inputs $check_state after $check_s s; NPU tasks started: $npu_ran"
+[[ $state == failed && $check_state == failed && $npu_ran == - ]] &&
+  ok "the run for chip $unserved_chip failed in check_inputs, no NPU task started" ||
+  fail "the run for chip $unserved_chip: run $state, check_inputs $check_state, NPU tasks started: $npu_ran"
+python3 -c 'import sys; sys.exit(not 0 <= float(sys.argv[1]) < 30)' "$check_s" &&
+  ok "check_inputs failed within seconds ($check_s s from its start; the Celery inspect waits 3 s)" ||
+  fail "check_inputs took $check_s s"
+check_log=$(api GET "/api/v2/dags/convmixer_validation/dagRuns/$unserved_run/taskInstances/check_inputs/logs/1?full_content=true")
+named="no live worker serves chip $unserved_chip (queue '$(route "$unserved_chip" 2)')"
+grep -qF "$named" <<<"$check_log" && ok "its log names the chip: '$named; start an NPU worker …'" ||
+  fail "check_inputs' log ($api_status) lacks \"$named\": $(tail -c 600 <<<"$check_log")"
+
+step "8. one DAG run over chips ${served_chips[*]} with backend=ascend, dataset read-only from the data folder"
+# Each worker's atc argv log so far holds its preflight's compile: what this run adds is the run's.
+declare -A atc_calls_before=()
+for service in "${npu_services[@]}"; do
+  atc_calls_before[$service]=$(wc -l 2>/dev/null <"$smoke/atc-argv/$service.jsonl" || echo 0)
+done
+run1=$(trigger "$(with_chips "$conf" "${served_chips[@]}")")
 say "triggered $run1"
 state=$(wait_run "$run1" 1500)
 say "run $run1: $state"
@@ -313,28 +397,50 @@ tis=$(task_instances "$run1")
 python3 - "$tis" <<'PY'
 import json, sys
 for ti in sorted(json.loads(sys.argv[1])["task_instances"], key=lambda t: (t["start_date"] or "", t["map_index"])):
-    print(f"    {ti['task_id']:<16} map {ti['map_index']:>2}  {ti['state'] or '-':<14} host {ti['hostname'] or '-':<14} "
-          f"queue {ti['queue']:<8} {ti['start_date'] or ''} -> {ti['end_date'] or ''}")
+    print(f"    {ti['task_id']:<28} map {ti['map_index']:>2}  {ti['state'] or '-':<14} host {ti['hostname'] or '-':<14} "
+          f"queue {ti['queue']:<10} {ti['start_date'] or ''} -> {ti['end_date'] or ''}")
 PY
 [[ $state == success ]] && ok "run 1 succeeded" || fail "run 1 ended $state"
 
-npu_hosts=$(for s in "${npu_services[@]}"; do "$DOCKER" inspect -f '{{.Config.Hostname}}' "$(cname "$s")"; done | paste -sd,)
+# "container-hostname chip" of the NPU workers; each chip's queue and pool are the library's names ($routes)
+npu_hosts=$(for index in "${!npu_services[@]}"; do
+  echo "$("$DOCKER" inspect -f '{{.Config.Hostname}}' "$(cname "${npu_services[index]}")") ${npu_chips[index]}"
+done)
 default_host=$("$DOCKER" inspect -f '{{.Config.Hostname}}' "$(cname airflow-worker)")
-placement=$(python3 - "$tis" "$npu_hosts" "$default_host" <<'PY'
+placement=$(python3 - "$tis" "$npu_hosts" "$default_host" "$routes" "${served_chips[*]}" "$bench_chip" <<'PY'
 import json, sys
 from datetime import datetime
 tis = json.loads(sys.argv[1])["task_instances"]
-npu_hosts, default_host = set(sys.argv[2].split(",")), sys.argv[3]
+chip_of_host = dict(line.split() for line in sys.argv[2].splitlines())
+default_host = sys.argv[3]
+routes = {line.split()[0]: line.split()[1:3] for line in sys.argv[4].splitlines()}
+served, shard_chip = sys.argv[5].split(), sys.argv[6]
 npu_tasks = {"compile_model", "infer", "benchmark"}
 problems = []
+npu_ran = {chip: [] for chip in served}
 for ti in tis:
     if ti["state"] != "success":
         continue
-    wanted = npu_hosts if ti["task_id"] in npu_tasks else {default_host}
-    if ti["hostname"] not in wanted:
-        problems.append(f"{ti['task_id']}[{ti['map_index']}] ran on {ti['hostname']}")
+    group, _, step = ti["task_id"].rpartition(".")
+    name = f"{ti['task_id']}[{ti['map_index']}]"
+    if step not in npu_tasks:
+        if ti["hostname"] != default_host:
+            problems.append(f"{name} ran on {ti['hostname']}")
+        continue
+    chip = group.removeprefix("chip_")
+    if chip not in npu_ran:
+        problems.append(f"{name} ran for chip {chip!r}, not one of {served}")
+        continue
+    npu_ran[chip].append(step)
+    if chip_of_host.get(ti["hostname"]) != chip:
+        problems.append(f"{name} ran on {ti['hostname']} (chip {chip_of_host.get(ti['hostname'])})")
+    if [ti["queue"], ti["pool"]] != routes[chip]:
+        problems.append(f"{name} had queue {ti['queue']}, pool {ti['pool']}")
+for chip, steps in npu_ran.items():
+    if sorted(steps) != ["benchmark", "compile_model", "infer", "infer"]:
+        problems.append(f"chip {chip}: successful NPU tasks {sorted(steps)}")
 print("placement " + ("ok" if not problems else "; ".join(problems)))
-infers = [ti for ti in tis if ti["task_id"] == "infer" and ti["state"] == "success"]
+infers = [ti for ti in tis if ti["task_id"] == f"chip_{shard_chip}.infer" and ti["state"] == "success"]
 if len(infers) == 2:
     a, b = (sorted((datetime.fromisoformat(t["start_date"]), datetime.fromisoformat(t["end_date"])) for t in infers))
     overlap = (min(a[1], b[1]) - max(a[0], b[0])).total_seconds()
@@ -345,13 +451,32 @@ else:
 PY
 )
 say "$placement"
-grep -q "^placement ok$" <<<"$placement" && ok "compile/infer/benchmark on the NPU workers, the rest on the default worker" ||
+grep -q "^placement ok$" <<<"$placement" &&
+  ok "each chip's compile/infer/benchmark ran on that chip's NPU workers (its queue and pool), the rest on the default worker" ||
   fail "task placement: $placement"
 if grep -Eq "^shards 2 hosts overlap [0-9]" <<<"$placement" && ! grep -q "overlap -" <<<"$placement"; then
-  ok "the two infer shards ran on two NPU workers at the same time"
+  ok "the two $bench_chip infer shards ran on two NPU workers at the same time"
 else
-  fail "the two infer shards did not run at once on two workers: $(grep '^shards' <<<"$placement")"
+  fail "the two $bench_chip infer shards did not run at once on two workers: $(grep '^shards' <<<"$placement")"
 fi
+# Every ATC call on a chip's workers (the atc double's argv log) compiled for that chip, and the run compiled on each.
+for chip in "${served_chips[@]}"; do
+  soc=$(route "$chip" 4)
+  calls=0 run_calls=0 wrong=0
+  for index in "${!npu_services[@]}"; do
+    [[ ${npu_chips[index]} == "$chip" ]] || continue
+    service=${npu_services[index]}
+    argv_log=$smoke/atc-argv/$service.jsonl
+    [[ -f $argv_log ]] || continue
+    count=$(wc -l <"$argv_log")
+    calls=$((calls + count))
+    run_calls=$((run_calls + count - ${atc_calls_before[$service]}))
+    wrong=$((wrong + $(grep -vcF "\"--soc_version=$soc\"" "$argv_log" || true)))
+  done
+  say "chip $chip: $calls ATC calls on its workers ($run_calls by run 1), $wrong without --soc_version=$soc"
+  ((calls > 0 && run_calls > 0 && wrong == 0)) && ok "each ATC call on the $chip workers carried --soc_version=$soc" ||
+    fail "ATC on the $chip workers: $calls calls, $run_calls by run 1, $wrong without --soc_version=$soc"
+done
 for service in "${npu_services[@]}"; do
   seen=$("$DOCKER" logs "$(cname "$service")" 2>&1 | grep -oE "task_id='(compile_model|infer|benchmark)'|(compile_model|infer|benchmark)" | sort -u | paste -sd' ' || true)
   say "$service log mentions: ${seen:-nothing}"
@@ -360,12 +485,14 @@ npu_log_tasks=$(for service in "${npu_services[@]}"; do "$DOCKER" logs "$(cname 
   grep -oE "compile_model|infer|benchmark" | sort -u | paste -sd' ' || true)
 [[ $npu_log_tasks == "benchmark compile_model infer" ]] && ok "the NPU workers' logs show compile_model, infer and benchmark" ||
   fail "the NPU workers' logs show only: '$npu_log_tasks'"
-default_log=$("$DOCKER" logs "$(cname airflow-worker)" 2>&1 | grep -oE "compile_model|'infer'|benchmark" | sort -u | paste -sd' ' || true)
+default_log=$("$DOCKER" logs "$(cname airflow-worker)" 2>&1 | grep -oE "compile_model|[.']infer'|benchmark" | sort -u | paste -sd' ' || true)
 [[ -z $default_log ]] && ok "the default worker's log shows no NPU task" || fail "the default worker's log shows: $default_log"
 metrics_sql() { "$DOCKER" exec -e PGPASSWORD="$pg_password" "$(cname postgres)" psql -h 127.0.0.1 -U airflow -d convmixer_metrics -tA -c "$1" 2>&1 || true; }
-rows=$(metrics_sql "SELECT backend, batch_size, status, top1 FROM convmixer_validation_runs WHERE run_id = '$run1'")
+rows=$(metrics_sql "SELECT chip, device, backend, batch_size, status, top1 FROM convmixer_validation_runs WHERE run_id = '$run1' ORDER BY chip")
 say "metrics rows of $run1: ${rows//$'\n'/; }"
-grep -q "^ascend|4|ok|" <<<"$rows" && ok "a metrics row landed ok" || fail "no ok metrics row for run 1"
+expected_rows=$(for chip in "${served_chips[@]}"; do echo "$chip|$(route "$chip" 4)|ascend|4|ok"; done | sort)
+[[ $(cut -d'|' -f1-5 <<<"$rows" | sort) == "$expected_rows" ]] && ok "one metrics row per chip landed ok: ${served_chips[*]}" ||
+  fail "run 1's metrics rows are not one ok row per chip ${served_chips[*]}"
 API_TOKEN='' api GET /convmixer-metrics/api/runs >/dev/null
 anonymous=$api_status
 api GET "/convmixer-metrics/api/runs" >"$smoke/metrics-api.json"
@@ -375,21 +502,22 @@ grep -q "$run1" "$smoke/metrics-api.json" && ok "the metrics API lists run 1" ||
 writable=$(find "$smoke/data" -newer "$smoke/.env" | head -n 3)
 [[ -z $writable ]] && ok "nothing was written into the read-only data folder" || fail "changed in the data folder: $writable"
 
-step "8. docker compose stop lets a running NPU task finish"
+step "9. docker compose stop lets a running NPU task finish"
 # The benchmark must still be running when the SIGTERM comes and must end inside the grace period, whatever this
 # machine's load: its loop count comes from run 1's measured time per loop here, aiming at stop_bench_s seconds, a
 # twentieth of the grace period. Re-measuring is off so that it runs exactly once.
-loop_ms=$(metrics_sql "SELECT latency_mean_ms FROM convmixer_validation_runs WHERE run_id = '$run1' AND backend = 'ascend'")
+loop_ms=$(metrics_sql "SELECT latency_mean_ms FROM convmixer_validation_runs WHERE run_id = '$run1' AND backend = 'ascend' AND chip = '$bench_chip'")
 [[ $loop_ms =~ ^[0-9.e+-]+$ ]] || die "no latency_mean_ms in run 1's metrics row: '$loop_ms'"
 loops=$(python3 -c 'import math, sys; print(min(100000, max(500, math.ceil(float(sys.argv[1]) * 1000 / float(sys.argv[2])))))' \
   "$stop_bench_s" "$loop_ms")
 say "run 1 measured $loop_ms ms per loop: benchmark_loop $loops for ~${stop_bench_s} s"
-run2=$(trigger "$(python3 -c 'import json, sys; print(json.dumps({**json.loads(sys.argv[1]), "benchmark_loop": int(sys.argv[2]), "benchmark_remeasure": 0}))' "$conf" "$loops")")
-say "triggered $run2"
+run2=$(trigger "$(python3 -c 'import json, sys; print(json.dumps({**json.loads(sys.argv[1]), "benchmark_loop": int(sys.argv[2]), "benchmark_remeasure": 0}))' "$(with_chips "$conf" "$bench_chip")" "$loops")")
+say "triggered $run2 (chips [$bench_chip])"
+bench_task=chip_$bench_chip.benchmark
 benchmark_field() {  # benchmark_field FIELD -> the run-2 benchmark task instance's FIELD
   task_instances "$run2" | python3 -c 'import json, sys
 for ti in json.load(sys.stdin)["task_instances"]:
-    if ti["task_id"] == "benchmark": print(ti[sys.argv[1]] or "-")' "$1"
+    if ti["task_id"] == sys.argv[2]: print(ti[sys.argv[1]] or "-")' "$1" "$bench_task"
 }
 bench_host=
 for _ in $(seq 240); do
@@ -431,12 +559,14 @@ print(round(datetime.fromisoformat(sys.argv[1]).timestamp() - float(sys.argv[2])
 [[ $after_term =~ ^[0-9]+$ ]] && ((after_term > 10)) &&
   ok "the benchmark ended $after_term s after the SIGTERM: beyond Docker's default 10 s, inside the $stop_grace_period grace period" ||
   fail "the benchmark ended $after_term s after the SIGTERM (end $bench_end): that does not show the grace period"
-bench_log=$(api GET "/api/v2/dags/convmixer_validation/dagRuns/$run2/taskInstances/benchmark/logs/1?map_index=0&full_content=true")
+bench_log=$(api GET "/api/v2/dags/convmixer_validation/dagRuns/$run2/taskInstances/$bench_task/logs/1?map_index=0&full_content=true")
 completed="ais_bench benchmark (batch 4): $loops/$loops batch runs (100%)"
 grep -qF "$completed" <<<"$bench_log" && ok "its task log shows all loops done: '$completed'" ||
   fail "its task log ($api_status) lacks '$completed'"
-# Where the run's folder is comes from the library (the layout names the run slug and the effective precision mode).
-bench_json=$(PYTHONPATH=$repo "$python" -m convmixer_tasks.run.workdir benchmark-json "$smoke/work" "$run2" 4 ascend)
+# Where the run's folder is comes from the library (the chip's own folder under the work folder; the layout names the
+# run slug and the effective precision mode).
+chip_work=$(PYTHONPATH=$repo "$python" -c 'import sys; from convmixer_tasks.run.fleet import chip_work_dir; print(chip_work_dir(*sys.argv[1:]))' "$smoke/work" "$bench_chip")
+bench_json=$(PYTHONPATH=$repo "$python" -m convmixer_tasks.run.workdir benchmark-json "$chip_work" "$run2" 4 ascend)
 bench_loop=$(python3 -c 'import json, sys; b = json.load(open(sys.argv[1])); print(b["loop"], b["throughput"])' "$bench_json" 2>&1 || true)
 [[ ${bench_loop%% *} == "$loops" ]] && ok "its output exists: $bench_json (loop ${bench_loop% *}, ${bench_loop#* } images/s)" ||
   fail "its output $bench_json: $bench_loop"
@@ -448,7 +578,7 @@ grep -q "succeeded" <<<"$after_shutdown" && ok "Celery logged the task succeeded
 # (Its gate may fail: the doubles' throughput on a loaded machine is no steady history.) The row it records must
 # carry the throughput of the benchmark that outlived the stop.
 say "run $run2: $(wait_run "$run2" 900)"
-rows2=$(metrics_sql "SELECT backend, batch_size, status, throughput FROM convmixer_validation_runs WHERE run_id = '$run2'")
+rows2=$(metrics_sql "SELECT backend, batch_size, status, throughput FROM convmixer_validation_runs WHERE run_id = '$run2' AND chip = '$bench_chip'")
 say "metrics rows of $run2: ${rows2//$'\n'/; }"
 python3 -c 'import sys; backend, batch, status, value = sys.argv[1].split("|"); sys.exit(not (backend, batch) == ("ascend", "4")
     or status not in ("ok", "regressed") or abs(float(value) - float(sys.argv[2])) > 1e-6 * float(sys.argv[2]))' \

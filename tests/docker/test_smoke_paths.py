@@ -11,6 +11,7 @@ from pathlib import Path
 
 from convmixer_tasks.backends.precision import effective_precision
 from convmixer_tasks.models.variants import DEMO_VARIANT
+from convmixer_tasks.run.fleet import chip_work_dir
 from convmixer_tasks.run.workdir import WorkLayout
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,16 +20,19 @@ SCRIPT = REPO / "docker" / "smoke-test.sh"
 
 def test_the_benchmark_json_the_smoke_test_reads_is_where_the_benchmark_step_writes(tmp_path):
     text = SCRIPT.read_text()
-    (line,) = [line for line in text.splitlines() if line.startswith("bench_json=")]
+    # the chip's own folder under the work folder, then the benchmark.json in it
+    lines = [line for line in text.splitlines() if line.startswith(("chip_work=", "bench_json="))]
+    assert [line.split("=", 1)[0] for line in lines] == ["chip_work", "bench_json"]
     assert not re.search(r"/bs\d", text), "a run-folder name restated in the script"
     run_id = "manual__2026-12-07T12:00:00+00:00"
     shown = subprocess.run(
-        ["bash", "-c", f'{line}\nprintf %s "$bench_json"'],
-        env={**os.environ, "repo": str(REPO), "python": sys.executable, "smoke": str(tmp_path), "run2": run_id},
+        ["bash", "-c", "\n".join(lines) + '\nprintf %s "$bench_json"'],
+        env={**os.environ, "repo": str(REPO), "python": sys.executable, "smoke": str(tmp_path), "run2": run_id,
+             "bench_chip": "310P3"},
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    # The DAG run the script triggers: backend ascend, batch size 4, no precision mode (ATC's default).
-    expected = WorkLayout(tmp_path / "work").benchmark_json(
+    # The DAG run the script triggers: chip 310P3, backend ascend, batch size 4, no precision mode (ATC's default).
+    expected = WorkLayout(chip_work_dir(tmp_path / "work", "310P3")).benchmark_json(
         run_id,
         4,
         precision=effective_precision("ascend", None),
