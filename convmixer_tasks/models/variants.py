@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.models import ModelCard, default_card, get_card, package_path
+from convmixer_tasks.models.paths import DEMO_VARIANT
 from convmixer_tasks.models.registry import all_cards
 
 
@@ -51,7 +52,6 @@ class ConvMixerSpec:
 # The default card's input (ConvMixer-1536/20's, shared by every ConvMixer card).
 INPUT = input_spec(default_card())
 
-DEMO_VARIANT = "convmixer_demo"
 _DEMO_CARD = get_card(DEMO_VARIANT)
 assert _DEMO_CARD.architecture is not None and _DEMO_CARD.architecture.default_checkpoint is not None
 assert _DEMO_CARD.reference is not None and _DEMO_CARD.reference.expected_top1_file is not None

@@ -51,6 +51,13 @@ TASK_TIME_MODULES = (
     "convmixer_tasks.stages.prepfolder",
     "convmixer_tasks.stages.dataset",
     "convmixer_tasks.cache",
+    # the model cards: the Params' model names are read off the card modules' source (models.names), and the
+    # settings' default model is the demo's (models.paths); building the cards' dataclasses costs ~15 ms a parse
+    "convmixer_tasks.models.card",
+    "convmixer_tasks.models.registry",
+    "convmixer_tasks.models.variants",
+    "convmixer_tasks.models.cards.convmixer",
+    "convmixer_tasks.models.cards.common",
 )
 # The first parse in a process also imports convmixer_tasks (~0.25 s of CPU on the 2-core CI machine; a top-level
 # `import torch` alone costs ~1.4 s). A re-parse with imports warm (what issue 9 holds to <= 50 ms) is the
