@@ -82,13 +82,13 @@ def shared_schema(schema: Mapping[str, Any]) -> SharedSchema:
     it is)."""
 
     def freeze(value: Any) -> Any:
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             return SharedSchema({key: freeze(inner) for key, inner in value.items()})
         if isinstance(value, list):
             return SharedList(freeze(inner) for inner in value)
         return value
 
-    frozen: SharedSchema = freeze(schema)
+    frozen: SharedSchema = freeze(dict(schema))
     return frozen
 
 
