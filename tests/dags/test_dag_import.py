@@ -105,7 +105,7 @@ if dag is not None:
                   "schemas": {name: dag.params.get_param(name).schema for name in dag.params},
                   # the tasks' copies of the Params share the DAG's read-only schemas (no per-task deep copy)
                   "schemas_shared": all(task.params.get_param(name).schema is dag.params.get_param(name).schema
-                                        for task in dag.tasks for name in dag.params)}
+                                        for task in dag.tasks for name in task.params if name in dag.params)}
     mapped = lambda t: t.op_kwargs_expand_input.value  # what .expand() maps over: XComArgs and literal lists
     out["tasks"] = {t.task_id: {"queue": t.queue, "pool": t.pool, "pool_slots": t.pool_slots, "retries": t.retries,
                                 "backoff": t.retry_exponential_backoff,
