@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from convmixer_tasks.models import CardError, ModelCard, card_names, get_card, names, registry
+from convmixer_tasks.models import CardError, ModelCard, card_names, get_card, names, paths, registry
 from convmixer_tasks.models.card import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -23,6 +23,7 @@ from convmixer_tasks.models.card import (
     Transform,
 )
 from convmixer_tasks.models.registry import all_cards, register
+from convmixer_tasks.models.variants import VARIANT_NAMES
 
 _TRANSFORM = Transform(resize=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 _TOY = ModelCard(
@@ -96,6 +97,22 @@ def test_the_registry_refuses_cards_whose_source_names_others(monkeypatch):
         registry._registry.cache_clear()
     message = str(info.value)
     assert "convmixer_tasks.models.cards.resnet builds the cards ['resnet50']" in message and "['renamed']" in message
+
+
+def test_the_convmixer_variants_are_the_cards_their_module_names():
+    """The settings check [convmixer] model_variant against the names models/cards/convmixer.py gives its cards
+    (read off the source at parse time); variants.py refuses a layout where they are not the ConvMixer cards."""
+    assert names.names_in(paths.CONVMIXER_CARD_MODULE) == VARIANT_NAMES
+    code = (
+        "import convmixer_tasks.models.paths as p; p.CONVMIXER_CARD_MODULE = 'resnet'; "
+        "import convmixer_tasks.models.variants"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode != 0, "variants.py accepted ConvMixer cards that models/cards/resnet.py does not name"
+    (last,) = result.stderr.strip().splitlines()[-1:]
+    assert last.startswith("convmixer_tasks.models.names.CardError: the ConvMixer cards ['convmixer_1536_20'") and (
+        "models/cards/resnet.py names (['resnet50'])" in last
+    )
 
 
 def test_convmixer_cards_keep_todays_numbers():
