@@ -19,7 +19,7 @@ from convmixer_tasks.errors import RegressionError
 # Parse time loads only what builds the DAG: the settings and the Params (RunParams' specs). The records, the steps
 # and numpy/torch/onnx/SQLAlchemy behind them load inside the tasks.
 from convmixer_tasks.run import fleet
-from convmixer_tasks.run.params import RunParams, param_specs
+from convmixer_tasks.run.params import RunParams, param_specs, shared_schema
 from convmixer_tasks.run.settings import (
     airflow_conf_reader,
     load_alert_settings,
@@ -32,17 +32,18 @@ SETTINGS = load_scheduling_settings(airflow_conf_reader(conf))
 ALERTS = load_alert_settings(airflow_conf_reader(conf))
 log = logging.getLogger(__name__)
 CHECKPOINT = Asset(CHECKPOINT_ASSET)
+# schema=: the read-only schema itself, which the per-task copies of the Params share (not a fresh dict of kwargs)
 PARAMS = {
-    name: Param(spec.default, description=spec.description, **spec.schema)
+    name: Param(spec.default, description=spec.description, schema=spec.schema)
     for name, spec in param_specs(SETTINGS).items()
 }
 if SETTINGS.chips:  # chip types as a run dimension (convmixer_tasks.run.fleet); the DAG has tasks for these only
     PARAMS[fleet.CHIPS_PARAM] = Param(
         list(SETTINGS.chips),
-        type="array",
-        minItems=1,
-        uniqueItems=True,
-        items={"type": "string", "enum": list(SETTINGS.chips)},
+        schema=shared_schema(
+            {"type": "array", "minItems": 1, "uniqueItems": True}
+            | {"items": {"type": "string", "enum": list(SETTINGS.chips)}}
+        ),
         description="chip types (npu-smi Name) to validate on: one row per chip × model × batch size × mode; "
         "compile, infer and benchmark of chip X run on its queue and pool, compiled with --soc_version Ascend<X> "
         "(soc_version is not used then)",

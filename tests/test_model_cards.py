@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from convmixer_tasks.models import CardError, ModelCard, card_names, get_card
+from convmixer_tasks.models import CardError, ModelCard, card_names, get_card, names, paths, registry
 from convmixer_tasks.models.card import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -22,7 +22,8 @@ from convmixer_tasks.models.card import (
     Reference,
     Transform,
 )
-from convmixer_tasks.models.registry import register
+from convmixer_tasks.models.registry import all_cards, register
+from convmixer_tasks.models.variants import VARIANT_NAMES
 
 _TRANSFORM = Transform(resize=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 _TOY = ModelCard(
@@ -51,6 +52,67 @@ def test_registry_imports_without_torch_numpy_or_pil():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"registry import pulled in {result.stdout.strip()} {result.stderr}"
+
+
+def test_card_names_are_read_without_building_the_cards():
+    """The DAG's Params list every card at parse time; the names come off the card modules' source, and they are
+    the names of the cards the registry builds."""
+    code = (
+        "import sys; from convmixer_tasks.models import card_names; names = card_names(); "
+        "built = [m for m in sys.modules if m.startswith(('convmixer_tasks.models.card', "
+        "'convmixer_tasks.models.registry'))]; "
+        "print(','.join(built)); sys.exit(1 if built or len(names) < 5 else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"card_names() built the cards: {result.stdout.strip()} {result.stderr}"
+    assert card_names() == tuple(card.name for card in all_cards())
+
+
+def test_a_card_name_that_is_not_a_plain_string_is_refused_by_module_and_entry(tmp_path, monkeypatch):
+    monkeypatch.setattr(names, "CARDS_DIR", tmp_path)
+    (tmp_path / "plain.py").write_text(
+        'CARDS = (make("alpha", depth=1), make(depth=2, name="beta"))\nOTHER = (make("gamma"),)\n'
+    )
+    (tmp_path / "helpers.py").write_text("def make(name, **kwargs): ...\n")
+    (tmp_path / "computed.py").write_text('PREFIX = "x"\nCARDS = (make("one"), make(PREFIX + "_two"))\n')
+    (tmp_path / "generated.py").write_text("CARDS = tuple(make(name) for name in ('a', 'b'))\n")
+    assert names.card_modules() == ("computed", "generated", "helpers", "plain")
+    assert names.names_in("plain") == ("alpha", "beta") and names.names_in("helpers") == ()
+    with pytest.raises(CardError) as info:
+        names.names_in("computed")
+    message = str(info.value)
+    assert "model card module computed" in message and "CARDS entry 2" in message and "plain string" in message
+    with pytest.raises(CardError, match=r"generated .*CARDS is not a tuple written out"):
+        names.names_in("generated")
+
+
+def test_the_registry_refuses_cards_whose_source_names_others(monkeypatch):
+    read = names.names_in
+    monkeypatch.setattr(registry, "names_in", lambda module: ("renamed",) if module == "resnet" else read(module))
+    registry._registry.cache_clear()
+    try:
+        with pytest.raises(CardError) as info:
+            get_card("resnet50")
+    finally:
+        registry._registry.cache_clear()
+    message = str(info.value)
+    assert "convmixer_tasks.models.cards.resnet builds the cards ['resnet50']" in message and "['renamed']" in message
+
+
+def test_the_convmixer_variants_are_the_cards_their_module_names():
+    """The settings check [convmixer] model_variant against the names models/cards/convmixer.py gives its cards
+    (read off the source at parse time); variants.py refuses a layout where they are not the ConvMixer cards."""
+    assert names.names_in(paths.CONVMIXER_CARD_MODULE) == VARIANT_NAMES
+    code = (
+        "import convmixer_tasks.models.paths as p; p.CONVMIXER_CARD_MODULE = 'resnet'; "
+        "import convmixer_tasks.models.variants"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode != 0, "variants.py accepted ConvMixer cards that models/cards/resnet.py does not name"
+    (last,) = result.stderr.strip().splitlines()[-1:]
+    assert last.startswith("convmixer_tasks.models.names.CardError: the ConvMixer cards ['convmixer_1536_20'") and (
+        "models/cards/resnet.py names (['resnet50'])" in last
+    )
 
 
 def test_convmixer_cards_keep_todays_numbers():

@@ -3,7 +3,10 @@ the DAG's Params derived from it; schemas that refuse what cannot be true; zoo r
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
+import pickle
 
 import jsonschema
 import pytest
@@ -88,6 +91,28 @@ def test_every_param_comes_from_one_field_with_its_default_and_schema(tmp_path):
     assert specs["top1_tolerance"].default == record.gate.top1_tolerance == defaults.DEFAULT_TOP1_TOLERANCE
     assert specs["evidence"].default == dataclasses.asdict(record.evidence) == dataclasses.asdict(EvidenceOptions())
     assert specs["model_variant"].schema["enum"] == list(model_names())
+
+
+def test_param_schemas_are_read_only_so_copies_share_them_and_read_as_the_plain_json(tmp_path):
+    """Airflow deep-copies the DAG's Params into every task when it parses the DAG file: a read-only schema is
+    shared by those copies instead of copied; whatever reads it sees the same JSON."""
+    schema = param_specs(settings_for(tmp_path))["model_variants"].schema
+    plain = json.loads(json.dumps(schema))
+    assert schema == plain and plain["items"]["enum"] == list(model_names())
+    assert copy.deepcopy(schema) is schema and copy.copy(schema) is schema
+    assert copy.deepcopy(schema["items"]["enum"]) is schema["items"]["enum"]
+    assert pickle.loads(pickle.dumps(schema)) == plain
+    changes = [
+        lambda: schema.update(type="string"),
+        lambda: schema.__setitem__("minItems", 2),
+        lambda: schema.pop("type"),
+        lambda: schema["items"]["enum"].append("resnet"),
+        lambda: schema["items"]["enum"].sort(),
+    ]
+    for change in changes:
+        with pytest.raises(TypeError, match="read-only"):
+            change()
+    assert schema == plain
 
 
 def test_the_vocabulary_params_keep_their_enums_and_defaults(tmp_path):

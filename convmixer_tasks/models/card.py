@@ -6,6 +6,8 @@ compiled with and the float transform that is equivalent to it end to end, the O
 the label convention and the reference numbers with their source. No torch, numpy or PIL here: the DAG file, the CLI
 and the Param choices read cards at parse time.
 
+``CardError`` lives in ``names`` (the names are read without this module) and is re-exported here.
+
 Each card is checked when it is built (``ModelCard.__post_init__``): a missing or contradictory field fails at import
 with one line naming the card, the field and the fix.
 """
@@ -18,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from convmixer_tasks.errors import ConfigError
+from convmixer_tasks.models.names import CardError as CardError  # re-exported: raised by the checks below
 
 ResizeRule = Literal["shorter", "squash"]  # shorter side to `resize` keeping the aspect ratio / both sides to it
 Interpolation = Literal["bilinear", "bicubic"]
@@ -35,10 +37,6 @@ GUIDE_VAR_RECI = (0.0171247538316637, 0.0175070028011204, 0.0174291938997821)
 
 _BUILDER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class CardError(ConfigError):
-    """A model card is missing a field, holds a contradictory one, or is not registered."""
 
 
 @dataclass(frozen=True)

@@ -1,39 +1,40 @@
 """The registry of model cards: every module in ``models/cards/`` contributes its ``CARDS``, so adding a model adds
 one card module (and, when the model needs new code, one builder module) and touches nothing else.
 
-Imports no torch/numpy: the DAG file and the CLI's Param choices read it at parse time.
+Imports no torch/numpy. The names alone (the DAG's Param choices, read whenever the DAG file is parsed) come from
+``names``, which reads them off the card modules' source; building the cards checks that they agree.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from convmixer_tasks.models import cards as _cards_package
 from convmixer_tasks.models.card import CardError, ModelCard
+from convmixer_tasks.models.names import card_modules, card_names, names_in
 
 # The flagship: what every step uses when no model is named.
 DEFAULT_MODEL = "convmixer_1536_20"
-# Card paths (default_checkpoint, expected_top1_file) are relative to the convmixer_tasks package.
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
-
-
-def package_path(relative: str) -> Path:
-    """A card's file path: relative ones under the convmixer_tasks package, absolute ones as they are."""
-    return PACKAGE_DIR / relative
 
 
 @cache
 def _registry() -> dict[str, ModelCard]:
     """Every card, by name (built once; the public functions below hand out copies, never this dict)."""
     found: dict[str, ModelCard] = {}
-    for info in sorted(pkgutil.iter_modules(_cards_package.__path__), key=lambda i: i.name):
-        module = importlib.import_module(f"{_cards_package.__name__}.{info.name}")
-        for card in getattr(module, "CARDS", ()):
+    for name in card_modules():
+        module = importlib.import_module(f"{_cards_package.__name__}.{name}")
+        cards = getattr(module, "CARDS", ())
+        for card in cards:
             register(card, found, origin=module.__name__)
+        built, read = tuple(card.name for card in cards), names_in(name)
+        if built != read:  # what the DAG offers (names read off the source) must be what the cards are
+            raise CardError(
+                f"model card module {module.__name__} builds the cards {list(built)} but its source names "
+                f"{list(read)}; write each card's name as a plain string in its CARDS entry (first argument or "
+                'name="…")'
+            )
     return found
 
 
@@ -45,11 +46,6 @@ def register(card: object, into: dict[str, ModelCard], origin: str = "") -> None
     if card.name in into:
         raise CardError(f"model card {card.name!r}{where} is defined twice; rename one of them")
     into[card.name] = card
-
-
-def card_names() -> tuple[str, ...]:
-    """Every registered card's name, in registration order (card modules by name, then their CARDS order)."""
-    return tuple(_registry())
 
 
 def all_cards() -> tuple[ModelCard, ...]:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from convmixer_tasks.errors import ConfigError
 from convmixer_tasks.models import ModelCard, default_card, get_card, package_path
+from convmixer_tasks.models.names import CardError, names_in
+from convmixer_tasks.models.paths import CONVMIXER_CARD_MODULE, DEMO_VARIANT
 from convmixer_tasks.models.registry import all_cards
 
 
@@ -51,7 +53,6 @@ class ConvMixerSpec:
 # The default card's input (ConvMixer-1536/20's, shared by every ConvMixer card).
 INPUT = input_spec(default_card())
 
-DEMO_VARIANT = "convmixer_demo"
 _DEMO_CARD = get_card(DEMO_VARIANT)
 assert _DEMO_CARD.architecture is not None and _DEMO_CARD.architecture.default_checkpoint is not None
 assert _DEMO_CARD.reference is not None and _DEMO_CARD.reference.expected_top1_file is not None
@@ -67,6 +68,12 @@ VARIANTS: dict[str, ConvMixerSpec] = {
 }
 
 VARIANT_NAMES: tuple[str, ...] = tuple(VARIANTS)
+if names_in(CONVMIXER_CARD_MODULE) != VARIANT_NAMES:  # what the settings check model_variant against, unbuilt
+    raise CardError(
+        f"the ConvMixer cards {list(VARIANT_NAMES)} are not the cards models/cards/{CONVMIXER_CARD_MODULE}.py names "
+        f"({list(names_in(CONVMIXER_CARD_MODULE))}); keep every ConvMixer card that builds a model, and only those, "
+        "in that module"
+    )
 
 
 def get_spec(variant: str | ConvMixerSpec) -> ConvMixerSpec:

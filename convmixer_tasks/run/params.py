@@ -28,7 +28,7 @@ from convmixer_tasks.backends.precision import (
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
 from convmixer_tasks.dtypes import INPUT_DTYPES
 from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.models import card_names
+from convmixer_tasks.models.names import card_names
 from convmixer_tasks.run.run_options import (
     EVIDENCE_DESCRIPTION,
     EVIDENCE_PARAM,
@@ -36,9 +36,11 @@ from convmixer_tasks.run.run_options import (
     Declared,
     EvidenceOptions,
     GateOptions,
+    SharedSchema,
     evidence_schema,
     param_field,
     setting_field,
+    shared_schema,
 )
 from convmixer_tasks.run.settings import SchedulingSettings
 
@@ -81,7 +83,7 @@ CLI_FLAGS = {
 @dataclass(frozen=True)
 class ParamSpec:
     default: Any
-    schema: dict[str, Any]  # JSON-schema keywords, as ``airflow.sdk.Param`` takes them
+    schema: SharedSchema  # JSON-schema keywords, as ``airflow.sdk.Param(schema=…)`` takes them; read-only
     description: str
 
 
@@ -354,6 +356,6 @@ def param_specs(settings: SchedulingSettings) -> dict[str, ParamSpec]:
             default = getattr(settings, declared.setting)
             default = list(default) if isinstance(default, tuple) else default
         specs[declared.name] = ParamSpec(
-            default, {"$schema": JSON_SCHEMA_DRAFT, **declared.schema}, declared.description
+            default, shared_schema({"$schema": JSON_SCHEMA_DRAFT, **declared.schema}), declared.description
         )
     return specs

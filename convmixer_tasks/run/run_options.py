@@ -5,8 +5,9 @@ option records ``RunParams`` carries: the benchmark's, the gate's and the ``evid
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from convmixer_tasks.defaults import (
     BENCHMARK_LOOP,
@@ -35,6 +36,60 @@ class Declared:
     description: str
     setting: str | None = None  # the SchedulingSettings attribute holding the default; None: the field's default
     default: Any = None  # for a second, shorthand Param of the same field (batch_size for batch_sizes)
+
+
+def _read_only(*args: Any, **kwargs: Any) -> NoReturn:
+    raise TypeError("a Param's JSON schema is read-only (every task of the DAG shares it); build a new one instead")
+
+
+class SharedSchema(dict[str, Any]):
+    """A Param's JSON schema (or an object inside one), read-only. Airflow deep-copies the DAG's Params into each of
+    its tasks when the DAG is parsed; a schema that cannot change is shared by them instead, as a tuple would be.
+    It is the dict it holds to everything else: equality, JSON, Airflow's serialization, jsonschema."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only
+
+    def __copy__(self) -> SharedSchema:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedSchema:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle builds it from a plain dict (its item setter refuses)
+        return type(self), (dict(self),)
+
+
+class SharedList(list[Any]):
+    """A list inside a ``SharedSchema`` (an enum, a type union), read-only likewise."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = clear = extend = insert = pop = remove = _read_only
+    reverse = sort = _read_only
+
+    def __copy__(self) -> SharedList:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedList:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (list(self),)
+
+
+def shared_schema(schema: Mapping[str, Any]) -> SharedSchema:
+    """``schema`` as a read-only ``SharedSchema``, every dict and list inside it too (copies: ``schema`` is left as
+    it is)."""
+
+    def freeze(value: Any) -> Any:
+        if isinstance(value, dict):
+            return SharedSchema({key: freeze(inner) for key, inner in value.items()})
+        if isinstance(value, list):
+            return SharedList(freeze(inner) for inner in value)
+        return value
+
+    frozen: SharedSchema = freeze(dict(schema))
+    return frozen
 
 
 def param_field(default: Any, name: str, schema: dict[str, Any], description: str, *also: Declared) -> Any:

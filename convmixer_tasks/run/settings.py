@@ -24,7 +24,8 @@ from typing import Any
 from convmixer_tasks.backends.catalog import BACKENDS
 from convmixer_tasks.checks import BATCH_SIZE_CHOICES
 from convmixer_tasks.errors import ConfigError
-from convmixer_tasks.models.variants import DEMO_CHECKPOINT, DEMO_VARIANT, VARIANTS
+from convmixer_tasks.models.names import names_in
+from convmixer_tasks.models.paths import CONVMIXER_CARD_MODULE, DEMO_CHECKPOINT, DEMO_VARIANT
 from convmixer_tasks.run.fleet import (
     DEFAULT_POOL_TEMPLATE,
     DEFAULT_QUEUE_TEMPLATE,
@@ -208,7 +209,8 @@ def load_scheduling_settings(read: Reader, home: Path | None = None) -> Scheduli
         dataset_dir=settings.text("dataset_dir", str(layout.demo_image_dir)),
         label_file=settings.text("label_file", str(layout.demo_label_file)),
         checkpoint=settings.text("checkpoint", str(DEMO_CHECKPOINT)),
-        model_variant=settings.choice("model_variant", DEMO_VARIANT, tuple(VARIANTS)),
+        # a ConvMixer variant: the names its card module gives them (variants.VARIANTS, without building the cards)
+        model_variant=settings.choice("model_variant", DEMO_VARIANT, names_in(CONVMIXER_CARD_MODULE)),
         batch_sizes=batch_sizes,
     )
 

@@ -51,6 +51,13 @@ TASK_TIME_MODULES = (
     "convmixer_tasks.stages.prepfolder",
     "convmixer_tasks.stages.dataset",
     "convmixer_tasks.cache",
+    # the model cards: the Params' model names are read off the card modules' source (models.names), and the
+    # settings' default model is the demo's (models.paths); building the cards' dataclasses costs ~15 ms a parse
+    "convmixer_tasks.models.card",
+    "convmixer_tasks.models.registry",
+    "convmixer_tasks.models.variants",
+    "convmixer_tasks.models.cards.convmixer",
+    "convmixer_tasks.models.cards.common",
 )
 # The first parse in a process also imports convmixer_tasks (~0.25 s of CPU on the 2-core CI machine; a top-level
 # `import torch` alone costs ~1.4 s). A re-parse with imports warm (what issue 9 holds to <= 50 ms) is the
@@ -95,7 +102,10 @@ if dag is not None:
     out["worker"] = dataclasses.asdict(load_worker_settings(airflow_conf_reader(conf)))
     out["dag"] = {"schedule": str(dag.schedule), "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
                   "tags": sorted(dag.tags), "doc_md": dag.doc_md or "", "params": dag.params.dump(),
-                  "schemas": {name: dag.params.get_param(name).schema for name in dag.params}}
+                  "schemas": {name: dag.params.get_param(name).schema for name in dag.params},
+                  # the tasks' copies of the Params share the DAG's read-only schemas (no per-task deep copy)
+                  "schemas_shared": all(task.params.get_param(name).schema is dag.params.get_param(name).schema
+                                        for task in dag.tasks for name in task.params if name in dag.params)}
     mapped = lambda t: t.op_kwargs_expand_input.value  # what .expand() maps over: XComArgs and literal lists
     out["tasks"] = {t.task_id: {"queue": t.queue, "pool": t.pool, "pool_slots": t.pool_slots, "retries": t.retries,
                                 "backoff": t.retry_exponential_backoff,
@@ -420,6 +430,10 @@ def test_param_choices_come_from_the_registries(parsed):
     assert DEMO_CHECKPOINT.is_file(), "the committed demo checkpoint is missing"
 
 
+def test_every_task_shares_the_dags_param_schemas(parsed):
+    assert parsed["dag"]["schemas_shared"] is True
+
+
 def test_each_chip_type_gets_its_own_npu_tasks_on_its_queue_and_pool(tmp_path):
     parsed = probe(
         tmp_path,
@@ -430,6 +444,7 @@ def test_each_chip_type_gets_its_own_npu_tasks_on_its_queue_and_pool(tmp_path):
     tasks, schema = parsed["tasks"], parsed["dag"]["schemas"]["chips"]
     assert parsed["dag"]["params"]["chips"] == ["310P3", "910B3"]  # default: every configured chip
     assert schema["items"]["enum"] == ["310P3", "910B3"]
+    assert parsed["dag"]["schemas_shared"] is True  # the chips Param's schema too
     for chip in ("310P3", "910B3"):
         for step in NPU_TASKS:
             task = tasks[f"chip_{chip}.{step}"]

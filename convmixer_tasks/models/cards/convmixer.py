@@ -21,6 +21,7 @@ from convmixer_tasks.models.card import (
     Reference,
     Transform,
 )
+from convmixer_tasks.models.paths import DEMO_CHECKPOINT_FILE, DEMO_VARIANT
 
 # crop_pct 0.96 as timm keeps it for ConvMixer: floor(224 / 0.96) = 233.
 TRANSFORM = Transform(resize=233, crop=224, interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -55,7 +56,7 @@ def convmixer_card(
             builder="convmixer_tasks.models.builders.convmixer:build_convmixer",
             kwargs=kwargs,
             checkpoint=CHECKPOINT,
-            default_checkpoint=f"demo_assets/{name}.pth.tar" if name == "convmixer_demo" else None,
+            default_checkpoint=DEMO_CHECKPOINT_FILE if name == DEMO_VARIANT else None,
         ),
         atc=ATC,
     )
