@@ -127,6 +127,16 @@ SAMPLES: dict[type, records.Record] = {
         baseline_top1=61.5,
         baseline_throughput=1200.0,
     ),
+    records.TaskFailure: records.TaskFailure(
+        task_id="chip_910B3.infer",
+        map_index=2,
+        label="convmixer_demo bs4 force_fp16 shard 0",
+        error="RuntimeError: ais_bench exited 1",
+        model_variant="convmixer_demo",
+        batch_size=4,
+        precision="force_fp16",
+        chip="910B3",
+    ),
 }
 
 
