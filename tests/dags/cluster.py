@@ -265,11 +265,12 @@ class Airflow:
     def set_pool(self, name: str, slots: int) -> None:
         """Create pool ``name`` with ``slots`` slots, or resize it."""
         url = f"{self.api}/api/v2/pools"
-        made = self.session.patch(
-            f"{url}/{name}", json={"pool": name, "slots": slots}, params={"update_mask": ["slots"]}, timeout=10
-        )
-        if made.status_code == 404:
+        found = self.session.get(f"{url}/{name}", timeout=10)
+        if found.status_code == 404:
             made = self.session.post(url, json={"name": name, "slots": slots}, timeout=10)
+        else:  # the patch body must restate include_deferred (Airflow 3.3 validates it as required)
+            body = {"pool": name, "slots": slots, "include_deferred": found.json()["include_deferred"]}
+            made = self.session.patch(f"{url}/{name}", json=body, params={"update_mask": ["slots"]}, timeout=10)
         assert made.status_code in (200, 201), made.text
 
     def wait_for_dag(self, timeout: float = 180) -> None:
