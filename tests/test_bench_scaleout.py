@@ -71,6 +71,7 @@ def test_the_window_runs_from_the_first_infer_start_to_the_last_infer_end_and_ig
     # two slots over 22 s hold 40 s of infer: 4 s idle over 4 tasks
     assert figures.idle_per_task_s == pytest.approx((2 * 22 - 40) / 4)
     assert figures.benchmark_in_window_s == 0
+    assert figures.npu_wall_s == figures.wall_s  # no benchmark: the NPU work after compile is the infer
 
 
 def test_a_benchmark_inside_the_window_counts_only_its_overlap_and_is_not_idle_time():
@@ -86,6 +87,7 @@ def test_a_benchmark_inside_the_window_counts_only_its_overlap_and_is_not_idle_t
     assert figures.wall_s == pytest.approx(27)
     assert figures.benchmark_in_window_s == pytest.approx(6)
     assert figures.idle_per_task_s == pytest.approx((27 - 20 - 6) / 2)
+    assert figures.npu_wall_s == pytest.approx(40)  # the later benchmark ends the NPU work
 
 
 def test_chip_grouped_task_ids_are_infer_tasks_too_and_a_missing_queued_time_is_left_out():
