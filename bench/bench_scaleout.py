@@ -271,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.shards < 1 or args.batches_per_shard < 1:
         parser.error("--shards and --batches-per-shard must be at least 1")
+    from convmixer_tasks.run.demo import DEMO_VAL_COUNT
+
+    if args.shards * args.batches_per_shard * args.batch_size > DEMO_VAL_COUNT:
+        parser.error(
+            f"--shards × --batches-per-shard × --batch-size = {args.shards * args.batches_per_shard * args.batch_size}"
+            f" images, more than the demo set's {DEMO_VAL_COUNT}: lower one of them"
+        )
     root = Path(tempfile.mkdtemp(prefix="scaleout-bench-"))
     try:
         out = report(args, measure(args, root))
