@@ -400,6 +400,17 @@ def test_ais_bench_throughput_line_formats(om_bs2, style, pattern):
     assert "NPU_compute_time (ms): min = 4.0, max = 4.0, mean = 4.0, median = 4.0, percentile(99%) = 4.0" in proc.stdout
 
 
+def test_ais_bench_sleep_option_spends_its_wall_time_inside_every_timed_batch(om_bs2):
+    # The sleep sits inside the timed window, so each measured batch is at least its length; the process start
+    # (imports on a busy host) cannot pass for it, and no upper bound is asserted.
+    proc = run_double(
+        "ais_bench", "--model", str(om_bs2), "--loop", "3", "--batchsize", "2", env={"AIS_BENCH_DOUBLE_SLEEP_MS": "250"}
+    )
+    assert proc.returncode == 0, proc.stderr
+    (minimum,) = re.findall(r"NPU_compute_time \(ms\): min = ([0-9.]+)", proc.stdout)
+    assert float(minimum) >= 250.0, proc.stdout
+
+
 def test_ais_bench_output_folder_mode_rule_in_new_generation(om_bs2, tmp_path):
     parent = tmp_path / "wide"
     parent.mkdir()

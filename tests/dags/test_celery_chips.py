@@ -7,33 +7,20 @@ argv log. Nobody serves 310B1. Two runs: one asking for 310B1 (it must fail in c
 chip), then one over 310P3 and 910B3 on the ascend backend (one row per chip, each NPU task on its chip's worker,
 each ATC argv with its chip's --soc_version).
 
-Needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth); .ci/run starts both.
+The cluster is tests/dags/cluster.py's (`throwaway_airflow`; Redis and PostgreSQL as there).
 """
 
 from __future__ import annotations
 
 import json
-import secrets
-from datetime import datetime
 
 import pytest
 
 from tests.ascend_doubles import AscendDoubles
-from tests.dags.test_celery_routing import (
-    Cluster,
-    _free_port,
-    _free_redis_db,
-    _pg_admin,
-    _require_services,
-    api_session,
-    cluster_env,
-    start_worker,
-    wait_for,
-)
+from tests.dags.cluster import DAG_ID, rest_time, start_worker, throwaway_airflow
 
 pytestmark = pytest.mark.slow  # ~4-6 minutes on 2 cores
 
-DAG_ID = "convmixer_validation"
 SERVED = ("310P3", "910B3")
 UNSERVED = "310B1"
 NPU_STEPS = {"compile_model", "infer", "benchmark"}
@@ -49,86 +36,40 @@ UNSERVED_CONF = {**CONF, "chips": [UNSERVED]}
 CHECK_SECONDS = 30  # "within seconds": the inspect timeout is 3 s; the rest is a task start on a busy machine
 
 
-def _when(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 @pytest.fixture(scope="module")
 def chip_runs(tmp_path_factory):
     from convmixer_tasks.metrics import dispose_engines, query_runs
 
-    _require_services()
     root = tmp_path_factory.mktemp("celery-chips")
     doubles = AscendDoubles(root / "ascend", monkeypatch=None).build()  # type: ignore[arg-type]
-    token = secrets.token_hex(4)
-    metadata_db, metrics_db = f"cvtest_af_{token}", f"cvtest_metrics_{token}"
-    redis_db, redis_client = _free_redis_db()
-    api = f"http://127.0.0.1:{_free_port()}"
-    password = secrets.token_urlsafe(12)
-    env = cluster_env(root, metadata_db, metrics_db, redis_db, api, password)
-    env.update(
-        {
-            "AIRFLOW__CONVMIXER__CHIPS": ",".join((*SERVED, UNSERVED)),
-            "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(doubles.set_env),
-            "AIRFLOW__CONVMIXER__NPU_TASK_TIMEOUT_HOURS": "0.25",
-            "ASCEND_PROCESS_LOG_PATH": str(doubles.log_dir),
-            "PATH": f"{doubles.host_bin}:{env['PATH']}",  # npu-smi, as on an NPU host
-        }
-    )
-    cluster = Cluster(root, env)
-    created = []
-    try:
-        for database in (metadata_db, metrics_db):
-            _pg_admin(f'CREATE DATABASE "{database}"')
-            created.append(database)
-        cluster.airflow("db", "migrate", timeout=240)
-        api_port = api.rsplit(":", 1)[1]
-        cluster.start("api-server", "api-server", "--host", "127.0.0.1", "--port", api_port)
-        cluster.start("scheduler", "scheduler")
-        cluster.start("dag-processor", "dag-processor")
-        start_worker(cluster, "default", "default", 2)
+    settings = {
+        "AIRFLOW__CONVMIXER__CHIPS": ",".join((*SERVED, UNSERVED)),
+        "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(doubles.set_env),
+        "AIRFLOW__CONVMIXER__NPU_TASK_TIMEOUT_HOURS": "0.25",
+        "ASCEND_PROCESS_LOG_PATH": str(doubles.log_dir),
+    }
+    with throwaway_airflow(root, settings, path_first=[doubles.host_bin]) as airflow:  # npu-smi, as on an NPU host
+        start_worker(airflow.cluster, "default", "default", 2)
         for chip in SERVED:
             start_worker(
-                cluster,
+                airflow.cluster,
                 f"npu{chip}",
                 f"npu.{chip}",
                 2,
                 {"NPU_SMI_DOUBLE_CHIP": chip, "ATC_DOUBLE_ARGV_LOG": str(root / f"atc-{chip}.jsonl")},
             )
-        session = api_session(api, password, cluster)
         for chip in (*SERVED, UNSERVED):
-            made = session.post(f"{api}/api/v2/pools", json={"name": f"npu.{chip}", "slots": 1}, timeout=10)
-            assert made.status_code in (200, 201), made.text
-        wait_for(
-            "the DAG to be parsed", lambda: session.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=10).ok, 180, cluster
-        )
-        roles = ["default", *(f"npu{chip}" for chip in SERVED)]
-        wait_for(
-            "the Celery workers",
-            lambda: all("ready" in (root / f"worker-{role}.log").read_text() for role in roles),
-            120,
-            cluster,
-        )
+            airflow.set_pool(f"npu.{chip}", 1)
+        airflow.wait_for_dag()
+        airflow.wait_for_workers(["default", *(f"npu{chip}" for chip in SERVED)])
 
-        runs = {}
-        for name, conf in (("unserved", UNSERVED_CONF), ("both", CONF)):  # max_active_runs=1: one after the other
-            triggered = session.post(
-                f"{api}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": conf}, timeout=30
-            )
-            assert triggered.status_code in (200, 201), triggered.text
-            runs[name] = triggered.json()["dag_run_id"]
+        # max_active_runs=1: one after the other
+        runs = {name: airflow.trigger(conf) for name, conf in (("unserved", UNSERVED_CONF), ("both", CONF))}
         results = {}
         for name, run_id in runs.items():
-            run_url = f"{api}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
-
-            def finished(run_url=run_url):
-                state = session.get(run_url, timeout=10).json()["state"]
-                return state if state in ("success", "failed") else None
-
-            state = wait_for(f"run {name} to finish", finished, 600, cluster, every=3)
-            tis = session.get(f"{run_url}/taskInstances", params={"limit": 100}, timeout=10).json()["task_instances"]
+            state, tis = airflow.wait_for_run(run_id, 600)
             results[name] = {"run_id": run_id, "state": state, "tis": tis}
-        rows, _ = query_runs(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{metrics_db}", limit=50)
+        rows, _ = query_runs(airflow.metrics_url, limit=50)
         dispose_engines()
         atc = {
             chip: [json.loads(line) for line in (root / f"atc-{chip}.jsonl").read_text().splitlines()]
@@ -145,15 +86,9 @@ def chip_runs(tmp_path_factory):
             "rows": rows,
             "atc": atc,
             "check_logs": logs,
-            "logs": cluster.logs(lines=60),
+            "logs": airflow.cluster.logs(lines=60),
             "home": root / "airflow-home",
         }
-    finally:
-        cluster.stop()
-        dispose_engines()
-        for database in created:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        redis_client.flushdb()
 
 
 def _argv(call) -> list[str]:
@@ -204,7 +139,7 @@ def test_a_chip_nobody_serves_fails_check_inputs_within_seconds_naming_it(chip_r
     assert run["state"] == "failed"
     (check,) = [ti for ti in run["tis"] if ti["task_id"] == "check_inputs"]
     assert check["state"] == "failed"
-    assert (_when(check["end_date"]) - _when(check["start_date"])).total_seconds() < CHECK_SECONDS
+    assert (rest_time(check["end_date"]) - rest_time(check["start_date"])).total_seconds() < CHECK_SECONDS
     assert not [ti for ti in run["tis"] if ti["task_id"].split(".")[-1] in NPU_STEPS and ti["state"] == "success"]
     text = "\n".join(chip_runs["check_logs"].values())
     assert f"no live worker serves chip {UNSERVED} (queue 'npu.{UNSERVED}')" in text, text[-3000:]
