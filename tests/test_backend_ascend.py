@@ -278,6 +278,41 @@ def test_env_capture_keeps_multiline_values_and_drops_script_stdout(tmp_path):
     assert cann_env.parse_env0(b"A=1\0B=x=y\0_=/bin/env\0") == {"A": "1", "B": "x=y"}
 
 
+def test_env_capture_ignores_the_users_bashrc_when_stdin_is_a_socket(tmp_path):
+    """An Airflow 3 task's stdin is a socket to its supervisor; bash at shell level 1 (a worker under a service
+    manager) takes a socket on stdin for a remote shell and reads ~/.bashrc even for `bash -c`. A .bashrc that puts
+    pyenv's or conda's shims first handed the CANN tools another python3 ("No module named 'onnx'" in the atc
+    double, in the real-Celery tests)."""
+    import socket
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text('export PATH="/from-bashrc:$PATH"\nexport FROM_BASHRC=1\n')
+    script = tmp_path / "set_env.sh"
+    script.write_text("export ASCEND_HOME_PATH=/x\n")
+    child = (
+        "import json, sys\nfrom convmixer_tasks.backends import cann_env\n"
+        "print(json.dumps(cann_env.source_set_env(sys.argv[1])))"
+    )
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        proc = subprocess.run(
+            [sys.executable, "-c", child, str(script)],
+            stdin=theirs,
+            env={**os.environ, "HOME": str(home), "SHLVL": "0"},  # a worker started by a service manager
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr
+    env = json.loads(proc.stdout)
+    assert env["ASCEND_HOME_PATH"] == "/x"
+    assert "FROM_BASHRC" not in env and "/from-bashrc" not in env["PATH"].split(os.pathsep)
+
+
 def test_failing_set_env_is_a_backend_error(tmp_path):
     script = tmp_path / "set_env.sh"
     script.write_text("echo broken >&2\nreturn 3\n")

@@ -66,12 +66,16 @@ def source_set_env(set_env: Path, base_env: Mapping[str, str] | None = None) -> 
     bash = shutil.which("bash")
     if bash is None:
         raise ToolMissingError(f"bash is needed to source {set_env} but is not on PATH; install bash")
-    # The script path travels as $1, never spliced into the command string.
-    argv = [bash, "-c", 'source "$1" >/dev/null && env -0', "cann_set_env", str(set_env)]
+    # The script path travels as $1, never spliced into the command string. --norc and a closed stdin: an Airflow 3
+    # task's stdin is a socket to its supervisor, and bash at shell level 1 takes a socket on stdin for a remote
+    # shell and reads ~/.bashrc even for -c; a .bashrc that puts pyenv's or conda's shims first would hand the CANN
+    # tools another python3. The environment is set_env.sh's and the worker's, nothing else.
+    argv = [bash, "--noprofile", "--norc", "-c", 'source "$1" >/dev/null && env -0', "cann_set_env", str(set_env)]
     try:
         proc = subprocess.run(
             argv,
             env=dict(base_env if base_env is not None else os.environ),
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=SOURCE_TIMEOUT_S,
             check=False,
