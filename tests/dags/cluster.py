@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -310,10 +310,15 @@ class Airflow:
 
 @contextmanager
 def throwaway_airflow(
-    root: Path, extra_env: dict[str, str] | None = None, path_first: Sequence[Path] = ()
+    root: Path,
+    extra_env: dict[str, str] | None = None,
+    path_first: Sequence[Path] = (),
+    env_for: Callable[[str, str], Mapping[str, str]] | None = None,
 ) -> Iterator[Airflow]:
     """Databases, broker, api-server, scheduler and dag-processor; the workers are the caller's (start_worker).
-    ``extra_env`` is added to every component's environment, ``path_first`` put before its PATH (e.g. npu-smi)."""
+    ``extra_env`` is added to every component's environment, ``path_first`` put before its PATH (e.g. npu-smi);
+    ``env_for(api, password)`` adds settings that name this api-server or its admin's password (an executor's API
+    URL, a Connection)."""
     from convmixer_tasks.metrics import dispose_engines
 
     _require_services()
@@ -325,6 +330,7 @@ def throwaway_airflow(
     password = secrets.token_urlsafe(12)
     env = cluster_env(root, metadata_db, metrics_db, redis_db, api, password)
     env.update(extra_env or {})
+    env.update(env_for(api, password) if env_for else {})
     env["PATH"] = os.pathsep.join([*map(str, path_first), env["PATH"]])
     cluster = Cluster(root, env)
     created = []

@@ -15,7 +15,6 @@ Needs Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (user postgres, t
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import subprocess
 import time
@@ -27,17 +26,7 @@ import pytest
 
 from convmixer_tasks.stages.aisbench_format import STAGING_MARK
 from tests.ascend_doubles import AscendDoubles
-from tests.dags.test_celery_routing import (
-    Cluster,
-    _free_port,
-    _free_redis_db,
-    _pg_admin,
-    _require_services,
-    api_session,
-    cluster_env,
-    start_worker,
-    wait_for,
-)
+from tests.dags.cluster import rest_time, start_worker, throwaway_airflow, wait_for
 
 pytestmark = pytest.mark.slow  # ~6-10 minutes on 2 busy cores: two runs and a heartbeat timeout
 
@@ -112,72 +101,33 @@ def worker_loss(tmp_path_factory):
     from convmixer_tasks.run.fleet import chip_work_dir
     from convmixer_tasks.run.workdir import WorkLayout
 
-    _require_services()
     root = tmp_path_factory.mktemp("celery-worker-loss")
     doubles = AscendDoubles(root / "ascend", monkeypatch=None).build()  # type: ignore[arg-type]
-    token = secrets.token_hex(4)
-    metadata_db, metrics_db = f"cvtest_af_{token}", f"cvtest_metrics_{token}"
-    redis_db, redis_client = _free_redis_db()
-    api_port = _free_port()
-    api = f"http://127.0.0.1:{api_port}"
-    password = secrets.token_urlsafe(12)
-    env = cluster_env(root, metadata_db, metrics_db, redis_db, api, password)
-    env.update(
-        {
-            "AIRFLOW__CONVMIXER__CHIPS": CHIP,
-            "AIRFLOW__CONVMIXER__SHARDS": str(SHARDS),
-            "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(doubles.set_env),
-            "AIRFLOW__CONVMIXER__NPU_TASK_TIMEOUT_HOURS": "0.25",
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
-            "ASCEND_PROCESS_LOG_PATH": str(doubles.log_dir),
-            "PATH": f"{doubles.host_bin}:{env['PATH']}",  # npu-smi, as on an NPU host
-        }
-    )
-    cluster = Cluster(root, env)
-    created = []
-    try:
-        for database in (metadata_db, metrics_db):
-            _pg_admin(f'CREATE DATABASE "{database}"')
-            created.append(database)
-        cluster.airflow("db", "migrate", timeout=240)
-        cluster.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port))
-        cluster.start("scheduler", "scheduler")
-        cluster.start("dag-processor", "dag-processor")
+    settings = {
+        "AIRFLOW__CONVMIXER__CHIPS": CHIP,
+        "AIRFLOW__CONVMIXER__SHARDS": str(SHARDS),
+        "AIRFLOW__CONVMIXER__CANN_SET_ENV": str(doubles.set_env),
+        "AIRFLOW__CONVMIXER__NPU_TASK_TIMEOUT_HOURS": "0.25",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT_S),
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
+        "ASCEND_PROCESS_LOG_PATH": str(doubles.log_dir),
+    }
+    with throwaway_airflow(root, settings, path_first=[doubles.host_bin]) as airflow:  # npu-smi, as on an NPU host
+        cluster, session, api = airflow.cluster, airflow.session, airflow.api
         start_worker(cluster, "default", "default", 2)
         for role in (LOST, SURVIVOR):  # two hosts of one chip type, one NPU each
             start_worker(
                 cluster, role, QUEUE, 1, {"NPU_SMI_DOUBLE_CHIP": CHIP, "AIS_BENCH_DOUBLE_SLEEP_MS": str(SLEEP_MS)}
             )
-        session = api_session(api, password, cluster)
-        made = session.post(f"{api}/api/v2/pools", json={"name": QUEUE, "slots": 2}, timeout=10)  # two devices
-        assert made.status_code in (200, 201), made.text
-        wait_for(
-            "the DAG to be parsed", lambda: session.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=10).ok, 180, cluster
-        )
-        roles = ("default", LOST, SURVIVOR)
-        wait_for(
-            "the Celery workers",
-            lambda: all("ready" in (root / f"worker-{role}.log").read_text() for role in roles),
-            120,
-            cluster,
-        )
+        airflow.set_pool(QUEUE, 2)  # two devices
+        airflow.wait_for_dag()
+        airflow.wait_for_workers(("default", LOST, SURVIVOR))
 
         def run_to_end(name: str, during=None) -> dict:
-            triggered = session.post(
-                f"{api}/api/v2/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": CONF}, timeout=30
-            )
-            assert triggered.status_code in (200, 201), triggered.text
-            run_id = triggered.json()["dag_run_id"]
+            run_id = airflow.trigger(CONF)
             run_url = f"{api}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
             seen = during() if during else {}
-
-            def finished():
-                state = session.get(run_url, timeout=10).json()["state"]
-                return state if state in ("success", "failed") else None
-
-            state = wait_for(f"the {name} run to finish", finished, 900, cluster, every=3)
-            tis = session.get(f"{run_url}/taskInstances", params={"limit": 100}, timeout=10).json()["task_instances"]
+            state, tis = airflow.wait_for_run(run_id, 900)
             tries = {
                 (ti["task_id"], ti["map_index"]): session.get(
                     f"{run_url}/taskInstances/{ti['task_id']}/{ti['map_index']}/tries", timeout=10
@@ -211,9 +161,9 @@ def worker_loss(tmp_path_factory):
         reference = run_to_end("reference")
         disturbed = run_to_end("disturbed", during=kill_worker_a_mid_infer)
         disturbed["recovered_s"] = time.monotonic() - disturbed.pop("killed_at")
-        rows, _ = query_runs(f"postgresql+psycopg2://postgres@127.0.0.1:5432/{metrics_db}", limit=50)
+        rows, _ = query_runs(airflow.metrics_url, limit=50)
         dispose_engines()
-        layout = WorkLayout(chip_work_dir(env["AIRFLOW__CONVMIXER__WORK_DIR"], CHIP))
+        layout = WorkLayout(chip_work_dir(cluster.env["AIRFLOW__CONVMIXER__WORK_DIR"], CHIP))
         yield {
             "reference": reference,
             "disturbed": disturbed,
@@ -225,16 +175,6 @@ def worker_loss(tmp_path_factory):
             "logs": cluster.logs(lines=60),
             "seconds": time.monotonic() - started,
         }
-    finally:
-        cluster.stop()
-        dispose_engines()
-        for database in created:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        redis_client.flushdb()
-
-
-def _when(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _not_ok(run: dict) -> list:
@@ -263,7 +203,7 @@ def test_the_killed_infer_was_retried_on_the_other_worker(worker_loss):
     assert first["try_number"] == 1 and first["state"] != "success"  # the heartbeat timeout failed the lost try
     assert last["try_number"] > 1 and last["state"] == "success" and last["hostname"].startswith(f"{SURVIVOR}@"), tries
     # every NPU task that started after the loss ran on the survivor: nobody else serves the chip
-    later = [ti for ti in run["tis"] if ti["queue"] == QUEUE and _when(ti["start_date"]) > run["killed_utc"]]
+    later = [ti for ti in run["tis"] if ti["queue"] == QUEUE and rest_time(ti["start_date"]) > run["killed_utc"]]
     assert later and all(ti["hostname"].startswith(f"{SURVIVOR}@") for ti in later), later
 
 

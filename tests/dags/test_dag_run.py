@@ -228,7 +228,7 @@ def test_first_run_builds_every_cache_and_maps_over_shards(runs):
     assert (demo / "val_label.txt").is_file()
 
 
-def test_second_run_reuses_prep_onnx_and_artifacts_untouched_and_is_faster(runs):
+def test_second_run_reuses_prep_onnx_and_artifacts_untouched(runs):
     first, cached = runs["first"], runs["cached"]
     assert cached["state"] == "success"
     for step in CACHED_STEPS:
@@ -239,12 +239,8 @@ def test_second_run_reuses_prep_onnx_and_artifacts_untouched_and_is_faster(runs)
     assert any(path.startswith("prep/") for path in first["cache_files"])
     assert any(path.startswith("onnx/") for path in first["cache_files"])
     assert any(path.startswith("artifacts/") for path in first["cache_files"])
-
-    def cached_steps_seconds(run):
-        return sum(t["duration"] or 0 for t in run["tasks"] if t["task_id"] in CACHED_STEPS)
-
-    assert cached_steps_seconds(cached) < cached_steps_seconds(first) / 2
-    assert cached["seconds"] < first["seconds"]
+    # No wall-time comparison: on a busy host the second run may well be slower; the untouched files above are the
+    # proof that nothing was rebuilt.
     assert {row["top1"] for row in cached["rows"]} == {row["top1"] for row in first["rows"]}
 
 

@@ -1,6 +1,6 @@
 """The chip check through the real Edge executor: a run for a chip no Edge worker serves fails in check_inputs.
 
-A throwaway Airflow as in test_celery_routing (its Cluster harness; PostgreSQL for the metadata and the metrics), but
+A throwaway Airflow (tests/dags/cluster.py, as test_celery_routing; PostgreSQL for the metadata and the metrics), but
 with `[core] executor = EdgeExecutor` and the edge3 provider's API on the api-server: two `airflow edge worker`
 processes that reach only the api-server — `default`, and one serving chip 310P3's queue. `[convmixer] chips =
 310P3,910B3`; the Connection `convmixer_airflow_api` names the api-server and its admin. Two runs: one asking for
@@ -14,20 +14,10 @@ broker is used. Every process started here is stopped, and the databases dropped
 from __future__ import annotations
 
 import json
-import secrets
-from datetime import datetime
 
 import pytest
 
-from tests.dags.test_celery_routing import (
-    Cluster,
-    _free_port,
-    _pg_admin,
-    _require_services,
-    api_session,
-    cluster_env,
-    wait_for,
-)
+from tests.dags.cluster import Cluster, _free_port, rest_time, throwaway_airflow, wait_for
 
 pytestmark = pytest.mark.slow  # ~2-3 minutes on 2 cores
 
@@ -36,10 +26,6 @@ SERVED, UNSERVED = "310P3", "910B3"
 CONF = {"batch_sizes": [4], "image_limit": 24, "benchmark_loop": 5}
 CHECK_SECONDS = 30  # "within seconds": one login and one list request; the rest is a task start on a busy machine
 EDGE_WORKERS = {"default": "default", f"npu{SERVED}": f"npu.{SERVED}"}
-
-
-def _when(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def start_edge_worker(cluster: Cluster, role: str, queues: str) -> None:
@@ -63,16 +49,10 @@ def start_edge_worker(cluster: Cluster, role: str, queues: str) -> None:
 
 @pytest.fixture(scope="module")
 def edge_runs(tmp_path_factory):
-    _require_services()
     root = tmp_path_factory.mktemp("edge-chips")
-    token = secrets.token_hex(4)
-    metadata_db, metrics_db = f"cvtest_af_{token}", f"cvtest_metrics_{token}"
-    api_port = _free_port()
-    api = f"http://127.0.0.1:{api_port}"
-    password = secrets.token_urlsafe(12)
-    env = cluster_env(root, metadata_db, metrics_db, 0, api, password)  # Redis db 0: named, never used (no Celery)
-    env.update(
-        {
+
+    def edge_settings(api: str, password: str) -> dict[str, str]:  # the executor's API and the check's Connection
+        return {
             "AIRFLOW__CORE__EXECUTOR": "airflow.providers.edge3.executors.EdgeExecutor",
             "AIRFLOW__EDGE__API_ENABLED": "True",
             "AIRFLOW__EDGE__API_URL": f"{api}/edge_worker/v1/rpcapi",
@@ -83,26 +63,14 @@ def edge_runs(tmp_path_factory):
                 {"conn_type": "http", "host": api, "login": "admin", "password": password}
             ),
         }
-    )
-    cluster = Cluster(root, env)
-    created = []
-    try:
-        for database in (metadata_db, metrics_db):
-            _pg_admin(f'CREATE DATABASE "{database}"')
-            created.append(database)
-        cluster.airflow("db", "migrate", timeout=240)
-        cluster.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(api_port))
-        cluster.start("scheduler", "scheduler")
-        cluster.start("dag-processor", "dag-processor")
-        session = api_session(api, password, cluster)
+
+    with throwaway_airflow(root, env_for=edge_settings) as airflow:
+        cluster, session, api = airflow.cluster, airflow.session, airflow.api
         for role, queues in EDGE_WORKERS.items():
             start_edge_worker(cluster, role, queues)
         for chip in (SERVED, UNSERVED):
-            made = session.post(f"{api}/api/v2/pools", json={"name": f"npu.{chip}", "slots": 1}, timeout=10)
-            assert made.status_code in (200, 201), made.text
-        wait_for(
-            "the DAG to be parsed", lambda: session.get(f"{api}/api/v2/dags/{DAG_ID}", timeout=10).ok, 180, cluster
-        )
+            airflow.set_pool(f"npu.{chip}", 1)
+        airflow.wait_for_dag()
 
         def registry() -> dict[str, dict]:
             reply = session.get(f"{api}/edge_worker/ui/worker", timeout=10)
@@ -119,15 +87,11 @@ def edge_runs(tmp_path_factory):
 
         workers = wait_for("both Edge workers idle in the registry", all_idle, 120, cluster)
 
-        runs = {}
-        for name, chips in (("unserved", [UNSERVED]), ("served", [SERVED])):  # max_active_runs=1: in this order
-            triggered = session.post(
-                f"{api}/api/v2/dags/{DAG_ID}/dagRuns",
-                json={"logical_date": None, "conf": {**CONF, "chips": chips}},
-                timeout=30,
-            )
-            assert triggered.status_code in (200, 201), triggered.text
-            runs[name] = triggered.json()["dag_run_id"]
+        # max_active_runs=1: in this order
+        runs = {
+            name: airflow.trigger({**CONF, "chips": chips})
+            for name, chips in (("unserved", [UNSERVED]), ("served", [SERVED]))
+        }
 
         def check_inputs_of(run_id: str) -> dict:
             url = f"{api}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/check_inputs"
@@ -155,10 +119,6 @@ def edge_runs(tmp_path_factory):
             "served": {"check": served_check, "log": check_log(runs["served"])},
             "logs": cluster.logs(lines=60),
         }
-    finally:
-        cluster.stop()
-        for database in created:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def test_the_registry_lists_each_edge_worker_with_its_queue(edge_runs):
@@ -173,7 +133,7 @@ def test_a_chip_no_edge_worker_serves_fails_check_inputs_within_seconds_naming_i
     assert run["state"] == "failed", edge_runs["logs"]
     check = run["check"]
     assert check["state"] == "failed" and check["try_number"] == 1, check  # a config error is not retried
-    assert (_when(check["end_date"]) - _when(check["start_date"])).total_seconds() < CHECK_SECONDS
+    assert (rest_time(check["end_date"]) - rest_time(check["start_date"])).total_seconds() < CHECK_SECONDS
     assert f"no live Edge worker serves chip {UNSERVED} (queue 'npu.{UNSERVED}')" in run["log"], run["log"][-3000:]
     assert f"airflow edge worker --queues npu.{UNSERVED}" in run["log"]
     assert "ascend-entrypoint.sh edge" in run["log"]
