@@ -57,6 +57,7 @@ bench_chip=310P3  # the chip whose benchmark step 9 stops a worker under
 npu_workers=${#npu_services[@]}
 pool_slots=3  # each chip's pool: the most workers one chip has here (310P3)
 stop_grace_period=60m  # step 9: what the NPU workers get here
+device_ms_per_batch=200  # the stand-in chips' device time per batch (AIS_BENCH_DOUBLE_SLEEP_MS)
 stop_bench_s=${SMOKE_STOP_BENCH_S:-180}  # step 9: how long the benchmark that is running during the stop should take
 device_gid=1234
 started=$SECONDS
@@ -109,11 +110,14 @@ chmod 0777 "$smoke/atc-argv"  # written by the NPU workers' uid
 "$docker_dir/standin/make-fake-npu-host.sh" "$smoke/npu-host" "$npu_workers" "$device_gid"
 atc_argv_dir=/opt/convmixer-smoke-atc-argv  # in the NPU worker containers
 {
-  echo "# docker/smoke-test.sh: each stand-in NPU host's chip type (what its npu-smi double reports) and atc argv log"
+  echo "# docker/smoke-test.sh: each stand-in NPU host's chip type (what its npu-smi double reports), atc argv log and"
+  echo "# device time per batch (the ais_bench double's fixed wall time: step 9 sizes a benchmark from run 1's time"
+  echo "# per loop, which the host's load alone would make vary 30-fold)"
   echo "services:"
   for index in "${!npu_services[@]}"; do
     printf '  %s:\n    environment:\n      NPU_SMI_DOUBLE_CHIP: "%s"\n      ATC_DOUBLE_ARGV_LOG: %s/%s.jsonl\n' \
       "${npu_services[index]}" "${npu_chips[index]}" "$atc_argv_dir" "${npu_services[index]}"
+    printf '      AIS_BENCH_DOUBLE_SLEEP_MS: "%s"\n' "$device_ms_per_batch"
     printf '    volumes:\n      - %s:%s\n' "$smoke/atc-argv" "$atc_argv_dir"
   done
 } >"$smoke/docker-compose.chips.yaml"
