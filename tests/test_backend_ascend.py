@@ -300,7 +300,7 @@ def test_env_capture_ignores_the_users_bashrc_when_stdin_is_a_socket(tmp_path):
     with ours, theirs:
         proc = subprocess.run(
             [sys.executable, "-c", child, str(script)],
-            stdin=theirs,
+            stdin=theirs.fileno(),
             env={**os.environ, "HOME": str(home), "SHLVL": "0"},  # a worker started by a service manager
             capture_output=True,
             text=True,
