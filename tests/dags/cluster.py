@@ -71,13 +71,17 @@ def _pg_admin(sql: str) -> None:
         connection.close()
 
 
+REDIS_CLAIM_KEY = "convmixer-test-cluster"  # written first into a database a cluster takes; its flushdb removes it
+
+
 def _free_redis_db():
-    """A Redis database index nobody uses, so our queues cannot meet another run's workers."""
+    """A Redis database index nobody uses, so our queues cannot meet another run's workers. Taken by writing a claim
+    key only if absent: two test sessions starting clusters at once (CI beside a developer's run) never share one."""
     import redis
 
     for index in secrets.SystemRandom().sample(range(1, 16), 15):
         client = redis.Redis(*REDIS, db=index, socket_timeout=3)
-        if client.dbsize() == 0:
+        if client.dbsize() == 0 and client.set(REDIS_CLAIM_KEY, secrets.token_hex(8), nx=True):
             return index, client
     raise ClusterError("no empty Redis database (1-15) for the cluster's Celery broker; flush one or restart Redis")
 
