@@ -10,17 +10,17 @@
 #   2. the Airflow image builds through compose from the stand-in base; the NPU image builds from
 #      docker/Dockerfile.ascend (ais_bench wheels from a source folder, content id checked and labelled)
 #   3. a missing driver path stops the NPU worker from starting and leaves no empty folder on the host
-#   4. the stack starts with every container as an arbitrary non-root uid (AIRFLOW_UID, gid 0); four NPU workers on
-#      stand-in chips of two types (`[convmixer] chips` = 310P3,910B3,310B1; the fake npu-smi of three reports
+#   4. the stack starts with every container as an arbitrary non-root uid (AIRFLOW_UID, gid 0); three NPU workers on
+#      stand-in chips of two types (`[convmixer] chips` = 310P3,910B3,310B1; the fake npu-smi of two reports
 #      310P3, of one 910B3) pass the preflight (user name, device access, ATC compile, one ais_bench run), and each
 #      serves the queue of the chip its npu-smi reports (read by the entrypoint at preflight, not configured)
 #   5. a run asking for 310B1, which no worker serves, fails in check_inputs within seconds, its log naming the chip
 #   6. one DAG run over 310P3 and 910B3 with backend=ascend on a READ-ONLY dataset: compile/infer/benchmark of each
 #      chip ran in its chip's NPU worker containers (their logs, the task instances' hosts, queues and pools), the
 #      rest on the default worker; each ATC call on a chip's worker carried that chip's --soc_version (the atc
-#      double's argv log); the two 310P3 infer shards ran on two NPU workers at once (a third 310P3 worker, so that
-#      the benchmark, which needs only the compiled model, cannot take the slot the second shard needs); one metrics
-#      row per chip landed `ok`; the metrics page answers only with auth
+#      double's argv log); the two 310P3 infer shards ran on the two 310P3 workers at once (the benchmark waits for
+#      the shards, so it cannot take the slot the second shard needs); one metrics row per chip landed `ok`; the
+#      metrics page answers only with auth
 #   7. `docker compose stop` of the NPU worker that runs a benchmark (its loop count sized from run 1's time per loop
 #      to last ~3 min, whatever the load): Celery's warm shutdown begins while the benchmark runs; it then finishes
 #      (success, every loop in its task log, its benchmark.json, run 2's metrics row) more than Docker's default
@@ -45,17 +45,17 @@ export DOCKER=${DOCKER:-docker}
 rev=$(git -C "$repo" rev-parse --short=12 HEAD)
 api_port=18080
 uid=4242  # an arbitrary uid no image knows
-# NPU workers airflow-npu-worker, -1, -2, -3 (profiles npu … npu3), one stand-in chip each, and the chip type each
-# one's npu-smi double reports (NPU_SMI_DOUBLE_CHIP): three 310P3, so that a run's two 310P3 infer shards and its
-# benchmark can run at once (step 8), and one 910B3. [convmixer] chips also names 310B1, which nobody serves.
-npu_services=(airflow-npu-worker airflow-npu-worker-1 airflow-npu-worker-2 airflow-npu-worker-3)
-npu_profiles=(--profile npu --profile npu1 --profile npu2 --profile npu3)
-npu_chips=(310P3 310P3 310P3 910B3)
+# NPU workers airflow-npu-worker, -1, -2 (profiles npu … npu2), one stand-in chip each, and the chip type each
+# one's npu-smi double reports (NPU_SMI_DOUBLE_CHIP): two 310P3, so that a run's two 310P3 infer shards run at once
+# (step 8), and one 910B3. [convmixer] chips also names 310B1, which nobody serves.
+npu_services=(airflow-npu-worker airflow-npu-worker-1 airflow-npu-worker-2)
+npu_profiles=(--profile npu --profile npu1 --profile npu2)
+npu_chips=(310P3 310P3 910B3)
 served_chips=(310P3 910B3)
 unserved_chip=310B1
 bench_chip=310P3  # the chip whose benchmark step 9 stops a worker under
 npu_workers=${#npu_services[@]}
-pool_slots=3  # each chip's pool: the most workers one chip has here (310P3)
+pool_slots=2  # each chip's pool: the most workers one chip has here (310P3)
 stop_grace_period=60m  # step 9: what the NPU workers get here
 device_ms_per_batch=200  # the stand-in chips' device time per batch (AIS_BENCH_DOUBLE_SLEEP_MS)
 stop_bench_s=${SMOKE_STOP_BENCH_S:-180}  # step 9: how long the benchmark that is running during the stop should take
