@@ -54,15 +54,26 @@ trivial()
 
 
 def library_imports(folder: Path) -> list[str]:
-    """The ``convmixer_tasks`` modules the DAG files in ``folder`` import at their top level."""
+    """The ``convmixer_tasks`` modules the DAG files in ``folder`` import at their top level: for ``from X import a``
+    both ``X`` and ``X.a`` (which ``import_first`` skips when ``a`` is a name, not a submodule)."""
     modules = []
     for path in sorted(folder.glob("*.py")):
         for node in ast.parse(path.read_text()).body:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("convmixer_tasks"):
-                modules.append(node.module or "")
+                modules += [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
             elif isinstance(node, ast.Import):
                 modules += [alias.name for alias in node.names if alias.name.startswith("convmixer_tasks")]
     return modules
+
+
+def import_first(modules: Sequence[str]) -> None:
+    """Imports each module in order; a ``from X import a`` candidate ``X.a`` that X already has (a name it defines,
+    or a submodule loaded already) is skipped, as the import statement would take it from X."""
+    for module in modules:
+        parent, _, name = module.rpartition(".")
+        if parent in sys.modules and hasattr(sys.modules[parent], name):
+            continue
+        importlib.import_module(module)
 
 
 def parse_in_child(folder: Path, imported_first: Sequence[str] = ()) -> dict[str, float]:
@@ -87,8 +98,7 @@ def parse_in_child(folder: Path, imported_first: Sequence[str] = ()) -> dict[str
             else:
                 collecting["ms"] += (time.process_time() - collecting["since"]) * 1000
 
-        for module in imported_first:
-            importlib.import_module(module)
+        import_first(imported_first)
         gc.callbacks.append(timed)
         wall, cpu = time.perf_counter(), time.process_time()
         bag = DagBag(dag_folder=str(folder))

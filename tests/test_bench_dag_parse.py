@@ -1,0 +1,55 @@
+"""bench/bench_dag_parse.py's "construction only" parse imports what the DAG files import at their top level, and
+only that: an import inside a task is the task's cost, not the parse's."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_dag_parse.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_dag_parse", BENCH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_library_modules_of_a_dag_folder_are_its_top_level_imports(tmp_path):
+    (tmp_path / "a.py").write_text(
+        "import os\n"
+        "import convmixer_tasks.errors\n"
+        "from convmixer_tasks.run import fleet\n"
+        "from airflow.sdk import dag\n"
+        "def task():\n"
+        "    from convmixer_tasks.run import steps  # loaded when the task runs\n"
+    )
+    (tmp_path / "b.py").write_text("from convmixer_tasks.run.params import RunParams\n")
+    (tmp_path / "notes.md").write_text("from convmixer_tasks import nothing\n")
+    assert _load_bench().library_imports(tmp_path) == [
+        "convmixer_tasks.errors",
+        "convmixer_tasks.run",
+        "convmixer_tasks.run.fleet",  # from X import a: a may be a submodule, which importing X does not load
+        "convmixer_tasks.run.params",
+        "convmixer_tasks.run.params.RunParams",
+    ]
+
+
+def test_import_first_loads_submodules_and_skips_names():
+    bench = _load_bench()
+    bench.import_first(["convmixer_tasks.run", "convmixer_tasks.run.fleet", "convmixer_tasks.run.fleet.CHIPS_PARAM"])
+    assert "convmixer_tasks.run.fleet" in sys.modules
+    with pytest.raises(ModuleNotFoundError):  # a missing module is not a name to skip
+        bench.import_first(["convmixer_tasks.no_such_module"])
+
+
+def test_the_dags_folder_imports_the_params_but_not_the_steps():
+    modules = _load_bench().library_imports(BENCH.parents[1] / "dags")
+    assert "convmixer_tasks.run.params" in modules
+    assert not any(module.endswith(("steps", "records")) for module in modules)
