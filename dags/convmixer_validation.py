@@ -269,7 +269,8 @@ def convmixer_validation():
                 infer.override(**on_npu).partial(prepared=prepared, chip=chip).expand(compiled=compiled, shard=shards)
             )
             # After the chip's shards: ready with them, the benchmark would hold one of the chip's slots inside the
-            # infer window (the scale-out bench measured it there); after them it delays neither shards nor rows.
+            # infer window (the scale-out bench measured it there); after them it delays no shard, though at N >= 2
+            # workers the chip's NPU work ends a few seconds later (bench/RESULTS.md).
             benchmarks = benchmark.override(**on_npu).partial(chip=chip).expand(compiled=compiled)
             inferred >> benchmarks
             scores = evaluate.partial(inferred=inferred, exported=exported, chip=chip).expand(plan=on_chip)

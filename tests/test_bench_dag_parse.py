@@ -41,12 +41,20 @@ def test_the_library_modules_of_a_dag_folder_are_its_top_level_imports(tmp_path)
     ]
 
 
-def test_import_first_loads_submodules_and_skips_names():
+def test_import_first_loads_submodules_and_skips_names(tmp_path, monkeypatch):
+    package = tmp_path / "parse_bench_probe"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "sub.py").write_text("NAME = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("parse_bench_probe", "parse_bench_probe.sub"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     bench = _load_bench()
-    bench.import_first(["convmixer_tasks.run", "convmixer_tasks.run.fleet", "convmixer_tasks.run.fleet.CHIPS_PARAM"])
-    assert "convmixer_tasks.run.fleet" in sys.modules
+    # from parse_bench_probe.sub import NAME: the submodule is loaded, NAME is taken from it, not imported
+    bench.import_first(["parse_bench_probe", "parse_bench_probe.sub", "parse_bench_probe.sub.NAME"])
+    assert "parse_bench_probe.sub" in sys.modules
     with pytest.raises(ModuleNotFoundError):  # a missing module is not a name to skip
-        bench.import_first(["convmixer_tasks.no_such_module"])
+        bench.import_first(["parse_bench_probe.missing"])
 
 
 def test_the_dags_folder_imports_the_params_but_not_the_steps():
