@@ -3,22 +3,11 @@ only that: an import inside a task is the task's cost, not the parse's."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_dag_parse.py"
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_dag_parse", BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.bench_scripts import BENCH_DIR, load_bench
 
 
 def test_the_library_modules_of_a_dag_folder_are_its_top_level_imports(tmp_path):
@@ -32,7 +21,7 @@ def test_the_library_modules_of_a_dag_folder_are_its_top_level_imports(tmp_path)
     )
     (tmp_path / "b.py").write_text("from convmixer_tasks.run.params import RunParams\n")
     (tmp_path / "notes.md").write_text("from convmixer_tasks import nothing\n")
-    assert _load_bench().library_imports(tmp_path) == [
+    assert load_bench("bench_dag_parse").library_imports(tmp_path) == [
         "convmixer_tasks.errors",
         "convmixer_tasks.run",
         "convmixer_tasks.run.fleet",  # from X import a: a may be a submodule, which importing X does not load
@@ -49,7 +38,7 @@ def test_import_first_loads_submodules_and_skips_names(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in ("parse_bench_probe", "parse_bench_probe.sub"):
         monkeypatch.delitem(sys.modules, name, raising=False)
-    bench = _load_bench()
+    bench = load_bench("bench_dag_parse")
     # from parse_bench_probe.sub import NAME: the submodule is loaded, NAME is taken from it, not imported
     bench.import_first(["parse_bench_probe", "parse_bench_probe.sub", "parse_bench_probe.sub.NAME"])
     assert "parse_bench_probe.sub" in sys.modules
@@ -58,6 +47,6 @@ def test_import_first_loads_submodules_and_skips_names(tmp_path, monkeypatch):
 
 
 def test_the_dags_folder_imports_the_params_but_not_the_steps():
-    modules = _load_bench().library_imports(BENCH.parents[1] / "dags")
+    modules = load_bench("bench_dag_parse").library_imports(BENCH_DIR.parent / "dags")
     assert "convmixer_tasks.run.params" in modules
     assert not any(module.endswith(("steps", "records")) for module in modules)

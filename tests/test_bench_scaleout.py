@@ -7,28 +7,17 @@ instances, on made-up timestamps.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_scaleout.py"
+from tests.bench_scripts import load_bench
+
 T0 = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_scaleout", BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_bench()
+bench = load_bench("bench_scaleout")
 
 
 def rest_ti(task_id: str, start: float, end: float, host: str, queued_before: float | None = 0.5, index: int = 0):
